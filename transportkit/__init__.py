@@ -1,0 +1,99 @@
+"""transportkit: trading code over ZeroMQ-style sockets, on real pyzmq or in a
+deterministic simulation.
+
+Trading logic is an ``async def`` function that receives a :class:`Network` and uses
+only the sockets it makes. Run it on :class:`transportkit.zmq_backend.ZmqNetwork` in
+production, or inside :class:`transportkit.sim_backend.Simulation` in virtual time.
+"""
+
+from transportkit._endpoint import Endpoint, parse_endpoint
+from transportkit._errors import (
+    AddressInUseError,
+    BrokenPeerError,
+    ClosedError,
+    EndpointError,
+    FrameError,
+    HostUnreachableError,
+    OptionError,
+    ProtocolError,
+    SimulationDeadlock,
+    SimulationError,
+    StateError,
+    Timeout,
+    TransportError,
+    UnsupportedError,
+    WouldBlock,
+)
+from transportkit._kinds import SocketKind
+from transportkit._network import Network
+from transportkit._options import (
+    HIGH_THROUGHPUT,
+    LOW_LATENCY,
+    RELIABLE_REQUEST_REPLY,
+    SocketOptions,
+)
+from transportkit._socket import (
+    Dealer,
+    Frame,
+    Message,
+    Monitor,
+    MonitorEvent,
+    Pair,
+    Publisher,
+    Puller,
+    Pusher,
+    Receiver,
+    Requester,
+    Router,
+    Sender,
+    Socket,
+    SocketStats,
+    Subscriber,
+    Worker,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HIGH_THROUGHPUT",
+    "LOW_LATENCY",
+    "RELIABLE_REQUEST_REPLY",
+    "AddressInUseError",
+    "BrokenPeerError",
+    "ClosedError",
+    "Dealer",
+    "Endpoint",
+    "EndpointError",
+    "Frame",
+    "FrameError",
+    "HostUnreachableError",
+    "Message",
+    "Monitor",
+    "MonitorEvent",
+    "Network",
+    "OptionError",
+    "Pair",
+    "ProtocolError",
+    "Publisher",
+    "Puller",
+    "Pusher",
+    "Receiver",
+    "Requester",
+    "Router",
+    "Sender",
+    "SimulationDeadlock",
+    "SimulationError",
+    "Socket",
+    "SocketKind",
+    "SocketOptions",
+    "SocketStats",
+    "StateError",
+    "Subscriber",
+    "Timeout",
+    "TransportError",
+    "UnsupportedError",
+    "Worker",
+    "WouldBlock",
+    "__version__",
+    "parse_endpoint",
+]

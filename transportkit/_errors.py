@@ -1,0 +1,93 @@
+"""The transportkit error hierarchy.
+
+Every error a backend raises is one of these; a backend's own exceptions (pyzmq's
+``ZMQError`` and friends) are translated and chained (``raise ... from exc``), never
+leaked. The names say whose fault it is, in the manner of trio: *Closed* means you closed
+it, *Broken* means the peer or the network failed, *State* means the call came in the
+wrong order.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = [
+    "AddressInUseError",
+    "BrokenPeerError",
+    "ClosedError",
+    "EndpointError",
+    "FrameError",
+    "HostUnreachableError",
+    "OptionError",
+    "ProtocolError",
+    "SimulationDeadlock",
+    "SimulationError",
+    "StateError",
+    "Timeout",
+    "TransportError",
+    "UnsupportedError",
+    "WouldBlock",
+]
+
+
+class TransportError(Exception):
+    """Base class of every error transportkit raises."""
+
+
+class ClosedError(TransportError):
+    """The socket or network was closed by its owner and cannot be used any more."""
+
+
+class BrokenPeerError(TransportError):
+    """The peer or the network failed (the peer vanished, the connection broke)."""
+
+
+class HostUnreachableError(BrokenPeerError):
+    """A ROUTER with ``router_mandatory`` was asked to send to an unknown routing id."""
+
+
+class Timeout(TransportError, builtins.TimeoutError):
+    """A blocking send or receive did not complete within its timeout.
+
+    Also a :class:`TimeoutError`, so ``except TimeoutError`` catches it.
+    """
+
+
+class WouldBlock(TransportError):
+    """A non-blocking send could not proceed at once (the pipes are at their HWM)."""
+
+
+class StateError(TransportError):
+    """The call is not allowed in the socket's current state (REQ/REP lockstep, EFSM)."""
+
+
+class OptionError(TransportError, ValueError):
+    """A socket or network option is unknown, has the wrong type, or is out of range."""
+
+
+class EndpointError(TransportError, ValueError):
+    """An endpoint string is malformed or names a transport that cannot be used."""
+
+
+class AddressInUseError(EndpointError):
+    """Binding failed because another socket is already bound to the endpoint."""
+
+
+class UnsupportedError(TransportError):
+    """The operation or transport is not available on this backend or this build."""
+
+
+class FrameError(TransportError, TypeError):
+    """A message is not a non-empty sequence of bytes-like frames, or a frame is too big."""
+
+
+class ProtocolError(TransportError):
+    """A peer sent something that does not follow the protocol (malformed envelope, ...)."""
+
+
+class SimulationError(TransportError):
+    """Something inside a simulation tried to use real time, real I/O or threads."""
+
+
+class SimulationDeadlock(SimulationError):
+    """The simulation has no pending event, yet the main coroutine is still waiting."""

@@ -1,0 +1,45 @@
+"""Socket kinds, named as ZeroMQ names them."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["SocketKind"]
+
+
+class SocketKind(enum.Enum):
+    """The ZeroMQ socket types transportkit supports."""
+
+    PUB = "PUB"
+    SUB = "SUB"
+    REQ = "REQ"
+    REP = "REP"
+    PUSH = "PUSH"
+    PULL = "PULL"
+    PAIR = "PAIR"
+    DEALER = "DEALER"
+    ROUTER = "ROUTER"
+
+    @property
+    def can_send(self) -> bool:
+        """Whether sockets of this kind send messages."""
+        return self not in (SocketKind.SUB, SocketKind.PULL)
+
+    @property
+    def can_recv(self) -> bool:
+        """Whether sockets of this kind receive messages."""
+        return self not in (SocketKind.PUB, SocketKind.PUSH)
+
+
+#: Which kinds may be connected to which (RFC 28/29/30/31 and libzmq's compatibility table).
+PEERS: dict[SocketKind, frozenset[SocketKind]] = {
+    SocketKind.PUB: frozenset({SocketKind.SUB}),
+    SocketKind.SUB: frozenset({SocketKind.PUB}),
+    SocketKind.REQ: frozenset({SocketKind.REP, SocketKind.ROUTER}),
+    SocketKind.REP: frozenset({SocketKind.REQ, SocketKind.DEALER}),
+    SocketKind.PUSH: frozenset({SocketKind.PULL}),
+    SocketKind.PULL: frozenset({SocketKind.PUSH}),
+    SocketKind.PAIR: frozenset({SocketKind.PAIR}),
+    SocketKind.DEALER: frozenset({SocketKind.REP, SocketKind.ROUTER, SocketKind.DEALER}),
+    SocketKind.ROUTER: frozenset({SocketKind.REQ, SocketKind.DEALER, SocketKind.ROUTER}),
+}

@@ -1,0 +1,193 @@
+"""The Network: the one object trading code receives, and the maker of sockets."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self, TypeVar
+
+from transportkit._errors import FrameError
+from transportkit._kinds import SocketKind
+from transportkit._options import SocketOptions
+from transportkit._socket import (
+    Dealer,
+    Pair,
+    Publisher,
+    Puller,
+    Pusher,
+    Requester,
+    Router,
+    Socket,
+    Subscriber,
+    Worker,
+    as_endpoints,
+)
+
+__all__ = ["Network"]
+
+_S = TypeVar("_S", bound=Socket)
+Endpoints = str | Iterable[str]
+
+
+class Network(abc.ABC):
+    """Makes sockets on one backend; trading code receives it and nothing else.
+
+    Every factory takes ``bind=`` and/or ``connect=`` (one endpoint or several) and
+    optional :class:`~transportkit.SocketOptions`. If a bind or connect fails, the new
+    socket is closed before the error propagates, so nothing leaks.
+
+    On the zmq backend a network is a process's ZeroMQ context; on the sim backend it
+    is one simulated node (a process), and closing the network closes its sockets.
+    """
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """A name for reports and traces (a node name on the sim backend)."""
+
+    @abc.abstractmethod
+    def _open(self, kind: SocketKind, options: SocketOptions) -> Socket:
+        """Create an unattached socket of ``kind`` (options already validated for it)."""
+
+    @abc.abstractmethod
+    def time_ns(self) -> int:
+        """Nanoseconds for timestamps: wall-clock epoch time on real networks, virtual
+        time in a simulation (trading code must use this, never ``time.time()``).
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close every socket made by this network, then the network. Idempotent."""
+
+    def socket(
+        self,
+        kind: SocketKind,
+        *,
+        bind: Endpoints = (),
+        connect: Endpoints = (),
+        options: SocketOptions | None = None,
+    ) -> Socket:
+        """Make a socket of any kind; the typed factories below are usually nicer."""
+        opts = SocketOptions() if options is None else options
+        if not isinstance(opts, SocketOptions):
+            from transportkit._errors import OptionError
+
+            raise OptionError(f"options must be SocketOptions, got {type(opts).__name__}")
+        opts.check_for(kind)
+        sock = self._open(kind, opts)
+        try:
+            for endpoint in as_endpoints(bind):
+                sock.bind(endpoint)
+            for endpoint in as_endpoints(connect):
+                sock.connect(endpoint)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _typed(
+        self, cls: type[_S], bind: Endpoints, connect: Endpoints, options: SocketOptions | None
+    ) -> _S:
+        sock = self.socket(cls.kind, bind=bind, connect=connect, options=options)
+        assert isinstance(sock, cls)
+        return sock
+
+    def publisher(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Publisher:
+        """Make a PUB socket."""
+        return self._typed(Publisher, bind, connect, options)
+
+    def subscriber(
+        self,
+        *,
+        bind: Endpoints = (),
+        connect: Endpoints = (),
+        topics: Iterable[bytes] = (b"",),
+        options: SocketOptions | None = None,
+    ) -> Subscriber:
+        """Make a SUB socket subscribed to ``topics`` (default: everything).
+
+        Pass ``topics=()`` to start with no subscription.
+        """
+        prefixes = [topics] if isinstance(topics, (bytes, str)) else list(topics)
+        for prefix in prefixes:
+            if not isinstance(prefix, bytes):
+                raise FrameError(f"topic must be bytes, got {type(prefix).__name__} {prefix!r}")
+        sub = self._typed(Subscriber, (), (), options)
+        try:
+            for prefix in prefixes:
+                sub.subscribe(prefix)
+            for endpoint in as_endpoints(bind):
+                sub.bind(endpoint)
+            for endpoint in as_endpoints(connect):
+                sub.connect(endpoint)
+        except BaseException:
+            sub.close()
+            raise
+        return sub
+
+    def requester(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Requester:
+        """Make a REQ socket."""
+        return self._typed(Requester, bind, connect, options)
+
+    def worker(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Worker:
+        """Make a REP socket (the replying side of request/reply)."""
+        return self._typed(Worker, bind, connect, options)
+
+    def pusher(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Pusher:
+        """Make a PUSH socket."""
+        return self._typed(Pusher, bind, connect, options)
+
+    def puller(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Puller:
+        """Make a PULL socket."""
+        return self._typed(Puller, bind, connect, options)
+
+    def pair(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Pair:
+        """Make a PAIR socket."""
+        return self._typed(Pair, bind, connect, options)
+
+    def dealer(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Dealer:
+        """Make a DEALER socket."""
+        return self._typed(Dealer, bind, connect, options)
+
+    def router(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> Router:
+        """Make a ROUTER socket."""
+        return self._typed(Router, bind, connect, options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,232 @@
+"""Typed, validated socket options, with the seed document's HFT presets.
+
+Option names and units are libzmq's (``sndhwm``, ``reconnect_ivl`` in milliseconds, -1 for
+"infinite" or "OS default"), so the ZeroMQ documentation applies as written. One default
+differs from libzmq on purpose: ``linger`` is 0, so closing a socket never hangs a process
+on unsent messages (libzmq's -1 is a classic cause of hangs at shutdown). Set it to a
+positive number of milliseconds, or -1, when queued messages must outlive ``close()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from transportkit._errors import OptionError
+from transportkit._kinds import SocketKind
+
+__all__ = [
+    "HIGH_THROUGHPUT",
+    "LOW_LATENCY",
+    "RELIABLE_REQUEST_REPLY",
+    "SocketOptions",
+]
+
+_INT32_MAX: Final = 2**31 - 1
+_CONFLATE_KINDS: Final = frozenset(
+    {SocketKind.PUB, SocketKind.SUB, SocketKind.PUSH, SocketKind.PULL, SocketKind.DEALER}
+)
+
+
+def _int_field(default: int, minimum: int, doc: str) -> Any:
+    return field(default=default, metadata={"min": minimum, "doc": doc})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SocketOptions:
+    """Options of one socket; immutable, validated on construction.
+
+    Construct with keywords (``SocketOptions(sndhwm=10_000, linger=0)``), derive with
+    :meth:`replace`, or load from plain data with :meth:`from_mapping`. Every invalid
+    value raises :class:`~transportkit.OptionError` naming the option and the problem.
+
+    Attributes:
+        sndhwm: Messages queued per outgoing pipe before the socket's HWM action
+            (drop for PUB/ROUTER, block for PUSH/DEALER/REQ/PAIR). 0 means unlimited.
+        rcvhwm: Messages queued per incoming pipe. 0 means unlimited.
+        linger: Milliseconds unsent messages survive ``close()``; 0 discards them, -1
+            waits for ever (transportkit's default is 0, see the module docstring).
+        sndtimeo: Milliseconds a blocking send waits before raising
+            :class:`~transportkit.Timeout`; -1 waits for ever.
+        rcvtimeo: Milliseconds a receive without an explicit timeout waits; -1 for ever.
+        reconnect_ivl: Milliseconds before a connecting socket retries; -1 never retries.
+        reconnect_ivl_max: Upper bound of the doubling back-off; 0 means no back-off.
+        heartbeat_ivl: Milliseconds between ZMTP PINGs; 0 disables heartbeats.
+        heartbeat_ttl: Milliseconds the peer should wait for our traffic (0 = unset).
+        heartbeat_timeout: Milliseconds without traffic before the connection is
+            declared dead; -1 means "same as heartbeat_ivl".
+        tcp_keepalive: -1 leaves the OS default, 0 disables, 1 enables SO_KEEPALIVE.
+        tcp_keepalive_idle: Seconds of idleness before the first probe (-1 = OS).
+        tcp_keepalive_cnt: Failed probes before the connection is dropped (-1 = OS).
+        tcp_keepalive_intvl: Seconds between probes (-1 = OS).
+        conflate: Keep only the last message (PUB, SUB, PUSH, PULL, DEALER only);
+            single-frame messages only, so multipart sends are refused.
+        immediate: Queue only to completed connections (no queueing to a peer that
+            is not connected yet).
+        router_mandatory: A ROUTER raises :class:`~transportkit.HostUnreachableError`
+            for an unknown routing id (and would-block at the HWM) instead of dropping.
+        maxmsgsize: Largest inbound message in bytes; -1 for no limit.
+        routing_id: Identity this socket presents to a ROUTER peer: 1 to 255 bytes,
+            not starting with a zero byte (those are reserved for generated ids).
+        req_relaxed: A REQ may send a new request before the reply to the last one.
+        req_correlate: A REQ tags requests with an id and drops replies that do not match.
+        tcp_nodelay: Always True. libzmq sets TCP_NODELAY on every TCP connection and
+            offers no way to clear it; this field exists so that asking for False
+            fails loudly instead of being silently ignored.
+    """
+
+    sndhwm: int = _int_field(1000, 0, "send high-water mark")
+    rcvhwm: int = _int_field(1000, 0, "receive high-water mark")
+    linger: int = _int_field(0, -1, "linger period (ms)")
+    sndtimeo: int = _int_field(-1, -1, "send timeout (ms)")
+    rcvtimeo: int = _int_field(-1, -1, "receive timeout (ms)")
+    reconnect_ivl: int = _int_field(100, -1, "reconnect interval (ms)")
+    reconnect_ivl_max: int = _int_field(0, 0, "maximum reconnect interval (ms)")
+    heartbeat_ivl: int = _int_field(0, 0, "heartbeat interval (ms)")
+    heartbeat_ttl: int = _int_field(0, 0, "heartbeat TTL (ms)")
+    heartbeat_timeout: int = _int_field(-1, -1, "heartbeat timeout (ms)")
+    tcp_keepalive: int = _int_field(-1, -1, "TCP keepalive switch")
+    tcp_keepalive_idle: int = _int_field(-1, -1, "TCP keepalive idle (s)")
+    tcp_keepalive_cnt: int = _int_field(-1, -1, "TCP keepalive probe count")
+    tcp_keepalive_intvl: int = _int_field(-1, -1, "TCP keepalive interval (s)")
+    conflate: bool = False
+    immediate: bool = False
+    router_mandatory: bool = False
+    maxmsgsize: int = _int_field(-1, -1, "maximum message size (bytes)")
+    routing_id: bytes | None = None
+    req_relaxed: bool = False
+    req_correlate: bool = False
+    tcp_nodelay: bool = True
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "min" in f.metadata:
+                _check_int(f.name, value, f.metadata["min"])
+            elif f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise OptionError(
+                        f"option {f.name!r} must be a bool, got {type(value).__name__} {value!r}"
+                    )
+        if self.tcp_keepalive not in (-1, 0, 1):
+            raise OptionError(
+                f"option 'tcp_keepalive' must be -1 (OS default), 0 or 1, got {self.tcp_keepalive}"
+            )
+        if self.heartbeat_ttl > 6_553_599:
+            raise OptionError(
+                f"option 'heartbeat_ttl' must be at most 6553599 ms, got {self.heartbeat_ttl}"
+            )
+        if (
+            self.reconnect_ivl_max
+            and self.reconnect_ivl >= 0
+            and self.reconnect_ivl_max < self.reconnect_ivl
+        ):
+            raise OptionError(
+                "option 'reconnect_ivl_max' must be 0 (no back-off) or at least reconnect_ivl "
+                f"({self.reconnect_ivl} ms), got {self.reconnect_ivl_max}"
+            )
+        if self.routing_id is not None:
+            rid = self.routing_id
+            if not isinstance(rid, bytes):
+                raise OptionError(
+                    f"option 'routing_id' must be bytes, got {type(rid).__name__} {rid!r}"
+                )
+            if not 1 <= len(rid) <= 255:
+                raise OptionError(
+                    f"option 'routing_id' must be 1 to 255 bytes long, got {len(rid)} bytes"
+                )
+            if rid[0] == 0:
+                raise OptionError(
+                    "option 'routing_id' must not start with a zero byte "
+                    "(libzmq reserves those for generated ids)"
+                )
+        if self.tcp_nodelay is not True:
+            raise OptionError(
+                "option 'tcp_nodelay' cannot be turned off: libzmq always sets TCP_NODELAY "
+                "on TCP connections and has no option to clear it"
+            )
+
+    @property
+    def heartbeat_timeout_effective(self) -> int:
+        """The heartbeat timeout in ms that applies (``heartbeat_ivl`` when unset)."""
+        return self.heartbeat_ivl if self.heartbeat_timeout == -1 else self.heartbeat_timeout
+
+    def replace(self, **changes: Any) -> SocketOptions:
+        """Return a copy with ``changes`` applied; unknown names raise OptionError."""
+        _check_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> SocketOptions:
+        """Build options from plain data (a TOML table, say); unknown names raise."""
+        _check_names(values)
+        return cls(**dict(values))
+
+    def check_for(self, kind: SocketKind) -> None:
+        """Raise OptionError if an option set here makes no sense for ``kind``."""
+        if self.conflate and kind not in _CONFLATE_KINDS:
+            raise OptionError(
+                f"option 'conflate' is not supported on {kind.value} sockets "
+                "(only PUB, SUB, PUSH, PULL and DEALER)"
+            )
+        if self.router_mandatory and kind is not SocketKind.ROUTER:
+            raise OptionError(f"option 'router_mandatory' applies to ROUTER, not {kind.value}")
+        if (self.req_relaxed or self.req_correlate) and kind is not SocketKind.REQ:
+            name = "req_relaxed" if self.req_relaxed else "req_correlate"
+            raise OptionError(f"option {name!r} applies to REQ, not {kind.value}")
+
+    def changed(self) -> dict[str, Any]:
+        """The options that differ from their defaults, by name."""
+        default = _DEFAULTS
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(default, f.name)
+        }
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f"option {name!r} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        hint = " (-1 means infinite/default)" if minimum == -1 else ""
+        raise OptionError(f"option {name!r} must be >= {minimum}{hint}, got {value}")
+    if value > _INT32_MAX:
+        raise OptionError(f"option {name!r} must fit in 32 bits, got {value}")
+
+
+_NAMES: Final = tuple(f.name for f in dataclasses.fields(SocketOptions))
+
+
+def _check_names(values: Mapping[str, Any]) -> None:
+    for name in values:
+        if name not in _NAMES:
+            close = difflib.get_close_matches(str(name), _NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            if name == "io_threads":
+                hint = "; I/O threads are an option of the network, not of a socket"
+            raise OptionError(f"unknown socket option {name!r}{hint}")
+
+
+_DEFAULTS: Final = SocketOptions()
+
+LOW_LATENCY: Final = SocketOptions(sndhwm=5000, rcvhwm=5000, linger=0)
+"""The seed's "optimized configuration for HFT" publisher/subscriber: HWM 5000, linger 0."""
+
+HIGH_THROUGHPUT: Final = SocketOptions(sndhwm=100_000, rcvhwm=100_000, linger=0)
+"""Deep queues for bursts (the seed's "higher for throughput" guideline, 10k-100k)."""
+
+RELIABLE_REQUEST_REPLY: Final = SocketOptions(
+    sndtimeo=100,
+    rcvtimeo=100,
+    linger=0,
+    tcp_keepalive=1,
+    tcp_keepalive_idle=60,
+    tcp_keepalive_intvl=10,
+    tcp_keepalive_cnt=3,
+)
+"""The seed's requester (100 ms send/receive timeouts, linger 0) plus its TCP keepalive
+settings (idle 60 s, probe every 10 s, 3 probes), so a dead peer is noticed."""

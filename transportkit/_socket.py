@@ -1,0 +1,391 @@
+"""The socket interfaces trading code is written against.
+
+Each interface is an abstract class whose docstrings are the contract every backend
+honours; the conformance checks in :mod:`transportkit.testing` hold backends to it.
+
+Messages are multipart: a message is a non-empty sequence of frames, each frame
+bytes-like (``bytes``, ``bytearray``, ``memoryview``). Received messages are
+``list[bytes]``. A message is delivered whole or not at all.
+
+Timeouts given to methods are in seconds (asyncio's unit); timeouts in
+:class:`~transportkit.SocketOptions` are in milliseconds (libzmq's unit).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar, Self, TypeAlias
+
+from transportkit._errors import ClosedError, FrameError
+from transportkit._kinds import SocketKind
+from transportkit._options import SocketOptions
+
+__all__ = [
+    "Dealer",
+    "Frame",
+    "Message",
+    "Monitor",
+    "MonitorEvent",
+    "Pair",
+    "Publisher",
+    "Puller",
+    "Pusher",
+    "Receiver",
+    "Requester",
+    "Router",
+    "Sender",
+    "Socket",
+    "SocketStats",
+    "Subscriber",
+    "Worker",
+    "check_frames",
+]
+
+Frame: TypeAlias = bytes | bytearray | memoryview
+"""A frame as accepted by ``send``."""
+
+Message: TypeAlias = list[bytes]
+"""A received message: its frames, in order."""
+
+
+def check_frames(frames: object) -> Sequence[Frame]:
+    """Validate an outgoing message; return it, or raise FrameError naming the fault."""
+    if isinstance(frames, (bytes, bytearray, memoryview, str)):
+        raise FrameError(
+            f"a message is a sequence of frames, got a single {type(frames).__name__}; "
+            "wrap it in a list: send([frame])"
+        )
+    if not isinstance(frames, Sequence):
+        raise FrameError(f"a message is a sequence of bytes frames, got {type(frames).__name__}")
+    if not frames:
+        raise FrameError("a message needs at least one frame, got an empty sequence")
+    for i, frame in enumerate(frames):
+        if not isinstance(frame, (bytes, bytearray, memoryview)):
+            raise FrameError(
+                f"frame {i} is {type(frame).__name__} {frame!r:.40}, expected bytes "
+                "(encode text explicitly, e.g. 'AAPL'.encode())"
+            )
+    return frames
+
+
+@dataclass(slots=True)
+class SocketStats:
+    """Counters of one socket, updated as it works.
+
+    Attributes:
+        sent: Messages accepted by ``send`` (multipart counts once).
+        received: Messages handed to the application by a receive.
+        dropped: Messages this socket discarded (HWM on PUB/ROUTER, unroutable ROUTER
+            sends, replies to vanished requesters, queues lost to disconnects), or None
+            where the backend cannot know (libzmq does not report drops).
+    """
+
+    sent: int = 0
+    received: int = 0
+    dropped: int | None = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorEvent:
+    """A socket lifecycle event, named as libzmq names them (``CONNECTED``, ...).
+
+    Attributes:
+        name: ``CONNECTED``, ``CONNECT_DELAYED``, ``CONNECT_RETRIED``, ``LISTENING``,
+            ``BIND_FAILED``, ``ACCEPTED``, ``ACCEPT_FAILED``, ``CLOSED``, ``CLOSE_FAILED``,
+            ``DISCONNECTED``, ``MONITOR_STOPPED``, ``HANDSHAKE_FAILED_NO_DETAIL``,
+            ``HANDSHAKE_SUCCEEDED``, ``HANDSHAKE_FAILED_PROTOCOL``, ``HANDSHAKE_FAILED_AUTH``.
+        endpoint: The endpoint the event concerns.
+        value: libzmq's event value (a file descriptor, an interval or an errno).
+    """
+
+    name: str
+    endpoint: str
+    value: int = 0
+
+
+class Monitor(abc.ABC):
+    """A stream of a socket's :class:`MonitorEvent`; close it when done."""
+
+    @abc.abstractmethod
+    async def recv(self, timeout: float | None = None) -> MonitorEvent:
+        """Wait for the next event; raise Timeout after ``timeout`` seconds."""
+
+    @abc.abstractmethod
+    def try_recv(self) -> MonitorEvent | None:
+        """Return the next event if one is waiting, else None."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop monitoring. Idempotent."""
+
+    def __aiter__(self) -> AsyncIterator[MonitorEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[MonitorEvent]:
+        while True:
+            try:
+                yield await self.recv()
+            except ClosedError:
+                return
+
+
+class Socket(abc.ABC):
+    """What every socket can do: bind, connect, close, report.
+
+    Sockets are made by a :class:`~transportkit.Network`, never constructed directly.
+    A socket belongs to one task at a time; it is not thread-safe (see the zmq backend's
+    thread-safe blocking socket for that).
+    """
+
+    kind: ClassVar[SocketKind]
+
+    @property
+    @abc.abstractmethod
+    def options(self) -> SocketOptions:
+        """The options the socket was made with."""
+
+    @property
+    @abc.abstractmethod
+    def stats(self) -> SocketStats:
+        """Live counters (the same object for the socket's whole life)."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or the socket's node crashed, in a sim)."""
+
+    @abc.abstractmethod
+    def bind(self, endpoint: str) -> str:
+        """Bind to ``endpoint`` and return it resolved (a wildcard tcp port made concrete).
+
+        Raises:
+            EndpointError: The endpoint is malformed or its transport unavailable.
+            AddressInUseError: Another socket is bound there.
+            ClosedError: The socket is closed.
+        """
+
+    @abc.abstractmethod
+    def connect(self, endpoint: str) -> None:
+        """Connect to ``endpoint``. Returns at once; the connection completes (and is
+        retried every ``reconnect_ivl``) in the background, as in ZeroMQ.
+
+        Raises:
+            EndpointError: The endpoint is malformed or its transport unavailable.
+            ClosedError: The socket is closed.
+        """
+
+    @abc.abstractmethod
+    def disconnect(self, endpoint: str) -> None:
+        """Drop the connection made by :meth:`connect` to ``endpoint``, and its queue."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the socket. Idempotent. Unsent messages survive for ``linger`` ms.
+
+        Every later operation raises :class:`~transportkit.ClosedError`, and so does a
+        receive that was waiting when the socket closed.
+        """
+
+    @abc.abstractmethod
+    def monitor(self) -> Monitor:
+        """Start a stream of this socket's lifecycle events."""
+
+    @property
+    @abc.abstractmethod
+    def last_endpoint(self) -> str | None:
+        """The endpoint most recently bound or connected, resolved; None before any."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else (self.last_endpoint or "unattached")
+        return f"<{type(self).__name__} {self.kind.value} {state}>"
+
+
+class Sender(Socket):
+    """A socket that sends."""
+
+    @abc.abstractmethod
+    async def send(self, frames: Sequence[Frame]) -> None:
+        """Send one multipart message.
+
+        Waits while the socket is at its high-water mark if its kind blocks there
+        (PUSH, DEALER, REQ, PAIR), up to ``sndtimeo``; a PUB never waits (it drops, and
+        counts the drop where the backend can know).
+
+        Raises:
+            FrameError: ``frames`` is not a non-empty sequence of bytes-like frames, or
+                is multipart on a ``conflate`` socket.
+            Timeout: ``sndtimeo`` elapsed while the socket was at its HWM.
+            StateError: A REQ sent twice without receiving, or a REP sent before receiving.
+            HostUnreachableError: A ``router_mandatory`` ROUTER had no such peer.
+            ClosedError: The socket is closed.
+        """
+
+    @abc.abstractmethod
+    def try_send(self, frames: Sequence[Frame]) -> None:
+        """Send without waiting; raise :class:`~transportkit.WouldBlock` if it would wait.
+
+        Raises the same errors as :meth:`send`, with WouldBlock in place of Timeout.
+        """
+
+
+class Receiver(Socket):
+    """A socket that receives."""
+
+    @abc.abstractmethod
+    async def recv(self, timeout: float | None = None) -> Message:
+        """Wait for the next message and return its frames.
+
+        Args:
+            timeout: Seconds to wait; ``math.inf`` waits for ever; None uses the
+                ``rcvtimeo`` option (whose -1 means for ever).
+
+        Raises:
+            Timeout: Nothing arrived in time.
+            StateError: A REQ received before sending, or a REP received twice.
+            ClosedError: The socket is (or became, while waiting) closed.
+        """
+
+    @abc.abstractmethod
+    def try_recv(self) -> Message | None:
+        """Return the next message if one is waiting, else None, without waiting."""
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        """Iterate over received messages until the socket is closed."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self.recv(timeout=math.inf)
+            except ClosedError:
+                return
+
+
+class Publisher(Sender):
+    """PUB: sends every message to each subscriber whose prefix matches frame 0.
+
+    Never blocks: at a subscriber's HWM the message is dropped for that subscriber.
+    Messages published before a subscription reaches the publisher are not delivered
+    to that subscriber (the slow joiner).
+    """
+
+    kind = SocketKind.PUB
+
+    async def publish(self, topic: bytes, *frames: Frame) -> None:
+        """Send ``[topic, *frames]`` (the seed's ``[topic][timestamp][data]`` shape)."""
+        await self.send([topic, *frames])
+
+
+class Subscriber(Receiver):
+    """SUB: receives the messages whose frame 0 starts with one of its prefixes.
+
+    Frame 0 of every received message is its topic. ``b""`` subscribes to everything.
+    """
+
+    kind = SocketKind.SUB
+
+    @abc.abstractmethod
+    def subscribe(self, prefix: bytes) -> None:
+        """Add a topic prefix (subscriptions are counted: twice in needs twice out)."""
+
+    @abc.abstractmethod
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Remove one subscription to ``prefix``."""
+
+    @property
+    @abc.abstractmethod
+    def subscriptions(self) -> tuple[bytes, ...]:
+        """The prefixes subscribed to, in the order they were added."""
+
+
+class Requester(Sender, Receiver):
+    """REQ: strict request/reply lockstep (send, recv, send, ...), round-robin to peers.
+
+    The reply is taken only from the peer the request went to. Breaking the lockstep
+    raises :class:`~transportkit.StateError` (unless ``req_relaxed``).
+    """
+
+    kind = SocketKind.REQ
+
+    async def request(self, frames: Sequence[Frame], timeout: float | None = None) -> Message:
+        """Send ``frames`` and wait for the reply (``timeout`` applies to the reply)."""
+        await self.send(frames)
+        return await self.recv(timeout)
+
+
+class Worker(Sender, Receiver):
+    """REP: the replying side; recv a request, then send its reply, then recv again.
+
+    The reply goes to the peer the request came from; if that peer has gone, the reply
+    is discarded (and counted as dropped).
+    """
+
+    kind = SocketKind.REP
+
+
+class Pusher(Sender):
+    """PUSH: round-robin to connected pullers; blocks (up to ``sndtimeo``) at the HWM."""
+
+    kind = SocketKind.PUSH
+
+
+class Puller(Receiver):
+    """PULL: fair-queues messages from all pushers."""
+
+    kind = SocketKind.PULL
+
+
+class Pair(Sender, Receiver):
+    """PAIR: exclusive two-way link with exactly one peer; blocks at the HWM."""
+
+    kind = SocketKind.PAIR
+
+
+class Dealer(Sender, Receiver):
+    """DEALER: asynchronous round-robin out, fair-queue in; blocks at the HWM."""
+
+    kind = SocketKind.DEALER
+
+
+class Router(Sender, Receiver):
+    """ROUTER: frame 0 of every message is the peer's routing id.
+
+    Received messages start with the sender's routing id; sent messages are routed by
+    their frame 0 (which is stripped). Unknown ids and peers at the HWM are dropped
+    (and counted), or raise with ``router_mandatory``.
+    """
+
+    kind = SocketKind.ROUTER
+
+
+def as_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Normalise a ``bind=``/``connect=`` argument to a tuple of endpoint strings."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
