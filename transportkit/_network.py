@@ -5,9 +5,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self, cast
 
-from transportkit._errors import FrameError
+from transportkit._errors import FrameError, OptionError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 from transportkit._socket import (
@@ -26,7 +26,6 @@ from transportkit._socket import (
 
 __all__ = ["Network"]
 
-_S = TypeVar("_S", bound=Socket)
 Endpoints = str | Iterable[str]
 
 
@@ -71,8 +70,6 @@ class Network(abc.ABC):
         """Make a socket of any kind; the typed factories below are usually nicer."""
         opts = SocketOptions() if options is None else options
         if not isinstance(opts, SocketOptions):
-            from transportkit._errors import OptionError
-
             raise OptionError(f"options must be SocketOptions, got {type(opts).__name__}")
         opts.check_for(kind)
         sock = self._open(kind, opts)
@@ -87,17 +84,15 @@ class Network(abc.ABC):
         return sock
 
     def _typed(
-        self, cls: type[_S], bind: Endpoints, connect: Endpoints, options: SocketOptions | None
-    ) -> _S:
-        sock = self.socket(cls.kind, bind=bind, connect=connect, options=options)
-        assert isinstance(sock, cls)
-        return sock
+        self, kind: SocketKind, bind: Endpoints, connect: Endpoints, options: SocketOptions | None
+    ) -> Socket:
+        return self.socket(kind, bind=bind, connect=connect, options=options)
 
     def publisher(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Publisher:
         """Make a PUB socket."""
-        return self._typed(Publisher, bind, connect, options)
+        return cast(Publisher, self._typed(SocketKind.PUB, bind, connect, options))
 
     def subscriber(
         self,
@@ -115,7 +110,7 @@ class Network(abc.ABC):
         for prefix in prefixes:
             if not isinstance(prefix, bytes):
                 raise FrameError(f"topic must be bytes, got {type(prefix).__name__} {prefix!r}")
-        sub = self._typed(Subscriber, (), (), options)
+        sub = cast(Subscriber, self._typed(SocketKind.SUB, (), (), options))
         try:
             for prefix in prefixes:
                 sub.subscribe(prefix)
@@ -132,43 +127,43 @@ class Network(abc.ABC):
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Requester:
         """Make a REQ socket."""
-        return self._typed(Requester, bind, connect, options)
+        return cast(Requester, self._typed(SocketKind.REQ, bind, connect, options))
 
     def worker(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Worker:
         """Make a REP socket (the replying side of request/reply)."""
-        return self._typed(Worker, bind, connect, options)
+        return cast(Worker, self._typed(SocketKind.REP, bind, connect, options))
 
     def pusher(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Pusher:
         """Make a PUSH socket."""
-        return self._typed(Pusher, bind, connect, options)
+        return cast(Pusher, self._typed(SocketKind.PUSH, bind, connect, options))
 
     def puller(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Puller:
         """Make a PULL socket."""
-        return self._typed(Puller, bind, connect, options)
+        return cast(Puller, self._typed(SocketKind.PULL, bind, connect, options))
 
     def pair(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Pair:
         """Make a PAIR socket."""
-        return self._typed(Pair, bind, connect, options)
+        return cast(Pair, self._typed(SocketKind.PAIR, bind, connect, options))
 
     def dealer(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Dealer:
         """Make a DEALER socket."""
-        return self._typed(Dealer, bind, connect, options)
+        return cast(Dealer, self._typed(SocketKind.DEALER, bind, connect, options))
 
     def router(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
     ) -> Router:
         """Make a ROUTER socket."""
-        return self._typed(Router, bind, connect, options)
+        return cast(Router, self._typed(SocketKind.ROUTER, bind, connect, options))
 
     def __enter__(self) -> Self:
         return self

@@ -106,11 +106,10 @@ class SocketOptions:
             value = getattr(self, f.name)
             if "min" in f.metadata:
                 _check_int(f.name, value, f.metadata["min"])
-            elif f.type in ("bool", bool):
-                if not isinstance(value, bool):
-                    raise OptionError(
-                        f"option {f.name!r} must be a bool, got {type(value).__name__} {value!r}"
-                    )
+            elif f.type in ("bool", bool) and not isinstance(value, bool):
+                raise OptionError(
+                    f"option {f.name!r} must be a bool, got {type(value).__name__} {value!r}"
+                )
         if self.tcp_keepalive not in (-1, 0, 1):
             raise OptionError(
                 f"option 'tcp_keepalive' must be -1 (OS default), 0 or 1, got {self.tcp_keepalive}"
