@@ -1,0 +1,48 @@
+"""The deterministic SimPy backend: ZeroMQ modelled in virtual time.
+
+Build a :class:`Simulation`, take a :class:`Node` (a :class:`~transportkit.Network`) per
+simulated process, and run unmodified ``async def`` trading logic with
+:meth:`Simulation.run`. Latency, HWM drops, slow joiners, disconnects, partitions and
+crashes are modelled; the same seed always gives the same run and the same trace hash.
+
+What is modelled, and how (the choices where libzmq is inexact):
+
+- A path from a sender to a receiver holds at most SNDHWM + RCVHWM messages, for every
+  transport (libzmq's inproc capacity; real tcp adds kernel buffers on top).
+- tcp ports and ipc paths are global to the simulation (one address space), tcp hosts
+  are not checked on connect; inproc names are local to a node.
+- Connecting takes one link delay; subscriptions take one more to reach a publisher
+  (the slow joiner); inproc connects and subscribes at once.
+- Reconnect attempts follow ``reconnect_ivl`` doubling up to ``reconnect_ivl_max``,
+  without libzmq's jitter.
+- A partition holds traffic (as TCP retransmission would) and delivers it on repair;
+  with ZMTP heartbeats configured the connection is dropped after the heartbeat timeout.
+- A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).
+"""
+
+from transportkit.sim_backend._latency import (
+    Constant,
+    Empirical,
+    LatencyModel,
+    LogNormal,
+    Normal,
+    Uniform,
+)
+from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._trace import Trace, TraceEvent
+from transportkit.sim_backend._world import Link, Node, Simulation
+
+__all__ = [
+    "Constant",
+    "Empirical",
+    "LatencyModel",
+    "Link",
+    "LogNormal",
+    "Node",
+    "Normal",
+    "SimEventLoop",
+    "Simulation",
+    "Trace",
+    "TraceEvent",
+    "Uniform",
+]

@@ -1,0 +1,621 @@
+"""Simulated sockets: libzmq's per-type behaviour on top of the pipe model.
+
+The table this follows is DESIGN.md section 3: PUB fans out and drops at the HWM, PUSH,
+DEALER, REQ and PAIR round-robin and block, ROUTER routes by id and drops (or raises with
+``router_mandatory``), receivers fair-queue, REQ/REP keep their lockstep and envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+from transportkit._endpoint import parse_endpoint
+from transportkit._errors import (
+    ClosedError,
+    FrameError,
+    HostUnreachableError,
+    StateError,
+    Timeout,
+    UnsupportedError,
+    WouldBlock,
+)
+from transportkit._kinds import SocketKind
+from transportkit._options import SocketOptions
+from transportkit._socket import (
+    Dealer,
+    Frame,
+    Message,
+    Monitor,
+    MonitorEvent,
+    Pair,
+    Publisher,
+    Puller,
+    Pusher,
+    Requester,
+    Router,
+    Socket,
+    SocketStats,
+    Subscriber,
+    Worker,
+    check_frames,
+)
+from transportkit.sim_backend._pipes import Item, Peer
+
+if TYPE_CHECKING:
+    from transportkit.sim_backend._world import Connecter, Node, Simulation
+
+__all__ = ["SOCKET_CLASSES", "SimSocket"]
+
+
+def _wake(waiters: list[asyncio.Future[bool]]) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(True)
+    waiters.clear()
+
+
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
+
+
+async def _wait(waiters: list[asyncio.Future[bool]], deadline: float | None) -> bool:
+    """Wait to be woken (True) or for the virtual deadline (False)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[bool] = loop.create_future()
+    waiters.append(fut)
+    handle = None if deadline is None else loop.call_at(deadline, _expire, fut)
+    try:
+        return await fut
+    finally:
+        if handle is not None:
+            handle.cancel()
+        if fut in waiters:
+            waiters.remove(fut)
+
+
+def _deadline(timeout: float | None, option_ms: int) -> float | None:
+    if timeout is None:
+        if option_ms < 0:
+            return None
+        seconds = option_ms / 1000
+    elif timeout == math.inf:
+        return None
+    else:
+        seconds = max(0.0, timeout)
+    return asyncio.get_running_loop().time() + seconds
+
+
+class _SimMonitor(Monitor):
+    def __init__(self, sock: SimSocket) -> None:
+        self._sock = sock
+        self._events: deque[MonitorEvent] = deque()
+        self._waiters: list[asyncio.Future[bool]] = []
+        self._closed = False
+
+    def push(self, event: MonitorEvent) -> None:
+        self._events.append(event)
+        _wake(self._waiters)
+
+    async def recv(self, timeout: float | None = None) -> MonitorEvent:
+        deadline = _deadline(math.inf if timeout is None else timeout, -1)
+        while True:
+            if self._closed:
+                raise ClosedError("monitor is closed")
+            if self._events:
+                return self._events.popleft()
+            if not await _wait(self._waiters, deadline):
+                raise Timeout(f"no monitor event from {self._sock.name} within {timeout} s")
+
+    def try_recv(self) -> MonitorEvent | None:
+        if self._closed:
+            raise ClosedError("monitor is closed")
+        return self._events.popleft() if self._events else None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self in self._sock.monitors:
+                self._sock.monitors.remove(self)
+            _wake(self._waiters)
+
+
+class SimSocket(Socket):
+    """Behaviour shared by every simulated socket kind."""
+
+    immediate_attach: ClassVar[bool] = False
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        self.node = node
+        self.sim: Simulation = node.sim
+        self._options = options
+        self._stats = SocketStats()
+        self.name = f"{node.name}/{self.kind.value.lower()}{index}"
+        self.sndhwm = options.sndhwm
+        self.rcvhwm = options.rcvhwm
+        self.conflate = options.conflate
+        self.peers: list[Peer] = []
+        self.ready: deque[Peer] = deque()
+        self.recv_waiters: list[asyncio.Future[bool]] = []
+        self.send_waiters: list[asyncio.Future[bool]] = []
+        self.monitors: list[_SimMonitor] = []
+        self.connecters: dict[str, Connecter] = {}
+        self.bound: dict[str, object] = {}
+        self._rr = 0
+        self._closed = False
+        self.closing = False
+        self.destroyed = False
+        self._last_endpoint: str | None = None
+        self._next_routing_id = 1
+
+    # -- the Socket interface -------------------------------------------------------
+
+    @property
+    def options(self) -> SocketOptions:
+        return self._options
+
+    @property
+    def stats(self) -> SocketStats:
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def last_endpoint(self) -> str | None:
+        return self._last_endpoint
+
+    def bind(self, endpoint: str) -> str:
+        self._check_open()
+        resolved = self.sim.bind(self, parse_endpoint(endpoint))
+        self._last_endpoint = resolved
+        return resolved
+
+    def connect(self, endpoint: str) -> None:
+        self._check_open()
+        parsed = parse_endpoint(endpoint)
+        self.sim.connect(self, parsed)
+        self._last_endpoint = str(parsed)
+
+    def disconnect(self, endpoint: str) -> None:
+        self._check_open()
+        self.sim.disconnect(self, str(parse_endpoint(endpoint)))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.abort()
+        self.sim.close_socket(self)
+
+    def abort(self) -> None:
+        """Mark closed and wake every waiter (they raise ClosedError); no teardown."""
+        self._closed = True
+        self.node.forget(self)
+        _wake(self.recv_waiters)
+        _wake(self.send_waiters)
+
+    def monitor(self) -> Monitor:
+        self._check_open()
+        mon = _SimMonitor(self)
+        self.monitors.append(mon)
+        return mon
+
+    # -- sending ----------------------------------------------------------------------
+
+    async def send(self, frames: Sequence[Frame]) -> None:
+        item = self._prepare(frames)
+        if self._dispatch(item):
+            return
+        deadline = _deadline(None, self._options.sndtimeo)
+        while True:
+            woke = await _wait(self.send_waiters, deadline)
+            self._check_open()
+            if self._dispatch(item):
+                return
+            if not woke:
+                raise Timeout(
+                    f"{self.name}: send timed out after {self._options.sndtimeo} ms "
+                    f"(all pipes at their HWM of {self.sndhwm}, or no peer)"
+                )
+
+    def try_send(self, frames: Sequence[Frame]) -> None:
+        item = self._prepare(frames)
+        if not self._dispatch(item):
+            raise WouldBlock(
+                f"{self.name}: cannot send now (all pipes at their HWM of {self.sndhwm}, "
+                "or no peer)"
+            )
+
+    def _prepare(self, frames: Sequence[Frame]) -> Item:
+        self._check_open()
+        check_frames(frames)
+        if self.conflate and len(frames) > 1:
+            raise FrameError(
+                f"{self.name}: conflate keeps single-frame messages only, "
+                f"got {len(frames)} frames"
+            )
+        self._check_send_state()
+        return (self.sim.next_message_id(), self._envelope([bytes(f) for f in frames]))
+
+    def _dispatch(self, item: Item) -> bool:
+        if not self._route(item):
+            return False
+        self._stats.sent += 1
+        self.sim.trace.add(self.sim.env.now, "send", self.name, f"m{item[0]}")
+        self._after_send()
+        return True
+
+    def _round_robin(self, item: Item) -> Peer | None:
+        peers = self.peers
+        count = len(peers)
+        immediate = self._options.immediate
+        for i in range(count):
+            idx = (self._rr + i) % count
+            peer = peers[idx]
+            if (peer.remote is not None or not immediate) and peer.room():
+                self._rr = idx + 1
+                self.sim.offer(peer, item)
+                return peer
+        return None
+
+    def drop(self, count: int, reason: str, detail: str = "") -> None:
+        """Count ``count`` messages this socket lost, and trace why."""
+        if count:
+            assert self._stats.dropped is not None
+            self._stats.dropped += count
+            self.sim.trace.add(self.sim.env.now, "drop", self.name, f"{reason} x{count} {detail}")
+
+    # -- receiving --------------------------------------------------------------------
+
+    async def recv(self, timeout: float | None = None) -> Message:
+        self._check_recv()
+        msg = self._take()
+        if msg is not None:
+            return msg
+        deadline = _deadline(timeout, self._options.rcvtimeo)
+        while True:
+            woke = await _wait(self.recv_waiters, deadline)
+            self._check_open()
+            msg = self._take()
+            if msg is not None:
+                return msg
+            if not woke:
+                shown = f"{self._options.rcvtimeo} ms" if timeout is None else f"{timeout} s"
+                raise Timeout(f"{self.name}: nothing received within {shown}")
+
+    def try_recv(self) -> Message | None:
+        self._check_recv()
+        return self._take()
+
+    def _take(self) -> Message | None:
+        ready = self.ready
+        while ready:
+            peer = ready.popleft()
+            if not peer.in_q:
+                peer.queued = False
+                continue
+            item = peer.in_q.popleft()
+            if peer.in_q:
+                ready.append(peer)
+            else:
+                peer.queued = False
+            remote = peer.remote
+            if remote is not None and remote.out_q:
+                self.sim.pump(remote)
+            msg = self._accept(peer, item[1])
+            if msg is not None:
+                self._stats.received += 1
+                return msg
+        return None
+
+    def arrived(self, peer: Peer) -> None:
+        """A message reached ``peer``'s inbound queue (called by the simulator)."""
+        if not peer.queued:
+            peer.queued = True
+            self.ready.append(peer)
+        if self.recv_waiters:
+            _wake(self.recv_waiters)
+
+    def space(self) -> None:
+        """Some pipe can take more (called by the simulator)."""
+        if self.send_waiters:
+            _wake(self.send_waiters)
+
+    # -- connection lifecycle hooks (called by the simulator) ---------------------------
+
+    def admits(self, other: SimSocket) -> bool:
+        """Whether a new connection from/to ``other`` is accepted."""
+        return True
+
+    def attached(self, peer: Peer) -> None:
+        """A connection for ``peer`` is up."""
+        self.space()
+
+    def detached(self, peer: Peer) -> None:
+        """``peer``'s connection went down."""
+        peer.subs.clear()
+
+    def new_routing_id(self) -> bytes:
+        """A generated routing id: a zero byte and a 32-bit counter, as libzmq does."""
+        rid = b"\x00" + self._next_routing_id.to_bytes(4, "big")
+        self._next_routing_id += 1
+        return rid
+
+    def emit(self, name: str, endpoint: str, value: int = 0) -> None:
+        """Record a lifecycle event and hand it to monitors."""
+        self.sim.trace.add(self.sim.env.now, name.lower(), self.name, endpoint)
+        if self.monitors:
+            event = MonitorEvent(name, endpoint, value)
+            for mon in self.monitors:
+                mon.push(event)
+
+    # -- per-kind behaviour -----------------------------------------------------------
+
+    def _route(self, item: Item) -> bool:
+        return self._round_robin(item) is not None
+
+    def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
+        return frames
+
+    def _envelope(self, frames: list[bytes]) -> list[bytes]:
+        return frames
+
+    def _check_send_state(self) -> None:
+        if not self.kind.can_send:
+            raise UnsupportedError(f"{self.name}: {self.kind.value} sockets cannot send")
+
+    def _after_send(self) -> None:
+        pass
+
+    def _check_recv(self) -> None:
+        self._check_open()
+        if not self.kind.can_recv:
+            raise UnsupportedError(f"{self.name}: {self.kind.value} sockets cannot receive")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            if self.destroyed and self.node.crashes:
+                raise ClosedError(f"{self.name} is gone: its node crashed")
+            raise ClosedError(f"{self.name} is closed")
+
+
+class SimPublisher(SimSocket, Publisher):
+    """PUB: fan-out to matching subscribers, drop at the HWM, never block."""
+
+    def _route(self, item: Item) -> bool:
+        topic = item[1][0]
+        sim = self.sim
+        for peer in self.peers:
+            if peer.remote is not None and peer.matches(topic):
+                if peer.room():
+                    sim.offer(peer, item)
+                else:
+                    self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")
+        return True
+
+
+class SimSubscriber(SimSocket, Subscriber):
+    """SUB: fair-queue in; subscriptions travel to publishers with the link's delay."""
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        super().__init__(node, options, index)
+        self._subs: list[bytes] = []
+
+    def subscribe(self, prefix: bytes) -> None:
+        self._check_open()
+        if not isinstance(prefix, bytes):
+            raise FrameError(f"topic must be bytes, got {type(prefix).__name__} {prefix!r}")
+        self._subs.append(prefix)
+        for peer in self.peers:
+            if peer.remote is not None:
+                self.sim.send_subscription(peer, prefix, add=True)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        self._check_open()
+        if prefix not in self._subs:
+            return
+        self._subs.remove(prefix)
+        for peer in self.peers:
+            if peer.remote is not None:
+                self.sim.send_subscription(peer, prefix, add=False)
+
+    @property
+    def subscriptions(self) -> tuple[bytes, ...]:
+        return tuple(self._subs)
+
+    def attached(self, peer: Peer) -> None:
+        for prefix in self._subs:
+            self.sim.send_subscription(peer, prefix, add=True)
+
+    def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
+        topic = frames[0]
+        if any(topic.startswith(prefix) for prefix in self._subs):
+            return frames
+        return None
+
+
+class SimRequester(SimSocket, Requester):
+    """REQ: envelope ``[b""]`` (or ``[id, b""]`` with req_correlate), strict lockstep."""
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        super().__init__(node, options, index)
+        self._awaiting: Peer | None = None
+        self._expecting = False
+        self._request_id = 0
+
+    def _check_send_state(self) -> None:
+        if self._expecting and not self._options.req_relaxed:
+            raise StateError(
+                f"{self.name}: REQ must receive the reply before sending again "
+                "(set req_relaxed to allow it)"
+            )
+
+    def _envelope(self, frames: list[bytes]) -> list[bytes]:
+        if self._options.req_correlate:
+            self._request_id += 1
+            return [self._request_id.to_bytes(4, "big"), b"", *frames]
+        return [b"", *frames]
+
+    def _route(self, item: Item) -> bool:
+        peer = self._round_robin(item)
+        if peer is None:
+            return False
+        self._awaiting = peer
+        return True
+
+    def _after_send(self) -> None:
+        self._expecting = True
+
+    def _check_recv(self) -> None:
+        self._check_open()
+        if not self._expecting:
+            raise StateError(f"{self.name}: REQ must send a request before receiving")
+
+    def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
+        if peer is not self._awaiting or not self._expecting:
+            self.drop(1, "stray-reply", "not from the peer asked")
+            return None
+        if self._options.req_correlate:
+            expected = self._request_id.to_bytes(4, "big")
+            if len(frames) < 3 or frames[0] != expected or frames[1] != b"":
+                self.drop(1, "stray-reply", "request id does not match")
+                return None
+            body = frames[2:]
+        else:
+            if len(frames) < 2 or frames[0] != b"":
+                self.drop(1, "malformed", "reply without empty delimiter")
+                return None
+            body = frames[1:]
+        self._expecting = False
+        self._awaiting = None
+        return body
+
+
+class SimWorker(SimSocket, Worker):
+    """REP: strips and remembers the envelope; replies to the peer asked."""
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        super().__init__(node, options, index)
+        self._reply_to: tuple[Peer, list[bytes]] | None = None
+
+    def _check_recv(self) -> None:
+        self._check_open()
+        if self._reply_to is not None:
+            raise StateError(f"{self.name}: REP must send the reply before receiving again")
+
+    def _check_send_state(self) -> None:
+        if self._reply_to is None:
+            raise StateError(f"{self.name}: REP must receive a request before sending")
+
+    def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
+        for i, frame in enumerate(frames):
+            if not frame:
+                body = frames[i + 1 :]
+                if not body:
+                    break
+                self._reply_to = (peer, frames[: i + 1])
+                return body
+        self.drop(1, "malformed", "request without envelope delimiter")
+        return None
+
+    def _route(self, item: Item) -> bool:
+        assert self._reply_to is not None
+        peer, envelope = self._reply_to
+        self._reply_to = None
+        reply = (item[0], envelope + item[1])
+        if peer.dead or (peer.remote is None and not peer.connecter):
+            self.drop(1, "peer-gone", f"reply m{item[0]}")
+        elif not peer.room():
+            self.drop(1, "hwm", f"reply m{item[0]}")
+        else:
+            self.sim.offer(peer, reply)
+        return True
+
+
+class SimPusher(SimSocket, Pusher):
+    """PUSH: round-robin, blocks at the HWM."""
+
+
+class SimPuller(SimSocket, Puller):
+    """PULL: fair-queue."""
+
+
+class SimDealer(SimSocket, Dealer):
+    """DEALER: round-robin out, fair-queue in."""
+
+
+class SimPair(SimSocket, Pair):
+    """PAIR: at most one live peer."""
+
+    def admits(self, other: SimSocket) -> bool:
+        return not any(peer.remote is not None for peer in self.peers)
+
+
+class SimRouter(SimSocket, Router):
+    """ROUTER: routes by the peer's routing id, prefixes it on receipt."""
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        super().__init__(node, options, index)
+        self._by_id: dict[bytes, Peer] = {}
+
+    def admits(self, other: SimSocket) -> bool:
+        rid = other.options.routing_id
+        return rid is None or rid not in self._by_id
+
+    def attached(self, peer: Peer) -> None:
+        self._by_id[peer.routing_id] = peer
+        self.space()
+
+    def detached(self, peer: Peer) -> None:
+        if self._by_id.get(peer.routing_id) is peer:
+            del self._by_id[peer.routing_id]
+        peer.subs.clear()
+
+    def _prepare(self, frames: Sequence[Frame]) -> Item:
+        item = super()._prepare(frames)
+        if len(item[1]) < 2:
+            raise FrameError(
+                f"{self.name}: a ROUTER message is [routing id, frame, ...]; "
+                f"got {len(item[1])} frame(s)"
+            )
+        return item
+
+    def _route(self, item: Item) -> bool:
+        mid, frames = item
+        peer = self._by_id.get(frames[0])
+        mandatory = self._options.router_mandatory
+        if peer is None:
+            if mandatory:
+                raise HostUnreachableError(
+                    f"{self.name}: no peer with routing id {frames[0]!r} (router_mandatory)"
+                )
+            self.drop(1, "no-route", f"m{mid} to {frames[0]!r}")
+            return True
+        if not peer.room():
+            if mandatory:
+                return False
+            self.drop(1, "hwm", f"m{mid} to {frames[0]!r}")
+            return True
+        self.sim.offer(peer, (mid, frames[1:]))
+        return True
+
+    def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
+        return [peer.routing_id, *frames]
+
+
+SOCKET_CLASSES: dict[SocketKind, type[SimSocket]] = {
+    SocketKind.PUB: SimPublisher,
+    SocketKind.SUB: SimSubscriber,
+    SocketKind.REQ: SimRequester,
+    SocketKind.REP: SimWorker,
+    SocketKind.PUSH: SimPusher,
+    SocketKind.PULL: SimPuller,
+    SocketKind.PAIR: SimPair,
+    SocketKind.DEALER: SimDealer,
+    SocketKind.ROUTER: SimRouter,
+}

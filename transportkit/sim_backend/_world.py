@@ -1,0 +1,729 @@
+"""The simulated world: nodes, links, endpoints, connections, faults and the run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import random
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import simpy
+
+from transportkit._endpoint import Endpoint
+from transportkit._errors import (
+    AddressInUseError,
+    ClosedError,
+    EndpointError,
+    OptionError,
+    Timeout,
+    UnsupportedError,
+)
+from transportkit._kinds import PEERS, SocketKind
+from transportkit._network import Network
+from transportkit._options import SocketOptions
+from transportkit.sim_backend._latency import Constant, LatencyModel
+from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._pipes import Connection, Item, Peer
+from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
+from transportkit.sim_backend._trace import Trace
+
+__all__ = ["Link", "Node", "Simulation"]
+
+T = TypeVar("T")
+_current_node: contextvars.ContextVar[Node | None] = contextvars.ContextVar(
+    "transportkit_sim_node", default=None
+)
+_FIRST_EPHEMERAL_PORT = 49152
+_LOCAL_HOSTS = frozenset({"*", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1"})
+
+
+@dataclass(eq=False, slots=True)
+class Link:
+    """The one-way path from node ``src`` to node ``dst``.
+
+    Attributes:
+        src: Sending node's name.
+        dst: Receiving node's name.
+        latency: The delay model of messages on this link.
+        up: False while partitioned: messages wait (as TCP retransmits would) and are
+            delivered, in order, on repair; new connections cannot be made.
+    """
+
+    src: str
+    dst: str
+    latency: LatencyModel
+    up: bool = True
+    epoch: int = 0
+    held: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Connecter:
+    """A socket's ``connect()`` to one endpoint: retries and reconnects with back-off."""
+
+    __slots__ = ("active", "endpoint", "ivl", "key", "peer", "sock")
+
+    def __init__(self, sock: SimSocket, endpoint: str, key: tuple[str, ...]) -> None:
+        self.sock = sock
+        self.endpoint = endpoint
+        self.key = key
+        self.peer: Peer | None = None
+        self.active = True
+        self.ivl = sock.options.reconnect_ivl
+
+
+class Node(Network):
+    """One simulated process: a :class:`~transportkit.Network` whose sockets live in it.
+
+    Tasks started with :meth:`spawn` (and the tasks they create) belong to the node and
+    are cancelled when it crashes; its sockets vanish with their queues.
+    """
+
+    def __init__(
+        self, sim: Simulation, name: str, main: Callable[[Node], Awaitable[Any]] | None
+    ) -> None:
+        self.sim = sim
+        self._name = name
+        self.main = main
+        self.alive = True
+        self.crashes = 0
+        self._closed = False
+        self.sockets: dict[SimSocket, None] = {}
+        self.tasks: dict[asyncio.Task[Any], None] = {}
+        self._counter = itertools.count()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _open(self, kind: SocketKind, options: SocketOptions) -> SimSocket:
+        if not self.alive:
+            raise ClosedError(f"node {self._name!r} is down (crashed)")
+        if self._closed:
+            raise ClosedError(f"network of node {self._name!r} is closed")
+        sock = SOCKET_CLASSES[kind](self, options, next(self._counter))
+        self.sockets[sock] = None
+        return sock
+
+    def forget(self, sock: SimSocket) -> None:
+        """Drop a closed socket from the node's books."""
+        self.sockets.pop(sock, None)
+
+    def time_ns(self) -> int:
+        """Virtual time in nanoseconds."""
+        return round(self.sim.env.now * 1e9)
+
+    def close(self) -> None:
+        """Close every socket of the node (each with its linger)."""
+        self._closed = True
+        for sock in list(self.sockets):
+            sock.close()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+        """Start ``coro`` as a task of this node (cancelled if the node crashes).
+
+        Must be called while the simulation runs (from inside :meth:`Simulation.run`).
+        """
+        if not self.alive:
+            raise ClosedError(f"node {self._name!r} is down (crashed)")
+        loop = self.sim.loop
+        if loop is None:
+            raise RuntimeError("Node.spawn needs a running simulation (call it inside run)")
+        ctx = contextvars.copy_context()
+        ctx.run(_current_node.set, self)
+        return loop.create_task(coro, name=name, context=ctx)
+
+    def __repr__(self) -> str:
+        state = "up" if self.alive else "down"
+        return f"<Node {self._name} {state} sockets={len(self.sockets)}>"
+
+
+class Simulation:
+    """A deterministic, virtual-time model of a ZeroMQ deployment.
+
+    Args:
+        seed: Seeds the one RNG of the run (latency samples and anything else random).
+        latency: Default one-way latency of links between nodes (and between sockets of
+            one node over ipc/tcp); inproc has no delay.
+        record_trace: Keep every trace event (the hash is always kept).
+
+    Example:
+        >>> sim = Simulation(seed=1)
+        >>> exchange, trader = sim.node("exchange"), sim.node("trader")
+        >>> result = sim.run(main(exchange, trader))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        latency: LatencyModel | None = None,
+        record_trace: bool = True,
+    ) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise OptionError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+        self.seed = seed
+        self.env = simpy.Environment()
+        self.rng = random.Random(seed)
+        self.trace = Trace(record=record_trace)
+        self.default_latency = Constant(50e-6) if latency is None else latency
+        self.nodes: dict[str, Node] = {}
+        self.links: dict[tuple[str, str], Link] = {}
+        self.loop: SimEventLoop | None = None
+        self._bound: dict[tuple[str, ...], SimSocket] = {}
+        self._inproc_waiting: dict[tuple[str, ...], list[Connecter]] = {}
+        self._message_ids = itertools.count(1)
+        self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
+
+    # -- topology ---------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """Virtual seconds since the start."""
+        return float(self.env.now)
+
+    def node(self, name: str, main: Callable[[Node], Awaitable[Any]] | None = None) -> Node:
+        """The node called ``name``, created on first use.
+
+        Args:
+            name: Node name (also usable as a tcp host name).
+            main: Optional ``async def main(node)``, started when the simulation runs
+                and again after every restart of the node.
+        """
+        node = self.nodes.get(name)
+        if node is None:
+            node = self.nodes[name] = Node(self, name, main)
+            if main is not None and self.loop is not None:
+                self._start_main(node)
+        elif main is not None:
+            raise ValueError(f"node {name!r} already exists")
+        return node
+
+    def link(self, src: str, dst: str) -> Link:
+        """The one-way link from node ``src`` to node ``dst``, created on first use."""
+        key = (src, dst)
+        link = self.links.get(key)
+        if link is None:
+            link = self.links[key] = Link(src, dst, self.default_latency)
+        return link
+
+    def set_latency(self, a: str, b: str, model: LatencyModel, *, both_ways: bool = True) -> None:
+        """Give the link ``a -> b`` (and ``b -> a``) a new latency model."""
+        self.link(a, b).latency = model
+        if both_ways:
+            self.link(b, a).latency = model
+        self.trace.add(self.now, "fault", f"{a}->{b}", f"latency {model}")
+
+    # -- faults -----------------------------------------------------------------------
+
+    def partition(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """Cut the link ``a -> b`` (and ``b -> a``): traffic waits, connects fail.
+
+        Connections whose sockets use ZMTP heartbeats are dropped once the heartbeat
+        timeout passes without traffic, as libzmq would.
+        """
+        for src, dst in [(a, b), (b, a)] if both_ways else [(a, b)]:
+            link = self.link(src, dst)
+            if link.up:
+                link.up = False
+                link.epoch += 1
+                self.trace.add(self.now, "fault", f"{src}->{dst}", "partition")
+                self._watch_heartbeats(link)
+
+    def repair(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """Heal the link(s) cut by :meth:`partition`; held traffic is delivered in order."""
+        for src, dst in [(a, b), (b, a)] if both_ways else [(a, b)]:
+            link = self.link(src, dst)
+            if not link.up:
+                link.up = True
+                link.epoch += 1
+                self.trace.add(self.now, "fault", f"{src}->{dst}", "repair")
+                held, link.held = link.held, []
+                for deliver in held:
+                    deliver()
+
+    def crash(self, name: str) -> None:
+        """Kill node ``name``: cancel its tasks, destroy its sockets and their queues.
+
+        Peers notice after one link delay (the kernel's reset), as with a real crash.
+        """
+        node = self.nodes[name]
+        if not node.alive:
+            return
+        node.alive = False
+        node.crashes += 1
+        self.trace.add(self.now, "fault", name, "crash")
+        for task in list(node.tasks):
+            task.cancel()
+        for sock in list(node.sockets):
+            sock.abort()
+            self._destroy(sock, "crash")
+
+    def restart(self, name: str) -> None:
+        """Bring node ``name`` back, empty; its ``main`` (if any) starts again."""
+        node = self.nodes[name]
+        if node.alive:
+            return
+        node.alive = True
+        node._closed = False  # noqa: SLF001
+        self.trace.add(self.now, "fault", name, "restart")
+        if node.main is not None and self.loop is not None:
+            self._start_main(node)
+
+    def drop_connection(self, a: str, b: str) -> int:
+        """Break every live connection between nodes ``a`` and ``b``; return how many.
+
+        Both sides lose what was in flight; the binding side also loses its queue to
+        the peer, the connecting side keeps its queue and reconnects.
+        """
+        broken = 0
+        for conn in self._connections_between(a, b):
+            self.trace.add(self.now, "fault", f"{a}<->{b}", "drop-connection")
+            self.break_connection(conn)
+            broken += 1
+        return broken
+
+    # -- running ----------------------------------------------------------------------
+
+    def run(self, main: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
+        """Run ``main`` to completion in virtual time and return its result.
+
+        Nodes' ``main`` functions start first. When ``main`` returns, every task still
+        running is cancelled (as ``asyncio.run`` does). A run may be followed by
+        another on the same simulation; virtual time and sockets carry over.
+
+        Raises:
+            Timeout: ``timeout`` virtual seconds passed before ``main`` finished.
+            SimulationDeadlock: Nothing can ever happen again but ``main`` still waits.
+        """
+        if self.loop is not None:
+            raise RuntimeError("Simulation.run is not reentrant")
+        loop = SimEventLoop(self.env)
+        loop.set_task_factory(_node_task_factory)
+        self.loop = loop
+        try:
+            for node in self.nodes.values():
+                if node.main is not None and node.alive:
+                    self._start_main(node)
+            return loop.run_until_complete(self._bounded(main, timeout))
+        finally:
+            self._finish(loop)
+            self.loop = None
+
+    async def _bounded(self, main: Coroutine[Any, Any, T], timeout: float | None) -> T:
+        if timeout is None:
+            return await main
+        try:
+            return await asyncio.wait_for(main, timeout)
+        except TimeoutError as exc:
+            raise Timeout(f"simulation main did not finish within {timeout} virtual s") from exc
+
+    def _finish(self, loop: SimEventLoop) -> None:
+        try:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    def _start_main(self, node: Node) -> None:
+        assert node.main is not None
+        coro = node.main(node)
+        node.spawn(_as_coroutine(coro), name=f"{node.name}.main")
+
+    # -- endpoints and connections (used by sockets) ----------------------------------
+
+    def next_message_id(self) -> int:
+        """A fresh message id for traces."""
+        return next(self._message_ids)
+
+    def _key(self, sock: SimSocket, ep: Endpoint) -> tuple[str, ...]:
+        if ep.transport in ("pgm", "epgm"):
+            raise UnsupportedError(
+                f"{ep}: the sim backend does not model {ep.transport} multicast yet; "
+                "use PUB/SUB over tcp or ipc"
+            )
+        if ep.transport == "inproc":
+            return ("inproc", sock.node.name, ep.address)
+        if ep.transport == "ipc":
+            return ("ipc", ep.address)
+        return ("tcp", str(ep.port))
+
+    def bind(self, sock: SimSocket, ep: Endpoint) -> str:
+        """Register ``sock`` at ``ep``; return the resolved endpoint."""
+        if ep.transport == "tcp":
+            if ep.host not in _LOCAL_HOSTS and ep.host != sock.node.name:
+                raise EndpointError(
+                    f"cannot bind {ep}: host {ep.host!r} is not this node "
+                    f"({sock.node.name!r}) nor a local address"
+                )
+            if ep.port is None:
+                port = next(self._ports)
+                while ("tcp", str(port)) in self._bound:
+                    port = next(self._ports)
+                host = "0.0.0.0" if ep.host == "*" else ep.host
+                ep = Endpoint("tcp", f"{host}:{port}", ep.host, port)
+        key = self._key(sock, ep)
+        if key in self._bound:
+            raise AddressInUseError(f"cannot bind {ep}: address already in use")
+        self._bound[key] = sock
+        resolved = str(ep)
+        sock.bound[resolved] = key
+        sock.emit("LISTENING", resolved)
+        for connecter in self._inproc_waiting.pop(key, []):
+            if connecter.active:
+                self._attempt(connecter)
+        return resolved
+
+    def unbind_all(self, sock: SimSocket) -> None:
+        """Release every endpoint ``sock`` is bound to."""
+        for key in sock.bound.values():
+            assert isinstance(key, tuple)
+            if self._bound.get(key) is sock:
+                del self._bound[key]
+        sock.bound.clear()
+
+    def connect(self, sock: SimSocket, ep: Endpoint) -> None:
+        """Start connecting ``sock`` to ``ep`` (completes later, retries on failure)."""
+        endpoint = str(ep)
+        if endpoint in sock.connecters:
+            return
+        connecter = Connecter(sock, endpoint, self._key(sock, ep))
+        sock.connecters[endpoint] = connecter
+        if not sock.options.immediate:
+            connecter.peer = Peer(sock, endpoint, connecter=True)
+            sock.peers.append(connecter.peer)
+        if ep.transport == "inproc":
+            if not self._attempt(connecter):
+                self._inproc_waiting.setdefault(connecter.key, []).append(connecter)
+            return
+        sock.emit("CONNECT_DELAYED", endpoint)
+        target = self._bound.get(connecter.key)
+        node = target.node.name if target is not None else sock.node.name
+        delay = self.link(sock.node.name, node).latency.sample(self.rng)
+        self._later(delay, partial(self._attempt, connecter))
+
+    def disconnect(self, sock: SimSocket, endpoint: str) -> None:
+        """Undo ``connect(endpoint)``: the connection and its queue go."""
+        connecter = sock.connecters.pop(endpoint, None)
+        if connecter is None:
+            raise EndpointError(f"{sock.name} is not connected to {endpoint}")
+        connecter.active = False
+        peer = connecter.peer
+        if peer is not None:
+            if peer.conn is not None:
+                self.break_connection(peer.conn)
+            self._discard_peer(peer, "disconnect")
+
+    def _attempt(self, connecter: Connecter) -> bool:
+        sock = connecter.sock
+        if not connecter.active or sock.closed:
+            return False
+        target = self._bound.get(connecter.key)
+        inproc = connecter.key[0] == "inproc"
+        failure = ""
+        if target is None or target.closed:
+            failure = "nothing bound"
+        elif target.kind not in PEERS[sock.kind]:
+            failure = f"{sock.kind.value} cannot talk to {target.kind.value}"
+            sock.emit("HANDSHAKE_FAILED_PROTOCOL", connecter.endpoint)
+        elif not (target.admits(sock) and sock.admits(target)):
+            failure = "refused by peer"
+        elif not inproc and not (
+            self.link(sock.node.name, target.node.name).up
+            and self.link(target.node.name, sock.node.name).up
+        ):
+            failure = "partitioned"
+        if not failure:
+            assert target is not None
+            self._establish(connecter, target)
+            return True
+        if inproc:
+            return False
+        self.trace.add(self.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
+        self._schedule_reconnect(connecter)
+        return False
+
+    def _schedule_reconnect(self, connecter: Connecter) -> None:
+        opts = connecter.sock.options
+        if opts.reconnect_ivl < 0 or not connecter.active:
+            return
+        ivl = connecter.ivl
+        connecter.sock.emit("CONNECT_RETRIED", connecter.endpoint, ivl)
+        if opts.reconnect_ivl_max > 0:
+            connecter.ivl = min(ivl * 2, opts.reconnect_ivl_max)
+        self._later(ivl / 1000, partial(self._attempt, connecter))
+
+    def _establish(self, connecter: Connecter, target: SimSocket) -> None:
+        sock = connecter.sock
+        a = connecter.peer
+        if a is None:
+            a = connecter.peer = Peer(sock, connecter.endpoint, connecter=True)
+            sock.peers.append(a)
+        b = Peer(target, connecter.endpoint, connecter=False)
+        target.peers.append(b)
+        inproc = connecter.key[0] == "inproc"
+        link_ab = None if inproc else self.link(sock.node.name, target.node.name)
+        link_ba = None if inproc else self.link(target.node.name, sock.node.name)
+        conn = Connection(a, b, link_ab, link_ba)
+        now = self.env.now
+        a.remote, b.remote = b, a
+        a.conn = b.conn = conn
+        a.last_arrival = b.last_arrival = now
+        a.routing_id = target.options.routing_id or sock.new_routing_id()
+        b.routing_id = sock.options.routing_id or target.new_routing_id()
+        connecter.ivl = sock.options.reconnect_ivl
+        self.trace.add(now, "connect", sock.name, f"{target.name} via {connecter.endpoint}")
+        sock.emit("CONNECTED", connecter.endpoint)
+        target.emit("ACCEPTED", connecter.endpoint)
+        sock.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
+        target.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
+        sock.attached(a)
+        target.attached(b)
+        self.pump(a)
+        self.pump(b)
+
+    def break_connection(self, conn: Connection) -> None:
+        """Tear down a live connection with libzmq's asymmetric queue semantics."""
+        if not conn.alive:
+            return
+        conn.alive = False
+        a, b = conn.a, conn.b
+        for peer in (a, b):
+            sender = conn.other(peer).sock
+            sender.drop(peer.in_flight, "disconnect", "in flight")
+            peer.in_flight = 0
+            peer.remote = None
+            peer.conn = None
+        self.trace.add(self.now, "disconnect", a.sock.name, f"{b.sock.name} via {a.endpoint}")
+        for peer in (a, b):
+            sock = peer.sock
+            if sock.destroyed:
+                continue
+            sock.detached(peer)
+            sock.emit("DISCONNECTED", peer.endpoint)
+            if peer.connecter:
+                connecter = sock.connecters.get(peer.endpoint)
+                if connecter is not None and connecter.peer is peer:
+                    self._schedule_reconnect(connecter)
+            else:
+                self._discard_peer(peer, "disconnect")
+
+    def _discard_peer(self, peer: Peer, reason: str) -> None:
+        """Remove ``peer`` from its socket; its outbound queue is lost, inbound drains."""
+        sock = peer.sock
+        peer.dead = True
+        sock.drop(len(peer.out_q), reason, f"queued to {peer.endpoint}")
+        peer.out_q.clear()
+        if peer in sock.peers:
+            sock.peers.remove(peer)
+
+    def close_socket(self, sock: SimSocket) -> None:
+        """Close ``sock``: unbind now, keep sending queued messages for ``linger`` ms."""
+        self.unbind_all(sock)
+        for connecter in sock.connecters.values():
+            connecter.active = False
+        for waiting in self._inproc_waiting.values():
+            waiting[:] = [c for c in waiting if c.sock is not sock]
+        linger = sock.options.linger
+        if linger == 0 or not any(p.out_q for p in sock.peers):
+            self._destroy(sock, "close")
+            return
+        sock.closing = True
+        if linger > 0:
+            self._later(linger / 1000, partial(self._destroy, sock, "linger"))
+
+    def _destroy(self, sock: SimSocket, reason: str) -> None:
+        if sock.destroyed:
+            return
+        sock.destroyed = True
+        sock.closing = False
+        self.unbind_all(sock)
+        for connecter in sock.connecters.values():
+            connecter.active = False
+        lost = 0
+        now = self.env.now
+        for peer in dict.fromkeys([*sock.peers, *sock.ready]):
+            if peer.dead and not peer.in_q:
+                continue
+            lost += len(peer.out_q) + len(peer.in_q)
+            peer.out_q.clear()
+            peer.in_q.clear()
+            peer.dead = True
+            conn = peer.conn
+            if conn is not None and conn.alive:
+                link = conn.link_from(peer)
+                delay = 0.0 if link is None else link.latency.sample(self.rng)
+                when = max(now + delay, peer.last_arrival)
+                self._later(when - now, partial(self.break_connection, conn))
+        sock.drop(lost, reason, "queued")
+        sock.peers.clear()
+        sock.ready.clear()
+        for mon in list(sock.monitors):
+            mon.close()
+        self.trace.add(now, "closed", sock.name, reason)
+
+    def _connections_between(self, a: str, b: str) -> list[Connection]:
+        found: list[Connection] = []
+        for name in (a, b):
+            other = b if name == a else a
+            for sock in self.nodes[name].sockets:
+                for peer in sock.peers:
+                    conn = peer.conn
+                    if (
+                        conn is not None
+                        and conn.alive
+                        and peer is conn.a
+                        and conn.b.sock.node.name == other
+                        and conn not in found
+                    ):
+                        found.append(conn)
+        return found
+
+    def _watch_heartbeats(self, link: Link) -> None:
+        epoch = link.epoch
+        for conn in self._connections_between(link.src, link.dst):
+            ivls = [
+                (s.options.heartbeat_ivl, s.options.heartbeat_timeout_effective)
+                for s in (conn.a.sock, conn.b.sock)
+                if s.options.heartbeat_ivl > 0
+            ]
+            if not ivls:
+                continue
+            wait = min(ivl + timeout for ivl, timeout in ivls) / 1000
+
+            def expire(conn: Connection = conn) -> None:
+                if not link.up and link.epoch == epoch and conn.alive:
+                    self.trace.add(self.now, "heartbeat-timeout", conn.a.sock.name, "")
+                    self.break_connection(conn)
+
+            self._later(wait, expire)
+
+    # -- moving messages --------------------------------------------------------------
+
+    def offer(self, peer: Peer, item: Item) -> None:
+        """Hand a message to ``peer``: onto the wire if there is room, else queue it."""
+        if peer.conn is not None and not peer.out_q and self._has_room(peer):
+            self._transmit(peer, item)
+        elif peer.sock.conflate:
+            peer.out_q.clear()
+            peer.out_q.append(item)
+        else:
+            peer.out_q.append(item)
+
+    def _has_room(self, peer: Peer) -> bool:
+        remote = peer.remote
+        assert remote is not None
+        receiver = remote.sock
+        hwm = receiver.rcvhwm
+        return hwm == 0 or receiver.conflate or len(remote.in_q) + remote.in_flight < hwm
+
+    def pump(self, peer: Peer) -> None:
+        """Move queued messages of ``peer`` onto the wire while the receiver has room."""
+        if peer.conn is None or not peer.out_q:
+            return
+        moved = False
+        while peer.out_q and self._has_room(peer):
+            self._transmit(peer, peer.out_q.popleft())
+            moved = True
+        sock = peer.sock
+        if moved:
+            sock.space()
+            if sock.closing and not any(p.out_q for p in sock.peers):
+                self._destroy(sock, "linger-done")
+
+    def _transmit(self, peer: Peer, item: Item) -> None:
+        conn = peer.conn
+        assert conn is not None
+        remote = conn.other(peer)
+        remote.in_flight += 1
+        link = conn.link_from(peer)
+        env = self.env
+        now = env.now
+        when = now if link is None else now + link.latency.sample(self.rng)
+        if when < peer.last_arrival:
+            when = peer.last_arrival
+        peer.last_arrival = when
+        event = env.timeout(when - now)
+        event.callbacks.append(partial(self._arrive, conn, remote, item, link))
+
+    def _arrive(
+        self, conn: Connection, remote: Peer, item: Item, link: Link | None, _event: object
+    ) -> None:
+        if link is not None and not link.up:
+            link.held.append(partial(self._arrive, conn, remote, item, link, None))
+            return
+        if not conn.alive:
+            return
+        remote.in_flight -= 1
+        receiver = remote.sock
+        if remote.dead or receiver.closed:
+            conn.other(remote).sock.drop(1, "peer-gone", f"m{item[0]}")
+            return
+        limit = receiver.options.maxmsgsize
+        if limit >= 0 and sum(len(f) for f in item[1]) > limit:
+            receiver.drop(1, "maxmsgsize", f"m{item[0]}")
+            return
+        if receiver.conflate and remote.in_q:
+            remote.in_q.clear()
+        remote.in_q.append(item)
+        self.trace.add(self.env.now, "deliver", receiver.name, f"m{item[0]}")
+        receiver.arrived(remote)
+
+    def send_subscription(self, peer: Peer, prefix: bytes, *, add: bool) -> None:
+        """Carry a (un)subscription from a SUB's ``peer`` to the publisher's end."""
+        conn = peer.conn
+        assert conn is not None
+        link = conn.link_from(peer)
+        remote = conn.other(peer)
+
+        def apply(_event: object = None) -> None:
+            if link is not None and not link.up:
+                link.held.append(apply)
+                return
+            if not conn.alive:
+                return
+            if add:
+                remote.subs.append(prefix)
+            elif prefix in remote.subs:
+                remote.subs.remove(prefix)
+            self.trace.add(
+                self.now, "subscribe" if add else "unsubscribe", remote.sock.name, repr(prefix)
+            )
+
+        if link is None:
+            apply()
+            return
+        now = self.env.now
+        when = max(now + link.latency.sample(self.rng), peer.last_arrival)
+        peer.last_arrival = when
+        self._later(when - now, apply)
+
+    def _later(self, delay: float, callback: Callable[..., None]) -> None:
+        event = self.env.timeout(delay)
+        event.callbacks.append(lambda _event: callback())
+
+
+async def _as_coroutine(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def _node_task_factory(
+    loop: asyncio.AbstractEventLoop,
+    coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+    *,
+    context: contextvars.Context | None = None,
+    **kwargs: Any,
+) -> asyncio.Task[Any]:
+    task = asyncio.Task(coro, loop=loop, context=context, **kwargs)
+    node = (context or contextvars.copy_context()).get(_current_node)
+    if node is not None:
+        node.tasks[task] = None
+        task.add_done_callback(lambda t: node.tasks.pop(t, None))
+    return task
