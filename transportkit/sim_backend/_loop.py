@@ -101,15 +101,15 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         """Virtual seconds since the start of the simulation."""
         return float(self._env.now)
 
-    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:
+    def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:  # type: ignore[override]
         """Refused: executors run on real threads."""
         _forbidden("run_in_executor (threads)")
 
-    def add_reader(self, fd: Any, callback: Any, *args: Any) -> NoReturn:
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> NoReturn:  # type: ignore[override]
         """Refused: real file descriptors do not exist in virtual time."""
         _forbidden("add_reader (real I/O, e.g. a pyzmq socket)")
 
-    def add_writer(self, fd: Any, callback: Any, *args: Any) -> NoReturn:
+    def add_writer(self, fd: Any, callback: Any, *args: Any) -> NoReturn:  # type: ignore[override]
         """Refused: real file descriptors do not exist in virtual time."""
         _forbidden("add_writer (real I/O)")
 

@@ -236,8 +236,7 @@ class SimSocket(Socket):
         check_frames(frames)
         if self.conflate and len(frames) > 1:
             raise FrameError(
-                f"{self.name}: conflate keeps single-frame messages only, "
-                f"got {len(frames)} frames"
+                f"{self.name}: conflate keeps single-frame messages only, got {len(frames)} frames"
             )
         self._check_send_state()
         return (self.sim.next_message_id(), self._envelope([bytes(f) for f in frames]))

@@ -268,7 +268,7 @@ class Simulation:
         if node.alive:
             return
         node.alive = True
-        node._closed = False  # noqa: SLF001
+        node._closed = False
         self.trace.add(self.now, "fault", name, "restart")
         if node.main is not None and self.loop is not None:
             self._start_main(node)
@@ -647,8 +647,7 @@ class Simulation:
         env = self.env
         now = env.now
         when = now if link is None else now + link.latency.sample(self.rng)
-        if when < peer.last_arrival:
-            when = peer.last_arrival
+        when = max(when, peer.last_arrival)
         peer.last_arrival = when
         event = env.timeout(when - now)
         event.callbacks.append(partial(self._arrive, conn, remote, item, link))
@@ -705,7 +704,7 @@ class Simulation:
         peer.last_arrival = when
         self._later(when - now, apply)
 
-    def _later(self, delay: float, callback: Callable[..., None]) -> None:
+    def _later(self, delay: float, callback: Callable[[], object]) -> None:
         event = self.env.timeout(delay)
         event.callbacks.append(lambda _event: callback())
 
