@@ -705,8 +705,10 @@ class Simulation:
         self._later(when - now, apply)
 
     def _later(self, delay: float, callback: Callable[[], object]) -> None:
-        event = self.env.timeout(delay)
-        event.callbacks.append(lambda _event: callback())
+        def fire(_event: object) -> None:
+            callback()
+
+        self.env.timeout(delay).callbacks.append(fire)
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
