@@ -1,0 +1,45 @@
+"""The zmq backend: transportkit's interfaces over real pyzmq sockets (production).
+
+Make one :class:`ZmqNetwork` per process and hand it to trading code::
+
+    async with ZmqNetwork() as net:
+        pub = net.publisher(bind="tcp://127.0.0.1:*")
+        ...
+
+Asyncio sockets are the portable path (the same code runs in the simulator);
+:meth:`ZmqNetwork.blocking` gives synchronous sockets for latency-critical loops,
+optionally shared between threads (:class:`ThreadSafeSocket`).
+"""
+
+from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
+from transportkit.zmq_backend._network import ZmqNetwork
+from transportkit.zmq_backend._sockets import (
+    ZmqDealer,
+    ZmqMonitor,
+    ZmqPair,
+    ZmqPublisher,
+    ZmqPuller,
+    ZmqPusher,
+    ZmqRequester,
+    ZmqRouter,
+    ZmqSocket,
+    ZmqSubscriber,
+    ZmqWorker,
+)
+
+__all__ = [
+    "BlockingSocket",
+    "ThreadSafeSocket",
+    "ZmqDealer",
+    "ZmqMonitor",
+    "ZmqNetwork",
+    "ZmqPair",
+    "ZmqPublisher",
+    "ZmqPuller",
+    "ZmqPusher",
+    "ZmqRequester",
+    "ZmqRouter",
+    "ZmqSocket",
+    "ZmqSubscriber",
+    "ZmqWorker",
+]

@@ -1,0 +1,341 @@
+"""Blocking sockets for latency-critical loops (zmq backend only).
+
+The hot path is pyzmq's own ``send_multipart``/``recv_multipart`` inside a plain
+``try``/``except`` (free when nothing is raised, since Python 3.11), with a poll only
+when a call asks for a timeout other than the socket's ``rcvtimeo``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import zmq
+
+from transportkit._errors import ClosedError, Timeout, UnsupportedError
+from transportkit._kinds import SocketKind
+from transportkit._options import SocketOptions
+from transportkit._socket import Frame, Message, SocketStats
+from transportkit.zmq_backend._errors import frame_error, mapped_errors, translate
+from transportkit.zmq_backend._options import (
+    check_conflatable,
+    check_endpoint,
+    check_topic,
+    timeout_ms,
+)
+
+__all__ = ["BlockingSocket", "ThreadSafeSocket"]
+
+
+class BlockingSocket:
+    """A synchronous socket of any kind, as fast as raw pyzmq.
+
+    Made by :meth:`~transportkit.zmq_backend.ZmqNetwork.blocking`. Like a libzmq
+    socket it belongs to one thread at a time; use :class:`ThreadSafeSocket`
+    (``thread_safe=True``) to share one between threads. Errors are transportkit's,
+    as on the asyncio sockets.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_conflate",
+        "_kind",
+        "_last_endpoint",
+        "_on_close",
+        "_options",
+        "_rcvtimeo",
+        "_recv_multipart",
+        "_send_multipart",
+        "_sock",
+        "_stats",
+        "_subscriptions",
+    )
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        kind: SocketKind,
+        options: SocketOptions,
+        on_close: Callable[[object], None],
+    ) -> None:
+        self._sock = sock
+        self._kind = kind
+        self._options = options
+        self._on_close = on_close
+        self._send_multipart = sock.send_multipart
+        self._recv_multipart = sock.recv_multipart
+        self._rcvtimeo = options.rcvtimeo
+        self._conflate = options.conflate
+        self._stats = SocketStats(dropped=None)
+        self._last_endpoint: str | None = None
+        self._subscriptions: list[bytes] = []
+        self._closed = False
+
+    def _where(self) -> str:
+        return f"blocking {self._kind.value} socket ({self._last_endpoint or 'unattached'})"
+
+    def _check_open(self, action: str) -> None:
+        if self._closed:
+            raise ClosedError(f"{self._where()}: cannot {action}: it is closed")
+
+    @property
+    def kind(self) -> SocketKind:
+        """The socket's kind."""
+        return self._kind
+
+    @property
+    def options(self) -> SocketOptions:
+        """The options the socket was made with."""
+        return self._options
+
+    @property
+    def stats(self) -> SocketStats:
+        """Sent and received counts; ``dropped`` is None (libzmq does not report drops)."""
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def last_endpoint(self) -> str | None:
+        """The endpoint last bound (resolved) or connected; None before any."""
+        return self._last_endpoint
+
+    @property
+    def zmq_socket(self) -> zmq.Socket[bytes]:
+        """The underlying pyzmq socket (close it only through :meth:`close`)."""
+        return self._sock
+
+    def send(self, frames: Sequence[Frame]) -> None:
+        """Send one multipart message, blocking up to ``sndtimeo`` at the HWM.
+
+        Raises:
+            FrameError: Bad frames, or multipart on a ``conflate`` socket.
+            Timeout: ``sndtimeo`` elapsed.
+            StateError: The REQ/REP lockstep was broken.
+            HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
+            UnsupportedError: This kind does not send.
+            ClosedError: The socket is closed.
+        """
+        if self._conflate:
+            check_conflatable(frames, self._where())
+        try:
+            self._send_multipart(frames)
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "send") from exc
+        except (TypeError, IndexError) as exc:
+            raise frame_error(self._where(), frames, exc) from exc
+        self._stats.sent += 1
+
+    def try_send(self, frames: Sequence[Frame]) -> None:
+        """Send without blocking; raise WouldBlock where :meth:`send` would block."""
+        if self._conflate:
+            check_conflatable(frames, self._where())
+        try:
+            self._send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "send", nonblocking=True) from exc
+        except (TypeError, IndexError) as exc:
+            raise frame_error(self._where(), frames, exc) from exc
+        self._stats.sent += 1
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """Receive one message.
+
+        Args:
+            timeout: Seconds to wait; ``math.inf`` for ever; None uses ``rcvtimeo``.
+
+        Raises:
+            Timeout: Nothing arrived in time.
+            StateError: The REQ/REP lockstep was broken.
+            UnsupportedError: This kind does not receive.
+            ClosedError: The socket is closed.
+        """
+        if timeout is not None:
+            wait_ms = timeout_ms(timeout)
+            if wait_ms != self._rcvtimeo:
+                return self._recv_within(wait_ms)
+        try:
+            frames = self._recv_multipart()
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "recv") from exc
+        self._stats.received += 1
+        return frames
+
+    def _recv_within(self, wait_ms: int) -> Message:
+        try:
+            if not self._sock.poll(wait_ms, zmq.POLLIN):
+                raise Timeout(f"{self._where()}: recv timed out after {wait_ms} ms")
+            frames = self._recv_multipart(zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "recv") from exc
+        self._stats.received += 1
+        return frames
+
+    def try_recv(self) -> Message | None:
+        """Return the next waiting message, or None; never blocks."""
+        try:
+            frames = self._recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "recv", nonblocking=True) from exc
+        self._stats.received += 1
+        return frames
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Add a topic prefix (SUB only; counted like libzmq's).
+
+        Raises:
+            FrameError: ``prefix`` is not bytes.
+            UnsupportedError: The socket is not a SUB.
+            ClosedError: The socket is closed.
+        """
+        self._check_subscriber("subscribe", prefix)
+        with mapped_errors(self._where(), "subscribe"):
+            self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        self._subscriptions.append(prefix)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Remove one subscription to ``prefix`` (SUB only); ignore one never made."""
+        self._check_subscriber("unsubscribe", prefix)
+        if prefix not in self._subscriptions:
+            return
+        with mapped_errors(self._where(), "unsubscribe"):
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        self._subscriptions.remove(prefix)
+
+    @property
+    def subscriptions(self) -> tuple[bytes, ...]:
+        """The prefixes subscribed to, in the order they were added."""
+        return tuple(self._subscriptions)
+
+    def _check_subscriber(self, action: str, prefix: object) -> None:
+        if self._kind is not SocketKind.SUB:
+            raise UnsupportedError(f"{self._where()}: only SUB sockets can {action}")
+        check_topic(prefix, self._where())
+        self._check_open(action)
+
+    def bind(self, endpoint: str) -> str:
+        """Bind and return the resolved endpoint (see ``Socket.bind``)."""
+        self._check_open(f"bind {endpoint}")
+        check_endpoint(endpoint, self._where())
+        with mapped_errors(self._where(), f"bind {endpoint}"):
+            self._sock.bind(endpoint)
+            resolved = self._sock.getsockopt(zmq.LAST_ENDPOINT)
+        text = resolved.decode() if isinstance(resolved, bytes) else ""
+        self._last_endpoint = text or endpoint
+        return self._last_endpoint
+
+    def connect(self, endpoint: str) -> None:
+        """Connect to ``endpoint`` (see ``Socket.connect``)."""
+        self._check_open(f"connect {endpoint}")
+        check_endpoint(endpoint, self._where())
+        with mapped_errors(self._where(), f"connect {endpoint}"):
+            self._sock.connect(endpoint)
+        self._last_endpoint = endpoint
+
+    def disconnect(self, endpoint: str) -> None:
+        """Drop the connection to ``endpoint`` (see ``Socket.disconnect``)."""
+        self._check_open(f"disconnect {endpoint}")
+        check_endpoint(endpoint, self._where())
+        with mapped_errors(self._where(), f"disconnect {endpoint}"):
+            self._sock.disconnect(endpoint)
+
+    def close(self) -> None:
+        """Close the socket; idempotent; unsent messages survive ``linger`` ms."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        self._on_close(self)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else (self._last_endpoint or "unattached")
+        return f"<{type(self).__name__} {self._kind.value} {state}>"
+
+
+class ThreadSafeSocket(BlockingSocket):
+    """A :class:`BlockingSocket` whose every call holds one ``threading.Lock``.
+
+    Any number of threads may share it (the seed's ``ThreadSafeSocket``). A blocking
+    ``recv`` holds the lock while it waits, so every other call on the socket waits
+    too: share a socket for sending, or receive with a timeout (or ``try_recv``).
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        kind: SocketKind,
+        options: SocketOptions,
+        on_close: Callable[[object], None],
+    ) -> None:
+        super().__init__(sock, kind, options, on_close)
+        self._lock = threading.Lock()
+
+    def send(self, frames: Sequence[Frame]) -> None:
+        """Send under the lock (see :meth:`BlockingSocket.send`)."""
+        with self._lock:
+            super().send(frames)
+
+    def try_send(self, frames: Sequence[Frame]) -> None:
+        """Send without blocking, under the lock."""
+        with self._lock:
+            super().try_send(frames)
+
+    def recv(self, timeout: float | None = None) -> Message:
+        """Receive under the lock, which is held for the whole wait."""
+        with self._lock:
+            return super().recv(timeout)
+
+    def try_recv(self) -> Message | None:
+        """Receive without blocking, under the lock."""
+        with self._lock:
+            return super().try_recv()
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Subscribe under the lock."""
+        with self._lock:
+            super().subscribe(prefix)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Unsubscribe under the lock."""
+        with self._lock:
+            super().unsubscribe(prefix)
+
+    def bind(self, endpoint: str) -> str:
+        """Bind under the lock."""
+        with self._lock:
+            return super().bind(endpoint)
+
+    def connect(self, endpoint: str) -> None:
+        """Connect under the lock."""
+        with self._lock:
+            super().connect(endpoint)
+
+    def disconnect(self, endpoint: str) -> None:
+        """Disconnect under the lock."""
+        with self._lock:
+            super().disconnect(endpoint)
+
+    def close(self) -> None:
+        """Close under the lock (so after any call in progress returns)."""
+        with self._lock:
+            super().close()

@@ -1,0 +1,135 @@
+"""Applying :class:`~transportkit.SocketOptions` to a pyzmq socket, and other shared
+translations between transportkit's vocabulary and libzmq's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Final
+
+import zmq
+
+from transportkit._endpoint import parse_endpoint
+from transportkit._errors import FrameError, OptionError, UnsupportedError
+from transportkit._kinds import SocketKind
+from transportkit._options import SocketOptions
+
+__all__ = [
+    "NOT_SOCKOPTS",
+    "SOCKOPTS",
+    "ZMQ_TYPES",
+    "apply_options",
+    "check_conflatable",
+    "check_endpoint",
+    "check_topic",
+    "timeout_ms",
+]
+
+ZMQ_TYPES: Final[dict[SocketKind, int]] = {kind: getattr(zmq, kind.value) for kind in SocketKind}
+"""libzmq's socket type for each kind."""
+
+SOCKOPTS: Final[dict[str, int]] = {
+    "sndhwm": zmq.SNDHWM,
+    "rcvhwm": zmq.RCVHWM,
+    "linger": zmq.LINGER,
+    "sndtimeo": zmq.SNDTIMEO,
+    "rcvtimeo": zmq.RCVTIMEO,
+    "reconnect_ivl": zmq.RECONNECT_IVL,
+    "reconnect_ivl_max": zmq.RECONNECT_IVL_MAX,
+    "heartbeat_ivl": zmq.HEARTBEAT_IVL,
+    "heartbeat_ttl": zmq.HEARTBEAT_TTL,
+    "heartbeat_timeout": zmq.HEARTBEAT_TIMEOUT,
+    "tcp_keepalive": zmq.TCP_KEEPALIVE,
+    "tcp_keepalive_idle": zmq.TCP_KEEPALIVE_IDLE,
+    "tcp_keepalive_cnt": zmq.TCP_KEEPALIVE_CNT,
+    "tcp_keepalive_intvl": zmq.TCP_KEEPALIVE_INTVL,
+    "conflate": zmq.CONFLATE,
+    "immediate": zmq.IMMEDIATE,
+    "router_mandatory": zmq.ROUTER_MANDATORY,
+    "maxmsgsize": zmq.MAXMSGSIZE,
+    "routing_id": zmq.ROUTING_ID,
+    "req_relaxed": zmq.REQ_RELAXED,
+    "req_correlate": zmq.REQ_CORRELATE,
+}
+"""The libzmq socket option behind each :class:`~transportkit.SocketOptions` field."""
+
+NOT_SOCKOPTS: Final = frozenset({"tcp_nodelay"})
+"""Fields with no libzmq option (libzmq always sets TCP_NODELAY)."""
+
+
+def apply_options(sock: zmq.Socket[object], options: SocketOptions, where: str) -> None:
+    """Set on ``sock`` every option that differs from libzmq's default, and linger always.
+
+    transportkit's defaults are libzmq's except ``linger`` (0 rather than -1), so the
+    options that :meth:`SocketOptions.changed` reports, plus ``linger``, are exactly
+    those that must be set.
+
+    Raises:
+        OptionError: libzmq refused a value (naming the option).
+    """
+    changes = options.changed()
+    changes["linger"] = options.linger
+    for name, value in changes.items():
+        if name in NOT_SOCKOPTS:
+            continue
+        raw = int(value) if isinstance(value, bool) else value
+        try:
+            sock.setsockopt(SOCKOPTS[name], raw)
+        except zmq.ZMQError as exc:
+            raise OptionError(
+                f"{where}: libzmq refused option {name!r} = {value!r}: {exc.strerror}"
+            ) from exc
+
+
+def check_endpoint(endpoint: str, where: str) -> str:
+    """Validate ``endpoint`` before libzmq sees it; return it unchanged.
+
+    Raises:
+        EndpointError: It is malformed (from :func:`transportkit.parse_endpoint`).
+        UnsupportedError: It is ``pgm://``/``epgm://`` and this libzmq has no OpenPGM.
+    """
+    parsed = parse_endpoint(endpoint)
+    if parsed.transport in ("pgm", "epgm") and not zmq.has("pgm"):
+        raise UnsupportedError(
+            f"{where}: cannot use {endpoint!r}: this pyzmq/libzmq was built without OpenPGM "
+            "(PyPI wheels are), so pgm:// and epgm:// multicast are unavailable; use tcp:// "
+            "(one PUB, many SUBs) or the sim backend, which models multicast"
+        )
+    return endpoint
+
+
+def timeout_ms(seconds: float) -> int:
+    """Convert a timeout in seconds to libzmq milliseconds (-1 for ``math.inf``).
+
+    Negative timeouts mean "do not wait" (0); fractions of a millisecond round up,
+    so a tiny positive timeout still waits.
+
+    Raises:
+        ValueError: ``seconds`` is NaN.
+    """
+    if seconds == math.inf:
+        return -1
+    if math.isnan(seconds):
+        raise ValueError("timeout must be a number of seconds or math.inf, got nan")
+    if seconds <= 0:
+        return 0
+    return math.ceil(seconds * 1000)
+
+
+def check_topic(prefix: object, where: str) -> None:
+    """Raise FrameError unless ``prefix`` is a bytes subscription prefix."""
+    if not isinstance(prefix, bytes):
+        raise FrameError(
+            f"{where}: a topic prefix must be bytes, got {type(prefix).__name__} {prefix!r:.40}"
+            " (encode text explicitly, e.g. b'AAPL' or 'AAPL'.encode())"
+        )
+
+
+def check_conflatable(frames: Sequence[object], where: str) -> None:
+    """Raise FrameError if ``frames`` is multipart (a ``conflate`` socket sends one frame)."""
+    if isinstance(frames, Sequence) and len(frames) > 1:
+        raise FrameError(
+            f"{where}: a conflate socket keeps single-frame messages only, got "
+            f"{len(frames)} frames (libzmq's CONFLATE does not support multipart)"
+        )

@@ -1,0 +1,528 @@
+"""The asyncio sockets of the zmq backend, one class per kind, and their monitor.
+
+Every socket is a ``zmq.asyncio`` socket plus a synchronous shadow of the same libzmq
+socket. Sends and receives are first tried without waiting on the shadow; only when
+that would block does the socket await readiness (``zmq.asyncio`` poll), then try
+again. A message is therefore taken off the libzmq queue only in the same step that
+returns it: cancelling a waiting ``recv`` never loses a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import struct
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import zmq
+import zmq.asyncio
+
+from transportkit._errors import ClosedError, Timeout
+from transportkit._kinds import SocketKind
+from transportkit._options import SocketOptions
+from transportkit._socket import (
+    Dealer,
+    Frame,
+    Message,
+    Monitor,
+    MonitorEvent,
+    Pair,
+    Publisher,
+    Puller,
+    Pusher,
+    Requester,
+    Router,
+    Socket,
+    SocketStats,
+    Subscriber,
+    Worker,
+)
+from transportkit.zmq_backend._errors import frame_error, mapped_errors, translate
+from transportkit.zmq_backend._options import check_conflatable, check_endpoint, check_topic
+
+__all__ = [
+    "SOCKET_CLASSES",
+    "ZmqDealer",
+    "ZmqMonitor",
+    "ZmqPair",
+    "ZmqPublisher",
+    "ZmqPuller",
+    "ZmqPusher",
+    "ZmqRequester",
+    "ZmqRouter",
+    "ZmqSocket",
+    "ZmqSubscriber",
+    "ZmqWorker",
+]
+
+_EVENT_NAMES: Final = {int(event): str(event.name) for event in zmq.Event}
+_EVENT_HEADER: Final = struct.Struct("=HI")
+_monitor_ids = itertools.count()
+_SPURIOUS_WAKE_PAUSE: Final = 0.001
+
+
+class _AsyncEnd:
+    """An asyncio zmq socket with its synchronous shadow and the wait-then-retry loop.
+
+    The shadow does not know when the socket is closed (touching it afterwards would
+    use freed memory), so every use of it is preceded, in the same step, by a check of
+    ``_closed``.
+    """
+
+    def __init__(self, asock: zmq.asyncio.Socket) -> None:
+        self._async = asock
+        self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(asock.underlying)
+        self._closed = False
+
+    def _where(self) -> str:
+        raise NotImplementedError
+
+    def _closed_error(self, action: str) -> ClosedError:
+        return ClosedError(f"{self._where()}: cannot {action}: it is closed")
+
+    def _deadline(self, timeout: float) -> float:
+        """The loop time by which a wait of ``timeout`` seconds ends (inf: never)."""
+        if timeout == math.inf:
+            return math.inf
+        if math.isnan(timeout):
+            raise ValueError("timeout must be a number of seconds or math.inf, got nan")
+        return asyncio.get_running_loop().time() + max(timeout, 0.0)
+
+    async def _wait(self, flag: int, deadline: float, action: str) -> bool:
+        """Wait until the socket may be ready for ``flag``; False once ``deadline`` passed.
+
+        Consumes nothing. Raises ClosedError if the socket is closed while waiting.
+        """
+        if deadline == math.inf:
+            poll_ms = -1
+        else:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            poll_ms = max(1, math.ceil(remaining * 1000))
+        try:
+            # pyzmq's stub for the asyncio poll omits its ``flags`` parameter.
+            await self._async.poll(poll_ms, flag)  # type: ignore[call-arg]
+        except zmq.Again:
+            # pyzmq ends a poll after rcvtimeo/sndtimeo on its own: just look again.
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and (task is None or task.cancelling() == 0):
+                raise self._closed_error(action) from None
+            raise
+        except zmq.ZMQError as exc:
+            if self._closed:
+                raise self._closed_error(action) from exc
+            raise translate(exc, self._where(), action) from exc
+        if self._closed:
+            raise self._closed_error(action)
+        return True
+
+    async def _recv_frames(self, deadline: float | None, default_timeout: float) -> Message:
+        """Receive one message, waiting until ``deadline`` (computed on first need)."""
+        while True:
+            if self._closed:
+                raise self._closed_error("recv")
+            try:
+                return self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where(), "recv") from exc
+            if deadline is None:
+                deadline = self._deadline(default_timeout)
+            if not await self._wait(zmq.POLLIN, deadline, "recv"):
+                raise Timeout(f"{self._where()}: recv timed out")
+
+    def _try_recv_frames(self) -> Message | None:
+        if self._closed:
+            raise self._closed_error("recv")
+        try:
+            return self._sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "recv", nonblocking=True) from exc
+
+
+class ZmqSocket(_AsyncEnd, Socket):
+    """Base of the zmq backend's asyncio sockets; made by
+    :meth:`~transportkit.zmq_backend.ZmqNetwork.socket` and friends.
+
+    Not thread-safe, and bound to the event loop that first waits on it.
+    """
+
+    def __init__(
+        self,
+        asock: zmq.asyncio.Socket,
+        options: SocketOptions,
+        on_close: Callable[[object], None],
+    ) -> None:
+        super().__init__(asock)
+        self._options = options
+        self._stats = SocketStats(dropped=None)
+        self._on_close = on_close
+        self._last_endpoint: str | None = None
+        self._monitor: ZmqMonitor | None = None
+
+    def _where(self) -> str:
+        return f"{self.kind.value} socket ({self._last_endpoint or 'unattached'})"
+
+    @property
+    def options(self) -> SocketOptions:
+        """The options the socket was made with."""
+        return self._options
+
+    @property
+    def stats(self) -> SocketStats:
+        """Sent and received counts; ``dropped`` is None (libzmq does not report drops)."""
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (here or by the network)."""
+        return self._closed
+
+    @property
+    def last_endpoint(self) -> str | None:
+        """The endpoint last bound (resolved by libzmq) or connected; None before any."""
+        return self._last_endpoint
+
+    @property
+    def zmq_socket(self) -> zmq.asyncio.Socket:
+        """The underlying ``zmq.asyncio`` socket (for options transportkit does not cover).
+
+        Closing it behind transportkit's back is not supported; use :meth:`close`.
+        """
+        return self._async
+
+    def bind(self, endpoint: str) -> str:
+        """Bind and return the endpoint libzmq resolved (``tcp://127.0.0.1:*`` works).
+
+        Raises:
+            EndpointError: Malformed endpoint, or libzmq refused it.
+            AddressInUseError: Something is already bound there.
+            UnsupportedError: ``pgm``/``epgm`` on a libzmq built without OpenPGM.
+            ClosedError: The socket is closed.
+        """
+        if self._closed:
+            raise self._closed_error(f"bind {endpoint}")
+        check_endpoint(endpoint, self._where())
+        with mapped_errors(self._where(), f"bind {endpoint}"):
+            self._sock.bind(endpoint)
+            resolved = self._sock.getsockopt(zmq.LAST_ENDPOINT)
+        text = resolved.decode() if isinstance(resolved, bytes) else ""
+        self._last_endpoint = text or endpoint
+        return self._last_endpoint
+
+    def connect(self, endpoint: str) -> None:
+        """Connect (completes and reconnects in the background, as libzmq does).
+
+        Raises:
+            EndpointError: Malformed endpoint, or libzmq refused it.
+            UnsupportedError: ``pgm``/``epgm`` on a libzmq built without OpenPGM.
+            ClosedError: The socket is closed.
+        """
+        if self._closed:
+            raise self._closed_error(f"connect {endpoint}")
+        check_endpoint(endpoint, self._where())
+        with mapped_errors(self._where(), f"connect {endpoint}"):
+            self._sock.connect(endpoint)
+        self._last_endpoint = endpoint
+
+    def disconnect(self, endpoint: str) -> None:
+        """Drop the connection to ``endpoint`` made by :meth:`connect`, and its queue.
+
+        Raises:
+            EndpointError: The socket is not connected to ``endpoint``.
+            ClosedError: The socket is closed.
+        """
+        if self._closed:
+            raise self._closed_error(f"disconnect {endpoint}")
+        check_endpoint(endpoint, self._where())
+        with mapped_errors(self._where(), f"disconnect {endpoint}"):
+            self._sock.disconnect(endpoint)
+
+    def close(self) -> None:
+        """Close the socket (its monitor too); idempotent; never blocks.
+
+        Unsent messages survive ``linger`` ms in libzmq's background threads. A
+        ``recv`` or ``send`` waiting in another task raises ClosedError.
+        """
+        if self._closed:
+            return
+        if self._monitor is not None:
+            self._monitor.close()
+        self._closed = True
+        self._async.close()
+        self._on_close(self)
+
+    def monitor(self) -> ZmqMonitor:
+        """Start streaming this socket's libzmq lifecycle events.
+
+        A socket has at most one monitor: starting another closes the previous one.
+        The monitor is closed with the socket.
+
+        Raises:
+            ClosedError: The socket is closed.
+        """
+        if self._closed:
+            raise self._closed_error("monitor")
+        if self._monitor is not None:
+            self._monitor.close()
+        address = f"inproc://transportkit.monitor.{id(self):x}.{next(_monitor_ids)}"
+        with mapped_errors(self._where(), "monitor"):
+            self._sock.monitor(address, zmq.EVENT_ALL)
+            pair = self._async.context.socket(zmq.PAIR)
+            pair.setsockopt(zmq.LINGER, 0)
+            try:
+                pair.connect(address)
+            except BaseException:
+                pair.close()
+                self._sock.disable_monitor()
+                raise
+        self._monitor = ZmqMonitor(pair, self)
+        return self._monitor
+
+    def _monitor_closed(self, monitor: ZmqMonitor) -> None:
+        if self._monitor is monitor:
+            if not self._closed:
+                self._sock.disable_monitor()
+            self._monitor = None
+
+
+class _Sending(ZmqSocket):
+    """``send``/``try_send`` for the kinds that send."""
+
+    async def send(self, frames: Sequence[Frame]) -> None:
+        """Send one multipart message, waiting up to ``sndtimeo`` at the HWM.
+
+        Raises:
+            FrameError: Not a non-empty sequence of bytes-like frames, multipart on a
+                ``conflate`` socket, or larger than the peer's ``maxmsgsize``.
+            Timeout: ``sndtimeo`` elapsed while the socket could not send.
+            StateError: The REQ/REP lockstep was broken.
+            HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
+            ClosedError: The socket is (or became, while waiting) closed.
+        """
+        if self._options.conflate:
+            check_conflatable(frames, self._where())
+        deadline: float | None = None
+        woken = False
+        while True:
+            if self._closed:
+                raise self._closed_error("send")
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where(), "send") from exc
+            except (TypeError, IndexError) as exc:
+                raise frame_error(self._where(), frames, exc) from exc
+            else:
+                self._stats.sent += 1
+                return
+            if deadline is None:
+                sndtimeo = self._options.sndtimeo
+                deadline = self._deadline(math.inf if sndtimeo < 0 else sndtimeo / 1000)
+            elif woken:
+                # Ready for output, yet this message could not go (a ROUTER peer at
+                # its HWM): do not spin.
+                await asyncio.sleep(_SPURIOUS_WAKE_PAUSE)
+            woken = await self._wait(zmq.POLLOUT, deadline, "send")
+            if not woken:
+                raise Timeout(f"{self._where()}: send timed out after {self._options.sndtimeo} ms")
+
+    def try_send(self, frames: Sequence[Frame]) -> None:
+        """Send without waiting; raise WouldBlock where :meth:`send` would wait."""
+        if self._closed:
+            raise self._closed_error("send")
+        if self._options.conflate:
+            check_conflatable(frames, self._where())
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            raise translate(exc, self._where(), "send", nonblocking=True) from exc
+        except (TypeError, IndexError) as exc:
+            raise frame_error(self._where(), frames, exc) from exc
+        self._stats.sent += 1
+
+
+class _Receiving(ZmqSocket):
+    """``recv``/``try_recv`` for the kinds that receive."""
+
+    async def recv(self, timeout: float | None = None) -> Message:
+        """Receive one message.
+
+        Args:
+            timeout: Seconds to wait; ``math.inf`` waits for ever whatever ``rcvtimeo``
+                says; None waits ``rcvtimeo`` ms (-1: for ever).
+
+        Raises:
+            Timeout: Nothing arrived in time.
+            StateError: The REQ/REP lockstep was broken.
+            ClosedError: The socket is (or became, while waiting) closed.
+        """
+        if timeout is None:
+            rcvtimeo = self._options.rcvtimeo
+            timeout = math.inf if rcvtimeo < 0 else rcvtimeo / 1000
+        frames = await self._recv_frames(None, timeout)
+        self._stats.received += 1
+        return frames
+
+    def try_recv(self) -> Message | None:
+        """Return the next waiting message, or None; never waits.
+
+        Raises:
+            ClosedError: The socket is closed.
+        """
+        frames = self._try_recv_frames()
+        if frames is not None:
+            self._stats.received += 1
+        return frames
+
+
+class ZmqPublisher(_Sending, Publisher):
+    """PUB over pyzmq."""
+
+
+class ZmqSubscriber(_Receiving, Subscriber):
+    """SUB over pyzmq."""
+
+    def __init__(
+        self,
+        asock: zmq.asyncio.Socket,
+        options: SocketOptions,
+        on_close: Callable[[object], None],
+    ) -> None:
+        super().__init__(asock, options, on_close)
+        self._subscriptions: list[bytes] = []
+
+    def subscribe(self, prefix: bytes) -> None:
+        """Add a topic prefix (counted: subscribing twice needs two unsubscribes).
+
+        Raises:
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+        check_topic(prefix, self._where())
+        if self._closed:
+            raise self._closed_error("subscribe")
+        with mapped_errors(self._where(), "subscribe"):
+            self._sock.setsockopt(zmq.SUBSCRIBE, prefix)
+        self._subscriptions.append(prefix)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """Remove one subscription to ``prefix``; like libzmq, ignore one never made.
+
+        Raises:
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+        check_topic(prefix, self._where())
+        if self._closed:
+            raise self._closed_error("unsubscribe")
+        if prefix not in self._subscriptions:
+            return
+        with mapped_errors(self._where(), "unsubscribe"):
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, prefix)
+        self._subscriptions.remove(prefix)
+
+    @property
+    def subscriptions(self) -> tuple[bytes, ...]:
+        """The prefixes subscribed to, in the order they were added."""
+        return tuple(self._subscriptions)
+
+
+class ZmqRequester(_Sending, _Receiving, Requester):
+    """REQ over pyzmq."""
+
+
+class ZmqWorker(_Sending, _Receiving, Worker):
+    """REP over pyzmq."""
+
+
+class ZmqPusher(_Sending, Pusher):
+    """PUSH over pyzmq."""
+
+
+class ZmqPuller(_Receiving, Puller):
+    """PULL over pyzmq."""
+
+
+class ZmqPair(_Sending, _Receiving, Pair):
+    """PAIR over pyzmq."""
+
+
+class ZmqDealer(_Sending, _Receiving, Dealer):
+    """DEALER over pyzmq."""
+
+
+class ZmqRouter(_Sending, _Receiving, Router):
+    """ROUTER over pyzmq."""
+
+
+SOCKET_CLASSES: Final[dict[SocketKind, type[ZmqSocket]]] = {
+    SocketKind.PUB: ZmqPublisher,
+    SocketKind.SUB: ZmqSubscriber,
+    SocketKind.REQ: ZmqRequester,
+    SocketKind.REP: ZmqWorker,
+    SocketKind.PUSH: ZmqPusher,
+    SocketKind.PULL: ZmqPuller,
+    SocketKind.PAIR: ZmqPair,
+    SocketKind.DEALER: ZmqDealer,
+    SocketKind.ROUTER: ZmqRouter,
+}
+"""The asyncio socket class of each kind."""
+
+
+class ZmqMonitor(_AsyncEnd, Monitor):
+    """libzmq's socket monitor as a stream of :class:`~transportkit.MonitorEvent`.
+
+    Made by :meth:`ZmqSocket.monitor`; closed with its socket.
+    """
+
+    def __init__(self, pair: zmq.asyncio.Socket, target: ZmqSocket) -> None:
+        super().__init__(pair)
+        self._target = target
+
+    def _where(self) -> str:
+        return f"monitor of {self._target._where()}"
+
+    @property
+    def closed(self) -> bool:
+        """True once the monitor (or its socket) was closed."""
+        return self._closed
+
+    async def recv(self, timeout: float | None = None) -> MonitorEvent:
+        """Wait for the next event; None or ``math.inf`` waits for ever.
+
+        Raises:
+            Timeout: No event within ``timeout`` seconds.
+            ClosedError: The monitor or its socket is (or became) closed.
+        """
+        frames = await self._recv_frames(None, math.inf if timeout is None else timeout)
+        return _parse_event(frames)
+
+    def try_recv(self) -> MonitorEvent | None:
+        """Return the next waiting event, or None."""
+        frames = self._try_recv_frames()
+        return None if frames is None else _parse_event(frames)
+
+    def close(self) -> None:
+        """Stop monitoring. Idempotent."""
+        if self._closed:
+            return
+        self._target._monitor_closed(self)
+        self._closed = True
+        self._async.close(linger=0)
+
+
+def _parse_event(frames: Message) -> MonitorEvent:
+    event, value = _EVENT_HEADER.unpack_from(frames[0])
+    endpoint = frames[1].decode(errors="replace") if len(frames) > 1 else ""
+    return MonitorEvent(_EVENT_NAMES.get(event, f"EVENT_{event:#x}"), endpoint, value)
