@@ -1,0 +1,172 @@
+"""The ``transportkit`` command: run the seed's trading examples and print a summary.
+
+``transportkit`` (or ``transportkit demo``) runs the market-data and risk examples in a
+deterministic simulation; ``--backend zmq`` runs the very same code on real sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from transportkit import Network
+from transportkit.trading import (
+    MarketDataSummary,
+    RiskSummary,
+    demo_orders,
+    run_market_data_example,
+    run_risk_example,
+)
+
+__all__ = ["main"]
+
+DEFAULT_SEED: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _DemoResult:
+    market_data: MarketDataSummary
+    risk: RiskSummary
+
+
+async def _demo(
+    exchange: Network,
+    traders: Sequence[Network],
+    endpoint: Callable[[str], str],
+    updates: int,
+) -> _DemoResult:
+    market_data = await run_market_data_example(
+        exchange, traders, endpoint("market_data"), updates=updates
+    )
+    risk = await run_risk_example(
+        exchange, traders[0], endpoint("risk"), demo_orders(), malformed_requests=1
+    )
+    return _DemoResult(market_data, risk)
+
+
+def _run_sim(args: argparse.Namespace) -> tuple[_DemoResult, list[str]]:
+    from transportkit.sim_backend import Constant, Simulation  # noqa: PLC0415
+
+    sim = Simulation(seed=args.seed, latency=Constant(args.latency_us * 1e-6))
+    exchange = sim.node("exchange")
+    traders = [sim.node(f"trader-{i}") for i in range(1, args.subscribers + 1)]
+    ports = {"market_data": 5556, "risk": 5555}
+    result = sim.run(
+        _demo(exchange, traders, lambda name: f"tcp://exchange:{ports[name]}", args.updates)
+    )
+    footer = [
+        f"backend: sim (seed {args.seed}, latency {args.latency_us:g} us per hop)",
+        f"virtual time elapsed: {sim.now * 1e3:.3f} ms",
+        f"trace hash: {sim.trace.hash}",
+    ]
+    return result, footer
+
+
+def _run_zmq(args: argparse.Namespace) -> tuple[_DemoResult, list[str]]:
+    from transportkit.zmq_backend import ZmqNetwork  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="transportkit-") as tmp:
+
+        def endpoint(name: str) -> str:
+            if args.transport == "ipc":
+                return f"ipc://{Path(tmp) / name}.ipc"
+            return "tcp://127.0.0.1:*"
+
+        exchange = ZmqNetwork(name="exchange")
+        traders = [ZmqNetwork(name=f"trader-{i}") for i in range(1, args.subscribers + 1)]
+        try:
+            result = asyncio.run(_demo(exchange, traders, endpoint, args.updates))
+        finally:
+            for net in (exchange, *traders):
+                net.close()
+    footer = [f"backend: zmq ({args.transport})"]
+    return result, footer
+
+
+def _format(result: _DemoResult, footer: Sequence[str]) -> str:
+    md, risk = result.market_data, result.risk
+    lines = [
+        f"market data (PUB/SUB on {md.endpoint}, symbols {', '.join(md.symbols)})",
+        f"  published: {md.published} updates after {md.warm_up} warm-up",
+    ]
+    for sub in md.subscribers:
+        latency = "-" if sub.mean_latency_ns is None else f"{sub.mean_latency_ns / 1e3:.1f} us"
+        lines.append(
+            f"  {sub.name}: delivered {sub.received}, lost {sub.lost}, "
+            f"malformed {sub.malformed}, mean latency {latency}"
+        )
+    lines += [
+        f"  elapsed: {md.elapsed_s * 1e3:.3f} ms",
+        f"risk validation (REQ/REP on {risk.endpoint})",
+        f"  orders: {risk.approved} approved, {risk.rejected} rejected",
+    ]
+    lines += [f"    {count} x {reason}" for reason, count in risk.reasons.items()]
+    positions = ", ".join(f"{s} {q:+d}" for s, q in risk.positions.items()) or "flat"
+    lines += [
+        f"  malformed requests answered: {risk.malformed}",
+        f"  positions: {positions}; capital left: {risk.available_capital:,.2f}",
+        f"  elapsed: {risk.elapsed_s * 1e3:.3f} ms",
+        *footer,
+    ]
+    return "\n".join(lines)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transportkit",
+        description="Run the seed's trading examples (market data PUB/SUB and risk "
+        "validation REQ/REP) on the simulated or the real ZeroMQ backend.",
+    )
+    parser.add_argument(
+        "command", nargs="?", default="demo", choices=["demo"], help="what to run (default: demo)"
+    )
+    parser.add_argument(
+        "--backend", choices=["sim", "zmq"], default="sim", help="transport backend (default: sim)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="simulation seed (sim backend only)"
+    )
+    parser.add_argument(
+        "--latency-us",
+        type=float,
+        default=50.0,
+        help="one-way link latency in microseconds (sim backend only, default 50)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=["tcp", "ipc"],
+        default="tcp",
+        help="zmq backend transport: tcp on 127.0.0.1 random ports, or ipc in a temp dir",
+    )
+    parser.add_argument(
+        "--subscribers", type=_positive, default=2, help="market-data subscribers (default 2)"
+    )
+    parser.add_argument(
+        "--updates", type=_positive, default=100, help="market-data updates (default 100)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``transportkit`` command line; return the process exit status (0: success).
+
+    Args:
+        argv: Arguments without the program name; None reads ``sys.argv``.
+    """
+    args = _parser().parse_args(argv)
+    runner = _run_sim if args.backend == "sim" else _run_zmq
+    result, footer = runner(args)
+    print(_format(result, footer))
+    return 0
