@@ -50,9 +50,11 @@ async def _demo(
 
 
 def _run_sim(args: argparse.Namespace) -> tuple[_DemoResult, list[str]]:
-    from transportkit.sim_backend import Constant, Simulation  # noqa: PLC0415
+    from transportkit.sim_backend import Constant, Simulation, Uniform  # noqa: PLC0415
 
-    sim = Simulation(seed=args.seed, latency=Constant(args.latency_us * 1e-6))
+    mean, jitter = args.latency_us * 1e-6, args.jitter_us * 1e-6
+    latency = Uniform(mean - jitter, mean + jitter) if jitter else Constant(mean)
+    sim = Simulation(seed=args.seed, latency=latency)
     exchange = sim.node("exchange")
     traders = [sim.node(f"trader-{i}") for i in range(1, args.subscribers + 1)]
     ports = {"market_data": 5556, "risk": 5555}
@@ -60,7 +62,7 @@ def _run_sim(args: argparse.Namespace) -> tuple[_DemoResult, list[str]]:
         _demo(exchange, traders, lambda name: f"tcp://exchange:{ports[name]}", args.updates)
     )
     footer = [
-        f"backend: sim (seed {args.seed}, latency {args.latency_us:g} us per hop)",
+        f"backend: sim (seed {args.seed}, latency {args.latency_us:g} +/- {args.jitter_us:g} us)",
         f"virtual time elapsed: {sim.now * 1e3:.3f} ms",
         f"trace hash: {sim.trace.hash}",
     ]
@@ -142,7 +144,13 @@ def _parser() -> argparse.ArgumentParser:
         "--latency-us",
         type=float,
         default=50.0,
-        help="one-way link latency in microseconds (sim backend only, default 50)",
+        help="mean one-way link latency in microseconds (sim backend only, default 50)",
+    )
+    parser.add_argument(
+        "--jitter-us",
+        type=float,
+        default=10.0,
+        help="latency is uniform in mean +/- jitter microseconds (sim backend only, default 10)",
     )
     parser.add_argument(
         "--transport",
@@ -165,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments without the program name; None reads ``sys.argv``.
     """
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.jitter_us <= args.latency_us:
+        parser.error("--jitter-us must be between 0 and --latency-us")
     runner = _run_sim if args.backend == "sim" else _run_zmq
     result, footer = runner(args)
     print(_format(result, footer))
