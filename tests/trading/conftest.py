@@ -12,6 +12,8 @@ from typing import TypeVar
 import pytest
 
 from transportkit import Network
+from transportkit.sim_backend import Simulation
+from transportkit.zmq_backend import ZmqNetwork
 
 T = TypeVar("T")
 BODY_TIMEOUT = 10.0
@@ -43,15 +45,11 @@ class Backend:
             return await asyncio.wait_for(body(nets), BODY_TIMEOUT)
 
         if self.name == "sim":
-            from transportkit.sim_backend import Simulation
-
             sim = Simulation(seed=self.seed)
             sim_nets = [sim.node(name) for name in nodes]
             result = sim.run(bounded(sim_nets))
             self.last_trace_hash = sim.trace.hash
             return result
-        from transportkit.zmq_backend import ZmqNetwork
-
         zmq_nets = [ZmqNetwork(name=name) for name in nodes]
         try:
             return asyncio.run(bounded(zmq_nets))
