@@ -14,7 +14,7 @@ from typing import Self
 
 import zmq
 
-from transportkit._errors import ClosedError, Timeout, UnsupportedError
+from transportkit._errors import ClosedError, Timeout, TransportError, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, SocketStats
@@ -76,6 +76,13 @@ class BlockingSocket:
     def _where(self) -> str:
         return f"blocking {self._kind.value} socket ({self._last_endpoint or 'unattached'})"
 
+    def _error(
+        self, exc: zmq.ZMQError, action: str, *, nonblocking: bool = False
+    ) -> TransportError:
+        if self._closed:
+            return ClosedError(f"{self._where()}: cannot {action}: it is closed")
+        return translate(exc, self._where(), action, nonblocking=nonblocking)
+
     def _check_open(self, action: str) -> None:
         if self._closed:
             raise ClosedError(f"{self._where()}: cannot {action}: it is closed")
@@ -126,7 +133,7 @@ class BlockingSocket:
         try:
             self._send_multipart(frames)
         except zmq.ZMQError as exc:
-            raise translate(exc, self._where(), "send") from exc
+            raise self._error(exc, "send") from exc
         except (TypeError, IndexError) as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
@@ -138,7 +145,7 @@ class BlockingSocket:
         try:
             self._send_multipart(frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
-            raise translate(exc, self._where(), "send", nonblocking=True) from exc
+            raise self._error(exc, "send", nonblocking=True) from exc
         except (TypeError, IndexError) as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
@@ -162,17 +169,23 @@ class BlockingSocket:
         try:
             frames = self._recv_multipart()
         except zmq.ZMQError as exc:
-            raise translate(exc, self._where(), "recv") from exc
+            raise self._error(exc, "recv") from exc
         self._stats.received += 1
         return frames
 
     def _recv_within(self, wait_ms: int) -> Message:
+        # Try first, so that a message already waiting, or a state error, comes at once.
         try:
-            if not self._sock.poll(wait_ms, zmq.POLLIN):
-                raise Timeout(f"{self._where()}: recv timed out after {wait_ms} ms")
             frames = self._recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            try:
+                if not self._sock.poll(wait_ms, zmq.POLLIN):
+                    raise Timeout(f"{self._where()}: recv timed out after {wait_ms} ms") from None
+                frames = self._recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                raise self._error(exc, "recv") from exc
         except zmq.ZMQError as exc:
-            raise translate(exc, self._where(), "recv") from exc
+            raise self._error(exc, "recv") from exc
         self._stats.received += 1
         return frames
 
@@ -183,7 +196,7 @@ class BlockingSocket:
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
-            raise translate(exc, self._where(), "recv", nonblocking=True) from exc
+            raise self._error(exc, "recv", nonblocking=True) from exc
         self._stats.received += 1
         return frames
 

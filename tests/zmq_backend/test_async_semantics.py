@@ -1,0 +1,195 @@
+"""Timeouts, cancellation and monitors of the asyncio sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from transportkit import ClosedError, MonitorEvent, SocketOptions, Timeout
+from transportkit.zmq_backend import ZmqMonitor, ZmqNetwork
+
+Run = Callable[..., Any]
+
+
+def test_recv_timeout_none_uses_rcvtimeo(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://rcvtimeo", options=SocketOptions(rcvtimeo=50))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Timeout, match="PULL socket"):
+            await pull.recv()
+        assert 0.04 <= loop.time() - started < 2
+
+    run(body())
+
+
+def test_recv_explicit_timeout_overrides_rcvtimeo(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://explicit", options=SocketOptions(rcvtimeo=5000))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Timeout):
+            await pull.recv(timeout=0.05)
+        assert loop.time() - started < 2
+        with pytest.raises(Timeout):
+            await pull.recv(timeout=0)
+
+    run(body())
+
+
+def test_recv_inf_waits_past_rcvtimeo(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://forever", options=SocketOptions(rcvtimeo=20))
+        push = net.pusher(connect="inproc://forever")
+        waiting = asyncio.create_task(pull.recv(timeout=math.inf))
+        await asyncio.sleep(0.15)
+        assert not waiting.done()
+        await push.send([b"late"])
+        assert await waiting == [b"late"]
+
+    run(body())
+
+
+def test_cancelled_recv_loses_no_message(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://cancel")
+        push = net.pusher(connect="inproc://cancel")
+        for i in range(20):
+            waiting = asyncio.create_task(pull.recv())
+            await asyncio.sleep(0)
+            await push.send([str(i).encode()])
+            # Cancel at once: the message arrived but the task may not have run yet.
+            waiting.cancel()
+            try:
+                got = await waiting
+            except asyncio.CancelledError:
+                got = await pull.recv(timeout=5)
+            assert got == [str(i).encode()]
+        assert pull.try_recv() is None
+
+    run(body())
+
+
+def test_wait_for_timeout_on_recv_loses_no_message(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://waitfor")
+        push = net.pusher(connect="inproc://waitfor")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pull.recv(), 0.02)
+        await push.send([b"kept"])
+        assert await pull.recv(timeout=5) == [b"kept"]
+
+    run(body())
+
+
+def test_send_waits_at_the_hwm_until_the_peer_drains(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        options = SocketOptions(sndhwm=1, rcvhwm=1)
+        pull = net.puller(bind="inproc://hwm", options=options)
+        push = net.pusher(connect="inproc://hwm", options=options)
+        sent = 0
+        while True:
+            try:
+                push.try_send([b"x"])
+            except Exception:
+                break
+            sent += 1
+        blocked = asyncio.create_task(push.send([b"last"]))
+        await asyncio.sleep(0.05)
+        assert not blocked.done()
+        for _ in range(sent):
+            await pull.recv(timeout=5)
+        await asyncio.wait_for(blocked, 5)
+        assert await pull.recv(timeout=5) == [b"last"]
+
+    run(body())
+
+
+def test_unsubscribe_and_counted_subscriptions(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pub = net.publisher(bind="inproc://topics")
+        sub = net.subscriber(connect="inproc://topics", topics=(b"A", b"A", b"B"))
+        assert sub.subscriptions == (b"A", b"A", b"B")
+        sub.unsubscribe(b"A")
+        sub.unsubscribe(b"never")  # ignored, like libzmq
+        assert sub.subscriptions == (b"A", b"B")
+        await pub.send([b"A1"])
+        assert await sub.recv(timeout=5) == [b"A1"]
+        sub.unsubscribe(b"A")
+        await asyncio.sleep(0.01)
+        await pub.send([b"A2"])
+        await pub.send([b"B1"])
+        assert await sub.recv(timeout=5) == [b"B1"]
+
+    run(body())
+
+
+def _names(events: list[MonitorEvent]) -> set[str]:
+    return {event.name for event in events}
+
+
+async def _collect(monitor: ZmqMonitor, wanted: set[str]) -> list[MonitorEvent]:
+    events: list[MonitorEvent] = []
+    while not wanted <= _names(events):
+        events.append(await monitor.recv(timeout=5))
+    return events
+
+
+def test_monitor_reports_listening_accepted_connected_handshake(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        server = net.router()
+        server_events = server.monitor()
+        endpoint = server.bind("tcp://127.0.0.1:*")
+        client = net.dealer()
+        client_events = client.monitor()
+        client.connect(endpoint)
+        seen_server = await _collect(server_events, {"LISTENING", "ACCEPTED"})
+        seen_client = await _collect(client_events, {"CONNECTED", "HANDSHAKE_SUCCEEDED"})
+        listening = next(e for e in seen_server if e.name == "LISTENING")
+        assert listening.endpoint == endpoint
+        assert all(e.endpoint == endpoint for e in seen_client)
+
+        client.close()
+        assert client_events.closed
+        assert "DISCONNECTED" in _names(await _collect(server_events, {"DISCONNECTED"}))
+
+    run(body())
+
+
+def test_monitor_iteration_ends_when_its_socket_closes(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        sock = net.pair()
+        monitor = sock.monitor()
+        sock.bind("inproc://mon-iter")
+
+        async def drain() -> list[MonitorEvent]:
+            return [event async for event in monitor]
+
+        task = asyncio.create_task(drain())
+        await asyncio.sleep(0.02)
+        sock.close()
+        assert isinstance(await task, list)
+        with pytest.raises(ClosedError):
+            monitor.try_recv()
+
+    run(body())
+
+
+def test_a_second_monitor_replaces_the_first(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        sock = net.pair()
+        first = sock.monitor()
+        second = sock.monitor()
+        assert first.closed and not second.closed
+        sock.bind("tcp://127.0.0.1:*")
+        assert (await second.recv(timeout=5)).name == "LISTENING"
+        second.close()
+        second.close()
+        with pytest.raises(ClosedError):
+            await second.recv(timeout=1)
+
+    run(body())
