@@ -4,7 +4,6 @@ multi-threading strategies (section 7) on one shared network.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 import time

@@ -138,7 +138,7 @@ def test_push_without_peer_times_out_after_sndtimeo(run: Run, net: ZmqNetwork) -
         push = net.pusher(options=SocketOptions(sndtimeo=50))
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(Timeout, match="PUSH socket.*send timed out"):
+        with pytest.raises(Timeout, match=r"PUSH socket.*send timed out"):
             await push.send([b"order"])
         assert 0.04 <= loop.time() - started < 2
         with pytest.raises(TimeoutError):  # Timeout is also the builtin TimeoutError
@@ -200,9 +200,9 @@ def test_blocking_socket_operations_after_close_are_closed_errors(net: ZmqNetwor
     for call in (
         lambda: pair.send([b"x"]),
         lambda: pair.try_send([b"x"]),
-        lambda: pair.recv(),
+        pair.recv,
         lambda: pair.recv(timeout=0.01),
-        lambda: pair.try_recv(),
+        pair.try_recv,
         lambda: pair.bind("inproc://x"),
         lambda: pair.connect("inproc://x"),
     ):
@@ -307,7 +307,7 @@ def test_pgm_is_refused_with_a_clear_unsupported_error(net: ZmqNetwork, transpor
     if zmq.has("pgm"):
         pytest.skip("this libzmq was built with OpenPGM")
     endpoint = f"{transport}://eth0;239.192.1.1:5555"
-    with pytest.raises(UnsupportedError, match="without OpenPGM.*tcp.*sim backend"):
+    with pytest.raises(UnsupportedError, match=r"without OpenPGM.*tcp.*sim backend"):
         net.publisher(connect=endpoint)
     with pytest.raises(UnsupportedError, match="OpenPGM"):
         net.blocking(SocketKind.SUB, bind=endpoint)

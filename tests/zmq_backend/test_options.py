@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 import zmq
 
-from transportkit import OptionError, SocketKind, SocketOptions
-from transportkit.zmq_backend import ZmqNetwork
+from transportkit import OptionError, Socket, SocketKind, SocketOptions
+from transportkit.zmq_backend import ZmqNetwork, ZmqSocket
 from transportkit.zmq_backend._options import NOT_SOCKOPTS, SOCKOPTS
 
 
@@ -18,9 +19,14 @@ def test_every_socket_option_field_has_a_zmq_mapping() -> None:
     assert not set(SOCKOPTS) & NOT_SOCKOPTS
 
 
+def raw(sock: Socket) -> zmq.Socket[Any]:
+    assert isinstance(sock, ZmqSocket)
+    return sock.zmq_socket
+
+
 def test_linger_is_always_set_to_transportkits_default_of_zero(net: ZmqNetwork) -> None:
     sock = net.pusher()
-    assert sock.zmq_socket.getsockopt(zmq.LINGER) == 0
+    assert raw(sock).getsockopt(zmq.LINGER) == 0
 
 
 TUNED = SocketOptions(
@@ -44,7 +50,7 @@ TUNED = SocketOptions(
 )
 
 
-def _read_back(sock: zmq.Socket[bytes], names: list[str]) -> dict[str, object]:
+def _read_back(sock: zmq.Socket[Any], names: list[str]) -> dict[str, object]:
     values: dict[str, object] = {}
     for name in names:
         value = sock.getsockopt(SOCKOPTS[name])
@@ -55,18 +61,18 @@ def _read_back(sock: zmq.Socket[bytes], names: list[str]) -> dict[str, object]:
 @pytest.mark.parametrize("flavour", ["async", "blocking"])
 def test_tuned_options_read_back_from_libzmq(net: ZmqNetwork, flavour: str) -> None:
     if flavour == "async":
-        raw = net.dealer(options=TUNED).zmq_socket
+        sock = raw(net.dealer(options=TUNED))
     else:
-        raw = net.blocking(SocketKind.DEALER, options=TUNED).zmq_socket
+        sock = net.blocking(SocketKind.DEALER, options=TUNED).zmq_socket
     names = [name for name in TUNED.changed() if name != "routing_id"]
     expected = {name: int(getattr(TUNED, name)) for name in names}
-    assert _read_back(raw, names) == expected
-    assert raw.getsockopt(zmq.ROUTING_ID) == b"desk-7"
+    assert _read_back(sock, names) == expected
+    assert sock.getsockopt(zmq.ROUTING_ID) == b"desk-7"
 
 
 def test_conflate_and_kind_specific_options_are_applied(net: ZmqNetwork) -> None:
     sub = net.subscriber(options=SocketOptions(conflate=True))
-    assert sub.zmq_socket.getsockopt(zmq.CONFLATE) == 1
+    assert raw(sub).getsockopt(zmq.CONFLATE) == 1
     router = net.router(options=SocketOptions(router_mandatory=True))
     # ROUTER_MANDATORY and the REQ options are write-only in libzmq 4.3; they act below.
     assert router.options.router_mandatory
@@ -75,7 +81,7 @@ def test_conflate_and_kind_specific_options_are_applied(net: ZmqNetwork) -> None
 
 
 def test_unknown_option_from_mapping_is_an_option_error() -> None:
-    with pytest.raises(OptionError, match="sndhvm.*did you mean 'sndhwm'"):
+    with pytest.raises(OptionError, match=r"sndhvm.*did you mean 'sndhwm'"):
         SocketOptions.from_mapping({"sndhvm": 10})
 
 
