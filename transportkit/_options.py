@@ -63,7 +63,9 @@ class SocketOptions:
         tcp_keepalive_cnt: Failed probes before the connection is dropped (-1 = OS).
         tcp_keepalive_intvl: Seconds between probes (-1 = OS).
         conflate: Keep only the last message (PUB, SUB, PUSH, PULL, DEALER only);
-            single-frame messages only, so multipart sends are refused.
+            single-frame messages only, so multipart sends are refused. libzmq also
+            conflates a SUB's subscription commands: give a conflating SUB exactly one
+            subscription, before it connects (the sim backend models the loss).
         immediate: Queue only to completed connections (no queueing to a peer that
             is not connected yet).
         router_mandatory: A ROUTER raises :class:`~transportkit.HostUnreachableError`

@@ -11,6 +11,7 @@ the previous one. Arrivals are SimPy timeout events with a callback, never a pro
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,10 +36,12 @@ class Peer:
         "in_q",
         "last_arrival",
         "out_q",
+        "pending_command",
         "queued",
         "remote",
         "routing_id",
         "sock",
+        "sub_gen",
         "subs",
     )
 
@@ -55,6 +58,8 @@ class Peer:
         self.dead = False
         self.routing_id = b""
         self.subs: list[bytes] = []
+        self.sub_gen = 0
+        self.pending_command: Callable[[], None] | None = None
         self.last_arrival = 0.0
 
     @property

@@ -390,6 +390,10 @@ class SimPublisher(SimSocket, Publisher):
         topic = item[1][0]
         sim = self.sim
         for peer in self.peers:
+            command = peer.pending_command
+            if command is not None:
+                peer.pending_command = None
+                command()
             if peer.remote is not None and peer.matches(topic):
                 if peer.room():
                     sim.offer(peer, item)
@@ -428,7 +432,8 @@ class SimSubscriber(SimSocket, Subscriber):
         return tuple(self._subs)
 
     def attached(self, peer: Peer) -> None:
-        for prefix in self._subs:
+        # A conflating SUB's queued subscription commands collapse to the newest.
+        for prefix in self._subs[-1:] if self.conflate else self._subs:
             self.sim.send_subscription(peer, prefix, add=True)
 
     def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:

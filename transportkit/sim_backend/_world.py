@@ -644,10 +644,12 @@ class Simulation:
         remote = conn.other(peer)
         remote.in_flight += 1
         link = conn.link_from(peer)
+        if link is None:
+            self._arrive(conn, remote, item, None, None)
+            return
         env = self.env
         now = env.now
-        when = now if link is None else now + link.latency.sample(self.rng)
-        when = max(when, peer.last_arrival)
+        when = max(now + link.latency.sample(self.rng), peer.last_arrival)
         peer.last_arrival = when
         event = env.timeout(when - now)
         event.callbacks.append(partial(self._arrive, conn, remote, item, link))
@@ -676,11 +678,19 @@ class Simulation:
         receiver.arrived(remote)
 
     def send_subscription(self, peer: Peer, prefix: bytes, *, add: bool) -> None:
-        """Carry a (un)subscription from a SUB's ``peer`` to the publisher's end."""
+        """Carry a (un)subscription from a SUB's ``peer`` to the publisher's end.
+
+        A conflating SUB conflates its subscription commands too, as libzmq does: a
+        command still on its way when a newer one is sent is lost, and over inproc the
+        publisher only picks up the newest pending command when it next sends.
+        """
         conn = peer.conn
         assert conn is not None
         link = conn.link_from(peer)
         remote = conn.other(peer)
+        conflated = peer.sock.conflate
+        peer.sub_gen += 1
+        generation = peer.sub_gen
 
         def apply(_event: object = None) -> None:
             if link is not None and not link.up:
@@ -688,16 +698,21 @@ class Simulation:
                 return
             if not conn.alive:
                 return
+            what = "subscribe" if add else "unsubscribe"
+            if conflated and generation != peer.sub_gen:
+                self.trace.add(self.now, "conflated", remote.sock.name, f"{what} {prefix!r}")
+                return
             if add:
                 remote.subs.append(prefix)
             elif prefix in remote.subs:
                 remote.subs.remove(prefix)
-            self.trace.add(
-                self.now, "subscribe" if add else "unsubscribe", remote.sock.name, repr(prefix)
-            )
+            self.trace.add(self.now, what, remote.sock.name, repr(prefix))
 
         if link is None:
-            apply()
+            if conflated:
+                remote.pending_command = apply
+            else:
+                apply()
             return
         now = self.env.now
         when = max(now + link.latency.sample(self.rng), peer.last_arrival)

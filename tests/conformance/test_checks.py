@@ -1,0 +1,73 @@
+"""The conformance checks, each collected once per backend ([sim] and [zmq])."""
+
+from __future__ import annotations
+
+import pytest
+
+from transportkit.testing import (
+    Harness,
+    check_bad_input,
+    check_conflate,
+    check_dealer_router,
+    check_hwm,
+    check_pair,
+    check_pub_sub_filtering,
+    check_push_pull,
+    check_req_rep,
+    check_slow_joiner,
+)
+
+TRANSPORTS = ["tcp", "ipc", "inproc"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_pub_sub_delivers_matching_topics_in_order(harness: Harness, transport: str) -> None:
+    check_pub_sub_filtering(
+        harness,
+        [[b"MARKET.AAPL"], [b"MARKET."], [b"NEWS", b"MARKET.M"], []],
+        [
+            [b"MARKET.AAPL", b"\x00" * 8, b"px=1"],
+            [b"MARKET.MSFT", b"\x01" * 8, b"px=2"],
+            [b"NEWS.fed", b"rates"],
+            [b"MARKET.AAPL", b"\x02" * 8, b"px=3"],
+        ],
+        transport=transport,
+    )
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_slow_joiner_loses_only_a_prefix(harness: Harness, transport: str) -> None:
+    check_slow_joiner(harness, transport=transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_req_rep_lockstep(harness: Harness, transport: str) -> None:
+    check_req_rep(harness, [[b"order-%d" % i, b"qty"] for i in range(5)], transport=transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_push_pull_exactly_once_round_robin(harness: Harness, transport: str) -> None:
+    check_push_pull(harness, transport=transport)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_pair_both_ways(harness: Harness, transport: str) -> None:
+    check_pair(harness, transport=transport)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_dealer_router_routing(harness: Harness, transport: str) -> None:
+    check_dealer_router(harness, transport=transport)
+
+
+def test_hwm_pub_drops_push_blocks(harness: Harness) -> None:
+    check_hwm(harness)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_conflate_keeps_last(harness: Harness, transport: str) -> None:
+    check_conflate(harness, transport=transport)
+
+
+def test_bad_input_raises_typed_errors(harness: Harness) -> None:
+    check_bad_input(harness)

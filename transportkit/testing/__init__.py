@@ -1,0 +1,63 @@
+"""Testing kit: conformance checks, harnesses and (in ``strategies``) Hypothesis strategies.
+
+The checks import no test framework, like trio's ``check_one_way_stream``: call them
+from any test runner, with a harness for the backend under test::
+
+    from transportkit.testing import check_req_rep, open_harness
+
+    with open_harness("sim") as h:
+        check_req_rep(h, [[b"order-1"]])
+
+The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
+when transportkit is installed) provides a ``backend`` fixture parametrized over
+``sim`` and ``zmq``. Hypothesis strategies live in :mod:`transportkit.testing.strategies`
+(imported separately, since Hypothesis is a test-only dependency).
+"""
+
+from transportkit.testing._checks import (
+    SYNC_TOPIC,
+    check_bad_input,
+    check_conflate,
+    check_dealer_router,
+    check_hwm,
+    check_pair,
+    check_pub_sub_filtering,
+    check_push_pull,
+    check_req_rep,
+    check_slow_joiner,
+    collect_pub_sub,
+    expected_pub_sub,
+    recv_data,
+    sync_subscribers,
+    wait_for_event,
+)
+from transportkit.testing._harness import (
+    BACKENDS,
+    Harness,
+    SimHarness,
+    ZmqHarness,
+    open_harness,
+)
+
+__all__ = [
+    "BACKENDS",
+    "SYNC_TOPIC",
+    "Harness",
+    "SimHarness",
+    "ZmqHarness",
+    "check_bad_input",
+    "check_conflate",
+    "check_dealer_router",
+    "check_hwm",
+    "check_pair",
+    "check_pub_sub_filtering",
+    "check_push_pull",
+    "check_req_rep",
+    "check_slow_joiner",
+    "collect_pub_sub",
+    "expected_pub_sub",
+    "open_harness",
+    "recv_data",
+    "sync_subscribers",
+    "wait_for_event",
+]
