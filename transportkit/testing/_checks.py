@@ -138,7 +138,8 @@ def expected_pub_sub(
     subscriptions: Sequence[Sequence[bytes]], messages: Sequence[Sequence[bytes]]
 ) -> list[list[list[bytes]]]:
     """What ZeroMQ delivers: to each subscriber, the messages whose frame 0 starts with
-    one of its prefixes, whole and in publish order."""
+    one of its prefixes, whole and in publish order.
+    """
     return [
         [list(m) for m in messages if any(m[0].startswith(p) for p in prefixes)]
         for prefixes in subscriptions
@@ -159,9 +160,7 @@ async def _collect_pub_sub(
         assert endpoint is not None
         subs = [
             stack.enter_context(
-                _net(h, transport, f"sub{i}").subscriber(
-                    connect=endpoint, topics=list(prefixes)
-                )
+                _net(h, transport, f"sub{i}").subscriber(connect=endpoint, topics=list(prefixes))
             )
             for i, prefixes in enumerate(subscriptions)
         ]
@@ -191,7 +190,8 @@ def collect_pub_sub(
     transport: str = "tcp",
 ) -> list[list[Message]]:
     """Publish ``messages`` to one subscriber per entry of ``subscriptions`` (after
-    synchronising) and return what each subscriber received."""
+    synchronising) and return what each subscriber received.
+    """
     return h.run(_collect_pub_sub(h, subscriptions, messages, transport), timeout=60)
 
 
@@ -214,13 +214,18 @@ def check_pub_sub_filtering(
 
 def check_slow_joiner(h: Harness, *, count: int = 100, transport: str = "tcp") -> None:
     """Messages published before the subscription reaches the publisher are lost; the
-    subscriber sees a gap-free suffix of the stream."""
+    subscriber sees a gap-free suffix of the stream.
+    """
 
     async def body() -> list[int]:
         with ExitStack() as stack:
-            pub = stack.enter_context(_net(h, transport, "pub").publisher(bind=h.endpoint(transport)))
+            pub = stack.enter_context(
+                _net(h, transport, "pub").publisher(bind=h.endpoint(transport))
+            )
             assert pub.last_endpoint is not None
-            sub = stack.enter_context(_net(h, transport, "sub").subscriber(connect=pub.last_endpoint))
+            sub = stack.enter_context(
+                _net(h, transport, "sub").subscriber(connect=pub.last_endpoint)
+            )
             interval = h.settle * 2 / count
             for i in range(count):
                 await pub.send([b"seq", str(i).encode()])
@@ -240,16 +245,22 @@ def check_slow_joiner(h: Harness, *, count: int = 100, transport: str = "tcp") -
     )
 
 
-def check_req_rep(h: Harness, requests: Sequence[Sequence[bytes]], *,
-                  transport: str = "tcp") -> None:
+def check_req_rep(
+    h: Harness, requests: Sequence[Sequence[bytes]], *, transport: str = "tcp"
+) -> None:
     """Lockstep request/reply: each reply answers its request, and out-of-order calls
-    raise StateError on both sides."""
+    raise StateError on both sides.
+    """
 
     async def body() -> None:
         with ExitStack() as stack:
-            rep = stack.enter_context(_net(h, transport, "server").worker(bind=h.endpoint(transport)))
+            rep = stack.enter_context(
+                _net(h, transport, "server").worker(bind=h.endpoint(transport))
+            )
             assert rep.last_endpoint is not None
-            req = stack.enter_context(_net(h, transport, "client").requester(connect=rep.last_endpoint))
+            req = stack.enter_context(
+                _net(h, transport, "client").requester(connect=rep.last_endpoint)
+            )
             try:
                 await rep.send([b"too early"])
             except StateError:
@@ -292,22 +303,24 @@ def check_req_rep(h: Harness, requests: Sequence[Sequence[bytes]], *,
     h.run(body(), timeout=60)
 
 
-def check_push_pull(h: Harness, *, pullers: int = 3, count: int = 30,
-                    transport: str = "tcp") -> None:
+def check_push_pull(
+    h: Harness, *, pullers: int = 3, count: int = 30, transport: str = "tcp"
+) -> None:
     """Every message reaches exactly one puller, in order, round-robin (counts differ by
-    at most one when all pullers are connected before the first send)."""
+    at most one when all pullers are connected before the first send).
+    """
 
     async def body() -> list[list[int]]:
         with ExitStack() as stack:
-            push = stack.enter_context(_net(h, transport, "producer").pusher(bind=h.endpoint(transport)))
+            push = stack.enter_context(
+                _net(h, transport, "producer").pusher(bind=h.endpoint(transport))
+            )
             mon = push.monitor()
             stack.callback(mon.close)
             assert push.last_endpoint is not None
             pulls = [
                 stack.enter_context(
-                    _net(h, transport, f"worker{i}").puller(
-                        connect=push.last_endpoint
-                    )
+                    _net(h, transport, f"worker{i}").puller(connect=push.last_endpoint)
                 )
                 for i in range(pullers)
             ]
@@ -362,9 +375,7 @@ def check_pair(h: Harness, *, count: int = 20, transport: str = "tcp") -> None:
         with ExitStack() as stack:
             a = stack.enter_context(_net(h, transport, "a").pair(bind=h.endpoint(transport)))
             assert a.last_endpoint is not None
-            b = stack.enter_context(
-                _net(h, transport, "b").pair(connect=a.last_endpoint)
-            )
+            b = stack.enter_context(_net(h, transport, "b").pair(connect=a.last_endpoint))
             for i in range(count):
                 await a.send([b"a", str(i).encode()])
                 await b.send([b"b", str(i).encode()])
@@ -378,11 +389,14 @@ def check_pair(h: Harness, *, count: int = 20, transport: str = "tcp") -> None:
 
 def check_dealer_router(h: Harness, *, transport: str = "tcp") -> None:
     """ROUTER prefixes the sender's routing id and routes replies by it; REQ's envelope
-    is ``[id, b"", ...]``; unknown ids are dropped, or raise with router_mandatory."""
+    is ``[id, b"", ...]``; unknown ids are dropped, or raise with router_mandatory.
+    """
 
     async def body() -> None:
         with ExitStack() as stack:
-            router = stack.enter_context(_net(h, transport, "broker").router(bind=h.endpoint(transport)))
+            router = stack.enter_context(
+                _net(h, transport, "broker").router(bind=h.endpoint(transport))
+            )
             mon = router.monitor()
             stack.callback(mon.close)
             ep = router.last_endpoint
@@ -436,7 +450,8 @@ def check_dealer_router(h: Harness, *, transport: str = "tcp") -> None:
 def check_hwm(h: Harness, *, hwm: int = 10) -> None:
     """At the HWM a PUB drops (never blocks; drops counted where the backend can) while
     a PUSH blocks: try_send raises WouldBlock and send times out (inproc: the path holds
-    exactly SNDHWM + RCVHWM)."""
+    exactly SNDHWM + RCVHWM).
+    """
 
     async def body() -> None:
         net = h.network("local")
@@ -489,11 +504,14 @@ def check_hwm(h: Harness, *, hwm: int = 10) -> None:
 
 def check_conflate(h: Harness, *, count: int = 50, transport: str = "tcp") -> None:
     """A conflating subscriber keeps only the newest message; conflate refuses
-    multipart sends."""
+    multipart sends.
+    """
 
     async def body() -> None:
         with ExitStack() as stack:
-            pub = stack.enter_context(_net(h, transport, "pub").publisher(bind=h.endpoint(transport)))
+            pub = stack.enter_context(
+                _net(h, transport, "pub").publisher(bind=h.endpoint(transport))
+            )
             assert pub.last_endpoint is not None
             sub = stack.enter_context(
                 _net(h, transport, "sub").subscriber(
@@ -573,7 +591,7 @@ def check_bad_input(h: Harness) -> None:
                 pass
             else:
                 raise AssertionError(f"[{h.name}] recv waiting on a closed socket returned")
-            for action in (lambda: pull.try_recv(), lambda: pull.bind(h.endpoint("tcp"))):
+            for action in (pull.try_recv, lambda: pull.bind(h.endpoint("tcp"))):
                 try:
                     action()
                 except ClosedError:

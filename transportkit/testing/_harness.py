@@ -17,6 +17,8 @@ from typing import Any, Final, TypeVar
 
 from transportkit._errors import Timeout
 from transportkit._network import Network
+from transportkit.sim_backend import Simulation
+from transportkit.zmq_backend import ZmqNetwork
 
 __all__ = ["BACKENDS", "Harness", "SimHarness", "ZmqHarness", "open_harness"]
 
@@ -72,8 +74,6 @@ class SimHarness(Harness):
 
     def __init__(self, seed: int = 0, **simulation_options: Any) -> None:
         super().__init__()
-        from transportkit.sim_backend import Simulation
-
         self.sim = Simulation(seed, **simulation_options)
 
     def network(self, name: str = "main") -> Network:
@@ -104,8 +104,6 @@ class ZmqHarness(Harness):
 
     def __init__(self) -> None:
         super().__init__()
-        from transportkit.zmq_backend import ZmqNetwork
-
         self._net = ZmqNetwork(name="zmq-harness")
         self._tmp = tempfile.mkdtemp(prefix="transportkit-")
 
