@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-from conftest import Backend
+from conftest import System
 
 from transportkit import Network, ProtocolError, Timeout
 from transportkit.trading import (
@@ -35,8 +35,8 @@ def buy(order_id: str) -> Order:
     return Order(id=order_id, symbol="AAPL", side=SIDE_BUY, quantity=1, price=10.0)
 
 
-def test_risk_server_answers_malformed_requests_and_keeps_serving(backend: Backend) -> None:
-    endpoint = backend.endpoint()
+def test_risk_server_answers_malformed_requests_and_keeps_serving(system: System) -> None:
+    endpoint = system.endpoint()
 
     async def body(nets: Sequence[Network]) -> None:
         with nets[0].worker() as worker, nets[1].requester() as requester:
@@ -53,11 +53,11 @@ def test_risk_server_answers_malformed_requests_and_keeps_serving(backend: Backe
             stats = await server
             assert (stats.requests, stats.malformed, stats.approved, stats.rejected) == (4, 2, 1, 3)
 
-    backend.run(body, ["risk", "trader"])
+    system.run(body, ["risk", "trader"])
 
 
-def test_risk_server_stops_when_told(backend: Backend) -> None:
-    endpoint = backend.endpoint()
+def test_risk_server_stops_when_told(system: System) -> None:
+    endpoint = system.endpoint()
 
     async def body(nets: Sequence[Network]) -> None:
         with nets[0].worker(bind=endpoint) as worker:
@@ -68,11 +68,11 @@ def test_risk_server_stops_when_told(backend: Backend) -> None:
             stats = await server
             assert stats.requests == 0
 
-    backend.run(body, ["risk"])
+    system.run(body, ["risk"])
 
 
-def test_risk_client_times_out_without_a_server(backend: Backend) -> None:
-    endpoint = backend.endpoint()
+def test_risk_client_times_out_without_a_server(system: System) -> None:
+    endpoint = system.endpoint()
 
     async def body(nets: Sequence[Network]) -> None:
         with nets[0].worker() as worker, nets[1].requester() as requester:
@@ -80,15 +80,15 @@ def test_risk_client_times_out_without_a_server(backend: Backend) -> None:
             with pytest.raises(Timeout):
                 await RiskClient(requester).validate(buy("o1"), timeout=0.05)
 
-    backend.run(body, ["risk", "trader"])
+    system.run(body, ["risk", "trader"])
 
 
 def test_malformed_order_reason_constant() -> None:
     assert MALFORMED_ORDER == "malformed order"
 
 
-def test_subscriber_skips_and_counts_malformed_updates(backend: Backend) -> None:
-    endpoint = backend.endpoint()
+def test_subscriber_skips_and_counts_malformed_updates(system: System) -> None:
+    endpoint = system.endpoint()
 
     async def body(nets: Sequence[Network]) -> None:
         with nets[0].publisher() as pub, nets[1].subscriber(topics=[b"MARKET."]) as sub:
@@ -113,11 +113,11 @@ def test_subscriber_skips_and_counts_malformed_updates(backend: Backend) -> None
             assert subscriber.malformed == 2
             assert subscriber.received == received + 1
 
-    backend.run(body, ["exchange", "trader"])
+    system.run(body, ["exchange", "trader"])
 
 
-def test_order_worker_skips_malformed_messages(backend: Backend) -> None:
-    endpoint = backend.endpoint()
+def test_order_worker_skips_malformed_messages(system: System) -> None:
+    endpoint = system.endpoint()
 
     async def body(nets: Sequence[Network]) -> None:
         with nets[0].pusher() as push, nets[1].puller() as pull:
@@ -137,11 +137,11 @@ def test_order_worker_skips_malformed_messages(backend: Backend) -> None:
             assert (stats.processed, stats.malformed, stats.order_ids) == (2, 2, ["a", "b"])
             assert handled == ["a", "b"] and producer.sent == 2
 
-    backend.run(body, ["producer", "worker"])
+    system.run(body, ["producer", "worker"])
 
 
-def test_pair_channel_refuses_non_utf8_and_multipart(backend: Backend) -> None:
-    endpoint = backend.endpoint()
+def test_pair_channel_refuses_non_utf8_and_multipart(system: System) -> None:
+    endpoint = system.endpoint()
 
     async def body(nets: Sequence[Network]) -> None:
         with nets[0].pair() as a, nets[1].pair() as b:
@@ -156,7 +156,7 @@ def test_pair_channel_refuses_non_utf8_and_multipart(backend: Backend) -> None:
             await PairChannel(a).send("STATUS")
             assert await channel.receive(timeout=2) == "STATUS"
 
-    backend.run(body, ["gateway", "strategy"])
+    system.run(body, ["gateway", "strategy"])
 
 
 def test_encode_rejects_bad_symbols_before_sending() -> None:

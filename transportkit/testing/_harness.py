@@ -47,7 +47,8 @@ class Harness(abc.ABC):
 
     @abc.abstractmethod
     def network(self, name: str = "main") -> Network:
-        """The network called ``name`` (a node on the sim; one shared context on zmq)."""
+        """The network called ``name``: a node on the sim, a context on zmq (inproc
+        connects only sockets of one network, as it connects only one process's)."""
 
     @abc.abstractmethod
     def endpoint(self, transport: str = "tcp") -> str:
@@ -104,11 +105,15 @@ class ZmqHarness(Harness):
 
     def __init__(self) -> None:
         super().__init__()
-        self._net = ZmqNetwork(name="zmq-harness")
+        self._nets: dict[str, ZmqNetwork] = {}
         self._tmp = tempfile.mkdtemp(prefix="transportkit-")
 
     def network(self, name: str = "main") -> Network:
-        return self._net
+        """A network (its own ZeroMQ context, like a process) per name."""
+        net = self._nets.get(name)
+        if net is None:
+            net = self._nets[name] = ZmqNetwork(name=name)
+        return net
 
     def endpoint(self, transport: str = "tcp") -> str:
         n = self._unique()
@@ -128,7 +133,8 @@ class ZmqHarness(Harness):
         return asyncio.run(bounded())
 
     def close(self) -> None:
-        self._net.close()
+        for net in self._nets.values():
+            net.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
