@@ -48,7 +48,8 @@ class Harness(abc.ABC):
     @abc.abstractmethod
     def network(self, name: str = "main") -> Network:
         """The network called ``name``: a node on the sim, a context on zmq (inproc
-        connects only sockets of one network, as it connects only one process's)."""
+        connects only sockets of one network, as it connects only one process's).
+        """
 
     @abc.abstractmethod
     def endpoint(self, transport: str = "tcp") -> str:
