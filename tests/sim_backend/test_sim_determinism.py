@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from transportkit import SocketOptions
 from transportkit.sim_backend import (
     Constant,
     Empirical,
@@ -74,8 +75,6 @@ def pushpull_program(
     seed: int, latency: LatencyModel, *, pullers: int = 2, messages: int = 40, sndhwm: int = 5
 ) -> tuple[str, list[TraceEvent]]:
     """Run a PUSH fan-out to slow PULLs with a small HWM; return hash and events."""
-    from transportkit import SocketOptions
-
     sim = Simulation(seed=seed, latency=latency)
     push_node = sim.node("push")
     pull_nodes = [sim.node(f"pull{i}") for i in range(pullers)]
