@@ -1,0 +1,40 @@
+"""The README's code is run, so it cannot drift from the library."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TEXT = README.read_text(encoding="utf-8")
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", TEXT, flags=re.S)
+
+
+def test_quick_start_is_two_one_line_commands() -> None:
+    section = TEXT.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    assert len(commands) == 2
+    assert all(c.count("\n") == 1 for c in commands), commands
+    assert "transportkit" in commands[0] and "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = blocks("sh")[1].strip()
+    assert test_command in ci
+
+
+def test_python_examples_run_and_print_what_the_text_promises() -> None:
+    out = io.StringIO()
+    for code in blocks("python"):
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, str(README), "exec"), {"__name__": "readme"})
+    printed = out.getvalue().splitlines()
+    assert printed[0] == "[b'approved', b'Position limit exceeded']"
+    assert printed[1] == "[b'approved', b'Position limit exceeded']"
+    assert printed[2].startswith("virtual time ")
