@@ -14,7 +14,7 @@ What is modelled, and how (the choices where libzmq is inexact):
 - Connecting takes one link delay; subscriptions take one more to reach a publisher
   (the slow joiner); inproc connects and subscribes at once.
 - Reconnect attempts follow ``reconnect_ivl`` doubling up to ``reconnect_ivl_max``,
-  without libzmq's jitter.
+  without libzmq's jitter; as in libzmq, an interval of 0 or -1 never retries.
 - A partition holds traffic (as TCP retransmission would) and delivers it on repair;
   with ZMTP heartbeats configured the connection is dropped after the heartbeat timeout.
 - A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).

@@ -452,7 +452,8 @@ class Simulation:
 
     def _schedule_reconnect(self, connecter: Connecter) -> None:
         opts = connecter.sock.options
-        if opts.reconnect_ivl < 0 or not connecter.active:
+        # libzmq retries only for a positive interval: 0, like -1, never retries.
+        if opts.reconnect_ivl <= 0 or not connecter.active:
             return
         ivl = connecter.ivl
         connecter.sock.emit("CONNECT_RETRIED", connecter.endpoint, ivl)
