@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from transportkit import StateError, Timeout
 from transportkit.testing import (
     check_conflate,
+    check_dealer_router,
     check_hwm,
     check_pair,
     check_pub_sub_filtering,
     check_push_pull,
+    check_slow_joiner,
     collect_pub_sub,
     open_harness,
 )
@@ -132,3 +134,43 @@ def test_req_rep_calls_follow_the_lockstep_model(
 
     with open_harness(backend) as h:
         h.run(body(), timeout=60)
+
+
+ROUTING_IDS = st.binary(min_size=1, max_size=8).filter(lambda b: b[0] != 0 and b != b"nobody")
+
+
+@FEW
+@given(ids=st.lists(ROUTING_IDS, min_size=1, max_size=3, unique=True))
+def test_router_routes_by_the_dealers_routing_ids(backend: str, ids: list[bytes]) -> None:
+    with open_harness(backend) as h:
+        check_dealer_router(h, routing_ids=ids)
+
+
+@settings(max_examples=6, deadline=None)
+@given(count=st.integers(20, 120))
+def test_a_slow_joiner_sees_a_gap_free_suffix(backend: str, count: int) -> None:
+    with open_harness(backend) as h:
+        check_slow_joiner(h, count=count)
+
+
+@FEW
+@given(msgs=st.lists(messages(), min_size=1, max_size=20))
+def test_async_iteration_yields_every_message_then_stops_on_close(
+    backend: str, msgs: list[list[bytes]]
+) -> None:
+    async def body() -> list[list[bytes]]:
+        net = h.network("local")
+        with net.pusher(bind=h.endpoint("inproc")) as push:
+            assert push.last_endpoint is not None
+            pull = net.puller(connect=push.last_endpoint)
+            for msg in msgs:
+                await push.send(msg)
+            got = []
+            async for msg in pull:
+                got.append(msg)
+                if len(got) == len(msgs):
+                    pull.close()
+            return got
+
+    with open_harness(backend) as h:
+        assert h.run(body(), timeout=30) == msgs

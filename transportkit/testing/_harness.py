@@ -36,11 +36,13 @@ class Harness(abc.ABC):
         settle: Seconds (virtual on the sim) that comfortably let connections and
             subscriptions establish on this backend.
         exact_drops: Whether sockets count their drops (``stats.dropped`` is an int).
+        virtual_time: Whether time is simulated (so races have one certain outcome).
     """
 
     name: str
     settle: float
     exact_drops: bool
+    virtual_time: bool
 
     def __init__(self) -> None:
         self._counter = itertools.count()
@@ -73,6 +75,7 @@ class SimHarness(Harness):
     name = "sim"
     settle = 0.05
     exact_drops = True
+    virtual_time = True
 
     def __init__(self, seed: int = 0, **simulation_options: Any) -> None:
         super().__init__()
@@ -103,6 +106,7 @@ class ZmqHarness(Harness):
     name = "zmq"
     settle = 0.2
     exact_drops = False
+    virtual_time = False
 
     def __init__(self) -> None:
         super().__init__()
