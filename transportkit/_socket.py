@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 Frame: TypeAlias = bytes | bytearray | memoryview
-"""A frame as accepted by ``send``."""
+"""A frame as accepted by ``send`` (any object with the buffer protocol also works)."""
 
 Message: TypeAlias = list[bytes]
 """A received message: its frames, in order."""
@@ -64,11 +64,15 @@ def check_frames(frames: object) -> Sequence[Frame]:
     if not frames:
         raise FrameError("a message needs at least one frame, got an empty sequence")
     for i, frame in enumerate(frames):
-        if not isinstance(frame, (bytes, bytearray, memoryview)):
+        if isinstance(frame, (bytes, bytearray, memoryview)):
+            continue
+        try:
+            memoryview(frame)  # any other buffer (array.array, numpy arrays, ...)
+        except TypeError:
             raise FrameError(
                 f"frame {i} is {type(frame).__name__} {frame!r:.40}, expected bytes "
                 "(encode text explicitly, e.g. 'AAPL'.encode())"
-            )
+            ) from None
     return frames
 
 
