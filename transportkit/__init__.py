@@ -32,6 +32,7 @@ from transportkit._options import (
     RELIABLE_REQUEST_REPLY,
     SocketOptions,
 )
+from transportkit._poll import poll
 from transportkit._socket import (
     Dealer,
     Frame,
@@ -96,4 +97,5 @@ __all__ = [
     "WouldBlock",
     "__version__",
     "parse_endpoint",
+    "poll",
 ]

@@ -279,6 +279,22 @@ class Receiver(Socket):
     def try_recv(self) -> Message | None:
         """Return the next message if one is waiting, else None, without waiting."""
 
+    @abc.abstractmethod
+    async def poll(self, timeout: float = math.inf) -> bool:
+        """Wait until a message is waiting, without taking it.
+
+        Args:
+            timeout: Seconds to wait (0 checks without waiting; ``math.inf`` for ever).
+
+        Returns:
+            True when a message is waiting, False when ``timeout`` passed first. A True
+            can be followed by a ``try_recv`` that returns None when the socket discards
+            what arrived (a REQ drops replies from peers it did not ask).
+
+        Raises:
+            ClosedError: The socket is (or became, while waiting) closed.
+        """
+
     def __aiter__(self) -> AsyncIterator[Message]:
         """Iterate over received messages until the socket is closed."""
         return self._iterate()

@@ -11,6 +11,7 @@ from transportkit.testing import (
     check_dealer_router,
     check_hwm,
     check_pair,
+    check_poll,
     check_pub_sub_filtering,
     check_push_pull,
     check_req_rep,
@@ -71,3 +72,10 @@ def test_conflate_keeps_last(harness: Harness, transport: str) -> None:
 
 def test_bad_input_raises_typed_errors(harness: Harness) -> None:
     check_bad_input(harness)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_poll_reports_waiting_messages_without_taking_them(
+    harness: Harness, transport: str
+) -> None:
+    check_poll(harness, transport=transport)

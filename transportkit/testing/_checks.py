@@ -25,6 +25,7 @@ from transportkit._errors import (
 )
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit._poll import poll
 from transportkit._socket import Message, Monitor, Publisher, Receiver, Subscriber
 from transportkit.testing._harness import Harness
 
@@ -35,6 +36,7 @@ __all__ = [
     "check_dealer_router",
     "check_hwm",
     "check_pair",
+    "check_poll",
     "check_pub_sub_filtering",
     "check_push_pull",
     "check_req_rep",
@@ -619,5 +621,43 @@ def check_bad_input(h: Harness) -> None:
             else:
                 raise AssertionError(f"[{h.name}] recv on a closed socket did not raise")
             pull.close()  # idempotent
+
+    h.run(body(), timeout=60)
+
+
+def check_poll(h: Harness, *, transport: str = "tcp") -> None:
+    """``poll`` reports which sockets have a message waiting, takes nothing, times out
+    with an empty list, and raises ClosedError for a socket closed while it waits.
+    """
+
+    async def body() -> None:
+        with ExitStack() as stack:
+            pushes, pulls = [], []
+            for i in range(2):
+                push = stack.enter_context(
+                    _net(h, transport, "producer").pusher(bind=h.endpoint(transport))
+                )
+                assert push.last_endpoint is not None
+                pushes.append(push)
+                pulls.append(
+                    stack.enter_context(
+                        _net(h, transport, f"worker{i}").puller(connect=push.last_endpoint)
+                    )
+                )
+            assert await poll(pulls, timeout=0.05) == [], f"[{h.name}] poll without messages"
+            await pushes[1].send([b"second"])
+            assert await poll(pulls, timeout=5.0) == [pulls[1]], f"[{h.name}] poll missed it"
+            assert await poll(pulls, timeout=0) == [pulls[1]], "poll consumed the message"
+            assert pulls[1].try_recv() == [b"second"]
+            assert await poll(pulls, timeout=0) == []
+            waiting = asyncio.ensure_future(poll(pulls))
+            await asyncio.sleep(0.01)
+            pulls[0].close()
+            try:
+                await asyncio.wait_for(waiting, 5.0)
+            except ClosedError:
+                pass
+            else:
+                raise AssertionError(f"[{h.name}] poll on a closed socket did not raise")
 
     h.run(body(), timeout=60)

@@ -14,7 +14,7 @@ import itertools
 import math
 import struct
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, cast
 
 import zmq
 import zmq.asyncio
@@ -384,6 +384,25 @@ class _Receiving(ZmqSocket):
         if frames is not None:
             self._stats.received += 1
         return frames
+
+    async def poll(self, timeout: float = math.inf) -> bool:
+        """Wait until a message is waiting (libzmq's ZMQ_EVENTS), taking nothing.
+
+        Raises:
+            ClosedError: The socket is (or became, while waiting) closed.
+        """
+        deadline = self._deadline(timeout)
+        while True:
+            if self._closed:
+                raise self._closed_error("poll")
+            try:
+                events = cast(int, self._sock.get(zmq.EVENTS))
+            except zmq.ZMQError as exc:
+                raise translate(exc, self._where(), "poll") from exc
+            if events & zmq.POLLIN:
+                return True
+            if not await self._wait(zmq.POLLIN, deadline, "poll"):
+                return False
 
 
 class ZmqPublisher(_Sending, Publisher):

@@ -1,0 +1,46 @@
+"""Waiting on several sockets at once (the portable ``zmq_poll``)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+__all__ = ["poll"]
+
+from transportkit._socket import Receiver
+
+R = TypeVar("R", bound=Receiver)
+
+
+async def poll(sockets: Sequence[R], timeout: float = math.inf) -> list[R]:
+    """Wait until at least one of ``sockets`` has a message waiting; take nothing.
+
+    Brokers use it to serve a front end and a back end from one task, as the Guide's
+    ``zmq_poll`` loops do.
+
+    Args:
+        sockets: The receivers to watch, in priority order.
+        timeout: Seconds to wait (0 checks without waiting; ``math.inf`` for ever).
+
+    Returns:
+        The sockets with a message waiting, in the order given; empty after a timeout.
+
+    Raises:
+        ClosedError: One of the sockets is (or became, while waiting) closed.
+    """
+    ready = [sock for sock in sockets if await sock.poll(0)]
+    if ready or timeout <= 0 or not sockets:
+        return ready
+    waits = [asyncio.ensure_future(sock.poll(timeout)) for sock in sockets]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    for wait in waits:
+        if wait.done() and not wait.cancelled() and wait.exception() is not None:
+            raise wait.exception()  # type: ignore[misc]
+    return [sock for sock in sockets if await sock.poll(0)]
