@@ -291,6 +291,16 @@ class SimSocket(Socket):
         self._check_recv()
         return self._take()
 
+    async def poll(self, timeout: float = math.inf) -> bool:
+        self._check_open()
+        deadline = _deadline(timeout, -1)
+        while True:
+            if any(peer.in_q for peer in self.ready):
+                return True
+            if not await _wait(self.recv_waiters, deadline):
+                return any(peer.in_q for peer in self.ready)
+            self._check_open()
+
     def _take(self) -> Message | None:
         ready = self.ready
         while ready:
