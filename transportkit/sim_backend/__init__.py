@@ -20,6 +20,18 @@ What is modelled, and how (the choices where libzmq is inexact):
 - A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).
 """
 
+from transportkit.sim_backend._faults import (
+    Crash,
+    DropConnection,
+    Fault,
+    FaultSchedule,
+    Partition,
+    Repair,
+    Restart,
+    SetLatency,
+    apply_fault,
+    schedule_faults,
+)
 from transportkit.sim_backend._latency import (
     Constant,
     Empirical,
@@ -34,15 +46,25 @@ from transportkit.sim_backend._world import Link, Node, Simulation
 
 __all__ = [
     "Constant",
+    "Crash",
+    "DropConnection",
     "Empirical",
+    "Fault",
+    "FaultSchedule",
     "LatencyModel",
     "Link",
     "LogNormal",
     "Node",
     "Normal",
+    "Partition",
+    "Repair",
+    "Restart",
+    "SetLatency",
     "SimEventLoop",
     "Simulation",
     "Trace",
     "TraceEvent",
     "Uniform",
+    "apply_fault",
+    "schedule_faults",
 ]
