@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
 
 from transportkit import SocketOptions, Timeout
 from transportkit.sim_backend import (
     Constant,
     Crash,
     DropConnection,
+    FaultSchedule,
     Node,
     Partition,
     Repair,
@@ -19,6 +21,7 @@ from transportkit.sim_backend import (
     Simulation,
     schedule_faults,
 )
+from transportkit.testing.strategies import fault_schedules
 
 
 async def echo_server(node: Node) -> None:
@@ -109,3 +112,18 @@ def test_faults_in_the_past_are_refused() -> None:
     sim = Simulation()
     with pytest.raises(ValueError, match="times must be >= 0"):
         schedule_faults(sim, [(-1.0, Crash("x"))])
+
+
+@settings(max_examples=50, deadline=None)
+@given(schedule=fault_schedules(["a", "b", "c"], horizon=5.0, max_outage=2.0))
+def test_generated_schedules_leave_the_system_whole(schedule: FaultSchedule) -> None:
+    sim = Simulation(seed=1)
+    for name in ("a", "b", "c"):
+        sim.node(name)
+    schedule_faults(sim, schedule)
+    sim.run(asyncio.sleep(10.0))
+    assert all(node.alive for node in sim.nodes.values())
+    assert all(link.up for link in sim.links.values())
+    assert all(link.latency == sim.default_latency for link in sim.links.values())
+    applied = {e.time for e in sim.trace.events if e.kind == "fault"}
+    assert applied <= {when for when, _ in schedule}

@@ -73,11 +73,14 @@ class DropConnection:
 
 @dataclass(frozen=True, slots=True)
 class SetLatency:
-    """Give the link(s) between two nodes a new latency model (a spike, a recovery)."""
+    """Give the link(s) between two nodes a new latency model (a spike, a recovery).
+
+    ``latency=None`` restores the simulation's default latency.
+    """
 
     a: str
     b: str
-    latency: LatencyModel
+    latency: LatencyModel | None
     both_ways: bool = True
 
 
@@ -99,7 +102,8 @@ def apply_fault(sim: Simulation, fault: Fault) -> None:
         case DropConnection(a, b):
             sim.drop_connection(a, b)
         case SetLatency(a, b, latency, both_ways):
-            sim.set_latency(a, b, latency, both_ways=both_ways)
+            model = sim.default_latency if latency is None else latency
+            sim.set_latency(a, b, model, both_ways=both_ways)
 
 
 def sorted_schedule(schedule: Iterable[tuple[float, Fault]]) -> FaultSchedule:

@@ -6,11 +6,29 @@ shrinks to something short and readable.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import strategies as st
 
-from transportkit.sim_backend import Constant, Empirical, LatencyModel, LogNormal, Normal, Uniform
+from transportkit.sim_backend import (
+    Constant,
+    Crash,
+    DropConnection,
+    Empirical,
+    Fault,
+    FaultSchedule,
+    LatencyModel,
+    LogNormal,
+    Normal,
+    Partition,
+    Repair,
+    Restart,
+    SetLatency,
+    Uniform,
+)
 
 __all__ = [
+    "fault_schedules",
     "frames",
     "latency_models",
     "messages",
@@ -63,3 +81,68 @@ def latency_models(max_delay: float = 0.01) -> st.SearchStrategy[LatencyModel]:
         st.floats(1e-6, max_delay).map(lambda median: LogNormal.from_median(median, 0.5)),
         st.lists(delays, min_size=1, max_size=8).map(Empirical),
     )
+
+
+def fault_schedules(
+    nodes: Sequence[str],
+    *,
+    crashable: Sequence[str] | None = None,
+    horizon: float = 30.0,
+    max_faults: int = 4,
+    max_outage: float = 10.0,
+    kinds: Sequence[str] = ("crash", "partition", "drop", "spike"),
+) -> st.SearchStrategy[FaultSchedule]:
+    """Schedules of up to ``max_faults`` outages within ``horizon`` virtual seconds.
+
+    Each outage is a pair that undoes itself: a crash and its restart, a partition and
+    its repair, a latency spike and its end (a dropped connection heals by itself). So
+    every generated schedule ends with the system whole, and properties can ask what
+    holds once the faults stop. Shrinking removes outages and shortens them.
+
+    Args:
+        nodes: Node names whose links may be cut (pairs are drawn from them).
+        crashable: Nodes that may crash (default: all of ``nodes``).
+        horizon: Latest start of an outage, in virtual seconds.
+        max_faults: Most outages in one schedule.
+        max_outage: Longest outage, in virtual seconds.
+        kinds: Which outages to draw from: ``crash``, ``partition``, ``drop``, ``spike``.
+    """
+    names = list(nodes)
+    victims = names if crashable is None else list(crashable)
+    if len(names) < 2 and set(kinds) - {"crash"}:
+        raise ValueError("link faults need at least two nodes")
+    starts = st.floats(0.0, horizon, allow_nan=False, allow_infinity=False)
+    lengths = st.floats(0.001, max_outage, allow_nan=False, allow_infinity=False)
+    pairs = st.permutations(names).map(lambda p: (p[0], p[1]))
+
+    def crash(at: float, length: float, node: str) -> FaultSchedule:
+        return [(at, Crash(node)), (at + length, Restart(node))]
+
+    def partition(at: float, length: float, ab: tuple[str, str], both: bool) -> FaultSchedule:
+        a, b = ab
+        return [(at, Partition(a, b, both)), (at + length, Repair(a, b, both))]
+
+    def drop(at: float, ab: tuple[str, str]) -> FaultSchedule:
+        return [(at, DropConnection(*ab))]
+
+    def spike(at: float, length: float, ab: tuple[str, str], delay: float) -> FaultSchedule:
+        a, b = ab
+        return [(at, SetLatency(a, b, Constant(delay))), (at + length, SetLatency(a, b, None))]
+
+    outages: list[st.SearchStrategy[FaultSchedule]] = []
+    if "crash" in kinds and victims:
+        outages.append(st.builds(crash, starts, lengths, st.sampled_from(victims)))
+    if "partition" in kinds:
+        outages.append(st.builds(partition, starts, lengths, pairs, st.booleans()))
+    if "drop" in kinds:
+        outages.append(st.builds(drop, starts, pairs))
+    if "spike" in kinds:
+        outages.append(st.builds(spike, starts, lengths, pairs, st.floats(0.01, 2.0)))
+    if not outages:
+        raise ValueError(f"no fault kind to draw from in {kinds!r}")
+
+    def flatten(parts: list[FaultSchedule]) -> FaultSchedule:
+        merged: list[tuple[float, Fault]] = [item for part in parts for item in part]
+        return sorted(merged, key=lambda item: item[0])
+
+    return st.lists(st.one_of(outages), max_size=max_faults).map(flatten)
