@@ -195,7 +195,6 @@ class SimSocket(Socket):
     def abort(self) -> None:
         """Mark closed and wake every waiter (they raise ClosedError); no teardown."""
         self._closed = True
-        self.node.forget(self)
         _wake(self.recv_waiters)
         _wake(self.send_waiters)
 

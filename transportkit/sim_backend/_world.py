@@ -109,7 +109,7 @@ class Node(Network):
         return sock
 
     def forget(self, sock: SimSocket) -> None:
-        """Drop a closed socket from the node's books."""
+        """Drop a destroyed socket from the node's books (a lingering one stays until then)."""
         self.sockets.pop(sock, None)
 
     def time_ns(self) -> int:
@@ -423,7 +423,7 @@ class Simulation:
 
     def _attempt(self, connecter: Connecter) -> bool:
         sock = connecter.sock
-        if not connecter.active or sock.closed:
+        if not connecter.active or sock.destroyed:
             return False
         target = self._bound.get(connecter.key)
         inproc = connecter.key[0] == "inproc"
@@ -526,12 +526,12 @@ class Simulation:
             sock.peers.remove(peer)
 
     def close_socket(self, sock: SimSocket) -> None:
-        """Close ``sock``: unbind now, keep sending queued messages for ``linger`` ms."""
+        """Close ``sock``: unbind now, keep sending queued messages for ``linger`` ms.
+
+        While it lingers the socket keeps (re)connecting, as libzmq's sessions do, so a
+        peer that appears in time still gets the queued messages.
+        """
         self.unbind_all(sock)
-        for connecter in sock.connecters.values():
-            connecter.active = False
-        for waiting in self._inproc_waiting.values():
-            waiting[:] = [c for c in waiting if c.sock is not sock]
         linger = sock.options.linger
         if linger == 0 or not any(p.out_q for p in sock.peers):
             self._destroy(sock, "close")
@@ -545,9 +545,12 @@ class Simulation:
             return
         sock.destroyed = True
         sock.closing = False
+        sock.node.forget(sock)
         self.unbind_all(sock)
         for connecter in sock.connecters.values():
             connecter.active = False
+        for waiting in self._inproc_waiting.values():
+            waiting[:] = [c for c in waiting if c.sock is not sock]
         lost = 0
         now = self.env.now
         for peer in dict.fromkeys([*sock.peers, *sock.ready]):
