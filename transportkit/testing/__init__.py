@@ -39,10 +39,12 @@ from transportkit.testing._harness import (
     ZmqHarness,
     open_harness,
 )
+from transportkit.testing._process import ChildProcess
 
 __all__ = [
     "BACKENDS",
     "SYNC_TOPIC",
+    "ChildProcess",
     "Harness",
     "SimHarness",
     "ZmqHarness",
