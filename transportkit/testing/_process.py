@@ -89,6 +89,7 @@ class ChildProcess:
                 ) from None
             if line is None:
                 code = proc.wait()
+                self.kill()
                 raise RuntimeError(f"{self._name()} exited with {code}; output: {self.lines!r}")
             if line.startswith(self.ready):
                 self.ready_line = line
