@@ -20,8 +20,10 @@ __all__ = [
     "HostUnreachableError",
     "OptionError",
     "ProtocolError",
+    "ServiceUnavailableError",
     "SimulationDeadlock",
     "SimulationError",
+    "StaleDataError",
     "StateError",
     "Timeout",
     "TransportError",
@@ -79,6 +81,14 @@ class UnsupportedError(TransportError):
 
 class FrameError(TransportError, TypeError):
     """A message is not a non-empty sequence of bytes-like frames, or a frame is too big."""
+
+
+class ServiceUnavailableError(BrokenPeerError):
+    """A reliable request gave up: no reply after every retry (Lazy Pirate, Majordomo)."""
+
+
+class StaleDataError(TransportError):
+    """A subscriber fell further behind its publisher than it may (Suicidal Snail)."""
 
 
 class ProtocolError(TransportError):

@@ -39,6 +39,7 @@ from transportkit.testing._harness import (
     ZmqHarness,
     open_harness,
 )
+from transportkit.testing._ports import free_tcp_endpoint
 from transportkit.testing._process import ChildProcess
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "check_slow_joiner",
     "collect_pub_sub",
     "expected_pub_sub",
+    "free_tcp_endpoint",
     "open_harness",
     "recv_data",
     "sync_subscribers",
