@@ -86,12 +86,16 @@ def test_empirical_draws_only_its_samples() -> None:
         lambda: Normal(1, 0.1, minimum=-1),
         lambda: LogNormal(math.inf, 1),
         lambda: LogNormal(math.nan, 1),
+        lambda: LogNormal("x", 1),  # type: ignore[arg-type]
+        lambda: LogNormal(True, 1),
         lambda: LogNormal(0, -1),
         lambda: LogNormal.from_median(0, 1),
         lambda: LogNormal.from_median(-1, 1),
         lambda: Empirical([]),
         lambda: Empirical([0.1, -0.1]),
         lambda: Empirical([math.nan]),
+        lambda: Empirical(0.1),  # type: ignore[arg-type]
+        lambda: Empirical("0.1"),
     ],
 )
 def test_invalid_parameters_raise_option_error(make) -> None:  # type: ignore[no-untyped-def]

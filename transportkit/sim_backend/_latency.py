@@ -26,10 +26,16 @@ class LatencyModel(abc.ABC):
         """Draw one delay (>= 0) using ``rng`` and nothing else."""
 
 
-def _non_negative(name: str, value: float) -> None:
+def _finite(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise OptionError(f"latency {name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
+    if not math.isfinite(value):
+        raise OptionError(f"latency {name} must be finite, got {value!r}")
+
+
+def _non_negative(name: str, value: float) -> None:
+    _finite(name, value)
+    if value < 0:
         raise OptionError(f"latency {name} must be a finite number >= 0, got {value!r}")
 
 
@@ -95,8 +101,7 @@ class LogNormal(LatencyModel):
     minimum: float = 0.0
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.mu):
-            raise OptionError(f"lognormal mu must be finite, got {self.mu!r}")
+        _finite("mu", self.mu)
         _non_negative("sigma", self.sigma)
         _non_negative("minimum", self.minimum)
 
@@ -120,7 +125,14 @@ class Empirical(LatencyModel):
     samples: tuple[float, ...] = field()
 
     def __init__(self, samples: Sequence[float]) -> None:
-        values = tuple(samples)
+        try:
+            if isinstance(samples, (str, bytes)):
+                raise TypeError
+            values = tuple(samples)
+        except TypeError:
+            raise OptionError(
+                f"empirical latency needs a sequence of seconds, got {samples!r}"
+            ) from None
         if not values:
             raise OptionError("empirical latency needs at least one sample")
         for value in values:
