@@ -1,25 +1,10 @@
-"""Helpers for the sim backend tests: every test body runs in virtual time."""
+"""Shared constants for the sim backend tests: every test body runs in virtual time."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
-
-import pytest
-
-from transportkit.sim_backend import Simulation
-
-T = TypeVar("T")
-
 TCP = "tcp://127.0.0.1:*"
+"""A wildcard tcp endpoint to bind."""
 
-
-@pytest.fixture
-def sim() -> Simulation:
-    """A fresh simulation with seed 0 and the default 50 us constant latency."""
-    return Simulation(seed=0)
-
-
-def run(sim: Simulation, body: Callable[[], Coroutine[Any, Any, T]], timeout: float = 3600) -> T:
-    """Run ``body()`` in ``sim`` bounded by ``timeout`` virtual seconds."""
-    return sim.run(body(), timeout=timeout)
+VIRTUAL_LIMIT = 7200.0
+"""Virtual seconds a test body may run: a bug that loops in virtual time (retrying for
+ever, say) fails the test with Timeout instead of spinning until pytest's wall timeout."""

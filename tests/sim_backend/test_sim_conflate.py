@@ -16,6 +16,8 @@ import pytest
 from transportkit import FrameError, SocketOptions, Subscriber
 from transportkit.sim_backend import Constant, Simulation
 
+from .conftest import VIRTUAL_LIMIT
+
 CONFLATE = SocketOptions(conflate=True)
 
 
@@ -85,7 +87,7 @@ def test_conflating_sub_reproduces_libzmq_435_subscription_conflation(case: Case
                 got.extend(msg)
         return got
 
-    assert sim.run(main()) == case.expected
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == case.expected
 
 
 def test_conflating_sub_keeps_only_the_last_message() -> None:
@@ -104,7 +106,7 @@ def test_conflating_sub_keeps_only_the_last_message() -> None:
             got.append(msg)
         return got, pub.stats.dropped
 
-    got, dropped = sim.run(main())
+    got, dropped = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert got == [[b"px49"]]
     assert dropped == 0  # a conflating receiver always has room
 
@@ -121,7 +123,7 @@ def test_conflating_push_pull_delivers_the_latest_value() -> None:
         await asyncio.sleep(0.1)
         return await pull.recv(timeout=0)
 
-    assert sim.run(main()) == [b"9"]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"9"]
 
 
 def test_conflate_refuses_multipart_messages() -> None:
@@ -133,4 +135,4 @@ def test_conflate_refuses_multipart_messages() -> None:
         with pytest.raises(FrameError, match="conflate"):
             await pub.send([b"topic", b"data"])
 
-    sim.run(main())
+    sim.run(main(), timeout=VIRTUAL_LIMIT)

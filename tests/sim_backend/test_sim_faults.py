@@ -9,6 +9,8 @@ import pytest
 from transportkit import ClosedError, SocketOptions, Timeout, WouldBlock
 from transportkit.sim_backend import Constant, Node, Simulation
 
+from .conftest import VIRTUAL_LIMIT
+
 L = 0.001
 BIND = "tcp://*:7002"
 SERVER = "tcp://server:7002"
@@ -65,7 +67,7 @@ def test_connecting_side_keeps_its_queue_across_the_peers_restart() -> None:
         await asyncio.sleep(1)
         return accepted, refused
 
-    assert sim.run(main()) == (10, 5)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (10, 5)
     assert received == [b"before0", b"before1", b"before2"] + [b"during%d" % i for i in range(10)]
 
 
@@ -86,7 +88,7 @@ def test_binding_side_discards_a_lost_peers_queue_and_counts_it() -> None:
             pass
         return push.stats.dropped, pull.stats.dropped, len(push.peers)  # type: ignore[attr-defined]
 
-    push_dropped, pull_dropped, peers = sim.run(main())
+    push_dropped, pull_dropped, peers = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert push_dropped == 5
     assert pull_dropped == 2  # what sat in the receiving socket's queue died with it
     assert peers == 0
@@ -107,7 +109,7 @@ def test_messages_waiting_in_a_receivers_queue_die_with_it_on_crash() -> None:
         sim.crash("b")
         return pull.stats.received, pull.stats.dropped
 
-    assert sim.run(main()) == (1, 3)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (1, 3)
 
 
 def test_a_crashed_nodes_sockets_raise_closed_error_mentioning_the_crash() -> None:
@@ -129,7 +131,7 @@ def test_a_crashed_nodes_sockets_raise_closed_error_mentioning_the_crash() -> No
         with pytest.raises(ClosedError, match="crash"):
             node.puller()
 
-    sim.run(main())
+    sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 # -- crash and restart ---------------------------------------------------------------
@@ -164,7 +166,7 @@ def test_crash_cancels_the_nodes_tasks_and_the_tasks_they_created() -> None:
         await asyncio.sleep(0.001)
         return len(node.tasks)
 
-    assert sim.run(main()) == 0
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == 0
     assert sorted(log) == ["child cancelled", "child cancelled", "main cancelled"]
 
 
@@ -187,7 +189,7 @@ def test_a_waiting_recv_in_a_crashed_node_is_cancelled_not_left_hanging() -> Non
         sim.crash("n")
         await asyncio.sleep(1)
 
-    sim.run(main())
+    sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert outcome == ["cancelled"]
 
 
@@ -206,7 +208,7 @@ def test_peers_see_disconnected_one_link_delay_after_a_crash() -> None:
             pass
         return sim.now - crashed_at
 
-    assert sim.run(main()) == pytest.approx(0.02)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(0.02)
 
 
 def test_restart_reruns_the_nodes_main_and_peers_reconnect() -> None:
@@ -231,7 +233,7 @@ def test_restart_reruns_the_nodes_main_and_peers_reconnect() -> None:
         req = client.requester(connect=SERVER)
         return await req.request([b"hi"], timeout=5)
 
-    assert sim.run(main()) == [b"echo", b"hi"]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"echo", b"hi"]
     assert starts == [0.0, pytest.approx(1.0)]
 
 
@@ -261,7 +263,7 @@ def test_req_whose_server_crashed_mid_request_waits_until_its_timeout() -> None:
             await req.recv(timeout=2.5)
         return start, sim.now
 
-    start, end = sim.run(main())
+    start, end = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert end - start == pytest.approx(2.5)
     assert requests == [[b"quote?"]]
 
@@ -287,7 +289,7 @@ def test_partition_holds_traffic_and_repair_delivers_it_in_order() -> None:
         after += await _drain(pull, timeout=0.1)
         return during, after, repaired_at
 
-    during, after, _ = sim.run(main())
+    during, after, _ = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert during == []
     assert after == [[b"%d" % i] for i in range(20)]
 
@@ -309,7 +311,7 @@ def test_one_way_partition_holds_only_that_direction() -> None:
         held += await _drain(pb, timeout=1)
         return got_a, held
 
-    assert sim.run(main()) == ([b"b->a"], [[b"a->b"]])
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == ([b"b->a"], [[b"a->b"]])
 
 
 def test_connects_fail_while_partitioned_and_succeed_after_repair() -> None:
@@ -331,7 +333,7 @@ def test_connects_fail_while_partitioned_and_succeed_after_repair() -> None:
             if event.name == "CONNECTED":
                 return names, sim.now
 
-    names, connected_at = sim.run(main())
+    names, connected_at = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert names[0] == "CONNECT_DELAYED"
     assert names[1:-1] == ["CONNECT_RETRIED"] * (len(names) - 2)
     assert len(names) - 2 == 10  # attempts at L, L+0.1, ..., L+0.9
@@ -369,7 +371,7 @@ def test_heartbeats_drop_a_partitioned_connection_after_ivl_plus_timeout(
         await push.send([b"after"])
         return dropped_after, sim.now - repaired, await pull.recv(timeout=1)
 
-    dropped_after, reconnected_after, msg = sim.run(main())
+    dropped_after, reconnected_after, msg = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert dropped_after == pytest.approx((ivl + effective) / 1000)
     assert 0 < reconnected_after <= 0.1 + 1e-9
     assert msg == [b"after"]
@@ -392,7 +394,7 @@ def test_without_heartbeats_a_partition_never_drops_the_connection() -> None:
             names.append(event.name)
         return names
 
-    assert "DISCONNECTED" not in sim.run(main())
+    assert "DISCONNECTED" not in sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 def test_drop_connection_keeps_the_connecters_queue_and_discards_the_binders() -> None:
@@ -416,7 +418,9 @@ def test_drop_connection_keeps_the_connecters_queue_and_discards_the_binders() -
         at_connecter = await _drain(connecter, timeout=0.5)
         return broken, at_binder, at_connecter, binder_dropped, connecter_dropped
 
-    broken, at_binder, at_connecter, binder_dropped, connecter_dropped = sim.run(main())
+    broken, at_binder, at_connecter, binder_dropped, connecter_dropped = sim.run(
+        main(), timeout=VIRTUAL_LIMIT
+    )
     assert broken == 1
     # what had arrived stays readable; a's queue survives and is delivered on reconnect
     assert at_binder == [[b"c0"], [b"c1"], [b"c2"], [b"c3"]]
@@ -439,4 +443,50 @@ def test_drop_connection_loses_messages_in_flight_and_counts_them_at_the_sender(
         await push.send([b"kept"])
         return push.stats.dropped, await _drain(pull, timeout=1)
 
-    assert sim.run(main()) == (1, [[b"kept"]])
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (1, [[b"kept"]])
+
+
+def test_a_crash_behind_a_partition_is_noticed_only_on_repair() -> None:
+    sim = _sim()
+    a, b = sim.node("a"), sim.node("b")
+
+    async def main() -> tuple[list[str], float]:
+        b.puller(bind=BIND)
+        push = a.pusher(connect=SERVER)
+        mon = push.monitor()
+        await asyncio.sleep(0.1)
+        while (await mon.recv()).name != "HANDSHAKE_SUCCEEDED":
+            pass
+        sim.partition("a", "b")
+        sim.crash("b")
+        await asyncio.sleep(60)
+        during = [e.name for e in iter(mon.try_recv, None)]
+        sim.repair("a", "b")
+        repaired = sim.now
+        while (await mon.recv(timeout=1)).name != "DISCONNECTED":
+            pass
+        return during, sim.now - repaired
+
+    during, noticed_after = sim.run(main(), timeout=VIRTUAL_LIMIT)
+    assert during == []
+    assert noticed_after == 0
+
+
+def test_heartbeats_notice_a_crash_behind_a_partition() -> None:
+    sim = _sim()
+    a, b = sim.node("a"), sim.node("b")
+    options = SocketOptions(heartbeat_ivl=1000, heartbeat_timeout=2000)
+
+    async def main() -> float:
+        pull = a.puller(bind=BIND, options=options)
+        mon = pull.monitor()
+        b.pusher(connect=SERVER, options=options)
+        await asyncio.sleep(0.1)
+        sim.crash("b")  # the connecting side dies; the reset is on its way ...
+        sim.partition("a", "b")  # ... and is held
+        cut = sim.now
+        while (await mon.recv(timeout=10)).name != "DISCONNECTED":
+            pass
+        return sim.now - cut
+
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(3.0)

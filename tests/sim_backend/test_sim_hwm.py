@@ -18,6 +18,8 @@ from transportkit import (
 )
 from transportkit.sim_backend import Constant, Simulation
 
+from .conftest import VIRTUAL_LIMIT
+
 L = 0.001
 TRANSPORTS = ["inproc", "tcp"]
 
@@ -48,7 +50,7 @@ def _pub_sub_counts(
             await asyncio.sleep(0.01)  # let the queue refill from the publisher
         return got, pub.stats.dropped, pub.stats.sent
 
-    return sim.run(main())
+    return sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -100,7 +102,7 @@ def test_pub_never_blocks_and_keeps_sending_to_subscribers_with_room() -> None:
             received_slow += 1
         return received_fast, received_slow, pub.stats.dropped
 
-    assert sim.run(main()) == (100, 2, 98)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (100, 2, 98)
 
 
 def _blocking_pair(
@@ -141,7 +143,7 @@ def test_blocking_kinds_block_at_hwm_then_time_out_or_would_block(
             await sender.send([b"blocked"])
         return accepted, sim.now - start
 
-    accepted, waited = sim.run(main())
+    accepted, waited = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert accepted == 5
     assert waited == pytest.approx(0.25)
 
@@ -171,7 +173,7 @@ def test_a_blocked_send_resumes_when_the_receiver_reads(kind: str) -> None:
         unblocked_after = sim.now - start
         return unblocked_after, await reader
 
-    unblocked_after, got = sim.run(main())
+    unblocked_after, got = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert unblocked_after == pytest.approx(5, abs=0.01)
     assert got == [[b"0"], [b"1"], [b"2"]]
 
@@ -188,7 +190,7 @@ def test_push_with_no_peer_blocks_until_sndtimeo() -> None:
             await push.send([b"x"])
         return sim.now
 
-    assert sim.run(main()) == pytest.approx(1.5)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(1.5)
 
 
 def test_req_blocks_at_hwm_then_times_out() -> None:
@@ -212,7 +214,7 @@ def test_req_blocks_at_hwm_then_times_out() -> None:
             await req.send([b"blocked"])
         return accepted, sim.now - start
 
-    accepted, waited = sim.run(main())
+    accepted, waited = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert accepted == 2
     assert waited == pytest.approx(0.3)
 
@@ -229,7 +231,7 @@ def test_req_with_immediate_and_no_connection_blocks_until_sndtimeo() -> None:
             await req.send([b"q"])
         return sim.now
 
-    assert sim.run(main()) == pytest.approx(0.2)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(0.2)
 
 
 def test_router_drops_at_hwm_and_counts() -> None:
@@ -251,7 +253,7 @@ def test_router_drops_at_hwm_and_counts() -> None:
             await asyncio.sleep(0.01)
         return router.stats.dropped, got
 
-    assert sim.run(main()) == (6, 4)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (6, 4)
 
 
 def test_router_drops_unknown_ids_and_counts() -> None:
@@ -264,7 +266,7 @@ def test_router_drops_unknown_ids_and_counts() -> None:
         router.try_send([b"nobody", b"y"])
         return router.stats.dropped, router.stats.sent
 
-    assert sim.run(main()) == (2, 2)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (2, 2)
 
 
 def test_router_mandatory_raises_host_unreachable_for_unknown_ids() -> None:
@@ -279,7 +281,7 @@ def test_router_mandatory_raises_host_unreachable_for_unknown_ids() -> None:
             router.try_send([b"nobody", b"x"])
         return router.stats.dropped
 
-    assert sim.run(main()) == 0
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == 0
 
 
 def test_router_mandatory_would_block_at_hwm() -> None:
@@ -302,7 +304,7 @@ def test_router_mandatory_would_block_at_hwm() -> None:
             await router.send([b"D", b"blocked"])
         return accepted, router.stats.dropped
 
-    assert sim.run(main()) == (4, 0)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (4, 0)
 
 
 def test_rep_reply_to_a_vanished_requester_is_dropped_and_counted() -> None:
@@ -321,4 +323,4 @@ def test_rep_reply_to_a_vanished_requester_is_dropped_and_counted() -> None:
         await rep.send([b"answer"])  # no error: the reply is discarded
         return rep.stats.dropped, rep.stats.sent
 
-    assert sim.run(main()) == (1, 1)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (1, 1)

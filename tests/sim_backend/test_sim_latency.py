@@ -21,7 +21,7 @@ from transportkit.sim_backend import (
     Uniform,
 )
 
-from .conftest import TCP
+from .conftest import TCP, VIRTUAL_LIMIT
 
 delays = st.floats(0, 1, allow_nan=False)
 
@@ -118,7 +118,7 @@ def _one_way_delay(sim: Simulation, change: LatencyModel | None) -> float:
         await pull.recv(timeout=10)
         return sim.now - start
 
-    return sim.run(main())
+    return sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 def test_default_link_delay_is_the_simulation_latency() -> None:
@@ -180,7 +180,7 @@ def test_random_latency_never_reorders_a_publisher_to_subscriber_pipe(
             received.append(msgs)
         return received
 
-    for msgs in sim.run(main()):
+    for msgs in sim.run(main(), timeout=VIRTUAL_LIMIT):
         for i in range(publishers):
             from_pub = [int(m[1]) for m in msgs if m[0] == str(i).encode()]
             assert from_pub == list(range(messages))

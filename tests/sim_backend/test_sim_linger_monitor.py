@@ -9,6 +9,8 @@ import pytest
 from transportkit import ClosedError, Monitor, MonitorEvent, SocketOptions, Timeout
 from transportkit.sim_backend import Constant, Simulation
 
+from .conftest import VIRTUAL_LIMIT
+
 L = 0.001
 
 
@@ -43,7 +45,7 @@ def test_close_with_linger_zero_discards_queued_messages_and_counts_them() -> No
         pull = b.puller(bind="tcp://*:7800")
         return push.stats.dropped, await _drain(pull, timeout=1)
 
-    assert sim.run(main()) == (5, [])
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (5, [])
 
 
 def test_linger_delivers_queued_messages_to_a_peer_that_connects_during_linger() -> None:
@@ -61,7 +63,7 @@ def test_linger_delivers_queued_messages_to_a_peer_that_connects_during_linger()
         pull = b.puller(bind="tcp://*:7801")
         return await _drain(pull, timeout=1), push.stats.dropped
 
-    assert sim.run(main()) == ([[b"%d" % i] for i in range(5)], 0)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == ([[b"%d" % i] for i in range(5)], 0)
 
 
 def test_inproc_linger_delivers_to_a_binder_that_appears_during_linger() -> None:
@@ -76,7 +78,7 @@ def test_inproc_linger_delivers_to_a_binder_that_appears_during_linger() -> None
         pull = node.puller(bind="inproc://late")
         return await _drain(pull, timeout=1)
 
-    assert sim.run(main()) == [[b"x"]]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [[b"x"]]
 
 
 def test_linger_expiry_discards_what_is_still_queued_and_counts_it() -> None:
@@ -92,7 +94,7 @@ def test_linger_expiry_discards_what_is_still_queued_and_counts_it() -> None:
         pull = b.puller(bind="tcp://*:7802")
         return push.stats.dropped, await _drain(pull, timeout=1)
 
-    assert sim.run(main()) == (5, [])
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (5, [])
 
 
 def test_linger_lets_a_slow_receiver_drain_the_senders_queue() -> None:
@@ -113,7 +115,7 @@ def test_linger_lets_a_slow_receiver_drain_the_senders_queue() -> None:
             got.append(await pull.recv(timeout=1))
         return got, push.stats.dropped, push.destroyed  # type: ignore[attr-defined]
 
-    got, dropped, destroyed = sim.run(main())
+    got, dropped, destroyed = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert got == [[b"%d" % i] for i in range(5)]
     assert dropped == 0
     assert destroyed
@@ -132,7 +134,7 @@ def test_using_a_closed_socket_raises_closed_error() -> None:
         with pytest.raises(ClosedError):
             push.connect("tcp://n:1")
 
-    sim.run(main())
+    sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 def test_a_crash_kills_a_lingering_socket_and_its_queue() -> None:
@@ -148,7 +150,7 @@ def test_a_crash_kills_a_lingering_socket_and_its_queue() -> None:
         pull = b.puller(bind="tcp://*:7805")
         return push.stats.dropped, await _drain(pull, timeout=1)
 
-    assert sim.run(main()) == (3, [])
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (3, [])
 
 
 def test_node_close_closes_all_its_sockets() -> None:
@@ -171,7 +173,7 @@ def test_node_close_closes_all_its_sockets() -> None:
         with pytest.raises(ClosedError):
             node.pusher()
 
-    sim.run(main())
+    sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 # -- monitors ------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def test_monitor_events_of_bind_connect_accept_crash_and_retry() -> None:
         await asyncio.sleep(0.35)
         return bound, connecting
 
-    bound, connecting = sim.run(main())
+    bound, connecting = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert [(t, e.name, e.endpoint) for t, e in bound] == [
         (0.0, "LISTENING", "tcp://*:7900"),
         (pytest.approx(0.01), "ACCEPTED", "tcp://srv:7900"),
@@ -234,4 +236,4 @@ def test_monitor_recv_times_out_and_close_ends_iteration() -> None:
             await mon.recv()
         return sim.now
 
-    assert sim.run(main()) == pytest.approx(2)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(2)

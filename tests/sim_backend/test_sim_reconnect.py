@@ -9,6 +9,8 @@ import pytest
 from transportkit import Monitor, MonitorEvent, SocketOptions
 from transportkit.sim_backend import Constant, Simulation
 
+from .conftest import VIRTUAL_LIMIT
+
 ENDPOINT = "tcp://server:7001"
 L = 0.001
 
@@ -42,7 +44,7 @@ def _retries(
         task.cancel()
         return events
 
-    return sim.run(main())
+    return sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 def test_connect_to_nothing_retries_every_reconnect_ivl() -> None:
@@ -105,7 +107,7 @@ def test_backoff_resets_after_a_successful_connection() -> None:
                 values.append(event.value)
         return values
 
-    values = sim.run(main())
+    values = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert values[:3] == [100, 200, 400]
     after = values[3:]
     assert after[:3] == [100, 200, 400]
@@ -134,7 +136,7 @@ def test_no_retry_after_a_dropped_connection_with_reconnect_ivl_minus_one() -> N
             names.append(event.name)
         return names
 
-    assert sim.run(main()) == [
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [
         "CONNECT_DELAYED",
         "CONNECTED",
         "HANDSHAKE_SUCCEEDED",

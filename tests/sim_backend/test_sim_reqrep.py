@@ -9,6 +9,8 @@ import pytest
 from transportkit import SocketOptions, StateError, Timeout
 from transportkit.sim_backend import Constant, Node, Simulation
 
+from .conftest import VIRTUAL_LIMIT
+
 L = 0.001
 
 
@@ -36,7 +38,7 @@ def test_req_and_rep_enforce_lockstep() -> None:
         await rep.send([b"r"])
         assert await req.recv(timeout=1) == [b"r"]
 
-    sim.run(main())
+    sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 def test_req_relaxed_allows_a_second_send_before_the_reply() -> None:
@@ -51,7 +53,7 @@ def test_req_relaxed_allows_a_second_send_before_the_reply() -> None:
         await rep.send([b"r1"])
         return await req.recv(timeout=1)
 
-    assert sim.run(main()) == [b"r1"]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"r1"]
 
 
 def test_req_correlate_drops_stale_and_duplicate_replies() -> None:
@@ -84,7 +86,7 @@ def test_req_correlate_drops_stale_and_duplicate_replies() -> None:
         return [*reply, *await req.recv(timeout=1)], req.stats.dropped
 
     # the stale r1 and the duplicate r2 were both skipped and counted
-    assert sim.run(main()) == ([b"r2", b"r3"], 2)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == ([b"r2", b"r3"], 2)
 
 
 def test_req_takes_the_reply_only_from_the_peer_it_asked() -> None:
@@ -105,7 +107,7 @@ def test_req_takes_the_reply_only_from_the_peer_it_asked() -> None:
         await asked.send([peer, b"", b"genuine"])
         return await req.recv(timeout=1), req.stats.dropped
 
-    assert sim.run(main()) == ([b"genuine"], 1)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == ([b"genuine"], 1)
 
 
 def test_rep_serves_a_dealer_client_that_sends_the_empty_delimiter() -> None:
@@ -122,7 +124,7 @@ def test_rep_serves_a_dealer_client_that_sends_the_empty_delimiter() -> None:
             replies.append(await dealer.recv(timeout=1))
         return replies
 
-    assert sim.run(main()) == [[b"", b"re:q%d" % i] for i in range(3)]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [[b"", b"re:q%d" % i] for i in range(3)]
 
 
 def test_rep_drops_a_request_without_delimiter_counts_it_and_keeps_serving() -> None:
@@ -139,7 +141,7 @@ def test_rep_drops_a_request_without_delimiter_counts_it_and_keeps_serving() -> 
         reply = await dealer.recv(timeout=1)
         return request, rep.stats.dropped, reply
 
-    assert sim.run(main()) == ([b"good"], 2, [b"", b"ok"])
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == ([b"good"], 2, [b"", b"ok"])
 
 
 def test_rep_keeps_a_router_hop_envelope_and_returns_it() -> None:
@@ -153,7 +155,7 @@ def test_rep_keeps_a_router_hop_envelope_and_returns_it() -> None:
         await rep.send([b"r"])
         return await dealer.recv(timeout=1)
 
-    assert sim.run(main()) == [b"hop1", b"hop2", b"", b"r"]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"hop1", b"hop2", b"", b"r"]
 
 
 def test_req_recv_times_out_when_nobody_answers() -> None:
@@ -167,4 +169,4 @@ def test_req_recv_times_out_when_nobody_answers() -> None:
             await req.recv()
         return sim.now
 
-    assert sim.run(main()) == pytest.approx(0.75)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(0.75)

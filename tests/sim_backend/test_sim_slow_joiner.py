@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from transportkit.sim_backend import Constant, Simulation
 
-from .conftest import TCP
+from .conftest import TCP, VIRTUAL_LIMIT
 
 START = 1.0
 STEP = 0.001
@@ -47,7 +47,7 @@ def _slow_joiner_run(latency: float) -> tuple[dict[str, float], list[tuple[int, 
             got.append((int.from_bytes(msg[1], "big"), next(delivered)))
         return times, got
 
-    return sim.run(main())
+    return sim.run(main(), timeout=VIRTUAL_LIMIT)
 
 
 @settings(max_examples=10, deadline=None)
@@ -87,7 +87,7 @@ def test_inproc_subscription_attaches_at_connect_with_no_slow_joiner(bind_first:
         await pub.send([b"t", b"first"])
         return await sub.recv(timeout=0), sim.now
 
-    assert sim.run(main()) == ([b"t", b"first"], 0.0)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == ([b"t", b"first"], 0.0)
 
 
 def test_inproc_subscribe_after_connect_applies_immediately() -> None:
@@ -102,4 +102,4 @@ def test_inproc_subscribe_after_connect_applies_immediately() -> None:
         await pub.send([b"x", b"yes"])
         return await sub.recv(timeout=0)
 
-    assert sim.run(main()) == [b"x", b"yes"]
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"x", b"yes"]

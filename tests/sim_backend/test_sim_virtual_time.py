@@ -17,6 +17,11 @@ from transportkit.sim_backend import Constant, Simulation
 from .conftest import TCP
 
 
+@pytest.fixture
+def sim() -> Simulation:
+    return Simulation(seed=0)
+
+
 def test_sleep_advances_virtual_clock_by_exactly_the_duration(sim: Simulation) -> None:
     async def main() -> float:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ What is modelled, and how (the choices where libzmq is inexact):
   without libzmq's jitter; as in libzmq, an interval of 0 or -1 never retries.
 - A partition holds traffic (as TCP retransmission would) and delivers it on repair;
   with ZMTP heartbeats configured the connection is dropped after the heartbeat timeout.
+  A peer's crash is noticed one link delay later, or, across a partition, on repair.
 - A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).
 """
 

@@ -248,7 +248,8 @@ class Simulation:
     def crash(self, name: str) -> None:
         """Kill node ``name``: cancel its tasks, destroy its sockets and their queues.
 
-        Peers notice after one link delay (the kernel's reset), as with a real crash.
+        Peers notice after one link delay (the kernel's reset), as with a real crash;
+        across a partitioned link the news waits for the repair (or a heartbeat timeout).
         """
         node = self.nodes[name]
         if not node.alive:
@@ -565,13 +566,20 @@ class Simulation:
                 link = conn.link_from(peer)
                 delay = 0.0 if link is None else link.latency.sample(self.rng)
                 when = max(now + delay, peer.last_arrival)
-                self._later(when - now, partial(self.break_connection, conn))
+                self._later(when - now, partial(self._reset, conn, link))
         sock.drop(lost, reason, "queued")
         sock.peers.clear()
         sock.ready.clear()
         for mon in list(sock.monitors):
             mon.close()
         self.trace.add(now, "closed", sock.name, reason)
+
+    def _reset(self, conn: Connection, link: Link | None) -> None:
+        """The peer learns that ``conn`` is gone, once ``link`` lets the news through."""
+        if link is not None and not link.up:
+            link.held.append(partial(self._reset, conn, link))
+            return
+        self.break_connection(conn)
 
     def _connections_between(self, a: str, b: str) -> list[Connection]:
         found: list[Connection] = []
@@ -583,8 +591,7 @@ class Simulation:
                     if (
                         conn is not None
                         and conn.alive
-                        and peer is conn.a
-                        and conn.b.sock.node.name == other
+                        and conn.other(peer).sock.node.name == other
                         and conn not in found
                     ):
                         found.append(conn)
