@@ -490,3 +490,23 @@ def test_heartbeats_notice_a_crash_behind_a_partition() -> None:
         return sim.now - cut
 
     assert sim.run(main(), timeout=VIRTUAL_LIMIT) == pytest.approx(3.0)
+
+
+def test_disconnect_drops_the_connection_and_its_queue_counted() -> None:
+    sim = _sim()
+    a, b = sim.node("a"), sim.node("b")
+
+    async def main() -> tuple[int | None, list[list[bytes]], list[list[bytes]]]:
+        pull = b.puller(bind=BIND, options=SocketOptions(rcvhwm=1))
+        push = a.pusher(connect=SERVER, options=SocketOptions(sndhwm=10))
+        await asyncio.sleep(0.1)
+        for i in range(5):
+            await push.send([b"%d" % i])  # 0 reaches the PULL, 1-4 wait at the PUSH
+        await asyncio.sleep(0.1)
+        push.disconnect(SERVER)
+        first = await _drain(pull, timeout=1)
+        with pytest.raises(WouldBlock):
+            push.try_send([b"no peer"])
+        return push.stats.dropped, first, await _drain(pull, timeout=1)
+
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (4, [[b"0"]], [])

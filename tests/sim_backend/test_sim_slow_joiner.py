@@ -103,3 +103,23 @@ def test_inproc_subscribe_after_connect_applies_immediately() -> None:
         return await sub.recv(timeout=0)
 
     assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"x", b"yes"]
+
+
+def test_subscriptions_are_counted_twice_in_needs_twice_out() -> None:
+    sim = Simulation(latency=Constant(0.001))
+    node = sim.node("n")
+
+    async def main() -> list[list[bytes]]:
+        pub = node.publisher(bind="tcp://*:7010")
+        sub = node.subscriber(connect="tcp://n:7010", topics=[b"x", b"x"])
+        await asyncio.sleep(0.1)
+        got = []
+        for step in range(3):
+            await pub.send([b"x", b"%d" % step])
+            await asyncio.sleep(0.1)
+            got.extend(iter(sub.try_recv, None))
+            sub.unsubscribe(b"x")
+            await asyncio.sleep(0.1)
+        return got
+
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [[b"x", b"0"], [b"x", b"1"]]
