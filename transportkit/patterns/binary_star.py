@@ -1,0 +1,439 @@
+"""Binary Star (Guide chapter 4): a primary and a backup server, one of them active.
+
+Two servers offer the same request/reply service. Each publishes its state to the
+other every ``heartbeat`` seconds (PUB/SUB) and runs the Guide's finite state machine:
+
+====================  ===============================================================
+state                 events that change it
+====================  ===============================================================
+PRIMARY (starting)    peer BACKUP -> ACTIVE; peer ACTIVE -> PASSIVE; a client request
+                      once the peer was silent for 2 x heartbeat -> ACTIVE
+BACKUP (starting)     peer ACTIVE -> PASSIVE; client requests are refused
+ACTIVE                peer ACTIVE is fatal (split brain): the server stops
+PASSIVE               peer PRIMARY or BACKUP (it restarted) -> ACTIVE; peer PASSIVE is
+                      fatal; a client request once the peer was silent for
+                      2 x heartbeat -> ACTIVE (failover), before that it is refused
+====================  ===============================================================
+
+Only an ACTIVE server answers clients; a refused request gets no reply, and the
+:class:`BinaryStarClient` (Lazy Pirate style) times out and tries the other server.
+Failover needs both the peer's silence *and* a client's request at the passive server:
+the client's vote keeps a passive server whose link to the primary broke, while
+clients still reach the primary, from going active too.
+
+What it assumes, as the Guide says: the two servers' link is at least as reliable as
+the clients' links to them (same rack, say). A partition between the servers while
+clients see both, or requests delayed past the client timeout while the servers cannot
+hear each other, can still make both active; the fatal-error check then stops the old
+active server as soon as the peers hear each other again.
+
+Wire format: each state message is one frame, the state's number in ASCII decimal
+(``b"1"`` PRIMARY, ``b"2"`` BACKUP, ``b"3"`` ACTIVE, ``b"4"`` PASSIVE). Clients speak
+plain REQ/REP to the servers' ROUTER front ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self, TypeAlias
+
+from transportkit._errors import (
+    ClosedError,
+    ProtocolError,
+    ServiceUnavailableError,
+    Timeout,
+)
+from transportkit._network import Network
+from transportkit._options import SocketOptions
+from transportkit._poll import poll
+from transportkit._socket import Frame, Message, Requester
+
+__all__ = [
+    "BStarEvent",
+    "BStarState",
+    "BinaryStarClient",
+    "BinaryStarClientStats",
+    "BinaryStarServer",
+    "BinaryStarServerStats",
+    "Handler",
+    "SplitBrainError",
+    "transition",
+]
+
+Handler: TypeAlias = Callable[[Message], Awaitable[Sequence[Frame]] | Sequence[Frame]]
+"""A request handler: request frames in, reply frames out (sync or async)."""
+
+
+class BStarState(enum.IntEnum):
+    """The states of a Binary Star server (numbered as on the wire)."""
+
+    PRIMARY = 1
+    BACKUP = 2
+    ACTIVE = 3
+    PASSIVE = 4
+
+
+class BStarEvent(enum.IntEnum):
+    """What a Binary Star server reacts to: the peer's state, or a client request."""
+
+    PEER_PRIMARY = 1
+    PEER_BACKUP = 2
+    PEER_ACTIVE = 3
+    PEER_PASSIVE = 4
+    CLIENT_REQUEST = 5
+
+
+class SplitBrainError(ProtocolError):
+    """Both servers are active (or both passive): the pair broke its own invariant."""
+
+
+def transition(
+    state: BStarState, event: BStarEvent, *, peer_expired: bool
+) -> tuple[BStarState, bool]:
+    """The Binary Star state machine: the next state, and whether a request is served.
+
+    Args:
+        state: The server's current state.
+        event: What happened.
+        peer_expired: Whether the peer has been silent for 2 x heartbeat.
+
+    Returns:
+        ``(next state, accepted)``; ``accepted`` is False only for a client request
+        that must be refused (it says nothing about peer events).
+
+    Raises:
+        SplitBrainError: An ACTIVE server heard an ACTIVE peer, or a PASSIVE server a
+            PASSIVE peer.
+    """
+    S, E = BStarState, BStarEvent
+    if state is S.PRIMARY:
+        if event is E.PEER_BACKUP:
+            return S.ACTIVE, True
+        if event is E.PEER_ACTIVE:
+            return S.PASSIVE, True
+        if event is E.CLIENT_REQUEST:
+            # Serve only once the backup had time to say it is active (a failback).
+            return (S.ACTIVE, True) if peer_expired else (S.PRIMARY, False)
+    elif state is S.BACKUP:
+        if event is E.PEER_ACTIVE:
+            return S.PASSIVE, True
+        if event is E.CLIENT_REQUEST:
+            return S.BACKUP, False
+    elif state is S.ACTIVE:
+        if event is E.PEER_ACTIVE:
+            raise SplitBrainError("fatal: dual active servers (split brain)")
+    elif state is S.PASSIVE:
+        if event in (E.PEER_PRIMARY, E.PEER_BACKUP):
+            return S.ACTIVE, True
+        if event is E.PEER_PASSIVE:
+            raise SplitBrainError("fatal: dual passive servers (nobody serves)")
+        if event is E.CLIENT_REQUEST:
+            return (S.ACTIVE, True) if peer_expired else (S.PASSIVE, False)
+    return state, True
+
+
+@dataclass(slots=True)
+class BinaryStarServerStats:
+    """Counters of a :class:`BinaryStarServer`.
+
+    Attributes:
+        served: Client requests answered.
+        refused: Client requests dropped because this server may not serve.
+        bad_requests: Malformed client envelopes ignored.
+        bad_states: Malformed state messages from the peer ignored.
+        heartbeats: State messages published.
+        failovers: Times this server became ACTIVE after having been PASSIVE.
+    """
+
+    served: int = 0
+    refused: int = 0
+    bad_requests: int = 0
+    bad_states: int = 0
+    heartbeats: int = 0
+    failovers: int = 0
+
+
+async def _echo(request: Message) -> Sequence[Frame]:
+    return request
+
+
+class BinaryStarServer:
+    """One server of a Binary Star pair.
+
+    The sockets are made by the constructor (front end and state publisher bound, state
+    subscriber connected to the peer); :meth:`run` (or :meth:`start`, or ``async with``)
+    runs the state machine and serves clients.
+
+    Args:
+        network: Where to make the sockets.
+        primary: True for the primary, False for the backup.
+        frontend: Endpoint(s) the client-facing ROUTER binds.
+        state_pub: Endpoint(s) this server publishes its state on.
+        state_sub: The peer's state endpoint (connected).
+        handler: Turns a request into a reply (default: echo).
+        heartbeat: Seconds between state messages (the Guide's 1 s); the peer is
+            presumed dead after 2 x heartbeat of silence.
+        on_state_change: Called as ``(old, new, event)`` on every change of state.
+        options: Options of the front end ROUTER.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        primary: bool,
+        frontend: str | Iterable[str],
+        state_pub: str | Iterable[str],
+        state_sub: str,
+        handler: Handler | None = None,
+        heartbeat: float = 1.0,
+        on_state_change: Callable[[BStarState, BStarState, BStarEvent], None] | None = None,
+        options: SocketOptions | None = None,
+    ) -> None:
+        if not heartbeat > 0:
+            raise ValueError(f"heartbeat must be > 0 seconds, got {heartbeat!r}")
+        self.heartbeat = heartbeat
+        self.state = BStarState.PRIMARY if primary else BStarState.BACKUP
+        self.stats = BinaryStarServerStats()
+        self.fatal: SplitBrainError | None = None
+        self._handler: Handler = handler or _echo
+        self._on_state_change = on_state_change
+        self._task: asyncio.Task[None] | None = None
+        self._peer_expiry = -math.inf
+        self._frontend = network.router(bind=frontend, options=options)
+        try:
+            self._state_pub = network.publisher(bind=state_pub)
+            try:
+                self._state_sub = network.subscriber(connect=state_sub)
+            except BaseException:
+                self._state_pub.close()
+                raise
+        except BaseException:
+            self._frontend.close()
+            raise
+        self.frontend_endpoint = self._frontend.last_endpoint
+        self.state_endpoint = self._state_pub.last_endpoint
+
+    @property
+    def active(self) -> bool:
+        """Whether this server is ACTIVE (serving clients)."""
+        return self.state is BStarState.ACTIVE
+
+    def start(self) -> None:
+        """Run :meth:`run` in a background task. Idempotent."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        """Run the state machine and serve clients until cancelled or closed.
+
+        Raises:
+            SplitBrainError: The peer reported a state that is fatal in ours (also
+                kept in :attr:`fatal`); the server stops serving.
+        """
+        loop = asyncio.get_running_loop()
+        self._peer_expiry = loop.time() + 2 * self.heartbeat
+        next_beat = loop.time()
+        try:
+            while True:
+                now = loop.time()
+                if now >= next_beat:
+                    await self._publish_state()
+                    next_beat = now + self.heartbeat
+                ready = await poll([self._state_sub, self._frontend], next_beat - now)
+                if self._state_sub in ready:
+                    await self._peer_message()
+                if self._frontend in ready:
+                    await self._client_message()
+        except ClosedError:
+            return
+        except SplitBrainError as exc:
+            self.fatal = exc
+            raise
+
+    async def _publish_state(self) -> None:
+        await self._state_pub.send([str(int(self.state)).encode()])
+        self.stats.heartbeats += 1
+
+    async def _peer_message(self) -> None:
+        msg = self._state_sub.try_recv()
+        if msg is None:
+            return
+        try:
+            event = BStarEvent(int(msg[0])) if len(msg) == 1 else None
+        except ValueError:
+            event = None
+        if event is None or event is BStarEvent.CLIENT_REQUEST:
+            self.stats.bad_states += 1
+            return
+        self._peer_expiry = asyncio.get_running_loop().time() + 2 * self.heartbeat
+        await self._fire(event)
+
+    async def _client_message(self) -> None:
+        msg = self._frontend.try_recv()
+        if msg is None:
+            return
+        if len(msg) < 3 or msg[1] != b"":
+            self.stats.bad_requests += 1
+            return
+        if not await self._fire(BStarEvent.CLIENT_REQUEST):
+            self.stats.refused += 1
+            return
+        reply = self._handler(msg[2:])
+        if inspect.isawaitable(reply):
+            reply = await reply
+        await self._frontend.send([msg[0], b"", *reply])
+        self.stats.served += 1
+
+    async def _fire(self, event: BStarEvent) -> bool:
+        expired = asyncio.get_running_loop().time() >= self._peer_expiry
+        old = self.state
+        new, accepted = transition(old, event, peer_expired=expired)
+        if new is not old:
+            self.state = new
+            if old is BStarState.PASSIVE and new is BStarState.ACTIVE:
+                self.stats.failovers += 1
+            if self._on_state_change is not None:
+                self._on_state_change(old, new, event)
+            await self._publish_state()
+        return accepted
+
+    async def close(self) -> None:
+        """Stop serving and close the sockets. Idempotent."""
+        task, self._task = self._task, None
+        for sock in (self._frontend, self._state_pub, self._state_sub):
+            sock.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SplitBrainError):
+                await task
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+@dataclass(slots=True)
+class BinaryStarClientStats:
+    """Counters of a :class:`BinaryStarClient`.
+
+    Attributes:
+        requests: Calls to :meth:`BinaryStarClient.request`.
+        replies: Replies received.
+        timeouts: Attempts that got no reply in time.
+        failovers: Switches to the other server.
+    """
+
+    requests: int = 0
+    replies: int = 0
+    timeouts: int = 0
+    failovers: int = 0
+
+
+class BinaryStarClient:
+    """A Lazy Pirate client of a Binary Star pair.
+
+    Each attempt sends the request on a fresh REQ socket and waits ``timeout`` seconds;
+    without a reply it closes the socket, switches to the other server, waits
+    ``settle_delay`` (time for the pair to fail over) and sends again. A request is
+    therefore delivered at least once: handlers should be idempotent.
+
+    Args:
+        network: Where to make the sockets.
+        endpoints: The primary's and the backup's front ends, in that order.
+        timeout: Seconds to wait for each reply (the Guide's 1 s).
+        settle_delay: Seconds to wait after switching servers (the Guide's 2 s).
+        retries: Attempts after the first before giving up.
+        options: Options of the REQ sockets.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        endpoints: tuple[str, str],
+        *,
+        timeout: float = 1.0,
+        settle_delay: float = 2.0,
+        retries: int = 3,
+        options: SocketOptions | None = None,
+    ) -> None:
+        if len(endpoints) != 2:
+            raise ValueError(f"a Binary Star client needs two endpoints, got {endpoints!r}")
+        if not timeout > 0 or settle_delay < 0 or retries < 0:
+            raise ValueError("timeout must be > 0, settle_delay and retries >= 0")
+        self._network = network
+        self.endpoints = (endpoints[0], endpoints[1])
+        self.timeout = timeout
+        self.settle_delay = settle_delay
+        self.retries = retries
+        self._options = options
+        self.stats = BinaryStarClientStats()
+        self._server = 0
+        self._req: Requester | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint requests currently go to."""
+        return self.endpoints[self._server]
+
+    async def request(self, frames: Sequence[Frame]) -> Message:
+        """Send ``frames`` and return the reply, failing over as needed.
+
+        Raises:
+            ServiceUnavailableError: No reply after ``retries`` + 1 attempts.
+            ClosedError: The client was closed.
+        """
+        self.stats.requests += 1
+        for attempt in range(self.retries + 1):
+            if self._req is None:
+                self._req = self._network.requester(connect=self.endpoint, options=self._options)
+            try:
+                reply = await self._req.request(frames, timeout=self.timeout)
+            except Timeout:
+                self.stats.timeouts += 1
+                self._req.close()
+                self._req = None
+                if attempt == self.retries:
+                    break
+                self._server ^= 1
+                self.stats.failovers += 1
+                await asyncio.sleep(self.settle_delay)
+                continue
+            self.stats.replies += 1
+            return reply
+        raise ServiceUnavailableError(
+            f"no reply from either Binary Star server {self.endpoints} "
+            f"after {self.retries + 1} attempts"
+        )
+
+    def close(self) -> None:
+        """Close the socket. Idempotent."""
+        if self._req is not None:
+            self._req.close()
+            self._req = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
