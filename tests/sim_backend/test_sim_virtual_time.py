@@ -12,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from transportkit import SimulationDeadlock, SimulationError, Timeout
-from transportkit.sim_backend import Constant, Simulation
+from transportkit.sim_backend import Constant, Node, Simulation
 
 from .conftest import TCP
 
@@ -179,3 +179,44 @@ def test_create_subprocess_exec_is_refused() -> None:
 
     with pytest.raises(SimulationError, match="subprocess"):
         _in_sim(main)
+
+
+def test_pending_reconnect_retries_do_not_hide_a_deadlock() -> None:
+    """A receive on a SUB whose publisher will never exist is a deadlock, even though
+    the SUB keeps retrying its connection."""
+    sim = Simulation()
+    node = sim.node("a")
+
+    async def main() -> None:
+        sub = node.subscriber(connect="tcp://nowhere:9999")
+        await sub.recv()
+
+    with pytest.raises(SimulationDeadlock):
+        sim.run(main())
+    assert sim.now < 1.0
+
+
+def test_a_second_run_does_not_restart_node_mains() -> None:
+    sim = Simulation()
+    starts = []
+
+    async def server(node: Node) -> None:
+        starts.append(sim.now)
+        with node.worker(bind="tcp://*:1") as rep:
+            while True:
+                await rep.send(await rep.recv())
+
+    sim.node("s", main=server)
+    client = sim.node("c")
+
+    async def ask() -> list[bytes]:
+        with client.requester(connect="tcp://s:1") as req:
+            return await req.request([b"x"])
+
+    assert sim.run(ask()) == [b"x"]
+    sim.run(asyncio.sleep(1.0))
+    assert len(starts) == 1
+    sim.crash("s")
+    sim.restart("s")
+    sim.run(asyncio.sleep(1.0))
+    assert len(starts) == 2

@@ -34,10 +34,11 @@ def _forbidden(what: str) -> NoReturn:
 class _VirtualSelector(selectors.BaseSelector):
     """A selector that never reports I/O; waiting in it advances virtual time."""
 
-    def __init__(self, env: simpy.Environment) -> None:
+    def __init__(self, env: simpy.Environment, idle: Callable[[], bool]) -> None:
         self._env = env
         self._map: dict[Any, selectors.SelectorKey] = {}
         self.ready_probe: Callable[[], bool] = lambda: False
+        self.idle_probe = idle
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
@@ -63,18 +64,21 @@ class _VirtualSelector(selectors.BaseSelector):
         ready = self.ready_probe
         step = env.step
         peek = env.peek
+        forever = deadline == math.inf
+        idle = self.idle_probe
         while True:
             when = peek()
-            if when > deadline or when == math.inf:
+            if when > deadline or when == math.inf or (forever and idle()):
                 break
             step()
             if ready():
                 return []
         if deadline == math.inf:
             raise SimulationDeadlock(
-                f"simulation deadlock at t={env.now:.6f}s: no event is pending and no timer "
-                "is set, yet the main coroutine has not finished (a receive nobody will "
-                "ever satisfy, without a timeout?)"
+                f"simulation deadlock at t={env.now:.6f}s: no event is pending (at most "
+                "reconnect retries that cannot succeed) and no timer is set, yet the main "
+                "coroutine has not finished (a receive nobody will ever satisfy, without "
+                "a timeout?)"
             )
         if env.now < deadline:
             env.timeout(deadline - env.now)
@@ -89,8 +93,8 @@ class SimEventLoop(asyncio.SelectorEventLoop):
     sockets raise :class:`~transportkit.SimulationError`.
     """
 
-    def __init__(self, env: simpy.Environment) -> None:
-        selector = _VirtualSelector(env)
+    def __init__(self, env: simpy.Environment, idle: Callable[[], bool] = lambda: False) -> None:
+        selector = _VirtualSelector(env, idle)
         super().__init__(selector)
         self._env = env
         self._clock_resolution = 1e-9

@@ -89,6 +89,7 @@ class Node(Network):
         self._name = name
         self.main = main
         self.alive = True
+        self.main_started = False
         self.crashes = 0
         self._closed = False
         self.sockets: dict[SimSocket, None] = {}
@@ -175,6 +176,7 @@ class Simulation:
         self.loop: SimEventLoop | None = None
         self._bound: dict[tuple[str, ...], SimSocket] = {}
         self._inproc_waiting: dict[tuple[str, ...], list[Connecter]] = {}
+        self._idle_events = 0
         self._message_ids = itertools.count(1)
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
 
@@ -269,6 +271,7 @@ class Simulation:
         if node.alive:
             return
         node.alive = True
+        node.main_started = False
         node._closed = False
         self.trace.add(self.now, "fault", name, "restart")
         if node.main is not None and self.loop is not None:
@@ -292,9 +295,11 @@ class Simulation:
     def run(self, main: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run ``main`` to completion in virtual time and return its result.
 
-        Nodes' ``main`` functions start first. When ``main`` returns, every task still
-        running is cancelled (as ``asyncio.run`` does). A run may be followed by
-        another on the same simulation; virtual time and sockets carry over.
+        Nodes' ``main`` functions start first (once per life of a node: at the first
+        run, and after each restart). When ``main`` returns, every task still running
+        is cancelled, node mains included (as ``asyncio.run`` does). A run may be
+        followed by another on the same simulation: virtual time, sockets and queues
+        carry over, tasks do not (spawn them again).
 
         Raises:
             Timeout: ``timeout`` virtual seconds passed before ``main`` finished.
@@ -302,12 +307,12 @@ class Simulation:
         """
         if self.loop is not None:
             raise RuntimeError("Simulation.run is not reentrant")
-        loop = SimEventLoop(self.env)
+        loop = SimEventLoop(self.env, idle=self.only_idle_events)
         loop.set_task_factory(_node_task_factory)
         self.loop = loop
         try:
             for node in self.nodes.values():
-                if node.main is not None and node.alive:
+                if node.main is not None and node.alive and not node.main_started:
                     self._start_main(node)
             return loop.run_until_complete(self._bounded(main, timeout))
         finally:
@@ -335,6 +340,7 @@ class Simulation:
 
     def _start_main(self, node: Node) -> None:
         assert node.main is not None
+        node.main_started = True
         coro = node.main(node)
         node.spawn(_as_coroutine(coro), name=f"{node.name}.main")
 
@@ -448,19 +454,24 @@ class Simulation:
         if inproc:
             return False
         self.trace.add(self.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
-        self._schedule_reconnect(connecter)
+        self._schedule_reconnect(connecter, after_failure=True)
         return False
 
-    def _schedule_reconnect(self, connecter: Connecter) -> None:
-        opts = connecter.sock.options
+    def _schedule_reconnect(self, connecter: Connecter, *, after_failure: bool) -> None:
+        sock = connecter.sock
+        opts = sock.options
         # libzmq retries only for a positive interval: 0, like -1, never retries.
         if opts.reconnect_ivl <= 0 or not connecter.active:
             return
         ivl = connecter.ivl
-        connecter.sock.emit("CONNECT_RETRIED", connecter.endpoint, ivl)
+        sock.emit("CONNECT_RETRIED", connecter.endpoint, ivl)
         if opts.reconnect_ivl_max > 0:
             connecter.ivl = min(ivl * 2, opts.reconnect_ivl_max)
-        self._later(ivl / 1000, partial(self._attempt, connecter))
+        # A retry after a failed attempt can only succeed if something else changes the
+        # world first; alone, such retries cannot wake anyone (unless a monitor watches
+        # them), so they do not keep a deadlocked run alive.
+        idle = after_failure and not sock.monitors
+        self._later(ivl / 1000, partial(self._attempt, connecter), idle=idle)
 
     def _establish(self, connecter: Connecter, target: SimSocket) -> None:
         sock = connecter.sock
@@ -513,7 +524,7 @@ class Simulation:
             if peer.connecter:
                 connecter = sock.connecters.get(peer.endpoint)
                 if connecter is not None and connecter.peer is peer:
-                    self._schedule_reconnect(connecter)
+                    self._schedule_reconnect(connecter, after_failure=False)
             else:
                 self._discard_peer(peer, "disconnect")
 
@@ -730,11 +741,25 @@ class Simulation:
         peer.last_arrival = when
         self._later(when - now, apply)
 
-    def _later(self, delay: float, callback: Callable[[], object]) -> None:
+    def _later(self, delay: float, callback: Callable[[], object], *, idle: bool = False) -> None:
+        """Call ``callback`` after ``delay`` virtual seconds.
+
+        ``idle`` events (retries that cannot succeed on their own) do not count as
+        pending work for deadlock detection.
+        """
+        if idle:
+            self._idle_events += 1
+
         def fire(_event: object) -> None:
+            if idle:
+                self._idle_events -= 1
             callback()
 
         self.env.timeout(delay).callbacks.append(fire)
+
+    def only_idle_events(self) -> bool:
+        """Whether every pending SimPy event is an idle retry (nothing can progress)."""
+        return len(self.env._queue) <= self._idle_events
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
