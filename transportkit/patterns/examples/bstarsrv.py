@@ -1,0 +1,82 @@
+"""Binary Star server (the Guide's ``bstarsrv``): one of a primary/backup echo pair.
+
+Run a primary and a backup::
+
+    python -m transportkit.patterns.examples.bstarsrv --primary
+    python -m transportkit.patterns.examples.bstarsrv --backup
+
+By default the primary serves clients on ``tcp://*:5001`` and publishes its state on
+``tcp://*:5003``, the backup on 5002 and 5004, each subscribing to the other's state, as
+in the Guide. Kill the active one and, at the next client request, the other takes over.
+It prints ``READY <front end endpoint>`` once bound and ``STATE <old> <new> <event>``
+on every change of state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from transportkit.patterns.binary_star import BinaryStarServer, BStarEvent, BStarState
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.bstarsrv",
+        description="Binary Star echo server (primary or backup).",
+    )
+    role = parser.add_mutually_exclusive_group(required=True)
+    role.add_argument("--primary", action="store_true", help="run as the primary")
+    role.add_argument("--backup", action="store_true", help="run as the backup")
+    parser.add_argument("--frontend", help="client ROUTER endpoint (5001 primary, 5002 backup)")
+    parser.add_argument("--state-pub", help="state PUB endpoint (5003 primary, 5004 backup)")
+    parser.add_argument("--state-sub", help="the peer's state endpoint (its --state-pub)")
+    parser.add_argument(
+        "--heartbeat", type=float, default=1.0, help="seconds between states (%(default)s)"
+    )
+    args = parser.parse_args(argv)
+    mine, peer = (("5001", "5003"), "5004") if args.primary else (("5002", "5004"), "5003")
+    args.frontend = args.frontend or f"tcp://*:{mine[0]}"
+    args.state_pub = args.state_pub or f"tcp://*:{mine[1]}"
+    args.state_sub = args.state_sub or f"tcp://127.0.0.1:{peer}"
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and serve until killed (or a fatal split brain)."""
+
+    def changed(old: BStarState, new: BStarState, event: BStarEvent) -> None:
+        print(f"STATE {old.name} {new.name} {event.name}", flush=True)
+
+    with ZmqNetwork(name="bstarsrv") as net:
+        server = BinaryStarServer(
+            net,
+            primary=args.primary,
+            frontend=args.frontend,
+            state_pub=args.state_pub,
+            state_sub=args.state_sub,
+            heartbeat=args.heartbeat,
+            on_state_change=changed,
+        )
+        print(f"READY {server.frontend_endpoint}", flush=True)
+        try:
+            await server.run()
+        finally:
+            await server.close()
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(serve(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
