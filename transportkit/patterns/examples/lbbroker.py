@@ -1,0 +1,78 @@
+"""Load-balancing broker (the Guide's ``lbbroker``, the seed's LoadBalancingBroker).
+
+Run ``python -m transportkit.patterns.examples.lbbroker --workers 3`` for a
+self-contained demo (echo workers in the same process), or start workers separately
+(``spworker``) against ``--backend``. Clients (REQ, or ``lpclient``) connect to
+``--frontend``. Prints ``READY <frontend> <backend>`` once bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from transportkit import Message
+from transportkit.patterns.load_balancing import LoadBalancingBroker, run_load_balancing_worker
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.lbbroker",
+        description="Load-balancing broker: ROUTER front end for clients, ROUTER back end "
+        "for workers that say READY.",
+    )
+    parser.add_argument(
+        "--frontend", default="tcp://*:5555", help="endpoint for clients (%(default)s)"
+    )
+    parser.add_argument(
+        "--backend", default="tcp://*:5556", help="endpoint for workers (%(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="echo workers to run inside this process, for a demo (%(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+def echo(body: Message) -> Message:
+    """The demo workers' work: echo the request."""
+    return body
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and broker until killed."""
+    with (
+        ZmqNetwork(name="lbbroker") as net,
+        LoadBalancingBroker(net, frontend=args.frontend, backend=args.backend) as broker,
+    ):
+        print(f"READY {broker.frontend_endpoint} {broker.backend_endpoint}", flush=True)
+        workers = [
+            asyncio.ensure_future(run_load_balancing_worker(net, broker.backend_endpoint, echo))
+            for _ in range(args.workers)
+        ]
+        try:
+            await broker.run()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(run(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Lazy Pirate client (the Guide's ``lpclient``): numbered requests, retried on silence.
+
+Run ``python -m transportkit.patterns.examples.lpclient --connect tcp://localhost:5555``
+against ``lpserver`` (or a Simple/Paranoid Pirate queue's front end). Exits with status
+1 when the server stays silent through every retry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from transportkit import ServiceUnavailableError
+from transportkit.patterns.lazy_pirate import REQUEST_RETRIES, REQUEST_TIMEOUT, LazyPirateClient
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.lpclient",
+        description="Lazy Pirate client: sends numbered requests, retrying on timeouts.",
+    )
+    parser.add_argument(
+        "--connect", default="tcp://localhost:5555", help="server endpoint (%(default)s)"
+    )
+    parser.add_argument(
+        "--requests", type=int, default=10, metavar="N", help="requests to send (%(default)s)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="S",
+        help="seconds to wait for each reply (%(default)s)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=REQUEST_RETRIES,
+        metavar="N",
+        help="attempts per request (%(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Send the requests; 0 if all were answered, 1 when the server went away."""
+    with ZmqNetwork(name="lpclient") as net:
+        async with LazyPirateClient(
+            net, args.connect, timeout=args.timeout, retries=args.retries
+        ) as client:
+            for i in range(1, args.requests + 1):
+                try:
+                    reply = await client.request([b"%d" % i])
+                except ServiceUnavailableError as exc:
+                    print(f"E: server seems to be offline, abandoning: {exc}", flush=True)
+                    return 1
+                print(f"I: server replied OK ({reply!r})", flush=True)
+            stats = client.stats
+            print(f"I: {stats.replies} replies, {stats.retries} retries", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(run(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

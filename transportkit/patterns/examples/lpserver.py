@@ -1,0 +1,89 @@
+"""Lazy Pirate server (the Guide's ``lpserver``): an echo server that can fail on purpose.
+
+Run ``python -m transportkit.patterns.examples.lpserver --bind tcp://*:5555`` next to
+``lpclient``. ``--crash-after`` and ``--overload-chance`` make it misbehave as the Guide's
+does (a crash after some cycles, random slow replies), to show the client recovering.
+It prints ``READY <endpoint>`` once bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+from collections.abc import Sequence
+
+from transportkit import Frame, Message
+from transportkit.patterns.lazy_pirate import serve_requests
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.lpserver",
+        description="Lazy Pirate echo server (REP) that can simulate crashes and overload.",
+    )
+    parser.add_argument("--bind", default="tcp://*:5555", help="endpoint to bind (%(default)s)")
+    parser.add_argument(
+        "--crash-after",
+        type=int,
+        metavar="N",
+        help="exit abruptly (simulated crash) when request N+1 arrives",
+    )
+    parser.add_argument(
+        "--overload-chance",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of answering slowly (simulated overload), 0 to 1 (%(default)s)",
+    )
+    parser.add_argument(
+        "--overload-delay",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds a slow answer takes (%(default)s)",
+    )
+    parser.add_argument("--seed", type=int, help="seed of the failure simulation")
+    parser.add_argument("--quiet", action="store_true", help="do not print each request")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and echo requests until killed."""
+    rng = random.Random(args.seed)
+    cycles = 0
+
+    async def echo(request: Message) -> Sequence[Frame]:
+        nonlocal cycles
+        cycles += 1
+        if args.crash_after is not None and cycles > args.crash_after:
+            print("I: simulating a crash", flush=True)
+            os._exit(3)
+        if rng.random() < args.overload_chance:
+            if not args.quiet:
+                print("I: simulating CPU overload", flush=True)
+            await asyncio.sleep(args.overload_delay)
+        if not args.quiet:
+            print(f"I: normal request {request!r}", flush=True)
+        return request
+
+    with ZmqNetwork(name="lpserver") as net, net.worker(bind=args.bind) as rep:
+        print(f"READY {rep.last_endpoint}", flush=True)
+        await serve_requests(rep, echo)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(serve(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

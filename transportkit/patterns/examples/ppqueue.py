@@ -1,0 +1,78 @@
+"""Paranoid Pirate queue (the Guide's ``ppqueue``): heartbeats workers, purges dead ones.
+
+Run ``python -m transportkit.patterns.examples.ppqueue`` with ``ppworker`` workers on
+``--backend`` and ``lpclient`` clients on ``--frontend``. Prints
+``READY <frontend> <backend>`` once bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from transportkit.patterns.paranoid_pirate import (
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_LIVENESS,
+    ParanoidPirateQueue,
+)
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.ppqueue",
+        description="Paranoid Pirate queue: load balancing with heartbeats both ways.",
+    )
+    parser.add_argument(
+        "--frontend", default="tcp://*:5555", help="endpoint for clients (%(default)s)"
+    )
+    parser.add_argument(
+        "--backend", default="tcp://*:5556", help="endpoint for workers (%(default)s)"
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=HEARTBEAT_INTERVAL,
+        metavar="S",
+        help="seconds between heartbeats (%(default)s)",
+    )
+    parser.add_argument(
+        "--liveness",
+        type=int,
+        default=HEARTBEAT_LIVENESS,
+        metavar="N",
+        help="heartbeats a worker may miss (%(default)s)",
+    )
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and queue until killed."""
+    with (
+        ZmqNetwork(name="ppqueue") as net,
+        ParanoidPirateQueue(
+            net,
+            frontend=args.frontend,
+            backend=args.backend,
+            heartbeat_interval=args.heartbeat_interval,
+            liveness=args.liveness,
+        ) as queue,
+    ):
+        print(f"READY {queue.frontend_endpoint} {queue.backend_endpoint}", flush=True)
+        await queue.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(run(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The load-balancing broker and Simple Pirate (ZeroMQ Guide, chapters 3 and 4).
+
+:class:`LoadBalancingBroker` is the seed's broker: a ROUTER front end for clients (REQ),
+a ROUTER back end for workers, and a queue of the workers ready for work, least
+recently used first. A worker announces itself with ``READY`` and after that every
+reply it sends also says it is ready again. The front end is only read while a worker
+is free, so requests wait in the clients' pipes (not in the broker) when all workers
+are busy.
+
+Simple Pirate is this broker with :class:`~transportkit.patterns.lazy_pirate.LazyPirateClient`
+clients: a request lost with a crashed worker is retried by its client. The broker does
+not notice dead workers (Paranoid Pirate does), so one request per dead worker is lost
+and retried.
+
+Wire format (the Guide's): a worker's REQ sends ``[READY]`` once, then replies
+``[*envelope, *reply]``; the broker sends it ``[*envelope, *request]``, where the
+envelope is the client's routing id and the empty delimiter (``[client, b""]``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
+from transportkit._network import Network
+from transportkit._options import SocketOptions
+from transportkit._poll import poll
+from transportkit._socket import Message, Router
+from transportkit.patterns.lazy_pirate import Handler, call_handler
+
+__all__ = [
+    "READY",
+    "BrokerStats",
+    "LoadBalancingBroker",
+    "SimplePirateQueue",
+    "run_load_balancing_worker",
+    "split_envelope",
+]
+
+READY = b"READY"
+"""What a load-balancing worker sends first (the Guide's ``WORKER_READY``)."""
+
+
+def split_envelope(frames: Message) -> tuple[Message, Message] | None:
+    """Split ``frames`` after the first empty frame: ``(envelope, body)``.
+
+    Returns None when there is no empty delimiter or nothing follows it.
+    """
+    for i, frame in enumerate(frames):
+        if not frame:
+            if i + 1 == len(frames):
+                return None
+            return frames[: i + 1], frames[i + 1 :]
+    return None
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    """Counters of a broker.
+
+    Attributes:
+        requests: Client requests handed to a worker.
+        replies: Worker replies forwarded to a client.
+        ready: READY announcements received.
+        malformed: Messages that follow no protocol (counted and dropped; a client's
+            malformed request gets no reply, so its own timeout handles it).
+        dropped: Messages a ``router_mandatory`` socket refused to route (without that
+            option ROUTERs drop unroutable messages silently, as libzmq does).
+    """
+
+    requests: int = 0
+    replies: int = 0
+    ready: int = 0
+    malformed: int = 0
+    dropped: int = 0
+
+
+class LoadBalancingBroker:
+    """Routes each client request to the least recently used ready worker.
+
+    Contract: each request read from the front end goes to exactly one worker, and each
+    worker reply goes to the client whose request it answers (by the envelope the
+    worker returns). A worker gets at most one request at a time: it is given work only
+    after saying READY or replying. Requests are read from clients only while a worker
+    is free. Nothing here blocks: both sockets are ROUTERs, which drop what they cannot
+    route (a reply to a client that is gone, a request to a worker that died).
+
+    The sockets are bound on construction (so the resolved endpoints can be announced)
+    and closed by :meth:`close`.
+
+    Args:
+        network: Where the sockets come from.
+        frontend: Endpoint(s) to bind for clients.
+        backend: Endpoint(s) to bind for workers.
+        options: Options of both ROUTER sockets.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        frontend: str,
+        backend: str,
+        options: SocketOptions | None = None,
+    ) -> None:
+        self.stats = BrokerStats()
+        self._workers: deque[bytes] = deque()
+        self.frontend: Router = network.router(bind=frontend, options=options)
+        try:
+            self.backend: Router = network.router(bind=backend, options=options)
+        except BaseException:
+            self.frontend.close()
+            raise
+
+    @property
+    def frontend_endpoint(self) -> str:
+        """The front end's resolved endpoint (for clients to connect to)."""
+        endpoint = self.frontend.last_endpoint
+        assert endpoint is not None
+        return endpoint
+
+    @property
+    def backend_endpoint(self) -> str:
+        """The back end's resolved endpoint (for workers to connect to)."""
+        endpoint = self.backend.last_endpoint
+        assert endpoint is not None
+        return endpoint
+
+    @property
+    def workers(self) -> tuple[bytes, ...]:
+        """Routing ids of the ready workers, the next one to get work first."""
+        return tuple(self._workers)
+
+    async def run(self) -> None:
+        """Broker until :meth:`close` (then return); never raises for bad input."""
+        try:
+            while True:
+                sockets = [self.backend, self.frontend] if self._workers else [self.backend]
+                ready = await poll(sockets, math.inf)
+                if self.backend in ready:
+                    self._from_worker()
+                if self.frontend in ready and self._workers:
+                    self._from_client()
+        except ClosedError:
+            return
+
+    def _from_worker(self) -> None:
+        msg = self.backend.try_recv()
+        if msg is None:
+            return
+        worker = msg[0]
+        content = msg[2:] if len(msg) >= 3 and msg[1] == b"" else None
+        if content == [READY]:
+            self.stats.ready += 1
+        elif content is not None and split_envelope(content) is not None:
+            self._send(self.frontend, content)
+            self.stats.replies += 1
+        else:
+            self.stats.malformed += 1
+        if worker not in self._workers:
+            self._workers.append(worker)
+
+    def _from_client(self) -> None:
+        msg = self.frontend.try_recv()
+        if msg is None:
+            return
+        if split_envelope(msg) is None:
+            self.stats.malformed += 1
+            return
+        worker = self._workers.popleft()
+        self._send(self.backend, [worker, b"", *msg])
+        self.stats.requests += 1
+
+    def _send(self, router: Router, msg: Message) -> None:
+        try:
+            router.try_send(msg)
+        except (HostUnreachableError, WouldBlock):
+            self.stats.dropped += 1
+
+    def close(self) -> None:
+        """Close both sockets (a running :meth:`run` returns). Idempotent."""
+        self.frontend.close()
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+SimplePirateQueue = LoadBalancingBroker
+"""The Guide's Simple Pirate queue is the load-balancing broker, unchanged; its clients
+are Lazy Pirate clients and its workers :func:`run_load_balancing_worker` with a
+:func:`~transportkit.patterns.lazy_pirate.sequenced` handler."""
+
+
+async def run_load_balancing_worker(
+    network: Network,
+    endpoint: str,
+    handler: Handler,
+    *,
+    options: SocketOptions | None = None,
+    max_requests: int | None = None,
+) -> int:
+    """Work for a :class:`LoadBalancingBroker` at ``endpoint`` (its back end).
+
+    Opens a REQ socket, says READY, then answers each request with ``handler(body)``,
+    returning the request's envelope with the reply. The socket is closed on return.
+
+    Args:
+        network: Where the socket comes from.
+        endpoint: The broker's back end.
+        handler: Makes a reply from a request body (wrap it with
+            :func:`~transportkit.patterns.lazy_pirate.sequenced` for Lazy Pirate clients).
+        options: Options of the REQ socket (e.g. a ``routing_id``).
+        max_requests: Return after this many replies (None: until the socket closes).
+
+    Returns:
+        How many requests were answered.
+    """
+    served = 0
+    with network.requester(connect=endpoint, options=options) as sock:
+        await sock.send([READY])
+        while max_requests is None or served < max_requests:
+            try:
+                msg = await sock.recv(timeout=math.inf)
+            except ClosedError:
+                break
+            parts = split_envelope(msg)
+            if parts is None:
+                await sock.send([READY])  # not a request: stay in the queue, unharmed
+                continue
+            envelope, body = parts
+            reply = await call_handler(handler, body)
+            await sock.send([*envelope, *reply])
+            served += 1
+    return served

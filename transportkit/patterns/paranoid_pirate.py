@@ -1,0 +1,424 @@
+r"""Paranoid Pirate: a queue and workers that watch each other (ZeroMQ Guide, chapter 4).
+
+The queue (:class:`ParanoidPirateQueue`) is a load-balancing broker whose workers are
+DEALER sockets that exchange heartbeats with it both ways. The queue forgets a worker it
+has not heard from for ``heartbeat_interval * liveness`` seconds, so requests stop going
+to dead workers; a worker (:class:`ParanoidPirateWorker`) that has not heard from the
+queue for as long closes its socket, waits, and reconnects with a fresh one, doubling the
+wait from ``reconnect_initial`` up to ``reconnect_max`` until the queue answers.
+
+Clients are Lazy Pirate clients (:class:`~transportkit.patterns.lazy_pirate.LazyPirateClient`),
+so a request lost with a dying worker is retried.
+
+Wire format (the Guide's): worker to queue ``[READY]`` (``b"\x01"``) on connecting,
+``[HEARTBEAT]`` (``b"\x02"``) when due, and replies ``[*envelope, *reply]``; queue to
+worker ``[HEARTBEAT]`` and requests ``[*envelope, *request]``, where the envelope is the
+client's routing id and the empty delimiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
+from transportkit._network import Network
+from transportkit._options import SocketOptions
+from transportkit._poll import poll
+from transportkit._socket import Dealer, Frame, Message, Router, Sender
+from transportkit.patterns.lazy_pirate import Handler, call_handler
+from transportkit.patterns.load_balancing import split_envelope
+
+__all__ = [
+    "HEARTBEAT",
+    "HEARTBEAT_INTERVAL",
+    "HEARTBEAT_LIVENESS",
+    "PPP_READY",
+    "RECONNECT_INITIAL",
+    "RECONNECT_MAX",
+    "ParanoidPirateQueue",
+    "ParanoidPirateWorker",
+    "QueueStats",
+    "WorkerStats",
+]
+
+PPP_READY = b"\x01"
+"""A worker's first message: it is connected and ready for work."""
+
+HEARTBEAT = b"\x02"
+"""A heartbeat, in either direction."""
+
+HEARTBEAT_INTERVAL = 1.0
+"""Seconds between heartbeats (the Guide's 1000 ms)."""
+
+HEARTBEAT_LIVENESS = 3
+"""Heartbeats a peer may miss before it is taken for dead (the Guide's 3)."""
+
+RECONNECT_INITIAL = 1.0
+"""A worker's first wait, in seconds, before reconnecting to a silent queue."""
+
+RECONNECT_MAX = 32.0
+"""The longest wait between a worker's reconnections, in seconds."""
+
+
+def _check_timing(heartbeat_interval: float, liveness: int) -> None:
+    if not heartbeat_interval > 0:
+        raise ValueError(f"heartbeat_interval must be positive, got {heartbeat_interval!r}")
+    if isinstance(liveness, bool) or not isinstance(liveness, int) or liveness < 1:
+        raise ValueError(f"liveness must be an int >= 1, got {liveness!r}")
+
+
+def _send(sock: Sender, frames: Sequence[Frame]) -> bool:
+    """Send without waiting; False when the message could not go (HWM, unroutable)."""
+    try:
+        sock.try_send(frames)
+    except (WouldBlock, HostUnreachableError):
+        return False
+    return True
+
+
+@dataclass(slots=True)
+class QueueStats:
+    """Counters of a :class:`ParanoidPirateQueue`.
+
+    Attributes:
+        requests: Client requests handed to a worker.
+        replies: Worker replies forwarded to a client.
+        heartbeats_sent: Heartbeats sent to workers.
+        heartbeats_received: Heartbeats received from workers.
+        purged: Workers forgotten for silence.
+        malformed: Messages that follow no protocol (counted and dropped).
+        dropped: Messages a ``router_mandatory`` socket could not route.
+    """
+
+    requests: int = 0
+    replies: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_received: int = 0
+    purged: int = 0
+    malformed: int = 0
+    dropped: int = 0
+
+
+class ParanoidPirateQueue:
+    """A load-balancing queue that heartbeats its workers and purges silent ones.
+
+    Contract: each client request goes to exactly one worker among those heard from in
+    the last ``heartbeat_interval * liveness`` seconds (least recently used first), and
+    each reply goes back to the client it answers. A worker is purged at the latest
+    ``heartbeat_interval * liveness`` seconds after the last message it sent. Every
+    listed worker gets a heartbeat every ``heartbeat_interval`` seconds. Requests are
+    read from clients only while a worker is listed. The queue never blocks on a
+    send, and bad input is counted and dropped, never fatal.
+
+    The sockets are bound on construction and closed by :meth:`close`.
+
+    Args:
+        network: Where the sockets come from.
+        frontend: Endpoint(s) to bind for clients.
+        backend: Endpoint(s) to bind for workers.
+        heartbeat_interval: Seconds between heartbeats.
+        liveness: Heartbeat intervals a worker may stay silent.
+        options: Options of both ROUTER sockets.
+
+    Raises:
+        ValueError: ``heartbeat_interval`` is not positive or ``liveness`` below 1.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        frontend: str,
+        backend: str,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        liveness: int = HEARTBEAT_LIVENESS,
+        options: SocketOptions | None = None,
+    ) -> None:
+        _check_timing(heartbeat_interval, liveness)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = liveness
+        self.stats = QueueStats()
+        self.purged: list[tuple[float, bytes]] = []
+        self._expiry: dict[bytes, float] = {}
+        self.frontend: Router = network.router(bind=frontend, options=options)
+        try:
+            self.backend: Router = network.router(bind=backend, options=options)
+        except BaseException:
+            self.frontend.close()
+            raise
+
+    @property
+    def frontend_endpoint(self) -> str:
+        """The front end's resolved endpoint (for clients)."""
+        endpoint = self.frontend.last_endpoint
+        assert endpoint is not None
+        return endpoint
+
+    @property
+    def backend_endpoint(self) -> str:
+        """The back end's resolved endpoint (for workers)."""
+        endpoint = self.backend.last_endpoint
+        assert endpoint is not None
+        return endpoint
+
+    @property
+    def workers(self) -> tuple[bytes, ...]:
+        """Routing ids of the listed (live, idle) workers, the next to get work first."""
+        return tuple(self._expiry)
+
+    @property
+    def expiries(self) -> Mapping[bytes, float]:
+        """Each listed worker's expiry, in the event loop's clock (``loop.time()``)."""
+        return dict(self._expiry)
+
+    async def run(self) -> None:
+        """Serve until :meth:`close` (then return)."""
+        loop = asyncio.get_running_loop()
+        heartbeat_at = loop.time() + self.heartbeat_interval
+        try:
+            while True:
+                due = min([heartbeat_at, *self._expiry.values()])
+                wait = max(0.0, due - loop.time())
+                sockets = [self.backend, self.frontend] if self._expiry else [self.backend]
+                ready = await poll(sockets, wait)
+                if self.backend in ready:
+                    self._from_worker(loop.time())
+                if self.frontend in ready and self._expiry:
+                    self._from_client()
+                now = loop.time()
+                if now >= heartbeat_at:
+                    heartbeat_at = now + self.heartbeat_interval
+                    for worker in list(self._expiry):
+                        if _send(self.backend, [worker, HEARTBEAT]):
+                            self.stats.heartbeats_sent += 1
+                        else:
+                            self.stats.dropped += 1
+                self._purge(now)
+        except ClosedError:
+            return
+
+    def _from_worker(self, now: float) -> None:
+        msg = self.backend.try_recv()
+        if msg is None:
+            return
+        worker, content = msg[0], msg[1:]
+        self._expiry.pop(worker, None)
+        self._expiry[worker] = now + self.heartbeat_interval * self.liveness
+        if content == [HEARTBEAT]:
+            self.stats.heartbeats_received += 1
+        elif content == [PPP_READY]:
+            pass
+        elif split_envelope(content) is not None:
+            if not _send(self.frontend, content):
+                self.stats.dropped += 1
+            self.stats.replies += 1
+        else:
+            self.stats.malformed += 1
+
+    def _from_client(self) -> None:
+        msg = self.frontend.try_recv()
+        if msg is None:
+            return
+        if split_envelope(msg) is None:
+            self.stats.malformed += 1
+            return
+        worker = next(iter(self._expiry))
+        del self._expiry[worker]
+        if _send(self.backend, [worker, *msg]):
+            self.stats.requests += 1
+        else:
+            self.stats.dropped += 1
+
+    def _purge(self, now: float) -> None:
+        for worker, expiry in list(self._expiry.items()):
+            if expiry <= now:
+                del self._expiry[worker]
+                self.purged.append((now, worker))
+                self.stats.purged += 1
+
+    def close(self) -> None:
+        """Close both sockets (a running :meth:`run` returns). Idempotent."""
+        self.frontend.close()
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of a :class:`ParanoidPirateWorker`.
+
+    Attributes:
+        served: Requests answered.
+        heartbeats_sent: Heartbeats sent to the queue.
+        heartbeats_received: Heartbeats received from the queue.
+        reconnects: Times the worker gave up on its socket and opened a new one.
+        malformed: Messages from the queue that follow no protocol (dropped).
+        dropped: Messages the worker could not send (its socket at the HWM).
+    """
+
+    served: int = 0
+    heartbeats_sent: int = 0
+    heartbeats_received: int = 0
+    reconnects: int = 0
+    malformed: int = 0
+    dropped: int = 0
+
+
+class ParanoidPirateWorker:
+    """A worker that heartbeats its queue and reconnects, backing off, when it goes quiet.
+
+    Contract: the worker sends READY on every (re)connection and a heartbeat every
+    ``heartbeat_interval`` seconds while idle. When nothing has come from the queue for
+    ``liveness`` heartbeat intervals, it waits (``reconnect_initial`` seconds, doubling
+    each time up to ``reconnect_max``; reset by any message from the queue), closes its
+    DEALER and opens a new one. Requests are handled one at a time by ``handler``.
+
+    :attr:`connections` (loop times of each socket opening) and :attr:`backoffs` (each
+    wait) record the schedule, for tests and monitoring.
+
+    Args:
+        network: Where the sockets come from.
+        endpoint: The queue's back end.
+        handler: Makes a reply from a request body (wrap it with
+            :func:`~transportkit.patterns.lazy_pirate.sequenced` for Lazy Pirate clients).
+        heartbeat_interval: Seconds between heartbeats.
+        liveness: Heartbeat intervals the queue may stay silent.
+        reconnect_initial: First wait before reconnecting, in seconds.
+        reconnect_max: Longest wait before reconnecting, in seconds.
+        options: Options of the DEALER sockets.
+
+    Raises:
+        ValueError: A timing argument is out of range.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        endpoint: str,
+        handler: Handler,
+        *,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        liveness: int = HEARTBEAT_LIVENESS,
+        reconnect_initial: float = RECONNECT_INITIAL,
+        reconnect_max: float = RECONNECT_MAX,
+        options: SocketOptions | None = None,
+    ) -> None:
+        _check_timing(heartbeat_interval, liveness)
+        if not 0 < reconnect_initial <= reconnect_max:
+            raise ValueError(
+                "need 0 < reconnect_initial <= reconnect_max, got "
+                f"{reconnect_initial!r} and {reconnect_max!r}"
+            )
+        self.network = network
+        self.endpoint = endpoint
+        self.handler = handler
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = liveness
+        self.reconnect_initial = float(reconnect_initial)
+        self.reconnect_max = float(reconnect_max)
+        self.options = options
+        self.stats = WorkerStats()
+        self.connections: list[float] = []
+        self.backoffs: list[float] = []
+        self._socket: Dealer | None = None
+        self._closed = False
+
+    def _connect(self, now: float) -> Dealer:
+        if self._closed:
+            raise ClosedError(f"Paranoid Pirate worker of {self.endpoint} is closed")
+        sock = self._socket = self.network.dealer(connect=self.endpoint, options=self.options)
+        self.connections.append(now)
+        self._send([PPP_READY])
+        return sock
+
+    def _send(self, frames: Sequence[Frame]) -> bool:
+        if self._socket is not None and _send(self._socket, frames):
+            return True
+        self.stats.dropped += 1
+        return False
+
+    async def run(self, *, max_requests: int | None = None) -> int:
+        """Work until :meth:`close` (or ``max_requests`` replies); return replies sent."""
+        loop = asyncio.get_running_loop()
+        hb = self.heartbeat_interval
+        served_before = self.stats.served
+        liveness = self.liveness
+        backoff = self.reconnect_initial
+        try:
+            sock = self._connect(loop.time())
+            heartbeat_at = loop.time() + hb
+            while max_requests is None or self.stats.served - served_before < max_requests:
+                if await sock.poll(hb):
+                    msg = sock.try_recv()
+                    if msg is None:
+                        continue
+                    await self._handle(msg)
+                    if msg != [HEARTBEAT] and split_envelope(msg) is None:
+                        continue
+                    liveness = self.liveness
+                    backoff = self.reconnect_initial
+                else:
+                    liveness -= 1
+                    if liveness == 0:
+                        self.backoffs.append(backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, self.reconnect_max)
+                        sock.close()
+                        self.stats.reconnects += 1
+                        sock = self._connect(loop.time())
+                        liveness = self.liveness
+                if loop.time() >= heartbeat_at:
+                    heartbeat_at = loop.time() + hb
+                    if self._send([HEARTBEAT]):
+                        self.stats.heartbeats_sent += 1
+        except ClosedError:
+            pass
+        finally:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket = None
+        return self.stats.served - served_before
+
+    async def _handle(self, msg: Message) -> None:
+        if msg == [HEARTBEAT]:
+            self.stats.heartbeats_received += 1
+            return
+        parts = split_envelope(msg)
+        if parts is None:
+            self.stats.malformed += 1
+            return
+        envelope, body = parts
+        reply = await call_handler(self.handler, body)
+        self._send([*envelope, *reply])
+        self.stats.served += 1
+
+    def close(self) -> None:
+        """Stop: close the socket; a running :meth:`run` returns. Idempotent."""
+        self._closed = True
+        if self._socket is not None:
+            self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
