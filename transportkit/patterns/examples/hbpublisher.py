@@ -1,0 +1,88 @@
+"""Heartbeat publisher (the seed's ``HeartbeatServer``): heartbeats and data on one PUB.
+
+Run ``python -m transportkit.patterns.examples.hbpublisher --bind tcp://*:5556`` next to
+``resilientsub``. It publishes ``[HEARTBEAT, timestamp]`` every ``--interval`` seconds
+and, with ``--data-interval``, ``[DATA, timestamp, n]`` updates between them. It prints
+``READY <endpoint>`` once bound. Kill it (even with SIGKILL) and start it again to watch
+a resilient subscriber notice the silence and reconnect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+
+from transportkit.patterns.resilience import HeartbeatPublisher, StampedPublisher
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.hbpublisher",
+        description="Publish heartbeats (and optional data) on a PUB socket.",
+    )
+    parser.add_argument("--bind", default="tcp://*:5556", help="endpoint to bind (%(default)s)")
+    parser.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between heartbeats (%(default)s)"
+    )
+    parser.add_argument("--topic", default="HEARTBEAT", help="heartbeat topic (%(default)s)")
+    parser.add_argument("--data-topic", default="DATA", help="data topic (%(default)s)")
+    parser.add_argument(
+        "--data-interval",
+        type=float,
+        default=0.0,
+        help="seconds between data updates, 0 for none (%(default)s)",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=0.0, help="seconds to run, 0 for ever (%(default)s)"
+    )
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Bind, announce READY, publish until the duration ends or the process is killed."""
+    async with ZmqNetwork(name="hbpublisher") as net:
+        pub = net.publisher(bind=args.bind)
+        print(f"READY {pub.last_endpoint}", flush=True)
+        beats = HeartbeatPublisher(
+            pub, net.time_ns, interval=args.interval, topic=args.topic.encode()
+        )
+        stamped = StampedPublisher(pub, net.time_ns)
+
+        async def data() -> None:
+            n = 0
+            while args.data_interval > 0:
+                n += 1
+                await stamped.publish(args.data_topic.encode(), b"%d" % n)
+                await asyncio.sleep(args.data_interval)
+
+        tasks = [asyncio.ensure_future(beats.run()), asyncio.ensure_future(data())]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*tasks), args.duration if args.duration > 0 else None
+            )
+        except TimeoutError:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks)
+        print(f"sent {beats.sent} heartbeats and {stamped.published} updates", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(serve(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Last-value cache (the Guide's ``lvcache``), built on SUB, PUB and a snapshot ROUTER.
+
+Run ``python -m transportkit.patterns.examples.lvcache --upstream tcp://localhost:5557``.
+It forwards every update from the publisher on ``--downstream`` and answers snapshot
+requests ``[b"LVC?", prefix, token]`` on ``--snapshots`` with each topic's newest value
+(see :mod:`transportkit.patterns.conflation` for the protocol and why). It prints
+``READY <downstream> <snapshots>`` once bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from transportkit.patterns.conflation import LastValueCache
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.lvcache",
+        description="Cache the newest value per topic; give late joiners a snapshot.",
+    )
+    parser.add_argument(
+        "--upstream", default="tcp://localhost:5557", help="publisher endpoint (%(default)s)"
+    )
+    parser.add_argument(
+        "--downstream", default="tcp://*:5558", help="PUB endpoint to bind (%(default)s)"
+    )
+    parser.add_argument(
+        "--snapshots", default="tcp://*:5559", help="ROUTER endpoint to bind (%(default)s)"
+    )
+    parser.add_argument(
+        "--topic", action="append", default=[], help="upstream prefix (repeat; default all)"
+    )
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and serve until killed."""
+    topics = [t.encode() for t in args.topic] or [b""]
+    async with (
+        ZmqNetwork(name="lvcache") as net,
+        LastValueCache(
+            net,
+            upstream=args.upstream,
+            downstream=args.downstream,
+            snapshots=args.snapshots,
+            topics=topics,
+        ) as cache,
+    ):
+        print(
+            f"READY {cache.downstream.last_endpoint} {cache.snapshots.last_endpoint}",
+            flush=True,
+        )
+        await cache.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(serve(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
