@@ -133,7 +133,10 @@ class KVMsg:
             text = bytes(props).decode()
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"CHP properties are not UTF-8: {props[:40]!r}") from exc
-        for line in text.splitlines():
+        lines = text.split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the terminator of the last line
+        for line in lines:
             name, sep, value = line.partition("=")
             if not sep or not name:
                 raise ProtocolError(f"CHP property line {line!r} is not name=value")
