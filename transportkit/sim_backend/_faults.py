@@ -21,7 +21,9 @@ __all__ = [
     "DropConnection",
     "Fault",
     "FaultSchedule",
+    "Hold",
     "Partition",
+    "Release",
     "Repair",
     "Restart",
     "SetLatency",
@@ -64,6 +66,24 @@ class Repair:
 
 
 @dataclass(frozen=True, slots=True)
+class Hold:
+    """Stall the link between two nodes: traffic waits, connections stay up."""
+
+    a: str
+    b: str
+    both_ways: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """End a :class:`Hold`: what waited is delivered in order."""
+
+    a: str
+    b: str
+    both_ways: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class DropConnection:
     """Break the live connections between two nodes (they reconnect)."""
 
@@ -84,7 +104,9 @@ class SetLatency:
     both_ways: bool = True
 
 
-Fault: TypeAlias = Crash | Restart | Partition | Repair | DropConnection | SetLatency
+Fault: TypeAlias = (
+    Crash | Restart | Partition | Repair | Hold | Release | DropConnection | SetLatency
+)
 FaultSchedule: TypeAlias = list[tuple[float, Fault]]
 
 
@@ -99,6 +121,10 @@ def apply_fault(sim: Simulation, fault: Fault) -> None:
             sim.partition(a, b, both_ways=both_ways)
         case Repair(a, b, both_ways):
             sim.repair(a, b, both_ways=both_ways)
+        case Hold(a, b, both_ways):
+            sim.hold(a, b, both_ways=both_ways)
+        case Release(a, b, both_ways):
+            sim.release(a, b, both_ways=both_ways)
         case DropConnection(a, b):
             sim.drop_connection(a, b)
         case SetLatency(a, b, latency, both_ways):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import math
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
@@ -51,14 +52,22 @@ class Link:
         latency: The delay model of messages on this link.
         up: False while partitioned: messages wait (as TCP retransmits would) and are
             delivered, in order, on repair; new connections cannot be made.
+        holding: True while held (:meth:`Simulation.hold`): messages wait for the
+            release, but connections stay up and can still be made.
     """
 
     src: str
     dst: str
     latency: LatencyModel
     up: bool = True
+    holding: bool = False
     epoch: int = 0
     held: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def passes(self) -> bool:
+        """Whether traffic gets through now (neither partitioned nor held)."""
+        return self.up and not self.holding
 
 
 class Connecter:
@@ -150,6 +159,10 @@ class Simulation:
         latency: Default one-way latency of links between nodes (and between sockets of
             one node over ipc/tcp); inproc has no delay.
         record_trace: Keep every trace event (the hash is always kept).
+        shuffle_ties: Order simultaneous events (deliveries on different pipes,
+            connection changes, faults) by the seed instead of by the order they were
+            scheduled, to explore other interleavings. Per-pipe FIFO still holds; the
+            run is still a pure function of the seed.
 
     Example:
         >>> sim = Simulation(seed=1)
@@ -163,6 +176,7 @@ class Simulation:
         *,
         latency: LatencyModel | None = None,
         record_trace: bool = True,
+        shuffle_ties: bool = False,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -170,6 +184,7 @@ class Simulation:
         self.env = simpy.Environment()
         self.rng = random.Random(seed)
         self.trace = Trace(record=record_trace)
+        self.shuffle_ties = shuffle_ties
         self.default_latency = Constant(50e-6) if latency is None else latency
         self.nodes: dict[str, Node] = {}
         self.links: dict[tuple[str, str], Link] = {}
@@ -243,9 +258,34 @@ class Simulation:
                 link.up = True
                 link.epoch += 1
                 self.trace.add(self.now, "fault", f"{src}->{dst}", "repair")
-                held, link.held = link.held, []
-                for deliver in held:
-                    deliver()
+                self._flush(link)
+
+    def hold(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """Hold the traffic on link ``a -> b`` (and ``b -> a``) until :meth:`release`.
+
+        Unlike a partition, connections stay up and new ones can be made (handshakes
+        are not modelled as traffic), and heartbeats do not expire: it is a stall.
+        """
+        for src, dst in [(a, b), (b, a)] if both_ways else [(a, b)]:
+            link = self.link(src, dst)
+            if not link.holding:
+                link.holding = True
+                self.trace.add(self.now, "fault", f"{src}->{dst}", "hold")
+
+    def release(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """Deliver, in order, what :meth:`hold` kept back, and let traffic through."""
+        for src, dst in [(a, b), (b, a)] if both_ways else [(a, b)]:
+            link = self.link(src, dst)
+            if link.holding:
+                link.holding = False
+                self.trace.add(self.now, "fault", f"{src}->{dst}", "release")
+                self._flush(link)
+
+    def _flush(self, link: Link) -> None:
+        if link.passes:
+            held, link.held = link.held, []
+            for deliver in held:
+                deliver()
 
     def crash(self, name: str) -> None:
         """Kill node ``name``: cancel its tasks, destroy its sockets and their queues.
@@ -318,6 +358,7 @@ class Simulation:
         finally:
             self._finish(loop)
             self.loop = None
+            self.trace.add(self.now, "run-end", "", "")
 
     async def _bounded(self, main: Coroutine[Any, Any, T], timeout: float | None) -> T:
         if timeout is None:
@@ -575,8 +616,7 @@ class Simulation:
             conn = peer.conn
             if conn is not None and conn.alive:
                 link = conn.link_from(peer)
-                delay = 0.0 if link is None else link.latency.sample(self.rng)
-                when = max(now + delay, peer.last_arrival)
+                when = now if link is None else self._arrival(peer, link)
                 self._later(when - now, partial(self._reset, conn, link))
         sock.drop(lost, reason, "queued")
         sock.peers.clear()
@@ -587,7 +627,7 @@ class Simulation:
 
     def _reset(self, conn: Connection, link: Link | None) -> None:
         """The peer learns that ``conn`` is gone, once ``link`` lets the news through."""
-        if link is not None and not link.up:
+        if link is not None and not link.passes:
             link.held.append(partial(self._reset, conn, link))
             return
         self.break_connection(conn)
@@ -669,17 +709,38 @@ class Simulation:
         if link is None:
             self._arrive(conn, remote, item, None, None)
             return
-        env = self.env
-        now = env.now
-        when = max(now + link.latency.sample(self.rng), peer.last_arrival)
+        now = self.env.now
+        when = self._arrival(peer, link)
+        self._schedule(when - now, partial(self._arrive, conn, remote, item, link))
+
+    def _arrival(self, peer: Peer, link: Link) -> float:
+        """When something sent now by ``peer`` over ``link`` arrives: never before what
+        it sent earlier (a pipe is FIFO), strictly after it when ties are shuffled.
+        """
+        when = self.env.now + link.latency.sample(self.rng)
+        last = peer.last_arrival
+        if when < last or (self.shuffle_ties and when == last):
+            when = math.nextafter(last, math.inf) if self.shuffle_ties else last
         peer.last_arrival = when
-        event = env.timeout(when - now)
-        event.callbacks.append(partial(self._arrive, conn, remote, item, link))
+        return when
+
+    def _schedule(self, delay: float, callback: Callable[[object], None]) -> None:
+        """Run ``callback(event)`` after ``delay``; ties ordered by the seed if asked."""
+        env = self.env
+        if not self.shuffle_ties:
+            env.timeout(delay).callbacks.append(callback)
+            return
+        event = simpy.Event(env)
+        event._ok = True
+        event._value = None
+        event.callbacks.append(callback)
+        priority: Any = self.rng.randrange(1 << 30)  # any int orders within a time
+        env.schedule(event, priority, delay)
 
     def _arrive(
         self, conn: Connection, remote: Peer, item: Item, link: Link | None, _event: object
     ) -> None:
-        if link is not None and not link.up:
+        if link is not None and not link.passes:
             link.held.append(partial(self._arrive, conn, remote, item, link, None))
             return
         if not conn.alive:
@@ -715,7 +776,7 @@ class Simulation:
         generation = peer.sub_gen
 
         def apply(_event: object = None) -> None:
-            if link is not None and not link.up:
+            if link is not None and not link.passes:
                 link.held.append(apply)
                 return
             if not conn.alive:
@@ -737,9 +798,7 @@ class Simulation:
                 apply()
             return
         now = self.env.now
-        when = max(now + link.latency.sample(self.rng), peer.last_arrival)
-        peer.last_arrival = when
-        self._later(when - now, apply)
+        self._later(self._arrival(peer, link) - now, apply)
 
     def _later(self, delay: float, callback: Callable[[], object], *, idle: bool = False) -> None:
         """Call ``callback`` after ``delay`` virtual seconds.
@@ -755,7 +814,7 @@ class Simulation:
                 self._idle_events -= 1
             callback()
 
-        self.env.timeout(delay).callbacks.append(fire)
+        self._schedule(delay, fire)
 
     def only_idle_events(self) -> bool:
         """Whether every pending SimPy event is an idle retry (nothing can progress)."""

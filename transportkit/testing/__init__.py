@@ -32,6 +32,7 @@ from transportkit.testing._checks import (
     sync_subscribers,
     wait_for_event,
 )
+from transportkit.testing._determinism import check_determinism
 from transportkit.testing._harness import (
     BACKENDS,
     Harness,
@@ -52,6 +53,7 @@ __all__ = [
     "check_bad_input",
     "check_conflate",
     "check_dealer_router",
+    "check_determinism",
     "check_hwm",
     "check_pair",
     "check_poll",

@@ -17,10 +17,12 @@ from transportkit.sim_backend import (
     Empirical,
     Fault,
     FaultSchedule,
+    Hold,
     LatencyModel,
     LogNormal,
     Normal,
     Partition,
+    Release,
     Repair,
     Restart,
     SetLatency,
@@ -33,11 +35,19 @@ __all__ = [
     "latency_models",
     "messages",
     "prefixes",
+    "seeds",
     "subscription_sets",
     "topics",
 ]
 
 _TOPIC_ALPHABET = "AB."
+
+
+def seeds() -> st.SearchStrategy[int]:
+    """Simulation seeds (shrinking towards 0). A simulation's randomness is a pure
+    function of its seed, so drawing the seed lets Hypothesis replay and shrink runs.
+    """
+    return st.integers(min_value=0, max_value=2**32 - 1)
 
 
 def topics() -> st.SearchStrategy[bytes]:
@@ -90,14 +100,15 @@ def fault_schedules(
     horizon: float = 30.0,
     max_faults: int = 4,
     max_outage: float = 10.0,
-    kinds: Sequence[str] = ("crash", "partition", "drop", "spike"),
+    kinds: Sequence[str] = ("crash", "partition", "hold", "drop", "spike"),
 ) -> st.SearchStrategy[FaultSchedule]:
     """Schedules of up to ``max_faults`` outages within ``horizon`` virtual seconds.
 
     Each outage is a pair that undoes itself: a crash and its restart, a partition and
-    its repair, a latency spike and its end (a dropped connection heals by itself). So
-    every generated schedule ends with the system whole, and properties can ask what
-    holds once the faults stop. Shrinking removes outages and shortens them.
+    its repair, a hold and its release, a latency spike and its end (a dropped
+    connection heals by itself). So every generated schedule ends with the system
+    whole, and properties can ask what holds once the faults stop. Shrinking removes
+    outages and shortens them.
 
     Args:
         nodes: Node names whose links may be cut (pairs are drawn from them).
@@ -105,7 +116,8 @@ def fault_schedules(
         horizon: Latest start of an outage, in virtual seconds.
         max_faults: Most outages in one schedule.
         max_outage: Longest outage, in virtual seconds.
-        kinds: Which outages to draw from: ``crash``, ``partition``, ``drop``, ``spike``.
+        kinds: Which outages to draw from: ``crash``, ``partition``, ``hold``,
+            ``drop``, ``spike``.
     """
     names = list(nodes)
     victims = names if crashable is None else list(crashable)
@@ -122,6 +134,10 @@ def fault_schedules(
         a, b = ab
         return [(at, Partition(a, b, both)), (at + length, Repair(a, b, both))]
 
+    def hold(at: float, length: float, ab: tuple[str, str], both: bool) -> FaultSchedule:
+        a, b = ab
+        return [(at, Hold(a, b, both)), (at + length, Release(a, b, both))]
+
     def drop(at: float, ab: tuple[str, str]) -> FaultSchedule:
         return [(at, DropConnection(*ab))]
 
@@ -134,6 +150,8 @@ def fault_schedules(
         outages.append(st.builds(crash, starts, lengths, st.sampled_from(victims)))
     if "partition" in kinds:
         outages.append(st.builds(partition, starts, lengths, pairs, st.booleans()))
+    if "hold" in kinds:
+        outages.append(st.builds(hold, starts, lengths, pairs, st.booleans()))
     if "drop" in kinds:
         outages.append(st.builds(drop, starts, pairs))
     if "spike" in kinds:
