@@ -1,0 +1,349 @@
+"""Binary Star: one active server at most, failover on the client's vote, real crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from transportkit import Network, ServiceUnavailableError
+from transportkit.patterns.binary_star import (
+    BinaryStarClient,
+    BinaryStarServer,
+    BStarEvent,
+    BStarState,
+    SplitBrainError,
+    transition,
+)
+from transportkit.sim_backend import (
+    Constant,
+    Crash,
+    FaultSchedule,
+    Node,
+    Restart,
+    Simulation,
+    schedule_faults,
+)
+from transportkit.testing import ChildProcess, free_tcp_endpoint, open_harness
+from transportkit.testing.strategies import fault_schedules
+from transportkit.zmq_backend import ZmqNetwork
+
+S, E = BStarState, BStarEvent
+
+# -- the state machine --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("state", "event", "expired", "expected"),
+    [
+        (S.PRIMARY, E.PEER_BACKUP, False, (S.ACTIVE, True)),
+        (S.PRIMARY, E.PEER_ACTIVE, False, (S.PASSIVE, True)),
+        (S.PRIMARY, E.CLIENT_REQUEST, False, (S.PRIMARY, False)),
+        (S.PRIMARY, E.CLIENT_REQUEST, True, (S.ACTIVE, True)),
+        (S.BACKUP, E.PEER_ACTIVE, False, (S.PASSIVE, True)),
+        (S.BACKUP, E.CLIENT_REQUEST, True, (S.BACKUP, False)),
+        (S.ACTIVE, E.PEER_PASSIVE, False, (S.ACTIVE, True)),
+        (S.ACTIVE, E.CLIENT_REQUEST, False, (S.ACTIVE, True)),
+        (S.PASSIVE, E.PEER_PRIMARY, False, (S.ACTIVE, True)),
+        (S.PASSIVE, E.PEER_BACKUP, False, (S.ACTIVE, True)),
+        (S.PASSIVE, E.CLIENT_REQUEST, False, (S.PASSIVE, False)),
+        (S.PASSIVE, E.CLIENT_REQUEST, True, (S.ACTIVE, True)),
+    ],
+)
+def test_the_state_machine_follows_the_guide(
+    state: BStarState, event: BStarEvent, expired: bool, expected: tuple[BStarState, bool]
+) -> None:
+    assert transition(state, event, peer_expired=expired) == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "event"), [(S.ACTIVE, E.PEER_ACTIVE), (S.PASSIVE, E.PEER_PASSIVE)]
+)
+def test_dual_active_or_dual_passive_is_fatal(state: BStarState, event: BStarEvent) -> None:
+    with pytest.raises(SplitBrainError):
+        transition(state, event, peer_expired=False)
+
+
+@given(st.lists(st.tuples(st.sampled_from(list(E)), st.booleans()), max_size=30))
+def test_only_a_client_request_after_peer_silence_makes_a_passive_server_serve(
+    events: list[tuple[BStarEvent, bool]],
+) -> None:
+    state = S.PASSIVE
+    for event, expired in events:
+        try:
+            new, accepted = transition(state, event, peer_expired=expired)
+        except SplitBrainError:
+            return
+        if event is E.CLIENT_REQUEST and state in (S.PASSIVE, S.PRIMARY, S.BACKUP):
+            assert accepted == (new is S.ACTIVE)
+        state = new
+
+
+# -- both backends ------------------------------------------------------------------------
+
+HEARTBEAT = 0.1
+
+
+def make_pair(
+    net_p: Network, net_b: Network, endpoints: dict[str, str]
+) -> tuple[BinaryStarServer, BinaryStarServer]:
+    primary = BinaryStarServer(
+        net_p,
+        primary=True,
+        frontend=endpoints["p_front"],
+        state_pub=endpoints["p_state"],
+        state_sub=endpoints["b_state"],
+        heartbeat=HEARTBEAT,
+    )
+    backup = BinaryStarServer(
+        net_b,
+        primary=False,
+        frontend=endpoints["b_front"],
+        state_pub=endpoints["b_state"],
+        state_sub=endpoints["p_state"],
+        heartbeat=HEARTBEAT,
+    )
+    return primary, backup
+
+
+def test_binary_star_request_reply_works_with_both_servers_up(backend: str) -> None:
+    with open_harness(backend) as h:
+        names = ["p_front", "p_state", "b_front", "b_state"]
+        if backend == "zmq":
+            eps = {name: free_tcp_endpoint() for name in names}
+        else:
+            eps = {name: f"tcp://127.0.0.1:{7100 + i}" for i, name in enumerate(names)}
+        primary, backup = make_pair(h.network("p"), h.network("b"), eps)
+
+        async def main() -> None:
+            async with primary, backup:
+                client = BinaryStarClient(
+                    h.network("c"),
+                    (eps["p_front"], eps["b_front"]),
+                    timeout=0.5,
+                    settle_delay=0.1,
+                    retries=10,
+                )
+                with client:
+                    for i in range(10):
+                        assert await client.request([b"order-%d" % i, b"x"]) == [
+                            b"order-%d" % i,
+                            b"x",
+                        ]
+                assert primary.state is S.ACTIVE
+                assert backup.state is S.PASSIVE
+                assert primary.stats.served >= 10
+                assert backup.stats.served == 0
+
+        h.run(main(), timeout=20.0)
+
+
+# -- simulation: faults -------------------------------------------------------------------
+
+SIM_HEARTBEAT = 0.2
+
+
+class Pair:
+    """Primary ``p``, backup ``b`` and client ``c`` nodes, with every state watched."""
+
+    def __init__(self, seed: int, *, requests: int, retries: int = 3) -> None:
+        self.sim = Simulation(seed, latency=Constant(1e-3))
+        self.servers: dict[str, BinaryStarServer] = {}
+        self.violations: list[tuple[float, str]] = []
+        self.transitions: list[tuple[float, str, str, str]] = []
+        self.replies: list[tuple[float, str, bytes]] = []
+        self.unavailable = 0
+        self.sim.node("p", main=self.serve)
+        self.sim.node("b", main=self.serve)
+        self.requests, self.retries = requests, retries
+
+    async def serve(self, node: Node) -> None:
+        me, peer = ("p", "b") if node.name == "p" else ("b", "p")
+        port = {"p": 7201, "b": 7202}
+
+        def watch(old: BStarState, new: BStarState, event: BStarEvent) -> None:
+            self.transitions.append((self.sim.now, me, old.name, new.name))
+            self.check()
+
+        server = BinaryStarServer(
+            node,
+            primary=me == "p",
+            frontend=f"tcp://*:{port[me] + 10}",
+            state_pub=f"tcp://*:{port[me]}",
+            state_sub=f"tcp://{peer}:{port[peer]}",
+            heartbeat=SIM_HEARTBEAT,
+            on_state_change=watch,
+        )
+        self.servers[me] = server
+        async with server:
+            await asyncio.Event().wait()
+
+    def check(self) -> None:
+        active = [
+            name
+            for name, server in self.servers.items()
+            if self.sim.nodes[name].alive and server.state is S.ACTIVE
+        ]
+        if len(active) > 1:
+            self.violations.append((self.sim.now, ",".join(active)))
+        for server in self.servers.values():
+            if server.fatal is not None:
+                self.violations.append((self.sim.now, repr(server.fatal)))
+
+    async def client(self) -> None:
+        client = BinaryStarClient(
+            self.sim.node("c"),
+            ("tcp://p:7211", "tcp://b:7212"),
+            timeout=0.3,
+            settle_delay=0.3,
+            retries=self.retries,
+        )
+        with client:
+            for i in range(self.requests):
+                try:
+                    reply = await client.request([b"%d" % i])
+                except ServiceUnavailableError:
+                    self.unavailable += 1
+                else:
+                    assert reply == [b"%d" % i]
+                    self.replies.append((self.sim.now, client.endpoint, reply[0]))
+                self.check()
+                await asyncio.sleep(0.05)
+
+    def run(self) -> None:
+        self.sim.run(self.client())
+        self.check()
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    schedule=fault_schedules(
+        ["p", "b", "c"],
+        crashable=["p", "b"],
+        horizon=6.0,
+        max_outage=8.0,
+        max_faults=3,
+        kinds=("crash", "drop"),
+    ),
+)
+def test_binary_star_never_has_two_active_servers(seed: int, schedule: FaultSchedule) -> None:
+    pair = Pair(seed, requests=60)
+    schedule_faults(pair.sim, schedule)
+    pair.run()
+    assert pair.violations == [], pair.transitions
+    # Once the faults are over, the service answers again.
+    quiet = max([when for when, _ in schedule], default=0.0)
+    assert any(when > quiet for when, _, _ in pair.replies) or pair.sim.now <= quiet + 3.0
+
+
+def test_after_a_primary_crash_the_backup_becomes_active_and_serves_the_client() -> None:
+    pair = Pair(seed=5, requests=80)
+    schedule_faults(pair.sim, [(2.0, Crash("p"))])
+    pair.run()
+    assert pair.violations == []
+    assert pair.servers["b"].state is S.ACTIVE
+    assert pair.servers["b"].stats.failovers == 1
+    after = [ep for when, ep, _ in pair.replies if when > 2.0]
+    assert after and all(ep == "tcp://b:7212" for ep in after)
+    assert pair.unavailable == 0
+    assert len(pair.replies) == 80
+
+
+def test_a_restarted_primary_goes_passive_behind_the_active_backup() -> None:
+    pair = Pair(seed=6, requests=120)
+    schedule_faults(pair.sim, [(2.0, Crash("p")), (5.0, Restart("p"))])
+    pair.run()
+    assert pair.violations == []
+    assert pair.servers["b"].state is S.ACTIVE
+    assert pair.servers["p"].state is S.PASSIVE
+    assert len(pair.replies) == 120
+
+
+def test_a_lone_backup_never_serves() -> None:
+    # The primary never came up: the backup must not take over without having seen it.
+    pair = Pair(seed=1, requests=3, retries=2)
+    schedule_faults(pair.sim, [(0.0, Crash("p"))])
+    pair.run()
+    assert pair.replies == []
+    assert pair.unavailable == 3
+    assert pair.servers["b"].state is S.BACKUP
+
+
+# -- zmq: a real crash ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_tmp(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path``, or a shorter directory when ipc paths would pass the 107-byte limit."""
+    if len(str(tmp_path)) < 80:
+        yield tmp_path
+        return
+    short = Path(tempfile.mkdtemp(prefix="tk-bstar-"))
+    try:
+        yield short
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def bstarsrv(role: str, front: str, pub: str, sub: str) -> ChildProcess:
+    return ChildProcess(
+        "-m",
+        "transportkit.patterns.examples.bstarsrv",
+        f"--{role}",
+        "--frontend",
+        front,
+        "--state-pub",
+        pub,
+        "--state-sub",
+        sub,
+        "--heartbeat",
+        "0.1",
+    )
+
+
+async def wait_for_line(child: ChildProcess, line: str, timeout: float) -> None:
+    async def watch() -> None:
+        while line not in child.lines:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(watch(), timeout)
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_a_killed_primary_process_is_replaced_by_the_backup(
+    transport: str, short_tmp: Path
+) -> None:
+    names = ["p_front", "p_state", "b_front", "b_state"]
+    if transport == "ipc":
+        eps = {name: f"ipc://{short_tmp}/{name}.ipc" for name in names}
+    else:
+        eps = {name: free_tcp_endpoint() for name in names}
+
+    async def scenario(net: ZmqNetwork, primary: ChildProcess, backup: ChildProcess) -> None:
+        await wait_for_line(primary, "STATE PRIMARY ACTIVE PEER_BACKUP", 10.0)
+        await wait_for_line(backup, "STATE BACKUP PASSIVE PEER_ACTIVE", 10.0)
+        client = BinaryStarClient(
+            net, (eps["p_front"], eps["b_front"]), timeout=0.5, settle_delay=0.3, retries=6
+        )
+        with client:
+            for i in range(5):
+                assert await client.request([b"before-%d" % i]) == [b"before-%d" % i]
+            assert client.endpoint == eps["p_front"]
+            primary.kill()  # SIGKILL: no goodbye
+            for i in range(5):
+                assert await client.request([b"after-%d" % i]) == [b"after-%d" % i]
+            assert client.endpoint == eps["b_front"]
+            assert client.stats.failovers >= 1
+        assert "STATE PASSIVE ACTIVE CLIENT_REQUEST" in backup.lines
+
+    primary = bstarsrv("primary", eps["p_front"], eps["p_state"], eps["b_state"])
+    backup = bstarsrv("backup", eps["b_front"], eps["b_state"], eps["p_state"])
+    with ZmqNetwork(name="bstarcli") as net, primary, backup:
+        asyncio.run(asyncio.wait_for(scenario(net, primary, backup), 30.0))
