@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transportkit import FrameError, Message, Publisher, StateError, Timeout
@@ -20,6 +20,8 @@ from transportkit.patterns.conflation import (
 from transportkit.sim_backend import (
     Constant,
     FaultSchedule,
+    Partition,
+    Repair,
     Simulation,
     schedule_faults,
 )
@@ -58,6 +60,7 @@ def test_conflating_subscriber_keeps_the_latest_update_per_symbol(backend: str) 
         async def body() -> None:
             with ExitStack() as stack:
                 pub = stack.enter_context(h.network("pub").publisher(bind=h.endpoint()))
+                assert pub.last_endpoint is not None
                 sub = stack.enter_context(
                     h.network("sub").subscriber(connect=pub.last_endpoint, topics=[b"MARKET."])
                 )
@@ -320,6 +323,10 @@ def test_lvc_ignores_malformed_snapshot_requests() -> None:
         ["pub", "lvc"], kinds=("partition",), horizon=4.0, max_outage=3.0, max_faults=3
     ),
     picks=st.lists(st.integers(0, len(SYMBOLS) - 1), min_size=1, max_size=150),
+)
+@example(
+    schedule=[(0.5, Partition("pub", "lvc")), (5.0, Repair("pub", "lvc"))],
+    picks=[0, 1, 2, 3, 4, 0, 1] * 10,
 )
 def test_lvc_late_joiner_matches_the_publisher_after_partitions_heal(
     schedule: FaultSchedule, picks: list[int]

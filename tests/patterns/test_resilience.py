@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transportkit import Message, StaleDataError
@@ -21,7 +21,15 @@ from transportkit.patterns.resilience import (
     SuicidalSubscriber,
     decode_timestamp,
 )
-from transportkit.sim_backend import Constant, FaultSchedule, Node, Simulation, schedule_faults
+from transportkit.sim_backend import (
+    Constant,
+    Crash,
+    FaultSchedule,
+    Node,
+    Restart,
+    Simulation,
+    schedule_faults,
+)
 from transportkit.testing import ChildProcess, free_tcp_endpoint, open_harness, sync_subscribers
 from transportkit.testing.strategies import fault_schedules
 from transportkit.zmq_backend import ZmqNetwork
@@ -191,6 +199,7 @@ def _down_intervals(schedule: FaultSchedule) -> list[tuple[float, float]]:
 @given(
     schedule=fault_schedules(["pub"], kinds=("crash",), horizon=10.0, max_outage=6.0, max_faults=3)
 )
+@example(schedule=[(1.0, Crash("pub")), (7.0, Restart("pub"))])
 def test_resilient_subscriber_reconnects_through_crashes_and_hears_the_restarted_publisher(
     schedule: FaultSchedule,
 ) -> None:
@@ -238,14 +247,14 @@ def test_snail_raises_stale_data_when_the_consumer_sleeps_past_max_delay(backend
                 sub_net = h.network("sub")
                 sub = stack.enter_context(sub_net.subscriber(connect=pub.last_endpoint))
                 await sync_subscribers(pub, [sub])
-                snail = SuicidalSubscriber(sub, sub_net.time_ns, max_delay=0.05)
+                snail = SuicidalSubscriber(sub, sub_net.time_ns, max_delay=0.1)
                 stamped = StampedPublisher(pub, net.time_ns)
                 await stamped.publish(b"PX", b"fresh")
                 fresh = await snail.recv(timeout=5.0)
                 assert fresh[0] == b"PX"
                 assert not snail.dead
                 await stamped.publish(b"PX", b"stale")
-                await asyncio.sleep(0.15)  # the consumer is busy for longer than max_delay
+                await asyncio.sleep(0.3)  # the consumer is busy for longer than max_delay
                 with pytest.raises(StaleDataError, match="max_delay"):
                     await snail.recv(timeout=5.0)
                 assert snail.dead and sub.closed
