@@ -243,14 +243,18 @@ def test_binary_star_never_has_two_active_servers(seed: int, schedule: FaultSche
     assert any(when > quiet for when, _, _ in pair.replies) or pair.sim.now <= quiet + 3.0
 
 
-def test_after_a_primary_crash_the_backup_becomes_active_and_serves_the_client() -> None:
-    pair = Pair(seed=5, requests=80)
-    schedule_faults(pair.sim, [(2.0, Crash("p"))])
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**16), crash_at=st.floats(1.0, 4.0))
+def test_after_a_primary_crash_the_backup_becomes_active_and_serves_the_client(
+    seed: int, crash_at: float
+) -> None:
+    pair = Pair(seed, requests=80)
+    schedule_faults(pair.sim, [(crash_at, Crash("p"))])
     pair.run()
     assert pair.violations == []
     assert pair.servers["b"].state is S.ACTIVE
     assert pair.servers["b"].stats.failovers == 1
-    after = [ep for when, ep, _ in pair.replies if when > 2.0]
+    after = [ep for when, ep, _ in pair.replies if when > crash_at]
     assert after and all(ep == "tcp://b:7212" for ep in after)
     assert pair.unavailable == 0
     assert len(pair.replies) == 80
