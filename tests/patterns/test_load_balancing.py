@@ -246,15 +246,17 @@ def test_simple_pirate_survives_a_real_worker_kill(transport: str, tmp_path: Pat
         ):
             task = asyncio.ensure_future(queue.run())
             try:
-                with ChildProcess(*argv, "--identity", "A") as a:
-                    with ChildProcess(*argv, "--identity", "B"):
-                        async with LazyPirateClient(net, front, timeout=0.5, retries=3) as client:
-                            for i in range(4):
-                                assert await client.request([b"%d" % i]) == [b"%d" % i]
-                            a.kill()  # SIGKILL: a dead worker stays in the queue
-                            for i in range(4, 8):
-                                assert await client.request([b"%d" % i]) == [b"%d" % i]
-                            outcomes.append(f"retries={client.stats.retries}")
+                with (
+                    ChildProcess(*argv, "--identity", "A") as a,
+                    ChildProcess(*argv, "--identity", "B"),
+                ):
+                    async with LazyPirateClient(net, front, timeout=0.5, retries=3) as client:
+                        for i in range(4):
+                            assert await client.request([b"%d" % i]) == [b"%d" % i]
+                        a.kill()  # SIGKILL: a dead worker stays in the queue
+                        for i in range(4, 8):
+                            assert await client.request([b"%d" % i]) == [b"%d" % i]
+                        outcomes.append(f"retries={client.stats.retries}")
             finally:
                 await cancel(task)
         return outcomes
