@@ -19,6 +19,8 @@ What is modelled, and how (the choices where libzmq is inexact):
   with ZMTP heartbeats configured the connection is dropped after the heartbeat timeout.
   A peer's crash is noticed one link delay later, or, across a partition, on repair.
 - A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).
+- A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
+  the last frame survives (and a conflating SUB filters on that frame).
 """
 
 from transportkit.sim_backend._faults import (

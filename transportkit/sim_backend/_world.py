@@ -754,7 +754,11 @@ class Simulation:
         if limit >= 0 and sum(len(f) for f in item[1]) > limit:
             receiver.drop(1, "maxmsgsize", f"m{item[0]}")
             return
-        if receiver.conflate and remote.in_q:
+        if receiver.conflate:
+            # libzmq's conflate queue holds one frame: of a multipart message only the
+            # last frame survives (and a SUB then filters on it).
+            if len(item[1]) > 1:
+                item = (item[0], item[1][-1:])
             remote.in_q.clear()
         remote.in_q.append(item)
         self.trace.add(self.env.now, "deliver", receiver.name, f"m{item[0]}")
