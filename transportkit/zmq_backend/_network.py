@@ -131,6 +131,7 @@ class ZmqNetwork(Network):
         connect: Endpoints = (),
         options: SocketOptions | None = None,
         thread_safe: bool = False,
+        spin: bool = False,
     ) -> BlockingSocket:
         """Make a synchronous socket for latency-critical loops (zmq backend only).
 
@@ -142,6 +143,10 @@ class ZmqNetwork(Network):
             options: Socket options (defaults: :class:`~transportkit.SocketOptions`).
             thread_safe: Return a :class:`ThreadSafeSocket`, which any thread may use
                 (its blocking ``recv`` holds the lock while it waits).
+            spin: Busy-poll: receives spin on non-blocking receives instead of
+                sleeping in the kernel (lower median latency, one core burnt per
+                spinning thread; see :mod:`transportkit.zmq_backend._blocking` for
+                when it pays). Timeouts still apply.
 
         Raises:
             OptionError: ``options`` is not SocketOptions, or does not suit ``kind``.
@@ -160,7 +165,7 @@ class ZmqNetwork(Network):
         cls = ThreadSafeSocket if thread_safe else BlockingSocket
         try:
             apply_options(raw, opts, f"blocking {kind.value} socket")
-            sock = cls(raw, kind, opts, self._forget)
+            sock = cls(raw, kind, opts, self._forget, spin=spin)
         except BaseException:
             raw.close(linger=0)
             raise

@@ -1,0 +1,166 @@
+"""Shared pieces of the benchmarks: sizes, interleaved rounds, percentiles, the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import zmq
+
+__all__ = [
+    "BenchConfig",
+    "Percentiles",
+    "endpoint_for",
+    "interleaved",
+    "machine",
+    "median",
+    "percentiles",
+    "ratio",
+    "temp_dir",
+]
+
+T = TypeVar("T")
+
+_LOWEST_NS = 1
+_HIGHEST_NS = 60_000_000_000
+_SIGNIFICANT_DIGITS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    """How much work each figure does.
+
+    Attributes:
+        rounds: Interleaved rounds per figure (the report gives medians of rounds).
+        latency_samples: Round trips per variant per round.
+        warmup: Untimed round trips before each variant's timed ones.
+        throughput_messages: 1 KB messages per throughput run.
+        zerocopy_messages: 1 MB messages per zero-copy run.
+        sim_messages: Messages of the sim throughput runs.
+        sim_scaling: Message counts of the sim cost-per-message runs.
+        sim_memory_messages: Messages of the sim peak-memory run.
+        timeout_s: Upper bound of any single wait (nothing hangs).
+    """
+
+    rounds: int = 5
+    latency_samples: int = 10_000
+    warmup: int = 1_000
+    throughput_messages: int = 100_000
+    zerocopy_messages: int = 400
+    sim_messages: int = 50_000
+    sim_scaling: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    sim_memory_messages: int = 1_000_000
+    timeout_s: float = 30.0
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        """Tiny counts: checks that every figure runs and has the report's shape."""
+        return cls(
+            rounds=2,
+            latency_samples=200,
+            warmup=20,
+            throughput_messages=2_000,
+            zerocopy_messages=10,
+            sim_messages=500,
+            sim_scaling=(200, 1_000),
+            sim_memory_messages=1_000,
+            timeout_s=10.0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """Round-trip percentiles of one round, in microseconds."""
+
+    p50: float
+    p99: float
+    p999: float
+
+
+def percentiles(samples_ns: Sequence[int]) -> Percentiles:
+    """P50/P99/P99.9 of ``samples_ns`` from an HDR histogram (3 significant digits)."""
+    from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]  # noqa: PLC0415
+
+    hist = HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _SIGNIFICANT_DIGITS)
+    for value in samples_ns:
+        hist.record_value(max(value, _LOWEST_NS))
+    return Percentiles(
+        p50=hist.get_value_at_percentile(50.0) / 1e3,
+        p99=hist.get_value_at_percentile(99.0) / 1e3,
+        p999=hist.get_value_at_percentile(99.9) / 1e3,
+    )
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (the report's statistic across rounds)."""
+    return float(statistics.median(values))
+
+
+def ratio(value: float, reference: float) -> float:
+    """``value / reference``; inf when the reference is 0."""
+    return value / reference if reference else float("inf")
+
+
+def interleaved(variants: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Run every variant once per round, rotating the order each round.
+
+    Interleaving spreads the machine's drifts (frequency, other tenants) over every
+    variant alike; rotating the order removes any advantage of going first.
+    """
+    names = list(variants)
+    results: dict[str, list[T]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(variants[name]())
+    return results
+
+
+@contextmanager
+def temp_dir() -> Iterator[Path]:
+    """A temporary directory for ipc endpoints, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="tk-bench-") as tmp:
+        yield Path(tmp)
+
+
+def endpoint_for(transport: str, tmp: Path, name: str) -> str:
+    """A bindable endpoint of ``transport``: tcp on a random 127.0.0.1 port."""
+    if transport == "inproc":
+        return f"inproc://tk-bench-{name}-{os.getpid()}"
+    if transport == "ipc":
+        return f"ipc://{tmp / name}.ipc"
+    return "tcp://127.0.0.1:*"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """The machine and software the figures come from."""
+    import simpy  # noqa: PLC0415
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "pyzmq": zmq.__version__,
+        "libzmq": zmq.zmq_version(),
+        "simpy": simpy.__version__,
+    }
