@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from transportkit import Message, Network, ServiceUnavailableError, SocketOptions
 from transportkit.patterns.examples import lbbroker, spqueue, spworker
-from transportkit.patterns.lazy_pirate import LazyPirateClient, sequenced
+from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient, sequenced
 from transportkit.patterns.load_balancing import (
     LoadBalancingBroker,
     SimplePirateQueue,
@@ -28,7 +28,7 @@ from transportkit.zmq_backend import ZmqNetwork
 FRONTEND, BACKEND = "tcp://broker:5555", "tcp://broker:5556"
 
 
-def tagging(name: str, seen: list[tuple[str, bytes]]) -> object:
+def tagging(name: str, seen: list[tuple[str, bytes]]) -> Handler:
     """A worker handler that records what it got and signs its reply."""
 
     def work(body: Message) -> Message:
@@ -166,7 +166,7 @@ def test_simple_pirate_clients_get_their_own_answers_through_worker_crashes(
     sim.node("broker", main=broker_main)
     seen: list[tuple[str, bytes]] = []
     for name in ("w0", "w1"):
-        handler = sequenced(tagging(name, seen))  # type: ignore[arg-type]
+        handler = sequenced(tagging(name, seen))
         opts = SocketOptions(routing_id=name.encode())  # a restarted worker keeps its id
         sim.node(
             name,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from transportkit import Message, Network, SocketOptions
 from transportkit.patterns.examples import ppqueue, ppworker
-from transportkit.patterns.lazy_pirate import LazyPirateClient, sequenced
+from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient, sequenced
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.sim_backend import Constant, Crash, Node, Restart, Simulation, schedule_faults
 from transportkit.testing import ChildProcess, open_harness
@@ -22,7 +22,7 @@ FRONTEND, BACKEND = "tcp://queue:5555", "tcp://queue:5556"
 INTERVAL, LIVENESS = 1.0, 3
 
 
-def signing(name: bytes) -> object:
+def signing(name: bytes) -> Handler:
     return sequenced(lambda body: [name, *body])
 
 
@@ -47,7 +47,7 @@ class Deployment:
         worker = ParanoidPirateWorker(
             node,
             BACKEND,
-            signing(node.name.encode()),  # type: ignore[arg-type]
+            signing(node.name.encode()),
             options=SocketOptions(routing_id=node.name.encode()),
         )
         self.workers[node.name] = worker
@@ -177,7 +177,7 @@ def test_paranoid_pirate_request_reply(backend: str) -> None:
                     ParanoidPirateWorker(
                         h.network(f"w{w}"),
                         queue.backend_endpoint,
-                        signing(b"w%d" % w),  # type: ignore[arg-type]
+                        signing(b"w%d" % w),
                     )
                     for w in range(2)
                 ]
@@ -242,7 +242,7 @@ def test_a_worker_reconnects_to_a_restarted_queue_process(transport: str, tmp_pa
     async def main() -> None:
         with ZmqNetwork(name="test") as net, ChildProcess(*argv) as queue:
             worker = ParanoidPirateWorker(
-                net, back, signing(b"me"),  # type: ignore[arg-type]
+                net, back, signing(b"me"),
                 heartbeat_interval=0.1, reconnect_initial=0.1, reconnect_max=0.4,
             )  # fmt: skip
             task = asyncio.ensure_future(worker.run())
