@@ -1,0 +1,316 @@
+"""The components a scenario can place on its nodes.
+
+Each kind has a parser (TOML table -> frozen parameters, validated before the run) and a
+runner (``async def run(net, name, params, ctx)``) written against transportkit's
+interfaces and patterns only, so the same component runs on both backends. Load
+generators stop after the scenario's duration; receivers run until the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transportkit._errors import ProtocolError, ServiceUnavailableError
+from transportkit._network import Network
+from transportkit._options import SocketOptions
+from transportkit.patterns.lazy_pirate import LazyPirateClient, serve_lazy_pirate
+from transportkit.scenario._context import RunContext
+from transportkit.scenario._spec import REQUIRED, Table
+from transportkit.trading import (
+    SIDE_BUY,
+    SIDE_SELL,
+    TOPIC_PREFIX,
+    MarketData,
+    Order,
+    RiskBook,
+    RiskLimits,
+    ValidationResult,
+    decode_market_data,
+    encode_market_data,
+    topic_for,
+)
+
+__all__ = ["COMPONENTS", "ComponentKind"]
+
+Runner = Callable[[Network, str, Any, RunContext], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ComponentKind:
+    """A component kind: how to read its parameters and how to run it."""
+
+    parse: Callable[[Table], Any]
+    run: Runner
+    doc: str
+
+
+# -- market data ---------------------------------------------------------------------
+
+DEFAULT_SYMBOLS = ("AAPL", "MSFT", "GOOG")
+
+
+@dataclass(frozen=True)
+class Burst:
+    """``count`` extra updates sent back to back at ``at`` seconds."""
+
+    at: float
+    count: int
+
+
+@dataclass(frozen=True)
+class PublisherParams:
+    """Parameters of ``market_data_publisher``."""
+
+    bind: str
+    symbols: tuple[str, ...]
+    rate: float
+    bursts: tuple[Burst, ...]
+    options: SocketOptions
+
+
+def _parse_publisher(t: Table) -> PublisherParams:
+    bursts = []
+    for _, b in t.tables("burst"):
+        bursts.append(Burst(b.number("at", REQUIRED), b.integer("count", REQUIRED, minimum=1)))
+        b.done()
+    return PublisherParams(
+        bind=t.text("bind", REQUIRED),
+        symbols=tuple(t.texts("symbols", list(DEFAULT_SYMBOLS))) or DEFAULT_SYMBOLS,
+        rate=t.number("rate", 1000.0),
+        bursts=tuple(sorted(bursts, key=lambda b: b.at)),
+        options=t.options(),
+    )
+
+
+_TICK = 0.001
+
+
+async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(name, "PUB/SUB")
+    rng = ctx.rng(name)
+    with net.publisher(bind=p.bind, options=p.options) as pub:
+        ctx.track(name, pub)
+        sequence = dict.fromkeys(p.symbols, 0)
+        price = {s: 100.0 + 10 * i for i, s in enumerate(p.symbols)}
+        turn = 0
+
+        async def publish_one() -> None:
+            nonlocal turn
+            symbol = p.symbols[turn % len(p.symbols)]
+            turn += 1
+            sequence[symbol] += 1
+            price[symbol] = max(0.01, price[symbol] + rng.uniform(-0.05, 0.05))
+            data = MarketData(
+                symbol=symbol,
+                bid=round(price[symbol] - 0.01, 2),
+                ask=round(price[symbol] + 0.01, 2),
+                last=round(price[symbol], 2),
+                bid_size=rng.randrange(1, 50) * 100,
+                ask_size=rng.randrange(1, 50) * 100,
+                sequence=sequence[symbol],
+            )
+            await pub.send(encode_market_data(data, net.time_ns()))
+            stream.sent += 1
+            stream.sent_by_topic[topic_for(symbol)] += 1
+
+        bursts = list(p.bursts)
+        owed = 0.0
+        while ctx.loading():
+            while bursts and ctx.elapsed() >= bursts[0].at:
+                for _ in range(bursts.pop(0).count):
+                    await publish_one()
+            owed += p.rate * _TICK
+            while owed >= 1.0:
+                owed -= 1.0
+                await publish_one()
+            await asyncio.sleep(_TICK)
+
+
+@dataclass(frozen=True)
+class SubscriberParams:
+    """Parameters of ``market_data_subscriber``."""
+
+    source: str
+    connect: str
+    symbols: tuple[str, ...]
+    processing_us: float
+    options: SocketOptions
+
+
+def _parse_subscriber(t: Table) -> SubscriberParams:
+    return SubscriberParams(
+        source=t.text("source", REQUIRED),
+        connect=t.text("connect", REQUIRED),
+        symbols=tuple(t.texts("symbols", [])),
+        processing_us=t.number("processing_us", 0.0),
+        options=t.options(),
+    )
+
+
+async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(p.source, "PUB/SUB")
+    receipt = stream.receiver(name)
+    topics = [topic_for(s) for s in p.symbols] or [TOPIC_PREFIX]
+    ctx.expected[(p.source, name)] = lambda: sum(
+        n for topic, n in stream.sent_by_topic.items() if any(topic.startswith(t) for t in topics)
+    )
+    pause = p.processing_us / 1e6
+    last: dict[str, int] = {}
+    with net.subscriber(connect=p.connect, topics=topics, options=p.options) as sub:
+        ctx.track(p.source, sub)
+        while True:
+            msg = await sub.recv(timeout=math.inf)
+            try:
+                update = decode_market_data(msg)
+            except ProtocolError:
+                stream.counters["malformed"] += 1
+                continue
+            stream.deliver(name, net.time_ns() - update.timestamp_ns)
+            ctx.metrics.timeline.delivered(ctx.elapsed(), p.source)
+            seq = update.data.sequence
+            previous = last.get(update.data.symbol)
+            if previous is not None:
+                if seq > previous + 1:
+                    receipt.gaps += 1
+                    stream.counters["missing"] += seq - previous - 1
+                elif seq <= previous:
+                    stream.counters["sequence_restarts"] += 1
+            last[update.data.symbol] = seq
+            if pause:
+                await asyncio.sleep(pause)
+
+
+# -- risk validation -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RiskServerParams:
+    """Parameters of ``risk_server``."""
+
+    bind: str
+    capital: float
+    max_position: int
+    service_us: float
+    options: SocketOptions
+
+
+def _parse_risk_server(t: Table) -> RiskServerParams:
+    return RiskServerParams(
+        bind=t.text("bind", REQUIRED),
+        capital=t.number("capital", 1_000_000.0),
+        max_position=t.integer("max_position", 1000, minimum=1),
+        service_us=t.number("service_us", 0.0),
+        options=t.options(),
+    )
+
+
+async def _run_risk_server(net: Network, name: str, p: RiskServerParams, ctx: RunContext) -> None:
+    book = RiskBook(RiskLimits(capital=p.capital, default_max_position=p.max_position))
+    ctx.objects[name] = book
+    pause = p.service_us / 1e6
+
+    async def validate(body: list[bytes]) -> list[bytes]:
+        if pause:
+            await asyncio.sleep(pause)
+        try:
+            order = Order.FromString(body[0])
+        except Exception:
+            result = ValidationResult(approved=False, reason="malformed order")
+        else:
+            result = book.validate(order)
+        return [result.SerializeToString()]
+
+    with net.worker(bind=p.bind, options=p.options) as rep:
+        await serve_lazy_pirate(rep, validate)
+
+
+@dataclass(frozen=True)
+class RiskClientParams:
+    """Parameters of ``risk_client``."""
+
+    connect: str
+    rate: float
+    symbols: tuple[str, ...]
+    timeout_ms: float
+    retries: int
+    max_quantity: int
+    options: SocketOptions
+
+
+def _parse_risk_client(t: Table) -> RiskClientParams:
+    return RiskClientParams(
+        connect=t.text("connect", REQUIRED),
+        rate=t.number("rate", 100.0, positive=True),
+        symbols=tuple(t.texts("symbols", list(DEFAULT_SYMBOLS))) or DEFAULT_SYMBOLS,
+        timeout_ms=t.number("timeout_ms", 2500.0, positive=True),
+        retries=t.integer("retries", 3, minimum=1),
+        max_quantity=t.integer("max_quantity", 100, minimum=1),
+        options=t.options(),
+    )
+
+
+async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(name, "REQ/REP")
+    rng = ctx.rng(name)
+    loop = asyncio.get_running_loop()
+    client = LazyPirateClient(
+        net, p.connect, timeout=p.timeout_ms / 1000, retries=p.retries, options=p.options
+    )
+    ctx.objects[name] = client
+    interval = 1.0 / p.rate
+    next_at = loop.time()
+    order_id = 0
+    try:
+        while ctx.loading():
+            order_id += 1
+            order = Order(
+                id=f"{name}-{order_id}",
+                symbol=p.symbols[rng.randrange(len(p.symbols))],
+                side=SIDE_BUY if rng.random() < 0.5 else SIDE_SELL,
+                quantity=rng.randrange(1, p.max_quantity + 1),
+                price=round(rng.uniform(50, 150), 2),
+                timestamp_ns=net.time_ns(),
+            )
+            stream.sent += 1
+            sent_ns = net.time_ns()
+            try:
+                reply = await client.request([order.SerializeToString()])
+            except ServiceUnavailableError:
+                stream.failures += 1
+            else:
+                stream.deliver("replies", net.time_ns() - sent_ns)
+                result = ValidationResult.FromString(reply[0])
+                stream.counters["approved" if result.approved else "rejected"] += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    finally:
+        stream.counters["retries"] += client.stats.retries
+        client.close()
+
+
+COMPONENTS: dict[str, ComponentKind] = {
+    "market_data_publisher": ComponentKind(
+        _parse_publisher,
+        _run_publisher,
+        "PUB of MARKET.<symbol> updates at `rate` per second, plus [[burst]]s",
+    ),
+    "market_data_subscriber": ComponentKind(
+        _parse_subscriber,
+        _run_subscriber,
+        "SUB of a publisher's stream; counts deliveries, gaps, latency; `processing_us`",
+    ),
+    "risk_server": ComponentKind(
+        _parse_risk_server,
+        _run_risk_server,
+        "REP risk check (position limit, capital) behind the Lazy Pirate protocol",
+    ),
+    "risk_client": ComponentKind(
+        _parse_risk_client,
+        _run_risk_client,
+        "Lazy Pirate client sending orders at `rate`; failures after `retries` timeouts",
+    ),
+}
