@@ -1,13 +1,15 @@
-"""The ``transportkit`` command: run the seed's trading examples and print a summary.
+"""The ``transportkit`` command.
 
-``transportkit`` (or ``transportkit demo``) runs the market-data and risk examples in a
-deterministic simulation; ``--backend zmq`` runs the very same code on real sockets.
+- ``transportkit run SCENARIO``: run a scenario file (see ``scenarios/``) and report.
+- ``transportkit`` (or ``transportkit demo``): run the seed's market-data and risk
+  examples in a deterministic simulation; ``--backend zmq`` runs them on real sockets.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -129,10 +131,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transportkit",
         description="Run the seed's trading examples (market data PUB/SUB and risk "
-        "validation REQ/REP) on the simulated or the real ZeroMQ backend.",
+        "validation REQ/REP) on the simulated or the real ZeroMQ backend. "
+        "See also: transportkit run SCENARIO (transportkit run --help).",
     )
     parser.add_argument(
-        "command", nargs="?", default="demo", choices=["demo"], help="what to run (default: demo)"
+        "command",
+        nargs="?",
+        default="demo",
+        choices=["demo", "bench"],
+        help="what to run (default: demo; bench: benchmarks, see benchmarks/README.md)",
     )
     parser.add_argument(
         "--backend", choices=["sim", "zmq"], default="sim", help="transport backend (default: sim)"
@@ -164,6 +171,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--updates", type=_positive, default=100, help="market-data updates (default 100)"
     )
+    from transportkit._bench import add_arguments  # noqa: PLC0415
+
+    add_arguments(parser)
     return parser
 
 
@@ -173,8 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Args:
         argv: Arguments without the program name; None reads ``sys.argv``.
     """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["run"]:
+        from transportkit.scenario._cli import main as run_main  # noqa: PLC0415
+
+        return run_main(arguments[1:])
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if not 0 <= args.jitter_us <= args.latency_us:
         parser.error("--jitter-us must be between 0 and --latency-us")
     runner = _run_sim if args.backend == "sim" else _run_zmq

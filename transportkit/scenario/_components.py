@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +18,12 @@ from typing import Any
 from transportkit._errors import ProtocolError, ServiceUnavailableError
 from transportkit._network import Network
 from transportkit._options import SocketOptions
-from transportkit.patterns.lazy_pirate import LazyPirateClient, serve_lazy_pirate
+from transportkit.patterns.clone import CloneClient, CloneServer
+from transportkit.patterns.conflation import ConflatingSubscriber
+from transportkit.patterns.lazy_pirate import LazyPirateClient, sequenced, serve_lazy_pirate
+from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.scenario._context import RunContext
+from transportkit.scenario._invariants import CUSTOM_CHECKS
 from transportkit.scenario._spec import REQUIRED, Table
 from transportkit.trading import (
     SIDE_BUY,
@@ -95,6 +100,7 @@ async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunCo
     with net.publisher(bind=p.bind, options=p.options) as pub:
         ctx.track(name, pub)
         sequence = dict.fromkeys(p.symbols, 0)
+        ctx.objects[name] = sequence
         price = {s: 100.0 + 10 * i for i, s in enumerate(p.symbols)}
         turn = 0
 
@@ -283,6 +289,7 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
                 stream.failures += 1
             else:
                 stream.deliver("replies", net.time_ns() - sent_ns)
+                ctx.objects.setdefault("orders.answered", set()).add(order.id)
                 result = ValidationResult.FromString(reply[0])
                 stream.counters["approved" if result.approved else "rejected"] += 1
             next_at += interval
@@ -290,6 +297,271 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
     finally:
         stream.counters["retries"] += client.stats.retries
         client.close()
+
+
+# -- order pipeline under Paranoid Pirate -------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueParams:
+    """Parameters of ``paranoid_queue``."""
+
+    frontend: str
+    backend: str
+    heartbeat_ms: float
+    liveness: int
+
+
+def _parse_queue(t: Table) -> QueueParams:
+    return QueueParams(
+        frontend=t.text("frontend", REQUIRED),
+        backend=t.text("backend", REQUIRED),
+        heartbeat_ms=t.number("heartbeat_ms", 1000.0, positive=True),
+        liveness=t.integer("liveness", 3, minimum=1),
+    )
+
+
+async def _run_queue(net: Network, name: str, p: QueueParams, ctx: RunContext) -> None:
+    queue = ParanoidPirateQueue(
+        net,
+        frontend=p.frontend,
+        backend=p.backend,
+        heartbeat_interval=p.heartbeat_ms / 1000,
+        liveness=p.liveness,
+    )
+    ctx.objects[name] = queue
+    try:
+        await queue.run()
+    finally:
+        queue.close()
+
+
+@dataclass(frozen=True)
+class WorkerParams:
+    """Parameters of ``paranoid_worker``."""
+
+    connect: str
+    stream: str
+    heartbeat_ms: float
+    liveness: int
+    service_us: float
+
+
+def _parse_worker(t: Table) -> WorkerParams:
+    return WorkerParams(
+        connect=t.text("connect", REQUIRED),
+        stream=t.text("stream", REQUIRED),
+        heartbeat_ms=t.number("heartbeat_ms", 1000.0, positive=True),
+        liveness=t.integer("liveness", 3, minimum=1),
+        service_us=t.number("service_us", 0.0),
+    )
+
+
+async def _run_worker(net: Network, name: str, p: WorkerParams, ctx: RunContext) -> None:
+    processed: Counter[str] = ctx.objects.setdefault(f"{p.stream}.processed", Counter())
+    stream = ctx.metrics.stream(p.stream, "REQ/REP")
+    pause = p.service_us / 1e6
+
+    async def handle(body: list[bytes]) -> list[bytes]:
+        if pause:
+            await asyncio.sleep(pause)
+        order = Order.FromString(body[0])
+        processed[order.id] += 1
+        stream.counters[f"processed by {name}"] += 1
+        return [ValidationResult(order_id=order.id, approved=True).SerializeToString()]
+
+    worker = ParanoidPirateWorker(
+        net,
+        p.connect,
+        sequenced(handle),
+        heartbeat_interval=p.heartbeat_ms / 1000,
+        liveness=p.liveness,
+    )
+    try:
+        await worker.run()
+    finally:
+        worker.close()
+
+
+def _check_orders(ctx: RunContext) -> tuple[bool, str]:
+    """Every answered order was processed, none lost; duplicates (retries) reported."""
+    answered = ctx.objects.get("orders.answered", set())
+    processed: Counter[str] = Counter()
+    for key, counts in ctx.objects.items():
+        if key.endswith(".processed"):
+            processed.update(counts)
+    lost = sorted(answered - set(processed))
+    duplicates = sum(1 for count in processed.values() if count > 1)
+    ok = not lost
+    return ok, (
+        f"{len(answered)} answered orders, all processed; {duplicates} processed twice "
+        "(a retry after a lost reply: requests must be idempotent)"
+        if ok
+        else f"{len(lost)} answered orders never processed, e.g. {lost[:3]}"
+    )
+
+
+# -- Clone market-data feed ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CloneServerParams:
+    """Parameters of ``clone_server``."""
+
+    publisher: str
+    snapshot: str
+    symbols: tuple[str, ...]
+    rate: float
+    heartbeat_ms: float
+    options: SocketOptions
+
+
+def _parse_clone_server(t: Table) -> CloneServerParams:
+    return CloneServerParams(
+        publisher=t.text("publisher", REQUIRED),
+        snapshot=t.text("snapshot", REQUIRED),
+        symbols=tuple(t.texts("symbols", list(DEFAULT_SYMBOLS))) or DEFAULT_SYMBOLS,
+        rate=t.number("rate", 100.0, positive=True),
+        heartbeat_ms=t.number("heartbeat_ms", 1000.0, positive=True),
+        options=t.options(),
+    )
+
+
+async def _run_clone_server(net: Network, name: str, p: CloneServerParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(name, "CHP")
+    rng = ctx.rng(name)
+    async with CloneServer(
+        net,
+        publisher=p.publisher,
+        snapshot=p.snapshot,
+        heartbeat=p.heartbeat_ms / 1000,
+        publisher_options=p.options,
+        instance_id=f"{name}-{net.time_ns()}".encode(),
+    ) as server:
+        ctx.objects[name] = server
+        interval = 1.0 / p.rate
+        while ctx.loading():
+            symbol = p.symbols[rng.randrange(len(p.symbols))]
+            await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
+            stream.sent += 1
+            await asyncio.sleep(interval)
+        await asyncio.sleep(math.inf)
+
+
+@dataclass(frozen=True)
+class CloneClientParams:
+    """Parameters of ``clone_client``."""
+
+    source: str
+    snapshot: str
+    updates: str
+    timeout_ms: float
+
+
+def _parse_clone_client(t: Table) -> CloneClientParams:
+    return CloneClientParams(
+        source=t.text("source", REQUIRED),
+        snapshot=t.text("snapshot", REQUIRED),
+        updates=t.text("updates", REQUIRED),
+        timeout_ms=t.number("timeout_ms", 5000.0, positive=True),
+    )
+
+
+async def _run_clone_client(net: Network, name: str, p: CloneClientParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(p.source, "CHP")
+    receipt = stream.receiver(name)
+    client = CloneClient(net, snapshot=p.snapshot, updates=p.updates, timeout=p.timeout_ms / 1000)
+    ctx.objects[name] = client
+    ctx.objects.setdefault("clone.pairs", []).append((name, p.source))
+    try:
+        await client.run()
+    finally:
+        receipt.delivered = client.stats.updates
+        receipt.gaps = client.stats.gaps
+        stream.counters[f"{name} resyncs"] = client.stats.resyncs
+        stream.counters[f"{name} snapshots"] = client.stats.snapshots
+        await client.close()
+
+
+def _check_clone(ctx: RunContext) -> tuple[bool, str]:
+    """Each Clone client's map equals its server's at the end of the run."""
+    pairs = ctx.objects.get("clone.pairs", [])
+    if not pairs:
+        return False, "no clone_client in the scenario"
+    for client_name, server_name in pairs:
+        client, server = ctx.objects[client_name], ctx.objects.get(server_name)
+        if server is None:
+            return False, f"server {server_name!r} never ran"
+        if client.state != server.values:
+            differ = sorted(set(client.state.items()) ^ set(server.values.items()))[:3]
+            return False, f"{client_name} differs from {server_name}: {differ}"
+    return True, f"{len(pairs)} client(s) hold exactly their server's map"
+
+
+# -- conflation ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConflatingParams:
+    """Parameters of ``conflating_subscriber``."""
+
+    source: str
+    connect: str
+    poll_ms: float
+    options: SocketOptions
+
+
+def _parse_conflating(t: Table) -> ConflatingParams:
+    return ConflatingParams(
+        source=t.text("source", REQUIRED),
+        connect=t.text("connect", REQUIRED),
+        poll_ms=t.number("poll_ms", 50.0, positive=True),
+        options=t.options(),
+    )
+
+
+async def _run_conflating(net: Network, name: str, p: ConflatingParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(p.source, "PUB/SUB")
+    with net.subscriber(connect=p.connect, topics=[TOPIC_PREFIX], options=p.options) as sub:
+        ctx.track(p.source, sub)
+        conflating = ConflatingSubscriber(sub)
+        ctx.objects[name] = conflating
+        ctx.objects.setdefault("conflation.pairs", []).append((name, p.source))
+        try:
+            while True:
+                await asyncio.sleep(p.poll_ms / 1000)
+                for message in conflating.receive_latest().values():
+                    update = decode_market_data(message)
+                    stream.deliver(name, net.time_ns() - update.timestamp_ns)
+        finally:
+            stream.counters[f"{name} superseded"] = conflating.superseded
+
+
+def _check_conflation(ctx: RunContext) -> tuple[bool, str]:
+    """Each conflating subscriber ends with the publisher's last update per symbol."""
+    pairs = ctx.objects.get("conflation.pairs", [])
+    if not pairs:
+        return False, "no conflating_subscriber in the scenario"
+    for sub_name, source in pairs:
+        last: dict[str, int] = ctx.objects.get(source, {})
+        latest = ctx.objects[sub_name].latest
+        got = {
+            decode_market_data(m).data.symbol: decode_market_data(m).data.sequence
+            for m in latest.values()
+        }
+        want = {symbol: seq for symbol, seq in last.items() if seq}
+        if got != want:
+            return False, f"{sub_name} holds {got}, the publisher's last is {want}"
+    return True, f"{len(pairs)} conflating subscriber(s) hold every symbol's last update"
+
+
+CUSTOM_CHECKS.update(
+    {
+        "orders_processed": _check_orders,
+        "clone_converged": _check_clone,
+        "conflated_latest": _check_conflation,
+    }
+)
 
 
 COMPONENTS: dict[str, ComponentKind] = {
@@ -312,5 +584,27 @@ COMPONENTS: dict[str, ComponentKind] = {
         _parse_risk_client,
         _run_risk_client,
         "Lazy Pirate client sending orders at `rate`; failures after `retries` timeouts",
+    ),
+    "order_client": ComponentKind(
+        _parse_risk_client,
+        _run_risk_client,
+        "Lazy Pirate client sending orders to a queue (the risk_client, by another name)",
+    ),
+    "paranoid_queue": ComponentKind(
+        _parse_queue, _run_queue, "Paranoid Pirate queue (ROUTER front end and back end)"
+    ),
+    "paranoid_worker": ComponentKind(
+        _parse_worker, _run_worker, "Paranoid Pirate worker processing orders of `stream`"
+    ),
+    "clone_server": ComponentKind(
+        _parse_clone_server, _run_clone_server, "Clone (13/CHP) server of MARKET.<symbol> values"
+    ),
+    "clone_client": ComponentKind(
+        _parse_clone_client, _run_clone_client, "Clone client: snapshot, updates, gap resync"
+    ),
+    "conflating_subscriber": ComponentKind(
+        _parse_conflating,
+        _run_conflating,
+        "the seed's ConflatingSubscriber, draining every `poll_ms`",
     ),
 }
