@@ -138,8 +138,8 @@ def _parser() -> argparse.ArgumentParser:
         "command",
         nargs="?",
         default="demo",
-        choices=["demo", "bench"],
-        help="what to run (default: demo; bench: benchmarks, see benchmarks/README.md)",
+        choices=["demo"],
+        help="what to run (default: demo; also: run SCENARIO, bench [--json] [--quick])",
     )
     parser.add_argument(
         "--backend", choices=["sim", "zmq"], default="sim", help="transport backend (default: sim)"
@@ -171,9 +171,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--updates", type=_positive, default=100, help="market-data updates (default 100)"
     )
-    from transportkit._bench import add_arguments  # noqa: PLC0415
-
-    add_arguments(parser)
     return parser
 
 
@@ -188,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transportkit.scenario._cli import main as run_main  # noqa: PLC0415
 
         return run_main(arguments[1:])
+    if arguments[:1] == ["bench"]:
+        from transportkit._bench import main as bench_main  # noqa: PLC0415
+
+        return bench_main(arguments[1:])
     parser = _parser()
     args = parser.parse_args(arguments)
     if not 0 <= args.jitter_us <= args.latency_us:

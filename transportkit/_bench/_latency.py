@@ -99,6 +99,9 @@ def _process_peer(endpoint: str) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(5)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _blocking_raw(sock: zmq.Socket[bytes], payload: bytes) -> RoundTrip:

@@ -1,0 +1,92 @@
+"""The benchmark runs end to end with tiny counts and reports every figure's shape.
+
+No timing is asserted: the machine is shared and noisy; the figures live in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+pytest.importorskip("hdrh")
+
+from transportkit._bench import BenchConfig, run
+from transportkit.cli import main
+
+TINY = BenchConfig(
+    rounds=1,
+    latency_samples=50,
+    warmup=5,
+    throughput_messages=300,
+    zerocopy_messages=4,
+    sim_messages=100,
+    sim_scaling=(50, 100),
+    sim_memory_messages=100,
+    timeout_s=5.0,
+)
+
+
+def _finite_numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _finite_numbers(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _finite_numbers(v)]
+    return []
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    return run(TINY)
+
+
+def test_report_has_machine_and_every_figure(report: dict[str, Any]) -> None:
+    assert {"machine", "latency", "throughput", "zerocopy", "sim", "targets"} <= set(report)
+    assert {"cpu", "cores", "python", "pyzmq", "libzmq"} <= set(report["machine"])
+
+
+def test_latency_has_percentiles_and_ratios_for_every_transport(report: dict[str, Any]) -> None:
+    transports = report["latency"]["transports"]
+    assert set(transports) == {"inproc", "ipc", "tcp"}
+    for fig in transports.values():
+        assert set(fig["absolute"]) == {"raw", "tk", "raw_async", "tk_async", "raw_spin", "tk_spin"}
+        assert set(fig["ratios"]) == {"tk", "tk_async", "tk_spin", "tk_spin_vs_tk"}
+        for row in (*fig["absolute"].values(), *fig["ratios"].values()):
+            assert set(row) == {"p50_us", "p99_us", "p999_us"}
+
+
+def test_rates_have_ratios(report: dict[str, Any]) -> None:
+    assert set(report["throughput"]["figures"]) == {"push_pull", "pub_sub_1", "pub_sub_3"}
+    for fig in report["throughput"]["figures"].values():
+        assert set(fig["msgs_per_s"]) == {"raw", "tk"} and "tk_vs_raw" in fig["ratios"]
+    for fig in report["zerocopy"]["figures"].values():
+        assert "tk_zerocopy_vs_tk_copy" in fig["ratios"]
+        assert "tk_zerocopy_vs_raw_zerocopy" in fig["ratios"]
+
+
+def test_sim_figures_and_profile(report: dict[str, Any]) -> None:
+    sim = report["sim"]
+    assert set(sim["ratios"]) == {"pubsub_vs_bare", "reqrep_vs_bare"}
+    assert list(sim["cost_us_per_message"]) == ["50", "100"]
+    assert sim["peak_memory_mb"]["peak_mb"] > 0
+    assert sim["profile_top"] and "function" in sim["profile_top"][0]
+
+
+def test_every_number_is_finite_and_positive_where_measured(report: dict[str, Any]) -> None:
+    numbers = _finite_numbers({k: v for k, v in report.items() if k != "config"})
+    assert numbers and all(math.isfinite(n) for n in numbers)
+    for check in report["targets"]:
+        assert math.isfinite(check["value"]) and check["value"] > 0
+
+
+def test_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--quick", "--json", "--only", "zerocopy", "--rounds", "1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed["zerocopy"]["figures"]) == {"inproc", "ipc"}
+    assert "latency" not in printed

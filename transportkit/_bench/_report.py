@@ -1,0 +1,177 @@
+"""The targets of issue 5 checked against a report, and the report as Markdown tables."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+__all__ = ["TARGETS", "format_report", "targets"]
+
+TARGETS: Final = {
+    "blocking_p50": ("<=", 1.05),
+    "blocking_p99": ("<=", 1.15),
+    "async_p50": ("<=", 1.10),
+    "throughput": (">=", 0.95),
+    "zerocopy_vs_copy": (">=", 2.0),
+    "sim_vs_bare": (">=", 0.6),
+    "sim_peak_mb": ("<=", 300.0),
+    "sim_cost_growth": ("<=", 1.2),
+}
+
+
+def _check(name: str, figure: str, value: float) -> dict[str, Any]:
+    op, limit = TARGETS[name]
+    met = value <= limit if op == "<=" else value >= limit
+    return {"target": name, "figure": figure, "value": value, "limit": f"{op} {limit}", "met": met}
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target that the report's figures can be checked against."""
+    checks: list[dict[str, Any]] = []
+    for transport, fig in report.get("latency", {}).get("transports", {}).items():
+        checks.append(_check("blocking_p50", f"{transport} tk/raw", fig["ratios"]["tk"]["p50_us"]))
+        checks.append(_check("blocking_p99", f"{transport} tk/raw", fig["ratios"]["tk"]["p99_us"]))
+        checks.append(
+            _check(
+                "async_p50", f"{transport} tk_async/raw_async", fig["ratios"]["tk_async"]["p50_us"]
+            )
+        )
+    for name, fig in report.get("throughput", {}).get("figures", {}).items():
+        checks.append(_check("throughput", f"{name} tk/raw", fig["ratios"]["tk_vs_raw"]))
+    for transport, fig in report.get("zerocopy", {}).get("figures", {}).items():
+        checks.append(
+            _check(
+                "zerocopy_vs_copy",
+                f"{transport} tk zero-copy/tk copy",
+                fig["ratios"]["tk_zerocopy_vs_tk_copy"],
+            )
+        )
+    sim = report.get("sim")
+    if sim:
+        for name in ("pubsub", "reqrep"):
+            checks.append(
+                _check("sim_vs_bare", f"{name} sim/bare", sim["ratios"][f"{name}_vs_bare"])
+            )
+        checks.append(
+            _check(
+                "sim_peak_mb",
+                f"{sim['peak_memory_mb']['messages']} messages",
+                sim["peak_memory_mb"]["peak_mb"],
+            )
+        )
+        checks.append(_check("sim_cost_growth", "cost/msg largest/smallest", sim["cost_growth"]))
+    return checks
+
+
+def _machine(report: dict[str, Any]) -> list[str]:
+    m = report["machine"]
+    return [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, "
+        f"pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, simpy {m['simpy']}.",
+        f"Rounds: {report['config']['rounds']} interleaved (medians of rounds); "
+        f"elapsed {report.get('elapsed_s', 0):.0f} s.",
+        "",
+    ]
+
+
+def _latency(fig: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### Round trip, REQ/REP, {fig['message_bytes']} B "
+        f"({fig['samples_per_round']} samples per round), microseconds",
+        "",
+        "| transport | variant | P50 | P99 | P99.9 | ratio P50 | ratio P99 | ratio P99.9 | vs |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    refs = {"tk": "raw", "tk_async": "raw_async", "tk_spin": "raw_spin"}
+    for transport, data in fig["transports"].items():
+        for variant, a in data["absolute"].items():
+            r = data["ratios"].get(variant)
+            cells = (
+                f"{r['p50_us']:.2f} | {r['p99_us']:.2f} | {r['p999_us']:.2f} | {refs[variant]}"
+                if r
+                else " |  |  | "
+            )
+            lines.append(
+                f"| {transport} | {variant} | {a['p50_us']:.1f} | {a['p99_us']:.1f} | "
+                f"{a['p999_us']:.1f} | {cells} |"
+            )
+        s = data["ratios"]["tk_spin_vs_tk"]
+        lines.append(
+            f"| {transport} | tk_spin / tk | | | | {s['p50_us']:.2f} | {s['p99_us']:.2f} | "
+            f"{s['p999_us']:.2f} | tk |"
+        )
+    return [*lines, ""]
+
+
+def _rates(title: str, figures: dict[str, Any]) -> list[str]:
+    lines = [f"### {title}", "", "| figure | variant | msgs/s | ratios |", "|---|---|---:|---|"]
+    for name, fig in figures.items():
+        ratios = ", ".join(f"{k} {v:.2f}" for k, v in fig["ratios"].items())
+        for i, (variant, value) in enumerate(fig["msgs_per_s"].items()):
+            lines.append(f"| {name} | {variant} | {value:,.0f} | {ratios if i == 0 else ''} |")
+    return [*lines, ""]
+
+
+def _sim(sim: dict[str, Any]) -> list[str]:
+    rates = sim["deliveries_per_s"]
+    lines = [
+        f"### Sim backend (latency {sim['latency_model']}, {sim['messages_per_run']} messages)",
+        "",
+        "| traffic | sim deliveries/s | bare SimPy deliveries/s | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in ("pubsub", "reqrep"):
+        lines.append(
+            f"| {name} | {rates['tk_' + name]:,.0f} | {rates['bare_' + name]:,.0f} | "
+            f"{sim['ratios'][name + '_vs_bare']:.3f} |"
+        )
+    costs = ", ".join(f"{n}: {c:.1f} us" for n, c in sim["cost_us_per_message"].items())
+    mem = sim["peak_memory_mb"]
+    lines += [
+        "",
+        f"Cost per message (PUB/SUB): {costs} (growth {sim['cost_growth']:.2f}x).",
+        f"Peak traced memory, {mem['messages']} messages, record_trace=False: "
+        f"{mem['peak_mb']:.1f} MB.",
+        "",
+        "| sim profile: function | calls | tottime s | share |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in sim["profile_top"]:
+        lines.append(
+            f"| `{row['function']}` | {row['calls']} | {row['tottime_s']:.3f} | "
+            f"{row['share']:.1%} |"
+        )
+    return [*lines, ""]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as Markdown: machine, one table per figure, then the targets."""
+    lines = ["## transportkit bench", "", *_machine(report)]
+    if "latency" in report:
+        lines += _latency(report["latency"])
+    if "throughput" in report:
+        tp = report["throughput"]
+        lines += _rates(
+            f"Throughput, {tp['message_bytes']} B messages over {tp['transport']} "
+            f"({tp['messages_per_run']} per run)",
+            tp["figures"],
+        )
+    if "zerocopy" in report:
+        zc = report["zerocopy"]
+        lines += _rates(
+            f"Zero-copy, {zc['message_bytes']} B PUSH/PULL ({zc['messages_per_run']} per run)",
+            zc["figures"],
+        )
+    if "sim" in report:
+        lines += _sim(report["sim"])
+    lines += [
+        "### Targets",
+        "",
+        "| target | figure | value | limit | met |",
+        "|---|---|---:|---|---|",
+    ]
+    for check in report["targets"]:
+        lines.append(
+            f"| {check['target']} | {check['figure']} | {check['value']:.3f} | "
+            f"{check['limit']} | {'yes' if check['met'] else 'NO'} |"
+        )
+    return "\n".join(lines)

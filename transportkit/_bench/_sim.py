@@ -1,0 +1,219 @@
+"""Sim backend figures: delivered messages per wall-clock second against a bare SimPy
+loop doing the same deliveries with callbacks, cost per message as runs grow, peak
+memory of a long run, and the profile that says where the time goes.
+
+Measure only: these figures are for the sim backend's owners to act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import gc
+import io
+import pstats
+import random
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import simpy
+
+from transportkit._bench._common import BenchConfig, interleaved, median, ratio
+from transportkit._options import SocketOptions
+
+__all__ = ["run_sim"]
+
+LATENCY_LOW_S = 40e-6
+LATENCY_HIGH_S = 60e-6
+BATCH = 100
+GAP_S = 10e-6
+SEED = 7
+_SETTLE_S = 0.001
+_UNLIMITED = SocketOptions(sndhwm=0, rcvhwm=0)
+
+
+def _simulation(record_trace: bool = False) -> Any:
+    from transportkit.sim_backend import Simulation, Uniform  # noqa: PLC0415
+
+    return Simulation(
+        seed=SEED, latency=Uniform(LATENCY_LOW_S, LATENCY_HIGH_S), record_trace=record_trace
+    )
+
+
+def sim_pubsub(count: int) -> int:
+    """Publish ``count`` messages (batches of 100 every 1 ms virtual); return deliveries."""
+    sim = _simulation()
+    exchange, trader = sim.node("exchange"), sim.node("trader")
+
+    async def main() -> int:
+        pub = exchange.publisher(bind="tcp://exchange:5556", options=_UNLIMITED)
+        sub = trader.subscriber(connect="tcp://exchange:5556", options=_UNLIMITED)
+        await asyncio.sleep(_SETTLE_S)
+
+        async def publish() -> None:
+            payload = b"x" * 100
+            for start in range(0, count, BATCH):
+                for _ in range(min(BATCH, count - start)):
+                    await pub.send([b"T", payload])
+                await asyncio.sleep(BATCH * GAP_S)
+
+        task = asyncio.ensure_future(publish())
+        for _ in range(count):
+            await sub.recv()
+        await task
+        return count
+
+    return int(sim.run(main()))
+
+
+def sim_reqrep(count: int) -> int:
+    """``count`` REQ/REP round trips; return deliveries (two per round trip)."""
+    sim = _simulation()
+    client, server = sim.node("client"), sim.node("server")
+
+    async def main() -> int:
+        rep = server.worker(bind="tcp://server:5555")
+        req = client.requester(connect="tcp://server:5555")
+
+        async def echo() -> None:
+            for _ in range(count):
+                await rep.send(await rep.recv())
+
+        task = asyncio.ensure_future(echo())
+        payload = [b"x" * 100]
+        for _ in range(count):
+            await req.send(payload)
+            await req.recv()
+        await task
+        return 2 * count
+
+    return int(sim.run(main()))
+
+
+def bare_pubsub(count: int) -> int:
+    """The same deliveries as :func:`sim_pubsub` in bare SimPy: a timeout per message."""
+    env = simpy.Environment()
+    rng = random.Random(SEED)
+    delivered = [0]
+
+    def deliver(_event: simpy.Event) -> None:
+        delivered[0] += 1
+
+    def publisher() -> Any:
+        yield env.timeout(_SETTLE_S)
+        for start in range(0, count, BATCH):
+            for _ in range(min(BATCH, count - start)):
+                env.timeout(rng.uniform(LATENCY_LOW_S, LATENCY_HIGH_S)).callbacks.append(deliver)
+            yield env.timeout(BATCH * GAP_S)
+
+    env.process(publisher())
+    env.run()
+    return delivered[0]
+
+
+def bare_reqrep(count: int) -> int:
+    """The same deliveries as :func:`sim_reqrep` in bare SimPy: chained callbacks."""
+    env = simpy.Environment()
+    rng = random.Random(SEED)
+    delivered = [0]
+
+    def send(callback: Callable[[simpy.Event], None]) -> None:
+        env.timeout(rng.uniform(LATENCY_LOW_S, LATENCY_HIGH_S)).callbacks.append(callback)
+
+    def at_server(_event: simpy.Event) -> None:
+        delivered[0] += 1
+        send(at_client)
+
+    def at_client(_event: simpy.Event) -> None:
+        delivered[0] += 1
+        if delivered[0] < 2 * count:
+            send(at_server)
+
+    send(at_server)
+    env.run()
+    return delivered[0]
+
+
+def _rate(run: Callable[[int], int], count: int) -> Callable[[], float]:
+    def one() -> float:
+        start = time.perf_counter()
+        delivered = run(count)
+        return delivered / (time.perf_counter() - start)
+
+    return one
+
+
+def _profile(count: int, top: int = 15) -> list[dict[str, Any]]:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    sim_pubsub(count)
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = []
+    entries = stats.stats  # type: ignore[attr-defined]
+    for (path, line, func), (_cc, calls, tottime, cumtime, _callers) in sorted(
+        entries.items(), key=lambda item: item[1][2], reverse=True
+    )[:top]:
+        where = path.split("/transportkit/")[-1].split("/site-packages/")[-1]
+        rows.append(
+            {
+                "function": f"{where}:{line}({func})",
+                "calls": calls,
+                "tottime_s": tottime,
+                "cumtime_s": cumtime,
+                "share": tottime / total if total else 0.0,
+            }
+        )
+    return rows
+
+
+def _peak_memory(count: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        sim_pubsub(count)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak / 1e6
+
+
+def run_sim(config: BenchConfig) -> dict[str, Any]:
+    """Sim rates against bare SimPy, cost per message, peak memory, profile."""
+    n = config.sim_messages
+    rounds = interleaved(
+        {
+            "tk_pubsub": _rate(sim_pubsub, n),
+            "bare_pubsub": _rate(bare_pubsub, n),
+            "tk_reqrep": _rate(sim_reqrep, n // 2),
+            "bare_reqrep": _rate(bare_reqrep, n // 2),
+        },
+        config.rounds,
+    )
+    rates = {name: median(values) for name, values in rounds.items()}
+    scaling = {}
+    for count in config.sim_scaling:
+        start = time.perf_counter()
+        sim_pubsub(count)
+        scaling[str(count)] = (time.perf_counter() - start) / count * 1e6
+    costs = list(scaling.values())
+    return {
+        "latency_model": f"Uniform({LATENCY_LOW_S * 1e6:g}, {LATENCY_HIGH_S * 1e6:g}) us",
+        "messages_per_run": n,
+        "deliveries_per_s": rates,
+        "ratios": {
+            "pubsub_vs_bare": ratio(rates["tk_pubsub"], rates["bare_pubsub"]),
+            "reqrep_vs_bare": ratio(rates["tk_reqrep"], rates["bare_reqrep"]),
+        },
+        "cost_us_per_message": scaling,
+        "cost_growth": ratio(costs[-1], costs[0]) if costs else float("nan"),
+        "peak_memory_mb": {
+            "messages": config.sim_memory_messages,
+            "record_trace": False,
+            "peak_mb": _peak_memory(config.sim_memory_messages),
+        },
+        "profile_top": _profile(min(n, 20_000)),
+    }
