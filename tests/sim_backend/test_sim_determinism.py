@@ -199,3 +199,29 @@ def test_hash_does_not_depend_on_pythonhashseed() -> None:
         outputs.append(result.stdout.strip())
     assert outputs[0] == outputs[1]
     assert outputs[0]
+
+
+def test_tasks_left_at_the_end_of_a_run_are_cancelled_in_a_stable_order() -> None:
+    """Regression: leftover tasks were cancelled in asyncio.all_tasks() order (a set
+    ordered by memory address), so the sockets they closed were traced in an order that
+    changed from one run to the next within one process."""
+
+    def program() -> str:
+        sim = Simulation(seed=5)
+
+        async def holder(node_name: str) -> None:
+            with sim.node(node_name).subscriber(connect="tcp://feed:1"):
+                await asyncio.sleep(3600)
+
+        async def main() -> None:
+            for i in range(12):
+                sim.node(f"n{i}").spawn(holder(f"n{i}"))
+            await asyncio.sleep(1.0)
+
+        sim.run(main())
+        return sim.trace.hash
+
+    first = program()
+    clutter = [object() for _ in range(10_000)]
+    assert all(program() == first for _ in range(5))
+    del clutter

@@ -123,7 +123,8 @@ def _check_latency(ctx: RunContext, p: Mapping[str, Any]) -> tuple[bool, str]:
         return False, f"{p['stream']} recorded no latency"
     value = hist.get_value_at_percentile(p["percentile"]) / 1000
     ok = value <= p["max_us"]
-    return ok, f"{p['stream']} P{p['percentile']:g} = {value:.1f} us (want <= {p['max_us']:g})"
+    where = p["stream"] + (f"/{p['receiver']}" if p["receiver"] else "")
+    return ok, f"{where} P{p['percentile']:g} = {value:.1f} us (want <= {p['max_us']:g})"
 
 
 def _check_answered(ctx: RunContext, p: Mapping[str, Any]) -> tuple[bool, str]:

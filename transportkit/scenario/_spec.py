@@ -79,7 +79,9 @@ class Table:
         self._used.add(key)
         if key not in self._data:
             if default is _REQUIRED:
-                raise self.error(key, f"is required ({what})")
+                typo = difflib.get_close_matches(key, [str(k) for k in self._data], n=1)
+                hint = f"; the table has '{typo[0]}': a typo?" if typo else ""
+                raise self.error(key, f"is required ({what}){hint}")
             return default
         value = self._data[key]
         if not check(value):
@@ -166,7 +168,8 @@ class Table:
         value = self._data[key]
         if not isinstance(value, Mapping):
             raise self.error(key, f"must be a table, got {value!r}")
-        return Table(value, f"{self.where}.{key}", self.source)
+        where = f"[{key}]" if self.where == _ROOT else f"{self.where}.{key}"
+        return Table(value, where, self.source)
 
     def tables(self, key: str) -> Iterator[tuple[int, Table]]:
         """An array of tables (``[[key]]``), each with its index."""
@@ -200,6 +203,7 @@ class Table:
             raise self.error(key, f"is not a known setting here{hint}")
 
 
+_ROOT = "the file"
 _REQUIRED: Any = object()
 REQUIRED: Any = _REQUIRED
 """Pass as ``default`` to make a key mandatory."""
@@ -331,7 +335,7 @@ def parse_scenario(
         components: Component kind -> parser of its parameters (from the table).
         invariants: Invariant kind -> parser of its parameters.
     """
-    root = Table(data, "the file", source)
+    root = Table(data, _ROOT, source)
     head = root.table("scenario", required=True)
     assert head is not None
     name = head.text("name", REQUIRED)

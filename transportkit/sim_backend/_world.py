@@ -192,6 +192,7 @@ class Simulation:
         self._bound: dict[tuple[str, ...], SimSocket] = {}
         self._inproc_waiting: dict[tuple[str, ...], list[Connecter]] = {}
         self._idle_events = 0
+        self._tasks: dict[asyncio.Task[Any], None] = {}
         self._message_ids = itertools.count(1)
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
 
@@ -348,7 +349,7 @@ class Simulation:
         if self.loop is not None:
             raise RuntimeError("Simulation.run is not reentrant")
         loop = SimEventLoop(self.env, idle=self.only_idle_events)
-        loop.set_task_factory(_node_task_factory)
+        loop.set_task_factory(self._task_factory)
         self.loop = loop
         try:
             for node in self.nodes.values():
@@ -370,14 +371,38 @@ class Simulation:
 
     def _finish(self, loop: SimEventLoop) -> None:
         try:
-            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            # In creation order: asyncio.all_tasks() is a set, ordered by memory address,
+            # and the order of cancellation is visible (sockets close in that order).
+            pending = [t for t in self._tasks if not t.done()]
             for task in pending:
                 task.cancel()
             if pending:
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
+            self._tasks.clear()
             loop.close()
+
+    def _task_factory(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
+        *,
+        context: contextvars.Context | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        """Make every task of the run: remember it in creation order, and give it to the
+        node whose context created it (so a crash of that node cancels it).
+        """
+        task = asyncio.Task(coro, loop=loop, context=context, **kwargs)
+        tasks = self._tasks
+        tasks[task] = None
+        task.add_done_callback(tasks.pop)
+        node = (context or contextvars.copy_context()).get(_current_node)
+        if node is not None:
+            node.tasks[task] = None
+            task.add_done_callback(node.tasks.pop)
+        return task
 
     def _start_main(self, node: Node) -> None:
         assert node.main is not None
@@ -827,18 +852,3 @@ class Simulation:
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
-
-
-def _node_task_factory(
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
-    *,
-    context: contextvars.Context | None = None,
-    **kwargs: Any,
-) -> asyncio.Task[Any]:
-    task = asyncio.Task(coro, loop=loop, context=context, **kwargs)
-    node = (context or contextvars.copy_context()).get(_current_node)
-    if node is not None:
-        node.tasks[task] = None
-        task.add_done_callback(lambda t: node.tasks.pop(t, None))
-    return task
