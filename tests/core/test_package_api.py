@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 import transportkit
+import transportkit.patterns
+import transportkit.scenario
 import transportkit.sim_backend
 import transportkit.testing
 import transportkit.zmq_backend
@@ -16,6 +18,8 @@ PACKAGES = [
     transportkit.sim_backend,
     transportkit.zmq_backend,
     transportkit.testing,
+    transportkit.patterns,
+    transportkit.scenario,
 ]
 
 
