@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import re
 from pathlib import Path
@@ -30,10 +31,20 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_python_examples_run_and_print_what_the_text_promises() -> None:
+    """Every Python block runs; test functions without parameters in them run too."""
     out = io.StringIO()
+    ran = []
     for code in blocks("python"):
+        namespace: dict[str, object] = {"__name__": "readme"}
         with contextlib.redirect_stdout(out):
-            exec(compile(code, str(README), "exec"), {"__name__": "readme"})
+            exec(compile(code, str(README), "exec"), namespace)
+            for name, value in namespace.items():
+                if name.startswith("test_") and callable(value):
+                    params = inspect.signature(value).parameters
+                    if not params:
+                        value()
+                        ran.append(name)
+    assert "test_every_order_gets_a_verdict_or_a_typed_failure" in ran
     printed = out.getvalue().splitlines()
     assert printed[0] == "[b'approved', b'Position limit exceeded']"
     assert printed[1] == "[b'approved', b'Position limit exceeded']"
