@@ -20,7 +20,7 @@ from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns.clone import CloneClient, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
-from transportkit.patterns.lazy_pirate import LazyPirateClient, sequenced, serve_lazy_pirate
+from transportkit.patterns.lazy_pirate import sequenced, serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import CUSTOM_CHECKS
@@ -31,11 +31,13 @@ from transportkit.trading import (
     TOPIC_PREFIX,
     MarketData,
     Order,
+    ReliableRiskClient,
     RiskBook,
     RiskLimits,
     ValidationResult,
     decode_market_data,
     encode_market_data,
+    risk_handler,
     topic_for,
 )
 
@@ -217,21 +219,8 @@ def _parse_risk_server(t: Table) -> RiskServerParams:
 async def _run_risk_server(net: Network, name: str, p: RiskServerParams, ctx: RunContext) -> None:
     book = RiskBook(RiskLimits(capital=p.capital, default_max_position=p.max_position))
     ctx.objects[name] = book
-    pause = p.service_us / 1e6
-
-    async def validate(body: list[bytes]) -> list[bytes]:
-        if pause:
-            await asyncio.sleep(pause)
-        try:
-            order = Order.FromString(body[0])
-        except Exception:
-            result = ValidationResult(approved=False, reason="malformed order")
-        else:
-            result = book.validate(order)
-        return [result.SerializeToString()]
-
     with net.worker(bind=p.bind, options=p.options) as rep:
-        await serve_lazy_pirate(rep, validate)
+        await serve_lazy_pirate(rep, risk_handler(book, service_time=p.service_us / 1e6))
 
 
 @dataclass(frozen=True)
@@ -263,7 +252,7 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
     stream = ctx.metrics.stream(name, "REQ/REP")
     rng = ctx.rng(name)
     loop = asyncio.get_running_loop()
-    client = LazyPirateClient(
+    client = ReliableRiskClient(
         net, p.connect, timeout=p.timeout_ms / 1000, retries=p.retries, options=p.options
     )
     ctx.objects[name] = client
@@ -284,18 +273,17 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
             stream.sent += 1
             sent_ns = net.time_ns()
             try:
-                reply = await client.request([order.SerializeToString()])
+                result = await client.validate(order)
             except ServiceUnavailableError:
                 stream.failures += 1
             else:
                 stream.deliver("replies", net.time_ns() - sent_ns)
                 ctx.objects.setdefault(f"{name}.answered", set()).add(order.id)
-                result = ValidationResult.FromString(reply[0])
                 stream.counters["approved" if result.approved else "rejected"] += 1
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - loop.time()))
     finally:
-        stream.counters["retries"] += client.stats.retries
+        stream.counters["retries"] += client.client.stats.retries
         client.close()
 
 

@@ -1,6 +1,7 @@
 """The seed's trading components, written once against transportkit's interfaces.
 
-- Risk validation over REQ/REP: :class:`RiskBook`, :func:`serve_risk`, :class:`RiskClient`.
+- Risk validation over REQ/REP: :class:`RiskBook`, :func:`serve_risk`, :class:`RiskClient`;
+  and over Lazy Pirate: :func:`risk_handler` and the seed's :class:`ReliableRiskClient`.
 - Market data over PUB/SUB: :class:`MarketDataPublisher`, :class:`MarketDataSubscriber`,
   :func:`topic_for`.
 - Orders over PUSH/PULL: :class:`OrderProducer`, :func:`run_order_worker`.
@@ -59,12 +60,16 @@ from transportkit.trading._risk import (
     INSUFFICIENT_CAPITAL,
     MALFORMED_ORDER,
     POSITION_LIMIT_EXCEEDED,
+    ReliableRiskClient,
     RiskBook,
     RiskClient,
     RiskLimits,
     RiskServerStats,
+    judge,
+    risk_handler,
     serve_risk,
     signed_quantity,
+    verdict_for,
 )
 
 __all__ = [
@@ -90,6 +95,7 @@ __all__ = [
     "OrderWorkerStats",
     "PairChannel",
     "PairSummary",
+    "ReliableRiskClient",
     "RiskBook",
     "RiskClient",
     "RiskLimits",
@@ -101,6 +107,8 @@ __all__ = [
     "decode_market_data",
     "demo_orders",
     "encode_market_data",
+    "judge",
+    "risk_handler",
     "run_market_data_example",
     "run_order_pipeline_example",
     "run_order_worker",
@@ -109,4 +117,5 @@ __all__ = [
     "serve_risk",
     "signed_quantity",
     "topic_for",
+    "verdict_for",
 ]

@@ -9,11 +9,20 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from transportkit import ClosedError, ProtocolError, Requester, Worker
+from transportkit import (
+    ClosedError,
+    Message,
+    Network,
+    ProtocolError,
+    Requester,
+    SocketOptions,
+    Worker,
+)
+from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.trading._codec import parse, single_frame
 from transportkit.trading._loop import recv_or_stop
 from transportkit.trading._pb.trading_pb2 import SIDE_BUY, SIDE_SELL, Order, ValidationResult
@@ -195,23 +204,52 @@ async def serve_risk(
         request = await recv_or_stop(worker, stop)
         if request is None:
             break
-        try:
-            order = parse(Order, single_frame(request, "order request"), "order request")
-        except ProtocolError:
-            stats.malformed += 1
-            result = ValidationResult(approved=False, reason=MALFORMED_ORDER)
-        else:
-            result = book.validate(order)
+        result = judge(book, request, stats)
         try:
             await worker.send([result.SerializeToString()])
         except ClosedError:
             break
-        stats.requests += 1
-        if result.approved:
-            stats.approved += 1
-        else:
-            stats.rejected += 1
     return stats
+
+
+def judge(book: RiskBook, request: Message, stats: RiskServerStats) -> ValidationResult:
+    """The verdict on one request (one Order frame), counted in ``stats``.
+
+    A request that is not a single frame decoding as an Order gets a rejection whose
+    reason is :data:`MALFORMED_ORDER`; it is counted, never raised.
+    """
+    try:
+        order = parse(Order, single_frame(request, "order request"), "order request")
+    except ProtocolError:
+        stats.malformed += 1
+        result = ValidationResult(approved=False, reason=MALFORMED_ORDER)
+    else:
+        result = book.validate(order)
+    stats.requests += 1
+    if result.approved:
+        stats.approved += 1
+    else:
+        stats.rejected += 1
+    return result
+
+
+def risk_handler(
+    book: RiskBook, *, service_time: float = 0.0, stats: RiskServerStats | None = None
+) -> Callable[[Message], Awaitable[list[bytes]]]:
+    """A request handler for :func:`~transportkit.patterns.serve_lazy_pirate` (or any
+    reply loop): judges each request with ``book``, after ``service_time`` seconds.
+
+    The Lazy Pirate server echoes the client's sequence frame around it, so a
+    :class:`ReliableRiskClient` can tell this reply from a late one.
+    """
+    counters = RiskServerStats() if stats is None else stats
+
+    async def handle(request: Message) -> list[bytes]:
+        if service_time:
+            await asyncio.sleep(service_time)
+        return [judge(book, request, counters).SerializeToString()]
+
+    return handle
 
 
 class RiskClient:
@@ -235,9 +273,61 @@ class RiskClient:
             ClosedError: The socket is closed.
         """
         reply = await self.requester.request([order.SerializeToString()], timeout)
-        result = parse(ValidationResult, single_frame(reply, "risk reply"), "risk reply")
-        if result.order_id != order.id:
-            raise ProtocolError(
-                f"risk reply is for order {result.order_id!r}, expected {order.id!r}"
-            )
-        return result
+        return verdict_for(order, reply)
+
+
+def verdict_for(order: Order, reply: Message) -> ValidationResult:
+    """Decode a risk reply and check that it answers ``order``.
+
+    Raises:
+        ProtocolError: The reply is not one ValidationResult frame, or is for another
+            order.
+    """
+    result = parse(ValidationResult, single_frame(reply, "risk reply"), "risk reply")
+    if result.order_id != order.id:
+        raise ProtocolError(f"risk reply is for order {result.order_id!r}, expected {order.id!r}")
+    return result
+
+
+class ReliableRiskClient:
+    """The seed's ReliableRiskClient: risk checks that survive a dead or slow server.
+
+    Built on :class:`~transportkit.patterns.LazyPirateClient`: each check ends in the
+    verdict for *that* order, or :class:`~transportkit.ServiceUnavailableError` after
+    ``retries`` attempts of ``timeout`` seconds; never a hang. The server runs
+    :func:`~transportkit.patterns.serve_lazy_pirate` with :func:`risk_handler`.
+
+    Args:
+        network: Where the REQ sockets come from.
+        endpoint: The risk server.
+        timeout: Seconds per attempt (the seed uses 0.1, the Guide 2.5).
+        retries: Attempts per order (the seed's and the Guide's 3).
+        options: Options of the REQ sockets.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        endpoint: str,
+        *,
+        timeout: float = 0.1,
+        retries: int = 3,
+        options: SocketOptions | None = None,
+    ) -> None:
+        self.client: Final = LazyPirateClient(
+            network, endpoint, timeout=timeout, retries=retries, options=options
+        )
+
+    async def validate(self, order: Order) -> ValidationResult:
+        """The verdict on ``order``.
+
+        Raises:
+            ServiceUnavailableError: No verdict after every retry.
+            ProtocolError: The verdict does not decode or is for another order.
+        """
+        reply = await self.client.request([order.SerializeToString()])
+        return verdict_for(order, reply)
+
+    def close(self) -> None:
+        """Close the client's socket. Idempotent."""
+        self.client.close()
