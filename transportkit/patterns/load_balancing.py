@@ -22,14 +22,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
 from transportkit._socket import Message, Router
+from transportkit.patterns._broker import RouterPair
 from transportkit.patterns.lazy_pirate import Handler, call_handler
 
 __all__ = [
@@ -79,7 +78,7 @@ class BrokerStats:
     dropped: int = 0
 
 
-class LoadBalancingBroker:
+class LoadBalancingBroker(RouterPair):
     """Routes each client request to the least recently used ready worker.
 
     Contract: each request read from the front end goes to exactly one worker, and each
@@ -109,26 +108,7 @@ class LoadBalancingBroker:
     ) -> None:
         self.stats = BrokerStats()
         self._workers: deque[bytes] = deque()
-        self.frontend: Router = network.router(bind=frontend, options=options)
-        try:
-            self.backend: Router = network.router(bind=backend, options=options)
-        except BaseException:
-            self.frontend.close()
-            raise
-
-    @property
-    def frontend_endpoint(self) -> str:
-        """The front end's resolved endpoint (for clients to connect to)."""
-        endpoint = self.frontend.last_endpoint
-        assert endpoint is not None
-        return endpoint
-
-    @property
-    def backend_endpoint(self) -> str:
-        """The back end's resolved endpoint (for workers to connect to)."""
-        endpoint = self.backend.last_endpoint
-        assert endpoint is not None
-        return endpoint
+        super().__init__(network, frontend=frontend, backend=backend, options=options)
 
     @property
     def workers(self) -> tuple[bytes, ...]:
@@ -180,22 +160,6 @@ class LoadBalancingBroker:
             router.try_send(msg)
         except (HostUnreachableError, WouldBlock):
             self.stats.dropped += 1
-
-    def close(self) -> None:
-        """Close both sockets (a running :meth:`run` returns). Idempotent."""
-        self.frontend.close()
-        self.backend.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 SimplePirateQueue = LoadBalancingBroker

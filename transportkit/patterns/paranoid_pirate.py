@@ -28,7 +28,8 @@ from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
-from transportkit._socket import Dealer, Frame, Message, Router, Sender
+from transportkit._socket import Dealer, Frame, Message, Sender
+from transportkit.patterns._broker import RouterPair
 from transportkit.patterns.lazy_pirate import Handler, call_handler
 from transportkit.patterns.load_balancing import split_envelope
 
@@ -103,7 +104,7 @@ class QueueStats:
     dropped: int = 0
 
 
-class ParanoidPirateQueue:
+class ParanoidPirateQueue(RouterPair):
     """A load-balancing queue that heartbeats its workers and purges silent ones.
 
     Contract: each client request goes to exactly one worker among those heard from in
@@ -144,26 +145,7 @@ class ParanoidPirateQueue:
         self.stats = QueueStats()
         self.purged: list[tuple[float, bytes]] = []
         self._expiry: dict[bytes, float] = {}
-        self.frontend: Router = network.router(bind=frontend, options=options)
-        try:
-            self.backend: Router = network.router(bind=backend, options=options)
-        except BaseException:
-            self.frontend.close()
-            raise
-
-    @property
-    def frontend_endpoint(self) -> str:
-        """The front end's resolved endpoint (for clients)."""
-        endpoint = self.frontend.last_endpoint
-        assert endpoint is not None
-        return endpoint
-
-    @property
-    def backend_endpoint(self) -> str:
-        """The back end's resolved endpoint (for workers)."""
-        endpoint = self.backend.last_endpoint
-        assert endpoint is not None
-        return endpoint
+        super().__init__(network, frontend=frontend, backend=backend, options=options)
 
     @property
     def workers(self) -> tuple[bytes, ...]:
@@ -239,22 +221,6 @@ class ParanoidPirateQueue:
                 del self._expiry[worker]
                 self.purged.append((now, worker))
                 self.stats.purged += 1
-
-    def close(self) -> None:
-        """Close both sockets (a running :meth:`run` returns). Idempotent."""
-        self.frontend.close()
-        self.backend.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(slots=True)

@@ -1,0 +1,65 @@
+"""What every broker of these patterns has: a ROUTER front end and a ROUTER back end."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from transportkit._network import Network
+from transportkit._options import SocketOptions
+from transportkit._socket import Router
+
+__all__ = ["RouterPair"]
+
+
+class RouterPair:
+    """Two bound ROUTER sockets: :attr:`frontend` for clients, :attr:`backend` for workers.
+
+    Both are bound on construction (if the second bind fails the first socket is closed,
+    so nothing leaks) and closed by :meth:`close` or on leaving a ``with`` block.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        frontend: str,
+        backend: str,
+        options: SocketOptions | None = None,
+    ) -> None:
+        self.frontend: Router = network.router(bind=frontend, options=options)
+        try:
+            self.backend: Router = network.router(bind=backend, options=options)
+        except BaseException:
+            self.frontend.close()
+            raise
+
+    @property
+    def frontend_endpoint(self) -> str:
+        """The front end's resolved endpoint (for clients to connect to)."""
+        endpoint = self.frontend.last_endpoint
+        assert endpoint is not None
+        return endpoint
+
+    @property
+    def backend_endpoint(self) -> str:
+        """The back end's resolved endpoint (for workers to connect to)."""
+        endpoint = self.backend.last_endpoint
+        assert endpoint is not None
+        return endpoint
+
+    def close(self) -> None:
+        """Close both sockets (a running broker loop returns). Idempotent."""
+        self.frontend.close()
+        self.backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
