@@ -1,0 +1,944 @@
+r"""The Majordomo Protocol, 7/MDP version 0.1: service-oriented reliable request/reply.
+
+Clients ask a broker for a *service* by name; the broker hands each request to a worker
+that registered that service, and returns the worker's reply. Workers and broker
+heartbeat each other, so a dead worker is forgotten and a dead broker is left for a
+fresh connection. Clients retry as the Lazy Pirate does (new REQ socket per attempt).
+
+The wire format is the one of rfc.zeromq.org/spec:7 (frames as a ROUTER sees them,
+after the peer's routing id):
+
+=========================  ===========================================================
+client REQUEST / REPLY     ``[b"", b"MDPC01", service, body...]`` (REQ adds the empty
+                           frame; a DEALER client must send it)
+worker READY               ``[b"", b"MDPW01", b"\x01", service]``
+worker REQUEST / REPLY     ``[b"", b"MDPW01", b"\x02"|b"\x03", client, b"", body...]``
+HEARTBEAT / DISCONNECT     ``[b"", b"MDPW01", b"\x04"|b"\x05"]``
+=========================  ===========================================================
+
+The broker also answers the Majordomo Management Interface (rfc.zeromq.org/spec:8):
+``mmi.service`` replies ``b"200"`` when the service named in the body has a worker and
+``b"404"`` otherwise; any other ``mmi.*`` service replies ``b"501"``.
+
+Everything here uses only transportkit's interfaces and asyncio, so it runs on the zmq
+backend in real time and in the simulator in virtual time. Timing parameters are
+arguments; their defaults are the Guide's constants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final, Self, TypeAlias
+
+from transportkit import (
+    ClosedError,
+    Dealer,
+    Frame,
+    FrameError,
+    Message,
+    Network,
+    ProtocolError,
+    Requester,
+    Router,
+    ServiceUnavailableError,
+    SocketOptions,
+    StateError,
+    Timeout,
+)
+from transportkit._socket import check_frames
+
+__all__ = [
+    "MDPC01",
+    "MDPW01",
+    "MDPW_DISCONNECT",
+    "MDPW_HEARTBEAT",
+    "MDPW_READY",
+    "MDPW_REPLY",
+    "MDPW_REQUEST",
+    "MDP_HEARTBEAT_INTERVAL",
+    "MDP_HEARTBEAT_LIVENESS",
+    "MDP_RECONNECT_INTERVAL",
+    "MMI_NOT_FOUND",
+    "MMI_NOT_IMPLEMENTED",
+    "MMI_OK",
+    "MMI_SERVICE",
+    "MajordomoBroker",
+    "MajordomoBrokerStats",
+    "MajordomoClient",
+    "MajordomoClientStats",
+    "MajordomoHandler",
+    "MajordomoWorker",
+    "MajordomoWorkerStats",
+]
+
+MDPC01: Final = b"MDPC01"
+"""Protocol header of MDP/Client version 0.1 (frame 1 of every client command)."""
+
+MDPW01: Final = b"MDPW01"
+"""Protocol header of MDP/Worker version 0.1 (frame 1 of every worker command)."""
+
+MDPW_READY: Final = b"\x01"
+"""Worker command: register for a service (worker to broker, once per connection)."""
+
+MDPW_REQUEST: Final = b"\x02"
+"""Worker command: a client's request (broker to worker)."""
+
+MDPW_REPLY: Final = b"\x03"
+"""Worker command: the reply to the request being served (worker to broker)."""
+
+MDPW_HEARTBEAT: Final = b"\x04"
+"""Worker command: I am alive (both ways)."""
+
+MDPW_DISCONNECT: Final = b"\x05"
+"""Worker command: end of the conversation (both ways); a worker then reconnects."""
+
+MDP_HEARTBEAT_LIVENESS: Final = 3
+"""Heartbeat intervals of silence after which a peer is considered dead (the Guide's 3)."""
+
+MDP_HEARTBEAT_INTERVAL: Final = 2.5
+"""Seconds between heartbeats (the Guide's 2500 ms)."""
+
+MDP_RECONNECT_INTERVAL: Final = 2.5
+"""Seconds a worker waits before reconnecting to a silent broker (the Guide's 2500 ms)."""
+
+MMI_SERVICE: Final = b"mmi.service"
+"""The MMI service that says whether a service has workers."""
+
+MMI_OK: Final = b"200"
+"""MMI reply: the service has at least one worker."""
+
+MMI_NOT_FOUND: Final = b"404"
+"""MMI reply: the service has no worker."""
+
+MMI_NOT_IMPLEMENTED: Final = b"501"
+"""MMI reply: no such ``mmi.*`` service."""
+
+_MMI_PREFIX: Final = b"mmi."
+
+MajordomoHandler: TypeAlias = Callable[[Message], Awaitable[Sequence[Frame]] | Sequence[Frame]]
+"""A worker's request handler: request body in, reply body out (plain or async function)."""
+
+
+def _check_service(service: object) -> bytes:
+    if not isinstance(service, bytes):
+        raise FrameError(
+            f"a service name is bytes, got {type(service).__name__} {service!r:.40} "
+            "(encode text explicitly, e.g. b'echo' or 'echo'.encode())"
+        )
+    if not service:
+        raise FrameError("a service name must not be empty")
+    return service
+
+
+def _check_timing(**values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{name} must be a number of seconds, got {value!r}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a positive, finite number of seconds, got {value}")
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+# Deadlines are compared with this much slack: a wait of ``deadline - now`` seconds can
+# end a rounding error short of the deadline (in virtual time it then never gets there).
+_SLACK: Final = 1e-6
+
+
+# -- broker ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MajordomoBrokerStats:
+    """Counters of a :class:`MajordomoBroker`, updated as it runs.
+
+    Attributes:
+        requests: Client requests accepted for a service (``mmi.*`` ones excluded).
+        dispatched: Requests handed to a worker (a request handed again after its
+            worker died counts again).
+        replies: Worker replies forwarded to clients.
+        mmi: ``mmi.*`` requests answered by the broker itself.
+        malformed: Messages that broke the protocol (too short, unknown header, bad
+            delimiter, invalid or unexpected worker command); each was dropped.
+        disconnects: DISCONNECT commands sent to misbehaving workers.
+        expired_workers: Workers forgotten because they fell silent.
+        expired_requests: Queued requests dropped after ``request_ttl``.
+        requeued: Requests put back in their queue because their worker died or left.
+    """
+
+    requests: int = 0
+    dispatched: int = 0
+    replies: int = 0
+    mmi: int = 0
+    malformed: int = 0
+    disconnects: int = 0
+    expired_workers: int = 0
+    expired_requests: int = 0
+    requeued: int = 0
+
+
+@dataclass(slots=True)
+class _Request:
+    client: bytes
+    body: list[bytes]
+    queued_at: float
+
+
+@dataclass(slots=True, eq=False)
+class _WorkerEntry:
+    identity: bytes
+    service: _Service
+    expiry: float
+    serving: _Request | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Service:
+    name: bytes
+    requests: deque[_Request] = field(default_factory=deque)
+    workers: dict[bytes, _WorkerEntry] = field(default_factory=dict)
+    # Idle workers in the order they became idle: the first waited longest.
+    idle: dict[bytes, None] = field(default_factory=dict)
+
+
+class MajordomoBroker:
+    """A Majordomo broker: one ROUTER socket for clients and workers alike.
+
+    It tells clients from workers by the protocol header (frame 1). Requests queue per
+    service and go to the worker of that service that has been idle longest. Every
+    worker is sent a HEARTBEAT every ``heartbeat_interval``; a worker silent for
+    ``heartbeat_liveness`` intervals is forgotten (at once, not at the next heartbeat
+    tick), and a request it was serving is queued again for another worker (MDP
+    workers are idempotent). Queued requests older than ``request_ttl`` are dropped:
+    their clients have retried or given up.
+
+    A worker that sends an invalid or unexpected command (a second READY, a REPLY when
+    it serves nothing or for another client, an ``mmi.*`` READY, anything before
+    READY but DISCONNECT) is sent DISCONNECT and forgotten. Malformed messages are
+    dropped and counted in :attr:`stats`; nothing a peer sends stops the loop.
+
+    Args:
+        network: The network that makes the ROUTER socket.
+        endpoint: Where to bind (a wildcard tcp port is fine: see :meth:`bind`).
+        heartbeat_interval: Seconds between heartbeats to workers.
+        heartbeat_liveness: Silent intervals after which a worker is dead.
+        request_ttl: Seconds a request may wait in a queue for a worker (None: for ever).
+        options: Options of the ROUTER socket.
+
+    Example:
+        >>> broker = MajordomoBroker(network, "tcp://*:5555")  # doctest: +SKIP
+        >>> task = asyncio.create_task(broker.run())  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        endpoint: str,
+        *,
+        heartbeat_interval: float = MDP_HEARTBEAT_INTERVAL,
+        heartbeat_liveness: int = MDP_HEARTBEAT_LIVENESS,
+        request_ttl: float | None = 30.0,
+        options: SocketOptions | None = None,
+    ) -> None:
+        _check_timing(heartbeat_interval=heartbeat_interval)
+        if request_ttl is not None:
+            _check_timing(request_ttl=request_ttl)
+        self.network: Final = network
+        self.heartbeat_interval: Final = float(heartbeat_interval)
+        self.heartbeat_liveness: Final = _check_count("heartbeat_liveness", heartbeat_liveness)
+        self.request_ttl: Final = request_ttl
+        self.stats: Final = MajordomoBrokerStats()
+        self._endpoint_spec = endpoint
+        self._options = options
+        self._socket: Router | None = None
+        self._endpoint: str | None = None
+        self._services: dict[bytes, _Service] = {}
+        self._workers: dict[bytes, _WorkerEntry] = {}
+        self._ready: dict[_Service, None] = {}  # insertion order keeps runs deterministic
+        self._stopping = False
+
+    @property
+    def expiry(self) -> float:
+        """Seconds of silence after which a worker is forgotten (liveness x interval)."""
+        return self.heartbeat_interval * self.heartbeat_liveness
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint bound (resolved), or None before :meth:`bind`."""
+        return self._endpoint
+
+    def bind(self) -> str:
+        """Make the ROUTER socket and bind it; return the resolved endpoint. Idempotent.
+
+        Call it before :meth:`run` to learn a wildcard port; :meth:`run` binds otherwise.
+
+        Raises:
+            ClosedError: The broker was stopped.
+            EndpointError: The endpoint is malformed or in use.
+        """
+        if self._stopping:
+            raise ClosedError("the Majordomo broker was stopped")
+        if self._socket is None:
+            sock = self.network.router(options=self._options)
+            try:
+                self._endpoint = sock.bind(self._endpoint_spec)
+            except BaseException:
+                sock.close()
+                raise
+            self._socket = sock
+        assert self._endpoint is not None
+        return self._endpoint
+
+    def stop(self) -> None:
+        """Make :meth:`run` return, and close the socket. Idempotent."""
+        self._stopping = True
+        if self._socket is not None:
+            self._socket.close()
+
+    close = stop
+
+    def services(self) -> dict[bytes, int]:
+        """How many workers each known service has (services with none may be absent)."""
+        return {name: len(svc.workers) for name, svc in self._services.items()}
+
+    def worker_count(self, service: bytes) -> int:
+        """How many live workers have registered ``service``."""
+        svc = self._services.get(service)
+        return 0 if svc is None else len(svc.workers)
+
+    def queued(self, service: bytes) -> int:
+        """How many requests for ``service`` wait for a worker."""
+        svc = self._services.get(service)
+        return 0 if svc is None else len(svc.requests)
+
+    async def run(self) -> None:
+        """Serve clients and workers until :meth:`stop` (or cancellation); close the socket.
+
+        Raises:
+            ClosedError: The socket was closed by someone other than :meth:`stop`.
+        """
+        self.bind()
+        sock = self._socket
+        assert sock is not None
+        heartbeat_at = _now() + self.heartbeat_interval
+        try:
+            while True:
+                now = _now()
+                wake = min(heartbeat_at, self._next_deadline())
+                try:
+                    msg = await sock.recv(timeout=max(wake - now, 0.0))
+                except Timeout:
+                    pass
+                else:
+                    await self._handle(sock, msg)
+                now = _now() + _SLACK
+                self._purge(now)
+                await self._dispatch(sock)
+                if now >= heartbeat_at:
+                    for identity in list(self._workers):
+                        await sock.send([identity, b"", MDPW01, MDPW_HEARTBEAT])
+                    heartbeat_at = now + self.heartbeat_interval
+        except ClosedError:
+            if not self._stopping:
+                raise
+        finally:
+            sock.close()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _next_deadline(self) -> float:
+        """The earliest time a worker or a queued request expires (inf if none)."""
+        deadline = math.inf
+        for worker in self._workers.values():
+            deadline = min(deadline, worker.expiry)
+        if self.request_ttl is not None:
+            for svc in self._services.values():
+                if svc.requests:
+                    deadline = min(deadline, svc.requests[0].queued_at + self.request_ttl)
+        return deadline
+
+    def _purge(self, now: float) -> None:
+        for worker in [w for w in self._workers.values() if w.expiry <= now]:
+            self.stats.expired_workers += 1
+            self._forget(worker)
+        if self.request_ttl is not None:
+            limit = now - self.request_ttl
+            for svc in self._services.values():
+                while svc.requests and svc.requests[0].queued_at <= limit:
+                    svc.requests.popleft()
+                    self.stats.expired_requests += 1
+        for name in [n for n, s in self._services.items() if not s.workers and not s.requests]:
+            del self._services[name]
+
+    async def _handle(self, sock: Router, msg: Message) -> None:
+        if len(msg) < 3 or msg[1] != b"":
+            self.stats.malformed += 1
+            return
+        sender, header, frames = msg[0], msg[2], msg[3:]
+        if header == MDPC01:
+            await self._client_message(sock, sender, frames)
+        elif header == MDPW01:
+            await self._worker_message(sock, sender, frames)
+        else:
+            self.stats.malformed += 1
+
+    async def _client_message(self, sock: Router, client: bytes, frames: list[bytes]) -> None:
+        if len(frames) < 2 or not frames[0]:
+            self.stats.malformed += 1
+            return
+        service, body = frames[0], frames[1:]
+        if service.startswith(_MMI_PREFIX):
+            self.stats.mmi += 1
+            if service == MMI_SERVICE:
+                code = MMI_OK if self.worker_count(body[0]) else MMI_NOT_FOUND
+            else:
+                code = MMI_NOT_IMPLEMENTED
+            await sock.send([client, b"", MDPC01, service, code])
+            return
+        self.stats.requests += 1
+        svc = self._service(service)
+        svc.requests.append(_Request(client, body, _now()))
+        self._ready[svc] = None
+
+    async def _worker_message(self, sock: Router, identity: bytes, frames: list[bytes]) -> None:
+        worker = self._workers.get(identity)
+        command = frames[0] if frames else b""
+        if command == MDPW_DISCONNECT and len(frames) == 1:
+            if worker is not None:
+                self._forget(worker)
+            return
+        if worker is None:
+            if command == MDPW_READY and len(frames) == 2 and frames[1]:
+                service = frames[1]
+                if not service.startswith(_MMI_PREFIX):
+                    svc = self._service(service)
+                    worker = _WorkerEntry(identity, svc, _now() + self.expiry)
+                    self._workers[identity] = worker
+                    svc.workers[identity] = worker
+                    svc.idle[identity] = None
+                    self._ready[svc] = None
+                    return
+            await self._reject(sock, identity)
+            return
+        worker.expiry = _now() + self.expiry
+        if command == MDPW_HEARTBEAT and len(frames) == 1:
+            return
+        serving = worker.serving
+        if (
+            command == MDPW_REPLY
+            and serving is not None
+            and len(frames) >= 4
+            and frames[1] == serving.client
+            and frames[2] == b""
+        ):
+            worker.serving = None
+            self.stats.replies += 1
+            svc = worker.service
+            await sock.send([serving.client, b"", MDPC01, svc.name, *frames[3:]])
+            svc.idle[identity] = None
+            self._ready[svc] = None
+            return
+        await self._reject(sock, identity)
+
+    async def _reject(self, sock: Router, identity: bytes) -> None:
+        """Count a protocol violation by a worker, DISCONNECT it and forget it."""
+        self.stats.malformed += 1
+        self.stats.disconnects += 1
+        worker = self._workers.get(identity)
+        if worker is not None:
+            self._forget(worker)
+        await sock.send([identity, b"", MDPW01, MDPW_DISCONNECT])
+
+    def _service(self, name: bytes) -> _Service:
+        svc = self._services.get(name)
+        if svc is None:
+            svc = self._services[name] = _Service(name)
+        return svc
+
+    def _forget(self, worker: _WorkerEntry) -> None:
+        """Drop a worker; put the request it was serving back at the head of its queue."""
+        self._workers.pop(worker.identity, None)
+        svc = worker.service
+        svc.workers.pop(worker.identity, None)
+        svc.idle.pop(worker.identity, None)
+        if worker.serving is not None:
+            svc.requests.appendleft(worker.serving)
+            worker.serving = None
+            self.stats.requeued += 1
+            self._ready[svc] = None
+
+    async def _dispatch(self, sock: Router) -> None:
+        """Hand queued requests to idle workers, in the services that changed."""
+        ready, self._ready = self._ready, {}
+        for svc in ready:
+            while svc.idle and svc.requests:
+                identity = next(iter(svc.idle))
+                del svc.idle[identity]
+                request = svc.requests.popleft()
+                svc.workers[identity].serving = request
+                self.stats.dispatched += 1
+                await sock.send(
+                    [identity, b"", MDPW01, MDPW_REQUEST, request.client, b"", *request.body]
+                )
+
+
+# -- worker ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MajordomoWorkerStats:
+    """Counters of a :class:`MajordomoWorker`, updated as it runs.
+
+    Attributes:
+        requests: Requests received from the broker.
+        replies: Replies sent to the broker.
+        connects: Connections opened to the broker (each one sends READY).
+        disconnects: DISCONNECT commands received from the broker.
+        malformed: Messages from the broker that broke the protocol (dropped).
+        stale_replies: Replies dropped because the connection that brought their
+            request was replaced meanwhile (the broker has given that request to
+            another worker or dropped it).
+    """
+
+    requests: int = 0
+    replies: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    malformed: int = 0
+    stale_replies: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    connection: int
+    client: bytes
+    body: Message
+
+
+class MajordomoWorker:
+    """A Majordomo worker: serves one service for a broker over a DEALER socket.
+
+    Once started (by :meth:`start`, the first :meth:`recv`, or ``async with``) a
+    background task keeps the conversation with the broker: READY on every new
+    connection, a HEARTBEAT every ``heartbeat_interval``, and a new connection (after
+    ``reconnect_interval``) when the broker has been silent for ``heartbeat_liveness``
+    intervals; at once when the broker sends DISCONNECT. Heartbeats continue while the
+    application works on a request, so a slow handler is not taken for a dead one.
+
+    The application side is a strict lockstep, like a REP socket: :meth:`recv` a
+    request, :meth:`send` its reply, :meth:`recv` again; or hand a handler to
+    :meth:`serve`. A reply to a request that came on a connection since replaced is
+    dropped (and counted): the broker no longer expects it.
+
+    Args:
+        network: The network that makes the DEALER sockets.
+        broker: The broker's endpoint.
+        service: The service name to register (bytes, not starting with ``mmi.``).
+        heartbeat_interval: Seconds between heartbeats; use the broker's value.
+        heartbeat_liveness: Silent intervals after which the broker is dead.
+        reconnect_interval: Seconds to wait before reconnecting to a silent broker.
+        options: Options of the DEALER sockets.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        broker: str,
+        service: bytes,
+        *,
+        heartbeat_interval: float = MDP_HEARTBEAT_INTERVAL,
+        heartbeat_liveness: int = MDP_HEARTBEAT_LIVENESS,
+        reconnect_interval: float = MDP_RECONNECT_INTERVAL,
+        options: SocketOptions | None = None,
+    ) -> None:
+        _check_timing(heartbeat_interval=heartbeat_interval, reconnect_interval=reconnect_interval)
+        self.network: Final = network
+        self.broker: Final = broker
+        self.service: Final = _check_service(service)
+        self.heartbeat_interval: Final = float(heartbeat_interval)
+        self.heartbeat_liveness: Final = _check_count("heartbeat_liveness", heartbeat_liveness)
+        self.reconnect_interval: Final = float(reconnect_interval)
+        self.stats: Final = MajordomoWorkerStats()
+        self._options = options
+        self._socket: Dealer | None = None
+        self._connection = 0
+        self._heartbeat_at = 0.0
+        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._current: _Job | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    async def start(self) -> None:
+        """Connect, send READY and start heartbeating. Idempotent.
+
+        Returns once READY is queued for the broker (not once the broker has it).
+
+        Raises:
+            ClosedError: The worker is closed.
+        """
+        if self._closed:
+            raise ClosedError(f"Majordomo worker for {self.service!r} is closed")
+        if self._pump is None:
+            await self._connect()
+            self._pump = asyncio.get_running_loop().create_task(
+                self._run_pump(), name=f"mdp-worker-{self.service!r}"
+            )
+
+    async def recv(self) -> Message:
+        """Wait for the next request and return its body.
+
+        Raises:
+            StateError: The last request has not been answered with :meth:`send`.
+            ClosedError: The worker is (or became, while waiting) closed.
+        """
+        if self._current is not None:
+            raise StateError("Majordomo worker: send the reply to the current request first")
+        await self.start()
+        while True:
+            job = await self._jobs.get()
+            if job is None:
+                self._jobs.put_nowait(None)  # wake any later recv too
+                if self._failure is not None:
+                    raise self._failure
+                raise ClosedError(f"Majordomo worker for {self.service!r} is closed")
+            if job.connection == self._connection:
+                self._current = job
+                return list(job.body)
+            self.stats.stale_replies += 1
+
+    async def send(self, reply: Sequence[Frame]) -> None:
+        """Send the reply (one or more frames) to the request :meth:`recv` returned.
+
+        Raises:
+            StateError: There is no request to answer.
+            FrameError: ``reply`` is not a non-empty sequence of bytes-like frames.
+            ClosedError: The worker is closed.
+        """
+        job = self._current
+        if job is None:
+            raise StateError("Majordomo worker: no request to reply to (call recv first)")
+        frames = check_frames(reply)
+        if self._closed:
+            raise ClosedError(f"Majordomo worker for {self.service!r} is closed")
+        self._current = None
+        sock = self._socket
+        if job.connection != self._connection or sock is None:
+            self.stats.stale_replies += 1
+            return
+        try:
+            await sock.send([b"", MDPW01, MDPW_REPLY, job.client, b"", *frames])
+        except ClosedError:
+            if self._closed:
+                raise
+            self.stats.stale_replies += 1
+            return
+        self.stats.replies += 1
+        self._heartbeat_at = _now() + self.heartbeat_interval
+
+    async def serve(self, handler: MajordomoHandler, *, max_requests: int | None = None) -> int:
+        """Answer requests with ``handler`` until the worker is closed; return how many.
+
+        Args:
+            handler: Turns a request body into a reply body; a plain or async function.
+                An exception it raises ends the loop (and propagates).
+            max_requests: Return after answering this many (None: no limit).
+        """
+        served = 0
+        while max_requests is None or served < max_requests:
+            try:
+                request = await self.recv()
+            except ClosedError:
+                break
+            reply = handler(request)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            try:
+                await self.send(reply)
+            except ClosedError:
+                break
+            served += 1
+        return served
+
+    def close(self) -> None:
+        """Stop the conversation, close the socket and wake a waiting :meth:`recv`.
+
+        Sends DISCONNECT first, best effort (with ``linger`` 0 it may never leave).
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._pump is not None:
+            self._pump.cancel()
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            with contextlib.suppress(Exception):
+                sock.try_send([b"", MDPW01, MDPW_DISCONNECT])
+            sock.close()
+        self._jobs.put_nowait(None)
+
+    async def aclose(self) -> None:
+        """Close (see :meth:`close`) and wait for the background task to end."""
+        self.close()
+        if self._pump is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- internals --------------------------------------------------------------------
+
+    async def _connect(self) -> Dealer:
+        old, self._socket = self._socket, None
+        if old is not None:
+            old.close()
+        sock = self.network.dealer(connect=self.broker, options=self._options)
+        self._socket = sock
+        self._connection += 1
+        self.stats.connects += 1
+        await sock.send([b"", MDPW01, MDPW_READY, self.service])
+        self._heartbeat_at = _now() + self.heartbeat_interval
+        return sock
+
+    async def _run_pump(self) -> None:
+        try:
+            sock = self._socket
+            assert sock is not None
+            while True:
+                if await self._converse(sock):
+                    await asyncio.sleep(self.reconnect_interval)
+                sock = await self._connect()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if not self._closed:
+                self._failure = exc
+                self._jobs.put_nowait(None)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _converse(self, sock: Dealer) -> bool:
+        """Talk to the broker on ``sock`` until it goes silent (True) or says DISCONNECT."""
+        expiry = self.heartbeat_interval * self.heartbeat_liveness
+        heard = _now()
+        while True:
+            now = _now() + _SLACK
+            if now >= heard + expiry:
+                return True
+            if now >= self._heartbeat_at:
+                await sock.send([b"", MDPW01, MDPW_HEARTBEAT])
+                self._heartbeat_at = now + self.heartbeat_interval
+            wake = min(self._heartbeat_at, heard + expiry)
+            try:
+                msg = await sock.recv(timeout=max(wake - now, 0.0))
+            except Timeout:
+                continue
+            if len(msg) < 3 or msg[0] != b"" or msg[1] != MDPW01:
+                self.stats.malformed += 1
+                continue
+            command = msg[2]
+            if command == MDPW_REQUEST and len(msg) >= 6 and msg[4] == b"":
+                self.stats.requests += 1
+                self._jobs.put_nowait(_Job(self._connection, msg[3], msg[5:]))
+            elif command == MDPW_HEARTBEAT and len(msg) == 3:
+                pass
+            elif command == MDPW_DISCONNECT and len(msg) == 3:
+                self.stats.disconnects += 1
+                return False
+            else:
+                self.stats.malformed += 1
+                continue
+            heard = _now()
+
+
+# -- client ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class MajordomoClientStats:
+    """Counters of a :class:`MajordomoClient`, updated as it works.
+
+    Attributes:
+        replies: Requests answered.
+        attempts: Requests sent, retries included.
+        timeouts: Attempts that got no reply in time (each reopens the socket).
+        failures: Requests given up with :class:`~transportkit.ServiceUnavailableError`.
+    """
+
+    replies: int = 0
+    attempts: int = 0
+    timeouts: int = 0
+    failures: int = 0
+
+
+class MajordomoClient:
+    """A synchronous Majordomo client: one request at a time, Lazy Pirate retries.
+
+    Each attempt sends ``[MDPC01, service, body...]`` on a REQ socket and waits
+    ``timeout`` seconds for the reply; after a timeout the socket is closed (so a late
+    reply can never be taken for the next one) and a new one sends the request again,
+    up to ``retries`` attempts in all (the Guide's REQUEST_RETRIES). Workers must be
+    idempotent: a request may be served more than once.
+
+    Args:
+        network: The network that makes the REQ sockets.
+        broker: The broker's endpoint.
+        timeout: Seconds to wait for each attempt's reply.
+        retries: Attempts in all before giving up (at least 1).
+        options: Options of the REQ sockets.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        broker: str,
+        *,
+        timeout: float = MDP_HEARTBEAT_INTERVAL,
+        retries: int = 3,
+        options: SocketOptions | None = None,
+    ) -> None:
+        _check_timing(timeout=timeout)
+        self.network: Final = network
+        self.broker: Final = broker
+        self.timeout: Final = float(timeout)
+        self.retries: Final = _check_count("retries", retries)
+        self.stats: Final = MajordomoClientStats()
+        self._options = options
+        self._socket: Requester | None = None
+        self._busy = False
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    async def request(self, service: bytes, frames: Sequence[Frame]) -> Message:
+        """Ask ``service`` and return the reply body (the frames after the service name).
+
+        Args:
+            service: The service name, e.g. ``b"echo"`` or ``b"mmi.service"``.
+            frames: The request body: a non-empty sequence of bytes-like frames.
+
+        Raises:
+            ServiceUnavailableError: No reply after ``retries`` attempts.
+            ProtocolError: The reply lacks the MDPC01 header or names another service.
+            FrameError: ``service`` or ``frames`` is malformed.
+            StateError: Another request of this client is in progress.
+            ClosedError: The client is closed.
+        """
+        name = _check_service(service)
+        body = check_frames(frames)
+        if self._closed:
+            raise ClosedError("Majordomo client is closed")
+        if self._busy:
+            raise StateError("Majordomo client: one request at a time (use a client per task)")
+        self._busy = True
+        try:
+            for _ in range(self.retries):
+                reply = await self._attempt([MDPC01, name, *body])
+                if reply is not None:
+                    return self._check_reply(reply, name)
+            self.stats.failures += 1
+            raise ServiceUnavailableError(
+                f"Majordomo service {name!r} at {self.broker}: no reply after "
+                f"{self.retries} attempts of {self.timeout} s"
+            )
+        finally:
+            self._busy = False
+
+    def close(self) -> None:
+        """Close the socket; later requests raise ClosedError. Idempotent."""
+        self._closed = True
+        self._reset()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def _attempt(self, message: list[Frame]) -> Message | None:
+        """One send and wait; the reply, or None after a timeout (socket reset)."""
+        if self._socket is None:
+            self._socket = self.network.requester(connect=self.broker, options=self._options)
+        sock = self._socket
+        self.stats.attempts += 1
+        try:
+            deadline = _now() + self.timeout
+            await asyncio.wait_for(sock.send(message), self.timeout)
+            return await sock.recv(timeout=max(deadline - _now(), 0.0))
+        except (Timeout, TimeoutError):
+            self.stats.timeouts += 1
+            self._reset()
+            return None
+        except BaseException:
+            self._reset()
+            raise
+
+    def _reset(self) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+
+    def _check_reply(self, reply: Message, service: bytes) -> Message:
+        self.stats.replies += 1
+        if len(reply) < 3:
+            raise ProtocolError(
+                f"Majordomo reply has {len(reply)} frames, expected at least 3 "
+                "(MDPC01, service, body)"
+            )
+        if reply[0] != MDPC01:
+            raise ProtocolError(f"Majordomo reply header is {reply[0]!r:.40}, expected {MDPC01!r}")
+        if reply[1] != service:
+            raise ProtocolError(
+                f"Majordomo reply is from service {reply[1]!r:.60}, expected {service!r}"
+            )
+        return reply[2:]
