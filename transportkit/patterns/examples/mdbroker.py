@@ -1,0 +1,69 @@
+"""Majordomo broker (the Guide's ``mdbroker``): 7/MDP on one ROUTER socket.
+
+Run ``python -m transportkit.patterns.examples.mdbroker --bind tcp://*:5555``, then
+``mdworker`` and ``mdclient`` against it. Prints ``READY <endpoint>`` once bound (the
+endpoint resolved, so ``tcp://*:*`` shows the port it got).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from transportkit.patterns.majordomo import (
+    MDP_HEARTBEAT_INTERVAL,
+    MDP_HEARTBEAT_LIVENESS,
+    MajordomoBroker,
+)
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.patterns.examples.mdbroker",
+        description="Majordomo (7/MDP) broker: routes client requests to service workers.",
+    )
+    parser.add_argument("--bind", default="tcp://*:5555", help="endpoint to bind (%(default)s)")
+    parser.add_argument(
+        "--heartbeat-interval", type=float, default=MDP_HEARTBEAT_INTERVAL, metavar="S",
+        help="seconds between heartbeats to workers (%(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--liveness", type=int, default=MDP_HEARTBEAT_LIVENESS, metavar="N",
+        help="silent heartbeat intervals before a worker is forgotten (%(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--request-ttl", type=float, default=30.0, metavar="S",
+        help="seconds a request may wait for a worker (%(default)s)",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and broker until killed."""
+    with ZmqNetwork(name="mdbroker") as net:
+        broker = MajordomoBroker(
+            net,
+            args.bind,
+            heartbeat_interval=args.heartbeat_interval,
+            heartbeat_liveness=args.liveness,
+            request_ttl=args.request_ttl,
+        )
+        print(f"READY {broker.bind()}", flush=True)
+        await broker.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    try:
+        return asyncio.run(run(parse_args(argv)))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
