@@ -11,9 +11,13 @@ fixed by SimPy's ``(time, priority, sequence)`` event heap: the run is determini
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import selectors
-from collections.abc import Callable, Mapping
+from asyncio import format_helpers
+from collections import deque
+from collections.abc import Callable, Mapping, Sized
+from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from transportkit._errors import SimulationDeadlock, SimulationError
@@ -21,7 +25,77 @@ from transportkit._errors import SimulationDeadlock, SimulationError
 if TYPE_CHECKING:
     import simpy
 
-__all__ = ["SimEventLoop"]
+__all__ = ["SimCall", "SimEventLoop", "schedule_call"]
+
+# asyncio.base_events' constants, for the same timer housekeeping as its _run_once.
+_MIN_SCHEDULED_TIMER_HANDLES = 100
+_MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
+_MAXIMUM_SELECT_TIMEOUT = 24 * 3600
+_NORMAL = 1  # simpy.events.NORMAL: the priority of a Timeout
+
+
+class SimCall:
+    """A triggered SimPy event whose processing calls ``fn(*args)``.
+
+    The simulator's deliveries and timers are scheduled as these instead of a
+    ``Timeout`` with a callback: one small object instead of an event with an instance
+    dict, a callback list and a ``functools.partial``. They sit in SimPy's heap with
+    a Timeout's priority and the next event id, so they are ordered exactly as
+    Timeouts scheduled at the same moments would be, and ``Environment.step`` still
+    processes them (through ``callbacks``); the virtual selector calls ``fn`` directly.
+    """
+
+    __slots__ = ("args", "callbacks", "fn")
+    _ok = True
+    _value = None
+
+    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.fn = fn
+        self.args = args
+        self.callbacks: Any = _FIRE
+
+
+def _fire(event: SimCall) -> None:
+    event.fn(*event.args)
+
+
+_FIRE = (_fire,)
+
+
+def schedule_call(
+    env: simpy.Environment,
+    delay: float,
+    fn: Callable[..., object],
+    args: tuple[Any, ...],
+    priority: Any = _NORMAL,
+) -> None:
+    """Schedule ``fn(*args)`` after ``delay``: what ``env.timeout(delay)`` with a
+    callback does (same heap entry, same time arithmetic, same event id sequence).
+    """
+    if delay < 0:
+        raise ValueError(f"Negative delay {delay}")
+    queue: list[Any] = env._queue
+    heappush(queue, (env._now + delay, priority, next(env._eid), SimCall(fn, args)))
+
+
+def _process(event: Any) -> None:
+    """``simpy.Environment.step`` for one popped event (the clock is already set)."""
+    callbacks, event.callbacks = event.callbacks, None
+    for callback in callbacks:
+        callback(event)
+    if not event._ok and not hasattr(event, "_defused"):
+        exc = type(event._value)(*event._value.args)
+        exc.__cause__ = event._value
+        raise exc
+
+
+def _report(loop: asyncio.AbstractEventLoop, handle: Any, exc: BaseException) -> None:
+    """What ``asyncio.Handle._run`` does with an exception escaping a callback."""
+    cb = format_helpers._format_callback_source(handle._callback, handle._args)
+    context = {"message": f"Exception in callback {cb}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    loop.call_exception_handler(context)
 
 
 def _forbidden(what: str) -> NoReturn:
@@ -37,7 +111,7 @@ class _VirtualSelector(selectors.BaseSelector):
     def __init__(self, env: simpy.Environment, idle: Callable[[], bool]) -> None:
         self._env = env
         self._map: dict[Any, selectors.SelectorKey] = {}
-        self.ready_probe: Callable[[], bool] = lambda: False
+        self.ready: Sized = ()
         self.idle_probe = idle
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -59,19 +133,27 @@ class _VirtualSelector(selectors.BaseSelector):
         if timeout is not None and timeout <= 0:
             return []
         env = self._env
-        now = env.now
+        # SimPy's ``peek``/``step`` inlined (same heap, same order, same clock), with a
+        # fast path for the simulator's own :class:`SimCall` events.
+        queue: list[Any] = env._queue
+        now = env._now
         deadline = math.inf if timeout is None else now + timeout
-        ready = self.ready_probe
-        step = env.step
-        peek = env.peek
+        ready = self.ready
         forever = deadline == math.inf
         idle = self.idle_probe
-        while True:
-            when = peek()
+        while queue:
+            entry = queue[0]
+            when = entry[0]
             if when > deadline or when == math.inf or (forever and idle()):
                 break
-            step()
-            if ready():
+            heappop(queue)
+            env._now = when
+            event: Any = entry[3]
+            if type(event) is SimCall:
+                event.fn(*event.args)
+            else:
+                _process(event)
+            if ready:
                 return []
         if deadline == math.inf:
             raise SimulationDeadlock(
@@ -82,7 +164,7 @@ class _VirtualSelector(selectors.BaseSelector):
             )
         if env.now < deadline:
             env.timeout(deadline - env.now)
-            step()
+            env.step()
         return []
 
 
@@ -98,12 +180,77 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         super().__init__(selector)
         self._env = env
         self._clock_resolution = 1e-9
-        ready = self._ready  # type: ignore[attr-defined]
-        selector.ready_probe = ready.__len__
+        self._sim_selector = selector
+        selector.ready = self._ready  # type: ignore[attr-defined]
 
     def time(self) -> float:
         """Virtual seconds since the start of the simulation."""
-        return float(self._env.now)
+        return float(self._env._now)
+
+    def _run_once(self) -> None:
+        """One loop iteration: :meth:`asyncio.BaseEventLoop._run_once` without I/O.
+
+        The same steps in the same order (drop cancelled timers, wait in the selector,
+        make due timers ready, run what was ready), minus the parts a virtual selector
+        never needs: no I/O events to process, and no select call when work is ready
+        (asyncio would call it with a zero timeout, which returns at once).
+        """
+        this: Any = self  # asyncio internals (untyped)
+        if this._debug:
+            super()._run_once()  # type: ignore[misc]
+            return
+        scheduled: list[Any] = this._scheduled
+        sched_count = len(scheduled)
+        if (
+            sched_count > _MIN_SCHEDULED_TIMER_HANDLES
+            and this._timer_cancelled_count / sched_count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
+        ):
+            kept = []
+            for handle in scheduled:
+                if handle._cancelled:
+                    handle._scheduled = False
+                else:
+                    kept.append(handle)
+            heapq.heapify(kept)
+            this._scheduled = scheduled = kept
+            this._timer_cancelled_count = 0
+        else:
+            while scheduled and scheduled[0]._cancelled:
+                this._timer_cancelled_count -= 1
+                handle = heappop(scheduled)
+                handle._scheduled = False
+
+        ready: deque[Any] = this._ready
+        env = self._env
+        if not ready and not this._stopping:
+            if scheduled:
+                when = scheduled[0]._when
+                timeout = min(max(0, when - float(env._now)), _MAXIMUM_SELECT_TIMEOUT)
+                if timeout > 0:
+                    self._sim_selector.select(timeout)
+            else:
+                self._sim_selector.select(None)
+
+        end_time = float(env._now) + self._clock_resolution
+        while scheduled:
+            handle = scheduled[0]
+            if handle._when >= end_time:
+                break
+            handle = heappop(scheduled)
+            handle._scheduled = False
+            ready.append(handle)
+
+        popleft = ready.popleft
+        for _ in range(len(ready)):
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            try:
+                handle._context.run(handle._callback, *handle._args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # as asyncio.Handle._run reports it
+                _report(self, handle, exc)
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:  # type: ignore[override]
         """Refused: executors run on real threads."""

@@ -27,7 +27,7 @@ from transportkit._kinds import PEERS, SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.sim_backend._latency import Constant, LatencyModel
-from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._loop import SimEventLoop, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
 from transportkit.sim_backend._trace import Trace
@@ -732,11 +732,11 @@ class Simulation:
         remote.in_flight += 1
         link = conn.link_from(peer)
         if link is None:
-            self._arrive(conn, remote, item, None, None)
+            self._arrive(conn, remote, item, None)
             return
         now = self.env.now
         when = self._arrival(peer, link)
-        self._schedule(when - now, partial(self._arrive, conn, remote, item, link))
+        self._schedule(when - now, self._arrive, conn, remote, item, link)
 
     def _arrival(self, peer: Peer, link: Link) -> float:
         """When something sent now by ``peer`` over ``link`` arrives: never before what
@@ -749,24 +749,17 @@ class Simulation:
         peer.last_arrival = when
         return when
 
-    def _schedule(self, delay: float, callback: Callable[[object], None]) -> None:
-        """Run ``callback(event)`` after ``delay``; ties ordered by the seed if asked."""
-        env = self.env
+    def _schedule(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` after ``delay``; ties ordered by the seed if asked."""
         if not self.shuffle_ties:
-            env.timeout(delay).callbacks.append(callback)
+            schedule_call(self.env, delay, fn, args)
             return
-        event = simpy.Event(env)
-        event._ok = True
-        event._value = None
-        event.callbacks.append(callback)
         priority: Any = self.rng.randrange(1 << 30)  # any int orders within a time
-        env.schedule(event, priority, delay)
+        schedule_call(self.env, delay, fn, args, priority)
 
-    def _arrive(
-        self, conn: Connection, remote: Peer, item: Item, link: Link | None, _event: object
-    ) -> None:
+    def _arrive(self, conn: Connection, remote: Peer, item: Item, link: Link | None) -> None:
         if link is not None and not link.passes:
-            link.held.append(partial(self._arrive, conn, remote, item, link, None))
+            link.held.append(partial(self._arrive, conn, remote, item, link))
             return
         if not conn.alive:
             return
@@ -837,13 +830,13 @@ class Simulation:
         """
         if idle:
             self._idle_events += 1
+            self._schedule(delay, self._fire_idle, callback)
+        else:
+            self._schedule(delay, callback)
 
-        def fire(_event: object) -> None:
-            if idle:
-                self._idle_events -= 1
-            callback()
-
-        self._schedule(delay, fire)
+    def _fire_idle(self, callback: Callable[[], object]) -> None:
+        self._idle_events -= 1
+        callback()
 
     def only_idle_events(self) -> bool:
         """Whether every pending SimPy event is an idle retry (nothing can progress)."""
