@@ -138,6 +138,12 @@ class SimSocket(Socket):
         self.sndhwm = options.sndhwm
         self.rcvhwm = options.rcvhwm
         self.conflate = options.conflate
+        self.maxmsgsize = options.maxmsgsize
+        self._rcvtimeo = options.rcvtimeo
+        self._can_send = self.kind.can_send
+        self._can_recv = self.kind.can_recv
+        self.trace = node.sim.trace
+        self.env = node.sim.env
         self.peers: list[Peer] = []
         self.ready: deque[Peer] = deque()
         self.recv_waiters: list[asyncio.Future[bool]] = []
@@ -231,20 +237,36 @@ class SimSocket(Socket):
             )
 
     def _prepare(self, frames: Sequence[Frame]) -> Item:
-        self._check_open()
-        check_frames(frames)
-        if self.conflate and len(frames) > 1:
+        if self._closed:
+            self._check_open()
+        kind = type(frames)
+        if (kind is list or kind is tuple) and frames:
+            # Fast path: a list (or tuple) of bytes needs no checks and no conversion.
+            for frame in frames:
+                if type(frame) is not bytes:
+                    copied = self._checked(frames)
+                    break
+            else:
+                copied = list(frames)  # type: ignore[arg-type]
+        else:
+            copied = self._checked(frames)
+        if self.conflate and len(copied) > 1:
             raise FrameError(
                 f"{self.name}: conflate keeps single-frame messages only, got {len(frames)} frames"
             )
         self._check_send_state()
-        return (self.sim.next_message_id(), self._envelope([bytes(f) for f in frames]))
+        return (next(self.sim._message_ids), self._envelope(copied))
+
+    @staticmethod
+    def _checked(frames: Sequence[Frame]) -> list[bytes]:
+        check_frames(frames)
+        return [bytes(f) for f in frames]
 
     def _dispatch(self, item: Item) -> bool:
         if not self._route(item):
             return False
         self._stats.sent += 1
-        self.sim.trace.add(self.sim.env.now, "send", self.name, f"m{item[0]}")
+        self.trace.add(self.env._now, "send", self.name, f"m{item[0]}")
         self._after_send()
         return True
 
@@ -275,7 +297,24 @@ class SimSocket(Socket):
         msg = self._take()
         if msg is not None:
             return msg
-        deadline = _deadline(timeout, self._options.rcvtimeo)
+        if timeout is None and self._rcvtimeo < 0:
+            # No deadline (the usual case): wait on a bare future, no timer.
+            waiters = self.recv_waiters
+            loop = asyncio.get_running_loop()
+            while True:
+                fut: asyncio.Future[bool] = loop.create_future()
+                waiters.append(fut)
+                try:
+                    await fut
+                finally:
+                    if waiters and fut in waiters:
+                        waiters.remove(fut)
+                if self._closed:
+                    self._check_open()
+                msg = self._take()
+                if msg is not None:
+                    return msg
+        deadline = _deadline(timeout, self._rcvtimeo)
         while True:
             woke = await _wait(self.recv_waiters, deadline)
             self._check_open()
@@ -326,8 +365,12 @@ class SimSocket(Socket):
         if not peer.queued:
             peer.queued = True
             self.ready.append(peer)
-        if self.recv_waiters:
-            _wake(self.recv_waiters)
+        waiters = self.recv_waiters
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(True)
+            waiters.clear()
 
     def space(self) -> None:
         """Some pipe can take more (called by the simulator)."""
@@ -374,15 +417,16 @@ class SimSocket(Socket):
         return frames
 
     def _check_send_state(self) -> None:
-        if not self.kind.can_send:
+        if not self._can_send:
             raise UnsupportedError(f"{self.name}: {self.kind.value} sockets cannot send")
 
     def _after_send(self) -> None:
         pass
 
     def _check_recv(self) -> None:
-        self._check_open()
-        if not self.kind.can_recv:
+        if self._closed:
+            self._check_open()
+        if not self._can_recv:
             raise UnsupportedError(f"{self.name}: {self.kind.value} sockets cannot receive")
 
     def _check_open(self) -> None:
@@ -398,16 +442,23 @@ class SimPublisher(SimSocket, Publisher):
     def _route(self, item: Item) -> bool:
         topic = item[1][0]
         sim = self.sim
+        hwm = self.sndhwm
         for peer in self.peers:
             command = peer.pending_command
             if command is not None:
                 peer.pending_command = None
                 command()
-            if peer.remote is not None and peer.matches(topic):
-                if peer.room():
-                    sim.offer(peer, item)
-                else:
-                    self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")
+            if peer.remote is None:
+                continue
+            for prefix in peer.subs:
+                if topic.startswith(prefix):
+                    break
+            else:
+                continue
+            if hwm == 0 or len(peer.out_q) < hwm:
+                sim.offer(peer, item)
+            else:
+                self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")
         return True
 
 
@@ -447,8 +498,9 @@ class SimSubscriber(SimSocket, Subscriber):
 
     def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
         topic = frames[0]
-        if any(topic.startswith(prefix) for prefix in self._subs):
-            return frames
+        for prefix in self._subs:
+            if topic.startswith(prefix):
+                return frames
         return None
 
 

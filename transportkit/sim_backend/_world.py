@@ -696,9 +696,15 @@ class Simulation:
 
     def offer(self, peer: Peer, item: Item) -> None:
         """Hand a message to ``peer``: onto the wire if there is room, else queue it."""
-        if peer.conn is not None and not peer.out_q and self._has_room(peer):
-            self._transmit(peer, item)
-        elif peer.sock.conflate:
+        remote = peer.remote
+        if peer.conn is not None and not peer.out_q:
+            assert remote is not None
+            receiver = remote.sock
+            hwm = receiver.rcvhwm
+            if hwm == 0 or receiver.conflate or len(remote.in_q) + remote.in_flight < hwm:
+                self._transmit(peer, item)
+                return
+        if peer.sock.conflate:
             peer.out_q.clear()
             peer.out_q.append(item)
         else:
@@ -728,21 +734,26 @@ class Simulation:
     def _transmit(self, peer: Peer, item: Item) -> None:
         conn = peer.conn
         assert conn is not None
-        remote = conn.other(peer)
+        if peer is conn.a:
+            remote, link = conn.b, conn.link_ab
+        else:
+            remote, link = conn.a, conn.link_ba
         remote.in_flight += 1
-        link = conn.link_from(peer)
         if link is None:
             self._arrive(conn, remote, item, None)
             return
-        now = self.env.now
+        now = self.env._now
         when = self._arrival(peer, link)
-        self._schedule(when - now, self._arrive, conn, remote, item, link)
+        if self.shuffle_ties:
+            self._schedule(when - now, self._arrive, conn, remote, item, link)
+        else:
+            schedule_call(self.env, when - now, self._arrive, (conn, remote, item, link))
 
     def _arrival(self, peer: Peer, link: Link) -> float:
         """When something sent now by ``peer`` over ``link`` arrives: never before what
         it sent earlier (a pipe is FIFO), strictly after it when ties are shuffled.
         """
-        when = self.env.now + link.latency.sample(self.rng)
+        when = self.env._now + link.latency.sample(self.rng)
         last = peer.last_arrival
         if when < last or (self.shuffle_ties and when == last):
             when = math.nextafter(last, math.inf) if self.shuffle_ties else last
@@ -758,17 +769,17 @@ class Simulation:
         schedule_call(self.env, delay, fn, args, priority)
 
     def _arrive(self, conn: Connection, remote: Peer, item: Item, link: Link | None) -> None:
-        if link is not None and not link.passes:
+        if link is not None and not (link.up and not link.holding):
             link.held.append(partial(self._arrive, conn, remote, item, link))
             return
         if not conn.alive:
             return
         remote.in_flight -= 1
         receiver = remote.sock
-        if remote.dead or receiver.closed:
+        if remote.dead or receiver._closed:
             conn.other(remote).sock.drop(1, "peer-gone", f"m{item[0]}")
             return
-        limit = receiver.options.maxmsgsize
+        limit = receiver.maxmsgsize
         if limit >= 0 and sum(len(f) for f in item[1]) > limit:
             receiver.drop(1, "maxmsgsize", f"m{item[0]}")
             return
@@ -779,7 +790,7 @@ class Simulation:
                 item = (item[0], item[1][-1:])
             remote.in_q.clear()
         remote.in_q.append(item)
-        self.trace.add(self.env.now, "deliver", receiver.name, f"m{item[0]}")
+        self.trace.add(self.env._now, "deliver", receiver.name, f"m{item[0]}")
         receiver.arrived(remote)
 
     def send_subscription(self, peer: Peer, prefix: bytes, *, add: bool) -> None:
