@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from transportkit import Message, Network, Receiver
-from transportkit.patterns.majordomo import MajordomoBroker, MajordomoWorker
+from transportkit.patterns.majordomo import MajordomoBroker, MajordomoHandler, MajordomoWorker
 from transportkit.testing import free_tcp_endpoint
 
 T = TypeVar("T")
@@ -17,7 +17,7 @@ T = TypeVar("T")
 EXAMPLES = "transportkit.patterns.examples"
 
 
-def example(name: str) -> tuple[str, str]:
+def example_argv(name: str) -> tuple[str, str]:
     """``ChildProcess`` arguments running example program ``name``."""
     return ("-m", f"{EXAMPLES}.{name}")
 
@@ -79,7 +79,7 @@ async def serving_worker(
     network: Network,
     endpoint: str,
     service: bytes,
-    reply: Callable[[Message], list[bytes]],
+    reply: MajordomoHandler,
     **kwargs: Any,
 ) -> AsyncIterator[MajordomoWorker]:
     """A worker answering ``service`` with ``reply`` in a task, closed on exit."""

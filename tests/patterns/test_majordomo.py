@@ -12,14 +12,14 @@ import pytest
 from _mdp_helpers import (
     cancel,
     eventually,
-    example,
+    example_argv,
     real_endpoint,
     recv_frames,
     run_real,
     running_broker,
     serving_worker,
 )
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from transportkit import (
@@ -43,6 +43,9 @@ from transportkit.sim_backend import (
     Crash,
     FaultSchedule,
     Node,
+    Partition,
+    Repair,
+    Restart,
     Simulation,
     schedule_faults,
 )
@@ -528,7 +531,7 @@ def test_requests_wait_for_a_worker_and_expire_after_the_request_ttl() -> None:
     sim.run(main(), timeout=100.0)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     schedule=fault_schedules(
         ["cli", "broker", "w1", "w2"],
@@ -540,6 +543,17 @@ def test_requests_wait_for_a_worker_and_expire_after_the_request_ttl() -> None:
     ),
     seed=st.integers(0, 3),
 )
+# Outages long enough to exhaust the client's retries, whatever the draw:
+@example(schedule=[(1.0, Partition("cli", "broker")), (13.0, Repair("cli", "broker"))], seed=0)
+@example(
+    schedule=[(1.0, Crash("w1")), (1.5, Crash("w2")), (13.0, Restart("w1")), (20.0, Restart("w2"))],
+    seed=1,
+)
+@example(
+    schedule=[(2.0, Partition("broker", "w1", both_ways=False)), (14.0, Crash("w2")),
+              (14.5, Repair("broker", "w1", both_ways=False)), (16.0, Restart("w2"))],
+    seed=2,
+)  # fmt: skip
 def test_under_worker_crashes_and_partitions_every_request_ends_once_and_service_recovers(
     schedule: FaultSchedule, seed: int
 ) -> None:
@@ -566,6 +580,10 @@ def test_under_worker_crashes_and_partitions_every_request_ends_once_and_service
         return outcomes, after
 
     outcomes, after = sim.run(main(), timeout=500.0)
+    event(f"faults: {len(schedule) // 2}")
+    event(f"gave up on some requests: {any(reply is None for _, reply in outcomes)}")
+    event(f"broker expired workers: {world.broker.stats.expired_workers > 0}")
+    event(f"broker requeued requests: {world.broker.stats.requeued > 0}")
     for body, reply in outcomes:
         # Exactly one outcome per request: its own reply, or ServiceUnavailableError.
         assert reply is None or (reply[0] in (b"w1", b"w2") and reply[1:] == [body])
@@ -600,8 +618,8 @@ def test_real_crashes_a_killed_worker_expires_and_restarted_processes_serve_agai
     endpoint = real_endpoint(transport, tmp_path)
     interval, liveness = 0.1, 3
     timing = ("--heartbeat-interval", str(interval), "--liveness", str(liveness))
-    broker_argv = (*example("mdbroker"), "--bind", endpoint, *timing)
-    worker_argv = (*example("mdworker"), "--broker", endpoint, *timing, "--reconnect", "0.1")
+    broker_argv = (*example_argv("mdbroker"), "--bind", endpoint, *timing)
+    worker_argv = (*example_argv("mdworker"), "--broker", endpoint, *timing, "--reconnect", "0.1")
 
     async def mmi(client: MajordomoClient) -> bytes:
         return (await client.request(b"mmi.service", [b"echo"]))[0]
@@ -634,7 +652,7 @@ def test_real_crashes_a_killed_worker_expires_and_restarted_processes_serve_agai
 def test_examples_show_their_help() -> None:
     for name in ("mdbroker", "mdworker", "mdclient"):
         result = subprocess.run(
-            [sys.executable, *example(name), "--help"],
+            [sys.executable, *example_argv(name), "--help"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -647,11 +665,11 @@ def test_example_client_prints_replies_from_an_example_worker(tmp_path: Path) ->
     endpoint = real_endpoint("ipc", tmp_path)
     timing = ("--heartbeat-interval", "0.2")
     with (
-        ChildProcess(*example("mdbroker"), "--bind", endpoint, *timing),
-        ChildProcess(*example("mdworker"), "--broker", endpoint, *timing, "--quiet"),
+        ChildProcess(*example_argv("mdbroker"), "--bind", endpoint, *timing),
+        ChildProcess(*example_argv("mdworker"), "--broker", endpoint, *timing, "--quiet"),
     ):
         result = subprocess.run(
-            [sys.executable, *example("mdclient"), "--broker", endpoint,
+            [sys.executable, *example_argv("mdclient"), "--broker", endpoint,
              "--requests", "3", "--body", "hi {n}"],
             capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
