@@ -14,9 +14,11 @@ import asyncio
 import heapq
 import math
 import selectors
+from asyncio import Handle as _Handle
 from asyncio import format_helpers
 from collections import deque
 from collections.abc import Callable, Mapping, Sized
+from contextvars import copy_context
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -32,6 +34,7 @@ _MIN_SCHEDULED_TIMER_HANDLES = 100
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 _NORMAL = 1  # simpy.events.NORMAL: the priority of a Timeout
+_new_handle = object.__new__
 
 
 class SimCall:
@@ -186,6 +189,30 @@ class SimEventLoop(asyncio.SelectorEventLoop):
     def time(self) -> float:
         """Virtual seconds since the start of the simulation."""
         return float(self._env._now)
+
+    def call_soon(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.Handle:
+        """:meth:`asyncio.BaseEventLoop.call_soon` without its layers (outside debug mode).
+
+        Every awaited future that completes comes through here (a Task's wake-up), so
+        the handle is built in place: the same fields ``Handle.__init__`` sets.
+        """
+        this: Any = self
+        if this._debug:
+            return super().call_soon(callback, *args, context=context)
+        if this._closed:
+            raise RuntimeError("Event loop is closed")
+        handle: Any = _new_handle(_Handle)
+        handle._context = copy_context() if context is None else context
+        handle._loop = self
+        handle._callback = callback
+        handle._args = args
+        handle._cancelled = False
+        handle._repr = None
+        handle._source_traceback = None
+        this._ready.append(handle)
+        return handle  # type: ignore[no-any-return]
 
     def _run_once(self) -> None:
         """One loop iteration: :meth:`asyncio.BaseEventLoop._run_once` without I/O.

@@ -274,10 +274,11 @@ class SimSocket(Socket):
         peers = self.peers
         count = len(peers)
         immediate = self._options.immediate
+        hwm = self.sndhwm
         for i in range(count):
             idx = (self._rr + i) % count
             peer = peers[idx]
-            if (peer.remote is not None or not immediate) and peer.room():
+            if (peer.remote is not None or not immediate) and (hwm == 0 or len(peer.out_q) < hwm):
                 self._rr = idx + 1
                 self.sim.offer(peer, item)
                 return peer
