@@ -270,6 +270,8 @@ class MajordomoBroker:
         self._services: dict[bytes, _Service] = {}
         self._workers: dict[bytes, _WorkerEntry] = {}
         self._ready: dict[_Service, None] = {}  # insertion order keeps runs deterministic
+        self._next_check = math.inf
+        self._running = False
         self._stopping = False
 
     @property
@@ -329,17 +331,25 @@ class MajordomoBroker:
     async def run(self) -> None:
         """Serve clients and workers until :meth:`stop` (or cancellation); close the socket.
 
+        Returns at once if the broker was already stopped.
+
         Raises:
+            StateError: The broker is already running.
             ClosedError: The socket was closed by someone other than :meth:`stop`.
         """
+        if self._stopping:
+            return
+        if self._running:
+            raise StateError("the Majordomo broker is already running")
         self.bind()
         sock = self._socket
         assert sock is not None
+        self._running = True
         heartbeat_at = _now() + self.heartbeat_interval
         try:
             while True:
                 now = _now()
-                wake = min(heartbeat_at, self._next_deadline())
+                wake = min(heartbeat_at, self._next_check)
                 try:
                     msg = await sock.recv(timeout=max(wake - now, 0.0))
                 except Timeout:
@@ -347,7 +357,8 @@ class MajordomoBroker:
                 else:
                     await self._handle(sock, msg)
                 now = _now() + _SLACK
-                self._purge(now)
+                if now >= self._next_check:
+                    self._purge(now)
                 await self._dispatch(sock)
                 if now >= heartbeat_at:
                     for identity in list(self._workers):
@@ -357,12 +368,21 @@ class MajordomoBroker:
             if not self._stopping:
                 raise
         finally:
+            self._running = False
             sock.close()
 
     # -- internals --------------------------------------------------------------------
 
+    def _watch(self, deadline: float) -> None:
+        """Make sure the loop wakes by ``deadline`` to purge what expires then."""
+        self._next_check = min(self._next_check, deadline)
+
     def _next_deadline(self) -> float:
-        """The earliest time a worker or a queued request expires (inf if none)."""
+        """The earliest time a worker or a queued request expires (inf if none).
+
+        Deadlines only move later (a worker heard again), so between purges the last
+        value is a safe, possibly early, time to look again.
+        """
         deadline = math.inf
         for worker in self._workers.values():
             deadline = min(deadline, worker.expiry)
@@ -384,6 +404,7 @@ class MajordomoBroker:
                     self.stats.expired_requests += 1
         for name in [n for n, s in self._services.items() if not s.workers and not s.requests]:
             del self._services[name]
+        self._next_check = self._next_deadline()
 
     async def _handle(self, sock: Router, msg: Message) -> None:
         if len(msg) < 3 or msg[1] != b"":
@@ -412,7 +433,10 @@ class MajordomoBroker:
             return
         self.stats.requests += 1
         svc = self._service(service)
-        svc.requests.append(_Request(client, body, _now()))
+        request = _Request(client, body, _now())
+        svc.requests.append(request)
+        if self.request_ttl is not None:
+            self._watch(request.queued_at + self.request_ttl)
         self._ready[svc] = None
 
     async def _worker_message(self, sock: Router, identity: bytes, frames: list[bytes]) -> None:
@@ -428,6 +452,7 @@ class MajordomoBroker:
                 if not service.startswith(_MMI_PREFIX):
                     svc = self._service(service)
                     worker = _WorkerEntry(identity, svc, _now() + self.expiry)
+                    self._watch(worker.expiry)
                     self._workers[identity] = worker
                     svc.workers[identity] = worker
                     svc.idle[identity] = None
@@ -478,6 +503,8 @@ class MajordomoBroker:
         svc.idle.pop(worker.identity, None)
         if worker.serving is not None:
             svc.requests.appendleft(worker.serving)
+            if self.request_ttl is not None:
+                self._watch(worker.serving.queued_at + self.request_ttl)
             worker.serving = None
             self.stats.requeued += 1
             self._ready[svc] = None
