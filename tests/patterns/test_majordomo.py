@@ -100,6 +100,8 @@ def test_bad_arguments_are_refused_with_clear_errors() -> None:
             MajordomoClient(net, BROKER, timeout=float("nan"))
         with pytest.raises(FrameError, match="encode"):
             MajordomoWorker(net, BROKER, "echo")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="mmi"):
+            MajordomoWorker(net, BROKER, b"mmi.service")
 
         async def main() -> None:
             client = MajordomoClient(net, BROKER)
@@ -437,38 +439,48 @@ def test_a_request_whose_worker_dies_mid_request_is_given_to_another_worker() ->
     assert answered_at <= 2.0 + INTERVAL * LIVENESS + 0.1
 
 
-def test_a_worker_reconnects_after_liveness_intervals_of_broker_silence() -> None:
+def test_a_worker_reconnects_after_broker_silence_and_after_disconnect() -> None:
     sim = Simulation(seed=3, latency=Constant(0.001))
     broker_node, worker_node = sim.node("broker"), sim.node("w")
+    seen: list[tuple[float, bytes, list[bytes]]] = []
 
-    async def main() -> list[tuple[float, bytes, list[bytes]]]:
-        seen: list[tuple[float, bytes, list[bytes]]] = []
+    async def main() -> MajordomoWorker:
         with broker_node.router(bind="tcp://*:5555") as router:
+
+            async def hear() -> bytes:
+                rid, *frames = await router.recv(timeout=20.0)
+                seen.append((round(sim.now, 3), rid, frames))
+                return rid
+
             worker = MajordomoWorker(worker_node, BROKER, b"echo")
             await worker.start()
             while sim.now < 12.0:  # a broker that never speaks
-                rid, *frames = await router.recv(timeout=20.0)
-                seen.append((round(sim.now, 3), rid, frames))
-            # A DISCONNECT makes the worker start over at once, on a new connection.
-            await router.send([seen[-1][1], *DISCONNECT_FRAMES])
-            rid, *frames = await router.recv(timeout=1.0)
-            seen.append((round(sim.now, 3), rid, frames))
+                rid = await hear()
+            # A DISCONNECT ending a conversation: a new connection at once.
+            await router.send([rid, *HEARTBEAT_FRAMES])
+            await router.send([rid, *DISCONNECT_FRAMES])
+            rid = await hear()
+            # A DISCONNECT answering READY, and nothing else: a pause first.
+            await router.send([rid, *DISCONNECT_FRAMES])
+            await hear()
             await worker.aclose()
-            assert worker.stats.connects == 3
-            assert worker.stats.disconnects == 1
-        return seen
+            return worker
 
-    seen = sim.run(main(), timeout=100.0)
-    ready = [(when, rid) for when, rid, frames in seen if frames[2:3] == [b"\x01"]]
+    worker = sim.run(main(), timeout=100.0)
+    assert (worker.stats.connects, worker.stats.disconnects) == (4, 2)
+    ready = [
+        (when, rid) for when, rid, frames in seen if frames == [b"", b"MDPW01", b"\x01", b"echo"]
+    ]
     beats = [when for when, _, frames in seen if frames == HEARTBEAT_FRAMES]
-    expiry = INTERVAL * LIVENESS
-    first, second, third = ready
-    assert first[0] == pytest.approx(0.002)
-    # Silent for liveness x interval, a pause of reconnect_interval, READY again (new id).
-    assert second[0] == pytest.approx(expiry + RECONNECT + 0.002, abs=0.01)
-    assert len({first[1], second[1], third[1]}) == 3
-    assert third[0] == pytest.approx(seen[-2][0] + 0.002, abs=0.01)
+    assert len(ready) == 4 and len({rid for _, rid in ready}) == 4  # a new connection each time
+    first, silent, ended, refused = (when for when, _ in ready)
+    assert first == pytest.approx(0.002)  # connect, then READY: one link delay each
     assert beats[:2] == pytest.approx([INTERVAL + 0.001, 2 * INTERVAL + 0.001])
+    # Silent for liveness x interval, a pause of reconnect_interval, READY again.
+    assert silent == pytest.approx(INTERVAL * LIVENESS + RECONNECT + 0.002)
+    disconnected_at = 12.5 + 0.001  # the second connection's heartbeat, answered at once
+    assert ended == pytest.approx(disconnected_at + 0.003, abs=0.002)
+    assert refused == pytest.approx(ended + 0.001 + RECONNECT + 0.002, abs=0.002)
 
 
 def test_a_client_gives_up_after_retries_times_timeout_and_a_late_reply_is_not_taken() -> None:

@@ -126,6 +126,16 @@ MajordomoHandler: TypeAlias = Callable[[Message], Awaitable[Sequence[Frame]] | S
 """A worker's request handler: request body in, reply body out (plain or async function)."""
 
 
+def _check_worker_service(service: object) -> bytes:
+    name = _check_service(service)
+    if name.startswith(_MMI_PREFIX):
+        raise ValueError(
+            f"service {name!r}: the 'mmi.' namespace belongs to the broker (8/MMI), "
+            "which disconnects workers that register in it"
+        )
+    return name
+
+
 def _check_service(service: object) -> bytes:
     if not isinstance(service, bytes):
         raise FrameError(
@@ -241,8 +251,8 @@ class MajordomoBroker:
         options: Options of the ROUTER socket.
 
     Example:
-        >>> broker = MajordomoBroker(network, "tcp://*:5555")  # doctest: +SKIP
-        >>> task = asyncio.create_task(broker.run())  # doctest: +SKIP
+        >>> with MajordomoBroker(network, "tcp://*:5555") as broker:  # doctest: +SKIP
+        ...     await broker.run()  # until broker.stop(), from another task
     """
 
     def __init__(
@@ -312,7 +322,16 @@ class MajordomoBroker:
         if self._socket is not None:
             self._socket.close()
 
-    close = stop
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def services(self) -> dict[bytes, int]:
         """How many workers each known service has (services with none may be absent)."""
@@ -537,9 +556,10 @@ class MajordomoWorkerStats:
         connects: Connections opened to the broker (each one sends READY).
         disconnects: DISCONNECT commands received from the broker.
         malformed: Messages from the broker that broke the protocol (dropped).
-        stale_replies: Replies dropped because the connection that brought their
-            request was replaced meanwhile (the broker has given that request to
-            another worker or dropped it).
+        stale_requests: Requests dropped unread because the connection that brought
+            them was replaced meanwhile (the broker has given them to another worker
+            or dropped them).
+        stale_replies: Replies dropped for the same reason.
     """
 
     requests: int = 0
@@ -547,6 +567,7 @@ class MajordomoWorkerStats:
     connects: int = 0
     disconnects: int = 0
     malformed: int = 0
+    stale_requests: int = 0
     stale_replies: int = 0
 
 
@@ -564,8 +585,11 @@ class MajordomoWorker:
     background task keeps the conversation with the broker: READY on every new
     connection, a HEARTBEAT every ``heartbeat_interval``, and a new connection (after
     ``reconnect_interval``) when the broker has been silent for ``heartbeat_liveness``
-    intervals; at once when the broker sends DISCONNECT. Heartbeats continue while the
-    application works on a request, so a slow handler is not taken for a dead one.
+    intervals; at once when the broker sends DISCONNECT (unless DISCONNECT was all the
+    broker said on that connection: then after ``reconnect_interval`` too, so that a
+    broker refusing the worker does not get a storm of READYs). Heartbeats continue
+    while the application works on a request, so a slow handler is not taken for a
+    dead one.
 
     The application side is a strict lockstep, like a REP socket: :meth:`recv` a
     request, :meth:`send` its reply, :meth:`recv` again; or hand a handler to
@@ -596,7 +620,7 @@ class MajordomoWorker:
         _check_timing(heartbeat_interval=heartbeat_interval, reconnect_interval=reconnect_interval)
         self.network: Final = network
         self.broker: Final = broker
-        self.service: Final = _check_service(service)
+        self.service: Final = _check_worker_service(service)
         self.heartbeat_interval: Final = float(heartbeat_interval)
         self.heartbeat_liveness: Final = _check_count("heartbeat_liveness", heartbeat_liveness)
         self.reconnect_interval: Final = float(reconnect_interval)
@@ -652,7 +676,7 @@ class MajordomoWorker:
             if job.connection == self._connection:
                 self._current = job
                 return list(job.body)
-            self.stats.stale_replies += 1
+            self.stats.stale_requests += 1
 
     async def send(self, reply: Sequence[Frame]) -> None:
         """Send the reply (one or more frames) to the request :meth:`recv` returned.
@@ -776,9 +800,17 @@ class MajordomoWorker:
                 raise
 
     async def _converse(self, sock: Dealer) -> bool:
-        """Talk to the broker on ``sock`` until it goes silent (True) or says DISCONNECT."""
+        """Talk to the broker on ``sock`` until it goes silent or says DISCONNECT.
+
+        Returns whether to pause ``reconnect_interval`` before the next connection: after
+        silence, and after a DISCONNECT that answered a READY with nothing else (a
+        broker refusing us; reconnecting at once would make a storm). A DISCONNECT on
+        an established conversation (a restarted broker that does not know us) is
+        answered by a new connection at once, as in the Guide.
+        """
         expiry = self.heartbeat_interval * self.heartbeat_liveness
         heard = _now()
+        established = False
         while True:
             now = _now() + _SLACK
             if now >= heard + expiry:
@@ -802,11 +834,12 @@ class MajordomoWorker:
                 pass
             elif command == MDPW_DISCONNECT and len(msg) == 3:
                 self.stats.disconnects += 1
-                return False
+                return not established
             else:
                 self.stats.malformed += 1
                 continue
             heard = _now()
+            established = True
 
 
 # -- client ---------------------------------------------------------------------------
