@@ -313,10 +313,7 @@ def test_clients_get_the_reply_of_the_service_they_asked_for(backend: str) -> No
 
         async def main() -> None:
             async with (
-                running_broker(h.network("broker"), h.endpoint(), heartbeat_interval=0.5) as (
-                    broker,
-                    ep,
-                ),
+                running_broker(h.network("broker"), h.endpoint()) as (broker, ep),
                 serving_worker(h.network("w1"), ep, b"echo", tagged(b"echo-1")),
                 serving_worker(h.network("w2"), ep, b"echo", tagged(b"echo-2")),
                 serving_worker(h.network("w3"), ep, b"upper", lambda r: [f.upper() for f in r]),
