@@ -124,6 +124,17 @@ def _sim(sim: dict[str, Any]) -> list[str]:
             f"| {name} | {rates['tk_' + name]:,.0f} | {rates['bare_' + name]:,.0f} | "
             f"{sim['ratios'][name + '_vs_bare']:.3f} |"
         )
+    floor = sim.get("floor")
+    if floor:
+        lines.append(
+            f"| pubsub floor: bare SimPy + one awaited future per delivery | "
+            f"{rates['floor_pubsub']:,.0f} | {rates['bare_pubsub']:,.0f} | "
+            f"{floor['pubsub_vs_bare']:.3f} |"
+        )
+        lines += [
+            "",
+            f"The sim's PUB/SUB reaches {floor['tk_pubsub_vs_floor']:.2f}x of that floor.",
+        ]
     costs = ", ".join(f"{n}: {c:.1f} us" for n, c in sim["cost_us_per_message"].items())
     mem = sim["peak_memory_mb"]
     lines += [

@@ -136,6 +136,50 @@ def bare_reqrep(count: int) -> int:
     return delivered[0]
 
 
+def floor_pubsub(count: int) -> int:
+    """The lower bound for async code: :func:`bare_pubsub`'s deliveries, each waking a
+    coroutine that awaits a future, on the sim's event loop (no sockets, no trace).
+
+    The gap between this and :func:`bare_pubsub` is the cost of one asyncio wake-up per
+    delivery, which any receive by unmodified ``async`` code pays.
+    """
+    from transportkit.sim_backend._loop import SimEventLoop  # noqa: PLC0415
+
+    env = simpy.Environment()
+    rng = random.Random(SEED)
+    loop = SimEventLoop(env)
+    arrived: list[int] = []
+    waiting: list[asyncio.Future[bool]] = []
+
+    def deliver(_event: simpy.Event) -> None:
+        arrived.append(1)
+        if waiting:
+            waiting.pop().set_result(True)
+
+    async def publish() -> None:
+        await asyncio.sleep(_SETTLE_S)
+        for start in range(0, count, BATCH):
+            for _ in range(min(BATCH, count - start)):
+                env.timeout(rng.uniform(LATENCY_LOW_S, LATENCY_HIGH_S)).callbacks.append(deliver)
+            await asyncio.sleep(BATCH * GAP_S)
+
+    async def main() -> int:
+        task = asyncio.ensure_future(publish())
+        for _ in range(count):
+            if not arrived:
+                fut = loop.create_future()
+                waiting.append(fut)
+                await fut
+            arrived.pop()
+        await task
+        return count
+
+    try:
+        return loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
 def _rate(run: Callable[[int], int], count: int) -> Callable[[], float]:
     def one() -> float:
         start = time.perf_counter()
@@ -188,6 +232,7 @@ def run_sim(config: BenchConfig) -> dict[str, Any]:
         {
             "tk_pubsub": _rate(sim_pubsub, n),
             "bare_pubsub": _rate(bare_pubsub, n),
+            "floor_pubsub": _rate(floor_pubsub, n),
             "tk_reqrep": _rate(sim_reqrep, n // 2),
             "bare_reqrep": _rate(bare_reqrep, n // 2),
         },
@@ -207,6 +252,11 @@ def run_sim(config: BenchConfig) -> dict[str, Any]:
         "ratios": {
             "pubsub_vs_bare": ratio(rates["tk_pubsub"], rates["bare_pubsub"]),
             "reqrep_vs_bare": ratio(rates["tk_reqrep"], rates["bare_reqrep"]),
+        },
+        "floor": {
+            "what": "bare SimPy deliveries each awaited by a coroutine on the sim loop",
+            "pubsub_vs_bare": ratio(rates["floor_pubsub"], rates["bare_pubsub"]),
+            "tk_pubsub_vs_floor": ratio(rates["tk_pubsub"], rates["floor_pubsub"]),
         },
         "cost_us_per_message": scaling,
         "cost_growth": ratio(costs[-1], costs[0]) if costs else float("nan"),
