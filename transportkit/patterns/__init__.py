@@ -35,6 +35,7 @@ from transportkit.patterns.load_balancing import (
     SimplePirateQueue,
     run_load_balancing_worker,
 )
+from transportkit.patterns.majordomo import MajordomoBroker, MajordomoClient, MajordomoWorker
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.patterns.resilience import (
     HeartbeatMonitor,
@@ -58,6 +59,9 @@ __all__ = [
     "LastValueSubscriber",
     "LazyPirateClient",
     "LoadBalancingBroker",
+    "MajordomoBroker",
+    "MajordomoClient",
+    "MajordomoWorker",
     "ParanoidPirateQueue",
     "ParanoidPirateWorker",
     "ResilientSubscriber",
