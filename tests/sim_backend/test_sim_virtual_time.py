@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -220,3 +221,37 @@ def test_a_second_run_does_not_restart_node_mains() -> None:
     sim.restart("s")
     sim.run(asyncio.sleep(1.0))
     assert len(starts) == 2
+
+
+def test_timers_never_fire_before_their_virtual_time() -> None:
+    """asyncio runs timers up to its clock resolution early; in virtual time a timer
+    woken before its time sees a clock short of its deadline (the root of deadline
+    loops that spin without the clock moving). Every timer here runs at its time."""
+    sim = Simulation()
+    node = sim.node("a")
+
+    async def main() -> list[tuple[float, float]]:
+        loop = asyncio.get_running_loop()
+        early: list[tuple[float, float]] = []
+
+        def check(when: float) -> None:
+            if loop.time() < when:
+                early.append((when, loop.time()))
+
+        for k in range(200):
+            await asyncio.sleep(1.0 + k * 0.1234567)
+            now = loop.time()
+            for offset in (2e-10, 5e-10, 9e-10):  # inside asyncio's 1 ns resolution
+                loop.call_at(now + offset, check, now + offset)
+        await asyncio.sleep(1.0)
+        sub = node.subscriber(connect="inproc://nothing")
+        deadline = loop.time() + 3e-10
+        spins = 0
+        while loop.time() < deadline:
+            spins += 1
+            with contextlib.suppress(Timeout):
+                await sub.recv(timeout=deadline - loop.time())
+            assert spins < 10, "a deadline loop spun at a fixed virtual time"
+        return early
+
+    assert sim.run(main(), timeout=1e6) == []

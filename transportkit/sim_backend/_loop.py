@@ -135,12 +135,18 @@ class _VirtualSelector(selectors.BaseSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return []
+        self.advance_to(math.inf if timeout is None else self._env._now + timeout)
+        return []
+
+    def advance_to(self, deadline: float) -> None:
+        """Process SimPy events up to virtual time ``deadline`` (inclusive), stopping early
+        when one makes asyncio work ready; otherwise leave the clock exactly at
+        ``deadline``. With ``deadline=inf``, nothing pending is a deadlock.
+        """
         env = self._env
         # SimPy's ``peek``/``step`` inlined (same heap, same order, same clock), with a
         # fast path for the simulator's own :class:`SimCall` events.
         queue: list[Any] = env._queue
-        now = env._now
-        deadline = math.inf if timeout is None else now + timeout
         ready = self.ready
         forever = deadline == math.inf
         idle = self.idle_probe
@@ -157,18 +163,17 @@ class _VirtualSelector(selectors.BaseSelector):
             else:
                 _process(event)
             if ready:
-                return []
-        if deadline == math.inf:
+                return
+        if forever:
             raise SimulationDeadlock(
                 f"simulation deadlock at t={env.now:.6f}s: no event is pending (at most "
                 "reconnect retries that cannot succeed) and no timer is set, yet the main "
                 "coroutine has not finished (a receive nobody will ever satisfy, without "
                 "a timeout?)"
             )
-        if env.now < deadline:
-            env.timeout(deadline - env.now)
-            env.step()
-        return []
+        # Nothing is scheduled before the deadline: the clock jumps straight to it,
+        # exactly (stepping a SimPy timeout would round ``now + (deadline - now)``).
+        env._now = max(env._now, deadline)
 
 
 class SimEventLoop(asyncio.SelectorEventLoop):
@@ -252,16 +257,17 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         if not ready and not this._stopping:
             if scheduled:
                 when = scheduled[0]._when
-                timeout = min(max(0, when - float(env._now)), _MAXIMUM_SELECT_TIMEOUT)
-                if timeout > 0:
-                    self._sim_selector.select(timeout)
+                if when > env._now:
+                    self._sim_selector.advance_to(when)
             else:
-                self._sim_selector.select(None)
+                self._sim_selector.advance_to(math.inf)
 
-        end_time = float(env._now) + self._clock_resolution
+        # A timer runs when the clock has reached its time, never before: asyncio's
+        # clock-resolution slack would let a deadline loop spin at a fixed virtual time.
+        now = env._now
         while scheduled:
             handle = scheduled[0]
-            if handle._when >= end_time:
+            if handle._when > now:
                 break
             handle = heappop(scheduled)
             handle._scheduled = False
