@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transportkit import SocketOptions, WouldBlock
@@ -78,6 +78,9 @@ def _run(seed: int, schedule: list[Fault]) -> tuple[str, dict[int, list[int]], i
 
 @settings(max_examples=20, deadline=None)
 @given(seed=st.integers(0, 2**32), schedule=faults)
+# Regression: arrivals scheduled as ``now + (when - now)`` rounded differently for two
+# messages meant to arrive at the same instant, and swapped them.
+@example(seed=2097151, schedule=[])
 def test_faults_lose_messages_only_as_gaps_in_each_pipe(seed: int, schedule: list[Fault]) -> None:
     _, received, a0, a1 = _run(seed, schedule)
     for sender, accepted in ((0, a0), (1, a1)):

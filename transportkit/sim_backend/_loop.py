@@ -67,18 +67,20 @@ _FIRE = (_fire,)
 
 def schedule_call(
     env: simpy.Environment,
-    delay: float,
+    at: float,
     fn: Callable[..., object],
     args: tuple[Any, ...],
     priority: Any = _NORMAL,
 ) -> None:
-    """Schedule ``fn(*args)`` after ``delay``: what ``env.timeout(delay)`` with a
-    callback does (same heap entry, same time arithmetic, same event id sequence).
+    """Schedule ``fn(*args)`` at virtual time ``at`` (absolute, so that two things
+    computed to happen at the same instant are in the heap at the same instant; a
+    relative delay would round ``now + (at - now)`` differently from one ``now`` to
+    the next). Ordered like a ``Timeout`` scheduled at the same moment.
     """
-    if delay < 0:
-        raise ValueError(f"Negative delay {delay}")
+    if at < env._now:
+        raise ValueError(f"cannot schedule at {at}, before now ({env._now})")
     queue: list[Any] = env._queue
-    heappush(queue, (env._now + delay, priority, next(env._eid), SimCall(fn, args)))
+    heappush(queue, (at, priority, next(env._eid), SimCall(fn, args)))
 
 
 def _process(event: Any) -> None:

@@ -642,7 +642,7 @@ class Simulation:
             if conn is not None and conn.alive:
                 link = conn.link_from(peer)
                 when = now if link is None else self._arrival(peer, link)
-                self._later(when - now, partial(self._reset, conn, link))
+                self._later_at(when, partial(self._reset, conn, link))
         sock.drop(lost, reason, "queued")
         sock.peers.clear()
         sock.ready.clear()
@@ -742,12 +742,11 @@ class Simulation:
         if link is None:
             self._arrive(conn, remote, item, None)
             return
-        now = self.env._now
         when = self._arrival(peer, link)
         if self.shuffle_ties:
-            self._schedule(when - now, self._arrive, conn, remote, item, link)
+            self._schedule_at(when, self._arrive, conn, remote, item, link)
         else:
-            schedule_call(self.env, when - now, self._arrive, (conn, remote, item, link))
+            schedule_call(self.env, when, self._arrive, (conn, remote, item, link))
 
     def _arrival(self, peer: Peer, link: Link) -> float:
         """When something sent now by ``peer`` over ``link`` arrives: never before what
@@ -760,13 +759,13 @@ class Simulation:
         peer.last_arrival = when
         return when
 
-    def _schedule(self, delay: float, fn: Callable[..., object], *args: Any) -> None:
-        """Call ``fn(*args)`` after ``delay``; ties ordered by the seed if asked."""
+    def _schedule_at(self, at: float, fn: Callable[..., object], *args: Any) -> None:
+        """Call ``fn(*args)`` at virtual time ``at``; ties ordered by the seed if asked."""
         if not self.shuffle_ties:
-            schedule_call(self.env, delay, fn, args)
+            schedule_call(self.env, at, fn, args)
             return
         priority: Any = self.rng.randrange(1 << 30)  # any int orders within a time
-        schedule_call(self.env, delay, fn, args, priority)
+        schedule_call(self.env, at, fn, args, priority)
 
     def _arrive(self, conn: Connection, remote: Peer, item: Item, link: Link | None) -> None:
         if link is not None and not (link.up and not link.holding):
@@ -830,20 +829,23 @@ class Simulation:
             else:
                 apply()
             return
-        now = self.env.now
-        self._later(self._arrival(peer, link) - now, apply)
+        self._later_at(self._arrival(peer, link), apply)
 
     def _later(self, delay: float, callback: Callable[[], object], *, idle: bool = False) -> None:
-        """Call ``callback`` after ``delay`` virtual seconds.
+        """Call ``callback`` after ``delay`` virtual seconds (see :meth:`_later_at`)."""
+        self._later_at(self.env._now + delay, callback, idle=idle)
+
+    def _later_at(self, at: float, callback: Callable[[], object], *, idle: bool = False) -> None:
+        """Call ``callback`` at virtual time ``at``.
 
         ``idle`` events (retries that cannot succeed on their own) do not count as
         pending work for deadlock detection.
         """
         if idle:
             self._idle_events += 1
-            self._schedule(delay, self._fire_idle, callback)
+            self._schedule_at(at, self._fire_idle, callback)
         else:
-            self._schedule(delay, callback)
+            self._schedule_at(at, callback)
 
     def _fire_idle(self, callback: Callable[[], object]) -> None:
         self._idle_events -= 1
