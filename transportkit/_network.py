@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
+from transportkit._closing import Closeable
 from transportkit._errors import FrameError, OptionError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
@@ -21,7 +21,7 @@ from transportkit._socket import (
     Socket,
     Subscriber,
     Worker,
-    as_endpoints,
+    attach,
 )
 
 __all__ = ["Network"]
@@ -29,7 +29,7 @@ __all__ = ["Network"]
 Endpoints = str | Iterable[str]
 
 
-class Network(abc.ABC):
+class Network(Closeable):
     """Makes sockets on one backend; trading code receives it and nothing else.
 
     Every factory takes ``bind=`` and/or ``connect=`` (one endpoint or several) and
@@ -72,16 +72,7 @@ class Network(abc.ABC):
         if not isinstance(opts, SocketOptions):
             raise OptionError(f"options must be SocketOptions, got {type(opts).__name__}")
         opts.check_for(kind)
-        sock = self._open(kind, opts)
-        try:
-            for endpoint in as_endpoints(bind):
-                sock.bind(endpoint)
-            for endpoint in as_endpoints(connect):
-                sock.connect(endpoint)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return attach(self._open(kind, opts), bind, connect)
 
     def _typed(
         self, kind: SocketKind, bind: Endpoints, connect: Endpoints, options: SocketOptions | None
@@ -114,14 +105,10 @@ class Network(abc.ABC):
         try:
             for prefix in prefixes:
                 sub.subscribe(prefix)
-            for endpoint in as_endpoints(bind):
-                sub.bind(endpoint)
-            for endpoint in as_endpoints(connect):
-                sub.connect(endpoint)
         except BaseException:
             sub.close()
             raise
-        return sub
+        return attach(sub, bind, connect)
 
     def requester(
         self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
@@ -164,25 +151,3 @@ class Network(abc.ABC):
     ) -> Router:
         """Make a ROUTER socket."""
         return cast(Router, self._typed(SocketKind.ROUTER, bind, connect, options))
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

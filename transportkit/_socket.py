@@ -17,9 +17,9 @@ import abc
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import ClassVar, Self, TypeAlias
+from typing import ClassVar, Protocol, TypeAlias, TypeVar
 
+from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, FrameError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
@@ -137,7 +137,7 @@ class Monitor(abc.ABC):
                 return
 
 
-class Socket(abc.ABC):
+class Socket(Closeable):
     """What every socket can do: bind, connect, close, report.
 
     Sockets are made by a :class:`~transportkit.Network`, never constructed directly.
@@ -202,28 +202,6 @@ class Socket(abc.ABC):
     @abc.abstractmethod
     def last_endpoint(self) -> str | None:
         """The endpoint most recently bound or connected, resolved; None before any."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else (self.last_endpoint or "unattached")
@@ -402,6 +380,30 @@ class Router(Sender, Receiver):
     """
 
     kind = SocketKind.ROUTER
+
+
+class _Attachable(Protocol):
+    def bind(self, endpoint: str) -> str: ...
+    def connect(self, endpoint: str) -> None: ...
+    def close(self) -> None: ...
+
+
+_A = TypeVar("_A", bound=_Attachable)
+
+
+def attach(sock: _A, bind: str | Iterable[str], connect: str | Iterable[str]) -> _A:
+    """Bind ``sock`` to every ``bind`` endpoint, then connect it to every ``connect`` one;
+    if any of that fails, close the socket before the error propagates (nothing leaks).
+    """
+    try:
+        for endpoint in as_endpoints(bind):
+            sock.bind(endpoint)
+        for endpoint in as_endpoints(connect):
+            sock.connect(endpoint)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def as_endpoints(value: str | Iterable[str]) -> tuple[str, ...]:

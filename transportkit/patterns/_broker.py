@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
+from transportkit._closing import Closeable
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Router
@@ -12,7 +10,7 @@ from transportkit._socket import Router
 __all__ = ["RouterPair"]
 
 
-class RouterPair:
+class RouterPair(Closeable):
     """Two bound ROUTER sockets: :attr:`frontend` for clients, :attr:`backend` for workers.
 
     Both are bound on construction (if the second bind fails the first socket is closed,
@@ -52,14 +50,3 @@ class RouterPair:
         """Close both sockets (a running broker loop returns). Idempotent."""
         self.frontend.close()
         self.backend.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

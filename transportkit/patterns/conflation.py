@@ -33,9 +33,10 @@ import asyncio
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType, TracebackType
-from typing import Final, Self
+from types import MappingProxyType
+from typing import Final
 
+from transportkit._closing import Closeable
 from transportkit._errors import (
     ClosedError,
     FrameError,
@@ -153,7 +154,7 @@ class ConflatingSubscriber:
         return self.receive_latest()
 
 
-class ConflatedSubscriber:
+class ConflatedSubscriber(Closeable):
     """A ``ZMQ_CONFLATE`` SUB made by :func:`conflated_subscriber`: only the newest
     message waits in it, whatever the publisher's rate.
 
@@ -232,17 +233,6 @@ class ConflatedSubscriber:
         """Close the socket. Idempotent."""
         self.socket.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def conflated_subscriber(
     network: Network,
@@ -274,7 +264,7 @@ def conflated_subscriber(
     return ConflatedSubscriber(socket, topic)
 
 
-class LastValueCache:
+class LastValueCache(Closeable):
     """A last-value cache between a publisher and its subscribers (the Guide's lvcache).
 
     It subscribes upstream, keeps the newest message per topic, forwards every message
@@ -376,22 +366,11 @@ class LastValueCache:
         self.snapshots.close()
         self.downstream.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 _tokens = itertools.count(1)
 
 
-class LastValueSubscriber:
+class LastValueSubscriber(Closeable):
     """A late joiner's view of a :class:`LastValueCache`: every topic's current value
     at once (:meth:`sync`), then the live updates (:meth:`recv`), with no gap and no
     duplicate between the two.
@@ -534,14 +513,3 @@ class LastValueSubscriber:
         """Close both sockets. Idempotent."""
         self.updates.close()
         self.snapshots.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

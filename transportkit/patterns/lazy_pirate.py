@@ -22,9 +22,9 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeAlias
+from typing import TypeAlias
 
+from transportkit._closing import Closeable
 from transportkit._errors import BrokenPeerError, ClosedError, ServiceUnavailableError
 from transportkit._network import Network
 from transportkit._options import SocketOptions
@@ -133,7 +133,7 @@ class LazyPirateStats:
     mismatched: int = 0
 
 
-class LazyPirateClient:
+class LazyPirateClient(Closeable):
     """A request/reply client that survives a dead, slow or restarted server.
 
     Contract: every :meth:`request` ends in exactly one of two ways, within about
@@ -247,25 +247,3 @@ class LazyPirateClient:
         """Close the client's socket; later requests raise ClosedError. Idempotent."""
         self._closed = True
         self._drop_socket()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -52,6 +52,7 @@ from transportkit import (
     StateError,
     Timeout,
 )
+from transportkit._closing import Closeable
 from transportkit._socket import check_frames
 
 __all__ = [
@@ -862,7 +863,7 @@ class MajordomoClientStats:
     failures: int = 0
 
 
-class MajordomoClient:
+class MajordomoClient(Closeable):
     """A synchronous Majordomo client: one request at a time, Lazy Pirate retries.
 
     Each attempt sends ``[MDPC01, service, body...]`` on a REQ socket and waits
@@ -942,28 +943,6 @@ class MajordomoClient:
         """Close the socket; later requests raise ClosedError. Idempotent."""
         self._closed = True
         self._reset()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     async def _attempt(self, message: list[Frame]) -> Message | None:
         """One send and wait; the reply, or None after a timeout (socket reset)."""

@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
+from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
 from transportkit._network import Network
 from transportkit._options import SocketOptions
@@ -244,7 +243,7 @@ class WorkerStats:
     dropped: int = 0
 
 
-class ParanoidPirateWorker:
+class ParanoidPirateWorker(Closeable):
     """A worker that heartbeats its queue and reconnects, backing off, when it goes quiet.
 
     Contract: the worker sends READY on every (re)connection and a heartbeat every
@@ -377,14 +376,3 @@ class ParanoidPirateWorker:
         self._closed = True
         if self._socket is not None:
             self._socket.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

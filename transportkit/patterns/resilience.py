@@ -26,9 +26,9 @@ import asyncio
 import math
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
+from transportkit._closing import Closeable
 from transportkit._errors import (
     BrokenPeerError,
     ClosedError,
@@ -200,7 +200,7 @@ class HeartbeatMonitor:
 MessageHandler = Callable[[Message], Awaitable[None] | None]
 
 
-class ResilientSubscriber:
+class ResilientSubscriber(Closeable):
     """A SUB that reconnects when its publisher falls silent (the seed's section 8).
 
     Receives with a ``recv_timeout`` (5 s, the seed's ``rcvtimeo``); when nothing at all,
@@ -327,17 +327,6 @@ class ResilientSubscriber:
         self._closed = True
         self.socket.close()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 class StampedPublisher:
     """Publishes ``[topic, timestamp, *frames]``, stamped with ``clock()`` at sending.
@@ -365,7 +354,7 @@ class StampedPublisher:
         return now
 
 
-class SuicidalSubscriber:
+class SuicidalSubscriber(Closeable):
     """The Guide's Suicidal Snail: a subscriber that kills itself when it lags.
 
     Every received message's publish time (frame 1) is compared with ``clock()``; if the
@@ -461,14 +450,3 @@ class SuicidalSubscriber:
     def close(self) -> None:
         """Close the socket. Idempotent."""
         self.subscriber.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -29,12 +29,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
+from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, Timeout, TransportError, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
@@ -50,7 +50,7 @@ from transportkit.zmq_backend._options import (
 __all__ = ["BlockingSocket", "ThreadSafeSocket"]
 
 
-class BlockingSocket:
+class BlockingSocket(Closeable):
     """A synchronous socket of any kind, as fast as raw pyzmq.
 
     Made by :meth:`~transportkit.zmq_backend.ZmqNetwork.blocking`. Like a libzmq
@@ -366,17 +366,6 @@ class BlockingSocket:
         self._closed = True
         self._sock.close()
         self._on_close(self)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else (self._last_endpoint or "unattached")

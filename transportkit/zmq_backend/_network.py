@@ -12,7 +12,7 @@ from transportkit._errors import ClosedError, OptionError
 from transportkit._kinds import SocketKind
 from transportkit._network import Endpoints, Network
 from transportkit._options import SocketOptions
-from transportkit._socket import as_endpoints
+from transportkit._socket import attach
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._options import ZMQ_TYPES, apply_options
 from transportkit.zmq_backend._sockets import SOCKET_CLASSES, ZmqSocket
@@ -170,15 +170,7 @@ class ZmqNetwork(Network):
             raw.close(linger=0)
             raise
         self._remember(sock)
-        try:
-            for endpoint in as_endpoints(bind):
-                sock.bind(endpoint)
-            for endpoint in as_endpoints(connect):
-                sock.connect(endpoint)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return attach(sock, bind, connect)
 
     def _remember(self, sock: ZmqSocket | BlockingSocket) -> None:
         with self._lock:

@@ -1,0 +1,42 @@
+"""One way to close things on leaving a ``with`` or ``async with`` block."""
+
+from __future__ import annotations
+
+import abc
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Closeable"]
+
+
+class Closeable(abc.ABC):
+    """Something with an idempotent :meth:`close`, usable as a (async) context manager.
+
+    Leaving a ``with`` or ``async with`` block closes it, whatever the exit.
+    """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release what is held. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
