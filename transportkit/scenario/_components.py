@@ -24,7 +24,7 @@ from transportkit.patterns.lazy_pirate import sequenced, serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import CUSTOM_CHECKS
-from transportkit.scenario._spec import REQUIRED, Table
+from transportkit.scenario._spec import REQUIRED, ComponentSpec, Table
 from transportkit.trading import (
     SIDE_BUY,
     SIDE_SELL,
@@ -41,7 +41,7 @@ from transportkit.trading import (
     topic_for,
 )
 
-__all__ = ["COMPONENTS", "ComponentKind"]
+__all__ = ["COMPONENTS", "ComponentKind", "register_expectations"]
 
 Runner = Callable[[Network, str, Any, RunContext], Awaitable[None]]
 
@@ -159,13 +159,30 @@ def _parse_subscriber(t: Table) -> SubscriberParams:
     )
 
 
-async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: RunContext) -> None:
+def _expect(ctx: RunContext, name: str, p: SubscriberParams) -> list[bytes]:
+    """Register what subscriber ``name`` should receive: the updates its publisher sent
+    on the topics it subscribed to. Returns those topics.
+    """
     stream = ctx.metrics.stream(p.source, "PUB/SUB")
-    receipt = stream.receiver(name)
     topics = [topic_for(s) for s in p.symbols] or [TOPIC_PREFIX]
     ctx.expected[(p.source, name)] = lambda: sum(
         n for topic, n in stream.sent_by_topic.items() if any(topic.startswith(t) for t in topics)
     )
+    return topics
+
+
+def register_expectations(spec: ComponentSpec, ctx: RunContext) -> None:
+    """Register ``spec``'s expectations in ``ctx`` without running it (for a component
+    that runs in another process, whose counts are merged into ``ctx`` at the end).
+    """
+    if spec.kind == "market_data_subscriber":
+        _expect(ctx, spec.name, spec.params)
+
+
+async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(p.source, "PUB/SUB")
+    receipt = stream.receiver(name)
+    topics = _expect(ctx, name, p)
     pause = p.processing_us / 1e6
     last: dict[str, int] = {}
     with net.subscriber(connect=p.connect, topics=topics, options=p.options) as sub:

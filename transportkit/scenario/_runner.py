@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -13,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from transportkit._network import Network
-from transportkit.scenario._components import COMPONENTS
+from transportkit.scenario._components import COMPONENTS, register_expectations
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import INVARIANTS, Verdict, evaluate
 from transportkit.scenario._metrics import Metrics
-from transportkit.scenario._spec import ComponentSpec, Scenario, load_scenario
+from transportkit.scenario._spec import ComponentSpec, Scenario, ScenarioError, load_scenario
+from transportkit.scenario._transfer import merge, read_snapshot
 from transportkit.sim_backend import (
     Crash,
     Fault,
@@ -26,6 +30,7 @@ from transportkit.sim_backend import (
     Simulation,
     schedule_faults,
 )
+from transportkit.testing import ChildProcess
 from transportkit.zmq_backend import ZmqNetwork
 
 __all__ = ["RunResult", "load", "run_scenario"]
@@ -62,7 +67,7 @@ def load(path: str | Path) -> Scenario:
     return load_scenario(path, parsers, checks)
 
 
-async def _guarded(spec: ComponentSpec, net: Network, ctx: RunContext) -> None:
+async def guarded(spec: ComponentSpec, net: Network, ctx: RunContext) -> None:
     try:
         await COMPONENTS[spec.kind].run(net, spec.name, spec.params, ctx)
     except asyncio.CancelledError:
@@ -129,7 +134,7 @@ def _run_sim(
     for node_name, specs in _by_node(scenario).items():
 
         async def node_main(node: Node, specs: list[ComponentSpec] = specs) -> None:
-            await asyncio.gather(*(_guarded(spec, node, ctx) for spec in specs))
+            await asyncio.gather(*(guarded(spec, node, ctx) for spec in specs))
 
         sim.node(node_name, main=node_main)
     schedule_faults(sim, scenario.faults)
@@ -173,7 +178,7 @@ def _real_endpoint(endpoint: str, nodes: tuple[str, ...], ipc_dir: str) -> str:
     return endpoint
 
 
-def _with_real_endpoints(spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: str) -> Any:
+def with_real_endpoints(spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: str) -> Any:
     params = spec.params
     changes = {
         key: _real_endpoint(value, nodes, ipc_dir)
@@ -192,6 +197,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     networks: dict[str, ZmqNetwork] = {}
     tasks: dict[str, list[asyncio.Task[None]]] = {}
     outcome: list[tuple[float, Fault, str]] = []
+    children = _Children(scenario, ipc_dir, ctx) if scenario.process_nodes else None
 
     def start(node: str) -> None:
         net = networks[node] = ZmqNetwork(name=node)
@@ -199,9 +205,9 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
         for spec in nodes[node]:
             real = ComponentSpec(
                 spec.name, spec.kind, spec.node,
-                _with_real_endpoints(spec, scenario.nodes, ipc_dir),
+                with_real_endpoints(spec, scenario.nodes, ipc_dir),
             )  # fmt: skip
-            tasks[node].append(loop.create_task(_guarded(real, net, ctx)))
+            tasks[node].append(loop.create_task(guarded(real, net, ctx)))
 
     async def stop(node: str) -> None:
         for task in tasks.pop(node, []):
@@ -213,7 +219,9 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
 
     async def apply(at: float, fault: Fault) -> None:
         await asyncio.sleep(max(0.0, ctx.start + at - loop.time()))
-        if isinstance(fault, Crash):
+        if children is not None and getattr(fault, "node", None) in scenario.process_nodes:
+            outcome.append((at, fault, await children.apply(fault)))
+        elif isinstance(fault, Crash):
             if fault.node in networks:
                 await stop(fault.node)
             outcome.append((at, fault, "applied: tasks cancelled, sockets closed"))
@@ -225,8 +233,14 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
             outcome.append((at, fault, "not applicable on zmq (needs the sim backend)"))
 
     try:
+        if children is not None:
+            await children.start_all()
+            ctx.start = loop.time()
+            children.go()
+            await children.started()
         for node in nodes:
-            start(node)
+            if node not in scenario.process_nodes:
+                start(node)
         fault_tasks = [loop.create_task(apply(at, f)) for at, f in scenario.faults]
         total = scenario.duration + scenario.drain
         while (done := loop.time() - ctx.start) < total:
@@ -237,14 +251,184 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
             task.cancel()
         await asyncio.gather(*fault_tasks, return_exceptions=True)
     finally:
-        for node in list(networks):
-            await stop(node)
-        shutil.rmtree(ipc_dir, ignore_errors=True)
+        try:
+            for node in list(networks):
+                await stop(node)
+        finally:
+            snapshots = await children.stop_all() if children is not None else []
+            shutil.rmtree(ipc_dir, ignore_errors=True)
+    for data in snapshots:
+        merge(ctx, data)
     verdicts = _finish(scenario, ctx)
     return RunResult(
         scenario, "zmq", scenario.seed, ctx.metrics, verdicts, outcome,
         loop.time() - ctx.start, time.perf_counter() - wall, None, None,
     )  # fmt: skip
+
+
+@dataclass
+class _Incarnation:
+    """One child process running a node (a restart makes a new one)."""
+
+    node: str
+    child: ChildProcess
+    metrics: Path
+    pid: int | None = None
+    stopping: bool = False
+
+
+class _Children:
+    """The nodes a scenario runs as child processes: start, SIGKILL, restart, stop."""
+
+    READY_TIMEOUT = 20.0
+    TERM_TIMEOUT = 5.0
+
+    def __init__(self, scenario: Scenario, ipc_dir: str, ctx: RunContext) -> None:
+        source = Path(scenario.source)
+        if not source.is_file():
+            raise ScenarioError(
+                f"{scenario.source}: nodes run as processes need the scenario loaded from "
+                "a file (the child processes load it too)"
+            )
+        self.scenario = scenario
+        self.source = source.resolve()
+        self.dir = Path(ipc_dir)
+        self.go_file = self.dir / "go"
+        self.ctx = ctx
+        self.current: dict[str, _Incarnation] = {}
+        self.all: list[_Incarnation] = []
+        for node in scenario.process_nodes:
+            for spec in scenario.components:
+                if spec.node == node:
+                    register_expectations(spec, ctx)
+
+    def _new(self, node: str) -> _Incarnation:
+        count = sum(1 for inc in self.all if inc.node == node)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)
+        metrics = self.dir / f"metrics-{safe}-{count + 1}.json"
+        child = ChildProcess(
+            "-m", "transportkit.scenario._child", str(self.source), node,
+            "--dir", str(self.dir), "--go", str(self.go_file), "--metrics", str(metrics),
+            timeout=self.READY_TIMEOUT,
+        )  # fmt: skip
+        incarnation = _Incarnation(node, child, metrics)
+        self.all.append(incarnation)
+        self.current[node] = incarnation
+        return incarnation
+
+    async def _start(self, incarnation: _Incarnation) -> str | None:
+        """Start one child; None when it is ready, else what went wrong."""
+        try:
+            await asyncio.to_thread(incarnation.child.start)
+        except RuntimeError as exc:
+            self.current.pop(incarnation.node, None)
+            return str(exc)
+        incarnation.pid = incarnation.child.pid
+        return None
+
+    async def start_all(self) -> None:
+        """Start every process node (concurrently) and wait until each is READY."""
+        incarnations = [self._new(node) for node in self.scenario.process_nodes]
+        problems = await asyncio.gather(*(self._start(inc) for inc in incarnations))
+        for inc, problem in zip(incarnations, problems, strict=True):
+            if problem is not None:
+                self.ctx.errors.append((inc.node, f"child process did not start: {problem}"))
+
+    def go(self) -> None:
+        """Tell the children (and later restarts) the run's wall-clock start."""
+        tmp = self.go_file.with_name("go.tmp")
+        tmp.write_text(repr(time.time()), encoding="ascii")
+        os.replace(tmp, self.go_file)
+
+    async def started(self) -> None:
+        """Wait (bounded) until each child has started its components (its first
+        snapshot exists), so that in-process nodes connect to bound endpoints.
+        """
+        deadline = time.monotonic() + self.READY_TIMEOUT
+        while time.monotonic() < deadline and not all(
+            inc.metrics.exists() or not inc.child.running for inc in self.current.values()
+        ):
+            await asyncio.sleep(0.005)
+
+    async def apply(self, fault: Fault) -> str:
+        """Realise a crash as SIGKILL and a restart as a new child process."""
+        node = getattr(fault, "node", "")
+        if isinstance(fault, Crash):
+            incarnation = self.current.pop(node, None)
+            if incarnation is None or not incarnation.child.running:
+                return "not applied: the node's process was not running"
+            await asyncio.to_thread(incarnation.child.kill)
+            return f"applied: child process {incarnation.pid} killed with SIGKILL; " + (
+                self._lost(incarnation)
+            )
+        if isinstance(fault, Restart):
+            if node in self.current:
+                return "not applied: the node's process is still running"
+            began = time.perf_counter()
+            incarnation = self._new(node)
+            problem = await self._start(incarnation)
+            if problem is not None:
+                self.ctx.errors.append((node, f"child process did not restart: {problem}"))
+                return f"failed: the new child process did not start: {problem}"
+            return (
+                f"applied: new child process {incarnation.pid} ready after "
+                f"{time.perf_counter() - began:.2f} s, its metrics merged too"
+            )
+        return "not applicable on zmq to a node run as a process (needs the sim backend)"
+
+    @staticmethod
+    def _lost(incarnation: _Incarnation) -> str:
+        try:
+            data = read_snapshot(incarnation.metrics)
+        except (OSError, ValueError):
+            data = None
+        if data is None:
+            return "it had flushed no metrics: everything it counted is lost"
+        return (
+            f"its metrics as flushed at {data['flushed_at']:.2f} s are kept, what it "
+            "counted after that is lost"
+        )
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        """SIGTERM every running child, wait (bounded), SIGKILL stragglers; return the
+        last snapshot of every child that ever ran, in start order.
+        """
+        for incarnation in self.current.values():
+            child = incarnation.child
+            if not child.running:
+                tail = " | ".join(child.lines[-3:])
+                self.ctx.errors.append(
+                    (incarnation.node, f"child process {incarnation.pid} died: {tail}")
+                )
+            elif child.pid is not None:
+                incarnation.stopping = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.TERM_TIMEOUT
+        while time.monotonic() < deadline and any(
+            inc.child.running for inc in self.current.values()
+        ):
+            await asyncio.sleep(0.02)
+        for incarnation in self.all:
+            if incarnation.stopping and incarnation.child.running:
+                self.ctx.errors.append(
+                    (
+                        incarnation.node,
+                        f"child process {incarnation.pid} ignored SIGTERM for "
+                        f"{self.TERM_TIMEOUT:g} s: killed, its last flushed metrics kept",
+                    )
+                )
+            await asyncio.to_thread(incarnation.child.kill)
+        snapshots = []
+        for incarnation in self.all:
+            try:
+                data = read_snapshot(incarnation.metrics)
+            except (OSError, ValueError) as exc:
+                self.ctx.errors.append((incarnation.node, f"unreadable metrics: {exc}"))
+                continue
+            if data is not None:
+                snapshots.append(data)
+        return snapshots
 
 
 def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:

@@ -255,6 +255,8 @@ class Scenario:
     invariants: tuple[InvariantSpec, ...]
     record_trace: bool = True
     nodes: tuple[str, ...] = field(default=())
+    process_nodes: tuple[str, ...] = field(default=())
+    """Nodes whose components run in a child process on the zmq backend ([[node]])."""
 
 
 def latency_model(table: Table) -> LatencyModel:
@@ -393,6 +395,8 @@ def parse_scenario(
             if node_name not in nodes:
                 raise ScenarioError(f"{source}: [[link]] names unknown node {node_name!r}")
 
+    process_nodes = _node_settings(root, nodes)
+
     checks = []
     for _, table in root.tables("invariant"):
         kind = table.text("kind", REQUIRED, choices=tuple(sorted(invariants)))
@@ -416,7 +420,28 @@ def parse_scenario(
         invariants=tuple(checks),
         record_trace=record,
         nodes=nodes,
+        process_nodes=process_nodes,
     )
+
+
+def _node_settings(root: Table, nodes: tuple[str, ...]) -> tuple[str, ...]:
+    """Read the ``[[node]]`` tables; return the nodes to run as processes (zmq only)."""
+    seen: set[str] = set()
+    processes = []
+    for _, table in root.tables("node"):
+        name = table.text("name", REQUIRED)
+        if name not in nodes:
+            raise table.error(
+                "name", f"{name!r} is not a node that runs components (nodes: {', '.join(nodes)})"
+            )
+        if name in seen:
+            raise table.error("name", f"node {name!r} has two [[node]] tables")
+        seen.add(name)
+        table.where = f"[[node]] '{name}'"
+        if table.boolean("process", False):
+            processes.append(name)
+        table.done()
+    return tuple(processes)
 
 
 def load_scenario(
