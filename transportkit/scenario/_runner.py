@@ -178,12 +178,19 @@ def _real_endpoint(endpoint: str, nodes: tuple[str, ...], ipc_dir: str) -> str:
     return endpoint
 
 
+_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
 def with_real_endpoints(spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: str) -> Any:
+    """``spec``'s parameters with every endpoint (``bind``, ``connect``, a queue's
+    ``frontend``/``backend``, a Clone ``publisher``/``snapshot``/``updates``, ...) mapped
+    by :func:`_real_endpoint`.
+    """
     params = spec.params
     changes = {
         key: _real_endpoint(value, nodes, ipc_dir)
-        for key in ("bind", "connect")
-        if isinstance(value := getattr(params, key, None), str)
+        for key, value in vars(params).items()
+        if isinstance(value, str) and value.startswith(_SCHEMES)
     }
     return type(params)(**{**vars(params), **changes}) if changes else params
 
