@@ -198,6 +198,11 @@ def with_real_endpoints(spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: st
 async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResult:
     wall = time.perf_counter()
     loop = asyncio.get_running_loop()
+    if scenario.process_nodes and not Path(scenario.source).is_file():
+        raise ScenarioError(
+            f"{scenario.source}: nodes run as processes need the scenario loaded from a "
+            "file (the child processes load it too)"
+        )
     ipc_dir = tempfile.mkdtemp(prefix="transportkit-scenario-")
     ctx = RunContext(Metrics(), scenario.duration, scenario.seed, start=loop.time())
     nodes = _by_node(scenario)
@@ -291,14 +296,8 @@ class _Children:
     TERM_TIMEOUT = 5.0
 
     def __init__(self, scenario: Scenario, ipc_dir: str, ctx: RunContext) -> None:
-        source = Path(scenario.source)
-        if not source.is_file():
-            raise ScenarioError(
-                f"{scenario.source}: nodes run as processes need the scenario loaded from "
-                "a file (the child processes load it too)"
-            )
         self.scenario = scenario
-        self.source = source.resolve()
+        self.source = Path(scenario.source).resolve()
         self.dir = Path(ipc_dir)
         self.go_file = self.dir / "go"
         self.ctx = ctx
