@@ -30,10 +30,6 @@ def _write(tmp_path: Path, text: str, name: str = "scenario.toml") -> Path:
     return path
 
 
-def _run_dirs() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("transportkit-scenario-")}
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -106,9 +102,18 @@ check = "conflated_latest"
 """
 
 
-def test_a_publisher_process_feeds_subscribers_in_both_processes(tmp_path: Path) -> None:
+def test_a_publisher_process_feeds_subscribers_in_both_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = _write(tmp_path, FEED.format(port=_port()))
-    before = _run_dirs()
+    made: list[str] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def recording_mkdtemp(prefix: str) -> str:
+        made.append(mkdtemp(prefix=prefix))
+        return made[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", recording_mkdtemp)
     result = run_scenario(load(path), backend="zmq")
     report = report_dict(result)
     assert report["passed"], report["invariants"]
@@ -122,7 +127,8 @@ def test_a_publisher_process_feeds_subscribers_in_both_processes(tmp_path: Path)
     assert far["delivered"] >= 0.9 * far["expected"]
     assert far["latency"]["p50_us"] is not None  # an HDR histogram from the child
     assert feed["dropped"] is None  # libzmq does not count drops
-    assert _run_dirs() <= before  # the run's private directory is gone
+    assert len(made) == 1
+    assert not os.path.exists(made[0])  # the run's private directory (ipc, metrics) is gone
 
 
 RISK = """
