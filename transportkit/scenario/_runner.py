@@ -108,7 +108,8 @@ def run_scenario(
     Args:
         scenario: A scenario from :func:`load`.
         backend: ``"sim"`` (virtual time, deterministic) or ``"zmq"`` (real sockets,
-            real time, every node in this process with its own context).
+            real time, every node in this process with its own context, except nodes
+            marked ``process = true``: each of those in a child process).
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).

@@ -5,9 +5,9 @@ A child process running a node's components writes a *snapshot* of its
 counters, per-receiver deliveries and gaps, latency histograms (HDR, encoded), drop
 counts, component errors, timeline deliveries, and what the custom checks need (orders
 answered and processed, Clone maps, conflated latest updates, publisher sequences).
-With :func:`merge` the parent adds every snapshot into its own context at the end of the run,
-so reports and invariants see one run. Each snapshot is cumulative for one child
-process (one incarnation of a node): the parent merges the last one of each.
+At the end of the run the parent adds every snapshot to its own context with
+:func:`merge`, so reports and invariants see one run. A snapshot is cumulative for one
+child process (one incarnation of a node): the parent merges the last one of each.
 """
 
 from __future__ import annotations
