@@ -120,6 +120,8 @@ async def run_node(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments and run the node."""
+    # Ctrl-C reaches the whole process group: the parent stops its children itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return asyncio.run(run_node(_parser().parse_args(argv)))
 
 
