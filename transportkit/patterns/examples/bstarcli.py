@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
 from transportkit.patterns.binary_star import BinaryStarClient
+from transportkit.patterns.examples._main import run_main
 from transportkit.zmq_backend import ZmqNetwork
 
 
@@ -63,10 +64,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

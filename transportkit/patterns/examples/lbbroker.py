@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Message
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.load_balancing import LoadBalancingBroker, run_load_balancing_worker
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -68,10 +69,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

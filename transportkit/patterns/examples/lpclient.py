@@ -8,11 +8,11 @@ against ``lpserver`` (or a Simple/Paranoid Pirate queue's front end). Exits with
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.lazy_pirate import REQUEST_RETRIES, REQUEST_TIMEOUT, LazyPirateClient
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -66,10 +66,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ Exits with status 1 when the service stays silent through every retry.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL, MajordomoClient
 from transportkit.trading import ValidationResult, demo_orders
 from transportkit.zmq_backend import ZmqNetwork
@@ -81,10 +81,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

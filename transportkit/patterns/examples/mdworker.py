@@ -9,11 +9,11 @@ limits). Prints ``READY <broker endpoint>`` once it has sent READY.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
     MDP_HEARTBEAT_LIVENESS,
@@ -89,10 +89,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

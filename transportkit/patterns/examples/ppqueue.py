@@ -8,10 +8,10 @@ Run ``python -m transportkit.patterns.examples.ppqueue`` with ``ppworker`` worke
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.paranoid_pirate import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -68,10 +68,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

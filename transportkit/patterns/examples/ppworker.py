@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.lazy_pirate import sequenced
 from transportkit.patterns.paranoid_pirate import (
     HEARTBEAT_INTERVAL,
@@ -106,10 +107,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ reconnect (after ``--silence`` seconds without hearing anything, heartbeats incl
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from transportkit import Message
+from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.resilience import ResilientSubscriber
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -73,10 +73,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(run(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
