@@ -10,7 +10,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -436,8 +436,3 @@ class _Children:
             if data is not None:
                 snapshots.append(data)
         return snapshots
-
-
-def run_coroutine(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run a coroutine to completion (a seam for tests)."""
-    return asyncio.run(coro)

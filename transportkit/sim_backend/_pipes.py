@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from transportkit.sim_backend._sockets import SimSocket
@@ -103,9 +103,3 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.a.sock.name}->{self.b.sock.name} alive={self.alive}>"
-
-
-def describe(item: Any) -> str:
-    """A short text for a message in a trace."""
-    mid, frames = item
-    return f"m{mid} n={len(frames)}"
