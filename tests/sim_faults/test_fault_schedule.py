@@ -127,3 +127,35 @@ def test_generated_schedules_leave_the_system_whole(schedule: FaultSchedule) -> 
     assert all(link.latency == sim.default_latency for link in sim.links.values())
     applied = {e.time for e in sim.trace.events if e.kind == "fault"}
     assert applied <= {when for when, _ in schedule}
+
+
+@pytest.mark.parametrize(("discard", "delivered"), [(False, 10), (True, 5)])
+def test_a_dropped_connection_keeps_or_discards_the_connecting_sides_queue(
+    discard: bool, delivered: int
+) -> None:
+    """libzmq keeps the connecting side's queue across a reconnect (the default);
+    ``discard_queues`` destroys both pipes, as DESIGN.md section 4 words it."""
+    sim = Simulation(seed=3, latency=Constant(1e-3))
+    srv, cli = sim.node("srv"), sim.node("cli")
+    opts = SocketOptions(sndhwm=5, rcvhwm=5)
+
+    async def main() -> tuple[int, int | None]:
+        with (
+            srv.puller(bind="tcp://*:7002", options=opts) as pull,
+            cli.pusher(connect="tcp://srv:7002", options=opts) as push,
+        ):
+            await asyncio.sleep(0.01)
+            for i in range(10):
+                push.try_send([b"%d" % i])  # 5 reach the PULL, 5 wait in the PUSH
+            await asyncio.sleep(0.01)
+            sim.drop_connection("cli", "srv", discard_queues=discard)
+            await asyncio.sleep(0.5)
+            got = 0
+            while pull.try_recv() is not None:
+                got += 1
+                await asyncio.sleep(0.01)
+            return got, push.stats.dropped
+
+    got, dropped = sim.run(main())
+    assert got == delivered
+    assert dropped == (5 if discard else 0)

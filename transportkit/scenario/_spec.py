@@ -315,7 +315,7 @@ def _fault(table: Table) -> tuple[float, Fault]:
         elif kind == "release":
             fault = Release(a, b, both)
         elif kind == "drop_connection":
-            fault = DropConnection(a, b)
+            fault = DropConnection(a, b, table.boolean("discard_queues", False))
         else:
             sub = table.table("latency")
             fault = SetLatency(a, b, None if sub is None else latency_model(sub), both)

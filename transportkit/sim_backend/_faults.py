@@ -85,10 +85,14 @@ class Release:
 
 @dataclass(frozen=True, slots=True)
 class DropConnection:
-    """Break the live connections between two nodes (they reconnect)."""
+    """Break the live connections between two nodes (they reconnect).
+
+    The connecting side keeps its queue, as libzmq does, unless ``discard_queues``.
+    """
 
     a: str
     b: str
+    discard_queues: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +129,8 @@ def apply_fault(sim: Simulation, fault: Fault) -> None:
             sim.hold(a, b, both_ways=both_ways)
         case Release(a, b, both_ways):
             sim.release(a, b, both_ways=both_ways)
-        case DropConnection(a, b):
-            sim.drop_connection(a, b)
+        case DropConnection(a, b, discard_queues):
+            sim.drop_connection(a, b, discard_queues=discard_queues)
         case SetLatency(a, b, latency, both_ways):
             model = sim.default_latency if latency is None else latency
             sim.set_latency(a, b, model, both_ways=both_ways)

@@ -318,16 +318,23 @@ class Simulation:
         if node.main is not None and self.loop is not None:
             self._start_main(node)
 
-    def drop_connection(self, a: str, b: str) -> int:
+    def drop_connection(self, a: str, b: str, *, discard_queues: bool = False) -> int:
         """Break every live connection between nodes ``a`` and ``b``; return how many.
 
-        Both sides lose what was in flight; the binding side also loses its queue to
-        the peer, the connecting side keeps its queue and reconnects.
+        Both sides lose what was in flight and the binding side loses its queue to the
+        peer; the connecting side reconnects. By default it keeps its queue across the
+        reconnect, as libzmq does (DESIGN.md section 3); with ``discard_queues`` it loses
+        it too (both pipes destroyed, DESIGN.md section 4), counted as drops.
         """
         broken = 0
         for conn in self._connections_between(a, b):
-            self.trace.add(self.now, "fault", f"{a}<->{b}", "drop-connection")
+            detail = "drop-connection" + (" discard-queues" if discard_queues else "")
+            self.trace.add(self.now, "fault", f"{a}<->{b}", detail)
+            connecter = conn.a
             self.break_connection(conn)
+            if discard_queues:
+                connecter.sock.drop(len(connecter.out_q), "disconnect", "queue discarded")
+                connecter.out_q.clear()
             broken += 1
         return broken
 
