@@ -6,7 +6,7 @@ import abc
 from types import TracebackType
 from typing import Self
 
-__all__ = ["Closeable"]
+__all__ = ["Closeable", "Service"]
 
 
 class Closeable(abc.ABC):
@@ -40,3 +40,30 @@ class Closeable(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Service(abc.ABC):
+    """A background service: :meth:`start` it, ``await`` :meth:`close` to stop it.
+
+    ``async with service:`` starts it on entry and closes it on exit, whatever the exit.
+    """
+
+    @abc.abstractmethod
+    def start(self) -> None:
+        """Start the service's background work (idempotent)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop the background work and release the sockets. Idempotent."""
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

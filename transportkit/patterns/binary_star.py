@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeAlias
 
+from transportkit._closing import Service
 from transportkit._errors import (
     ClosedError,
     ProtocolError,
@@ -164,7 +165,7 @@ async def _echo(request: Message) -> Sequence[Frame]:
     return request
 
 
-class BinaryStarServer:
+class BinaryStarServer(Service):
     """One server of a Binary Star pair.
 
     The sockets are made by the constructor (front end and state publisher bound, state
@@ -314,18 +315,6 @@ class BinaryStarServer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SplitBrainError):
                 await task
-
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 @dataclass(slots=True)

@@ -37,9 +37,9 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
+from transportkit._closing import Service
 from transportkit._errors import (
     ClosedError,
     HostUnreachableError,
@@ -165,7 +165,7 @@ class CloneServerStats:
     bad_requests: int = 0
 
 
-class CloneServer:
+class CloneServer(Service):
     """The CHP server: publishes every change of its map, serves snapshots, heartbeats.
 
     The sockets are bound by the constructor; :meth:`start` (or ``async with``) starts
@@ -338,18 +338,6 @@ class CloneServer:
         self._router.close()
         self._publisher.close()
 
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
 
 @dataclass(frozen=True, slots=True)
 class CloneEvent:
@@ -404,7 +392,7 @@ class _Resync(Exception):
         self.reopen = reopen
 
 
-class CloneClient:
+class CloneClient(Service):
     """A CHP client: a local copy of the server's map (or of one subtree of it).
 
     Contract, when the whole map is followed (``subtree=b""``): the client applies
@@ -647,15 +635,3 @@ class CloneClient:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def __aenter__(self) -> Self:
-        self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
