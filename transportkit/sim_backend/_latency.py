@@ -67,8 +67,8 @@ class Uniform(LatencyModel):
             raise OptionError(f"uniform latency needs low <= high, got {self.low} > {self.high}")
 
     def sample(self, rng: random.Random) -> float:
-        """Draw from the uniform distribution."""
-        return rng.uniform(self.low, self.high)
+        """Draw from the uniform distribution (``rng.uniform``'s formula, one call fewer)."""
+        return self.low + (self.high - self.low) * rng.random()
 
 
 @dataclass(frozen=True, slots=True)

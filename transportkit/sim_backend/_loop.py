@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import math
 import selectors
+from asyncio import Future as _Future
 from asyncio import Handle as _Handle
 from asyncio import format_helpers
 from collections import deque
@@ -94,6 +95,15 @@ def _process(event: Any) -> None:
         raise exc
 
 
+def _deadlock(env: simpy.Environment) -> NoReturn:
+    raise SimulationDeadlock(
+        f"simulation deadlock at t={env.now:.6f}s: no event is pending (at most "
+        "reconnect retries that cannot succeed) and no timer is set, yet the main "
+        "coroutine has not finished (a receive nobody will ever satisfy, without "
+        "a timeout?)"
+    )
+
+
 def _report(loop: asyncio.AbstractEventLoop, handle: Any, exc: BaseException) -> None:
     """What ``asyncio.Handle._run`` does with an exception escaping a callback."""
     cb = format_helpers._format_callback_source(handle._callback, handle._args)
@@ -167,12 +177,7 @@ class _VirtualSelector(selectors.BaseSelector):
             if ready:
                 return
         if forever:
-            raise SimulationDeadlock(
-                f"simulation deadlock at t={env.now:.6f}s: no event is pending (at most "
-                "reconnect retries that cannot succeed) and no timer is set, yet the main "
-                "coroutine has not finished (a receive nobody will ever satisfy, without "
-                "a timeout?)"
-            )
+            _deadlock(env)
         # Nothing is scheduled before the deadline: the clock jumps straight to it,
         # exactly (stepping a SimPy timeout would round ``now + (deadline - now)``).
         env._now = max(env._now, deadline)
@@ -221,71 +226,102 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         this._ready.append(handle)
         return handle  # type: ignore[no-any-return]
 
-    def _run_once(self) -> None:
-        """One loop iteration: :meth:`asyncio.BaseEventLoop._run_once` without I/O.
+    def create_future(self) -> asyncio.Future[Any]:
+        """A future bound to this loop (asyncio's C ``Future``, without a Python layer)."""
+        return _Future(loop=self)
 
-        The same steps in the same order (drop cancelled timers, wait in the selector,
-        make due timers ready, run what was ready), minus the parts a virtual selector
-        never needs: no I/O events to process, and no select call when work is ready
-        (asyncio would call it with a zero timeout, which returns at once).
+    def _run_once(self) -> None:
+        """Loop iterations until :meth:`stop`: :meth:`asyncio.BaseEventLoop._run_once`
+        without I/O, repeated in place.
+
+        Each iteration takes the same steps in the same order as asyncio's (drop
+        cancelled timers, wait in the selector, make due timers ready, run what was
+        ready), minus what a virtual selector never needs: no I/O events, and no select
+        call when work is ready. ``run_forever`` calls ``_run_once`` until the loop is
+        stopping; iterating here until then is the same thing without a call, a
+        selector call and their lookups per iteration (the wake-up of every awaited
+        message). The selector's wait is :meth:`_VirtualSelector.advance_to`, inlined.
         """
         this: Any = self  # asyncio internals (untyped)
         if this._debug:
             super()._run_once()  # type: ignore[misc]
             return
-        scheduled: list[Any] = this._scheduled
-        sched_count = len(scheduled)
-        if (
-            sched_count > _MIN_SCHEDULED_TIMER_HANDLES
-            and this._timer_cancelled_count / sched_count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
-        ):
-            kept = []
-            for handle in scheduled:
-                if handle._cancelled:
+        env = self._env
+        queue: list[Any] = env._queue
+        ready: deque[Any] = this._ready
+        popleft = ready.popleft
+        idle = self._sim_selector.idle_probe
+        inf = math.inf
+        while True:
+            scheduled: list[Any] = this._scheduled
+            sched_count = len(scheduled)
+            if (
+                sched_count > _MIN_SCHEDULED_TIMER_HANDLES
+                and this._timer_cancelled_count / sched_count
+                > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
+            ):
+                kept = []
+                for handle in scheduled:
+                    if handle._cancelled:
+                        handle._scheduled = False
+                    else:
+                        kept.append(handle)
+                heapq.heapify(kept)
+                this._scheduled = scheduled = kept
+                this._timer_cancelled_count = 0
+            else:
+                while scheduled and scheduled[0]._cancelled:
+                    this._timer_cancelled_count -= 1
+                    handle = heappop(scheduled)
                     handle._scheduled = False
-                else:
-                    kept.append(handle)
-            heapq.heapify(kept)
-            this._scheduled = scheduled = kept
-            this._timer_cancelled_count = 0
-        else:
-            while scheduled and scheduled[0]._cancelled:
-                this._timer_cancelled_count -= 1
+
+            if not ready and not this._stopping:
+                deadline = scheduled[0]._when if scheduled else inf
+                if deadline > env._now:
+                    # advance_to(deadline), inlined: see there.
+                    forever = deadline == inf
+                    while queue:
+                        entry = queue[0]
+                        when = entry[0]
+                        if when > deadline or when == inf or (forever and idle()):
+                            break
+                        heappop(queue)
+                        env._now = when
+                        event: Any = entry[3]
+                        if type(event) is SimCall:
+                            event.fn(*event.args)
+                        else:
+                            _process(event)
+                        if ready:
+                            break
+                    if not ready:
+                        if forever:
+                            _deadlock(env)
+                        env._now = max(env._now, deadline)
+
+            # A timer runs when the clock has reached its time, never before: asyncio's
+            # clock-resolution slack would let a deadline loop spin at a fixed time.
+            now = env._now
+            while scheduled:
+                handle = scheduled[0]
+                if handle._when > now:
+                    break
                 handle = heappop(scheduled)
                 handle._scheduled = False
+                ready.append(handle)
 
-        ready: deque[Any] = this._ready
-        env = self._env
-        if not ready and not this._stopping:
-            if scheduled:
-                when = scheduled[0]._when
-                if when > env._now:
-                    self._sim_selector.advance_to(when)
-            else:
-                self._sim_selector.advance_to(math.inf)
-
-        # A timer runs when the clock has reached its time, never before: asyncio's
-        # clock-resolution slack would let a deadline loop spin at a fixed virtual time.
-        now = env._now
-        while scheduled:
-            handle = scheduled[0]
-            if handle._when > now:
-                break
-            handle = heappop(scheduled)
-            handle._scheduled = False
-            ready.append(handle)
-
-        popleft = ready.popleft
-        for _ in range(len(ready)):
-            handle = popleft()
-            if handle._cancelled:
-                continue
-            try:
-                handle._context.run(handle._callback, *handle._args)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:  # as asyncio.Handle._run reports it
-                _report(self, handle, exc)
+            for _ in range(len(ready)):
+                handle = popleft()
+                if handle._cancelled:
+                    continue
+                try:
+                    handle._context.run(handle._callback, *handle._args)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:  # as asyncio.Handle._run reports it
+                    _report(self, handle, exc)
+            if this._stopping:
+                return
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:  # type: ignore[override]
         """Refused: executors run on real threads."""

@@ -10,6 +10,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from functools import partial
+from heapq import heappush
 from typing import Any, TypeVar
 
 import simpy
@@ -27,7 +28,7 @@ from transportkit._kinds import PEERS, SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.sim_backend._latency import Constant, LatencyModel
-from transportkit.sim_backend._loop import SimEventLoop, schedule_call
+from transportkit.sim_backend._loop import _NORMAL, SimCall, SimEventLoop, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
 from transportkit.sim_backend._trace import Trace
@@ -713,9 +714,7 @@ class Simulation:
                 return
         if peer.sock.conflate:
             peer.out_q.clear()
-            peer.out_q.append(item)
-        else:
-            peer.out_q.append(item)
+        peer.out_q.append(item)
 
     def _has_room(self, peer: Peer) -> bool:
         remote = peer.remote
@@ -749,11 +748,20 @@ class Simulation:
         if link is None:
             self._arrive(conn, remote, item, None)
             return
-        when = self._arrival(peer, link)
         if self.shuffle_ties:
-            self._schedule_at(when, self._arrive, conn, remote, item, link)
-        else:
-            schedule_call(self.env, when, self._arrive, (conn, remote, item, link))
+            self._schedule_at(self._arrival(peer, link), self._arrive, conn, remote, item, link)
+            return
+        # The hot path of every message: _arrival and schedule_call, inlined.
+        env = self.env
+        when = env._now + link.latency.sample(self.rng)
+        if when < peer.last_arrival:  # noqa: PLR1730 (no max() call per message)
+            when = peer.last_arrival
+        peer.last_arrival = when
+        queue: list[Any] = env._queue
+        heappush(
+            queue,
+            (when, _NORMAL, next(env._eid), SimCall(self._arrive, (conn, remote, item, link))),
+        )
 
     def _arrival(self, peer: Peer, link: Link) -> float:
         """When something sent now by ``peer`` over ``link`` arrives: never before what
@@ -796,7 +804,7 @@ class Simulation:
                 item = (item[0], item[1][-1:])
             remote.in_q.clear()
         remote.in_q.append(item)
-        self.trace.add(self.env._now, "deliver", receiver.name, f"m{item[0]}")
+        self.trace.add(self.env._now, "deliver", receiver.name, item[0])
         receiver.arrived(remote)
 
     def send_subscription(self, peer: Peer, prefix: bytes, *, add: bool) -> None:
