@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from transportkit.zmq_backend import ZmqNetwork
+from transportkit.zmq_backend import ZmqNetwork, _accel, accelerated
 
 T = TypeVar("T")
 
@@ -69,3 +69,27 @@ def endpoint_for(ipc_dir: Path) -> Callable[[str], str]:
 @pytest.fixture(params=TRANSPORTS)
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+Impl = tuple[Callable[..., list[bytes]], Callable[..., None]]
+
+
+def _implementations() -> list[Any]:
+    params = [pytest.param((_accel.py_recv_message, _accel.py_send_message), id="py")]
+    if accelerated()[0]:
+        params.append(pytest.param((_accel.recv_message, _accel.send_message), id="c"))
+    return params
+
+
+@pytest.fixture(params=_implementations())
+def impl(request: pytest.FixtureRequest) -> Impl:
+    """The whole-message (recv, send) pair: pure pyzmq, and the C accelerator if built."""
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def blocking_impl(impl: Impl, monkeypatch: pytest.MonkeyPatch) -> Impl:
+    """Make the blocking sockets created in the test use ``impl``."""
+    monkeypatch.setattr(_accel, "recv_message", impl[0])
+    monkeypatch.setattr(_accel, "send_message", impl[1])
+    return impl

@@ -26,6 +26,9 @@ from transportkit.zmq_backend import BlockingSocket, ThreadSafeSocket, ZmqNetwor
 EndpointFor = Callable[[str], str]
 Run = Callable[..., Any]
 
+# Every test here runs with the C accelerator (if built) and with pure pyzmq calls.
+pytestmark = pytest.mark.usefixtures("blocking_impl")
+
 
 def test_blocking_round_trip_over_each_transport(
     net: ZmqNetwork, transport: str, endpoint_for: EndpointFor

@@ -1,12 +1,13 @@
 """Blocking sockets for latency-critical loops (zmq backend only).
 
-The hot path calls pyzmq's compiled ``send``/``recv`` directly (bypassing the pure-Python
-layer of ``zmq.Socket``) inside a plain ``try``/``except`` (free when nothing is raised,
+The hot path is one call per message into the optional C accelerator
+(:mod:`transportkit.zmq_backend._accel`: every frame of a message, and the "more" flag
+of each read in C) inside a plain ``try``/``except`` (free when nothing is raised,
 since Python 3.11), with a poll only when a call asks for a timeout other than the
-socket's ``rcvtimeo``. A single-frame message, the common case, is one ``send``; a
-receive takes the first frame as a ``zmq.Frame`` and asks it whether more follow
-(``Frame.more`` reads the message's flag, where ``getsockopt(RCVMORE)``, as used by
-``recv_multipart``, costs about a microsecond in pyzmq's option lookup).
+socket's ``rcvtimeo``. Without the accelerator the same calls go through pyzmq's
+compiled ``send``/``recv``: a receive takes the first frame as a ``zmq.Frame`` and asks
+it whether more follow (``getsockopt(RCVMORE)``, as used by ``recv_multipart``, costs
+more than the receive in pyzmq's option lookup).
 
 Two opt-in modes trade generality for speed:
 
@@ -25,6 +26,7 @@ Two opt-in modes trade generality for speed:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -32,13 +34,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
-from zmq.backend import Socket as _BackendSocket
 
 from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, Timeout, TransportError, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, SocketStats
+from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import (
     check_conflatable,
@@ -48,6 +50,9 @@ from transportkit.zmq_backend._options import (
 )
 
 __all__ = ["BlockingSocket", "ThreadSafeSocket"]
+
+# What a frame pyzmq or the accelerator cannot send raises (before sending anything).
+_FRAME_ERRORS = (TypeError, IndexError, ValueError, BufferError)
 
 
 class BlockingSocket(Closeable):
@@ -67,9 +72,9 @@ class BlockingSocket(Closeable):
         "_on_close",
         "_options",
         "_rcvtimeo",
-        "_recv_frame",
+        "_recv_message",
         "_recv_multipart",
-        "_send_frame",
+        "_send_message",
         "_send_multipart",
         "_sock",
         "_spin",
@@ -93,8 +98,8 @@ class BlockingSocket(Closeable):
         self._on_close = on_close
         self._send_multipart = sock.send_multipart
         self._recv_multipart = sock.recv_multipart
-        self._send_frame: Callable[..., Any] = _BackendSocket.send.__get__(sock)
-        self._recv_frame: Callable[..., Any] = _BackendSocket.recv.__get__(sock)
+        self._send_message = _accel.send_message
+        self._recv_message = _accel.recv_message
         self._rcvtimeo = options.rcvtimeo
         self._conflate = options.conflate
         self._stats = SocketStats(dropped=None)
@@ -172,15 +177,13 @@ class BlockingSocket(Closeable):
         if self._conflate:
             check_conflatable(frames, self._where())
         try:
-            if not copy:
-                self._send_multipart(frames, copy=False)
-            elif type(frames) is list and len(frames) == 1:
-                self._send_frame(frames[0])
+            if copy:
+                self._send_message(self._sock, frames)
             else:
-                self._send_multipart(frames)
+                self._send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:
             raise self._error(exc, "send") from exc
-        except (TypeError, IndexError, ValueError) as exc:
+        except _FRAME_ERRORS as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
 
@@ -189,10 +192,10 @@ class BlockingSocket(Closeable):
         if self._conflate:
             check_conflatable(frames, self._where())
         try:
-            self._send_multipart(frames, zmq.NOBLOCK)
+            self._send_message(self._sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise self._error(exc, "send", nonblocking=True) from exc
-        except (TypeError, IndexError) as exc:
+        except _FRAME_ERRORS as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
 
@@ -211,8 +214,7 @@ class BlockingSocket(Closeable):
         if timeout is not None or self._spin:
             return self._recv_waiting(timeout, copy=True)
         try:
-            first = self._recv_frame(0, False)
-            frames = [first.bytes, *self._recv_multipart()] if first.more else [first.bytes]
+            frames = self._recv_message(self._sock)
         except zmq.ZMQError as exc:
             raise self._error(exc, "recv") from exc
         self._stats.received += 1
@@ -247,25 +249,29 @@ class BlockingSocket(Closeable):
     def _recv_waiting(self, timeout: float | None, *, copy: bool) -> list[Any]:
         """Receive with an explicit timeout, or by spinning (the paths off the fast one)."""
         wait_ms = self._rcvtimeo if timeout is None else timeout_ms(timeout)
+        sock = self._sock
+        if copy:
+            receive = functools.partial(self._recv_message, sock)
+        else:
+            receive = functools.partial(self._recv_multipart, copy=False)
         if self._spin:
-            frames = self._recv_spinning(wait_ms, copy)
+            frames = self._recv_spinning(receive, wait_ms)
         elif wait_ms == self._rcvtimeo:
             try:
-                frames = self._recv_multipart(0, copy)
+                frames = receive(0)
             except zmq.ZMQError as exc:
                 raise self._error(exc, "recv") from exc
         else:
-            frames = self._recv_within(wait_ms, copy)
+            frames = self._recv_within(receive, wait_ms)
         self._stats.received += 1
         return frames
 
-    def _recv_spinning(self, wait_ms: int, copy: bool) -> list[Any]:
-        recv = self._recv_multipart
+    def _recv_spinning(self, receive: Callable[[int], list[Any]], wait_ms: int) -> list[Any]:
         deadline = math.inf if wait_ms < 0 else time.monotonic() + wait_ms / 1000
         try:
             while True:
                 try:
-                    return recv(zmq.NOBLOCK, copy=copy)
+                    return receive(zmq.NOBLOCK)
                 except zmq.Again:
                     if time.monotonic() >= deadline:
                         raise Timeout(
@@ -274,10 +280,10 @@ class BlockingSocket(Closeable):
         except zmq.ZMQError as exc:
             raise self._error(exc, "recv") from exc
 
-    def _recv_within(self, wait_ms: int, copy: bool) -> list[Any]:
+    def _recv_within(self, receive: Callable[[int], list[Any]], wait_ms: int) -> list[Any]:
         # Try first, so that a message already waiting, or a state error, comes at once.
         try:
-            return self._recv_multipart(zmq.NOBLOCK, copy=copy)
+            return receive(zmq.NOBLOCK)
         except zmq.Again:
             pass
         except zmq.ZMQError as exc:
@@ -285,14 +291,14 @@ class BlockingSocket(Closeable):
         try:
             if not self._sock.poll(wait_ms, zmq.POLLIN):
                 raise Timeout(f"{self._where()}: recv timed out after {wait_ms} ms") from None
-            return self._recv_multipart(zmq.NOBLOCK, copy=copy)
+            return receive(zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise self._error(exc, "recv") from exc
 
     def try_recv(self) -> Message | None:
         """Return the next waiting message, or None; never blocks."""
         try:
-            frames = self._recv_multipart(zmq.NOBLOCK)
+            frames = self._recv_message(self._sock, zmq.NOBLOCK)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
