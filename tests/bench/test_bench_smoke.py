@@ -48,7 +48,7 @@ def report() -> dict[str, Any]:
 
 def test_report_has_machine_and_every_figure(report: dict[str, Any]) -> None:
     assert {"machine", "latency", "throughput", "zerocopy", "sim", "targets"} <= set(report)
-    assert {"cpu", "cores", "python", "pyzmq", "libzmq"} <= set(report["machine"])
+    assert {"cpu", "cores", "python", "pyzmq", "libzmq", "accelerator"} <= set(report["machine"])
 
 
 def test_latency_has_percentiles_and_ratios_for_every_transport(report: dict[str, Any]) -> None:

@@ -154,6 +154,9 @@ def machine() -> dict[str, Any]:
     """The machine and software the figures come from."""
     import simpy  # noqa: PLC0415
 
+    from transportkit.zmq_backend import accelerated  # noqa: PLC0415
+
+    on, why = accelerated()
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -163,4 +166,5 @@ def machine() -> dict[str, Any]:
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
         "simpy": simpy.__version__,
+        "accelerator": "C" if on else f"none ({why})",
     }

@@ -66,7 +66,8 @@ def _machine(report: dict[str, Any]) -> list[str]:
     m = report["machine"]
     return [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['platform']}; Python {m['python']}, "
-        f"pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, simpy {m['simpy']}.",
+        f"pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, simpy {m['simpy']}; "
+        f"blocking-socket accelerator: {m.get('accelerator', 'unknown')}.",
         f"Rounds: {report['config']['rounds']} interleaved (medians of rounds); "
         f"elapsed {report.get('elapsed_s', 0):.0f} s.",
         "",
