@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("hdrh")
 
 from transportkit._bench import BenchConfig, run
+from transportkit._bench._report import format_report
 from transportkit.cli import main
 
 TINY = BenchConfig(
@@ -76,6 +77,16 @@ def test_sim_figures_and_profile(report: dict[str, Any]) -> None:
     assert list(sim["cost_us_per_message"]) == ["50", "100"]
     assert sim["peak_memory_mb"]["peak_mb"] > 0
     assert sim["profile_top"] and "function" in sim["profile_top"][0]
+    parts = sim["breakdown_us"]
+    assert set(parts) == {
+        "bare_simpy_delivery",
+        "coroutine_wake",
+        "sim_network",
+        "sim_receive",
+        "sim_total",
+    }
+    assert parts["sim_total"] == pytest.approx(1e6 / sim["deliveries_per_s"]["tk_pubsub"])
+    assert "Where a PUB/SUB delivery's time goes" in format_report(report)
 
 
 def test_every_number_is_finite_and_positive_where_measured(report: dict[str, Any]) -> None:

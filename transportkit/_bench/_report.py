@@ -136,6 +136,22 @@ def _sim(sim: dict[str, Any]) -> list[str]:
             "",
             f"The sim's PUB/SUB reaches {floor['tk_pubsub_vs_floor']:.2f}x of that floor.",
         ]
+    parts = sim.get("breakdown_us")
+    if parts:
+        lines += [
+            "",
+            "Where a PUB/SUB delivery's time goes (us per message, from the rates above):",
+            "",
+            "| layer | us |",
+            "|---|---:|",
+            f"| bare SimPy: one timeout and callback | {parts['bare_simpy_delivery']:.2f} |",
+            "| sim network: send, route, wire, arrival, trace (subscriber not reading) | "
+            f"{parts['sim_network']:.2f} |",
+            "| one coroutine wake-up (floor minus bare SimPy) | "
+            f"{parts['coroutine_wake']:.2f} |",
+            f"| the receive itself (the rest) | {parts['sim_receive']:.2f} |",
+            f"| sim total | {parts['sim_total']:.2f} |",
+        ]
     costs = ", ".join(f"{n}: {c:.1f} us" for n, c in sim["cost_us_per_message"].items())
     mem = sim["peak_memory_mb"]
     lines += [

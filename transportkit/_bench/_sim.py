@@ -68,6 +68,32 @@ def sim_pubsub(count: int) -> int:
     return int(sim.run(main()))
 
 
+def sim_network_pubsub(count: int) -> int:
+    """:func:`sim_pubsub` with a subscriber that never reads: the messages queue at the
+    SUB. What is left is the simulated network (send, route, wire, arrival, trace)
+    without the receiving coroutine's wake-ups and receives.
+    """
+    sim = _simulation()
+    exchange, trader = sim.node("exchange"), sim.node("trader")
+
+    async def main() -> int:
+        pub = exchange.publisher(bind="tcp://exchange:5556", options=_UNLIMITED)
+        sub = trader.subscriber(connect="tcp://exchange:5556", options=_UNLIMITED)
+        await asyncio.sleep(_SETTLE_S)
+        payload = b"x" * 100
+        for start in range(0, count, BATCH):
+            for _ in range(min(BATCH, count - start)):
+                await pub.send([b"T", payload])
+            await asyncio.sleep(BATCH * GAP_S)
+        await asyncio.sleep(_SETTLE_S)  # the last batch arrives
+        return int(sub.stats.received + sum(len(p.in_q) for p in sub.peers))
+
+    delivered = int(sim.run(main()))
+    if delivered != count:
+        raise RuntimeError(f"network-only run delivered {delivered} of {count}")
+    return delivered
+
+
 def sim_reqrep(count: int) -> int:
     """``count`` REQ/REP round trips; return deliveries (two per round trip)."""
     sim = _simulation()
@@ -189,6 +215,20 @@ def _rate(run: Callable[[int], int], count: int) -> Callable[[], float]:
     return one
 
 
+def _breakdown(rates: dict[str, float]) -> dict[str, float]:
+    """Microseconds per PUB/SUB delivery, by layer, from the rates of one run."""
+    per = {name: 1e6 / rate for name, rate in rates.items() if rate > 0}
+    bare, floor = per["bare_pubsub"], per["floor_pubsub"]
+    network, full = per["network_pubsub"], per["tk_pubsub"]
+    return {
+        "bare_simpy_delivery": bare,
+        "coroutine_wake": floor - bare,
+        "sim_network": network,
+        "sim_receive": full - network - (floor - bare),
+        "sim_total": full,
+    }
+
+
 def _profile(count: int, top: int = 15) -> list[dict[str, Any]]:
     profiler = cProfile.Profile()
     profiler.enable()
@@ -233,6 +273,7 @@ def run_sim(config: BenchConfig) -> dict[str, Any]:
             "tk_pubsub": _rate(sim_pubsub, n),
             "bare_pubsub": _rate(bare_pubsub, n),
             "floor_pubsub": _rate(floor_pubsub, n),
+            "network_pubsub": _rate(sim_network_pubsub, n),
             "tk_reqrep": _rate(sim_reqrep, n // 2),
             "bare_reqrep": _rate(bare_reqrep, n // 2),
         },
@@ -258,6 +299,7 @@ def run_sim(config: BenchConfig) -> dict[str, Any]:
             "pubsub_vs_bare": ratio(rates["floor_pubsub"], rates["bare_pubsub"]),
             "tk_pubsub_vs_floor": ratio(rates["tk_pubsub"], rates["floor_pubsub"]),
         },
+        "breakdown_us": _breakdown(rates),
         "cost_us_per_message": scaling,
         "cost_growth": ratio(costs[-1], costs[0]) if costs else float("nan"),
         "peak_memory_mb": {
