@@ -28,7 +28,7 @@ from transportkit._errors import SimulationDeadlock, SimulationError
 if TYPE_CHECKING:
     import simpy
 
-__all__ = ["SimCall", "SimEventLoop", "schedule_call"]
+__all__ = ["IdleEvents", "SimCall", "SimEventLoop", "schedule_call"]
 
 # asyncio.base_events' constants, for the same timer housekeeping as its _run_once.
 _MIN_SCHEDULED_TIMER_HANDLES = 100
@@ -38,32 +38,53 @@ _NORMAL = 1  # simpy.events.NORMAL: the priority of a Timeout
 _new_handle = object.__new__
 
 
-class SimCall:
-    """A triggered SimPy event whose processing calls ``fn(*args)``.
+class SimCall(tuple[Callable[..., object], tuple[Any, ...]]):
+    """A triggered SimPy event whose processing calls ``fn(*args)``: ``SimCall((fn, args))``.
 
     The simulator's deliveries and timers are scheduled as these instead of a
-    ``Timeout`` with a callback: one small object instead of an event with an instance
-    dict, a callback list and a ``functools.partial``. They sit in SimPy's heap with
-    a Timeout's priority and the next event id, so they are ordered exactly as
-    Timeouts scheduled at the same moments would be, and ``Environment.step`` still
-    processes them (through ``callbacks``); the virtual selector calls ``fn`` directly.
+    ``Timeout`` with a callback: a 2-tuple (built in C, no ``__init__`` frame) instead
+    of an event with an instance dict, a callback list and a ``functools.partial``.
+    They sit in SimPy's heap with a Timeout's priority and the next event id, so they
+    are ordered exactly as Timeouts scheduled at the same moments would be, and
+    ``Environment.step`` still processes them (through ``callbacks``, a class attribute
+    until ``step`` replaces it in the instance's dict); the virtual selector calls
+    ``fn`` directly.
     """
 
-    __slots__ = ("args", "callbacks", "fn")
     _ok = True
     _value = None
+    callbacks: Any
 
-    def __init__(self, fn: Callable[..., object], args: tuple[Any, ...]) -> None:
-        self.fn = fn
-        self.args = args
-        self.callbacks: Any = _FIRE
+    @property
+    def fn(self) -> Callable[..., object]:
+        """The function to call."""
+        return self[0]
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        """Its arguments."""
+        return self[1]
 
 
 def _fire(event: SimCall) -> None:
-    event.fn(*event.args)
+    event[0](*event[1])
 
 
-_FIRE = (_fire,)
+SimCall.callbacks = (_fire,)
+
+
+class IdleEvents:
+    """How many of the pending SimPy events are idle: retries that cannot succeed on
+    their own, which do not count as pending work for deadlock detection.
+
+    Shared by a simulation (which counts) and its event loop (which reads ``count``
+    while waiting forever, without a call per processed event).
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
 
 
 def schedule_call(
@@ -81,7 +102,7 @@ def schedule_call(
     if at < env._now:
         raise ValueError(f"cannot schedule at {at}, before now ({env._now})")
     queue: list[Any] = env._queue
-    heappush(queue, (at, priority, next(env._eid), SimCall(fn, args)))
+    heappush(queue, (at, priority, next(env._eid), SimCall((fn, args))))
 
 
 def _process(event: Any) -> None:
@@ -123,11 +144,11 @@ def _forbidden(what: str) -> NoReturn:
 class _VirtualSelector(selectors.BaseSelector):
     """A selector that never reports I/O; waiting in it advances virtual time."""
 
-    def __init__(self, env: simpy.Environment, idle: Callable[[], bool]) -> None:
+    def __init__(self, env: simpy.Environment, idle: IdleEvents) -> None:
         self._env = env
         self._map: dict[Any, selectors.SelectorKey] = {}
         self.ready: Sized = ()
-        self.idle_probe = idle
+        self.idle = idle
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
@@ -153,7 +174,8 @@ class _VirtualSelector(selectors.BaseSelector):
     def advance_to(self, deadline: float) -> None:
         """Process SimPy events up to virtual time ``deadline`` (inclusive), stopping early
         when one makes asyncio work ready; otherwise leave the clock exactly at
-        ``deadline``. With ``deadline=inf``, nothing pending is a deadlock.
+        ``deadline``. With ``deadline=inf``, nothing pending (or only idle events) is a
+        deadlock.
         """
         env = self._env
         # SimPy's ``peek``/``step`` inlined (same heap, same order, same clock), with a
@@ -161,17 +183,17 @@ class _VirtualSelector(selectors.BaseSelector):
         queue: list[Any] = env._queue
         ready = self.ready
         forever = deadline == math.inf
-        idle = self.idle_probe
+        idle = self.idle
         while queue:
             entry = queue[0]
             when = entry[0]
-            if when > deadline or when == math.inf or (forever and idle()):
+            if when > deadline or when == math.inf or (forever and len(queue) <= idle.count):
                 break
             heappop(queue)
             env._now = when
             event: Any = entry[3]
             if type(event) is SimCall:
-                event.fn(*event.args)
+                event[0](*event[1])
             else:
                 _process(event)
             if ready:
@@ -187,11 +209,12 @@ class SimEventLoop(asyncio.SelectorEventLoop):
     """The event loop of a :class:`~transportkit.sim_backend.Simulation`.
 
     ``time()`` is the SimPy clock in seconds. Threads, executors, subprocesses and real
-    sockets raise :class:`~transportkit.SimulationError`.
+    sockets raise :class:`~transportkit.SimulationError`. ``idle`` counts the pending
+    events that cannot make progress alone (none if not given).
     """
 
-    def __init__(self, env: simpy.Environment, idle: Callable[[], bool] = lambda: False) -> None:
-        selector = _VirtualSelector(env, idle)
+    def __init__(self, env: simpy.Environment, idle: IdleEvents | None = None) -> None:
+        selector = _VirtualSelector(env, IdleEvents() if idle is None else idle)
         super().__init__(selector)
         self._env = env
         self._clock_resolution = 1e-9
@@ -250,7 +273,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         queue: list[Any] = env._queue
         ready: deque[Any] = this._ready
         popleft = ready.popleft
-        idle = self._sim_selector.idle_probe
+        idle = self._sim_selector.idle
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -283,13 +306,13 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                     while queue:
                         entry = queue[0]
                         when = entry[0]
-                        if when > deadline or when == inf or (forever and idle()):
+                        if when > deadline or when == inf or (forever and len(queue) <= idle.count):
                             break
                         heappop(queue)
                         env._now = when
                         event: Any = entry[3]
                         if type(event) is SimCall:
-                            event.fn(*event.args)
+                            event[0](*event[1])
                         else:
                             _process(event)
                         if ready:

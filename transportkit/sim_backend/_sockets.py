@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from asyncio import Future as _Future
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
@@ -128,6 +129,19 @@ class SimSocket(Socket):
     """Behaviour shared by every simulated socket kind."""
 
     immediate_attach: ClassVar[bool] = False
+    # Whether the class overrides a per-kind send hook that most kinds leave as a no-op:
+    # the path of every message skips the calls otherwise. Class attributes, not instance
+    # ones: past 30 instance attributes CPython stops sharing the keys of instance dicts,
+    # which makes every attribute access slower.
+    _has_send_state: ClassVar[bool] = False
+    _has_envelope: ClassVar[bool] = False
+    _has_after_send: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._has_send_state = cls._check_send_state is not SimSocket._check_send_state
+        cls._has_envelope = cls._envelope is not SimSocket._envelope
+        cls._has_after_send = cls._after_send is not SimSocket._after_send
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         self.node = node
@@ -217,7 +231,8 @@ class SimSocket(Socket):
         if self._route(item):  # _dispatch, inlined: the path of every message
             self._stats.sent += 1
             self.trace.add(self.env._now, "send", self.name, item[0])
-            self._after_send()
+            if self._has_after_send:
+                self._after_send()
             return
         deadline = _deadline(None, self._options.sndtimeo)
         while True:
@@ -257,8 +272,13 @@ class SimSocket(Socket):
             raise FrameError(
                 f"{self.name}: conflate keeps single-frame messages only, got {len(frames)} frames"
             )
-        self._check_send_state()
-        return (next(self.sim._message_ids), self._envelope(copied))
+        if not self._can_send:
+            raise UnsupportedError(f"{self.name}: {self.kind.value} sockets cannot send")
+        if self._has_send_state:
+            self._check_send_state()
+        if self._has_envelope:
+            copied = self._envelope(copied)
+        return (next(self.sim._message_ids), copied)
 
     @staticmethod
     def _checked(frames: Sequence[Frame]) -> list[bytes]:
@@ -298,15 +318,16 @@ class SimSocket(Socket):
 
     async def recv(self, timeout: float | None = None) -> Message:
         self._check_recv()
-        msg = self._take()
-        if msg is not None:
-            return msg
+        if self.ready:  # (an empty ready list is the usual case when waiting)
+            msg = self._take()
+            if msg is not None:
+                return msg
         if timeout is None and self._rcvtimeo < 0:
             # No deadline (the usual case): wait on a bare future, no timer.
             waiters = self.recv_waiters
             loop = asyncio.get_running_loop()
             while True:
-                fut: asyncio.Future[bool] = loop.create_future()
+                fut: asyncio.Future[bool] = _Future(loop=loop)  # loop.create_future()
                 waiters.append(fut)
                 try:
                     await fut
@@ -421,8 +442,7 @@ class SimSocket(Socket):
         return frames
 
     def _check_send_state(self) -> None:
-        if not self._can_send:
-            raise UnsupportedError(f"{self.name}: {self.kind.value} sockets cannot send")
+        """Raise if this socket's state forbids a send now (REQ/REP lockstep)."""
 
     def _after_send(self) -> None:
         pass
@@ -541,7 +561,8 @@ class SimRequester(SimSocket, Requester):
         self._expecting = True
 
     def _check_recv(self) -> None:
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if not self._expecting:
             raise StateError(f"{self.name}: REQ must send a request before receiving")
 
@@ -573,7 +594,8 @@ class SimWorker(SimSocket, Worker):
         self._reply_to: tuple[Peer, list[bytes]] | None = None
 
     def _check_recv(self) -> None:
-        self._check_open()
+        if self._closed:
+            self._check_open()
         if self._reply_to is not None:
             raise StateError(f"{self.name}: REP must send the reply before receiving again")
 

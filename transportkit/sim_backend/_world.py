@@ -28,7 +28,13 @@ from transportkit._kinds import PEERS, SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.sim_backend._latency import Constant, LatencyModel
-from transportkit.sim_backend._loop import _NORMAL, SimCall, SimEventLoop, schedule_call
+from transportkit.sim_backend._loop import (
+    _NORMAL,
+    IdleEvents,
+    SimCall,
+    SimEventLoop,
+    schedule_call,
+)
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
 from transportkit.sim_backend._trace import Trace
@@ -192,7 +198,7 @@ class Simulation:
         self.loop: SimEventLoop | None = None
         self._bound: dict[tuple[str, ...], SimSocket] = {}
         self._inproc_waiting: dict[tuple[str, ...], list[Connecter]] = {}
-        self._idle_events = 0
+        self._idle = IdleEvents()
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._message_ids = itertools.count(1)
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
@@ -356,7 +362,7 @@ class Simulation:
         """
         if self.loop is not None:
             raise RuntimeError("Simulation.run is not reentrant")
-        loop = SimEventLoop(self.env, idle=self.only_idle_events)
+        loop = SimEventLoop(self.env, idle=self._idle)
         loop.set_task_factory(self._task_factory)
         self.loop = loop
         try:
@@ -760,7 +766,7 @@ class Simulation:
         queue: list[Any] = env._queue
         heappush(
             queue,
-            (when, _NORMAL, next(env._eid), SimCall(self._arrive, (conn, remote, item, link))),
+            (when, _NORMAL, next(env._eid), SimCall((self._arrive, (conn, remote, item, link)))),
         )
 
     def _arrival(self, peer: Peer, link: Link) -> float:
@@ -857,18 +863,18 @@ class Simulation:
         pending work for deadlock detection.
         """
         if idle:
-            self._idle_events += 1
+            self._idle.count += 1
             self._schedule_at(at, self._fire_idle, callback)
         else:
             self._schedule_at(at, callback)
 
     def _fire_idle(self, callback: Callable[[], object]) -> None:
-        self._idle_events -= 1
+        self._idle.count -= 1
         callback()
 
     def only_idle_events(self) -> bool:
         """Whether every pending SimPy event is an idle retry (nothing can progress)."""
-        return len(self.env._queue) <= self._idle_events
+        return len(self.env._queue) <= self._idle.count
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
