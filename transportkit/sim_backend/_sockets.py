@@ -45,6 +45,7 @@ from transportkit._socket import (
     check_frames,
 )
 from transportkit.sim_backend._pipes import Item, Peer
+from transportkit.sim_backend._trace import TRACE_BATCH
 
 if TYPE_CHECKING:
     from transportkit.sim_backend._world import Connecter, Node, Simulation
@@ -128,11 +129,43 @@ class _SimMonitor(Monitor):
 class SimSocket(Socket):
     """Behaviour shared by every simulated socket kind."""
 
+    # Slots: attribute access on the path of every message stays fast however many
+    # attributes there are (an instance dict stops sharing its keys past 30).
+    __slots__ = (
+        "_can_recv",
+        "_can_send",
+        "_closed",
+        "_last_endpoint",
+        "_message_ids",
+        "_next_routing_id",
+        "_options",
+        "_rcvtimeo",
+        "_rr",
+        "_stats",
+        "bound",
+        "closing",
+        "conflate",
+        "connecters",
+        "destroyed",
+        "env",
+        "maxmsgsize",
+        "monitors",
+        "name",
+        "node",
+        "peers",
+        "rcvhwm",
+        "ready",
+        "recv_waiters",
+        "send_waiters",
+        "sim",
+        "sndhwm",
+        "trace",
+        "trace_pending",
+    )
+
     immediate_attach: ClassVar[bool] = False
     # Whether the class overrides a per-kind send hook that most kinds leave as a no-op:
-    # the path of every message skips the calls otherwise. Class attributes, not instance
-    # ones: past 30 instance attributes CPython stops sharing the keys of instance dicts,
-    # which makes every attribute access slower.
+    # the path of every message skips the calls otherwise.
     _has_send_state: ClassVar[bool] = False
     _has_envelope: ClassVar[bool] = False
     _has_after_send: ClassVar[bool] = False
@@ -157,7 +190,9 @@ class SimSocket(Socket):
         self._can_send = self.kind.can_send
         self._can_recv = self.kind.can_recv
         self.trace = node.sim.trace
+        self.trace_pending = self.trace.pending
         self.env = node.sim.env
+        self._message_ids = node.sim._message_ids
         self.peers: list[Peer] = []
         self.ready: deque[Peer] = deque()
         self.recv_waiters: list[asyncio.Future[bool]] = []
@@ -228,9 +263,12 @@ class SimSocket(Socket):
 
     async def send(self, frames: Sequence[Frame]) -> None:
         item = self._prepare(frames)
-        if self._route(item):  # _dispatch, inlined: the path of every message
+        if self._route(item):  # _dispatch and Trace.add, inlined: the path of every message
             self._stats.sent += 1
-            self.trace.add(self.env._now, "send", self.name, item[0])
+            pending = self.trace_pending
+            pending.append((self.env._now, "send", self.name, item[0]))
+            if len(pending) >= TRACE_BATCH:
+                self.trace.flush()
             if self._has_after_send:
                 self._after_send()
             return
@@ -278,7 +316,7 @@ class SimSocket(Socket):
             self._check_send_state()
         if self._has_envelope:
             copied = self._envelope(copied)
-        return (next(self.sim._message_ids), copied)
+        return (next(self._message_ids), copied)
 
     @staticmethod
     def _checked(frames: Sequence[Frame]) -> list[bytes]:
@@ -463,6 +501,8 @@ class SimSocket(Socket):
 class SimPublisher(SimSocket, Publisher):
     """PUB: fan-out to matching subscribers, drop at the HWM, never block."""
 
+    __slots__ = ()
+
     def _route(self, item: Item) -> bool:
         topic = item[1][0]
         sim = self.sim
@@ -488,6 +528,8 @@ class SimPublisher(SimSocket, Publisher):
 
 class SimSubscriber(SimSocket, Subscriber):
     """SUB: fair-queue in; subscriptions travel to publishers with the link's delay."""
+
+    __slots__ = ("_subs",)
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         super().__init__(node, options, index)
@@ -530,6 +572,8 @@ class SimSubscriber(SimSocket, Subscriber):
 
 class SimRequester(SimSocket, Requester):
     """REQ: envelope ``[b""]`` (or ``[id, b""]`` with req_correlate), strict lockstep."""
+
+    __slots__ = ("_awaiting", "_expecting", "_request_id")
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         super().__init__(node, options, index)
@@ -589,6 +633,8 @@ class SimRequester(SimSocket, Requester):
 class SimWorker(SimSocket, Worker):
     """REP: strips and remembers the envelope; replies to the peer asked."""
 
+    __slots__ = ("_reply_to",)
+
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         super().__init__(node, options, index)
         self._reply_to: tuple[Peer, list[bytes]] | None = None
@@ -631,17 +677,25 @@ class SimWorker(SimSocket, Worker):
 class SimPusher(SimSocket, Pusher):
     """PUSH: round-robin, blocks at the HWM."""
 
+    __slots__ = ()
+
 
 class SimPuller(SimSocket, Puller):
     """PULL: fair-queue."""
+
+    __slots__ = ()
 
 
 class SimDealer(SimSocket, Dealer):
     """DEALER: round-robin out, fair-queue in."""
 
+    __slots__ = ()
+
 
 class SimPair(SimSocket, Pair):
     """PAIR: at most one live peer."""
+
+    __slots__ = ()
 
     def admits(self, other: SimSocket) -> bool:
         return not any(peer.remote is not None for peer in self.peers)
@@ -649,6 +703,8 @@ class SimPair(SimSocket, Pair):
 
 class SimRouter(SimSocket, Router):
     """ROUTER: routes by the peer's routing id, prefixes it on receipt."""
+
+    __slots__ = ("_by_id",)
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         super().__init__(node, options, index)

@@ -8,9 +8,10 @@ from array import array
 from collections import Counter
 from typing import NamedTuple
 
-__all__ = ["Trace", "TraceEvent"]
+__all__ = ["TRACE_BATCH", "Trace", "TraceEvent"]
 
-_BATCH = 2048
+TRACE_BATCH = 2048
+"""Events are hashed once this many are pending (see :attr:`Trace.pending`)."""
 _STREAMS = 4  # times, kinds, subjects, details
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -33,7 +34,9 @@ class Trace:
     (``record=False``) so that very long runs keep only the hash and the per-kind counts.
 
     For speed, :meth:`add` only appends a tuple; events are hashed, counted and (if
-    recorded) kept in batches. The digest is independent of the batching: it hashes
+    recorded) kept in batches. The simulator's hottest paths inline :meth:`add`: append
+    to :attr:`pending` (always the same list) and :meth:`flush` once it holds
+    :data:`TRACE_BATCH` events. The digest is independent of the batching: it hashes
     four streams, each the concatenation of one field of every event (times as
     little-endian IEEE-754 doubles; kinds, subjects and the ``repr`` of details as
     newline-terminated text), and then the four stream digests.
@@ -43,27 +46,27 @@ class Trace:
     string per message).
     """
 
-    __slots__ = ("_counts", "_events", "_hash", "_pending", "record")
+    __slots__ = ("_counts", "_events", "_hash", "pending", "record")
 
     def __init__(self, *, record: bool = True) -> None:
         self._hash = [hashlib.blake2b(digest_size=16) for _ in range(_STREAMS)]
         self.record = record
         self._events: list[TraceEvent] = []
         self._counts: Counter[str] = Counter()
-        self._pending: list[tuple[float, str, str, str | int]] = []
+        self.pending: list[tuple[float, str, str, str | int]] = []
 
     def add(self, time: float, kind: str, subject: str, detail: str | int = "") -> None:
         """Append an event (called by the simulator); an ``int`` detail is a message id."""
-        pending = self._pending
+        pending = self.pending
         pending.append((time, kind, subject, detail))
-        if len(pending) >= _BATCH:
-            self._flush()
+        if len(pending) >= TRACE_BATCH:
+            self.flush()
 
-    def _flush(self) -> None:
-        pending = self._pending
+    def flush(self) -> None:
+        """Hash, count and (if recorded) keep the pending events; empty :attr:`pending`."""
+        pending = self.pending
         if not pending:
             return
-        self._pending = []
         times, kinds, subjects, details = zip(*pending, strict=True)
         streams = self._hash
         packed = array("d", times)
@@ -72,29 +75,31 @@ class Trace:
         streams[0].update(packed.tobytes())
         streams[1].update("\n".join(kinds).encode() + b"\n")
         streams[2].update("\n".join(subjects).encode() + b"\n")
-        streams[3].update("\n".join(map(repr, details)).encode() + b"\n")
+        # One formatting call: the same text as "\n".join(map(repr, details)) + "\n".
+        streams[3].update((("%r\n" * len(details)) % details).encode())
         self._counts.update(kinds)
         if self.record:
             self._events.extend(
                 TraceEvent(t, k, s, d if type(d) is str else f"m{d}") for t, k, s, d in pending
             )
+        pending.clear()
 
     @property
     def events(self) -> list[TraceEvent]:
         """The recorded events (empty with ``record=False``)."""
-        self._flush()
+        self.flush()
         return self._events
 
     @property
     def counts(self) -> Counter[str]:
         """How many events of each kind."""
-        self._flush()
+        self.flush()
         return self._counts
 
     @property
     def hash(self) -> str:
         """Hex digest of every event so far."""
-        self._flush()
+        self.flush()
         whole = hashlib.blake2b(digest_size=16)
         for stream in self._hash:
             whole.update(stream.digest())

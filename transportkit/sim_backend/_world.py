@@ -37,7 +37,7 @@ from transportkit.sim_backend._loop import (
 )
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
-from transportkit.sim_backend._trace import Trace
+from transportkit.sim_backend._trace import TRACE_BATCH, Trace
 
 __all__ = ["Link", "Node", "Simulation"]
 
@@ -810,7 +810,10 @@ class Simulation:
                 item = (item[0], item[1][-1:])
             remote.in_q.clear()
         remote.in_q.append(item)
-        self.trace.add(self.env._now, "deliver", receiver.name, item[0])
+        pending = receiver.trace_pending  # Trace.add, inlined: the path of every message
+        pending.append((self.env._now, "deliver", receiver.name, item[0]))
+        if len(pending) >= TRACE_BATCH:
+            self.trace.flush()
         receiver.arrived(remote)
 
     def send_subscription(self, peer: Peer, prefix: bytes, *, add: bool) -> None:
