@@ -225,6 +225,14 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         """Virtual seconds since the start of the simulation."""
         return float(self._env._now)
 
+    def set_debug(self, enabled: bool) -> None:
+        """:meth:`asyncio.BaseEventLoop.set_debug`, and :meth:`get_debug` rebound to a C
+        callable returning ``enabled``: every Future asks ``get_debug()`` when it is
+        created (one per awaited receive), and this answers without a Python frame.
+        """
+        super().set_debug(enabled)
+        self.get_debug = bool(enabled).__bool__  # type: ignore[method-assign]
+
     def call_soon(  # type: ignore[override]
         self, callback: Callable[..., object], *args: Any, context: Any = None
     ) -> asyncio.Handle:
