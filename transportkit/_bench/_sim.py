@@ -42,8 +42,10 @@ def _simulation(record_trace: bool = False) -> Any:
     )
 
 
-def sim_pubsub(count: int) -> int:
-    """Publish ``count`` messages (batches of 100 every 1 ms virtual); return deliveries."""
+def _pubsub(count: int, *, read: bool) -> int:
+    """Publish ``count`` messages (batches of 100 every 1 ms virtual) to one subscriber
+    that receives them (``read``) or lets them queue; return deliveries.
+    """
     sim = _simulation()
     exchange, trader = sim.node("exchange"), sim.node("trader")
 
@@ -60,12 +62,24 @@ def sim_pubsub(count: int) -> int:
                 await asyncio.sleep(BATCH * GAP_S)
 
         task = asyncio.ensure_future(publish())
-        for _ in range(count):
-            await sub.recv()
+        if read:
+            for _ in range(count):
+                await sub.recv()
         await task
-        return count
+        if read:
+            return count
+        await asyncio.sleep(_SETTLE_S)  # the last batch arrives
+        return int(sub.stats.received + sum(len(p.in_q) for p in sub.peers))
 
-    return int(sim.run(main()))
+    delivered = int(sim.run(main()))
+    if delivered != count:
+        raise RuntimeError(f"the run delivered {delivered} of {count} messages")
+    return delivered
+
+
+def sim_pubsub(count: int) -> int:
+    """Publish ``count`` messages (batches of 100 every 1 ms virtual); return deliveries."""
+    return _pubsub(count, read=True)
 
 
 def sim_network_pubsub(count: int) -> int:
@@ -73,25 +87,7 @@ def sim_network_pubsub(count: int) -> int:
     SUB. What is left is the simulated network (send, route, wire, arrival, trace)
     without the receiving coroutine's wake-ups and receives.
     """
-    sim = _simulation()
-    exchange, trader = sim.node("exchange"), sim.node("trader")
-
-    async def main() -> int:
-        pub = exchange.publisher(bind="tcp://exchange:5556", options=_UNLIMITED)
-        sub = trader.subscriber(connect="tcp://exchange:5556", options=_UNLIMITED)
-        await asyncio.sleep(_SETTLE_S)
-        payload = b"x" * 100
-        for start in range(0, count, BATCH):
-            for _ in range(min(BATCH, count - start)):
-                await pub.send([b"T", payload])
-            await asyncio.sleep(BATCH * GAP_S)
-        await asyncio.sleep(_SETTLE_S)  # the last batch arrives
-        return int(sub.stats.received + sum(len(p.in_q) for p in sub.peers))
-
-    delivered = int(sim.run(main()))
-    if delivered != count:
-        raise RuntimeError(f"network-only run delivered {delivered} of {count}")
-    return delivered
+    return _pubsub(count, read=False)
 
 
 def sim_reqrep(count: int) -> int:
