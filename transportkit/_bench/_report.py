@@ -147,8 +147,7 @@ def _sim(sim: dict[str, Any]) -> list[str]:
             f"| bare SimPy: one timeout and callback | {parts['bare_simpy_delivery']:.2f} |",
             "| sim network: send, route, wire, arrival, trace (subscriber not reading) | "
             f"{parts['sim_network']:.2f} |",
-            "| one coroutine wake-up (floor minus bare SimPy) | "
-            f"{parts['coroutine_wake']:.2f} |",
+            f"| one coroutine wake-up (floor minus bare SimPy) | {parts['coroutine_wake']:.2f} |",
             f"| the receive itself (the rest) | {parts['sim_receive']:.2f} |",
             f"| sim total | {parts['sim_total']:.2f} |",
         ]

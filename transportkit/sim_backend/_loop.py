@@ -269,19 +269,19 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         cancelled timers, wait in the selector, make due timers ready, run what was
         ready), minus what a virtual selector never needs: no I/O events, and no select
         call when work is ready. ``run_forever`` calls ``_run_once`` until the loop is
-        stopping; iterating here until then is the same thing without a call, a
-        selector call and their lookups per iteration (the wake-up of every awaited
-        message). The selector's wait is :meth:`_VirtualSelector.advance_to`, inlined.
+        stopping; iterating here until then is the same thing without a call and its
+        lookups per iteration (the wake-up of every awaited message). The wait is
+        :meth:`_VirtualSelector.advance_to`, called directly instead of through
+        ``select``.
         """
         this: Any = self  # asyncio internals (untyped)
         if this._debug:
             super()._run_once()  # type: ignore[misc]
             return
         env = self._env
-        queue: list[Any] = env._queue
         ready: deque[Any] = this._ready
         popleft = ready.popleft
-        idle = self._sim_selector.idle
+        advance_to = self._sim_selector.advance_to
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -309,26 +309,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             if not ready and not this._stopping:
                 deadline = scheduled[0]._when if scheduled else inf
                 if deadline > env._now:
-                    # advance_to(deadline), inlined: see there.
-                    forever = deadline == inf
-                    while queue:
-                        entry = queue[0]
-                        when = entry[0]
-                        if when > deadline or when == inf or (forever and len(queue) <= idle.count):
-                            break
-                        heappop(queue)
-                        env._now = when
-                        event: Any = entry[3]
-                        if type(event) is SimCall:
-                            event[0](*event[1])
-                        else:
-                            _process(event)
-                        if ready:
-                            break
-                    if not ready:
-                        if forever:
-                            _deadlock(env)
-                        env._now = max(env._now, deadline)
+                    advance_to(deadline)
 
             # A timer runs when the clock has reached its time, never before: asyncio's
             # clock-resolution slack would let a deadline loop spin at a fixed time.
