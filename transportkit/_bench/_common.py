@@ -22,6 +22,7 @@ __all__ = [
     "interleaved",
     "machine",
     "median",
+    "paired_ratio",
     "percentiles",
     "ratio",
     "temp_dir",
@@ -39,7 +40,8 @@ class BenchConfig:
     """How much work each figure does.
 
     Attributes:
-        rounds: Interleaved rounds per figure (the report gives medians of rounds).
+        rounds: Interleaved rounds per figure (the report gives medians of rounds, and
+            ratios as the median of each round's ratio).
         latency_samples: Round trips per variant per round.
         warmup: Untimed round trips before each variant's timed ones.
         throughput_messages: 1 KB messages per throughput run.
@@ -50,10 +52,10 @@ class BenchConfig:
         timeout_s: Upper bound of any single wait (nothing hangs).
     """
 
-    rounds: int = 5
+    rounds: int = 7
     latency_samples: int = 5_000
     warmup: int = 500
-    throughput_messages: int = 50_000
+    throughput_messages: int = 200_000
     zerocopy_messages: int = 400
     sim_messages: int = 20_000
     sim_scaling: tuple[int, ...] = (10_000, 100_000, 1_000_000)
@@ -110,18 +112,29 @@ def ratio(value: float, reference: float) -> float:
 
 
 def interleaved(variants: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
-    """Run every variant once per round, rotating the order each round.
+    """Run every variant once per round, in the given order and then reversed, by turns.
 
-    Interleaving spreads the machine's drifts (frequency, other tenants) over every
-    variant alike; rotating the order removes any advantage of going first.
+    Interleaving spreads the machine's drifts (frequency, other tenants, a VM's idle
+    vCPU waking slowly or fast) over every variant alike. Listing each variant next to
+    its reference keeps the two adjacent in every round (so :func:`paired_ratio`
+    compares runs made moments apart), and reversing the order every other round
+    removes any advantage of going first.
     """
     names = list(variants)
     results: dict[str, list[T]] = {name: [] for name in names}
     for r in range(rounds):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        for name in names if r % 2 == 0 else names[::-1]:
             results[name].append(variants[name]())
     return results
+
+
+def paired_ratio(values: Sequence[float], references: Sequence[float]) -> float:
+    """The median over rounds of ``value / reference`` within each round.
+
+    On a machine whose speed drifts between rounds, a ratio of medians mixes rounds
+    of different states; the median of per-round ratios compares like with like.
+    """
+    return median([ratio(v, r) for v, r in zip(values, references, strict=True)])
 
 
 @contextmanager

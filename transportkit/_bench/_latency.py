@@ -33,8 +33,8 @@ from transportkit._bench._common import (
     endpoint_for,
     interleaved,
     median,
+    paired_ratio,
     percentiles,
-    ratio,
     temp_dir,
 )
 from transportkit._kinds import SocketKind
@@ -190,7 +190,14 @@ def _async_runner(
     return run
 
 
-def _measure(config: BenchConfig, runners: dict[str, RoundTrip]) -> dict[str, Any]:
+_KEYS = ("p50_us", "p99_us", "p999_us")
+
+
+def _measure(
+    config: BenchConfig, runners: dict[str, RoundTrip]
+) -> tuple[dict[str, Any], dict[str, list[Percentiles]]]:
+    """Medians of rounds per variant, and every round's percentiles."""
+
     def timed(run: RoundTrip) -> Callable[[], Percentiles]:
         def one_round() -> Percentiles:
             run(config.warmup)
@@ -201,12 +208,12 @@ def _measure(config: BenchConfig, runners: dict[str, RoundTrip]) -> dict[str, An
     rounds = interleaved({name: timed(run) for name, run in runners.items()}, config.rounds)
     result: dict[str, Any] = {}
     for name, values in rounds.items():
-        result[name] = {
-            "p50_us": median([v.p50 for v in values]),
-            "p99_us": median([v.p99 for v in values]),
-            "p999_us": median([v.p999 for v in values]),
-        }
-    return result
+        result[name] = {key: median([_at(v, key) for v in values]) for key in _KEYS}
+    return result, rounds
+
+
+def _at(p: Percentiles, key: str) -> float:
+    return {"p50_us": p.p50, "p99_us": p.p99, "p999_us": p.p999}[key]
 
 
 def _one_transport(config: BenchConfig, transport: str, tmp: Path) -> dict[str, Any]:
@@ -255,7 +262,7 @@ def _one_transport(config: BenchConfig, transport: str, tmp: Path) -> dict[str, 
                 "raw_spin": _spin_raw(raw_req(), payload, config.timeout_s),
                 "tk_spin": _blocking_tk(tk_spin, payload),
             }
-            result = _measure(config, runners)
+            result, rounds = _measure(config, runners)
     finally:
         for sock in raw_sockets:
             sock.close(linger=0)
@@ -271,8 +278,11 @@ def _one_transport(config: BenchConfig, transport: str, tmp: Path) -> dict[str, 
     ):
         measured = "tk_spin" if name == "tk_spin_vs_tk" else name
         ratios[name] = {
-            key: ratio(result[measured][key], result[reference][key])
-            for key in ("p50_us", "p99_us", "p999_us")
+            key: paired_ratio(
+                [_at(p, key) for p in rounds[measured]],
+                [_at(p, key) for p in rounds[reference]],
+            )
+            for key in _KEYS
         }
     return {"absolute": result, "ratios": ratios}
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import simpy
 
-from transportkit._bench._common import BenchConfig, interleaved, median, ratio
+from transportkit._bench._common import BenchConfig, interleaved, median, paired_ratio, ratio
 from transportkit._options import SocketOptions
 
 __all__ = ["run_sim"]
@@ -287,13 +287,13 @@ def run_sim(config: BenchConfig) -> dict[str, Any]:
         "messages_per_run": n,
         "deliveries_per_s": rates,
         "ratios": {
-            "pubsub_vs_bare": ratio(rates["tk_pubsub"], rates["bare_pubsub"]),
-            "reqrep_vs_bare": ratio(rates["tk_reqrep"], rates["bare_reqrep"]),
+            "pubsub_vs_bare": paired_ratio(rounds["tk_pubsub"], rounds["bare_pubsub"]),
+            "reqrep_vs_bare": paired_ratio(rounds["tk_reqrep"], rounds["bare_reqrep"]),
         },
         "floor": {
             "what": "bare SimPy deliveries each awaited by a coroutine on the sim loop",
-            "pubsub_vs_bare": ratio(rates["floor_pubsub"], rates["bare_pubsub"]),
-            "tk_pubsub_vs_floor": ratio(rates["tk_pubsub"], rates["floor_pubsub"]),
+            "pubsub_vs_bare": paired_ratio(rounds["floor_pubsub"], rounds["bare_pubsub"]),
+            "tk_pubsub_vs_floor": paired_ratio(rounds["tk_pubsub"], rounds["floor_pubsub"]),
         },
         "breakdown_us": _breakdown(rates),
         "cost_us_per_message": scaling,

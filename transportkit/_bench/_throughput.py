@@ -20,7 +20,7 @@ from transportkit._bench._common import (
     endpoint_for,
     interleaved,
     median,
-    ratio,
+    paired_ratio,
     temp_dir,
 )
 from transportkit._kinds import SocketKind
@@ -179,14 +179,14 @@ def _compare(
     reference: str,
 ) -> dict[str, Any]:
     rounds = interleaved(runs, config.rounds)
-    absolute = {name: median(values) for name, values in rounds.items()}
     return {
-        "msgs_per_s": absolute,
+        "msgs_per_s": {name: median(values) for name, values in rounds.items()},
         "ratios": {
-            f"{name}_vs_{reference}": ratio(value, absolute[reference])
-            for name, value in absolute.items()
+            f"{name}_vs_{reference}": paired_ratio(values, rounds[reference])
+            for name, values in rounds.items()
             if name != reference
         },
+        "rounds": rounds,
     }
 
 
@@ -271,8 +271,8 @@ def run_zerocopy(
                     },
                     "tk_copy",
                 )
-                zc = result["msgs_per_s"]
-                result["ratios"]["tk_zerocopy_vs_raw_zerocopy"] = ratio(
+                zc = result["rounds"]
+                result["ratios"]["tk_zerocopy_vs_raw_zerocopy"] = paired_ratio(
                     zc["tk_zerocopy"], zc["raw_zerocopy"]
                 )
                 figures[transport] = result
