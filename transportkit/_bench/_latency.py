@@ -244,7 +244,12 @@ def _one_transport(config: BenchConfig, transport: str, tmp: Path) -> dict[str, 
             async def make_async() -> tuple[Any, Any]:
                 actx = zmq.asyncio.Context.shadow(ctx.underlying)
                 raw = actx.socket(zmq.REQ)
-                raw.setsockopt(zmq.LINGER, 0)
+                for option, value in (
+                    (zmq.LINGER, 0),
+                    (zmq.RCVTIMEO, timeout_ms),
+                    (zmq.SNDTIMEO, timeout_ms),
+                ):
+                    raw.setsockopt(option, value)  # as the transportkit requester's
                 raw.connect(resolved)
                 raw_sockets.append(raw)
                 return raw, net.requester(connect=resolved, options=options)
