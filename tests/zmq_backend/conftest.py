@@ -88,8 +88,8 @@ def impl(request: pytest.FixtureRequest) -> Impl:
 
 
 @pytest.fixture
-def blocking_impl(impl: Impl, monkeypatch: pytest.MonkeyPatch) -> Impl:
-    """Make the blocking sockets created in the test use ``impl``."""
+def message_impl(impl: Impl, monkeypatch: pytest.MonkeyPatch) -> Impl:
+    """Make the zmq sockets (blocking and asyncio) created in the test use ``impl``."""
     monkeypatch.setattr(_accel, "recv_message", impl[0])
     monkeypatch.setattr(_accel, "send_message", impl[1])
     return impl

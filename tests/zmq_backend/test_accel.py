@@ -2,7 +2,7 @@
 pyzmq fallback must behave the same, and the C one must never crash the process.
 
 Every test runs against both implementations (the ``impl`` fixture); so do the
-blocking-socket tests in ``test_blocking.py`` (``blocking_impl``).
+blocking-socket tests in ``test_blocking.py`` (``message_impl``).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ def test_a_signal_handler_that_returns_lets_the_receive_go_on(impl: Impl, pair: 
     assert seen == [signal.SIGALRM]
 
 
-def test_blocking_socket_errors_are_transportkit_errors(blocking_impl: Impl) -> None:
+def test_blocking_socket_errors_are_transportkit_errors(message_impl: Impl) -> None:
     with ZmqNetwork() as net:
         req = net.blocking(SocketKind.REQ, connect="inproc://accel-nobody")
         with pytest.raises(StateError):

@@ -12,6 +12,9 @@ import pytest
 from transportkit import ClosedError, Monitor, MonitorEvent, SocketOptions, Timeout
 from transportkit.zmq_backend import ZmqMonitor, ZmqNetwork
 
+# Every test here runs with the C accelerator (if built) and with pure pyzmq calls.
+pytestmark = pytest.mark.usefixtures("message_impl")
+
 Run = Callable[..., Any]
 
 

@@ -27,7 +27,7 @@ EndpointFor = Callable[[str], str]
 Run = Callable[..., Any]
 
 # Every test here runs with the C accelerator (if built) and with pure pyzmq calls.
-pytestmark = pytest.mark.usefixtures("blocking_impl")
+pytestmark = pytest.mark.usefixtures("message_impl")
 
 
 def test_blocking_round_trip_over_each_transport(

@@ -27,6 +27,9 @@ from transportkit import (
 from transportkit.zmq_backend import ZmqNetwork
 from transportkit.zmq_backend._errors import translate
 
+# Every test here runs with the C accelerator (if built) and with pure pyzmq calls.
+pytestmark = pytest.mark.usefixtures("message_impl")
+
 Run = Callable[..., Any]
 EndpointFor = Callable[[str], str]
 
@@ -328,6 +331,7 @@ def test_oversized_inbound_message_never_reaches_the_receiver(run: Run, net: Zmq
 def test_disconnect_from_an_endpoint_never_connected_is_an_endpoint_error(
     net: ZmqNetwork,
 ) -> None:
+
     sock = net.dealer()
     with pytest.raises(EndpointError, match="disconnect"):
         sock.disconnect("tcp://127.0.0.1:5999")

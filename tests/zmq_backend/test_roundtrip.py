@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from transportkit import Publisher, SocketOptions, Subscriber, Timeout
 from transportkit.zmq_backend import (
     ZmqDealer,
@@ -19,6 +21,9 @@ from transportkit.zmq_backend import (
     ZmqSubscriber,
     ZmqWorker,
 )
+
+# Every test here runs with the C accelerator (if built) and with pure pyzmq calls.
+pytestmark = pytest.mark.usefixtures("message_impl")
 
 EndpointFor = Callable[[str], str]
 Run = Callable[..., Any]
@@ -183,6 +188,7 @@ def test_bytearray_and_memoryview_frames_are_sent(
 def test_async_iteration_ends_when_the_socket_closes(
     run: Run, net: ZmqNetwork, endpoint_for: EndpointFor
 ) -> None:
+
     async def body() -> None:
         pull = net.puller(bind=endpoint_for("inproc"))
         assert pull.last_endpoint is not None

@@ -41,7 +41,7 @@ from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, SocketStats
 from transportkit.zmq_backend import _accel
-from transportkit.zmq_backend._errors import frame_error, mapped_errors, translate
+from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import (
     check_conflatable,
     check_endpoint,
@@ -50,9 +50,6 @@ from transportkit.zmq_backend._options import (
 )
 
 __all__ = ["BlockingSocket", "ThreadSafeSocket"]
-
-# What a frame pyzmq or the accelerator cannot send raises (before sending anything).
-_FRAME_ERRORS = (TypeError, IndexError, ValueError, BufferError)
 
 
 class BlockingSocket(Closeable):
@@ -183,7 +180,7 @@ class BlockingSocket(Closeable):
                 self._send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:
             raise self._error(exc, "send") from exc
-        except _FRAME_ERRORS as exc:
+        except FRAME_ERRORS as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
 
@@ -195,7 +192,7 @@ class BlockingSocket(Closeable):
             self._send_message(self._sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise self._error(exc, "send", nonblocking=True) from exc
-        except _FRAME_ERRORS as exc:
+        except FRAME_ERRORS as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
 

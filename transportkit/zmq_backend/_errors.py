@@ -101,6 +101,10 @@ def mapped_errors(where: str, action: str, *, nonblocking: bool = False) -> Iter
         raise translate(exc, where, action, nonblocking=nonblocking) from exc
 
 
+FRAME_ERRORS = (TypeError, IndexError, ValueError, BufferError)
+"""What pyzmq or the accelerator raise for frames they cannot send (before sending any)."""
+
+
 def frame_error(where: str, frames: object, exc: Exception) -> FrameError:
     """Explain why pyzmq refused ``frames`` (called only after it did).
 

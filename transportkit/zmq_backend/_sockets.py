@@ -39,7 +39,8 @@ from transportkit._socket import (
     Subscriber,
     Worker,
 )
-from transportkit.zmq_backend._errors import frame_error, mapped_errors, translate
+from transportkit.zmq_backend import _accel
+from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import check_conflatable, check_endpoint, check_topic
 
 __all__ = [
@@ -99,6 +100,9 @@ class _AsyncEnd:
         self._sock: zmq.Socket[bytes] = zmq.Socket.shadow(asock.underlying)
         self._closed = False
         self._readiness = _readiness_waiter(asock)
+        # Whole messages in one call each (C when built; see _accel), non-blocking.
+        self._recv_message = _accel.recv_message
+        self._send_message = _accel.send_message
 
     def _where(self) -> str:
         raise NotImplementedError
@@ -160,7 +164,7 @@ class _AsyncEnd:
             if self._closed:
                 raise self._closed_error("recv")
             try:
-                return self._sock.recv_multipart(zmq.NOBLOCK)
+                return self._recv_message(self._sock, zmq.NOBLOCK)
             except zmq.Again:
                 pass
             except zmq.ZMQError as exc:
@@ -174,7 +178,7 @@ class _AsyncEnd:
         if self._closed:
             raise self._closed_error("recv")
         try:
-            return self._sock.recv_multipart(zmq.NOBLOCK)
+            return self._recv_message(self._sock, zmq.NOBLOCK)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -349,12 +353,12 @@ class _Sending(ZmqSocket):
             if self._closed:
                 raise self._closed_error("send")
             try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                self._send_message(self._sock, frames, zmq.NOBLOCK)
             except zmq.Again:
                 pass
             except zmq.ZMQError as exc:
                 raise translate(exc, self._where(), "send") from exc
-            except (TypeError, IndexError) as exc:
+            except FRAME_ERRORS as exc:
                 raise frame_error(self._where(), frames, exc) from exc
             else:
                 self._stats.sent += 1
@@ -377,10 +381,10 @@ class _Sending(ZmqSocket):
         if self._options.conflate:
             check_conflatable(frames, self._where())
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            self._send_message(self._sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise translate(exc, self._where(), "send", nonblocking=True) from exc
-        except (TypeError, IndexError) as exc:
+        except FRAME_ERRORS as exc:
             raise frame_error(self._where(), frames, exc) from exc
         self._stats.sent += 1
 
