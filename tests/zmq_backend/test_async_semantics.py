@@ -198,3 +198,97 @@ def test_a_second_monitor_replaces_the_first(run: Run, net: ZmqNetwork) -> None:
             await second.recv(timeout=1)
 
     run(body())
+
+
+def test_timed_waits_on_one_socket_each_end_at_their_own_deadline(
+    run: Run, net: ZmqNetwork
+) -> None:
+    """One timer serves every timed wait of a socket: a later, longer wait must not
+    delay an earlier, shorter one, nor be ended by it."""
+
+    async def body() -> None:
+        dealer = net.dealer(bind="inproc://two-deadlines")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ended: dict[str, float] = {}
+
+        async def wait(name: str, timeout: float) -> None:
+            with pytest.raises(Timeout):
+                await dealer.recv(timeout=timeout)
+            ended[name] = loop.time() - started
+
+        long_wait = asyncio.create_task(wait("long", 0.4))
+        await asyncio.sleep(0.01)
+        short_wait = asyncio.create_task(wait("short", 0.05))
+        await asyncio.gather(long_wait, short_wait)
+        assert 0.05 <= ended["short"] < 0.3
+        assert 0.4 <= ended["long"] < 2
+
+    run(body())
+
+
+def test_a_timed_wait_still_gets_its_message(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://timed-ok", options=SocketOptions(rcvtimeo=5000))
+        push = net.pusher(connect="inproc://timed-ok")
+        for i in range(200):  # many timed waits; each must see its message, not a timeout
+            waiting = asyncio.create_task(pull.recv())
+            await asyncio.sleep(0)
+            await push.send([b"%d" % i])
+            assert await waiting == [b"%d" % i]
+
+    run(body())
+
+
+def test_cancelling_a_timed_recv_cancels_the_task_not_a_timeout(run: Run, net: ZmqNetwork) -> None:
+    async def body() -> None:
+        pull = net.puller(bind="inproc://timed-cancel", options=SocketOptions(rcvtimeo=5000))
+        waiting = asyncio.create_task(pull.recv())
+        await asyncio.sleep(0.02)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        with pytest.raises(Timeout):  # the socket's timer still ends later waits
+            await pull.recv(timeout=0.05)
+
+    run(body())
+
+
+def test_timed_receives_do_not_arm_a_timer_each(run: Run, net: ZmqNetwork) -> None:
+    """The reason for the shared timer: 500 timed round trips leave at most a couple of
+    timers scheduled on the loop (asyncio.wait_for would schedule and cancel 500)."""
+
+    async def body() -> None:
+        options = SocketOptions(rcvtimeo=30_000, sndtimeo=30_000)
+        rep = net.worker(bind="inproc://timers", options=options)
+        req = net.requester(connect="inproc://timers", options=options)
+        loop: Any = asyncio.get_running_loop()
+
+        async def echo() -> None:
+            for _ in range(500):
+                await rep.send(await rep.recv())
+
+        server = asyncio.create_task(echo())
+        before = len(loop._scheduled)
+        for i in range(500):
+            await req.send([b"%d" % i])
+            assert await req.recv() == [b"%d" % i]
+        await server
+        assert len(loop._scheduled) - before <= 2
+
+    run(body())
+
+
+def test_a_socket_waits_with_a_deadline_on_a_second_event_loop(net: ZmqNetwork) -> None:
+    """The socket's timer belongs to a loop; a wait on a new loop must get its own."""
+    pull = net.puller(bind="inproc://two-loops", options=SocketOptions(rcvtimeo=60_000))
+
+    async def timed_out(timeout: float) -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Timeout):
+            await pull.recv(timeout=timeout)
+        return loop.time() - started
+
+    assert asyncio.run(asyncio.wait_for(timed_out(0.05), 5)) < 2
+    assert asyncio.run(asyncio.wait_for(timed_out(0.05), 5)) < 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -115,7 +116,10 @@ class ZmqNetwork(Network):
             self._check_open(kind)
             asock = self._actx.socket(ZMQ_TYPES[kind])
         try:
-            apply_options(asock, options, f"{kind.value} socket")
+            # The asyncio sockets enforce rcvtimeo/sndtimeo with their own deadline;
+            # set on libzmq too, they would make pyzmq arm a second timer per wait.
+            untimed = dataclasses.replace(options, rcvtimeo=-1, sndtimeo=-1)
+            apply_options(asock, untimed, f"{kind.value} socket")
             sock = SOCKET_CLASSES[kind](asock, options, self._forget)
         except BaseException:
             asock.close(linger=0)

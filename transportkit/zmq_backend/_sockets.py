@@ -103,6 +103,12 @@ class _AsyncEnd:
         # Whole messages in one call each (C when built; see _accel), non-blocking.
         self._recv_message = _accel.recv_message
         self._send_message = _accel.send_message
+        # Timed waits: readiness future -> deadline, and the one timer that ends them.
+        self._timed: dict[asyncio.Future[Any], float] = {}
+        self._expired: set[asyncio.Future[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def _where(self) -> str:
         raise NotImplementedError
@@ -135,8 +141,8 @@ class _AsyncEnd:
                 ready = self._readiness(flag)
                 if poll_ms < 0:
                     await ready
-                else:
-                    await asyncio.wait_for(ready, poll_ms / 1000)
+                elif not await self._until(ready, deadline):
+                    return False
             else:
                 # pyzmq's stub for the asyncio poll omits its ``flags`` parameter.
                 await self._async.poll(poll_ms, flag)  # type: ignore[call-arg]
@@ -173,6 +179,61 @@ class _AsyncEnd:
                 deadline = self._deadline(default_timeout)
             if not await self._wait(zmq.POLLIN, deadline, "recv"):
                 raise Timeout(f"{self._where()}: recv timed out")
+
+    async def _until(self, ready: Awaitable[Any], deadline: float) -> bool:
+        """Await ``ready`` until loop time ``deadline``; False (and ``ready`` cancelled)
+        if the deadline came first. A cancellation of the waiting task still propagates.
+
+        One timer per socket serves every timed wait, re-armed only when it fires (or
+        for an earlier deadline), instead of ``asyncio.wait_for``'s timer armed and
+        cancelled on every wait: with ``rcvtimeo`` set, that made an inproc asyncio
+        round trip against a thread of the same process 25-30% slower on a VM whose
+        idle vCPU wakes slowly.
+        """
+        future = asyncio.ensure_future(ready)
+        self._timed[future] = deadline
+        loop = asyncio.get_running_loop()
+        if self._timer is None or deadline < self._timer_at or self._timer_loop is not loop:
+            self._arm(loop, deadline)
+        try:
+            await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future in self._expired and (task is None or task.cancelling() == 0):
+                return False
+            raise
+        finally:
+            self._timed.pop(future, None)
+            self._expired.discard(future)
+        return True
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(at, self._expire, loop)
+        self._timer_at = at
+        self._timer_loop = loop
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """End the timed waits whose deadline has come; re-arm for the next one."""
+        self._timer, self._timer_at = None, math.inf
+        # asyncio runs a timer up to one clock resolution early: the same slack here.
+        now = loop.time() + getattr(loop, "_clock_resolution", 0.0)
+        soonest = math.inf
+        for future, at in list(self._timed.items()):
+            if at <= now:
+                del self._timed[future]
+                self._expired.add(future)
+                future.cancel()
+            else:
+                soonest = min(soonest, at)
+        if soonest < math.inf:
+            self._arm(loop, soonest)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
 
     def _try_recv_frames(self) -> Message | None:
         if self._closed:
@@ -294,6 +355,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         if self._monitor is not None:
             self._monitor.close()
         self._closed = True
+        self._stop_timer()
         self._async.close()
         self._on_close(self)
 
@@ -575,6 +637,7 @@ class ZmqMonitor(_AsyncEnd, Monitor):
             return
         self._target._monitor_closed(self)
         self._closed = True
+        self._stop_timer()
         self._async.close(linger=0)
 
 
