@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import zmq
 
-from transportkit import ClosedError, FrameError, SocketKind, StateError
+from transportkit import ClosedError, FrameError, SocketKind, StateError, Timeout
 from transportkit.zmq_backend import ZmqNetwork, _accel, accelerated
 
 from .conftest import Impl
@@ -220,3 +221,36 @@ def test_blocking_socket_errors_are_transportkit_errors(message_impl: Impl) -> N
             req.send([b"x"])
         with pytest.raises(ClosedError):
             req.recv()
+
+
+def test_a_spinning_receive_does_not_starve_a_peer_thread(message_impl: Impl) -> None:
+    """Busy polling must release the GIL on every attempt, as pyzmq does: a spinner
+    holding it would let an echo thread in this process run only once per switch
+    interval (made 50 ms here, so that 50 round trips would take over 2 s)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.05)
+    stop = threading.Event()
+    with ZmqNetwork() as net:
+        echo = net.blocking(SocketKind.REP, bind="inproc://accel-spin")
+        spinner = net.blocking(SocketKind.REQ, connect="inproc://accel-spin", spin=True)
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    echo.send(echo.recv(timeout=0.05))
+                except Timeout:
+                    continue
+
+        server = threading.Thread(target=serve)
+        server.start()
+        try:
+            started = time.monotonic()
+            for i in range(50):
+                spinner.send([b"%d" % i])
+                assert spinner.recv(timeout=5) == [b"%d" % i]
+            elapsed = time.monotonic() - started
+        finally:
+            stop.set()
+            server.join(5)
+            sys.setswitchinterval(previous)
+    assert elapsed < 1.0, f"50 spinning round trips took {elapsed:.2f} s: GIL held while spinning?"
