@@ -176,6 +176,8 @@ class BlockingSocket(Closeable):
         try:
             if copy:
                 self._send_message(self._sock, frames)
+            elif type(frames) is list and len(frames) == 1:
+                self._sock.send(frames[0], copy=False)  # one frame: no multipart layer
             else:
                 self._send_multipart(frames, copy=False)
         except zmq.ZMQError as exc:
@@ -237,7 +239,10 @@ class BlockingSocket(Closeable):
             frames = self._recv_waiting(timeout, copy=False)
         else:
             try:
-                frames = self._recv_multipart(copy=False)
+                # The first frame says (Frame.more, read in C) whether more follow:
+                # a single-frame message skips recv_multipart's option lookup.
+                first = self._sock.recv(copy=False)
+                frames = [first, *self._recv_multipart(copy=False)] if first.more else [first]
             except zmq.ZMQError as exc:
                 raise self._error(exc, "recv") from exc
             self._stats.received += 1
