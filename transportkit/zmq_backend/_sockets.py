@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import math
 import struct
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import zmq
@@ -64,7 +64,9 @@ _monitor_ids = itertools.count()
 _SPURIOUS_WAKE_PAUSE: Final = 0.001
 
 
-def _readiness_waiter(asock: zmq.asyncio.Socket) -> Callable[[int], Awaitable[Any]] | None:
+def _readiness_waiter(
+    asock: zmq.asyncio.Socket,
+) -> Callable[[int], asyncio.Future[Any]] | None:
     """A one-future readiness wait on ``asock``, or None to use its public ``poll``.
 
     ``zmq.asyncio``'s ``Socket.poll`` wraps the socket's own event machinery in a
@@ -79,12 +81,18 @@ def _readiness_waiter(asock: zmq.asyncio.Socket) -> Callable[[int], Awaitable[An
     if not (callable(add_recv) and callable(add_send)):
         return None
 
-    def ready(flag: int) -> Awaitable[Any]:
+    def ready(flag: int) -> asyncio.Future[Any]:
         if flag == zmq.POLLIN:
-            return cast(Awaitable[Any], add_recv("poll"))
-        return cast(Awaitable[Any], add_send("poll"))
+            return cast(asyncio.Future[Any], add_recv("poll"))
+        return cast(asyncio.Future[Any], add_send("poll"))
 
     return ready
+
+
+def _not_cancelling() -> bool:
+    """Whether the current task is not being cancelled (so a CancelledError is ours)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() == 0
 
 
 class _AsyncEnd:
@@ -132,7 +140,8 @@ class _AsyncEnd:
         if deadline == math.inf:
             poll_ms = -1
         else:
-            remaining = deadline - asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
+            remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
             poll_ms = max(1, math.ceil(remaining * 1000))
@@ -141,8 +150,28 @@ class _AsyncEnd:
                 ready = self._readiness(flag)
                 if poll_ms < 0:
                     await ready
-                elif not await self._until(ready, deadline):
-                    return False
+                else:
+                    # A timed wait, inlined (no coroutine per wait): one timer per
+                    # socket ends it (see _expire), instead of asyncio.wait_for's
+                    # timer armed and cancelled on every wait, which made an inproc
+                    # asyncio round trip against a thread of this process 25-30%
+                    # slower on a VM whose idle vCPU wakes slowly.
+                    self._timed[ready] = deadline
+                    if (
+                        self._timer is None
+                        or deadline < self._timer_at
+                        or self._timer_loop is not loop
+                    ):
+                        self._arm(loop, deadline)
+                    try:
+                        await ready
+                    except asyncio.CancelledError:
+                        if ready in self._expired and _not_cancelling():
+                            return False
+                        raise
+                    finally:
+                        self._timed.pop(ready, None)
+                        self._expired.discard(ready)
             else:
                 # pyzmq's stub for the asyncio poll omits its ``flags`` parameter.
                 await self._async.poll(poll_ms, flag)  # type: ignore[call-arg]
@@ -179,33 +208,6 @@ class _AsyncEnd:
                 deadline = self._deadline(default_timeout)
             if not await self._wait(zmq.POLLIN, deadline, "recv"):
                 raise Timeout(f"{self._where()}: recv timed out")
-
-    async def _until(self, ready: Awaitable[Any], deadline: float) -> bool:
-        """Await ``ready`` until loop time ``deadline``; False (and ``ready`` cancelled)
-        if the deadline came first. A cancellation of the waiting task still propagates.
-
-        One timer per socket serves every timed wait, re-armed only when it fires (or
-        for an earlier deadline), instead of ``asyncio.wait_for``'s timer armed and
-        cancelled on every wait: with ``rcvtimeo`` set, that made an inproc asyncio
-        round trip against a thread of the same process 25-30% slower on a VM whose
-        idle vCPU wakes slowly.
-        """
-        future = asyncio.ensure_future(ready)
-        self._timed[future] = deadline
-        loop = asyncio.get_running_loop()
-        if self._timer is None or deadline < self._timer_at or self._timer_loop is not loop:
-            self._arm(loop, deadline)
-        try:
-            await future
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if future in self._expired and (task is None or task.cancelling() == 0):
-                return False
-            raise
-        finally:
-            self._timed.pop(future, None)
-            self._expired.discard(future)
-        return True
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:
