@@ -104,7 +104,10 @@ def _process_peer(endpoint: str) -> Iterator[str]:
                 pipe.close()
 
 
-def _blocking_raw(sock: zmq.Socket[bytes], payload: bytes) -> RoundTrip:
+def _blocking(sock: Any, message: Any) -> RoundTrip:
+    """Round trips of ``message`` on a blocking socket: raw pyzmq's (``message`` is
+    the payload) or transportkit's (``message`` is ``[payload]``).
+    """
     send, recv = sock.send, sock.recv
     clock = time.perf_counter_ns
 
@@ -113,7 +116,7 @@ def _blocking_raw(sock: zmq.Socket[bytes], payload: bytes) -> RoundTrip:
         append = samples.append
         for _ in range(n):
             t0 = clock()
-            send(payload)
+            send(message)
             recv()
             append(clock() - t0)
         return samples
@@ -141,24 +144,6 @@ def _spin_raw(sock: zmq.Socket[bytes], payload: bytes, timeout_s: float) -> Roun
                 except again:
                     if monotonic() > deadline:
                         raise TimeoutError("spinning receive timed out") from None
-            append(clock() - t0)
-        return samples
-
-    return run
-
-
-def _blocking_tk(sock: Any, payload: bytes) -> RoundTrip:
-    send, recv = sock.send, sock.recv
-    frames = [payload]
-    clock = time.perf_counter_ns
-
-    def run(n: int) -> list[int]:
-        samples: list[int] = []
-        append = samples.append
-        for _ in range(n):
-            t0 = clock()
-            send(frames)
-            recv()
             append(clock() - t0)
         return samples
 
@@ -256,8 +241,8 @@ def _one_transport(config: BenchConfig, transport: str, tmp: Path) -> dict[str, 
 
             raw_async, tk_async = loop.run_until_complete(make_async())
             runners: dict[str, RoundTrip] = {
-                "raw": _blocking_raw(raw_req(), payload),
-                "tk": _blocking_tk(tk, payload),
+                "raw": _blocking(raw_req(), payload),
+                "tk": _blocking(tk, [payload]),
                 "raw_async": _async_runner(
                     loop, raw_async.send, raw_async.recv, payload, config.timeout_s
                 ),
@@ -265,7 +250,7 @@ def _one_transport(config: BenchConfig, transport: str, tmp: Path) -> dict[str, 
                     loop, tk_async.send, tk_async.recv, [payload], config.timeout_s
                 ),
                 "raw_spin": _spin_raw(raw_req(), payload, config.timeout_s),
-                "tk_spin": _blocking_tk(tk_spin, payload),
+                "tk_spin": _blocking(tk_spin, [payload]),
             }
             result, rounds = _measure(config, runners)
     finally:

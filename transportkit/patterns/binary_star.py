@@ -41,10 +41,9 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self, TypeAlias
+from typing import TypeAlias
 
-from transportkit._closing import Service
+from transportkit._closing import Closeable, Service
 from transportkit._errors import (
     ClosedError,
     ProtocolError,
@@ -334,7 +333,7 @@ class BinaryStarClientStats:
     failovers: int = 0
 
 
-class BinaryStarClient:
+class BinaryStarClient(Closeable):
     """A Lazy Pirate client of a Binary Star pair.
 
     Each attempt sends the request on a fresh REQ socket and waits ``timeout`` seconds;
@@ -415,14 +414,3 @@ class BinaryStarClient:
         if self._req is not None:
             self._req.close()
             self._req = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

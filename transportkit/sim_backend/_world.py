@@ -875,10 +875,6 @@ class Simulation:
         self._idle.count -= 1
         callback()
 
-    def only_idle_events(self) -> bool:
-        """Whether every pending SimPy event is an idle retry (nothing can progress)."""
-        return len(self.env._queue) <= self._idle.count
-
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable

@@ -43,8 +43,8 @@ from transportkit._socket import Frame, Message, SocketStats
 from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import (
+    attach_endpoint,
     check_conflatable,
-    check_endpoint,
     check_topic,
     timeout_ms,
 )
@@ -344,28 +344,18 @@ class BlockingSocket(Closeable):
     def bind(self, endpoint: str) -> str:
         """Bind and return the resolved endpoint (see ``Socket.bind``)."""
         self._check_open(f"bind {endpoint}")
-        check_endpoint(endpoint, self._where())
-        with mapped_errors(self._where(), f"bind {endpoint}"):
-            self._sock.bind(endpoint)
-            resolved = self._sock.getsockopt(zmq.LAST_ENDPOINT)
-        text = resolved.decode() if isinstance(resolved, bytes) else ""
-        self._last_endpoint = text or endpoint
+        self._last_endpoint = attach_endpoint(self._sock, "bind", endpoint, self._where())
         return self._last_endpoint
 
     def connect(self, endpoint: str) -> None:
         """Connect to ``endpoint`` (see ``Socket.connect``)."""
         self._check_open(f"connect {endpoint}")
-        check_endpoint(endpoint, self._where())
-        with mapped_errors(self._where(), f"connect {endpoint}"):
-            self._sock.connect(endpoint)
-        self._last_endpoint = endpoint
+        self._last_endpoint = attach_endpoint(self._sock, "connect", endpoint, self._where())
 
     def disconnect(self, endpoint: str) -> None:
         """Drop the connection to ``endpoint`` (see ``Socket.disconnect``)."""
         self._check_open(f"disconnect {endpoint}")
-        check_endpoint(endpoint, self._where())
-        with mapped_errors(self._where(), f"disconnect {endpoint}"):
-            self._sock.disconnect(endpoint)
+        attach_endpoint(self._sock, "disconnect", endpoint, self._where())
 
     def close(self) -> None:
         """Close the socket; idempotent; unsent messages survive ``linger`` ms."""

@@ -14,12 +14,14 @@ from transportkit._endpoint import parse_endpoint
 from transportkit._errors import FrameError, OptionError, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
+from transportkit.zmq_backend._errors import mapped_errors
 
 __all__ = [
     "NOT_SOCKOPTS",
     "SOCKOPTS",
     "ZMQ_TYPES",
     "apply_options",
+    "attach_endpoint",
     "check_conflatable",
     "check_endpoint",
     "check_topic",
@@ -80,6 +82,26 @@ def apply_options(sock: zmq.Socket[object], options: SocketOptions, where: str) 
             raise OptionError(
                 f"{where}: libzmq refused option {name!r} = {value!r}: {exc.strerror}"
             ) from exc
+
+
+def attach_endpoint(sock: zmq.Socket[bytes], action: str, endpoint: str, where: str) -> str:
+    """``sock.bind``/``connect``/``disconnect`` (``action``) with transportkit's checks
+    and errors; return the endpoint, as libzmq resolved it for a bind
+    (``tcp://127.0.0.1:*`` gets its port).
+
+    Raises:
+        EndpointError: Malformed endpoint, or libzmq refused it.
+        AddressInUseError: Something is already bound there.
+        UnsupportedError: ``pgm``/``epgm`` on a libzmq built without OpenPGM.
+    """
+    check_endpoint(endpoint, where)
+    with mapped_errors(where, f"{action} {endpoint}"):
+        getattr(sock, action)(endpoint)
+        if action != "bind":
+            return endpoint
+        resolved = sock.getsockopt(zmq.LAST_ENDPOINT)
+    text = resolved.decode() if isinstance(resolved, bytes) else ""
+    return text or endpoint
 
 
 def check_endpoint(endpoint: str, where: str) -> str:

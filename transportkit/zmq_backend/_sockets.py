@@ -41,7 +41,11 @@ from transportkit._socket import (
 )
 from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
-from transportkit.zmq_backend._options import check_conflatable, check_endpoint, check_topic
+from transportkit.zmq_backend._options import (
+    attach_endpoint,
+    check_conflatable,
+    check_topic,
+)
 
 __all__ = [
     "SOCKET_CLASSES",
@@ -310,12 +314,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         """
         if self._closed:
             raise self._closed_error(f"bind {endpoint}")
-        check_endpoint(endpoint, self._where())
-        with mapped_errors(self._where(), f"bind {endpoint}"):
-            self._sock.bind(endpoint)
-            resolved = self._sock.getsockopt(zmq.LAST_ENDPOINT)
-        text = resolved.decode() if isinstance(resolved, bytes) else ""
-        self._last_endpoint = text or endpoint
+        self._last_endpoint = attach_endpoint(self._sock, "bind", endpoint, self._where())
         return self._last_endpoint
 
     def connect(self, endpoint: str) -> None:
@@ -328,10 +327,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         """
         if self._closed:
             raise self._closed_error(f"connect {endpoint}")
-        check_endpoint(endpoint, self._where())
-        with mapped_errors(self._where(), f"connect {endpoint}"):
-            self._sock.connect(endpoint)
-        self._last_endpoint = endpoint
+        self._last_endpoint = attach_endpoint(self._sock, "connect", endpoint, self._where())
 
     def disconnect(self, endpoint: str) -> None:
         """Drop the connection to ``endpoint`` made by :meth:`connect`, and its queue.
@@ -342,9 +338,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         """
         if self._closed:
             raise self._closed_error(f"disconnect {endpoint}")
-        check_endpoint(endpoint, self._where())
-        with mapped_errors(self._where(), f"disconnect {endpoint}"):
-            self._sock.disconnect(endpoint)
+        attach_endpoint(self._sock, "disconnect", endpoint, self._where())
 
     def close(self) -> None:
         """Close the socket (its monitor too); idempotent; never blocks.
