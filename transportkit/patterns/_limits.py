@@ -6,7 +6,7 @@ the same rules:
 
 - **Message size.** It takes ``max_message_bytes`` (default
   :data:`DEFAULT_MAX_MESSAGE_BYTES`; None: no limit). A received message whose frames
-  total more is dropped and counted (``stats.rejected``). The same figure becomes the
+  total more is dropped and counted (``stats.over_limit``). The same figure becomes the
   ``maxmsgsize`` of the sockets it receives on from untrusted peers, unless the caller's
   options set one: over ipc and tcp libzmq then refuses any *frame* larger than that
   and drops the peer's connection, so the bytes never reach the server at all (libzmq
@@ -15,7 +15,7 @@ the same rules:
 - **Queues.** Anything it keeps for a peer (queued requests, pending snapshots,
   per-symbol state) is bounded in count and, where entries vary in size, in bytes,
   with documented defaults; what arrives past a bound is refused and counted
-  (``stats.rejected``), never queued.
+  (``stats.over_limit``), never queued.
 - **High-water marks.** No socket that a peer can fill has an unlimited HWM (0).
 - **Time.** One slow or silent peer never delays the others: sends to one peer do not
   wait in the loop that serves everyone.
