@@ -36,7 +36,9 @@ __all__ = [
     "Handler",
     "LazyPirateClient",
     "LazyPirateStats",
+    "ServeStats",
     "call_handler",
+    "reply_or_none",
     "sequenced",
     "serve_lazy_pirate",
     "serve_requests",
@@ -52,16 +54,48 @@ Handler: TypeAlias = Callable[[Message], Sequence[Frame] | Awaitable[Sequence[Fr
 """Turns a request's body frames into the reply's frames (plain or ``async`` function)."""
 
 
-async def call_handler(handler: Handler, body: Message) -> Sequence[Frame]:
+async def call_handler(
+    handler: Handler, body: Message, *, empty_ok: bool = False
+) -> Sequence[Frame]:
     """Run ``handler`` on ``body`` (awaiting it if it is async) and check its reply.
+
+    Args:
+        handler: The request handler.
+        body: What it is given.
+        empty_ok: An empty sequence is a valid reply (the caller adds frames of its own
+            around it, as :func:`sequenced` adds the sequence frame).
 
     Raises:
         FrameError: The handler returned something that is not a message.
+        Exception: Whatever the handler raises.
     """
     result = handler(body)
     if inspect.isawaitable(result):
         result = await result
+    if empty_ok and _is_empty_sequence(result):
+        return []
     return check_frames(result)
+
+
+def _is_empty_sequence(value: object) -> bool:
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, (bytes, bytearray, memoryview, str))
+        and len(value) == 0
+    )
+
+
+async def reply_or_none(handler: Handler, body: Message) -> Sequence[Frame] | None:
+    """:func:`call_handler`, with None where the handler failed.
+
+    For server loops, which must outlive any one request: a handler that raises (any
+    ``Exception``; cancellation still propagates) or returns something that is not a
+    message gives None, for the caller to count as a handler error and go on.
+    """
+    try:
+        return await call_handler(handler, body)
+    except Exception:
+        return None
 
 
 def sequenced(handler: Handler) -> Handler:
@@ -69,48 +103,103 @@ def sequenced(handler: Handler) -> Handler:
 
     The wrapped handler receives ``[sequence, *body]``, calls ``handler(body)`` and
     returns ``[sequence, *reply]``, so the client can match the reply to its request.
-    A request of one frame has an empty body (``handler([])``).
+    A request of one frame has an empty body (``handler([])``), and an empty reply
+    body is valid too (the reply is then the sequence frame alone).
     """
 
     async def with_sequence(request: Message) -> Sequence[Frame]:
-        reply = await call_handler(handler, request[1:])
+        reply = await call_handler(handler, request[1:], empty_ok=True)
         return [request[0], *reply]
 
     return with_sequence
 
 
+@dataclass(slots=True)
+class ServeStats:
+    """Counters of a :func:`serve_requests` loop.
+
+    Attributes:
+        served: Requests answered with the handler's reply.
+        handler_errors: Requests whose handler raised or returned something that is not
+            a message (answered with ``on_error``'s reply).
+    """
+
+    served: int = 0
+    handler_errors: int = 0
+
+
+ErrorReply: TypeAlias = Callable[[Message, Exception], Sequence[Frame]]
+"""Turns a request whose handler failed, and the error, into the reply to send."""
+
+
 async def serve_requests(
-    socket: Worker, handler: Handler, *, max_requests: int | None = None
+    socket: Worker,
+    handler: Handler,
+    *,
+    max_requests: int | None = None,
+    on_error: ErrorReply | None = None,
+    stats: ServeStats | None = None,
 ) -> int:
     """Answer requests on a bound or connected REP socket until it closes.
 
-    Each request's frames go to ``handler`` and its return value is sent back.
+    Each request's frames go to ``handler`` and its return value is sent back. A REP
+    socket must answer every request before it can take the next, and plain
+    request/reply has no error reply of its own, so what a failed request gets is the
+    application's choice: give ``on_error`` to answer it (the loop then outlives any
+    handler failure, counted in ``stats.handler_errors``); without it the failure ends
+    the loop.
 
     Args:
         socket: The REP socket to serve on (the caller owns and closes it).
         handler: Makes the reply of each request.
         max_requests: Stop after this many replies (None: serve until closed).
+        on_error: Makes the reply to a request whose handler raised (any
+            ``Exception``) or returned something that is not a message.
+        stats: Counters to update as the loop runs.
 
     Returns:
-        How many requests were answered.
+        How many requests were answered (error replies included).
 
     Raises:
-        Whatever ``handler`` raises (the REP socket is then mid-request: close it).
+        Exception: Whatever ``handler`` raises (or :class:`~transportkit.FrameError` for a
+            reply that is not a message) when there is no ``on_error``, and whatever
+            ``on_error`` raises; the REP socket is then mid-request: close it.
     """
-    served = 0
-    while max_requests is None or served < max_requests:
+    counters = ServeStats() if stats is None else stats
+    answered = 0
+    while max_requests is None or answered < max_requests:
         request = await socket.recv(timeout=math.inf)
-        reply = await call_handler(handler, request)
+        try:
+            reply = await call_handler(handler, request)
+        except Exception as exc:
+            if on_error is None:
+                raise
+            counters.handler_errors += 1
+            reply = check_frames(on_error(request, exc))
+        else:
+            counters.served += 1
         await socket.send(reply)
-        served += 1
-    return served
+        answered += 1
+    return answered
 
 
 async def serve_lazy_pirate(
-    socket: Worker, handler: Handler, *, max_requests: int | None = None
+    socket: Worker,
+    handler: Handler,
+    *,
+    max_requests: int | None = None,
+    on_error: ErrorReply | None = None,
+    stats: ServeStats | None = None,
 ) -> int:
-    """:func:`serve_requests` for Lazy Pirate clients: ``handler`` sees bodies only."""
-    return await serve_requests(socket, sequenced(handler), max_requests=max_requests)
+    """:func:`serve_requests` for Lazy Pirate clients: ``handler`` sees bodies only.
+
+    ``on_error`` gets the whole request (sequence frame first) and returns the whole
+    reply; echo the sequence frame for the client to take it as the answer, or send
+    anything else to make the client retry.
+    """
+    return await serve_requests(
+        socket, sequenced(handler), max_requests=max_requests, on_error=on_error, stats=stats
+    )
 
 
 @dataclass(slots=True)

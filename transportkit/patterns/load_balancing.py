@@ -20,7 +20,6 @@ envelope is the client's routing id and the empty delimiter (``[client, b""]``).
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
@@ -29,12 +28,21 @@ from transportkit._options import SocketOptions
 from transportkit._poll import poll
 from transportkit._socket import Message, Router
 from transportkit.patterns._broker import RouterPair
-from transportkit.patterns.lazy_pirate import Handler, call_handler
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    bounded_options,
+    check_bound,
+    check_message_limit,
+    too_large,
+)
+from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 
 __all__ = [
+    "DEFAULT_MAX_WORKERS",
     "READY",
     "BrokerStats",
     "LoadBalancingBroker",
+    "LoadBalancingWorkerStats",
     "SimplePirateQueue",
     "run_load_balancing_worker",
     "split_envelope",
@@ -42,6 +50,9 @@ __all__ = [
 
 READY = b"READY"
 """What a load-balancing worker sends first (the Guide's ``WORKER_READY``)."""
+
+DEFAULT_MAX_WORKERS = 10_000
+"""How many ready workers a broker lists at most, by default."""
 
 
 def split_envelope(frames: Message) -> tuple[Message, Message] | None:
@@ -66,7 +77,10 @@ class BrokerStats:
         replies: Worker replies forwarded to a client.
         ready: READY announcements received.
         malformed: Messages that follow no protocol (counted and dropped; a client's
-            malformed request gets no reply, so its own timeout handles it).
+            malformed request gets no reply, so its own timeout handles it; a peer on
+            the back end is not listed as a worker for a malformed message).
+        over_limit: Messages dropped for a bound: larger than ``max_message_bytes``, or
+            a READY from a new worker while ``max_workers`` are listed.
         dropped: Messages a ``router_mandatory`` socket refused to route (without that
             option ROUTERs drop unroutable messages silently, as libzmq does).
     """
@@ -75,6 +89,7 @@ class BrokerStats:
     replies: int = 0
     ready: int = 0
     malformed: int = 0
+    over_limit: int = 0
     dropped: int = 0
 
 
@@ -88,6 +103,11 @@ class LoadBalancingBroker(RouterPair):
     is free. Nothing here blocks: both sockets are ROUTERs, which drop what they cannot
     route (a reply to a client that is gone, a request to a worker that died).
 
+    Bounds: messages over ``max_message_bytes`` are dropped (and, over ipc and tcp,
+    libzmq drops the connection of a peer that sends a larger frame: it is the ROUTERs'
+    ``maxmsgsize`` unless ``options`` set one); at most ``max_workers`` are listed.
+    The broker holds no request: it reads clients only while a worker is free.
+
     The sockets are bound on construction (so the resolved endpoints can be announced)
     and closed by :meth:`close`.
 
@@ -96,6 +116,11 @@ class LoadBalancingBroker(RouterPair):
         frontend: Endpoint(s) to bind for clients.
         backend: Endpoint(s) to bind for workers.
         options: Options of both ROUTER sockets.
+        max_message_bytes: Largest message accepted, all frames (None: no limit).
+        max_workers: Most ready workers listed at once.
+
+    Raises:
+        ValueError: A bound is not an int >= 1.
     """
 
     def __init__(
@@ -105,10 +130,19 @@ class LoadBalancingBroker(RouterPair):
         frontend: str,
         backend: str,
         options: SocketOptions | None = None,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
+        self.max_message_bytes = check_message_limit(max_message_bytes)
+        self.max_workers = check_bound("max_workers", max_workers)
         self.stats = BrokerStats()
-        self._workers: deque[bytes] = deque()
-        super().__init__(network, frontend=frontend, backend=backend, options=options)
+        self._workers: dict[bytes, None] = {}  # ordered: the first waited longest
+        super().__init__(
+            network,
+            frontend=frontend,
+            backend=backend,
+            options=bounded_options(options, self.max_message_bytes),
+        )
 
     @property
     def workers(self) -> tuple[bytes, ...]:
@@ -132,6 +166,9 @@ class LoadBalancingBroker(RouterPair):
         msg = self.backend.try_recv()
         if msg is None:
             return
+        if too_large(msg, self.max_message_bytes):
+            self.stats.over_limit += 1
+            return
         worker = msg[0]
         content = msg[2:] if len(msg) >= 3 and msg[1] == b"" else None
         if content == [READY]:
@@ -141,17 +178,26 @@ class LoadBalancingBroker(RouterPair):
             self.stats.replies += 1
         else:
             self.stats.malformed += 1
-        if worker not in self._workers:
-            self._workers.append(worker)
+            return
+        if worker in self._workers:
+            return
+        if len(self._workers) >= self.max_workers:
+            self.stats.over_limit += 1
+            return
+        self._workers[worker] = None
 
     def _from_client(self) -> None:
         msg = self.frontend.try_recv()
         if msg is None:
             return
+        if too_large(msg, self.max_message_bytes):
+            self.stats.over_limit += 1
+            return
         if split_envelope(msg) is None:
             self.stats.malformed += 1
             return
-        worker = self._workers.popleft()
+        worker = next(iter(self._workers))
+        del self._workers[worker]
         self._send(self.backend, [worker, b"", *msg])
         self.stats.requests += 1
 
@@ -168,6 +214,24 @@ are Lazy Pirate clients and its workers :func:`run_load_balancing_worker` with a
 :func:`~transportkit.patterns.lazy_pirate.sequenced` handler."""
 
 
+@dataclass(slots=True)
+class LoadBalancingWorkerStats:
+    """Counters of a :func:`run_load_balancing_worker` loop.
+
+    Attributes:
+        served: Requests answered.
+        malformed: Messages from the broker that were not a request (no envelope).
+        over_limit: Requests larger than ``max_message_bytes``, dropped.
+        handler_errors: Requests whose handler raised or returned something that is not
+            a message, dropped (the client's retry, or its timeout, handles them).
+    """
+
+    served: int = 0
+    malformed: int = 0
+    over_limit: int = 0
+    handler_errors: int = 0
+
+
 async def run_load_balancing_worker(
     network: Network,
     endpoint: str,
@@ -175,25 +239,41 @@ async def run_load_balancing_worker(
     *,
     options: SocketOptions | None = None,
     max_requests: int | None = None,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+    stats: LoadBalancingWorkerStats | None = None,
 ) -> int:
     """Work for a :class:`LoadBalancingBroker` at ``endpoint`` (its back end).
 
     Opens a REQ socket, says READY, then answers each request with ``handler(body)``,
     returning the request's envelope with the reply. The socket is closed on return.
 
+    No request ends the loop: one that is malformed, too large, or whose handler fails
+    (raises, or returns something that is not a message) is dropped and counted, and
+    the worker says READY again in its place (its REQ socket must send before it can
+    receive), so the broker lists it again at once. The client's own retry or timeout
+    deals with the dropped request.
+
     Args:
         network: Where the socket comes from.
         endpoint: The broker's back end.
         handler: Makes a reply from a request body (wrap it with
             :func:`~transportkit.patterns.lazy_pirate.sequenced` for Lazy Pirate clients).
-        options: Options of the REQ socket (e.g. a ``routing_id``).
+        options: Options of the REQ socket (e.g. a ``routing_id``); its ``maxmsgsize``
+            is ``max_message_bytes`` unless set.
         max_requests: Return after this many replies (None: until the socket closes).
+        max_message_bytes: Largest request accepted, all frames (None: no limit).
+        stats: Counters to update as the loop runs.
 
     Returns:
         How many requests were answered.
+
+    Raises:
+        ValueError: ``max_message_bytes`` is not None or an int >= 1.
     """
+    limit = check_message_limit(max_message_bytes)
+    counters = LoadBalancingWorkerStats() if stats is None else stats
     served = 0
-    with network.requester(connect=endpoint, options=options) as sock:
+    with network.requester(connect=endpoint, options=bounded_options(options, limit)) as sock:
         await sock.send([READY])
         while max_requests is None or served < max_requests:
             try:
@@ -201,11 +281,19 @@ async def run_load_balancing_worker(
             except ClosedError:
                 break
             parts = split_envelope(msg)
+            reply = None
             if parts is None:
-                await sock.send([READY])  # not a request: stay in the queue, unharmed
+                counters.malformed += 1
+            elif too_large(msg, limit):
+                counters.over_limit += 1
+            else:
+                reply = await reply_or_none(handler, parts[1])
+                if reply is None:
+                    counters.handler_errors += 1
+            if reply is None or parts is None:
+                await sock.send([READY])  # not answered: back in the queue, unharmed
                 continue
-            envelope, body = parts
-            reply = await call_handler(handler, body)
-            await sock.send([*envelope, *reply])
+            await sock.send([*parts[0], *reply])
             served += 1
+            counters.served += 1
     return served

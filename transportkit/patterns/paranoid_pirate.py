@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
@@ -29,13 +30,21 @@ from transportkit._options import SocketOptions
 from transportkit._poll import poll
 from transportkit._socket import Dealer, Frame, Message, Sender
 from transportkit.patterns._broker import RouterPair
-from transportkit.patterns.lazy_pirate import Handler, call_handler
-from transportkit.patterns.load_balancing import split_envelope
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    bounded_options,
+    check_bound,
+    check_message_limit,
+    too_large,
+)
+from transportkit.patterns.lazy_pirate import Handler, reply_or_none
+from transportkit.patterns.load_balancing import DEFAULT_MAX_WORKERS, split_envelope
 
 __all__ = [
     "HEARTBEAT",
     "HEARTBEAT_INTERVAL",
     "HEARTBEAT_LIVENESS",
+    "HISTORY",
     "PPP_READY",
     "RECONNECT_INITIAL",
     "RECONNECT_MAX",
@@ -62,6 +71,18 @@ RECONNECT_INITIAL = 1.0
 
 RECONNECT_MAX = 32.0
 """The longest wait between a worker's reconnections, in seconds."""
+
+HISTORY = 1024
+"""How many of the latest events the records of a queue or a worker keep
+(:attr:`ParanoidPirateQueue.purged`, :attr:`ParanoidPirateWorker.connections` and
+:attr:`ParanoidPirateWorker.backoffs`): enough to see a schedule, bounded for ever."""
+
+
+def _record(events: list[Any], event: object) -> None:
+    """Append ``event``, keeping the latest :data:`HISTORY` events only."""
+    events.append(event)
+    if len(events) > HISTORY:
+        del events[0]
 
 
 def _check_timing(heartbeat_interval: float, liveness: int) -> None:
@@ -90,7 +111,10 @@ class QueueStats:
         heartbeats_sent: Heartbeats sent to workers.
         heartbeats_received: Heartbeats received from workers.
         purged: Workers forgotten for silence.
-        malformed: Messages that follow no protocol (counted and dropped).
+        malformed: Messages that follow no protocol (counted and dropped; a malformed
+            message is no sign of life: it does not list or refresh a worker).
+        over_limit: Messages dropped for a bound: larger than ``max_message_bytes``, or
+            from a new worker while ``max_workers`` are listed.
         dropped: Messages a ``router_mandatory`` socket could not route.
     """
 
@@ -100,6 +124,7 @@ class QueueStats:
     heartbeats_received: int = 0
     purged: int = 0
     malformed: int = 0
+    over_limit: int = 0
     dropped: int = 0
 
 
@@ -114,6 +139,12 @@ class ParanoidPirateQueue(RouterPair):
     read from clients only while a worker is listed. The queue never blocks on a
     send, and bad input is counted and dropped, never fatal.
 
+    Bounds: messages over ``max_message_bytes`` are dropped (and, over ipc and tcp,
+    libzmq drops the connection of a peer that sends a larger frame: it is the ROUTERs'
+    ``maxmsgsize`` unless ``options`` set one); at most ``max_workers`` are listed;
+    :attr:`purged` keeps the latest :data:`HISTORY` purges. The queue holds no
+    request: it reads clients only while a worker is listed.
+
     The sockets are bound on construction and closed by :meth:`close`.
 
     Args:
@@ -123,9 +154,12 @@ class ParanoidPirateQueue(RouterPair):
         heartbeat_interval: Seconds between heartbeats.
         liveness: Heartbeat intervals a worker may stay silent.
         options: Options of both ROUTER sockets.
+        max_message_bytes: Largest message accepted, all frames (None: no limit).
+        max_workers: Most workers listed at once.
 
     Raises:
-        ValueError: ``heartbeat_interval`` is not positive or ``liveness`` below 1.
+        ValueError: ``heartbeat_interval`` is not positive, ``liveness`` below 1, or a
+            bound is not an int >= 1.
     """
 
     def __init__(
@@ -137,14 +171,23 @@ class ParanoidPirateQueue(RouterPair):
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         liveness: int = HEARTBEAT_LIVENESS,
         options: SocketOptions | None = None,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
         _check_timing(heartbeat_interval, liveness)
         self.heartbeat_interval = float(heartbeat_interval)
         self.liveness = liveness
+        self.max_message_bytes = check_message_limit(max_message_bytes)
+        self.max_workers = check_bound("max_workers", max_workers)
         self.stats = QueueStats()
         self.purged: list[tuple[float, bytes]] = []
         self._expiry: dict[bytes, float] = {}
-        super().__init__(network, frontend=frontend, backend=backend, options=options)
+        super().__init__(
+            network,
+            frontend=frontend,
+            backend=backend,
+            options=bounded_options(options, self.max_message_bytes),
+        )
 
     @property
     def workers(self) -> tuple[bytes, ...]:
@@ -186,9 +229,10 @@ class ParanoidPirateQueue(RouterPair):
         msg = self.backend.try_recv()
         if msg is None:
             return
+        if too_large(msg, self.max_message_bytes):
+            self.stats.over_limit += 1
+            return
         worker, content = msg[0], msg[1:]
-        self._expiry.pop(worker, None)
-        self._expiry[worker] = now + self.heartbeat_interval * self.liveness
         if content == [HEARTBEAT]:
             self.stats.heartbeats_received += 1
         elif content == [PPP_READY]:
@@ -199,10 +243,19 @@ class ParanoidPirateQueue(RouterPair):
             self.stats.replies += 1
         else:
             self.stats.malformed += 1
+            return
+        if worker not in self._expiry and len(self._expiry) >= self.max_workers:
+            self.stats.over_limit += 1
+            return
+        self._expiry.pop(worker, None)
+        self._expiry[worker] = now + self.heartbeat_interval * self.liveness
 
     def _from_client(self) -> None:
         msg = self.frontend.try_recv()
         if msg is None:
+            return
+        if too_large(msg, self.max_message_bytes):
+            self.stats.over_limit += 1
             return
         if split_envelope(msg) is None:
             self.stats.malformed += 1
@@ -218,7 +271,7 @@ class ParanoidPirateQueue(RouterPair):
         for worker, expiry in list(self._expiry.items()):
             if expiry <= now:
                 del self._expiry[worker]
-                self.purged.append((now, worker))
+                _record(self.purged, (now, worker))
                 self.stats.purged += 1
 
 
@@ -232,6 +285,9 @@ class WorkerStats:
         heartbeats_received: Heartbeats received from the queue.
         reconnects: Times the worker gave up on its socket and opened a new one.
         malformed: Messages from the queue that follow no protocol (dropped).
+        over_limit: Requests larger than ``max_message_bytes`` (dropped).
+        handler_errors: Requests whose handler raised or returned something that is
+            not a message (dropped; the client's retry or timeout deals with them).
         dropped: Messages the worker could not send (its socket at the HWM).
     """
 
@@ -240,6 +296,8 @@ class WorkerStats:
     heartbeats_received: int = 0
     reconnects: int = 0
     malformed: int = 0
+    over_limit: int = 0
+    handler_errors: int = 0
     dropped: int = 0
 
 
@@ -252,8 +310,14 @@ class ParanoidPirateWorker(Closeable):
     each time up to ``reconnect_max``; reset by any message from the queue), closes its
     DEALER and opens a new one. Requests are handled one at a time by ``handler``.
 
+    No request ends the loop: one that is too large (over ``max_message_bytes``), or
+    whose handler raises (any ``Exception``) or returns something that is not a
+    message, is dropped and counted, and the worker says READY at once so that the
+    queue lists it again. A message that follows no protocol is counted and ignored.
+
     :attr:`connections` (loop times of each socket opening) and :attr:`backoffs` (each
-    wait) record the schedule, for tests and monitoring.
+    wait) record the schedule, for tests and monitoring (the latest :data:`HISTORY`
+    of each).
 
     Args:
         network: Where the sockets come from.
@@ -264,10 +328,13 @@ class ParanoidPirateWorker(Closeable):
         liveness: Heartbeat intervals the queue may stay silent.
         reconnect_initial: First wait before reconnecting, in seconds.
         reconnect_max: Longest wait before reconnecting, in seconds.
-        options: Options of the DEALER sockets.
+        options: Options of the DEALER sockets; their ``maxmsgsize`` is
+            ``max_message_bytes`` unless set.
+        max_message_bytes: Largest request accepted, all frames (None: no limit).
 
     Raises:
-        ValueError: A timing argument is out of range.
+        ValueError: A timing argument is out of range, or ``max_message_bytes`` is not
+            None or an int >= 1.
     """
 
     def __init__(
@@ -281,6 +348,7 @@ class ParanoidPirateWorker(Closeable):
         reconnect_initial: float = RECONNECT_INITIAL,
         reconnect_max: float = RECONNECT_MAX,
         options: SocketOptions | None = None,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         _check_timing(heartbeat_interval, liveness)
         if not 0 < reconnect_initial <= reconnect_max:
@@ -295,7 +363,8 @@ class ParanoidPirateWorker(Closeable):
         self.liveness = liveness
         self.reconnect_initial = float(reconnect_initial)
         self.reconnect_max = float(reconnect_max)
-        self.options = options
+        self.max_message_bytes = check_message_limit(max_message_bytes)
+        self.options = bounded_options(options, self.max_message_bytes)
         self.stats = WorkerStats()
         self.connections: list[float] = []
         self.backoffs: list[float] = []
@@ -306,7 +375,7 @@ class ParanoidPirateWorker(Closeable):
         if self._closed:
             raise ClosedError(f"Paranoid Pirate worker of {self.endpoint} is closed")
         sock = self._socket = self.network.dealer(connect=self.endpoint, options=self.options)
-        self.connections.append(now)
+        _record(self.connections, now)
         self._send([PPP_READY])
         return sock
 
@@ -339,7 +408,7 @@ class ParanoidPirateWorker(Closeable):
                 else:
                     liveness -= 1
                     if liveness == 0:
-                        self.backoffs.append(backoff)
+                        _record(self.backoffs, backoff)
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, self.reconnect_max)
                         sock.close()
@@ -366,8 +435,16 @@ class ParanoidPirateWorker(Closeable):
         if parts is None:
             self.stats.malformed += 1
             return
+        if too_large(msg, self.max_message_bytes):
+            self.stats.over_limit += 1
+            self._send([PPP_READY])  # dropped: let the queue list this worker again
+            return
         envelope, body = parts
-        reply = await call_handler(self.handler, body)
+        reply = await reply_or_none(self.handler, body)
+        if reply is None:
+            self.stats.handler_errors += 1
+            self._send([PPP_READY])
+            return
         self._send([*envelope, *reply])
         self.stats.served += 1
 

@@ -26,6 +26,7 @@ from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import CUSTOM_CHECKS
 from transportkit.scenario._spec import REQUIRED, ComponentSpec, Table
 from transportkit.trading import (
+    MALFORMED_ORDER,
     SIDE_BUY,
     SIDE_SELL,
     TOPIC_PREFIX,
@@ -40,6 +41,7 @@ from transportkit.trading import (
     risk_handler,
     topic_for,
 )
+from transportkit.trading._codec import parse, single_frame
 
 __all__ = ["COMPONENTS", "ComponentKind", "register_expectations"]
 
@@ -370,7 +372,11 @@ async def _run_worker(net: Network, name: str, p: WorkerParams, ctx: RunContext)
     async def handle(body: list[bytes]) -> list[bytes]:
         if pause:
             await asyncio.sleep(pause)
-        order = Order.FromString(body[0])
+        try:
+            order = parse(Order, single_frame(body, "order request"), "order request")
+        except ProtocolError:
+            stream.counters[f"malformed at {name}"] += 1
+            return [ValidationResult(approved=False, reason=MALFORMED_ORDER).SerializeToString()]
         processed[order.id] += 1
         stream.counters[f"processed by {name}"] += 1
         return [ValidationResult(order_id=order.id, approved=True).SerializeToString()]
