@@ -278,32 +278,50 @@ def test_broker_disconnects_workers_that_send_invalid_or_unexpected_commands(
 
 MDP_WORDS = [b"", b"MDPC01", b"MDPW01", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"echo"]
 junk_frames = st.one_of(
-    st.sampled_from([*MDP_WORDS, b"mmi.service", b"mmi.x"]), st.binary(max_size=6)
+    st.sampled_from([*MDP_WORDS, b"mmi.service", b"mmi.x", b"n" * 300]), st.binary(max_size=6)
+)
+junk_message = st.one_of(
+    st.lists(junk_frames, min_size=1, max_size=7),
+    # A command's head, then thousands of frames.
+    st.tuples(st.lists(junk_frames, min_size=1, max_size=4), st.integers(1000, 3000)).map(
+        lambda head_count: [*head_count[0], *[b""] * head_count[1]]
+    ),
 )
 
 
 @settings(max_examples=40, deadline=None)
-@given(junk=st.lists(st.lists(junk_frames, min_size=1, max_size=7), min_size=1, max_size=12))
+@given(junk=st.lists(junk_message, min_size=1, max_size=12), mandatory=st.booleans())
 def test_malformed_messages_are_counted_and_never_stop_the_broker(
-    junk: list[list[bytes]],
+    junk: list[list[bytes]], mandatory: bool
 ) -> None:
     sim = Simulation(seed=2)
     broker_node, rogue_node, client_node = sim.node("broker"), sim.node("rogue"), sim.node("cli")
+    options = SocketOptions(router_mandatory=mandatory)
 
     async def main() -> Message:
         async with (
-            running_broker(broker_node, "tcp://*:5555") as (broker, _),
+            running_broker(broker_node, "tcp://*:5555", request_ttl=5.0, options=options) as (
+                broker,
+                _,
+            ),
             serving_worker(sim.node("worker"), BROKER, b"echo", tagged(b"w")),
         ):
             with rogue_node.dealer(connect=BROKER) as rogue:
                 for frames in junk:
                     await rogue.send(frames)
                 await asyncio.sleep(0.1)
-                assert broker.stats.malformed <= len(junk)
+                refused = broker.stats.malformed + broker.stats.over_limit
+                assert refused <= len(junk)
                 async with MajordomoClient(client_node, BROKER) as client:
                     # The rogue may have registered as an echo worker that never answers:
                     # the request then goes to the real worker once the rogue expires.
-                    return await client.request(b"echo", [b"still here"])
+                    reply = await client.request(b"echo", [b"still here"])
+            # Once every request is answered or expired and the rogue is forgotten, the
+            # broker holds nothing for anyone.
+            await asyncio.sleep(5.0 + INTERVAL * LIVENESS + INTERVAL)
+            assert broker.pending_requests == broker.pending_bytes == 0
+            assert broker.services() == {b"echo": 1}
+            return reply
 
     assert sim.run(main(), timeout=60.0) == [b"w", b"still here"]
 
@@ -1162,6 +1180,28 @@ def test_unlimited_high_water_marks_and_bad_bounds_are_refused() -> None:
         with pytest.raises(ValueError, match="max_message_bytes"):
             MajordomoWorker(net, BROKER, b"echo", max_message_bytes=0)
         MajordomoBroker(net, "tcp://*:1", max_requeues=0, max_message_bytes=None)
+
+
+def test_peers_with_routing_ids_of_one_and_of_255_bytes_are_served() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> None:
+        async with running_broker(sim.node("broker"), "tcp://*:5555") as (broker, _):
+            short, long = SocketOptions(routing_id=b"w"), SocketOptions(routing_id=b"\xff" * 255)
+            with (
+                sim.node("w").dealer(connect=BROKER, options=short) as worker,
+                sim.node("c").dealer(connect=BROKER, options=long) as client,
+            ):
+                await worker.send([b"", b"MDPW01", b"\x01", b"echo"])
+                await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                await client.send([b"", b"MDPC01", b"echo", b"x"])
+                request = await recv_frames(worker)
+                assert request == [b"", b"MDPW01", b"\x02", b"\xff" * 255, b"", b"x"]
+                await worker.send([b"", b"MDPW01", b"\x03", b"\xff" * 255, b"", b"y"])
+                assert await recv_frames(client) == [b"", b"MDPC01", b"echo", b"y"]
+            assert broker.stats.malformed == broker.stats.over_limit == 0
+
+    sim.run(main(), timeout=60.0)
 
 
 # -- exact parsing --------------------------------------------------------------------
