@@ -17,8 +17,8 @@ HEARTBEAT / DISCONNECT     ``[b"", b"MDPW01", b"\x04"|b"\x05"]``
 =========================  ===========================================================
 
 The broker also answers the Majordomo Management Interface (rfc.zeromq.org/spec:8):
-``mmi.service`` replies ``b"200"`` when the service named in the body has a worker and
-``b"404"`` otherwise; any other ``mmi.*`` service replies ``b"501"``.
+``mmi.service`` replies ``b"200"`` when its body is one frame naming a service that has a
+worker, and ``b"404"`` otherwise; any other ``mmi.*`` service replies ``b"501"``.
 
 A request or reply body is one or more frames (7/MDP: "frames 3+" of a command of "4 or
 more frames"); a frame may be empty. A message with no body frame is malformed on every
@@ -321,9 +321,11 @@ class MajordomoBroker:
     workers cannot take the room of the others) and ``max_pending_per_client`` /
     ``max_pending_bytes_per_client`` for one client (a flooding client cannot starve
     the others); a request is charged the length of its body's frames and of the
-    client's routing id, plus 48 bytes per frame. It knows at most ``max_services``
-    services (every service a client asks for is one, until its requests are gone) and
-    ``max_workers`` workers, and service names of at most ``max_service_name`` bytes.
+    client's routing id, plus 48 bytes for each of those frames (what Python holds per
+    frame), so that a request of thousands of empty frames is not free. It knows at
+    most ``max_services`` services (every service a client asks for is one, until its
+    requests are gone) and ``max_workers`` workers, and service names of at most
+    ``max_service_name`` bytes.
     A message larger than ``max_message_bytes`` is dropped; the same figure is the
     ROUTER's ``maxmsgsize`` (unless ``options`` set one), so over tcp and ipc libzmq
     drops a peer that sends a larger frame before it reaches the broker. What a bound
@@ -337,7 +339,10 @@ class MajordomoBroker:
     ``router_mandatory`` (the default) the ROUTER drops what a peer at its high-water
     mark cannot take; with it, a send the socket refuses (peer gone, or at its HWM) is
     dropped and counted (``stats.undeliverable``), and a worker it was meant for is
-    forgotten (its request requeued). ``sndtimeo`` plays no part.
+    forgotten (its request requeued). ``sndtimeo`` plays no part. Without
+    ``router_mandatory`` the broker cannot know of such a drop: a worker that
+    heartbeats but never reads keeps the one request it was handed until it falls
+    silent (each such worker holds one request, and there are at most ``max_workers``).
 
     Args:
         network: The network that makes the ROUTER socket.
@@ -976,7 +981,8 @@ class MajordomoWorker:
         """Wait for the next request and return its body.
 
         Raises:
-            StateError: The last request has not been answered with :meth:`send`.
+            StateError: The last request has not been answered with :meth:`send` (or
+                given back with :meth:`abandon`).
             ClosedError: The worker is (or became, while waiting) closed.
         """
         if self._current is not None:
