@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +28,14 @@ from transportkit import (
     Message,
     ProtocolError,
     ServiceUnavailableError,
+    SocketOptions,
     StateError,
 )
 from transportkit.patterns import majordomo
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
     MDP_HEARTBEAT_LIVENESS,
+    MDP_MAX_REQUEUES,
     MDP_RECONNECT_INTERVAL,
     MajordomoBroker,
     MajordomoClient,
@@ -275,32 +278,50 @@ def test_broker_disconnects_workers_that_send_invalid_or_unexpected_commands(
 
 MDP_WORDS = [b"", b"MDPC01", b"MDPW01", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"echo"]
 junk_frames = st.one_of(
-    st.sampled_from([*MDP_WORDS, b"mmi.service", b"mmi.x"]), st.binary(max_size=6)
+    st.sampled_from([*MDP_WORDS, b"mmi.service", b"mmi.x", b"n" * 300]), st.binary(max_size=6)
+)
+junk_message = st.one_of(
+    st.lists(junk_frames, min_size=1, max_size=7),
+    # A command's head, then thousands of frames.
+    st.tuples(st.lists(junk_frames, min_size=1, max_size=4), st.integers(1000, 3000)).map(
+        lambda head_count: [*head_count[0], *[b""] * head_count[1]]
+    ),
 )
 
 
 @settings(max_examples=40, deadline=None)
-@given(junk=st.lists(st.lists(junk_frames, min_size=1, max_size=7), min_size=1, max_size=12))
+@given(junk=st.lists(junk_message, min_size=1, max_size=12), mandatory=st.booleans())
 def test_malformed_messages_are_counted_and_never_stop_the_broker(
-    junk: list[list[bytes]],
+    junk: list[list[bytes]], mandatory: bool
 ) -> None:
     sim = Simulation(seed=2)
     broker_node, rogue_node, client_node = sim.node("broker"), sim.node("rogue"), sim.node("cli")
+    options = SocketOptions(router_mandatory=mandatory)
 
     async def main() -> Message:
         async with (
-            running_broker(broker_node, "tcp://*:5555") as (broker, _),
+            running_broker(broker_node, "tcp://*:5555", request_ttl=5.0, options=options) as (
+                broker,
+                _,
+            ),
             serving_worker(sim.node("worker"), BROKER, b"echo", tagged(b"w")),
         ):
             with rogue_node.dealer(connect=BROKER) as rogue:
                 for frames in junk:
                     await rogue.send(frames)
                 await asyncio.sleep(0.1)
-                assert broker.stats.malformed <= len(junk)
+                refused = broker.stats.malformed + broker.stats.over_limit
+                assert refused <= len(junk)
                 async with MajordomoClient(client_node, BROKER) as client:
                     # The rogue may have registered as an echo worker that never answers:
                     # the request then goes to the real worker once the rogue expires.
-                    return await client.request(b"echo", [b"still here"])
+                    reply = await client.request(b"echo", [b"still here"])
+            # Once every request is answered or expired and the rogue is forgotten, the
+            # broker holds nothing for anyone.
+            await asyncio.sleep(5.0 + INTERVAL * LIVENESS + INTERVAL)
+            assert broker.pending_requests == broker.pending_bytes == 0
+            assert broker.services() == {b"echo": 1}
+            return reply
 
     assert sim.run(main(), timeout=60.0) == [b"w", b"still here"]
 
@@ -615,6 +636,599 @@ def test_a_thirty_second_outage_costs_no_wall_time_to_wait_out() -> None:
 
     assert sim.run(main(), timeout=100.0) >= 31.0
     assert world.broker.stats.expired_workers == 1
+
+
+# -- handler errors, poison requests and empty bodies ---------------------------------
+
+
+def test_a_failing_handler_is_counted_the_worker_serves_on_and_its_client_fails_in_time() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+    broker_node, client_node, worker_node = sim.node("broker"), sim.node("cli"), sim.node("w")
+    calls: list[bytes] = []
+
+    def handler(request: Message) -> Any:
+        calls.append(request[0])
+        if request[0] == b"raise":
+            raise RuntimeError("boom")
+        if request[0] == b"empty":
+            return []  # 7/MDP: a reply body has at least one frame
+        if request[0] == b"text":
+            return "not frames"
+        return [b"ok", *request]
+
+    async def main() -> None:
+        async with (
+            running_broker(broker_node, "tcp://*:5555") as (broker, _),
+            serving_worker(worker_node, BROKER, b"echo", handler) as worker,
+            MajordomoClient(client_node, BROKER, timeout=1.0, retries=2) as client,
+        ):
+            await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+            for bad in (b"raise", b"empty", b"text"):
+                start = sim.now
+                with pytest.raises(ServiceUnavailableError):
+                    await client.request(b"echo", [bad])
+                assert sim.now - start == pytest.approx(2.0)  # retries x timeout, no more
+                # The worker is registered and idle again: answered at once, not after
+                # the broker forgets a worker it thought busy.
+                start = sim.now
+                assert await client.request(b"echo", [b"fine"]) == [b"ok", b"fine"]
+                assert sim.now - start < 0.05
+                assert broker.worker_count(b"echo") == 1
+            # Each attempt went to the worker 1 + max_requeues times, then was dropped.
+            tries = 1 + MDP_MAX_REQUEUES
+            assert calls.count(b"raise") == calls.count(b"empty") == 2 * tries
+            assert worker.stats.handler_errors == worker.stats.abandoned == 3 * 2 * tries
+            assert broker.stats.poisoned == 3 * 2
+            assert broker.stats.requeued == 3 * 2 * MDP_MAX_REQUEUES
+            assert broker.pending_requests == broker.pending_bytes == 0
+
+    sim.run(main(), timeout=100.0)
+
+
+def test_on_error_turns_a_handler_error_into_a_reply_and_abandon_hands_the_request_back(
+    backend: str,
+) -> None:
+    def handler(request: Message) -> list[bytes]:
+        raise ValueError("bad order")
+
+    def on_error(request: Message, exc: Exception) -> list[bytes]:
+        if len(request) > 1:
+            raise RuntimeError("the error reply fails too")
+        return [b"ERROR", type(exc).__name__.encode()]
+
+    with open_harness(backend) as h:
+
+        async def main() -> None:
+            async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
+                w1 = MajordomoWorker(h.network("w1"), ep, b"echo")
+                task = asyncio.ensure_future(w1.serve(handler, on_error=on_error))
+                async with MajordomoClient(h.network("c"), ep, timeout=1.0, retries=1) as c:
+                    await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                    assert await c.request(b"echo", [b"one"]) == [b"ERROR", b"ValueError"]
+                    assert (w1.stats.handler_errors, w1.stats.error_replies) == (1, 1)
+                    # on_error fails too: the request is given back, 1 + max_requeues
+                    # times, then dropped by the broker.
+                    with pytest.raises(ServiceUnavailableError):
+                        await c.request(b"echo", [b"two", b"2"])
+                    tries = 1 + MDP_MAX_REQUEUES
+                    assert w1.stats.handler_errors == 1 + 2 * tries
+                    assert w1.stats.abandoned == tries
+                    assert (broker.stats.requeued, broker.stats.poisoned) == (tries - 1, 1)
+                    # Each DISCONNECT reached the broker (it left before its socket was
+                    # closed): none of w1's connections had to expire.
+                    assert broker.stats.expired_workers == 0
+                    await w1.aclose()
+                    await cancel(task)
+                    # abandon() from the recv/send side: the request comes back.
+                    async with MajordomoWorker(h.network("w2"), ep, b"echo") as w2:
+                        await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                        reply = asyncio.ensure_future(c.request(b"echo", [b"three"]))
+                        assert await w2.recv() == [b"three"]
+                        w2.abandon()
+                        with pytest.raises(StateError, match="abandon"):
+                            w2.abandon()
+                        assert await w2.recv() == [b"three"]
+                        await w2.send([b"done"])
+                        assert await reply == [b"done"]
+                        assert (w2.stats.abandoned, w2.stats.connects) == (1, 2)
+                        assert broker.stats.requeued == tries
+
+        h.run(main(), timeout=20.0)
+
+
+def test_a_request_that_kills_every_worker_it_reaches_is_dropped_after_max_requeues() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+    broker_node, client_node = sim.node("broker"), sim.node("cli")
+    names = ["w1", "w2", "w3", "w4"]
+    killed: list[str] = []
+    interval = 0.2
+
+    def handler_for(name: str) -> majordomo.MajordomoHandler:
+        async def handle(request: Message) -> list[bytes]:
+            if request == [b"poison"]:
+                killed.append(name)
+                sim.crash(name)
+                await asyncio.sleep(3600)  # cancelled by the crash
+            return [name.encode(), *request]
+
+        return handle
+
+    async def main() -> None:
+        async with running_broker(broker_node, "tcp://*:5555", heartbeat_interval=interval) as (
+            broker,
+            _,
+        ):
+            for name in names:
+                node = sim.node(name)
+                worker = MajordomoWorker(node, BROKER, b"echo", heartbeat_interval=interval)
+                node.spawn(worker.serve(handler_for(name)))
+            await eventually(lambda: broker.worker_count(b"echo") == 4, 5.0)
+            async with MajordomoClient(client_node, BROKER, timeout=30.0, retries=1) as client:
+                with pytest.raises(ServiceUnavailableError):
+                    await client.request(b"echo", [b"poison"])
+                # The survivor still serves.
+                assert (await client.request(b"echo", [b"x"]))[1:] == [b"x"]
+            assert len(killed) == 1 + MDP_MAX_REQUEUES == 3
+            assert broker.stats.poisoned == 1
+            assert broker.stats.requeued == MDP_MAX_REQUEUES
+            assert broker.worker_count(b"echo") == 1
+            assert broker.pending_requests == 0
+
+    sim.run(main(), timeout=200.0)
+
+
+def test_a_body_of_one_empty_frame_is_a_valid_request_and_reply_and_no_frame_is_malformed(
+    backend: str,
+) -> None:
+    with open_harness(backend) as h:
+
+        async def main() -> None:
+            async with (
+                running_broker(h.network("broker"), h.endpoint()) as (broker, ep),
+                serving_worker(h.network("w"), ep, b"echo", lambda request: request),
+                MajordomoClient(h.network("c"), ep, timeout=5.0, retries=1) as client,
+            ):
+                await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                assert await client.request(b"echo", [b""]) == [b""]
+                assert await client.request(b"echo", [b"", b""]) == [b"", b""]
+                with h.network("raw").dealer(connect=ep) as raw:
+                    await raw.send([b"", b"MDPC01", b"echo"])  # a REQUEST without a body
+                    await eventually(lambda: broker.stats.malformed == 1, 5.0)
+                    await raw.send([b"", b"MDPC01", b"echo", b""])
+                    assert await recv_frames(raw) == [b"", b"MDPC01", b"echo", b""]
+                assert broker.stats.replies == 3
+
+        h.run(main())
+
+
+# -- nothing a peer does wedges or ends the broker's loop -----------------------------
+
+
+def test_with_router_mandatory_a_reply_to_a_vanished_client_is_dropped_and_counted(
+    backend: str,
+) -> None:
+    async def slow(request: Message) -> Message:
+        await asyncio.sleep(0.3)
+        return request
+
+    with open_harness(backend) as h:
+
+        async def main() -> None:
+            mandatory = SocketOptions(router_mandatory=True)
+            async with (
+                running_broker(h.network("broker"), h.endpoint(), options=mandatory) as (
+                    broker,
+                    ep,
+                ),
+                serving_worker(h.network("w"), ep, b"echo", slow),
+            ):
+                await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                gone = h.network("gone").dealer(connect=ep)
+                await gone.send([b"", b"MDPC01", b"echo", b"hello"])
+                await eventually(lambda: broker.stats.dispatched == 1, 5.0)
+                gone.close()
+                await eventually(lambda: broker.stats.replies == 1, 5.0)
+                async with MajordomoClient(h.network("c"), ep, timeout=5.0, retries=1) as c:
+                    assert await c.request(b"echo", [b"still here"]) == [b"still here"]
+                assert broker.stats.undeliverable == 1
+
+        h.run(main())
+
+
+@pytest.mark.parametrize("sndtimeo", [-1, 200])
+def test_with_router_mandatory_a_worker_that_never_reads_neither_wedges_nor_ends_the_broker(
+    sndtimeo: int,
+) -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+    interval = 0.1
+
+    async def main() -> None:
+        options = SocketOptions(router_mandatory=True, sndhwm=2, sndtimeo=sndtimeo)
+        async with (
+            running_broker(
+                sim.node("broker"), "tcp://*:5555", heartbeat_interval=interval, options=options
+            ) as (broker, _),
+            serving_worker(
+                sim.node("good"), BROKER, b"echo", tagged(b"good"), heartbeat_interval=interval
+            ),
+        ):
+            rogue = sim.node("rogue")
+            with rogue.dealer(connect=BROKER, options=SocketOptions(rcvhwm=2)) as stuck:
+                await stuck.send([b"", b"MDPW01", b"\x01", b"stuck"])
+
+                async def beat() -> None:  # alive, as far as heartbeats go; never reads
+                    while True:
+                        await asyncio.sleep(interval)
+                        stuck.try_send(HEARTBEAT_FRAMES)
+
+                beating = rogue.spawn(beat())
+                await asyncio.sleep(2.0)  # its 4 places (sndhwm + rcvhwm) filled long ago
+                async with MajordomoClient(sim.node("c"), BROKER, timeout=1.0, retries=1) as c:
+                    assert await c.request(b"echo", [b"x"]) == [b"good", b"x"]
+                await cancel(beating)
+            assert broker.worker_count(b"stuck") == 0
+            assert broker.stats.undeliverable >= 1
+
+    sim.run(main(), timeout=60.0)
+
+
+def test_a_worker_whose_broker_stops_reading_still_notices_the_silence_and_reconnects() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> MajordomoWorker:
+        options = SocketOptions(rcvhwm=1)
+        with sim.node("broker").router(bind="tcp://*:5555", options=options):
+            worker = MajordomoWorker(
+                sim.node("w"),
+                BROKER,
+                b"echo",
+                heartbeat_interval=0.1,
+                reconnect_interval=0.1,
+                options=SocketOptions(sndhwm=1),
+            )
+            await worker.start()
+            await asyncio.sleep(2.0)  # a broker that reads nothing and says nothing
+            await worker.aclose()
+            return worker
+
+    worker = sim.run(main(), timeout=60.0)
+    # Silent for 3 x 0.1 s, a pause of 0.1 s: a new connection about every 0.4 s.
+    assert worker.stats.connects >= 4
+    assert worker.stats.unsent >= 1
+
+
+def test_a_worker_holds_one_request_and_drops_malformed_requests_from_its_broker() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+    bad = [
+        [b"", b"MDPW01", b"\x02", b"", b"", b"no client"],  # an empty client address
+        [b"", b"MDPW01", b"\x02", b"c", b""],  # no body
+        [b"", b"MDPW01", b"\x02", b"c", b"x", b"bad delimiter"],
+        [b"", b"MDPW01", b"\x04", b""],  # HEARTBEAT with a frame too many
+        [b"", b"MDPW01", b"\x06"],  # no such command
+        [b"", b"MDPW01", b"\x02 "],
+        [b"", b"MDPW02", b"\x04"],
+        [b"x", b"MDPW01", b"\x04"],
+        [b""],
+    ]
+
+    async def main() -> MajordomoWorker:
+        with sim.node("broker").router(bind="tcp://*:5555") as router:
+            worker = MajordomoWorker(sim.node("w"), BROKER, b"echo", heartbeat_interval=60.0)
+            await worker.start()
+            wid, *_ = await recv_frames(router)
+            for frames in bad:
+                await router.send([wid, *frames])
+            # A broker that breaks the lockstep: only the first request is held.
+            for i in range(3):
+                await router.send([wid, b"", b"MDPW01", b"\x02", b"c%d" % i, b"", b"r%d" % i])
+            await asyncio.sleep(0.1)  # all three have arrived
+            assert await worker.recv() == [b"r0"]
+            await worker.send([b"a0"])
+            assert await recv_frames(router) == [wid, b"", b"MDPW01", b"\x03", b"c0", b"", b"a0"]
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(worker.recv(), 1.0)
+            await worker.aclose()
+            return worker
+
+    worker = sim.run(main(), timeout=60.0)
+    assert worker.stats.requests == 1
+    assert worker.stats.malformed == len(bad) + 2
+
+
+# -- bounds ---------------------------------------------------------------------------
+
+
+def _cost(routing_id: bytes, body: list[bytes]) -> int:
+    """What the broker charges for a request (as its docstring says)."""
+    return len(routing_id) + 48 + sum(len(frame) + 48 for frame in body)
+
+
+KB = [b"k" * 1000]
+KB_COST = _cost(b"flood", KB)
+
+BOUND_CASES: dict[str, tuple[dict[str, int], list[tuple[str, bytes, list[bytes], int, int]]]] = {
+    # name: (broker bounds, [(client, service, body, sent, accepted), ...])
+    "count per client": (
+        {"max_pending_per_client": 5},
+        [("flood", b"a", KB, 20, 5), ("calm", b"a", KB, 1, 1)],
+    ),
+    "bytes per client": (
+        {"max_pending_bytes_per_client": 5 * KB_COST},
+        [("flood", b"a", KB, 20, 5), ("calm", b"a", KB, 1, 1)],
+    ),
+    "count per service": (
+        {"max_pending_per_service": 3},
+        [("flood", b"a", KB, 3, 3), ("calm", b"a", KB, 3, 0), ("other", b"b", KB, 1, 1)],
+    ),
+    "bytes per service": (
+        {"max_pending_bytes_per_service": 3 * KB_COST},
+        [("flood", b"a", KB, 3, 3), ("calm", b"a", KB, 3, 0), ("other", b"b", KB, 1, 1)],
+    ),
+    "count in all": (
+        {"max_pending": 4},
+        [("flood", b"a", KB, 2, 2), ("calm", b"b", KB, 2, 2), ("other", b"c", KB, 2, 0)],
+    ),
+    "bytes in all": (
+        {"max_pending_bytes": 4 * KB_COST},
+        [("flood", b"a", KB, 2, 2), ("calm", b"b", KB, 2, 2), ("other", b"c", KB, 2, 0)],
+    ),
+    "many empty frames are not free": (
+        {"max_pending_bytes_per_client": 100_000},
+        [("flood", b"a", [b""] * 5000, 3, 0), ("calm", b"a", [b""], 1, 1)],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BOUND_CASES))
+def test_pending_requests_are_bounded_and_what_is_refused_is_counted(case: str) -> None:
+    bounds, plan = BOUND_CASES[case]
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> None:
+        async with running_broker(sim.node("broker"), "tcp://*:5555", **bounds) as (broker, _):
+            clients = {
+                name: sim.node(name).dealer(
+                    connect=BROKER, options=SocketOptions(routing_id=name.encode().ljust(5, b"."))
+                )
+                for name in dict.fromkeys(name for name, *_ in plan)
+            }
+            expected_bytes = 0
+            for name, service, body, sent, accepted in plan:
+                for _ in range(sent):
+                    await clients[name].send([b"", b"MDPC01", service, *body])
+                expected_bytes += accepted * _cost(name.encode().ljust(5, b"."), body)
+            await asyncio.sleep(0.5)
+            accepted_in_all = sum(accepted for *_, accepted in plan)
+            assert broker.pending_requests == accepted_in_all
+            assert broker.pending_bytes == expected_bytes
+            assert broker.stats.over_limit == sum(sent - accepted for *_, sent, accepted in plan)
+            # Workers arrive: every accepted request is answered, and the books balance.
+            services = dict.fromkeys(service for _, service, *_ in plan)
+            async with contextlib.AsyncExitStack() as stack:
+                for service in services:
+                    node = sim.node(f"worker-{service.decode()}")
+                    await stack.enter_async_context(
+                        serving_worker(node, BROKER, service, lambda r: [b"done"])
+                    )
+                for name, *_ in plan:
+                    expect = sum(a for n, *_, a in plan if n == name)
+                    for _ in range(expect):
+                        reply = await recv_frames(clients[name])
+                        assert reply[0:2] == [b"", b"MDPC01"] and reply[3:] == [b"done"]
+                await eventually(lambda: broker.pending_requests == 0, 5.0)
+                assert broker.pending_bytes == 0
+            for sock in clients.values():
+                assert sock.try_recv() is None
+                sock.close()
+
+    sim.run(main(), timeout=60.0)
+
+
+def test_services_workers_and_service_names_are_bounded() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> None:
+        async with running_broker(
+            sim.node("broker"),
+            "tcp://*:5555",
+            max_services=10,
+            max_workers=3,
+            max_service_name=16,
+            request_ttl=1.0,
+            heartbeat_interval=60.0,
+        ) as (broker, _):
+            with sim.node("client").dealer(connect=BROKER) as client:
+                # Every unknown service a client asks for would be an entry.
+                for i in range(30):
+                    await client.send([b"", b"MDPC01", b"svc-%d" % i, b"x"])
+                await asyncio.sleep(0.1)
+                assert len(broker.services()) == 10
+                assert broker.stats.over_limit == 20
+                # Names longer than max_service_name: dropped, MMI's too.
+                for name in (b"n" * 17, b"mmi.service" + b"x" * 6):
+                    await client.send([b"", b"MDPC01", name, b"x"])
+                await asyncio.sleep(0.1)
+                assert broker.stats.over_limit == 22
+                assert broker.stats.mmi == 0
+            # Workers: a READY for a new service while 10 are known, a 1 MB service
+            # name, and more workers than max_workers are refused with DISCONNECT.
+            refused = [b"svc-new", b"s" * 1_000_000]
+            for i, name in enumerate(refused):
+                with sim.node(f"r{i}").dealer(connect=BROKER) as worker:
+                    await worker.send([b"", b"MDPW01", b"\x01", name])
+                    assert await recv_frames(worker) == DISCONNECT_FRAMES
+            assert broker.stats.over_limit == 24
+            await asyncio.sleep(1.5)  # the requests expire: their services are forgotten
+            assert broker.services() == {}
+            dealers = [sim.node(f"w{i}").dealer(connect=BROKER) for i in range(5)]
+            for dealer in dealers:
+                await dealer.send([b"", b"MDPW01", b"\x01", b"s" * 16])
+            await asyncio.sleep(0.1)
+            assert broker.worker_count(b"s" * 16) == 3
+            assert broker.stats.over_limit == 26
+            for dealer in dealers[3:]:
+                assert await recv_frames(dealer) == DISCONNECT_FRAMES
+            for dealer in dealers:
+                dealer.close()
+
+    sim.run(main(), timeout=60.0)
+
+
+def test_a_message_over_max_message_bytes_is_refused_by_the_socket_and_in_process() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+    limit = 10_000
+
+    async def main() -> None:
+        node = sim.node("broker")
+        async with running_broker(node, "tcp://*:5555", max_message_bytes=limit) as (broker, _):
+            assert broker.options.maxmsgsize == limit
+            with sim.node("c").dealer(connect=BROKER) as client:
+                await client.send([b"", b"MDPC01", b"a", b"x" * limit])
+                await asyncio.sleep(0.1)
+                assert broker.pending_requests == broker.stats.requests == 0
+        # The caller's own maxmsgsize wins for the socket; the broker still checks.
+        loose = SocketOptions(maxmsgsize=10 * limit)
+        async with running_broker(node, "tcp://*:5555", max_message_bytes=limit, options=loose) as (
+            broker,
+            _,
+        ):
+            assert broker.options.maxmsgsize == 10 * limit
+            with sim.node("c").dealer(connect=BROKER) as client:
+                await client.send([b"", b"MDPC01", b"a", b"x" * limit])
+                # Exactly max_message_bytes with its 7 bytes of header: accepted.
+                await client.send([b"", b"MDPC01", b"a", b"x" * (limit - 7)])
+                await asyncio.sleep(0.1)
+                assert broker.stats.over_limit == 1
+                assert broker.pending_requests == broker.stats.requests == 1
+            # A worker's reply over the limit: refused, and the worker DISCONNECTed.
+            with sim.node("w").dealer(connect=BROKER) as worker:
+                await worker.send([b"", b"MDPW01", b"\x01", b"a"])
+                request = await recv_frames(worker)
+                await worker.send([b"", b"MDPW01", b"\x03", request[3], b"", b"y" * limit])
+                assert await recv_frames(worker) == DISCONNECT_FRAMES
+            assert broker.stats.over_limit == 2
+            assert broker.stats.requeued == 1 and broker.queued(b"a") == 1
+
+    sim.run(main(), timeout=60.0)
+
+
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
+def test_real_sockets_a_ten_megabyte_request_never_reaches_the_brokers_queues(
+    transport: str,
+) -> None:
+    with open_harness("zmq") as h:
+
+        async def main() -> None:
+            async with (
+                running_broker(h.network("main"), h.endpoint(transport)) as (broker, ep),
+                serving_worker(h.network("main"), ep, b"echo", lambda r: r),
+            ):
+                await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                net = h.network("main")
+                with net.dealer(connect=ep) as flood:
+                    await flood.send([b"", b"MDPC01", b"echo", b"x" * 10_000_000])
+                    async with MajordomoClient(net, ep, timeout=5.0, retries=1) as client:
+                        assert await client.request(b"echo", [b"small"]) == [b"small"]
+                    await asyncio.sleep(0.2)
+                assert broker.stats.requests == 1  # the small one only
+                assert broker.pending_requests == broker.pending_bytes == 0
+                # Over tcp libzmq refused the frame (maxmsgsize) and dropped the
+                # connection: the broker never saw it. inproc has no maxmsgsize: the
+                # broker's own check refused it.
+                assert broker.stats.over_limit == (0 if transport == "tcp" else 1)
+
+        h.run(main(), timeout=20.0)
+
+
+def test_a_worker_gives_back_a_request_over_its_max_message_bytes() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> MajordomoWorker:
+        with sim.node("broker").router(bind="tcp://*:5555") as router:
+            worker = MajordomoWorker(
+                sim.node("w"), BROKER, b"echo", heartbeat_interval=60.0, max_message_bytes=100
+            )
+            assert worker.options.maxmsgsize == -1  # its one peer is the broker
+            await worker.start()
+            wid, *_ = await recv_frames(router)
+            await router.send([wid, b"", b"MDPW01", b"\x02", b"c", b"", b"x" * 101])
+            assert await recv_frames(router) == [wid, *DISCONNECT_FRAMES]
+            new, *ready = await recv_frames(router)
+            assert new != wid and ready == [b"", b"MDPW01", b"\x01", b"echo"]
+            await router.send([new, b"", b"MDPW01", b"\x02", b"c", b"", b"x" * 100])
+            assert await worker.recv() == [b"x" * 100]
+            await worker.aclose()
+            return worker
+
+    worker = sim.run(main(), timeout=60.0)
+    assert (worker.stats.over_limit, worker.stats.requests, worker.stats.connects) == (1, 1, 2)
+
+
+def test_unlimited_high_water_marks_and_bad_bounds_are_refused() -> None:
+    with open_harness("sim") as h:
+        net = h.network()
+        for options in (SocketOptions(sndhwm=0), SocketOptions(rcvhwm=0)):
+            with pytest.raises(ValueError, match="hwm"):
+                MajordomoBroker(net, "tcp://*:1", options=options)
+            with pytest.raises(ValueError, match="hwm"):
+                MajordomoWorker(net, BROKER, b"echo", options=options)
+        for name in ("max_pending", "max_services", "max_service_name", "max_workers"):
+            with pytest.raises(ValueError, match=name):
+                MajordomoBroker(net, "tcp://*:1", **{name: 0})
+        with pytest.raises(ValueError, match="max_requeues"):
+            MajordomoBroker(net, "tcp://*:1", max_requeues=-1)
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            MajordomoWorker(net, BROKER, b"echo", max_message_bytes=0)
+        MajordomoBroker(net, "tcp://*:1", max_requeues=0, max_message_bytes=None)
+
+
+def test_peers_with_routing_ids_of_one_and_of_255_bytes_are_served() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> None:
+        async with running_broker(sim.node("broker"), "tcp://*:5555") as (broker, _):
+            short, long = SocketOptions(routing_id=b"w"), SocketOptions(routing_id=b"\xff" * 255)
+            with (
+                sim.node("w").dealer(connect=BROKER, options=short) as worker,
+                sim.node("c").dealer(connect=BROKER, options=long) as client,
+            ):
+                await worker.send([b"", b"MDPW01", b"\x01", b"echo"])
+                await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+                await client.send([b"", b"MDPC01", b"echo", b"x"])
+                request = await recv_frames(worker)
+                assert request == [b"", b"MDPW01", b"\x02", b"\xff" * 255, b"", b"x"]
+                await worker.send([b"", b"MDPW01", b"\x03", b"\xff" * 255, b"", b"y"])
+                assert await recv_frames(client) == [b"", b"MDPC01", b"echo", b"y"]
+            assert broker.stats.malformed == broker.stats.over_limit == 0
+
+    sim.run(main(), timeout=60.0)
+
+
+# -- exact parsing --------------------------------------------------------------------
+
+
+def test_mmi_service_answers_200_only_for_exactly_one_registered_service_name() -> None:
+    sim = Simulation(seed=1, latency=Constant(0.001))
+
+    async def main() -> None:
+        async with (
+            running_broker(sim.node("broker"), "tcp://*:5555") as (broker, _),
+            serving_worker(sim.node("w"), BROKER, b"echo", lambda r: r),
+        ):
+            await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
+            with sim.node("c").dealer(connect=BROKER) as client:
+                for body, code in (
+                    ([b"echo"], b"200"),
+                    ([b"echo", b""], b"404"),
+                    ([b"echo", b"echo"], b"404"),
+                    ([b"echo "], b"404"),
+                    ([b"ech"], b"404"),
+                    ([b""], b"404"),
+                ):
+                    await client.send([b"", b"MDPC01", b"mmi.service", *body])
+                    assert await recv_frames(client) == [b"", b"MDPC01", b"mmi.service", code]
+
+    sim.run(main(), timeout=60.0)
 
 
 # -- real processes: SIGKILL and restart ----------------------------------------------

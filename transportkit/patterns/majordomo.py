@@ -17,8 +17,18 @@ HEARTBEAT / DISCONNECT     ``[b"", b"MDPW01", b"\x04"|b"\x05"]``
 =========================  ===========================================================
 
 The broker also answers the Majordomo Management Interface (rfc.zeromq.org/spec:8):
-``mmi.service`` replies ``b"200"`` when the service named in the body has a worker and
-``b"404"`` otherwise; any other ``mmi.*`` service replies ``b"501"``.
+``mmi.service`` replies ``b"200"`` when its body is one frame naming a service that has a
+worker, and ``b"404"`` otherwise; any other ``mmi.*`` service replies ``b"501"``.
+
+A request or reply body is one or more frames (7/MDP: "frames 3+" of a command of "4 or
+more frames"); a frame may be empty. A message with no body frame is malformed on every
+side: clients and workers refuse to send one, the broker drops it.
+
+The broker and the worker follow the rules of :mod:`transportkit.patterns._limits`:
+nothing a peer sends ends their loops, what they hold for peers is bounded (see
+:class:`MajordomoBroker`), and they never wait on one peer. 7/MDP has no error reply:
+a worker gives a request it cannot answer back to the broker (DISCONNECT, then READY
+on a new connection), and the broker requeues a request a bounded number of times.
 
 Everything here uses only transportkit's interfaces and asyncio, so it runs on the zmq
 backend in real time and in the simulator in virtual time. Timing parameters are
@@ -42,6 +52,7 @@ from transportkit import (
     Dealer,
     Frame,
     FrameError,
+    HostUnreachableError,
     Message,
     Network,
     ProtocolError,
@@ -51,9 +62,17 @@ from transportkit import (
     SocketOptions,
     StateError,
     Timeout,
+    WouldBlock,
 )
 from transportkit._closing import Closeable
 from transportkit._socket import check_frames
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    bounded_options,
+    check_bound,
+    check_message_limit,
+    too_large,
+)
 
 __all__ = [
     "MDPC01",
@@ -65,6 +84,8 @@ __all__ = [
     "MDPW_REQUEST",
     "MDP_HEARTBEAT_INTERVAL",
     "MDP_HEARTBEAT_LIVENESS",
+    "MDP_MAX_REQUEUES",
+    "MDP_MAX_SERVICE_NAME",
     "MDP_RECONNECT_INTERVAL",
     "MMI_NOT_FOUND",
     "MMI_NOT_IMPLEMENTED",
@@ -74,6 +95,7 @@ __all__ = [
     "MajordomoBrokerStats",
     "MajordomoClient",
     "MajordomoClientStats",
+    "MajordomoErrorReply",
     "MajordomoHandler",
     "MajordomoWorker",
     "MajordomoWorkerStats",
@@ -174,6 +196,17 @@ _SLACK: Final = 1e-6
 # -- broker ---------------------------------------------------------------------------
 
 
+MDP_MAX_SERVICE_NAME: Final = 255
+"""Default longest service name (bytes) a broker accepts: a ZeroMQ short string."""
+
+MDP_MAX_REQUEUES: Final = 2
+"""Default times a broker hands one request again after its worker died or left."""
+
+_FRAME_COST: Final = 48
+"""Bytes charged per frame on top of its length (a bytes object's header and its list
+slot, rounded up), so that a request of many empty frames is not free."""
+
+
 @dataclass(slots=True)
 class MajordomoBrokerStats:
     """Counters of a :class:`MajordomoBroker`, updated as it runs.
@@ -186,10 +219,20 @@ class MajordomoBrokerStats:
         mmi: ``mmi.*`` requests answered by the broker itself.
         malformed: Messages that broke the protocol (too short, unknown header, bad
             delimiter, invalid or unexpected worker command); each was dropped.
-        disconnects: DISCONNECT commands sent to misbehaving workers.
+        over_limit: Messages refused by a bound: larger than ``max_message_bytes``, a
+            service name longer than ``max_service_name``, a request past one of the
+            ``max_pending*`` bounds, a new service past ``max_services``, a READY past
+            ``max_workers``. Each was dropped (a worker's READY or REPLY is answered
+            with DISCONNECT).
+        disconnects: DISCONNECT commands sent to workers (misbehaving or refused).
         expired_workers: Workers forgotten because they fell silent.
         expired_requests: Queued requests dropped after ``request_ttl``.
         requeued: Requests put back in their queue because their worker died or left.
+        poisoned: Requests dropped instead of being requeued again: ``max_requeues``
+            workers had already died or left while serving them.
+        undeliverable: Messages the socket would not take at once (with
+            ``router_mandatory``: a peer gone, or one at its high-water mark); each was
+            dropped, and a worker it was meant for is forgotten.
     """
 
     requests: int = 0
@@ -197,17 +240,23 @@ class MajordomoBrokerStats:
     replies: int = 0
     mmi: int = 0
     malformed: int = 0
+    over_limit: int = 0
     disconnects: int = 0
     expired_workers: int = 0
     expired_requests: int = 0
     requeued: int = 0
+    poisoned: int = 0
+    undeliverable: int = 0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Request:
     client: bytes
+    service: _Service
     body: list[bytes]
     queued_at: float
+    cost: int
+    requeues: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -218,6 +267,14 @@ class _WorkerEntry:
     serving: _Request | None = None
 
 
+@dataclass(slots=True)
+class _Account:
+    """What one service or one client has pending in the broker."""
+
+    count: int = 0
+    cost: int = 0
+
+
 @dataclass(slots=True, eq=False)
 class _Service:
     name: bytes
@@ -225,6 +282,16 @@ class _Service:
     workers: dict[bytes, _WorkerEntry] = field(default_factory=dict)
     # Idle workers in the order they became idle: the first waited longest.
     idle: dict[bytes, None] = field(default_factory=dict)
+    pending: _Account = field(default_factory=_Account)
+
+
+def _check_hwm(options: SocketOptions, who: str) -> None:
+    if options.sndhwm == 0 or options.rcvhwm == 0:
+        raise ValueError(
+            f"{who}: sndhwm and rcvhwm must be bounded (0 means unlimited, which lets one "
+            f"peer fill this process's memory), got sndhwm={options.sndhwm}, "
+            f"rcvhwm={options.rcvhwm}"
+        )
 
 
 class MajordomoBroker:
@@ -235,13 +302,47 @@ class MajordomoBroker:
     worker is sent a HEARTBEAT every ``heartbeat_interval``; a worker silent for
     ``heartbeat_liveness`` intervals is forgotten (at once, not at the next heartbeat
     tick), and a request it was serving is queued again for another worker (MDP
-    workers are idempotent). Queued requests older than ``request_ttl`` are dropped:
-    their clients have retried or given up.
+    workers are idempotent), at most ``max_requeues`` times: a request whose workers
+    keep dying or leaving (DISCONNECT) is then dropped and counted
+    (``stats.poisoned``), so that a poison request cannot go round the workers for
+    ever. Queued requests older than ``request_ttl`` are dropped: their clients have
+    retried or given up.
 
     A worker that sends an invalid or unexpected command (a second READY, a REPLY when
     it serves nothing or for another client, an ``mmi.*`` READY, anything before
     READY but DISCONNECT) is sent DISCONNECT and forgotten. Malformed messages are
     dropped and counted in :attr:`stats`; nothing a peer sends stops the loop.
+
+    **Bounds.** Whatever its peers send, the broker holds at most ``max_pending``
+    requests and ``max_pending_bytes`` bytes of them (a request is *pending* from the
+    moment it is accepted until its reply is forwarded or it is dropped, whether it
+    waits in a queue or is being served), at most ``max_pending_per_service`` /
+    ``max_pending_bytes_per_service`` of them for one service (a service without
+    workers cannot take the room of the others) and ``max_pending_per_client`` /
+    ``max_pending_bytes_per_client`` for one client (a flooding client cannot starve
+    the others); a request is charged the length of its body's frames and of the
+    client's routing id, plus 48 bytes for each of those frames (what Python holds per
+    frame), so that a request of thousands of empty frames is not free. It knows at
+    most ``max_services`` services (every service a client asks for is one, until its
+    requests are gone) and ``max_workers`` workers, and service names of at most
+    ``max_service_name`` bytes.
+    A message larger than ``max_message_bytes`` is dropped; the same figure is the
+    ROUTER's ``maxmsgsize`` (unless ``options`` set one), so over tcp and ipc libzmq
+    drops a peer that sends a larger frame before it reaches the broker. What a bound
+    refuses is dropped and counted (``stats.over_limit``): 7/MDP has no error reply, so
+    a refused client sees a timeout (and, after its retries,
+    :class:`~transportkit.ServiceUnavailableError`); a refused worker gets DISCONNECT.
+    A request put back in its queue after its worker died is not refused: it was
+    already counted.
+
+    The broker never waits on one peer: every send is non-blocking. Without
+    ``router_mandatory`` (the default) the ROUTER drops what a peer at its high-water
+    mark cannot take; with it, a send the socket refuses (peer gone, or at its HWM) is
+    dropped and counted (``stats.undeliverable``), and a worker it was meant for is
+    forgotten (its request requeued). ``sndtimeo`` plays no part. Without
+    ``router_mandatory`` the broker cannot know of such a drop: a worker that
+    heartbeats but never reads keeps the one request it was handed until it falls
+    silent (each such worker holds one request, and there are at most ``max_workers``).
 
     Args:
         network: The network that makes the ROUTER socket.
@@ -249,7 +350,23 @@ class MajordomoBroker:
         heartbeat_interval: Seconds between heartbeats to workers.
         heartbeat_liveness: Silent intervals after which a worker is dead.
         request_ttl: Seconds a request may wait in a queue for a worker (None: for ever).
-        options: Options of the ROUTER socket.
+        max_requeues: Times one request may be handed again after its worker died or
+            left (0: never; the Guide's broker never does).
+        max_message_bytes: Largest message accepted, all frames (None: no limit).
+        max_pending: Requests pending in all.
+        max_pending_bytes: Bytes of pending requests in all.
+        max_pending_per_service: Requests pending for one service.
+        max_pending_bytes_per_service: Bytes of pending requests for one service.
+        max_pending_per_client: Requests pending for one client (routing id).
+        max_pending_bytes_per_client: Bytes of pending requests for one client.
+        max_services: Services known at once (with workers or pending requests).
+        max_service_name: Longest service name, in bytes.
+        max_workers: Workers registered at once.
+        options: Options of the ROUTER socket (its HWMs must not be 0, unlimited).
+
+    Raises:
+        ValueError: A timing or a bound is out of range, or ``options`` has an
+            unlimited HWM.
 
     Example:
         >>> with MajordomoBroker(network, "tcp://*:5555") as broker:  # doctest: +SKIP
@@ -264,6 +381,17 @@ class MajordomoBroker:
         heartbeat_interval: float = MDP_HEARTBEAT_INTERVAL,
         heartbeat_liveness: int = MDP_HEARTBEAT_LIVENESS,
         request_ttl: float | None = 30.0,
+        max_requeues: int = MDP_MAX_REQUEUES,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        max_pending: int = 10_000,
+        max_pending_bytes: int = 64 << 20,
+        max_pending_per_service: int = 1_000,
+        max_pending_bytes_per_service: int = 16 << 20,
+        max_pending_per_client: int = 100,
+        max_pending_bytes_per_client: int = 8 << 20,
+        max_services: int = 1_000,
+        max_service_name: int = MDP_MAX_SERVICE_NAME,
+        max_workers: int = 1_000,
         options: SocketOptions | None = None,
     ) -> None:
         _check_timing(heartbeat_interval=heartbeat_interval)
@@ -273,13 +401,35 @@ class MajordomoBroker:
         self.heartbeat_interval: Final = float(heartbeat_interval)
         self.heartbeat_liveness: Final = _check_count("heartbeat_liveness", heartbeat_liveness)
         self.request_ttl: Final = request_ttl
+        self.max_requeues: Final = check_bound("max_requeues", max_requeues, 0)
+        self.max_message_bytes: Final = check_message_limit(max_message_bytes)
+        self.max_pending: Final = check_bound("max_pending", max_pending)
+        self.max_pending_bytes: Final = check_bound("max_pending_bytes", max_pending_bytes)
+        self.max_pending_per_service: Final = check_bound(
+            "max_pending_per_service", max_pending_per_service
+        )
+        self.max_pending_bytes_per_service: Final = check_bound(
+            "max_pending_bytes_per_service", max_pending_bytes_per_service
+        )
+        self.max_pending_per_client: Final = check_bound(
+            "max_pending_per_client", max_pending_per_client
+        )
+        self.max_pending_bytes_per_client: Final = check_bound(
+            "max_pending_bytes_per_client", max_pending_bytes_per_client
+        )
+        self.max_services: Final = check_bound("max_services", max_services)
+        self.max_service_name: Final = check_bound("max_service_name", max_service_name)
+        self.max_workers: Final = check_bound("max_workers", max_workers)
         self.stats: Final = MajordomoBrokerStats()
         self._endpoint_spec = endpoint
-        self._options = options
+        self._options = bounded_options(options, self.max_message_bytes)
+        _check_hwm(self._options, "MajordomoBroker")
         self._socket: Router | None = None
         self._endpoint: str | None = None
         self._services: dict[bytes, _Service] = {}
         self._workers: dict[bytes, _WorkerEntry] = {}
+        self._clients: dict[bytes, _Account] = {}
+        self._pending = _Account()
         self._ready: dict[_Service, None] = {}  # insertion order keeps runs deterministic
         self._next_check = math.inf
         self._running = False
@@ -294,6 +444,21 @@ class MajordomoBroker:
     def endpoint(self) -> str | None:
         """The endpoint bound (resolved), or None before :meth:`bind`."""
         return self._endpoint
+
+    @property
+    def options(self) -> SocketOptions:
+        """The ROUTER socket's options (``maxmsgsize`` set from ``max_message_bytes``)."""
+        return self._options
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests accepted and not yet answered or dropped (queued or being served)."""
+        return self._pending.count
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes charged for the pending requests (see the class docstring)."""
+        return self._pending.cost
 
     def bind(self) -> str:
         """Make the ROUTER socket and bind it; return the resolved endpoint. Idempotent.
@@ -375,14 +540,15 @@ class MajordomoBroker:
                 except Timeout:
                     pass
                 else:
-                    await self._handle(sock, msg)
+                    self._handle(sock, msg)
                 now = _now() + _SLACK
                 if now >= self._next_check:
                     self._purge(now)
-                await self._dispatch(sock)
+                self._dispatch(sock)
                 if now >= heartbeat_at:
-                    for identity in list(self._workers):
-                        await sock.send([identity, b"", MDPW01, MDPW_HEARTBEAT])
+                    for worker in list(self._workers.values()):
+                        if not self._send(sock, [worker.identity, b"", MDPW01, MDPW_HEARTBEAT]):
+                            self._forget(worker)
                     heartbeat_at = now + self.heartbeat_interval
         except ClosedError:
             if not self._stopping:
@@ -392,6 +558,15 @@ class MajordomoBroker:
             sock.close()
 
     # -- internals --------------------------------------------------------------------
+
+    def _send(self, sock: Router, frames: list[bytes]) -> bool:
+        """Send without waiting; False (counted) if the socket would not take it now."""
+        try:
+            sock.try_send(frames)
+        except (WouldBlock, HostUnreachableError):
+            self.stats.undeliverable += 1
+            return False
+        return True
 
     def _watch(self, deadline: float) -> None:
         """Make sure the loop wakes by ``deadline`` to purge what expires then."""
@@ -420,46 +595,97 @@ class MajordomoBroker:
             limit = now - self.request_ttl
             for svc in self._services.values():
                 while svc.requests and svc.requests[0].queued_at <= limit:
-                    svc.requests.popleft()
+                    self._release(svc.requests.popleft())
                     self.stats.expired_requests += 1
         for name in [n for n, s in self._services.items() if not s.workers and not s.requests]:
             del self._services[name]
         self._next_check = self._next_deadline()
 
-    async def _handle(self, sock: Router, msg: Message) -> None:
+    def _handle(self, sock: Router, msg: Message) -> None:
         if len(msg) < 3 or msg[1] != b"":
             self.stats.malformed += 1
             return
         sender, header, frames = msg[0], msg[2], msg[3:]
+        if too_large(msg[1:], self.max_message_bytes):
+            self.stats.over_limit += 1
+            worker = self._workers.get(sender) if header == MDPW01 else None
+            if worker is not None:
+                self._disconnect(sock, sender)
+            return
         if header == MDPC01:
-            await self._client_message(sock, sender, frames)
+            self._client_message(sock, sender, frames)
         elif header == MDPW01:
-            await self._worker_message(sock, sender, frames)
+            self._worker_message(sock, sender, frames)
         else:
             self.stats.malformed += 1
 
-    async def _client_message(self, sock: Router, client: bytes, frames: list[bytes]) -> None:
+    def _client_message(self, sock: Router, client: bytes, frames: list[bytes]) -> None:
         if len(frames) < 2 or not frames[0]:
             self.stats.malformed += 1
             return
         service, body = frames[0], frames[1:]
+        if len(service) > self.max_service_name:
+            self.stats.over_limit += 1
+            return
         if service.startswith(_MMI_PREFIX):
             self.stats.mmi += 1
             if service == MMI_SERVICE:
-                code = MMI_OK if self.worker_count(body[0]) else MMI_NOT_FOUND
+                # The body is one service name (8/MMI); anything else names no service.
+                found = len(body) == 1 and self.worker_count(body[0]) > 0
+                code = MMI_OK if found else MMI_NOT_FOUND
             else:
                 code = MMI_NOT_IMPLEMENTED
-            await sock.send([client, b"", MDPC01, service, code])
+            self._send(sock, [client, b"", MDPC01, service, code])
             return
+        svc = self._services.get(service)
+        account = self._clients.get(client)
+        cost = len(client) + _FRAME_COST + sum(len(frame) + _FRAME_COST for frame in body)
+        if (
+            (svc is None and len(self._services) >= self.max_services)
+            or not self._room(self._pending, cost, self.max_pending, self.max_pending_bytes)
+            or not self._room(
+                _Account() if svc is None else svc.pending,
+                cost,
+                self.max_pending_per_service,
+                self.max_pending_bytes_per_service,
+            )
+            or not self._room(
+                _Account() if account is None else account,
+                cost,
+                self.max_pending_per_client,
+                self.max_pending_bytes_per_client,
+            )
+        ):
+            self.stats.over_limit += 1
+            return
+        if svc is None:
+            svc = self._services[service] = _Service(service)
+        if account is None:
+            account = self._clients[client] = _Account()
+        for charged in (self._pending, svc.pending, account):
+            charged.count += 1
+            charged.cost += cost
         self.stats.requests += 1
-        svc = self._service(service)
-        request = _Request(client, body, _now())
+        request = _Request(client, svc, body, _now(), cost)
         svc.requests.append(request)
         if self.request_ttl is not None:
             self._watch(request.queued_at + self.request_ttl)
         self._ready[svc] = None
 
-    async def _worker_message(self, sock: Router, identity: bytes, frames: list[bytes]) -> None:
+    @staticmethod
+    def _room(account: _Account, cost: int, count: int, size: int) -> bool:
+        return account.count < count and account.cost + cost <= size
+
+    def _release(self, request: _Request) -> None:
+        """Uncharge a request that was answered or dropped."""
+        account = self._clients[request.client]
+        for charged in (self._pending, request.service.pending, account):
+            charged.count -= 1
+            charged.cost -= request.cost
+        if not account.count:
+            del self._clients[request.client]
+
+    def _worker_message(self, sock: Router, identity: bytes, frames: list[bytes]) -> None:
         worker = self._workers.get(identity)
         command = frames[0] if frames else b""
         if command == MDPW_DISCONNECT and len(frames) == 1:
@@ -468,17 +694,9 @@ class MajordomoBroker:
             return
         if worker is None:
             if command == MDPW_READY and len(frames) == 2 and frames[1]:
-                service = frames[1]
-                if not service.startswith(_MMI_PREFIX):
-                    svc = self._service(service)
-                    worker = _WorkerEntry(identity, svc, _now() + self.expiry)
-                    self._watch(worker.expiry)
-                    self._workers[identity] = worker
-                    svc.workers[identity] = worker
-                    svc.idle[identity] = None
-                    self._ready[svc] = None
-                    return
-            await self._reject(sock, identity)
+                self._register(sock, identity, frames[1])
+            else:
+                self._reject(sock, identity)
             return
         worker.expiry = _now() + self.expiry
         if command == MDPW_HEARTBEAT and len(frames) == 1:
@@ -492,59 +710,105 @@ class MajordomoBroker:
             and frames[2] == b""
         ):
             worker.serving = None
+            self._release(serving)
             self.stats.replies += 1
             svc = worker.service
-            await sock.send([serving.client, b"", MDPC01, svc.name, *frames[3:]])
+            self._send(sock, [serving.client, b"", MDPC01, svc.name, *frames[3:]])
             svc.idle[identity] = None
             self._ready[svc] = None
             return
-        await self._reject(sock, identity)
+        self._reject(sock, identity)
 
-    async def _reject(self, sock: Router, identity: bytes) -> None:
+    def _register(self, sock: Router, identity: bytes, service: bytes) -> None:
+        if service.startswith(_MMI_PREFIX):
+            self._reject(sock, identity)
+            return
+        svc = self._services.get(service)
+        if (
+            len(service) > self.max_service_name
+            or len(self._workers) >= self.max_workers
+            or (svc is None and len(self._services) >= self.max_services)
+        ):
+            self.stats.over_limit += 1
+            self._disconnect(sock, identity)
+            return
+        if svc is None:
+            svc = self._services[service] = _Service(service)
+        worker = _WorkerEntry(identity, svc, _now() + self.expiry)
+        self._watch(worker.expiry)
+        self._workers[identity] = worker
+        svc.workers[identity] = worker
+        svc.idle[identity] = None
+        self._ready[svc] = None
+
+    def _reject(self, sock: Router, identity: bytes) -> None:
         """Count a protocol violation by a worker, DISCONNECT it and forget it."""
         self.stats.malformed += 1
+        self._disconnect(sock, identity)
+
+    def _disconnect(self, sock: Router, identity: bytes) -> None:
+        """Send DISCONNECT to a peer and forget it if it was a worker."""
         self.stats.disconnects += 1
         worker = self._workers.get(identity)
         if worker is not None:
             self._forget(worker)
-        await sock.send([identity, b"", MDPW01, MDPW_DISCONNECT])
-
-    def _service(self, name: bytes) -> _Service:
-        svc = self._services.get(name)
-        if svc is None:
-            svc = self._services[name] = _Service(name)
-        return svc
+        self._send(sock, [identity, b"", MDPW01, MDPW_DISCONNECT])
 
     def _forget(self, worker: _WorkerEntry) -> None:
-        """Drop a worker; put the request it was serving back at the head of its queue."""
+        """Drop a worker; put the request it was serving back at the head of its queue.
+
+        Unless that request has been requeued ``max_requeues`` times already: then it
+        is dropped (``stats.poisoned``).
+        """
         self._workers.pop(worker.identity, None)
         svc = worker.service
         svc.workers.pop(worker.identity, None)
         svc.idle.pop(worker.identity, None)
-        if worker.serving is not None:
-            svc.requests.appendleft(worker.serving)
-            if self.request_ttl is not None:
-                self._watch(worker.serving.queued_at + self.request_ttl)
-            worker.serving = None
-            self.stats.requeued += 1
-            self._ready[svc] = None
+        request, worker.serving = worker.serving, None
+        if request is not None:
+            if request.requeues >= self.max_requeues:
+                self._release(request)
+                self.stats.poisoned += 1
+            else:
+                request.requeues += 1
+                svc.requests.appendleft(request)
+                if self.request_ttl is not None:
+                    self._watch(request.queued_at + self.request_ttl)
+                self.stats.requeued += 1
+                self._ready[svc] = None
+        if not svc.workers and not svc.requests and self._services.get(svc.name) is svc:
+            del self._services[svc.name]
 
-    async def _dispatch(self, sock: Router) -> None:
+    def _dispatch(self, sock: Router) -> None:
         """Hand queued requests to idle workers, in the services that changed."""
         ready, self._ready = self._ready, {}
         for svc in ready:
             while svc.idle and svc.requests:
                 identity = next(iter(svc.idle))
                 del svc.idle[identity]
+                worker = svc.workers[identity]
                 request = svc.requests.popleft()
-                svc.workers[identity].serving = request
-                self.stats.dispatched += 1
-                await sock.send(
-                    [identity, b"", MDPW01, MDPW_REQUEST, request.client, b"", *request.body]
-                )
+                frames = [identity, b"", MDPW01, MDPW_REQUEST, request.client, b"", *request.body]
+                if self._send(sock, frames):
+                    worker.serving = request
+                    self.stats.dispatched += 1
+                else:
+                    # Never handed over: back at the head, not a requeue; the worker
+                    # the socket cannot reach is forgotten.
+                    svc.requests.appendleft(request)
+                    self._forget(worker)
 
 
 # -- worker ---------------------------------------------------------------------------
+
+
+MajordomoErrorReply: TypeAlias = Callable[
+    [Message, Exception], Awaitable[Sequence[Frame]] | Sequence[Frame]
+]
+"""Turns a failed request and the handler's exception into a reply body (opt-in)."""
+
+_RETIRED_SOCKETS: Final = 4
+"""Replaced worker sockets kept open at once so that their DISCONNECT can leave."""
 
 
 @dataclass(slots=True)
@@ -556,7 +820,19 @@ class MajordomoWorkerStats:
         replies: Replies sent to the broker.
         connects: Connections opened to the broker (each one sends READY).
         disconnects: DISCONNECT commands received from the broker.
-        malformed: Messages from the broker that broke the protocol (dropped).
+        malformed: Messages from the broker that broke the protocol (dropped): not
+            7/MDP, an invalid command, or a second REQUEST before the reply to the
+            first.
+        over_limit: Requests whose body was larger than ``max_message_bytes``; each was
+            given back to the broker as :meth:`MajordomoWorker.abandon` does.
+        handler_errors: Requests whose handler (in :meth:`MajordomoWorker.serve`)
+            raised or returned something that is not a non-empty sequence of frames.
+        error_replies: Of those, the ones answered with the ``on_error`` reply.
+        abandoned: Requests given back to the broker (:meth:`MajordomoWorker.abandon`,
+            by the application or by :meth:`MajordomoWorker.serve` after a handler
+            error).
+        unsent: Commands (replies, heartbeats, READY) the socket would not take at once
+            (the broker has not read the last ``sndhwm`` messages); each was dropped.
         stale_requests: Requests dropped unread because the connection that brought
             them was replaced meanwhile (the broker has given them to another worker
             or dropped them).
@@ -568,6 +844,11 @@ class MajordomoWorkerStats:
     connects: int = 0
     disconnects: int = 0
     malformed: int = 0
+    over_limit: int = 0
+    handler_errors: int = 0
+    error_replies: int = 0
+    abandoned: int = 0
+    unsent: int = 0
     stale_requests: int = 0
     stale_replies: int = 0
 
@@ -590,12 +871,27 @@ class MajordomoWorker:
     broker said on that connection: then after ``reconnect_interval`` too, so that a
     broker refusing the worker does not get a storm of READYs). Heartbeats continue
     while the application works on a request, so a slow handler is not taken for a
-    dead one.
+    dead one. The worker never waits on the broker: its sends are non-blocking, and a
+    command the socket will not take at once is dropped and counted
+    (``stats.unsent``).
 
     The application side is a strict lockstep, like a REP socket: :meth:`recv` a
-    request, :meth:`send` its reply, :meth:`recv` again; or hand a handler to
-    :meth:`serve`. A reply to a request that came on a connection since replaced is
-    dropped (and counted): the broker no longer expects it.
+    request, :meth:`send` its reply (or :meth:`abandon` it), :meth:`recv` again; or
+    hand a handler to :meth:`serve`. A reply to a request that came on a connection
+    since replaced is dropped (and counted): the broker no longer expects it.
+
+    7/MDP has no error reply. A request the worker will not answer (a handler error,
+    a body over ``max_message_bytes``) is given back: the worker sends DISCONNECT and
+    registers again on a new connection at once, so the broker does not keep it
+    marked busy; the broker hands the request to another worker, a bounded number of
+    times (:class:`MajordomoBroker`'s ``max_requeues``), and the client, if nobody
+    answers, retries and then gets :class:`~transportkit.ServiceUnavailableError`.
+    The replaced socket stays open one ``heartbeat_interval`` more so that the
+    DISCONNECT can leave (at most 4 such sockets at once).
+
+    At most one request is held for the application: a broker that sends a second
+    REQUEST before the reply to the first breaks the protocol, and the second is
+    dropped (``stats.malformed``).
 
     Args:
         network: The network that makes the DEALER sockets.
@@ -604,7 +900,18 @@ class MajordomoWorker:
         heartbeat_interval: Seconds between heartbeats; use the broker's value.
         heartbeat_liveness: Silent intervals after which the broker is dead.
         reconnect_interval: Seconds to wait before reconnecting to a silent broker.
-        options: Options of the DEALER sockets.
+        max_message_bytes: Largest request body accepted, all frames (None: no limit).
+            Checked in process, so that a larger request can be given back to the
+            broker; it is not made the DEALER's ``maxmsgsize`` (the worker's one peer
+            is its broker, which bounds what it forwards): set that in ``options`` to
+            have libzmq refuse larger frames as well (it then drops the connection,
+            and the broker notices only when the worker's entry expires).
+        options: Options of the DEALER sockets (their HWMs must not be 0, unlimited).
+
+    Raises:
+        ValueError: A timing or a bound is out of range, the service is in the
+            ``mmi.`` namespace, or ``options`` has an unlimited HWM.
+        FrameError: ``service`` is not non-empty bytes.
     """
 
     def __init__(
@@ -616,6 +923,7 @@ class MajordomoWorker:
         heartbeat_interval: float = MDP_HEARTBEAT_INTERVAL,
         heartbeat_liveness: int = MDP_HEARTBEAT_LIVENESS,
         reconnect_interval: float = MDP_RECONNECT_INTERVAL,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
         options: SocketOptions | None = None,
     ) -> None:
         _check_timing(heartbeat_interval=heartbeat_interval, reconnect_interval=reconnect_interval)
@@ -625,12 +933,21 @@ class MajordomoWorker:
         self.heartbeat_interval: Final = float(heartbeat_interval)
         self.heartbeat_liveness: Final = _check_count("heartbeat_liveness", heartbeat_liveness)
         self.reconnect_interval: Final = float(reconnect_interval)
+        self.max_message_bytes: Final = check_message_limit(max_message_bytes)
         self.stats: Final = MajordomoWorkerStats()
-        self._options = options
+        # No maxmsgsize from max_message_bytes here: the worker's one peer is its
+        # broker, and a request refused in process can be given back (a frame libzmq
+        # refuses drops the connection, and the broker learns only by expiry).
+        self._options = SocketOptions() if options is None else options
+        _check_hwm(self._options, "MajordomoWorker")
         self._socket: Dealer | None = None
+        self._retired: deque[tuple[Dealer, asyncio.TimerHandle]] = deque()
         self._connection = 0
         self._heartbeat_at = 0.0
-        self._jobs: asyncio.Queue[_Job | None] = asyncio.Queue()
+        # The one request received and not yet taken by recv (None: none), and the
+        # event recv waits on for it (or for close, or for the pump's failure).
+        self._pending: _Job | None = None
+        self._wakeup = asyncio.Event()
         self._current: _Job | None = None
         self._pump: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
@@ -640,6 +957,11 @@ class MajordomoWorker:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closed
+
+    @property
+    def options(self) -> SocketOptions:
+        """The DEALER sockets' options."""
+        return self._options
 
     async def start(self) -> None:
         """Connect, send READY and start heartbeating. Idempotent.
@@ -652,39 +974,45 @@ class MajordomoWorker:
         if self._closed:
             raise ClosedError(f"Majordomo worker for {self.service!r} is closed")
         if self._pump is None:
-            await self._connect()
-            self._pump = asyncio.get_running_loop().create_task(
-                self._run_pump(), name=f"mdp-worker-{self.service!r}"
-            )
+            self._connect()
+            self._start_pump()
 
     async def recv(self) -> Message:
         """Wait for the next request and return its body.
 
         Raises:
-            StateError: The last request has not been answered with :meth:`send`.
+            StateError: The last request has not been answered with :meth:`send` (or
+                given back with :meth:`abandon`).
             ClosedError: The worker is (or became, while waiting) closed.
         """
         if self._current is not None:
             raise StateError("Majordomo worker: send the reply to the current request first")
         await self.start()
         while True:
-            job = await self._jobs.get()
-            if job is None:
-                self._jobs.put_nowait(None)  # wake any later recv too
-                if self._failure is not None:
-                    raise self._failure
+            if self._failure is not None:
+                raise self._failure
+            if self._closed:
                 raise ClosedError(f"Majordomo worker for {self.service!r} is closed")
-            if job.connection == self._connection:
+            job, self._pending = self._pending, None
+            if job is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            elif job.connection == self._connection:
                 self._current = job
                 return list(job.body)
-            self.stats.stale_requests += 1
+            else:
+                self.stats.stale_requests += 1
 
     async def send(self, reply: Sequence[Frame]) -> None:
         """Send the reply (one or more frames) to the request :meth:`recv` returned.
 
+        Never waits: a reply the socket will not take at once is dropped and counted
+        (``stats.unsent``; the client retries).
+
         Raises:
             StateError: There is no request to answer.
-            FrameError: ``reply`` is not a non-empty sequence of bytes-like frames.
+            FrameError: ``reply`` is not a non-empty sequence of bytes-like frames
+                (7/MDP: a reply body has at least one frame, which may be empty).
             ClosedError: The worker is closed.
         """
         job = self._current
@@ -698,23 +1026,61 @@ class MajordomoWorker:
         if job.connection != self._connection or sock is None:
             self.stats.stale_replies += 1
             return
-        try:
-            await sock.send([b"", MDPW01, MDPW_REPLY, job.client, b"", *frames])
-        except ClosedError:
-            if self._closed:
-                raise
-            self.stats.stale_replies += 1
-            return
-        self.stats.replies += 1
-        self._heartbeat_at = _now() + self.heartbeat_interval
+        if self._try_send(sock, [b"", MDPW01, MDPW_REPLY, job.client, b"", *frames]):
+            self.stats.replies += 1
+            self._heartbeat_at = _now() + self.heartbeat_interval
 
-    async def serve(self, handler: MajordomoHandler, *, max_requests: int | None = None) -> int:
+    def abandon(self) -> None:
+        """Give the current request back to the broker instead of answering it.
+
+        7/MDP has no error reply, so the worker sends DISCONNECT (the broker forgets it
+        and requeues the request, at most its ``max_requeues`` times) and registers
+        again at once on a new connection. :meth:`recv` then waits for the next request.
+
+        Raises:
+            StateError: There is no request to give back.
+            ClosedError: The worker is closed.
+        """
+        job = self._current
+        if job is None:
+            raise StateError("Majordomo worker: no request to abandon (call recv first)")
+        if self._closed:
+            raise ClosedError(f"Majordomo worker for {self.service!r} is closed")
+        self._current = None
+        self.stats.abandoned += 1
+        sock = self._socket
+        if job.connection != self._connection or sock is None:
+            return  # that connection is gone already: the broker has dealt with it
+        self._try_send(sock, [b"", MDPW01, MDPW_DISCONNECT])
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        self._connect()
+        self._start_pump()
+
+    async def serve(
+        self,
+        handler: MajordomoHandler,
+        *,
+        max_requests: int | None = None,
+        on_error: MajordomoErrorReply | None = None,
+    ) -> int:
         """Answer requests with ``handler`` until the worker is closed; return how many.
+
+        A handler that raises (an :class:`Exception`) or returns something that is not
+        a non-empty sequence of bytes-like frames is counted
+        (``stats.handler_errors``) and the loop goes on: the request is answered with
+        ``on_error(request, exc)`` if given (``stats.error_replies``), else given back
+        to the broker (:meth:`abandon`). An ``on_error`` that fails in turn is counted
+        again and the request given back.
 
         Args:
             handler: Turns a request body into a reply body; a plain or async function.
-                An exception it raises ends the loop (and propagates).
-            max_requests: Return after answering this many (None: no limit).
+            max_requests: Return after answering this many (None: no limit); requests
+                given back do not count.
+            on_error: Opt-in: turns a failed request and the exception (a
+                :class:`~transportkit.FrameError` for an invalid reply) into an
+                application-level reply body, e.g. ``[b"ERROR", str(exc).encode()]``.
         """
         served = 0
         while max_requests is None or served < max_requests:
@@ -722,10 +1088,22 @@ class MajordomoWorker:
                 request = await self.recv()
             except ClosedError:
                 break
-            reply = handler(request)
-            if inspect.isawaitable(reply):
-                reply = await reply
             try:
+                reply = await _call(handler, request)
+            except Exception as exc:
+                self.stats.handler_errors += 1
+                reply = None
+                if on_error is not None:
+                    try:
+                        reply = await _call(on_error, request, exc)
+                    except Exception:
+                        self.stats.handler_errors += 1
+                    else:
+                        self.stats.error_replies += 1
+            try:
+                if reply is None:
+                    self.abandon()
+                    continue
                 await self.send(reply)
             except ClosedError:
                 break
@@ -748,7 +1126,11 @@ class MajordomoWorker:
             with contextlib.suppress(Exception):
                 sock.try_send([b"", MDPW01, MDPW_DISCONNECT])
             sock.close()
-        self._jobs.put_nowait(None)
+        while self._retired:
+            old, timer = self._retired.popleft()
+            timer.cancel()
+            old.close()
+        self._wakeup.set()
 
     async def aclose(self) -> None:
         """Close (see :meth:`close`) and wait for the background task to end."""
@@ -771,34 +1153,74 @@ class MajordomoWorker:
 
     # -- internals --------------------------------------------------------------------
 
-    async def _connect(self) -> Dealer:
+    def _try_send(self, sock: Dealer, frames: Sequence[Frame]) -> bool:
+        """Send without waiting; False (counted) if the socket would not take it now."""
+        try:
+            sock.try_send(frames)
+        except WouldBlock:
+            self.stats.unsent += 1
+            return False
+        return True
+
+    def _connect(self) -> Dealer:
+        """Replace the socket by a new connection and send READY on it."""
         old, self._socket = self._socket, None
         if old is not None:
-            old.close()
+            self._retire(old)
         sock = self.network.dealer(connect=self.broker, options=self._options)
         self._socket = sock
         self._connection += 1
         self.stats.connects += 1
-        await sock.send([b"", MDPW01, MDPW_READY, self.service])
+        self._try_send(sock, [b"", MDPW01, MDPW_READY, self.service])
         self._heartbeat_at = _now() + self.heartbeat_interval
         return sock
 
+    def _retire(self, sock: Dealer) -> None:
+        """Close ``sock`` one heartbeat interval from now (what it sent can still leave)."""
+        if len(self._retired) >= _RETIRED_SOCKETS:
+            oldest, timer = self._retired.popleft()
+            timer.cancel()
+            oldest.close()
+        timer = asyncio.get_running_loop().call_later(
+            self.heartbeat_interval, self._close_retired, sock
+        )
+        self._retired.append((sock, timer))
+
+    def _close_retired(self, sock: Dealer) -> None:
+        for i, (old, _) in enumerate(self._retired):
+            if old is sock:
+                del self._retired[i]
+                break
+        sock.close()
+
+    def _start_pump(self) -> None:
+        self._pump = asyncio.get_running_loop().create_task(
+            self._run_pump(), name=f"mdp-worker-{self.service!r}"
+        )
+
     async def _run_pump(self) -> None:
         try:
-            sock = self._socket
-            assert sock is not None
             while True:
+                sock = self._socket
+                assert sock is not None
                 if await self._converse(sock):
                     await asyncio.sleep(self.reconnect_interval)
-                sock = await self._connect()
+                self._connect()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             if not self._closed:
                 self._failure = exc
-                self._jobs.put_nowait(None)
+                self._wakeup.set()
             if not isinstance(exc, Exception):
                 raise
+
+    def _busy(self) -> bool:
+        """Whether a request of the current connection is held or being served."""
+        return any(
+            job is not None and job.connection == self._connection
+            for job in (self._pending, self._current)
+        )
 
     async def _converse(self, sock: Dealer) -> bool:
         """Talk to the broker on ``sock`` until it goes silent or says DISCONNECT.
@@ -807,7 +1229,8 @@ class MajordomoWorker:
         silence, and after a DISCONNECT that answered a READY with nothing else (a
         broker refusing us; reconnecting at once would make a storm). A DISCONNECT on
         an established conversation (a restarted broker that does not know us) is
-        answered by a new connection at once, as in the Guide.
+        answered by a new connection at once, as in the Guide; so is a request too
+        large to take, which is given back with DISCONNECT.
         """
         expiry = self.heartbeat_interval * self.heartbeat_liveness
         heard = _now()
@@ -817,7 +1240,7 @@ class MajordomoWorker:
             if now >= heard + expiry:
                 return True
             if now >= self._heartbeat_at:
-                await sock.send([b"", MDPW01, MDPW_HEARTBEAT])
+                self._try_send(sock, [b"", MDPW01, MDPW_HEARTBEAT])
                 self._heartbeat_at = now + self.heartbeat_interval
             wake = min(self._heartbeat_at, heard + expiry)
             try:
@@ -828,9 +1251,19 @@ class MajordomoWorker:
                 self.stats.malformed += 1
                 continue
             command = msg[2]
-            if command == MDPW_REQUEST and len(msg) >= 6 and msg[4] == b"":
+            if command == MDPW_REQUEST and len(msg) >= 6 and msg[3] and msg[4] == b"":
+                if self._busy():
+                    self.stats.malformed += 1
+                    continue
+                if too_large(msg[5:], self.max_message_bytes):
+                    self.stats.over_limit += 1
+                    self._try_send(sock, [b"", MDPW01, MDPW_DISCONNECT])
+                    return False
                 self.stats.requests += 1
-                self._jobs.put_nowait(_Job(self._connection, msg[3], msg[5:]))
+                if self._pending is not None:  # from a replaced connection
+                    self.stats.stale_requests += 1
+                self._pending = _Job(self._connection, msg[3], msg[5:])
+                self._wakeup.set()
             elif command == MDPW_HEARTBEAT and len(msg) == 3:
                 pass
             elif command == MDPW_DISCONNECT and len(msg) == 3:
@@ -841,6 +1274,14 @@ class MajordomoWorker:
                 continue
             heard = _now()
             established = True
+
+
+async def _call(function: Callable[..., object], *args: object) -> Sequence[Frame]:
+    """Call a plain or async handler; return its reply, checked (FrameError if invalid)."""
+    reply = function(*args)
+    if inspect.isawaitable(reply):
+        reply = await reply
+    return check_frames(reply)
 
 
 # -- client ---------------------------------------------------------------------------

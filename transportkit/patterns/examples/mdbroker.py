@@ -11,10 +11,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES
 from transportkit.patterns.examples._main import run_main
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
     MDP_HEARTBEAT_LIVENESS,
+    MDP_MAX_REQUEUES,
     MajordomoBroker,
 )
 from transportkit.zmq_backend import ZmqNetwork
@@ -39,6 +41,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--request-ttl", type=float, default=30.0, metavar="S",
         help="seconds a request may wait for a worker (%(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--max-requeues", type=int, default=MDP_MAX_REQUEUES, metavar="N",
+        help="times a request is handed again after its worker died or left (%(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="B",
+        help="largest message accepted; larger ones are dropped (%(default)s)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -51,6 +61,8 @@ async def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_liveness=args.liveness,
             request_ttl=args.request_ttl,
+            max_requeues=args.max_requeues,
+            max_message_bytes=args.max_message_bytes,
         )
         print(f"READY {broker.bind()}", flush=True)
         await broker.run()
