@@ -1,16 +1,24 @@
 """Pre-trade risk validation over request/reply (the seed's pattern 1).
 
-:class:`RiskBook` is the pure logic: position and capital limits, with no I/O.
-:func:`serve_risk` runs it behind a REP socket; :class:`RiskClient` asks it over REQ.
+:class:`RiskBook` is the pure logic: position, notional, capital and symbol limits, with
+no I/O. :func:`serve_risk` runs it behind a REP socket; :class:`RiskClient` asks it over
+REQ.
+
+The rejection reasons below are part of the wire protocol: clients read them from
+``ValidationResult.reason``, so they never change once published.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
+import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
+from types import MappingProxyType
 from typing import Final
 
 from transportkit import (
@@ -28,16 +36,40 @@ from transportkit.trading._loop import recv_or_stop
 from transportkit.trading._pb.trading_pb2 import SIDE_BUY, SIDE_SELL, Order, ValidationResult
 
 __all__ = [
+    "CAPITAL_LIMIT_EXCEEDED",
+    "DEFAULT_MAX_CAPITAL",
+    "DEFAULT_MAX_ORDER_ID_LENGTH",
+    "DEFAULT_MAX_ORDER_NOTIONAL",
+    "DEFAULT_MAX_SYMBOLS",
+    "DEFAULT_MAX_SYMBOL_LENGTH",
     "INSUFFICIENT_CAPITAL",
+    "INVALID_ORDER_PREFIX",
+    "INVALID_PRICE",
+    "INVALID_QUANTITY",
+    "INVALID_SIDE",
+    "INVALID_SYMBOL",
     "MALFORMED_ORDER",
+    "MAX_POSITION_LIMIT",
+    "MISSING_ID",
+    "MISSING_SYMBOL",
+    "NOTIONAL_LIMIT_EXCEEDED",
+    "ORDER_ID_TOO_LONG",
     "POSITION_LIMIT_EXCEEDED",
+    "SYMBOL_LIMIT_EXCEEDED",
+    "SYMBOL_TOO_LONG",
+    "ReliableRiskClient",
     "RiskBook",
     "RiskClient",
     "RiskLimits",
     "RiskServerStats",
+    "judge",
+    "risk_handler",
     "serve_risk",
     "signed_quantity",
+    "verdict_for",
 ]
+
+# --- rejection reasons (wire protocol) -------------------------------------------------
 
 POSITION_LIMIT_EXCEEDED: Final = "Position limit exceeded"
 """Rejection reason: the order would take ``|position|`` above the symbol's limit."""
@@ -45,27 +77,180 @@ POSITION_LIMIT_EXCEEDED: Final = "Position limit exceeded"
 INSUFFICIENT_CAPITAL: Final = "Insufficient capital"
 """Rejection reason: a buy costs more than the capital still available."""
 
+NOTIONAL_LIMIT_EXCEEDED: Final = "Notional limit exceeded"
+"""Rejection reason: the order's notional (quantity x price) is above
+:attr:`RiskLimits.max_order_notional`."""
+
+CAPITAL_LIMIT_EXCEEDED: Final = "Capital limit exceeded"
+"""Rejection reason: a sell's proceeds would take the available capital above
+:attr:`RiskLimits.max_capital`."""
+
+SYMBOL_LIMIT_EXCEEDED: Final = "Symbol limit exceeded"
+"""Rejection reason: the order would open a position in one more symbol than
+:attr:`RiskLimits.max_symbols` allows."""
+
 MALFORMED_ORDER: Final = "malformed order"
 """Rejection reason the server gives to a request that is not one decodable Order."""
+
+INVALID_ORDER_PREFIX: Final = "invalid order: "
+"""The start of every reason for an order that decodes but is not well formed."""
+
+MISSING_ID: Final = INVALID_ORDER_PREFIX + "missing id"
+"""Rejection reason: the order has no id."""
+
+ORDER_ID_TOO_LONG: Final = INVALID_ORDER_PREFIX + "id too long"
+"""Rejection reason: the id is longer than :attr:`RiskLimits.max_order_id_length`."""
+
+MISSING_SYMBOL: Final = INVALID_ORDER_PREFIX + "missing symbol"
+"""Rejection reason: the order has no symbol."""
+
+SYMBOL_TOO_LONG: Final = INVALID_ORDER_PREFIX + "symbol too long"
+"""Rejection reason: the symbol is longer than :attr:`RiskLimits.max_symbol_length`."""
+
+INVALID_SYMBOL: Final = INVALID_ORDER_PREFIX + "symbol must be printable ASCII without spaces"
+"""Rejection reason: the symbol has a character outside ``!`` to ``~`` (see
+:class:`RiskLimits`)."""
+
+INVALID_SIDE: Final = INVALID_ORDER_PREFIX + "side must be BUY or SELL"
+"""Rejection reason: the side is not BUY or SELL."""
+
+INVALID_QUANTITY: Final = INVALID_ORDER_PREFIX + "quantity must be positive"
+"""Rejection reason: the quantity is zero or negative."""
+
+INVALID_PRICE: Final = INVALID_ORDER_PREFIX + "price must be finite and positive"
+"""Rejection reason: the price is NaN, infinite, zero (either sign) or negative."""
+
+# --- limits ----------------------------------------------------------------------------
+
+MAX_POSITION_LIMIT: Final = 2**63 - 1
+"""The largest position limit a :class:`RiskLimits` accepts: the int64 range of the
+schema's ``quantity``, so every position the book holds fits that field."""
+
+DEFAULT_MAX_ORDER_NOTIONAL: Final = 1e9
+"""Default :attr:`RiskLimits.max_order_notional`: one billion price units per order."""
+
+DEFAULT_MAX_CAPITAL: Final = 1e15
+"""Default :attr:`RiskLimits.max_capital`: a thousand million million price units."""
+
+DEFAULT_MAX_SYMBOLS: Final = 10_000
+"""Default :attr:`RiskLimits.max_symbols`: about every listed equity of a large market."""
+
+DEFAULT_MAX_SYMBOL_LENGTH: Final = 32
+"""Default :attr:`RiskLimits.max_symbol_length`, in characters."""
+
+DEFAULT_MAX_ORDER_ID_LENGTH: Final = 64
+"""Default :attr:`RiskLimits.max_order_id_length`, in characters."""
+
+_SYMBOL_CHARACTERS: Final = re.compile(r"[!-~]+")
+_FLOAT_MAX: Final = sys.float_info.max
 
 
 @dataclass(frozen=True, slots=True)
 class RiskLimits:
-    """The limits a :class:`RiskBook` enforces.
+    """The limits a :class:`RiskBook` enforces, validated on construction.
+
+    Amounts (``capital``, ``max_order_notional``, ``max_capital``) are in price units
+    (quantity x price); they must be finite numbers (int or float) >= 0. Counts and
+    lengths must be ints (not bools).
+
+    Symbols are 1 to ``max_symbol_length`` characters, each printable ASCII other
+    than space (``!`` to ``~``): no control characters, whitespace or non-ASCII, so a
+    symbol prints as itself in logs and reports, and no look-alike spelling of a symbol
+    (full-width, zero-width or confusable Unicode) can open a second position that
+    escapes the first one's limit. Symbols are compared exactly: ``aapl`` is not
+    ``AAPL`` and falls under ``default_max_position``.
 
     Attributes:
-        capital: Capital available for buys at the start, in price units.
-        max_position: Largest absolute position allowed, per symbol.
-        default_max_position: The limit for symbols not in ``max_position``.
+        capital: Capital available for buys at the start; at most ``max_capital``.
+        max_position: Largest absolute position allowed, per symbol; each a valid
+            symbol and an int from 0 to :data:`MAX_POSITION_LIMIT`. Kept as a read-only
+            copy.
+        default_max_position: The limit for symbols not in ``max_position`` (0 to
+            :data:`MAX_POSITION_LIMIT`).
+        max_order_notional: Largest notional (quantity x price, exact) of one order,
+            buy or sell (default :data:`DEFAULT_MAX_ORDER_NOTIONAL`): the fat-finger
+            check.
+        max_capital: Largest available capital the book may hold (default
+            :data:`DEFAULT_MAX_CAPITAL`); a sell whose proceeds would take it higher is
+            rejected. With the position limits it keeps every value the book holds
+            finite.
+        max_symbols: Most symbols the book holds a non-flat position in at once
+            (default :data:`DEFAULT_MAX_SYMBOLS`, at least 1); an order that would open
+            one more is rejected.
+        max_symbol_length: Longest symbol, in characters (default
+            :data:`DEFAULT_MAX_SYMBOL_LENGTH`, at least 1).
+        max_order_id_length: Longest order id, in characters (default
+            :data:`DEFAULT_MAX_ORDER_ID_LENGTH`, at least 1).
+
+    Raises:
+        ValueError: A field is of the wrong type or out of range (NaN, infinite or
+            negative amounts, ``capital`` above ``max_capital``, negative or too large
+            position limits, an invalid symbol in ``max_position``, a bound below 1).
     """
 
     capital: float
     max_position: Mapping[str, int] = field(default_factory=dict)
     default_max_position: int = 1000
+    max_order_notional: float = DEFAULT_MAX_ORDER_NOTIONAL
+    max_capital: float = DEFAULT_MAX_CAPITAL
+    max_symbols: int = DEFAULT_MAX_SYMBOLS
+    max_symbol_length: int = DEFAULT_MAX_SYMBOL_LENGTH
+    max_order_id_length: int = DEFAULT_MAX_ORDER_ID_LENGTH
+
+    def __post_init__(self) -> None:
+        for name in ("capital", "max_order_notional", "max_capital"):
+            _check_amount(name, getattr(self, name))
+        if self.capital > self.max_capital:
+            raise ValueError(
+                f"capital {self.capital!r} is above max_capital {self.max_capital!r}; "
+                "raise max_capital"
+            )
+        for name in ("max_symbols", "max_symbol_length", "max_order_id_length"):
+            _check_count(name, getattr(self, name), 1)
+        _check_position_limit("default_max_position", self.default_max_position)
+        if not isinstance(self.max_position, Mapping):
+            raise ValueError(
+                f"max_position must be a mapping of symbol to limit, got {self.max_position!r}"
+            )
+        limits = dict(self.max_position)
+        for symbol, limit in limits.items():
+            if not isinstance(symbol, str) or _symbol_problem(symbol, self) is not None:
+                raise ValueError(f"max_position has an invalid symbol {symbol!r}")
+            _check_position_limit(f"max_position[{symbol!r}]", limit)
+        object.__setattr__(self, "max_position", MappingProxyType(limits))
 
     def max_position_for(self, symbol: str) -> int:
         """The absolute position limit that applies to ``symbol``."""
         return self.max_position.get(symbol, self.default_max_position)
+
+
+def _check_amount(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (value >= 0 and value <= _FLOAT_MAX):  # written so that NaN fails
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+def _check_count(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _check_position_limit(name: str, value: object) -> None:
+    _check_count(name, value, 0)
+    assert isinstance(value, int)
+    if value > MAX_POSITION_LIMIT:
+        raise ValueError(f"{name} must be at most {MAX_POSITION_LIMIT} (int64), got {value!r}")
+
+
+def _symbol_problem(symbol: str, limits: RiskLimits) -> str | None:
+    if not symbol:
+        return MISSING_SYMBOL
+    if not len(symbol) <= limits.max_symbol_length:
+        return SYMBOL_TOO_LONG
+    if _SYMBOL_CHARACTERS.fullmatch(symbol) is None:
+        return INVALID_SYMBOL
+    return None
 
 
 def signed_quantity(order: Order) -> int:
@@ -82,38 +267,61 @@ def signed_quantity(order: Order) -> int:
 class RiskBook:
     """Positions and capital of one account, and the checks every order must pass.
 
-    An order is checked in this order, and the first failure is the reason given:
+    An order is checked in this order, and the first failure is the reason given (the
+    constants of this module):
 
-    1. it is well formed (id and symbol set, side BUY or SELL, quantity > 0, price finite
-       and > 0), else ``"invalid order: <what>"``;
-    2. ``|position + signed quantity| <= max_position``, else ``"Position limit exceeded"``;
-    3. a buy's ``quantity * price <= available capital``, else ``"Insufficient capital"``.
+    1. it is well formed: id set and at most ``max_order_id_length`` characters, symbol
+       valid (see :class:`RiskLimits`), side BUY or SELL, quantity > 0, price finite
+       and > 0; else a reason starting with :data:`INVALID_ORDER_PREFIX`;
+    2. ``|position + signed quantity| <= max_position``, else
+       :data:`POSITION_LIMIT_EXCEEDED`;
+    3. it opens no position beyond ``max_symbols``, else :data:`SYMBOL_LIMIT_EXCEEDED`;
+    4. ``quantity * price <= max_order_notional``, else :data:`NOTIONAL_LIMIT_EXCEEDED`;
+    5. a buy's ``quantity * price <= available capital``, else
+       :data:`INSUFFICIENT_CAPITAL`; a sell's ``available capital + quantity * price <=
+       max_capital``, else :data:`CAPITAL_LIMIT_EXCEEDED`.
 
-    An approved order is booked: its signed quantity is added to the position, a buy's
-    cost is taken from the available capital and a sell's proceeds are added to it (a
-    cash account). Rejected orders change nothing.
+    Every check is written to fail closed: a value that compares as nothing (a NaN)
+    rejects the order. An approved order is booked: its signed quantity is added to the
+    position, a buy's cost is taken from the available capital and a sell's proceeds
+    are added to it (a cash account). A rejected order changes nothing but the
+    ``rejections`` count.
+
+    Capital is kept exactly, as an integer number of 2**-1074 (the smallest positive
+    float): every product of an int64 quantity and a float price is a whole number of
+    those, so buys and sells add and subtract without rounding and the capital never
+    drifts. Hence, at all times: ``0 <= available capital <= max_capital``, every
+    ``|position| <= max_position_for(symbol)`` (within int64), at most ``max_symbols``
+    non-flat positions, and the state is exactly the sum of the approved orders.
     """
 
     def __init__(self, limits: RiskLimits) -> None:
         """Start flat, with ``limits.capital`` available."""
         self.limits: Final = limits
         self._positions: dict[str, int] = {}
-        self._capital = float(limits.capital)
+        self._capital = _units(limits.capital)
+        self._max_capital: Final = _units(limits.max_capital)
+        self._max_notional: Final = _units(limits.max_order_notional)
         self.approved = 0
         self.rejections: Counter[str] = Counter()
 
     @property
     def available_capital(self) -> float:
-        """Capital still available for buys."""
-        return self._capital
+        """Capital still available for buys: the float nearest the exact amount."""
+        return self._capital / _ONE
+
+    @property
+    def available_capital_exact(self) -> Fraction:
+        """Capital still available for buys, exactly."""
+        return Fraction(self._capital, _ONE)
 
     @property
     def positions(self) -> dict[str, int]:
-        """A copy of the non-flat positions, by symbol."""
-        return {symbol: qty for symbol, qty in sorted(self._positions.items()) if qty}
+        """A copy of the non-flat positions, by symbol (sorted)."""
+        return dict(sorted(self._positions.items()))
 
     def position(self, symbol: str) -> int:
-        """The current signed position in ``symbol`` (0 if never traded)."""
+        """The current signed position in ``symbol`` (0 if never traded or flat)."""
         return self._positions.get(symbol, 0)
 
     def check(self, order: Order) -> str | None:
@@ -121,40 +329,77 @@ class RiskBook:
 
         Pure: nothing is booked.
         """
-        problem = _invalid(order)
-        if problem is not None:
-            return f"invalid order: {problem}"
-        new_position = self.position(order.symbol) + signed_quantity(order)
-        if abs(new_position) > self.limits.max_position_for(order.symbol):
-            return POSITION_LIMIT_EXCEEDED
-        if order.side == SIDE_BUY and order.quantity * order.price > self._capital:
-            return INSUFFICIENT_CAPITAL
-        return None
+        return self._assess(order)[0]
 
     def validate(self, order: Order) -> ValidationResult:
-        """Check ``order``, book it if approved, and return the verdict."""
-        reason = self.check(order)
+        """Check ``order``, book it if approved, and return the verdict.
+
+        The verdict's ``order_id`` is the order's id, also on a rejection.
+        """
+        reason, new_position, notional = self._assess(order)
         if reason is not None:
             self.rejections[reason] += 1
             return ValidationResult(order_id=order.id, approved=False, reason=reason)
-        delta = signed_quantity(order)
-        self._positions[order.symbol] = self.position(order.symbol) + delta
-        self._capital -= delta * order.price
+        if new_position:
+            self._positions[order.symbol] = new_position
+        else:
+            self._positions.pop(order.symbol, None)
+        if order.side == SIDE_BUY:
+            self._capital -= notional
+        else:
+            self._capital += notional
         self.approved += 1
         return ValidationResult(order_id=order.id, approved=True)
 
+    def _assess(self, order: Order) -> tuple[str | None, int, int]:
+        """(reason or None, position after booking, notional in units)."""
+        limits = self.limits
+        problem = _invalid(order, limits)
+        if problem is not None:
+            return problem, 0, 0
+        symbol = order.symbol
+        current = self._positions.get(symbol, 0)
+        new_position = current + signed_quantity(order)
+        if not abs(new_position) <= limits.max_position_for(symbol):
+            return POSITION_LIMIT_EXCEEDED, 0, 0
+        if not current and new_position and not len(self._positions) < limits.max_symbols:
+            return SYMBOL_LIMIT_EXCEEDED, 0, 0
+        notional = order.quantity * _units(order.price)
+        if not notional <= self._max_notional:
+            return NOTIONAL_LIMIT_EXCEEDED, 0, 0
+        if order.side == SIDE_BUY:
+            if not notional <= self._capital:
+                return INSUFFICIENT_CAPITAL, 0, 0
+        elif not self._capital + notional <= self._max_capital:
+            return CAPITAL_LIMIT_EXCEEDED, 0, 0
+        return None, new_position, notional
 
-def _invalid(order: Order) -> str | None:
+
+_UNIT_BITS: Final = 1074
+_ONE: Final = 1 << _UNIT_BITS
+
+
+def _units(value: float) -> int:
+    """``value`` (a finite float or an int) exactly, in units of 2**-1074."""
+    numerator, denominator = value.as_integer_ratio()
+    # A finite float's denominator is a power of two of at most 2**1074 (an int's is 1).
+    return numerator << (_UNIT_BITS - denominator.bit_length() + 1)
+
+
+def _invalid(order: Order, limits: RiskLimits) -> str | None:
     if not order.id:
-        return "missing id"
-    if not order.symbol:
-        return "missing symbol"
+        return MISSING_ID
+    if not len(order.id) <= limits.max_order_id_length:
+        return ORDER_ID_TOO_LONG
+    problem = _symbol_problem(order.symbol, limits)
+    if problem is not None:
+        return problem
     if order.side not in (SIDE_BUY, SIDE_SELL):
-        return "side must be BUY or SELL"
-    if order.quantity <= 0:
-        return "quantity must be positive"
+        return INVALID_SIDE
+    if not order.quantity > 0:
+        return INVALID_QUANTITY
     if not (math.isfinite(order.price) and order.price > 0):
-        return "price must be finite and positive"
+        return INVALID_PRICE
     return None
 
 
