@@ -1,9 +1,9 @@
 """The seed's trading components, written once against transportkit's interfaces.
 
 - Risk validation over REQ/REP: :class:`RiskBook` (with :class:`RiskLimits` and the
-  rejection reasons, which are part of the wire protocol), :func:`serve_risk`,
-  :class:`RiskClient`; and over Lazy Pirate: :func:`risk_handler` and the seed's
-  :class:`ReliableRiskClient`.
+  rejection reasons, which are part of the wire protocol), :func:`serve_risk` (its
+  socket made with :func:`risk_server_options`), :class:`RiskClient`; and over Lazy
+  Pirate: :func:`risk_handler` and the seed's :class:`ReliableRiskClient`.
 - Market data over PUB/SUB: :class:`MarketDataPublisher`, :class:`MarketDataSubscriber`,
   :func:`topic_for`.
 - Orders over PUSH/PULL: :class:`OrderProducer`, :func:`run_order_worker`.
@@ -78,6 +78,8 @@ from transportkit.trading._risk import (
     NOTIONAL_LIMIT_EXCEEDED,
     ORDER_ID_TOO_LONG,
     POSITION_LIMIT_EXCEEDED,
+    REQUEST_TOO_LARGE,
+    RISK_CHECK_FAILED,
     SYMBOL_LIMIT_EXCEEDED,
     SYMBOL_TOO_LONG,
     ReliableRiskClient,
@@ -87,6 +89,7 @@ from transportkit.trading._risk import (
     RiskServerStats,
     judge,
     risk_handler,
+    risk_server_options,
     serve_risk,
     signed_quantity,
     verdict_for,
@@ -113,6 +116,8 @@ __all__ = [
     "NOTIONAL_LIMIT_EXCEEDED",
     "ORDER_ID_TOO_LONG",
     "POSITION_LIMIT_EXCEEDED",
+    "REQUEST_TOO_LARGE",
+    "RISK_CHECK_FAILED",
     "SIDE_BUY",
     "SIDE_SELL",
     "SIDE_UNSPECIFIED",
@@ -147,6 +152,7 @@ __all__ = [
     "encode_market_data",
     "judge",
     "risk_handler",
+    "risk_server_options",
     "run_market_data_example",
     "run_order_pipeline_example",
     "run_order_worker",

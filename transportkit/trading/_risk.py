@@ -30,6 +30,12 @@ from transportkit import (
     SocketOptions,
     Worker,
 )
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    bounded_options,
+    check_message_limit,
+    too_large,
+)
 from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.trading._codec import parse, single_frame
 from transportkit.trading._loop import recv_or_stop
@@ -55,6 +61,8 @@ __all__ = [
     "NOTIONAL_LIMIT_EXCEEDED",
     "ORDER_ID_TOO_LONG",
     "POSITION_LIMIT_EXCEEDED",
+    "REQUEST_TOO_LARGE",
+    "RISK_CHECK_FAILED",
     "SYMBOL_LIMIT_EXCEEDED",
     "SYMBOL_TOO_LONG",
     "ReliableRiskClient",
@@ -64,6 +72,7 @@ __all__ = [
     "RiskServerStats",
     "judge",
     "risk_handler",
+    "risk_server_options",
     "serve_risk",
     "signed_quantity",
     "verdict_for",
@@ -91,6 +100,14 @@ SYMBOL_LIMIT_EXCEEDED: Final = "Symbol limit exceeded"
 
 MALFORMED_ORDER: Final = "malformed order"
 """Rejection reason the server gives to a request that is not one decodable Order."""
+
+REQUEST_TOO_LARGE: Final = "request too large"
+"""Rejection reason the server gives, without decoding it, to a request whose frames
+total more than its ``max_message_bytes``."""
+
+RISK_CHECK_FAILED: Final = "risk check failed"
+"""Rejection reason the server gives when the book raised while judging an order (a
+bug): the order is refused, never approved by default."""
 
 INVALID_ORDER_PREFIX: Final = "invalid order: "
 """The start of every reason for an order that decodes but is not well formed."""
@@ -405,19 +422,33 @@ def _invalid(order: Order, limits: RiskLimits) -> str | None:
 
 @dataclass(slots=True)
 class RiskServerStats:
-    """Counters of a :func:`serve_risk` loop, updated as it runs.
+    """Counters of a :func:`serve_risk` loop (or a :func:`risk_handler`), updated as it
+    runs.
+
+    Every request is answered and counted in ``requests`` and in exactly one of
+    ``approved`` and ``rejected``; ``malformed``, ``over_limit``, ``invalid`` and
+    ``handler_errors`` count kinds of rejection.
 
     Attributes:
-        requests: Requests answered, malformed ones included.
+        requests: Requests answered, bad ones included.
         approved: Orders approved.
-        rejected: Orders rejected (malformed ones included).
-        malformed: Requests that were not one frame decoding as an Order.
+        rejected: Requests rejected, for any reason (the four kinds below included).
+        malformed: Requests that were not one frame decoding as an Order
+            (:data:`MALFORMED_ORDER`).
+        over_limit: Requests larger than ``max_message_bytes``, refused undecoded
+            (:data:`REQUEST_TOO_LARGE`).
+        invalid: Orders that decoded but were not well formed (a reason starting with
+            :data:`INVALID_ORDER_PREFIX`).
+        handler_errors: Orders on which the book raised (:data:`RISK_CHECK_FAILED`).
     """
 
     requests: int = 0
     approved: int = 0
     rejected: int = 0
     malformed: int = 0
+    over_limit: int = 0
+    invalid: int = 0
+    handler_errors: int = 0
 
 
 async def serve_risk(
@@ -427,12 +458,20 @@ async def serve_risk(
     max_requests: int | None = None,
     stop: asyncio.Event | None = None,
     stats: RiskServerStats | None = None,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RiskServerStats:
     """Answer each request on ``worker`` (one Order frame) with one ValidationResult frame.
 
-    A request that is not a single frame decoding as an Order is answered with a
-    rejection whose reason is :data:`MALFORMED_ORDER` (and an empty ``order_id``) and is
-    counted; it never ends the loop.
+    No request ends the loop or makes it raise: each is answered by :func:`judge` (a
+    bad one with a rejection, counted in ``stats``).
+
+    The caller makes ``worker``. For peers it does not trust it should bound what the
+    socket accepts before the bytes reach this loop: make it with
+    ``options=risk_server_options(options, max_message_bytes=...)``, which sets
+    ``maxmsgsize`` to the same figure (over ipc and tcp libzmq then drops a larger frame
+    and the peer's connection), and keep its ``rcvhwm`` bounded (the default 1000, never
+    0). A REP drops a reply to a peer whose pipe is full, so a peer that does not read
+    its replies never stalls the loop.
 
     Args:
         worker: A bound or connected REP socket; it is not closed here.
@@ -440,16 +479,23 @@ async def serve_risk(
         max_requests: Return after answering this many requests (None: no limit).
         stop: Return once this event is set (checked between requests).
         stats: Counters to update as the loop runs (a new object if None).
+        max_message_bytes: A request whose frames total more bytes than this is
+            answered :data:`REQUEST_TOO_LARGE` without being decoded (default 1 MiB,
+            the server patterns' ``DEFAULT_MAX_MESSAGE_BYTES``; None: no limit).
 
     Returns:
         The counters. The loop also returns when ``worker`` is closed.
+
+    Raises:
+        ValueError: ``max_message_bytes`` is not None or an int >= 1.
     """
+    limit = check_message_limit(max_message_bytes)
     stats = RiskServerStats() if stats is None else stats
     while max_requests is None or stats.requests < max_requests:
         request = await recv_or_stop(worker, stop)
         if request is None:
             break
-        result = judge(book, request, stats)
+        result = judge(book, request, stats, max_message_bytes=limit)
         try:
             await worker.send([result.SerializeToString()])
         except ClosedError:
@@ -457,19 +503,48 @@ async def serve_risk(
     return stats
 
 
-def judge(book: RiskBook, request: Message, stats: RiskServerStats) -> ValidationResult:
+def risk_server_options(
+    options: SocketOptions | None = None,
+    *,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+) -> SocketOptions:
+    """The options of a risk server's REP socket: ``options`` (default: transportkit's)
+    with ``maxmsgsize`` set to ``max_message_bytes`` (default 1 MiB), unless ``options``
+    already set one or ``max_message_bytes`` is None.
+
+    Raises:
+        ValueError: ``max_message_bytes`` is not None or an int >= 1.
+    """
+    return bounded_options(options, check_message_limit(max_message_bytes))
+
+
+def judge(
+    book: RiskBook,
+    request: Message,
+    stats: RiskServerStats,
+    *,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+) -> ValidationResult:
     """The verdict on one request (one Order frame), counted in ``stats``.
 
-    A request that is not a single frame decoding as an Order gets a rejection whose
-    reason is :data:`MALFORMED_ORDER`; it is counted, never raised.
+    Never raises because of the request. In the order checked:
+
+    - frames totalling more than ``max_message_bytes`` (None: no limit) are not decoded
+      and get :data:`REQUEST_TOO_LARGE` (``stats.over_limit``);
+    - anything but one frame that decodes as an Order gets :data:`MALFORMED_ORDER`
+      (``stats.malformed``), whatever the protobuf parser raised;
+    - an Order is judged by ``book.validate``; an invalid one is counted in
+      ``stats.invalid``, and if the book raises the order gets
+      :data:`RISK_CHECK_FAILED` (``stats.handler_errors``).
+
+    Rejections of undecoded requests have an empty ``order_id``; the others carry the
+    order's id.
     """
-    try:
-        order = parse(Order, single_frame(request, "order request"), "order request")
-    except ProtocolError:
-        stats.malformed += 1
-        result = ValidationResult(approved=False, reason=MALFORMED_ORDER)
+    if too_large(request, max_message_bytes):
+        stats.over_limit += 1
+        result = ValidationResult(approved=False, reason=REQUEST_TOO_LARGE)
     else:
-        result = book.validate(order)
+        result = _judge_order(book, request, stats)
     stats.requests += 1
     if result.approved:
         stats.approved += 1
@@ -478,21 +553,48 @@ def judge(book: RiskBook, request: Message, stats: RiskServerStats) -> Validatio
     return result
 
 
+def _judge_order(book: RiskBook, request: Message, stats: RiskServerStats) -> ValidationResult:
+    try:
+        order = parse(Order, single_frame(request, "order request"), "order request")
+    except ProtocolError:
+        stats.malformed += 1
+        return ValidationResult(approved=False, reason=MALFORMED_ORDER)
+    try:
+        result = book.validate(order)
+    except Exception:  # a bug in the book must refuse the order, not end the server
+        stats.handler_errors += 1
+        return ValidationResult(order_id=order.id, approved=False, reason=RISK_CHECK_FAILED)
+    if not result.approved and result.reason.startswith(INVALID_ORDER_PREFIX):
+        stats.invalid += 1
+    return result
+
+
 def risk_handler(
-    book: RiskBook, *, service_time: float = 0.0, stats: RiskServerStats | None = None
+    book: RiskBook,
+    *,
+    service_time: float = 0.0,
+    stats: RiskServerStats | None = None,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> Callable[[Message], Awaitable[list[bytes]]]:
     """A request handler for :func:`~transportkit.patterns.serve_lazy_pirate` (or any
     reply loop): judges each request with ``book``, after ``service_time`` seconds.
 
     The Lazy Pirate server echoes the client's sequence frame around it, so a
-    :class:`ReliableRiskClient` can tell this reply from a late one.
+    :class:`ReliableRiskClient` can tell this reply from a late one. The handler never
+    raises because of a request: each is answered by :func:`judge` (bounded by
+    ``max_message_bytes``, default 1 MiB) and counted in ``stats``. Give the server's
+    REP socket :func:`risk_server_options`.
+
+    Raises:
+        ValueError: ``max_message_bytes`` is not None or an int >= 1.
     """
+    limit = check_message_limit(max_message_bytes)
     counters = RiskServerStats() if stats is None else stats
 
     async def handle(request: Message) -> list[bytes]:
         if service_time:
             await asyncio.sleep(service_time)
-        return [judge(book, request, counters).SerializeToString()]
+        return [judge(book, request, counters, max_message_bytes=limit).SerializeToString()]
 
     return handle
 
@@ -511,6 +613,10 @@ class RiskClient:
             order: The order; it is not modified.
             timeout: Seconds to wait for the reply; None uses the socket's ``rcvtimeo``.
 
+        A request larger than the server's ``max_message_bytes`` is rejected with
+        :data:`REQUEST_TOO_LARGE`, or, where the server's socket enforces
+        ``maxmsgsize``, dropped unanswered (a Timeout).
+
         Raises:
             Timeout: No reply in time. The REQ socket is then stuck waiting for that
                 reply; close it and use a new one (the Lazy Pirate pattern does this).
@@ -524,11 +630,21 @@ class RiskClient:
 def verdict_for(order: Order, reply: Message) -> ValidationResult:
     """Decode a risk reply and check that it answers ``order``.
 
+    A rejection the server gave without decoding the request (:data:`REQUEST_TOO_LARGE`
+    or :data:`MALFORMED_ORDER`, with an empty ``order_id``) answers the request just
+    sent, so it is returned as the rejection of ``order``, with ``order``'s id.
+
     Raises:
         ProtocolError: The reply is not one ValidationResult frame, or is for another
             order.
     """
     result = parse(ValidationResult, single_frame(reply, "risk reply"), "risk reply")
+    if (
+        not result.order_id
+        and not result.approved
+        and result.reason in (REQUEST_TOO_LARGE, MALFORMED_ORDER)
+    ):
+        return ValidationResult(order_id=order.id, approved=False, reason=result.reason)
     if result.order_id != order.id:
         raise ProtocolError(f"risk reply is for order {result.order_id!r}, expected {order.id!r}")
     return result
