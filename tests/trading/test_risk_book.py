@@ -498,6 +498,7 @@ def test_limits_hold_after_any_sequence_of_orders(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @settings(max_examples=20_000, deadline=None)
 @given(limits_choices, st.lists(orders, max_size=200))
 def test_limits_hold_after_any_sequence_of_orders_long_run(
