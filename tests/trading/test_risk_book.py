@@ -5,6 +5,7 @@ as pure logic, and the limits it holds under any sequence of orders, extreme one
 from __future__ import annotations
 
 import math
+import pickle
 import sys
 from collections.abc import Mapping
 from fractions import Fraction
@@ -321,6 +322,9 @@ def test_risk_limits_keep_a_read_only_copy_of_the_position_limits() -> None:
     assert limits.max_position_for("AAPL") == 10
     with pytest.raises(TypeError):
         limits.max_position["AAPL"] = 5  # type: ignore[index]
+    assert limits == RiskLimits(capital=1.0, max_position={"AAPL": 10})
+    assert pickle.loads(pickle.dumps(limits)) == limits
+    assert repr(limits.max_position) == "{'AAPL': 10}"
 
 
 def test_risk_limits_accept_their_extremes() -> None:

@@ -15,10 +15,9 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from types import MappingProxyType
 from typing import Final
 
 from transportkit import (
@@ -234,11 +233,34 @@ class RiskLimits:
             if not isinstance(symbol, str) or _symbol_problem(symbol, self) is not None:
                 raise ValueError(f"max_position has an invalid symbol {symbol!r}")
             _check_position_limit(f"max_position[{symbol!r}]", limit)
-        object.__setattr__(self, "max_position", MappingProxyType(limits))
+        object.__setattr__(self, "max_position", _ReadOnlyLimits(limits))
 
     def max_position_for(self, symbol: str) -> int:
         """The absolute position limit that applies to ``symbol``."""
         return self.max_position.get(symbol, self.default_max_position)
+
+
+class _ReadOnlyLimits(Mapping[str, int]):
+    """A read-only copy of the per-symbol position limits (picklable, unlike a
+    ``MappingProxyType``).
+    """
+
+    __slots__ = ("_limits",)
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        self._limits = limits
+
+    def __getitem__(self, symbol: str) -> int:
+        return self._limits[symbol]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._limits)
+
+    def __len__(self) -> int:
+        return len(self._limits)
+
+    def __repr__(self) -> str:
+        return repr(self._limits)
 
 
 def _check_amount(name: str, value: object) -> None:
