@@ -39,6 +39,7 @@ from transportkit.trading import (
     decode_market_data,
     encode_market_data,
     risk_handler,
+    risk_server_options,
     topic_for,
 )
 from transportkit.trading._codec import parse, single_frame
@@ -238,7 +239,7 @@ def _parse_risk_server(t: Table) -> RiskServerParams:
 async def _run_risk_server(net: Network, name: str, p: RiskServerParams, ctx: RunContext) -> None:
     book = RiskBook(RiskLimits(capital=p.capital, default_max_position=p.max_position))
     ctx.objects[name] = book
-    with net.worker(bind=p.bind, options=p.options) as rep:
+    with net.worker(bind=p.bind, options=risk_server_options(p.options)) as rep:
         await serve_lazy_pirate(rep, risk_handler(book, service_time=p.service_us / 1e6))
 
 

@@ -1,7 +1,9 @@
 """The seed's trading components, written once against transportkit's interfaces.
 
-- Risk validation over REQ/REP: :class:`RiskBook`, :func:`serve_risk`, :class:`RiskClient`;
-  and over Lazy Pirate: :func:`risk_handler` and the seed's :class:`ReliableRiskClient`.
+- Risk validation over REQ/REP: :class:`RiskBook` (with :class:`RiskLimits` and the
+  rejection reasons, which are part of the wire protocol), :func:`serve_risk` (its
+  socket made with :func:`risk_server_options`), :class:`RiskClient`; and over Lazy
+  Pirate: :func:`risk_handler` and the seed's :class:`ReliableRiskClient`.
 - Market data over PUB/SUB: :class:`MarketDataPublisher`, :class:`MarketDataSubscriber`,
   :func:`topic_for`.
 - Orders over PUSH/PULL: :class:`OrderProducer`, :func:`run_order_worker`.
@@ -57,9 +59,29 @@ from transportkit.trading._pb.trading_pb2 import (
     ValidationResult,
 )
 from transportkit.trading._risk import (
+    CAPITAL_LIMIT_EXCEEDED,
+    DEFAULT_MAX_CAPITAL,
+    DEFAULT_MAX_ORDER_ID_LENGTH,
+    DEFAULT_MAX_ORDER_NOTIONAL,
+    DEFAULT_MAX_SYMBOL_LENGTH,
+    DEFAULT_MAX_SYMBOLS,
     INSUFFICIENT_CAPITAL,
+    INVALID_ORDER_PREFIX,
+    INVALID_PRICE,
+    INVALID_QUANTITY,
+    INVALID_SIDE,
+    INVALID_SYMBOL,
     MALFORMED_ORDER,
+    MAX_POSITION_LIMIT,
+    MISSING_ID,
+    MISSING_SYMBOL,
+    NOTIONAL_LIMIT_EXCEEDED,
+    ORDER_ID_TOO_LONG,
     POSITION_LIMIT_EXCEEDED,
+    REQUEST_TOO_LARGE,
+    RISK_CHECK_FAILED,
+    SYMBOL_LIMIT_EXCEEDED,
+    SYMBOL_TOO_LONG,
     ReliableRiskClient,
     RiskBook,
     RiskClient,
@@ -67,19 +89,40 @@ from transportkit.trading._risk import (
     RiskServerStats,
     judge,
     risk_handler,
+    risk_server_options,
     serve_risk,
     signed_quantity,
     verdict_for,
 )
 
 __all__ = [
+    "CAPITAL_LIMIT_EXCEEDED",
+    "DEFAULT_MAX_CAPITAL",
+    "DEFAULT_MAX_ORDER_ID_LENGTH",
+    "DEFAULT_MAX_ORDER_NOTIONAL",
+    "DEFAULT_MAX_SYMBOLS",
+    "DEFAULT_MAX_SYMBOL_LENGTH",
     "DEMO_LIMITS",
     "INSUFFICIENT_CAPITAL",
+    "INVALID_ORDER_PREFIX",
+    "INVALID_PRICE",
+    "INVALID_QUANTITY",
+    "INVALID_SIDE",
+    "INVALID_SYMBOL",
     "MALFORMED_ORDER",
+    "MAX_POSITION_LIMIT",
+    "MISSING_ID",
+    "MISSING_SYMBOL",
+    "NOTIONAL_LIMIT_EXCEEDED",
+    "ORDER_ID_TOO_LONG",
     "POSITION_LIMIT_EXCEEDED",
+    "REQUEST_TOO_LARGE",
+    "RISK_CHECK_FAILED",
     "SIDE_BUY",
     "SIDE_SELL",
     "SIDE_UNSPECIFIED",
+    "SYMBOL_LIMIT_EXCEEDED",
+    "SYMBOL_TOO_LONG",
     "TOPIC_PREFIX",
     "WARM_UP_SEQUENCE",
     "Heartbeat",
@@ -109,6 +152,7 @@ __all__ = [
     "encode_market_data",
     "judge",
     "risk_handler",
+    "risk_server_options",
     "run_market_data_example",
     "run_order_pipeline_example",
     "run_order_worker",

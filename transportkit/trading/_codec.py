@@ -29,7 +29,9 @@ def parse(cls: type[M], data: bytes, what: str) -> M:
 
     Raises:
         ProtocolError: The bytes are not a valid encoding of ``cls``; the message names
-            ``what`` was being decoded and protobuf's reason.
+            ``what`` was being decoded and protobuf's reason. Whatever the parser raises
+            on bad bytes becomes this error: the C (upb) parser raises ``DecodeError``,
+            the pure-Python one also ``UnicodeDecodeError`` and others.
     """
     message = cls()
     try:
@@ -37,5 +39,10 @@ def parse(cls: type[M], data: bytes, what: str) -> M:
     except DecodeError as exc:
         raise ProtocolError(
             f"{what} does not decode as {cls.DESCRIPTOR.full_name} ({len(data)} bytes): {exc}"
+        ) from exc
+    except Exception as exc:  # the pure-Python parser's errors on bad bytes vary
+        raise ProtocolError(
+            f"{what} does not decode as {cls.DESCRIPTOR.full_name} ({len(data)} bytes): "
+            f"{type(exc).__name__}: {exc}"
         ) from exc
     return message

@@ -25,6 +25,7 @@ from transportkit import (
     TransportError,
     UnsupportedError,
 )
+from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES
 from transportkit.trading._market_data import (
     MarketDataPublisher,
     MarketDataSubscriber,
@@ -44,6 +45,7 @@ from transportkit.trading._risk import (
     RiskClient,
     RiskLimits,
     RiskServerStats,
+    risk_server_options,
     serve_risk,
 )
 
@@ -332,6 +334,7 @@ async def run_risk_example(
     limits: RiskLimits = DEMO_LIMITS,
     malformed_requests: int = 0,
     timeout: float = 2.0,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RiskSummary:
     """Validate ``orders`` one by one against a risk server.
 
@@ -340,9 +343,15 @@ async def run_risk_example(
     the client network's clock before it is sent. First, ``malformed_requests`` requests
     that do not decode are sent, to show that the server answers and counts them.
 
+    The server's socket is made with :func:`risk_server_options`: a request larger than
+    ``max_message_bytes`` (default 1 MiB; None: no limit) is dropped by the socket
+    where the transport enforces ``maxmsgsize`` (its sender then gets no reply), and
+    refused undecoded by :func:`serve_risk` where it does not (inproc).
+
     Raises:
         Timeout: A reply took longer than ``timeout`` seconds.
         ProtocolError: A reply did not decode.
+        ValueError: ``max_message_bytes`` is not None or an int >= 1.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -352,10 +361,12 @@ async def run_risk_example(
     book = RiskBook(limits)
     server: asyncio.Task[RiskServerStats] | None = None
     try:
-        worker = server_net.worker()
+        worker = server_net.worker(options=risk_server_options(max_message_bytes=max_message_bytes))
         sockets.append(worker)
         resolved = worker.bind(endpoint)
-        server = asyncio.create_task(serve_risk(worker, book, stop=stop, stats=stats))
+        server = asyncio.create_task(
+            serve_risk(worker, book, stop=stop, stats=stats, max_message_bytes=max_message_bytes)
+        )
         requester = client_net.requester(connect=resolved)
         sockets.append(requester)
         for _ in range(malformed_requests):
