@@ -89,9 +89,7 @@ def test_heartbeat_monitor_says_dead_after_timeout_of_silence() -> None:
     assert sim.run(main()) == [True, True, False]
 
 
-def test_a_heartbeat_is_exactly_topic_and_8_byte_stamp_other_heartbeat_traffic_is_malformed() -> (
-    None
-):
+def test_a_heartbeat_is_exactly_topic_and_stamp() -> None:
     sim = Simulation()
 
     async def main() -> None:
