@@ -390,6 +390,13 @@ def test_max_message_bytes_must_be_a_positive_int_or_none() -> None:
         lone_server(sim.node("p"), max_message_bytes=0)
 
 
+@pytest.mark.parametrize("hwm", ["sndhwm", "rcvhwm"])
+def test_an_unlimited_front_end_hwm_is_refused(hwm: str) -> None:
+    sim = Simulation(seed=1)
+    with pytest.raises(ValueError, match="unlimited"):
+        lone_server(sim.node("p"), options=SocketOptions(**{hwm: 0}))
+
+
 # -- zmq: a real crash ---------------------------------------------------------------------
 
 

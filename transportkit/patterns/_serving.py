@@ -1,5 +1,6 @@
-"""What the snapshot servers (Clone, the last-value cache) share: snapshots sent to many
-ROUTER peers side by side, none of them ever waited on by the loop that serves the rest.
+"""Helpers of the server patterns: snapshots sent to many ROUTER peers side by side,
+none of them ever waited on by the loop that serves the rest (Clone, the last-value
+cache), and the refusal of unlimited high-water marks (all of them).
 
 A snapshot is a sequence of messages to one peer. Each one in progress is a task that
 sends with ``try_send`` on a ``router_mandatory`` ROUTER: when the peer is at its

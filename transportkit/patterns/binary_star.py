@@ -70,6 +70,7 @@ from transportkit.patterns._limits import (
     check_message_limit,
     too_large,
 )
+from transportkit.patterns._serving import check_finite_hwm
 
 __all__ = [
     "BStarEvent",
@@ -228,14 +229,15 @@ class BinaryStarServer(Service):
             presumed dead after 2 x heartbeat of silence.
         on_state_change: Called as ``(old, new, event)`` on every change of state.
         options: Options of the front end ROUTER; its ``maxmsgsize`` defaults to
-            ``max_message_bytes`` (which is also the state subscriber's).
+            ``max_message_bytes`` (which is also the state subscriber's); a 0
+            ``sndhwm`` or ``rcvhwm`` is refused.
         max_message_bytes: Largest client request accepted, all frames included
             (default 1 MiB; None: no limit). Larger ones are dropped and counted in
             ``stats.over_limit``.
 
     Raises:
-        ValueError: ``heartbeat`` is not positive, or ``max_message_bytes`` is not
-            None or an int >= 1.
+        ValueError: ``heartbeat`` is not positive, ``max_message_bytes`` is not None
+            or an int >= 1, or a high-water mark of the front end is 0.
         TransportError: Making a socket failed (nothing is left open).
     """
 
@@ -264,9 +266,9 @@ class BinaryStarServer(Service):
         self._on_state_change = on_state_change
         self._task: asyncio.Task[None] | None = None
         self._peer_expiry = -math.inf
-        self._frontend = network.router(
-            bind=frontend, options=bounded_options(options, self.max_message_bytes)
-        )
+        frontend_options = bounded_options(options, self.max_message_bytes)
+        check_finite_hwm(frontend_options, "BinaryStarServer front end", "sndhwm", "rcvhwm")
+        self._frontend = network.router(bind=frontend, options=frontend_options)
         try:
             self._state_pub = network.publisher(bind=state_pub)
             try:
