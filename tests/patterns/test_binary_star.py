@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transportkit import Network, ServiceUnavailableError
+from transportkit import Message, Network, ServiceUnavailableError, SocketOptions
 from transportkit.patterns.binary_star import (
     BinaryStarClient,
     BinaryStarServer,
@@ -281,6 +281,120 @@ def test_a_lone_backup_never_serves() -> None:
     assert pair.replies == []
     assert pair.unavailable == 3
     assert pair.servers["b"].state is S.BACKUP
+
+
+# -- bad input: garbled states, failing handlers, oversized requests ----------------------
+
+
+def lone_server(node: Node, **kwargs: object) -> BinaryStarServer:
+    """A primary whose peer is a plain PUB the test drives (``inproc://peer-state``)."""
+    return BinaryStarServer(
+        node,
+        primary=True,
+        frontend="inproc://front",
+        state_pub="inproc://my-state",
+        state_sub="inproc://peer-state",
+        heartbeat=SIM_HEARTBEAT,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+GARBLED_ACTIVE = [b" 3\n", b"+3", b"0_3", b"03", b"3 ", b"\x003", b"3.0", b"\xd9\xa3", b"5", b""]
+
+
+def test_only_the_exact_state_frames_are_states() -> None:
+    sim = Simulation(seed=1)
+    node = sim.node("p")
+
+    async def main() -> None:
+        with node.publisher(bind="inproc://peer-state") as peer:
+            server = lone_server(node)
+            async with server:
+                await asyncio.sleep(0.05)
+                await peer.send([b"2"])  # the backup: the primary goes active
+                await asyncio.sleep(0.05)
+                assert server.state is S.ACTIVE
+                for garbled in GARBLED_ACTIVE:
+                    await peer.send([garbled])
+                await peer.send([b"3", b"3"])  # two frames
+                await asyncio.sleep(0.05)
+                # int() would have read most of these as 3 (ACTIVE): split brain, stop.
+                assert server.fatal is None and server.state is S.ACTIVE
+                assert server.stats.bad_states == len(GARBLED_ACTIVE) + 1
+                assert server.stats.malformed == server.stats.bad_states
+                await peer.send([b"3"])  # the real thing is still fatal
+                await asyncio.sleep(0.05)
+                assert isinstance(server.fatal, SplitBrainError)
+
+    sim.run(main())
+
+
+def test_a_failing_handler_is_counted_and_the_server_goes_on() -> None:
+    sim = Simulation(seed=1)
+    node = sim.node("p")
+
+    def handler(request: Message) -> object:
+        if request == [b"raise"]:
+            raise RuntimeError("handler bug")
+        return {
+            b"text": "not bytes",
+            b"none": None,
+            b"empty": [],
+            b"frame": b"a single frame, not a message",
+            b"bad-frame": [b"ok", 3],
+        }.get(request[0], request)
+
+    async def main() -> None:
+        server = lone_server(node, handler=handler)
+        async with server:
+            await asyncio.sleep(3 * SIM_HEARTBEAT)  # no peer: the first request activates
+            with node.dealer(connect="inproc://front") as client:
+                for bad in (b"raise", b"text", b"none", b"empty", b"frame", b"bad-frame"):
+                    await client.send([b"", bad])
+                await client.send([b"", b"order-1"])
+                assert await client.recv(timeout=1.0) == [b"", b"order-1"]
+                assert client.try_recv() is None
+            assert server._task is not None and not server._task.done()
+            assert server.stats.handler_errors == 6
+            assert server.stats.served == 1
+
+    sim.run(main())
+
+
+def test_requests_over_max_message_bytes_are_dropped_and_counted() -> None:
+    sim = Simulation(seed=1)
+    node = sim.node("p")
+
+    async def main() -> None:
+        default = lone_server(node)
+        assert default._frontend.options.maxmsgsize == 1 << 20
+        await default.close()
+        # The socket lets big messages in (inproc ignores maxmsgsize in libzmq): the
+        # server's own check drops them.
+        server = lone_server(node, max_message_bytes=100, options=SocketOptions(maxmsgsize=10_000))
+        async with server:
+            await asyncio.sleep(3 * SIM_HEARTBEAT)
+            with node.dealer(connect="inproc://front") as client:
+                await client.send([b"", b"x" * 200])
+                await client.send([b"", b"small"])
+                assert await client.recv(timeout=1.0) == [b"", b"small"]
+            assert server.stats.over_limit == 1
+            assert server.stats.served == 1
+
+    sim.run(main())
+
+
+def test_max_message_bytes_must_be_a_positive_int_or_none() -> None:
+    sim = Simulation(seed=1)
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        lone_server(sim.node("p"), max_message_bytes=0)
+
+
+@pytest.mark.parametrize("hwm", ["sndhwm", "rcvhwm"])
+def test_an_unlimited_front_end_hwm_is_refused(hwm: str) -> None:
+    sim = Simulation(seed=1)
+    with pytest.raises(ValueError, match="unlimited"):
+        lone_server(sim.node("p"), options=SocketOptions(**{hwm: 0}))
 
 
 # -- zmq: a real crash ---------------------------------------------------------------------

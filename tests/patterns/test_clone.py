@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -312,6 +313,420 @@ def test_bad_snapshot_requests_are_counted_and_do_not_stop_the_server() -> None:
     assert cluster.server is not None
     assert cluster.server.stats.bad_requests == 2
     check_cluster(cluster)
+
+
+# -- exact parsing ------------------------------------------------------------------------
+
+SEQ = (7).to_bytes(8, "big")
+
+
+@pytest.mark.parametrize(
+    "props",
+    [
+        b"a=1",  # the last line has no newline
+        b"a=1\nb=2",
+        b"a=1\na=2\n",  # a name twice
+        b"\n",  # an empty line
+        b"=1\n",  # no name
+        b"a=1\n\n",
+    ],
+)
+def test_properties_are_parsed_exactly(props: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        KVMsg.decode([b"k", SEQ, b"", props, b"v"])
+
+
+def test_property_values_may_hold_equals_signs_and_be_empty() -> None:
+    msg = KVMsg.decode([b"k", SEQ, b"", b"a=b=c\nempty=\n", b"v"])
+    assert msg.properties == {"a": "b=c", "empty": ""}
+    assert msg.sequence == 7
+
+
+# -- the client against a hostile server ---------------------------------------------------
+
+
+def hugz(sequence: int, uuid: bytes = b"fake") -> list[bytes]:
+    return KVMsg(HUGZ, sequence, uuid).encode()
+
+
+def kv(key: bytes, sequence: int, body: bytes = b"v", props: bytes = b"") -> list[bytes]:
+    return [key, sequence.to_bytes(8, "big"), b"", props, body]
+
+
+def run_fake_server(
+    snapshot: list[list[bytes]],
+    updates: list[list[bytes]],
+    *,
+    client_kwargs: dict[str, object] | None = None,
+    until: float = 2.0,
+) -> tuple[CloneClient, list[CloneEvent], int]:
+    """A hand-driven CHP server on the sim: its snapshot, then its updates, then HUGZ.
+
+    Returns the client (closed), its events, and how many snapshot requests arrived.
+    """
+    sim = Simulation(seed=1, latency=Constant(1e-3))
+    srv, cli = sim.node("srv"), sim.node("cli")
+    events: list[CloneEvent] = []
+    requests = 0
+    current = 10  # the sequence the HUGZ carry: the snapshot's, then the last update's
+
+    async def main() -> CloneClient:
+        nonlocal requests
+        with srv.router(bind="tcp://*:7602") as router, srv.publisher(bind="tcp://*:7601") as pub:
+            client = CloneClient(
+                cli,
+                snapshot="tcp://srv:7602",
+                updates="tcp://srv:7601",
+                timeout=0.5,
+                on_event=events.append,
+                **client_kwargs or {},  # type: ignore[arg-type]
+            )
+
+            async def serve() -> None:
+                nonlocal requests, current
+                while True:
+                    identity, *_ = await router.recv(timeout=math.inf)
+                    requests += 1
+                    for message in snapshot:
+                        await router.send([identity, *message])
+                    await asyncio.sleep(0.01)
+                    for message in updates:
+                        await pub.send(message)
+                    current = last_sequence(updates)
+
+            async def beat() -> None:
+                while True:
+                    await pub.send(hugz(current))
+                    await asyncio.sleep(0.1)
+
+            tasks = [asyncio.ensure_future(serve()), asyncio.ensure_future(beat())]
+            async with client:
+                await asyncio.sleep(until)
+            for task in tasks:
+                task.cancel()
+            return client
+
+    return sim.run(main()), events, requests
+
+
+def last_sequence(updates: list[list[bytes]]) -> int:
+    """The sequence of the last update with an 8-byte sequence frame, else 10."""
+    sequences = [int.from_bytes(m[1], "big") for m in updates if len(m) == 5 and len(m[1]) == 8]
+    return max([10, *sequences])
+
+
+def test_a_client_ignores_whatever_a_broken_server_sends_and_keeps_the_valid_map() -> None:
+    end = KVMsg(KTHXBAI, 10, b"fake", {"count": "1"}, b"").encode()
+    snapshot = [
+        kv(b"MARKET.A", 3, b"a"),
+        hugz(4),  # reserved keys are not data
+        kv(ICANHAZ, 5),
+        kv(b"", 6),  # nor is an empty key
+        [b"MARKET.X", b"\0" * 8, b"", b""],  # four frames
+        kv(b"MARKET.X", 7, props=b"a=1"),  # no newline
+        kv(b"MARKET.X", 8, props=b"\xff=1\n"),  # not UTF-8
+        end,
+    ]
+    updates = [
+        kv(KTHXBAI, 11),  # a snapshot's end on the update stream
+        kv(b"MARKET.B", 11, b"b"),
+        [b"MARKET.X", b"\0" * 9, b"", b"", b"x"],  # a 9-byte sequence
+        kv(b"MARKET.Y", 12, props=b"p=" + b"x" * 100_000 + b"\n"),  # over 4 KiB of props
+        kv(HUGZ, 12, body=b"not a heartbeat"),
+        kv(b"MARKET.C", 12, b"c"),
+    ]
+    client, events, requests = run_fake_server(snapshot, updates)
+    assert client.state == {b"MARKET.A": b"a", b"MARKET.B": b"b", b"MARKET.C": b"c"}
+    assert client.sequence == 12 and client.synced
+    assert client.stats.gaps == 0 and requests == 1
+    assert client.stats.malformed == 9 == client.stats.bad_messages
+    assert client.stats.over_limit == 1
+    assert [e.kind for e in events].count("over_limit") == 1
+
+
+def test_a_snapshot_end_for_another_subtree_is_a_bad_snapshot() -> None:
+    end = KVMsg(KTHXBAI, 10, b"fake", {"count": "0"}, b"OTHER.").encode()
+    client, _, requests = run_fake_server([end], [], until=1.0)
+    assert not client.synced and client.stats.snapshots == 0
+    assert requests >= 2 and client.stats.malformed >= 2
+
+
+def test_a_client_refuses_a_map_past_max_keys_and_asks_again_after_its_timeout() -> None:
+    snapshot = [kv(b"MARKET.%d" % i, i + 1) for i in range(5)]
+    snapshot.append(KVMsg(KTHXBAI, 10, b"fake", {"count": "5"}, b"").encode())
+    client, events, requests = run_fake_server(
+        snapshot, [], client_kwargs={"max_keys": 4}, until=1.9
+    )
+    assert not client.synced and client.state == {}
+    # One request, then one per timeout (0.5 s) plus the wait for the first message.
+    assert 2 <= requests <= 4
+    assert client.stats.over_limit == requests
+    assert [e.kind for e in events].count("over_limit") == requests
+
+
+def test_a_client_refuses_an_update_that_takes_its_map_past_max_state_bytes() -> None:
+    end = KVMsg(KTHXBAI, 10, b"fake", {"count": "1"}, b"").encode()
+    snapshot = [kv(b"K.A", 1, b"x" * 40), end]
+    updates = [kv(b"K.B", 11, b"y" * 40)]
+    client, _, requests = run_fake_server(
+        snapshot, updates, client_kwargs={"max_state_bytes": 60}, until=0.4
+    )
+    assert client.state == {b"K.A": b"x" * 40}  # the last map that fitted
+    assert client.held_bytes == 43
+    assert not client.synced and client.stats.over_limit == 1 and requests == 1
+
+
+def test_client_messages_over_max_message_bytes_are_dropped() -> None:
+    end = KVMsg(KTHXBAI, 10, b"fake", {"count": "1"}, b"").encode()
+    snapshot = [kv(b"K.A", 1, b"a"), end]
+    updates = [kv(b"K.B", 11, b"b" * 500), kv(b"K.C", 11, b"c")]
+    # The SUB's maxmsgsize lets it in (libzmq does not apply it over inproc, and only
+    # per frame): the client's own check drops it.
+    client, _, _ = run_fake_server(
+        snapshot,
+        updates,
+        client_kwargs={
+            "max_message_bytes": 200,
+            "subscriber_options": SocketOptions(maxmsgsize=10_000),
+        },
+        until=0.4,
+    )
+    assert client.state == {b"K.A": b"a", b"K.C": b"c"}
+    assert client.stats.over_limit == 1
+
+
+def test_client_sockets_get_a_maxmsgsize_by_default() -> None:
+    sim = Simulation()
+    client = CloneClient(sim.node("c"), snapshot="tcp://s:1", updates="tcp://s:2")
+    assert client._sub_options.maxmsgsize == client._dealer_options.maxmsgsize == 1 << 20
+    assert client.max_keys == 1_000_000 and client.max_state_bytes == 1 << 30
+
+
+# -- the server's bounds ------------------------------------------------------------------
+
+
+class SnapshotRig:
+    """A Clone server with ``keys`` keys, peers that never read, and a good client."""
+
+    def __init__(self, keys: int, *, latency: float = 1e-3, **server_kwargs: object) -> None:
+        self.sim = Simulation(seed=5, latency=Constant(latency))
+        self.srv = self.sim.node("srv")
+        self.keys = keys
+        self.server_kwargs = server_kwargs
+        self.server: CloneServer | None = None
+
+    async def start(self) -> CloneServer:
+        kwargs: dict[str, object] = {"snapshot_options": SocketOptions(sndhwm=10)}
+        kwargs.update(self.server_kwargs)
+        server = CloneServer(
+            self.srv,
+            publisher="tcp://*:7701",
+            snapshot="tcp://*:7702",
+            heartbeat=0.1,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        for i in range(self.keys):
+            await server.set(b"MARKET.%04d" % i, b"%d" % i)
+        server.start()
+        self.server = server
+        return server
+
+    async def stuck_peer(self, name: str, request: list[bytes] | None = None) -> None:
+        """A peer that asks for a snapshot and never reads (stays connected)."""
+        dealer = self.sim.node(name).dealer(
+            connect="tcp://srv:7702", options=SocketOptions(rcvhwm=10)
+        )
+        await dealer.send(request or [ICANHAZ, b""])
+
+    def client(self, name: str = "good", **kwargs: object) -> CloneClient:
+        return CloneClient(
+            self.sim.node(name),
+            snapshot="tcp://srv:7702",
+            updates="tcp://srv:7701",
+            timeout=2.0,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+def test_peers_that_never_read_their_snapshot_do_not_delay_a_good_client() -> None:
+    rig = SnapshotRig(200)
+
+    async def main() -> float:
+        server = await rig.start()
+        for i in range(3):
+            await rig.stuck_peer(f"stuck-{i}")
+        await asyncio.sleep(0.05)
+        assert server.snapshots_in_progress == 3  # each at its HWM
+        start = rig.sim.now
+        async with rig.client() as client:
+            await client.wait_for(lambda c: c.synced, 10.0)
+            took = rig.sim.now - start
+            assert client.state == server.values
+        await asyncio.sleep(6.0)  # the stuck ones time out (snapshot_timeout 5 s)
+        assert server.stats.snapshot_failures == 3
+        assert server.stats.snapshots == 1
+        assert server.snapshots_in_progress == 0
+        await server.close()
+        return took
+
+    # Sequential serving made the client wait 3 x 5 s (and time out twice meanwhile).
+    assert rig.sim.run(main(), timeout=60) < 0.5
+
+
+def test_a_snapshot_far_larger_than_the_hwm_reaches_a_slow_client_whole() -> None:
+    rig = SnapshotRig(500, latency=0.02)
+
+    async def main() -> None:
+        server = await rig.start()
+        client = rig.client(subscriber_options=SocketOptions(rcvhwm=5))
+        client._dealer_options = client._dealer_options.replace(rcvhwm=5)
+        async with client:
+            await client.wait_for(lambda c: c.synced, 30.0)
+            assert client.state == server.values
+        assert server.stats.snapshot_failures == 0
+        await server.close()
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_snapshots_past_max_snapshots_wait_and_past_max_pending_are_refused() -> None:
+    rig = SnapshotRig(100, max_snapshots=2, max_pending_snapshots=1)
+
+    async def main() -> None:
+        server = await rig.start()
+        for i in range(5):
+            await rig.stuck_peer(f"stuck-{i}")
+        await asyncio.sleep(0.05)
+        assert (server.snapshots_in_progress, server.snapshots_pending) == (2, 1)
+        assert server.stats.snapshots_refused == server.stats.over_limit == 2
+        await server.close()
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_a_client_gets_one_snapshot_at_a_time() -> None:
+    rig = SnapshotRig(100)
+
+    async def main() -> None:
+        server = await rig.start()
+        dealer = rig.sim.node("twice").dealer(
+            connect="tcp://srv:7702", options=SocketOptions(rcvhwm=10)
+        )
+        await dealer.send([ICANHAZ, b""])
+        await dealer.send([ICANHAZ, b"MARKET."])
+        await asyncio.sleep(0.05)
+        assert server.snapshots_in_progress == 1
+        assert server.stats.snapshots_refused == 1
+        await server.close()
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_a_restart_herd_is_served_from_the_pending_queue_without_retries() -> None:
+    rig = SnapshotRig(50, max_snapshots=2)
+
+    async def main() -> None:
+        server = await rig.start()
+        clients = [rig.client(f"desk-{i}") for i in range(30)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            await client.wait_for(lambda c: c.synced, 1.0)
+        assert server.stats.snapshots == 30 and server.stats.snapshots_refused == 0
+        assert all(c.stats.timeouts == 0 for c in clients)
+        for client in clients:
+            await client.close()
+        await server.close()
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_oversized_requests_and_long_subtrees_are_dropped_and_counted() -> None:
+    rig = SnapshotRig(
+        10, max_message_bytes=1000, snapshot_options=SocketOptions(maxmsgsize=100_000)
+    )
+
+    async def main() -> None:
+        server = await rig.start()
+        assert rig.server is not None
+        with rig.sim.node("big").dealer(connect="tcp://srv:7702") as dealer:
+            await dealer.send([ICANHAZ, b"M" * 1025])  # over max_subtree_bytes (1024)
+            await dealer.send([ICANHAZ, b"", b"x" * 2000])  # over max_message_bytes
+            await asyncio.sleep(0.1)
+            assert dealer.try_recv() is None
+        assert server.stats.over_limit == 2
+        assert server.stats.malformed == 0
+        await server.close()
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_server_sockets_are_bounded_by_default() -> None:
+    sim = Simulation()
+
+    async def main() -> None:
+        server = CloneServer(sim.node("s"), publisher="inproc://p", snapshot="inproc://s")
+        assert server._router.options.maxmsgsize == 1 << 20
+        assert server._router.options.sndhwm > 0 and server._router.options.rcvhwm > 0
+        await server.close()
+        for bad in (
+            {"publisher_options": SocketOptions(sndhwm=0)},
+            {"snapshot_options": SocketOptions(sndhwm=0)},
+            {"snapshot_options": SocketOptions(rcvhwm=0)},
+            {"max_snapshots": 0},
+            {"max_subtree_bytes": 0},
+            {"max_message_bytes": 0},
+        ):
+            with pytest.raises(ValueError):
+                CloneServer(
+                    sim.node("s"),
+                    publisher="inproc://p2",
+                    snapshot="inproc://s2",
+                    **bad,  # type: ignore[arg-type]
+                )
+
+    sim.run(main())
+
+
+def test_zmq_three_peers_that_never_read_do_not_delay_a_good_clients_sync() -> None:
+    async def main(net: ZmqNetwork) -> float:
+        server = CloneServer(
+            net,
+            publisher="inproc://clone-pub",
+            snapshot="inproc://clone-snap",
+            heartbeat=0.05,
+            snapshot_options=SocketOptions(sndhwm=10),
+        )
+        stuck = []
+        async with server:
+            for i in range(300):
+                await server.set(b"MARKET.%04d" % i, b"x" * 100)
+            try:
+                for _ in range(3):
+                    dealer = net.dealer(
+                        connect="inproc://clone-snap", options=SocketOptions(rcvhwm=10)
+                    )
+                    stuck.append(dealer)
+                    await dealer.send([ICANHAZ, b""])
+                await asyncio.sleep(0.1)
+                assert server.snapshots_in_progress == 3
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                client = CloneClient(
+                    net, snapshot="inproc://clone-snap", updates="inproc://clone-pub"
+                )
+                async with client:
+                    await client.wait_for(lambda c: c.synced, 4.0)
+                    took = loop.time() - start
+                    assert client.state == server.values
+            finally:
+                for dealer in stuck:
+                    dealer.close()
+        return took
+
+    with ZmqNetwork(name="clone-stuck") as net:
+        took = asyncio.run(asyncio.wait_for(main(net), 20.0))
+    assert took < 2.0  # sequential serving: 3 x snapshot_timeout (15 s)
 
 
 # -- zmq: a real crash ---------------------------------------------------------------------

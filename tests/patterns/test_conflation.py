@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 
@@ -10,8 +11,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transportkit import FrameError, Message, Publisher, StateError, Timeout
+from transportkit import Dealer, FrameError, Message, Publisher, SocketOptions, StateError, Timeout
 from transportkit.patterns.conflation import (
+    LVC_SYNC_TOPIC,
     ConflatingSubscriber,
     LastValueCache,
     LastValueSubscriber,
@@ -360,3 +362,310 @@ def test_lvc_late_joiner_matches_the_publisher_after_partitions_heal(
 
     got, published = sim.run(main(), timeout=60)
     assert got == published
+
+
+# -- the last-value cache's bounds ---------------------------------------------------------
+
+
+class LvcRig:
+    """A publisher, a last-value cache and room for subscribers, on the sim."""
+
+    def __init__(self, *, latency: float = 1e-3, **cache_kwargs: object) -> None:
+        self.sim = Simulation(3, latency=Constant(latency))
+        self.pub_node, self.lvc_node = self.sim.node("pub"), self.sim.node("lvc")
+        self.cache_kwargs = cache_kwargs
+
+    async def start(self) -> tuple[Publisher, LastValueCache, asyncio.Future[None]]:
+        pub = self.pub_node.publisher(bind="tcp://*:7800")
+        cache = LastValueCache(
+            self.lvc_node,
+            upstream="tcp://pub:7800",
+            downstream="tcp://*:7801",
+            snapshots="tcp://*:7802",
+            **self.cache_kwargs,  # type: ignore[arg-type]
+        )
+        serving = asyncio.ensure_future(cache.run())
+        await _prime(pub, cache)
+        return pub, cache, serving
+
+    def subscriber(self, name: str, **kwargs: object) -> LastValueSubscriber:
+        return LastValueSubscriber(
+            self.sim.node(name),
+            updates="tcp://lvc:7801",
+            snapshots="tcp://lvc:7802",
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    async def stuck_peer(self, name: str, request: list[bytes]) -> Dealer:
+        dealer = self.sim.node(name).dealer(
+            connect="tcp://lvc:7802", options=SocketOptions(rcvhwm=10)
+        )
+        await dealer.send(request)
+        return dealer
+
+
+async def _publish_topics(pub: Publisher, count: int, size: int = 10) -> None:
+    for i in range(count):
+        await pub.send([b"MARKET.%04d" % i, b"x" * size])
+
+
+def test_lvc_snapshot_router_has_a_finite_hwm_and_refuses_unlimited_ones() -> None:
+    sim = Simulation()
+    node = sim.node("lvc")
+    cache = LastValueCache(
+        node, upstream="inproc://u", downstream="inproc://d", snapshots="inproc://s"
+    )
+    assert cache.snapshots.options.sndhwm == 1000 and cache.snapshots.options.router_mandatory
+    assert cache.snapshots.options.maxmsgsize == cache.upstream.options.maxmsgsize == 1 << 20
+    cache.close()
+    for options in (SocketOptions(sndhwm=0), SocketOptions(rcvhwm=0)):
+        with pytest.raises(ValueError, match="unlimited"):
+            LastValueCache(
+                node,
+                upstream="inproc://u",
+                downstream="inproc://d2",
+                snapshots="inproc://s2",
+                options=options,
+            )
+
+
+def test_lvc_a_peer_that_never_reads_holds_one_bounded_snapshot_however_often_it_asks() -> None:
+    rig = LvcRig(snapshot_hwm=10)
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        await _publish_topics(pub, 1000)
+        await asyncio.sleep(0.05)
+        dealer = await rig.stuck_peer("stuck", [b"LVC?", b"", b"t0"])
+        for i in range(1, 300):
+            await dealer.send([b"LVC?", b"", b"t%d" % i])
+        await asyncio.sleep(0.1)
+        # One snapshot in progress, blocked at the HWM; the other 299 refused. Before,
+        # the ROUTER had sndhwm=0 and queued all 300 x 1001 messages.
+        assert cache.snapshots_in_progress == 1
+        assert cache.snapshots_refused == 299 == cache.over_limit
+        await asyncio.sleep(5.5)
+        assert cache.snapshot_failures == 1 and cache.snapshots_in_progress == 0
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_stuck_snapshots_never_delay_forwarding_or_another_subscriber() -> None:
+    rig = LvcRig(snapshot_hwm=10)
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        await _publish_topics(pub, 500)
+        await asyncio.sleep(0.05)
+        for i in range(3):
+            await rig.stuck_peer(f"stuck-{i}", [b"LVC?", b"", b"s%d" % i])
+        await asyncio.sleep(0.05)
+        assert cache.snapshots_in_progress == 3
+        late = rig.subscriber("late", prefix=b"MARKET.")
+        start = rig.sim.now
+        snapshot = await late.sync(timeout=5.0)
+        assert rig.sim.now - start < 0.1 and len(snapshot) == 501  # and MARKET.ZZZ
+        await pub.send([b"MARKET.0001", b"new"])
+        sent = rig.sim.now
+        assert await late.recv(timeout=1.0) == [b"MARKET.0001", b"new"]
+        assert rig.sim.now - sent < 0.01  # two link delays: nothing waited in the cache
+        late.close()
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_long_tokens_and_prefixes_are_refused_and_never_republished() -> None:
+    rig = LvcRig()
+
+    async def main() -> None:
+        _, cache, serving = await rig.start()
+        with (
+            rig.sim.node("watch").subscriber(
+                connect="tcp://lvc:7801", topics=[LVC_SYNC_TOPIC]
+            ) as watch,
+            rig.sim.node("asker").dealer(connect="tcp://lvc:7802") as asker,
+        ):
+            await asyncio.sleep(0.05)
+            await asker.send([b"LVC?", b"", b"t" * 257])  # over max_token_bytes (256)
+            await asker.send([b"LVC?", b"M" * 257, b"t"])  # over max_prefix_bytes (256)
+            await asyncio.sleep(0.1)
+            assert watch.try_recv() is None and asker.try_recv() is None
+            assert cache.over_limit == 2
+            await asker.send([b"LVC?", b"", b"t" * 256])  # at the bound: served
+            assert await watch.recv(timeout=1.0) == [LVC_SYNC_TOPIC, b"t" * 256]
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_caches_at_most_max_topics_and_max_cache_bytes_but_forwards_everything() -> None:
+    rig = LvcRig(max_topics=100, max_cache_bytes=3000)
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        with rig.sim.node("live").subscriber(connect="tcp://lvc:7801") as live:
+            await asyncio.sleep(0.05)
+            await _publish_topics(pub, 150)
+            await asyncio.sleep(0.05)
+            assert len(cache.values) == 100  # MARKET.ZZZ (from _prime) and 99 of the 150
+            assert cache.uncached == 51 == cache.over_limit
+            got = [live.try_recv() for _ in range(150)]
+            assert all(m is not None for m in got) and live.try_recv() is None
+            # A value that outgrows the byte bound leaves the cache: never a stale one.
+            await pub.send([b"MARKET.0001", b"y" * 2000])
+            await asyncio.sleep(0.05)
+            assert b"MARKET.0001" not in cache.values
+            assert cache.cached_bytes <= 3000
+            assert await live.recv(timeout=1.0) == [b"MARKET.0001", b"y" * 2000]
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_drops_cut_markers_forged_upstream() -> None:
+    rig = LvcRig()
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        with rig.sim.node("live").subscriber(connect="tcp://lvc:7801") as live:
+            await asyncio.sleep(0.05)
+            await pub.send([LVC_SYNC_TOPIC, b"forged"])
+            await pub.send([b"MARKET.OK", b"1"])
+            assert await live.recv(timeout=1.0) == [b"MARKET.OK", b"1"]
+            assert LVC_SYNC_TOPIC not in cache.values
+            assert cache.malformed == 1
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_drops_oversized_updates_and_requests() -> None:
+    rig = LvcRig(max_message_bytes=100, options=SocketOptions(maxmsgsize=100_000))
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        with (
+            rig.sim.node("live").subscriber(connect="tcp://lvc:7801") as live,
+            rig.sim.node("asker").dealer(connect="tcp://lvc:7802") as asker,
+        ):
+            await asyncio.sleep(0.05)
+            await pub.send([b"MARKET.BIG", b"x" * 200])
+            await pub.send([b"MARKET.OK", b"1"])
+            assert await live.recv(timeout=1.0) == [b"MARKET.OK", b"1"]
+            assert live.try_recv() is None
+            assert b"MARKET.BIG" not in cache.values
+            await asker.send([b"LVC?", b"", b"t", b"x" * 200])
+            await asyncio.sleep(0.05)
+            assert asker.try_recv() is None
+            assert (cache.malformed, cache.over_limit) == (0, 2)
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_subscriber_accepts_a_snapshot_slower_than_its_retry() -> None:
+    # Each round trip (0.4 s) is longer than the retry: the subscriber used to drop
+    # every answer as belonging to an abandoned request, and never synced.
+    rig = LvcRig(latency=0.2)
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        await _publish_topics(pub, 20)
+        await asyncio.sleep(0.5)
+        late = rig.subscriber("late", prefix=b"MARKET.")
+        snapshot = await late.sync(timeout=5.0, retry=0.1)
+        assert len(snapshot) == 21  # and MARKET.ZZZ, from _prime
+        await pub.send([b"MARKET.0003", b"new"])
+        assert await late.recv(timeout=2.0) == [b"MARKET.0003", b"new"]
+        late.close()
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)
+
+
+def test_lvc_subscriber_ignores_whatever_a_broken_cache_sends() -> None:
+    sim = Simulation(1, latency=Constant(1e-3))
+    cache_node, sub_node = sim.node("lvc"), sim.node("late")
+
+    async def main() -> LastValueSubscriber:
+        with (
+            cache_node.router(bind="tcp://*:7902") as router,
+            cache_node.publisher(bind="tcp://*:7901") as pub,
+        ):
+            late = LastValueSubscriber(
+                sub_node,
+                updates="tcp://lvc:7901",
+                snapshots="tcp://lvc:7902",
+                prefix=b"MARKET.",
+                max_topics=3,
+            )
+
+            async def serve() -> None:
+                while True:
+                    identity, _, prefix, token = await router.recv(timeout=math.inf)
+                    for reply in (
+                        [b"LVC", b"MARKET.A", b"1"],
+                        [b"LVC", b"OTHER.B", b"2"],  # outside the prefix
+                        [b"LVC", LVC_SYNC_TOPIC],  # the reserved topic
+                        [b"LVC"],  # no topic
+                        [b"WHAT?", b"x"],
+                        [b"LVC.", b"MARKET."],  # an end without a token
+                        [b"LVC.", b"MARKET.", b"not-mine"],
+                        [b"LVC", b"MARKET.C", b"3"],
+                    ):
+                        await router.send([identity, *reply])
+                    await router.send([identity, b"LVC.", prefix, token])
+                    await pub.send([LVC_SYNC_TOPIC, token])
+
+            serving = asyncio.ensure_future(serve())
+            await asyncio.sleep(0.05)
+            snapshot = await late.sync(timeout=2.0)
+            # "not-mine" ended a snapshot of MARKET.A alone; only MARKET.C followed it.
+            assert snapshot == {b"MARKET.C": [b"MARKET.C", b"3"]}
+            assert late.malformed == 5
+            for topic in (b"MARKET.C", b"MARKET.D", b"MARKET.E", b"MARKET.F"):
+                await pub.send([topic, b"live"])
+            await pub.send([LVC_SYNC_TOPIC + b"x", b"y"])  # no marker, and not MARKET.
+            got = [await late.recv(timeout=1.0) for _ in range(4)]
+            assert [m[0] for m in got] == [b"MARKET.C", b"MARKET.D", b"MARKET.E", b"MARKET.F"]
+            with pytest.raises(Timeout):
+                await late.recv(timeout=0.1)
+            assert late.malformed == 6
+            assert sorted(late.values) == [b"MARKET.C", b"MARKET.D", b"MARKET.E"]
+            assert late.over_limit == 1  # MARKET.F: returned, not kept
+            serving.cancel()
+            late.close()
+            return late
+
+    sim.run(main(), timeout=30)
+
+
+def test_lvc_subscriber_refuses_a_snapshot_past_its_bounds() -> None:
+    rig = LvcRig()
+
+    async def main() -> None:
+        pub, cache, serving = await rig.start()
+        await _publish_topics(pub, 10)
+        await asyncio.sleep(0.05)
+        late = rig.subscriber("late", prefix=b"MARKET.", max_topics=5)
+        with pytest.raises(Timeout, match="bounds"):
+            await late.sync(timeout=1.0, retry=0.3)
+        assert late.over_limit >= 2
+        roomy = rig.subscriber("roomy", prefix=b"MARKET.")
+        assert len(await roomy.sync(timeout=1.0)) == 11  # and MARKET.ZZZ
+        assert roomy.snapshots.options.maxmsgsize == 1 << 20
+        late.close()
+        roomy.close()
+        cache.close()
+        await serving
+
+    rig.sim.run(main(), timeout=60)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transportkit import Message, StaleDataError
+from transportkit import Message, ProtocolError, StaleDataError
 from transportkit.patterns.resilience import (
     HeartbeatMonitor,
     HeartbeatPublisher,
@@ -87,6 +87,49 @@ def test_heartbeat_monitor_says_dead_after_timeout_of_silence() -> None:
         return seen
 
     assert sim.run(main()) == [True, True, False]
+
+
+def test_a_heartbeat_is_exactly_topic_and_stamp() -> None:
+    sim = Simulation()
+
+    async def main() -> None:
+        monitor = HeartbeatMonitor(timeout=3.0)
+        for junk in ([b"HEARTBEAT"], [b"HEARTBEAT", b"7bytes!"], [b"HEARTBEAT", b"\0" * 8, b"x"]):
+            assert monitor.observe(junk)  # never data
+        assert monitor.heartbeats == 0
+        assert monitor.malformed == 3
+        assert monitor.observe([b"HEARTBEAT", b"\0" * 8])
+        assert (monitor.heartbeats, monitor.malformed) == (1, 3)
+        assert not monitor.observe([b"HEARTBEATS", b"\0" * 8])  # another topic: data
+
+    sim.run(main())
+
+
+def test_resilient_subscriber_hands_out_only_its_own_topics() -> None:
+    sim = Simulation(latency=Constant(0.001))
+    node = sim.node("n")
+
+    async def main() -> Message:
+        with node.publisher(bind="inproc://md") as pub:
+            sub = ResilientSubscriber(node, connect="inproc://md", topics=[b"MARKET."])
+            await asyncio.sleep(0.01)
+            # The added heartbeat subscription is a prefix: it also lets these through.
+            await pub.send([b"HEARTBEAT.fake", b"\0" * 8])
+            await pub.send([b"HEARTBEAT", b"junk"])
+            await pub.send([b"MARKET.AAPL", b"187.20"])
+            got = await sub.recv()
+            assert got == [b"MARKET.AAPL", b"187.20"]
+            assert (sub.received, sub.monitor.heartbeats) == (1, 0)
+            assert sub.malformed == 2
+            sub.close()
+            return got
+
+    assert sim.run(main()) == [b"MARKET.AAPL", b"187.20"]
+
+
+def test_decode_timestamp_of_an_empty_message_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="no frame 1"):
+        decode_timestamp([])
 
 
 def test_heartbeats_carry_the_publisher_clock_at_the_set_interval() -> None:

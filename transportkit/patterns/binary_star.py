@@ -28,8 +28,16 @@ hear each other, can still make both active; the fatal-error check then stops th
 active server as soon as the peers hear each other again.
 
 Wire format: each state message is one frame, the state's number in ASCII decimal
-(``b"1"`` PRIMARY, ``b"2"`` BACKUP, ``b"3"`` ACTIVE, ``b"4"`` PASSIVE). Clients speak
-plain REQ/REP to the servers' ROUTER front ends.
+(``b"1"`` PRIMARY, ``b"2"`` BACKUP, ``b"3"`` ACTIVE, ``b"4"`` PASSIVE). Those four frames
+are the only states: anything else (``b" 3"``, ``b"+3"``, ``b"03"``, two frames) is
+counted as malformed and ignored, so a garbled message can never pass for ACTIVE and
+stop an active server. Clients speak plain REQ/REP to the servers' ROUTER front ends.
+
+Bounds (see :mod:`transportkit.patterns._limits`): a client request larger than
+``max_message_bytes`` (default 1 MiB, also the front end's ``maxmsgsize``) is dropped
+and counted; a handler that raises or returns something that is not a message is
+counted and its request dropped (the client times out and fails over or retries); the
+server goes on in every case.
 """
 
 from __future__ import annotations
@@ -45,15 +53,24 @@ from typing import TypeAlias
 
 from transportkit._closing import Closeable, Service
 from transportkit._errors import (
+    BrokenPeerError,
     ClosedError,
     ProtocolError,
     ServiceUnavailableError,
     Timeout,
+    WouldBlock,
 )
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
-from transportkit._socket import Frame, Message, Requester
+from transportkit._socket import Frame, Message, Requester, check_frames
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    bounded_options,
+    check_message_limit,
+    too_large,
+)
+from transportkit.patterns._serving import check_finite_hwm
 
 __all__ = [
     "BStarEvent",
@@ -88,6 +105,21 @@ class BStarEvent(enum.IntEnum):
     PEER_ACTIVE = 3
     PEER_PASSIVE = 4
     CLIENT_REQUEST = 5
+
+
+_PEER_EVENTS = {str(int(state)).encode(): BStarEvent(int(state)) for state in BStarState}
+"""The exact wire frame of each state, and the peer event it is."""
+
+
+def _parse_state(frames: Sequence[bytes]) -> BStarEvent | None:
+    """The peer event a state message reports, or None if it is not one.
+
+    Exactly one frame, exactly ``b"1"``, ``b"2"``, ``b"3"`` or ``b"4"``: no sign, no
+    padding, no leading zero, no other number.
+    """
+    if len(frames) != 1:
+        return None
+    return _PEER_EVENTS.get(bytes(frames[0]))
 
 
 class SplitBrainError(ProtocolError):
@@ -147,9 +179,17 @@ class BinaryStarServerStats:
         served: Client requests answered.
         refused: Client requests dropped because this server may not serve.
         bad_requests: Malformed client envelopes ignored.
-        bad_states: Malformed state messages from the peer ignored.
+        bad_states: Malformed state messages from the peer ignored (anything but one
+            frame ``b"1"`` to ``b"4"``).
         heartbeats: State messages published.
         failovers: Times this server became ACTIVE after having been PASSIVE.
+        malformed: Messages that followed no protocol, dropped: ``bad_requests`` plus
+            ``bad_states``.
+        over_limit: Client requests dropped for being larger than ``max_message_bytes``.
+        handler_errors: Requests dropped because the handler raised or returned
+            something that is not a message.
+        unsent: Replies that could not be sent (the client had gone, or a
+            ``router_mandatory`` front end had it at its high-water mark).
     """
 
     served: int = 0
@@ -158,6 +198,10 @@ class BinaryStarServerStats:
     bad_states: int = 0
     heartbeats: int = 0
     failovers: int = 0
+    malformed: int = 0
+    over_limit: int = 0
+    handler_errors: int = 0
+    unsent: int = 0
 
 
 async def _echo(request: Message) -> Sequence[Frame]:
@@ -177,11 +221,24 @@ class BinaryStarServer(Service):
         frontend: Endpoint(s) the client-facing ROUTER binds.
         state_pub: Endpoint(s) this server publishes its state on.
         state_sub: The peer's state endpoint (connected).
-        handler: Turns a request into a reply (default: echo).
+        handler: Turns a request into a reply (default: echo). If it raises
+            (:class:`Exception`) or returns something that is not a non-empty sequence
+            of bytes-like frames, the request is dropped and counted in
+            ``stats.handler_errors``; the server goes on.
         heartbeat: Seconds between state messages (the Guide's 1 s); the peer is
             presumed dead after 2 x heartbeat of silence.
         on_state_change: Called as ``(old, new, event)`` on every change of state.
-        options: Options of the front end ROUTER.
+        options: Options of the front end ROUTER; its ``maxmsgsize`` defaults to
+            ``max_message_bytes`` (which is also the state subscriber's); a 0
+            ``sndhwm`` or ``rcvhwm`` is refused.
+        max_message_bytes: Largest client request accepted, all frames included
+            (default 1 MiB; None: no limit). Larger ones are dropped and counted in
+            ``stats.over_limit``.
+
+    Raises:
+        ValueError: ``heartbeat`` is not positive, ``max_message_bytes`` is not None
+            or an int >= 1, or a high-water mark of the front end is 0.
+        TransportError: Making a socket failed (nothing is left open).
     """
 
     def __init__(
@@ -196,9 +253,11 @@ class BinaryStarServer(Service):
         heartbeat: float = 1.0,
         on_state_change: Callable[[BStarState, BStarState, BStarEvent], None] | None = None,
         options: SocketOptions | None = None,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0 seconds, got {heartbeat!r}")
+        self.max_message_bytes = check_message_limit(max_message_bytes)
         self.heartbeat = heartbeat
         self.state = BStarState.PRIMARY if primary else BStarState.BACKUP
         self.stats = BinaryStarServerStats()
@@ -207,11 +266,15 @@ class BinaryStarServer(Service):
         self._on_state_change = on_state_change
         self._task: asyncio.Task[None] | None = None
         self._peer_expiry = -math.inf
-        self._frontend = network.router(bind=frontend, options=options)
+        frontend_options = bounded_options(options, self.max_message_bytes)
+        check_finite_hwm(frontend_options, "BinaryStarServer front end", "sndhwm", "rcvhwm")
+        self._frontend = network.router(bind=frontend, options=frontend_options)
         try:
             self._state_pub = network.publisher(bind=state_pub)
             try:
-                self._state_sub = network.subscriber(connect=state_sub)
+                self._state_sub = network.subscriber(
+                    connect=state_sub, options=bounded_options(None, self.max_message_bytes)
+                )
             except BaseException:
                 self._state_pub.close()
                 raise
@@ -266,12 +329,10 @@ class BinaryStarServer(Service):
         msg = self._state_sub.try_recv()
         if msg is None:
             return
-        try:
-            event = BStarEvent(int(msg[0])) if len(msg) == 1 else None
-        except ValueError:
-            event = None
-        if event is None or event is BStarEvent.CLIENT_REQUEST:
+        event = _parse_state(msg)
+        if event is None:
             self.stats.bad_states += 1
+            self.stats.malformed += 1
             return
         self._peer_expiry = asyncio.get_running_loop().time() + 2 * self.heartbeat
         await self._fire(event)
@@ -280,17 +341,38 @@ class BinaryStarServer(Service):
         msg = self._frontend.try_recv()
         if msg is None:
             return
+        if too_large(msg[1:], self.max_message_bytes):
+            self.stats.over_limit += 1
+            return
         if len(msg) < 3 or msg[1] != b"":
             self.stats.bad_requests += 1
+            self.stats.malformed += 1
             return
         if not await self._fire(BStarEvent.CLIENT_REQUEST):
             self.stats.refused += 1
             return
-        reply = self._handler(msg[2:])
-        if inspect.isawaitable(reply):
-            reply = await reply
-        await self._frontend.send([msg[0], b"", *reply])
+        reply = await self._call_handler(msg[2:])
+        if reply is None:
+            self.stats.handler_errors += 1
+            return
+        try:
+            # A ROUTER never waits (it drops at a peer's HWM) unless router_mandatory
+            # is set; then a full or vanished client must not hold up the others.
+            self._frontend.try_send([msg[0], b"", *reply])
+        except (BrokenPeerError, WouldBlock):
+            self.stats.unsent += 1
+            return
         self.stats.served += 1
+
+    async def _call_handler(self, request: Message) -> Sequence[Frame] | None:
+        """The handler's reply, or None if it raised or returned a non-message."""
+        try:
+            reply = self._handler(request)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            return check_frames(reply)  # FrameError: not a message
+        except Exception:  # an application bug must not end the server
+            return None
 
     async def _fire(self, event: BStarEvent) -> bool:
         expired = asyncio.get_running_loop().time() >= self._peer_expiry

@@ -17,22 +17,28 @@ Why the last-value cache is built this way:
     XPUB (subscriptions are invisible to a publisher), so the cache answers snapshot
     requests instead, the way the Guide's Clone pattern does: a ROUTER serves
     ``[b"LVC?", prefix, token]`` with one ``[b"LVC", topic, *frames]`` per cached topic
-    matching ``prefix`` and a final ``[b"LVC.", prefix, token]``. At the same instant it
-    publishes ``[LVC_SYNC_TOPIC, token]`` on its downstream PUB. Because one task serves
-    both sockets and a PUB pipe is FIFO, that marker is the exact cut in the update
+    matching ``prefix`` and a final ``[b"LVC.", prefix, token]``. At the instant it
+    takes the snapshot (the cached values, by reference) it publishes
+    ``[LVC_SYNC_TOPIC, token]`` on its downstream PUB, with no update forwarded in
+    between. Because a PUB pipe is FIFO, that marker is the exact cut in the update
     stream: live updates before it are already in the snapshot, updates after it are
-    newer. The subscriber discards what precedes its marker, so it needs no sequence
-    numbers and the data messages pass through unchanged (plain SUBs can use the cache's
-    PUB too). If the marker does not arrive, the subscription had not yet reached the
-    cache (the slow joiner) and the subscriber asks again.
+    newer, however long the snapshot then takes to reach its subscriber (snapshots are
+    sent by their own tasks, so that forwarding never waits for one). The subscriber
+    discards what precedes its marker, so it needs no sequence numbers and the data
+    messages pass through unchanged (plain SUBs can use the cache's PUB too). If the
+    marker does not arrive, the subscription had not yet reached the cache (the slow
+    joiner) and the subscriber asks again.
+
+What the cache holds, and for whom, is bounded: see :class:`LastValueCache`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Final
 
@@ -48,8 +54,24 @@ from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
 from transportkit._socket import Dealer, Message, Publisher, Router, Subscriber
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    bounded_options,
+    check_bound,
+    check_message_limit,
+    message_bytes,
+    too_large,
+)
+from transportkit.patterns._serving import SnapshotSender, check_finite_hwm
 
 __all__ = [
+    "DEFAULT_LVC_MAX_CACHE_BYTES",
+    "DEFAULT_LVC_MAX_PENDING_SNAPSHOTS",
+    "DEFAULT_LVC_MAX_PREFIX_BYTES",
+    "DEFAULT_LVC_MAX_SNAPSHOTS",
+    "DEFAULT_LVC_MAX_TOKEN_BYTES",
+    "DEFAULT_LVC_MAX_TOPICS",
+    "DEFAULT_LVC_SNAPSHOT_HWM",
     "LVC_SYNC_TOPIC",
     "SNAPSHOT_END",
     "SNAPSHOT_REQUEST",
@@ -264,6 +286,56 @@ def conflated_subscriber(
     return ConflatedSubscriber(socket, topic)
 
 
+DEFAULT_LVC_SNAPSHOT_HWM: Final = 1000
+"""The high-water mark of a :class:`LastValueCache`'s snapshot ROUTER by default."""
+DEFAULT_LVC_MAX_SNAPSHOTS: Final = 16
+"""Snapshots a :class:`LastValueCache` sends at once by default."""
+DEFAULT_LVC_MAX_PENDING_SNAPSHOTS: Final = 256
+"""Snapshot requests a :class:`LastValueCache` keeps waiting by default."""
+DEFAULT_LVC_MAX_PREFIX_BYTES: Final = 256
+"""The longest prefix a snapshot request may carry by default."""
+DEFAULT_LVC_MAX_TOKEN_BYTES: Final = 256
+"""The longest token a snapshot request may carry by default (it is republished to every
+downstream subscriber in the cut marker)."""
+DEFAULT_LVC_MAX_TOPICS: Final = 100_000
+"""Topics a last-value cache, or a :class:`LastValueSubscriber`, holds by default."""
+DEFAULT_LVC_MAX_CACHE_BYTES: Final = 1 << 28
+"""Bytes of messages (all frames) a last-value cache, or a subscriber, holds by default."""
+
+_BATCH: Final = 256
+"""Messages the cache takes from one socket before it looks at the other."""
+
+
+class _BoundedValues:
+    """Newest message per topic, within a count and a byte bound.
+
+    A message that does not fit is not kept, and the topic's older message is dropped
+    with it: a view may lack a topic, never hold a stale value for it.
+    """
+
+    __slots__ = ("max_bytes", "max_topics", "nbytes", "values")
+
+    def __init__(self, max_topics: int, max_bytes: int) -> None:
+        self.max_topics = max_topics
+        self.max_bytes = max_bytes
+        self.values: dict[bytes, Message] = {}
+        self.nbytes = 0
+
+    def put(self, topic: bytes, message: Message) -> bool:
+        """Keep ``message`` as ``topic``'s newest; False (topic dropped) if it does not fit."""
+        old = self.values.get(topic)
+        old_size = 0 if old is None else message_bytes(old)
+        size = self.nbytes - old_size + message_bytes(message)
+        if (old is None and len(self.values) >= self.max_topics) or size > self.max_bytes:
+            if old is not None:
+                del self.values[topic]
+                self.nbytes -= old_size
+            return False
+        self.values[topic] = message
+        self.nbytes = size
+        return True
+
+
 class LastValueCache(Closeable):
     """A last-value cache between a publisher and its subscribers (the Guide's lvcache).
 
@@ -272,13 +344,43 @@ class LastValueCache(Closeable):
     protocol and the reasons are in the module docstring). Malformed requests are
     counted and ignored; they never stop the cache.
 
+    Bounds (see :mod:`transportkit.patterns._limits`):
+
+    - Snapshots are sent side by side, each in its own task at its subscriber's pace,
+      from a ROUTER with a finite high-water mark (``snapshot_hwm``): a subscriber that
+      reads slowly or not at all delays neither the others nor the forwarding of
+      updates, and is given up on after ``snapshot_timeout`` seconds without progress.
+      At most ``max_snapshots`` are in progress and ``max_pending_snapshots`` wait, one
+      per subscriber; past that a request is refused and counted (the subscriber asks
+      again after its ``retry``).
+    - A request's prefix and token are at most ``max_prefix_bytes`` and
+      ``max_token_bytes`` (the token is republished to every downstream subscriber).
+    - Every message received, upstream or on the ROUTER, is at most
+      ``max_message_bytes`` (also both sockets' ``maxmsgsize``); larger ones are
+      dropped and counted, and never forwarded.
+    - The cache holds at most ``max_topics`` topics and ``max_cache_bytes`` bytes. The
+      upstream publisher may be trusted, but a topic explosion must not grow memory
+      without bound: an update that does not fit is still forwarded, but not cached,
+      and its topic's older value is dropped from the cache (a late joiner then lacks
+      the topic rather than getting a stale value); counted in :attr:`uncached`.
+
     Attributes:
         upstream: SUB connected to the publisher(s).
         downstream: PUB the subscribers connect to.
         snapshots: ROUTER answering ``[b"LVC?", prefix, token]``.
         forwarded: Updates received upstream and forwarded.
-        snapshots_served: Snapshot requests answered.
-        malformed: Requests ignored because they did not follow the protocol.
+        snapshots_served: Snapshots sent whole.
+        snapshot_failures: Snapshots abandoned (the subscriber vanished, or stayed at
+            its high-water mark for ``snapshot_timeout``).
+        malformed: Messages that followed no protocol, dropped: requests that are not
+            ``[b"LVC?", prefix, token]``, and upstream messages on the reserved
+            :data:`LVC_SYNC_TOPIC`.
+        over_limit: Messages and snapshots refused by a bound: too large, a prefix or
+            token too long, ``snapshots_refused``, ``uncached``.
+        snapshots_refused: Requests refused because ``max_snapshots`` were in progress
+            and ``max_pending_snapshots`` waiting, or the subscriber had one already.
+        uncached: Updates forwarded but not cached (past ``max_topics`` or
+            ``max_cache_bytes``).
     """
 
     def __init__(
@@ -290,6 +392,15 @@ class LastValueCache(Closeable):
         snapshots: str | Iterable[str],
         topics: Iterable[bytes] = (b"",),
         options: SocketOptions | None = None,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        snapshot_hwm: int = DEFAULT_LVC_SNAPSHOT_HWM,
+        snapshot_timeout: float = 5.0,
+        max_snapshots: int = DEFAULT_LVC_MAX_SNAPSHOTS,
+        max_pending_snapshots: int = DEFAULT_LVC_MAX_PENDING_SNAPSHOTS,
+        max_prefix_bytes: int = DEFAULT_LVC_MAX_PREFIX_BYTES,
+        max_token_bytes: int = DEFAULT_LVC_MAX_TOKEN_BYTES,
+        max_topics: int = DEFAULT_LVC_MAX_TOPICS,
+        max_cache_bytes: int = DEFAULT_LVC_MAX_CACHE_BYTES,
     ) -> None:
         """Bind ``downstream`` and ``snapshots``, connect ``upstream``.
 
@@ -299,22 +410,60 @@ class LastValueCache(Closeable):
             downstream: Endpoint(s) to bind the forwarding PUB on.
             snapshots: Endpoint(s) to bind the snapshot ROUTER on.
             topics: Upstream subscription prefixes (default: everything).
-            options: Options for all three sockets; the ROUTER's ``sndhwm`` is made
-                unlimited so that a large snapshot is never cut.
+            options: Options for all three sockets (``sndhwm`` and ``rcvhwm`` must not
+                be 0: peers fill them); the ROUTER's ``sndhwm`` is ``snapshot_hwm`` and
+                its ``router_mandatory`` is forced on, and ``maxmsgsize`` defaults to
+                ``max_message_bytes`` on the SUB and the ROUTER.
+            max_message_bytes: Largest message accepted, all frames included (default
+                1 MiB; None: no limit).
+            snapshot_hwm: The ROUTER's ``sndhwm`` (default 1000): what a subscriber
+                that does not read can make the cache hold, in messages.
+            snapshot_timeout: Seconds a snapshot may wait on a subscriber at its
+                high-water mark before it is abandoned (default 5).
+            max_snapshots: Snapshots in progress at once (default 16).
+            max_pending_snapshots: Requests kept waiting while ``max_snapshots`` are in
+                progress (default 256).
+            max_prefix_bytes: Longest prefix in a request (default 256).
+            max_token_bytes: Longest token in a request (default 256).
+            max_topics: Most topics cached (default 100,000).
+            max_cache_bytes: Most bytes of messages cached (default 256 MiB).
+
+        Raises:
+            ValueError: A bound is not an int >= 1 (``max_pending_snapshots`` >= 0,
+                ``max_message_bytes`` may be None), ``snapshot_timeout`` is not
+                positive, or an HWM in ``options`` is 0.
+            TransportError: Making a socket failed (nothing is left open).
         """
         opts = options or SocketOptions()
-        self._cache: dict[bytes, Message] = {}
+        check_finite_hwm(opts, "LastValueCache options", "sndhwm", "rcvhwm")
+        if not snapshot_timeout > 0:
+            raise ValueError(f"snapshot_timeout must be > 0 seconds, got {snapshot_timeout!r}")
+        self.max_message_bytes = check_message_limit(max_message_bytes)
+        check_bound("snapshot_hwm", snapshot_hwm)
+        check_bound("max_snapshots", max_snapshots)
+        check_bound("max_pending_snapshots", max_pending_snapshots, minimum=0)
+        self.max_prefix_bytes = check_bound("max_prefix_bytes", max_prefix_bytes)
+        self.max_token_bytes = check_bound("max_token_bytes", max_token_bytes)
+        self._cache = _BoundedValues(
+            check_bound("max_topics", max_topics), check_bound("max_cache_bytes", max_cache_bytes)
+        )
         self.forwarded = 0
         self.snapshots_served = 0
+        self.snapshot_failures = 0
         self.malformed = 0
+        self.over_limit = 0
+        self.snapshots_refused = 0
+        self.uncached = 0
+        receiving = bounded_options(opts, self.max_message_bytes)
         self.downstream: Final[Publisher] = network.publisher(bind=downstream, options=opts)
         try:
             self.snapshots: Final[Router] = network.router(
-                bind=snapshots, options=opts.replace(sndhwm=0)
+                bind=snapshots,
+                options=receiving.replace(sndhwm=snapshot_hwm, router_mandatory=True),
             )
             try:
                 self.upstream: Final[Subscriber] = network.subscriber(
-                    connect=upstream, topics=topics, options=opts
+                    connect=upstream, topics=topics, options=receiving
                 )
             except BaseException:
                 self.snapshots.close()
@@ -322,46 +471,111 @@ class LastValueCache(Closeable):
         except BaseException:
             self.downstream.close()
             raise
+        self._sender = SnapshotSender(
+            self.snapshots,
+            max_active=max_snapshots,
+            max_pending=max_pending_snapshots,
+            stall_timeout=snapshot_timeout,
+            on_done=self._snapshot_done,
+        )
 
     @property
     def values(self) -> Mapping[bytes, Message]:
         """The cached newest message per topic (a read-only live view)."""
-        return MappingProxyType(self._cache)
+        return MappingProxyType(self._cache.values)
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of the cached messages (all frames)."""
+        return self._cache.nbytes
+
+    @property
+    def snapshots_in_progress(self) -> int:
+        """Snapshots being sent now."""
+        return self._sender.active
+
+    @property
+    def snapshots_pending(self) -> int:
+        """Snapshot requests waiting for one of the ``max_snapshots`` places."""
+        return self._sender.pending
 
     async def run(self) -> None:
-        """Serve until a socket is closed (then return) or the task is cancelled."""
+        """Serve until a socket is closed (then return) or the task is cancelled.
+
+        One task takes updates and requests, a bounded batch from each in turn, and
+        never waits on a subscriber; snapshots are sent by their own tasks.
+        """
         try:
             while True:
-                for sock in await poll([self.upstream, self.snapshots]):
-                    if sock is self.upstream:
-                        await self._forward()
-                    else:
-                        await self._serve_snapshot()
+                ready = await poll([self.upstream, self.snapshots])
+                if self.upstream in ready:
+                    self._forward()
+                if self.snapshots in ready:
+                    self._serve_requests()
+                await asyncio.sleep(0)  # let the snapshots progress under a busy feed
         except ClosedError:
             return
+        finally:
+            await self._sender.aclose()
 
-    async def _forward(self) -> None:
-        while (message := self.upstream.try_recv()) is not None:
-            self._cache[message[0]] = message
+    def _forward(self) -> None:
+        for _ in range(_BATCH):
+            message = self.upstream.try_recv()
+            if message is None:
+                return
+            if too_large(message, self.max_message_bytes):
+                self.over_limit += 1
+                continue
+            topic = message[0]
+            if topic.startswith(LVC_SYNC_TOPIC):
+                self.malformed += 1  # only the cache may publish cut markers
+                continue
+            if not self._cache.put(topic, message):
+                self.uncached += 1
+                self.over_limit += 1
+            self.downstream.try_send(message)  # a PUB never waits
             self.forwarded += 1
-            await self.downstream.send(message)
 
-    async def _serve_snapshot(self) -> None:
-        request = self.snapshots.try_recv()
-        if request is None:
+    def _serve_requests(self) -> None:
+        for _ in range(_BATCH):
+            request = self.snapshots.try_recv()
+            if request is None:
+                return
+            self._request(request)
+
+    def _request(self, request: Message) -> None:
+        if too_large(request[1:], self.max_message_bytes):
+            self.over_limit += 1
             return
         if len(request) != 4 or request[1] != SNAPSHOT_REQUEST:
             self.malformed += 1
             return
         identity, _, prefix, token = request
-        for topic in sorted(t for t in self._cache if t.startswith(prefix)):
-            await self.snapshots.send([identity, SNAPSHOT_VALUE, *self._cache[topic]])
-        await self.snapshots.send([identity, SNAPSHOT_END, prefix, token])
-        await self.downstream.send([LVC_SYNC_TOPIC, token])
-        self.snapshots_served += 1
+        if len(prefix) > self.max_prefix_bytes or len(token) > self.max_token_bytes:
+            self.over_limit += 1
+            return
+        if not self._sender.submit(identity, functools.partial(self._snapshot, prefix, token)):
+            self.snapshots_refused += 1
+            self.over_limit += 1
+
+    def _snapshot(self, prefix: bytes, token: bytes) -> Iterator[list[bytes]]:
+        """The cut: the cached values under ``prefix`` now, and the marker, now."""
+        cache = self._cache.values
+        entries = [cache[topic] for topic in sorted(t for t in cache if t.startswith(prefix))]
+        self.downstream.try_send([LVC_SYNC_TOPIC, token])
+        return itertools.chain(
+            ([SNAPSHOT_VALUE, *message] for message in entries),
+            ([SNAPSHOT_END, prefix, token],),
+        )
+
+    def _snapshot_done(self, complete: bool) -> None:
+        if complete:
+            self.snapshots_served += 1
+        else:
+            self.snapshot_failures += 1
 
     def close(self) -> None:
-        """Close the three sockets. Idempotent."""
+        """Close the three sockets (a running :meth:`run` then returns). Idempotent."""
         self.upstream.close()
         self.snapshots.close()
         self.downstream.close()
@@ -370,10 +584,33 @@ class LastValueCache(Closeable):
 _tokens = itertools.count(1)
 
 
+class _Partial:
+    """A snapshot being received: its values so far, within the subscriber's bounds."""
+
+    __slots__ = ("spoiled", "values")
+
+    def __init__(self, max_topics: int, max_bytes: int) -> None:
+        self.values = _BoundedValues(max_topics, max_bytes)
+        self.spoiled = False
+
+    def reset(self) -> None:
+        self.values = _BoundedValues(self.values.max_topics, self.values.max_bytes)
+        self.spoiled = False
+
+
 class LastValueSubscriber(Closeable):
     """A late joiner's view of a :class:`LastValueCache`: every topic's current value
     at once (:meth:`sync`), then the live updates (:meth:`recv`), with no gap and no
     duplicate between the two.
+
+    Whatever the cache sends, nothing raises because of it: a reply or update that
+    follows no protocol (or a topic outside :attr:`prefix`) is counted in
+    :attr:`malformed` and dropped. What it holds is bounded: messages of at most
+    ``max_message_bytes``, at most ``max_topics`` topics and ``max_cache_bytes`` bytes
+    in a snapshot (a larger one is not accepted, and :meth:`sync` keeps asking until its
+    timeout) and in :attr:`values` (an update that does not fit is still returned by
+    :meth:`recv`, but its topic leaves :attr:`values`); all counted in
+    :attr:`over_limit`.
 
     Attributes:
         updates: SUB on the cache's downstream PUB.
@@ -382,6 +619,8 @@ class LastValueSubscriber(Closeable):
         resyncs: Snapshot requests repeated because the marker did not arrive (the
             subscription had not reached the cache yet, or the cache was away).
         received: Live updates returned by :meth:`recv`.
+        malformed: Messages dropped as following no protocol.
+        over_limit: Messages and snapshots refused by a bound.
     """
 
     def __init__(
@@ -392,15 +631,39 @@ class LastValueSubscriber(Closeable):
         snapshots: str | Iterable[str],
         prefix: bytes = b"",
         options: SocketOptions | None = None,
+        max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        max_topics: int = DEFAULT_LVC_MAX_TOPICS,
+        max_cache_bytes: int = DEFAULT_LVC_MAX_CACHE_BYTES,
     ) -> None:
-        """Connect to a cache's downstream PUB (``updates``) and ROUTER (``snapshots``)."""
-        opts = options or SocketOptions()
+        """Connect to a cache's downstream PUB (``updates``) and ROUTER (``snapshots``).
+
+        Args:
+            network: Makes the sockets.
+            updates: The cache's downstream endpoint(s).
+            snapshots: The cache's snapshot endpoint(s).
+            prefix: The topics to follow.
+            options: Options of both sockets (``maxmsgsize`` defaults to
+                ``max_message_bytes``).
+            max_message_bytes: Largest message accepted (default 1 MiB; None: no
+                limit).
+            max_topics: Most topics held (default 100,000).
+            max_cache_bytes: Most bytes of messages held (default 256 MiB).
+
+        Raises:
+            ValueError: A bound is not an int >= 1 (``max_message_bytes`` may be None).
+        """
+        self.max_message_bytes = check_message_limit(max_message_bytes)
+        self._max_topics = check_bound("max_topics", max_topics)
+        self._max_bytes = check_bound("max_cache_bytes", max_cache_bytes)
+        opts = bounded_options(options, self.max_message_bytes)
         self.prefix: Final = prefix
         self._network = network
-        self._values: dict[bytes, Message] = {}
+        self._values = _BoundedValues(self._max_topics, self._max_bytes)
         self._synced = False
         self.resyncs = 0
         self.received = 0
+        self.malformed = 0
+        self.over_limit = 0
         self.updates: Final[Subscriber] = network.subscriber(
             connect=updates, topics=[prefix, LVC_SYNC_TOPIC], options=opts
         )
@@ -413,13 +676,15 @@ class LastValueSubscriber(Closeable):
     @property
     def values(self) -> Mapping[bytes, Message]:
         """The newest message known per topic (snapshot, then live updates)."""
-        return MappingProxyType(self._values)
+        return MappingProxyType(self._values.values)
 
     async def sync(self, timeout: float = 10.0, *, retry: float = 0.5) -> dict[bytes, Message]:
         """Fetch the current value of every topic under :attr:`prefix`.
 
         After it returns, :meth:`recv` yields exactly the updates newer than the
-        snapshot. Call it again to resynchronise (after a cache restart, say).
+        snapshot. Call it again to resynchronise (after a cache restart, say). A
+        snapshot that takes longer than ``retry`` to arrive is still accepted: every
+        request of this call stays valid until one is answered.
 
         Args:
             timeout: Seconds to give up after.
@@ -431,18 +696,23 @@ class LastValueSubscriber(Closeable):
             The snapshot: topic to message ``[topic, *frames]``, topics sorted.
 
         Raises:
-            Timeout: No complete snapshot and marker within ``timeout``.
+            Timeout: No complete snapshot and marker within ``timeout`` (also when
+                every snapshot was past this subscriber's bounds: see
+                :attr:`over_limit`).
             ClosedError: The subscriber is closed.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        tokens: set[bytes] = set()
+        partial = _Partial(self._max_topics, self._max_bytes)
         first = True
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise Timeout(
                     f"no snapshot from the last-value cache within {timeout} s "
-                    f"({self.resyncs} retries)"
+                    f"({self.resyncs} retries, {self.over_limit} over this subscriber's "
+                    "bounds)"
                 )
             if not first:
                 self.resyncs += 1
@@ -452,30 +722,52 @@ class LastValueSubscriber(Closeable):
                 next(_tokens),
                 self._network.time_ns(),
             )
+            tokens.add(token)
             await self.snapshots.send([SNAPSHOT_REQUEST, self.prefix, token])
             wait = min(retry, remaining)
-            snapshot = await self._read_snapshot(token, wait)
-            if snapshot is None or not await self._await_marker(token, wait):
+            answered = await self._read_snapshot(tokens, partial, wait)
+            if answered is None:
+                continue
+            answer, snapshot = answered
+            if not await self._await_marker(answer, wait):
                 continue
             self._values = snapshot
             self._synced = True
-            return dict(snapshot)
+            return dict(snapshot.values)
 
-    async def _read_snapshot(self, token: bytes, wait: float) -> dict[bytes, Message] | None:
+    async def _read_snapshot(
+        self, tokens: set[bytes], partial: _Partial, wait: float
+    ) -> tuple[bytes, _BoundedValues] | None:
         loop = asyncio.get_running_loop()
         until = loop.time() + wait
-        snapshot: dict[bytes, Message] = {}
         while True:
             try:
                 reply = await self.snapshots.recv(timeout=max(0.0, until - loop.time()))
             except Timeout:
                 return None
-            if reply[0] == SNAPSHOT_VALUE and len(reply) >= 2:
-                snapshot[reply[1]] = reply[1:]
+            if too_large(reply, self.max_message_bytes):
+                self.over_limit += 1
+                partial.spoiled = True  # a value may be missing
+            elif reply[0] == SNAPSHOT_VALUE and len(reply) >= 2:
+                topic = reply[1]
+                if not topic.startswith(self.prefix) or topic.startswith(LVC_SYNC_TOPIC):
+                    self.malformed += 1
+                elif not partial.values.put(topic, reply[1:]):
+                    self.over_limit += 1
+                    partial.spoiled = True
             elif reply[0] == SNAPSHOT_END and len(reply) == 3:
-                if reply[2] == token:
-                    return snapshot
-                snapshot = {}  # the end of an older, abandoned request
+                prefix, token = reply[1], reply[2]
+                done = partial.values
+                spoiled = partial.spoiled
+                partial.reset()
+                if token not in tokens:
+                    continue  # the end of an earlier sync's request
+                if prefix != self.prefix:
+                    self.malformed += 1
+                elif not spoiled:
+                    return token, done
+            else:
+                self.malformed += 1
 
     async def _await_marker(self, token: bytes, wait: float) -> bool:
         loop = asyncio.get_running_loop()
@@ -503,9 +795,17 @@ class LastValueSubscriber(Closeable):
         while True:
             remaining = timeout if deadline is None else max(0.0, deadline - loop.time())
             message = await self.updates.recv(remaining)
-            if message[0] == LVC_SYNC_TOPIC:
+            topic = message[0]
+            if topic == LVC_SYNC_TOPIC and len(message) == 2:
                 continue  # another subscriber's marker (a b"" prefix matches it)
-            self._values[message[0]] = message
+            if too_large(message, self.max_message_bytes):
+                self.over_limit += 1
+                continue
+            if not topic.startswith(self.prefix) or topic.startswith(LVC_SYNC_TOPIC):
+                self.malformed += 1
+                continue
+            if not self._values.put(topic, message):
+                self.over_limit += 1
             self.received += 1
             return message
 

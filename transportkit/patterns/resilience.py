@@ -17,7 +17,9 @@ Guide's chapter 5:
 
 Timestamps are frame 1 of ``[topic, timestamp, *data]``, an unsigned 64-bit
 little-endian count of nanoseconds from :meth:`~transportkit.Network.time_ns`, as in the
-seed's market data (virtual time in a simulation).
+seed's market data (virtual time in a simulation). A heartbeat is exactly
+``[topic, timestamp]``; anything else on the heartbeat topic is counted as malformed and
+is never handed to the application as data.
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ def decode_timestamp(message: Message) -> int:
     """
     if len(message) < 2 or len(message[1]) != _TIMESTAMP.size:
         got = f"{len(message[1])} bytes" if len(message) >= 2 else "no frame 1"
+        topic = message[0] if message else b""
         raise ProtocolError(
-            f"expected [topic, 8-byte timestamp, ...] on topic {message[0]!r:.40}, got {got}"
+            f"expected [topic, 8-byte timestamp, ...] on topic {topic!r:.40}, got {got}"
         )
     (value,) = _TIMESTAMP.unpack(message[1])
     return int(value)
@@ -149,7 +152,9 @@ class HeartbeatMonitor:
         timeout: Seconds of silence after which the publisher counts as dead.
         topic: The heartbeat topic (see :meth:`is_heartbeat`).
         last_heard: Loop time it was last heard (construction counts as heard).
-        heartbeats: Heartbeats observed.
+        heartbeats: Heartbeats observed (exactly ``[topic, 8-byte timestamp]``).
+        malformed: Other messages observed on the heartbeat topic (still liveness, as
+            any traffic is, but neither heartbeats nor data).
     """
 
     def __init__(self, *, timeout: float = 3.0, topic: bytes = DEFAULT_HEARTBEAT_TOPIC) -> None:
@@ -164,18 +169,30 @@ class HeartbeatMonitor:
         self._loop = asyncio.get_running_loop()
         self.last_heard = self._loop.time()
         self.heartbeats = 0
+        self.malformed = 0
 
     def is_heartbeat(self, message: Message) -> bool:
-        """Whether ``message`` is a heartbeat (frame 0 equals the topic)."""
-        return message[0] == self.topic
+        """Whether ``message`` is on the heartbeat topic (frame 0 equals it exactly).
+
+        Such a message is never data; :meth:`observe` also checks its shape.
+        """
+        return bool(message) and message[0] == self.topic
 
     def observe(self, message: Message) -> bool:
-        """Record that ``message`` was heard; return whether it was a heartbeat."""
+        """Record that ``message`` was heard; return whether it was on the heartbeat topic.
+
+        A message on the heartbeat topic counts in :attr:`heartbeats` when it is exactly
+        ``[topic, 8-byte timestamp]`` and in :attr:`malformed` otherwise; either way it
+        is not data (True is returned).
+        """
         self.heard()
-        if self.is_heartbeat(message):
+        if not self.is_heartbeat(message):
+            return False
+        if len(message) == 2 and len(message[1]) == _TIMESTAMP.size:
             self.heartbeats += 1
-            return True
-        return False
+        else:
+            self.malformed += 1
+        return True
 
     def heard(self) -> None:
         """Record liveness now."""
@@ -209,7 +226,10 @@ class ResilientSubscriber(Closeable):
     before, and counts it in :attr:`reconnects`. The reconnect happens exactly when
     the silence reaches the threshold, then again every ``silence`` seconds while the
     publisher stays quiet. Heartbeats are liveness only: the application never sees
-    them. A receive that reports a broken peer also reconnects.
+    them, nor anything else on the heartbeat topic (counted in :attr:`malformed`), nor,
+    when ``topics`` does not cover the heartbeat topic, a message that only the added
+    heartbeat subscription let through (a topic that merely starts with it). A receive
+    that reports a broken peer also reconnects.
 
     Attributes:
         monitor: The liveness record (its ``timeout`` is ``silence``).
@@ -249,7 +269,11 @@ class ResilientSubscriber(Closeable):
         self._network = network
         self._endpoints = as_endpoints(connect)
         self._topics = list(topics)
+        # Data topics to check each message against, when the heartbeat subscription
+        # (a prefix) was added and could let in topics the caller did not ask for.
+        self._data_topics: tuple[bytes, ...] | None = None
         if not any(heartbeat_topic.startswith(t) for t in self._topics):
+            self._data_topics = tuple(self._topics)
             self._topics.append(heartbeat_topic)
         self._options = options
         self._recv_timeout = float(recv_timeout)
@@ -258,7 +282,17 @@ class ResilientSubscriber(Closeable):
         self.monitor: Final = HeartbeatMonitor(timeout=silence, topic=heartbeat_topic)
         self.reconnects = 0
         self.received = 0
+        self._unsubscribed = 0
         self.socket: Subscriber = self._open()
+
+    @property
+    def malformed(self) -> int:
+        """Messages dropped as following no protocol.
+
+        Malformed heartbeats, and messages on a topic the caller did not subscribe to
+        (see the class docstring).
+        """
+        return self.monitor.malformed + self._unsubscribed
 
     def _open(self) -> Subscriber:
         return self._network.subscriber(
@@ -300,6 +334,9 @@ class ResilientSubscriber(Closeable):
                 self._reconnect()  # closed under us (a crashed simulated node)
                 continue
             if self.monitor.observe(message):
+                continue
+            if self._data_topics is not None and not message[0].startswith(self._data_topics):
+                self._unsubscribed += 1
                 continue
             self.received += 1
             return message

@@ -71,7 +71,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=",".join(DEFAULT_SYMBOLS),
         help="comma-separated symbols (%(default)s)",
     )
-    parser.add_argument("--sndhwm", type=int, default=1000, help="PUB high-water mark")
+    parser.add_argument(
+        "--sndhwm", type=int, default=1000, help="PUB high-water mark, >= 1 (%(default)s)"
+    )
     return parser.parse_args(argv)
 
 
