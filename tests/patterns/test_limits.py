@@ -9,6 +9,7 @@ from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
     check_bound,
+    check_finite_hwm,
     check_message_limit,
     message_bytes,
     too_large,
@@ -47,3 +48,10 @@ def test_bounds_must_be_positive_ints(bad: object) -> None:
 def test_no_message_limit_is_none() -> None:
     assert check_message_limit(None) is None
     assert check_message_limit(64) == 64
+
+
+@pytest.mark.parametrize("field", ["sndhwm", "rcvhwm"])
+def test_an_unlimited_hwm_is_refused_by_name(field: str) -> None:
+    with pytest.raises(ValueError, match=f"server: {field}=0 \\(unlimited\\)"):
+        check_finite_hwm(SocketOptions(**{field: 0}), "server", "sndhwm", "rcvhwm")
+    check_finite_hwm(SocketOptions(sndhwm=1, rcvhwm=1), "server", "sndhwm", "rcvhwm")

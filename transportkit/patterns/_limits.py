@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "bounded_options",
     "check_bound",
+    "check_finite_hwm",
     "check_message_limit",
     "message_bytes",
     "too_large",
@@ -91,3 +92,17 @@ def bounded_options(options: SocketOptions | None, max_message_bytes: int | None
     if max_message_bytes is not None and opts.maxmsgsize < 0:
         return opts.replace(maxmsgsize=max_message_bytes)
     return opts
+
+
+def check_finite_hwm(options: SocketOptions, name: str, *fields: str) -> None:
+    """Refuse an unlimited (0) high-water mark on a socket that peers can fill.
+
+    Raises:
+        ValueError: One of ``fields`` of ``options`` is 0.
+    """
+    for field in fields:
+        if getattr(options, field) == 0:
+            raise ValueError(
+                f"{name}: {field}=0 (unlimited) lets one peer make the server hold "
+                "unbounded memory; give a finite high-water mark"
+            )

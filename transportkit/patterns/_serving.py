@@ -1,6 +1,6 @@
 """Helpers of the server patterns: snapshots sent to many ROUTER peers side by side,
 none of them ever waited on by the loop that serves the rest (Clone, the last-value
-cache), and the refusal of unlimited high-water marks (all of them).
+cache),.
 
 A snapshot is a sequence of messages to one peer. Each one in progress is a task that
 sends with ``try_send`` on a ``router_mandatory`` ROUTER: when the peer is at its
@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from transportkit._errors import BrokenPeerError, ClosedError, WouldBlock
-from transportkit._options import SocketOptions
 from transportkit._socket import Router
 
-__all__ = ["SnapshotSender", "Starter", "check_finite_hwm"]
+__all__ = ["SnapshotSender", "Starter"]
 
 Starter = Callable[[], Iterable[Sequence[bytes]]]
 """Called when a snapshot starts; returns its messages (without the routing id)."""
@@ -32,20 +31,6 @@ _FIRST_PAUSE: Final = 0.001
 _MAX_PAUSE: Final = 0.032
 _SLICE: Final = 64
 """Messages a snapshot sends before it lets the other tasks run."""
-
-
-def check_finite_hwm(options: SocketOptions, name: str, *fields: str) -> None:
-    """Refuse an unlimited (0) high-water mark on a socket that peers can fill.
-
-    Raises:
-        ValueError: One of ``fields`` of ``options`` is 0.
-    """
-    for field in fields:
-        if getattr(options, field) == 0:
-            raise ValueError(
-                f"{name}: {field}=0 (unlimited) lets one peer make the server hold "
-                "unbounded memory; give a finite high-water mark"
-            )
 
 
 class SnapshotSender:

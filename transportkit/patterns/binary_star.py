@@ -67,10 +67,10 @@ from transportkit._socket import Frame, Message, Requester, check_frames
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
+    check_finite_hwm,
     check_message_limit,
     too_large,
 )
-from transportkit.patterns._serving import check_finite_hwm
 
 __all__ = [
     "BStarEvent",

@@ -58,11 +58,12 @@ from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
     check_bound,
+    check_finite_hwm,
     check_message_limit,
     message_bytes,
     too_large,
 )
-from transportkit.patterns._serving import SnapshotSender, check_finite_hwm
+from transportkit.patterns._serving import SnapshotSender
 
 __all__ = [
     "DEFAULT_LVC_MAX_CACHE_BYTES",

@@ -70,6 +70,7 @@ from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
     check_bound,
+    check_finite_hwm,
     check_message_limit,
     too_large,
 )
@@ -285,15 +286,6 @@ class _Service:
     pending: _Account = field(default_factory=_Account)
 
 
-def _check_hwm(options: SocketOptions, who: str) -> None:
-    if options.sndhwm == 0 or options.rcvhwm == 0:
-        raise ValueError(
-            f"{who}: sndhwm and rcvhwm must be bounded (0 means unlimited, which lets one "
-            f"peer fill this process's memory), got sndhwm={options.sndhwm}, "
-            f"rcvhwm={options.rcvhwm}"
-        )
-
-
 class MajordomoBroker:
     """A Majordomo broker: one ROUTER socket for clients and workers alike.
 
@@ -423,7 +415,7 @@ class MajordomoBroker:
         self.stats: Final = MajordomoBrokerStats()
         self._endpoint_spec = endpoint
         self._options = bounded_options(options, self.max_message_bytes)
-        _check_hwm(self._options, "MajordomoBroker")
+        check_finite_hwm(self._options, "MajordomoBroker", "sndhwm", "rcvhwm")
         self._socket: Router | None = None
         self._endpoint: str | None = None
         self._services: dict[bytes, _Service] = {}
@@ -939,7 +931,7 @@ class MajordomoWorker:
         # broker, and a request refused in process can be given back (a frame libzmq
         # refuses drops the connection, and the broker learns only by expiry).
         self._options = SocketOptions() if options is None else options
-        _check_hwm(self._options, "MajordomoWorker")
+        check_finite_hwm(self._options, "MajordomoWorker", "sndhwm", "rcvhwm")
         self._socket: Dealer | None = None
         self._retired: deque[tuple[Dealer, asyncio.TimerHandle]] = deque()
         self._connection = 0
