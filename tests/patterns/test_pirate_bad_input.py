@@ -292,3 +292,17 @@ class Deployment:
         if self.pp_worker is not None:
             return self.pp_worker.stats.served
         return self.lb_stats.served
+
+
+@pytest.mark.parametrize("field", ["sndhwm", "rcvhwm"])
+def test_unlimited_high_water_marks_are_refused(field: str) -> None:
+    unlimited = SocketOptions(**{field: 0})
+    node = Simulation(seed=1).node("n")
+    with pytest.raises(ValueError, match="unlimited"):
+        LoadBalancingBroker(node, frontend="tcp://*:1", backend="tcp://*:2", options=unlimited)
+    with pytest.raises(ValueError, match="unlimited"):
+        ParanoidPirateQueue(node, frontend="tcp://*:1", backend="tcp://*:2", options=unlimited)
+    with pytest.raises(ValueError, match="unlimited"):
+        ParanoidPirateWorker(node, BACKEND, echo, options=unlimited)
+    with pytest.raises(ValueError, match="unlimited"):
+        asyncio.run(run_load_balancing_worker(node, BACKEND, echo, options=unlimited))

@@ -32,6 +32,7 @@ from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
     check_bound,
+    check_finite_hwm,
     check_message_limit,
     too_large,
 )
@@ -120,7 +121,7 @@ class LoadBalancingBroker(RouterPair):
         max_workers: Most ready workers listed at once.
 
     Raises:
-        ValueError: A bound is not an int >= 1.
+        ValueError: A bound is not an int >= 1, or ``options`` has an unlimited (0) HWM.
     """
 
     def __init__(
@@ -137,12 +138,9 @@ class LoadBalancingBroker(RouterPair):
         self.max_workers = check_bound("max_workers", max_workers)
         self.stats = BrokerStats()
         self._workers: dict[bytes, None] = {}  # ordered: the first waited longest
-        super().__init__(
-            network,
-            frontend=frontend,
-            backend=backend,
-            options=bounded_options(options, self.max_message_bytes),
-        )
+        opts = bounded_options(options, self.max_message_bytes)
+        check_finite_hwm(opts, type(self).__name__, "sndhwm", "rcvhwm")
+        super().__init__(network, frontend=frontend, backend=backend, options=opts)
 
     @property
     def workers(self) -> tuple[bytes, ...]:
@@ -268,12 +266,15 @@ async def run_load_balancing_worker(
         How many requests were answered.
 
     Raises:
-        ValueError: ``max_message_bytes`` is not None or an int >= 1.
+        ValueError: ``max_message_bytes`` is not None or an int >= 1, or ``options`` has
+            an unlimited (0) HWM.
     """
     limit = check_message_limit(max_message_bytes)
+    opts = bounded_options(options, limit)
+    check_finite_hwm(opts, "load-balancing worker", "sndhwm", "rcvhwm")
     counters = LoadBalancingWorkerStats() if stats is None else stats
     served = 0
-    with network.requester(connect=endpoint, options=bounded_options(options, limit)) as sock:
+    with network.requester(connect=endpoint, options=opts) as sock:
         await sock.send([READY])
         while max_requests is None or served < max_requests:
             try:

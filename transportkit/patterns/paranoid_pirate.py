@@ -34,6 +34,7 @@ from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
     check_bound,
+    check_finite_hwm,
     check_message_limit,
     too_large,
 )
@@ -158,8 +159,8 @@ class ParanoidPirateQueue(RouterPair):
         max_workers: Most workers listed at once.
 
     Raises:
-        ValueError: ``heartbeat_interval`` is not positive, ``liveness`` below 1, or a
-            bound is not an int >= 1.
+        ValueError: ``heartbeat_interval`` is not positive, ``liveness`` below 1, a
+            bound is not an int >= 1, or ``options`` has an unlimited (0) HWM.
     """
 
     def __init__(
@@ -182,12 +183,9 @@ class ParanoidPirateQueue(RouterPair):
         self.stats = QueueStats()
         self.purged: list[tuple[float, bytes]] = []
         self._expiry: dict[bytes, float] = {}
-        super().__init__(
-            network,
-            frontend=frontend,
-            backend=backend,
-            options=bounded_options(options, self.max_message_bytes),
-        )
+        opts = bounded_options(options, self.max_message_bytes)
+        check_finite_hwm(opts, "ParanoidPirateQueue", "sndhwm", "rcvhwm")
+        super().__init__(network, frontend=frontend, backend=backend, options=opts)
 
     @property
     def workers(self) -> tuple[bytes, ...]:
@@ -333,8 +331,8 @@ class ParanoidPirateWorker(Closeable):
         max_message_bytes: Largest request accepted, all frames (None: no limit).
 
     Raises:
-        ValueError: A timing argument is out of range, or ``max_message_bytes`` is not
-            None or an int >= 1.
+        ValueError: A timing argument is out of range, ``max_message_bytes`` is not
+            None or an int >= 1, or ``options`` has an unlimited (0) HWM.
     """
 
     def __init__(
@@ -365,6 +363,7 @@ class ParanoidPirateWorker(Closeable):
         self.reconnect_max = float(reconnect_max)
         self.max_message_bytes = check_message_limit(max_message_bytes)
         self.options = bounded_options(options, self.max_message_bytes)
+        check_finite_hwm(self.options, "ParanoidPirateWorker", "sndhwm", "rcvhwm")
         self.stats = WorkerStats()
         self.connections: list[float] = []
         self.backoffs: list[float] = []
