@@ -154,6 +154,11 @@ class Real:
         return push, pull
 
     @cached_property
+    def zmq_monitor(self) -> Any:
+        """A monitor of a zmq backend socket."""
+        return self.zmq_async[1].monitor()
+
+    @cached_property
     def child(self) -> subprocess.Popen[bytes]:
         """A running child process (killed at teardown)."""
         proc = subprocess.Popen(["sleep", "10"])
@@ -435,6 +440,12 @@ CASES: list[tuple[str, tuple[str, ...], Callable[[Real], object], str]] = [
         ("zmq_async",),
         lambda r: r.zmq_async[0].try_send([b"x"]),
         r"try_send of a zmq backend socket",
+    ),
+    (
+        "zmq backend monitor try_recv",
+        ("zmq_monitor",),
+        lambda r: r.zmq_monitor.try_recv(),
+        r"try_recv of a zmq backend socket",
     ),
     ("SelectSelector", (), _selector(selectors.SelectSelector), r"SelectSelector\.select"),
     ("PollSelector", (), _selector(selectors.PollSelector), r"PollSelector\.select"),
@@ -760,3 +771,42 @@ def test_logging_warnings_print_and_async_generators_work_inside_a_run(
         Simulation().run(main())
     assert "order 7 sent" in caplog.text
     assert capsys.readouterr().out == "fill\n"
+
+
+def test_a_child_forked_by_another_thread_during_a_run_starts_unguarded() -> None:
+    """The child has no simulation running (its thread did not come along): it gets the
+    originals back."""
+    original_sleep = time.sleep
+    in_run, done = threading.Event(), threading.Event()
+    status: list[int] = []
+
+    def forker() -> None:
+        try:
+            if not in_run.wait(10):
+                return
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads
+                pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child: exit at once, with the verdict
+                os._exit(0 if time.sleep is original_sleep else 1)
+            status.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=forker)
+    thread.start()
+    try:
+
+        async def main() -> None:
+            assert time.sleep is not original_sleep  # guarded here, during the run
+            in_run.set()
+            for _ in range(5_000_000):
+                if done.is_set():
+                    break
+                await asyncio.sleep(0.001)
+
+        Simulation().run(main())
+    finally:
+        in_run.set()
+        thread.join(30)
+    assert status == [0]

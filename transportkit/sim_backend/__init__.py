@@ -47,8 +47,9 @@ other asyncio primitives, a simulated node and its sockets):
   selectors' ``select`` with a timeout that can wait; the loop's ``add_reader``,
   ``add_writer``, ``create_connection``, ``create_server`` and ``getaddrinfo`` (so
   pyzmq's asyncio sockets); pyzmq's ``Socket.send``/``recv`` (and the multipart,
-  string, JSON and pickle forms), ``Socket.poll``, ``Poller.poll``, ``zmq.proxy`` and
-  ``zmq.device``; the zmq backend's blocking sockets' sends and receives.
+  string, JSON and pickle forms), ``Socket.poll``, ``Poller.poll``, ``zmq.proxy``,
+  ``zmq.proxy_steerable`` and ``zmq.device``; the zmq backend's sockets' sends,
+  receives and polls (blocking, asyncio and monitors).
 
 Calls that cannot wait still work: a zero timeout, an event already set, an item already
 in the queue, a free semaphore, ``time.sleep(0)``; so do creating, binding and closing

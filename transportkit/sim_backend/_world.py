@@ -379,10 +379,10 @@ class Simulation:
                 "Simulation.run cannot be called from a running event loop (a task of "
                 "another simulation, or asyncio.run): run simulations one after another"
             )
-        loop = SimEventLoop(self.env, idle=self._idle)
-        loop.set_task_factory(self._task_factory)
-        self.loop = loop
         with RunGuard() as guard:
+            loop = SimEventLoop(self.env, idle=self._idle)
+            loop.set_task_factory(self._task_factory)
+            self.loop = loop
             try:
                 try:
                     for node in self.nodes.values():
