@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import importlib
 import inspect
 import logging
 import multiprocessing
@@ -675,6 +676,23 @@ def test_a_run_inside_a_run_is_refused_and_leaves_the_outer_guards() -> None:
 
     with pytest.raises(SimulationError, match=r"time\.sleep"):
         Simulation().run(main())
+
+
+def test_nested_guards_end_in_order_and_only_the_last_restores() -> None:
+    """Runs do not nest in one thread (asyncio), but the guards do: an inner guard's end
+    leaves the outer's in force."""
+    guards = importlib.import_module("transportkit.sim_backend._guards")
+    before = _snapshot()
+    with guards.RunGuard() as outer:
+        with guards.RunGuard() as inner:
+            assert guards.current() is inner
+        assert guards.current() is outer
+        with pytest.raises(SimulationError, match=r"time\.sleep"):
+            time.sleep(0.01)
+        assert len(outer.refused) == 1
+        assert inner.refused == []
+    assert guards.current() is None
+    assert _snapshot() == before
 
 
 def test_consecutive_runs_are_each_guarded() -> None:
