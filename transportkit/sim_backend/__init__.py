@@ -21,6 +21,50 @@ What is modelled, and how (the choices where libzmq is inexact):
 - A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).
 - A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
   the last frame survives (and a conflating SUB filters on that frame).
+
+What a run refuses. While :meth:`Simulation.run` runs, in the thread running it, these
+raise :class:`~transportkit.SimulationError` naming the call and what to use instead
+(``asyncio.sleep``, ``asyncio.create_task`` or ``Node.spawn``, ``asyncio.Event`` and the
+other asyncio primitives, a simulated node and its sockets):
+
+- ``time.sleep`` of a positive duration;
+- starting a thread: ``threading.Thread.start`` (so ``Timer``),
+  ``_thread.start_new_thread``, ``ThreadPoolExecutor.submit``, the loop's
+  ``run_in_executor`` (so ``asyncio.to_thread``);
+- waits that would block on ``threading.Event.wait``, ``Condition.wait`` (and
+  ``wait_for``), ``Semaphore``/``BoundedSemaphore`` acquisition, ``Barrier.wait``,
+  ``Thread.join``, ``queue.Queue.get``/``put`` (and its subclasses),
+  ``concurrent.futures.Future.result``/``exception``;
+- processes: ``subprocess.Popen`` (so ``run``, ``call``, ``check_output``, ``os.popen``),
+  ``Popen.wait``/``communicate`` on a running child, ``os.system``, ``os.fork``,
+  ``os.forkpty``, ``os.posix_spawn``/``posix_spawnp`` (so ``os.spawn*``),
+  ``multiprocessing.Process.start``, ``ProcessPoolExecutor.submit``, the loop's
+  subprocess methods (so ``asyncio.create_subprocess_exec``);
+- real network I/O: ``connect``, ``connect_ex``, ``accept`` and every send and receive
+  method of ``socket.socket``, blocking or not; ``socket.create_connection``; name
+  resolution (``getaddrinfo``, ``gethostbyname``, ``gethostbyname_ex``,
+  ``gethostbyaddr``, ``getnameinfo``); ``select.select`` and the ``selectors``
+  selectors' ``select`` with a timeout that can wait; the loop's ``add_reader``,
+  ``add_writer``, ``create_connection``, ``create_server`` and ``getaddrinfo`` (so
+  pyzmq's asyncio sockets); pyzmq's ``Socket.send``/``recv`` (and the multipart,
+  string, JSON and pickle forms), ``Socket.poll``, ``Poller.poll``, ``zmq.proxy``,
+  ``zmq.proxy_steerable`` and ``zmq.device``; the zmq backend's sockets' sends,
+  receives and polls (blocking, asyncio and monitors).
+
+Calls that cannot wait still work: a zero timeout, an event already set, an item already
+in the queue, a free semaphore, ``time.sleep(0)``; so do creating, binding and closing
+sockets. A refused call fails the run even if the code caught the error, or lost it in a
+task nobody awaits (the run then raises a SimulationError whose cause is the first
+refusal). Other threads are not affected, and the originals are restored when the run
+ends, however it ends; runs in several threads at once are each guarded.
+
+What is not refused, because the guards replace Python attributes and C code does not
+look them up: acquiring a ``threading.Lock`` or ``RLock``, ``queue.SimpleQueue``, a
+function imported by name before the run (``from time import sleep`` keeps the
+original: call ``time.sleep``), reads and writes on an ``ssl.SSLSocket`` or on files,
+pipes and the terminal (``input()``), ``os.wait*``, ``os.exec*``, work handed to a
+``multiprocessing`` pool that existed before the run, and pyzmq or the zmq backend
+imported for the first time inside the run.
 """
 
 from transportkit.sim_backend._faults import (

@@ -23,7 +23,8 @@ from contextvars import copy_context
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from transportkit._errors import SimulationDeadlock, SimulationError
+from transportkit._errors import SimulationDeadlock
+from transportkit.sim_backend._guards import refuse
 
 if TYPE_CHECKING:
     import simpy
@@ -135,9 +136,10 @@ def _report(loop: asyncio.AbstractEventLoop, handle: Any, exc: BaseException) ->
 
 
 def _forbidden(what: str) -> NoReturn:
-    raise SimulationError(
-        f"{what} is not available inside a simulation: it would use real time, real I/O "
-        "or threads and make the run non-deterministic; use transportkit sockets instead"
+    refuse(
+        what,
+        "it would use real time, real I/O or threads and make the run non-deterministic",
+        "use transportkit sockets and asyncio tasks instead",
     )
 
 
@@ -208,9 +210,14 @@ class _VirtualSelector(selectors.BaseSelector):
 class SimEventLoop(asyncio.SelectorEventLoop):
     """The event loop of a :class:`~transportkit.sim_backend.Simulation`.
 
-    ``time()`` is the SimPy clock in seconds. Threads, executors, subprocesses and real
-    sockets raise :class:`~transportkit.SimulationError`. ``idle`` counts the pending
-    events that cannot make progress alone (none if not given).
+    ``time()`` is the SimPy clock in seconds. Its methods that would use threads, real
+    I/O or subprocesses (``run_in_executor``, ``add_reader``, ``add_writer``,
+    ``getaddrinfo``, ``create_connection``, ``create_server``, ``subprocess_exec``,
+    ``subprocess_shell``) raise :class:`~transportkit.SimulationError`; the calls that
+    bypass the loop (``time.sleep``, threads, blocking primitives, real sockets,
+    processes) are refused by :meth:`Simulation.run
+    <transportkit.sim_backend.Simulation.run>`. ``idle`` counts the pending events that
+    cannot make progress alone (none if not given).
     """
 
     def __init__(self, env: simpy.Environment, idle: IdleEvents | None = None) -> None:
@@ -334,6 +341,13 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                     _report(self, handle, exc)
             if this._stopping:
                 return
+
+    def _write_to_self(self) -> None:
+        """Nothing to wake: the virtual selector never waits in real time, so a callback
+        added by ``call_soon_threadsafe`` (asyncio's own async-generator finalizer
+        included) runs at the next iteration without a byte on the self-pipe, a real
+        socket that a run's guards refuse to write to.
+        """
 
     def run_in_executor(self, executor: Any, func: Any, *args: Any) -> NoReturn:  # type: ignore[override]
         """Refused: executors run on real threads."""

@@ -27,6 +27,7 @@ from transportkit._errors import (
 from transportkit._kinds import PEERS, SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit.sim_backend._guards import RunGuard
 from transportkit.sim_backend._latency import Constant, LatencyModel
 from transportkit.sim_backend._loop import (
     _NORMAL,
@@ -356,24 +357,49 @@ class Simulation:
         followed by another on the same simulation: virtual time, sockets and queues
         carry over, tasks do not (spawn them again).
 
+        While it runs, the calls that would leave virtual time (``time.sleep``, starting a
+        thread or a process, blocking waits on threading primitives and queues, real
+        network I/O: the list is in :mod:`transportkit.sim_backend`) raise
+        :class:`~transportkit.SimulationError` in this thread; other threads are not
+        affected, and the originals are back when the run ends, however it ends.
+
         Raises:
+            RuntimeError: The simulation is already running, or an event loop is running
+                in this thread (runs do not nest: asyncio allows one loop per thread).
             Timeout: ``timeout`` virtual seconds passed before ``main`` finished.
             SimulationDeadlock: Nothing can ever happen again but ``main`` still waits.
+            SimulationError: A call was refused, as above. If the code caught that error,
+                or it ended a task nobody awaited, the run still fails: with a
+                SimulationError whose cause is the first refusal.
         """
         if self.loop is not None:
             raise RuntimeError("Simulation.run is not reentrant")
-        loop = SimEventLoop(self.env, idle=self._idle)
-        loop.set_task_factory(self._task_factory)
-        self.loop = loop
-        try:
-            for node in self.nodes.values():
-                if node.main is not None and node.alive and not node.main_started:
-                    self._start_main(node)
-            return loop.run_until_complete(self._bounded(main, timeout))
-        finally:
-            self._finish(loop)
-            self.loop = None
-            self.trace.add(self.now, "run-end", "", "")
+        if asyncio._get_running_loop() is not None:
+            raise RuntimeError(
+                "Simulation.run cannot be called from a running event loop (a task of "
+                "another simulation, or asyncio.run): run simulations one after another"
+            )
+        with RunGuard() as guard:
+            loop = SimEventLoop(self.env, idle=self._idle)
+            loop.set_task_factory(self._task_factory)
+            self.loop = loop
+            try:
+                try:
+                    for node in self.nodes.values():
+                        if node.main is not None and node.alive and not node.main_started:
+                            self._start_main(node)
+                    result = loop.run_until_complete(self._bounded(main, timeout))
+                finally:
+                    try:
+                        self._finish(loop)
+                    finally:
+                        self.loop = None
+                        self.trace.add(self.now, "run-end", "", "")
+            except Exception as exc:
+                guard.check(exc)
+                raise
+            guard.check(None)
+            return result
 
     async def _bounded(self, main: Coroutine[Any, Any, T], timeout: float | None) -> T:
         if timeout is None:
