@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
 from transportkit._network import Network
@@ -52,7 +53,7 @@ __all__ = [
 READY = b"READY"
 """What a load-balancing worker sends first (the Guide's ``WORKER_READY``)."""
 
-DEFAULT_MAX_WORKERS = 10_000
+DEFAULT_MAX_WORKERS: Final = 10_000
 """How many ready workers a broker lists at most, by default."""
 
 
