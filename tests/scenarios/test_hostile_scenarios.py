@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from transportkit.cli import main
-from transportkit.scenario import _runner, _spec
+from transportkit.scenario import _budget, _runner, _spec
 from transportkit.scenario._bounds import (
     MAX_COMPONENTS,
     MAX_EVENTS,
@@ -584,3 +585,149 @@ def test_duplicate_names_are_still_found(
 ) -> None:
     text = components(10, inline=False) + components(1, inline=False).split("1.0\n", 1)[1]
     refused(capsys, write(tmp_path, text), "[[component]] '0'", "duplicate component name")
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+@pytest.fixture
+def scenario_file(tmp_path: Path) -> Path:
+    return write(tmp_path, GOOD, "good.toml")
+
+
+def _unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() == 0:  # root writes anywhere but where the kernel says no
+        yield Path("/sys")
+        return
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        yield directory
+    finally:
+        directory.chmod(stat.S_IRWXU)
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path: Path) -> Iterator[Path]:
+    yield from _unwritable_dir(tmp_path)
+
+
+@pytest.mark.parametrize("option", ["--trace", "--plot"])
+def test_an_output_into_a_missing_directory_is_refused_before_the_run(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    target = tmp_path / "no-such-dir" / "out"
+    refused(capsys, scenario_file, option, "does not exist", argv=(option, str(target)))
+
+
+@pytest.mark.parametrize("option", ["--trace", "--plot"])
+def test_an_output_that_is_a_directory_is_refused(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    refused(capsys, scenario_file, option, "is a directory", argv=(option, str(tmp_path)))
+
+
+@pytest.mark.parametrize("option", ["--trace", "--plot"])
+def test_an_output_that_cannot_be_written_is_refused(
+    scenario_file: Path,
+    unwritable_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+) -> None:
+    target = unwritable_dir / "out"
+    refused(capsys, scenario_file, option, "cannot create", argv=(option, str(target)))
+    assert not target.exists()
+
+
+def test_an_output_under_a_file_is_refused(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = scenario_file / "out.json"
+    refused(capsys, scenario_file, "--trace", "not a directory", argv=("--trace", str(target)))
+
+
+def test_an_output_that_is_a_fifo_is_refused(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opening a FIFO without a reader for writing blocks: refused before the run."""
+    fifo = tmp_path / "trace.json"
+    os.mkfifo(fifo)
+    refused(capsys, scenario_file, "--trace", "FIFO", argv=("--trace", str(fifo)))
+
+
+def test_an_output_that_is_the_scenario_file_is_refused(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = scenario_file.read_text(encoding="utf-8")
+    refused(capsys, scenario_file, "--plot", "is the scenario file",
+            argv=("--plot", str(scenario_file)))  # fmt: skip
+    assert scenario_file.read_text(encoding="utf-8") == text
+    same = str(tmp_path / "out")
+    refused(capsys, scenario_file, "--trace and --plot", "same file",
+            argv=("--trace", same, "--plot", same))  # fmt: skip
+
+
+def test_an_existing_output_is_kept_when_the_run_is_refused(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checking an output path creates nothing and truncates nothing."""
+    existing = tmp_path / "old.json"
+    existing.write_text("keep me", encoding="utf-8")
+    fresh = tmp_path / "fresh.png"
+    bad = write(tmp_path, GOOD.replace("duration = 1.0", "duration = 0"), "bad.toml")
+    refused(capsys, bad, "'duration'", argv=("--trace", str(existing), "--plot", str(fresh)))
+    assert existing.read_text(encoding="utf-8") == "keep me"
+    assert not fresh.exists()
+
+
+def test_trace_on_zmq_is_refused_before_the_run(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run_cli(
+        capsys, "run", str(scenario_file), "--backend", "zmq", "--trace", str(tmp_path / "t")
+    )
+    assert (status, out) == (2, "")
+    assert_one_clear_message(err, "--trace", "sim backend only")
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**64), "1e3", "nan"])
+def test_a_seed_out_of_range_is_refused(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str], seed: str
+) -> None:
+    status, out, err = run_cli(capsys, "run", str(scenario_file), "--seed", seed)
+    assert (status, out) == (2, "")
+    assert "--seed" in err and "Traceback" not in err
+
+
+def test_trace_of_a_run_too_large_to_trace_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scenario that may run untraced (record_trace = false) but not be traced."""
+    text = in_scenario("record_trace = false")(GOOD) + "rate = 200000\n"
+    path = write(tmp_path, text.replace("duration = 1.0", "duration = 10.0"))
+    assert load(path).record_trace is False  # loads: 2 million events, untraced
+    err = refused(capsys, path, "'rate'", f"{MAX_TRACED_EVENTS:,} allowed",
+                  argv=("--trace", str(tmp_path / "trace.json")))  # fmt: skip
+    assert "record_trace" in err
+    assert not (tmp_path / "trace.json").exists()
+
+
+def test_a_zmq_run_needing_more_open_files_than_allowed_is_refused(
+    scenario_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needed = _budget.open_files_needed(load(scenario_file))
+    monkeypatch.setattr(_runner, "_open_files_limit", lambda: needed - 1)
+    status, out, err = run_cli(capsys, "run", str(scenario_file), "--backend", "zmq")
+    assert (status, out) == (2, "")
+    assert_one_clear_message(err, str(scenario_file), "open files", f"({needed - 1})")
+
+
+def test_a_report_that_cannot_be_written_is_one_message(scenario_file: Path) -> None:
+    """stdout on a full disk (/dev/full): one message and exit 2, not a traceback."""
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full (Linux)")
+    with open("/dev/full", "w", encoding="utf-8") as full:
+        proc = run_child("run", str(scenario_file), "--json", stdout=full, stderr=subprocess.PIPE)
+    assert proc.returncode == 2, proc.stderr
+    assert_one_clear_message(proc.stderr, "cannot write the report", "No space left")
