@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import reprlib
 import stat
 import sys
@@ -696,6 +697,12 @@ def check_nesting(text: str, source: str) -> None:
     parts = 1
     i, n = 0, len(text)
     while i < n:
+        # a run of characters that change nothing (in an array: commas and newlines too)
+        pattern = _IN_ARRAY if mode == _VALUE and inline and not inline[-1] else _PLAIN[mode]
+        plain = pattern.match(text, i)
+        if plain is not None:
+            i = plain.end()
+            continue
         c = text[i]
         if c in "\"'":
             i = _skip_string(text, i)
@@ -750,6 +757,19 @@ def check_nesting(text: str, source: str) -> None:
 
 
 _LINE, _KEY, _HEADER, _VALUE = range(4)
+_PLAIN = (
+    re.compile(r"[ \t\r\f\v]+"),  # line: blanks before a key or a header
+    re.compile(r"[^\"'#\n.=}]+"),  # key
+    re.compile(r"[^\"'#\n.\]]+"),  # header
+    re.compile(r"[^\"'#\n\[\]{},]+"),  # value
+)
+_IN_ARRAY = re.compile(r"[^\"'#\[\]{}]+")
+_STRING_RUN = {
+    ('"', True): re.compile(r'[^"\\]+'),
+    ("'", True): re.compile(r"[^']+"),
+    ('"', False): re.compile(r'[^"\\\n]+'),
+    ("'", False): re.compile(r"[^'\n]+"),
+}
 
 
 def _skip_string(text: str, i: int) -> int:
@@ -761,8 +781,13 @@ def _skip_string(text: str, i: int) -> int:
     quote = text[i]
     n = len(text)
     if text.startswith(quote * 3, i):
+        run = _STRING_RUN[quote, True]
         j = i + 3
         while j < n:
+            plain = run.match(text, j)
+            if plain is not None:
+                j = plain.end()
+                continue
             c = text[j]
             if c == "\\" and quote == '"':
                 j += 2
@@ -776,8 +801,13 @@ def _skip_string(text: str, i: int) -> int:
                 return k
             j += 1
         return n
+    run = _STRING_RUN[quote, False]
     j = i + 1
     while j < n:
+        plain = run.match(text, j)
+        if plain is not None:
+            j = plain.end()
+            continue
         c = text[j]
         if c == "\n":
             return j
