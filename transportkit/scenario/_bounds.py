@@ -12,8 +12,8 @@ The figures behind the bounds were measured on a shared 2-core VM (Python 3.11):
 - A recorded trace keeps each send, delivery and connection change: about 160 bytes
   an event; :data:`MAX_TRACED_EVENTS` bounds it at about 160 MB.
 - A message queued in the sim (a publisher's send that no subscriber has read yet)
-  costs about 0.65 KB; :data:`MAX_QUEUED` bounds the queues at about 330 MB. On zmq
-  the high-water marks bound the same queues in libzmq.
+  costs about 0.7 KB (500,000 queued: 392 MB peak RSS); :data:`MAX_QUEUED` bounds the
+  queues there. On zmq the high-water marks bound the same queues in libzmq.
 - On zmq every node is a ZeroMQ context with its own I/O thread, and every component
   opens one to three sockets: 64 nodes running 256 components peaked at 1,065 open
   file descriptors, and a run is refused before it starts when its estimate exceeds
@@ -60,7 +60,7 @@ MAX_NODES: Final = 64
 
 MAX_PROCESS_NODES: Final = 16
 """Most nodes with ``process = true``: each is a Python interpreter of its own on zmq
-(about 50 MB) that must say READY within 20 s on a machine it shares."""
+(about 35 MB) that must say READY within 20 s on a machine it shares."""
 
 MAX_CHILD_STARTS: Final = 64
 """Most child processes a run may start on zmq: the process nodes and every restart

@@ -365,7 +365,7 @@ def check_budget(scenario: Scenario, *, record_trace: bool | None = None) -> Non
     _refuse(
         scenario, estimate_queued(scenario), MAX_QUEUED,
         "up to about {total} messages could wait in queues at once",
-        "about 330 MB on the sim; lower the sndhwm and rcvhwm options (0 is unlimited)",
+        "about 360 MB on the sim; lower the sndhwm and rcvhwm options (0 is unlimited)",
     )  # fmt: skip
 
 
