@@ -656,13 +656,21 @@ def test_an_output_that_is_a_fifo_is_refused(
     refused(capsys, scenario_file, "--trace", "FIFO", argv=("--trace", str(fifo)))
 
 
+@pytest.mark.parametrize("option", ["--trace", "--plot"])
 def test_an_output_that_is_the_scenario_file_is_refused(
+    scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    """The old command ran, then overwrote the scenario with the trace (--trace) or
+    failed on the .toml suffix with a traceback (--plot)."""
+    text = scenario_file.read_text(encoding="utf-8")
+    refused(capsys, scenario_file, option, "is the scenario file",
+            argv=(option, str(scenario_file)))  # fmt: skip
+    assert scenario_file.read_text(encoding="utf-8") == text
+
+
+def test_trace_and_plot_into_the_same_file_are_refused(
     scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = scenario_file.read_text(encoding="utf-8")
-    refused(capsys, scenario_file, "--plot", "is the scenario file",
-            argv=("--plot", str(scenario_file)))  # fmt: skip
-    assert scenario_file.read_text(encoding="utf-8") == text
     same = str(tmp_path / "out")
     refused(capsys, scenario_file, "--trace and --plot", "same file",
             argv=("--trace", same, "--plot", same))  # fmt: skip
