@@ -25,9 +25,19 @@ from transportkit.trading import (
     run_risk_example,
 )
 
-__all__ = ["main"]
+__all__ = ["MAX_SEED", "main", "seed_argument"]
 
 DEFAULT_SEED: Final = 1
+MAX_SEED: Final = 2**63 - 1
+"""Largest seed, here and in scenario files (transportkit.scenario._bounds.MAX_SEED),
+defined here so that the demo does not import the scenario runner."""
+MAX_SUBSCRIBERS: Final = 16
+"""Most demo subscribers (each is a network of its own: a ZeroMQ context on zmq)."""
+MAX_UPDATES: Final = 100_000
+"""Most demo market-data updates (16 subscribers x 100,000 is about 20 s on the sim)."""
+MAX_LATENCY_US: Final = 100_000.0
+"""Largest demo link latency (100 ms): subscribers give up after 1 s without an update
+and must join within the 5 s the publisher waits for them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +130,42 @@ def _format(result: _DemoResult, footer: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+def seed_argument(text: str) -> int:
+    """An argparse type: a seed, an integer from 0 to :data:`MAX_SEED`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text[:40]!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {text[:40]}")
+    return value
+
+
+def _count(maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to ``maximum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text[:40]!r}") from None
+        if not 1 <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {maximum:,}, got {text[:40]}")
+        return value
+
+    return parse
+
+
+def _micros(text: str) -> float:
+    """An argparse type: microseconds, a finite number from 0 to ``MAX_LATENCY_US``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text[:40]!r}") from None
+    if not 0 <= value <= MAX_LATENCY_US:  # also refuses nan
+        raise argparse.ArgumentTypeError(
+            f"must be from 0 to {MAX_LATENCY_US:g} microseconds, got {text[:40]}"
+        )
     return value
 
 
@@ -145,17 +187,21 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", choices=["sim", "zmq"], default="sim", help="transport backend (default: sim)"
     )
     parser.add_argument(
-        "--seed", type=int, default=DEFAULT_SEED, help="simulation seed (sim backend only)"
+        "--seed",
+        type=seed_argument,
+        default=DEFAULT_SEED,
+        help="simulation seed (sim backend only)",
     )
     parser.add_argument(
         "--latency-us",
-        type=float,
+        type=_micros,
         default=50.0,
-        help="mean one-way link latency in microseconds (sim backend only, default 50)",
+        help="mean one-way link latency in microseconds (sim backend only, default 50, "
+        f"at most {MAX_LATENCY_US:g})",
     )
     parser.add_argument(
         "--jitter-us",
-        type=float,
+        type=_micros,
         default=10.0,
         help="latency is uniform in mean +/- jitter microseconds (sim backend only, default 10)",
     )
@@ -166,10 +212,16 @@ def _parser() -> argparse.ArgumentParser:
         help="zmq backend transport: tcp on 127.0.0.1 random ports, or ipc in a temp dir",
     )
     parser.add_argument(
-        "--subscribers", type=_positive, default=2, help="market-data subscribers (default 2)"
+        "--subscribers",
+        type=_count(MAX_SUBSCRIBERS),
+        default=2,
+        help=f"market-data subscribers (default 2, at most {MAX_SUBSCRIBERS})",
     )
     parser.add_argument(
-        "--updates", type=_positive, default=100, help="market-data updates (default 100)"
+        "--updates",
+        type=_count(MAX_UPDATES),
+        default=100,
+        help=f"market-data updates (default 100, at most {MAX_UPDATES:,})",
     )
     return parser
 

@@ -281,7 +281,9 @@ def test_custom_checks_see_what_the_children_dumped(tmp_path: Path) -> None:
 
 
 def test_a_child_that_cannot_start_is_a_component_error_not_a_hang(tmp_path: Path) -> None:
-    path = _write(tmp_path, RISK.format(port=_port()).replace("duration = 2.4", "duration = 0.3"))
+    text = re.sub(r"\[\[fault\]\]\n(?:[a-z].*\n)+\n", "", RISK.format(port=_port()))
+    assert "[[fault]]" not in text  # faults after the run's end (0.7 s) are refused
+    path = _write(tmp_path, text.replace("duration = 2.4", "duration = 0.3"))
     scenario = load(path)
     path.write_text("not a scenario any more", encoding="utf-8")  # the child fails to load it
     report = report_dict(run_scenario(scenario, backend="zmq"))

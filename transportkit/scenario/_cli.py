@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import stat
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from transportkit.cli import seed_argument
 from transportkit.scenario._export import write_chrome_trace, write_plot
 from transportkit.scenario._report import report_json, report_text
 from transportkit.scenario._runner import ProgressHook, load, run_scenario
 from transportkit.scenario._spec import ScenarioError
 
-__all__ = ["main"]
+__all__ = ["check_output_path", "main"]
 
 EXIT_OK = 0
 EXIT_INVARIANT_FAILED = 1
@@ -24,7 +29,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="transportkit run",
         description="Run a scenario (topology, load, faults, invariants) and report per "
         "stream: sent, delivered, dropped, gaps, latency percentiles, and each invariant. "
-        "Exit status 1 when an invariant fails, 2 when the scenario file is invalid.",
+        "Exit status 1 when an invariant fails, 2 when the scenario file or the command "
+        "line is invalid (checked before the run, output files included) or an output "
+        "could not be written.",
     )
     parser.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/*.toml")
     parser.add_argument(
@@ -33,16 +40,98 @@ def _parser() -> argparse.ArgumentParser:
         default="sim",
         help="sim: virtual time, deterministic (default); zmq: real sockets in real time",
     )
-    parser.add_argument("--seed", type=int, help="override the scenario's seed (sim only)")
+    parser.add_argument(
+        "--seed", type=seed_argument, help="override the scenario's seed (sim only)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
-        "--trace", metavar="FILE", help="write the run as Chrome trace-event JSON (Perfetto)"
+        "--trace",
+        metavar="FILE",
+        help="write the run as Chrome trace-event JSON (Perfetto; sim only)",
     )
     parser.add_argument(
         "--plot", metavar="FILE", help="write a PNG: deliveries and faults over time, latencies"
     )
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     return parser
+
+
+def check_output_path(path: str) -> str | None:
+    """What keeps ``path`` from being written as an output file, or None if nothing.
+
+    The directory must exist; an existing ``path`` must be a file this process may
+    write (a directory, a FIFO or a socket is refused: writing to a FIFO with no
+    reader would block). Nothing is truncated: a new file is created and removed
+    again, an existing one is opened for appending and closed.
+    """
+    if not path:
+        return "the file name is empty"
+    file = Path(path)
+    try:
+        mode = os.stat(file).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return _creatable(file)
+    except OSError as exc:
+        return f"cannot use {file}: {exc.strerror}"
+    if stat.S_ISDIR(mode):
+        return f"{file} is a directory"
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return f"{file} is a {'FIFO' if stat.S_ISFIFO(mode) else 'socket'}, not a file"
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        os.close(os.open(file, flags))
+    except OSError as exc:
+        return f"cannot write {file}: {exc.strerror}"
+    return None
+
+
+def _creatable(file: Path) -> str | None:
+    directory = file.parent
+    try:
+        mode = os.stat(directory).st_mode
+    except FileNotFoundError:
+        return f"directory {directory} does not exist"
+    except NotADirectoryError:
+        return f"{directory} is not a directory"
+    except OSError as exc:
+        return f"cannot use directory {directory}: {exc.strerror}"
+    if not stat.S_ISDIR(mode):
+        return f"{directory} is not a directory"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        os.close(os.open(file, flags, 0o666))
+    except OSError as exc:
+        return f"cannot create {file}: {exc.strerror}"
+    os.unlink(file)
+    return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _command_line_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line (outputs included), before anything runs."""
+    if args.backend == "zmq" and args.seed is not None:
+        return "--seed applies to the sim backend only"
+    if args.backend == "zmq" and args.trace:
+        return "--trace applies to the sim backend only (a zmq run records no trace)"
+    outputs = [(name, path) for name, path in (("--trace", args.trace), ("--plot", args.plot))]
+    outputs = [(name, path) for name, path in outputs if path is not None]
+    for name, path in outputs:
+        if _same_file(path, args.scenario):
+            return f"{name}: {path} is the scenario file"
+        problem = check_output_path(path)
+        if problem is not None:
+            return f"{name}: {problem}"
+    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
+        return "--trace and --plot name the same file"
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        return "--plot needs matplotlib: pip install 'transportkit[plot]'"
+    return None
 
 
 def _progress_bar(enabled: bool) -> tuple[ProgressHook | None, Any]:
@@ -61,39 +150,68 @@ def _progress_bar(enabled: bool) -> tuple[ProgressHook | None, Any]:
     return hook, bar
 
 
+def _discard_stdout() -> None:
+    """Point stdout at the null device, so that what is still buffered for a stdout
+    that failed (a full disk, a closed pipe) cannot fail again at exit.
+    """
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout
+        pass
+
+
+def _fail(message: str) -> int:
+    print(f"transportkit run: {message}", file=sys.stderr)
+    return EXIT_BAD_SCENARIO
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``transportkit run``; return the exit status."""
+    """Run ``transportkit run``; return the exit status.
+
+    0: every invariant held; 1: an invariant failed; 2: the scenario file or the
+    command line is invalid (found before the run: the file's form and bounds, the
+    options, the output files), or an output could not be written after the run.
+    Every error is one line on stderr, without a traceback.
+    """
     args = _parser().parse_args(argv)
+    problem = _command_line_problem(args)
+    if problem is not None:
+        return _fail(problem)
     try:
         scenario = load(args.scenario)
     except ScenarioError as exc:
-        print(f"transportkit run: {exc}", file=sys.stderr)
-        return EXIT_BAD_SCENARIO
-    if args.backend == "zmq" and args.seed is not None:
-        print("transportkit run: --seed applies to the sim backend only", file=sys.stderr)
-        return EXIT_BAD_SCENARIO
+        return _fail(str(exc))
     record = True if args.trace else None
     hook, bar = _progress_bar(not args.no_progress and not args.json)
     try:
         result = run_scenario(
             scenario, backend=args.backend, seed=args.seed, progress=hook, record_trace=record
         )
+    except ScenarioError as exc:  # refused before it started (see run_scenario)
+        return _fail(str(exc))
     finally:
         if bar is not None:
             bar.close()
-    print(report_json(result) if args.json else report_text(result))
+    status = EXIT_OK if result.passed else EXIT_INVARIANT_FAILED
+    try:
+        print(report_json(result) if args.json else report_text(result), flush=True)
+    except OSError as exc:
+        _discard_stdout()
+        return _fail(f"cannot write the report: {exc.strerror or exc}")
     if args.trace:
         try:
             count = write_chrome_trace(result, args.trace)
-        except ValueError as exc:
-            print(f"transportkit run: --trace: {exc}", file=sys.stderr)
+        except (ValueError, OSError) as exc:
+            status = _fail(f"--trace: {exc}")
         else:
             print(f"wrote {count} trace events to {args.trace}", file=sys.stderr)
     if args.plot:
         try:
             write_plot(result, args.plot)
-        except RuntimeError as exc:
-            print(f"transportkit run: --plot: {exc}", file=sys.stderr)
-            return EXIT_BAD_SCENARIO
-        print(f"wrote plot to {args.plot}", file=sys.stderr)
-    return EXIT_OK if result.passed else EXIT_INVARIANT_FAILED
+        except (RuntimeError, OSError) as exc:
+            status = _fail(f"--plot: {exc}")
+        else:
+            print(f"wrote plot to {args.plot}", file=sys.stderr)
+    return status

@@ -22,6 +22,20 @@ from transportkit.patterns.clone import CloneClient, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
 from transportkit.patterns.lazy_pirate import sequenced, serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
+from transportkit.scenario._bounds import (
+    MAX_BURSTS,
+    MAX_CAPITAL,
+    MAX_EVENTS,
+    MAX_INTERVAL_MS,
+    MAX_LIVENESS,
+    MAX_PUBLISH_RATE,
+    MAX_QUANTITY,
+    MAX_REQUEST_RATE,
+    MAX_RETRIES,
+    MAX_SERVICE_US,
+    MIN_HEARTBEAT_MS,
+    MIN_INTERVAL_MS,
+)
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import CUSTOM_CHECKS
 from transportkit.scenario._spec import REQUIRED, ComponentSpec, Table
@@ -82,15 +96,48 @@ class PublisherParams:
     options: SocketOptions
 
 
+# Parameter bounds (see transportkit.scenario._bounds for the reasoning); what a
+# component's rates and intervals cost together is checked by _budget once the whole
+# scenario is known.
+
+
+def _symbols(t: Table, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The ``symbols`` list: names that make valid topics (no whitespace)."""
+    symbols = tuple(t.texts("symbols", list(default)))
+    for symbol in symbols:
+        try:
+            topic_for(symbol)
+        except ValueError as exc:
+            raise t.error("symbols", str(exc)) from None
+    return symbols
+
+
+def _interval_ms(t: Table, key: str, default: float, *, minimum: float = MIN_INTERVAL_MS) -> float:
+    """A timeout, heartbeat or polling interval in milliseconds, within the bounds."""
+    value: float = t.number(key, default, minimum=minimum, maximum=MAX_INTERVAL_MS)
+    return value
+
+
+def _service_us(t: Table, key: str) -> float:
+    """A per-message service or processing time in microseconds (0 by default)."""
+    value: float = t.number(key, 0.0, maximum=MAX_SERVICE_US)
+    return value
+
+
 def _parse_publisher(t: Table) -> PublisherParams:
     bursts = []
-    for _, b in t.tables("burst"):
-        bursts.append(Burst(b.number("at", REQUIRED), b.integer("count", REQUIRED, minimum=1)))
+    for _, b in t.tables("burst", limit=MAX_BURSTS):
+        bursts.append(
+            Burst(
+                b.number("at", REQUIRED, maximum=MAX_INTERVAL_MS / 1000),
+                b.integer("count", REQUIRED, minimum=1, maximum=MAX_EVENTS),
+            )
+        )
         b.done()
     return PublisherParams(
         bind=t.text("bind", REQUIRED),
-        symbols=tuple(t.texts("symbols", list(DEFAULT_SYMBOLS))) or DEFAULT_SYMBOLS,
-        rate=t.number("rate", 1000.0),
+        symbols=_symbols(t, DEFAULT_SYMBOLS) or DEFAULT_SYMBOLS,
+        rate=t.number("rate", 1000.0, maximum=MAX_PUBLISH_RATE),
         bursts=tuple(sorted(bursts, key=lambda b: b.at)),
         options=t.options(),
     )
@@ -154,10 +201,10 @@ class SubscriberParams:
 
 def _parse_subscriber(t: Table) -> SubscriberParams:
     return SubscriberParams(
-        source=t.text("source", REQUIRED),
+        source=t.name("source", REQUIRED),
         connect=t.text("connect", REQUIRED),
-        symbols=tuple(t.texts("symbols", [])),
-        processing_us=t.number("processing_us", 0.0),
+        symbols=_symbols(t, ()),
+        processing_us=_service_us(t, "processing_us"),
         options=t.options(),
     )
 
@@ -229,9 +276,9 @@ class RiskServerParams:
 def _parse_risk_server(t: Table) -> RiskServerParams:
     return RiskServerParams(
         bind=t.text("bind", REQUIRED),
-        capital=t.number("capital", 1_000_000.0),
-        max_position=t.integer("max_position", 1000, minimum=1),
-        service_us=t.number("service_us", 0.0),
+        capital=t.number("capital", 1_000_000.0, maximum=MAX_CAPITAL),
+        max_position=t.integer("max_position", 1000, minimum=1, maximum=MAX_QUANTITY),
+        service_us=_service_us(t, "service_us"),
         options=t.options(),
     )
 
@@ -259,11 +306,11 @@ class RiskClientParams:
 def _parse_risk_client(t: Table) -> RiskClientParams:
     return RiskClientParams(
         connect=t.text("connect", REQUIRED),
-        rate=t.number("rate", 100.0, positive=True),
-        symbols=tuple(t.texts("symbols", list(DEFAULT_SYMBOLS))) or DEFAULT_SYMBOLS,
-        timeout_ms=t.number("timeout_ms", 2500.0, positive=True),
-        retries=t.integer("retries", 3, minimum=1),
-        max_quantity=t.integer("max_quantity", 100, minimum=1),
+        rate=t.number("rate", 100.0, positive=True, maximum=MAX_REQUEST_RATE),
+        symbols=_symbols(t, DEFAULT_SYMBOLS) or DEFAULT_SYMBOLS,
+        timeout_ms=_interval_ms(t, "timeout_ms", 2500.0),
+        retries=t.integer("retries", 3, minimum=1, maximum=MAX_RETRIES),
+        max_quantity=t.integer("max_quantity", 100, minimum=1, maximum=MAX_QUANTITY),
         options=t.options(),
     )
 
@@ -324,8 +371,8 @@ def _parse_queue(t: Table) -> QueueParams:
     return QueueParams(
         frontend=t.text("frontend", REQUIRED),
         backend=t.text("backend", REQUIRED),
-        heartbeat_ms=t.number("heartbeat_ms", 1000.0, positive=True),
-        liveness=t.integer("liveness", 3, minimum=1),
+        heartbeat_ms=_interval_ms(t, "heartbeat_ms", 1000.0, minimum=MIN_HEARTBEAT_MS),
+        liveness=t.integer("liveness", 3, minimum=1, maximum=MAX_LIVENESS),
     )
 
 
@@ -358,10 +405,10 @@ class WorkerParams:
 def _parse_worker(t: Table) -> WorkerParams:
     return WorkerParams(
         connect=t.text("connect", REQUIRED),
-        stream=t.text("stream", REQUIRED),
-        heartbeat_ms=t.number("heartbeat_ms", 1000.0, positive=True),
-        liveness=t.integer("liveness", 3, minimum=1),
-        service_us=t.number("service_us", 0.0),
+        stream=t.name("stream", REQUIRED),
+        heartbeat_ms=_interval_ms(t, "heartbeat_ms", 1000.0, minimum=MIN_HEARTBEAT_MS),
+        liveness=t.integer("liveness", 3, minimum=1, maximum=MAX_LIVENESS),
+        service_us=_service_us(t, "service_us"),
     )
 
 
@@ -434,9 +481,9 @@ def _parse_clone_server(t: Table) -> CloneServerParams:
     return CloneServerParams(
         publisher=t.text("publisher", REQUIRED),
         snapshot=t.text("snapshot", REQUIRED),
-        symbols=tuple(t.texts("symbols", list(DEFAULT_SYMBOLS))) or DEFAULT_SYMBOLS,
-        rate=t.number("rate", 100.0, positive=True),
-        heartbeat_ms=t.number("heartbeat_ms", 1000.0, positive=True),
+        symbols=_symbols(t, DEFAULT_SYMBOLS) or DEFAULT_SYMBOLS,
+        rate=t.number("rate", 100.0, positive=True, maximum=MAX_REQUEST_RATE),
+        heartbeat_ms=_interval_ms(t, "heartbeat_ms", 1000.0, minimum=MIN_HEARTBEAT_MS),
         options=t.options(),
     )
 
@@ -474,10 +521,10 @@ class CloneClientParams:
 
 def _parse_clone_client(t: Table) -> CloneClientParams:
     return CloneClientParams(
-        source=t.text("source", REQUIRED),
+        source=t.name("source", REQUIRED),
         snapshot=t.text("snapshot", REQUIRED),
         updates=t.text("updates", REQUIRED),
-        timeout_ms=t.number("timeout_ms", 5000.0, positive=True),
+        timeout_ms=_interval_ms(t, "timeout_ms", 5000.0, minimum=MIN_HEARTBEAT_MS),
     )
 
 
@@ -527,9 +574,9 @@ class ConflatingParams:
 
 def _parse_conflating(t: Table) -> ConflatingParams:
     return ConflatingParams(
-        source=t.text("source", REQUIRED),
+        source=t.name("source", REQUIRED),
         connect=t.text("connect", REQUIRED),
-        poll_ms=t.number("poll_ms", 50.0, positive=True),
+        poll_ms=_interval_ms(t, "poll_ms", 50.0),
         options=t.options(),
     )
 

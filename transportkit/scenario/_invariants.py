@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from transportkit.scenario._bounds import MAX_LATENCY_BOUND_US
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._metrics import Receipt, Stream
 from transportkit.scenario._spec import REQUIRED, InvariantSpec, ScenarioError, Table
@@ -31,9 +32,9 @@ class Verdict:
 
 def _parse_bound(t: Table) -> Mapping[str, Any]:
     params = {
-        "stream": t.text("stream", REQUIRED),
-        "receiver": t.text("receiver", None),
-        "metric": t.text("metric", REQUIRED),
+        "stream": t.name("stream", REQUIRED),
+        "receiver": t.name("receiver", None),
+        "metric": t.name("metric", REQUIRED),
         "at_least": t.number("at_least", None),
         "at_most": t.number("at_most", None),
     }
@@ -44,15 +45,15 @@ def _parse_bound(t: Table) -> Mapping[str, Any]:
 
 def _parse_latency(t: Table) -> Mapping[str, Any]:
     return {
-        "stream": t.text("stream", REQUIRED),
-        "receiver": t.text("receiver", None),
-        "percentile": t.number("percentile", 99.0, positive=True),
-        "max_us": t.number("max_us", REQUIRED, positive=True),
+        "stream": t.name("stream", REQUIRED),
+        "receiver": t.name("receiver", None),
+        "percentile": t.number("percentile", 99.0, positive=True, maximum=100.0),
+        "max_us": t.number("max_us", REQUIRED, positive=True, maximum=MAX_LATENCY_BOUND_US),
     }
 
 
 def _parse_answered(t: Table) -> Mapping[str, Any]:
-    return {"stream": t.text("stream", REQUIRED)}
+    return {"stream": t.name("stream", REQUIRED)}
 
 
 def _parse_no_errors(t: Table) -> Mapping[str, Any]:

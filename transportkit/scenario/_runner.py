@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transportkit._network import Network
+from transportkit.scenario._budget import check_budget, check_open_files
 from transportkit.scenario._components import COMPONENTS, register_expectations
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import INVARIANTS, Verdict, evaluate
@@ -61,10 +62,31 @@ class RunResult:
 
 
 def load(path: str | Path) -> Scenario:
-    """Load and validate a scenario file against the known components and invariants."""
+    """Load and validate a scenario file against the known components and invariants.
+
+    Besides the file's form, every number is bounded and the run's cost is estimated
+    (events, queued messages: :func:`~transportkit.scenario._budget.check_budget`), so
+    a scenario that loads runs to its end in bounded time and memory.
+
+    Raises:
+        ScenarioError: The file is not a valid scenario, or asks for more than the
+            runner can do; the message names the file, the key and the problem.
+    """
     parsers = {kind: comp.parse for kind, comp in COMPONENTS.items()}
     checks = {kind: parse for kind, (parse, _) in INVARIANTS.items()}
-    return load_scenario(path, parsers, checks)
+    scenario = load_scenario(path, parsers, checks)
+    check_budget(scenario)
+    return scenario
+
+
+def _open_files_limit() -> int | None:
+    """The soft limit of open files of this process (None: unlimited or unknown)."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 async def guarded(spec: ComponentSpec, net: Network, ctx: RunContext) -> None:
@@ -113,10 +135,20 @@ def run_scenario(
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).
+
+    Raises:
+        ScenarioError: Before anything runs: ``record_trace`` asks to keep the trace of
+            a run too large to trace; on zmq, the run needs more open files than the
+            process may have, or nodes run as processes but the scenario was not loaded
+            from a file.
+        ValueError: ``backend`` is neither ``"sim"`` nor ``"zmq"``.
     """
     if backend == "sim":
+        if record_trace and not scenario.record_trace:
+            check_budget(scenario, record_trace=True)
         return _run_sim(scenario, scenario.seed if seed is None else seed, progress, record_trace)
     if backend == "zmq":
+        check_open_files(scenario, _open_files_limit())
         return asyncio.run(_run_zmq(scenario, progress))
     raise ValueError(f"unknown backend {backend!r}: expected 'sim' or 'zmq'")
 
