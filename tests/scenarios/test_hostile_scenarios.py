@@ -30,6 +30,7 @@ from transportkit.scenario._bounds import (
     MAX_TRACED_EVENTS,
 )
 from transportkit.scenario._runner import load
+from transportkit.scenario._spec import ScenarioError
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -739,3 +740,22 @@ def test_a_report_that_cannot_be_written_is_one_message(scenario_file: Path) -> 
         proc = run_child("run", str(scenario_file), "--json", stdout=full, stderr=subprocess.PIPE)
     assert proc.returncode == 2, proc.stderr
     assert_one_clear_message(proc.stderr, "cannot write the report", "No space left")
+
+
+def test_max_events_raises_the_time_budget_on_purpose_and_only_that(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long_run = write(
+        tmp_path,
+        feed("[[component.burst]]\nat = 0.5\ncount = 5000000")(
+            in_scenario("record_trace = false")(GOOD)
+        ),
+    )
+    refused(capsys, long_run, f"{MAX_EVENTS:,} allowed", "--max-events")
+    assert len(load(long_run, max_events=10 * MAX_EVENTS).components) >= 1
+    traced = write(tmp_path, feed("[[component.burst]]\nat = 0.5\ncount = 2000000")(GOOD))
+    with pytest.raises(ScenarioError, match=f"{MAX_TRACED_EVENTS:,} allowed"):
+        load(traced, max_events=10 * MAX_EVENTS)  # the trace's memory bound stays
+    status, _, err = run_cli(capsys, "run", str(long_run), "--max-events", "0")
+    assert status == 2
+    assert "--max-events" in err

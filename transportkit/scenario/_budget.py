@@ -338,13 +338,18 @@ def _check_bursts(scenario: Scenario) -> None:
             )
 
 
-def check_budget(scenario: Scenario, *, record_trace: bool | None = None) -> None:
+def check_budget(
+    scenario: Scenario, *, record_trace: bool | None = None, max_events: int = MAX_EVENTS
+) -> None:
     """Refuse a scenario whose run would cost more than the bounds allow.
 
     Args:
         scenario: A parsed scenario.
         record_trace: Whether the run keeps its trace (None: the scenario's
             ``record_trace``); a kept trace lowers the bound on events.
+        max_events: The bound on an untraced run's events: a bound on time only (about
+            10 us each), which the user may raise for a long run on purpose; the
+            bounds on memory (a traced run's events, queued messages) stay.
 
     Raises:
         ScenarioError: The estimated events or queued messages exceed the bounds (the
@@ -359,9 +364,12 @@ def check_budget(scenario: Scenario, *, record_trace: bool | None = None) -> Non
         _refuse(
             scenario, events, MAX_TRACED_EVENTS, claim,
             "with the trace recorded, about 160 MB of it; with record_trace = false in "
-            f"[scenario] and without --trace, {MAX_EVENTS:,}",
+            f"[scenario] and without --trace, {max_events:,}",
         )  # fmt: skip
-    _refuse(scenario, events, MAX_EVENTS, claim, "about a minute on the sim")
+    _refuse(
+        scenario, events, max_events, claim,
+        f"about {max_events / 100_000:,.0f} s on the sim; raise it with --max-events",
+    )  # fmt: skip
     _refuse(
         scenario, estimate_queued(scenario), MAX_QUEUED,
         "up to about {total} messages could wait in queues at once",

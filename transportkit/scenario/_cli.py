@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from transportkit.cli import seed_argument
+from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._export import write_chrome_trace, write_plot
 from transportkit.scenario._report import report_json, report_text
 from transportkit.scenario._runner import ProgressHook, load, run_scenario
@@ -53,7 +54,25 @@ def _parser() -> argparse.ArgumentParser:
         "--plot", metavar="FILE", help="write a PNG: deliveries and faults over time, latencies"
     )
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    parser.add_argument(
+        "--max-events",
+        type=_max_events_argument,
+        default=MAX_EVENTS,
+        metavar="N",
+        help=f"refuse a run estimated to cost more events than this (default {MAX_EVENTS:,}, "
+        "about 50 s on the sim); raise it to run a long scenario on purpose",
+    )
     return parser
+
+
+def _max_events_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 10**12:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 10**12, got {value}")
+    return value
 
 
 def check_output_path(path: str) -> str | None:
@@ -180,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         return _fail(problem)
     try:
-        scenario = load(args.scenario)
+        scenario = load(args.scenario, max_events=args.max_events)
     except ScenarioError as exc:
         return _fail(str(exc))
     record = True if args.trace else None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transportkit._network import Network
+from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._budget import check_budget, check_open_files
 from transportkit.scenario._components import COMPONENTS, register_expectations
 from transportkit.scenario._context import RunContext
@@ -61,12 +62,17 @@ class RunResult:
         return all(v.passed for v in self.verdicts)
 
 
-def load(path: str | Path) -> Scenario:
+def load(path: str | Path, *, max_events: int = MAX_EVENTS) -> Scenario:
     """Load and validate a scenario file against the known components and invariants.
 
     Besides the file's form, every number is bounded and the run's cost is estimated
     (events, queued messages: :func:`~transportkit.scenario._budget.check_budget`), so
     a scenario that loads runs to its end in bounded time and memory.
+
+    Args:
+        path: The scenario file.
+        max_events: The most events an untraced run may cost (about 10 us each on the
+            sim): raise it to run a long scenario on purpose.
 
     Raises:
         ScenarioError: The file is not a valid scenario, or asks for more than the
@@ -75,7 +81,7 @@ def load(path: str | Path) -> Scenario:
     parsers = {kind: comp.parse for kind, comp in COMPONENTS.items()}
     checks = {kind: parse for kind, (parse, _) in INVARIANTS.items()}
     scenario = load_scenario(path, parsers, checks)
-    check_budget(scenario)
+    check_budget(scenario, max_events=max_events)
     return scenario
 
 
