@@ -89,7 +89,10 @@ def impl(request: pytest.FixtureRequest) -> Impl:
 
 @pytest.fixture
 def message_impl(impl: Impl, monkeypatch: pytest.MonkeyPatch) -> Impl:
-    """Make the zmq sockets (blocking and asyncio) created in the test use ``impl``."""
+    """Make the zmq sockets (blocking and asyncio) created in the test use ``impl``
+    (with the pure pair, the pure wait too: the whole fallback)."""
     monkeypatch.setattr(_accel, "recv_message", impl[0])
     monkeypatch.setattr(_accel, "send_message", impl[1])
+    if impl[0] is _accel.py_recv_message:
+        monkeypatch.setattr(_accel, "wait", _accel.py_wait)
     return impl

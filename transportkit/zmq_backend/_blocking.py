@@ -70,9 +70,7 @@ class BlockingSocket(Closeable):
         "_options",
         "_rcvtimeo",
         "_recv_message",
-        "_recv_multipart",
         "_send_message",
-        "_send_multipart",
         "_sock",
         "_spin",
         "_stats",
@@ -93,8 +91,6 @@ class BlockingSocket(Closeable):
         self._kind = kind
         self._options = options
         self._on_close = on_close
-        self._send_multipart = sock.send_multipart
-        self._recv_multipart = sock.recv_multipart
         self._send_message = _accel.send_message
         self._recv_message = _accel.recv_message
         self._rcvtimeo = options.rcvtimeo
@@ -176,10 +172,8 @@ class BlockingSocket(Closeable):
         try:
             if copy:
                 self._send_message(self._sock, frames)
-            elif type(frames) is list and len(frames) == 1:
-                self._sock.send(frames[0], copy=False)  # one frame: no multipart layer
             else:
-                self._send_multipart(frames, copy=False)
+                _accel.send_frames(self._sock, frames)
         except zmq.ZMQError as exc:
             raise self._error(exc, "send") from exc
         except FRAME_ERRORS as exc:
@@ -239,10 +233,7 @@ class BlockingSocket(Closeable):
             frames = self._recv_waiting(timeout, copy=False)
         else:
             try:
-                # The first frame says (Frame.more, read in C) whether more follow:
-                # a single-frame message skips recv_multipart's option lookup.
-                first = self._sock.recv(copy=False)
-                frames = [first, *self._recv_multipart(copy=False)] if first.more else [first]
+                frames = _accel.recv_frames(self._sock)
             except zmq.ZMQError as exc:
                 raise self._error(exc, "recv") from exc
             self._stats.received += 1
@@ -252,10 +243,11 @@ class BlockingSocket(Closeable):
         """Receive with an explicit timeout, or by spinning (the paths off the fast one)."""
         wait_ms = self._rcvtimeo if timeout is None else timeout_ms(timeout)
         sock = self._sock
+        receive: Callable[[int], list[Any]]
         if copy:
             receive = functools.partial(self._recv_message, sock)
         else:
-            receive = functools.partial(self._recv_multipart, copy=False)
+            receive = functools.partial(_accel.recv_frames, sock)
         if self._spin:
             frames = self._recv_spinning(receive, wait_ms)
         elif wait_ms == self._rcvtimeo:
@@ -291,7 +283,7 @@ class BlockingSocket(Closeable):
         except zmq.ZMQError as exc:
             raise self._error(exc, "recv") from exc
         try:
-            if not self._sock.poll(wait_ms, zmq.POLLIN):
+            if not _accel.wait(self._sock, zmq.POLLIN, wait_ms):
                 raise Timeout(f"{self._where()}: recv timed out after {wait_ms} ms") from None
             return receive(zmq.NOBLOCK)
         except zmq.ZMQError as exc:
