@@ -153,14 +153,17 @@ class BlockingSocket(Closeable):
         """Send one multipart message, blocking up to ``sndtimeo`` at the HWM.
 
         Args:
-            frames: The message's frames.
+            frames: The message's frames: a non-empty Sequence of C-contiguous
+                bytes-like objects (:func:`transportkit._socket.check_frames`, checked
+                before anything is sent; the same rules with ``copy`` False).
             copy: False sends without copying: libzmq keeps a reference to each frame
                 of 64 KB or more until it has sent it, so the caller must not modify
                 those buffers afterwards (``bytes`` cannot be modified: always safe).
                 Smaller frames are copied anyway, as copying them is cheaper.
 
         Raises:
-            FrameError: Bad frames, or multipart on a ``conflate`` socket.
+            FrameError: ``frames`` breaks those rules, or is multipart on a
+                ``conflate`` socket.
             Timeout: ``sndtimeo`` elapsed.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.

@@ -399,8 +399,10 @@ class _Sending(ZmqSocket):
         """Send one multipart message, waiting up to ``sndtimeo`` at the HWM.
 
         Raises:
-            FrameError: Not a non-empty sequence of bytes-like frames, multipart on a
-                ``conflate`` socket, or larger than the peer's ``maxmsgsize``.
+            FrameError: ``frames`` breaks the rules of
+                :func:`transportkit._socket.check_frames` (checked before anything is
+                sent), is multipart on a ``conflate`` socket, or is larger than the
+                peer's ``maxmsgsize``.
             Timeout: ``sndtimeo`` elapsed while the socket could not send.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
