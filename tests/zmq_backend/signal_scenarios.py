@@ -149,6 +149,16 @@ def _fill(push: BlockingSocket) -> None:
 
 
 def _send_case(net: ZmqNetwork, n: int) -> list[str]:
+    # If a.send() did not block after all (the queues were not quite full: a slow
+    # run), the run proves nothing either way: try again.
+    for _ in range(5):
+        outcome = _send_once(net)
+        if outcome != ["returned None", "d got nothing"]:
+            return outcome
+    return ["did not block", "inconclusive"]
+
+
+def _send_once(net: ZmqNetwork) -> list[str]:
     # tcp, so that libzmq's I/O thread (not a socket no one reads) ends a's pipe and
     # its memory is freed at once; small kernel buffers, so that a fills up fast.
     hwm = SocketOptions(sndhwm=1, rcvhwm=1)

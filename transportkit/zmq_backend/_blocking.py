@@ -5,9 +5,12 @@ The hot path is one call per message into the optional C accelerator
 of each read in C) inside a plain ``try``/``except`` (free when nothing is raised,
 since Python 3.11), with a poll only when a call asks for a timeout other than the
 socket's ``rcvtimeo``. Without the accelerator the same calls go through pyzmq's
-compiled ``send``/``recv``: a receive takes the first frame as a ``zmq.Frame`` and asks
-it whether more follow (``getsockopt(RCVMORE)``, as used by ``recv_multipart``, costs
-more than the receive in pyzmq's option lookup).
+compiled ``send``/``recv``, non-blocking, with the waits done by transportkit (pyzmq's
+own waits call libzmq again with a handle a signal handler may have closed): a receive
+takes the first frame as a ``zmq.Frame`` and asks it whether more follow
+(``getsockopt(RCVMORE)``, as used by ``recv_multipart``, costs more than the receive
+in pyzmq's option lookup). The zero-copy calls and timed waits take the same care on
+both paths (``_accel.recv_frames``, ``send_frames``, ``wait``).
 
 Two opt-in modes trade generality for speed:
 
