@@ -5,7 +5,7 @@ path sends and receives a 100-byte message through an inproc PAIR in one thread,
 that nothing waits and the count is the CPU cost of the calls alone. It runs twice
 under ``valgrind --tool=callgrind``, with ``N`` and ``2N`` messages: the difference
 divided by ``N`` cancels the interpreter's start-up. Unlike wall time, these counts
-repeat from run to run (to a few instructions).
+repeat from run to run, to within about 1% (memory layout still varies).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _loop(path: str, count: int) -> None:
 
 
 def _instructions(path: str, count: int, valgrind: str) -> int:
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
     env.pop("TRANSPORTKIT_PURE_PYTHON", None)
     if path == "tk-pure":
         env["TRANSPORTKIT_PURE_PYTHON"] = "1"
