@@ -15,6 +15,7 @@ The scenarios:
   closes ``a`` and connects a new PUSH ``b`` to another PULL ``d``. ``a.send()`` must
   raise ClosedError and ``d`` must not receive ``a``'s message.
 - ``recv-timed``: as ``recv``, with ``a.recv(timeout=30)`` (a wait on a poll).
+- ``recv-buffers``: as ``recv``, with the zero-copy ``a.recv_buffers()``.
 - ``async-behind-back``: an asyncio PULL's pyzmq socket is closed behind
   transportkit's back and a new PULL takes its place: ``try_recv()`` must raise
   ClosedError, not return the new socket's message.
@@ -105,7 +106,7 @@ def _with_handler(handler: Callable[[], None], call: Callable[[], object]) -> st
         signal.signal(signal.SIGUSR1, previous)
 
 
-def _recv_case(net: ZmqNetwork, n: int, timed: bool) -> list[str]:
+def _recv_case(net: ZmqNetwork, n: int, how: str) -> list[str]:
     a = net.blocking(SocketKind.PULL, bind=_endpoint("a"))
     made: list[BlockingSocket] = []
 
@@ -120,7 +121,12 @@ def _recv_case(net: ZmqNetwork, n: int, timed: bool) -> list[str]:
         push.send([b"meant for b"])
 
     try:
-        outcome = _with_handler(handler, (lambda: a.recv(timeout=30)) if timed else a.recv)
+        calls: dict[str, Callable[[], object]] = {
+            "plain": a.recv,
+            "timed": lambda: a.recv(timeout=30),
+            "buffers": lambda: [bytes(view) for view in a.recv_buffers()],
+        }
+        outcome = _with_handler(handler, calls[how])
         kept = "no b"
         if made:
             try:
@@ -358,8 +364,9 @@ def _recv_storm(net: ZmqNetwork, n: int) -> list[str]:
 
 
 SCENARIOS: dict[str, Callable[[ZmqNetwork, int], list[str]]] = {
-    "recv": lambda net, n: _recv_case(net, n, timed=False),
-    "recv-timed": lambda net, n: _recv_case(net, n, timed=True),
+    "recv": lambda net, n: _recv_case(net, n, "plain"),
+    "recv-timed": lambda net, n: _recv_case(net, n, "timed"),
+    "recv-buffers": lambda net, n: _recv_case(net, n, "buffers"),
     "send": _send_case,
     "async-behind-back": _async_case,
     "send-interrupted": _send_interrupted,

@@ -157,7 +157,7 @@ def test_the_signal_scenarios_touch_no_freed_memory_under_valgrind(path: str) ->
     if path == "py":
         env["TRANSPORTKIT_PURE_PYTHON"] = "1"
     env["PYTHONMALLOC"] = "malloc"  # so that memcheck sees Python's allocations too
-    runs = ["recv:3", "recv-timed:3", "send:2", "async-behind-back:3"]
+    runs = ["recv:3", "recv-timed:3", "recv-buffers:3", "send:2", "async-behind-back:3"]
     memcheck = [valgrind, "--tool=memcheck", "--leak-check=no", "--num-callers=40"]
     result = subprocess.run(
         [*memcheck, sys.executable, str(HERE / "signal_scenarios.py"), *runs],
@@ -174,6 +174,7 @@ def test_the_signal_scenarios_touch_no_freed_memory_under_valgrind(path: str) ->
     assert outcomes == {
         "recv": {"closed / b kept": 3},
         "recv-timed": {"closed / b kept": 3},
+        "recv-buffers": {"closed / b kept": 3},
         "send": {"closed / d got nothing": 2},
         "async-behind-back": {"closed": 3},
     }
