@@ -24,7 +24,8 @@ The scenarios:
   message must arrive whole.
 - ``send-storm`` / ``recv-storm``: 3-frame messages sent (received) by the main
   thread for ``STORM_SECONDS`` under a storm of signals whose handler raises; every
-  message the peer thread receives (the main thread receives) must be whole.
+  message the peer thread receives (the main thread receives) must be whole. With
+  ``SCENARIO_DEBUG=1`` the broken messages are printed on stderr.
 """
 
 from __future__ import annotations
