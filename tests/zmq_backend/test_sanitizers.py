@@ -77,9 +77,16 @@ def asan_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(out), *filter(None, [env.get("PYTHONPATH")])])
     env["TK_TEST_ACCEL_SO"] = str(target)
     env["LD_PRELOAD"] = libasan
-    # Python itself "leaks" at exit; any other error ends the process with status 1.
-    env["ASAN_OPTIONS"] = "detect_leaks=0:halt_on_error=1"
+    # Python itself "leaks" at exit; any other error ends the process with status 1
+    # and is written to asan.<pid> in the directory (pytest would swallow stderr).
+    (out / "reports").mkdir()
+    env["ASAN_OPTIONS"] = f"detect_leaks=0:halt_on_error=1:log_path={out / 'reports' / 'asan'}"
     return env
+
+
+def _asan_reports(env: dict[str, str]) -> str:
+    reports = Path(env["TK_TEST_ACCEL_SO"]).parent / "reports"
+    return "\n".join(path.read_text(errors="replace") for path in sorted(reports.iterdir()))
 
 
 def test_the_address_sanitizer_build_is_the_one_in_use(asan_env: dict[str, str]) -> None:
@@ -120,7 +127,8 @@ def test_the_accelerator_tests_pass_under_address_sanitizer(asan_env: dict[str, 
         check=False,
     )
     output = result.stdout + result.stderr
-    assert "AddressSanitizer" not in output, output[-6000:]
+    reports = _asan_reports(asan_env)
+    assert not reports, reports[:8000]
     assert result.returncode == 0, output[-6000:]
 
 
