@@ -80,7 +80,11 @@ class UnsupportedError(TransportError):
 
 
 class FrameError(TransportError, TypeError):
-    """A message is not a non-empty sequence of bytes-like frames, or a frame is too big."""
+    """A message breaks the rules of ``check_frames``, or is too big.
+
+    The rules: a non-empty Sequence of C-contiguous bytes-like frames (see
+    :func:`transportkit._socket.check_frames`).
+    """
 
 
 class ServiceUnavailableError(BrokenPeerError):

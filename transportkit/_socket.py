@@ -3,9 +3,10 @@
 Each interface is an abstract class whose docstrings are the contract every backend
 honours; the conformance checks in :mod:`transportkit.testing` hold backends to it.
 
-Messages are multipart: a message is a non-empty sequence of frames, each frame
-bytes-like (``bytes``, ``bytearray``, ``memoryview``). Received messages are
-``list[bytes]``. A message is delivered whole or not at all.
+Messages are multipart: a message is a non-empty sequence of frames, each frame a
+C-contiguous bytes-like object (``bytes``, ``bytearray``, ``memoryview``...; the exact
+rules are :func:`check_frames`'s). Received messages are ``list[bytes]``. A message is
+delivered whole or not at all.
 
 Timeouts given to methods are in seconds (asyncio's unit); timeouts in
 :class:`~transportkit.SocketOptions` are in milliseconds (libzmq's unit).
@@ -46,34 +47,107 @@ __all__ = [
 ]
 
 Frame: TypeAlias = bytes | bytearray | memoryview
-"""A frame as accepted by ``send`` (any object with the buffer protocol also works)."""
+"""A frame as accepted by ``send``: any C-contiguous buffer (see :func:`check_frames`)."""
 
 Message: TypeAlias = list[bytes]
 """A received message: its frames, in order."""
 
+_TEXT_HINT = "expected bytes (encode text explicitly, e.g. 'AAPL'.encode())"
 
-def check_frames(frames: object) -> Sequence[Frame]:
-    """Validate an outgoing message; return it, or raise FrameError naming the fault."""
-    if isinstance(frames, (bytes, bytearray, memoryview, str)):
-        raise FrameError(
-            f"a message is a sequence of frames, got a single {type(frames).__name__}; "
-            "wrap it in a list: send([frame])"
-        )
-    if not isinstance(frames, Sequence):
-        raise FrameError(f"a message is a sequence of bytes frames, got {type(frames).__name__}")
-    if not frames:
-        raise FrameError("a message needs at least one frame, got an empty sequence")
-    for i, frame in enumerate(frames):
-        if isinstance(frame, (bytes, bytearray, memoryview)):
-            continue
-        try:
-            memoryview(frame)  # any other buffer (array.array, numpy arrays, ...)
-        except TypeError:
+
+def check_frames(frames: object) -> list[Frame]:
+    """Validate an outgoing message; return its frames, or raise FrameError naming the fault.
+
+    This is the one contract of every backend's ``send`` and ``try_send``: the zmq
+    backend (its C accelerator and its pure-pyzmq fallback) and the sim apply these
+    rules in this order, and refuse what they refuse with this function's message.
+
+    - A message is a non-empty :class:`collections.abc.Sequence` of frames (a list
+      or a tuple, usually). Anything else is refused, even if it can be iterated: a
+      dict, a set, a generator. So is a single ``str`` or a single bytes-like object
+      (wrap it in a list: ``send([frame])``). So is a Sequence whose ``len()`` does not
+      match what iterating it gives. The message is iterated exactly once.
+    - A frame is any object with the buffer protocol whose memory is C-contiguous:
+      ``bytes``, ``bytearray``, a contiguous ``memoryview``, ``array.array``, a
+      C-ordered numpy array... It is sent as that memory, byte for byte (for these
+      objects, what ``bytes(frame)`` gives). A buffer that is not C-contiguous (a
+      strided ``memoryview``, a Fortran-ordered numpy array) is refused rather than
+      reordered: send ``bytes(frame)`` or ``numpy.ascontiguousarray(frame)``. A
+      ``str`` is refused: encode it.
+
+    Args:
+        frames: The message to check.
+
+    Returns:
+        Its frames, as a list (``frames`` itself when it is a list).
+
+    Raises:
+        FrameError: ``frames`` is not a message, or frame ``i`` is not a frame (the
+            message says which rule, and which frame).
+    """
+    kind = type(frames)
+    items: list[Frame]
+    if kind is list:
+        items = frames  # type: ignore[assignment]
+    elif kind is tuple:
+        items = list(frames)  # type: ignore[call-overload]
+    else:
+        if isinstance(frames, str) or _is_buffer(frames):
             raise FrameError(
-                f"frame {i} is {type(frame).__name__} {frame!r:.40}, expected bytes "
-                "(encode text explicitly, e.g. 'AAPL'.encode())"
-            ) from None
-    return frames
+                f"a message is a sequence of frames, got a single {kind.__name__}; "
+                "wrap it in a list: send([frame])"
+            )
+        if not isinstance(frames, Sequence):
+            raise FrameError(
+                f"a message is a sequence of frames (a list or a tuple), got {kind.__name__}"
+            )
+        declared = len(frames)
+        items = list(frames)
+        if len(items) != declared:
+            raise FrameError(
+                f"the message's len() is {declared} but iterating it gives "
+                f"{len(items)} frames: a message must be a consistent Sequence"
+            )
+    if not items:
+        raise FrameError("a message needs at least one frame, got an empty sequence")
+    for i, frame in enumerate(items):
+        if type(frame) is bytes or type(frame) is bytearray:
+            continue
+        problem = _frame_problem(frame)
+        if problem is not None:
+            raise FrameError(f"frame {i} {problem}")
+    return items
+
+
+def _is_buffer(obj: object) -> bool:
+    """Whether ``obj`` has the buffer protocol."""
+    try:
+        memoryview(obj).release()  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    except (ValueError, BufferError):  # it has one, but refused this request
+        return True
+    return True
+
+
+def _frame_problem(frame: object) -> str | None:
+    """Why ``frame`` is not a frame (completing "frame i ..."), or None if it is one."""
+    if isinstance(frame, str):
+        return f"is str {frame!r:.40}, {_TEXT_HINT}"
+    try:
+        view = memoryview(frame)  # type: ignore[arg-type]
+    except TypeError:
+        return f"is {type(frame).__name__} {frame!r:.40}, {_TEXT_HINT}"
+    except (ValueError, BufferError) as exc:
+        return f"is a {type(frame).__name__} whose buffer cannot be read ({exc})"
+    with view:
+        if not view.c_contiguous:
+            return (
+                f"is a {type(frame).__name__} whose memory is not C-contiguous (strided, or "
+                "Fortran-ordered): a frame is sent as its memory, so send bytes(frame) or "
+                "numpy.ascontiguousarray(frame)"
+            )
+    return None
 
 
 @dataclass(slots=True)
@@ -213,15 +287,21 @@ class Sender(Socket):
 
     @abc.abstractmethod
     async def send(self, frames: Sequence[Frame]) -> None:
-        """Send one multipart message.
+        """Send one multipart message, whole or not at all.
 
         Waits while the socket is at its high-water mark if its kind blocks there
         (PUSH, DEALER, REQ, PAIR), up to ``sndtimeo``; a PUB never waits (it drops, and
         counts the drop where the backend can know).
 
+        Args:
+            frames: A non-empty Sequence (a list or a tuple) of C-contiguous bytes-like
+                frames, each sent as its memory; not a dict, a set or a generator. The
+                rules are those of :func:`check_frames`, checked before anything is
+                sent.
+
         Raises:
-            FrameError: ``frames`` is not a non-empty sequence of bytes-like frames, or
-                is multipart on a ``conflate`` socket.
+            FrameError: ``frames`` breaks a rule of :func:`check_frames` (the same
+                message on every backend), or is multipart on a ``conflate`` socket.
             Timeout: ``sndtimeo`` elapsed while the socket was at its HWM.
             StateError: A REQ sent twice without receiving, or a REP sent before receiving.
             HostUnreachableError: A ``router_mandatory`` ROUTER had no such peer.

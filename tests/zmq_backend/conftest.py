@@ -82,9 +82,15 @@ def _implementations() -> list[Any]:
 
 
 @pytest.fixture(params=_implementations())
-def impl(request: pytest.FixtureRequest) -> Impl:
-    """The whole-message (recv, send) pair: pure pyzmq, and the C accelerator if built."""
-    return request.param  # type: ignore[no-any-return]
+def impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Impl:
+    """The whole-message (recv, send) pair: pure pyzmq, and the C accelerator if built.
+
+    With the pure pair, the fallback's waits are the pure ones too (``_accel.wait``).
+    """
+    pair: Impl = request.param
+    if pair[0] is _accel.py_recv_message:
+        monkeypatch.setattr(_accel, "wait", _accel.py_wait)
+    return pair
 
 
 @pytest.fixture

@@ -5,9 +5,12 @@ The hot path is one call per message into the optional C accelerator
 of each read in C) inside a plain ``try``/``except`` (free when nothing is raised,
 since Python 3.11), with a poll only when a call asks for a timeout other than the
 socket's ``rcvtimeo``. Without the accelerator the same calls go through pyzmq's
-compiled ``send``/``recv``: a receive takes the first frame as a ``zmq.Frame`` and asks
-it whether more follow (``getsockopt(RCVMORE)``, as used by ``recv_multipart``, costs
-more than the receive in pyzmq's option lookup).
+compiled ``send``/``recv``, non-blocking, with the waits done by transportkit (pyzmq's
+own waits call libzmq again with a handle a signal handler may have closed): a receive
+takes the first frame as a ``zmq.Frame`` and asks it whether more follow
+(``getsockopt(RCVMORE)``, as used by ``recv_multipart``, costs more than the receive
+in pyzmq's option lookup). The zero-copy calls and timed waits take the same care on
+both paths (``_accel.recv_frames``, ``send_frames``, ``wait``).
 
 Two opt-in modes trade generality for speed:
 
@@ -70,9 +73,7 @@ class BlockingSocket(Closeable):
         "_options",
         "_rcvtimeo",
         "_recv_message",
-        "_recv_multipart",
         "_send_message",
-        "_send_multipart",
         "_sock",
         "_spin",
         "_stats",
@@ -93,8 +94,6 @@ class BlockingSocket(Closeable):
         self._kind = kind
         self._options = options
         self._on_close = on_close
-        self._send_multipart = sock.send_multipart
-        self._recv_multipart = sock.recv_multipart
         self._send_message = _accel.send_message
         self._recv_message = _accel.recv_message
         self._rcvtimeo = options.rcvtimeo
@@ -157,14 +156,17 @@ class BlockingSocket(Closeable):
         """Send one multipart message, blocking up to ``sndtimeo`` at the HWM.
 
         Args:
-            frames: The message's frames.
+            frames: The message's frames: a non-empty Sequence of C-contiguous
+                bytes-like objects (:func:`transportkit._socket.check_frames`, checked
+                before anything is sent; the same rules with ``copy`` False).
             copy: False sends without copying: libzmq keeps a reference to each frame
                 of 64 KB or more until it has sent it, so the caller must not modify
                 those buffers afterwards (``bytes`` cannot be modified: always safe).
                 Smaller frames are copied anyway, as copying them is cheaper.
 
         Raises:
-            FrameError: Bad frames, or multipart on a ``conflate`` socket.
+            FrameError: ``frames`` breaks those rules, or is multipart on a
+                ``conflate`` socket.
             Timeout: ``sndtimeo`` elapsed.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
@@ -176,10 +178,8 @@ class BlockingSocket(Closeable):
         try:
             if copy:
                 self._send_message(self._sock, frames)
-            elif type(frames) is list and len(frames) == 1:
-                self._sock.send(frames[0], copy=False)  # one frame: no multipart layer
             else:
-                self._send_multipart(frames, copy=False)
+                _accel.send_frames(self._sock, frames)
         except zmq.ZMQError as exc:
             raise self._error(exc, "send") from exc
         except FRAME_ERRORS as exc:
@@ -239,10 +239,7 @@ class BlockingSocket(Closeable):
             frames = self._recv_waiting(timeout, copy=False)
         else:
             try:
-                # The first frame says (Frame.more, read in C) whether more follow:
-                # a single-frame message skips recv_multipart's option lookup.
-                first = self._sock.recv(copy=False)
-                frames = [first, *self._recv_multipart(copy=False)] if first.more else [first]
+                frames = _accel.recv_frames(self._sock)
             except zmq.ZMQError as exc:
                 raise self._error(exc, "recv") from exc
             self._stats.received += 1
@@ -252,10 +249,11 @@ class BlockingSocket(Closeable):
         """Receive with an explicit timeout, or by spinning (the paths off the fast one)."""
         wait_ms = self._rcvtimeo if timeout is None else timeout_ms(timeout)
         sock = self._sock
+        receive: Callable[[int], list[Any]]
         if copy:
             receive = functools.partial(self._recv_message, sock)
         else:
-            receive = functools.partial(self._recv_multipart, copy=False)
+            receive = functools.partial(_accel.recv_frames, sock)
         if self._spin:
             frames = self._recv_spinning(receive, wait_ms)
         elif wait_ms == self._rcvtimeo:
@@ -291,7 +289,7 @@ class BlockingSocket(Closeable):
         except zmq.ZMQError as exc:
             raise self._error(exc, "recv") from exc
         try:
-            if not self._sock.poll(wait_ms, zmq.POLLIN):
+            if not _accel.wait(self._sock, zmq.POLLIN, wait_ms):
                 raise Timeout(f"{self._where()}: recv timed out after {wait_ms} ms") from None
             return receive(zmq.NOBLOCK)
         except zmq.ZMQError as exc:

@@ -104,7 +104,10 @@ class _AsyncEnd:
 
     The shadow does not know when the socket is closed (touching it afterwards would
     use freed memory), so every use of it is preceded, in the same step, by a check of
-    ``_closed``.
+    ``_closed``. Messages go through the accelerator with the asyncio socket itself:
+    pyzmq zeroes its ``underlying`` when it is closed, so a call that runs Python code
+    midway (a signal handler) sees the close and never touches the freed socket,
+    which a re-read of the shadow's handle would not show.
     """
 
     def __init__(self, asock: zmq.asyncio.Socket) -> None:
@@ -203,7 +206,7 @@ class _AsyncEnd:
             if self._closed:
                 raise self._closed_error("recv")
             try:
-                return self._recv_message(self._sock, zmq.NOBLOCK)
+                return self._recv_message(self._async, zmq.NOBLOCK)
             except zmq.Again:
                 pass
             except zmq.ZMQError as exc:
@@ -245,7 +248,7 @@ class _AsyncEnd:
         if self._closed:
             raise self._closed_error("recv")
         try:
-            return self._recv_message(self._sock, zmq.NOBLOCK)
+            return self._recv_message(self._async, zmq.NOBLOCK)
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:
@@ -396,8 +399,10 @@ class _Sending(ZmqSocket):
         """Send one multipart message, waiting up to ``sndtimeo`` at the HWM.
 
         Raises:
-            FrameError: Not a non-empty sequence of bytes-like frames, multipart on a
-                ``conflate`` socket, or larger than the peer's ``maxmsgsize``.
+            FrameError: ``frames`` breaks the rules of
+                :func:`transportkit._socket.check_frames` (checked before anything is
+                sent), is multipart on a ``conflate`` socket, or is larger than the
+                peer's ``maxmsgsize``.
             Timeout: ``sndtimeo`` elapsed while the socket could not send.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
@@ -411,7 +416,7 @@ class _Sending(ZmqSocket):
             if self._closed:
                 raise self._closed_error("send")
             try:
-                self._send_message(self._sock, frames, zmq.NOBLOCK)
+                self._send_message(self._async, frames, zmq.NOBLOCK)
             except zmq.Again:
                 pass
             except zmq.ZMQError as exc:
@@ -439,7 +444,7 @@ class _Sending(ZmqSocket):
         if self._options.conflate:
             check_conflatable(frames, self._where())
         try:
-            self._send_message(self._sock, frames, zmq.NOBLOCK)
+            self._send_message(self._async, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise translate(exc, self._where(), "send", nonblocking=True) from exc
         except FRAME_ERRORS as exc:

@@ -1,0 +1,149 @@
+"""CPU instructions per message, counted by callgrind.
+
+Run ``python -m transportkit._bench._instructions [PATH ...]`` (needs valgrind). Each
+path sends and receives a 100-byte message through an inproc PAIR in one thread, so
+that nothing waits and the count is the CPU cost of the calls alone. It runs twice
+under ``valgrind --tool=callgrind``, with ``N`` and ``2N`` messages: the difference
+divided by ``N`` cancels the interpreter's start-up. Unlike wall time, these counts
+repeat from run to run, to within about 1% (memory layout still varies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Final
+
+PATHS: Final = {
+    "raw": "raw pyzmq send(bytes) + recv() (single frame)",
+    "tk": "transportkit blocking send([bytes]) + recv()",
+    "tk-pure": "the same with TRANSPORTKIT_PURE_PYTHON=1",
+    "tk-3": "transportkit blocking send of 3 frames + recv()",
+    "raw-multipart": "raw pyzmq send_multipart([bytes]) + recv_multipart()",
+}
+"""Every measured path and what it is."""
+
+_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+
+
+def _loop(path: str, count: int) -> None:
+    """Send and receive ``count`` messages on ``path`` (run under callgrind)."""
+    import zmq  # noqa: PLC0415
+
+    from transportkit import SocketKind  # noqa: PLC0415
+    from transportkit.zmq_backend import ZmqNetwork  # noqa: PLC0415
+
+    payload = b"x" * 100
+    with ZmqNetwork() as net:
+        if path.startswith("raw"):
+            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(net.context.underlying)
+            a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+            a.linger = b.linger = 0
+            a.bind("inproc://instructions")
+            b.connect("inproc://instructions")
+            step: Callable[[], object]
+            if path == "raw":
+                send, recv = a.send, b.recv
+
+                def step() -> object:
+                    send(payload)
+                    return recv()
+
+            else:
+                send_m, recv_m = a.send_multipart, b.recv_multipart
+                message = [payload]
+
+                def step() -> object:
+                    send_m(message)
+                    return recv_m()
+
+            for _ in range(count):
+                step()
+            a.close()
+            b.close()
+            return
+        ta = net.blocking(SocketKind.PAIR, bind="inproc://instructions")
+        tb = net.blocking(SocketKind.PAIR, connect="inproc://instructions")
+        message = [payload] * (3 if path == "tk-3" else 1)
+        tsend, trecv = ta.send, tb.recv
+        for _ in range(count):
+            tsend(message)
+            trecv()
+        ta.close()
+        tb.close()
+
+
+def _instructions(path: str, count: int, valgrind: str) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
+    env.pop("TRANSPORTKIT_PURE_PYTHON", None)
+    if path == "tk-pure":
+        env["TRANSPORTKIT_PURE_PYTHON"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(
+            [
+                valgrind,
+                "--tool=callgrind",
+                f"--callgrind-out-file={tmp}/callgrind.out",
+                sys.executable,
+                "-m",
+                "transportkit._bench._instructions",
+                "--worker",
+                path,
+                str(count),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = _COLLECTED.findall(result.stderr)
+    if not found:
+        raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr[-500:]}")
+    return int(found[-1])
+
+
+def measure(paths: list[str], count: int = 20_000) -> dict[str, float]:
+    """Instructions per message of each of ``paths`` (see :data:`PATHS`).
+
+    Raises:
+        RuntimeError: valgrind is not installed, or callgrind reported no count.
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise RuntimeError("valgrind is not installed")
+    per_message = {}
+    for path in paths:
+        once = _instructions(path, count, valgrind)
+        twice = _instructions(path, 2 * count, valgrind)
+        per_message[path] = (twice - once) / count
+    return per_message
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the instructions per message of every path, and each one's ratio to raw."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--worker", nargs=2, metavar=("PATH", "COUNT"), help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=20_000, help="messages per run")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help=f"any of {', '.join(PATHS)}")
+    args = parser.parse_args(argv)
+    if args.worker:
+        _loop(args.worker[0], int(args.worker[1]))
+        return
+    unknown = [path for path in args.paths if path not in PATHS]
+    if unknown:
+        parser.error(f"unknown path(s) {', '.join(unknown)}; known: {', '.join(PATHS)}")
+    results = measure(args.paths or list(PATHS), args.count)
+    raw = results.get("raw")
+    for path, value in results.items():
+        ratio = f" ({value / raw:.2f}x raw)" if raw else ""
+        print(f"{path:14} {value:9,.0f} instructions per message{ratio}  {PATHS[path]}")
+
+
+if __name__ == "__main__":
+    main()
