@@ -355,6 +355,31 @@ class ZmqSocket(_AsyncEnd, Socket):
         self._async.close()
         self._on_close(self)
 
+    def _close_from_any_thread(self) -> bool:
+        """Close now, or hand the close to the socket's event loop if it runs elsewhere.
+
+        An asyncio socket belongs to its loop's thread: closing it from another one
+        while that loop runs would cancel the loop's futures and change its selector
+        from the wrong thread. Returns True if the close was handed to the loop (it
+        runs there soon; the network waits for it).
+        """
+        # pyzmq's loop of the socket, set when it first waited (pyzmq 17 onwards).
+        loop = getattr(self._async, "_current_loop", None)
+        if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if loop is not here:
+                try:
+                    loop.call_soon_threadsafe(self.close)
+                except RuntimeError:  # closed meanwhile: nothing runs on it any more
+                    pass
+                else:
+                    return True
+        self.close()
+        return False
+
     def monitor(self) -> ZmqMonitor:
         """Start streaming this socket's libzmq lifecycle events.
 
