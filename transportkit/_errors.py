@@ -80,7 +80,10 @@ class UnsupportedError(TransportError):
 
 
 class FrameError(TransportError, TypeError):
-    """A message is not a non-empty sequence of bytes-like frames, or a frame is too big."""
+    """A message is not a non-empty sequence of bytes-like frames, or libzmq refused one
+    as too large for the transport (EMSGSIZE). Not raised for a frame over the peer's
+    ``maxmsgsize``: see :attr:`~transportkit.SocketOptions.maxmsgsize`.
+    """
 
 
 class ServiceUnavailableError(BrokenPeerError):

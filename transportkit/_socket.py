@@ -221,7 +221,9 @@ class Sender(Socket):
 
         Raises:
             FrameError: ``frames`` is not a non-empty sequence of bytes-like frames, or
-                is multipart on a ``conflate`` socket.
+                is multipart on a ``conflate`` socket. A frame over the receiver's
+                ``maxmsgsize`` is not refused here: the receiver drops the connection
+                instead (see :attr:`~transportkit.SocketOptions.maxmsgsize`).
             Timeout: ``sndtimeo`` elapsed while the socket was at its HWM.
             StateError: A REQ sent twice without receiving, or a REP sent before receiving.
             HostUnreachableError: A ``router_mandatory`` ROUTER had no such peer.

@@ -206,7 +206,9 @@ class BlockingSocket(Closeable):
                 Smaller frames are copied anyway, as copying them is cheaper.
 
         Raises:
-            FrameError: Bad frames, or multipart on a ``conflate`` socket.
+            FrameError: Bad frames, or multipart on a ``conflate`` socket. A frame
+                larger than the peer's ``maxmsgsize`` is sent without error, and the
+                peer drops the connection (see ``SocketOptions.maxmsgsize``).
             Timeout: ``sndtimeo`` elapsed.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.

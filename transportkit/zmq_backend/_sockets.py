@@ -421,8 +421,10 @@ class _Sending(ZmqSocket):
         """Send one multipart message, waiting up to ``sndtimeo`` at the HWM.
 
         Raises:
-            FrameError: Not a non-empty sequence of bytes-like frames, multipart on a
-                ``conflate`` socket, or larger than the peer's ``maxmsgsize``.
+            FrameError: Not a non-empty sequence of bytes-like frames, or multipart on
+                a ``conflate`` socket. A frame larger than the peer's ``maxmsgsize``
+                is no error here: libzmq sends it, and the peer drops the connection
+                (see :attr:`~transportkit.SocketOptions.maxmsgsize`).
             Timeout: ``sndtimeo`` elapsed while the socket could not send.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
