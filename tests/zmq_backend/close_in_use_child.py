@@ -71,9 +71,14 @@ def _blocked_thread_safe(net: ZmqNetwork) -> tuple[Callable[[], Any], str]:
 
 def _blocked_asyncio(net: ZmqNetwork) -> tuple[Callable[[], Any], str]:
     pull = net.puller(bind=ENDPOINT)
+    monitor = pull.monitor()  # closed with its socket, by the loop's thread
 
     async def wait() -> None:
-        await pull.recv()
+        watching = asyncio.ensure_future(monitor.recv())
+        try:
+            await pull.recv()
+        finally:
+            watching.cancel()
 
     return lambda: asyncio.run(wait()), "PULL socket (inproc://close-in-use)"
 
