@@ -80,10 +80,12 @@ class UnsupportedError(TransportError):
 
 
 class FrameError(TransportError, TypeError):
-    """A message breaks the rules of ``check_frames``, or is too big.
+    """A message breaks the rules of ``check_frames``, or libzmq refused one as too
+    large for the transport (EMSGSIZE).
 
     The rules: a non-empty Sequence of C-contiguous bytes-like frames (see
-    :func:`transportkit._socket.check_frames`).
+    :func:`transportkit._socket.check_frames`). Not raised for a frame over the peer's
+    ``maxmsgsize``: see :attr:`~transportkit.SocketOptions.maxmsgsize`.
     """
 
 

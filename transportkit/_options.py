@@ -70,7 +70,19 @@ class SocketOptions:
             is not connected yet).
         router_mandatory: A ROUTER raises :class:`~transportkit.HostUnreachableError`
             for an unknown routing id (and would-block at the HWM) instead of dropping.
-        maxmsgsize: Largest inbound message in bytes; -1 for no limit.
+        maxmsgsize: Largest inbound *frame* in bytes, over ipc and tcp; -1 for no
+            limit. As libzmq applies it: to each frame, not to a message's total (a
+            multipart message of small frames passes whatever its size), and never
+            over inproc. A larger frame is no error for anyone: the peer's send
+            succeeds; this socket drops the connection it came on (a ZMTP protocol
+            error), losing that message and whatever followed it on the wire, and
+            both sides' monitors report ``DISCONNECTED`` (no ``HANDSHAKE_FAILED_*``).
+            A connecting sender reconnects after ``reconnect_ivl`` and sends what it
+            still had queued; if this socket connected, it does not reconnect to that
+            endpoint (libzmq ends the session), and the binding sender drops its
+            queue to it. Only the sim counts the lost message (``stats.dropped`` of
+            this socket); on the zmq backend, where ``stats.dropped`` is None, a
+            ``DISCONNECTED`` event on this socket's monitor is the only sign.
         routing_id: Identity this socket presents to a ROUTER peer: 1 to 255 bytes,
             not starting with a zero byte (those are reserved for generated ids).
         req_relaxed: A REQ may send a new request before the reply to the last one.

@@ -301,7 +301,10 @@ class Sender(Socket):
 
         Raises:
             FrameError: ``frames`` breaks a rule of :func:`check_frames` (the same
-                message on every backend), or is multipart on a ``conflate`` socket.
+                message on every backend), or is multipart on a ``conflate`` socket. A
+                frame over the receiver's ``maxmsgsize`` is not refused here: the
+                receiver drops the connection instead (see
+                :attr:`~transportkit.SocketOptions.maxmsgsize`).
             Timeout: ``sndtimeo`` elapsed while the socket was at its HWM.
             StateError: A REQ sent twice without receiving, or a REP sent before receiving.
             HostUnreachableError: A ``router_mandatory`` ROUTER had no such peer.

@@ -18,7 +18,12 @@ What is modelled, and how (the choices where libzmq is inexact):
 - A partition holds traffic (as TCP retransmission would) and delivers it on repair;
   with ZMTP heartbeats configured the connection is dropped after the heartbeat timeout.
   A peer's crash is noticed one link delay later, or, across a partition, on repair.
-- A message larger than ``maxmsgsize`` is dropped (libzmq also drops the connection).
+- ``maxmsgsize`` applies as in libzmq 4.3: to each frame (not to a message's total),
+  over ipc and tcp only (never inproc). A frame over the limit loses its message,
+  counted in the receiver's ``stats.dropped`` and traced as a ``maxmsgsize`` drop,
+  and drops the connection like any other dropped connection (what is in flight
+  behind it is lost; DISCONNECTED on both monitors); a connecting sender reconnects,
+  a connecting receiver does not (libzmq ends a session on a protocol error).
 - A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
   the last frame survives (and a conflating SUB filters on that frame).
 

@@ -826,8 +826,8 @@ class Simulation:
             conn.other(remote).sock.drop(1, "peer-gone", f"m{item[0]}")
             return
         limit = receiver.maxmsgsize
-        if limit >= 0 and sum(len(f) for f in item[1]) > limit:
-            receiver.drop(1, "maxmsgsize", f"m{item[0]}")
+        if limit >= 0 and link is not None and any(len(f) > limit for f in item[1]):
+            self._refuse_oversized(conn, remote, item, limit)
             return
         if receiver.conflate:
             # libzmq's conflate queue holds one frame: of a multipart message only the
@@ -841,6 +841,30 @@ class Simulation:
         if len(pending) >= TRACE_BATCH:
             self.trace.flush()
         receiver.arrived(remote)
+
+    def _refuse_oversized(self, conn: Connection, remote: Peer, item: Item, limit: int) -> None:
+        """A frame over the receiver's ``maxmsgsize`` arrived: libzmq 4.3's behaviour.
+
+        Its decoder refuses the frame (a ZMTP protocol error): the message is lost,
+        counted in the receiver's ``stats.dropped``, and the connection is dropped as
+        :meth:`break_connection` models it (what was in flight behind it is lost,
+        both sides' monitors report DISCONNECTED, a connecting sender reconnects and
+        keeps its queue). A connecting receiver ends its session instead of
+        reconnecting, as libzmq does after a protocol error: that connection is not
+        made again (until the socket disconnects and connects), and what the
+        receiver had queued to that peer is lost.
+        """
+        receiver = remote.sock
+        largest = max(len(f) for f in item[1])
+        receiver.drop(1, "maxmsgsize", f"m{item[0]} frame of {largest} bytes > {limit}")
+        connecter = receiver.connecters.get(remote.endpoint) if remote.connecter else None
+        if connecter is not None and connecter.peer is remote:
+            connecter.active = False  # no reconnect after a protocol error
+        else:
+            connecter = None
+        self.break_connection(conn)
+        if connecter is not None:
+            self._discard_peer(remote, "maxmsgsize")
 
     def send_subscription(self, peer: Peer, prefix: bytes, *, add: bool) -> None:
         """Carry a (un)subscription from a SUB's ``peer`` to the publisher's end.

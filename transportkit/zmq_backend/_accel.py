@@ -36,8 +36,8 @@ next one is glued onto it (about one in 200 under that storm). A handler that ra
 while the send waits (the usual Ctrl-C) is exact: nothing was sent.
 
 The extension is not linked to libzmq: this module finds the libzmq pyzmq itself
-loaded (by asking the dynamic linker for symbols through pyzmq's own backend module,
-so never a second copy), checks its version against pyzmq's, hands the function
+loaded (:func:`~transportkit.zmq_backend._libzmq.loaded_libzmq`: never a second copy,
+version checked against pyzmq's), hands the function
 addresses to the extension and round-trips a message through it before using it.
 Any failure falls back to pyzmq with a :class:`RuntimeWarning`. Set
 ``TRANSPORTKIT_PURE_PYTHON=1`` to use the fallback regardless.
@@ -59,6 +59,7 @@ import zmq
 from zmq.backend import Socket as _BackendSocket
 
 from transportkit._socket import check_frames
+from transportkit.zmq_backend._libzmq import loaded_libzmq
 
 __all__ = [
     "accelerated",
@@ -409,20 +410,7 @@ def _error_for(code: int) -> zmq.ZMQError:
 
 def _libzmq_addresses() -> dict[str, int]:
     """Addresses of :data:`_SYMBOLS` in the libzmq pyzmq uses."""
-    from zmq.backend.cython import _zmq  # noqa: PLC0415
-
-    # Opening pyzmq's already-loaded backend module again (RTLD_NOLOAD: never a new
-    # copy) gives a handle whose symbol lookups search the libraries it depends on:
-    # exactly the libzmq pyzmq resolved, bundled or system.
-    mode = getattr(os, "RTLD_NOLOAD", 0) | getattr(os, "RTLD_NOW", 0)
-    lib = ctypes.CDLL(_zmq.__file__, mode=mode)
-    version = lib.zmq_version
-    version.restype = None
-    parts = [ctypes.c_int() for _ in range(3)]
-    version(*(ctypes.byref(p) for p in parts))
-    found = tuple(p.value for p in parts)
-    if found != zmq.zmq_version_info():
-        raise RuntimeError(f"found libzmq {found}, pyzmq uses {zmq.zmq_version_info()}")
+    lib = loaded_libzmq()  # the very libzmq pyzmq resolved, bundled or system
     addresses = {}
     for name in _SYMBOLS:
         address = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import warnings
+from typing import Final
 
 import zmq
 import zmq.asyncio
@@ -15,10 +17,16 @@ from transportkit._network import Endpoints, Network
 from transportkit._options import SocketOptions
 from transportkit._socket import attach
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
+from transportkit.zmq_backend._libzmq import shutdown_context
 from transportkit.zmq_backend._options import ZMQ_TYPES, apply_options
 from transportkit.zmq_backend._sockets import SOCKET_CLASSES, ZmqSocket
 
 __all__ = ["ZmqNetwork"]
+
+CLOSE_TIMEOUT: Final = 1.0
+"""Seconds :meth:`ZmqNetwork.close` waits, by default, for other threads' calls to end."""
+RAW_SOCKET_GRACE: Final = 0.1
+"""Seconds sockets made directly from the context get to be closed by their threads."""
 
 
 class ZmqNetwork(Network):
@@ -33,10 +41,9 @@ class ZmqNetwork(Network):
     asyncio loop. :meth:`blocking` makes synchronous sockets for latency-critical
     loops.
 
-    Closing the network closes every socket it made (and never hangs: sockets linger
-    only ``linger`` ms, 0 by default), then terminates the context if the network
-    created it. Close blocking sockets in the threads that use them first: closing a
-    socket that another thread is blocked on is not safe in libzmq.
+    Closing the network closes every socket it made, from any thread, even while
+    other threads are blocked in calls on them; it never aborts and never hangs (see
+    :meth:`close`).
 
     Args:
         io_threads: libzmq I/O threads of the context the network creates (>= 1; one
@@ -80,8 +87,11 @@ class ZmqNetwork(Network):
         self._actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
         self._name = name
         self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)  # notified as sockets close
         self._sockets: dict[int, ZmqSocket | BlockingSocket] = {}
         self._closed = False
+        self._close_done = threading.Event()
+        self._terminate_when_released = False
 
     @property
     def name(self) -> str:
@@ -188,23 +198,152 @@ class ZmqNetwork(Network):
     def _forget(self, sock: object) -> None:
         with self._lock:
             self._sockets.pop(id(sock), None)
+            self._released.notify_all()
+            terminate = self._terminate_when_released and not self._sockets
+            if terminate:
+                self._terminate_when_released = False
+        if terminate:
+            # The last socket a close() had to leave behind is now closed. Terminate
+            # the context in the background: ``linger`` may make term() wait, and this
+            # is the user's thread (or its event loop).
+            threading.Thread(
+                target=self._ctx.term, name=f"transportkit-term-{self._name}", daemon=True
+            ).start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Close every socket the network made, then its context if it created it.
 
-        Idempotent, and never hangs (sockets linger ``linger`` ms at most, 0 by
-        default; sockets made directly from :attr:`context` are closed with linger 0).
+        Safe from any thread, even while other threads are blocked in calls on the
+        network's sockets: it never aborts the process (libzmq does when a socket is
+        closed under a call in another thread), and returns within about
+        ``timeout`` seconds. Idempotent; a second, concurrent call returns when the
+        first is done (or after ``timeout``).
+
+        In order:
+
+        1. Every socket is marked closed: any later call on it raises ClosedError.
+           Sockets no thread is using are closed at once. An asyncio socket whose
+           event loop runs in another thread is closed by that loop (its waiting
+           ``recv`` or ``send`` raises ClosedError there), within ``timeout / 2``.
+        2. If the network created the context, it is shut down
+           (``zmq_ctx_shutdown``): every call blocked on one of its sockets, with or
+           without a timeout, returns at once, raising ClosedError naming its socket,
+           and the thread that made the call closes that socket on its way out. A
+           :class:`ThreadSafeSocket` ends its own waits, on any context.
+        3. Once they are all closed (at most ``timeout`` after the start), sockets
+           made directly from :attr:`context` and still open get 0.1 s more to be
+           closed by their threads (close yours in the thread that uses it: the
+           network cannot tell whether another thread is inside a call on it), then
+           are closed with linger 0, and the context is terminated (``linger`` ms at
+           most for sockets that still hold messages, 0 by default).
+
+        On a context given by the caller, the network does not shut the context
+        down, so it cannot interrupt a call in progress on a plain
+        :class:`BlockingSocket`: that socket is closed by its thread when the call
+        returns; terminating the context yourself ends such a call. Close does not
+        wait for them.
+
+        If one of the network's sockets is still in use after ``timeout`` (a thread
+        that does not come back from its call, an event loop that does not run),
+        close warns (``RuntimeWarning``, naming the sockets) and returns without
+        terminating the context; a background thread terminates it once the last
+        of them is closed.
+
+        Args:
+            timeout: Seconds to wait for other threads' calls to return (>= 0).
+
+        Raises:
+            OptionError: ``timeout`` is negative or not a number.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+            raise OptionError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
         with self._lock:
-            if self._closed:
-                return
+            first = not self._closed
             self._closed = True
             sockets = list(self._sockets.values())
-            self._sockets.clear()
+        if not first:
+            self._close_done.wait(timeout)
+            return
+        try:
+            self._close_all(sockets, time.monotonic() + timeout, timeout)
+        finally:
+            self._close_done.set()
+
+    def _close_all(
+        self, sockets: list[ZmqSocket | BlockingSocket], deadline: float, timeout: float
+    ) -> None:
+        elsewhere = False
         for sock in sockets:
-            sock.close()
-        if self._owns_context:
-            self._ctx.destroy(linger=0)
+            if isinstance(sock, BlockingSocket):
+                sock._request_close()
+            else:
+                elsewhere = sock._close_from_any_thread() or elsewhere
+        if elsewhere:
+            # Before the shutdown: an asyncio socket still open when its context is
+            # shut down leaves its loop's waits pending for ever.
+            self._wait_released(min(deadline, time.monotonic() + timeout / 2), asyncio_only=True)
+        if not self._owns_context:
+            return
+        shut_down = shutdown_context(self._ctx)
+        released = self._wait_released(deadline)
+        self._close_raw_sockets(time.monotonic() + (RAW_SOCKET_GRACE if released else 0.0))
+        if released:
+            self._ctx.term()
+        else:
+            self._leave_to_last_socket(shut_down)
+
+    def _wait_released(self, deadline: float, *, asyncio_only: bool = False) -> bool:
+        """Wait until the network's sockets are all closed; False if ``deadline`` passed."""
+        with self._lock:
+            while True:
+                left = [
+                    s
+                    for s in self._sockets.values()
+                    if not (asyncio_only and isinstance(s, BlockingSocket))
+                ]
+                remaining = deadline - time.monotonic()
+                if not left or remaining <= 0:
+                    return not left
+                self._released.wait(remaining)
+
+    def _leave_to_last_socket(self, shut_down: bool) -> None:
+        with self._lock:
+            left = [repr(s) for s in self._sockets.values()]
+            self._terminate_when_released = bool(left)
+        if not left:  # closed just now
+            self._ctx.term()
+            return
+        why = "" if shut_down else " (zmq_ctx_shutdown is not reachable on this platform)"
+        warnings.warn(
+            f"ZmqNetwork {self._name!r} closed, but {len(left)} socket(s) are still in "
+            f"use by other threads{why}: {', '.join(left)}; the context will be "
+            "terminated when they are closed",
+            RuntimeWarning,
+            stacklevel=4,  # the caller of close()
+        )
+
+    def _close_raw_sockets(self, deadline: float) -> None:
+        """Close sockets made directly from :attr:`context`, after a grace for their threads.
+
+        After the shutdown, a call blocked on one of them has returned ETERM; its
+        thread may close it (pyzmq then forgets it). Those still open by
+        ``deadline`` are closed here, with linger 0.
+        """
+        with self._lock:  # never one of the network's own, left to the thread using it
+            own = {
+                id(s.zmq_socket) for s in self._sockets.values() if isinstance(s, BlockingSocket)
+            }
+        while True:
+            raw = [
+                s
+                for s in list(self._ctx._sockets)
+                if s is not None and not s.closed and id(s) not in own
+            ]
+            if not raw or time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
+        for sock in raw:
+            sock.close(linger=0)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._sockets)} sockets"

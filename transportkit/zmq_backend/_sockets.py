@@ -358,6 +358,31 @@ class ZmqSocket(_AsyncEnd, Socket):
         self._async.close()
         self._on_close(self)
 
+    def _close_from_any_thread(self) -> bool:
+        """Close now, or hand the close to the socket's event loop if it runs elsewhere.
+
+        An asyncio socket belongs to its loop's thread: closing it from another one
+        while that loop runs would cancel the loop's futures and change its selector
+        from the wrong thread. Returns True if the close was handed to the loop (it
+        runs there soon; the network waits for it).
+        """
+        # pyzmq's loop of the socket, set when it first waited (pyzmq 17 onwards).
+        loop = getattr(self._async, "_current_loop", None)
+        if isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running():
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if loop is not here:
+                try:
+                    loop.call_soon_threadsafe(self.close)
+                except RuntimeError:  # closed meanwhile: nothing runs on it any more
+                    pass
+                else:
+                    return True
+        self.close()
+        return False
+
     def monitor(self) -> ZmqMonitor:
         """Start streaming this socket's libzmq lifecycle events.
 
@@ -401,8 +426,9 @@ class _Sending(ZmqSocket):
         Raises:
             FrameError: ``frames`` breaks the rules of
                 :func:`transportkit._socket.check_frames` (checked before anything is
-                sent), is multipart on a ``conflate`` socket, or is larger than the
-                peer's ``maxmsgsize``.
+                sent), or is multipart on a ``conflate`` socket. A frame larger than the
+                peer's ``maxmsgsize`` is no error here: libzmq sends it, and the peer
+                drops the connection (see :attr:`~transportkit.SocketOptions.maxmsgsize`).
             Timeout: ``sndtimeo`` elapsed while the socket could not send.
             StateError: The REQ/REP lockstep was broken.
             HostUnreachableError: A ``router_mandatory`` ROUTER has no such peer.
