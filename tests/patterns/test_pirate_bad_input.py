@@ -306,3 +306,39 @@ def test_unlimited_high_water_marks_are_refused(field: str) -> None:
         ParanoidPirateWorker(node, BACKEND, echo, options=unlimited)
     with pytest.raises(ValueError, match="unlimited"):
         asyncio.run(run_load_balancing_worker(node, BACKEND, echo, options=unlimited))
+
+
+@pytest.mark.parametrize("kind", ["load-balancing", "paranoid"])
+def test_a_worker_survives_a_frame_over_its_limit_from_the_broker(kind: str) -> None:
+    # Workers connect, and libzmq never reconnects a connecting socket after a frame
+    # over its maxmsgsize: a worker that set one would be cut off from its broker for
+    # good. It drops the request in process instead, and serves the next one.
+    sim = Simulation(seed=4)
+    broker, worker = sim.node("broker"), sim.node("worker")
+    stats = LoadBalancingWorkerStats()
+    pp: list[ParanoidPirateWorker] = []
+
+    async def work(node: Node) -> None:
+        if kind == "load-balancing":
+            await run_load_balancing_worker(node, BACKEND, echo, stats=stats)
+        else:
+            pp.append(ParanoidPirateWorker(node, BACKEND, echo))
+            await pp[0].run()
+
+    async def main() -> Message:
+        with broker.router(bind="tcp://*:5556") as router:
+            worker.spawn(work(worker))
+            hello = await router.recv(timeout=5)
+            envelope = hello[:2] if kind == "load-balancing" else hello[:1]
+            await router.send([*envelope, b"client", b"", b"x" * ((1 << 20) + 1)])
+            while (await router.recv(timeout=5))[len(envelope)] in (b"\x02",):
+                pass  # Paranoid Pirate heartbeats; the next message is its READY
+            await router.send([*envelope, b"client", b"", b"small"])
+            while True:
+                reply = await router.recv(timeout=5)
+                if reply[len(envelope) :][:1] == [b"client"]:
+                    return reply[len(envelope) :]
+
+    assert sim.run(main(), timeout=60) == [b"client", b"", b"small"]
+    over_limit = stats.over_limit if kind == "load-balancing" else pp[0].stats.over_limit
+    assert over_limit == 1

@@ -7,11 +7,14 @@ the same rules:
 - **Message size.** It takes ``max_message_bytes`` (default
   :data:`DEFAULT_MAX_MESSAGE_BYTES`; None: no limit). A received message whose frames
   total more is dropped and counted (``stats.over_limit``). The same figure becomes the
-  ``maxmsgsize`` of the sockets it receives on from untrusted peers, unless the caller's
-  options set one: over ipc and tcp libzmq then refuses any *frame* larger than that
-  and drops the peer's connection, so the bytes never reach the server at all (libzmq
-  applies ``maxmsgsize`` per frame, and not over inproc; the in-process check covers
-  both gaps).
+  ``maxmsgsize`` of the sockets it *binds* to receive from untrusted peers, unless the
+  caller's options set one: over ipc and tcp libzmq then refuses any *frame* larger
+  than that and drops the peer's connection, so the bytes never reach the server at
+  all (libzmq applies ``maxmsgsize`` per frame, and not over inproc; the in-process
+  check covers both gaps). A socket that *connects* gets no ``maxmsgsize``: libzmq
+  treats an oversized frame as a protocol error, and a connecting socket never
+  reconnects after one, so a single large message from the peer would cut it off for
+  good; it relies on the in-process check alone.
 - **Queues.** Anything it keeps for a peer (queued requests, pending snapshots,
   per-symbol state) is bounded in count and, where entries vary in size, in bytes,
   with documented defaults; what arrives past a bound is refused and counted
@@ -83,7 +86,10 @@ def check_bound(name: str, value: object, minimum: int = 1) -> int:
 
 
 def bounded_options(options: SocketOptions | None, max_message_bytes: int | None) -> SocketOptions:
-    """The options of a socket that receives from untrusted peers.
+    """The options of a socket that binds to receive from untrusted peers.
+
+    Not for a socket that connects (see the module's rules): libzmq never reconnects
+    it after a frame over its ``maxmsgsize``.
 
     ``maxmsgsize`` becomes ``max_message_bytes`` unless the caller's ``options`` already
     set a limit (anything but -1) or ``max_message_bytes`` is None.

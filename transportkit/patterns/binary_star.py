@@ -272,9 +272,7 @@ class BinaryStarServer(Service):
         try:
             self._state_pub = network.publisher(bind=state_pub)
             try:
-                self._state_sub = network.subscriber(
-                    connect=state_sub, options=bounded_options(None, self.max_message_bytes)
-                )
+                self._state_sub = network.subscriber(connect=state_sub)
             except BaseException:
                 self._state_pub.close()
                 raise

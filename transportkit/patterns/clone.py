@@ -568,9 +568,9 @@ class CloneClient(Service):
         subtree: Key prefix to follow (``b""``: the whole map).
         timeout: Seconds of silence after which the server is presumed dead; keep it
             several heartbeats long (the default suits the Guide's 1 s heartbeat).
-        subscriber_options: Options of the SUB socket (``maxmsgsize`` defaults to
-            ``max_message_bytes``).
-        snapshot_options: Options of the DEALER socket (likewise).
+        subscriber_options: Options of the SUB socket.
+        snapshot_options: Options of the DEALER socket. Both connect, so neither is
+            given a ``maxmsgsize`` (see :mod:`transportkit.patterns._limits`).
         on_event: Called with a :class:`CloneEvent` for everything the client does.
         max_message_bytes: Largest message accepted from the server, all frames
             included (default 1 MiB; None: no limit).
@@ -612,8 +612,9 @@ class CloneClient(Service):
         self.updates_endpoint = updates
         self.subtree = bytes(subtree)
         self.timeout = timeout
-        self._sub_options = bounded_options(subscriber_options, self.max_message_bytes)
-        self._dealer_options = bounded_options(snapshot_options, self.max_message_bytes)
+        # Connecting sockets: no maxmsgsize (see patterns._limits), the check is here.
+        self._sub_options = SocketOptions() if subscriber_options is None else subscriber_options
+        self._dealer_options = SocketOptions() if snapshot_options is None else snapshot_options
         self._on_event = on_event
         self.stats = CloneClientStats()
         self._messages: dict[bytes, KVMsg] = {}

@@ -357,7 +357,8 @@ class LastValueCache(Closeable):
     - A request's prefix and token are at most ``max_prefix_bytes`` and
       ``max_token_bytes`` (the token is republished to every downstream subscriber).
     - Every message received, upstream or on the ROUTER, is at most
-      ``max_message_bytes`` (also both sockets' ``maxmsgsize``); larger ones are
+      ``max_message_bytes`` (also the ROUTER's ``maxmsgsize``; the SUB connects, so
+      it gets none: see :mod:`transportkit.patterns._limits`); larger ones are
       dropped and counted, and never forwarded.
     - The cache holds at most ``max_topics`` topics and ``max_cache_bytes`` bytes. The
       upstream publisher may be trusted, but a topic explosion must not grow memory
@@ -414,7 +415,7 @@ class LastValueCache(Closeable):
             options: Options for all three sockets (``sndhwm`` and ``rcvhwm`` must not
                 be 0: peers fill them); the ROUTER's ``sndhwm`` is ``snapshot_hwm`` and
                 its ``router_mandatory`` is forced on, and ``maxmsgsize`` defaults to
-                ``max_message_bytes`` on the SUB and the ROUTER.
+                ``max_message_bytes`` on the ROUTER.
             max_message_bytes: Largest message accepted, all frames included (default
                 1 MiB; None: no limit).
             snapshot_hwm: The ROUTER's ``sndhwm`` (default 1000): what a subscriber
@@ -464,7 +465,7 @@ class LastValueCache(Closeable):
             )
             try:
                 self.upstream: Final[Subscriber] = network.subscriber(
-                    connect=upstream, topics=topics, options=receiving
+                    connect=upstream, topics=topics, options=opts
                 )
             except BaseException:
                 self.snapshots.close()
@@ -643,8 +644,8 @@ class LastValueSubscriber(Closeable):
             updates: The cache's downstream endpoint(s).
             snapshots: The cache's snapshot endpoint(s).
             prefix: The topics to follow.
-            options: Options of both sockets (``maxmsgsize`` defaults to
-                ``max_message_bytes``).
+            options: Options of both sockets (they connect: no ``maxmsgsize`` is
+                set, see :mod:`transportkit.patterns._limits`).
             max_message_bytes: Largest message accepted (default 1 MiB; None: no
                 limit).
             max_topics: Most topics held (default 100,000).
@@ -656,7 +657,7 @@ class LastValueSubscriber(Closeable):
         self.max_message_bytes = check_message_limit(max_message_bytes)
         self._max_topics = check_bound("max_topics", max_topics)
         self._max_bytes = check_bound("max_cache_bytes", max_cache_bytes)
-        opts = bounded_options(options, self.max_message_bytes)
+        opts = SocketOptions() if options is None else options  # connects: no maxmsgsize
         self.prefix: Final = prefix
         self._network = network
         self._values = _BoundedValues(self._max_topics, self._max_bytes)

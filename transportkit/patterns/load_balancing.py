@@ -257,8 +257,8 @@ async def run_load_balancing_worker(
         endpoint: The broker's back end.
         handler: Makes a reply from a request body (wrap it with
             :func:`~transportkit.patterns.lazy_pirate.sequenced` for Lazy Pirate clients).
-        options: Options of the REQ socket (e.g. a ``routing_id``); its ``maxmsgsize``
-            is ``max_message_bytes`` unless set.
+        options: Options of the REQ socket (e.g. a ``routing_id``). A socket that
+            connects is given no ``maxmsgsize`` (see :mod:`transportkit.patterns._limits`).
         max_requests: Return after this many replies (None: until the socket closes).
         max_message_bytes: Largest request accepted, all frames (None: no limit).
         stats: Counters to update as the loop runs.
@@ -271,7 +271,7 @@ async def run_load_balancing_worker(
             an unlimited (0) HWM.
     """
     limit = check_message_limit(max_message_bytes)
-    opts = bounded_options(options, limit)
+    opts = SocketOptions() if options is None else options
     check_finite_hwm(opts, "load-balancing worker", "sndhwm", "rcvhwm")
     counters = LoadBalancingWorkerStats() if stats is None else stats
     served = 0

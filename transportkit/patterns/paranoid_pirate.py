@@ -326,8 +326,8 @@ class ParanoidPirateWorker(Closeable):
         liveness: Heartbeat intervals the queue may stay silent.
         reconnect_initial: First wait before reconnecting, in seconds.
         reconnect_max: Longest wait before reconnecting, in seconds.
-        options: Options of the DEALER sockets; their ``maxmsgsize`` is
-            ``max_message_bytes`` unless set.
+        options: Options of the DEALER sockets. A socket that connects is given no
+            ``maxmsgsize`` (see :mod:`transportkit.patterns._limits`).
         max_message_bytes: Largest request accepted, all frames (None: no limit).
 
     Raises:
@@ -362,7 +362,7 @@ class ParanoidPirateWorker(Closeable):
         self.reconnect_initial = float(reconnect_initial)
         self.reconnect_max = float(reconnect_max)
         self.max_message_bytes = check_message_limit(max_message_bytes)
-        self.options = bounded_options(options, self.max_message_bytes)
+        self.options = SocketOptions() if options is None else options
         check_finite_hwm(self.options, "ParanoidPirateWorker", "sndhwm", "rcvhwm")
         self.stats = WorkerStats()
         self.connections: list[float] = []
