@@ -54,6 +54,7 @@ class Toy(Server):
     dies_on_bad = False
     deaf = False  # never answers the well-behaved peer
     echoes_bad = False  # answers bad messages too (so it acts on an oversized one)
+    counts_valid = False  # counts the hostile peer's valid messages as bad too
 
     async def start(self) -> None:
         self.router = self.server_net.router(bind=self.h.endpoint())
@@ -70,6 +71,8 @@ class Toy(Server):
         while True:
             msg = await self.router.recv(timeout=math.inf)
             if msg[1:] == [b"ok"]:
+                if self.counts_valid and msg[0] != b"good":
+                    self.malformed += 1
                 if not (self.deaf and msg[0] == b"good"):
                     await self.router.send(msg)
             elif msg[1:] == [b"probe"]:
@@ -124,6 +127,10 @@ class Echoing(Toy):
     echoes_bad = True
 
 
+class CountingValid(Toy):
+    counts_valid = True
+
+
 BAD = case(("dealer", [b"ok"]), ("dealer", [b"bad"]), ("dealer", [b"ok"]))
 
 
@@ -134,7 +141,7 @@ def test_an_honest_server_passes(backend: str) -> None:
 @pytest.mark.parametrize(
     ("toy", "failure"),
     [
-        (OverCounting, "counted 3 bad message\\(s\\) of 1"),
+        (OverCounting, "counted 3 bad message\\(s\\), but only 1"),
         (UnderCounting, "but 1 of those sent are certainly invalid"),
         (Dying, "the server task failed: RuntimeError"),
         (Deaf, "no echo within"),
@@ -143,6 +150,11 @@ def test_an_honest_server_passes(backend: str) -> None:
 def test_each_check_fails_a_server_that_breaks_it(toy: type[Server], failure: str) -> None:
     with pytest.raises(AssertionError, match=failure):
         run_case(toy, "sim", case(("dealer", [b"bad"])))
+
+
+def test_counting_a_valid_message_as_bad_fails() -> None:
+    with pytest.raises(AssertionError, match="but only 1 of those sent are not valid"):
+        run_case(CountingValid, "sim", BAD)
 
 
 def test_acting_on_an_oversized_message_fails() -> None:
@@ -175,7 +187,7 @@ class Windows(Toy):
 def must_count(messages: list[tuple[str, list[bytes]]], sim: bool = True) -> int:
     server = object.__new__(Windows)
     server.sim = sim
-    must, _ = expected_counts(server, case(*messages).messages)
+    must, _, _ = expected_counts(server, case(*messages).messages)
     return must
 
 
@@ -197,11 +209,18 @@ def test_oversized_messages_are_never_required_and_on_tcp_end_the_window() -> No
     assert must_count([("a", [b"i", b"", half, half]), ("a", [b"i"])], sim=False) == 1
 
 
+def test_valid_messages_may_be_counted_only_when_oversized() -> None:
+    server = object.__new__(Windows)
+    server.sim = True
+    plan = case(("a", [b"v"]), ("a", [b"v", b"", big()]), ("a", [b"u"]), ("a", [b"i"]))
+    assert expected_counts(server, plan.messages)[:2] == (1, 3)
+
+
 def test_faces_without_a_barrier_are_never_required() -> None:
     server = object.__new__(clone.CloneClientServer)
     server.sim = True
     plan = case(("snapshot", [b"bad"]), ("updates", [b"bad"]))
-    assert expected_counts(server, plan.messages)[0] == 1
+    assert expected_counts(server, plan.messages)[:2] == (1, 2)
 
 
 # -- the classifiers, on messages whose verdict the specifications settle ------------------

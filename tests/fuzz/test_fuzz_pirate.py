@@ -111,8 +111,12 @@ frontend_template = st.builds(lambda body: [b"", *body], body_frames())
 
 
 def judge_for_frontend(frames: tuple[bytes, ...]) -> Judgement:
-    """What a broker's front end reads from a client (after its routing id)."""
-    return judge_request(frames, handled=False)
+    """What a broker's front end reads from a client, after its routing id (which is
+    the return address: ``[b"", *body]`` is a REQ client's request)."""
+    parts = split(frames)
+    if parts is None:
+        return INVALID  # no envelope delimiter
+    return VALID if parts[1] else UNKNOWN  # an empty body is left open
 
 
 class Broker(Server):
