@@ -820,6 +820,17 @@ def fuzz(
     run()
 
 
+# A run that spins without advancing virtual time cannot be stopped from within: and
+# pytest-timeout's signal fires once, which Hypothesis takes for one example's failure
+# before it runs (and shrinks) the next. So these tests time out with a thread, which
+# ends the process: a lost run, never a hung one.
+TIMEOUT: Final = pytest.mark.timeout(60, method="thread")
+"""The default suite's fuzz tests' timeout (each takes seconds)."""
+
+SLOW_TIMEOUT: Final = pytest.mark.timeout(900, method="thread")
+"""The slow run's timeout."""
+
+
 def backends(**known_bugs: str) -> list[Any]:
     """The parameters ``sim`` and ``zmq``, each marked strict xfail with its known bug."""
     params = []

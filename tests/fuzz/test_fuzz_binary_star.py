@@ -11,6 +11,8 @@ from _fuzz_helpers import (
     HOSTILE_RCVHWM,
     INVALID,
     NUMBERS,
+    SLOW_TIMEOUT,
+    TIMEOUT,
     UNKNOWN,
     VALID,
     Face,
@@ -31,6 +33,8 @@ from hypothesis import strategies as st
 
 from transportkit import ServiceUnavailableError, SocketOptions
 from transportkit.patterns import BinaryStarClient, BinaryStarServer, BStarState
+
+pytestmark = TIMEOUT
 
 # The state messages, spelled out: one frame, the state's number in ASCII decimal.
 PRIMARY, BACKUP, ACTIVE, PASSIVE = b"1", b"2", b"3", b"4"
@@ -276,14 +280,14 @@ def test_binary_star_backup_survives_and_counts_bad_input(backend_name: str) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=PRIMARY_FAILS, zmq=PRIMARY_FAILS))
 def test_binary_star_primary_long_run(backend_name: str) -> None:
     fuzz(BinaryStarPrimaryServer, backend_name, slow=True, examples=PRIMARY_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=BACKUP_FAILS, zmq=BACKUP_FAILS))
 def test_binary_star_backup_long_run(backend_name: str) -> None:
     fuzz(BinaryStarBackupServer, backend_name, slow=True, examples=BACKUP_BUGS)

@@ -12,6 +12,8 @@ from _fuzz_helpers import (
     INVALID,
     NUMBERS,
     SEQUENCES,
+    SLOW_TIMEOUT,
+    TIMEOUT,
     UNKNOWN,
     VALID,
     Face,
@@ -32,6 +34,8 @@ from hypothesis import strategies as st
 from transportkit import SocketOptions, Timeout
 from transportkit.patterns import CloneClient, CloneServer
 from transportkit.patterns.clone import CloneEvent
+
+pytestmark = TIMEOUT
 
 # CHP's frames, spelled out here rather than taken from the module.
 ICANHAZ, KTHXBAI, HUGZ = b"ICANHAZ?", b"KTHXBAI", b"HUGZ"
@@ -341,14 +345,14 @@ def test_clone_client_survives_and_counts_bad_input(backend_name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=SERVER_SIM, zmq=SERVER_ZMQ))
 def test_clone_server_long_run(backend_name: str) -> None:
     fuzz(CloneServerServer, backend_name, slow=True, examples=SERVER_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=CLIENT_FAILS, zmq=CLIENT_FAILS))
 def test_clone_client_long_run(backend_name: str) -> None:
     fuzz(CloneClientServer, backend_name, slow=True, examples=CLIENT_BUGS)

@@ -10,6 +10,8 @@ import pytest
 from _fuzz_helpers import (
     HOSTILE_RCVHWM,
     INVALID,
+    SLOW_TIMEOUT,
+    TIMEOUT,
     UNKNOWN,
     VALID,
     Face,
@@ -28,6 +30,8 @@ from hypothesis import strategies as st
 
 from transportkit import SocketOptions, Timeout
 from transportkit.patterns import LastValueCache, LastValueSubscriber
+
+pytestmark = TIMEOUT
 
 # The cache's snapshot protocol, spelled out here rather than taken from the module.
 REQUEST, VALUE, END = b"LVC?", b"LVC", b"LVC."
@@ -180,7 +184,7 @@ def test_last_value_cache_survives_and_counts_bad_input(backend_name: str) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=SIM_FAILS, zmq=ZMQ_FAILS))
 def test_last_value_cache_long_run(backend_name: str) -> None:
     fuzz(LastValueCacheServer, backend_name, slow=True, examples=BUGS)

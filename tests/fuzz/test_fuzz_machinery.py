@@ -18,6 +18,7 @@ import test_fuzz_risk as risk
 from _fuzz_helpers import (
     INVALID,
     LIMIT,
+    TIMEOUT,
     UNKNOWN,
     VALID,
     Case,
@@ -35,6 +36,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transportkit import SocketOptions
+
+pytestmark = TIMEOUT
 
 # -- a toy server whose faults each check must catch -------------------------------------
 

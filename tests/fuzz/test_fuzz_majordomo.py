@@ -10,6 +10,8 @@ import pytest
 from _fuzz_helpers import (
     HOSTILE_RCVHWM,
     INVALID,
+    SLOW_TIMEOUT,
+    TIMEOUT,
     UNKNOWN,
     VALID,
     Face,
@@ -32,6 +34,8 @@ from hypothesis import strategies as st
 
 from transportkit import ServiceUnavailableError, SocketOptions
 from transportkit.patterns.majordomo import MajordomoBroker, MajordomoClient, MajordomoWorker
+
+pytestmark = TIMEOUT
 
 # The wire format is spelled out here, from the specification, not taken from the module.
 MDPC01, MDPW01 = b"MDPC01", b"MDPW01"
@@ -292,14 +296,14 @@ def test_majordomo_worker_survives_and_counts_bad_input(backend_name: str) -> No
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
 def test_majordomo_broker_long_run(backend_name: str) -> None:
     fuzz(MajordomoBrokerServer, backend_name, slow=True, examples=BROKER_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=WORKER_DIES, zmq=WORKER_DIES))
 def test_majordomo_worker_long_run(backend_name: str) -> None:
     fuzz(MajordomoWorkerServer, backend_name, slow=True, examples=WORKER_BUGS)

@@ -10,6 +10,8 @@ import pytest
 from _fuzz_helpers import (
     HOSTILE_RCVHWM,
     INVALID,
+    SLOW_TIMEOUT,
+    TIMEOUT,
     UNKNOWN,
     VALID,
     Face,
@@ -39,6 +41,8 @@ from transportkit.patterns import (
     run_load_balancing_worker,
     sequenced,
 )
+
+pytestmark = TIMEOUT
 
 # Wire formats (the Guide's), spelled out here rather than taken from the modules.
 PPP_READY, PPP_HEARTBEAT = b"\x01", b"\x02"
@@ -472,28 +476,28 @@ def test_load_balancing_worker_survives_and_counts_bad_input(backend_name: str) 
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
 def test_paranoid_pirate_queue_long_run(backend_name: str) -> None:
     fuzz(ParanoidPirateQueueServer, backend_name, slow=True, examples=QUEUE_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=PP_WORKER_FAILS, zmq=PP_WORKER_FAILS))
 def test_paranoid_pirate_worker_long_run(backend_name: str) -> None:
     fuzz(ParanoidPirateWorkerServer, backend_name, slow=True, examples=PP_WORKER_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
 def test_load_balancing_broker_long_run(backend_name: str) -> None:
     fuzz(LoadBalancingBrokerServer, backend_name, slow=True, examples=QUEUE_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=LB_WORKER_FAILS, zmq=LB_WORKER_FAILS))
 def test_load_balancing_worker_long_run(backend_name: str) -> None:
     fuzz(LoadBalancingWorkerServer, backend_name, slow=True, examples=LB_WORKER_BUGS)

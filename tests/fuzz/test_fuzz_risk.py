@@ -12,6 +12,8 @@ from _fuzz_helpers import (
     INVALID,
     LIMIT,
     NUMBERS,
+    SLOW_TIMEOUT,
+    TIMEOUT,
     VALID,
     Face,
     Judgement,
@@ -38,6 +40,8 @@ from transportkit.trading._risk import (
     risk_handler,
     serve_risk,
 )
+
+pytestmark = TIMEOUT
 
 LIMITS = RiskLimits(capital=1_000_000.0, max_position={"AAPL": 500}, default_max_position=1000)
 GOOD_ORDER = Order(id="well-behaved-1", symbol="GOOD", side=SIDE_SELL, quantity=1, price=1.0)
@@ -261,14 +265,14 @@ def test_lazy_pirate_risk_server_survives_and_counts_bad_input(backend_name: str
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=REP_FAILS, zmq=REP_FAILS))
 def test_risk_server_long_run(backend_name: str) -> None:
     fuzz(RiskRepServer, backend_name, slow=True, examples=REP_BUGS)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@SLOW_TIMEOUT
 @pytest.mark.parametrize("backend_name", backends(sim=LAZY_PIRATE_FAILS, zmq=LAZY_PIRATE_FAILS))
 def test_lazy_pirate_risk_server_long_run(backend_name: str) -> None:
     fuzz(RiskLazyPirateServer, backend_name, slow=True, examples=LAZY_PIRATE_BUGS)
