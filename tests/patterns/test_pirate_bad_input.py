@@ -6,10 +6,12 @@ import asyncio
 
 import pytest
 
-from transportkit import Message, Network, SocketOptions, Timeout
+from transportkit import Message, Network, ServiceUnavailableError, SocketOptions, Timeout
 from transportkit.patterns import paranoid_pirate
 from transportkit.patterns.lazy_pirate import (
+    NOT_AN_ANSWER,
     Handler,
+    LazyPirateClient,
     ServeStats,
     sequenced,
     serve_lazy_pirate,
@@ -229,13 +231,47 @@ def test_serve_requests_answers_a_failed_request_with_on_error_and_goes_on() -> 
     assert stats == ServeStats(served=1, handler_errors=1)
 
 
-def test_serve_lazy_pirate_without_on_error_ends_with_the_handler_error() -> None:
+def test_serve_lazy_pirate_answers_what_it_cannot_answer_with_no_answer_and_goes_on() -> None:
+    sim = Simulation(seed=1)
+    server, client = sim.node("server"), sim.node("client")
+    stats = ServeStats()
+    seen: list[Message] = []
+
+    def handler(body: Message) -> Message:
+        seen.append(body)
+        return fails_on_boom(body)
+
+    async def main() -> tuple[list[Message], str, Message]:
+        with server.worker(bind="tcp://*:5555") as rep:
+            server.spawn(serve_lazy_pirate(rep, handler, max_message_bytes=100, stats=stats))
+            with client.requester(connect="tcp://server:5555") as req:
+                replies = [
+                    await req.request(body, timeout=1)
+                    for body in ([b"1", b"boom"], [b"2", b"x" * 60, b"x" * 60], [b"3", b"a"])
+                ]
+            lazy = LazyPirateClient(client, "tcp://server:5555", timeout=0.5, retries=2)
+            with pytest.raises(ServiceUnavailableError):
+                await lazy.request([b"boom"])
+            mismatched = lazy.stats.mismatched
+            after = await lazy.request([b"b"])
+            lazy.close()
+            return replies, f"mismatched={mismatched}", after
+
+    replies, mismatched, after = sim.run(main(), timeout=30)
+    assert replies == [[NOT_AN_ANSWER], [NOT_AN_ANSWER], [b"3", b"ok", b"a"]]
+    assert mismatched == "mismatched=2"  # taken for no answer, twice, then given up
+    assert after == [b"ok", b"b"]
+    assert [b"x" * 60, b"x" * 60] not in seen  # never handed to the handler
+    assert stats == ServeStats(served=2, handler_errors=3, over_limit=1)
+
+
+def test_serve_lazy_pirate_with_on_error_none_ends_with_the_handler_error() -> None:
     sim = Simulation(seed=1)
     server, client = sim.node("server"), sim.node("client")
 
     async def main() -> None:
         with server.worker(bind="tcp://*:5555") as rep:
-            task = server.spawn(serve_lazy_pirate(rep, fails_on_boom))
+            task = server.spawn(serve_lazy_pirate(rep, fails_on_boom, on_error=None))
             with client.requester(connect="tcp://server:5555") as req:
                 await req.send([b"1", b"boom"])
                 with pytest.raises(RuntimeError, match="the handler failed"):

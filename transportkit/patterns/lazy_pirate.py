@@ -22,15 +22,27 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from transportkit._closing import Closeable
-from transportkit._errors import BrokenPeerError, ClosedError, ServiceUnavailableError
+from transportkit._errors import (
+    BrokenPeerError,
+    ClosedError,
+    FrameError,
+    ServiceUnavailableError,
+)
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, Requester, Worker, check_frames
+from transportkit.patterns._limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    check_message_limit,
+    message_bytes,
+    too_large,
+)
 
 __all__ = [
+    "NOT_AN_ANSWER",
     "REQUEST_RETRIES",
     "REQUEST_TIMEOUT",
     "Handler",
@@ -38,6 +50,7 @@ __all__ = [
     "LazyPirateStats",
     "ServeStats",
     "call_handler",
+    "not_an_answer",
     "reply_or_none",
     "sequenced",
     "serve_lazy_pirate",
@@ -122,14 +135,30 @@ class ServeStats:
         served: Requests answered with the handler's reply.
         handler_errors: Requests whose handler raised or returned something that is not
             a message (answered with ``on_error``'s reply).
+        over_limit: Requests larger than ``max_message_bytes``, never handed to the
+            handler (answered with ``on_error``'s reply).
     """
 
     served: int = 0
     handler_errors: int = 0
+    over_limit: int = 0
 
 
 ErrorReply: TypeAlias = Callable[[Message, Exception], Sequence[Frame]]
-"""Turns a request whose handler failed, and the error, into the reply to send."""
+"""Turns a request that got no reply of the handler's, and why, into the reply to send."""
+
+NOT_AN_ANSWER: Final = b"0"
+"""The sequence frame of the reply :func:`serve_lazy_pirate` gives a request it could not
+answer: no request carries it (sequence numbers start at 1), so no Lazy Pirate client,
+ours or the Guide's ``lpclient``, takes it for the answer; the client retries, then
+fails with :class:`~transportkit.ServiceUnavailableError`."""
+
+
+def not_an_answer(request: Message, error: Exception) -> Sequence[Frame]:
+    """The Lazy Pirate reply to a request that could not be answered (see
+    :data:`NOT_AN_ANSWER`).
+    """
+    return [NOT_AN_ANSWER]
 
 
 async def serve_requests(
@@ -137,6 +166,7 @@ async def serve_requests(
     handler: Handler,
     *,
     max_requests: int | None = None,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
     on_error: ErrorReply | None = None,
     stats: ServeStats | None = None,
 ) -> int:
@@ -144,43 +174,67 @@ async def serve_requests(
 
     Each request's frames go to ``handler`` and its return value is sent back. A REP
     socket must answer every request before it can take the next, and plain
-    request/reply has no error reply of its own, so what a failed request gets is the
-    application's choice: give ``on_error`` to answer it (the loop then outlives any
-    handler failure, counted in ``stats.handler_errors``); without it the failure ends
+    request/reply has no error reply of its own, so what a request the handler could
+    not answer gets is the application's choice: give ``on_error`` to answer it (the
+    loop then outlives any handler failure and any request over
+    ``max_message_bytes``, each counted in ``stats``); without it such a request ends
     the loop.
 
     Args:
-        socket: The REP socket to serve on (the caller owns and closes it).
+        socket: The REP socket to serve on (the caller owns and closes it; if it binds,
+            give it ``maxmsgsize`` too: see
+            :func:`~transportkit.patterns._limits.bounded_options`).
         handler: Makes the reply of each request.
         max_requests: Stop after this many replies (None: serve until closed).
+        max_message_bytes: Largest request handed to the handler, all frames (None: no
+            limit); a larger one goes to ``on_error`` with a FrameError.
         on_error: Makes the reply to a request whose handler raised (any
-            ``Exception``) or returned something that is not a message.
+            ``Exception``) or returned something that is not a message, or that was
+            too large.
         stats: Counters to update as the loop runs.
 
     Returns:
         How many requests were answered (error replies included).
 
     Raises:
-        Exception: Whatever ``handler`` raises (or :class:`~transportkit.FrameError` for a
-            reply that is not a message) when there is no ``on_error``, and whatever
-            ``on_error`` raises; the REP socket is then mid-request: close it.
+        Exception: Without ``on_error``: whatever ``handler`` raises, or
+            :class:`~transportkit.FrameError` for a reply that is not a message or a
+            request over ``max_message_bytes``; and whatever ``on_error`` raises. The
+            REP socket is then mid-request: close it.
+        ValueError: ``max_message_bytes`` is not None or an int >= 1.
     """
+    limit = check_message_limit(max_message_bytes)
     counters = ServeStats() if stats is None else stats
     answered = 0
     while max_requests is None or answered < max_requests:
         request = await socket.recv(timeout=math.inf)
         try:
-            reply = await call_handler(handler, request)
+            reply = await _answer(handler, request, limit, counters)
         except Exception as exc:
             if on_error is None:
                 raise
-            counters.handler_errors += 1
             reply = check_frames(on_error(request, exc))
-        else:
-            counters.served += 1
         await socket.send(reply)
         answered += 1
     return answered
+
+
+async def _answer(
+    handler: Handler, request: Message, limit: int | None, counters: ServeStats
+) -> Sequence[Frame]:
+    """The handler's reply to ``request``, counted; raise (counted) where there is none."""
+    if too_large(request, limit):
+        counters.over_limit += 1
+        raise FrameError(
+            f"a request of {message_bytes(request)} bytes is over max_message_bytes ({limit})"
+        )
+    try:
+        reply = await call_handler(handler, request)
+    except Exception:
+        counters.handler_errors += 1
+        raise
+    counters.served += 1
+    return reply
 
 
 async def serve_lazy_pirate(
@@ -188,17 +242,26 @@ async def serve_lazy_pirate(
     handler: Handler,
     *,
     max_requests: int | None = None,
-    on_error: ErrorReply | None = None,
+    max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+    on_error: ErrorReply | None = not_an_answer,
     stats: ServeStats | None = None,
 ) -> int:
     """:func:`serve_requests` for Lazy Pirate clients: ``handler`` sees bodies only.
 
-    ``on_error`` gets the whole request (sequence frame first) and returns the whole
-    reply; echo the sequence frame for the client to take it as the answer, or send
-    anything else to make the client retry.
+    Unlike :func:`serve_requests` it outlives every request by default: one whose
+    handler fails, or that is over ``max_message_bytes``, gets :func:`not_an_answer`
+    (counted in ``stats``), which the client does not take for the answer. ``on_error``
+    gets the whole request (sequence frame first) and returns the whole reply: echo
+    the sequence frame for the client to take it as the answer; None makes a failure
+    end the loop.
     """
     return await serve_requests(
-        socket, sequenced(handler), max_requests=max_requests, on_error=on_error, stats=stats
+        socket,
+        sequenced(handler),
+        max_requests=max_requests,
+        max_message_bytes=max_message_bytes,
+        on_error=on_error,
+        stats=stats,
     )
 
 
