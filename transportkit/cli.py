@@ -25,7 +25,7 @@ from transportkit.trading import (
     run_risk_example,
 )
 
-__all__ = ["MAX_SEED", "main", "seed_argument"]
+__all__ = ["MAX_SEED", "int_argument", "main", "seed_argument"]
 
 DEFAULT_SEED: Final = 1
 MAX_SEED: Final = 2**63 - 1
@@ -130,30 +130,25 @@ def _format(result: _DemoResult, footer: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def seed_argument(text: str) -> int:
-    """An argparse type: a seed, an integer from 0 to :data:`MAX_SEED`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text[:40]!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_SEED}, got {text[:40]}")
-    return value
-
-
-def _count(maximum: int) -> Callable[[str], int]:
-    """An argparse type: an integer from 1 to ``maximum``."""
+def int_argument(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer from ``minimum`` to ``maximum``."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text[:40]!r}") from None
-        if not 1 <= value <= maximum:
-            raise argparse.ArgumentTypeError(f"must be from 1 to {maximum:,}, got {text[:40]}")
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"must be from {minimum:,} to {maximum:,}, got {text[:40]}"
+            )
         return value
 
     return parse
+
+
+seed_argument: Final = int_argument(0, MAX_SEED)
+"""An argparse type: a seed, an integer from 0 to :data:`MAX_SEED`."""
 
 
 def _micros(text: str) -> float:
@@ -213,13 +208,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--subscribers",
-        type=_count(MAX_SUBSCRIBERS),
+        type=int_argument(1, MAX_SUBSCRIBERS),
         default=2,
         help=f"market-data subscribers (default 2, at most {MAX_SUBSCRIBERS})",
     )
     parser.add_argument(
         "--updates",
-        type=_count(MAX_UPDATES),
+        type=int_argument(1, MAX_UPDATES),
         default=100,
         help=f"market-data updates (default 100, at most {MAX_UPDATES:,})",
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transportkit.cli import seed_argument
+from transportkit.cli import int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._export import write_chrome_trace, write_plot
 from transportkit.scenario._report import report_json, report_text
@@ -23,6 +23,9 @@ __all__ = ["check_output_path", "main"]
 EXIT_OK = 0
 EXIT_INVARIANT_FAILED = 1
 EXIT_BAD_SCENARIO = 2
+
+MAX_EVENTS_ALLOWED = 10**12
+"""The largest ``--max-events`` (a million times the default: a run of months)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,23 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     parser.add_argument(
         "--max-events",
-        type=_max_events_argument,
+        type=int_argument(1, MAX_EVENTS_ALLOWED),
         default=MAX_EVENTS,
         metavar="N",
         help=f"refuse a run estimated to cost more events than this (default {MAX_EVENTS:,}, "
         "about 50 s on the sim); raise it to run a long scenario on purpose",
     )
     return parser
-
-
-def _max_events_argument(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if not 1 <= value <= 10**12:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 10**12, got {value}")
-    return value
 
 
 def check_output_path(path: str) -> str | None:
