@@ -897,6 +897,36 @@ def test_a_worker_whose_broker_stops_reading_still_notices_the_silence_and_recon
     assert worker.stats.unsent >= 1
 
 
+def test_a_worker_whose_broker_is_gone_never_waits_to_send_and_keeps_reconnecting(
+    backend: str,
+) -> None:
+    """With ``immediate`` a DEALER has no pipe until its connection is made: a blocking
+    heartbeat or READY would then wait for ever. The worker's sends never wait."""
+
+    async def main(h: Any) -> MajordomoWorker:
+        gone = h.network("broker").router(bind=h.endpoint())
+        endpoint = gone.last_endpoint
+        gone.close()
+        worker = MajordomoWorker(
+            h.network("w"),
+            endpoint,
+            b"echo",
+            heartbeat_interval=0.05,
+            reconnect_interval=0.05,
+            options=SocketOptions(immediate=True, sndhwm=1),
+        )
+        await worker.start()
+        await asyncio.sleep(1.0)
+        await worker.aclose()
+        return worker
+
+    with open_harness(backend) as h:
+        worker = h.run(main(h), timeout=20.0)
+    # Silent for 3 x 0.05 s, a pause of 0.05 s: a new connection about every 0.2 s.
+    assert worker.stats.connects >= 4
+    assert worker.stats.unsent >= 4  # each READY and heartbeat, dropped at once
+
+
 def test_a_worker_holds_one_request_and_drops_malformed_requests_from_its_broker() -> None:
     sim = Simulation(seed=1, latency=Constant(0.001))
     bad = [
