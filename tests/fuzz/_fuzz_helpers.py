@@ -592,6 +592,9 @@ class Server(abc.ABC):
         self.peers: list[Peer] = []
         self._closers: list[Callable[[], object]] = []
         self.held = 0
+        # Messages the adapter sent besides the generated ones that the server may
+        # count (or a bound refuse): probes that may break a lockstep or meet a bound,
+        # warm-up messages still in flight when the count is first read.
         self.extra_sends = 0
 
     # -- each adapter's own -----------------------------------------------------------

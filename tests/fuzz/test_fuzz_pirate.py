@@ -442,7 +442,7 @@ HANDLER_BUGS = [
 ]
 PP_WORKER_BUGS = [case(("router", frames)) for frames in HANDLER_BUGS]
 LB_WORKER_BUGS = [
-    case(("router", [b"client-1", b"order-1"])),  # no envelope: answered READY, not counted
+    case(("router", [b"client-1", b"order-1"])),  # no envelope: READY again, uncounted
     *PP_WORKER_BUGS,
 ]
 
