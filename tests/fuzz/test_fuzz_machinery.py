@@ -58,11 +58,14 @@ class Toy(Server):
     deaf = False  # never answers the well-behaved peer
     echoes_bad = False  # answers bad messages too (so it acts on an oversized one)
     counts_valid = False  # counts the hostile peer's valid messages as bad too
+    refuses_valid = False  # refuses the hostile peer's valid messages, and counts them
+    declares_refusals = True  # says how many it refused (Server.refused)
 
     async def start(self) -> None:
         self.router = self.server_net.router(bind=self.h.endpoint())
         self.closing(self.router.close)
         self.malformed = 0
+        self.refusals = 0
         self.task = self.spawn(self.loop(), "loop")
         endpoint = self.router.last_endpoint
         self.hostile = self.peer(self.hostile_net.dealer(connect=endpoint), "hostile")
@@ -74,6 +77,10 @@ class Toy(Server):
         while True:
             msg = await self.router.recv(timeout=math.inf)
             if msg[1:] == [b"ok"]:
+                if self.refuses_valid and msg[0] != b"good":
+                    self.malformed += 1  # as over_limit: refused by a bound
+                    self.refusals += 1
+                    continue
                 if self.counts_valid and msg[0] != b"good":
                     self.malformed += 1
                 if not (self.deaf and msg[0] == b"good"):
@@ -106,6 +113,9 @@ class Toy(Server):
     def bad_input(self) -> int | None:
         return self.malformed
 
+    def refused(self) -> int:
+        return self.refusals if self.declares_refusals else 0
+
     def server_tasks(self) -> list[asyncio.Task[Any]]:
         return [self.task]
 
@@ -132,6 +142,27 @@ class Echoing(Toy):
 
 class CountingValid(Toy):
     counts_valid = True
+
+
+def judge_refusable_toy(frames: tuple[bytes, ...]) -> Judgement:
+    return Judgement(Verdict.VALID, refusable=True) if list(frames) == [b"ok"] else INVALID
+
+
+class Refusing(Toy):
+    """A bound (of none) refuses every valid hostile message, as its classifier allows."""
+
+    faces: ClassVar[Mapping[str, Face]] = {
+        "dealer": Face(protocol_messages(st.just([b"ok"])), judge_refusable_toy)
+    }
+    refuses_valid = True
+
+
+class RefusingSilently(Refusing):
+    declares_refusals = False
+
+
+class RefusingUnrefusable(Toy):
+    refuses_valid = True
 
 
 BAD = case(("dealer", [b"ok"]), ("dealer", [b"bad"]), ("dealer", [b"ok"]))
@@ -169,6 +200,14 @@ def test_an_oversized_message_need_not_be_counted() -> None:
     run_case(UnderCounting, "sim", case(("dealer", [big(b"bad")])))
 
 
+def test_valid_messages_a_bound_may_refuse_are_counted_apart() -> None:
+    run_case(Refusing, "sim", BAD)
+    with pytest.raises(AssertionError, match="counted 3 bad message\\(s\\), but only 1"):
+        run_case(RefusingSilently, "sim", BAD)
+    with pytest.raises(AssertionError, match="a bound refused 2 valid message\\(s\\), but only 0"):
+        run_case(RefusingUnrefusable, "sim", BAD)
+
+
 # -- the oracle's counting windows --------------------------------------------------------
 
 
@@ -184,12 +223,13 @@ class Windows(Toy):
     faces: ClassVar[Mapping[str, Face]] = {
         "a": Face(st.nothing(), judge),
         "b": Face(st.nothing(), judge),
+        "connects": Face(st.nothing(), judge, maxmsgsize=False),
     }
 
 
-def must_count(messages: list[tuple[str, list[bytes]]], sim: bool = True) -> int:
+def must_count(messages: list[tuple[str, list[bytes]]]) -> int:
     server = object.__new__(Windows)
-    server.sim = sim
+    server.sim = True
     must, _, _ = expected_counts(server, case(*messages).messages)
     return must
 
@@ -203,19 +243,35 @@ def test_invalid_messages_count_up_to_a_disruptive_one_on_their_face() -> None:
 def test_a_disruptive_message_voids_the_deferred_ones_before_it() -> None:
     assert must_count([("a", [b"i", b"q"]), ("a", [b"i"])]) == 2
     assert must_count([("a", [b"i", b"q"]), ("a", [b"i"]), ("a", [b"v", b"d"])]) == 1
+    # A deferred message that ends the window itself still counts, until a later
+    # disruptive message on its face (read before it is handled) may void it.
+    assert must_count([("a", [b"i", b"qd"])]) == 1
+    assert must_count([("a", [b"i", b"qd"]), ("b", [b"v", b"d"])]) == 1
+    assert must_count([("a", [b"i", b"qd"]), ("a", [b"i"]), ("a", [b"v", b"d"])]) == 0
 
 
-def test_oversized_messages_are_never_required_and_on_tcp_end_the_window() -> None:
+def test_oversized_messages_are_never_required_and_a_frame_over_maxmsgsize_ends_the_window() -> (
+    None
+):
     half = b"\x00" * (LIMIT // 2 + 1)
-    assert must_count([("a", [b"i", b"", big()]), ("a", [b"i"])]) == 1
-    assert must_count([("a", [b"i", b"", big()]), ("a", [b"i"])], sim=False) == 0
-    assert must_count([("a", [b"i", b"", half, half]), ("a", [b"i"])], sim=False) == 1
+    # A frame over the binding socket's maxmsgsize drops the connection and what follows.
+    assert must_count([("a", [b"i", b"", big()]), ("a", [b"i"])]) == 0
+    assert must_count([("a", [b"i", b"", big()]), ("b", [b"i"])]) == 1
+    # maxmsgsize is per frame: frames below it all arrive, and the server refuses them.
+    assert must_count([("a", [b"i", b"", half, half]), ("a", [b"i"])]) == 1
+    # A socket that connects has no maxmsgsize: the oversized message arrives.
+    assert must_count([("connects", [b"i", b"", big()]), ("connects", [b"i"])]) == 1
 
 
 def test_valid_messages_may_be_counted_only_when_oversized() -> None:
     server = object.__new__(Windows)
     server.sim = True
-    plan = case(("a", [b"v"]), ("a", [b"v", b"", big()]), ("a", [b"u"]), ("a", [b"i"]))
+    plan = case(
+        ("connects", [b"v"]),
+        ("connects", [b"v", b"", big()]),
+        ("connects", [b"u"]),
+        ("connects", [b"i"]),
+    )
     assert expected_counts(server, plan.messages)[:2] == (1, 3)
 
 
@@ -240,6 +296,7 @@ def test_faces_without_a_barrier_are_never_required() -> None:
         (mdp.judge_for_worker, [b"", b"MDPW01", b"\x02", b"c", b"", b"RAISE"], INVALID),
         (mdp.judge_for_worker, [b"", b"MDPW01", b"\x02", b"c", b""], UNKNOWN),
         (mdp.judge_for_worker, [b"", b"MDPW01", b"\x04", b"x"], INVALID),
+        (mdp.judge_for_worker, [b"", b"MDPW01", b"\x02", b"", b"", b"x"], INVALID),
         (pirate.judge_for_pp_worker, [b"\x02"], VALID),
         (pirate.judge_for_pp_worker, [b"c", b"", b"x"], VALID),
         (pirate.judge_for_pp_worker, [b"c", b"x"], INVALID),
@@ -263,6 +320,16 @@ def test_classifiers_follow_the_specifications(
     judge: Any, frames: list[bytes], verdict: Judgement
 ) -> None:
     assert judge(tuple(frames)).verdict is verdict.verdict
+
+
+def test_a_majordomo_request_after_another_may_break_the_lockstep() -> None:
+    request = [b"", b"MDPW01", b"\x02", b"c", b""]
+    plan = case(("router", [*request, b"x"]), ("router", [*request, b"y"]))
+    verdicts = [j.verdict for j in mdp.MajordomoWorkerServer.judgements(plan.messages)]
+    assert verdicts == [Verdict.VALID, Verdict.UNKNOWN]
+    plan = case(("router", [*request, b"x"]), ("router", [*request, b"RAISE"]))
+    verdicts = [j.verdict for j in mdp.MajordomoWorkerServer.judgements(plan.messages)]
+    assert verdicts == [Verdict.VALID, Verdict.INVALID]  # counted either way
 
 
 def test_binary_star_never_sends_a_peer_state_that_may_be_fatal() -> None:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import pytest
 from _fuzz_helpers import (
+    BACKENDS,
     HOSTILE_RCVHWM,
     INVALID,
     SLOW_TIMEOUT,
@@ -20,7 +21,6 @@ from _fuzz_helpers import (
     Judgement,
     Peer,
     Server,
-    backends,
     bad_input_of,
     big,
     body_frames,
@@ -41,6 +41,7 @@ from transportkit.patterns import (
     run_load_balancing_worker,
     sequenced,
 )
+from transportkit.patterns.load_balancing import LoadBalancingWorkerStats
 
 pytestmark = TIMEOUT
 
@@ -248,7 +249,9 @@ class ParanoidPirateWorkerServer(Server):
 
     name = "pp-worker"
     faces: ClassVar[Mapping[str, Face]] = {
-        "router": Face(protocol_messages(pp_worker_template, TOKENS), judge_for_pp_worker)
+        "router": Face(
+            protocol_messages(pp_worker_template, TOKENS), judge_for_pp_worker, maxmsgsize=False
+        )
     }
 
     async def start(self) -> None:
@@ -371,15 +374,18 @@ class LoadBalancingWorkerServer(Server):
 
     name = "lb-worker"
     faces: ClassVar[Mapping[str, Face]] = {
-        "router": Face(protocol_messages(lb_worker_template, TOKENS), judge_for_lb_worker)
+        "router": Face(
+            protocol_messages(lb_worker_template, TOKENS), judge_for_lb_worker, maxmsgsize=False
+        )
     }
 
     async def start(self) -> None:
         self.router = self.peer(self.hostile_net.router(bind=self.h.endpoint()), "hostile broker")
         self.handler = FuzzHandler()
+        self.stats = LoadBalancingWorkerStats()
         self.task = self.spawn(
             run_load_balancing_worker(
-                self.server_net, self.router.sock.last_endpoint, self.handler
+                self.server_net, self.router.sock.last_endpoint, self.handler, stats=self.stats
             ),
             "worker",
         )
@@ -414,7 +420,7 @@ class LoadBalancingWorkerServer(Server):
         return  # lockstep: every message was answered before the next one was sent
 
     def bad_input(self) -> int | None:
-        return None  # run_load_balancing_worker keeps no counters
+        return bad_input_of(self.stats)
 
     def server_tasks(self) -> list[asyncio.Task[Any]]:
         return [self.task]
@@ -425,8 +431,8 @@ class LoadBalancingWorkerServer(Server):
 
 # -- the tests ----------------------------------------------------------------------------
 
-# Shrunk inputs of the bugs found on the code this test was written against: they run
-# first on every run, so the test fails for certain while a bug is there.
+# Shrunk inputs of bugs found on the code these tests were first written against (all
+# fixed since): they run first on every run, so a regression fails for certain.
 QUEUE_BUGS = [case(("frontend", [b"", big(b"order-1")]))]  # forwarded: no size bound
 HANDLER_BUGS = [
     [b"client-1", b"", b"RAISE"],
@@ -436,68 +442,54 @@ HANDLER_BUGS = [
 ]
 PP_WORKER_BUGS = [case(("router", frames)) for frames in HANDLER_BUGS]
 LB_WORKER_BUGS = [
-    case(("router", [b"client-1", b"order-1"])),  # no envelope: answered READY, not counted
+    case(("router", [b"client-1", b"order-1"])),  # no envelope: READY again, uncounted
     *PP_WORKER_BUGS,
 ]
-NO_SIZE_BOUND = (
-    "no size bound: a client request of 1 MiB + 1 byte ([b'', <1048577 bytes>]) is "
-    "forwarded to a worker"
-)
-HANDLER_FAILS = (
-    "{} ends when the handler raises ([b'client-1', b'', b'RAISE'] -> HandlerFailure), "
-    "returns [] (b'EMPTY' -> FrameError: empty sequence) or a str (b'NOTMSG' -> "
-    "FrameError){}; and no size bound: a 1 MiB + 1 byte request body reaches the handler"
-)
-PP_WORKER_FAILS = HANDLER_FAILS.format("ParanoidPirateWorker.run", "")
-LB_WORKER_FAILS = HANDLER_FAILS.format(
-    "run_load_balancing_worker",
-    "; it keeps no count of bad input ([b'client-1', b'order-1'] is answered READY)",
-)
 
 
-@pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_paranoid_pirate_queue_survives_and_counts_bad_input(backend_name: str) -> None:
     fuzz(ParanoidPirateQueueServer, backend_name, examples=QUEUE_BUGS)
 
 
-@pytest.mark.parametrize("backend_name", backends(sim=PP_WORKER_FAILS, zmq=PP_WORKER_FAILS))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_paranoid_pirate_worker_survives_and_counts_bad_input(backend_name: str) -> None:
     fuzz(ParanoidPirateWorkerServer, backend_name, examples=PP_WORKER_BUGS)
 
 
-@pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_load_balancing_broker_survives_and_counts_bad_input(backend_name: str) -> None:
     fuzz(LoadBalancingBrokerServer, backend_name, examples=QUEUE_BUGS)
 
 
-@pytest.mark.parametrize("backend_name", backends(sim=LB_WORKER_FAILS, zmq=LB_WORKER_FAILS))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_load_balancing_worker_survives_and_counts_bad_input(backend_name: str) -> None:
     fuzz(LoadBalancingWorkerServer, backend_name, examples=LB_WORKER_BUGS)
 
 
 @pytest.mark.slow
 @SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_paranoid_pirate_queue_long_run(backend_name: str) -> None:
     fuzz(ParanoidPirateQueueServer, backend_name, slow=True, examples=QUEUE_BUGS)
 
 
 @pytest.mark.slow
 @SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", backends(sim=PP_WORKER_FAILS, zmq=PP_WORKER_FAILS))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_paranoid_pirate_worker_long_run(backend_name: str) -> None:
     fuzz(ParanoidPirateWorkerServer, backend_name, slow=True, examples=PP_WORKER_BUGS)
 
 
 @pytest.mark.slow
 @SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", backends(sim=NO_SIZE_BOUND, zmq=NO_SIZE_BOUND))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_load_balancing_broker_long_run(backend_name: str) -> None:
     fuzz(LoadBalancingBrokerServer, backend_name, slow=True, examples=QUEUE_BUGS)
 
 
 @pytest.mark.slow
 @SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", backends(sim=LB_WORKER_FAILS, zmq=LB_WORKER_FAILS))
+@pytest.mark.parametrize("backend_name", BACKENDS)
 def test_load_balancing_worker_long_run(backend_name: str) -> None:
     fuzz(LoadBalancingWorkerServer, backend_name, slow=True, examples=LB_WORKER_BUGS)

@@ -35,7 +35,7 @@ from transportkit.sim_backend import (
     Simulation,
     schedule_faults,
 )
-from transportkit.testing import ChildProcess, free_tcp_endpoint, open_harness
+from transportkit.testing import ChildProcess, Harness, free_tcp_endpoint, open_harness
 from transportkit.testing.strategies import fault_schedules
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -493,6 +493,38 @@ def test_client_messages_over_max_message_bytes_are_dropped() -> None:
     )
     assert client.state == {b"K.A": b"a", b"K.C": b"c"}
     assert client.stats.over_limit == 1
+
+
+def test_a_snapshot_request_that_cannot_be_sent_counts_as_silence(backend: str) -> None:
+    """With ``immediate`` the DEALER waits to send until its connection is made: for ever,
+    if the snapshot endpoint is dead while the server still publishes. That wait is
+    bounded by the client's timeout, and the client tries again on fresh sockets."""
+
+    async def main(h: Harness) -> CloneClient:
+        server = h.network("server")
+        with server.publisher(bind=h.endpoint()) as pub:
+            dead = server.router(bind=h.endpoint())
+            snapshot = dead.last_endpoint
+            dead.close()  # nobody answers there any more
+            assert pub.last_endpoint and snapshot
+            client = CloneClient(
+                h.network("client"),
+                snapshot=snapshot,
+                updates=pub.last_endpoint,
+                timeout=0.2,
+                snapshot_options=SocketOptions(immediate=True),
+            )
+            async with client:
+                for _ in range(40):  # 2 s of HUGZ: the server is alive, only deaf
+                    await pub.send(hugz(1))
+                    await asyncio.sleep(0.05)
+            return client
+
+    with open_harness(backend) as h:
+        client = h.run(main(h), timeout=20.0)
+    # A session: up to 0.2 s for the first HUGZ, then 0.2 s for the request: >= 4 in 2 s.
+    assert client.stats.timeouts >= 4
+    assert not client.synced and client.stats.snapshots == 0
 
 
 def test_client_sockets_connect_without_a_maxmsgsize() -> None:

@@ -297,6 +297,38 @@ def test_lvc_subscriber_must_sync_before_receiving() -> None:
         h.run(body())
 
 
+def test_lvc_subscriber_sync_times_out_when_its_request_cannot_even_be_sent(
+    backend: str,
+) -> None:
+    """With ``immediate`` the DEALER waits to send until its connection is made: for
+    ever, when the cache is gone. sync() still raises Timeout within its timeout."""
+    with open_harness(backend) as h:
+
+        async def body() -> float:
+            gone = h.network("cache").router(bind=h.endpoint())
+            snapshots = gone.last_endpoint
+            gone.close()
+            assert snapshots
+            late = LastValueSubscriber(
+                h.network("late"),
+                updates=snapshots,
+                snapshots=snapshots,
+                options=SocketOptions(immediate=True),
+            )
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            try:
+                async with asyncio.timeout(5.0):  # the test's own bound
+                    with pytest.raises(Timeout, match="snapshot"):
+                        await late.sync(timeout=1.0, retry=0.25)
+            finally:
+                late.close()
+            return loop.time() - start
+
+        took = h.run(body(), timeout=20.0)
+    assert took == pytest.approx(1.0, abs=0.5)
+
+
 def test_lvc_ignores_malformed_snapshot_requests() -> None:
     with open_harness("sim") as h:
 

@@ -897,6 +897,36 @@ def test_a_worker_whose_broker_stops_reading_still_notices_the_silence_and_recon
     assert worker.stats.unsent >= 1
 
 
+def test_a_worker_whose_broker_is_gone_never_waits_to_send_and_keeps_reconnecting(
+    backend: str,
+) -> None:
+    """With ``immediate`` a DEALER has no pipe until its connection is made: a blocking
+    heartbeat or READY would then wait for ever. The worker's sends never wait."""
+
+    async def main(h: Any) -> MajordomoWorker:
+        gone = h.network("broker").router(bind=h.endpoint())
+        endpoint = gone.last_endpoint
+        gone.close()
+        worker = MajordomoWorker(
+            h.network("w"),
+            endpoint,
+            b"echo",
+            heartbeat_interval=0.05,
+            reconnect_interval=0.05,
+            options=SocketOptions(immediate=True, sndhwm=1),
+        )
+        await worker.start()
+        await asyncio.sleep(1.0)
+        await worker.aclose()
+        return worker
+
+    with open_harness(backend) as h:
+        worker = h.run(main(h), timeout=20.0)
+    # Silent for 3 x 0.05 s, a pause of 0.05 s: a new connection about every 0.2 s.
+    assert worker.stats.connects >= 4
+    assert worker.stats.unsent >= 4  # each READY and heartbeat, dropped at once
+
+
 def test_a_worker_holds_one_request_and_drops_malformed_requests_from_its_broker() -> None:
     sim = Simulation(seed=1, latency=Constant(0.001))
     bad = [
@@ -1151,17 +1181,54 @@ def test_a_worker_gives_back_a_request_over_its_max_message_bytes() -> None:
             assert worker.options.maxmsgsize == -1  # its one peer is the broker
             await worker.start()
             wid, *_ = await recv_frames(router)
-            await router.send([wid, b"", b"MDPW01", b"\x02", b"c", b"", b"x" * 101])
+            # The limit is on the whole message: 8 bytes of header and envelope here.
+            await router.send([wid, b"", b"MDPW01", b"\x02", b"c", b"", b"x" * 93])
             assert await recv_frames(router) == [wid, *DISCONNECT_FRAMES]
             new, *ready = await recv_frames(router)
             assert new != wid and ready == [b"", b"MDPW01", b"\x01", b"echo"]
-            await router.send([new, b"", b"MDPW01", b"\x02", b"c", b"", b"x" * 100])
-            assert await worker.recv() == [b"x" * 100]
+            await router.send([new, b"", b"MDPW01", b"\x02", b"c", b"", b"x" * 92])
+            assert await worker.recv() == [b"x" * 92]
             await worker.aclose()
             return worker
 
     worker = sim.run(main(), timeout=60.0)
     assert (worker.stats.over_limit, worker.stats.requests, worker.stats.connects) == (1, 1, 2)
+
+
+def test_a_worker_never_takes_or_echoes_a_client_address_over_its_max_message_bytes() -> None:
+    """The client address goes back in the reply: it counts towards the limit, so a
+    broker cannot make the worker hold, and send, a message over it."""
+    sim = Simulation(seed=1, latency=Constant(0.001))
+    limit = 1000
+    served: list[Message] = []
+
+    def handler(body: Message) -> list[bytes]:
+        served.append(body)
+        return [b"ok"]
+
+    async def main() -> MajordomoWorker:
+        with sim.node("broker").router(bind="tcp://*:5555") as router:
+            worker = MajordomoWorker(
+                sim.node("w"), BROKER, b"echo", heartbeat_interval=60.0, max_message_bytes=limit
+            )
+            serving = asyncio.ensure_future(worker.serve(handler))
+            wid, *_ = await recv_frames(router)
+            huge = b"c" * limit  # the body is one byte: only the address is too large
+            await router.send([wid, b"", b"MDPW01", b"\x02", huge, b"", b"x"])
+            assert await recv_frames(router) == [wid, *DISCONNECT_FRAMES]
+            new, *ready = await recv_frames(router)
+            assert ready == [b"", b"MDPW01", b"\x01", b"echo"]
+            # A message over the limit that is no request is dropped and counted too.
+            await router.send([new, b"", b"MDPW01", b"\x04", huge])
+            await router.send([new, b"", b"MDPW01", b"\x02", b"c", b"", b"y"])
+            assert await recv_frames(router) == [new, b"", b"MDPW01", b"\x03", b"c", b"", b"ok"]
+            await worker.aclose()
+            await cancel(serving)
+            return worker
+
+    worker = sim.run(main(), timeout=60.0)
+    assert served == [[b"y"]]
+    assert (worker.stats.over_limit, worker.stats.malformed, worker.stats.requests) == (2, 0, 1)
 
 
 def test_unlimited_high_water_marks_and_bad_bounds_are_refused() -> None:

@@ -567,7 +567,9 @@ class CloneClient(Service):
         updates: The server's update (PUB) endpoint.
         subtree: Key prefix to follow (``b""``: the whole map).
         timeout: Seconds of silence after which the server is presumed dead; keep it
-            several heartbeats long (the default suits the Guide's 1 s heartbeat).
+            several heartbeats long (the default suits the Guide's 1 s heartbeat). A
+            snapshot request the DEALER cannot send within it (with ``immediate``, a
+            snapshot endpoint nobody answers) counts as silence too.
         subscriber_options: Options of the SUB socket.
         snapshot_options: Options of the DEALER socket. Both connect, so neither is
             given a ``maxmsgsize`` (see :mod:`transportkit.patterns._limits`).
@@ -739,7 +741,15 @@ class CloneClient(Service):
         return bool(key) and key not in _RESERVED and key.startswith(self.subtree)
 
     async def _take_snapshot(self, dealer: Dealer) -> None:
-        await dealer.send([ICANHAZ, self.subtree])
+        # A DEALER waits to send while it has no pipe that takes the message: with
+        # ``immediate`` before the connection is made (for ever, if the server is
+        # gone), or at its HWM. That wait is silence too: bounded by ``timeout``.
+        try:
+            async with asyncio.timeout(self.timeout):
+                await dealer.send([ICANHAZ, self.subtree])
+        except TimeoutError:  # transportkit's Timeout (``sndtimeo``) too
+            self._silence()
+            raise _Resync(reopen=True) from None
         received: dict[bytes, KVMsg] = {}
         count = size = 0
         while True:

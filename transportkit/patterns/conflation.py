@@ -692,7 +692,8 @@ class LastValueSubscriber(Closeable):
             timeout: Seconds to give up after.
             retry: Seconds to wait for a reply and for the cut marker before asking
                 again (the Guide's slow joiner: the first request can beat the
-                subscription to the cache).
+                subscription to the cache), and before asking again after a request
+                the DEALER could not send.
 
         Returns:
             The snapshot: topic to message ``[topic, *frames]``, topics sorted.
@@ -725,8 +726,16 @@ class LastValueSubscriber(Closeable):
                 self._network.time_ns(),
             )
             tokens.add(token)
-            await self.snapshots.send([SNAPSHOT_REQUEST, self.prefix, token])
             wait = min(retry, remaining)
+            try:
+                # The DEALER waits while no pipe takes the request (with ``immediate``
+                # until the connection is made: for ever if the cache is gone; or at
+                # its HWM): never past the deadline.
+                async with asyncio.timeout(remaining):
+                    await self.snapshots.send([SNAPSHOT_REQUEST, self.prefix, token])
+            except TimeoutError:  # transportkit's Timeout (``sndtimeo``) too
+                await asyncio.sleep(max(min(wait, deadline - loop.time()), 0.0))
+                continue
             answered = await self._read_snapshot(tokens, partial, wait)
             if answered is None:
                 continue

@@ -815,8 +815,11 @@ class MajordomoWorkerStats:
         malformed: Messages from the broker that broke the protocol (dropped): not
             7/MDP, an invalid command, or a second REQUEST before the reply to the
             first.
-        over_limit: Requests whose body was larger than ``max_message_bytes``; each was
-            given back to the broker as :meth:`MajordomoWorker.abandon` does.
+        over_limit: Messages from the broker larger than ``max_message_bytes`` (all
+            frames, the client address included), dropped; a request among them is
+            given back to the broker as :meth:`MajordomoWorker.abandon` does (unless it
+            came while another was held: that one breaks the lockstep and is only
+            dropped).
         handler_errors: Requests whose handler (in :meth:`MajordomoWorker.serve`)
             raised or returned something that is not a non-empty sequence of frames.
         error_replies: Of those, the ones answered with the ``on_error`` reply.
@@ -873,7 +876,7 @@ class MajordomoWorker:
     since replaced is dropped (and counted): the broker no longer expects it.
 
     7/MDP has no error reply. A request the worker will not answer (a handler error,
-    a body over ``max_message_bytes``) is given back: the worker sends DISCONNECT and
+    a request over ``max_message_bytes``) is given back: the worker sends DISCONNECT and
     registers again on a new connection at once, so the broker does not keep it
     marked busy; the broker hands the request to another worker, a bounded number of
     times (:class:`MajordomoBroker`'s ``max_requeues``), and the client, if nobody
@@ -892,7 +895,8 @@ class MajordomoWorker:
         heartbeat_interval: Seconds between heartbeats; use the broker's value.
         heartbeat_liveness: Silent intervals after which the broker is dead.
         reconnect_interval: Seconds to wait before reconnecting to a silent broker.
-        max_message_bytes: Largest request body accepted, all frames (None: no limit).
+        max_message_bytes: Largest message accepted from the broker, all frames (the
+            client address too, which goes back with the reply; None: no limit).
             Checked in process, so that a larger request can be given back to the
             broker; it is not made the DEALER's ``maxmsgsize`` (the worker's one peer
             is its broker, which bounds what it forwards): set that in ``options`` to
@@ -1239,18 +1243,29 @@ class MajordomoWorker:
                 msg = await sock.recv(timeout=max(wake - now, 0.0))
             except Timeout:
                 continue
+            request = (
+                len(msg) >= 6
+                and msg[0] == b""
+                and msg[1] == MDPW01
+                and msg[2] == MDPW_REQUEST
+                and msg[3] != b""
+                and msg[4] == b""
+            )
+            # All frames count: the client address is held and sent back with the reply.
+            if too_large(msg, self.max_message_bytes):
+                self.stats.over_limit += 1
+                if request and not self._busy():
+                    self._try_send(sock, [b"", MDPW01, MDPW_DISCONNECT])  # give it back
+                    return False
+                continue
             if len(msg) < 3 or msg[0] != b"" or msg[1] != MDPW01:
                 self.stats.malformed += 1
                 continue
             command = msg[2]
-            if command == MDPW_REQUEST and len(msg) >= 6 and msg[3] and msg[4] == b"":
+            if request:
                 if self._busy():
                     self.stats.malformed += 1
                     continue
-                if too_large(msg[5:], self.max_message_bytes):
-                    self.stats.over_limit += 1
-                    self._try_send(sock, [b"", MDPW01, MDPW_DISCONNECT])
-                    return False
                 self.stats.requests += 1
                 if self._pending is not None:  # from a replaced connection
                     self.stats.stale_requests += 1
