@@ -887,3 +887,33 @@ SLOW_TIMEOUT: Final = pytest.mark.timeout(900, method="thread")
 
 BACKENDS: Final = ("sim", "zmq")
 """Every fuzz test runs on both backends."""
+
+
+def fuzz_tests(
+    *servers: tuple[type[Server], Sequence[Case]],
+) -> tuple[Callable[..., None], Callable[..., None]]:
+    """A test file's two tests of its servers, each on both backends: the default
+    suite's and the slow run's (assign them to ``test_...`` names to collect them).
+
+    Each server's cases (shrunk inputs of bugs found before) run first, every time.
+    """
+    names = ("server", "examples", "backend_name")
+    params = [
+        pytest.param(cls, tuple(examples), backend, id=f"{cls.name}-{backend}")
+        for cls, examples in servers
+        for backend in BACKENDS
+    ]
+
+    @pytest.mark.parametrize(names, params)
+    def survives_and_counts_bad_input(
+        server: type[Server], examples: Sequence[Case], backend_name: str
+    ) -> None:
+        fuzz(server, backend_name, examples=examples)
+
+    @pytest.mark.slow
+    @SLOW_TIMEOUT
+    @pytest.mark.parametrize(names, params)
+    def long_run(server: type[Server], examples: Sequence[Case], backend_name: str) -> None:
+        fuzz(server, backend_name, slow=True, examples=examples)
+
+    return survives_and_counts_bad_input, long_run

@@ -6,13 +6,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import pytest
 from _fuzz_helpers import (
-    BACKENDS,
     HOSTILE_RCVHWM,
     INVALID,
     NUMBERS,
-    SLOW_TIMEOUT,
     TIMEOUT,
     UNKNOWN,
     VALID,
@@ -25,7 +22,7 @@ from _fuzz_helpers import (
     body_frames,
     case,
     eventually,
-    fuzz,
+    fuzz_tests,
     handler_verdict,
     protocol_messages,
 )
@@ -266,25 +263,7 @@ BACKUP_BUGS = [
 ]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_binary_star_primary_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(BinaryStarPrimaryServer, backend_name, examples=PRIMARY_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_binary_star_backup_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(BinaryStarBackupServer, backend_name, examples=BACKUP_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_binary_star_primary_long_run(backend_name: str) -> None:
-    fuzz(BinaryStarPrimaryServer, backend_name, slow=True, examples=PRIMARY_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_binary_star_backup_long_run(backend_name: str) -> None:
-    fuzz(BinaryStarBackupServer, backend_name, slow=True, examples=BACKUP_BUGS)
+test_binary_star_survives_and_counts_bad_input, test_binary_star_long_run = fuzz_tests(
+    (BinaryStarPrimaryServer, PRIMARY_BUGS),
+    (BinaryStarBackupServer, BACKUP_BUGS),
+)

@@ -6,14 +6,11 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import pytest
 from _fuzz_helpers import (
-    BACKENDS,
     HOSTILE_RCVHWM,
     INVALID,
     NUMBERS,
     SEQUENCES,
-    SLOW_TIMEOUT,
     TIMEOUT,
     UNKNOWN,
     Face,
@@ -25,7 +22,7 @@ from _fuzz_helpers import (
     big,
     case,
     eventually,
-    fuzz,
+    fuzz_tests,
     protocol_messages,
 )
 from hypothesis import strategies as st
@@ -345,25 +342,7 @@ SERVER_BUGS = [
 CLIENT_BUGS = [case(("updates", kv(b"KEY.1", FIRST_SEQUENCE + 1, body=big(b"v"))))]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_clone_server_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(CloneServerServer, backend_name, examples=SERVER_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_clone_client_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(CloneClientServer, backend_name, examples=CLIENT_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_clone_server_long_run(backend_name: str) -> None:
-    fuzz(CloneServerServer, backend_name, slow=True, examples=SERVER_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_clone_client_long_run(backend_name: str) -> None:
-    fuzz(CloneClientServer, backend_name, slow=True, examples=CLIENT_BUGS)
+test_clone_survives_and_counts_bad_input, test_clone_long_run = fuzz_tests(
+    (CloneServerServer, SERVER_BUGS),
+    (CloneClientServer, CLIENT_BUGS),
+)

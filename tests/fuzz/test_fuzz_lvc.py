@@ -6,12 +6,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import pytest
 from _fuzz_helpers import (
-    BACKENDS,
     HOSTILE_RCVHWM,
     INVALID,
-    SLOW_TIMEOUT,
     TIMEOUT,
     UNKNOWN,
     VALID,
@@ -24,7 +21,7 @@ from _fuzz_helpers import (
     case,
     eventually,
     frame_values,
-    fuzz,
+    fuzz_tests,
     protocol_messages,
 )
 from hypothesis import strategies as st
@@ -190,13 +187,6 @@ BUGS = [
 ]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_last_value_cache_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(LastValueCacheServer, backend_name, examples=BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_last_value_cache_long_run(backend_name: str) -> None:
-    fuzz(LastValueCacheServer, backend_name, slow=True, examples=BUGS)
+test_last_value_cache_survives_and_counts_bad_input, test_last_value_cache_long_run = fuzz_tests(
+    (LastValueCacheServer, BUGS),
+)

@@ -7,13 +7,10 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import pytest
 from _fuzz_helpers import (
-    BACKENDS,
     HOSTILE_RCVHWM,
     INVALID,
     LIMIT,
-    SLOW_TIMEOUT,
     TIMEOUT,
     UNKNOWN,
     VALID,
@@ -29,7 +26,7 @@ from _fuzz_helpers import (
     body_frames,
     case,
     eventually,
-    fuzz,
+    fuzz_tests,
     handler_verdict,
     protocol_messages,
 )
@@ -313,25 +310,7 @@ WORKER_BUGS = [
 ]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_majordomo_broker_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(MajordomoBrokerServer, backend_name, examples=BROKER_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_majordomo_worker_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(MajordomoWorkerServer, backend_name, examples=WORKER_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_majordomo_broker_long_run(backend_name: str) -> None:
-    fuzz(MajordomoBrokerServer, backend_name, slow=True, examples=BROKER_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_majordomo_worker_long_run(backend_name: str) -> None:
-    fuzz(MajordomoWorkerServer, backend_name, slow=True, examples=WORKER_BUGS)
+test_majordomo_survives_and_counts_bad_input, test_majordomo_long_run = fuzz_tests(
+    (MajordomoBrokerServer, BROKER_BUGS),
+    (MajordomoWorkerServer, WORKER_BUGS),
+)

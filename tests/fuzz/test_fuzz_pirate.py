@@ -6,12 +6,9 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import pytest
 from _fuzz_helpers import (
-    BACKENDS,
     HOSTILE_RCVHWM,
     INVALID,
-    SLOW_TIMEOUT,
     TIMEOUT,
     UNKNOWN,
     VALID,
@@ -26,7 +23,7 @@ from _fuzz_helpers import (
     body_frames,
     case,
     eventually,
-    fuzz,
+    fuzz_tests,
     handler_verdict,
     protocol_messages,
 )
@@ -447,49 +444,9 @@ LB_WORKER_BUGS = [
 ]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_paranoid_pirate_queue_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(ParanoidPirateQueueServer, backend_name, examples=QUEUE_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_paranoid_pirate_worker_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(ParanoidPirateWorkerServer, backend_name, examples=PP_WORKER_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_load_balancing_broker_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(LoadBalancingBrokerServer, backend_name, examples=QUEUE_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_load_balancing_worker_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(LoadBalancingWorkerServer, backend_name, examples=LB_WORKER_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_paranoid_pirate_queue_long_run(backend_name: str) -> None:
-    fuzz(ParanoidPirateQueueServer, backend_name, slow=True, examples=QUEUE_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_paranoid_pirate_worker_long_run(backend_name: str) -> None:
-    fuzz(ParanoidPirateWorkerServer, backend_name, slow=True, examples=PP_WORKER_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_load_balancing_broker_long_run(backend_name: str) -> None:
-    fuzz(LoadBalancingBrokerServer, backend_name, slow=True, examples=QUEUE_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_load_balancing_worker_long_run(backend_name: str) -> None:
-    fuzz(LoadBalancingWorkerServer, backend_name, slow=True, examples=LB_WORKER_BUGS)
+test_pirate_survives_and_counts_bad_input, test_pirate_long_run = fuzz_tests(
+    (ParanoidPirateQueueServer, QUEUE_BUGS),
+    (ParanoidPirateWorkerServer, PP_WORKER_BUGS),
+    (LoadBalancingBrokerServer, QUEUE_BUGS),
+    (LoadBalancingWorkerServer, LB_WORKER_BUGS),
+)

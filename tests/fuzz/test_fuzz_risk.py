@@ -7,13 +7,10 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import pytest
 from _fuzz_helpers import (
-    BACKENDS,
     INVALID,
     LIMIT,
     NUMBERS,
-    SLOW_TIMEOUT,
     TIMEOUT,
     VALID,
     Face,
@@ -22,7 +19,7 @@ from _fuzz_helpers import (
     bad_input_of,
     big,
     case,
-    fuzz,
+    fuzz_tests,
     protocol_messages,
 )
 from google.protobuf.message import DecodeError
@@ -254,25 +251,7 @@ LAZY_PIRATE_BUGS = [
 ]
 
 
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_risk_server_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(RiskRepServer, backend_name, examples=REP_BUGS)
-
-
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_lazy_pirate_risk_server_survives_and_counts_bad_input(backend_name: str) -> None:
-    fuzz(RiskLazyPirateServer, backend_name, examples=LAZY_PIRATE_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_risk_server_long_run(backend_name: str) -> None:
-    fuzz(RiskRepServer, backend_name, slow=True, examples=REP_BUGS)
-
-
-@pytest.mark.slow
-@SLOW_TIMEOUT
-@pytest.mark.parametrize("backend_name", BACKENDS)
-def test_lazy_pirate_risk_server_long_run(backend_name: str) -> None:
-    fuzz(RiskLazyPirateServer, backend_name, slow=True, examples=LAZY_PIRATE_BUGS)
+test_risk_server_survives_and_counts_bad_input, test_risk_server_long_run = fuzz_tests(
+    (RiskRepServer, REP_BUGS),
+    (RiskLazyPirateServer, LAZY_PIRATE_BUGS),
+)
