@@ -9,9 +9,11 @@ from any test runner, with a harness for the backend under test::
         check_req_rep(h, [[b"order-1"]])
 
 The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
-when transportkit is installed) provides a ``backend`` fixture parametrized over
-``sim`` and ``zmq``. Hypothesis strategies live in :mod:`transportkit.testing.strategies`
-(imported separately, since Hypothesis is a test-only dependency).
+when transportkit is installed) provides a ``tk_backend`` fixture parametrized over
+``sim`` and ``zmq`` and a ``tk_harness`` fixture on it (all its names start with
+``tk_``, so a project's own fixtures keep theirs). Hypothesis strategies live in
+:mod:`transportkit.testing.strategies` (imported separately, since Hypothesis is a
+test-only dependency).
 """
 
 from transportkit.testing._checks import (
