@@ -44,6 +44,7 @@ from transportkit.testing._harness import (
 )
 from transportkit.testing._ports import free_tcp_endpoint
 from transportkit.testing._process import ChildProcess
+from transportkit.testing._simtest import sim_test
 
 __all__ = [
     "BACKENDS",
@@ -68,6 +69,7 @@ __all__ = [
     "free_tcp_endpoint",
     "open_harness",
     "recv_data",
+    "sim_test",
     "sync_subscribers",
     "wait_for_event",
 ]

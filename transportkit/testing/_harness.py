@@ -77,9 +77,18 @@ class SimHarness(Harness):
     exact_drops = True
     virtual_time = True
 
-    def __init__(self, seed: int = 0, **simulation_options: Any) -> None:
+    def __init__(
+        self, seed: int = 0, *, sim: Simulation | None = None, **simulation_options: Any
+    ) -> None:
+        """A harness on a new ``Simulation(seed, **simulation_options)``, or on ``sim``.
+
+        Raises:
+            ValueError: Both ``sim`` and options for a new simulation were given.
+        """
         super().__init__()
-        self.sim = Simulation(seed, **simulation_options)
+        if sim is not None and simulation_options:
+            raise ValueError("give either sim or options for a new Simulation, not both")
+        self.sim = Simulation(seed, **simulation_options) if sim is None else sim
 
     def network(self, name: str = "main") -> Network:
         return self.sim.node(name)
