@@ -380,3 +380,68 @@ def test_sim_test_functions_are_plain_functions_for_pytest() -> None:
     assert not inspect.iscoroutinefunction(test_body)  # no asyncio plugin takes it over
     assert list(inspect.signature(test_body).parameters) == ["tmp_path", "tk_backend", "request"]
     assert test_body.__name__ == "test_body"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readme_walk_through_prints_what_the_readme_shows(pytester: pytest.Pytester) -> None:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### One test, many seeds: `@sim_test`", 1)[1].split("\n### ", 1)[0]
+    (example,) = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "@sim_test" in b]
+    (shown,) = re.findall(r"```text\n(.*?)```", section, re.S)
+    pytester.mkdir("tests")
+    (pytester.path / "tests" / "test_orders.py").write_text(example)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    report = out.split("transportkit sim_test: seed", 1)[1].split("\n", 1)[1]
+    expected = [line for line in shown.splitlines()[3:] if line.strip() != "..."]
+    got = report.splitlines()
+    for line in expected:  # the README's lines, in order, in the real report
+        assert line in got, f"README shows {line!r}; the report is:\n{report}"
+        got = got[got.index(line) + 1 :]
+    assert replay_line(out) == shown.splitlines()[0].split("replay: ", 1)[1]
+    assert (pytester.path / shown.splitlines()[1].rsplit(": ", 1)[1]).is_dir()
+
+
+TWO_TASKS = """
+import asyncio
+
+from transportkit.testing import sim_test
+
+
+@sim_test(seeds=100)
+async def test_tasks_resume_in_creation_order():
+    order = []
+
+    async def worker(name):
+        await asyncio.sleep(0)
+        order.append(name)
+
+    await asyncio.gather(worker("a"), worker("b"))
+    assert order == ["a", "b"]
+"""
+
+
+@pytest.mark.skipif(
+    not _simtest.simulation_has_scheduler(),
+    reason="needs Simulation(scheduler=...), which this branch does not have yet",
+)
+def test_the_exploring_default_finds_a_hidden_task_order_and_replays_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_tasks=TWO_TASKS)
+    first = pytester.runpytest("-p", "no:cacheprovider")
+    first.assert_outcomes(failed=1)
+    out = first.stdout.str()
+    assert "scheduler random" in out
+    (folder,) = failure_folders(pytester.path)
+    record = json.loads((folder / "failure.json").read_text())
+    schedule = json.loads((folder / "schedule.json").read_text())
+    assert schedule.get("recorded", True) is not False  # a real record, not the FIFO note
+    argv = shlex.split(replay_line(out))
+    again = pytester.runpytest_subprocess(*argv[1:], "-p", "no:cacheprovider")
+    again.assert_outcomes(failed=1)
+    assert json.loads((folder / "failure.json").read_text())["trace_hash"] == record["trace_hash"]
+    assert json.loads((folder / "schedule.json").read_text()) == schedule
