@@ -445,3 +445,40 @@ def test_the_exploring_default_finds_a_hidden_task_order_and_replays_it(
     again.assert_outcomes(failed=1)
     assert json.loads((folder / "failure.json").read_text())["trace_hash"] == record["trace_hash"]
     assert json.loads((folder / "schedule.json").read_text()) == schedule
+
+
+def test_zmq_runs_leave_the_threads_current_event_loop_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    # What an asyncio plugin does: set a loop for the session and count on it staying.
+    pytester.makeconftest(
+        """
+        import asyncio
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def session_loop():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            yield loop
+            asyncio.set_event_loop(None)
+            loop.close()
+        """
+    )
+    pytester.makepyfile(
+        test_loop="""
+        import asyncio
+        from transportkit.testing import sim_test
+
+        @sim_test(seeds=2, backends=("sim", "zmq"))
+        async def test_body(tk_harness):
+            await asyncio.sleep(0)
+
+        def test_harness_run(tk_harness):
+            assert tk_harness.run(asyncio.sleep(0, "done")) == "done"
+
+        def test_zzz_loop_still_set(session_loop):
+            assert asyncio.get_event_loop_policy().get_event_loop() is session_loop
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=5)

@@ -21,7 +21,7 @@ from typing import Any, Final, overload
 from transportkit._errors import Timeout
 from transportkit._network import Network
 from transportkit.sim_backend import FaultSchedule, Simulation, schedule_faults
-from transportkit.testing._harness import BACKENDS, SimHarness, ZmqHarness
+from transportkit.testing._harness import BACKENDS, SimHarness, ZmqHarness, run_in_own_loop
 from transportkit.testing._simtest_failures import (
     DEFAULT_FAILURES_DIR,
     DEFAULT_KEEP_FAILURES,
@@ -594,7 +594,7 @@ def _run_zmq(call: _Call, request: Any) -> None:
             body = call.coroutine(given)
             await _run_with_mains(body, spec, harness, spec.zmq_timeout)
 
-        asyncio.run(main())
+        run_in_own_loop(main())
     finally:
         harness.close()
 
