@@ -8,6 +8,10 @@ from any test runner, with a harness for the backend under test::
     with open_harness("sim") as h:
         check_req_rep(h, [[b"order-1"]])
 
+:func:`sim_test` runs an ``async def`` pytest test body in a fresh simulation once per
+seed, with a replay line and a failure folder for the first seed that fails (its
+docstring and the README's "Testing with transportkit" say how).
+
 The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
 when transportkit is installed) provides a ``tk_backend`` fixture parametrized over
 ``sim`` and ``zmq`` and a ``tk_harness`` fixture on it (all its names start with
