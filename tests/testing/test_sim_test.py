@@ -482,3 +482,28 @@ def test_zmq_runs_leave_the_threads_current_event_loop_alone(
         """
     )
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=5)
+
+
+def test_methods_fixtures_and_request_reach_the_body(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_cls="""
+        import pytest
+        from transportkit.testing import sim_test
+
+        @pytest.fixture
+        def book():
+            return {"AAPL": 1}
+
+        class TestDesk:
+            @sim_test(seeds=3)
+            async def test_method(self, book, tk_seed, tk_sim):
+                assert isinstance(self, TestDesk)
+                assert book == {"AAPL": 1}
+                assert tk_sim.seed == tk_seed
+
+            @sim_test
+            async def test_bare(self, request):
+                assert request.node.name == "test_bare[sim]"
+        """
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)

@@ -140,8 +140,8 @@ def sim_test(
             Hypothesis strategy of schedules (such as
             :func:`~transportkit.testing.strategies.fault_schedules`), drawn from
             deterministically with the seed (generation only, no shrinking: the same
-            seed gives the same schedule with the same Hypothesis version). The zmq
-            run has no faults.
+            seed gives the same schedule with the same Hypothesis version; about 30 ms
+            a seed). The zmq run has no faults.
         nodes: Node names and their ``async def main(network)``: on the sim each is a
             node with that main (restarted after each crash); on zmq each main runs
             as a task on ``tk_harness.network(name)`` (its own context). A main that
