@@ -467,8 +467,10 @@ class _SeedRun:
             }
             body = self.call.coroutine(given)
             sim.run(self._watched(body), timeout=self.spec.timeout)
-        finally:
+        except BaseException:
             _close_quietly(harness, sim)
+            raise
+        _close(harness, sim)  # a failure while the world ends fails the seed too
 
     async def _watched(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run the body, noting how much trace there was when it raised."""
@@ -480,15 +482,20 @@ class _SeedRun:
             raise
 
 
-def _close_quietly(harness: SimHarness, sim: Simulation) -> None:
-    """Close the run's sockets and world; an error here never hides the test's own."""
+def _close(harness: SimHarness, sim: Simulation) -> None:
+    """End the run's world (``sim.close()`` where there is one), then close its sockets."""
     try:
-        harness.close()
         close = getattr(sim, "close", None)
         if callable(close):
             close()
-    except Exception:  # the run's result (or error) matters, not this
-        return
+    finally:
+        harness.close()
+
+
+def _close_quietly(harness: SimHarness, sim: Simulation) -> None:
+    """:func:`_close` after a failure: an error here never hides the test's own."""
+    with contextlib.suppress(Exception):
+        _close(harness, sim)
 
 
 def _is_test_failure(exc: BaseException) -> bool:
