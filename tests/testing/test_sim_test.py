@@ -84,6 +84,8 @@ def test_a_failing_seed_prints_its_replay_line_saves_its_folder_and_replays_exac
     record = json.loads((folder / "failure.json").read_text())
     assert record["seed"] == 2 and record["replay"] == command
     assert f"trace hash {record['trace_hash']}" in out
+    summary = out.split("transportkit: replay the failing seeds", 1)[1]
+    assert f"replay: {command}" in summary.splitlines()
 
     # The printed command, in a fresh interpreter, fails the same way with the same trace.
     argv = shlex.split(command)

@@ -53,7 +53,8 @@ DEFAULT_ZMQ_TIMEOUT: Final = 10.0
 """Real seconds the zmq backend's run may last before it fails with ``Timeout``."""
 
 REPORT_ATTRIBUTE: Final = "_transportkit_sim_test_report"
-"""The attribute of a failing seed's exception holding the report text (for the plugin)."""
+"""The attribute of a failing seed's exception holding ``(seed, replay command, report
+text)``, for the pytest plugin."""
 
 INJECTED: Final = ("tk_sim", "tk_seed", "tk_harness", "tk_faults")
 """Parameters of a body that ``@sim_test`` fills in (every other one is a fixture)."""
@@ -564,7 +565,7 @@ def _report(request: Any, run: _SeedRun, exc: BaseException, passed: int) -> Non
     if shown is not None:
         exc.add_note(f"trace, schedule and faults of seed {run.seed}: {shown}")
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-        setattr(exc, REPORT_ATTRIBUTE, (run.seed, record.report(shown)))
+        setattr(exc, REPORT_ATTRIBUTE, (run.seed, record.replay, record.report(shown)))
 
 
 def _scheduler_name(sim: Simulation) -> str:

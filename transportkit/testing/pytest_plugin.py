@@ -24,6 +24,8 @@ For tests written with :func:`~transportkit.testing.sim_test`:
   pytest's rootdir, holding ``trace.json`` (Perfetto), ``schedule.json``,
   ``faults.json`` and ``failure.json``. The newest 50 folders are kept. The ini
   options ``tk_failures_dir`` and ``tk_keep_failures`` change the place and the count.
+  The end of the run lists every failing seed's replay line again (and the junit XML
+  has it as the test's ``tk_replay`` property).
 """
 
 from __future__ import annotations
@@ -102,9 +104,24 @@ def pytest_runtest_makereport(
     if excinfo is not None:
         found: Any = getattr(excinfo.value, REPORT_ATTRIBUTE, None)
         if found is not None:
-            seed, text = found
+            seed, replay, text = found
             report.sections.append((f"transportkit sim_test: seed {seed} failed", text))
+            report.user_properties.append(("tk_replay", replay))
     return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the replay command of every failing ``@sim_test`` seed at the end."""
+    replays = [
+        value
+        for report in terminalreporter.stats.get("failed", [])
+        for name, value in getattr(report, "user_properties", ())
+        if name == "tk_replay"
+    ]
+    if replays:
+        terminalreporter.section("transportkit: replay the failing seeds")
+        for replay in replays:
+            terminalreporter.line(f"replay: {replay}")
 
 
 @pytest.fixture
