@@ -7,6 +7,8 @@ import json
 import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,6 +186,25 @@ def test_a_hypothesis_strategy_of_faults_is_drawn_from_by_the_seed_deterministic
     assert drawn == [spec.faults_for(seed) for seed in range(10)]
     assert sum(1 for schedule in drawn if schedule) >= 5  # not the empty schedule every time
     assert len({repr(schedule) for schedule in drawn}) >= 5
+    # The same in another interpreter, with another hash seed: a replay draws the same.
+    code = (
+        "from transportkit.testing import _simtest\n"
+        "from transportkit.testing.strategies import fault_schedules\n"
+        "s = fault_schedules(['a', 'b'], crashable=['a'], horizon=5.0)\n"
+        "print(repr([_simtest._Spec.make(seeds=1, scheduler=None, faults=s, nodes=None,"
+        " backends=('sim',), timeout=1.0, zmq_timeout=1.0, simulation_options={})"
+        ".faults_for(seed) for seed in range(10)]))\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    assert out.stdout.strip() == repr(drawn)
 
 
 def test_the_body_runs_in_the_exploring_scheduler_when_the_simulation_has_one(
