@@ -22,9 +22,9 @@ TRANSPORTS = ["tcp", "ipc", "inproc"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_pub_sub_delivers_matching_topics_in_order(harness: Harness, transport: str) -> None:
+def test_pub_sub_delivers_matching_topics_in_order(tk_harness: Harness, transport: str) -> None:
     check_pub_sub_filtering(
-        harness,
+        tk_harness,
         [[b"MARKET.AAPL"], [b"MARKET."], [b"NEWS", b"MARKET.M"], []],
         [
             [b"MARKET.AAPL", b"\x00" * 8, b"px=1"],
@@ -37,45 +37,45 @@ def test_pub_sub_delivers_matching_topics_in_order(harness: Harness, transport: 
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
-def test_slow_joiner_loses_only_a_prefix(harness: Harness, transport: str) -> None:
-    check_slow_joiner(harness, transport=transport)
+def test_slow_joiner_loses_only_a_prefix(tk_harness: Harness, transport: str) -> None:
+    check_slow_joiner(tk_harness, transport=transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_req_rep_lockstep(harness: Harness, transport: str) -> None:
-    check_req_rep(harness, [[b"order-%d" % i, b"qty"] for i in range(5)], transport=transport)
+def test_req_rep_lockstep(tk_harness: Harness, transport: str) -> None:
+    check_req_rep(tk_harness, [[b"order-%d" % i, b"qty"] for i in range(5)], transport=transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_push_pull_exactly_once_round_robin(harness: Harness, transport: str) -> None:
-    check_push_pull(harness, transport=transport)
+def test_push_pull_exactly_once_round_robin(tk_harness: Harness, transport: str) -> None:
+    check_push_pull(tk_harness, transport=transport)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_pair_both_ways(harness: Harness, transport: str) -> None:
-    check_pair(harness, transport=transport)
+def test_pair_both_ways(tk_harness: Harness, transport: str) -> None:
+    check_pair(tk_harness, transport=transport)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
-def test_dealer_router_routing(harness: Harness, transport: str) -> None:
-    check_dealer_router(harness, transport=transport)
+def test_dealer_router_routing(tk_harness: Harness, transport: str) -> None:
+    check_dealer_router(tk_harness, transport=transport)
 
 
-def test_hwm_pub_drops_push_blocks(harness: Harness) -> None:
-    check_hwm(harness)
+def test_hwm_pub_drops_push_blocks(tk_harness: Harness) -> None:
+    check_hwm(tk_harness)
 
 
 @pytest.mark.parametrize("transport", ["tcp", "inproc"])
-def test_conflate_keeps_last(harness: Harness, transport: str) -> None:
-    check_conflate(harness, transport=transport)
+def test_conflate_keeps_last(tk_harness: Harness, transport: str) -> None:
+    check_conflate(tk_harness, transport=transport)
 
 
-def test_bad_input_raises_typed_errors(harness: Harness) -> None:
-    check_bad_input(harness)
+def test_bad_input_raises_typed_errors(tk_harness: Harness) -> None:
+    check_bad_input(tk_harness)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_poll_reports_waiting_messages_without_taking_them(
-    harness: Harness, transport: str
+    tk_harness: Harness, transport: str
 ) -> None:
-    check_poll(harness, transport=transport)
+    check_poll(tk_harness, transport=transport)

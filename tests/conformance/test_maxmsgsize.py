@@ -42,13 +42,13 @@ async def _quiet(monitor: Monitor) -> list[str]:
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 def test_a_frame_over_the_limit_drops_the_connection_and_a_connecting_sender_reconnects(
-    harness: Harness, transport: str
+    tk_harness: Harness, transport: str
 ) -> None:
     async def program() -> dict[str, Any]:
-        rx_net, tx_net = harness.network("rx"), harness.network("tx")
+        rx_net, tx_net = tk_harness.network("rx"), tk_harness.network("tx")
         pull = rx_net.puller(options=SocketOptions(maxmsgsize=LIMIT))
         monitor = pull.monitor()
-        endpoint = pull.bind(harness.endpoint(transport))
+        endpoint = pull.bind(tk_harness.endpoint(transport))
         push = tx_net.pusher(connect=endpoint, options=SocketOptions(reconnect_ivl=50))
         events = await _events_until(monitor, "HANDSHAKE_SUCCEEDED")
         await push.send([b"a" * LIMIT])  # exactly the limit
@@ -66,7 +66,7 @@ def test_a_frame_over_the_limit_drops_the_connection_and_a_connecting_sender_rec
             "sent": push.stats.sent,
         }
 
-    outcome = harness.run(program(), timeout=20)
+    outcome = tk_harness.run(program(), timeout=20)
     assert outcome["got"] == [[LIMIT], [60, 60], [b"after"]]
     assert outcome["events"] == [
         "LISTENING",
@@ -79,15 +79,15 @@ def test_a_frame_over_the_limit_drops_the_connection_and_a_connecting_sender_rec
     assert outcome["sent"] == 4
     # Only the sim can count the lost message; libzmq reports nothing but the
     # monitor's DISCONNECTED.
-    assert outcome["dropped"] == (1 if harness.exact_drops else None)
+    assert outcome["dropped"] == (1 if tk_harness.exact_drops else None)
 
 
 def test_a_connecting_receiver_does_not_reconnect_after_a_frame_over_the_limit(
-    harness: Harness,
+    tk_harness: Harness,
 ) -> None:
     async def program() -> dict[str, Any]:
-        rx_net, tx_net = harness.network("rx"), harness.network("tx")
-        push = tx_net.pusher(bind=harness.endpoint("tcp"))
+        rx_net, tx_net = tk_harness.network("rx"), tk_harness.network("tx")
+        push = tx_net.pusher(bind=tk_harness.endpoint("tcp"))
         assert push.last_endpoint is not None
         pull = rx_net.puller(options=SocketOptions(maxmsgsize=LIMIT, reconnect_ivl=50))
         monitor = pull.monitor()
@@ -105,7 +105,7 @@ def test_a_connecting_receiver_does_not_reconnect_after_a_frame_over_the_limit(
             peerless = True
         return {"got": got, "events": events, "peerless": peerless}
 
-    outcome = harness.run(program(), timeout=20)
+    outcome = tk_harness.run(program(), timeout=20)
     assert outcome == {
         "got": [[b"small"]],
         "events": ["CONNECT_DELAYED", "CONNECTED", "HANDSHAKE_SUCCEEDED", "DISCONNECTED"],
@@ -113,15 +113,15 @@ def test_a_connecting_receiver_does_not_reconnect_after_a_frame_over_the_limit(
     }
 
 
-def test_inproc_ignores_the_limit(harness: Harness) -> None:
+def test_inproc_ignores_the_limit(tk_harness: Harness) -> None:
     async def program() -> list[list[int]]:
-        net = harness.network()
-        pull = net.puller(bind=harness.endpoint("inproc"), options=SocketOptions(maxmsgsize=8))
+        net = tk_harness.network()
+        pull = net.puller(bind=tk_harness.endpoint("inproc"), options=SocketOptions(maxmsgsize=8))
         assert pull.last_endpoint is not None
         push = net.pusher(connect=pull.last_endpoint)
-        await asyncio.sleep(harness.settle)
+        await asyncio.sleep(tk_harness.settle)
         await push.send([b"x" * 1000])
         await push.send([b"y"])
         return [[len(f) for f in await pull.recv(timeout=5)] for _ in range(2)]
 
-    assert harness.run(program(), timeout=20) == [[1000], [1]]
+    assert tk_harness.run(program(), timeout=20) == [[1000], [1]]

@@ -29,9 +29,9 @@ FEW = settings(max_examples=15, deadline=None)
 @FEW
 @given(subscriptions=subscription_sets(), msgs=st.lists(messages(), max_size=25))
 def test_subscribers_get_exactly_their_topics_in_order_and_whole(
-    backend: str, subscriptions: list[list[bytes]], msgs: list[list[bytes]]
+    tk_backend: str, subscriptions: list[list[bytes]], msgs: list[list[bytes]]
 ) -> None:
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
         check_pub_sub_filtering(h, subscriptions, msgs)
 
 
@@ -49,30 +49,30 @@ def test_sim_and_zmq_deliver_the_same_messages_in_the_same_order(
 @FEW
 @given(pullers=st.integers(1, 4), count=st.integers(0, 40))
 def test_push_pull_delivers_each_message_once_round_robin(
-    backend: str, pullers: int, count: int
+    tk_backend: str, pullers: int, count: int
 ) -> None:
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
         check_push_pull(h, pullers=pullers, count=count)
 
 
 @FEW
 @given(count=st.integers(1, 30), transport=st.sampled_from(["tcp", "inproc"]))
-def test_pair_is_ordered_both_ways(backend: str, count: int, transport: str) -> None:
-    with open_harness(backend) as h:
+def test_pair_is_ordered_both_ways(tk_backend: str, count: int, transport: str) -> None:
+    with open_harness(tk_backend) as h:
         check_pair(h, count=count, transport=transport)
 
 
 @FEW
 @given(hwm=st.integers(1, 20))
-def test_at_the_hwm_pub_drops_and_push_blocks(backend: str, hwm: int) -> None:
-    with open_harness(backend) as h:
+def test_at_the_hwm_pub_drops_and_push_blocks(tk_backend: str, hwm: int) -> None:
+    with open_harness(tk_backend) as h:
         check_hwm(h, hwm=hwm)
 
 
 @settings(max_examples=8, deadline=None)
 @given(count=st.integers(1, 30))
-def test_conflate_keeps_only_the_last_message(backend: str, count: int) -> None:
-    with open_harness(backend) as h:
+def test_conflate_keeps_only_the_last_message(tk_backend: str, count: int) -> None:
+    with open_harness(tk_backend) as h:
         check_conflate(h, count=count)
 
 
@@ -82,7 +82,7 @@ OPS = st.lists(st.sampled_from(["req.send", "req.recv", "rep.recv", "rep.send"])
 @FEW
 @given(ops=OPS, payload=frames())
 def test_req_rep_calls_follow_the_lockstep_model(
-    backend: str, ops: list[str], payload: bytes
+    tk_backend: str, ops: list[str], payload: bytes
 ) -> None:
     """Every call succeeds exactly when the REQ/REP state machine allows it, and
     otherwise raises StateError; receives are only attempted when a message is due."""
@@ -132,7 +132,7 @@ def test_req_rep_calls_follow_the_lockstep_model(
                     req_may_send, replies_due = True, replies_due - 1
             await asyncio.sleep(0)
 
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
         h.run(body(), timeout=60)
 
 
@@ -141,22 +141,22 @@ ROUTING_IDS = st.binary(min_size=1, max_size=8).filter(lambda b: b[0] != 0 and b
 
 @FEW
 @given(ids=st.lists(ROUTING_IDS, min_size=1, max_size=3, unique=True))
-def test_router_routes_by_the_dealers_routing_ids(backend: str, ids: list[bytes]) -> None:
-    with open_harness(backend) as h:
+def test_router_routes_by_the_dealers_routing_ids(tk_backend: str, ids: list[bytes]) -> None:
+    with open_harness(tk_backend) as h:
         check_dealer_router(h, routing_ids=ids)
 
 
 @settings(max_examples=6, deadline=None)
 @given(count=st.integers(20, 120))
-def test_a_slow_joiner_sees_a_gap_free_suffix(backend: str, count: int) -> None:
-    with open_harness(backend) as h:
+def test_a_slow_joiner_sees_a_gap_free_suffix(tk_backend: str, count: int) -> None:
+    with open_harness(tk_backend) as h:
         check_slow_joiner(h, count=count)
 
 
 @FEW
 @given(msgs=st.lists(messages(), min_size=1, max_size=20))
 def test_async_iteration_yields_every_message_then_stops_on_close(
-    backend: str, msgs: list[list[bytes]]
+    tk_backend: str, msgs: list[list[bytes]]
 ) -> None:
     async def body() -> list[list[bytes]]:
         net = h.network("local")
@@ -172,5 +172,5 @@ def test_async_iteration_yields_every_message_then_stops_on_close(
                     pull.close()
             return got
 
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
         assert h.run(body(), timeout=30) == msgs

@@ -168,8 +168,8 @@ class RefusingUnrefusable(Toy):
 BAD = case(("dealer", [b"ok"]), ("dealer", [b"bad"]), ("dealer", [b"ok"]))
 
 
-def test_an_honest_server_passes(backend: str) -> None:
-    run_case(Toy, backend, BAD)
+def test_an_honest_server_passes(tk_backend: str) -> None:
+    run_case(Toy, tk_backend, BAD)
 
 
 @pytest.mark.parametrize(

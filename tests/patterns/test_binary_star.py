@@ -112,10 +112,10 @@ def make_pair(
     return primary, backup
 
 
-def test_binary_star_request_reply_works_with_both_servers_up(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_binary_star_request_reply_works_with_both_servers_up(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
         names = ["p_front", "p_state", "b_front", "b_state"]
-        if backend == "zmq":
+        if tk_backend == "zmq":
             eps = {name: free_tcp_endpoint() for name in names}
         else:
             eps = {name: f"tcp://127.0.0.1:{7100 + i}" for i, name in enumerate(names)}

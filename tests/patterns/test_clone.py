@@ -102,8 +102,8 @@ def test_reserved_or_empty_keys_are_refused() -> None:
 # -- both backends ------------------------------------------------------------------------
 
 
-def test_clone_client_converges_to_the_server_state(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_clone_client_converges_to_the_server_state(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
         srv_net, cli_net = h.network("srv"), h.network("cli")
 
         async def main() -> None:
@@ -495,7 +495,7 @@ def test_client_messages_over_max_message_bytes_are_dropped() -> None:
     assert client.stats.over_limit == 1
 
 
-def test_a_snapshot_request_that_cannot_be_sent_counts_as_silence(backend: str) -> None:
+def test_a_snapshot_request_that_cannot_be_sent_counts_as_silence(tk_backend: str) -> None:
     """With ``immediate`` the DEALER waits to send until its connection is made: for ever,
     if the snapshot endpoint is dead while the server still publishes. That wait is
     bounded by the client's timeout, and the client tries again on fresh sockets."""
@@ -520,7 +520,7 @@ def test_a_snapshot_request_that_cannot_be_sent_counts_as_silence(backend: str) 
                     await asyncio.sleep(0.05)
             return client
 
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
         client = h.run(main(h), timeout=20.0)
     # A session: up to 0.2 s for the first HUGZ, then 0.2 s for the request: >= 4 in 2 s.
     assert client.stats.timeouts >= 4

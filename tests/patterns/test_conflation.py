@@ -56,8 +56,8 @@ def last_per_symbol(burst: list[tuple[int, int]]) -> dict[str, int]:
 # -- ConflatingSubscriber ----------------------------------------------------------------
 
 
-def test_conflating_subscriber_keeps_the_latest_update_per_symbol(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_conflating_subscriber_keeps_the_latest_update_per_symbol(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def body() -> None:
             with ExitStack() as stack:
@@ -157,8 +157,8 @@ async def _await_first(pub: Publisher, topic: bytes, sub_recv: Callable[[], obje
     raise AssertionError("the conflated subscriber never joined")
 
 
-def test_conflated_subscriber_holds_only_the_newest_message_of_its_topic(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_conflated_subscriber_holds_only_the_newest_message_of_its_topic(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def body() -> None:
             with ExitStack() as stack:
@@ -181,8 +181,8 @@ def test_conflated_subscriber_holds_only_the_newest_message_of_its_topic(backend
         h.run(body(), timeout=20)
 
 
-def test_conflated_subscriber_refuses_a_second_subscription(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_conflated_subscriber_refuses_a_second_subscription(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
         net = h.network()
         # Not inproc: libzmq 4.3.5 aborts in zmq_ctx_term (ctx.cpp:789) when a conflating
         # SUB's inproc connect never met a bind (zeromq/libzmq#4544).
@@ -192,15 +192,15 @@ def test_conflated_subscriber_refuses_a_second_subscription(backend: str) -> Non
             assert sub.socket.subscriptions == (b"A",)
 
 
-def test_conflated_subscriber_refuses_a_text_topic(backend: str) -> None:
-    with open_harness(backend) as h, pytest.raises(FrameError, match="bytes"):
+def test_conflated_subscriber_refuses_a_text_topic(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h, pytest.raises(FrameError, match="bytes"):
         conflated_subscriber(h.network(), connect=h.endpoint(), topic="A")  # type: ignore[arg-type]
 
 
-def test_conflated_subscriber_never_hands_out_a_multipart_message(backend: str) -> None:
+def test_conflated_subscriber_never_hands_out_a_multipart_message(tk_backend: str) -> None:
     """A conflating queue keeps one frame (libzmq, and the simulator modelling it): of a
     multipart message only the last survives, fails the ``PX`` filter and is dropped."""
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def body() -> None:
             with ExitStack() as stack:
@@ -233,9 +233,9 @@ async def _prime(pub: Publisher, cache: LastValueCache) -> None:
 
 
 def test_lvc_gives_a_late_joiner_every_current_value_at_once_then_live_updates(
-    backend: str,
+    tk_backend: str,
 ) -> None:
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def body() -> None:
             with ExitStack() as stack:
@@ -298,11 +298,11 @@ def test_lvc_subscriber_must_sync_before_receiving() -> None:
 
 
 def test_lvc_subscriber_sync_times_out_when_its_request_cannot_even_be_sent(
-    backend: str,
+    tk_backend: str,
 ) -> None:
     """With ``immediate`` the DEALER waits to send until its connection is made: for
     ever, when the cache is gone. sync() still raises Timeout within its timeout."""
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def body() -> float:
             gone = h.network("cache").router(bind=h.endpoint())

@@ -200,8 +200,8 @@ def test_bad_client_parameters_are_refused(kwargs: dict[str, float], match: str)
         LazyPirateClient(h.network(), SERVER, **kwargs)  # type: ignore[arg-type]
 
 
-def test_lazy_pirate_request_reply(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_lazy_pirate_request_reply(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
         srv, cli = h.network("srv"), h.network("cli")
 
         async def main() -> list[Message]:

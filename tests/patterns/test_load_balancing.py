@@ -196,8 +196,8 @@ def test_simple_pirate_clients_get_their_own_answers_through_worker_crashes(
     assert {kind for start, kind in log if start > quiet} == {"reply"}
 
 
-def test_load_balancing_broker_request_reply(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_load_balancing_broker_request_reply(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
         net = h.network("main")
 
         async def main() -> list[Message]:

@@ -125,9 +125,9 @@ def test_bad_arguments_are_refused_with_clear_errors() -> None:
 
 
 def test_broker_relays_spec_frames_between_a_raw_req_client_and_a_raw_dealer_worker(
-    backend: str,
+    tk_backend: str,
 ) -> None:
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
@@ -152,9 +152,9 @@ def test_broker_relays_spec_frames_between_a_raw_req_client_and_a_raw_dealer_wor
 
 
 def test_a_raw_dealer_client_sends_and_gets_the_empty_delimiter_and_mmi_answers(
-    backend: str,
+    tk_backend: str,
 ) -> None:
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
@@ -183,8 +183,8 @@ def test_a_raw_dealer_client_sends_and_gets_the_empty_delimiter_and_mmi_answers(
         h.run(main())
 
 
-def test_our_worker_sends_spec_frames_to_a_raw_router_broker(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_our_worker_sends_spec_frames_to_a_raw_router_broker(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             with h.network("broker").router() as router:
@@ -209,8 +209,8 @@ def test_our_worker_sends_spec_frames_to_a_raw_router_broker(backend: str) -> No
         h.run(main())
 
 
-def test_our_client_sends_spec_frames_and_rejects_malformed_replies(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_our_client_sends_spec_frames_and_rejects_malformed_replies(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             with h.network("broker").router() as router:
@@ -238,7 +238,7 @@ def test_our_client_sends_spec_frames_and_rejects_malformed_replies(backend: str
 
 
 def test_broker_disconnects_workers_that_send_invalid_or_unexpected_commands(
-    backend: str,
+    tk_backend: str,
 ) -> None:
     violations = [
         [[b"", b"MDPW01", b"\x04"]],  # HEARTBEAT before READY
@@ -250,7 +250,7 @@ def test_broker_disconnects_workers_that_send_invalid_or_unexpected_commands(
         [[b"", b"MDPW01", b"\x01", b"echo"], [b"", b"MDPW01", b"\x09"]],  # unknown command
         [[b"", b"MDPW01", b"\x01", b"echo"], [b"", b"MDPW01", b"\x04", b"extra"]],
     ]
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             # A long heartbeat interval: nothing but the DISCONNECT comes back.
@@ -329,8 +329,8 @@ def test_malformed_messages_are_counted_and_never_stop_the_broker(
 # -- routing, on both backends --------------------------------------------------------
 
 
-def test_clients_get_the_reply_of_the_service_they_asked_for(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_clients_get_the_reply_of_the_service_they_asked_for(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             async with (
@@ -686,7 +686,7 @@ def test_a_failing_handler_is_counted_the_worker_serves_on_and_its_client_fails_
 
 
 def test_on_error_turns_a_handler_error_into_a_reply_and_abandon_hands_the_request_back(
-    backend: str,
+    tk_backend: str,
 ) -> None:
     def handler(request: Message) -> list[bytes]:
         raise ValueError("bad order")
@@ -696,7 +696,7 @@ def test_on_error_turns_a_handler_error_into_a_reply_and_abandon_hands_the_reque
             raise RuntimeError("the error reply fails too")
         return [b"ERROR", type(exc).__name__.encode()]
 
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
@@ -778,9 +778,9 @@ def test_a_request_that_kills_every_worker_it_reaches_is_dropped_after_max_reque
 
 
 def test_a_body_of_one_empty_frame_is_a_valid_request_and_reply_and_no_frame_is_malformed(
-    backend: str,
+    tk_backend: str,
 ) -> None:
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             async with (
@@ -805,13 +805,13 @@ def test_a_body_of_one_empty_frame_is_a_valid_request_and_reply_and_no_frame_is_
 
 
 def test_with_router_mandatory_a_reply_to_a_vanished_client_is_dropped_and_counted(
-    backend: str,
+    tk_backend: str,
 ) -> None:
     async def slow(request: Message) -> Message:
         await asyncio.sleep(0.3)
         return request
 
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
 
         async def main() -> None:
             mandatory = SocketOptions(router_mandatory=True)
@@ -898,7 +898,7 @@ def test_a_worker_whose_broker_stops_reading_still_notices_the_silence_and_recon
 
 
 def test_a_worker_whose_broker_is_gone_never_waits_to_send_and_keeps_reconnecting(
-    backend: str,
+    tk_backend: str,
 ) -> None:
     """With ``immediate`` a DEALER has no pipe until its connection is made: a blocking
     heartbeat or READY would then wait for ever. The worker's sends never wait."""
@@ -920,7 +920,7 @@ def test_a_worker_whose_broker_is_gone_never_waits_to_send_and_keeps_reconnectin
         await worker.aclose()
         return worker
 
-    with open_harness(backend) as h:
+    with open_harness(tk_backend) as h:
         worker = h.run(main(h), timeout=20.0)
     # Silent for 3 x 0.05 s, a pause of 0.05 s: a new connection about every 0.2 s.
     assert worker.stats.connects >= 4

@@ -165,8 +165,8 @@ def test_bad_timings_are_refused() -> None:
             )
 
 
-def test_paranoid_pirate_request_reply(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_paranoid_pirate_request_reply(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
         net = h.network("main")
 
         async def main() -> list[Message]:

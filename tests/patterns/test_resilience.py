@@ -37,8 +37,8 @@ from transportkit.zmq_backend import ZmqNetwork
 # -- heartbeats and the resilient subscriber on every backend ---------------------------
 
 
-def test_resilient_subscriber_receives_data_and_hides_heartbeats(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_resilient_subscriber_receives_data_and_hides_heartbeats(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def body() -> None:
             with ExitStack() as stack:
@@ -279,8 +279,8 @@ def test_resilient_subscriber_reconnects_through_crashes_and_hears_the_restarted
 # -- the Suicidal Snail -------------------------------------------------------------------
 
 
-def test_snail_raises_stale_data_when_the_consumer_sleeps_past_max_delay(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_snail_raises_stale_data_when_the_consumer_sleeps_past_max_delay(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def body() -> None:
             with ExitStack() as stack:

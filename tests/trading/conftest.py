@@ -42,7 +42,7 @@ class System:
 
 
 @pytest.fixture
-def system(backend: str) -> Iterator[System]:
-    """The test's backend (from the transportkit plugin's ``backend`` parameter)."""
-    with open_harness(backend, seed=1) as h:
+def system(tk_backend: str) -> Iterator[System]:
+    """The test's backend (from the transportkit plugin's ``tk_backend`` parameter)."""
+    with open_harness(tk_backend, seed=1) as h:
         yield System(h)

@@ -25,8 +25,8 @@ def order(i: int, quantity: int = 10) -> Order:
     return Order(id=f"o{i}", symbol="AAPL", side=SIDE_BUY, quantity=quantity, price=100.0)
 
 
-def test_reliable_client_gets_each_orders_own_verdict(backend: str) -> None:
-    with open_harness(backend) as h:
+def test_reliable_client_gets_each_orders_own_verdict(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
 
         async def body() -> list[tuple[str, bool]]:
             book = RiskBook(RiskLimits(capital=1e6, default_max_position=25))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from transportkit.scenario._runner import RunResult
+from transportkit.sim_backend._perfetto import chrome_trace, write_trace_json
 
 __all__ = ["write_chrome_trace", "write_plot"]
 
@@ -29,62 +29,21 @@ def write_chrome_trace(result: RunResult, path: str | Path) -> int:
             "no trace to export: run on the sim backend with record_trace enabled "
             "(the scenario's [scenario] record_trace, or the default)"
         )
-    pids: dict[str, int] = {}
-    tids: dict[str, int] = {}
-    events: list[dict[str, Any]] = []
-
-    def ids(subject: str) -> tuple[int, int]:
-        node = subject.split("/", 1)[0] if "/" in subject else subject.split("->", maxsplit=1)[0]
-        if node not in pids:
-            pids[node] = len(pids) + 1
-            events.append(
-                {"ph": "M", "name": "process_name", "pid": pids[node], "args": {"name": node}}
-            )
-        if subject not in tids:
-            tids[subject] = len(tids) + 1
-            events.append(
-                {
-                    "ph": "M", "name": "thread_name", "pid": pids[node], "tid": tids[subject],
-                    "args": {"name": subject},
-                }
-            )  # fmt: skip
-        return pids[node], tids[subject]
-
-    written = 0
-    for event in sim.trace.events:
-        if written >= MAX_TRACE_EVENTS:
-            break
-        ts = event.time * 1e6
-        if event.kind in ("fault", "run-end"):
-            events.append(
-                {
-                    "ph": "i", "s": "g", "name": f"{event.kind} {event.subject} {event.detail}",
-                    "ts": ts, "pid": 0, "tid": 0,
-                }
-            )  # fmt: skip
-        else:
-            pid, tid = ids(event.subject or "sim")
-            events.append(
-                {
-                    "ph": "i", "s": "t", "name": event.kind, "ts": ts, "pid": pid, "tid": tid,
-                    "args": {"detail": event.detail},
-                }
-            )  # fmt: skip
-        written += 1
+    events = sim.trace.events[:MAX_TRACE_EVENTS]
+    doc = chrome_trace(
+        events,
+        other_data={"scenario": result.scenario.name, "trace_hash": result.trace_hash},
+    )
+    trace_events: list[dict[str, Any]] = doc["traceEvents"]
     counts: dict[str, int] = {}
     for when, stream in result.metrics.timeline.deliveries:
         counts[stream] = counts.get(stream, 0) + 1
-        events.append(
+        trace_events.append(
             {"ph": "C", "name": f"delivered {stream}", "ts": when * 1e6, "pid": 0,
              "args": {"messages": counts[stream]}}
         )  # fmt: skip
-    doc = {
-        "traceEvents": events,
-        "displayTimeUnit": "ns",
-        "otherData": {"scenario": result.scenario.name, "trace_hash": result.trace_hash},
-    }
-    Path(path).write_text(json.dumps(doc), encoding="utf-8")
-    return written
+    write_trace_json(doc, path)
+    return len(events)
 
 
 def write_plot(result: RunResult, path: str | Path) -> None:

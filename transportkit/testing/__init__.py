@@ -8,10 +8,16 @@ from any test runner, with a harness for the backend under test::
     with open_harness("sim") as h:
         check_req_rep(h, [[b"order-1"]])
 
+:func:`sim_test` runs an ``async def`` pytest test body in a fresh simulation once per
+seed, with a replay line and a failure folder for the first seed that fails (its
+docstring and the README's "Testing with transportkit" say how).
+
 The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
-when transportkit is installed) provides a ``backend`` fixture parametrized over
-``sim`` and ``zmq``. Hypothesis strategies live in :mod:`transportkit.testing.strategies`
-(imported separately, since Hypothesis is a test-only dependency).
+when transportkit is installed) provides a ``tk_backend`` fixture parametrized over
+``sim`` and ``zmq`` and a ``tk_harness`` fixture on it (all its names start with
+``tk_``, so a project's own fixtures keep theirs). Hypothesis strategies live in
+:mod:`transportkit.testing.strategies` (imported separately, since Hypothesis is a
+test-only dependency).
 """
 
 from transportkit.testing._checks import (
@@ -42,6 +48,7 @@ from transportkit.testing._harness import (
 )
 from transportkit.testing._ports import free_tcp_endpoint
 from transportkit.testing._process import ChildProcess
+from transportkit.testing._simtest import sim_test
 
 __all__ = [
     "BACKENDS",
@@ -66,6 +73,7 @@ __all__ = [
     "free_tcp_endpoint",
     "open_harness",
     "recv_data",
+    "sim_test",
     "sync_subscribers",
     "wait_for_event",
 ]

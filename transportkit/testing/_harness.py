@@ -77,9 +77,18 @@ class SimHarness(Harness):
     exact_drops = True
     virtual_time = True
 
-    def __init__(self, seed: int = 0, **simulation_options: Any) -> None:
+    def __init__(
+        self, seed: int = 0, *, sim: Simulation | None = None, **simulation_options: Any
+    ) -> None:
+        """A harness on a new ``Simulation(seed, **simulation_options)``, or on ``sim``.
+
+        Raises:
+            ValueError: Both ``sim`` and options for a new simulation were given.
+        """
         super().__init__()
-        self.sim = Simulation(seed, **simulation_options)
+        if sim is not None and simulation_options:
+            raise ValueError("give either sim or options for a new Simulation, not both")
+        self.sim = Simulation(seed, **simulation_options) if sim is None else sim
 
     def network(self, name: str = "main") -> Network:
         return self.sim.node(name)
@@ -135,12 +144,30 @@ class ZmqHarness(Harness):
             except TimeoutError as exc:
                 raise Timeout(f"check did not finish within {timeout} s") from exc
 
-        return asyncio.run(bounded())
+        return run_in_own_loop(bounded())
 
     def close(self) -> None:
         for net in self._nets.values():
             net.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def run_in_own_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` in a new event loop and return its result, leaving the thread's
+    current event loop as it was.
+
+    ``asyncio.run`` sets the current loop to None on the way out, which breaks an
+    asyncio test plugin (pytest-asyncio) that set one for the session.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
 
 
 @contextmanager
