@@ -95,8 +95,9 @@ from transportkit.sim_backend._latency import (
     Uniform,
 )
 from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._topology import Link
 from transportkit.sim_backend._trace import Trace, TraceEvent
-from transportkit.sim_backend._world import Link, Node, Simulation
+from transportkit.sim_backend._world import Node, Simulation
 
 __all__ = [
     "Constant",
