@@ -36,6 +36,11 @@ _FIRST_EPHEMERAL_PORT = 49152
 _LOCAL_HOSTS = frozenset({"*", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1"})
 
 
+def _nameable(node: str) -> bool:
+    """Whether a node's name can stand as the host of a tcp endpoint."""
+    return bool(node) and not any(c.isspace() or c in "/[]" for c in node)
+
+
 class Host(Protocol):
     """What the wire needs of a node: its sockets (the sim's ``Node`` is one)."""
 
@@ -94,6 +99,9 @@ class Wire:
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
 
     def _key(self, sock: SimSocket, ep: Endpoint) -> tuple[str, ...]:
+        """Where ``ep`` is, seen from ``sock``: tcp by (host node, port), ipc by path
+        (one filesystem for the whole world), inproc by (node, name).
+        """
         if ep.transport in ("pgm", "epgm"):
             raise UnsupportedError(
                 f"{ep}: the sim backend does not model {ep.transport} multicast yet; "
@@ -103,22 +111,38 @@ class Wire:
             return ("inproc", sock.node.name, ep.address)
         if ep.transport == "ipc":
             return ("ipc", ep.address)
-        return ("tcp", str(ep.port))
+        host = sock.node.name if ep.host in _LOCAL_HOSTS else ep.host
+        return ("tcp", host, str(ep.port))
 
     def bind(self, sock: SimSocket, ep: Endpoint) -> str:
-        """Register ``sock`` at ``ep``; return the resolved endpoint."""
+        """Register ``sock`` at ``ep``; return the resolved endpoint.
+
+        A tcp bind's host must be the socket's node (its name) or a local address
+        (``*``, ``0.0.0.0``, ``::``, ``127.0.0.1``, ``localhost``, ``::1``): either way
+        it listens on the port of its node, which every node reaches by the node's
+        name. A wildcard port (``*`` or 0) gets a fresh port, and the endpoint
+        returned names the node (``tcp://exchange:49152``) so that any node can
+        connect to it.
+
+        Raises:
+            EndpointError: The host is another node or a remote address.
+            AddressInUseError: That port of that node (or that ipc path, or that
+                inproc name in that node) is bound already.
+            UnsupportedError: pgm/epgm.
+        """
+        node = sock.node.name
         if ep.transport == "tcp":
-            if ep.host not in _LOCAL_HOSTS and ep.host != sock.node.name:
+            if ep.host not in _LOCAL_HOSTS and ep.host != node:
                 raise EndpointError(
                     f"cannot bind {ep}: host {ep.host!r} is not this node "
-                    f"({sock.node.name!r}) nor a local address"
+                    f"({node!r}) nor a local address"
                 )
             if ep.port is None:
                 port = next(self._ports)
-                while ("tcp", str(port)) in self._bound:
+                while ("tcp", node, str(port)) in self._bound:
                     port = next(self._ports)
-                host = "0.0.0.0" if ep.host == "*" else ep.host
-                ep = Endpoint("tcp", f"{host}:{port}", ep.host, port)
+                host = node if _nameable(node) else ("0.0.0.0" if ep.host == "*" else ep.host)
+                ep = Endpoint("tcp", f"{host}:{port}", host, port)
         key = self._key(sock, ep)
         if key in self._bound:
             raise AddressInUseError(f"cannot bind {ep}: address already in use")
@@ -153,6 +177,12 @@ class Wire:
             if not self._attempt(connecter):
                 self._inproc_waiting.setdefault(connecter.key, []).append(connecter)
             return
+        if not self._resolves(connecter):
+            # libzmq resolves the host when it starts connecting: an unknown name fails
+            # there and then (CONNECT_RETRIED, no CONNECT_DELAYED), and again at each
+            # reconnect interval. connect() itself succeeds.
+            self._later(0.0, partial(self._attempt, connecter))
+            return
         sock.emit("CONNECT_DELAYED", endpoint)
         target = self._bound.get(connecter.key)
         node = target.node.name if target is not None else sock.node.name
@@ -178,7 +208,9 @@ class Wire:
         target = self._bound.get(connecter.key)
         inproc = connecter.key[0] == "inproc"
         failure = ""
-        if target is None or target.closed:
+        if not self._resolves(connecter):
+            failure = f"unknown host {connecter.key[1]!r}"
+        elif target is None or target.closed:
             failure = "nothing bound"
         elif target.kind not in PEERS[sock.kind]:
             failure = f"{sock.kind.value} cannot talk to {target.kind.value}"
@@ -199,6 +231,11 @@ class Wire:
         self.trace.add(self.env.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
         self._schedule_reconnect(connecter, after_failure=True)
         return False
+
+    def _resolves(self, connecter: Connecter) -> bool:
+        """Whether the host of a tcp connect names a node (other transports: True)."""
+        key = connecter.key
+        return key[0] != "tcp" or key[1] in self.nodes
 
     def _schedule_reconnect(self, connecter: Connecter, *, after_failure: bool) -> None:
         sock = connecter.sock
