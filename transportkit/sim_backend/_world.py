@@ -406,6 +406,10 @@ class Simulation:
         """Carry a (un)subscription from a SUB's ``peer`` to the publisher's end."""
         self.wire.send_subscription(peer, prefix, add=add)
 
+    def _later(self, delay: float, callback: Callable[[], object], *, idle: bool = False) -> None:
+        """Call ``callback`` after ``delay`` virtual seconds (the wire's timers)."""
+        self.wire._later(delay, callback, idle=idle)
+
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:
     return await awaitable
