@@ -2,8 +2,10 @@
 
 :class:`Simulation` is the facade: it owns the :class:`~transportkit.sim_backend._topology.Topology`
 (links and their faults) and the :class:`~transportkit.sim_backend._wire.Wire` (endpoints,
-connections, transmission, heartbeats), and delegates to them. Imports go one way:
-``_world`` -> ``_sockets`` -> ``_wire`` -> ``_pipes`` -> ``_topology``.
+connections, transmission, heartbeats), and delegates to them. Runtime imports go one
+way: ``_world`` imports ``_sockets`` and ``_wire``, which import ``_pipes``; ``_wire``
+also imports ``_topology`` and ``_loop``. The layers are checked by
+``tests/sim_backend/test_sim_module_graph.py``.
 """
 
 from __future__ import annotations
