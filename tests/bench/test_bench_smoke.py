@@ -101,3 +101,13 @@ def test_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     printed = json.loads(capsys.readouterr().out)
     assert set(printed["zerocopy"]["figures"]) == {"inproc", "ipc"}
     assert "latency" not in printed
+
+
+def test_the_sim_instruction_workloads_run_and_deliver_every_message() -> None:
+    from transportkit._bench._sim_instructions import WORKLOADS, run_workload  # noqa: PLC0415
+
+    assert run_workload("pubsub", 200) == 200
+    assert run_workload("reqrep", 50) == 100
+    assert set(WORKLOADS) == {"pubsub", "reqrep"}
+    with pytest.raises(ValueError, match="unknown workload"):
+        run_workload("nothing", 1)

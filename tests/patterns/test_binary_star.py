@@ -118,7 +118,7 @@ def test_binary_star_request_reply_works_with_both_servers_up(tk_backend: str) -
         if tk_backend == "zmq":
             eps = {name: free_tcp_endpoint() for name in names}
         else:
-            eps = {name: f"tcp://127.0.0.1:{7100 + i}" for i, name in enumerate(names)}
+            eps = {name: f"tcp://{name[0]}:{7100 + i}" for i, name in enumerate(names)}
         primary, backup = make_pair(h.network("p"), h.network("b"), eps)
 
         async def main() -> None:

@@ -13,7 +13,11 @@ from .conftest import VIRTUAL_LIMIT
 
 L = 0.001
 BIND = "tcp://*:7002"
-SERVER = "tcp://server:7002"
+# Connect by the binding node's name: tcp hosts are checked.
+AT_SRV = "tcp://srv:7002"
+AT_A = "tcp://a:7002"
+AT_B = "tcp://b:7002"
+AT_N = "tcp://n:7002"
 
 
 def _sim() -> Simulation:
@@ -45,7 +49,7 @@ def test_connecting_side_keeps_its_queue_across_the_peers_restart() -> None:
     client = sim.node("cli")
 
     async def main() -> tuple[int, int]:
-        push = client.pusher(connect=SERVER, options=SocketOptions(sndhwm=10))
+        push = client.pusher(connect=AT_SRV, options=SocketOptions(sndhwm=10))
         mon = push.monitor()
         await asyncio.sleep(0.1)
         for i in range(3):
@@ -78,7 +82,7 @@ def test_binding_side_discards_a_lost_peers_queue_and_counts_it() -> None:
     async def main() -> tuple[int | None, int | None, int]:
         push = server.pusher(bind=BIND, options=SocketOptions(sndhwm=5))
         mon = push.monitor()
-        pull = client.puller(connect=SERVER, options=SocketOptions(rcvhwm=2))
+        pull = client.puller(connect=AT_SRV, options=SocketOptions(rcvhwm=2))
         await asyncio.sleep(0.1)
         for i in range(7):
             push.try_send([b"%d" % i])  # 2 fill the PULL's queue, 5 wait in the PUSH's
@@ -100,7 +104,7 @@ def test_messages_waiting_in_a_receivers_queue_die_with_it_on_crash() -> None:
 
     async def main() -> tuple[int, int | None]:
         pull = b.puller(bind=BIND)
-        push = a.pusher(connect=SERVER)
+        push = a.pusher(connect=AT_B)
         await asyncio.sleep(0.1)
         for i in range(4):
             await push.send([b"%d" % i])
@@ -118,7 +122,7 @@ def test_a_crashed_nodes_sockets_raise_closed_error_mentioning_the_crash() -> No
 
     async def main() -> None:
         pull = node.puller(bind=BIND)
-        push = node.pusher(connect=SERVER)
+        push = node.pusher(connect=AT_N)
         sim.crash("n")
         assert pull.closed
         assert push.closed
@@ -199,7 +203,7 @@ def test_peers_see_disconnected_one_link_delay_after_a_crash() -> None:
 
     async def main() -> float:
         server.puller(bind=BIND)
-        push = client.pusher(connect=SERVER)
+        push = client.pusher(connect=AT_SRV)
         mon = push.monitor()
         await asyncio.sleep(1)
         sim.crash("srv")
@@ -230,7 +234,7 @@ def test_restart_reruns_the_nodes_main_and_peers_reconnect() -> None:
         sim.crash("srv")
         await asyncio.sleep(0.5)
         sim.restart("srv")
-        req = client.requester(connect=SERVER)
+        req = client.requester(connect=AT_SRV)
         return await req.request([b"hi"], timeout=5)
 
     assert sim.run(main(), timeout=VIRTUAL_LIMIT) == [b"echo", b"hi"]
@@ -252,7 +256,7 @@ def test_req_whose_server_crashed_mid_request_waits_until_its_timeout() -> None:
     client = sim.node("cli")
 
     async def main() -> tuple[float, float]:
-        req = client.requester(connect=SERVER)
+        req = client.requester(connect=AT_SRV)
         await req.send([b"quote?"])
         await asyncio.sleep(0.5)
         sim.crash("srv")
@@ -277,7 +281,7 @@ def test_partition_holds_traffic_and_repair_delivers_it_in_order() -> None:
 
     async def main() -> tuple[list[list[bytes]], list[list[bytes]], float]:
         pull = b.puller(bind=BIND)
-        push = a.pusher(connect=SERVER)
+        push = a.pusher(connect=AT_B)
         await asyncio.sleep(0.1)
         sim.partition("a", "b")
         for i in range(20):
@@ -300,7 +304,7 @@ def test_one_way_partition_holds_only_that_direction() -> None:
 
     async def main() -> tuple[list[bytes], list[list[bytes]]]:
         pa = a.pair(bind=BIND)
-        pb = b.pair(connect=SERVER)
+        pb = b.pair(connect=AT_A)
         await asyncio.sleep(0.1)
         sim.partition("a", "b", both_ways=False)
         await pa.send([b"a->b"])
@@ -323,7 +327,7 @@ def test_connects_fail_while_partitioned_and_succeed_after_repair() -> None:
         sim.partition("a", "b")
         push = a.pusher(options=SocketOptions(reconnect_ivl=100))
         mon = push.monitor()
-        push.connect(SERVER)
+        push.connect(AT_B)
         await asyncio.sleep(1)
         sim.repair("a", "b")
         names = []
@@ -353,7 +357,7 @@ def test_heartbeats_drop_a_partitioned_connection_after_ivl_plus_timeout(
 
     async def main() -> tuple[float, float, list[bytes]]:
         pull = b.puller(bind=BIND, options=options)
-        push = a.pusher(connect=SERVER, options=options)
+        push = a.pusher(connect=AT_B, options=options)
         mon = push.monitor()
         await asyncio.sleep(0.1)
         while (await mon.recv()).name != "HANDSHAKE_SUCCEEDED":
@@ -383,7 +387,7 @@ def test_without_heartbeats_a_partition_never_drops_the_connection() -> None:
 
     async def main() -> list[str]:
         b.puller(bind=BIND)
-        push = a.pusher(connect=SERVER)
+        push = a.pusher(connect=AT_B)
         mon = push.monitor()
         await asyncio.sleep(0.1)
         sim.partition("a", "b")
@@ -405,7 +409,7 @@ def test_drop_connection_keeps_the_connecters_queue_and_discards_the_binders() -
         # a's DEALER connects to b's DEALER; each has messages stuck behind a full peer.
         opts = SocketOptions(sndhwm=3, rcvhwm=1)
         binder = b.dealer(bind=BIND, options=opts)
-        connecter = a.dealer(connect=SERVER, options=opts)
+        connecter = a.dealer(connect=AT_B, options=opts)
         await asyncio.sleep(0.1)
         for i in range(4):
             connecter.try_send([b"c%d" % i])  # c0 in b's receive queue, c1-c3 wait at a
@@ -435,7 +439,7 @@ def test_drop_connection_loses_messages_in_flight_and_counts_them_at_the_sender(
 
     async def main() -> tuple[int | None, list[list[bytes]]]:
         pull = b.puller(bind=BIND)
-        push = a.pusher(connect=SERVER)
+        push = a.pusher(connect=AT_B)
         await asyncio.sleep(1)
         await push.send([b"lost"])
         await asyncio.sleep(0.01)
@@ -452,7 +456,7 @@ def test_a_crash_behind_a_partition_is_noticed_only_on_repair() -> None:
 
     async def main() -> tuple[list[str], float]:
         b.puller(bind=BIND)
-        push = a.pusher(connect=SERVER)
+        push = a.pusher(connect=AT_B)
         mon = push.monitor()
         await asyncio.sleep(0.1)
         while (await mon.recv()).name != "HANDSHAKE_SUCCEEDED":
@@ -480,7 +484,7 @@ def test_heartbeats_notice_a_crash_behind_a_partition() -> None:
     async def main() -> float:
         pull = a.puller(bind=BIND, options=options)
         mon = pull.monitor()
-        b.pusher(connect=SERVER, options=options)
+        b.pusher(connect=AT_A, options=options)
         await asyncio.sleep(0.1)
         sim.crash("b")  # the connecting side dies; the reset is on its way ...
         sim.partition("a", "b")  # ... and is held
@@ -498,12 +502,12 @@ def test_disconnect_drops_the_connection_and_its_queue_counted() -> None:
 
     async def main() -> tuple[int | None, list[list[bytes]], list[list[bytes]]]:
         pull = b.puller(bind=BIND, options=SocketOptions(rcvhwm=1))
-        push = a.pusher(connect=SERVER, options=SocketOptions(sndhwm=10))
+        push = a.pusher(connect=AT_B, options=SocketOptions(sndhwm=10))
         await asyncio.sleep(0.1)
         for i in range(5):
             await push.send([b"%d" % i])  # 0 reaches the PULL, 1-4 wait at the PUSH
         await asyncio.sleep(0.1)
-        push.disconnect(SERVER)
+        push.disconnect(AT_B)
         first = await _drain(pull, timeout=1)
         with pytest.raises(WouldBlock):
             push.try_send([b"no peer"])

@@ -27,7 +27,7 @@ TRANSPORTS = ["inproc", "tcp"]
 def _endpoints(transport: str) -> tuple[str, str]:
     if transport == "inproc":
         return "inproc://hwm", "inproc://hwm"
-    return "tcp://*:7100", "tcp://peer:7100"
+    return "tcp://*:7100", "tcp://localhost:7100"
 
 
 def _pub_sub_counts(
@@ -200,7 +200,7 @@ def test_req_blocks_at_hwm_then_times_out() -> None:
 
     async def main() -> tuple[int, float]:
         node.worker(bind="tcp://*:7300", options=SocketOptions(rcvhwm=1))
-        req = node.requester(connect="tcp://peer:7300", options=options)
+        req = node.requester(connect="tcp://n:7300", options=options)
         await asyncio.sleep(0.1)
         accepted = 0
         while True:
@@ -241,7 +241,7 @@ def test_router_drops_at_hwm_and_counts() -> None:
     async def main() -> tuple[int | None, int]:
         router = node.router(bind="tcp://*:7400", options=SocketOptions(sndhwm=2))
         dealer = node.dealer(
-            connect="tcp://peer:7400", options=SocketOptions(routing_id=b"D", rcvhwm=2)
+            connect="tcp://n:7400", options=SocketOptions(routing_id=b"D", rcvhwm=2)
         )
         await asyncio.sleep(0.1)
         for i in range(10):
@@ -291,7 +291,7 @@ def test_router_mandatory_would_block_at_hwm() -> None:
 
     async def main() -> tuple[int, int | None]:
         router = node.router(bind="tcp://*:7403", options=options)
-        node.dealer(connect="tcp://peer:7403", options=SocketOptions(routing_id=b"D", rcvhwm=2))
+        node.dealer(connect="tcp://n:7403", options=SocketOptions(routing_id=b"D", rcvhwm=2))
         await asyncio.sleep(0.1)
         accepted = 0
         while True:

@@ -118,8 +118,8 @@ def test_pair_control_channel_acknowledges_each_command(system: System) -> None:
 
 def test_the_simulated_examples_are_deterministic() -> None:
     async def body(nets: Sequence[Network]) -> tuple[MarketDataSummary, RiskSummary]:
-        md = await run_market_data_example(nets[0], nets[1:], "tcp://*:5556", updates=50)
-        risk = await run_risk_example(nets[0], nets[1], "tcp://*:5555", demo_orders())
+        md = await run_market_data_example(nets[0], nets[1:], "tcp://exchange:5556", updates=50)
+        risk = await run_risk_example(nets[0], nets[1], "tcp://exchange:5555", demo_orders())
         return md, risk
 
     runs = []

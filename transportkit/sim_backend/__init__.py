@@ -9,8 +9,20 @@ What is modelled, and how (the choices where libzmq is inexact):
 
 - A path from a sender to a receiver holds at most SNDHWM + RCVHWM messages, for every
   transport (libzmq's inproc capacity; real tcp adds kernel buffers on top).
-- tcp ports and ipc paths are global to the simulation (one address space), tcp hosts
-  are not checked on connect; inproc names are local to a node.
+- A tcp endpoint's host is checked. On connect it must name a node, or be
+  ``localhost``/``127.0.0.1``/``::1``/``*``/``0.0.0.0`` for the connecting node itself;
+  a host that names no node (resolved again at each attempt, so a node created later
+  is found) or a port nobody bound on that node is retried every reconnect interval
+  and never connected, traced as ``connect-failed`` with the reason (``unknown host``,
+  ``nothing bound``). As in libzmq 4.3, ``connect()`` itself succeeds; an unknown
+  host's monitor shows ``CONNECT_RETRIED`` only, a port nobody bound
+  ``CONNECT_DELAYED`` then ``CONNECT_RETRIED`` (libzmq's ``CLOSED`` between attempts
+  is not modelled). On bind the host must be the node's name or a local address; any
+  of them listens on that port of the node for every node (loopback-only binds are not
+  modelled), and two nodes may bind the same port. A wildcard-port bind returns the
+  endpoint with the node's name (``tcp://exchange:49152``), connectable from any node.
+- ipc paths are global to the simulation (one filesystem); inproc names are local to a
+  node.
 - Connecting takes one link delay; subscriptions take one more to reach a publisher
   (the slow joiner); inproc connects and subscribes at once.
 - Reconnect attempts follow ``reconnect_ivl`` doubling up to ``reconnect_ivl_max``,
@@ -95,8 +107,9 @@ from transportkit.sim_backend._latency import (
     Uniform,
 )
 from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._topology import Link
 from transportkit.sim_backend._trace import Trace, TraceEvent
-from transportkit.sim_backend._world import Link, Node, Simulation
+from transportkit.sim_backend._world import Node, Simulation
 
 __all__ = [
     "Constant",

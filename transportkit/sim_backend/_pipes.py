@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from transportkit.sim_backend._sockets import SimSocket
-    from transportkit.sim_backend._world import Link
+    from transportkit.sim_backend._topology import Link
 
 __all__ = ["Connection", "Item", "Peer"]
 

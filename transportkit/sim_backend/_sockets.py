@@ -48,7 +48,8 @@ from transportkit.sim_backend._pipes import Item, Peer
 from transportkit.sim_backend._trace import TRACE_BATCH
 
 if TYPE_CHECKING:
-    from transportkit.sim_backend._world import Connecter, Node, Simulation
+    from transportkit.sim_backend._wire import Connecter, Wire
+    from transportkit.sim_backend._world import Node, Simulation
 
 __all__ = ["SOCKET_CLASSES", "SimSocket"]
 
@@ -161,6 +162,7 @@ class SimSocket(Socket):
         "sndhwm",
         "trace",
         "trace_pending",
+        "wire",
     )
 
     immediate_attach: ClassVar[bool] = False
@@ -179,6 +181,7 @@ class SimSocket(Socket):
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         self.node = node
         self.sim: Simulation = node.sim
+        self.wire: Wire = node.sim.wire
         self._options = options
         self._stats = SocketStats()
         self.name = f"{node.name}/{self.kind.value.lower()}{index}"
@@ -227,25 +230,25 @@ class SimSocket(Socket):
 
     def bind(self, endpoint: str) -> str:
         self._check_open()
-        resolved = self.sim.bind(self, parse_endpoint(endpoint))
+        resolved = self.wire.bind(self, parse_endpoint(endpoint))
         self._last_endpoint = resolved
         return resolved
 
     def connect(self, endpoint: str) -> None:
         self._check_open()
         parsed = parse_endpoint(endpoint)
-        self.sim.connect(self, parsed)
+        self.wire.connect(self, parsed)
         self._last_endpoint = str(parsed)
 
     def disconnect(self, endpoint: str) -> None:
         self._check_open()
-        self.sim.disconnect(self, str(parse_endpoint(endpoint)))
+        self.wire.disconnect(self, str(parse_endpoint(endpoint)))
 
     def close(self) -> None:
         if self._closed:
             return
         self.abort()
-        self.sim.close_socket(self)
+        self.wire.close_socket(self)
 
     def abort(self) -> None:
         """Mark closed and wake every waiter (they raise ClosedError); no teardown."""
@@ -342,7 +345,7 @@ class SimSocket(Socket):
             peer = peers[idx]
             if (peer.remote is not None or not immediate) and (hwm == 0 or len(peer.out_q) < hwm):
                 self._rr = idx + 1
-                self.sim.offer(peer, item)
+                self.wire.offer(peer, item)
                 return peer
         return None
 
@@ -417,7 +420,7 @@ class SimSocket(Socket):
                 peer.queued = False
             remote = peer.remote
             if remote is not None and remote.out_q:
-                self.sim.pump(remote)
+                self.wire.pump(remote)
             msg = self._accept(peer, item[1])
             if msg is not None:
                 self._stats.received += 1
@@ -506,7 +509,7 @@ class SimPublisher(SimSocket, Publisher):
 
     def _route(self, item: Item) -> bool:
         topic = item[1][0]
-        sim = self.sim
+        wire = self.wire
         hwm = self.sndhwm
         for peer in self.peers:
             command = peer.pending_command
@@ -521,7 +524,7 @@ class SimPublisher(SimSocket, Publisher):
             else:
                 continue
             if hwm == 0 or len(peer.out_q) < hwm:
-                sim.offer(peer, item)
+                wire.offer(peer, item)
             else:
                 self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")
         return True
@@ -543,7 +546,7 @@ class SimSubscriber(SimSocket, Subscriber):
         self._subs.append(prefix)
         for peer in self.peers:
             if peer.remote is not None:
-                self.sim.send_subscription(peer, prefix, add=True)
+                self.wire.send_subscription(peer, prefix, add=True)
 
     def unsubscribe(self, prefix: bytes) -> None:
         self._check_open()
@@ -552,7 +555,7 @@ class SimSubscriber(SimSocket, Subscriber):
         self._subs.remove(prefix)
         for peer in self.peers:
             if peer.remote is not None:
-                self.sim.send_subscription(peer, prefix, add=False)
+                self.wire.send_subscription(peer, prefix, add=False)
 
     @property
     def subscriptions(self) -> tuple[bytes, ...]:
@@ -561,7 +564,7 @@ class SimSubscriber(SimSocket, Subscriber):
     def attached(self, peer: Peer) -> None:
         # A conflating SUB's queued subscription commands collapse to the newest.
         for prefix in self._subs[-1:] if self.conflate else self._subs:
-            self.sim.send_subscription(peer, prefix, add=True)
+            self.wire.send_subscription(peer, prefix, add=True)
 
     def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
         topic = frames[0]
@@ -671,7 +674,7 @@ class SimWorker(SimSocket, Worker):
         elif not peer.room():
             self.drop(1, "hwm", f"reply m{item[0]}")
         else:
-            self.sim.offer(peer, reply)
+            self.wire.offer(peer, reply)
         return True
 
 
@@ -749,7 +752,7 @@ class SimRouter(SimSocket, Router):
                 return False
             self.drop(1, "hwm", f"m{mid} to {frames[0]!r}")
             return True
-        self.sim.offer(peer, (mid, frames[1:]))
+        self.wire.offer(peer, (mid, frames[1:]))
         return True
 
     def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
