@@ -86,6 +86,7 @@ from transportkit.sim_backend._faults import (
     apply_fault,
     schedule_faults,
 )
+from transportkit.sim_backend._guards import VIRTUAL_EPOCH
 from transportkit.sim_backend._latency import (
     Constant,
     Empirical,
@@ -99,6 +100,7 @@ from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Link, Node, Simulation
 
 __all__ = [
+    "VIRTUAL_EPOCH",
     "Constant",
     "Crash",
     "DropConnection",
