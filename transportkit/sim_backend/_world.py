@@ -367,7 +367,10 @@ class Simulation:
         thread or a process, blocking waits on threading primitives and queues, real
         network I/O: the list is in :mod:`transportkit.sim_backend`) raise
         :class:`~transportkit.SimulationError` in this thread; other threads are not
-        affected, and the originals are back when the run ends, however it ends.
+        affected, and the originals are back when the run ends, however it ends. In
+        this thread too, ``time.time``/``monotonic``/``perf_counter`` read virtual time
+        and the global ``random`` functions, ``os.urandom`` and ``uuid.uuid4`` draw
+        from :attr:`global_rng` (the list is in :mod:`transportkit.sim_backend`).
 
         Raises:
             RuntimeError: The simulation is already running, or an event loop is running
