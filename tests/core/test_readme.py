@@ -24,10 +24,20 @@ def test_quick_start_is_two_one_line_commands() -> None:
     assert "transportkit" in commands[0] and "pytest" in commands[1]
 
 
-def test_ci_runs_the_readme_test_command() -> None:
+def test_ci_runs_the_readme_test_command_on_three_interpreters() -> None:
+    """.ci/run runs every nox session; each makes a venv of its interpreter and runs
+    the README's test command's two steps in it."""
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    noxfile = (README.parent / "noxfile.py").read_text(encoding="utf-8")
     test_command = blocks("sh")[1].strip()
-    assert test_command in ci
+    assert test_command == (
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest"
+    )
+    assert ci.strip().splitlines()[-1] == ".venv-ci/bin/nox"
+    assert 'PYTHONS = ["3.11", "3.12", "3.13"]' in noxfile
+    assert "@nox.session(python=PYTHONS)" in noxfile
+    assert 'session.install("-q", "-e", ".[test]")' in noxfile
+    assert 'session.run("pytest", *session.posargs)' in noxfile
 
 
 def test_python_examples_run_and_print_what_the_text_promises() -> None:

@@ -18,7 +18,6 @@ import asyncio
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from transportkit import _wallclock as wallclock
 from transportkit._bench._common import (
     BenchConfig,
     Percentiles,
@@ -109,7 +109,7 @@ def _blocking(sock: Any, message: Any) -> RoundTrip:
     the payload) or transportkit's (``message`` is ``[payload]``).
     """
     send, recv = sock.send, sock.recv
-    clock = time.perf_counter_ns
+    clock = wallclock.perf_counter_ns
 
     def run(n: int) -> list[int]:
         samples: list[int] = []
@@ -126,9 +126,9 @@ def _blocking(sock: Any, message: Any) -> RoundTrip:
 
 def _spin_raw(sock: zmq.Socket[bytes], payload: bytes, timeout_s: float) -> RoundTrip:
     send, recv = sock.send, sock.recv
-    clock = time.perf_counter_ns
+    clock = wallclock.perf_counter_ns
     noblock, again = zmq.NOBLOCK, zmq.Again
-    monotonic = time.monotonic
+    monotonic = wallclock.monotonic
 
     def run(n: int) -> list[int]:
         samples: list[int] = []
@@ -157,7 +157,7 @@ def _async_runner(
     message: Any,
     timeout_s: float,
 ) -> RoundTrip:
-    clock = time.perf_counter_ns
+    clock = wallclock.perf_counter_ns
 
     async def rounds(n: int) -> list[int]:
         samples: list[int] = []

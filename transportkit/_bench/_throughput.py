@@ -15,6 +15,7 @@ from typing import Any
 
 import zmq
 
+from transportkit import _wallclock as wallclock
 from transportkit._bench._common import (
     BenchConfig,
     endpoint_for,
@@ -134,7 +135,7 @@ def _run_stream(
                         seen.set()
                         continue
                     got += 1
-                finished.append(time.perf_counter())
+                finished.append(wallclock.perf_counter())
             except BaseException as exc:  # reported by the sender
                 errors.append(exc)
 
@@ -144,10 +145,10 @@ def _run_stream(
         ]
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + ends._timeout_ms / 1000
+        deadline = wallclock.monotonic() + ends._timeout_ms / 1000
         probe_send = _sender(ends.impl, sender)
         while not all(seen.is_set() for seen in ready):
-            if errors or time.monotonic() > deadline:
+            if errors or wallclock.monotonic() > deadline:
                 raise RuntimeError(f"receivers never connected: {errors}")
             if pubsub or not any(seen.is_set() for seen in ready):
                 probe_send(b"P")
@@ -156,11 +157,11 @@ def _run_stream(
                 for _ in range(receivers - 1):
                     probe_send(b"P")
             time.sleep(_PROBE_EVERY_S)
-        start = time.perf_counter()
+        start = wallclock.perf_counter()
         for _ in range(count):
             send(payload)
         for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()) + ends._timeout_ms / 1000)
+            thread.join(max(0.0, deadline - wallclock.monotonic()) + ends._timeout_ms / 1000)
         if errors or len(finished) != receivers:
             raise RuntimeError(f"a receiver failed or timed out: {errors}")
         return count / (max(finished) - start)

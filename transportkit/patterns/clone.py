@@ -61,6 +61,7 @@ from transportkit._errors import ClosedError, ProtocolError, Timeout
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Dealer, Message, Subscriber
+from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -672,7 +673,7 @@ class CloneClient(Service):
                 await self._changed.wait()
 
         try:
-            await asyncio.wait_for(watch(), timeout)
+            await wait_for(watch(), timeout)
         except TimeoutError as exc:
             raise Timeout(f"clone client condition not met within {timeout} s") from exc
 

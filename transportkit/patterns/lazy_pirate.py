@@ -34,6 +34,7 @@ from transportkit._errors import (
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, Requester, Worker, check_frames
+from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     check_message_limit,
@@ -373,7 +374,7 @@ class LazyPirateClient(Closeable):
                 connect=self.endpoint, options=self.options
             )
         try:
-            reply = await asyncio.wait_for(sock.request(message), self.timeout)
+            reply = await wait_for(sock.request(message), self.timeout)
         except (TimeoutError, BrokenPeerError):
             self._drop_socket()
             return None

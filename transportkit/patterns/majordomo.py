@@ -66,6 +66,7 @@ from transportkit import (
 )
 from transportkit._closing import Closeable
 from transportkit._socket import check_frames
+from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -1400,7 +1401,7 @@ class MajordomoClient(Closeable):
         self.stats.attempts += 1
         try:
             deadline = _now() + self.timeout
-            await asyncio.wait_for(sock.send(message), self.timeout)
+            await wait_for(sock.send(message), self.timeout)
             return await sock.recv(timeout=max(deadline - _now(), 0.0))
         except (Timeout, TimeoutError):
             self.stats.timeouts += 1

@@ -20,10 +20,10 @@ import contextlib
 import os
 import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from transportkit import _wallclock as wallclock
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._metrics import Metrics
 from transportkit.scenario._runner import guarded, load, with_real_endpoints
@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _wait_for_start(go: Path, stop: asyncio.Event) -> float | None:
     """The run's wall-clock start, once the parent wrote it (None: told to stop)."""
-    deadline = time.monotonic() + GO_TIMEOUT
-    while time.monotonic() < deadline and not stop.is_set():
+    deadline = wallclock.monotonic() + GO_TIMEOUT
+    while wallclock.monotonic() < deadline and not stop.is_set():
         try:
             text = go.read_text(encoding="ascii").strip()
         except FileNotFoundError:
@@ -90,7 +90,7 @@ async def run_node(args: argparse.Namespace) -> int:
             return 0
         metrics = Metrics()
         metrics.timeline.limit = TIMELINE_LIMIT
-        start = loop.time() - (time.time() - wall_start)
+        start = loop.time() - (wallclock.time() - wall_start)
         ctx = RunContext(metrics, scenario.duration, scenario.seed, start=start)
         tasks = [loop.create_task(guarded(spec, net, ctx)) for spec in real]
         deadline = scenario.duration + scenario.drain + OVERSTAY

@@ -9,12 +9,12 @@ import re
 import shutil
 import signal
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from transportkit import _wallclock as wallclock
 from transportkit._network import Network
 from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._budget import check_budget, check_open_files
@@ -32,6 +32,7 @@ from transportkit.sim_backend import (
     Simulation,
     schedule_faults,
 )
+from transportkit.sim_backend._loop import schedule_call
 from transportkit.testing import ChildProcess
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -162,7 +163,7 @@ def run_scenario(
 def _run_sim(
     scenario: Scenario, seed: int, progress: ProgressHook | None, record_trace: bool | None
 ) -> RunResult:
-    wall = time.perf_counter()
+    wall = wallclock.perf_counter()
     record = scenario.record_trace if record_trace is None else record_trace
     sim = Simulation(seed, latency=scenario.latency, record_trace=record)
     for link in scenario.links:
@@ -185,20 +186,22 @@ def _run_sim(
     faults = [(at, fault, "applied") for at, fault in scenario.faults]
     return RunResult(
         scenario, "sim", seed, ctx.metrics, verdicts, faults, sim.now,
-        time.perf_counter() - wall, sim.trace.hash, sim,
+        wallclock.perf_counter() - wall, sim.trace.hash, sim,
     )  # fmt: skip
 
 
 def _progress_ticks(sim: Simulation, total: float, progress: ProgressHook) -> None:
     """Report progress from SimPy events outside the traced world (no effect on it)."""
-    step = total / 100
+    steps = 100
 
-    def tick(_event: object, done: float = 0.0) -> None:
-        progress(min(done, total), total)
-        if done < total:
-            sim.env.timeout(step).callbacks.append(lambda e: tick(e, done + step))
+    def tick(step: int) -> None:
+        # At absolute times from the tick's index: summing total / 100 a hundred times
+        # falls short of total, and the last tick (100 %) came after the end of the run.
+        progress(total * step / steps, total)
+        if step < steps:
+            schedule_call(sim.env, total * (step + 1) / steps, tick, (step + 1,))
 
-    sim.env.timeout(0).callbacks.append(tick)
+    schedule_call(sim.env, sim.env.now, tick, (0,))
 
 
 _NODE_HOST = re.compile(r"^tcp://([^:/\[\]]+):")
@@ -235,7 +238,7 @@ def with_real_endpoints(spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: st
 
 
 async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResult:
-    wall = time.perf_counter()
+    wall = wallclock.perf_counter()
     loop = asyncio.get_running_loop()
     if scenario.process_nodes and not Path(scenario.source).is_file():
         raise ScenarioError(
@@ -313,7 +316,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     verdicts = _finish(scenario, ctx)
     return RunResult(
         scenario, "zmq", scenario.seed, ctx.metrics, verdicts, outcome,
-        loop.time() - ctx.start, time.perf_counter() - wall, None, None,
+        loop.time() - ctx.start, wallclock.perf_counter() - wall, None, None,
     )  # fmt: skip
 
 
@@ -382,15 +385,15 @@ class _Children:
     def go(self) -> None:
         """Tell the children (and later restarts) the run's wall-clock start."""
         tmp = self.go_file.with_name("go.tmp")
-        tmp.write_text(repr(time.time()), encoding="ascii")
+        tmp.write_text(repr(wallclock.time()), encoding="ascii")
         os.replace(tmp, self.go_file)
 
     async def started(self) -> None:
         """Wait (bounded) until each child has started its components (its first
         snapshot exists), so that in-process nodes connect to bound endpoints.
         """
-        deadline = time.monotonic() + self.READY_TIMEOUT
-        while time.monotonic() < deadline and not all(
+        deadline = wallclock.monotonic() + self.READY_TIMEOUT
+        while wallclock.monotonic() < deadline and not all(
             inc.metrics.exists() or not inc.child.running for inc in self.current.values()
         ):
             await asyncio.sleep(0.005)
@@ -409,7 +412,7 @@ class _Children:
         if isinstance(fault, Restart):
             if node in self.current:
                 return "not applied: the node's process is still running"
-            began = time.perf_counter()
+            began = wallclock.perf_counter()
             incarnation = self._new(node)
             problem = await self._start(incarnation)
             if problem is not None:
@@ -417,7 +420,7 @@ class _Children:
                 return f"failed: the new child process did not start: {problem}"
             return (
                 f"applied: new child process {incarnation.pid} ready after "
-                f"{time.perf_counter() - began:.2f} s, its metrics merged too"
+                f"{wallclock.perf_counter() - began:.2f} s, its metrics merged too"
             )
         return "not applicable on zmq to a node run as a process (needs the sim backend)"
 
@@ -449,8 +452,8 @@ class _Children:
                 incarnation.stopping = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.TERM_TIMEOUT
-        while time.monotonic() < deadline and any(
+        deadline = wallclock.monotonic() + self.TERM_TIMEOUT
+        while wallclock.monotonic() < deadline and any(
             inc.child.running for inc in self.current.values()
         ):
             await asyncio.sleep(0.02)

@@ -44,7 +44,8 @@ raise :class:`~transportkit.SimulationError` naming the call and what to use ins
 (``asyncio.sleep``, ``asyncio.create_task`` or ``Node.spawn``, ``asyncio.Event`` and the
 other asyncio primitives, a simulated node and its sockets):
 
-- ``time.sleep`` of a positive duration;
+- ``time.sleep`` of a positive duration; ``uuid.uuid1`` (the real clock and this
+  machine's address: use ``uuid.uuid4``, seeded in a run);
 - starting a thread: ``threading.Thread.start`` (so ``Timer``),
   ``_thread.start_new_thread``, ``ThreadPoolExecutor.submit``, the loop's
   ``run_in_executor`` (so ``asyncio.to_thread``);
@@ -82,6 +83,21 @@ original: call ``time.sleep``), reads and writes on an ``ssl.SSLSocket`` or on f
 pipes and the terminal (``input()``), ``os.wait*``, ``os.exec*``, work handed to a
 ``multiprocessing`` pool that existed before the run, and pyzmq or the zmq backend
 imported for the first time inside the run.
+
+Clocks and randomness are answered from the run instead (in its thread; other threads
+get the real ones): ``time.monotonic``, ``time.perf_counter`` and their ``_ns`` forms
+read virtual seconds since the simulation began (``loop.time()``), ``time.time`` and
+``time.time_ns`` read :data:`VIRTUAL_EPOCH` (2026-01-01T00:00:00Z) plus virtual time (so
+do ``gmtime``, ``localtime``, ``ctime``, ``asctime`` and ``strftime`` without a time,
+``clock_gettime`` of the real-time and monotonic clocks, and ``logging``'s timestamps);
+the global ``random`` functions, ``random.SystemRandom``, ``secrets``, ``os.urandom``,
+``os.getrandom`` and so ``uuid.uuid4`` draw from :attr:`Simulation.global_rng`, and an
+unseeded ``random.Random()`` is seeded from it. ``datetime.now()`` (C, reading the system
+clock itself), ``time.process_time``, and clocks imported by name before the run
+(``from time import monotonic``) are not intercepted. On Python 3.11,
+``asyncio.wait_for`` and ``asyncio.gather`` schedule as on 3.12, so that a run's trace
+is the same on 3.11, 3.12 and 3.13. The details are in
+:mod:`transportkit.sim_backend._guards`.
 """
 
 from transportkit.sim_backend._faults import (
@@ -98,6 +114,7 @@ from transportkit.sim_backend._faults import (
     apply_fault,
     schedule_faults,
 )
+from transportkit.sim_backend._guards import VIRTUAL_EPOCH
 from transportkit.sim_backend._latency import (
     Constant,
     Empirical,
@@ -112,6 +129,7 @@ from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Node, Simulation
 
 __all__ = [
+    "VIRTUAL_EPOCH",
     "Constant",
     "Crash",
     "DropConnection",

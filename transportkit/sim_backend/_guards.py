@@ -21,28 +21,76 @@ terminal, work handed to a ``multiprocessing`` pool that existed before the run,
 pyzmq (or the zmq backend) imported for the first time inside a run.
 
 Cost: installing and restoring is one ``setattr`` pair per target (about 20 us a run
-when pyzmq is imported); nothing is added to a delivery. A guard costs a thread-id
-lookup per call of the guarded function, in any thread, while a run is under way.
+when pyzmq is imported; the clocks and randomness below made it about 1.5 times that);
+nothing is added to a delivery. A guard costs a thread-id lookup per call of the
+guarded function, in any thread, while a run is under way.
 
-Later interception of clock and randomness reads (``time.time``, ``random``, ...) joins
-here: a target whose replacement answers from the innermost run of the thread
-(:func:`current`) instead of refusing.
+Clocks and randomness are answered, not refused: in the thread running the simulation,
+a guard answers from the innermost run of the thread (:func:`current`), and everywhere
+else calls the original.
+
+- ``time.monotonic``, ``time.perf_counter`` (and ``_ns``), and ``time.clock_gettime``
+  (and ``_ns``) of ``CLOCK_MONOTONIC``, ``CLOCK_MONOTONIC_RAW`` and ``CLOCK_BOOTTIME``:
+  virtual seconds since the simulation began, the event loop's ``loop.time()``.
+- ``time.time`` (and ``_ns``), ``clock_gettime`` of ``CLOCK_REALTIME`` and
+  ``CLOCK_TAI``: :data:`VIRTUAL_EPOCH` (2026-01-01T00:00:00Z) plus virtual time; so
+  ``time.gmtime()``, ``localtime()``, ``ctime()``, ``asctime()`` and ``strftime(fmt)``
+  without a time argument, which are guarded to use it, and ``logging``'s timestamps.
+  ``datetime.datetime.now()``, ``utcnow()`` and ``date.today()`` are C code that reads
+  the system clock itself: they are not intercepted and give real time; write
+  ``datetime.fromtimestamp(time.time(), timezone.utc)``.
+- The global ``random`` functions (every module-level function bound to the hidden
+  ``random._inst``: ``random()``, ``randint``, ``choice``, ``shuffle``, ``gauss``,
+  ``seed``, ``getstate``, ...), ``random.SystemRandom``'s ``random``, ``getrandbits`` and
+  ``randbytes`` (so every ``SystemRandom`` method and ``secrets``), ``os.urandom``,
+  ``os.getrandom`` (so ``uuid.uuid4``): drawn from the run's seeded RNG (the
+  simulation's :attr:`~transportkit.sim_backend.Simulation.global_rng`, separate from
+  the one behind latencies, so that code drawing random numbers does not shift the
+  network's draws). ``random.Random()`` made without a seed inside the run is seeded
+  from it too (``Random.seed(None)``). Refusing them instead would make ordinary code
+  (an order id from ``uuid4``, a jittered back-off) unusable in a simulation, and
+  nothing drawn in a simulation protects anything real.
+- ``uuid.uuid1`` is refused: it embeds the real clock (through C's libuuid) and this
+  machine's network address, and keeps a process-wide last timestamp, so no seed can
+  reproduce it.
+- On Python 3.11 only, ``asyncio.wait_for`` and ``asyncio.gather`` schedule as they do
+  on 3.12 and later (3.11's ``wait_for`` runs the awaitable in a new task; its
+  ``gather`` wakes up through the loop for arguments already done, where 3.12 takes
+  them at once), so that the same program gives the same trace on every interpreter.
+
+Not intercepted: ``time.process_time`` and ``thread_time`` (CPU time, not a clock of
+the world); a function imported by name before the run (``from time import monotonic``
+keeps the original, as ``from time import sleep`` does); ``random.Random`` instances
+seeded before the run (they are deterministic already); the order of sets of strings
+(``PYTHONHASHSEED``). transportkit's own wall-time measures use
+:mod:`transportkit._wallclock`.
 """
 
 from __future__ import annotations
 
 import _thread
+import asyncio
 import functools
 import importlib
 import os
 import queue
+import random
 import sys
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from transportkit._errors import SimulationError
+from transportkit._timeouts import wait_for as _wait_for
+from transportkit._wallclock import GUARD_MARK
 
-__all__ = ["RunGuard", "current", "refuse"]
+__all__ = ["VIRTUAL_EPOCH", "RunGuard", "current", "refuse"]
+
+VIRTUAL_EPOCH = 1_767_225_600
+"""What ``time.time()`` reads at virtual time 0 inside a simulation: 2026-01-01T00:00:00Z,
+in seconds since the Unix epoch."""
+_EPOCH_NS = VIRTUAL_EPOCH * 1_000_000_000
 
 _get_ident = _thread.get_ident
 _runs: dict[int, list[RunGuard]] = {}
@@ -52,7 +100,7 @@ _lock = _thread.allocate_lock()
 _users = 0
 """Runs under way in the whole process: the guards are installed while it is not 0."""
 _MISSING = object()
-_MARK = "__transportkit_guarded__"
+_MARK = GUARD_MARK
 
 
 def current() -> RunGuard | None:
@@ -84,14 +132,27 @@ class RunGuard:
     restores the originals when no run is left. Runs nest (an inner run's end leaves the
     outer's guards in force) and runs in several threads overlap.
 
+    Args:
+        clock: Virtual seconds since the simulation began, read by the guarded clocks
+            (``time.monotonic()`` returns it, ``time.time()`` adds
+            :data:`VIRTUAL_EPOCH`). None: the clocks read real time.
+        rng: The RNG behind the guarded randomness (``random.random()``, ``os.urandom``,
+            ``uuid.uuid4()``, ...). None: they use their usual sources.
+
     Attributes:
         refused: The errors raised for refused calls during the run, in order.
+        clock: As given.
+        rng: As given.
     """
 
-    __slots__ = ("_ident", "refused")
+    __slots__ = ("_ident", "clock", "refused", "rng")
 
-    def __init__(self) -> None:
+    def __init__(
+        self, clock: Callable[[], float] | None = None, rng: random.Random | None = None
+    ) -> None:
         self.refused: list[SimulationError] = []
+        self.clock = clock
+        self.rng = rng
         self._ident = 0
 
     def __enter__(self) -> RunGuard:
@@ -403,6 +464,242 @@ def _zmq_ops() -> list[tuple[str, str | None, str, Factory]]:
     ]
 
 
+# -- clocks and randomness: answered from the run, not refused --------------------------
+
+
+def _clock_of_thread() -> Callable[[], float] | None:
+    """The virtual clock of the calling thread's innermost run (None: real time)."""
+    runs = _runs.get(_get_ident())
+    return runs[-1].clock if runs else None
+
+
+def _rng_of_thread() -> random.Random | None:
+    """The RNG of the calling thread's innermost run (None: the usual sources)."""
+    runs = _runs.get(_get_ident())
+    return runs[-1].rng if runs else None
+
+
+def _virtual_seconds(epoch: float) -> Factory:
+    """Clocks in seconds: ``epoch`` plus virtual time in a simulation's thread."""
+
+    def make(original: Any) -> Callable[..., Any]:
+        def clock() -> float:
+            virtual = _clock_of_thread()
+            if virtual is None:
+                return original()  # type: ignore[no-any-return]
+            return epoch + virtual()
+
+        return _wrap(original, clock)
+
+    return make
+
+
+def _virtual_ns(epoch_ns: int) -> Factory:
+    """Clocks in nanoseconds: ``epoch_ns`` plus virtual time in a simulation's thread."""
+
+    def make(original: Any) -> Callable[..., Any]:
+        def clock_ns() -> int:
+            virtual = _clock_of_thread()
+            if virtual is None:
+                return original()  # type: ignore[no-any-return]
+            return epoch_ns + round(virtual() * 1e9)
+
+        return _wrap(original, clock_ns)
+
+    return make
+
+
+_MONOTONIC_CLOCKS = frozenset(
+    getattr(time, name)
+    for name in ("CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_BOOTTIME")
+    if hasattr(time, name)
+)
+_REALTIME_CLOCKS = frozenset(
+    getattr(time, name) for name in ("CLOCK_REALTIME", "CLOCK_TAI") if hasattr(time, name)
+)
+
+
+def _clock_gettime(nanoseconds: bool) -> Factory:
+    """``time.clock_gettime[_ns](clk_id)``: virtual for the monotonic and real-time
+    clocks (CPU-time clocks stay real).
+    """
+
+    def make(original: Any) -> Callable[..., Any]:
+        def clock_gettime(clk_id: int, /) -> float | int:
+            virtual = _clock_of_thread()
+            if virtual is None or (
+                clk_id not in _MONOTONIC_CLOCKS and clk_id not in _REALTIME_CLOCKS
+            ):
+                return original(clk_id)  # type: ignore[no-any-return]
+            seconds = virtual() + (VIRTUAL_EPOCH if clk_id in _REALTIME_CLOCKS else 0)
+            return round(seconds * 1e9) if nanoseconds else seconds
+
+        return _wrap(original, clock_gettime)
+
+    return make
+
+
+def _calendar(original: Any) -> Callable[..., Any]:
+    """``time.gmtime``, ``localtime``, ``ctime``: without a time, the virtual ``time()``."""
+
+    def calendar(secs: float | None = None, /) -> Any:
+        virtual = _clock_of_thread()
+        if secs is None and virtual is not None:
+            secs = VIRTUAL_EPOCH + virtual()
+        return original(secs)
+
+    return _wrap(original, calendar)
+
+
+def _formatted(original: Any) -> Callable[..., Any]:
+    """``time.asctime(t)`` and ``strftime(format, t)``: without ``t``, the virtual
+    local time.
+    """
+    takes_format = original.__name__ == "strftime"
+
+    def formatted(*args: Any) -> Any:
+        virtual = _clock_of_thread()
+        if virtual is not None and len(args) == (1 if takes_format else 0):
+            args = (*args, time.localtime(VIRTUAL_EPOCH + virtual()))
+        return original(*args)
+
+    return _wrap(original, formatted)
+
+
+def _drawn(method: str) -> Factory:
+    """A function of the global ``random`` (bound to ``random._inst``), ``os.urandom``
+    and the like: ``rng.<method>(*args)`` in a simulation's thread.
+    """
+
+    def make(original: Any) -> Callable[..., Any]:
+        def draw(*args: Any, **kwargs: Any) -> Any:
+            rng = _rng_of_thread()
+            if rng is None:
+                return original(*args, **kwargs)
+            return getattr(rng, method)(*args, **kwargs)
+
+        return _wrap(original, draw)
+
+    return make
+
+
+def _drawn_method(method: str) -> Factory:
+    """A method of ``random.SystemRandom``: ``rng.<method>(*args)`` in a simulation's
+    thread, whatever the instance (its other methods all come through these).
+    """
+
+    def make(original: Any) -> Callable[..., Any]:
+        def draw(self: Any, *args: Any, **kwargs: Any) -> Any:
+            rng = _rng_of_thread()
+            if rng is None:
+                return original(self, *args, **kwargs)
+            return getattr(rng, method)(*args, **kwargs)
+
+        return _wrap(original, draw)
+
+    return make
+
+
+def _random_seed(original: Any) -> Callable[..., Any]:
+    """``random.Random.seed``: with no seed (``Random()``, ``rng.seed()``), seeded from
+    the run's RNG in a simulation's thread instead of from the operating system.
+    """
+
+    def seed(self: Any, a: Any = None, version: int = 2) -> None:
+        if a is None:
+            rng = _rng_of_thread()
+            if rng is not None:
+                a = rng.getrandbits(256)
+        original(self, a, version)
+
+    return _wrap(original, seed)
+
+
+def _global_random_ops() -> list[tuple[str, str | None, str, Factory]]:
+    """Every module-level function of ``random`` bound to its hidden instance."""
+    hidden = getattr(random, "_inst", None)
+    names = sorted(
+        name
+        for name, value in vars(random).items()
+        if not name.startswith("_") and getattr(value, "__self__", None) is hidden
+    )
+    return [("random", None, name, _drawn(name)) for name in names]
+
+
+def _system_random_ops() -> list[tuple[str, str | None, str, Factory]]:
+    return [
+        ("random", "SystemRandom", name, _drawn_method(name))
+        for name in ("random", "getrandbits", "randbytes")
+    ]
+
+
+def _asyncio_311_ops() -> list[tuple[str, str | None, str, Factory]]:
+    """On Python 3.11, ``asyncio.wait_for`` and ``gather`` as 3.12 schedules them."""
+    if sys.version_info >= (3, 12):
+        return []
+    ops: list[tuple[str, str | None, str, Factory]] = []
+    for module in ("asyncio", "asyncio.tasks"):
+        ops.append((module, None, "wait_for", _wait_for_312))
+        ops.append((module, None, "gather", _gather_312))
+    return ops
+
+
+def _wait_for_312(original: Any) -> Callable[..., Any]:
+    def wait_for(fut: Any, timeout: float | None) -> Any:
+        if _get_ident() in _runs:
+            return _wait_for(fut, timeout)
+        return original(fut, timeout)
+
+    return _wrap(original, wait_for)
+
+
+def _gather_312(original: Any) -> Callable[..., Any]:
+    """3.11's ``gather`` schedules, through the loop, the bookkeeping of each argument
+    already done; 3.12 does it at once, before returning (so a gather of finished tasks
+    is finished when made). This runs 3.11's own bookkeeping callbacks at once instead,
+    in the order it scheduled them, and leaves the rest of what it scheduled (the steps
+    of the tasks it made) in the loop's queue, in order.
+    """
+
+    def gather(*aws: Any, return_exceptions: bool = False) -> Any:
+        done = [aw for aw in aws if _is_done_future(aw)] if _get_ident() in _runs else []
+        ready = getattr(done[0].get_loop(), "_ready", None) if done else None
+        if type(ready) is not deque:
+            return original(*aws, return_exceptions=return_exceptions)
+        before = len(ready)
+        outer = original(*aws, return_exceptions=return_exceptions)
+        added = [ready.pop() for _ in range(len(ready) - before)]
+        added.reverse()
+        done_ids = {id(fut) for fut in done}
+        now = [handle for handle in added if _gather_callback_of(handle, done_ids)]
+        ready.extend(handle for handle in added if not _gather_callback_of(handle, done_ids))
+        for handle in now:
+            handle._context.run(handle._callback, *handle._args)
+        return outer
+
+    return _wrap(original, gather)
+
+
+def _is_done_future(aw: Any) -> bool:
+    return asyncio.isfuture(aw) and aw.done()
+
+
+def _gather_callback_of(handle: Any, done_ids: set[int]) -> bool:
+    callback = getattr(handle, "_callback", None)
+    args: tuple[Any, ...] = getattr(handle, "_args", ())
+    return (
+        getattr(callback, "__qualname__", "") == "gather.<locals>._done_callback"
+        and len(args) == 1
+        and id(args[0]) in done_ids
+    )
+
+
+_NO_UUID1 = (
+    "it embeds the real clock and this machine's network address and keeps a "
+    "process-wide last timestamp, so no seed can reproduce it"
+)
+
+
 _ALWAYS_IMPORTED = frozenset(
     [
         "time",
@@ -415,6 +712,11 @@ _ALWAYS_IMPORTED = frozenset(
         "select",
         "selectors",
         "concurrent.futures._base",
+        "random",
+        "secrets",
+        "uuid",
+        "asyncio",
+        "asyncio.tasks",
     ]
 )
 """Modules imported with this one: their targets are always guarded. The others (the
@@ -426,6 +728,25 @@ here; pyzmq imported for the first time inside a run is not guarded."""
 _TARGETS: list[tuple[str, str | None, str, Factory]] = [
     # (module, class in it or None for a module function, attribute, guard factory)
     ("time", None, "sleep", _sleep),
+    ("time", None, "time", _virtual_seconds(VIRTUAL_EPOCH)),
+    ("time", None, "monotonic", _virtual_seconds(0)),
+    ("time", None, "perf_counter", _virtual_seconds(0)),
+    ("time", None, "time_ns", _virtual_ns(_EPOCH_NS)),
+    ("time", None, "monotonic_ns", _virtual_ns(0)),
+    ("time", None, "perf_counter_ns", _virtual_ns(0)),
+    ("time", None, "clock_gettime", _clock_gettime(nanoseconds=False)),
+    ("time", None, "clock_gettime_ns", _clock_gettime(nanoseconds=True)),
+    *(("time", None, name, _calendar) for name in ("gmtime", "localtime", "ctime")),
+    ("time", None, "asctime", _formatted),
+    ("time", None, "strftime", _formatted),
+    *_global_random_ops(),
+    ("random", "Random", "seed", _random_seed),
+    *_system_random_ops(),
+    ("secrets", None, "randbits", _drawn("getrandbits")),
+    ("os", None, "urandom", _drawn("randbytes")),
+    ("os", None, "getrandom", _drawn("randbytes")),
+    ("uuid", None, "uuid1", _always("uuid.uuid1", _NO_UUID1, "use uuid.uuid4()")),
+    *_asyncio_311_ops(),
     ("threading", "Thread", "start", _always("threading.Thread.start", _THREAD, _USE_TASK)),
     (
         "threading",

@@ -24,6 +24,7 @@ from transportkit._errors import ClosedError, OptionError, Timeout
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit._timeouts import wait_for
 from transportkit.sim_backend._guards import RunGuard
 from transportkit.sim_backend._latency import Constant, LatencyModel
 from transportkit.sim_backend._loop import IdleEvents, SimEventLoop
@@ -112,7 +113,11 @@ class Simulation:
     """A deterministic, virtual-time model of a ZeroMQ deployment.
 
     Args:
-        seed: Seeds the one RNG of the run (latency samples and anything else random).
+        seed: Seeds the run's two RNGs: ``rng`` (latency samples, tie-breaking and every
+            other choice of the model) and ``global_rng``, which the global ``random``
+            functions, ``random.SystemRandom``, ``secrets``, ``os.urandom`` and so
+            ``uuid.uuid4`` draw from inside a run (apart, so that code drawing random
+            numbers does not shift the model's draws).
         latency: Default one-way latency of links between nodes (and between sockets of
             one node over ipc/tcp); inproc has no delay.
         record_trace: Keep every trace event (the hash is always kept).
@@ -140,6 +145,7 @@ class Simulation:
         self.seed = seed
         self.env = simpy.Environment()
         self.rng = random.Random(seed)
+        self.global_rng = random.Random(f"transportkit.global_rng/{seed}")
         self.trace = Trace(record=record_trace)
         self.shuffle_ties = shuffle_ties
         self.default_latency = Constant(50e-6) if latency is None else latency
@@ -275,7 +281,10 @@ class Simulation:
         thread or a process, blocking waits on threading primitives and queues, real
         network I/O: the list is in :mod:`transportkit.sim_backend`) raise
         :class:`~transportkit.SimulationError` in this thread; other threads are not
-        affected, and the originals are back when the run ends, however it ends.
+        affected, and the originals are back when the run ends, however it ends. In
+        this thread too, ``time.time``/``monotonic``/``perf_counter`` read virtual time
+        and the global ``random`` functions, ``os.urandom`` and ``uuid.uuid4`` draw
+        from :attr:`global_rng` (the list is in :mod:`transportkit.sim_backend`).
 
         Raises:
             RuntimeError: The simulation is already running, or an event loop is running
@@ -293,7 +302,7 @@ class Simulation:
                 "Simulation.run cannot be called from a running event loop (a task of "
                 "another simulation, or asyncio.run): run simulations one after another"
             )
-        with RunGuard() as guard:
+        with RunGuard(clock=lambda: float(self.env._now), rng=self.global_rng) as guard:
             loop = SimEventLoop(self.env, idle=self._idle)
             loop.set_task_factory(self._task_factory)
             self.loop = loop
@@ -319,7 +328,7 @@ class Simulation:
         if timeout is None:
             return await main
         try:
-            return await asyncio.wait_for(main, timeout)
+            return await wait_for(main, timeout)
         except TimeoutError as exc:
             raise Timeout(f"simulation main did not finish within {timeout} virtual s") from exc
 

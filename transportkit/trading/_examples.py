@@ -25,6 +25,7 @@ from transportkit import (
     TransportError,
     UnsupportedError,
 )
+from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES
 from transportkit.trading._market_data import (
     MarketDataPublisher,
@@ -497,7 +498,7 @@ async def run_order_pipeline_example(
             await producer.send_order(order)
         if n_orders:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), completion_timeout)
+                await wait_for(done.wait(), completion_timeout)
         stop.set()
         stats = await asyncio.gather(*tasks)
         return OrderPipelineSummary(

@@ -58,6 +58,7 @@ from typing import Any
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
+from transportkit import _wallclock as wallclock
 from transportkit._socket import check_frames
 from transportkit.zmq_backend._libzmq import loaded_libzmq
 
@@ -120,14 +121,14 @@ def py_wait(sock: zmq.Socket[Any], events: int, timeout_ms: int) -> bool:
     Raises:
         zmq.ZMQError: ENOTSOCK once the socket is closed, ETERM once its context is.
     """
-    deadline = math.inf if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+    deadline = math.inf if timeout_ms < 0 else wallclock.monotonic() + timeout_ms / 1000
     poller: Any = None
     while True:
         if _get(sock, zmq.EVENTS) & events:
             return True
         slice_ms = _WAIT_SLICE_MS
         if deadline != math.inf:
-            left = deadline - time.monotonic()
+            left = deadline - wallclock.monotonic()
             if left <= 0:
                 return False
             slice_ms = min(slice_ms, math.ceil(left * 1000))
@@ -161,13 +162,13 @@ class _FdPoller:
 def _deadline(sock: zmq.Socket[Any], option: int) -> float:
     """The monotonic time at which the socket's RCVTIMEO/SNDTIMEO ends (inf: never)."""
     timeout: int = _get(sock, option)
-    return math.inf if timeout < 0 else time.monotonic() + timeout / 1000
+    return math.inf if timeout < 0 else wallclock.monotonic() + timeout / 1000
 
 
 def _left_ms(deadline: float) -> int:
     if deadline == math.inf:
         return -1
-    return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+    return max(0, math.ceil((deadline - wallclock.monotonic()) * 1000))
 
 
 def _recv_first(sock: zmq.Socket[Any], flags: int) -> Any:

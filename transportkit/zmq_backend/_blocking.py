@@ -48,6 +48,7 @@ from typing import Any
 
 import zmq
 
+from transportkit import _wallclock as wallclock
 from transportkit._closing import Closeable
 from transportkit._errors import (
     ClosedError,
@@ -348,7 +349,7 @@ class BlockingSocket(Closeable):
         return frames
 
     def _recv_spinning(self, receive: Callable[[int], list[Any]], wait_ms: int) -> list[Any]:
-        deadline = math.inf if wait_ms < 0 else time.monotonic() + wait_ms / 1000
+        deadline = math.inf if wait_ms < 0 else wallclock.monotonic() + wait_ms / 1000
         try:
             while True:
                 try:
@@ -356,7 +357,7 @@ class BlockingSocket(Closeable):
                 except zmq.Again:
                     if self._closed:  # by another thread: this one releases the socket
                         raise self._closed_error("recv") from None
-                    if time.monotonic() >= deadline:
+                    if wallclock.monotonic() >= deadline:
                         raise Timeout(
                             f"{self._where()}: recv timed out after {wait_ms} ms"
                         ) from None
@@ -694,7 +695,7 @@ class ThreadSafeSocket(BlockingSocket):
         self._check_open(action)
         timeout = -1
         if deadline is not None:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - wallclock.monotonic()
             if remaining <= 0:
                 raise Timeout(f"{self._where()}: {action} timed out after {wait_ms} ms")
             timeout = max(1, math.ceil(remaining * 1000))
@@ -770,4 +771,4 @@ class ThreadSafeSocket(BlockingSocket):
 
 def _deadline(wait_ms: int) -> float | None:
     """The monotonic time a wait of ``wait_ms`` (libzmq units, -1: for ever) ends."""
-    return None if wait_ms < 0 else time.monotonic() + wait_ms / 1000
+    return None if wait_ms < 0 else wallclock.monotonic() + wait_ms / 1000

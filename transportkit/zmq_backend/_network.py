@@ -11,6 +11,7 @@ from typing import Final
 import zmq
 import zmq.asyncio
 
+from transportkit import _wallclock as wallclock
 from transportkit._errors import ClosedError, OptionError
 from transportkit._kinds import SocketKind
 from transportkit._network import Endpoints, Network
@@ -265,7 +266,7 @@ class ZmqNetwork(Network):
             self._close_done.wait(timeout)
             return
         try:
-            self._close_all(sockets, time.monotonic() + timeout, timeout)
+            self._close_all(sockets, wallclock.monotonic() + timeout, timeout)
         finally:
             self._close_done.set()
 
@@ -281,12 +282,14 @@ class ZmqNetwork(Network):
         if elsewhere:
             # Before the shutdown: an asyncio socket still open when its context is
             # shut down leaves its loop's waits pending for ever.
-            self._wait_released(min(deadline, time.monotonic() + timeout / 2), asyncio_only=True)
+            self._wait_released(
+                min(deadline, wallclock.monotonic() + timeout / 2), asyncio_only=True
+            )
         if not self._owns_context:
             return
         shut_down = shutdown_context(self._ctx)
         released = self._wait_released(deadline)
-        self._close_raw_sockets(time.monotonic() + (RAW_SOCKET_GRACE if released else 0.0))
+        self._close_raw_sockets(wallclock.monotonic() + (RAW_SOCKET_GRACE if released else 0.0))
         if released:
             self._ctx.term()
         else:
@@ -301,7 +304,7 @@ class ZmqNetwork(Network):
                     for s in self._sockets.values()
                     if not (asyncio_only and isinstance(s, BlockingSocket))
                 ]
-                remaining = deadline - time.monotonic()
+                remaining = deadline - wallclock.monotonic()
                 if not left or remaining <= 0:
                     return not left
                 self._released.wait(remaining)
@@ -339,7 +342,7 @@ class ZmqNetwork(Network):
                 for s in list(self._ctx._sockets)
                 if s is not None and not s.closed and id(s) not in own
             ]
-            if not raw or time.monotonic() >= deadline:
+            if not raw or wallclock.monotonic() >= deadline:
                 break
             time.sleep(0.005)
         for sock in raw:
