@@ -21,7 +21,7 @@ SOURCE = Path(sim_backend.__file__).parent
 # Each module may import at runtime only modules of a lower layer.
 LAYERS = [
     ["_trace", "_latency", "_guards"],
-    ["_loop", "_topology", "_faults"],
+    ["_loop", "_topology", "_faults", "_perfetto"],
     ["_pipes"],
     ["_wire", "_sockets"],
     ["_world"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -171,7 +172,18 @@ def test_faults_from_a_function_of_the_seed_are_applied_saved_and_given_to_the_b
     ]
 
 
-def test_a_hypothesis_strategy_of_faults_is_drawn_from_by_the_seed_deterministically() -> None:
+def test_a_hypothesis_strategy_of_faults_is_drawn_from_by_the_seed_deterministically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hypothesis mixes the constants of every "local" module loaded in the process into
+    # what it generates; a test session loads many more than the replay's fresh process.
+    # Load one more here, full of constants, so the in-process draw sees a different
+    # module set from the subprocess's below: the draws must not depend on it.
+    (tmp_path / "tk_many_constants.py").write_text(
+        "VALUES = [" + ", ".join(f"{n * 0.37:.3f}, {n * 7919}, 'c{n}'" for n in range(300)) + "]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("tk_many_constants")
     spec = _simtest._Spec.make(
         seeds=10,
         scheduler=None,

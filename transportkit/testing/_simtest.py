@@ -14,7 +14,15 @@ import functools
 import inspect
 import math
 import random
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import Any, Final, overload
 
@@ -326,6 +334,40 @@ def _is_strategy(value: object) -> bool:
     return isinstance(value, SearchStrategy)
 
 
+@contextlib.contextmanager
+def _without_local_constants() -> Iterator[None]:
+    """Keep Hypothesis from mixing the constants of the loaded modules into a draw.
+
+    Hypothesis sometimes generates a constant found in the source of the "local"
+    modules loaded in the process (everything outside site-packages and the standard
+    library). A test session loads many test modules; the replay of one seed, in a fresh
+    process, loads a few: the same seed would draw another fault schedule. For the
+    duration of the draw the local pool is empty (and the pool's cache, which holds
+    per-type lists computed from it, is cleared before and after), so the draw depends
+    only on the seed, the strategy and the Hypothesis version. This reaches into
+    Hypothesis's internals; a test draws in two processes with different modules loaded
+    and fails if a Hypothesis release changes them.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - another Hypothesis layout
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if original is None or cache is None:  # pragma: no cover - another Hypothesis layout
+        yield
+        return
+    empty = getattr(providers, "Constants")()  # noqa: B009 - not re-exported
+    cache.cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
 def _draw(strategy: Any, seed: int) -> FaultSchedule:
     """One value of ``strategy``, a function of ``seed`` (and the Hypothesis version).
 
@@ -350,10 +392,11 @@ def _draw(strategy: Any, seed: int) -> FaultSchedule:
         suppress_health_check=list(HealthCheck),
         deadline=None,
     )
-    try:
-        value = find(strategy, third, settings=config, random=random.Random(seed))
-    except NoSuchExample:
-        value = find(strategy, lambda _v: True, settings=config, random=random.Random(seed))
+    with _without_local_constants():
+        try:
+            value = find(strategy, third, settings=config, random=random.Random(seed))
+        except NoSuchExample:
+            value = find(strategy, lambda _v: True, settings=config, random=random.Random(seed))
     if not isinstance(value, list | tuple):
         raise TypeError(f"the faults strategy drew {type(value).__name__}, not a FaultSchedule")
     return list(value)
