@@ -193,7 +193,7 @@ def test_cli_prints_failures_with_replay_commands_and_a_summary(
     scenario_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sweep.json"
-    argv = ["sweep", str(scenario_file), "--seeds", "2", "--seed-start", "5", "--jobs", "2"]
+    argv = ["sweep", str(scenario_file), "--seeds", "2", "--seed-start", "5", "--jobs", "1"]
     status = main([*argv, "--json", str(out), "--no-progress", "--max-shown", "1"])
     text = capsys.readouterr().out
     assert status == 1
@@ -217,7 +217,7 @@ def test_cli_exit_status_zero_when_every_seed_passes(
     calm = tmp_path / "calm.toml"
     calm.write_text(re.sub(r"\[\[fault\]\].*?(?=\[\[invariant)", "", TWO_KINDS, flags=re.S))
     assert "[[fault]]" not in calm.read_text(encoding="utf-8")
-    assert main(["sweep", str(calm), "--seeds", "2", "--jobs", "2", "--no-progress"]) == 0
+    assert main(["sweep", str(calm), "--seeds", "2", "--jobs", "1", "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "FAIL" not in text and "summary: 2 passed, 0 failed of 2 seed(s) run" in text
     # Swarm testing needs faults to choose from: refused before anything runs.
@@ -248,21 +248,25 @@ def test_cli_refuses_a_bad_command_line_before_running(
 
 FAKE_CHILD = textwrap.dedent(
     """\
-    # A stand-in for the seed's child process: crashes, hangs or dies per seed.
-    import json, os, sys, time
-    from transportkit.scenario._sweep_child import run_task
-    task = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    seed = task["seed"]
-    with open(os.path.join(sys.argv[1], f"pid-{seed}"), "w") as f:
-        f.write(str(os.getpid()))
-    if seed == 1:
-        os.abort()
-    if seed == 2:
-        time.sleep(120)
-    if seed == 3:
-        print("something went badly wrong", file=sys.stderr)
-        sys.exit(3)
-    sys.stdout.write(json.dumps(run_task(task)))
+    # A stand-in for a seed's child process (or its helper): crashes, hangs or exits
+    # early on some seeds, runs the others as usual.
+    import os, sys, time
+    import transportkit.scenario._sweep_child as child
+    real = child.run_task
+    def run_task(task):
+        seed = task["seed"]
+        with open(os.path.join(sys.argv[1], f"pid-{seed}"), "w") as f:
+            f.write(str(os.getpid()))
+        if seed == 1:
+            os.abort()
+        if seed == 2:
+            time.sleep(120)
+        if seed == 3:
+            print("something went badly wrong", file=sys.stderr)
+            sys.exit(3)
+        return real(task)
+    child.run_task = run_task
+    sys.exit(child.main(sys.argv[1:]))
     """
 )
 
@@ -275,34 +279,56 @@ def fake_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_a_crash_a_hang_and_a_silent_exit_are_failures_with_their_reasons(
-    scenario_file: Path, fake_child: Path
+FORK_MODES = pytest.mark.parametrize("fork", [True, False], ids=["forked", "new-interpreter"])
+
+
+@FORK_MODES
+def test_a_crash_and_a_silent_exit_are_failures_with_their_reasons(
+    scenario_file: Path, fake_child: Path, fork: bool
 ) -> None:
-    calm_budget = 5.0  # the fake child's other seeds take about 1 s on a busy machine
-    with ThreadPoolExecutor(4) as threads:
-        result = sweep(
-            scenario_file, range(5), executor=threads, wall_budget=calm_budget, swarm=True
-        )
+    with ThreadPoolExecutor(2) as threads:
+        result = sweep(scenario_file, [0, 1, 3], executor=threads, swarm=True, fork=fork)
     by_seed = {r.seed: r for r in result.results}
-    assert [r.seed for r in result.results] == [0, 1, 2, 3, 4]
+    assert [r.seed for r in result.results] == [0, 1, 3]
     assert by_seed[1].status == "crashed"
     assert "killed by SIGABRT" in by_seed[1].detail
-    assert by_seed[2].status == "timeout"
-    assert f"wall budget of {calm_budget:g} s" in by_seed[2].detail
-    assert by_seed[2].wall_seconds >= calm_budget
     assert by_seed[3].status == "crashed"
     assert "exited with status 3 without an answer" in by_seed[3].detail
     assert "something went badly wrong" in by_seed[3].detail
-    for seed in (0, 4):  # the others ran as usual
-        assert by_seed[seed].status in ("passed", "failed")
-        assert by_seed[seed].trace_hash is not None
-    hung = int((fake_child / "pid-2").read_text(encoding="utf-8"))
-    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
-        os.kill(hung, 0)
-    counts = result.counts()
-    assert counts["crashed"] == 2 and counts["timeout"] == 1
-    assert result.failures[0].replay.startswith("transportkit run ")
-    assert "2 crashed, 1 timed out" in result.report_text()
+    assert by_seed[0].status == "failed"  # the other seed ran as usual
+    assert by_seed[0].trace_hash is not None
+    assert result.counts()["crashed"] == 2
+    assert result.failures[1].replay.startswith("transportkit run ")
+    assert "(1 by an invariant, 2 crashed) of 3 seed(s) run" in result.report_text()
+
+
+@FORK_MODES
+def test_a_seed_past_its_wall_budget_is_killed_and_the_sweep_goes_on(
+    scenario_file: Path, fake_child: Path, fork: bool
+) -> None:
+    budget = 2.0  # the hanging seed sleeps for 120 s
+    with ThreadPoolExecutor(1) as one_thread:  # the second seed reuses its helper
+        result = sweep(scenario_file, [2, 4], executor=one_thread, wall_budget=budget, fork=fork)
+    hung, after = result.results
+    assert hung.status == "timeout"
+    assert f"ran past its wall budget of {budget:g} s and was killed" in hung.detail
+    assert budget <= hung.wall_seconds < budget + 2
+    pid_file = fake_child / "pid-2"
+    if pid_file.exists():  # the child had started before the budget ran out
+        with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+            os.kill(int(pid_file.read_text(encoding="utf-8")), 0)
+    assert after.status == "failed" and after.trace_hash is not None
+    assert "1 timed out" in result.report_text()
+
+
+def test_a_new_interpreter_per_seed_gives_the_same_runs(
+    swarm_sweep: SweepResult, scenario_file: Path
+) -> None:
+    with ThreadPoolExecutor(2) as threads:
+        fresh = sweep(scenario_file, [10, 11], executor=threads, swarm=True, fork=False)
+    assert [(r.seed, r.status, r.trace_hash) for r in fresh.results] == [
+        (r.seed, r.status, r.trace_hash) for r in swarm_sweep.results[:2]
+    ]
 
 
 class ReverseExecutor(Executor):
@@ -335,7 +361,10 @@ def test_results_are_in_seed_order_whatever_the_completion_order(scenario_file: 
 
 
 def test_fail_fast_stops_after_the_first_failure(scenario_file: Path) -> None:
-    result = sweep(scenario_file, range(4), jobs=1, max_in_flight=1, fail_fast=True)
+    with ThreadPoolExecutor(1) as one_thread:
+        result = sweep(
+            scenario_file, range(4), executor=one_thread, max_in_flight=1, fail_fast=True
+        )
     assert [r.seed for r in result.results] == [0]
     assert result.not_run == 3 and not result.passed
     assert "3 seed(s) (--fail-fast stopped at the first failure)" in result.report_text()
@@ -404,16 +433,21 @@ def dask_cluster() -> Iterator[Any]:
 
 
 def test_a_sweep_on_a_dask_cluster(
-    dask_cluster: Any, scenario_file: Path, capsys: pytest.CaptureFixture[str]
+    dask_cluster: Any,
+    scenario_file: Path,
+    swarm_sweep: SweepResult,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     distributed = sys.modules["distributed"]
     with distributed.Client(dask_cluster, set_as_default=False) as client:
-        result = sweep(scenario_file, range(3), executor=client.get_executor(pure=False))
-    local = sweep(scenario_file, range(3), jobs=2)
-    assert [r.trace_hash for r in result.results] == [r.trace_hash for r in local.results]
-    assert [r.status for r in result.results] == [r.status for r in local.results]
-    argv = ["sweep", str(scenario_file), "--seeds", "2", "--dask", dask_cluster.scheduler_address]
+        executor = client.get_executor(pure=False)
+        result = sweep(scenario_file, range(10, 13), executor=executor, swarm=True)
+    local = swarm_sweep.results[:3]  # the same seeds on a local process pool
+    assert [(r.seed, r.status, r.trace_hash) for r in result.results] == [
+        (r.seed, r.status, r.trace_hash) for r in local
+    ]
+    argv = ["sweep", str(scenario_file), "--seeds", "1", "--dask", dask_cluster.scheduler_address]
     assert main([*argv, "--no-progress"]) == 1
     text = capsys.readouterr().out
     assert f"(dask {dask_cluster.scheduler_address})" in text
-    assert "summary: 0 passed, 2 failed" in text
+    assert "summary: 0 passed, 1 failed" in text

@@ -31,6 +31,9 @@ class SeedTask:
         replay: The command that replays this seed.
         python: The interpreter that runs the child; None: the worker's own.
         command: The arguments after the interpreter that start the child.
+        fork: Fork the child from a helper interpreter that has imported
+            transportkit already (about 0.3 s less a seed), rather than start a new
+            interpreter for it.
     """
 
     seed: int
@@ -42,6 +45,7 @@ class SeedTask:
     replay: str
     python: str | None
     command: tuple[str, ...]
+    fork: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """What the child process reads on its standard input."""
