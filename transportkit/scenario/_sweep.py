@@ -110,11 +110,11 @@ MAX_SWEEP_SEEDS: Final = 1_000_000
 MAX_WALL_BUDGET: Final = 86_400.0
 """The largest per-seed wall budget (a day)."""
 
-MIN_WALL_BUDGET: Final = 60.0
+MIN_WALL_BUDGET: Final = 120.0
 """The smallest default per-seed wall budget: a child process's start (about 0.3 s
 here) and a machine shared with other work fit in it many times over."""
 
-WALL_BUDGET_MARGIN: Final = 10.0
+WALL_BUDGET_MARGIN: Final = 20.0
 """The default wall budget is this many times the run's estimated cost."""
 
 _SECONDS_PER_EVENT: Final = 10e-6
@@ -215,7 +215,8 @@ def default_wall_budget(scenario: Scenario) -> float:
     """The default per-seed wall budget: :data:`WALL_BUDGET_MARGIN` times the run's
     estimated cost (``_budget.estimate_events``, an upper bound, at about 10 us an
     event), and at least :data:`MIN_WALL_BUDGET` seconds. The flagship
-    (``trading_day``, about 5 s a run) gets 60 s.
+    (``trading_day``, about 5 s a run alone, up to 23 s with two seeds at once on two
+    cores shared with other work) gets 120 s.
     """
     events = sum(share.amount for share in estimate_events(scenario))
     budget = max(MIN_WALL_BUDGET, WALL_BUDGET_MARGIN * events * _SECONDS_PER_EVENT)

@@ -225,7 +225,7 @@ class _Helper:
         self.problem: str | None = None
         try:
             self.proc = subprocess.Popen(
-                [key[0], *key[1], "--helper"],
+                [key[0], *key[1], "--helper", self.dir],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=self.errors,
@@ -372,8 +372,19 @@ def _forked_child(request: dict[str, Any]) -> None:
         os._exit(code)
 
 
-def _helper_main() -> int:
-    """The helper: import the scenario runner once, then fork one child per request."""
+def _helper_main(directory: str | None) -> int:
+    """The helper: import the scenario runner once, then fork one child per request;
+    at the end of its input, remove ``directory`` (its supervisor's files: a process
+    pool's worker ends without running its own clean-up) and exit.
+    """
+    try:
+        return _serve()
+    finally:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve() -> int:
     importlib.import_module("transportkit.scenario._runner")
     out = sys.stdout.buffer
     while True:
@@ -432,8 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     """The child: read a task on standard input, run it, write the answer; with
     ``--helper``, be a helper (see :class:`_Helper`).
     """
-    if "--helper" in (sys.argv[1:] if argv is None else argv):
-        return _helper_main()
+    args = sys.argv[1:] if argv is None else argv
+    if "--helper" in args:
+        rest = args[args.index("--helper") + 1 :]
+        return _helper_main(rest[0] if rest else None)
     answer = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -16,7 +17,7 @@ from typing import Any
 
 from transportkit.cli import int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS, MAX_SEED
-from transportkit.scenario._cli import MAX_EVENTS_ALLOWED, check_output_path
+from transportkit.scenario._cli import MAX_EVENTS_ALLOWED, _same_file, check_output_path
 from transportkit.scenario._spec import ScenarioError
 from transportkit.scenario._sweep import (
     DEFAULT_MAX_SHOWN,
@@ -101,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_budget,
         metavar="SECONDS",
         help="wall seconds a seed may take before it is killed and counted a failure "
-        "(default: 10 times the run's estimated cost, at least 60)",
+        "(default: 20 times the run's estimated cost, at least 120)",
     )
     parser.add_argument(
         "--max-events",
@@ -182,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed_start + args.seeds - 1 > MAX_SEED:
         return _fail(f"--seed-start + --seeds - 1 must be at most {MAX_SEED}")
     if args.json is not None:
+        if os.path.exists(args.json) and _same_file(args.json, args.scenario):
+            return _fail(f"--json: {args.json} is the scenario file")
         problem = check_output_path(args.json)
         if problem is not None:
             return _fail(f"--json: {problem}")
