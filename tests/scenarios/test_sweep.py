@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import os
 import re
 import shlex
@@ -16,7 +17,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -111,20 +112,9 @@ def scenario_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sweep_tmpdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The temporary directory of the swarm sweep's processes."""
-    return tmp_path_factory.mktemp("sweep-tmp")
-
-
-@pytest.fixture(scope="module")
-def swarm_sweep(scenario_file: Path, sweep_tmpdir: Path) -> Iterator[SweepResult]:
-    """One swarm sweep of four seeds on the default executor (a process pool), its
-    processes' temporary files in ``sweep_tmpdir``.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TMPDIR", str(sweep_tmpdir))
-        patch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
-        yield sweep(scenario_file, range(10, 14), jobs=2, swarm=True)
+def swarm_sweep(scenario_file: Path) -> SweepResult:
+    """One swarm sweep of four seeds on the default executor (a process pool)."""
+    return sweep(scenario_file, range(10, 14), jobs=2, swarm=True)
 
 
 def replay_json(command: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
@@ -187,14 +177,20 @@ def test_the_replay_command_reproduces_the_seed_exactly(
 
 
 def test_a_sweep_leaves_no_process_and_no_file_behind(
-    swarm_sweep: SweepResult, sweep_tmpdir: Path
+    scenario_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The helpers exit once their worker is gone, and remove its files (a process
-    # pool's worker ends without running its own clean-up).
+    # A forkserver pool's workers end with os._exit, without running finalizers: the
+    # helper, whose input closes then, removes its supervisor's files and exits.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(1, mp_context=context) as pool:
+        result = sweep(scenario_file, [1], executor=pool)
+    assert result.results[0].trace_hash is not None
     deadline = time.monotonic() + 10
-    while list(sweep_tmpdir.iterdir()) and time.monotonic() < deadline:
+    while list(tmp_path.rglob("transportkit-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert list(sweep_tmpdir.iterdir()) == []
+    assert list(tmp_path.rglob("transportkit-*")) == []  # (pymp-* is the forkserver's)
 
 
 def test_swarm_choices_are_a_function_of_the_seed_alone(scenario_file: Path) -> None:
