@@ -301,7 +301,11 @@ def fake_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-FORK_MODES = pytest.mark.parametrize("fork", [True, False], ids=["forked", "new-interpreter"])
+FORK_MODES = pytest.mark.parametrize(
+    "fork",
+    [True, pytest.param(False, marks=pytest.mark.slow)],  # fork=False: a few seconds more
+    ids=["forked", "new-interpreter"],
+)
 
 
 @FORK_MODES
