@@ -477,3 +477,15 @@ def test_a_sweep_on_a_dask_cluster(
     text = capsys.readouterr().out
     assert f"(dask {dask_cluster.scheduler_address})" in text
     assert "summary: 0 passed, 1 failed" in text
+
+
+def test_an_executor_that_refuses_seeds_ends_the_sweep_with_the_reason(
+    scenario_file: Path,
+) -> None:
+    closed = ThreadPoolExecutor(1)
+    closed.shutdown()
+    result = sweep(scenario_file, range(3), executor=closed)
+    assert result.results == () and result.not_run == 3 and not result.passed
+    assert result.executor_error is not None
+    assert "cannot schedule new futures after shutdown" in result.executor_error
+    assert "not run: 3 seed(s) (the executor refused a seed: RuntimeError" in result.report_text()
