@@ -1,6 +1,9 @@
 """The ``transportkit`` command.
 
 - ``transportkit run SCENARIO``: run a scenario file (see ``scenarios/``) and report.
+- ``transportkit sweep SCENARIO --seeds N --jobs J``: run it once per seed in parallel
+  processes (or on a Dask cluster: ``--dask ADDRESS``) and report the failing seeds
+  with their replay commands.
 - ``transportkit`` (or ``transportkit demo``): run the seed's market-data and risk
   examples in a deterministic simulation; ``--backend zmq`` runs them on real sockets.
 """
@@ -169,14 +172,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="transportkit",
         description="Run the seed's trading examples (market data PUB/SUB and risk "
         "validation REQ/REP) on the simulated or the real ZeroMQ backend. "
-        "See also: transportkit run SCENARIO (transportkit run --help).",
+        "See also: transportkit run SCENARIO (transportkit run --help) and transportkit "
+        "sweep SCENARIO (transportkit sweep --help).",
     )
     parser.add_argument(
         "command",
         nargs="?",
         default="demo",
         choices=["demo"],
-        help="what to run (default: demo; also: run SCENARIO, bench [--json] [--quick])",
+        help="what to run (default: demo; also: run SCENARIO, sweep SCENARIO, bench "
+        "[--json] [--quick])",
     )
     parser.add_argument(
         "--backend", choices=["sim", "zmq"], default="sim", help="transport backend (default: sim)"
@@ -232,6 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from transportkit.scenario._cli import main as run_main  # noqa: PLC0415
 
         return run_main(arguments[1:])
+    if arguments[:1] == ["sweep"]:
+        from transportkit.scenario._sweep_cli import main as sweep_main  # noqa: PLC0415
+
+        return sweep_main(arguments[1:])
     if arguments[:1] == ["bench"]:
         from transportkit._bench import main as bench_main  # noqa: PLC0415
 

@@ -4,6 +4,11 @@ Load a TOML scenario with :func:`load`, run it with :func:`run_scenario` on the 
 backend (virtual time, deterministic: the default) or on real ZeroMQ sockets, and read
 the :class:`RunResult` or its report (:func:`report_text`, :func:`report_json`). The
 command line is ``transportkit run SCENARIO``.
+
+:func:`sweep` runs a scenario once per seed in parallel, through any
+``concurrent.futures.Executor`` (a process pool by default, a Dask cluster's), and
+returns a :class:`SweepResult` whose failures carry their replay commands; its
+command line is ``transportkit sweep SCENARIO --seeds N --jobs J``.
 """
 
 from transportkit.scenario._components import COMPONENTS, ComponentKind
@@ -13,10 +18,21 @@ from transportkit.scenario._metrics import Metrics, Receipt, Stream
 from transportkit.scenario._report import report_dict, report_json, report_text
 from transportkit.scenario._runner import RunResult, load, run_scenario
 from transportkit.scenario._spec import Scenario, ScenarioError
+from transportkit.scenario._sweep import (
+    FAULT_KINDS,
+    SweepResult,
+    default_wall_budget,
+    replay_command,
+    swarm_fault_kinds,
+    sweep,
+    with_fault_kinds,
+)
+from transportkit.scenario._sweep_types import SeedResult
 
 __all__ = [
     "COMPONENTS",
     "CUSTOM_CHECKS",
+    "FAULT_KINDS",
     "INVARIANTS",
     "ComponentKind",
     "Metrics",
@@ -24,13 +40,20 @@ __all__ = [
     "RunResult",
     "Scenario",
     "ScenarioError",
+    "SeedResult",
     "Stream",
+    "SweepResult",
     "Verdict",
+    "default_wall_budget",
     "load",
+    "replay_command",
     "report_dict",
     "report_json",
     "report_text",
     "run_scenario",
+    "swarm_fault_kinds",
+    "sweep",
+    "with_fault_kinds",
     "write_chrome_trace",
     "write_plot",
 ]

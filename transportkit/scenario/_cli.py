@@ -17,6 +17,7 @@ from transportkit.scenario._export import write_chrome_trace, write_plot
 from transportkit.scenario._report import report_json, report_text
 from transportkit.scenario._runner import ProgressHook, load, run_scenario
 from transportkit.scenario._spec import ScenarioError
+from transportkit.scenario._sweep import parse_fault_kinds, with_fault_kinds
 
 __all__ = ["check_output_path", "main"]
 
@@ -55,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--plot", metavar="FILE", help="write a PNG: deliveries and faults over time, latencies"
+    )
+    parser.add_argument(
+        "--faults",
+        metavar="KINDS",
+        help="keep only these kinds of the scenario's faults, comma-separated, or none "
+        "(crash, partition, hold, drop_connection, latency: what a swarm sweep's replay "
+        "command passes)",
     )
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
     parser.add_argument(
@@ -193,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(problem)
     try:
         scenario = load(args.scenario, max_events=args.max_events)
-    except ScenarioError as exc:
+        if args.faults is not None:
+            scenario = with_fault_kinds(scenario, parse_fault_kinds(args.faults))
+    except (ScenarioError, ValueError) as exc:
         return _fail(str(exc))
     record = True if args.trace else None
     hook, bar = _progress_bar(not args.no_progress and not args.json)
