@@ -95,6 +95,14 @@ from transportkit.sim_backend._latency import (
     Uniform,
 )
 from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._sched import (
+    FifoScheduler,
+    PCTScheduler,
+    RandomScheduler,
+    ReplayScheduler,
+    Schedule,
+    Scheduler,
+)
 from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Link, Node, Simulation
 
@@ -105,16 +113,22 @@ __all__ = [
     "Empirical",
     "Fault",
     "FaultSchedule",
+    "FifoScheduler",
     "Hold",
     "LatencyModel",
     "Link",
     "LogNormal",
     "Node",
     "Normal",
+    "PCTScheduler",
     "Partition",
+    "RandomScheduler",
     "Release",
     "Repair",
+    "ReplayScheduler",
     "Restart",
+    "Schedule",
+    "Scheduler",
     "SetLatency",
     "SimEventLoop",
     "Simulation",
