@@ -10,6 +10,7 @@ wrong order.
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 __all__ = [
     "AddressInUseError",
@@ -119,8 +120,8 @@ class InvariantViolation(SimulationError):
         kind: ``"always"`` or ``"eventually"``.
         time: Virtual time of the violation, in seconds.
         seed: The simulation's seed.
-        events: The last trace events up to the violation (at most 50; empty when the
-            simulation does not record its trace).
+        events: The last trace events (``TraceEvent``) up to the violation (at most
+            50; empty when the simulation does not record its trace).
     """
 
     def __init__(
@@ -131,7 +132,7 @@ class InvariantViolation(SimulationError):
         kind: str = "always",
         time: float = 0.0,
         seed: int = 0,
-        events: tuple[object, ...] = (),
+        events: tuple[Any, ...] = (),
     ) -> None:
         super().__init__(message)
         self.name = name

@@ -6,6 +6,7 @@ import asyncio
 import json
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -204,6 +205,7 @@ def _guarantees(seed: int, mode: str, kind: str) -> None:
     senders, count = 3, 15
 
     async def sender(node: Node, index: int) -> None:
+        sock: Any
         if kind == "pushpull":
             sock = node.pusher(connect="tcp://hub:7000", options=options)
         else:
@@ -218,6 +220,7 @@ def _guarantees(seed: int, mode: str, kind: str) -> None:
 
     async def main() -> None:
         hub = sim.node("hub")
+        sock: Any
         if kind == "pushpull":
             sock = hub.puller(bind="tcp://*:7000", options=options)
         else:

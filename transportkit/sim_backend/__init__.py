@@ -103,6 +103,7 @@ from transportkit.sim_backend._sched import (
     Schedule,
     Scheduler,
 )
+from transportkit.sim_backend._shrink import Shrunk, shrink
 from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Link, Node, Simulation
 
@@ -130,6 +131,7 @@ __all__ = [
     "Schedule",
     "Scheduler",
     "SetLatency",
+    "Shrunk",
     "SimEventLoop",
     "Simulation",
     "Trace",
@@ -137,4 +139,5 @@ __all__ = [
     "Uniform",
     "apply_fault",
     "schedule_faults",
+    "shrink",
 ]
