@@ -241,6 +241,28 @@ def _no_check() -> None:
     pass
 
 
+class _Exploring:
+    """What the loop needs beyond FIFO: the scheduler, its record, the trace, the
+    invariants, and the state of a switch away from the fast path.
+    """
+
+    __slots__ = ("in_general", "invariants", "schedule", "scheduler", "switching", "trace")
+
+    def __init__(
+        self,
+        scheduler: Scheduler | None,
+        schedule: Schedule | None,
+        trace: Trace | None,
+        invariants: Invariants | None,
+    ) -> None:
+        self.scheduler = scheduler
+        self.schedule = schedule
+        self.trace = trace
+        self.invariants = invariants
+        self.switching = False
+        self.in_general = False
+
+
 class SimEventLoop(asyncio.SelectorEventLoop):
     """The event loop of a :class:`~transportkit.sim_backend.Simulation`.
 
@@ -279,29 +301,28 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             from transportkit.sim_backend._sched import Schedule  # noqa: PLC0415
 
             schedule = Schedule(scheduler.name, 0)
-        self._scheduler = scheduler
-        self._schedule = schedule
-        self._trace = trace
-        self._invariants = invariants
-        self._switching = False
-        self._in_general = False
+        # One attribute: a bigger instance dict would slow the lookups of every
+        # call_soon (measured: +0.6% instructions per message in FIFO mode).
+        self._exploring = _Exploring(scheduler, schedule, trace, invariants)
 
     def _needs_general(self) -> bool:
-        invariants = self._invariants
-        return self._scheduler is not None or (invariants is not None and invariants.active)
+        invariants = self._exploring.invariants
+        return self._exploring.scheduler is not None or (
+            invariants is not None and invariants.active
+        )
 
     def refresh(self) -> None:
         """Take note that invariants were registered: from the next iteration on, the
         loop leaves its FIFO fast path to check them after every step.
         """
         this: Any = self
-        if this.is_running() and not self._in_general and not this._stopping:
-            self._switching = True
+        if this.is_running() and not self._exploring.in_general and not this._stopping:
+            self._exploring.switching = True
             this._stopping = True
 
     def stop(self) -> None:
         """:meth:`asyncio.BaseEventLoop.stop`."""
-        self._switching = False
+        self._exploring.switching = False
         super().stop()
 
     def time(self) -> float:
@@ -363,17 +384,17 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             return
         while True:
             if self._needs_general():
-                self._in_general = True
+                self._exploring.in_general = True
                 try:
                     self._run_scheduled()
                 finally:
-                    self._in_general = False
+                    self._exploring.in_general = False
                 return
             self._run_fifo()
-            if not self._switching:
+            if not self._exploring.switching:
                 return
             # refresh() stopped the fast path to switch to the checked one.
-            self._switching = False
+            self._exploring.switching = False
             this._stopping = False
 
     def _run_fifo(self) -> None:
@@ -444,12 +465,12 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         ready: deque[Any] = this._ready
         popleft = ready.popleft
         selector = self._sim_selector
-        invariants = self._invariants
+        invariants = self._exploring.invariants
         check = invariants.check if invariants is not None else _no_check
-        scheduler = self._scheduler
+        scheduler = self._exploring.scheduler
         choose = scheduler.choose if scheduler is not None else None
-        record = self._schedule
-        trace = self._trace
+        record = self._exploring.schedule
+        trace = self._exploring.trace
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -499,7 +520,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                     index = choose(step, ready, old)
                     if index:
                         if type(index) is not int or not 0 < index < len(ready):
-                            self._scheduler = None  # FIFO for the clean-up that follows
+                            self._exploring.scheduler = None  # FIFO for the clean-up that follows
                             raise SimulationError(
                                 f"scheduler {scheduler!r} chose {index!r} at step {step}: "
                                 f"an index from 0 to {len(ready) - 1} was expected"
