@@ -128,9 +128,11 @@ def _fifo_hash(seed: int) -> str:
     return sim.trace.hash
 
 
+@pytest.mark.parametrize("shuffle_ties", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_same_seed_same_run_in_every_mode(mode: str) -> None:
-    a, b = Simulation(11, scheduler=mode), Simulation(11, scheduler=mode)
+def test_same_seed_same_run_in_every_mode(mode: str, shuffle_ties: bool) -> None:
+    a = Simulation(11, scheduler=mode, shuffle_ties=shuffle_ties)
+    b = Simulation(11, scheduler=mode, shuffle_ties=shuffle_ties)
     assert _pubsub_program(a) == _pubsub_program(b)
     assert a.trace.hash == b.trace.hash
     assert a.schedule.to_json() == b.schedule.to_json()

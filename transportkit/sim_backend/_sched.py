@@ -292,7 +292,8 @@ class Schedule:
     Attributes:
         mode: The scheduler's name (``"fifo"``, ``"random"``, ``"pct"``, ``"replay"``...).
         seed: The simulation's seed.
-        steps: How many steps ran so far.
+        steps: How many steps ran so far (not counted in the FIFO mode, whose fast
+            path records nothing; a :class:`ReplayScheduler` with no choices counts).
     """
 
     __slots__ = ("_indices", "_steps", "mode", "seed", "steps")

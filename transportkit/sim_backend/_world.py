@@ -165,7 +165,8 @@ class Simulation:
     """A deterministic, virtual-time model of a ZeroMQ deployment.
 
     Args:
-        seed: Seeds the one RNG of the run (latency samples and anything else random).
+        seed: Seeds the RNG of the model, :attr:`rng` (latency samples and anything
+            else random); a scheduler other than FIFO derives its own RNG from it.
         latency: Default one-way latency of links between nodes (and between sockets of
             one node over ipc/tcp); inproc has no delay.
         record_trace: Keep every trace event (the hash is always kept).
