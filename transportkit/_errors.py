@@ -10,6 +10,7 @@ wrong order.
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 __all__ = [
     "AddressInUseError",
@@ -18,6 +19,7 @@ __all__ = [
     "EndpointError",
     "FrameError",
     "HostUnreachableError",
+    "InvariantViolation",
     "OptionError",
     "ProtocolError",
     "ServiceUnavailableError",
@@ -107,3 +109,34 @@ class SimulationError(TransportError):
 
 class SimulationDeadlock(SimulationError):
     """The simulation has no pending event, yet the main coroutine is still waiting."""
+
+
+class InvariantViolation(SimulationError):
+    """An invariant registered with ``Simulation.always`` or ``Simulation.eventually``
+    did not hold: the run stops at the step where it broke.
+
+    Attributes:
+        name: The invariant's name.
+        kind: ``"always"`` or ``"eventually"``.
+        time: Virtual time of the violation, in seconds.
+        seed: The simulation's seed.
+        events: The last trace events (``TraceEvent``) up to the violation (at most
+            50; empty when the simulation does not record its trace).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str = "",
+        kind: str = "always",
+        time: float = 0.0,
+        seed: int = 0,
+        events: tuple[Any, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.kind = kind
+        self.time = time
+        self.seed = seed
+        self.events = events

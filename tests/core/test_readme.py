@@ -59,3 +59,5 @@ def test_python_examples_run_and_print_what_the_text_promises() -> None:
     assert printed[0] == "[b'approved', b'Position limit exceeded']"
     assert printed[1] == "[b'approved', b'Position limit exceeded']"
     assert printed[2].startswith("virtual time ")
+    assert "FIFO except step 1 (index 1)" in printed  # the scheduler section
+    assert "never short 0.5" in printed

@@ -20,9 +20,10 @@ SOURCE = Path(sim_backend.__file__).parent
 
 # Each module may import at runtime only modules of a lower layer.
 LAYERS = [
-    ["_trace", "_latency", "_guards"],
+    ["_trace", "_latency", "_guards", "_sched"],
+    ["_invariants"],
     ["_loop", "_topology", "_faults", "_perfetto"],
-    ["_pipes"],
+    ["_pipes", "_shrink"],
     ["_wire", "_sockets"],
     ["_world"],
     ["__init__"],

@@ -219,7 +219,7 @@ def test_a_hypothesis_strategy_of_faults_is_drawn_from_by_the_seed_deterministic
     assert out.stdout.strip() == repr(drawn)
 
 
-def test_the_body_runs_in_the_exploring_scheduler_when_the_simulation_has_one(
+def test_the_body_runs_in_the_exploring_scheduler_by_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     made: list[object] = []
@@ -230,7 +230,6 @@ def test_the_body_runs_in_the_exploring_scheduler_when_the_simulation_has_one(
             super().__init__(seed, **options)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_simtest, "Simulation", WithScheduler)
-    assert _simtest.simulation_has_scheduler()
     spec = _simtest._Spec.make(
         seeds=1,
         scheduler=None,
@@ -254,20 +253,6 @@ def test_the_body_runs_in_the_exploring_scheduler_when_the_simulation_has_one(
     )
     picked.simulation(9)
     assert made == ["random", ("replayer", 9)]
-
-
-def test_without_a_scheduler_keyword_an_explicit_scheduler_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_simtest, "simulation_has_scheduler", lambda: False)
-
-    async def body() -> None:
-        pass
-
-    with pytest.raises(ValueError, match="needs a Simulation with a scheduler= keyword"):
-        sim_test(scheduler="pct")(body)
-    sim_test(scheduler="fifo")(body)  # what every Simulation does
-    sim_test(body)  # the default: random where there is one, FIFO here
 
 
 @pytest.mark.parametrize(
@@ -459,10 +444,6 @@ async def test_tasks_resume_in_creation_order():
 """
 
 
-@pytest.mark.skipif(
-    not _simtest.simulation_has_scheduler(),
-    reason="needs Simulation(scheduler=...), which this branch does not have yet",
-)
 def test_the_exploring_default_finds_a_hidden_task_order_and_replays_it(
     pytester: pytest.Pytester,
 ) -> None:

@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=seed_argument, help="override the scenario's seed (sim only)"
     )
+    parser.add_argument(
+        "--scheduler",
+        choices=["fifo", "random", "pct"],
+        default="fifo",
+        help="order of simultaneously ready tasks (sim only): fifo (default, the golden "
+        "files' order), random or pct to explore other interleavings of the seed",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--trace",
@@ -137,6 +144,8 @@ def _command_line_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the command line (outputs included), before anything runs."""
     if args.backend == "zmq" and args.seed is not None:
         return "--seed applies to the sim backend only"
+    if args.backend == "zmq" and args.scheduler != "fifo":
+        return "--scheduler applies to the sim backend only"
     if args.backend == "zmq" and args.trace:
         return "--trace applies to the sim backend only (a zmq run records no trace)"
     outputs = [(name, path) for name, path in (("--trace", args.trace), ("--plot", args.plot))]
@@ -209,7 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     hook, bar = _progress_bar(not args.no_progress and not args.json)
     try:
         result = run_scenario(
-            scenario, backend=args.backend, seed=args.seed, progress=hook, record_trace=record
+            scenario,
+            backend=args.backend,
+            seed=args.seed,
+            progress=hook,
+            record_trace=record,
+            scheduler=args.scheduler,
         )
     except ScenarioError as exc:  # refused before it started (see run_scenario)
         return _fail(str(exc))

@@ -29,6 +29,7 @@ from transportkit.sim_backend import (
     Fault,
     Node,
     Restart,
+    Scheduler,
     Simulation,
     schedule_faults,
 )
@@ -131,6 +132,7 @@ def run_scenario(
     seed: int | None = None,
     progress: ProgressHook | None = None,
     record_trace: bool | None = None,
+    scheduler: str | Scheduler = "fifo",
 ) -> RunResult:
     """Run ``scenario`` and evaluate its invariants.
 
@@ -142,6 +144,9 @@ def run_scenario(
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).
+        scheduler: The sim's scheduler (``Simulation(scheduler=...)``): ``"fifo"``,
+            the default, which the golden reports use; ``"random"`` or ``"pct"`` to
+            explore other interleavings. Ignored on zmq.
 
     Raises:
         ScenarioError: Before anything runs: ``record_trace`` asks to keep the trace of
@@ -153,7 +158,9 @@ def run_scenario(
     if backend == "sim":
         if record_trace and not scenario.record_trace:
             check_budget(scenario, record_trace=True)
-        return _run_sim(scenario, scenario.seed if seed is None else seed, progress, record_trace)
+        return _run_sim(
+            scenario, scenario.seed if seed is None else seed, progress, record_trace, scheduler
+        )
     if backend == "zmq":
         check_open_files(scenario, _open_files_limit())
         return asyncio.run(_run_zmq(scenario, progress))
@@ -161,11 +168,15 @@ def run_scenario(
 
 
 def _run_sim(
-    scenario: Scenario, seed: int, progress: ProgressHook | None, record_trace: bool | None
+    scenario: Scenario,
+    seed: int,
+    progress: ProgressHook | None,
+    record_trace: bool | None,
+    scheduler: str | Scheduler = "fifo",
 ) -> RunResult:
     wall = wallclock.perf_counter()
     record = scenario.record_trace if record_trace is None else record_trace
-    sim = Simulation(seed, latency=scenario.latency, record_trace=record)
+    sim = Simulation(seed, latency=scenario.latency, record_trace=record, scheduler=scheduler)
     for link in scenario.links:
         sim.link(link.a, link.b).latency = link.latency
         if link.both_ways:

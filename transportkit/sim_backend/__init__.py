@@ -39,6 +39,14 @@ What is modelled, and how (the choices where libzmq is inexact):
 - A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
   the last frame survives (and a conflating SUB filters on that frame).
 
+Scheduling (``Simulation(seed, scheduler=...)``, :mod:`transportkit.sim_backend._sched`):
+FIFO by default, as asyncio; ``"random"`` and ``"pct"`` reorder the asyncio callbacks
+that are ready at once (never SimPy events, so per-pipe FIFO and multipart atomicity
+hold), record the choices that differ from FIFO in ``sim.schedule`` and the trace, and
+replay them with :class:`ReplayScheduler`; :func:`shrink` reduces a failing run to the
+fewest choices and faults. ``Simulation.always`` and ``Simulation.eventually`` check
+invariants after every step and raise :class:`~transportkit.InvariantViolation`.
+
 What a run refuses. While :meth:`Simulation.run` runs, in the thread running it, these
 raise :class:`~transportkit.SimulationError` naming the call and what to use instead
 (``asyncio.sleep``, ``asyncio.create_task`` or ``Node.spawn``, ``asyncio.Event`` and the
@@ -124,6 +132,15 @@ from transportkit.sim_backend._latency import (
     Uniform,
 )
 from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._sched import (
+    FifoScheduler,
+    PCTScheduler,
+    RandomScheduler,
+    ReplayScheduler,
+    Schedule,
+    Scheduler,
+)
+from transportkit.sim_backend._shrink import Shrunk, shrink
 from transportkit.sim_backend._topology import Link
 from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Node, Simulation
@@ -136,17 +153,24 @@ __all__ = [
     "Empirical",
     "Fault",
     "FaultSchedule",
+    "FifoScheduler",
     "Hold",
     "LatencyModel",
     "Link",
     "LogNormal",
     "Node",
     "Normal",
+    "PCTScheduler",
     "Partition",
+    "RandomScheduler",
     "Release",
     "Repair",
+    "ReplayScheduler",
     "Restart",
+    "Schedule",
+    "Scheduler",
     "SetLatency",
+    "Shrunk",
     "SimEventLoop",
     "Simulation",
     "Trace",
@@ -154,4 +178,5 @@ __all__ = [
     "Uniform",
     "apply_fault",
     "schedule_faults",
+    "shrink",
 ]

@@ -26,9 +26,11 @@ from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._timeouts import wait_for
 from transportkit.sim_backend._guards import RunGuard
+from transportkit.sim_backend._invariants import Invariants
 from transportkit.sim_backend._latency import Constant, LatencyModel
-from transportkit.sim_backend._loop import IdleEvents, SimEventLoop
+from transportkit.sim_backend._loop import IdleEvents, SimEventLoop, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
+from transportkit.sim_backend._sched import FifoScheduler, Schedule, Scheduler, make_scheduler
 from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
 from transportkit.sim_backend._topology import Link, Topology
 from transportkit.sim_backend._trace import Trace
@@ -117,7 +119,8 @@ class Simulation:
             other choice of the model) and ``global_rng``, which the global ``random``
             functions, ``random.SystemRandom``, ``secrets``, ``os.urandom`` and so
             ``uuid.uuid4`` draw from inside a run (apart, so that code drawing random
-            numbers does not shift the model's draws).
+            numbers does not shift the model's draws); a scheduler other than FIFO
+            derives a third RNG of its own from it.
         latency: Default one-way latency of links between nodes (and between sockets of
             one node over ipc/tcp); inproc has no delay.
         record_trace: Keep every trace event (the hash is always kept).
@@ -125,6 +128,20 @@ class Simulation:
             connection changes, faults) by the seed instead of by the order they were
             scheduled, to explore other interleavings. Per-pipe FIFO still holds; the
             run is still a pure function of the seed.
+        scheduler: The order in which the asyncio callbacks ready at the same step of
+            the event loop run (tasks resuming): ``"fifo"`` (asyncio's own order, the
+            default: runs, trace hashes and golden files as before), ``"random"`` (a
+            random walk: each choice uniform, from an RNG derived from ``seed`` but
+            separate from :attr:`rng`), ``"pct"`` (probabilistic concurrency testing,
+            :class:`~transportkit.sim_backend.PCTScheduler` with its defaults), or a
+            :class:`~transportkit.sim_backend.Scheduler` object (such as a
+            :class:`~transportkit.sim_backend.ReplayScheduler` replaying
+            :attr:`schedule`). Only callbacks are reordered, never SimPy events, so
+            per-pipe FIFO and multipart atomicity hold in every mode. Non-FIFO
+            choices are recorded in :attr:`schedule` and in the trace (so in its hash).
+
+    Raises:
+        OptionError: ``seed`` is not an int, or ``scheduler`` is not one of the above.
 
     Example:
         >>> sim = Simulation(seed=1)
@@ -139,6 +156,7 @@ class Simulation:
         latency: LatencyModel | None = None,
         record_trace: bool = True,
         shuffle_ties: bool = False,
+        scheduler: str | Scheduler = "fifo",
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -165,6 +183,10 @@ class Simulation:
         )
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._message_ids = itertools.count(1)
+        self.scheduler = make_scheduler(scheduler, seed)
+        self.schedule = Schedule(self.scheduler.name, seed)
+        """The record of this run's scheduling choices that differ from FIFO."""
+        self._invariants = Invariants(lambda: float(self.env._now), seed, self.trace)
 
     # -- topology ---------------------------------------------------------------------
 
@@ -303,7 +325,7 @@ class Simulation:
                 "another simulation, or asyncio.run): run simulations one after another"
             )
         with RunGuard(clock=lambda: float(self.env._now), rng=self.global_rng) as guard:
-            loop = SimEventLoop(self.env, idle=self._idle)
+            loop = self._new_loop()
             loop.set_task_factory(self._task_factory)
             self.loop = loop
             try:
@@ -373,6 +395,66 @@ class Simulation:
         coro = node.main(node)
         node.spawn(_as_coroutine(coro), name=f"{node.name}.main")
 
+    # -- scheduling and invariants ----------------------------------------------------
+
+    def _new_loop(self) -> SimEventLoop:
+        fifo = type(self.scheduler) is FifoScheduler
+        return SimEventLoop(
+            self.env,
+            idle=self._idle,
+            scheduler=None if fifo else self.scheduler,
+            schedule=self.schedule,
+            trace=self.trace,
+            invariants=self._invariants,
+        )
+
+    def always(self, predicate: Callable[[], object], *, name: str | None = None) -> None:
+        """Check that ``predicate()`` is true after every step from now on.
+
+        A step is one asyncio callback the event loop runs (a task resuming) or one
+        SimPy event it processes (a delivery, a connection change, a fault); the first
+        check is after the next step. While no invariant is registered nothing is
+        checked; each registered one costs a call per step.
+
+        Args:
+            predicate: Called with no argument; a false result fails the run.
+            name: Names the invariant in the error (default: the predicate's name).
+
+        Raises:
+            OptionError: ``predicate`` is not callable.
+            InvariantViolation: Out of :meth:`run`, at the first step after which the
+                predicate is false or raises (then its ``__cause__``); it names the
+                invariant, the virtual time and the seed and carries the last trace
+                events. The run stops there (its tasks are cancelled).
+        """
+        self._invariants.add_always(predicate, name or _name_of(predicate))
+        if self.loop is not None:
+            self.loop.refresh()
+
+    def eventually(
+        self, predicate: Callable[[], object], *, within: float, name: str | None = None
+    ) -> None:
+        """Check that ``predicate()`` becomes true after some step within ``within``
+        virtual seconds from now (checked after every step until it has held once).
+
+        Args:
+            predicate: Called with no argument.
+            within: The bound, in virtual seconds (finite, >= 0).
+            name: Names the invariant in the error (default: the predicate's name).
+
+        Raises:
+            OptionError: ``predicate`` is not callable, or ``within`` is not a finite
+                number of seconds >= 0.
+            InvariantViolation: Out of :meth:`run`, at the deadline if the predicate
+                never held (or when it raises). A run that ends before the deadline
+                leaves the invariant pending for the next run of the simulation.
+        """
+        deadline = self._invariants.add_eventually(predicate, within, name or _name_of(predicate))
+        # A step at the deadline, so that a violation is reported exactly then.
+        schedule_call(self.env, deadline, _nothing, ())
+        if self.loop is not None:
+            self.loop.refresh()
+
     # -- endpoints and connections (used by sockets) ----------------------------------
 
     def next_message_id(self) -> int:
@@ -420,6 +502,14 @@ class Simulation:
     def _later(self, delay: float, callback: Callable[[], object], *, idle: bool = False) -> None:
         """Call ``callback`` after ``delay`` virtual seconds (the wire's timers)."""
         self.wire._later(delay, callback, idle=idle)
+
+
+def _name_of(predicate: Callable[[], object]) -> str:
+    return str(getattr(predicate, "__qualname__", None) or repr(predicate))
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _as_coroutine(awaitable: Awaitable[T]) -> T:

@@ -45,7 +45,6 @@ __all__ = [
     "MAX_SEEDS",
     "REPORT_ATTRIBUTE",
     "sim_test",
-    "simulation_has_scheduler",
 ]
 
 DEFAULT_SEEDS: Final = 100
@@ -73,11 +72,6 @@ FaultSource = FaultSchedule | Callable[[int], FaultSchedule] | Any
 SchedulerSource = str | Callable[[int], Any]
 
 _EXPLORING = "random"
-
-
-def simulation_has_scheduler() -> bool:
-    """Whether this transportkit's :class:`Simulation` takes a ``scheduler=`` keyword."""
-    return "scheduler" in inspect.signature(Simulation).parameters
 
 
 @overload
@@ -249,11 +243,6 @@ class _Spec:
                 "scheduler must be a name or a function of the seed returning a scheduler, "
                 f"got {type(scheduler).__name__}"
             )
-        if scheduler not in (None, "fifo") and not simulation_has_scheduler():
-            raise ValueError(
-                f"scheduler={scheduler!r} needs a Simulation with a scheduler= keyword; "
-                "this transportkit's simulations run FIFO only"
-            )
         if "seed" in simulation_options:
             raise TypeError("the seed comes from seeds=, not from a Simulation option")
         node_items: list[tuple[str, NodeMain]] = []
@@ -306,9 +295,8 @@ class _Spec:
     def simulation(self, seed: int) -> Simulation:
         """A fresh simulation for ``seed``."""
         options = dict(self.simulation_options)
-        if simulation_has_scheduler():
-            chosen = _EXPLORING if self.scheduler is None else self.scheduler
-            options["scheduler"] = chosen if isinstance(chosen, str) else chosen(seed)
+        chosen = _EXPLORING if self.scheduler is None else self.scheduler
+        options["scheduler"] = chosen if isinstance(chosen, str) else chosen(seed)
         return Simulation(seed, **options)
 
 
