@@ -95,6 +95,7 @@ from transportkit.sim_backend._latency import (
     Uniform,
 )
 from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._run import TaskFailure, allow_failure
 from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Link, Node, Simulation
 
@@ -118,9 +119,11 @@ __all__ = [
     "SetLatency",
     "SimEventLoop",
     "Simulation",
+    "TaskFailure",
     "Trace",
     "TraceEvent",
     "Uniform",
+    "allow_failure",
     "apply_fault",
     "schedule_faults",
 ]
