@@ -11,7 +11,9 @@ from any test runner, with a harness for the backend under test::
 The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
 when transportkit is installed) provides a ``backend`` fixture parametrized over
 ``sim`` and ``zmq``. Hypothesis strategies live in :mod:`transportkit.testing.strategies`
-(imported separately, since Hypothesis is a test-only dependency).
+(imported separately, since Hypothesis is a test-only dependency), and an example
+``RuleBasedStateMachine`` that steps a simulated Majordomo deployment through traffic
+and faults, to copy, in :mod:`transportkit.testing.stateful`.
 """
 
 from transportkit.testing._checks import (
