@@ -107,7 +107,8 @@ class Node(Network):
     """One simulated process: a :class:`~transportkit.Network` whose sockets live in it.
 
     Tasks started with :meth:`spawn` (and the tasks they create) belong to the node and
-    are cancelled when it crashes; its sockets vanish with their queues.
+    are cancelled when it crashes or the simulation is closed; its sockets vanish with
+    their queues.
     """
 
     def __init__(
@@ -207,10 +208,14 @@ class Simulation:
             scheduled, to explore other interleavings. Per-pipe FIFO still holds; the
             run is still a pure function of the seed.
 
+    One world from the first :meth:`run`, :meth:`run_for` or :meth:`run_until` to
+    :meth:`close` (also ``with Simulation(...) as sim:``): tasks live across those calls.
+
     Example:
-        >>> sim = Simulation(seed=1)
-        >>> exchange, trader = sim.node("exchange"), sim.node("trader")
-        >>> result = sim.run(main(exchange, trader))  # doctest: +SKIP
+        >>> with Simulation(seed=1) as sim:  # doctest: +SKIP
+        ...     exchange, trader = sim.node("exchange", main=feed), sim.node("trader")
+        ...     result = sim.run(main(trader))
+        ...     sim.run_for(10.0)  # the feed goes on
     """
 
     def __init__(
@@ -254,8 +259,10 @@ class Simulation:
 
         Args:
             name: Node name (also usable as a tcp host name).
-            main: Optional ``async def main(node)``, started when the simulation runs
-                and again after every restart of the node.
+            main: Optional ``async def main(node)``, started by the next call that
+                advances the world (``run``, ``run_for``, ``run_until``) and again after
+                every restart of the node; it lives until it returns, the node crashes
+                or the simulation is closed.
         """
         node = self.nodes.get(name)
         if node is None:
