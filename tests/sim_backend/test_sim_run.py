@@ -418,8 +418,15 @@ def test_a_simulation_left_unclosed_with_live_tasks_is_collected_quietly(
             sim.node("risk", main=risk_server)
             desk = sim.node("desk")
 
+            async def cleans_up_asynchronously() -> None:
+                try:
+                    await asyncio.sleep(100)
+                finally:
+                    await asyncio.sleep(0)  # closed by Python alone: "ignored GeneratorExit"
+
             async def main(node: Node) -> bytes:
                 node.spawn(asyncio.sleep(100))
+                node.spawn(cleans_up_asynchronously())
                 asyncio.create_task(asyncio.sleep(50))  # noqa: RUF006
                 return await request(node, b"o1")
 
