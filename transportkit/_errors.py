@@ -27,6 +27,7 @@ __all__ = [
     "SimulationError",
     "StaleDataError",
     "StateError",
+    "TaskFailed",
     "Timeout",
     "TransportError",
     "UnsupportedError",
@@ -140,3 +141,37 @@ class InvariantViolation(SimulationError):
         self.time = time
         self.seed = seed
         self.events = events
+
+
+class TaskFailed(SimulationError):
+    """A task of a simulation ended with an exception that nobody retrieved.
+
+    Raised out of ``Simulation.run``, ``run_for`` and ``run_until`` (and ``close``) at
+    the virtual instant the failure became unhandled. Its ``__cause__`` is the task's
+    own exception.
+
+    Attributes:
+        node: Name of the node the task belonged to, or None (a task of no node, or an
+            exception that escaped a loop callback).
+        task: The task's name (a node main is ``"NODE.main"``), or the callback's
+            description.
+        time: Virtual time of the failure, in seconds.
+        seed: The simulation's seed, to replay the run.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        node: str | None = None,
+        task: str = "",
+        time: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.node = node
+        self.task = task
+        self.time = time
+        self.seed = seed
+
+    def __reduce__(self) -> tuple[type[TaskFailed], tuple[str, str | None, str, float, int]]:
+        return (type(self), (str(self), self.node, self.task, self.time, self.seed))

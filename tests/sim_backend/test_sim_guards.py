@@ -34,7 +34,7 @@ import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transportkit import Puller, Pusher, SimulationError, SocketKind
+from transportkit import Puller, Pusher, SimulationError, SocketKind, TaskFailed
 from transportkit.sim_backend import Node, Simulation
 from transportkit.zmq_backend import BlockingSocket, ZmqNetwork
 
@@ -477,9 +477,11 @@ def test_a_refused_call_in_a_node_task_fails_the_run(
     with pytest.raises(SimulationError, match=match) as caught:
         sim.run(asyncio.sleep(1))
     # The task itself failed with the refusal (its cause); nothing ran past the call.
+    assert isinstance(caught.value, TaskFailed)
     assert isinstance(caught.value.__cause__, SimulationError)
     assert reached == ["call"]
-    assert sim.now == 1  # the run went on to its end in virtual time
+    assert sim.now == 0.5  # the run stopped at the failure (TaskFailed), not at its end
+    sim.close()
 
 
 def test_a_refusal_in_an_awaited_task_is_the_run_error_itself() -> None:
@@ -658,18 +660,26 @@ def test_originals_are_restored_after_a_run_that_raised(
     with pytest.raises(raised, match=match):
         sim.run(_refuse_then(ending), timeout=1)
     assert _snapshot() == before
-    assert sim.loop is None
+    if ending == "keyboard-interrupt":
+        assert sim.closed  # an interrupt that went through the world ends it
+        sim = Simulation()
+    else:
+        assert sim.loop is not None
+        assert not sim.loop.is_running()  # the world stays, stopped, until close()
     time.sleep(0.001)  # works again here
     # and the next run of the same simulation is guarded again
     with pytest.raises(SimulationError, match=r"time\.sleep"):
         sim.run(_refuse_then("refusal"))
+    assert _snapshot() == before
+    sim.close()
+    assert sim.loop is None
     assert _snapshot() == before
 
 
 def test_a_run_inside_a_run_is_refused_and_leaves_the_outer_guards() -> None:
     async def main() -> None:
         inner = asyncio.sleep(0)
-        with pytest.raises(RuntimeError, match="running event loop"):
+        with pytest.raises(RuntimeError, match="runs do not nest"):
             Simulation().run(inner)
         inner.close()
         time.sleep(0.01)

@@ -288,9 +288,16 @@ class BinaryStarServer(Service):
         return self.state is BStarState.ACTIVE
 
     def start(self) -> None:
-        """Run :meth:`run` in a background task. Idempotent."""
+        """Run :meth:`run` in a background task. Idempotent.
+
+        A :class:`SplitBrainError` ends the task normally: it is kept in :attr:`fatal`.
+        """
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self.run())
+            self._task = asyncio.get_running_loop().create_task(self._run_in_background())
+
+    async def _run_in_background(self) -> None:
+        with contextlib.suppress(SplitBrainError):  # kept in self.fatal
+            await self.run()
 
     async def run(self) -> None:
         """Run the state machine and serve clients until cancelled or closed.

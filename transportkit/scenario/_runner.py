@@ -193,6 +193,7 @@ def _run_sim(
     if progress is not None:
         _progress_ticks(sim, total, progress)
     sim.run(asyncio.sleep(total))
+    sim.close()  # the components' tasks end (and count what they saw) before the verdicts
     verdicts = _finish(scenario, ctx)
     faults = [(at, fault, "applied") for at, fault in scenario.faults]
     return RunResult(

@@ -2,7 +2,12 @@
 
 Build a :class:`Simulation`, take a :class:`Node` (a :class:`~transportkit.Network`) per
 simulated process, and run unmodified ``async def`` trading logic with
-:meth:`Simulation.run`. Latency, HWM drops, slow joiners, disconnects, partitions and
+:meth:`Simulation.run`; step the same world with :meth:`Simulation.run_for` and
+:meth:`Simulation.run_until` (tasks live across calls) and end it with
+:meth:`Simulation.close`. A task's unhandled exception fails the call with
+:class:`~transportkit.TaskFailed`; :func:`allow_failure` (or ``Node.spawn(...,
+may_fail=True)``) declares a task that may fail, recorded in
+:attr:`Simulation.task_failures`. Latency, HWM drops, slow joiners, disconnects, partitions and
 crashes are modelled; the same seed always gives the same run and the same trace hash.
 
 What is modelled, and how (the choices where libzmq is inexact):
@@ -47,7 +52,8 @@ replay them with :class:`ReplayScheduler`; :func:`shrink` reduces a failing run 
 fewest choices and faults. ``Simulation.always`` and ``Simulation.eventually`` check
 invariants after every step and raise :class:`~transportkit.InvariantViolation`.
 
-What a run refuses. While :meth:`Simulation.run` runs, in the thread running it, these
+What a run refuses. While the world advances (:meth:`Simulation.run`, ``run_for``,
+``run_until``, ``close``), in the thread running it, these
 raise :class:`~transportkit.SimulationError` naming the call and what to use instead
 (``asyncio.sleep``, ``asyncio.create_task`` or ``Node.spawn``, ``asyncio.Event`` and the
 other asyncio primitives, a simulated node and its sockets):
@@ -132,6 +138,7 @@ from transportkit.sim_backend._latency import (
     Uniform,
 )
 from transportkit.sim_backend._loop import SimEventLoop
+from transportkit.sim_backend._run import TaskFailure, allow_failure
 from transportkit.sim_backend._sched import (
     FifoScheduler,
     PCTScheduler,
@@ -173,9 +180,11 @@ __all__ = [
     "Shrunk",
     "SimEventLoop",
     "Simulation",
+    "TaskFailure",
     "Trace",
     "TraceEvent",
     "Uniform",
+    "allow_failure",
     "apply_fault",
     "schedule_faults",
     "shrink",

@@ -11,10 +11,14 @@ also imports ``_topology`` and ``_loop``. The layers are checked by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import inspect
 import itertools
+import math
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from functools import partial
 from typing import Any, TypeVar
 
 import simpy
@@ -26,10 +30,19 @@ from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._timeouts import wait_for
 from transportkit.sim_backend._guards import RunGuard
+from transportkit.sim_backend._guards import current as guards_current
 from transportkit.sim_backend._invariants import Invariants
 from transportkit.sim_backend._latency import Constant, LatencyModel
 from transportkit.sim_backend._loop import IdleEvents, SimEventLoop, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
+from transportkit.sim_backend._run import (
+    FailureTracker,
+    TaskFailure,
+    WorldLoop,
+    WorldTask,
+    allow_failure,
+    call_in_thread,
+)
 from transportkit.sim_backend._sched import FifoScheduler, Schedule, Scheduler, make_scheduler
 from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
 from transportkit.sim_backend._topology import Link, Topology
@@ -48,7 +61,8 @@ class Node(Network):
     """One simulated process: a :class:`~transportkit.Network` whose sockets live in it.
 
     Tasks started with :meth:`spawn` (and the tasks they create) belong to the node and
-    are cancelled when it crashes; its sockets vanish with their queues.
+    are cancelled when it crashes or the simulation is closed; its sockets vanish with
+    their queues.
     """
 
     def __init__(
@@ -92,19 +106,43 @@ class Node(Network):
         for sock in list(self.sockets):
             sock.close()
 
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        name: str | None = None,
+        may_fail: bool = False,
+    ) -> asyncio.Task[T]:
         """Start ``coro`` as a task of this node (cancelled if the node crashes).
 
-        Must be called while the simulation runs (from inside :meth:`Simulation.run`).
+        The task lives until it ends, the node crashes or the simulation is closed,
+        across calls of ``run``, ``run_for`` and ``run_until``; called between those
+        calls, it starts at the next one.
+
+        Args:
+            coro: The coroutine to run.
+            name: The task's name (in :class:`~transportkit.TaskFailed` and traces).
+            may_fail: If True, an exception that ends the task unretrieved is recorded
+                in :attr:`Simulation.task_failures` (and traced) instead of failing the
+                run with :class:`~transportkit.TaskFailed`.
+
+        Raises:
+            ClosedError: The node is down (crashed).
+            RuntimeError: The simulation is closed.
         """
         if not self.alive:
+            coro.close()
             raise ClosedError(f"node {self._name!r} is down (crashed)")
-        loop = self.sim.loop
-        if loop is None:
-            raise RuntimeError("Node.spawn needs a running simulation (call it inside run)")
+        if self.sim.closed:
+            coro.close()
+            raise RuntimeError("Node.spawn: the simulation is closed")
+        loop = self.sim._world_loop()
         ctx = contextvars.copy_context()
         ctx.run(_current_node.set, self)
-        return loop.create_task(coro, name=name, context=ctx)
+        task = loop.create_task(coro, name=name, context=ctx)
+        if may_fail:
+            allow_failure(task)
+        return task
 
     def __repr__(self) -> str:
         state = "up" if self.alive else "down"
@@ -143,10 +181,14 @@ class Simulation:
     Raises:
         OptionError: ``seed`` is not an int, or ``scheduler`` is not one of the above.
 
+    One world from the first :meth:`run`, :meth:`run_for` or :meth:`run_until` to
+    :meth:`close` (also ``with Simulation(...) as sim:``): tasks live across those calls.
+
     Example:
-        >>> sim = Simulation(seed=1)
-        >>> exchange, trader = sim.node("exchange"), sim.node("trader")
-        >>> result = sim.run(main(exchange, trader))  # doctest: +SKIP
+        >>> with Simulation(seed=1) as sim:  # doctest: +SKIP
+        ...     exchange, trader = sim.node("exchange", main=feed), sim.node("trader")
+        ...     result = sim.run(main(trader))
+        ...     sim.run_for(10.0)  # the feed goes on
     """
 
     def __init__(
@@ -182,6 +224,9 @@ class Simulation:
             shuffle_ties=shuffle_ties,
         )
         self._tasks: dict[asyncio.Task[Any], None] = {}
+        self._failures = FailureTracker(self.env, self.trace, seed)
+        self._advancing = False
+        self._closed = False
         self._message_ids = itertools.count(1)
         self.scheduler = make_scheduler(scheduler, seed)
         self.schedule = Schedule(self.scheduler.name, seed)
@@ -200,8 +245,10 @@ class Simulation:
 
         Args:
             name: Node name (also usable as a tcp host name).
-            main: Optional ``async def main(node)``, started when the simulation runs
-                and again after every restart of the node.
+            main: Optional ``async def main(node)``, started by the next call that
+                advances the world (``run``, ``run_for``, ``run_until``) and again after
+                every restart of the node; it lives until it returns, the node crashes
+                or the simulation is closed.
         """
         node = self.nodes.get(name)
         if node is None:
@@ -291,60 +338,256 @@ class Simulation:
     # -- running ----------------------------------------------------------------------
 
     def run(self, main: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-        """Run ``main`` to completion in virtual time and return its result.
+        """Advance the world until ``main`` completes, and return its result.
 
         Nodes' ``main`` functions start first (once per life of a node: at the first
-        run, and after each restart). When ``main`` returns, every task still running
-        is cancelled, node mains included (as ``asyncio.run`` does). A run may be
-        followed by another on the same simulation: virtual time, sockets and queues
-        carry over, tasks do not (spawn them again).
+        call that advances the world, and after each restart). When ``main`` returns,
+        the world stops there; every other task (node mains, spawned tasks) stays as it
+        is, alive, and goes on at the next :meth:`run`, :meth:`run_for` or
+        :meth:`run_until`, until :meth:`close` cancels it. Virtual time, sockets and
+        queues carry over too. A simulation that is garbage collected without
+        :meth:`close` frees its tasks silently (no "Task was destroyed" or "unclosed
+        event loop" warnings), but their ``finally`` blocks only run on ``close``.
+
+        A task that ends with an exception nobody retrieved (awaiting the task,
+        gathering it, ``result()``/``exception()``) by the time the loop has nothing
+        left ready at that virtual instant fails the call with
+        :class:`~transportkit.TaskFailed` (``__cause__`` is the task's exception),
+        raised at that instant; so does an exception escaping a loop callback.
+        Cancellations (a crash, ``close``) are not failures. Declare a task that may
+        fail with ``node.spawn(coro, may_fail=True)`` or
+        :func:`~transportkit.sim_backend.allow_failure`: its failure is recorded in
+        :attr:`task_failures` (and traced as ``task-failed``) instead. After a
+        failure the world stays where it stopped; :meth:`close` ends it. ``main``'s own
+        exception is not a task failure: it is raised as it is.
 
         While it runs, the calls that would leave virtual time (``time.sleep``, starting a
         thread or a process, blocking waits on threading primitives and queues, real
         network I/O: the list is in :mod:`transportkit.sim_backend`) raise
-        :class:`~transportkit.SimulationError` in this thread; other threads are not
-        affected, and the originals are back when the run ends, however it ends. In
-        this thread too, ``time.time``/``monotonic``/``perf_counter`` read virtual time
-        and the global ``random`` functions, ``os.urandom`` and ``uuid.uuid4`` draw
-        from :attr:`global_rng` (the list is in :mod:`transportkit.sim_backend`).
+        :class:`~transportkit.SimulationError` in the thread running the simulation;
+        other threads are not affected, and the originals are back when the call ends,
+        however it ends. In that thread too, ``time.time``/``monotonic``/
+        ``perf_counter`` read virtual time and the global ``random`` functions,
+        ``os.urandom`` and ``uuid.uuid4`` draw from :attr:`global_rng` (the list is in
+        :mod:`transportkit.sim_backend`). Between calls nothing is guarded.
+
+        Called from a thread whose event loop is running (an ``async def`` test under
+        pytest-asyncio or anyio, or inside ``asyncio.run``), the world is advanced on
+        a dedicated thread while the caller's thread, and so its loop, waits blocked;
+        the guards then protect that thread. Tasks of the caller's loop do not run
+        meanwhile, so ``main`` must not wait for them.
+
+        Args:
+            main: The coroutine to run to completion.
+            timeout: Virtual seconds after which ``main`` is cancelled and
+                :class:`~transportkit.Timeout` raised (None: no limit).
 
         Raises:
-            RuntimeError: The simulation is already running, or an event loop is running
-                in this thread (runs do not nest: asyncio allows one loop per thread).
+            RuntimeError: The simulation is closed, already advancing (in this thread
+                or another), or called from a task of a simulation (runs do not nest).
             Timeout: ``timeout`` virtual seconds passed before ``main`` finished.
+            TaskFailed: A task's exception went unhandled, as above.
             SimulationDeadlock: Nothing can ever happen again but ``main`` still waits.
             SimulationError: A call was refused, as above. If the code caught that error,
                 or it ended a task nobody awaited, the run still fails: with a
                 SimulationError whose cause is the first refusal.
         """
-        if self.loop is not None:
-            raise RuntimeError("Simulation.run is not reentrant")
-        if asyncio._get_running_loop() is not None:
+
+        def advance(loop: SimEventLoop, tracker: FailureTracker) -> T:
+            task = loop.create_task(self._bounded(main, timeout), name="Simulation.run")
+            tracker.exempt.add(task)
+            try:
+                return loop.run_until_complete(task)
+            finally:
+                self.trace.add(self.now, "run-end", "", "")
+
+        try:
+            return self._call(advance)
+        except BaseException:
+            if inspect.iscoroutine(main) and inspect.getcoroutinestate(main) == "CORO_CREATED":
+                main.close()  # never started (a closed or busy simulation): no warning
+            raise
+
+    def run_for(self, seconds: float) -> None:
+        """Advance the world by ``seconds`` of virtual time, then stop it there.
+
+        The same as :meth:`run_until` ``(now + seconds)``.
+
+        Raises:
+            ValueError: ``seconds`` is negative, infinite or not a number.
+            RuntimeError, TaskFailed, SimulationError: As :meth:`run`.
+        """
+        if not (isinstance(seconds, int | float) and 0 <= seconds < math.inf):
+            raise ValueError(f"run_for needs a finite duration >= 0 s, got {seconds!r}")
+        self.run_until(self.now + seconds)
+
+    def run_until(self, time: float) -> None:
+        """Advance the world to virtual time ``time`` (absolute seconds), then stop it.
+
+        Everything scheduled before ``time`` happens; of what is due at ``time`` itself
+        some may happen now and the rest at the next call. The clock is then exactly
+        ``time``. Tasks stay alive between calls, as after :meth:`run`; a run that
+        cannot progress just waits (there is no deadlock before a fixed time).
+
+        Raises:
+            ValueError: ``time`` is before :attr:`now`, infinite or not a number.
+            RuntimeError, TaskFailed, SimulationError: As :meth:`run`.
+        """
+        if not (isinstance(time, int | float) and self.now <= time < math.inf):
+            raise ValueError(f"run_until needs a finite time >= now ({self.now} s), got {time!r}")
+
+        def advance(loop: SimEventLoop, tracker: FailureTracker) -> None:
+            stop = loop.create_future()
+            timer = loop.call_at(time, stop.set_result, None)
+            try:
+                loop.run_until_complete(stop)
+            finally:
+                timer.cancel()
+
+        self._call(advance)
+
+    @property
+    def task_failures(self) -> list[TaskFailure]:
+        """Every unhandled task failure so far, allowed or not, in order."""
+        return self._failures.failures
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """End the world: cancel every task left (in creation order) and wait for them,
+        then close the event loop. Idempotent; the simulation cannot advance again.
+
+        Sockets are closed by their tasks' ``with`` blocks as they are cancelled; the
+        trace, the nodes and :attr:`now` stay readable. Also ``with Simulation(...) as
+        sim:``.
+
+        Raises:
+            RuntimeError: The simulation is advancing (called from one of its tasks).
+            TaskFailed: A task raised something else than the cancellation while it was
+                being cancelled (an error in its ``finally`` or ``except`` block).
+        """
+        if self._closed:
+            return
+        if self._advancing:
+            raise RuntimeError("Simulation.close cannot be called while it is advancing")
+        if self.loop is None:
+            self._closed = True
+            return
+
+        def finish(loop: SimEventLoop, tracker: FailureTracker) -> None:
+            # In creation order: asyncio.all_tasks() is a set, ordered by memory address,
+            # and the order of cancellation is visible (sockets close in that order).
+            pending = [t for t in self._tasks if not t.done()]
+            owners = {t: n.name for n in self.nodes.values() for t in n.tasks}
+            for task in pending:
+                task.cancel()
+            if pending:
+                outcomes = loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                for task, outcome in zip(pending, outcomes, strict=True):
+                    if isinstance(outcome, Exception):  # not the CancelledError asked for
+                        tracker.failed(owners.get(task), task.get_name(), outcome)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+
+        try:
+            self._call(finish, closing=True)
+        finally:
+            self._abandon()
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __del__(self) -> None:
+        # Garbage collected without close(): end the tasks' coroutines here, in creation
+        # order, rather than let Python close them one by one as it frees them (an
+        # ``await`` in a ``finally`` block would then print "coroutine ignored
+        # GeneratorExit"). Nothing runs on the loop any more.
+        if self._closed or self.loop is None:
+            return
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):  # a finalizer: nowhere to report to
+                task.get_coro().close()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(
+        self, advance: Callable[[SimEventLoop, FailureTracker], T], *, closing: bool = False
+    ) -> T:
+        """Advance the world with ``advance(loop, tracker)``, in this thread or, if an
+        event loop is running in it, on a dedicated thread.
+        """
+        if self._closed:
+            raise RuntimeError("the simulation is closed")
+        if self._advancing:
+            raise RuntimeError("Simulation.run is not reentrant (the simulation is advancing)")
+        running = asyncio._get_running_loop()
+        if running is None:
+            return self._advance(advance, closing)
+        if isinstance(running, SimEventLoop) or guards_current() is not None:
             raise RuntimeError(
-                "Simulation.run cannot be called from a running event loop (a task of "
-                "another simulation, or asyncio.run): run simulations one after another"
+                "a simulation cannot be advanced from a task of a simulation (runs do "
+                "not nest): run simulations one after another"
             )
+        return call_in_thread(partial(self._advance, advance, closing))
+
+    def _advance(self, advance: Callable[[SimEventLoop, FailureTracker], T], closing: bool) -> T:
+        tracker = self._failures
         with RunGuard(clock=lambda: float(self.env._now), rng=self.global_rng) as guard:
-            loop = self._new_loop()
-            loop.set_task_factory(self._task_factory)
-            self.loop = loop
+            self._advancing = True
             try:
                 try:
-                    for node in self.nodes.values():
-                        if node.main is not None and node.alive and not node.main_started:
-                            self._start_main(node)
-                    result = loop.run_until_complete(self._bounded(main, timeout))
+                    loop = self._world_loop()
+                    if not closing:
+                        for node in self.nodes.values():
+                            if node.main is not None and node.alive and not node.main_started:
+                                self._start_main(node)
+                    result = advance(loop, tracker)
+                    tracker.check()  # failures of the last instant, if the loop stopped first
+                except Exception:
+                    tracker.check()  # an unhandled failure is the cause of what followed
+                    raise
+                except (KeyboardInterrupt, SystemExit):
+                    # KeyboardInterrupt or SystemExit went through the loop: the tasks
+                    # it crossed are broken (awaiting one raises it again), so the
+                    # world ends here, without running anything more.
+                    self._abandon()
+                    raise
                 finally:
-                    try:
-                        self._finish(loop)
-                    finally:
-                        self.loop = None
-                        self.trace.add(self.now, "run-end", "", "")
+                    self._advancing = False
             except Exception as exc:
                 guard.check(exc)
                 raise
             guard.check(None)
             return result
+
+    def _abandon(self) -> None:
+        self._closed = True
+        loop, self.loop = self.loop, None
+        self._tasks.clear()
+        if loop is not None:
+            loop.close()
+
+    def _world_loop(self) -> SimEventLoop:
+        """The world's event loop, made at the first call that advances it."""
+        loop = self.loop
+        if loop is None:
+            fifo = type(self.scheduler) is FifoScheduler
+            loop = WorldLoop(
+                self.env,
+                idle=self._idle,
+                scheduler=None if fifo else self.scheduler,
+                schedule=self.schedule,
+                trace=self.trace,
+                invariants=self._invariants,
+            )
+            loop.tracker = self._failures
+            loop.set_task_factory(self._task_factory)
+            loop.set_exception_handler(self._failures.on_loop_error)
+            self.loop = loop
+        return loop
 
     async def _bounded(self, main: Coroutine[Any, Any, T], timeout: float | None) -> T:
         if timeout is None:
@@ -354,20 +597,6 @@ class Simulation:
         except TimeoutError as exc:
             raise Timeout(f"simulation main did not finish within {timeout} virtual s") from exc
 
-    def _finish(self, loop: SimEventLoop) -> None:
-        try:
-            # In creation order: asyncio.all_tasks() is a set, ordered by memory address,
-            # and the order of cancellation is visible (sockets close in that order).
-            pending = [t for t in self._tasks if not t.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        finally:
-            self._tasks.clear()
-            loop.close()
-
     def _task_factory(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -376,37 +605,31 @@ class Simulation:
         context: contextvars.Context | None = None,
         **kwargs: Any,
     ) -> asyncio.Task[Any]:
-        """Make every task of the run: remember it in creation order, and give it to the
-        node whose context created it (so a crash of that node cancels it).
+        """Make every task of the world: remember it in creation order, give it to the
+        node whose context created it (so a crash of that node cancels it), and watch
+        how it ends (an unhandled exception fails the run).
         """
-        task = asyncio.Task(coro, loop=loop, context=context, **kwargs)
+        task: WorldTask[Any] = WorldTask(coro, loop=loop, context=context, **kwargs)
+        task._log_destroy_pending = False  # type: ignore[attr-defined]  # close() ends it
         tasks = self._tasks
         tasks[task] = None
-        task.add_done_callback(tasks.pop)
+        task.watch(tasks.pop)
         node = (context or contextvars.copy_context()).get(_current_node)
         if node is not None:
             node.tasks[task] = None
-            task.add_done_callback(node.tasks.pop)
+            task.watch(node.tasks.pop)
+        task.watch(partial(self._failures.on_done, None if node is None else node.name))
         return task
 
     def _start_main(self, node: Node) -> None:
         assert node.main is not None
         node.main_started = True
         coro = node.main(node)
-        node.spawn(_as_coroutine(coro), name=f"{node.name}.main")
+        if not inspect.iscoroutine(coro):
+            coro = _as_coroutine(coro)
+        node.spawn(coro, name=f"{node.name}.main")
 
     # -- scheduling and invariants ----------------------------------------------------
-
-    def _new_loop(self) -> SimEventLoop:
-        fifo = type(self.scheduler) is FifoScheduler
-        return SimEventLoop(
-            self.env,
-            idle=self._idle,
-            scheduler=None if fifo else self.scheduler,
-            schedule=self.schedule,
-            trace=self.trace,
-            invariants=self._invariants,
-        )
 
     def always(self, predicate: Callable[[], object], *, name: str | None = None) -> None:
         """Check that ``predicate()`` is true after every step from now on.

@@ -32,24 +32,30 @@ def check_determinism(
         raise ValueError(f"a determinism check needs at least 2 runs, got {runs}")
     reference: Simulation | None = None
     reference_result: Any = None
-    for attempt in range(runs):
-        sim = Simulation(seed, **simulation_options)
-        result = sim.run(build(sim), timeout=timeout)
-        if reference is None:
-            reference, reference_result = sim, result
-            continue
-        if sim.trace.hash != reference.trace.hash:
-            raise AssertionError(
-                f"run {attempt + 1} with seed {seed} diverged from run 1: "
-                + _first_difference(reference, sim)
-            )
-        if result != reference_result:
-            raise AssertionError(
-                f"run {attempt + 1} with seed {seed} returned {result!r}, "
-                f"run 1 returned {reference_result!r} (traces were identical)"
-            )
-    assert reference is not None
-    return reference.trace.hash
+    sims: list[Simulation] = []
+    try:
+        for attempt in range(runs):
+            sim = Simulation(seed, **simulation_options)
+            sims.append(sim)
+            result = sim.run(build(sim), timeout=timeout)
+            if reference is None:
+                reference, reference_result = sim, result
+                continue
+            if sim.trace.hash != reference.trace.hash:
+                raise AssertionError(
+                    f"run {attempt + 1} with seed {seed} diverged from run 1: "
+                    + _first_difference(reference, sim)
+                )
+            if result != reference_result:
+                raise AssertionError(
+                    f"run {attempt + 1} with seed {seed} returned {result!r}, "
+                    f"run 1 returned {reference_result!r} (traces were identical)"
+                )
+        assert reference is not None
+        return reference.trace.hash
+    finally:
+        for sim in sims:  # after the comparison: closing adds to the traces
+            sim.close()
 
 
 def _first_difference(a: Simulation, b: Simulation) -> str:

@@ -107,6 +107,7 @@ class SimHarness(Harness):
     def close(self) -> None:
         for node in list(self.sim.nodes.values()):
             node.close()
+        self.sim.close()  # tasks left by the checks' runs are cancelled here
 
 
 class ZmqHarness(Harness):
