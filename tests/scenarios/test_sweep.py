@@ -196,6 +196,11 @@ def test_a_random_scheduler_sweep_replays_each_seed_exactly(
         status, report = replay_json(result.replay, capsys)
         assert report["trace_hash"] == result.trace_hash, result.replay
         assert status == (0 if result.passed else 1)
+    # With the other options that made the run, in transportkit run's terms.
+    both = replay_command("a b.toml", 3, ("crash",), 10**7, scheduler="pct")
+    assert both == (
+        "transportkit run 'a b.toml' --seed 3 --faults crash --max-events 10000000 --scheduler pct"
+    )
     # Without --scheduler the command replays another run: FIFO's.
     words = shlex.split(random_sweep.results[0].replay)
     _, fifo = replay_json(shlex.join(words[: words.index("--scheduler")]), capsys)
