@@ -176,6 +176,77 @@ def test_the_replay_command_reproduces_the_seed_exactly(
     assert everything["trace_hash"] != partial.trace_hash
 
 
+@pytest.fixture(scope="module")
+def random_sweep(scenario_file: Path) -> SweepResult:
+    """Three seeds in the random-walk scheduler, on a pool of two threads."""
+    with ThreadPoolExecutor(2) as threads:
+        return sweep(scenario_file, range(3), executor=threads, scheduler="random")
+
+
+def test_a_random_scheduler_sweep_replays_each_seed_exactly(
+    random_sweep: SweepResult, scenario_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert random_sweep.scheduler == "random"
+    assert "scheduler random" in random_sweep.report_text()
+    assert random_sweep.to_dict()["scheduler"] == "random"
+    for result in random_sweep.results:
+        assert result.replay == replay_command(str(scenario_file), result.seed, scheduler="random")
+        assert result.replay.endswith(f"--seed {result.seed} --scheduler random")
+        assert result.trace_hash is not None
+        status, report = replay_json(result.replay, capsys)
+        assert report["trace_hash"] == result.trace_hash, result.replay
+        assert status == (0 if result.passed else 1)
+    # With the other options that made the run, in transportkit run's terms.
+    both = replay_command("a b.toml", 3, ("crash",), 10**7, scheduler="pct")
+    assert both == (
+        "transportkit run 'a b.toml' --seed 3 --faults crash --max-events 10000000 --scheduler pct"
+    )
+    # Without --scheduler the command replays another run: FIFO's.
+    words = shlex.split(random_sweep.results[0].replay)
+    _, fifo = replay_json(shlex.join(words[: words.index("--scheduler")]), capsys)
+    assert fifo["trace_hash"] != random_sweep.results[0].trace_hash
+
+
+def test_the_scheduler_changes_the_runs_of_a_sweep(
+    random_sweep: SweepResult, scenario_file: Path
+) -> None:
+    # The publisher's and the subscriber's tasks are often ready at once: another order
+    # of them is another trace (each non-FIFO choice is a trace event).
+    with ThreadPoolExecutor(2) as threads:
+        fifo = sweep(scenario_file, range(3), executor=threads)
+        pct = sweep(scenario_file, range(3), executor=threads, scheduler="pct")
+    assert fifo.scheduler == "fifo" and "scheduler" not in fifo.report_text().splitlines()[0]
+    assert all(
+        r.replay == f"transportkit run {scenario_file} --seed {r.seed}" for r in fifo.results
+    )
+    hashes = {
+        name: [r.trace_hash for r in run.results]
+        for name, run in (("fifo", fifo), ("random", random_sweep), ("pct", pct))
+    }
+    assert all(h is not None for seeds in hashes.values() for h in seeds)
+    for other in ("random", "pct"):
+        assert any(h != f for h, f in zip(hashes[other], hashes["fifo"], strict=True)), other
+    assert all(r.replay.endswith(" --scheduler pct") for r in pct.results)
+
+
+def test_cli_sweep_scheduler_reaches_the_runs_and_the_replay_commands(
+    scenario_file: Path,
+    random_sweep: SweepResult,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "random.json"
+    argv = ["sweep", str(scenario_file), "--seeds", "2", "--jobs", "2", "--no-progress"]
+    assert main([*argv, "--scheduler", "random", "--json", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert f"replay: transportkit run {scenario_file} --seed 0 --scheduler random\n" in text
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["scheduler"] == "random"
+    assert [r["trace_hash"] for r in data["results"]] == [
+        r.trace_hash for r in random_sweep.results[:2]
+    ]
+
+
 def test_a_sweep_leaves_no_process_and_no_file_behind(
     scenario_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,6 +325,7 @@ def test_cli_exit_status_zero_when_every_seed_passes(
         (["--seed-start", str(2**63 - 1), "--seeds", "2"], "at most 9223372036854775807"),
         (["--json", "/nonexistent-dir/x.json"], "does not exist"),
         (["--json", "SCENARIO"], "is the scenario file"),
+        (["--scheduler", "lifo"], "--scheduler: invalid choice: 'lifo'"),
     ],
 )
 def test_cli_refuses_a_bad_command_line_before_running(
@@ -271,8 +343,10 @@ def test_cli_refuses_a_bad_command_line_before_running(
 FAKE_CHILD = textwrap.dedent(
     """\
     # A stand-in for a seed's child process (or its helper): crashes, hangs or exits
-    # early on some seeds, runs the others as usual.
+    # early on some seeds, registers an invariant the run breaks on others (each seed's
+    # process is its own: the patches stay in it), runs the rest as usual.
     import os, sys, time
+    import transportkit.scenario._runner as runner
     import transportkit.scenario._sweep_child as child
     real = child.run_task
     def run_task(task):
@@ -286,6 +360,19 @@ FAKE_CHILD = textwrap.dedent(
         if seed == 3:
             print("something went badly wrong", file=sys.stderr)
             sys.exit(3)
+        if seed in (5, 6):
+            class Watched(runner.Simulation):
+                def __init__(self, *args, **kwargs):
+                    super().__init__(*args, **kwargs)
+                    if seed == 5:
+                        self.always(lambda: self.now < 0.25, name="quiet until t=0.25")
+                    else:
+                        self.eventually(lambda: False, within=0.1, name="an answer in 0.1 s")
+            runner.Simulation = Watched
+        if seed == 7:
+            def broken(*args, **kwargs):
+                raise AttributeError("'Book' object has no attribute 'bid'", name="bid")
+            runner.run_scenario = broken
         return real(task)
     child.run_task = run_task
     sys.exit(child.main(sys.argv[1:]))
@@ -357,6 +444,36 @@ def test_a_new_interpreter_per_seed_gives_the_same_runs(
     ]
 
 
+def test_an_invariant_violation_during_a_run_counts_under_its_name(
+    scenario_file: Path, fake_child: Path
+) -> None:
+    with ThreadPoolExecutor(2) as threads:
+        result = sweep(scenario_file, [5, 6, 7], executor=threads)
+    always, eventually, other = result.results
+    assert [r.status for r in result.results] == ["error"] * 3
+    assert [name for name, _ in always.failed_invariants] == ["quiet until t=0.25"]
+    assert [name for name, _ in eventually.failed_invariants] == ["an answer in 0.1 s"]
+    assert always.detail == (
+        "InvariantViolation: always-invariant 'quiet until t=0.25' does not hold at "
+        "t=0.250000s (seed 5)"
+    )
+    assert eventually.detail.startswith(
+        "InvariantViolation: eventually-invariant 'an answer in 0.1 s' did not hold within"
+    )
+    assert "last trace events" in always.traceback  # the events are kept, off the line
+    # Another exception with a name attribute (AttributeError's, ImportError's) is an
+    # error, not an invariant called "bid".
+    assert other.failed_invariants == ()
+    assert other.detail == "AttributeError: 'Book' object has no attribute 'bid'"
+    assert result.invariant_failures() == {"an answer in 0.1 s": 1, "quiet until t=0.25": 1}
+    text = result.report_text()
+    assert "summary: 0 passed, 3 failed (3 by an error) of 3 seed(s) run" in text
+    assert "  invariant failures (seeds):\n         1  an answer in 0.1 s\n" in text
+    assert "         1  quiet until t=0.25\n" in text
+    assert all("\n" not in r.detail for r in result.results)
+    assert "deliver" not in text  # no trace event spilled into the report
+
+
 class ReverseExecutor(Executor):
     """Runs nothing until ``batch`` calls are submitted, then all of them, last first:
     results arrive in the reverse of seed order.
@@ -405,6 +522,15 @@ def test_a_bad_seed_list_is_refused(scenario_file: Path) -> None:
         sweep(scenario_file, [-1])
 
 
+def test_an_unknown_scheduler_is_refused_before_any_seed_runs(scenario_file: Path) -> None:
+    executor = ReverseExecutor(batch=1)  # would run a submitted seed at once
+    with pytest.raises(ValueError, match=r"unknown scheduler 'lifo': use one of fifo, random"):
+        sweep(scenario_file, [1], executor=executor, scheduler="lifo")
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        sweep(scenario_file, [1], executor=executor, scheduler=None)  # type: ignore[arg-type]
+    assert executor.calls == []
+
+
 def test_the_default_wall_budget_follows_the_estimated_cost() -> None:
     assert default_wall_budget(load(ROOT / "scenarios" / "trading_day.toml")) == 120.0
     million = load(ROOT / "scenarios" / "market_data_million.toml")
@@ -414,7 +540,7 @@ def test_the_default_wall_budget_follows_the_estimated_cost() -> None:
 def test_the_child_reports_an_exception_of_the_run(scenario_file: Path) -> None:
     task = {
         "seed": 1, "text": TWO_KINDS, "source": str(scenario_file),
-        "max_events": 5_000_000, "fault_kinds": ["hold"],
+        "max_events": 5_000_000, "fault_kinds": ["hold"], "scheduler": "fifo",
     }  # fmt: skip
     answer = run_task(task)
     assert answer["error"].startswith("ScenarioError: ")

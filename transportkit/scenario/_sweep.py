@@ -17,6 +17,10 @@ seed also picks, from its seed alone, which fault kinds of the scenario are enab
 (each kind of :data:`FAULT_KINDS` present in the file with probability 1/2): a
 random subset of features per run finds bugs that all of them at once mask. The
 replay command names the subset (``--faults crash,latency``).
+
+``scheduler="random"`` or ``"pct"`` (``--scheduler``) runs each seed's tasks in an
+order that scheduler draws from the seed, instead of FIFO; the replay command names
+the scheduler too.
 """
 
 from __future__ import annotations
@@ -67,12 +71,14 @@ from transportkit.sim_backend import (
     Restart,
     SetLatency,
 )
+from transportkit.sim_backend._sched import MODES
 
 __all__ = [
     "DEFAULT_MAX_SHOWN",
     "FAULT_KINDS",
     "MAX_SWEEP_SEEDS",
     "MAX_WALL_BUDGET",
+    "SCHEDULERS",
     "SeedResult",
     "SweepResult",
     "cpu_count",
@@ -103,6 +109,11 @@ _KIND_OF: Final[dict[type, str]] = {
     DropConnection: "drop_connection",
     SetLatency: "latency",
 }
+
+SCHEDULERS: Final = MODES
+"""The schedulers a sweep runs its seeds in, by name (as ``transportkit run
+--scheduler``): a seed's run happens in another process and its replay command names
+it, so a ``Scheduler`` object is not accepted."""
 
 MAX_SWEEP_SEEDS: Final = 1_000_000
 """Most seeds in one sweep (each keeps a result of a few hundred bytes in memory)."""
@@ -228,17 +239,36 @@ def replay_command(
     seed: int,
     fault_kinds: tuple[str, ...] | None = None,
     max_events: int = MAX_EVENTS,
+    scheduler: str = "fifo",
 ) -> str:
     """The ``transportkit run`` command that replays one seed of a sweep (the same
-    trace hash): the scenario, the seed, the fault kinds of a swarm seed, and
-    ``--max-events`` if the sweep raised it.
+    trace hash): the scenario, the seed, the fault kinds of a swarm seed,
+    ``--max-events`` if the sweep raised it, and ``--scheduler`` unless it is FIFO
+    (``transportkit run``'s default).
     """
     words = ["transportkit", "run", source, "--seed", str(seed)]
     if fault_kinds is not None:
         words += ["--faults", ",".join(fault_kinds) or "none"]
     if max_events != MAX_EVENTS:
         words += ["--max-events", str(max_events)]
+    if scheduler != "fifo":
+        words += ["--scheduler", scheduler]
     return shlex.join(words)
+
+
+def _scheduler_name(scheduler: object) -> str:
+    """``scheduler`` if it names one of :data:`SCHEDULERS`.
+
+    Raises:
+        ValueError: Anything else (the message lists the names).
+    """
+    if not isinstance(scheduler, str) or scheduler not in SCHEDULERS:
+        shown = repr(scheduler[:40] if isinstance(scheduler, str) else scheduler)[:80]
+        raise ValueError(
+            f"unknown scheduler {shown}: use one of {', '.join(SCHEDULERS)} (a sweep "
+            "takes the scheduler by name)"
+        )
+    return scheduler
 
 
 def cpu_count() -> int:
@@ -270,6 +300,7 @@ class SweepResult:
         swarm: Whether each seed picked its own fault kinds.
         fault_kinds: The scenario's fault kinds.
         executor_error: Why the executor stopped taking seeds, if it did.
+        scheduler: The scheduler every seed ran in (see :data:`SCHEDULERS`).
     """
 
     scenario: str
@@ -284,6 +315,7 @@ class SweepResult:
     swarm: bool
     fault_kinds: tuple[str, ...]
     executor_error: str | None = None
+    scheduler: str = "fifo"
 
     @property
     def passed(self) -> bool:
@@ -348,6 +380,7 @@ class SweepResult:
             "executor": self.executor,
             "wall_budget": self.wall_budget,
             "swarm": self.swarm,
+            "scheduler": self.scheduler,
             "fault_kinds": list(self.fault_kinds),
             "executor_error": self.executor_error,
             "failures": [r.to_dict() for r in self.failures],
@@ -367,7 +400,8 @@ class SweepResult:
         """A readable report: the first ``max_shown`` failing seeds in full (why, the
         fault kinds of a swarm seed, the replay command), then the summary.
         """
-        mode = ", swarm testing" if self.swarm else ""
+        mode = f", scheduler {self.scheduler}" if self.scheduler != "fifo" else ""
+        mode += ", swarm testing" if self.swarm else ""
         lines = [
             f"sweep of {self.scenario} ({self.source}): {self.seeds:,} seed(s), "
             f"{self.jobs} job(s) ({self.executor}), wall budget {self.wall_budget:g} s a "
@@ -459,12 +493,14 @@ def sweep(
     python: str | None = None,
     fork: bool = True,
     on_result: Callable[[SeedResult], None] | None = None,
+    scheduler: str = "fifo",
 ) -> SweepResult:
     """Run scenario file ``scenario`` once for each of ``seeds`` on the sim backend.
 
-    Each seed runs as ``transportkit run SCENARIO --seed S`` would (the same trace
-    hash), in a child process of its own started by a worker of ``executor``; the
-    workers only wait, so a process pool, a thread pool and a Dask cluster's
+    Each seed runs as its replay command (``transportkit run SCENARIO --seed S``, with
+    ``--faults`` and ``--scheduler`` when they apply) would, with the same trace hash,
+    in a child process of its own started by a worker of ``executor``; the workers
+    only wait, so a process pool, a thread pool and a Dask cluster's
     ``client.get_executor()`` all work (simulations never share a thread or a
     process). At most ``max_in_flight`` seeds are submitted at a time.
 
@@ -500,6 +536,11 @@ def sweep(
             a seed. Either way a seed's process is new and runs nothing else.
         on_result: Called in this thread with each result as it arrives (completion
             order, for progress).
+        scheduler: The sim's scheduler for every seed, by name: ``"fifo"`` (the
+            default, as ``transportkit run``), ``"random"`` or ``"pct"`` to explore
+            other interleavings of each seed (see ``Simulation(scheduler=...)``). A
+            seed's replay command passes it (``--scheduler random``) unless it is
+            FIFO.
 
     Returns:
         The sweep's :class:`SweepResult`.
@@ -508,12 +549,13 @@ def sweep(
         ScenarioError: The file is not a valid scenario (or asks for more than the
             bounds allow), or ``swarm`` is asked of a scenario without faults.
         ValueError: A seed, ``jobs``, ``wall_budget`` or ``max_in_flight`` is out of
-            range.
+            range, or ``scheduler`` is not one of :data:`SCHEDULERS`.
         TypeError: A seed is not an int.
     """
     began = time.perf_counter()
     source = os.fspath(scenario)
     seed_list = _seed_list(seeds)
+    mode = _scheduler_name(scheduler)
     text = read_scenario_text(source)
     spec = scenario_from_text(text, source, max_events)
     kinds = scenario_fault_kinds(spec)
@@ -533,7 +575,8 @@ def sweep(
         chosen = swarm_fault_kinds(spec, seed) if swarm else None
         return SeedTask(
             seed, text, source, max_events, chosen, budget,
-            replay_command(source, seed, chosen, max_events), python, CHILD_COMMAND, fork,
+            replay_command(source, seed, chosen, max_events, mode), python, CHILD_COMMAND,
+            fork, mode,
         )  # fmt: skip
 
     own = executor is None
@@ -594,5 +637,5 @@ def sweep(
     return SweepResult(
         spec.name, source, len(seed_list), tuple(results), len(seed_list) - len(results),
         time.perf_counter() - began, width, "processes" if own else _describe(pool), budget,
-        swarm, kinds, broken,
+        swarm, kinds, broken, mode,
     )  # fmt: skip

@@ -11,10 +11,10 @@ each seed runs in a fresh interpreter, as ``transportkit run`` does.
 
 The child reads the task, runs the scenario with
 :func:`~transportkit.scenario.run_scenario` exactly as ``transportkit run SCENARIO
---seed S [--faults KINDS]`` would (so the replay command gives the same trace hash),
-and writes one JSON object to the file descriptor that was its standard output (which
-it first points at standard error, so that nothing the run prints can garble the
-answer).
+--seed S [--faults KINDS] [--scheduler MODE]`` would (so the replay command gives the
+same trace hash), and writes one JSON object to the file descriptor that was its
+standard output (which it first points at standard error, so that nothing the run
+prints can garble the answer).
 """
 
 from __future__ import annotations
@@ -403,6 +403,21 @@ def _serve() -> int:
             return 0
 
 
+_EVENTS_SUFFIX = "; last trace events:"
+"""How an :class:`~transportkit.InvariantViolation`'s message introduces the trace
+events it lists, one a line (see ``sim_backend._invariants``)."""
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, for a detail of one line (an invariant
+    violation's trace events, one a line, stay in the traceback).
+    """
+    line, newline, _ = str(exc).partition("\n")
+    if line.endswith(_EVENTS_SUFFIX):
+        return line.removesuffix(_EVENTS_SUFFIX)
+    return line + " ..." if newline else line
+
+
 def _failed_invariants(verdicts: list[Any]) -> list[list[str]]:
     return [[_cut(v.description, 200), _cut(v.detail)] for v in verdicts if not v.passed]
 
@@ -412,8 +427,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
     Returns:
         ``{"passed", "trace_hash", "run_seconds", "failed_invariants"}`` for a run that
-        ended, or ``{"error", "traceback"}`` for one that raised an exception.
+        ended, or ``{"error", "error_type", "invariant", "traceback"}`` for one that
+        raised an exception: ``error`` is one line, ``invariant`` the name of the
+        invariant an :class:`~transportkit.InvariantViolation` names (else None).
     """
+    from transportkit._errors import InvariantViolation  # noqa: PLC0415
     from transportkit.scenario._runner import run_scenario  # noqa: PLC0415
     from transportkit.scenario._sweep import scenario_from_text, with_fault_kinds  # noqa: PLC0415
 
@@ -422,13 +440,16 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         kinds = task["fault_kinds"]
         if kinds is not None:
             scenario = with_fault_kinds(scenario, kinds)
-        result = run_scenario(scenario, seed=task["seed"])
+        result = run_scenario(scenario, seed=task["seed"], scheduler=task["scheduler"])
     except Exception as exc:
         lines = traceback.format_exception(exc)
+        # Only an InvariantViolation names an invariant (an AttributeError's or an
+        # ImportError's ``name`` is an attribute's or a module's).
+        invariant = exc.name if isinstance(exc, InvariantViolation) else ""
         return {
-            "error": _cut(f"{type(exc).__name__}: {exc}"),
+            "error": _cut(f"{type(exc).__name__}: {_first_line(exc)}"),
             "error_type": type(exc).__name__,
-            "invariant": _cut(str(getattr(exc, "name", "") or ""), 200) or None,
+            "invariant": _cut(invariant, 200) or None,
             "traceback": _cut("".join(lines[-6:]), 4000),
         }
     return {

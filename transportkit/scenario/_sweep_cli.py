@@ -23,6 +23,7 @@ from transportkit.scenario._sweep import (
     DEFAULT_MAX_SHOWN,
     MAX_SWEEP_SEEDS,
     MAX_WALL_BUDGET,
+    SCHEDULERS,
     SeedResult,
     cpu_count,
     sweep,
@@ -59,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a scenario on the sim backend once per seed, in parallel "
         "processes (or on a Dask cluster), and print each failing seed with the command "
         "that replays it, then a summary. A seed fails when an invariant does not hold, "
-        "the run raises, its process dies, or it runs past its wall budget. Exit status "
+        "the run raises (an InvariantViolation of the simulation counts under the "
+        "invariant's name), its process dies, or it runs past its wall budget. Exit status "
         "0 when every seed passed, 1 when one failed or was not run, 2 when the scenario "
         "file or the command line is invalid.",
     )
@@ -96,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="swarm testing: each seed enables, from its seed, a random subset of the "
         "scenario's fault kinds; the replay command names it",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default="fifo",
+        help="order of simultaneously ready tasks in each seed's run, as for transportkit "
+        "run: fifo (default), random or pct to explore other interleavings; the replay "
+        "command passes it",
     )
     parser.add_argument(
         "--wall-budget",
@@ -209,6 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             wall_budget=args.wall_budget,
             max_events=args.max_events,
             on_result=hook,
+            scheduler=args.scheduler,
         )
     except (ScenarioError, ValueError) as exc:
         return _fail(str(exc))

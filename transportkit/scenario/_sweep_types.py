@@ -34,6 +34,8 @@ class SeedTask:
         fork: Fork the child from a helper interpreter that has imported
             transportkit already (about 0.3 s less a seed), rather than start a new
             interpreter for it.
+        scheduler: The sim's scheduler by name (``"fifo"``, ``"random"``, ``"pct"``:
+            ``transportkit run --scheduler``).
     """
 
     seed: int
@@ -46,6 +48,7 @@ class SeedTask:
     python: str | None
     command: tuple[str, ...]
     fork: bool = True
+    scheduler: str = "fifo"
 
     def to_json(self) -> dict[str, Any]:
         """What the child process reads on its standard input."""
@@ -55,6 +58,7 @@ class SeedTask:
             "source": self.source,
             "max_events": self.max_events,
             "fault_kinds": None if self.fault_kinds is None else list(self.fault_kinds),
+            "scheduler": self.scheduler,
         }
 
 
@@ -71,8 +75,10 @@ class SeedResult:
         wall_seconds: Wall time of the seed's process, interpreter start included.
         detail: One line on why it did not pass (empty when it passed).
         failed_invariants: ``(description, detail)`` of each invariant that failed;
-            for an ``error`` that is an invariant violation raised during the run, the
-            invariant's name and the message.
+            for an ``error`` that is an :class:`~transportkit.InvariantViolation`
+            raised during the run (``Simulation.always``/``eventually``), the
+            invariant's name and the message's first line (its trace events are in
+            ``traceback``), so that the sweep counts it under that name.
         trace_hash: The run's trace hash (None if the run did not end).
         run_seconds: Wall time of the run alone, as ``transportkit run`` reports it
             (None if the run did not end).
