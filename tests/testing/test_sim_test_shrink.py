@@ -248,6 +248,11 @@ def test_shrinking_is_off_with_shrink_false_or_tk_shrink_0_and_bounded_by_shrink
     off.assert_outcomes(failed=2)
     assert not lines_starting(off.stdout.str(), "shrunk: ")
     assert not lines_starting(off.stdout.str(), "replay shrunk: ")
+    hurried = pytester.runpytest("-p", "no:cacheprovider", "--tk-shrink-seconds=1e-9")
+    hurried.assert_outcomes(failed=2)  # shrink=False stays off; test_again stops at once
+    (summary,) = lines_starting(hurried.stdout.str(), "shrinking: ")
+    assert summary.startswith("1 re-runs, ")  # the check that the seed replays, no more
+    assert summary.endswith("; stopped after its 1e-09 s budget: it may not be minimal")
     bad = pytester.runpytest("-p", "no:cacheprovider", "--tk-shrink-seconds=0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*--tk-shrink-seconds must be positive, got 0.0*"])
