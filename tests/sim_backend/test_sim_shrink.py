@@ -179,3 +179,32 @@ def test_faults_are_described_with_their_healing() -> None:
     assert describe_faults([(1.0, Crash("risk")), (2.5, Restart("risk")), (3.0, Crash("x"))]) == (
         "a 1.5 s crash of risk at t=1.0 and a crash of x at t=3.0 (no restart)"
     )
+
+
+def test_a_stop_phrase_ends_shrinking_with_what_it_reached() -> None:
+    calls: list[int] = []
+
+    def fails(scheduler: ReplayScheduler, faults: FaultSchedule | None) -> bool:
+        calls.append(1)
+        return len(scheduler.choices) >= 3  # needs 3 of the 10 choices
+
+    def stop() -> str | None:
+        return "after its 1 s budget" if len(calls) >= 6 else None
+
+    shrunk = shrink(fails, [(s, 1) for s in range(10)], stop=stop)
+    assert shrunk.runs == 6 == len(calls) and not shrunk.complete
+    assert shrunk.stopped == "after its 1 s budget"
+    assert shrunk.describe().endswith("(shrinking stopped after its 1 s budget)")
+    # Not the 10 choices it started from: the last failing candidate it reached.
+    assert 3 <= len(shrunk.choices) < 10
+    assert fails(shrunk.scheduler, None)
+
+
+def test_faults_are_not_shortened_below_a_microsecond() -> None:
+    def fails(scheduler: ReplayScheduler, faults: FaultSchedule | None) -> bool:
+        return any(isinstance(f, Crash) for _, f in faults or [])  # any crash, however short
+
+    shrunk = shrink(fails, [], [(1.0, Crash("a")), (2.0, Restart("a"))])
+    assert shrunk.complete and shrunk.faults is not None
+    (start, _), (end, _) = shrunk.faults
+    assert 1e-6 <= end - start < 2e-6

@@ -416,13 +416,22 @@ def test_the_readme_walk_through_prints_what_the_readme_shows(pytester: pytest.P
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     report = out.split("transportkit sim_test: seed", 1)[1].split("\n", 1)[1]
-    expected = [line for line in shown.splitlines()[3:] if line.strip() != "..."]
+    shown_lines = shown.splitlines()
+    (header,) = [i for i, line in enumerate(shown_lines) if "transportkit sim_test: seed" in line]
+    notes = shown_lines[:header]  # the E lines under the assertion
+    expected = [line for line in shown_lines[header + 1 :] if line.strip() != "..."]
     got = report.splitlines()
     for line in expected:  # the README's lines, in order, in the real report
         assert line in got, f"README shows {line!r}; the report is:\n{report}"
         got = got[got.index(line) + 1 :]
-    assert replay_line(out) == shown.splitlines()[0].split("replay: ", 1)[1]
-    assert (pytester.path / shown.splitlines()[1].rsplit(": ", 1)[1]).is_dir()
+    real_notes = [line[1:].strip() for line in out.splitlines() if line.startswith("E ")]
+    for line in notes:
+        assert line[1:].strip() in real_notes, f"README shows {line!r}; the notes are {real_notes}"
+    assert replay_line(out) == notes[0].split("replay: ", 1)[1]
+    assert (pytester.path / notes[1].rsplit(": ", 1)[1]).is_dir()
+    (shrunk_command,) = [n for n in notes if "replay shrunk: " in n]
+    shrunk_file = shrunk_command.rsplit("--tk-replay=", 1)[1]
+    assert json.loads((pytester.path / shrunk_file).read_text())["description"] == "FIFO"
 
 
 TWO_TASKS = """

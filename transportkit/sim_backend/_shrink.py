@@ -44,6 +44,8 @@ DEFAULT_MAX_RUNS = 1000
 """How many times :func:`shrink` re-runs the test at most, by default."""
 
 _DURATION_TRIES = 8
+_MIN_DURATION = 1e-6
+"""Faults are not shortened below a microsecond (a crash "lasting 0 s" reads as noise)."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,17 @@ class Shrunk:
         choices: The non-FIFO choices left, ``(step, index)`` in step order.
         faults: The fault schedule left (None if :func:`shrink` was given none).
         runs: How many times the test was re-run.
-        complete: False if ``max_runs`` stopped shrinking early (the result still fails,
-            but may not be minimal).
+        complete: False if ``max_runs`` or ``stop`` ended shrinking early (the result
+            still fails, but may not be minimal).
+        stopped: Why shrinking ended early, as a phrase (``"at max_runs"``, or what
+            ``stop`` returned); empty when complete.
     """
 
     choices: tuple[tuple[int, int], ...]
     faults: FaultSchedule | None
     runs: int
     complete: bool
+    stopped: str = ""
 
     @property
     def scheduler(self) -> ReplayScheduler:
@@ -94,7 +99,7 @@ class Shrunk:
         if faults:
             text += ", and " + faults
         if not self.complete:
-            text += " (shrinking stopped at max_runs)"
+            text += f" (shrinking stopped {self.stopped or 'early'})"
         return text
 
 
@@ -196,7 +201,9 @@ def _build(units: Iterable[_Unit]) -> tuple[list[tuple[int, int]], FaultSchedule
 
 
 class _Budget(Exception):
-    pass
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 def shrink(
@@ -205,6 +212,7 @@ def shrink(
     faults: FaultSchedule | None = None,
     *,
     max_runs: int = DEFAULT_MAX_RUNS,
+    stop: Callable[[], str | None] | None = None,
 ) -> Shrunk:
     """Shrink a failing run toward FIFO and the fewest, shortest faults.
 
@@ -216,6 +224,10 @@ def shrink(
         schedule: The failing run's record (``sim.schedule``) or its choices.
         faults: The failing run's fault schedule, if any.
         max_runs: Re-runs allowed (from 1 to 100,000; default 1,000).
+        stop: Called before each re-run after the first (the first checks that the
+            recorded run fails); a non-empty phrase (``"after its 5 s budget"``) ends
+            shrinking there with what was reached, and becomes :attr:`Shrunk.stopped`.
+            A wall-clock budget goes here: :func:`shrink` itself reads no clock.
 
     Returns:
         The smallest failing combination found, 1-minimal when :attr:`Shrunk.complete`:
@@ -232,17 +244,29 @@ def shrink(
     cache: dict[tuple[tuple[tuple[int, int], ...], tuple[tuple[float, Fault], ...]], bool] = {}
     runs = 0
 
+    # Every step below moves at once to a candidate that fails, so the last failing
+    # candidate is where shrinking got to: what a budget that ends it midway returns.
+    reached: list[_Unit] = []
+
     def test(units: Sequence[_Unit]) -> bool:
-        nonlocal runs
+        nonlocal runs, reached
         tape, chosen = _build(units)
         key = (tuple(tape), tuple(chosen))
         if key in cache:
+            if cache[key]:
+                reached = list(units)
             return cache[key]
         if runs >= max_runs:
-            raise _Budget
+            raise _Budget("at max_runs")
+        if runs and stop is not None:
+            why = stop()
+            if why:
+                raise _Budget(why)
         runs += 1
         result = bool(fails(ReplayScheduler(tape), chosen if had_faults else None))
         cache[key] = result
+        if result:
+            reached = list(units)
         return result
 
     units: list[_Unit] = [_Choice(s, i) for s, i in choices if i]
@@ -252,7 +276,7 @@ def shrink(
             "the recorded run does not fail when replayed with its schedule and faults: "
             "is the test a pure function of its seed, schedule and faults?"
         )
-    complete = True
+    stopped = ""
     try:
         # Smaller indices can make another choice unnecessary (and shorter faults
         # another fault): repeat until nothing changes.
@@ -263,10 +287,11 @@ def shrink(
             units = _shorter_faults(units, test)
             if units == before:
                 break
-    except _Budget:
-        complete = False
+    except _Budget as budget:
+        stopped = budget.why
+        units = reached
     tape, chosen = _build(units)
-    return Shrunk(tuple(tape), chosen if had_faults else None, runs, complete)
+    return Shrunk(tuple(tape), chosen if had_faults else None, runs, not stopped, stopped)
 
 
 def _ddmin(units: list[_Unit], test: Callable[[Sequence[_Unit]], bool]) -> list[_Unit]:
@@ -315,7 +340,7 @@ def _shorter_faults(units: list[_Unit], test: Callable[[Sequence[_Unit]], bool])
             assert isinstance(current, _Faults) and current.end is not None
             duration = current.end[0] - start
             shorter = _round_duration(duration / 2)
-            if shorter <= 0 or shorter >= duration:
+            if shorter < _MIN_DURATION or shorter >= duration:
                 break
             trial_unit = replace(current, end=(start + shorter, current.end[1]))
             trial = [*units[:k], trial_unit, *units[k + 1 :]]

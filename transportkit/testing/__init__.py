@@ -9,8 +9,8 @@ from any test runner, with a harness for the backend under test::
         check_req_rep(h, [[b"order-1"]])
 
 :func:`sim_test` runs an ``async def`` pytest test body in a fresh simulation once per
-seed, with a replay line and a failure folder for the first seed that fails (its
-docstring and the README's "Testing with transportkit" say how).
+seed, with a replay line, a failure folder and a shrunk, replayable run for the first
+seed that fails (its docstring and the README's "Testing with transportkit" say how).
 
 The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
 when transportkit is installed) provides a ``tk_backend`` fixture parametrized over

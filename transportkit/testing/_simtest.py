@@ -3,13 +3,25 @@
 The decorator turns the body into an ordinary (synchronous) pytest test function, so it
 needs no asyncio plugin and no asyncio plugin takes it over; the transportkit pytest
 plugin (registered when transportkit is installed) parametrizes it by backend and
-provides the ``--tk-seed``/``--tk-seeds`` options and the failure report.
+provides the ``--tk-seed``/``--tk-seeds``/``--tk-replay``/``--tk-shrink`` options and
+the failure report.
+
+When a seed fails, the failure is shrunk (:func:`~transportkit.sim_backend.shrink`):
+the body is run again with a :class:`~transportkit.sim_backend.ReplayScheduler` and
+fewer faults, toward the smallest deviation from FIFO and the fewest, shortest faults
+that still fail **the same way**. The same way means the same exception types along
+the ``__cause__`` chain (so a task's error that ``sim.run`` wraps in a
+``SimulationError`` must have the same original type), and for an assertion
+(``AssertionError`` or ``pytest.fail``) the same file and line where it was raised.
+Messages are not compared: they often hold times, ids or values that a shorter run
+changes while the bug stays the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 import math
@@ -26,24 +38,43 @@ from collections.abc import (
 from pathlib import Path
 from typing import Any, Final, overload
 
+from transportkit import _wallclock
 from transportkit._errors import Timeout
 from transportkit._network import Network
-from transportkit.sim_backend import FaultSchedule, Simulation, schedule_faults
+from transportkit.sim_backend import (
+    FaultSchedule,
+    ReplayScheduler,
+    Scheduler,
+    Shrunk,
+    Simulation,
+    schedule_faults,
+    shrink,
+)
 from transportkit.testing._harness import BACKENDS, SimHarness, ZmqHarness, run_in_own_loop
 from transportkit.testing._simtest_failures import (
     DEFAULT_FAILURES_DIR,
     DEFAULT_KEEP_FAILURES,
+    SHRUNK_FILE,
     FailureRecord,
+    ReplayRecord,
+    folder_name,
     replay_command,
+    replay_file_command,
     save_failure,
+    shrunk_document,
 )
 
 __all__ = [
     "DEFAULT_SEEDS",
+    "DEFAULT_SHRINK_RUNS",
+    "DEFAULT_SHRINK_SECONDS",
     "DEFAULT_TIMEOUT",
     "DEFAULT_ZMQ_TIMEOUT",
     "MAX_SEEDS",
+    "MAX_SHRINK_RUNS",
+    "REPLAY_ATTRIBUTE",
     "REPORT_ATTRIBUTE",
+    "failure_signature",
     "sim_test",
 ]
 
@@ -59,9 +90,22 @@ DEFAULT_TIMEOUT: Final = 60.0
 DEFAULT_ZMQ_TIMEOUT: Final = 10.0
 """Real seconds the zmq backend's run may last before it fails with ``Timeout``."""
 
+DEFAULT_SHRINK_RUNS: Final = 200
+"""Re-runs of the body at most when shrinking a failing seed (``shrink=True``)."""
+
+DEFAULT_SHRINK_SECONDS: Final = 5.0
+"""Real seconds shrinking a failing seed may take at most (``shrink_seconds``): no new
+re-run starts after that."""
+
+MAX_SHRINK_RUNS: Final = 100_000
+"""The largest ``shrink=`` run bound (and ``--tk-shrink``)."""
+
 REPORT_ATTRIBUTE: Final = "_transportkit_sim_test_report"
 """The attribute of a failing seed's exception holding ``(seed, replay command, report
-text)``, for the pytest plugin."""
+text, shrunk replay command or "")``, for the pytest plugin."""
+
+REPLAY_ATTRIBUTE: Final = "_transportkit_replay"
+"""The attribute of the pytest config holding the ``--tk-replay`` record, if any."""
 
 INJECTED: Final = ("tk_sim", "tk_seed", "tk_harness", "tk_faults")
 """Parameters of a body that ``@sim_test`` fills in (every other one is a fixture)."""
@@ -88,6 +132,8 @@ def sim_test(
     backends: Sequence[str] = ("sim",),
     timeout: float = DEFAULT_TIMEOUT,
     zmq_timeout: float = DEFAULT_ZMQ_TIMEOUT,
+    shrink: bool | int = True,
+    shrink_seconds: float = DEFAULT_SHRINK_SECONDS,
     **simulation_options: Any,
 ) -> Callable[[AsyncTest], Callable[..., None]]: ...
 
@@ -103,6 +149,8 @@ def sim_test(
     backends: Sequence[str] = ("sim",),
     timeout: float = DEFAULT_TIMEOUT,
     zmq_timeout: float = DEFAULT_ZMQ_TIMEOUT,
+    shrink: bool | int = True,
+    shrink_seconds: float = DEFAULT_SHRINK_SECONDS,
     **simulation_options: Any,
 ) -> Callable[..., None] | Callable[[AsyncTest], Callable[..., None]]:
     """Run an ``async def`` pytest test body in a fresh simulation once per seed.
@@ -124,6 +172,19 @@ def sim_test(
     (``.transportkit/failures/<test id>-<seed>/``, the newest 50 kept). ``--tk-seed=S``
     runs exactly seed ``S``; ``--tk-seeds=N`` runs seeds 0 to N-1 in every test whose
     ``seeds`` is a count (explicit seed lists, regression seeds, run as they are).
+
+    Shrinking: the failing seed is then shrunk (see the module docstring for "the same
+    way"): the report says ``shrunk: FIFO except step 11 (index 1), and a 1 s partition
+    between desk and exchange at t=4.0`` and ``replay shrunk: pytest <test>
+    --tk-replay=<folder>/shrunk.json``, and the folder gets a ``shrunk.json``. It costs
+    at most ``shrink`` re-runs and ``shrink_seconds`` real seconds (no re-run starts
+    after that, and the report says shrinking stopped early); a body of a few
+    milliseconds a run shrinks in well under a second. If replaying the seed with its
+    recorded schedule and faults does not fail the same way, the report says so: the
+    body depends on something besides its seed, schedule and faults (state kept in a
+    fixture across seeds, the real clock read through a name imported before the run).
+    ``--tk-replay=PATH`` runs a ``shrunk.json``, or a failure folder's original run,
+    again.
 
     Each seed's simulation is ``Simulation(seed, scheduler=..., **simulation_options)``:
     the exploring random-walk scheduler by default, so each seed tries another
@@ -155,6 +216,14 @@ def sim_test(
         timeout: Virtual seconds one seed may run before it fails with
             :class:`~transportkit.Timeout` (positive, finite).
         zmq_timeout: Real seconds the zmq run may take (positive, finite).
+        shrink: Shrink a failing seed: True (at most :data:`DEFAULT_SHRINK_RUNS`
+            re-runs), False (not at all), or the most re-runs (1 to
+            :data:`MAX_SHRINK_RUNS`). ``--tk-shrink=N`` overrides it for every test
+            (``--tk-shrink=0``: off).
+        shrink_seconds: Real seconds shrinking may take (positive, finite; default
+            :data:`DEFAULT_SHRINK_SECONDS`); ``--tk-shrink-seconds`` overrides it. A
+            result cut short by this bound depends on the machine's speed; one cut
+            short by the run bound does not.
         **simulation_options: More keywords for ``Simulation`` (``latency``,
             ``shuffle_ties``, ``record_trace``).
 
@@ -164,8 +233,9 @@ def sim_test(
     Raises:
         TypeError: The body is not an ``async def`` function, or takes ``tk_sim`` while
             ``backends`` includes zmq, or an argument has the wrong type.
-        ValueError: ``seeds``, ``backends``, a timeout or ``scheduler`` is out of range
-            (an explicit scheduler on a Simulation that takes none).
+        ValueError: ``seeds``, ``backends``, a timeout, ``shrink``, ``shrink_seconds``
+            or ``scheduler`` is out of range (an explicit scheduler on a Simulation that
+            takes none).
     """
     spec = _Spec.make(
         seeds=seeds,
@@ -176,6 +246,8 @@ def sim_test(
         timeout=timeout,
         zmq_timeout=zmq_timeout,
         simulation_options=simulation_options,
+        shrink=shrink,
+        shrink_seconds=shrink_seconds,
     )
 
     def decorate(body: AsyncTest) -> Callable[..., None]:
@@ -198,8 +270,12 @@ class _Spec:
         timeout: float,
         zmq_timeout: float,
         simulation_options: dict[str, Any],
+        shrink_runs: int = DEFAULT_SHRINK_RUNS,
+        shrink_seconds: float = DEFAULT_SHRINK_SECONDS,
     ) -> None:
         self.seeds = seeds
+        self.shrink_runs = shrink_runs
+        self.shrink_seconds = shrink_seconds
         self.scheduler = scheduler
         self.faults = faults
         self.nodes = nodes
@@ -220,6 +296,8 @@ class _Spec:
         timeout: float,
         zmq_timeout: float,
         simulation_options: dict[str, Any],
+        shrink: bool | int = True,
+        shrink_seconds: float = DEFAULT_SHRINK_SECONDS,
     ) -> _Spec:
         checked_seeds: int | tuple[int, ...]
         if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -257,7 +335,19 @@ class _Spec:
                 "faults must be a FaultSchedule, a function seed -> FaultSchedule or a "
                 f"Hypothesis strategy, got {type(faults).__name__}"
             )
+        if isinstance(shrink, bool):
+            shrink_runs = DEFAULT_SHRINK_RUNS if shrink else 0
+        elif isinstance(shrink, int):
+            if not 1 <= shrink <= MAX_SHRINK_RUNS:
+                raise ValueError(
+                    f"shrink must be True, False or 1 to {MAX_SHRINK_RUNS} re-runs, got {shrink}"
+                )
+            shrink_runs = shrink
+        else:
+            raise TypeError(f"shrink must be a bool or a number of re-runs, got {shrink!r}")
         return cls(
+            shrink_runs=shrink_runs,
+            shrink_seconds=_positive(shrink_seconds, "shrink_seconds"),
             seeds=checked_seeds,
             scheduler=scheduler,
             faults=faults,
@@ -292,11 +382,14 @@ class _Spec:
             )
         return list(schedule)
 
-    def simulation(self, seed: int) -> Simulation:
-        """A fresh simulation for ``seed``."""
+    def simulation(self, seed: int, scheduler: Scheduler | None = None) -> Simulation:
+        """A fresh simulation for ``seed``, with ``scheduler`` if given (a replay)."""
         options = dict(self.simulation_options)
-        chosen = _EXPLORING if self.scheduler is None else self.scheduler
-        options["scheduler"] = chosen if isinstance(chosen, str) else chosen(seed)
+        if scheduler is not None:
+            options["scheduler"] = scheduler
+        else:
+            chosen = _EXPLORING if self.scheduler is None else self.scheduler
+            options["scheduler"] = chosen if isinstance(chosen, str) else chosen(seed)
         return Simulation(seed, **options)
 
 
@@ -459,6 +552,10 @@ class _Call:
 
 def _run_sim(call: _Call, request: Any) -> None:
     spec = call.spec
+    replay: ReplayRecord | None = getattr(request.config, REPLAY_ATTRIBUTE, None)
+    if replay is not None:
+        _run_replay(call, request, replay)
+        return
     seeds = spec.seed_list(_option(request, "tk_seed"), _option(request, "tk_seeds"))
     for passed, seed in enumerate(seeds):
         run = _SeedRun(call, seed)
@@ -467,25 +564,58 @@ def _run_sim(call: _Call, request: Any) -> None:
         except BaseException as exc:
             if not _is_test_failure(exc):
                 raise
-            _report(request, run, exc, passed)
+            outcome = _shrink_failure(run, exc, request) if run.sim is not None else None
+            _report(request, run, exc, passed, outcome)
             raise
 
 
-class _SeedRun:
-    """One seed's simulation of a body."""
+def _run_replay(call: _Call, request: Any, replay: ReplayRecord) -> None:
+    """Run the body once, with the seed, choices and faults of ``--tk-replay``."""
+    import pytest  # noqa: PLC0415 - only ever called under pytest
 
-    def __init__(self, call: _Call, seed: int) -> None:
+    if replay.test is not None and replay.test != request.node.nodeid:
+        pytest.skip(f"--tk-replay={replay.source} replays {replay.test}")
+    run = _SeedRun(
+        call, replay.seed, scheduler=ReplayScheduler(replay.choices), faults=replay.faults
+    )
+    try:
+        run.execute()
+    except BaseException as exc:
+        if not _is_test_failure(exc):
+            raise
+        _report(request, run, exc, 0, None, replay=replay)
+        raise
+
+
+class _SeedRun:
+    """One seed's simulation of a body.
+
+    ``scheduler`` and ``faults``, when given, replace the spec's (a replay, or one run
+    while shrinking).
+    """
+
+    def __init__(
+        self,
+        call: _Call,
+        seed: int,
+        *,
+        scheduler: Scheduler | None = None,
+        faults: FaultSchedule | None = None,
+    ) -> None:
         self.call = call
         self.spec = call.spec
         self.seed = seed
+        self.scheduler = scheduler
+        self.given_faults = faults
         self.faults: FaultSchedule = []
         self.sim: Simulation | None = None
         self.failed_at: int | None = None
 
     def execute(self) -> None:
         """Run the body in this seed's simulation, with its nodes and faults."""
-        self.faults = self.spec.faults_for(self.seed)
-        sim = self.sim = self.spec.simulation(self.seed)
+        fixed = self.given_faults
+        self.faults = self.spec.faults_for(self.seed) if fixed is None else list(fixed)
+        sim = self.sim = self.spec.simulation(self.seed, self.scheduler)
         harness = SimHarness(sim=sim)
         try:
             for name, main in self.spec.nodes:
@@ -512,6 +642,156 @@ class _SeedRun:
             assert self.sim is not None
             self.failed_at = len(self.sim.trace)
             raise
+
+
+Signature = tuple[tuple[str, str, tuple[Any, ...]], ...]
+
+
+def failure_signature(exc: BaseException) -> Signature:
+    """What "fails the same way" compares, for shrinking: per exception of the
+    ``__cause__`` chain (at most 8), its type's qualified name, the ``file:line`` where
+    it was raised if it is an assertion (``AssertionError``, ``pytest.fail``), and for
+    an exception group the signatures of its members (as a sorted set).
+    """
+    parts: list[tuple[str, str, tuple[Any, ...]]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(parts) < 8:
+        seen.add(id(current))
+        kind = type(current)
+        where = _raised_at(current) if _is_assertion(current) else ""
+        members: tuple[Any, ...] = ()
+        if isinstance(current, BaseExceptionGroup):
+            members = tuple(sorted({failure_signature(e) for e in current.exceptions}, key=repr))
+        parts.append((f"{kind.__module__}.{kind.__qualname__}", where, members))
+        current = current.__cause__
+    return tuple(parts)
+
+
+def _is_assertion(exc: BaseException) -> bool:
+    if isinstance(exc, AssertionError):
+        return True
+    import pytest  # noqa: PLC0415 - only ever called under pytest
+
+    return isinstance(exc, pytest.fail.Exception)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback."""
+    tb = exc.__traceback__
+    if tb is None:
+        return ""
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+
+
+class _ShrinkOutcome:
+    """What shrinking a failing seed gave: the result (or why there is none)."""
+
+    def __init__(self) -> None:
+        self.shrunk: Shrunk | None = None
+        self.summary = ""
+        self.exception = ""
+        self.trace_hash = ""
+        self.original = (0, 0)
+        self.seconds = 0.0
+
+
+def _shrink_budget(request: Any, spec: _Spec) -> tuple[int, float]:
+    runs = _option(request, "tk_shrink")
+    seconds = _option(request, "tk_shrink_seconds")
+    return (
+        spec.shrink_runs if runs is None else int(runs),
+        spec.shrink_seconds if seconds is None else float(seconds),
+    )
+
+
+def _shrink_failure(run: _SeedRun, exc: BaseException, request: Any) -> _ShrinkOutcome | None:
+    """Shrink the failing ``run`` within its bounds; None if shrinking is off.
+
+    Never raises for a problem of its own (an interrupt goes through): the outcome then
+    says what went wrong, and the test fails with its own error as before.
+    """
+    max_runs, budget = _shrink_budget(request, run.spec)
+    sim = run.sim
+    if max_runs <= 0 or sim is None:
+        return None
+    outcome = _ShrinkOutcome()
+    schedule = getattr(sim, "schedule", None)
+    choices = list(getattr(schedule, "choices", ()))
+    outcome.original = (len(choices), len(run.faults))
+    target = failure_signature(exc)
+    found: dict[tuple[Any, ...], tuple[str, str]] = {}
+
+    def fails(scheduler: ReplayScheduler, faults: FaultSchedule | None) -> bool:
+        attempt = _SeedRun(run.call, run.seed, scheduler=scheduler, faults=faults or [])
+        try:
+            attempt.execute()
+        except BaseException as error:
+            if not _is_test_failure(error):
+                if isinstance(error, KeyboardInterrupt | SystemExit) or _is_exit(error):
+                    raise
+                return False  # a skip or an xfail: not the failure we shrink
+            if failure_signature(error) != target:
+                return False
+            assert attempt.sim is not None
+            key = (tuple(sorted(scheduler.choices.items())), tuple(faults or []))
+            found[key] = (f"{type(error).__name__}: {error}", attempt.sim.trace.hash)
+            return True
+        return False
+
+    started = _wallclock.monotonic()
+
+    def stop() -> str | None:
+        if _wallclock.monotonic() - started >= budget:
+            return f"after its {budget:g} s budget"
+        return None
+
+    try:
+        shrunk = shrink(fails, choices, list(run.faults), max_runs=max_runs, stop=stop)
+    except ValueError as error:
+        if "does not fail when replayed" not in str(error):
+            outcome.summary = f"failed: {type(error).__name__}: {error}"
+            return outcome
+        outcome.summary = (
+            f"not possible: seed {run.seed} replayed with its recorded schedule and faults "
+            "did not fail the same way (same exception type and, for an assertion, line): "
+            "the body depends on more than its seed, schedule and faults (state kept "
+            "across seeds, the real clock or randomness read through a name imported "
+            "before the run?)"
+        )
+        return outcome
+    except Exception as error:  # never hide the test's own failure behind this one
+        outcome.summary = f"failed: {type(error).__name__}: {error}"
+        return outcome
+    outcome.seconds = _wallclock.monotonic() - started
+    outcome.shrunk = shrunk
+    key = (shrunk.choices, tuple(shrunk.faults or []))
+    outcome.exception, outcome.trace_hash = found.get(key, ("", ""))
+    if not shrunk.complete:
+        how = f"stopped {shrunk.stopped}: it may not be minimal"
+    elif shrunk.choices or shrunk.faults:
+        how = "1-minimal: without any one of its choices or faults it passes"
+    else:
+        how = "it fails in FIFO order with no faults"
+    had_choices, had_faults = outcome.original
+    outcome.summary = (
+        f"{_count(shrunk.runs, 're-run')}, from {_count(had_choices, 'choice')} and "
+        f"{_count(had_faults, 'fault')}; {how}"
+    )
+    return outcome
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 fault``, ``2 faults``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _is_exit(exc: BaseException) -> bool:
+    import pytest  # noqa: PLC0415 - only ever called under pytest
+
+    return isinstance(exc, pytest.exit.Exception)
 
 
 def _close(harness: SimHarness, sim: Simulation) -> None:
@@ -555,11 +835,28 @@ def _test_arg(request: Any) -> str:
     return f"{Path(path).as_posix()}{sep}{rest}"
 
 
-def _report(request: Any, run: _SeedRun, exc: BaseException, passed: int) -> None:
-    """Save the failure folder, note the replay line on ``exc`` and keep the report."""
+def _report(
+    request: Any,
+    run: _SeedRun,
+    exc: BaseException,
+    passed: int,
+    outcome: _ShrinkOutcome | None,
+    *,
+    replay: ReplayRecord | None = None,
+) -> None:
+    """Save the failure folder, note the replay lines on ``exc`` and keep the report.
+
+    A ``--tk-replay`` run (``replay``) saves nothing: its folder may be the one it
+    replays.
+    """
     sim = run.sim
+    test_arg = _test_arg(request)
+    config = request.config
+    command = ""
+    if replay is not None:
+        command = replay_file_command(test_arg, _option(request, "tk_replay") or "")
     if sim is None:  # failed before the simulation existed (faults(seed) raised)
-        exc.add_note(f"replay: {replay_command(_test_arg(request), run.seed)}")
+        exc.add_note(f"replay: {command or replay_command(test_arg, run.seed)}")
         return
     events = sim.trace.events
     failed_at = run.failed_at
@@ -569,9 +866,17 @@ def _report(request: Any, run: _SeedRun, exc: BaseException, passed: int) -> Non
             failed_at = sum(1 for e in events if e.time <= when)
     schedule = getattr(sim, "schedule", None)
     describe = getattr(schedule, "describe", None)
+    directory = Path(config.rootpath) / (_ini(config, "tk_failures_dir") or DEFAULT_FAILURES_DIR)
+    shrunk = outcome.shrunk if outcome is not None else None
+    shrunk_path = directory / folder_name(request.node.nodeid, run.seed) / SHRUNK_FILE
+    replay_shrunk = (
+        replay_file_command(test_arg, _relative_file(shrunk_path, config))
+        if shrunk is not None
+        else ""
+    )
     record = FailureRecord(
         nodeid=request.node.nodeid,
-        test_arg=_test_arg(request),
+        test_arg=test_arg,
         seed=run.seed,
         passed=passed,
         scheduler=_scheduler_name(sim),
@@ -580,23 +885,54 @@ def _report(request: Any, run: _SeedRun, exc: BaseException, passed: int) -> Non
         trace_hash=sim.trace.hash,
         events=events,
         failed_at=failed_at,
+        shrunk=shrunk.describe() if shrunk is not None else "",
+        shrinking=outcome.summary if outcome is not None else "",
+        replay_shrunk=replay_shrunk,
+        command=command,
+        replayed_from=str(replay.source) if replay is not None else "",
     )
-    config = request.config
-    directory = Path(config.rootpath) / (_ini(config, "tk_failures_dir") or DEFAULT_FAILURES_DIR)
+    if replay is not None:
+        exc.add_note(f"replay: {record.replay}")
+        with contextlib.suppress(AttributeError):
+            setattr(exc, REPORT_ATTRIBUTE, (run.seed, record.replay, record.report(None), ""))
+        return
     keep_text = _ini(config, "tk_keep_failures")
     keep = int(keep_text) if keep_text else DEFAULT_KEEP_FAILURES
+    document = None
+    if shrunk is not None and outcome is not None:
+        document = shrunk_document(
+            nodeid=record.nodeid,
+            seed=run.seed,
+            choices=shrunk.choices,
+            faults=list(shrunk.faults or []),
+            description=record.shrunk,
+            shrinking=outcome.summary,
+            exception=outcome.exception,
+            trace_hash=outcome.trace_hash,
+            replay=replay_shrunk,
+            original=outcome.original,
+            seconds=outcome.seconds,
+        )
     folder: Path | None
     try:
-        folder = save_failure(directory, record, sim, run.faults, keep=keep)
+        folder = save_failure(directory, record, sim, run.faults, keep=keep, shrunk=document)
     except OSError as error:
         folder = None
         exc.add_note(f"transportkit could not save the failure folder: {error}")
+        record = dataclasses.replace(record, replay_shrunk="")
     shown = _relative(folder, config) if folder is not None else None
     exc.add_note(f"replay: {record.replay}")
     if shown is not None:
         exc.add_note(f"trace, schedule and faults of seed {run.seed}: {shown}")
+    if record.shrunk:
+        exc.add_note(f"shrunk: {record.shrunk}")
+    elif record.shrinking:
+        exc.add_note(f"shrinking: {record.shrinking}")
+    if record.replay_shrunk:
+        exc.add_note(f"replay shrunk: {record.replay_shrunk}")
+    report = (run.seed, record.replay, record.report(shown), record.replay_shrunk)
     with contextlib.suppress(AttributeError):  # an exception type without a __dict__
-        setattr(exc, REPORT_ATTRIBUTE, (run.seed, record.replay, record.report(shown)))
+        setattr(exc, REPORT_ATTRIBUTE, report)
 
 
 def _scheduler_name(sim: Simulation) -> str:
@@ -613,6 +949,16 @@ def _ini(config: Any, name: str) -> str:
     return str(value).strip() if value else ""
 
 
+def _relative_file(path: Path, config: Any) -> str:
+    """``path`` relative to the directory pytest was invoked in, if it can be."""
+    import os  # noqa: PLC0415
+
+    try:
+        return Path(os.path.relpath(path, config.invocation_params.dir)).as_posix()
+    except (AttributeError, ValueError):
+        return str(path)
+
+
 def _relative(path: Path, config: Any) -> str:
     import os  # noqa: PLC0415
 
@@ -624,6 +970,11 @@ def _relative(path: Path, config: Any) -> str:
 
 def _run_zmq(call: _Call, request: Any) -> None:
     spec = call.spec
+    replay: ReplayRecord | None = getattr(request.config, REPLAY_ATTRIBUTE, None)
+    if replay is not None:
+        import pytest  # noqa: PLC0415 - only ever called under pytest
+
+        pytest.skip(f"--tk-replay={replay.source} replays a simulation run, not a zmq run")
     seeds = spec.seed_list(_option(request, "tk_seed"), _option(request, "tk_seeds"))
     harness = ZmqHarness()
     try:
