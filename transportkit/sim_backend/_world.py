@@ -347,7 +347,10 @@ class Simulation:
         :meth:`run_until`, until :meth:`close` cancels it. Virtual time, sockets and
         queues carry over too. A simulation that is garbage collected without
         :meth:`close` frees its tasks silently (no "Task was destroyed" or "unclosed
-        event loop" warnings), but their ``finally`` blocks only run on ``close``.
+        event loop" warnings), but their ``finally`` blocks only run on ``close``: a
+        ``finally`` that awaits may make Python report "coroutine ignored
+        GeneratorExit" when it frees the task before the simulation (the collector's
+        order within a cycle is not promised). Close simulations (``with``).
 
         A task that ends with an exception nobody retrieved (awaiting the task,
         gathering it, ``result()``/``exception()``) by the time the loop has nothing
