@@ -482,6 +482,18 @@ def test_run_works_from_a_thread_whose_event_loop_is_running() -> None:
     assert threading.get_ident() == caller
 
 
+@pytest.mark.asyncio
+async def test_an_async_test_under_pytest_asyncio_runs_a_simulation() -> None:
+    """The issue's case, under the real plugin: before, "cannot be called from a running
+    event loop"."""
+    with Simulation(seed=1) as sim:
+        sim.node("risk", main=risk_server)
+        assert sim.run(request(sim.node("desk"), b"o1"), timeout=5) == b"approved:o1"
+        sim.run_for(2)
+        assert sim.now >= 2
+    await asyncio.sleep(0)  # the test's own loop is left working
+
+
 def test_from_a_running_loop_the_guards_protect_the_simulation_thread() -> None:
     async def sleeper(node: Node) -> None:
         time.sleep(0.001)

@@ -348,7 +348,10 @@ def test_a_node_main_that_raises_on_zmq_fails_the_run_naming_the_node(
 
 
 def test_the_failure_folder_keeps_only_the_newest(pytester: pytest.Pytester) -> None:
-    pytester.makeini("[pytest]\ntk_keep_failures = 2\n")
+    # The ini the conftest gives every pytester project, plus the option under test.
+    pytester.makeini(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\ntk_keep_failures = 2\n"
+    )
     pytester.makepyfile(
         test_many="""
         import pytest
