@@ -79,11 +79,15 @@ def _loop(path: str, count: int) -> None:
         tb.close()
 
 
-def _instructions(path: str, count: int, valgrind: str) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
-    env.pop("TRANSPORTKIT_PURE_PYTHON", None)
-    if path == "tk-pure":
-        env["TRANSPORTKIT_PURE_PYTHON"] = "1"
+def callgrind_instructions(
+    valgrind: str, module: str, worker_args: list[str], env: dict[str, str]
+) -> int:
+    """CPU instructions of ``python -m MODULE --worker *WORKER_ARGS`` under callgrind.
+
+    Raises:
+        subprocess.CalledProcessError: The worker failed.
+        RuntimeError: callgrind reported no count.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
             [
@@ -92,10 +96,9 @@ def _instructions(path: str, count: int, valgrind: str) -> int:
                 f"--callgrind-out-file={tmp}/callgrind.out",
                 sys.executable,
                 "-m",
-                "transportkit._bench._instructions",
+                module,
                 "--worker",
-                path,
-                str(count),
+                *worker_args,
             ],
             env=env,
             capture_output=True,
@@ -106,6 +109,16 @@ def _instructions(path: str, count: int, valgrind: str) -> int:
     if not found:
         raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr[-500:]}")
     return int(found[-1])
+
+
+def _instructions(path: str, count: int, valgrind: str) -> int:
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
+    env.pop("TRANSPORTKIT_PURE_PYTHON", None)
+    if path == "tk-pure":
+        env["TRANSPORTKIT_PURE_PYTHON"] = "1"
+    return callgrind_instructions(
+        valgrind, "transportkit._bench._instructions", [path, str(count)], env
+    )
 
 
 def measure(paths: list[str], count: int = 20_000) -> dict[str, float]:

@@ -15,20 +15,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
 from typing import Final
+
+from transportkit._bench._instructions import callgrind_instructions
 
 WORKLOADS: Final = {
     "pubsub": "sim PUB/SUB, one reading subscriber (instructions per message)",
     "reqrep": "sim REQ/REP (instructions per round trip: two messages)",
 }
 """Every measured workload and what one unit of it is."""
-
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
 def run_workload(workload: str, count: int) -> int:
@@ -47,29 +43,10 @@ def run_workload(workload: str, count: int) -> int:
 
 
 def _instructions(workload: str, count: int, valgrind: str) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = subprocess.run(
-            [
-                valgrind,
-                "--tool=callgrind",
-                f"--callgrind-out-file={tmp}/callgrind.out",
-                sys.executable,
-                "-m",
-                "transportkit._bench._sim_instructions",
-                "--worker",
-                workload,
-                str(count),
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    found = _COLLECTED.findall(result.stderr)
-    if not found:
-        raise RuntimeError(f"no instruction count in callgrind's output: {result.stderr[-500:]}")
-    return int(found[-1])
+    env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
+    return callgrind_instructions(
+        valgrind, "transportkit._bench._sim_instructions", [workload, str(count)], env
+    )
 
 
 def measure(workloads: list[str], count: int = 5_000) -> dict[str, float]:

@@ -397,6 +397,22 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             self._exploring.switching = False
             this._stopping = False
 
+    def _compact_timers(self) -> list[Any]:
+        """Drop the cancelled timers from the heap, as asyncio's ``_run_once`` does when
+        they are more than half of it (the rare branch, shared by both loop paths).
+        """
+        this: Any = self
+        kept = []
+        for handle in this._scheduled:
+            if handle._cancelled:
+                handle._scheduled = False
+            else:
+                kept.append(handle)
+        heapq.heapify(kept)
+        this._scheduled = kept
+        this._timer_cancelled_count = 0
+        return kept
+
     def _run_fifo(self) -> None:
         this: Any = self
         env = self._env
@@ -412,15 +428,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                 and this._timer_cancelled_count / sched_count
                 > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
             ):
-                kept = []
-                for handle in scheduled:
-                    if handle._cancelled:
-                        handle._scheduled = False
-                    else:
-                        kept.append(handle)
-                heapq.heapify(kept)
-                this._scheduled = scheduled = kept
-                this._timer_cancelled_count = 0
+                scheduled = self._compact_timers()
             else:
                 while scheduled and scheduled[0]._cancelled:
                     this._timer_cancelled_count -= 1
@@ -480,15 +488,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                 and this._timer_cancelled_count / sched_count
                 > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
             ):
-                kept = []
-                for handle in scheduled:
-                    if handle._cancelled:
-                        handle._scheduled = False
-                    else:
-                        kept.append(handle)
-                heapq.heapify(kept)
-                this._scheduled = scheduled = kept
-                this._timer_cancelled_count = 0
+                scheduled = self._compact_timers()
             else:
                 while scheduled and scheduled[0]._cancelled:
                     this._timer_cancelled_count -= 1
