@@ -52,6 +52,7 @@ from transportkit.patterns.resilience import (
     StampedPublisher,
     SuicidalSubscriber,
 )
+from transportkit.patterns.titanic import Titanic, TitanicClient, TitanicError
 
 __all__ = [
     "AsyncMajordomoClient",
@@ -78,6 +79,9 @@ __all__ = [
     "SimplePirateQueue",
     "StampedPublisher",
     "SuicidalSubscriber",
+    "Titanic",
+    "TitanicClient",
+    "TitanicError",
     "conflated_subscriber",
     "run_load_balancing_worker",
     "sequenced",
