@@ -22,6 +22,8 @@ from _mdp_helpers import (
     running_broker,
     serving_worker,
 )
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from transportkit import Message, Network, Requester
 from transportkit.patterns import Titanic, TitanicClient, TitanicError
@@ -213,6 +215,43 @@ def test_a_crash_while_a_request_is_being_served_resends_it_after_the_restart(
     assert sim.run(main(), timeout=120.0) == [b"X"]
     # Sent once before the crash (its reply went to a dead Titanic), once after.
     assert len(seen) == 2 and seen[0] < 4.0 < 6.0 < seen[1]
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    crash_at=st.floats(1.0, 12.0),
+    down_for=st.floats(0.1, 8.0),
+    worker_at=st.floats(0.0, 25.0),
+    seed=st.integers(0, 2**16),
+)
+def test_under_a_crash_at_any_time_every_accepted_request_gets_its_reply(
+    crash_at: float, down_for: float, worker_at: float, seed: int, tmp_path_factory: Any
+) -> None:
+    directory = tmp_path_factory.mktemp("titanic")
+    sim = Simulation(seed=seed, latency=Constant(0.001), scheduler="random")
+    world = TitanicWorld(sim, directory)
+    schedule_faults(sim, [(crash_at, Crash("titanic")), (crash_at + down_for, Restart("titanic"))])
+
+    async def main() -> dict[bytes, Message]:
+        world.worker.spawn(_serve_later(world.worker, worker_at))
+        await asyncio.sleep(0.5)
+        replies: dict[bytes, Message] = {}
+        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=20) as client:
+            uuids = []
+            for i in range(6):
+                uuids.append((await client.request(b"upper", [b"job-%d" % i]), i))
+                await asyncio.sleep(1.0)
+            for uuid, i in uuids:
+                while (reply := await client.reply(uuid)) is None:
+                    await asyncio.sleep(0.5)
+                assert reply == [b"JOB-%d" % i]
+                replies[uuid] = reply
+                await client.close_request(uuid)
+        return replies
+
+    replies = sim.run(main(), timeout=300.0)
+    assert len(replies) == 6
+    event(f"{len(world.titanics)} Titanic runs")
 
 
 def test_malformed_tsp_requests_are_answered_400_and_counted(
