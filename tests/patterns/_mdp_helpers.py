@@ -187,3 +187,43 @@ class GuideBroker:
                 for wid in workers:
                     router.send_multipart([wid, b"", b"MDPW01", b"\x04"])
                 beat_at = now + self.interval
+
+
+def guide_ticlient(
+    endpoint: str, service: bytes, body: bytes, timeout: float = 10.0
+) -> list[bytes]:
+    """The Guide's ``ticlient`` dialogue, with a raw pyzmq REQ socket (run it in a thread).
+
+    Stores one request with ``titanic.request``, polls ``titanic.reply`` until its
+    status is ``200``, closes it with ``titanic.close``; returns every TSP reply body it
+    received, in order (status frames included). A new REQ socket per call, as the
+    Guide's synchronous client opens one per attempt; fails after ``timeout`` seconds.
+    """
+    ctx = zmq.Context()
+    deadline = time.monotonic() + timeout
+    seen: list[bytes] = []
+
+    def call(tsp_service: bytes, *frames: bytes) -> list[bytes]:
+        sock = ctx.socket(zmq.REQ)
+        sock.linger = 0
+        try:
+            sock.connect(endpoint)
+            sock.send_multipart([b"MDPC01", tsp_service, *frames])
+            if not sock.poll(int(max(deadline - time.monotonic(), 0.0) * 1000)):
+                raise AssertionError(f"{tsp_service!r}: no reply within {timeout} s")
+            header, answered, *reply = sock.recv_multipart()
+            assert (header, answered) == (b"MDPC01", tsp_service)
+            seen.extend(reply)
+            return reply
+        finally:
+            sock.close()
+
+    try:
+        status, uuid = call(b"titanic.request", service, body)
+        assert status == b"200"
+        while call(b"titanic.reply", uuid)[0] != b"200":
+            time.sleep(0.05)
+        assert call(b"titanic.close", uuid) == [b"200"]
+        return seen
+    finally:
+        ctx.term()

@@ -17,6 +17,7 @@ from _mdp_helpers import (
     GuideBroker,
     eventually,
     example_argv,
+    guide_ticlient,
     real_endpoint,
     run_real,
     running_broker,
@@ -387,8 +388,8 @@ def test_uuids_are_hex_uuid4_and_the_same_seed_gives_the_same_run(tmp_path: Path
         assert uuid[16:17] in b"89ab"  # RFC 4122 variant
 
 
-def test_our_titanic_and_client_work_through_the_guides_broker(tmp_path: Path) -> None:
-    async def main(endpoint: str) -> Message:
+def test_our_titanic_between_the_guides_broker_and_a_guide_style_ticlient(tmp_path: Path) -> None:
+    async def main(endpoint: str) -> tuple[Message, list[bytes]]:
         with ZmqNetwork() as net:
             titanic = Titanic(net, endpoint, tmp_path, **FAST)
             task = asyncio.ensure_future(titanic.run())
@@ -400,16 +401,46 @@ def test_our_titanic_and_client_work_through_the_guides_broker(tmp_path: Path) -
                     ):
                         while (reply := await client.reply(uuid)) is None:
                             await asyncio.sleep(0.05)
-                    await client.close_request(uuid)
-                    return reply
+                        await client.close_request(uuid)
+                        seen = await asyncio.to_thread(
+                            guide_ticlient, endpoint, b"upper", b"Hello world"
+                        )
+                    return reply, seen
             finally:
                 titanic.stop()
                 await asyncio.gather(task, return_exceptions=True)
 
     with GuideBroker() as broker:
-        assert run_real(main(broker.endpoint), timeout=30.0) == [b"VIA", b"GUIDE"]
+        reply, seen = run_real(main(broker.endpoint), timeout=30.0)
         mmi = [r for r in broker.requests if r[1] == b"mmi.service"]
+    assert reply == [b"VIA", b"GUIDE"]
     assert mmi and all(r == [b"MDPC01", b"mmi.service", b"upper"] for r in mmi)
+    # The Guide's dialogue: 200 and a uuid; 300 while pending; 200 and the reply; 200.
+    assert seen[0] == b"200" and UUID.fullmatch(seen[1])
+    assert seen[2:] in ([b"200", b"HELLO WORLD", b"200"], [b"300", b"200", b"HELLO WORLD", b"200"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_broker_crash_loses_no_stored_request(tmp_path: Path) -> None:
+    sim = Simulation(seed=8, latency=Constant(0.001))
+    world = TitanicWorld(sim, tmp_path)
+    schedule_faults(sim, [(3.0, Crash("broker")), (30.0, Restart("broker"))])
+
+    async def main() -> list[Message]:
+        await asyncio.sleep(1.0)
+        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=60) as client:
+            uuids = [await client.request(b"upper", [b"%d" % i]) for i in range(3)]
+            await asyncio.sleep(5.0)  # the broker is gone; the worker comes meanwhile
+            world.worker.spawn(MajordomoWorker(world.worker, BROKER, b"upper").serve(upper))
+            replies = []
+            for uuid in uuids:
+                while (reply := await client.reply(uuid)) is None:
+                    await asyncio.sleep(1.0)
+                replies.append(reply)
+            return replies
+
+    assert sim.run(main(), timeout=200.0) == [[b"0"], [b"1"], [b"2"]]
+    assert len(world.titanics) == 1 and world.titanics[0].stats.replies == 3
 
 
 # -- the examples, as processes: a SIGKILLed Titanic restarted on its directory ---------

@@ -246,7 +246,15 @@ class Titanic:
     (``max_request_bytes`` + ``max_reply_bytes``) bytes and a few bytes per file.
     Memory holds an index entry per stored request, never a body. Refusals are
     answered as the module docstring says and counted (``stats.over_limit``).
-    Clients must close what they have read: nothing expires.
+    Clients must close what they have read: nothing expires. The ``titanic.*``
+    workers take messages of up to ``max_request_bytes`` + 1 KiB from the broker (the
+    MDP envelope); a larger one never reaches Titanic's handler: the worker gives it
+    back to the broker (see :class:`MajordomoWorker`), and the client gets no answer.
+
+    One Titanic per directory: nothing locks it, and two would serve and delete each
+    other's requests. A request is stored before it is acknowledged, so a client that
+    retries after a lost ``200`` (a crash between the write and the answer) may have
+    its request stored twice, under two UUIDs: 9/TSP delivers at least once.
 
     Args:
         network: Makes the sockets (the workers' DEALERs, the dispatcher's REQs).
