@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 from _mdp_helpers import (
     GuideBroker,
     example_argv,
@@ -266,11 +267,37 @@ def test_real_ipc_the_asynchronous_client_has_more_throughput_than_the_synchrono
     assert async_rate > 1.3 * sync_rate
 
 
-def test_example_mdclient2_pipelines_through_the_example_broker(tmp_path: Path) -> None:
+def _guide_mdclient2(endpoint: str, n: int, timeout: float = 10.0) -> int:
+    """The Guide's mdclient2 with raw pyzmq: n requests sent, then replies read."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        sock.connect(endpoint)
+        for _ in range(n):
+            sock.send_multipart([b"", b"MDPC01", b"echo", b"Hello world"])
+        count = 0
+        while count < n and sock.poll(int(timeout * 1000)):
+            assert sock.recv_multipart() == [b"", b"MDPC01", b"echo", b"Hello world"]
+            count += 1
+        return count
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def test_example_mdclient2_and_the_guides_mdclient2_through_the_example_broker(
+    tmp_path: Path,
+) -> None:
+    # The Guide's client sends all its requests before it reads a reply: past the
+    # default broker's 100 pending requests per client (see
+    # test_past_the_brokers_per_client_bound_...), so the broker's bounds are raised.
+    n = 500
     endpoint = real_endpoint("ipc", tmp_path)
+    bounds = ("--max-pending-per-service", str(n), "--max-pending-per-client", str(n))
     timing = ("--heartbeat-interval", "0.2")
     with (
-        ChildProcess(*example_argv("mdbroker"), "--bind", endpoint, *timing),
+        ChildProcess(*example_argv("mdbroker"), "--bind", endpoint, *timing, *bounds),
         ChildProcess(*example_argv("mdworker"), "--broker", endpoint, *timing, "--quiet"),
     ):
         result = subprocess.run(
@@ -278,4 +305,5 @@ def test_example_mdclient2_pipelines_through_the_example_broker(tmp_path: Path) 
              "--requests", "500", "--window", "50"],
             capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
+        assert _guide_mdclient2(endpoint, n) == n
     assert result.stdout.splitlines()[-1].startswith("500 requests/replies processed")
