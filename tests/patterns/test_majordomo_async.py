@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import subprocess
 import sys
 import time
@@ -75,13 +76,13 @@ def test_the_client_sends_and_takes_exactly_the_spec_frames_over_a_dealer(
                     assert await client.recv() == [b""]
                     with pytest.raises(Timeout):
                         await client.recv(timeout=0.2)
+                    with pytest.raises(ValueError, match="timeout"):
+                        await client.recv(timeout=0)
+                    await router.send([rid, b"", b"MDPC01", b"echo", b"late"])
+                    assert await client.recv(timeout=math.inf) == [b"late"]
                     stats = client.stats
-                    assert (stats.sent, stats.replies, stats.malformed, stats.timeouts) == (
-                        2,
-                        3,
-                        4,
-                        1,
-                    )
+                    counts = (stats.sent, stats.replies, stats.malformed, stats.timeouts)
+                    assert counts == (2, 4, 4, 1)
                     with pytest.raises(FrameError):
                         await client.send(b"echo", [])
                     with pytest.raises(FrameError):

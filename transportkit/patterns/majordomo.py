@@ -1567,9 +1567,11 @@ class AsyncMajordomoClient(Closeable):
         """Wait for the next reply and return its body (the frames after the service).
 
         Args:
-            timeout: Seconds to wait (None: the client's ``timeout``).
+            timeout: Seconds to wait (None: the client's ``timeout``; ``math.inf``: for
+                ever).
 
         Raises:
+            ValueError: ``timeout`` is not positive.
             Timeout: No reply within ``timeout`` seconds (counted in ``stats.timeouts``).
             ProtocolError: The message received is not a 7/MDP client reply (counted
                 in ``stats.malformed``; it is dropped, and the next :meth:`recv` goes
@@ -1582,12 +1584,14 @@ class AsyncMajordomoClient(Closeable):
         """Like :meth:`recv`, but also say which service answered.
 
         Raises:
+            ValueError: As :meth:`recv`.
             Timeout: As :meth:`recv`.
             ProtocolError: As :meth:`recv`.
             ClosedError: As :meth:`recv`.
         """
         wait = self.timeout if timeout is None else timeout
-        _check_timing(timeout=wait)
+        if wait != math.inf:
+            _check_timing(timeout=wait)
         sock = self._sock()
         try:
             msg = await sock.recv(timeout=wait)
