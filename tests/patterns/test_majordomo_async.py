@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from _mdp_helpers import (
 
 from transportkit import ClosedError, FrameError, Message, ProtocolError, Timeout
 from transportkit.patterns import AsyncMajordomoClient, MajordomoClient, MajordomoReply
+from transportkit.patterns.examples import mdclient2
 from transportkit.sim_backend import Constant, Simulation
 from transportkit.testing import ChildProcess, open_harness
 from transportkit.zmq_backend import ZmqNetwork
@@ -288,7 +287,7 @@ def _guide_mdclient2(endpoint: str, n: int, timeout: float = 10.0) -> int:
 
 
 def test_example_mdclient2_and_the_guides_mdclient2_through_the_example_broker(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The Guide's client sends all its requests before it reads a reply: past the
     # default broker's 100 pending requests per client (see
@@ -301,10 +300,7 @@ def test_example_mdclient2_and_the_guides_mdclient2_through_the_example_broker(
         ChildProcess(*example_argv("mdbroker"), "--bind", endpoint, *timing, *bounds),
         ChildProcess(*example_argv("mdworker"), "--broker", endpoint, *timing, "--quiet"),
     ):
-        result = subprocess.run(
-            [sys.executable, *example_argv("mdclient2"), "--broker", endpoint,
-             "--requests", "500", "--window", "50"],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
+        argv = ["--broker", endpoint, "--requests", "500", "--window", "50"]
+        assert mdclient2.main(argv) == 0
         assert _guide_mdclient2(endpoint, n) == n
-    assert result.stdout.splitlines()[-1].startswith("500 requests/replies processed")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("500 requests/replies processed")
