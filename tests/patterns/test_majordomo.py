@@ -1340,7 +1340,7 @@ def test_real_crashes_a_killed_worker_expires_and_restarted_processes_serve_agai
 
 
 def test_examples_show_their_help() -> None:
-    for name in ("mdbroker", "mdworker", "mdclient"):
+    for name in ("mdbroker", "mdworker", "mdclient", "mdclient2"):
         result = subprocess.run(
             [sys.executable, *example_argv(name), "--help"],
             capture_output=True,

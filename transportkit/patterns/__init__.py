@@ -10,7 +10,9 @@ Lazy Pirate            :mod:`.lazy_pirate`                 LazyPirateClient
 Load balancing,        :mod:`.load_balancing`              LoadBalancingBroker,
 Simple Pirate                                              SimplePirateQueue
 Paranoid Pirate        :mod:`.paranoid_pirate`             ParanoidPirateQueue/Worker
-Majordomo (7/MDP)      :mod:`.majordomo`                   MajordomoBroker/Client/Worker
+Majordomo (7/MDP)      :mod:`.majordomo`                   MajordomoBroker/Client/Worker,
+                                                           AsyncMajordomoClient
+Titanic (9/TSP)        :mod:`.titanic`                     Titanic, TitanicClient
 Clone (13/CHP)         :mod:`.clone`                       CloneServer, CloneClient
 Binary Star            :mod:`.binary_star`                 BinaryStarServer/Client
 Conflation, LVC        :mod:`.conflation`                  ConflatingSubscriber,
@@ -35,7 +37,13 @@ from transportkit.patterns.load_balancing import (
     SimplePirateQueue,
     run_load_balancing_worker,
 )
-from transportkit.patterns.majordomo import MajordomoBroker, MajordomoClient, MajordomoWorker
+from transportkit.patterns.majordomo import (
+    AsyncMajordomoClient,
+    MajordomoBroker,
+    MajordomoClient,
+    MajordomoReply,
+    MajordomoWorker,
+)
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.patterns.resilience import (
     HeartbeatMonitor,
@@ -44,8 +52,10 @@ from transportkit.patterns.resilience import (
     StampedPublisher,
     SuicidalSubscriber,
 )
+from transportkit.patterns.titanic import Titanic, TitanicClient, TitanicError
 
 __all__ = [
+    "AsyncMajordomoClient",
     "BStarState",
     "BinaryStarClient",
     "BinaryStarServer",
@@ -61,6 +71,7 @@ __all__ = [
     "LoadBalancingBroker",
     "MajordomoBroker",
     "MajordomoClient",
+    "MajordomoReply",
     "MajordomoWorker",
     "ParanoidPirateQueue",
     "ParanoidPirateWorker",
@@ -68,6 +79,9 @@ __all__ = [
     "SimplePirateQueue",
     "StampedPublisher",
     "SuicidalSubscriber",
+    "Titanic",
+    "TitanicClient",
+    "TitanicError",
     "conflated_subscriber",
     "run_load_balancing_worker",
     "sequenced",

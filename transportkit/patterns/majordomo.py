@@ -3,7 +3,10 @@ r"""The Majordomo Protocol, 7/MDP version 0.1: service-oriented reliable request
 Clients ask a broker for a *service* by name; the broker hands each request to a worker
 that registered that service, and returns the worker's reply. Workers and broker
 heartbeat each other, so a dead worker is forgotten and a dead broker is left for a
-fresh connection. Clients retry as the Lazy Pirate does (new REQ socket per attempt).
+fresh connection. :class:`MajordomoClient` (the Guide's ``mdcliapi``) asks one request
+at a time and retries as the Lazy Pirate does (new REQ socket per attempt);
+:class:`AsyncMajordomoClient` (the Guide's ``mdcliapi2``) sends and receives apart over
+a DEALER, with many requests in flight, and never retries.
 
 The wire format is the one of rfc.zeromq.org/spec:7 (frames as a ROUTER sees them,
 after the peer's routing id):
@@ -45,7 +48,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, Self, TypeAlias
+from typing import Final, NamedTuple, Self, TypeAlias
 
 from transportkit import (
     ClosedError,
@@ -93,12 +96,15 @@ __all__ = [
     "MMI_NOT_IMPLEMENTED",
     "MMI_OK",
     "MMI_SERVICE",
+    "AsyncMajordomoClient",
+    "AsyncMajordomoClientStats",
     "MajordomoBroker",
     "MajordomoBrokerStats",
     "MajordomoClient",
     "MajordomoClientStats",
     "MajordomoErrorReply",
     "MajordomoHandler",
+    "MajordomoReply",
     "MajordomoWorker",
     "MajordomoWorkerStats",
 ]
@@ -1430,3 +1436,205 @@ class MajordomoClient(Closeable):
                 f"Majordomo reply is from service {reply[1]!r:.60}, expected {service!r}"
             )
         return reply[2:]
+
+
+# -- asynchronous client ---------------------------------------------------------------
+
+
+class MajordomoReply(NamedTuple):
+    """A reply taken by :meth:`AsyncMajordomoClient.recv_reply`."""
+
+    service: bytes
+    """The service that answered (frame 2 of the reply)."""
+
+    body: Message
+    """The reply body: one or more frames."""
+
+
+@dataclass(slots=True)
+class AsyncMajordomoClientStats:
+    """Counters of an :class:`AsyncMajordomoClient`, updated as it works.
+
+    Attributes:
+        sent: Requests sent.
+        replies: Well-formed replies received.
+        timeouts: Receives that got no reply within their timeout.
+        malformed: Messages received that are not a 7/MDP client reply (each raised
+            :class:`~transportkit.ProtocolError` and was dropped).
+        reconnects: Times :meth:`AsyncMajordomoClient.reconnect` replaced the socket.
+    """
+
+    sent: int = 0
+    replies: int = 0
+    timeouts: int = 0
+    malformed: int = 0
+    reconnects: int = 0
+
+
+class AsyncMajordomoClient(Closeable):
+    """An asynchronous Majordomo client (the Guide's ``mdcliapi2``): many requests in flight.
+
+    One DEALER socket connected to the broker. :meth:`send` sends
+    ``[b"", b"MDPC01", service, body...]`` (the empty frame stands for the one a REQ
+    socket would add) and returns at once; :meth:`recv` (or :meth:`recv_reply`) waits
+    for the next reply, ``[b"", b"MDPC01", service, body...]`` on the wire, and returns
+    its body. Replies come in the order the broker forwards them, which for one
+    service with several workers need not be the order of the requests: put a
+    correlation id in the body if you need to match them.
+
+    There are no retries, as in the Guide: a request the broker drops (7/MDP has no
+    error reply: a broker past a bound, or one that restarted) or a worker loses is
+    never answered, and :meth:`recv` raises :class:`~transportkit.Timeout` after
+    ``timeout`` seconds without a reply. What to resend is the application's
+    decision (workers must be idempotent); :meth:`reconnect` starts a fresh
+    connection, so that replies to what was sent before can no longer arrive.
+
+    Pipelining is bounded by the broker: transportkit's :class:`MajordomoBroker`
+    accepts at most ``max_pending_per_client`` requests (default 100) from one client
+    at a time and drops the rest; keep that many or fewer in flight (the ``mdclient2``
+    example sends in a window), or raise the broker's bound. The socket's own queue is
+    bounded by ``sndhwm``: :meth:`send` waits while it is full, at most ``timeout``
+    seconds.
+
+    Args:
+        network: The network that makes the DEALER socket.
+        broker: The broker's endpoint.
+        timeout: Default seconds :meth:`recv` waits for a reply, and the most
+            :meth:`send` waits for room in the socket's queue.
+        options: Options of the DEALER socket.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive, finite number.
+    """
+
+    def __init__(
+        self,
+        network: Network,
+        broker: str,
+        *,
+        timeout: float = MDP_HEARTBEAT_INTERVAL,
+        options: SocketOptions | None = None,
+    ) -> None:
+        _check_timing(timeout=timeout)
+        self.network: Final = network
+        self.broker: Final = broker
+        self.timeout: Final = float(timeout)
+        self.stats: Final = AsyncMajordomoClientStats()
+        self._options = options
+        self._socket: Dealer | None = None
+        self._outstanding = 0
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not answered (since the last :meth:`reconnect`)."""
+        return self._outstanding
+
+    async def send(self, service: bytes, frames: Sequence[Frame]) -> None:
+        """Send one request to ``service``; return without waiting for the reply.
+
+        Args:
+            service: The service name, e.g. ``b"echo"`` or ``b"mmi.service"``.
+            frames: The request body: a non-empty sequence of bytes-like frames.
+
+        Raises:
+            Timeout: The socket's queue stayed full for ``timeout`` seconds (the
+                broker is not reading); the request was not sent.
+            FrameError: ``service`` or ``frames`` is malformed.
+            ClosedError: The client is closed.
+        """
+        name = _check_service(service)
+        body = check_frames(frames)
+        sock = self._sock()
+        try:
+            await wait_for(sock.send([b"", MDPC01, name, *body]), self.timeout)
+        except TimeoutError as exc:
+            if isinstance(exc, Timeout):
+                raise
+            raise Timeout(
+                f"Majordomo client: the socket to {self.broker} took no request for "
+                f"{self.timeout} s (the broker is not reading)"
+            ) from None
+        self.stats.sent += 1
+        self._outstanding += 1
+
+    async def recv(self, timeout: float | None = None) -> Message:
+        """Wait for the next reply and return its body (the frames after the service).
+
+        Args:
+            timeout: Seconds to wait (None: the client's ``timeout``; ``math.inf``: for
+                ever).
+
+        Raises:
+            ValueError: ``timeout`` is not positive.
+            Timeout: No reply within ``timeout`` seconds (counted in ``stats.timeouts``).
+            ProtocolError: The message received is not a 7/MDP client reply (counted
+                in ``stats.malformed``; it is dropped, and the next :meth:`recv` goes
+                on with the next message).
+            ClosedError: The client is (or became, while waiting) closed.
+        """
+        return (await self.recv_reply(timeout)).body
+
+    async def recv_reply(self, timeout: float | None = None) -> MajordomoReply:
+        """Like :meth:`recv`, but also say which service answered.
+
+        Raises:
+            ValueError: As :meth:`recv`.
+            Timeout: As :meth:`recv`.
+            ProtocolError: As :meth:`recv`.
+            ClosedError: As :meth:`recv`.
+        """
+        wait = self.timeout if timeout is None else timeout
+        if wait != math.inf:
+            _check_timing(timeout=wait)
+        sock = self._sock()
+        try:
+            msg = await sock.recv(timeout=wait)
+        except Timeout:
+            self.stats.timeouts += 1
+            raise
+        if len(msg) < 4 or msg[0] != b"" or msg[1] != MDPC01 or not msg[2]:
+            self.stats.malformed += 1
+            raise ProtocolError(
+                f"Majordomo client: not a 7/MDP reply ({len(msg)} frames, starting "
+                f"{msg[:2]!r:.60}); expected [b'', b'MDPC01', service, body...]"
+            )
+        self.stats.replies += 1
+        self._outstanding = max(self._outstanding - 1, 0)
+        return MajordomoReply(msg[2], msg[3:])
+
+    def reconnect(self) -> None:
+        """Close the socket and connect a new one at the next :meth:`send` or :meth:`recv`.
+
+        Replies to requests sent before can no longer arrive (the Guide's
+        ``reconnect_to_broker``); :attr:`outstanding` starts again at 0.
+
+        Raises:
+            ClosedError: The client is closed.
+        """
+        if self._closed:
+            raise ClosedError("Majordomo client is closed")
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+            self.stats.reconnects += 1
+        self._outstanding = 0
+
+    def close(self) -> None:
+        """Close the socket; later calls raise ClosedError. Idempotent."""
+        self._closed = True
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+
+    def _sock(self) -> Dealer:
+        if self._closed:
+            raise ClosedError("Majordomo client is closed")
+        if self._socket is None:
+            self._socket = self.network.dealer(connect=self.broker, options=self._options)
+        return self._socket

@@ -3,11 +3,19 @@
 Run ``python -m transportkit.patterns.examples.mdbroker --bind tcp://*:5555``, then
 ``mdworker`` and ``mdclient`` against it. Prints ``READY <endpoint>`` once bound (the
 endpoint resolved, so ``tcp://*:*`` shows the port it got).
+
+The ``--max-pending*`` options set the broker's bounds on pending requests (see
+:class:`~transportkit.patterns.majordomo.MajordomoBroker`). The Guide's ``mdclient2``
+sends 100,000 requests before it reads a reply, past the default bounds (the broker
+drops what is over them, and the client then times out); serve it with
+``--max-pending 100000 --max-pending-per-service 100000 --max-pending-per-client 100000
+--max-pending-bytes-per-client 67108864``.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from collections.abc import Sequence
 
@@ -49,7 +57,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES, metavar="B",
         help="largest message accepted; larger ones are dropped (%(default)s)",
     )  # fmt: skip
+    for name, default in _PENDING_BOUNDS.items():
+        unit = "B" if "bytes" in name else "N"
+        what = "bytes of pending requests" if unit == "B" else "pending requests"
+        scope = name.removeprefix("max_pending").removeprefix("_bytes").replace("_", " ")
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=default, metavar=unit,
+            help=f"most {what}{scope or ' in all'} (%(default)s)",
+        )  # fmt: skip
     return parser.parse_args(argv)
+
+
+_PENDING_BOUNDS: dict[str, int] = {
+    name: param.default
+    for name, param in inspect.signature(MajordomoBroker).parameters.items()
+    if name.startswith("max_pending")
+}
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -63,6 +86,7 @@ async def run(args: argparse.Namespace) -> int:
             request_ttl=args.request_ttl,
             max_requeues=args.max_requeues,
             max_message_bytes=args.max_message_bytes,
+            **{name: getattr(args, name) for name in _PENDING_BOUNDS},
         )
         print(f"READY {broker.bind()}", flush=True)
         await broker.run()
