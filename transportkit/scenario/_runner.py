@@ -144,7 +144,10 @@ def run_scenario(
         scenario: A scenario from :func:`load`.
         backend: ``"sim"`` (virtual time, deterministic) or ``"zmq"`` (real sockets,
             real time, every node in this process with its own context, except nodes
-            marked ``process = true``: each of those in a child process).
+            marked ``process = true``: each of those in a child process; network
+            faults go through a :class:`~transportkit.testing.FaultProxy` that every
+            tcp connect between two nodes some network fault names is routed
+            through, and each fault's outcome says what it did).
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).

@@ -40,12 +40,13 @@ What each fault means at the TCP level (per one-way link ``a -> b``: the bytes t
   forwards the resulting close like any other).
 
 What the proxy adds to latency: measured on loopback with REQ/REP round trips of small
-messages (``tests/zmq_backend/test_fault_proxy.py`` measures it again), about 60 us
-per round trip (median 0.17 ms through the proxy against 0.11 ms direct, on a busy
-two-core machine; it goes through the proxy twice per round trip, each direction one
-extra asyncio read and write), and a tail of a few hundred microseconds when the
-interpreter is busy. Throughput is bounded by one Python thread copying chunks of up
-to :data:`CHUNK_BYTES`.
+messages, direct and through the proxy interleaved (``tests/zmq_backend/
+test_fault_proxy.py`` measures it again and prints it with ``-s``), 50 to 110 us per
+round trip at the median: 0.08 to 0.13 ms through the proxy against 0.03 ms direct,
+and a P99 of about 0.3 ms against 0.09 ms, on a shared two-core machine (load 2 to 5).
+A round trip crosses the proxy twice, each crossing one more asyncio read and write
+in one Python thread, which also bounds throughput (chunks of at most
+:data:`CHUNK_BYTES`).
 
 What it cannot model:
 
