@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from transportkit import SocketOptions
 from transportkit.scenario import load, report_dict, run_scenario
 from transportkit.testing import free_tcp_endpoint
 
@@ -283,3 +284,29 @@ def test_a_zmq_run_evaluates_its_invariants_after_the_components_stopped(
         "the client's snapshot is counted": True,
         "components ran without errors": True,
     }, real["invariants"]
+
+
+def test_nodes_run_as_processes_read_their_routes_from_the_runs_directory(
+    tmp_path: Path,
+) -> None:
+    """A child process maps its endpoints with the routes the parent wrote; a connect
+    between nodes no network fault names, and every bind, stay as before."""
+    from transportkit.scenario._components import SubscriberParams  # noqa: PLC0415
+    from transportkit.scenario._runner import ROUTES_FILE, with_real_endpoints  # noqa: PLC0415
+    from transportkit.scenario._spec import ComponentSpec  # noqa: PLC0415
+
+    nodes = ("exchange", "desk-1", "desk-2")
+    (tmp_path / ROUTES_FILE).write_text(
+        '[["desk-2", "exchange", 5556, "tcp://127.0.0.1:40001"]]', encoding="utf-8"
+    )
+    params = SubscriberParams("feed", "tcp://exchange:5556", (), 0.0, SocketOptions())
+    routed = with_real_endpoints(ComponentSpec("d2", "x", "desk-2", params), nodes, str(tmp_path))
+    direct = with_real_endpoints(ComponentSpec("d1", "x", "desk-1", params), nodes, str(tmp_path))
+    assert routed.connect == "tcp://127.0.0.1:40001"
+    assert direct.connect == "tcp://127.0.0.1:5556"
+    assert (
+        with_real_endpoints(
+            ComponentSpec("d1", "x", "desk-1", params), nodes, str(tmp_path / "none")
+        ).connect
+        == "tcp://127.0.0.1:5556"
+    )

@@ -312,6 +312,12 @@ def test_the_zmq_harness_routes_tcp_between_its_networks_through_the_proxy() -> 
 
         assert h.run(main()) == [b"a", b"b"]
         assert [(s, d) for s, d, _ in h.proxy.routes] == [("cli", "srv")]
+        # A wildcard bind (libzmq reports tcp://0.0.0.0:PORT) is another network's too.
+        other = h.network("other").puller(bind="tcp://*:*")
+        assert other.last_endpoint is not None
+        port = other.last_endpoint.rsplit(":", 1)[1]
+        cli.pusher(connect=f"tcp://127.0.0.1:{port}")
+        assert [(s, d) for s, d, _ in h.proxy.routes][1:] == [("cli", "other")]
 
 
 def test_a_zmq_harness_without_the_proxy_refuses_network_faults_and_crashes_networks() -> None:

@@ -369,6 +369,8 @@ class FaultProxy:
                     task.cancel()
                 if pending:
                     self._loop.run_until_complete(asyncio.wait(pending, timeout=self.call_timeout))
+                # Aborted transports close their sockets in callbacks: let them run.
+                self._loop.run_until_complete(asyncio.sleep(0))
             finally:
                 self._loop.close()
 

@@ -172,6 +172,7 @@ class SimHarness(Harness):
 
 
 _LOOPBACK_TCP = re.compile(r"^tcp://(?:127\.0\.0\.1|localhost):(\d+)$")
+_BOUND_TCP = re.compile(r"^tcp://(?:127\.0\.0\.1|localhost|0\.0\.0\.0|\*):(\d+)$")
 
 
 class _ProxyRoutes:
@@ -184,7 +185,7 @@ class _ProxyRoutes:
         self.name = name
 
     def bound(self, endpoint: str) -> None:
-        match = _LOOPBACK_TCP.match(endpoint)
+        match = _BOUND_TCP.match(endpoint)
         if match is not None:
             self.harness._owners[int(match.group(1))] = self.name
 
