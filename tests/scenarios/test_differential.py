@@ -106,8 +106,8 @@ SHORT = """
 name = "differential-short"
 description = "a partition between a desk and the exchange, on both backends"
 seed = 5
-duration = 2.0
-drain = 0.6
+duration = 1.3
+drain = 0.4
 
 [[component]]
 name = "feed"
@@ -143,13 +143,13 @@ timeout_ms = 100
 retries = 1
 
 [[fault]]
-at = 0.6
+at = 0.4
 kind = "partition"
 a = "exchange"
 b = "desk"
 
 [[fault]]
-at = 1.4
+at = 1.0
 kind = "repair"
 a = "exchange"
 b = "desk"
@@ -183,7 +183,7 @@ kind = "bound"
 description = "risk checks are answered again after the repair"
 stream = "checks"
 metric = "delivered"
-at_least = 40
+at_least = 25
 """
 
 

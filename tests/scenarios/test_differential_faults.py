@@ -247,9 +247,7 @@ def compare(pattern: str, count: int, plan: list[Outage]) -> None:
 PATTERNS = st.sampled_from(("push", "pub"))
 
 
-@settings(
-    max_examples=2, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
-)
+@settings(max_examples=1, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(
     pattern="push",
     plan=[
