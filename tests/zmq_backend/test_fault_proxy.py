@@ -338,3 +338,32 @@ def test_a_zmq_harness_without_the_proxy_refuses_network_faults_and_crashes_netw
         ]
         again = h.network("srv")
         assert again is not net and not again.closed
+
+
+def wait_event(monitor: zmq.Socket[bytes], wanted: int, seconds: float) -> bool:
+    from zmq.utils.monitor import recv_monitor_message  # noqa: PLC0415
+
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if monitor.poll(int(left * 1000)) and recv_monitor_message(monitor)["event"] == wanted:
+            return True
+    return False
+
+
+def test_heartbeats_expire_across_a_cut_link_and_the_connection_comes_back_after_repair() -> None:
+    with context() as ctx, FaultProxy() as proxy:
+        pull = sock(ctx, zmq.PULL)
+        push = sock(ctx, zmq.PUSH, heartbeat_ivl=50, heartbeat_timeout=200)
+        monitor = push.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        try:
+            push.connect(proxy.route("cli", "srv", bind(pull)))
+            assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED, 2.0)
+            proxy.apply(Partition("cli", "srv"))
+            assert wait_event(monitor, zmq.EVENT_DISCONNECTED, 2.0)  # libzmq's own timeout
+            proxy.apply(Repair("cli", "srv"))
+            assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED, 2.0)
+            push.send(b"after")
+            assert pull.recv() == b"after"
+        finally:
+            push.disable_monitor()
+            monitor.close(linger=0)
