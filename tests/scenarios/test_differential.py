@@ -310,3 +310,66 @@ def test_nodes_run_as_processes_read_their_routes_from_the_runs_directory(
         ).connect
         == "tcp://127.0.0.1:5556"
     )
+
+
+PROCESS = """
+[scenario]
+name = "partition-to-a-process"
+duration = 1.6
+drain = 0.4
+
+[[node]]
+name = "strategy"
+process = true
+
+[[component]]
+name = "risk"
+kind = "risk_server"
+node = "risk-host"
+bind = "tcp://*:{port}"
+
+[[component]]
+name = "orders"
+kind = "risk_client"
+node = "strategy"
+connect = "tcp://risk-host:{port}"
+rate = 50
+timeout_ms = 100
+retries = 1
+
+[[fault]]
+at = 0.6
+kind = "partition"
+a = "strategy"
+b = "risk-host"
+
+[[fault]]
+at = 1.1
+kind = "repair"
+a = "strategy"
+b = "risk-host"
+
+[[invariant]]
+kind = "every_request_answered"
+stream = "orders"
+
+[[invariant]]
+kind = "bound"
+description = "the partition surfaces as typed failures"
+stream = "orders"
+metric = "failures"
+at_least = 1
+"""
+
+
+@pytest.mark.slow
+def test_a_partition_reaches_a_node_run_as_a_child_process(tmp_path: Path) -> None:
+    """The connecting node runs as a child process: it connects through the proxy with
+    the routes the parent wrote, so the partition cuts its connection (a child that
+    connected directly would leave the proxy with none to cut)."""
+    path = tmp_path / "process.toml"
+    path.write_text(PROCESS.format(port=free_port()), encoding="utf-8")
+    real = report_dict(run_scenario(load(path), backend="zmq"))
+    assert_every_fault_applied(real)
+    assert re.search(r"cut on [1-9]\d* connection", real["faults"][0]["outcome"])  # its REQ
+    assert real["passed"], real["invariants"]
