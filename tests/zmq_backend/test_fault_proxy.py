@@ -29,6 +29,7 @@ from transportkit.sim_backend import (
     SetLatency,
 )
 from transportkit.testing import FaultProxy, ZmqHarness, open_harness
+from transportkit.testing._faultproxy import CHUNK_BYTES
 from transportkit.zmq_backend import ZmqNetwork
 
 TIMEOUT_MS = 2000
@@ -367,3 +368,17 @@ def test_heartbeats_expire_across_a_cut_link_and_the_connection_comes_back_after
         finally:
             push.disable_monitor()
             monitor.close(linger=0)
+
+
+def test_a_receiver_that_stops_reading_fills_at_most_the_proxys_bound() -> None:
+    with context() as ctx, FaultProxy(buffer_bytes=64 * 1024) as proxy:
+        pull = sock(ctx, zmq.PULL, rcvhwm=1, rcvbuf=64 * 1024)
+        push = sock(ctx, zmq.PUSH, sndhwm=1)
+        push.sndtimeo = 300
+        push.connect(proxy.route("cli", "srv", bind(pull)))
+        payload = b"p" * (256 * 1024)
+        with pytest.raises(zmq.Again):
+            for _ in range(10_000):  # nobody reads: the sends must stop being accepted
+                push.send(payload)
+        assert 0 < proxy.stats.held_bytes <= 64 * 1024 + CHUNK_BYTES
+        assert len(pull.recv()) == len(payload)  # and it all flows again

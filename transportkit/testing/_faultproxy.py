@@ -127,6 +127,8 @@ class ProxyStats:
         dropped: Connections closed by :class:`~transportkit.sim_backend.DropConnection`.
         open: Connections open now.
         forwarded_bytes: Bytes forwarded, both directions.
+        held_bytes: Bytes read and not yet forwarded now, all connections (each
+            direction of each connection holds at most ``buffer_bytes`` plus one chunk).
     """
 
     accepted: int = 0
@@ -135,6 +137,7 @@ class ProxyStats:
     dropped: int = 0
     open: int = 0
     forwarded_bytes: int = 0
+    held_bytes: int = 0
 
 
 @dataclass(eq=False)
@@ -637,7 +640,8 @@ class FaultProxy:
         """A snapshot of what the proxy did (see :class:`ProxyStats`)."""
 
         async def snapshot() -> ProxyStats:
-            return ProxyStats(**vars(self._stats))
+            held = sum(c.held_bytes for r in self._routes.values() for c in r.connections)
+            return ProxyStats(**{**vars(self._stats), "held_bytes": held})
 
         return self._call(snapshot)
 
