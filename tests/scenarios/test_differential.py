@@ -373,3 +373,13 @@ def test_a_partition_reaches_a_node_run_as_a_child_process(tmp_path: Path) -> No
     assert_every_fault_applied(real)
     assert re.search(r"cut on [1-9]\d* connection", real["faults"][0]["outcome"])  # its REQ
     assert real["passed"], real["invariants"]
+
+
+def test_the_open_files_estimate_counts_the_proxys_sockets() -> None:
+    """A zmq run is refused when it needs more files than ``ulimit -n``: the proxy's
+    listener and two sockets per routed connection count too (desk-2's two connects in
+    the flagship: 4 + 2 * 5), and a scenario without network faults has no proxy."""
+    from transportkit.scenario._budget import _proxy_files  # noqa: PLC0415
+
+    assert _proxy_files(load(SCENARIOS / "trading_day.toml")) == 14
+    assert _proxy_files(load(SCENARIOS / "risk_server_crash.toml")) == 0
