@@ -6,8 +6,12 @@ the proxy's port, and the proxy opens its own connection to the real bound port 
 each connection it accepts, then forwards bytes both ways. The fault objects of
 :mod:`transportkit.sim_backend` drive it (:meth:`FaultProxy.apply`,
 :meth:`FaultProxy.schedule`), so one fault schedule runs on both backends. The
-scenario runner (``--backend zmq``) and :class:`~transportkit.testing.ZmqHarness`
-(``faults=True``) route through it.
+scenario runner (``--backend zmq``: the tcp connects from one node to another node's
+name, between two nodes that some network fault names) and
+:class:`~transportkit.testing.ZmqHarness` (``faults=True``: tcp connects from one of
+its networks to a port another one bound) route through it. A connection whose real
+port does not accept (nothing bound yet, the node crashed) is reset at once, and
+libzmq retries after ``reconnect_ivl``, as it would after a refused connect.
 
 What each fault means at the TCP level (per one-way link ``a -> b``: the bytes that
 ``a``'s sockets send to ``b``'s over every route between the two):
