@@ -53,7 +53,7 @@ from transportkit.scenario._components import (
     WorkerParams,
 )
 from transportkit.scenario._spec import ComponentSpec, Scenario, ScenarioError, show
-from transportkit.sim_backend import Restart
+from transportkit.sim_backend import Crash, Restart
 
 __all__ = [
     "Share",
@@ -410,6 +410,27 @@ def open_files_needed(scenario: Scenario) -> int:
     for spec in scenario.components:
         if spec.node not in children:
             files += _DESCRIPTORS.get(spec.kind, 6)
+    return files + _proxy_files(scenario)
+
+
+def _proxy_files(scenario: Scenario) -> int:
+    """The fault proxy's files on zmq: its loop, and for each tcp connect between two
+    nodes a network fault names a listener and two sockets per connection (a Lazy
+    Pirate client's closing socket and its new one may overlap: counted twice).
+    """
+    pairs = {
+        frozenset((f.a, f.b)) for _, f in scenario.faults if not isinstance(f, Crash | Restart)
+    }
+    if not pairs:
+        return 0
+    files = 4
+    for spec in scenario.components:
+        for value in vars(spec.params).values():
+            if not (isinstance(value, str) and value.startswith("tcp://")):
+                continue
+            host = value[len("tcp://") :].rsplit(":", 1)[0]
+            if host != spec.node and frozenset((spec.node, host)) in pairs:
+                files += 1 + 2 * 2
     return files
 
 

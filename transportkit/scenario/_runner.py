@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,13 @@ from transportkit.sim_backend import (
     schedule_faults,
 )
 from transportkit.sim_backend._loop import schedule_call
-from transportkit.testing import ChildProcess
+from transportkit.testing import ChildProcess, FaultProxy
 from transportkit.zmq_backend import ZmqNetwork
 
 __all__ = ["RunResult", "load", "run_scenario"]
+
+STOP_TIMEOUT = 2.0
+"""Seconds a stopped node's cancelled components get to end on zmq."""
 
 ProgressHook = Callable[[float, float], None]
 """Called with (seconds done, seconds total) as a run advances."""
@@ -140,7 +144,10 @@ def run_scenario(
         scenario: A scenario from :func:`load`.
         backend: ``"sim"`` (virtual time, deterministic) or ``"zmq"`` (real sockets,
             real time, every node in this process with its own context, except nodes
-            marked ``process = true``: each of those in a child process).
+            marked ``process = true``: each of those in a child process; network
+            faults go through a :class:`~transportkit.testing.FaultProxy` that every
+            tcp connect between two nodes some network fault names is routed
+            through, and each fault's outcome says what it did).
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).
@@ -217,6 +224,13 @@ def _progress_ticks(sim: Simulation, total: float, progress: ProgressHook) -> No
 
 
 _NODE_HOST = re.compile(r"^tcp://([^:/\[\]]+):")
+_NODE_PORT = re.compile(r"^tcp://([^:/\[\]]+):(\d+)$")
+
+Routes = Mapping[tuple[str, str, int], str]
+"""``(connecting node, bound node, port)`` to the fault proxy's endpoint for it."""
+
+ROUTES_FILE = "routes.json"
+"""In a zmq run's private directory: the routes, for the nodes run as processes."""
 
 
 def _real_endpoint(endpoint: str, nodes: tuple[str, ...], ipc_dir: str) -> str:
@@ -232,21 +246,85 @@ def _real_endpoint(endpoint: str, nodes: tuple[str, ...], ipc_dir: str) -> str:
     return endpoint
 
 
+def _peer_port(endpoint: str, node: str, nodes: tuple[str, ...]) -> tuple[str, int] | None:
+    """``(other node, port)`` when ``endpoint`` is a tcp connect from ``node`` to
+    another node of the scenario by its name; else None.
+    """
+    match = _NODE_PORT.match(endpoint)
+    if match is None or match.group(1) not in nodes or match.group(1) == node:
+        return None
+    return match.group(1), int(match.group(2))
+
+
 _SCHEMES = ("tcp://", "ipc://", "inproc://")
 
 
-def with_real_endpoints(spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: str) -> Any:
-    """``spec``'s parameters with every endpoint (``bind``, ``connect``, a queue's
-    ``frontend``/``backend``, a Clone ``publisher``/``snapshot``/``updates``, ...) mapped
-    by :func:`_real_endpoint`.
-    """
-    params = spec.params
-    changes = {
-        key: _real_endpoint(value, nodes, ipc_dir)
-        for key, value in vars(params).items()
+def _endpoints(spec: ComponentSpec) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in vars(spec.params).items()
         if isinstance(value, str) and value.startswith(_SCHEMES)
     }
+
+
+def read_routes(ipc_dir: str) -> dict[tuple[str, str, int], str]:
+    """The routes the parent wrote in the run's directory (none if it wrote none)."""
+    try:
+        rows = json.loads((Path(ipc_dir) / ROUTES_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return {(src, dst, int(port)): proxied for src, dst, port, proxied in rows}
+
+
+def with_real_endpoints(
+    spec: ComponentSpec, nodes: tuple[str, ...], ipc_dir: str, routes: Routes | None = None
+) -> Any:
+    """``spec``'s parameters with every endpoint (``bind``, ``connect``, a queue's
+    ``frontend``/``backend``, a Clone ``publisher``/``snapshot``/``updates``, ...) mapped
+    by :func:`_real_endpoint`, and a tcp connect to another node that ``routes`` has
+    (those between nodes a network fault names) replaced by the fault proxy's
+    endpoint. Without ``routes``, the routes file in ``ipc_dir`` is read (a node run as
+    a child process gets its routes this way).
+    """
+    if routes is None:
+        routes = read_routes(ipc_dir)
+    changes = {}
+    for key, value in _endpoints(spec).items():
+        peer = _peer_port(value, spec.node, nodes)
+        routed = routes.get((spec.node, *peer)) if peer is not None else None
+        changes[key] = routed if routed is not None else _real_endpoint(value, nodes, ipc_dir)
+    params = spec.params
     return type(params)(**{**vars(params), **changes}) if changes else params
+
+
+def _faulted_pairs(scenario: Scenario) -> set[frozenset[str]]:
+    """The pairs of nodes some network fault (not a crash or restart) names."""
+    return {
+        frozenset((fault.a, fault.b))
+        for _, fault in scenario.faults
+        if not isinstance(fault, Crash | Restart)
+    }
+
+
+def _open_routes(
+    scenario: Scenario, proxy: FaultProxy, ipc_dir: str
+) -> dict[tuple[str, str, int], str]:
+    """Route every tcp connect between two nodes that a network fault names through
+    ``proxy``; write the routes for the child processes too.
+    """
+    pairs = _faulted_pairs(scenario)
+    routes: dict[tuple[str, str, int], str] = {}
+    for spec in scenario.components:
+        for value in _endpoints(spec).values():
+            peer = _peer_port(value, spec.node, scenario.nodes)
+            if peer is None or frozenset((spec.node, peer[0])) not in pairs:
+                continue
+            key = (spec.node, *peer)
+            if key not in routes:
+                routes[key] = proxy.route(spec.node, peer[0], f"tcp://127.0.0.1:{peer[1]}")
+    rows = [[src, dst, port, proxied] for (src, dst, port), proxied in routes.items()]
+    (Path(ipc_dir) / ROUTES_FILE).write_text(json.dumps(rows), encoding="utf-8")
+    return routes
 
 
 async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResult:
@@ -264,6 +342,8 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     tasks: dict[str, list[asyncio.Task[None]]] = {}
     outcome: list[tuple[float, Fault, str]] = []
     children = _Children(scenario, ipc_dir, ctx) if scenario.process_nodes else None
+    proxy: FaultProxy | None = None
+    routes: dict[tuple[str, str, int], str] = {}
 
     def start(node: str) -> None:
         net = networks[node] = ZmqNetwork(name=node)
@@ -271,14 +351,19 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
         for spec in nodes[node]:
             real = ComponentSpec(
                 spec.name, spec.kind, spec.node,
-                with_real_endpoints(spec, scenario.nodes, ipc_dir),
+                with_real_endpoints(spec, scenario.nodes, ipc_dir, routes),
             )  # fmt: skip
             tasks[node].append(loop.create_task(guarded(real, net, ctx)))
 
     async def stop(node: str) -> None:
-        for task in tasks.pop(node, []):
+        # The cancelled components must end (and count what they saw, in their
+        # ``finally``) before the network closes and before the verdicts: bounded, so
+        # a component that does not end cannot hang the run.
+        node_tasks = tasks.pop(node, [])
+        for task in node_tasks:
             task.cancel()
-        await asyncio.gather(*tasks.get(node, []), return_exceptions=True)
+        if node_tasks:
+            await asyncio.wait(node_tasks, timeout=STOP_TIMEOUT)
         net = networks.pop(node, None)
         if net is not None:
             net.close()
@@ -296,9 +381,13 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
                 start(fault.node)
             outcome.append((at, fault, "applied: components started again"))
         else:
-            outcome.append((at, fault, "not applicable on zmq (needs the sim backend)"))
+            assert proxy is not None  # a network fault made one
+            outcome.append((at, fault, proxy.apply(fault)))
 
     try:
+        if _faulted_pairs(scenario):  # before any node starts: its connects use the routes
+            proxy = FaultProxy(seed=scenario.seed)
+            routes.update(_open_routes(scenario, proxy, ipc_dir))
         if children is not None:
             await children.start_all()
             ctx.start = loop.time()
@@ -321,8 +410,12 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
             for node in list(networks):
                 await stop(node)
         finally:
-            snapshots = await children.stop_all() if children is not None else []
-            shutil.rmtree(ipc_dir, ignore_errors=True)
+            try:
+                snapshots = await children.stop_all() if children is not None else []
+            finally:
+                if proxy is not None:
+                    proxy.close()
+                shutil.rmtree(ipc_dir, ignore_errors=True)
     for data in snapshots:
         merge(ctx, data)
     verdicts = _finish(scenario, ctx)

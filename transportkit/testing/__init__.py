@@ -41,6 +41,7 @@ from transportkit.testing._checks import (
     wait_for_event,
 )
 from transportkit.testing._determinism import check_determinism
+from transportkit.testing._faultproxy import FaultProxy, ProxyStats
 from transportkit.testing._harness import (
     BACKENDS,
     Harness,
@@ -56,7 +57,9 @@ __all__ = [
     "BACKENDS",
     "SYNC_TOPIC",
     "ChildProcess",
+    "FaultProxy",
     "Harness",
+    "ProxyStats",
     "SimHarness",
     "ZmqHarness",
     "check_bad_input",

@@ -16,6 +16,7 @@ use an optional C accelerator, built at install when a C compiler is present;
 from transportkit.zmq_backend._accel import accelerated
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._network import ZmqNetwork
+from transportkit.zmq_backend._options import EndpointMap
 from transportkit.zmq_backend._sockets import (
     ZmqDealer,
     ZmqMonitor,
@@ -32,6 +33,7 @@ from transportkit.zmq_backend._sockets import (
 
 __all__ = [
     "BlockingSocket",
+    "EndpointMap",
     "ThreadSafeSocket",
     "ZmqDealer",
     "ZmqMonitor",

@@ -63,6 +63,7 @@ from transportkit._socket import Frame, Message, SocketStats
 from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import (
+    EndpointMap,
     attach_endpoint,
     check_conflatable,
     check_topic,
@@ -90,6 +91,7 @@ class BlockingSocket(Closeable):
         "_busy",
         "_closed",
         "_conflate",
+        "_endpoint_map",
         "_kind",
         "_last_endpoint",
         "_on_close",
@@ -125,6 +127,7 @@ class BlockingSocket(Closeable):
         self._conflate = options.conflate
         self._stats = SocketStats(dropped=None)
         self._last_endpoint: str | None = None
+        self._endpoint_map: EndpointMap | None = None  # set by the network
         self._subscriptions: list[bytes] = []
         self._closed = False  # close() was called (or the context shut down)
         self._busy = False  # a call is inside libzmq (see close)
@@ -433,18 +436,22 @@ class BlockingSocket(Closeable):
     def bind(self, endpoint: str) -> str:
         """Bind and return the resolved endpoint (see ``Socket.bind``)."""
         with self._in_use(f"bind {endpoint}"):
-            self._last_endpoint = attach_endpoint(self._sock, "bind", endpoint, self._where())
+            self._last_endpoint = attach_endpoint(
+                self._sock, "bind", endpoint, self._where(), self._endpoint_map
+            )
         return self._last_endpoint
 
     def connect(self, endpoint: str) -> None:
         """Connect to ``endpoint`` (see ``Socket.connect``)."""
         with self._in_use(f"connect {endpoint}"):
-            self._last_endpoint = attach_endpoint(self._sock, "connect", endpoint, self._where())
+            self._last_endpoint = attach_endpoint(
+                self._sock, "connect", endpoint, self._where(), self._endpoint_map
+            )
 
     def disconnect(self, endpoint: str) -> None:
         """Drop the connection to ``endpoint`` (see ``Socket.disconnect``)."""
         with self._in_use(f"disconnect {endpoint}"):
-            attach_endpoint(self._sock, "disconnect", endpoint, self._where())
+            attach_endpoint(self._sock, "disconnect", endpoint, self._where(), self._endpoint_map)
 
     def close(self) -> None:
         """Close the socket; idempotent, never blocks; unsent messages survive ``linger`` ms.

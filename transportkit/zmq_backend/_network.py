@@ -19,7 +19,7 @@ from transportkit._options import SocketOptions
 from transportkit._socket import attach
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._libzmq import shutdown_context
-from transportkit.zmq_backend._options import ZMQ_TYPES, apply_options
+from transportkit.zmq_backend._options import ZMQ_TYPES, EndpointMap, apply_options
 from transportkit.zmq_backend._sockets import SOCKET_CLASSES, ZmqSocket
 
 __all__ = ["ZmqNetwork"]
@@ -52,6 +52,9 @@ class ZmqNetwork(Network):
         name: A name for reports and traces.
         context: An existing ``zmq.Context`` to use instead of creating one (then
             ``io_threads`` must stay 1, and the network never terminates it).
+        endpoint_map: Sees every bind of the network's sockets and chooses the
+            endpoint each connect really uses (:class:`EndpointMap`; default none:
+            endpoints are used as given). The testing kit's fault proxy uses it.
 
     Raises:
         OptionError: ``io_threads`` is not an int >= 1, ``context`` is not a
@@ -65,6 +68,7 @@ class ZmqNetwork(Network):
         io_threads: int = 1,
         name: str = "zmq",
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        endpoint_map: EndpointMap | None = None,
     ) -> None:
         if isinstance(io_threads, bool) or not isinstance(io_threads, int) or io_threads < 1:
             raise OptionError(f"io_threads must be an int >= 1, got {io_threads!r}")
@@ -87,6 +91,7 @@ class ZmqNetwork(Network):
             self._owns_context = False
         self._actx = zmq.asyncio.Context.shadow(self._ctx.underlying)
         self._name = name
+        self._endpoint_map = endpoint_map
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)  # notified as sockets close
         self._sockets: dict[int, ZmqSocket | BlockingSocket] = {}
@@ -132,6 +137,7 @@ class ZmqNetwork(Network):
             untimed = dataclasses.replace(options, rcvtimeo=-1, sndtimeo=-1)
             apply_options(asock, untimed, f"{kind.value} socket")
             sock = SOCKET_CLASSES[kind](asock, options, self._forget)
+            sock._endpoint_map = self._endpoint_map
         except BaseException:
             asock.close(linger=0)
             raise
@@ -181,6 +187,7 @@ class ZmqNetwork(Network):
         try:
             apply_options(raw, opts, f"blocking {kind.value} socket")
             sock = cls(raw, kind, opts, self._forget, spin=spin)
+            sock._endpoint_map = self._endpoint_map
         except BaseException:
             raw.close(linger=0)
             raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import zmq
 
@@ -20,6 +20,7 @@ __all__ = [
     "NOT_SOCKOPTS",
     "SOCKOPTS",
     "ZMQ_TYPES",
+    "EndpointMap",
     "apply_options",
     "attach_endpoint",
     "check_conflatable",
@@ -84,10 +85,35 @@ def apply_options(sock: zmq.Socket[object], options: SocketOptions, where: str) 
             ) from exc
 
 
-def attach_endpoint(sock: zmq.Socket[bytes], action: str, endpoint: str, where: str) -> str:
+class EndpointMap(Protocol):
+    """Where a :class:`~transportkit.zmq_backend.ZmqNetwork`'s sockets really connect.
+
+    Given to ``ZmqNetwork(endpoint_map=...)``, it sees every endpoint the network's
+    sockets bind (as libzmq resolved it) and chooses the endpoint each connect (and
+    the matching disconnect) really uses: the testing kit's fault proxy routes tcp
+    connections between networks through itself this way. The sockets still report
+    the endpoint they were given (``last_endpoint``). Its exceptions propagate from
+    ``bind``/``connect``/``disconnect``.
+    """
+
+    def bound(self, endpoint: str) -> None:
+        """A socket of the network bound ``endpoint`` (resolved: a real port)."""
+
+    def connect(self, endpoint: str) -> str:
+        """The endpoint to connect to (and disconnect from) for ``endpoint``."""
+
+
+def attach_endpoint(
+    sock: zmq.Socket[bytes],
+    action: str,
+    endpoint: str,
+    where: str,
+    endpoint_map: EndpointMap | None = None,
+) -> str:
     """``sock.bind``/``connect``/``disconnect`` (``action``) with transportkit's checks
     and errors; return the endpoint, as libzmq resolved it for a bind
-    (``tcp://127.0.0.1:*`` gets its port).
+    (``tcp://127.0.0.1:*`` gets its port). With ``endpoint_map``, a connect or
+    disconnect uses the endpoint it maps ``endpoint`` to, and a bind is reported to it.
 
     Raises:
         EndpointError: Malformed endpoint, or libzmq refused it.
@@ -95,12 +121,17 @@ def attach_endpoint(sock: zmq.Socket[bytes], action: str, endpoint: str, where: 
         UnsupportedError: ``pgm``/``epgm`` on a libzmq built without OpenPGM.
     """
     check_endpoint(endpoint, where)
+    target = endpoint
+    if endpoint_map is not None and action != "bind":
+        target = endpoint_map.connect(endpoint)
     with mapped_errors(where, f"{action} {endpoint}"):
-        getattr(sock, action)(endpoint)
+        getattr(sock, action)(target)
         if action != "bind":
             return endpoint
         resolved = sock.getsockopt(zmq.LAST_ENDPOINT)
     text = resolved.decode() if isinstance(resolved, bytes) else ""
+    if endpoint_map is not None:
+        endpoint_map.bound(text or endpoint)
     return text or endpoint
 
 

@@ -42,6 +42,7 @@ from transportkit._socket import (
 from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import (
+    EndpointMap,
     attach_endpoint,
     check_conflatable,
     check_topic,
@@ -274,6 +275,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         self._on_close = on_close
         self._last_endpoint: str | None = None
         self._monitor: ZmqMonitor | None = None
+        self._endpoint_map: EndpointMap | None = None  # set by the network
 
     def _where(self) -> str:
         return f"{self.kind.value} socket ({self._last_endpoint or 'unattached'})"
@@ -317,7 +319,9 @@ class ZmqSocket(_AsyncEnd, Socket):
         """
         if self._closed:
             raise self._closed_error(f"bind {endpoint}")
-        self._last_endpoint = attach_endpoint(self._sock, "bind", endpoint, self._where())
+        self._last_endpoint = attach_endpoint(
+            self._sock, "bind", endpoint, self._where(), self._endpoint_map
+        )
         return self._last_endpoint
 
     def connect(self, endpoint: str) -> None:
@@ -330,7 +334,9 @@ class ZmqSocket(_AsyncEnd, Socket):
         """
         if self._closed:
             raise self._closed_error(f"connect {endpoint}")
-        self._last_endpoint = attach_endpoint(self._sock, "connect", endpoint, self._where())
+        self._last_endpoint = attach_endpoint(
+            self._sock, "connect", endpoint, self._where(), self._endpoint_map
+        )
 
     def disconnect(self, endpoint: str) -> None:
         """Drop the connection to ``endpoint`` made by :meth:`connect`, and its queue.
@@ -341,7 +347,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         """
         if self._closed:
             raise self._closed_error(f"disconnect {endpoint}")
-        attach_endpoint(self._sock, "disconnect", endpoint, self._where())
+        attach_endpoint(self._sock, "disconnect", endpoint, self._where(), self._endpoint_map)
 
     def close(self) -> None:
         """Close the socket (its monitor too); idempotent; never blocks.
