@@ -29,7 +29,12 @@ from transportkit.patterns.conflation import (
     LastValueSubscriber,
     conflated_subscriber,
 )
-from transportkit.patterns.lazy_pirate import LazyPirateClient, sequenced, serve_lazy_pirate
+from transportkit.patterns.lazy_pirate import (
+    LazyPirateClient,
+    LazyPirateWire,
+    sequenced,
+    serve_lazy_pirate,
+)
 from transportkit.patterns.load_balancing import (
     LoadBalancingBroker,
     SimplePirateQueue,
@@ -58,6 +63,7 @@ __all__ = [
     "LastValueCache",
     "LastValueSubscriber",
     "LazyPirateClient",
+    "LazyPirateWire",
     "LoadBalancingBroker",
     "MajordomoBroker",
     "MajordomoClient",
