@@ -13,6 +13,7 @@ Paranoid Pirate        :mod:`.paranoid_pirate`             ParanoidPirateQueue/W
 Majordomo (7/MDP)      :mod:`.majordomo`                   MajordomoBroker/Client/Worker
 Clone (13/CHP)         :mod:`.clone`                       CloneServer, CloneClient
 Binary Star            :mod:`.binary_star`                 BinaryStarServer/Client
+Freelance (10/FLP)     :mod:`.freelance`                   FreelanceClient/Server
 Conflation, LVC        :mod:`.conflation`                  ConflatingSubscriber,
                                                            LastValueCache
 Resilience, heartbeat  :mod:`.resilience`                  ResilientSubscriber,
@@ -29,6 +30,7 @@ from transportkit.patterns.conflation import (
     LastValueSubscriber,
     conflated_subscriber,
 )
+from transportkit.patterns.freelance import FreelanceClient, FreelanceServer
 from transportkit.patterns.lazy_pirate import (
     LazyPirateClient,
     LazyPirateWire,
@@ -57,6 +59,8 @@ __all__ = [
     "CloneClient",
     "CloneServer",
     "ConflatingSubscriber",
+    "FreelanceClient",
+    "FreelanceServer",
     "HeartbeatMonitor",
     "HeartbeatPublisher",
     "KVMsg",
