@@ -152,6 +152,19 @@ def test_our_worker_behind_the_guides_spqueue_says_ready_as_it_expects() -> None
     assert record.misrouted == []
 
 
+def test_the_spworker_example_behind_the_guides_spqueue_serves_the_guides_lpclient() -> None:
+    record, ready = QueueRecord(), threading.Event()
+    with PeerThread(spqueue(record, ready)):
+        _wait(ready)
+        with ChildProcess(*example("spworker"), "--connect", record.backend, "--identity", "W1"):
+            result = lpclient(record.frontend, 4, timeout_ms=2000)
+    assert not result.abandoned
+    assert result.malformed == []
+    assert result.replies == [[b"%d" % i] for i in range(4)]
+    assert record.workers_seen == {b"W1"}
+    assert record.misrouted == []  # its READY was b"\x01", not forwarded as a reply
+
+
 def test_the_guides_spworker_behind_our_broker_is_listed_and_serves() -> None:
     async def main() -> tuple[list[Message], int, int]:
         with (
