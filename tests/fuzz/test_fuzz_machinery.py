@@ -301,6 +301,7 @@ def test_faces_without_a_barrier_are_never_required() -> None:
         (pirate.judge_for_pp_worker, [b"c", b"", b"x"], VALID),
         (pirate.judge_for_pp_worker, [b"c", b"x"], INVALID),
         (pirate.judge_for_lb_backend, [b"", b"READY"], VALID),
+        (pirate.judge_for_lb_backend, [b"", b"\x01"], VALID),
         (pirate.judge_for_lb_backend, [b"READY"], INVALID),
         (clone.judge_for_clone_server, [b"ICANHAZ?", b""], VALID),
         (clone.judge_for_clone_server, [b"ICANHAZ?", b"", b"x"], INVALID),

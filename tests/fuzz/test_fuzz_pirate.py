@@ -36,7 +36,6 @@ from transportkit.patterns import (
     ParanoidPirateQueue,
     ParanoidPirateWorker,
     run_load_balancing_worker,
-    sequenced,
 )
 from transportkit.patterns.load_balancing import LoadBalancingWorkerStats
 
@@ -44,8 +43,8 @@ pytestmark = TIMEOUT
 
 # Wire formats (the Guide's), spelled out here rather than taken from the modules.
 PPP_READY, PPP_HEARTBEAT = b"\x01", b"\x02"
-LB_READY = b"READY"
-TOKENS = [PPP_READY, PPP_HEARTBEAT, LB_READY, b"hostile-fe", b"client-1"]
+LB_READY, LB_READY_TEXT = b"\x01", b"READY"  # spworker's, and lbbroker's (both accepted)
+TOKENS = [PPP_READY, PPP_HEARTBEAT, LB_READY_TEXT, b"hostile-fe", b"client-1"]
 
 HEARTBEAT_INTERVAL = 0.5
 FE_ID, BE_ID = b"hostile-fe", b"hostile-be"
@@ -184,7 +183,8 @@ class Broker(Server):
         echoing = self.spawn(echo_probes(self.be), "echo")
         try:
             await self.fe.wait_for(
-                lambda msg: len(msg) >= 2 and msg[0] == b"" and msg[1] == FE_PROBE,
+                # Echoed by the hostile back end, or answered by the good worker.
+                lambda msg: list(msg) in ([b"", FE_PROBE], [b"", b"good", FE_PROBE]),
                 self.timing.barrier,
                 "answer to a front-end request",
                 resend=lambda: self.fe.send([b"", FE_PROBE]),
@@ -219,7 +219,7 @@ class ParanoidPirateQueueServer(Broker):
         worker = ParanoidPirateWorker(
             self.good_net,
             self.queue.backend_endpoint,
-            sequenced(self.handler),
+            self.handler,
             heartbeat_interval=HEARTBEAT_INTERVAL,
         )
         self.closing(worker.close)
@@ -305,6 +305,7 @@ class ParanoidPirateWorkerServer(Server):
 
 lb_backend_template = st.one_of(
     st.just([b"", LB_READY]),
+    st.just([b"", LB_READY_TEXT]),
     st.builds(lambda client, body: [b"", client, b"", *body], clients, body_frames()),
 )
 
@@ -314,7 +315,7 @@ def judge_for_lb_backend(frames: tuple[bytes, ...]) -> Judgement:
     if not frames or frames[0] != b"":
         return INVALID  # a REQ worker's messages start with the empty delimiter
     content = frames[1:]
-    if list(content) == [LB_READY]:
+    if list(content) in ([LB_READY], [LB_READY_TEXT]):
         return VALID
     return judge_reply(content)
 
@@ -342,9 +343,7 @@ class LoadBalancingBrokerServer(Broker):
         self.task = self.spawn(self.broker.run(), "broker")
         self.handler = GoodHandler()
         self.spawn(
-            run_load_balancing_worker(
-                self.good_net, self.broker.backend_endpoint, sequenced(self.handler)
-            ),
+            run_load_balancing_worker(self.good_net, self.broker.backend_endpoint, self.handler),
             "good-worker",
         )
         self.connect_hostile(self.broker.frontend_endpoint, self.broker.backend_endpoint)

@@ -1,4 +1,9 @@
-"""Fuzz the risk server (serve_risk on REP, and risk_handler behind serve_lazy_pirate)."""
+"""Fuzz the risk server (serve_risk on REP, and risk_handler behind serve_lazy_pirate).
+
+serve_lazy_pirate is fuzzed in its opt-in sequenced wire format, the one with an
+envelope to get wrong; its plain default hands the request to risk_handler as
+serve_risk's REP loop does.
+"""
 
 from __future__ import annotations
 
@@ -26,16 +31,17 @@ from google.protobuf.message import DecodeError
 from hypothesis import strategies as st
 
 from transportkit import ServiceUnavailableError, Timeout
-from transportkit.patterns import serve_lazy_pirate
+from transportkit.patterns import LazyPirateClient, LazyPirateWire, serve_lazy_pirate
+from transportkit.patterns.lazy_pirate import ServeStats
 from transportkit.trading._pb.trading_pb2 import SIDE_SELL, Order, ValidationResult
 from transportkit.trading._risk import (
-    ReliableRiskClient,
     RiskBook,
     RiskClient,
     RiskLimits,
     RiskServerStats,
     risk_handler,
     serve_risk,
+    verdict_for,
 )
 
 pytestmark = TIMEOUT
@@ -44,7 +50,7 @@ LIMITS = RiskLimits(capital=1_000_000.0, max_position={"AAPL": 500}, default_max
 GOOD_ORDER = Order(id="well-behaved-1", symbol="GOOD", side=SIDE_SELL, quantity=1, price=1.0)
 PROBE_ID = "fuzz-probe-order"
 PROBE_ORDER = Order(id=PROBE_ID, symbol="PROBE", side=SIDE_SELL, quantity=1, price=1.0)
-PROBE_SEQUENCE = b"fuzz-probe-sequence"
+PROBE_SEQUENCE = b"4242424242"
 
 
 @st.composite
@@ -92,7 +98,10 @@ def judge_order_request(frames: Sequence[bytes]) -> Judgement:
 
 
 def judge_lazy_pirate_request(frames: tuple[bytes, ...]) -> Judgement:
-    """Lazy Pirate's ``[sequence, *body]``; the body must be the risk protocol's."""
+    """Sequenced Lazy Pirate's ``[sequence, *body]``: a sequence number (1 to 20 ASCII
+    digits), then a body that must be the risk protocol's."""
+    if not frames or not (0 < len(frames[0]) <= 20 and frames[0].isdigit()):
+        return INVALID
     return judge_order_request(frames[1:])
 
 
@@ -213,7 +222,11 @@ class RiskLazyPirateServer(Risk):
     async def start(self) -> None:
         self.book_setup()
         handler = risk_handler(self.book, stats=self.stats)
-        self.task = self.spawn(serve_lazy_pirate(self.rep, handler), "serve_lazy_pirate")
+        self.serving = ServeStats()
+        self.task = self.spawn(
+            serve_lazy_pirate(self.rep, handler, stats=self.serving, wire=LazyPirateWire.SEQUENCED),
+            "serve_lazy_pirate",
+        )
         await self._probe()
 
     def verdict(self, msg: Sequence[bytes]) -> ValidationResult | None:
@@ -222,14 +235,21 @@ class RiskLazyPirateServer(Risk):
     def probe(self) -> list[bytes]:
         return [b"", PROBE_SEQUENCE, PROBE_ORDER.SerializeToString()]
 
+    def bad_input(self) -> int | None:
+        # A request without a sequence frame never reaches risk_handler: it is counted
+        # by the Lazy Pirate loop.
+        return bad_input_of(self.stats) + self.serving.malformed
+
     async def send(self, face: str, frames: Sequence[bytes]) -> None:
         await self.hostile.send([b"", *frames])
 
     async def serve_check(self) -> None:
-        client = ReliableRiskClient(self.good_net, self.endpoint, timeout=0.5, retries=4)
+        client = LazyPirateClient(
+            self.good_net, self.endpoint, timeout=0.5, retries=4, wire=LazyPirateWire.SEQUENCED
+        )
         self.closing(client.close)
         try:
-            result = await client.validate(GOOD_ORDER)
+            result = verdict_for(GOOD_ORDER, await client.request([GOOD_ORDER.SerializeToString()]))
         except ServiceUnavailableError as exc:
             raise AssertionError(f"{self.name}: no verdict for a well-formed order") from exc
         assert result.approved and result.order_id == GOOD_ORDER.id, result

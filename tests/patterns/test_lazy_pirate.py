@@ -9,10 +9,13 @@ import pytest
 from _pirate_helpers import example, real_endpoint, run_real
 from hypothesis import given, settings
 
-from transportkit import Message, ServiceUnavailableError, SocketOptions
+from transportkit import Message, Network, Requester, ServiceUnavailableError, SocketOptions
 from transportkit.patterns.examples import lpclient, lpserver
 from transportkit.patterns.lazy_pirate import (
+    NOT_AN_ANSWER,
     LazyPirateClient,
+    LazyPirateWire,
+    ServeStats,
     sequenced,
     serve_lazy_pirate,
     serve_requests,
@@ -135,7 +138,7 @@ def test_a_30_second_outage_raises_service_unavailable_then_recovers_in_virtual_
     assert {kind for _, kind in log[5:]} == {"reply"}
 
 
-def test_a_reply_carrying_another_sequence_number_is_never_accepted() -> None:
+def test_a_sequenced_reply_carrying_another_sequence_number_is_never_accepted() -> None:
     sim = Simulation(seed=2)
     cli = sim.node("cli")
 
@@ -146,14 +149,137 @@ def test_a_reply_carrying_another_sequence_number_is_never_accepted() -> None:
     sim.node("srv", main=stale_server)
 
     async def main() -> None:
-        async with LazyPirateClient(cli, SERVER, timeout=1.0, retries=2) as client:
+        async with LazyPirateClient(
+            cli, SERVER, timeout=1.0, retries=2, wire=LazyPirateWire.SEQUENCED
+        ) as client:
             for _ in range(3):
-                with pytest.raises(ServiceUnavailableError):
+                with pytest.raises(ServiceUnavailableError, match="did not carry the sequence"):
                     await client.request([b"q"])
             assert client.stats.mismatched == 6
             assert client.stats.replies == 0
 
     sim.run(main(), timeout=60.0)
+
+
+class CountingNetwork:
+    """A network whose requesters are counted (and kept, to see them closed)."""
+
+    def __init__(self, net: Network) -> None:
+        self.net = net
+        self.made: list[Requester] = []
+
+    def requester(self, **kwargs: object) -> Requester:
+        sock = self.net.requester(**kwargs)  # type: ignore[arg-type]
+        self.made.append(sock)
+        return sock
+
+
+def test_plain_requests_go_unchanged_and_every_unanswered_attempt_gets_a_new_socket() -> None:
+    sim = Simulation(seed=4)
+    seen: list[Message] = []
+
+    async def server(node: Node) -> None:
+        def answer(request: Message) -> Message:
+            seen.append(request)
+            return [b"ok"]
+
+        with node.worker(bind="tcp://*:5555") as rep:
+            await serve_lazy_pirate(rep, answer)
+
+    sim.node("srv", main=server)
+    cli = CountingNetwork(sim.node("cli"))
+    schedule_faults(sim, [(2.0, Crash("srv")), (5.5, Restart("srv"))])
+
+    async def main() -> list[Message | str]:
+        replies: list[Message | str] = []
+        async with LazyPirateClient(cli, SERVER, timeout=1.0, retries=2) as client:  # type: ignore[arg-type]
+            replies += [await client.request([b"AAPL", b"100"]) for _ in range(2)]
+            assert len(cli.made) == 1  # an answered request keeps its socket
+            await asyncio.sleep(2.0)  # the server is down now
+            with pytest.raises(ServiceUnavailableError):
+                await client.request([b"lost"])
+            replies.append("unavailable")
+            # The kept socket timed out and was closed; the retry went on a new one.
+            assert len(cli.made) == 2
+            assert all(sock.closed for sock in cli.made)  # each closed after its timeout
+            await asyncio.sleep(2.0)
+            replies.append(await client.request([b"back"]))
+            assert len(cli.made) == 3  # the second attempt's socket timed out too
+            assert client.stats.mismatched == 0
+        return replies
+
+    assert sim.run(main(), timeout=60.0) == [[b"ok"], [b"ok"], "unavailable", [b"ok"]]
+    assert seen == [[b"AAPL", b"100"], [b"AAPL", b"100"], [b"back"]]
+
+
+def test_the_sequenced_wire_format_round_trip_and_its_frames() -> None:
+    sim = Simulation(seed=5)
+    seen: list[Message] = []
+    stats = ServeStats()
+
+    async def recording_rep(node: Node) -> None:
+        # What travels on the wire, as a plain REP sees it, then the sequenced server.
+        with node.worker(bind="tcp://*:5555") as rep:
+            request = await rep.recv()
+            seen.append(request)
+            await rep.send([request[0], b"raw", *request[1:]])
+            await serve_lazy_pirate(rep, echo, stats=stats, wire=LazyPirateWire.SEQUENCED)
+
+    sim.node("srv", main=recording_rep)
+    cli = sim.node("cli")
+
+    async def main() -> list[Message]:
+        async with LazyPirateClient(
+            cli, SERVER, timeout=1.0, wire=LazyPirateWire.SEQUENCED
+        ) as client:
+            return [await client.request([b"a", b"b"]), await client.request([b"c"])]
+
+    assert sim.run(main(), timeout=30.0) == [[b"raw", b"a", b"b"], [b"echo", b"c"]]
+    assert seen == [[b"1", b"a", b"b"]]
+    assert (stats.served, stats.malformed) == (1, 0)
+
+
+def test_a_plain_client_of_a_sequenced_server_gets_a_counted_malformed_not_a_hang() -> None:
+    sim = Simulation(seed=6)
+    stats = ServeStats()
+
+    async def server(node: Node) -> None:
+        with node.worker(bind="tcp://*:5555") as rep:
+            await serve_lazy_pirate(rep, echo, stats=stats, wire=LazyPirateWire.SEQUENCED)
+
+    sim.node("srv", main=server)
+    cli = sim.node("cli")
+
+    async def main() -> Message:
+        async with LazyPirateClient(cli, SERVER, timeout=1.0) as client:
+            return await client.request([b"order"])
+
+    assert sim.run(main(), timeout=30.0) == [NOT_AN_ANSWER]
+    assert (stats.served, stats.malformed) == (0, 1)
+
+
+def test_a_sequenced_client_of_a_plain_server_fails_with_a_clear_error_not_a_hang() -> None:
+    sim = Simulation(seed=7)
+
+    async def server(node: Node) -> None:
+        with node.worker(bind="tcp://*:5555") as rep:
+            await serve_lazy_pirate(rep, lambda request: [b"verdict"])
+
+    sim.node("srv", main=server)
+    cli = sim.node("cli")
+
+    async def main() -> str:
+        async with LazyPirateClient(
+            cli, SERVER, timeout=1.0, retries=2, wire=LazyPirateWire.SEQUENCED
+        ) as client:
+            with pytest.raises(ServiceUnavailableError) as info:
+                await client.request([b"order"])
+            assert client.stats.mismatched == 2
+            return str(info.value)
+
+    message = sim.run(main(), timeout=30.0)
+    assert "2 replies did not carry the sequence frame 1" in message
+    assert "LazyPirateWire.SEQUENCED" in message
 
 
 def test_a_late_reply_is_retried_and_the_answer_belongs_to_the_request() -> None:
@@ -193,7 +319,8 @@ def test_sequenced_handler_echoes_the_sequence_frame() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"), [({"timeout": 0}, "timeout"), ({"retries": 0}, "retries")]
+    ("kwargs", "match"),
+    [({"timeout": 0}, "timeout"), ({"retries": 0}, "retries"), ({"wire": "plain"}, "wire")],
 )
 def test_bad_client_parameters_are_refused(kwargs: dict[str, float], match: str) -> None:
     with open_harness("sim") as h, pytest.raises(ValueError, match=match):

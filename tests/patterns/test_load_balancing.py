@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from transportkit import Message, Network, ServiceUnavailableError, SocketOptions
 from transportkit.patterns.examples import lbbroker, spqueue, spworker
-from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient, sequenced
+from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient
 from transportkit.patterns.load_balancing import (
     LoadBalancingBroker,
     SimplePirateQueue,
@@ -166,7 +166,7 @@ def test_simple_pirate_clients_get_their_own_answers_through_worker_crashes(
     sim.node("broker", main=broker_main)
     seen: list[tuple[str, bytes]] = []
     for name in ("w0", "w1"):
-        handler = sequenced(tagging(name, seen))
+        handler = tagging(name, seen)
         opts = SocketOptions(routing_id=name.encode())  # a restarted worker keeps its id
         sim.node(
             name,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from transportkit import Message, Network, SocketOptions
 from transportkit.patterns.examples import ppqueue, ppworker
-from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient, sequenced
+from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.sim_backend import Constant, Crash, Node, Restart, Simulation, schedule_faults
 from transportkit.testing import ChildProcess, open_harness
@@ -23,7 +23,7 @@ INTERVAL, LIVENESS = 1.0, 3
 
 
 def signing(name: bytes) -> Handler:
-    return sequenced(lambda body: [name, *body])
+    return lambda body: [name, *body]
 
 
 class Deployment:
@@ -212,7 +212,7 @@ def test_a_killed_worker_process_is_purged_and_the_other_serves(
         ):
             task = asyncio.ensure_future(queue.run())
             try:
-                argv = (*example("ppworker"), "--connect", back, *hb)
+                argv = (*example("ppworker"), "--connect", back, "--tag", *hb)
                 with ChildProcess(*argv, "--name", "A") as a, ChildProcess(*argv, "--name", "B"):
                     while len(queue.workers) < 2:
                         await asyncio.sleep(0.05)

@@ -9,9 +9,11 @@ import pytest
 from transportkit import Message, Network, ServiceUnavailableError, SocketOptions, Timeout
 from transportkit.patterns import paranoid_pirate
 from transportkit.patterns.lazy_pirate import (
+    EMPTY_ANSWER,
     NOT_AN_ANSWER,
     Handler,
     LazyPirateClient,
+    LazyPirateWire,
     ServeStats,
     sequenced,
     serve_lazy_pirate,
@@ -231,6 +233,9 @@ def test_serve_requests_answers_a_failed_request_with_on_error_and_goes_on() -> 
     assert stats == ServeStats(served=1, handler_errors=1)
 
 
+SEQUENCED = LazyPirateWire.SEQUENCED
+
+
 def test_serve_lazy_pirate_answers_what_it_cannot_answer_with_no_answer_and_goes_on() -> None:
     sim = Simulation(seed=1)
     server, client = sim.node("server"), sim.node("client")
@@ -243,13 +248,22 @@ def test_serve_lazy_pirate_answers_what_it_cannot_answer_with_no_answer_and_goes
 
     async def main() -> tuple[list[Message], str, Message]:
         with server.worker(bind="tcp://*:5555") as rep:
-            task = server.spawn(serve_lazy_pirate(rep, handler, max_message_bytes=100, stats=stats))
+            task = server.spawn(
+                serve_lazy_pirate(rep, handler, max_message_bytes=100, stats=stats, wire=SEQUENCED)
+            )
             with client.requester(connect="tcp://server:5555") as req:
                 replies = [
                     await req.request(body, timeout=1)
-                    for body in ([b"1", b"boom"], [b"2", b"x" * 60, b"x" * 60], [b"3", b"a"])
+                    for body in (
+                        [b"1", b"boom"],
+                        [b"2", b"x" * 60, b"x" * 60],
+                        [b"3", b"a"],
+                        [b"no sequence", b"a"],
+                    )
                 ]
-            lazy = LazyPirateClient(client, "tcp://server:5555", timeout=0.5, retries=2)
+            lazy = LazyPirateClient(
+                client, "tcp://server:5555", timeout=0.5, retries=2, wire=SEQUENCED
+            )
             with pytest.raises(ServiceUnavailableError):
                 await lazy.request([b"boom"])
             mismatched = lazy.stats.mismatched
@@ -259,11 +273,11 @@ def test_serve_lazy_pirate_answers_what_it_cannot_answer_with_no_answer_and_goes
             return replies, f"mismatched={mismatched}", after
 
     replies, mismatched, after = sim.run(main(), timeout=30)
-    assert replies == [[NOT_AN_ANSWER], [NOT_AN_ANSWER], [b"3", b"ok", b"a"]]
+    assert replies == [[NOT_AN_ANSWER], [NOT_AN_ANSWER], [b"3", b"ok", b"a"], [NOT_AN_ANSWER]]
     assert mismatched == "mismatched=2"  # taken for no answer, twice, then given up
     assert after == [b"ok", b"b"]
     assert [b"x" * 60, b"x" * 60] not in seen  # never handed to the handler
-    assert stats == ServeStats(served=2, handler_errors=3, over_limit=1)
+    assert stats == ServeStats(served=2, handler_errors=3, over_limit=1, malformed=1)
 
 
 def test_serve_lazy_pirate_with_on_error_none_ends_with_the_handler_error() -> None:
@@ -272,13 +286,39 @@ def test_serve_lazy_pirate_with_on_error_none_ends_with_the_handler_error() -> N
 
     async def main() -> None:
         with server.worker(bind="tcp://*:5555") as rep:
-            task = server.spawn(serve_lazy_pirate(rep, fails_on_boom, on_error=None))
+            task = server.spawn(
+                serve_lazy_pirate(rep, fails_on_boom, on_error=None, wire=SEQUENCED)
+            )
             with client.requester(connect="tcp://server:5555") as req:
                 await req.send([b"1", b"boom"])
                 with pytest.raises(RuntimeError, match="the handler failed"):
                     await task
 
     sim.run(main(), timeout=10)
+
+
+def test_plain_serve_lazy_pirate_answers_what_it_cannot_answer_with_one_empty_frame() -> None:
+    sim = Simulation(seed=1)
+    server, client = sim.node("server"), sim.node("client")
+    stats = ServeStats()
+
+    async def main() -> list[Message]:
+        with server.worker(bind="tcp://*:5555") as rep:
+            task = server.spawn(
+                serve_lazy_pirate(rep, fails_on_boom, max_message_bytes=100, stats=stats)
+            )
+            lazy = LazyPirateClient(client, "tcp://server:5555", timeout=0.5, retries=2)
+            replies = [
+                await lazy.request(body)
+                for body in ([b"boom"], [b"x" * 60, b"x" * 60], [b"a"], [b"no sequence"])
+            ]
+            lazy.close()
+            task.cancel()
+            return replies
+
+    replies = sim.run(main(), timeout=30)
+    assert replies == [[EMPTY_ANSWER], [EMPTY_ANSWER], [b"ok", b"a"], [b"ok", b"no sequence"]]
+    assert stats == ServeStats(served=2, handler_errors=1, over_limit=1, malformed=0)
 
 
 # -- helpers ----------------------------------------------------------------------

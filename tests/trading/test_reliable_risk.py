@@ -18,6 +18,7 @@ from transportkit.trading import (
     RiskBook,
     RiskLimits,
     risk_handler,
+    serve_risk,
 )
 
 
@@ -79,3 +80,30 @@ def test_reliable_client_parameters_are_checked() -> None:
     sim = Simulation()
     with pytest.raises(ValueError, match="retries"):
         ReliableRiskClient(sim.node("desk"), "tcp://risk:1", retries=0)
+
+
+def test_reliable_client_works_against_the_seeds_one_frame_rep_risk_server(
+    tk_backend: str,
+) -> None:
+    # serve_risk is the seed's RiskValidationServer: a REP that reads one Order frame.
+    # The plain Lazy Pirate wire format sends it exactly that (a sequence frame first
+    # made every order malformed).
+    with open_harness(tk_backend) as h:
+
+        async def body() -> list[tuple[str, bool, str]]:
+            book = RiskBook(RiskLimits(capital=1e6, default_max_position=25))
+            with ExitStack() as stack:
+                rep = stack.enter_context(h.network("risk").worker(bind=h.endpoint()))
+                assert rep.last_endpoint is not None
+                server = asyncio.ensure_future(serve_risk(rep, book, max_requests=3))
+                client = ReliableRiskClient(h.network("desk"), rep.last_endpoint, timeout=2.0)
+                stack.callback(client.close)
+                verdicts = [await client.validate(order(i)) for i in range(3)]
+                stats = await server
+                assert (stats.requests, stats.malformed) == (3, 0)
+                return [(v.order_id, v.approved, v.reason) for v in verdicts]
+
+        verdicts = h.run(body(), timeout=30)
+    assert [(order_id, approved) for order_id, approved, _ in verdicts] == [
+        ("o0", True), ("o1", True), ("o2", False)
+    ]  # fmt: skip

@@ -15,6 +15,7 @@ Majordomo (7/MDP)      :mod:`.majordomo`                   MajordomoBroker/Clien
 Titanic (9/TSP)        :mod:`.titanic`                     Titanic, TitanicClient
 Clone (13/CHP)         :mod:`.clone`                       CloneServer, CloneClient
 Binary Star            :mod:`.binary_star`                 BinaryStarServer/Client
+Freelance (10/FLP)     :mod:`.freelance`                   FreelanceClient/Server
 Conflation, LVC        :mod:`.conflation`                  ConflatingSubscriber,
                                                            LastValueCache
 Resilience, heartbeat  :mod:`.resilience`                  ResilientSubscriber,
@@ -31,7 +32,13 @@ from transportkit.patterns.conflation import (
     LastValueSubscriber,
     conflated_subscriber,
 )
-from transportkit.patterns.lazy_pirate import LazyPirateClient, sequenced, serve_lazy_pirate
+from transportkit.patterns.freelance import FreelanceClient, FreelanceServer
+from transportkit.patterns.lazy_pirate import (
+    LazyPirateClient,
+    LazyPirateWire,
+    sequenced,
+    serve_lazy_pirate,
+)
 from transportkit.patterns.load_balancing import (
     LoadBalancingBroker,
     SimplePirateQueue,
@@ -62,12 +69,15 @@ __all__ = [
     "CloneClient",
     "CloneServer",
     "ConflatingSubscriber",
+    "FreelanceClient",
+    "FreelanceServer",
     "HeartbeatMonitor",
     "HeartbeatPublisher",
     "KVMsg",
     "LastValueCache",
     "LastValueSubscriber",
     "LazyPirateClient",
+    "LazyPirateWire",
     "LoadBalancingBroker",
     "MajordomoBroker",
     "MajordomoClient",

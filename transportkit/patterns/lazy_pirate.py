@@ -5,19 +5,45 @@ If none comes it closes the socket (a REQ that got no reply is stuck in its lock
 its queue may hold the lost request), opens a fresh one and sends again, up to
 ``retries`` attempts; then it gives up with :class:`~transportkit.ServiceUnavailableError`.
 
-Every request carries a sequence number as its first frame, and the server echoes it as
-the first frame of the reply (:func:`sequenced` does that for any handler), so a reply is
-only ever taken as the answer to the request it belongs to. The wire format is::
+Two wire formats (:class:`LazyPirateWire`), chosen with the ``wire`` keyword of
+:class:`LazyPirateClient` and :func:`serve_lazy_pirate`:
 
-    request: [sequence, *body]        reply: [sequence, *reply body]
+``LazyPirateWire.PLAIN`` (the default, the Guide's)
+    The request is the caller's frames, unchanged, and the reply is taken as it comes::
 
-where ``sequence`` is the request's number as ASCII decimal (what the Guide's
-``lpclient`` sends).
+        request: [*body]                  reply: [*reply body]
+
+    This is what the Guide's ``lpclient`` and ``lpserver`` exchange, and it works with
+    any REP server (the seed's one-frame risk server, a plain echo). It needs no
+    sequence frame to be correct: the client closes its REQ socket after every attempt
+    that got no reply (a timeout, a broken connection, a cancelled call) and sends the
+    retry on a new socket, with a new connection, so a reply to an earlier attempt has
+    nowhere to arrive; and a REQ socket takes exactly one reply per request. The socket
+    is kept only after an answered request.
+
+``LazyPirateWire.SEQUENCED`` (transportkit's opt-in envelope)
+    Every request carries its number as its first frame, ASCII decimal from 1, and the
+    server echoes it as the first frame of the reply (:func:`sequenced` does that for
+    any handler)::
+
+        request: [sequence, *body]        reply: [sequence, *reply body]
+
+    For servers that want to see duplicates (a retried request carries the same
+    number). A reply whose first frame is not the request's number is not taken for
+    the answer (counted in :attr:`LazyPirateStats.mismatched`; the attempt is retried).
+
+Both ends must use the same format. A mismatch ends in a clear error, never a hang: a
+sequenced client of a plain server gets replies without its sequence frame, retries,
+and fails with a ServiceUnavailableError that says so; a sequenced server given a
+request whose first frame is not a sequence number counts it as ``malformed`` and
+answers :data:`NOT_AN_ANSWER`; a plain server hands a sequenced client's frames to its
+handler as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,14 +69,19 @@ from transportkit.patterns._limits import (
 )
 
 __all__ = [
+    "EMPTY_ANSWER",
     "NOT_AN_ANSWER",
     "REQUEST_RETRIES",
     "REQUEST_TIMEOUT",
+    "WIRE_DEFAULT",
     "Handler",
     "LazyPirateClient",
     "LazyPirateStats",
+    "LazyPirateWire",
+    "MalformedRequest",
     "ServeStats",
     "call_handler",
+    "empty_answer",
     "not_an_answer",
     "reply_or_none",
     "sequenced",
@@ -66,6 +97,35 @@ REQUEST_RETRIES = 3
 
 Handler: TypeAlias = Callable[[Message], Sequence[Frame] | Awaitable[Sequence[Frame]]]
 """Turns a request's body frames into the reply's frames (plain or ``async`` function)."""
+
+
+class LazyPirateWire(enum.Enum):
+    """The wire format of a Lazy Pirate client and server (see the module docstring)."""
+
+    PLAIN = "plain"
+    """The caller's frames, unchanged, both ways (the Guide's ``lpclient``/``lpserver``)."""
+
+    SEQUENCED = "sequenced"
+    """A sequence-number frame first, echoed by the server (transportkit's opt-in)."""
+
+
+def _check_wire(wire: object) -> LazyPirateWire:
+    if not isinstance(wire, LazyPirateWire):
+        raise ValueError(f"wire must be a LazyPirateWire, got {wire!r}")
+    return wire
+
+
+_MAX_SEQUENCE_DIGITS: Final = 20
+"""The longest sequence frame a sequenced server accepts (2**64 has 20 digits)."""
+
+
+class MalformedRequest(FrameError):
+    """A request that does not follow the wire format (counted as ``malformed``)."""
+
+
+def _is_sequence_frame(frame: Frame) -> bool:
+    data = bytes(frame)
+    return 0 < len(data) <= _MAX_SEQUENCE_DIGITS and data.isdigit()
 
 
 async def call_handler(
@@ -113,15 +173,25 @@ async def reply_or_none(handler: Handler, body: Message) -> Sequence[Frame] | No
 
 
 def sequenced(handler: Handler) -> Handler:
-    """Wrap a body handler for the Lazy Pirate wire format.
+    """Wrap a body handler for :attr:`LazyPirateWire.SEQUENCED`.
 
     The wrapped handler receives ``[sequence, *body]``, calls ``handler(body)`` and
     returns ``[sequence, *reply]``, so the client can match the reply to its request.
     A request of one frame has an empty body (``handler([])``), and an empty reply
     body is valid too (the reply is then the sequence frame alone).
+
+    The wrapped handler raises :class:`MalformedRequest` (a FrameError) for a request
+    whose first frame is not a sequence number (1 to 20 ASCII digits): a plain client's
+    request, never handed to ``handler``. Do not wrap handlers of plain servers.
     """
 
     async def with_sequence(request: Message) -> Sequence[Frame]:
+        if not _is_sequence_frame(request[0]):
+            raise MalformedRequest(
+                f"the first frame of a sequenced Lazy Pirate request must be its sequence "
+                f"number in ASCII decimal, got {bytes(request[0])[:32]!r}: is the client "
+                "using LazyPirateWire.PLAIN?"
+            )
         reply = await call_handler(handler, request[1:], empty_ok=True)
         return [request[0], *reply]
 
@@ -138,28 +208,56 @@ class ServeStats:
             a message (answered with ``on_error``'s reply).
         over_limit: Requests larger than ``max_message_bytes``, never handed to the
             handler (answered with ``on_error``'s reply).
+        malformed: Requests that do not follow the wire format (in
+            :attr:`LazyPirateWire.SEQUENCED`, no sequence frame first), never handed
+            to the handler (answered with ``on_error``'s reply).
     """
 
     served: int = 0
     handler_errors: int = 0
     over_limit: int = 0
+    malformed: int = 0
 
 
 ErrorReply: TypeAlias = Callable[[Message, Exception], Sequence[Frame]]
 """Turns a request that got no reply of the handler's, and why, into the reply to send."""
 
 NOT_AN_ANSWER: Final = b"0"
-"""The sequence frame of the reply :func:`serve_lazy_pirate` gives a request it could not
-answer: no request carries it (sequence numbers start at 1), so no Lazy Pirate client,
-ours or the Guide's ``lpclient``, takes it for the answer; the client retries, then
-fails with :class:`~transportkit.ServiceUnavailableError`."""
+"""The sequence frame of the reply a :attr:`LazyPirateWire.SEQUENCED` server gives a
+request it could not answer: no request of a sequenced client carries it (its sequence
+numbers start at 1), so the client does not take it for the answer; it retries, then
+fails with :class:`~transportkit.ServiceUnavailableError`. (The Guide's ``lpclient``
+numbers from 0 and speaks the plain format: it is served by a plain server.)"""
+
+EMPTY_ANSWER: Final = b""
+"""The one frame of the reply a :attr:`LazyPirateWire.PLAIN` server gives a request it
+could not answer. The plain format has no envelope to mark a reply as "not an answer",
+so the client returns it to its caller as the reply; a handler whose replies are never
+one empty frame lets the caller tell. Give ``on_error`` for an application's own error
+reply (the risk handler never needs it: it answers every request)."""
 
 
 def not_an_answer(request: Message, error: Exception) -> Sequence[Frame]:
-    """The Lazy Pirate reply to a request that could not be answered (see
+    """The sequenced Lazy Pirate reply to a request that could not be answered (see
     :data:`NOT_AN_ANSWER`).
     """
     return [NOT_AN_ANSWER]
+
+
+def empty_answer(request: Message, error: Exception) -> Sequence[Frame]:
+    """The plain Lazy Pirate reply to a request that could not be answered (see
+    :data:`EMPTY_ANSWER`).
+    """
+    return [EMPTY_ANSWER]
+
+
+class _WireDefault(enum.Enum):
+    ERROR_REPLY = "the wire format's error reply"
+
+
+WIRE_DEFAULT: Final = _WireDefault.ERROR_REPLY
+"""``on_error`` of :func:`serve_lazy_pirate` by default: :func:`empty_answer` in the
+plain format, :func:`not_an_answer` in the sequenced one."""
 
 
 async def serve_requests(
@@ -231,6 +329,9 @@ async def _answer(
         )
     try:
         reply = await call_handler(handler, request)
+    except MalformedRequest:
+        counters.malformed += 1
+        raise
     except Exception:
         counters.handler_errors += 1
         raise
@@ -244,21 +345,37 @@ async def serve_lazy_pirate(
     *,
     max_requests: int | None = None,
     max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
-    on_error: ErrorReply | None = not_an_answer,
+    on_error: ErrorReply | _WireDefault | None = WIRE_DEFAULT,
     stats: ServeStats | None = None,
+    wire: LazyPirateWire = LazyPirateWire.PLAIN,
 ) -> int:
-    """:func:`serve_requests` for Lazy Pirate clients: ``handler`` sees bodies only.
+    """:func:`serve_requests` for Lazy Pirate clients, in either wire format.
+
+    In :attr:`LazyPirateWire.PLAIN` (the default) ``handler`` gets each request as it
+    came and its reply is sent as it is: the Guide's ``lpserver``, which serves the
+    Guide's ``lpclient`` (its request, the sequence number as the only frame, is echoed
+    by an echo handler). In :attr:`LazyPirateWire.SEQUENCED` ``handler`` sees the body
+    after the sequence frame, which is echoed around its reply (:func:`sequenced`); a
+    request without a sequence frame first is counted as ``malformed``.
 
     Unlike :func:`serve_requests` it outlives every request by default: one whose
-    handler fails, or that is over ``max_message_bytes``, gets :func:`not_an_answer`
-    (counted in ``stats``), which the client does not take for the answer. ``on_error``
-    gets the whole request (sequence frame first) and returns the whole reply: echo
-    the sequence frame for the client to take it as the answer; None makes a failure
-    end the loop.
+    handler fails, that is over ``max_message_bytes``, or (sequenced) that is
+    malformed, gets the wire format's error reply (counted in ``stats``):
+    :func:`empty_answer` in the plain format, :func:`not_an_answer` in the sequenced
+    one, which the client does not take for the answer. ``on_error`` gets the whole
+    request (sequence frame first, if any) and returns the whole reply (echo the
+    sequence frame for a sequenced client to take it as the answer); None makes a
+    failure end the loop.
+
+    Raises:
+        ValueError: ``wire`` is not a LazyPirateWire; and see :func:`serve_requests`.
     """
+    fmt = _check_wire(wire)
+    if isinstance(on_error, _WireDefault):
+        on_error = empty_answer if fmt is LazyPirateWire.PLAIN else not_an_answer
     return await serve_requests(
         socket,
-        sequenced(handler),
+        handler if fmt is LazyPirateWire.PLAIN else sequenced(handler),
         max_requests=max_requests,
         max_message_bytes=max_message_bytes,
         on_error=on_error,
@@ -275,8 +392,10 @@ class LazyPirateStats:
         replies: Requests answered (each request ends as a reply or a failure).
         retries: Resends after a timeout (attempts beyond each request's first).
         failures: Requests abandoned with ServiceUnavailableError.
-        mismatched: Replies thrown away because their sequence number was not the
-            request's (a late or foreign reply; it costs the attempt).
+        mismatched: In :attr:`LazyPirateWire.SEQUENCED`, replies thrown away because
+            their first frame was not the request's sequence number (the server's
+            :data:`NOT_AN_ANSWER`, or a server that does not use the sequenced
+            format; it costs the attempt). Always 0 in the plain format.
     """
 
     requests: int = 0
@@ -295,6 +414,12 @@ class LazyPirateClient(Closeable):
     meant for an earlier request, and never loses a request silently. The server may
     see a request more than once (after a lost reply); make requests idempotent.
 
+    Every attempt that gets no reply (timeout, broken connection, cancellation) closes
+    the REQ socket, and the next attempt opens a new one, as the Guide's ``lpclient``
+    does: that, not a sequence frame, is what keeps a late reply from being taken for
+    the answer to a later request, so the plain wire format (the default) is as safe as
+    the sequenced one.
+
     Requests from several tasks are served one at a time, in order.
 
     Args:
@@ -304,9 +429,13 @@ class LazyPirateClient(Closeable):
         retries: Attempts per request before giving up (the Guide's 3: the request is
             sent at most three times).
         options: Options of the REQ sockets (default: transportkit's, linger 0).
+        wire: :attr:`LazyPirateWire.PLAIN` (default: the frames as given, any REP
+            server) or :attr:`LazyPirateWire.SEQUENCED` (a sequence frame first, for a
+            :func:`serve_lazy_pirate` server of the same format).
 
     Raises:
-        ValueError: ``timeout`` is not positive or ``retries`` is below 1.
+        ValueError: ``timeout`` is not positive, ``retries`` is below 1, or ``wire``
+            is not a LazyPirateWire.
     """
 
     def __init__(
@@ -317,7 +446,9 @@ class LazyPirateClient(Closeable):
         timeout: float = REQUEST_TIMEOUT,
         retries: int = REQUEST_RETRIES,
         options: SocketOptions | None = None,
+        wire: LazyPirateWire = LazyPirateWire.PLAIN,
     ) -> None:
+        self.wire: Final = _check_wire(wire)
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
@@ -335,15 +466,19 @@ class LazyPirateClient(Closeable):
 
     @property
     def sequence(self) -> int:
-        """The sequence number of the latest request (0 before any)."""
+        """The number of the latest request, from 1 (0 before any); in the sequenced
+        format, the number its sequence frame carried.
+        """
         return self._sequence
 
     async def request(self, frames: Sequence[Frame]) -> Message:
-        """Send ``frames`` and return the body of the matching reply.
+        """Send ``frames`` and return the reply (in the sequenced format, the body of
+        the reply that carries the request's sequence frame).
 
         Raises:
-            ServiceUnavailableError: No matching reply after ``retries`` attempts; the
-                message names the endpoint and the attempts.
+            ServiceUnavailableError: No (matching) reply after ``retries`` attempts; the
+                message names the endpoint and the attempts, and how many replies did
+                not carry the sequence frame, if any did not.
             FrameError: ``frames`` is not a non-empty sequence of bytes frames.
             ClosedError: The client (or its network) is closed.
         """
@@ -353,21 +488,31 @@ class LazyPirateClient(Closeable):
             self._sequence += 1
             self.stats.requests += 1
             seq = b"%d" % self._sequence
+            message = body if self.wire is LazyPirateWire.PLAIN else [seq, *body]
+            mismatched = self.stats.mismatched
             for attempt in range(1, self.retries + 1):
                 if attempt > 1:
                     self.stats.retries += 1
-                reply = await self._attempt([seq, *body])
+                reply = await self._attempt(message)
                 if reply is not None:
                     self.stats.replies += 1
                     return reply
             self.stats.failures += 1
+            mismatched = self.stats.mismatched - mismatched
+            why = (
+                f"; {mismatched} repl{'y' if mismatched == 1 else 'ies'} did not carry the "
+                f"sequence frame {self._sequence} (the server's 'not an answer', or a "
+                "server that does not use LazyPirateWire.SEQUENCED)"
+                if mismatched
+                else ""
+            )
             raise ServiceUnavailableError(
                 f"no reply from {self.endpoint} to request {self._sequence} after "
-                f"{self.retries} attempt(s) of {self.timeout:g} s each"
+                f"{self.retries} attempt(s) of {self.timeout:g} s each{why}"
             )
 
     async def _attempt(self, message: list[Frame]) -> Message | None:
-        """Send once and wait; return the reply body, or None after closing the socket."""
+        """Send once and wait; return the reply (body), or None after closing the socket."""
         sock = self._socket
         if sock is None:
             sock = self._socket = self.network.requester(
@@ -381,6 +526,8 @@ class LazyPirateClient(Closeable):
         except BaseException:
             self._drop_socket()
             raise
+        if self.wire is LazyPirateWire.PLAIN:
+            return reply
         if reply and reply[0] == message[0]:
             return reply[1:]
         self.stats.mismatched += 1

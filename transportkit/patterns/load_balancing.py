@@ -1,4 +1,4 @@
-"""The load-balancing broker and Simple Pirate (ZeroMQ Guide, chapters 3 and 4).
+r"""The load-balancing broker and Simple Pirate (ZeroMQ Guide, chapters 3 and 4).
 
 :class:`LoadBalancingBroker` is the seed's broker: a ROUTER front end for clients (REQ),
 a ROUTER back end for workers, and a queue of the workers ready for work, least
@@ -15,6 +15,15 @@ and retried.
 Wire format (the Guide's): a worker's REQ sends ``[READY]`` once, then replies
 ``[*envelope, *reply]``; the broker sends it ``[*envelope, *request]``, where the
 envelope is the client's routing id and the empty delimiter (``[client, b""]``).
+
+READY comes in two spellings in the Guide: ``b"\x01"`` (:data:`READY`, the Simple
+Pirate ``spworker``/``spqueue``, and the same byte as Paranoid Pirate's ``PPP_READY``)
+and ``b"READY"`` (:data:`READY_TEXT`, the chapter 3 ``lbbroker`` and the seed's
+broker). The broker accepts both and counts neither as malformed. The worker sends
+``b"\x01"`` unless told otherwise (``ready=READY_TEXT``): the Guide's ``spqueue`` takes
+only that byte for READY (it forwards anything else to the front end as a reply), while
+the Guide's ``lbbroker`` takes any short first message for READY, so ``b"\x01"`` is
+the one spelling both of the Guide's brokers accept.
 """
 
 from __future__ import annotations
@@ -42,6 +51,7 @@ from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 __all__ = [
     "DEFAULT_MAX_WORKERS",
     "READY",
+    "READY_TEXT",
     "BrokerStats",
     "LoadBalancingBroker",
     "LoadBalancingWorkerStats",
@@ -50,8 +60,15 @@ __all__ = [
     "split_envelope",
 ]
 
-READY = b"READY"
-"""What a load-balancing worker sends first (the Guide's ``WORKER_READY``)."""
+READY: Final = b"\x01"
+"""What a load-balancing worker sends first by default (the Guide's Simple Pirate
+``LRU_READY``/``WORKER_READY``, ``"\\001"``)."""
+
+READY_TEXT: Final = b"READY"
+"""The other READY the broker accepts (the Guide's chapter 3 ``lbbroker``, the seed's
+broker); a worker sends it when given ``ready=READY_TEXT``."""
+
+_READY_SIGNALS: Final = frozenset({READY, READY_TEXT})
 
 DEFAULT_MAX_WORKERS: Final = 10_000
 """How many ready workers a broker lists at most, by default."""
@@ -77,7 +94,8 @@ class BrokerStats:
     Attributes:
         requests: Client requests handed to a worker.
         replies: Worker replies forwarded to a client.
-        ready: READY announcements received.
+        ready: READY announcements received (either spelling: :data:`READY` or
+            :data:`READY_TEXT`).
         malformed: Messages that follow no protocol (counted and dropped; a client's
             malformed request gets no reply, so its own timeout handles it; a peer on
             the back end is not listed as a worker for a malformed message).
@@ -170,7 +188,7 @@ class LoadBalancingBroker(RouterPair):
             return
         worker = msg[0]
         content = msg[2:] if len(msg) >= 3 and msg[1] == b"" else None
-        if content == [READY]:
+        if content is not None and len(content) == 1 and content[0] in _READY_SIGNALS:
             self.stats.ready += 1
         elif content is not None and split_envelope(content) is not None:
             self._send(self.frontend, content)
@@ -209,8 +227,8 @@ class LoadBalancingBroker(RouterPair):
 
 SimplePirateQueue = LoadBalancingBroker
 """The Guide's Simple Pirate queue is the load-balancing broker, unchanged; its clients
-are Lazy Pirate clients and its workers :func:`run_load_balancing_worker` with a
-:func:`~transportkit.patterns.lazy_pirate.sequenced` handler."""
+are Lazy Pirate clients and its workers :func:`run_load_balancing_worker` (the Guide's
+``spworker``: it says ``b"\\x01"`` and echoes ``[client, b"", request]``)."""
 
 
 @dataclass(slots=True)
@@ -240,8 +258,9 @@ async def run_load_balancing_worker(
     max_requests: int | None = None,
     max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
     stats: LoadBalancingWorkerStats | None = None,
+    ready: bytes = READY,
 ) -> int:
-    """Work for a :class:`LoadBalancingBroker` at ``endpoint`` (its back end).
+    r"""Work for a :class:`LoadBalancingBroker` at ``endpoint`` (its back end).
 
     Opens a REQ socket, says READY, then answers each request with ``handler(body)``,
     returning the request's envelope with the reply. The socket is closed on return.
@@ -255,28 +274,34 @@ async def run_load_balancing_worker(
     Args:
         network: Where the socket comes from.
         endpoint: The broker's back end.
-        handler: Makes a reply from a request body (wrap it with
-            :func:`~transportkit.patterns.lazy_pirate.sequenced` for Lazy Pirate clients).
+        handler: Makes a reply from a request body (for Lazy Pirate clients of the
+            sequenced wire format, wrap it with
+            :func:`~transportkit.patterns.lazy_pirate.sequenced`; plain clients, the
+            default, need nothing).
         options: Options of the REQ socket (e.g. a ``routing_id``). A socket that
             connects is given no ``maxmsgsize`` (see :mod:`transportkit.patterns._limits`).
         max_requests: Return after this many replies (None: until the socket closes).
         max_message_bytes: Largest request accepted, all frames (None: no limit).
         stats: Counters to update as the loop runs.
+        ready: The READY signal to send: :data:`READY` (``b"\x01"``, the Guide's
+            ``spqueue``), or :data:`READY_TEXT` for a broker that wants ``b"READY"``.
 
     Returns:
         How many requests were answered.
 
     Raises:
-        ValueError: ``max_message_bytes`` is not None or an int >= 1, or ``options`` has
-            an unlimited (0) HWM.
+        ValueError: ``max_message_bytes`` is not None or an int >= 1, ``options`` has
+            an unlimited (0) HWM, or ``ready`` is neither READY signal.
     """
+    if ready not in _READY_SIGNALS:
+        raise ValueError(f"ready must be READY or READY_TEXT, got {ready!r}")
     limit = check_message_limit(max_message_bytes)
     opts = SocketOptions() if options is None else options
     check_finite_hwm(opts, "load-balancing worker", "sndhwm", "rcvhwm")
     counters = LoadBalancingWorkerStats() if stats is None else stats
     served = 0
     with network.requester(connect=endpoint, options=opts) as sock:
-        await sock.send([READY])
+        await sock.send([ready])
         while max_requests is None or served < max_requests:
             try:
                 msg = await sock.recv(timeout=math.inf)
@@ -293,7 +318,7 @@ async def run_load_balancing_worker(
                 if reply is None:
                     counters.handler_errors += 1
             if reply is None or parts is None:
-                await sock.send([READY])  # not answered: back in the queue, unharmed
+                await sock.send([ready])  # not answered: back in the queue, unharmed
                 continue
             await sock.send([*parts[0], *reply])
             served += 1

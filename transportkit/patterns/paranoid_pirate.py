@@ -8,7 +8,10 @@ queue for as long closes its socket, waits, and reconnects with a fresh one, dou
 wait from ``reconnect_initial`` up to ``reconnect_max`` until the queue answers.
 
 Clients are Lazy Pirate clients (:class:`~transportkit.patterns.lazy_pirate.LazyPirateClient`),
-so a request lost with a dying worker is retried.
+so a request lost with a dying worker is retried. The queue and the worker pass request
+and reply bodies through unchanged, so a plain Lazy Pirate client (the default, or the
+Guide's ``lpclient``) works through them with a worker that echoes
+``[client, b"", request]`` as the Guide's ``ppworker`` does.
 
 Wire format (the Guide's): worker to queue ``[READY]`` (``b"\x01"``) on connecting,
 ``[HEARTBEAT]`` (``b"\x02"``) when due, and replies ``[*envelope, *reply]``; queue to
@@ -320,8 +323,10 @@ class ParanoidPirateWorker(Closeable):
     Args:
         network: Where the sockets come from.
         endpoint: The queue's back end.
-        handler: Makes a reply from a request body (wrap it with
-            :func:`~transportkit.patterns.lazy_pirate.sequenced` for Lazy Pirate clients).
+        handler: Makes a reply from a request body (for Lazy Pirate clients of the
+            sequenced wire format, wrap it with
+            :func:`~transportkit.patterns.lazy_pirate.sequenced`; plain clients, the
+            default and the Guide's ``lpclient``, need nothing).
         heartbeat_interval: Seconds between heartbeats.
         liveness: Heartbeat intervals the queue may stay silent.
         reconnect_initial: First wait before reconnecting, in seconds.

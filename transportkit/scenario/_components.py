@@ -20,7 +20,7 @@ from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns.clone import CloneClient, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
-from transportkit.patterns.lazy_pirate import sequenced, serve_lazy_pirate
+from transportkit.patterns.lazy_pirate import serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.scenario._bounds import (
     MAX_BURSTS,
@@ -432,7 +432,7 @@ async def _run_worker(net: Network, name: str, p: WorkerParams, ctx: RunContext)
     worker = ParanoidPirateWorker(
         net,
         p.connect,
-        sequenced(handle),
+        handle,
         heartbeat_interval=p.heartbeat_ms / 1000,
         liveness=p.liveness,
     )

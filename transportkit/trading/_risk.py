@@ -601,8 +601,10 @@ def risk_handler(
     """A request handler for :func:`~transportkit.patterns.serve_lazy_pirate` (or any
     reply loop): judges each request with ``book``, after ``service_time`` seconds.
 
-    The Lazy Pirate server echoes the client's sequence frame around it, so a
-    :class:`ReliableRiskClient` can tell this reply from a late one. The handler never
+    Each reply names the order it judges, so a :class:`ReliableRiskClient` checks that
+    it answers the order sent (:func:`verdict_for`); the plain Lazy Pirate wire format
+    (the default) needs nothing more, and the request is the seed's one frame, so the
+    same client also works against :func:`serve_risk`. The handler never
     raises because of a request: each is answered by :func:`judge` (bounded by
     ``max_message_bytes``, default 1 MiB) and counted in ``stats``. Give the server's
     REP socket :func:`risk_server_options`.
@@ -677,8 +679,10 @@ class ReliableRiskClient:
 
     Built on :class:`~transportkit.patterns.LazyPirateClient`: each check ends in the
     verdict for *that* order, or :class:`~transportkit.ServiceUnavailableError` after
-    ``retries`` attempts of ``timeout`` seconds; never a hang. The server runs
-    :func:`~transportkit.patterns.serve_lazy_pirate` with :func:`risk_handler`.
+    ``retries`` attempts of ``timeout`` seconds; never a hang. It speaks the plain Lazy
+    Pirate wire format (the order as the only frame, the verdict as the only frame of
+    the reply), so the server is any REP risk server: :func:`serve_risk` (the seed's),
+    or :func:`~transportkit.patterns.serve_lazy_pirate` with :func:`risk_handler`.
 
     Args:
         network: Where the REQ sockets come from.

@@ -3,6 +3,10 @@
 Run ``python -m transportkit.patterns.examples.lpclient --connect tcp://localhost:5555``
 against ``lpserver`` (or a Simple/Paranoid Pirate queue's front end). Exits with status
 1 when the server stays silent through every retry.
+
+Each request is its number as the only frame, and the server is expected to echo it,
+as with the Guide's ``lpclient``; any REP echo server will do. ``--sequenced`` uses
+transportkit's sequenced wire format instead (for ``lpserver --sequenced``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
 from transportkit.patterns.examples._main import run_main
-from transportkit.patterns.lazy_pirate import REQUEST_RETRIES, REQUEST_TIMEOUT, LazyPirateClient
+from transportkit.patterns.lazy_pirate import (
+    REQUEST_RETRIES,
+    REQUEST_TIMEOUT,
+    LazyPirateClient,
+    LazyPirateWire,
+)
 from transportkit.zmq_backend import ZmqNetwork
 
 
@@ -43,6 +52,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="attempts per request (%(default)s)",
     )
+    parser.add_argument(
+        "--sequenced",
+        action="store_true",
+        help="send a sequence frame first (transportkit's opt-in wire format)",
+    )
     return parser.parse_args(argv)
 
 
@@ -50,7 +64,11 @@ async def run(args: argparse.Namespace) -> int:
     """Send the requests; 0 if all were answered, 1 when the server went away."""
     with ZmqNetwork(name="lpclient") as net:
         async with LazyPirateClient(
-            net, args.connect, timeout=args.timeout, retries=args.retries
+            net,
+            args.connect,
+            timeout=args.timeout,
+            retries=args.retries,
+            wire=LazyPirateWire.SEQUENCED if args.sequenced else LazyPirateWire.PLAIN,
         ) as client:
             for i in range(1, args.requests + 1):
                 try:
@@ -58,7 +76,10 @@ async def run(args: argparse.Namespace) -> int:
                 except ServiceUnavailableError as exc:
                     print(f"E: server seems to be offline, abandoning: {exc}", flush=True)
                     return 1
-                print(f"I: server replied OK ({reply!r})", flush=True)
+                if reply == [b"%d" % i]:
+                    print(f"I: server replied OK ({reply!r})", flush=True)
+                else:
+                    print(f"W: reply is not the request echoed: {reply!r}", flush=True)
             stats = client.stats
             print(f"I: {stats.replies} replies, {stats.retries} retries", flush=True)
     return 0

@@ -4,6 +4,10 @@ Run ``python -m transportkit.patterns.examples.lpserver --bind tcp://*:5555`` ne
 ``lpclient``. ``--crash-after`` and ``--overload-chance`` make it misbehave as the Guide's
 does (a crash after some cycles, random slow replies), to show the client recovering.
 It prints ``READY <endpoint>`` once bound.
+
+It echoes each request unchanged, as the Guide's does, so it serves the Guide's
+``lpclient`` (the sequence number as the only frame). ``--sequenced`` serves
+transportkit's sequenced wire format instead (``lpclient --sequenced``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
-from transportkit.patterns.lazy_pirate import serve_requests
+from transportkit.patterns.lazy_pirate import LazyPirateWire, serve_lazy_pirate
 from transportkit.zmq_backend import ZmqNetwork
 
 
@@ -49,6 +53,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, help="seed of the failure simulation")
     parser.add_argument("--quiet", action="store_true", help="do not print each request")
+    parser.add_argument(
+        "--sequenced",
+        action="store_true",
+        help="expect and echo a sequence frame first (transportkit's opt-in wire format)",
+    )
     return parser.parse_args(argv)
 
 
@@ -73,7 +82,8 @@ async def serve(args: argparse.Namespace) -> int:
 
     with ZmqNetwork(name="lpserver") as net, net.worker(bind=args.bind) as rep:
         print(f"READY {rep.last_endpoint}", flush=True)
-        await serve_requests(rep, echo)
+        wire = LazyPirateWire.SEQUENCED if args.sequenced else LazyPirateWire.PLAIN
+        await serve_lazy_pirate(rep, echo, wire=wire)
     return 0
 
 

@@ -4,6 +4,12 @@ Run ``python -m transportkit.patterns.examples.ppworker --connect tcp://localhos
 against ``ppqueue``; kill the queue and watch the worker reconnect with a doubling
 wait. ``--crash-after`` and ``--overload-chance`` make it fail on purpose. Prints
 ``READY <endpoint>`` once its socket is connecting.
+
+It echoes each request as the Guide's does: the queue's ``[client, b"", request]``
+comes back unchanged, so the Guide's ``lpclient`` (or any plain Lazy Pirate client)
+gets its own request back. ``--tag`` (off by default, not the Guide's) puts the
+worker's ``--name`` before each reply body, to tell workers apart in a demo; a tagged
+reply is ``[client, b"", name, *request]``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from collections.abc import Sequence
 
 from transportkit import Frame, Message
 from transportkit.patterns.examples._main import run_main
-from transportkit.patterns.lazy_pirate import sequenced
 from transportkit.patterns.paranoid_pirate import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -38,7 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--connect", default="tcp://localhost:5556", help="queue back end (%(default)s)"
     )
     parser.add_argument(
-        "--name", default="worker", help="tag put before each reply body (%(default)s)"
+        "--name", default="worker", help="the worker's name in its log lines (%(default)s)"
+    )
+    parser.add_argument(
+        "--tag",
+        action="store_true",
+        help="put --name before each reply body (not the Guide's echo; off by default)",
     )
     parser.add_argument(
         "--heartbeat-interval", type=float, default=HEARTBEAT_INTERVAL, metavar="S",
@@ -88,13 +98,13 @@ async def run(args: argparse.Namespace) -> int:
             print(f"I: ({args.name}) simulating CPU overload", flush=True)
             await asyncio.sleep(args.overload_delay)
         print(f"I: ({args.name}) normal reply", flush=True)
-        return [name, *body]
+        return [name, *body] if args.tag else body
 
     with ZmqNetwork(name="ppworker") as net:
         worker = ParanoidPirateWorker(
             net,
             args.connect,
-            sequenced(work),
+            work,
             heartbeat_interval=args.heartbeat_interval,
             liveness=args.liveness,
             reconnect_initial=args.reconnect_initial,
