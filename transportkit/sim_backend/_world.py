@@ -264,8 +264,30 @@ class Simulation:
         return self.topology.link(src, dst)
 
     def set_latency(self, a: str, b: str, model: LatencyModel, *, both_ways: bool = True) -> None:
-        """Give the link ``a -> b`` (and ``b -> a``) a new latency model."""
+        """Give the link ``a -> b`` (and ``b -> a``) a new latency model of its own.
+
+        It is what the link keeps: a latency spike in progress on it ends (see
+        :meth:`spike_latency`).
+        """
         self.topology.set_latency(self.now, a, b, model, both_ways=both_ways)
+
+    def spike_latency(self, a: str, b: str, model: LatencyModel, *, both_ways: bool = True) -> None:
+        """Start (or change) a latency spike on the link ``a -> b`` (and ``b -> a``).
+
+        Each direction remembers the latency it had before its first spike, and
+        :meth:`end_latency_spike` gives it back; a ``SetLatency`` fault with a model
+        calls this.
+        """
+        self.topology.spike_latency(self.now, a, b, model, both_ways=both_ways)
+
+    def end_latency_spike(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """End the latency spike on the link ``a -> b`` (and ``b -> a``): each direction
+        gets back the latency it had before its spike (its own, set by
+        :meth:`set_latency` or a scenario's ``[[link]]``, or the simulation's default);
+        a direction without a spike keeps its latency. ``SetLatency(a, b, None)`` calls
+        this.
+        """
+        self.topology.end_latency_spike(self.now, a, b, both_ways=both_ways)
 
     # -- faults -----------------------------------------------------------------------
 
