@@ -160,7 +160,9 @@ class Simulation:
             numbers does not shift the model's draws); a scheduler other than FIFO
             derives a third RNG of its own from it.
         latency: Default one-way latency of links between nodes (and between sockets of
-            one node over ipc/tcp); inproc has no delay.
+            one node over ipc/tcp); inproc has no delay, and follows libzmq's inproc
+            pipes (no reconnect after the binder closes, ``immediate`` ignored, the
+            connecter's ``conflate``: see :mod:`transportkit.sim_backend`).
         record_trace: Keep every trace event (the hash is always kept).
         shuffle_ties: Order simultaneous events (deliveries on different pipes,
             connection changes, faults) by the seed instead of by the order they were
