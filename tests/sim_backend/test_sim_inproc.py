@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from transportkit import (
     EndpointError,
@@ -42,7 +43,7 @@ from transportkit import (
     Timeout,
     WouldBlock,
 )
-from transportkit._socket import Socket
+from transportkit._socket import Monitor, Socket
 from transportkit.sim_backend import Simulation
 
 from .conftest import VIRTUAL_LIMIT
@@ -295,6 +296,38 @@ def test_what_the_connecter_had_queued_is_lost_with_the_pipe_and_counted() -> No
     # Every one of the 20 is counted: the 10 still queued at the PUSH by the PUSH, the
     # 10 the PULL had received but not read by the PULL.
     assert (push_dropped, pull_dropped) == (10, 10)
+
+
+def test_with_nobody_rebinding_the_connecter_accepts_nothing_and_loses_nothing_silently() -> None:
+    """The issue's second case: the binder closes and nobody binds the name at the old
+    sim's single retry (after reconnect_ivl). The old sim then had a dead connection
+    whose queue still took SNDHWM sends, never delivered, with ``stats.dropped`` at 0.
+    libzmq (measured above for every kind, and here for a PUSH after half a second):
+    no send is accepted."""
+    with raw_sockets() as make:
+        b = make(SocketKind.PULL)
+        b.bind("inproc://nobody")
+        c = make(SocketKind.PUSH, sndhwm=10)
+        c.connect("inproc://nobody")
+        c.send(b"x")
+        b.recv()
+        b.close()
+        raw_wait_unwritable(c)
+        time.sleep(0.5)
+        real = raw_tries(c, 100)
+    assert real == 0
+
+    async def body(sim: Simulation) -> tuple[int, int | None]:
+        node = sim.node("n")
+        b = node.puller(bind="inproc://nobody")
+        c = node.pusher(connect="inproc://nobody", options=SocketOptions(sndhwm=10))
+        await c.send([b"x"])
+        await b.recv(timeout=1.0)
+        b.close()
+        await asyncio.sleep(0.5)  # past the old sim's retry, which found nothing bound
+        return sim_tries(c, 100), c.stats.dropped
+
+    assert run_sim(body) == (real, 0)
 
 
 @pytest.mark.parametrize("closing", ["binder", "connecter"])
@@ -554,5 +587,58 @@ def test_a_connecting_conflating_push_conflates_the_pipe_to_a_plain_pull() -> No
             await push.send([b"%d" % i])
         await asyncio.sleep(0.01)
         return sim_drain(pull)
+
+    assert run_sim(body) == real
+
+
+def test_inproc_reports_no_monitor_events() -> None:
+    """libzmq 4.3.5 sends no monitor event for an inproc bind, connect, or the end of
+    the pipe, on either side. The old sim reported LISTENING, CONNECTED, ACCEPTED,
+    HANDSHAKE_SUCCEEDED and DISCONNECTED as if it were tcp."""
+    with raw_sockets() as make:
+        pull = make(SocketKind.PULL)
+        push = make(SocketKind.PUSH)
+        monitors = [sock.get_monitor_socket() for sock in (pull, push)]
+        pull.bind("inproc://monitored")
+        push.connect("inproc://monitored")
+        push.send(b"x")
+        pull.recv()
+
+        def events(mon: zmq.Socket[bytes]) -> list[str]:
+            names = []
+            while mon.poll(100):
+                names.append(zmq.Event(recv_monitor_message(mon)["event"]).name)
+            return names
+
+        real = [events(monitors[0])]  # the binder's, before it closes
+        pull.close()
+        raw_wait_unwritable(push)
+        real.append(events(monitors[1]))  # the connecter's, after the pipe ended
+        push.disable_monitor()
+        for mon in monitors:
+            mon.close(0)
+    assert real == [[], []]
+
+    async def body(sim: Simulation) -> list[list[str]]:
+        node = sim.node("n")
+        pull = node.puller()
+        push = node.pusher()
+        monitors = [pull.monitor(), push.monitor()]
+        pull.bind("inproc://monitored")
+        push.connect("inproc://monitored")
+        await push.send([b"x"])
+        await pull.recv(timeout=1.0)
+
+        def events(mon: Monitor) -> list[str]:
+            names = []
+            while (event := mon.try_recv()) is not None:
+                names.append(event.name)
+            return names
+
+        seen = [events(monitors[0])]
+        pull.close()
+        await asyncio.sleep(0.5)
+        seen.append(events(monitors[1]))
+        return seen
 
     assert run_sim(body) == real

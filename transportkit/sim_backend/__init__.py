@@ -37,7 +37,9 @@ What is modelled, and how (the choices where libzmq is inexact):
   DEALER, REQ and PAIR block, a PUB sends to nobody), and it never connects again,
   even to a new binder of the name, unless ``connect()`` is called again (the old
   endpoint is forgotten: ``disconnect()`` raises EndpointError). What either side
-  wrote before closing stays readable by the other, whatever the linger (one pipe).
+  wrote before closing stays readable by the other, whatever the linger (one pipe),
+  unless the node crashed. Monitors report nothing for inproc, as in libzmq (the trace
+  still records connects and disconnects).
 - No queue that can no longer drain takes a message silently. Over ipc/tcp with
   ``reconnect_ivl`` 0 or -1 a dropped connection ends its pipe as over inproc (its
   queue is lost and counted, sends no longer go there); a connect whose only attempt

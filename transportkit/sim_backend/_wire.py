@@ -390,9 +390,10 @@ class Wire:
             if peer.dead and not peer.in_q:
                 continue
             conn = peer.conn
-            if peer.out_q and peer.inproc and conn is not None and conn.alive:
+            if peer.out_q and peer.inproc and conn is not None and conn.alive and sock.node.alive:
                 # An inproc pipe is one queue: what this socket wrote stays readable
                 # by the peer, whatever the linger (libzmq only appends the pipe's end).
+                # A crash takes the whole process, the peer included: nothing to hand.
                 while peer.out_q:
                     self._transmit(peer, peer.out_q.popleft())
             lost += (0 if peer.stranded else len(peer.out_q)) + len(peer.in_q)
