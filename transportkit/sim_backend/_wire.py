@@ -21,7 +21,7 @@ import simpy
 
 from transportkit._endpoint import Endpoint
 from transportkit._errors import AddressInUseError, EndpointError, UnsupportedError
-from transportkit._kinds import PEERS
+from transportkit._kinds import PEERS, SocketKind
 from transportkit.sim_backend._loop import _NORMAL, IdleEvents, SimCall, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._topology import Link, Topology
@@ -233,6 +233,8 @@ class Wire:
             self._establish(connecter, target)
             return True
         if inproc:
+            if target is not None and not target.closed:
+                self._inproc_refused(connecter, target, failure)
             return False
         self.trace.add(self.env.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
         peer = connecter.peer
@@ -243,6 +245,27 @@ class Wire:
             sock.drop(len(peer.out_q), "no-reconnect", f"queued to {peer.endpoint}")
         self._schedule_reconnect(connecter, after_failure=True)
         return False
+
+    def _inproc_refused(self, connecter: Connecter, target: SimSocket, failure: str) -> None:
+        """A bound inproc socket cannot take this connection (libzmq 4.3.5, measured).
+
+        inproc has no handshake: a socket of a kind that cannot talk to this one still
+        gets the pipe and never reads it (a PUSH to a PUB accepts SNDHWM + the PUB's
+        RCVHWM sends, never delivered), so the connecter's peer is stranded: what it
+        queues (up to its SNDHWM here) is counted as dropped. A PAIR that has its
+        peer ends the new pipe, as a closing binder does. Other refusals (a ROUTER that
+        already has this routing id) wait for the next binder, as before.
+        """
+        sock = connecter.sock
+        self.trace.add(self.env.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
+        if target.kind not in PEERS[sock.kind]:
+            connecter.active = False
+            peer = connecter.peer
+            if peer is not None and not peer.stranded:
+                peer.stranded = True
+                sock.drop(len(peer.out_q), "no-reconnect", f"queued to {peer.endpoint}")
+        elif target.kind is SocketKind.PAIR:
+            self._end_connecter(connecter)
 
     def _resolves(self, connecter: Connecter) -> bool:
         """Whether the host of a tcp connect names a node (other transports: True)."""
