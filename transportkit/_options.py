@@ -49,10 +49,16 @@ class SocketOptions:
         rcvhwm: Messages queued per incoming pipe. 0 means unlimited.
         linger: Milliseconds unsent messages survive ``close()``; 0 discards them, -1
             waits for ever (transportkit's default is 0, see the module docstring).
+            Over an established inproc connection nothing is unsent: what was sent is
+            in the pipe and stays readable by the peer whatever the linger (libzmq).
         sndtimeo: Milliseconds a blocking send waits before raising
             :class:`~transportkit.Timeout`; -1 waits for ever.
         rcvtimeo: Milliseconds a receive without an explicit timeout waits; -1 for ever.
-        reconnect_ivl: Milliseconds before a connecting socket retries; -1 never retries.
+        reconnect_ivl: Milliseconds before a connecting socket retries; -1 never retries
+            (nor does 0): a dropped connection then ends its pipe and what was queued
+            to it, and sends no longer go there. inproc never reconnects, whatever
+            this says (libzmq): once the binder closes, only ``connect()`` again makes
+            a new connection.
         reconnect_ivl_max: Upper bound of the doubling back-off; 0 means no back-off.
         heartbeat_ivl: Milliseconds between ZMTP PINGs; 0 disables heartbeats.
         heartbeat_ttl: Milliseconds the peer should wait for our traffic (0 = unset).

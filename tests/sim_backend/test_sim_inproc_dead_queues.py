@@ -16,11 +16,13 @@ through raw pyzmq over loopback tcp first, then runs the same on the sim:
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 
+import pytest
 import zmq
 
-from transportkit import SocketKind, SocketOptions
+from transportkit import EndpointError, SocketKind, SocketOptions
 
 from .test_sim_inproc import (
     raw_bind,
@@ -56,6 +58,9 @@ def test_a_connection_that_will_not_be_retried_takes_no_more_messages() -> None:
         pull.close()
         raw_wait_unwritable(push)
         after_drop = raw_tries(push, 100)
+        with pytest.raises(zmq.ZMQError) as forgotten:  # the session ended for good
+            push.disconnect(endpoint)
+        assert forgotten.value.errno == errno.ENOENT
         again = make(SocketKind.PULL)
         raw_bind(again, endpoint)
         time.sleep(0.15)
@@ -71,6 +76,8 @@ def test_a_connection_that_will_not_be_retried_takes_no_more_messages() -> None:
         pull.close()
         await asyncio.sleep(0.01)
         after_drop = sim_tries(push, 100)
+        with pytest.raises(EndpointError):
+            push.disconnect("tcp://srv:7100")
         again = srv.puller(bind="tcp://*:7100")
         await asyncio.sleep(0.5)
         return (after_drop, len(sim_drain(again))), push.stats.dropped

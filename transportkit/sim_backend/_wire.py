@@ -358,16 +358,16 @@ class Wire:
         ipc/tcp with ``reconnect_ivl`` of 0 or -1. What the socket had queued to it is
         lost and counted in its ``stats.dropped``; what it had received stays readable;
         sends no longer go there (PUSH, DEALER, REQ and PAIR block without another
-        peer). An inproc endpoint is forgotten (``disconnect()`` raises EndpointError,
-        as libzmq's ENOENT); an ipc/tcp one stays until ``disconnect()``.
+        peer). The endpoint is forgotten, as libzmq forgets it (``disconnect()`` raises
+        EndpointError, libzmq's ENOENT; ``connect()`` again starts afresh).
         """
         sock = connecter.sock
         connecter.active = False
         peer = connecter.peer
         if peer is not None:
             self._discard_peer(peer, "no-reconnect")
-            if peer.inproc and sock.connecters.get(connecter.endpoint) is connecter:
-                del sock.connecters[connecter.endpoint]
+        if sock.connecters.get(connecter.endpoint) is connecter:
+            del sock.connecters[connecter.endpoint]
         if sock.closing and not any(p.out_q for p in sock.peers):
             self.destroy(sock, "linger-done")
 
