@@ -87,7 +87,8 @@ class Release:
 class DropConnection:
     """Break the live connections between two nodes (they reconnect).
 
-    The connecting side keeps its queue, as libzmq does, unless ``discard_queues``.
+    The connecting side keeps its queue, as libzmq does, unless ``discard_queues``
+    (or its ``reconnect_ivl`` is 0 or -1: then it does not reconnect, and loses it).
     """
 
     a: str

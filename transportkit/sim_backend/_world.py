@@ -355,7 +355,9 @@ class Simulation:
         Both sides lose what was in flight and the binding side loses its queue to the
         peer; the connecting side reconnects. By default it keeps its queue across the
         reconnect, as libzmq does (DESIGN.md section 3); with ``discard_queues`` it loses
-        it too (both pipes destroyed, DESIGN.md section 4), counted as drops.
+        it too (both pipes destroyed, DESIGN.md section 4), counted as drops. A
+        connecting socket whose ``reconnect_ivl`` is 0 or -1 does not reconnect: its
+        pipe ends and its queue is lost, counted as drops, as libzmq does.
         """
         return self.wire.drop_connection(a, b, discard_queues=discard_queues)
 
