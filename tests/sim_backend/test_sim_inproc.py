@@ -261,41 +261,52 @@ def test_after_the_binder_closes_the_connecter_never_connects_again(
     assert dropped == 0  # nothing was accepted that was not delivered
 
 
-def test_what_the_connecter_had_queued_is_lost_with_the_pipe_and_counted() -> None:
-    """PUSH (SNDHWM 10) to PULL (RCVHWM 10), nobody reading: the pipe takes 20; the
-    PULL closes; a new PULL binds the name. libzmq: none of the 20 reaches it, and
-    the PUSH accepts nothing more. The old sim delivered the PUSH's 10 queued messages
-    to the new binder after reconnect_ivl."""
+QUEUEING = [
+    (SocketKind.PUSH, SocketKind.PULL),
+    (SocketKind.DEALER, SocketKind.ROUTER),
+    (SocketKind.PAIR, SocketKind.PAIR),
+]
+
+
+@pytest.mark.parametrize(("connecter", "binder"), QUEUEING, ids=[c.value for c, _ in QUEUEING])
+def test_what_the_connecter_had_queued_is_lost_with_the_pipe_and_counted(
+    connecter: SocketKind, binder: SocketKind
+) -> None:
+    """A connecter (SNDHWM 10) to a binder (RCVHWM 10) that does not read: the pipe
+    takes 20; the binder closes; a new one binds the name. libzmq: none of the 20
+    reaches it, and the connecter accepts nothing more. The old sim delivered the
+    connecter's 10 queued messages to the new binder after reconnect_ivl."""
+    endpoint = f"inproc://queued-{connecter.value}"
     with raw_sockets() as make:
-        b = make(SocketKind.PULL, rcvhwm=10)
-        b.bind("inproc://queued")
-        c = make(SocketKind.PUSH, sndhwm=10)
-        c.connect("inproc://queued")
+        b = make(binder, rcvhwm=10)
+        b.bind(endpoint)
+        c = make(connecter, sndhwm=10)
+        c.connect(endpoint)
         queued = raw_tries(c, 100)
         b.close()
         raw_wait_unwritable(c)
-        b2 = make(SocketKind.PULL)
-        raw_bind(b2, "inproc://queued")
+        b2 = make(binder)
+        raw_bind(b2, endpoint)
         time.sleep(0.15)
         real = (queued, len(raw_drain(b2, 0.1)), raw_tries(c, TRIES))
     assert real == (20, 0, 0)
 
     async def body(sim: Simulation) -> tuple[tuple[int, int, int], int | None, int | None]:
         node = sim.node("n")
-        b = node.puller(bind="inproc://queued", options=SocketOptions(rcvhwm=10))
-        c = node.pusher(connect="inproc://queued", options=SocketOptions(sndhwm=10))
+        b = node.socket(binder, bind=endpoint, options=SocketOptions(rcvhwm=10))
+        c = node.socket(connecter, connect=endpoint, options=SocketOptions(sndhwm=10))
         queued = sim_tries(c, 100)
         b.close()
-        b2 = node.puller(bind="inproc://queued")
+        b2 = node.socket(binder, bind=endpoint)
         await asyncio.sleep(0.25)
         facts = (queued, len(sim_drain(b2)), sim_tries(c, TRIES))
         return facts, c.stats.dropped, b.stats.dropped
 
-    facts, push_dropped, pull_dropped = run_sim(body)
+    facts, connecter_dropped, binder_dropped = run_sim(body)
     assert facts == real
-    # Every one of the 20 is counted: the 10 still queued at the PUSH by the PUSH, the
-    # 10 the PULL had received but not read by the PULL.
-    assert (push_dropped, pull_dropped) == (10, 10)
+    # Every one of the 20 is counted: the 10 still queued at the connecter by the
+    # connecter, the 10 the binder had received but not read by the binder.
+    assert (connecter_dropped, binder_dropped) == (10, 10)
 
 
 def test_with_nobody_rebinding_the_connecter_accepts_nothing_and_loses_nothing_silently() -> None:
