@@ -46,7 +46,7 @@ What is modelled, and how (the choices where libzmq is inexact):
 - No queue that can no longer drain takes a message silently. Over ipc/tcp with
   ``reconnect_ivl`` 0 or -1 a dropped connection ends its pipe as over inproc (its
   queue is lost and counted, sends no longer go there); a connect whose only attempt
-  failed keeps its pipe, as libzmq does, and accepts up to SNDHWM messages that no
+  failed keeps its pipe (unless ``immediate``), as libzmq does, and accepts up to SNDHWM messages that no
   later bind receives: the sim counts each in ``stats.dropped`` (libzmq loses them
   silently).
 - Connecting takes one link delay; subscriptions take one more to reach a publisher
