@@ -720,3 +720,51 @@ def test_a_kind_that_cannot_talk_to_the_binder_gets_a_pipe_nobody_reads() -> Non
         return accepted, push.stats.dropped
 
     assert run_sim(body) == (5, 5)
+
+
+def test_a_dealer_whose_routing_id_the_router_has_gets_a_pipe_nobody_reads() -> None:
+    """libzmq 4.3.5: a second DEALER with routing id ``A`` connected to an inproc
+    ROUTER that has an ``A`` stays writable and takes sends the ROUTER never
+    receives, even after the first ``A`` closed. The sim accepts them and counts them
+    as dropped (the old sim kept it waiting for another binder, its queue
+    uncounted)."""
+    with raw_sockets() as make:
+        router = make(SocketKind.ROUTER)
+        router.bind("inproc://router")
+        first = make(SocketKind.DEALER, routing_id=b"A")
+        first.connect("inproc://router")
+        first.send(b"one")
+        assert raw_drain(router) == [[b"A", b"one"]]
+        second = make(SocketKind.DEALER, routing_id=b"A", sndhwm=5)
+        second.connect("inproc://router")
+        router.getsockopt(zmq.EVENTS)  # the ROUTER sees the new pipe
+        accepted = raw_tries(second, 3)
+        got = raw_drain(router)
+        first.close()
+        time.sleep(0.05)
+        router.getsockopt(zmq.EVENTS)
+        real = (accepted, got, raw_tries(second, 2), raw_drain(router))
+    assert real == (3, [], 2, [])
+
+    async def body(
+        sim: Simulation,
+    ) -> tuple[tuple[int, list[list[bytes]], int, list[list[bytes]]], int | None]:
+        node = sim.node("n")
+        router = node.router(bind="inproc://router")
+        first = node.dealer(connect="inproc://router", options=SocketOptions(routing_id=b"A"))
+        await first.send([b"one"])
+        assert sim_drain(router) == [[b"A", b"one"]]
+        second = node.dealer(
+            connect="inproc://router", options=SocketOptions(routing_id=b"A", sndhwm=5)
+        )
+        accepted = sim_tries(second, 3)
+        got = sim_drain(router)
+        first.close()
+        await asyncio.sleep(0.05)
+        later = sim_tries(second, 2)
+        await asyncio.sleep(0.05)
+        return (accepted, got, later, sim_drain(router)), second.stats.dropped
+
+    facts, dropped = run_sim(body)
+    assert facts == real
+    assert dropped == 5

@@ -249,23 +249,24 @@ class Wire:
     def _inproc_refused(self, connecter: Connecter, target: SimSocket, failure: str) -> None:
         """A bound inproc socket cannot take this connection (libzmq 4.3.5, measured).
 
-        inproc has no handshake: a socket of a kind that cannot talk to this one still
-        gets the pipe and never reads it (a PUSH to a PUB accepts SNDHWM + the PUB's
-        RCVHWM sends, never delivered), so the connecter's peer is stranded: what it
-        queues (up to its SNDHWM here) is counted as dropped. A PAIR that has its
-        peer ends the new pipe, as a closing binder does. Other refusals (a ROUTER that
-        already has this routing id) wait for the next binder, as before.
+        inproc has no handshake: a socket of a kind that cannot talk to this one, or a
+        ROUTER that already has this routing id, still gets the pipe and never reads it
+        (a PUSH to a PUB accepts SNDHWM + the PUB's RCVHWM sends, never delivered; a
+        DEALER with a taken id keeps taking sends, never delivered, even after the
+        first holder of the id is gone), so the connecter's peer is stranded: what it
+        queues (up to its SNDHWM here) is counted as dropped, and it is not connected
+        again. A PAIR that has its peer ends the new pipe, as a closing binder does.
         """
         sock = connecter.sock
         self.trace.add(self.env.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
-        if target.kind not in PEERS[sock.kind]:
-            connecter.active = False
-            peer = connecter.peer
-            if peer is not None and not peer.stranded:
-                peer.stranded = True
-                sock.drop(len(peer.out_q), "no-reconnect", f"queued to {peer.endpoint}")
-        elif target.kind is SocketKind.PAIR:
+        if target.kind is SocketKind.PAIR and target.kind in PEERS[sock.kind]:
             self._end_connecter(connecter)
+            return
+        connecter.active = False
+        peer = connecter.peer
+        if peer is not None and not peer.stranded:
+            peer.stranded = True
+            sock.drop(len(peer.out_q), "no-reconnect", f"queued to {peer.endpoint}")
 
     def _resolves(self, connecter: Connecter) -> bool:
         """Whether the host of a tcp connect names a node (other transports: True)."""
