@@ -209,7 +209,7 @@ def _raw_binder_goes_away(connecter: SocketKind, binder: SocketKind) -> tuple[in
         raw_bind(b2, endpoint)
         time.sleep(0.15)  # longer than reconnect_ivl (100 ms): a tcp peer would be back
         after_rebind = raw_tries(c, TRIES)
-        return after_close, after_rebind, len(raw_drain(b2, 0.1))
+        return after_close, after_rebind, len(raw_drain(b2, 0.02))
 
 
 def _sim_binder_goes_away(
@@ -288,7 +288,7 @@ def test_what_the_connecter_had_queued_is_lost_with_the_pipe_and_counted(
         b2 = make(binder)
         raw_bind(b2, endpoint)
         time.sleep(0.15)
-        real = (queued, len(raw_drain(b2, 0.1)), raw_tries(c, TRIES))
+        real = (queued, len(raw_drain(b2, 0.02)), raw_tries(c, TRIES))
     assert real == (20, 0, 0)
 
     async def body(sim: Simulation) -> tuple[tuple[int, int, int], int | None, int | None]:
@@ -324,7 +324,7 @@ def test_with_nobody_rebinding_the_connecter_accepts_nothing_and_loses_nothing_s
         b.recv()
         b.close()
         raw_wait_unwritable(c)
-        time.sleep(0.5)
+        time.sleep(0.15)  # past the old sim's single retry (reconnect_ivl 100 ms)
         real = raw_tries(c, 100)
     assert real == 0
 
@@ -399,7 +399,7 @@ def test_connecting_again_by_hand_after_the_binder_closed_makes_a_new_pipe() -> 
         queued = raw_tries(c, 100)
         b2 = make(SocketKind.PULL)
         raw_bind(b2, "inproc://again")
-        real = (queued, len(raw_drain(b2, 0.1)))
+        real = (queued, len(raw_drain(b2, 0.02)))
     assert real == (5, 5)
 
     async def body(sim: Simulation) -> tuple[int, int]:
