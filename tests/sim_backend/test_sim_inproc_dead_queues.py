@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -46,10 +47,14 @@ def _free_tcp_endpoint() -> str:
     return endpoint
 
 
-def test_a_connection_that_will_not_be_retried_takes_no_more_messages() -> None:
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_a_connection_that_will_not_be_retried_takes_no_more_messages(
+    transport: str, tmp_path: Path
+) -> None:
+    where = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{tmp_path}/never.ipc"
     with raw_sockets() as make:
         pull = make(SocketKind.PULL)
-        pull.bind("tcp://127.0.0.1:*")
+        pull.bind(where)
         endpoint = pull.getsockopt(zmq.LAST_ENDPOINT).decode()
         push = make(SocketKind.PUSH, sndhwm=5, reconnect_ivl=-1)
         push.connect(endpoint)
@@ -67,18 +72,24 @@ def test_a_connection_that_will_not_be_retried_takes_no_more_messages() -> None:
         real = (after_drop, len(raw_drain(again, 0.1)))
     assert real == (0, 0)
 
+    bind, connect = (
+        ("tcp://*:7100", "tcp://srv:7100")
+        if transport == "tcp"
+        else ("ipc://@never", "ipc://@never")
+    )
+
     async def body(sim):  # type: ignore[no-untyped-def]
         srv, cli = sim.node("srv"), sim.node("cli")
-        pull = srv.puller(bind="tcp://*:7100")
-        push = cli.pusher(connect="tcp://srv:7100", options=NEVER)
+        pull = srv.puller(bind=bind)
+        push = cli.pusher(connect=connect, options=NEVER)
         await push.send([b"hello"])
         assert await pull.recv(timeout=1.0) == [b"hello"]
         pull.close()
         await asyncio.sleep(0.01)
         after_drop = sim_tries(push, 100)
         with pytest.raises(EndpointError):
-            push.disconnect("tcp://srv:7100")
-        again = srv.puller(bind="tcp://*:7100")
+            push.disconnect(connect)
+        again = srv.puller(bind=bind)
         await asyncio.sleep(0.5)
         return (after_drop, len(sim_drain(again))), push.stats.dropped
 
