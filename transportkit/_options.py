@@ -49,10 +49,16 @@ class SocketOptions:
         rcvhwm: Messages queued per incoming pipe. 0 means unlimited.
         linger: Milliseconds unsent messages survive ``close()``; 0 discards them, -1
             waits for ever (transportkit's default is 0, see the module docstring).
+            Over an established inproc connection nothing is unsent: what was sent is
+            in the pipe and stays readable by the peer whatever the linger (libzmq).
         sndtimeo: Milliseconds a blocking send waits before raising
             :class:`~transportkit.Timeout`; -1 waits for ever.
         rcvtimeo: Milliseconds a receive without an explicit timeout waits; -1 for ever.
-        reconnect_ivl: Milliseconds before a connecting socket retries; -1 never retries.
+        reconnect_ivl: Milliseconds before a connecting socket retries; -1 never retries
+            (nor does 0): a dropped connection then ends its pipe and what was queued
+            to it, and sends no longer go there. inproc never reconnects, whatever
+            this says (libzmq): once the binder closes, only ``connect()`` again makes
+            a new connection.
         reconnect_ivl_max: Upper bound of the doubling back-off; 0 means no back-off.
         heartbeat_ivl: Milliseconds between ZMTP PINGs; 0 disables heartbeats.
         heartbeat_ttl: Milliseconds the peer should wait for our traffic (0 = unset).
@@ -62,12 +68,23 @@ class SocketOptions:
         tcp_keepalive_idle: Seconds of idleness before the first probe (-1 = OS).
         tcp_keepalive_cnt: Failed probes before the connection is dropped (-1 = OS).
         tcp_keepalive_intvl: Seconds between probes (-1 = OS).
-        conflate: Keep only the last message (PUB, SUB, PUSH, PULL, DEALER only);
-            single-frame messages only, so multipart sends are refused. libzmq also
-            conflates a SUB's subscription commands: give a conflating SUB exactly one
+        conflate: Keep only the last message (PUB, SUB, PUSH, PULL, DEALER only). A
+            conflating pipe holds one *frame*, so conflate is for single-frame
+            messages: this socket's own multipart sends are refused
+            (:class:`~transportkit.FrameError`) on both backends, but nothing stops a
+            peer that does not conflate from sending it ``[a, b, c]``, which arrives
+            as ``[c]`` with no error on either side (libzmq 4.3; the sim counts each
+            such message in the receiver's ``stats.truncated``, the zmq backend
+            cannot see it and reports None). Over inproc the pipe conflates as the
+            *connecting* socket says, in both directions: a binding socket's conflate
+            has no effect on inproc connections (libzmq 4.3 makes the pipe with the
+            connecter's options; both backends behave so). libzmq also conflates a
+            SUB's subscription commands: give a conflating SUB exactly one
             subscription, before it connects (the sim backend models the loss).
         immediate: Queue only to completed connections (no queueing to a peer that
-            is not connected yet).
+            is not connected yet), over ipc and tcp. Over inproc it has no effect, as
+            in libzmq 4.3: the pipe exists from ``connect()`` on, so a PUSH to a name
+            nobody bound yet queues up to SNDHWM messages, which a later binder gets.
         router_mandatory: A ROUTER raises :class:`~transportkit.HostUnreachableError`
             for an unknown routing id (and would-block at the HWM) instead of dropping.
         maxmsgsize: Largest inbound *frame* in bytes, over ipc and tcp; -1 for no

@@ -160,11 +160,19 @@ class SocketStats:
         dropped: Messages this socket discarded (HWM on PUB/ROUTER, unroutable ROUTER
             sends, replies to vanished requesters, queues lost to disconnects), or None
             where the backend cannot know (libzmq does not report drops).
+        truncated: Multipart messages of which this socket kept only the last frame:
+            a conflating receiver's pipe holds one frame, so a peer that does not
+            conflate and sends ``[a, b, c]`` delivers ``[c]`` (as libzmq does, with no
+            error on either side). The message still counts once in ``received`` (and
+            not at all if a SUB's filter then refuses that frame). None where the
+            backend cannot know: on the zmq backend libzmq discards the frames inside
+            the pipe and the receiver sees a single frame with no sign of the others.
     """
 
     sent: int = 0
     received: int = 0
     dropped: int | None = 0
+    truncated: int | None = 0
 
 
 @dataclass(frozen=True, slots=True)

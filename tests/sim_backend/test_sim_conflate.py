@@ -15,6 +15,7 @@ import pytest
 
 from transportkit import FrameError, SocketOptions, Subscriber
 from transportkit.sim_backend import Constant, Simulation
+from transportkit.testing import Harness
 
 from .conftest import VIRTUAL_LIMIT
 
@@ -144,13 +145,56 @@ def test_a_conflating_sub_keeps_only_the_last_frame_of_a_multipart_message() -> 
     last frame fails the filter."""
     sim = Simulation()
     node = sim.node("n")
+    subs: list[Subscriber] = []
 
     async def main() -> tuple[list[bytes] | None, list[bytes] | None]:
         opts = SocketOptions(conflate=True)
         with node.publisher(bind="inproc://md") as pub:
             everything = node.subscriber(connect="inproc://md", topics=[b""], options=opts)
             topical = node.subscriber(connect="inproc://md", topics=[b"topic"], options=opts)
+            subs.extend([everything, topical])
             await pub.send([b"topic", b"data1", b"data2"])
             return everything.try_recv(), topical.try_recv()
 
     assert sim.run(main()) == ([b"data2"], None)
+    # Both SUBs lost two frames; the one whose filter refused the last frame received
+    # nothing, but its truncation is counted all the same.
+    assert [sub.stats.truncated for sub in subs] == [1, 1]
+    assert [sub.stats.received for sub in subs] == [1, 0]
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ipc"])
+def test_a_plain_push_to_a_conflating_pull_keeps_the_last_frame_and_the_sim_counts_it(
+    tk_harness: Harness, transport: str
+) -> None:
+    """Issue 11, point 10. A PUSH that does not conflate may send multipart messages;
+    a conflating PULL's pipe holds one frame, so ``[a, b, c]`` arrives as ``[c]``, with
+    no error on either side. Measured on libzmq 4.3.5 (the zmq run here is libzmq
+    itself): ``[c]``, RCVMORE 0. The sim delivers the same and counts the truncation
+    in the PULL's ``stats.truncated``; on zmq the receiver cannot see it (None)."""
+
+    async def body() -> tuple[list[bytes], list[bytes], int | None, int]:
+        pull = tk_harness.network("desk").puller(
+            bind=tk_harness.endpoint(transport), options=CONFLATE
+        )
+        assert pull.last_endpoint is not None
+        push = tk_harness.network("feed").pusher(connect=pull.last_endpoint)
+        await asyncio.sleep(tk_harness.settle)
+        await push.send([b"a", b"b", b"c"])
+        first = await pull.recv(timeout=5.0)
+        await push.send([b"px-1"])  # single frames pass as they are
+        second = await pull.recv(timeout=5.0)
+        return first, second, pull.stats.truncated, pull.stats.received
+
+    first, second, truncated, received = tk_harness.run(body(), timeout=30)
+    assert (first, second, received) == ([b"c"], [b"px-1"], 2)
+    assert truncated == (1 if tk_harness.name == "sim" else None)
+
+
+def test_the_conflating_socket_itself_still_refuses_multipart_sends(tk_harness: Harness) -> None:
+    async def body() -> None:
+        push = tk_harness.network("feed").pusher(bind=tk_harness.endpoint("tcp"), options=CONFLATE)
+        with pytest.raises(FrameError, match="conflate"):
+            await push.send([b"a", b"b"])
+
+    tk_harness.run(body(), timeout=30)

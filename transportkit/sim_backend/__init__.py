@@ -28,6 +28,28 @@ What is modelled, and how (the choices where libzmq is inexact):
   endpoint with the node's name (``tcp://exchange:49152``), connectable from any node.
 - ipc paths are global to the simulation (one filesystem); inproc names are local to a
   node.
+- inproc follows libzmq 4.3's pipes (measured on 4.3.5 in
+  ``tests/sim_backend/test_sim_inproc.py``): the connecting socket makes the pipe at
+  ``connect()``, bound or not, so ``immediate`` does not apply (SNDHWM messages queue
+  for a later binder), and its ``conflate`` is the pipe's, both ways (a binder's has
+  no effect). When the binder closes, the pipe ends: what the connecter had queued to
+  it is lost and counted in its ``stats.dropped``, its sends find no pipe (PUSH,
+  DEALER, REQ and PAIR block, a PUB sends to nobody), and it never connects again,
+  even to a new binder of the name, unless ``connect()`` is called again (the old
+  endpoint is forgotten: ``disconnect()`` raises EndpointError). What either side
+  wrote before closing stays readable by the other, whatever the linger (one pipe),
+  unless the node crashed. Monitors report nothing for inproc, as in libzmq (the trace
+  still records connects and disconnects). inproc has no handshake: a connecter of a
+  kind the binder cannot talk to (a PUSH to a PUB), or a DEALER whose routing id the
+  binding ROUTER already has, gets a pipe nobody reads, so what it queues (up to its
+  SNDHWM; libzmq takes SNDHWM plus the binder's RCVHWM) is counted as dropped; a
+  second PAIR's pipe ends as when the binder closes.
+- No queue that can no longer drain takes a message silently. Over ipc/tcp with
+  ``reconnect_ivl`` 0 or -1 a dropped connection ends its pipe as over inproc (its
+  queue is lost and counted, sends no longer go there); a connect whose only attempt
+  failed keeps its pipe (unless ``immediate``), as libzmq does, and accepts up to
+  SNDHWM messages that no later bind receives: the sim counts each in
+  ``stats.dropped`` (libzmq loses them silently).
 - Connecting takes one link delay; subscriptions take one more to reach a publisher
   (the slow joiner); inproc connects and subscribes at once.
 - Reconnect attempts follow ``reconnect_ivl`` doubling up to ``reconnect_ivl_max``,
@@ -42,7 +64,8 @@ What is modelled, and how (the choices where libzmq is inexact):
   behind it is lost; DISCONNECTED on both monitors); a connecting sender reconnects,
   a connecting receiver does not (libzmq ends a session on a protocol error).
 - A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
-  the last frame survives (and a conflating SUB filters on that frame).
+  the last frame survives (and a conflating SUB filters on that frame), counted in the
+  receiver's ``stats.truncated`` and traced as ``truncated``.
 
 Scheduling (``Simulation(seed, scheduler=...)``, :mod:`transportkit.sim_backend._sched`):
 FIFO by default, as asyncio; ``"random"`` and ``"pct"`` reorder the asyncio callbacks

@@ -87,7 +87,8 @@ class Release:
 class DropConnection:
     """Break the live connections between two nodes (they reconnect).
 
-    The connecting side keeps its queue, as libzmq does, unless ``discard_queues``.
+    The connecting side keeps its queue, as libzmq does, unless ``discard_queues``
+    (or its ``reconnect_ivl`` is 0 or -1: then it does not reconnect, and loses it).
     """
 
     a: str
@@ -97,9 +98,13 @@ class DropConnection:
 
 @dataclass(frozen=True, slots=True)
 class SetLatency:
-    """Give the link(s) between two nodes a new latency model (a spike, a recovery).
+    """A latency spike on the link(s) between two nodes, or its end.
 
-    ``latency=None`` restores the simulation's default latency.
+    With a model, the link(s) take it for a while (:meth:`Simulation.spike_latency`);
+    ``latency=None`` ends the spike (:meth:`Simulation.end_latency_spike`): each
+    direction gets back the latency it had before its first spike (its own, such as a
+    scenario's ``[[link]]`` latency, or else the simulation's default), not the
+    simulation's default.
     """
 
     a: str
@@ -132,8 +137,10 @@ def apply_fault(sim: Simulation, fault: Fault) -> None:
         case DropConnection(a, b, discard_queues):
             sim.drop_connection(a, b, discard_queues=discard_queues)
         case SetLatency(a, b, latency, both_ways):
-            model = sim.default_latency if latency is None else latency
-            sim.set_latency(a, b, model, both_ways=both_ways)
+            if latency is None:
+                sim.end_latency_spike(a, b, both_ways=both_ways)
+            else:
+                sim.spike_latency(a, b, latency, both_ways=both_ways)
 
 
 def sorted_schedule(schedule: Iterable[tuple[float, Fault]]) -> FaultSchedule:

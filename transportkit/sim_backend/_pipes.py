@@ -28,12 +28,14 @@ class Peer:
     """One socket's end of one connection (kept across reconnects on the connecting side)."""
 
     __slots__ = (
+        "conflate",
         "conn",
         "connecter",
         "dead",
         "endpoint",
         "in_flight",
         "in_q",
+        "inproc",
         "last_arrival",
         "out_q",
         "pending_command",
@@ -41,14 +43,24 @@ class Peer:
         "remote",
         "routing_id",
         "sock",
+        "stranded",
         "sub_gen",
         "subs",
     )
 
-    def __init__(self, sock: SimSocket, endpoint: str, *, connecter: bool) -> None:
+    def __init__(
+        self, sock: SimSocket, endpoint: str, *, connecter: bool, inproc: bool = False
+    ) -> None:
         self.sock = sock
         self.endpoint = endpoint
         self.connecter = connecter
+        # An inproc pipe exists from connect() on, whatever ``immediate`` says, and
+        # conflates as its connecting socket says (set for both ends on connect).
+        self.inproc = inproc
+        self.conflate = sock.conflate
+        # A connecting peer that will never connect (reconnect_ivl <= 0 after a failed
+        # attempt): what it is given is counted as dropped when it is queued.
+        self.stranded = False
         self.remote: Peer | None = None
         self.conn: Connection | None = None
         self.out_q: deque[Item] = deque()

@@ -141,7 +141,7 @@ def _describe_unit(unit: _Faults) -> str:
         case DropConnection(a, b, _):
             return f"a dropped connection between {a} and {b} at t={_t(when)}"
         case SetLatency(a, b, latency, both_ways):
-            model = "the default latency" if latency is None else f"latency {latency}"
+            model = "the links' own latency" if latency is None else f"latency {latency}"
             return f"{model} {_pair(a, b, both_ways)} from t={_t(when)}"
     return f"{fault!r} at t={_t(when)}"  # pragma: no cover (every fault kind is above)
 

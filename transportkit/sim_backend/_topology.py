@@ -29,6 +29,9 @@ class Link:
             delivered, in order, on repair; new connections cannot be made.
         holding: True while held (:meth:`Simulation.hold`): messages wait for the
             release, but connections stay up and can still be made.
+        spiked_from: During a latency spike (:meth:`Simulation.spike_latency`, a
+            ``SetLatency`` fault with a model), the latency the link had before it,
+            which the end of the spike restores; None otherwise.
     """
 
     src: str
@@ -38,6 +41,7 @@ class Link:
     holding: bool = False
     epoch: int = 0
     held: list[Callable[[], None]] = field(default_factory=list)
+    spiked_from: LatencyModel | None = None
 
     @property
     def passes(self) -> bool:
@@ -73,11 +77,46 @@ class Topology:
     def set_latency(
         self, now: float, a: str, b: str, model: LatencyModel, *, both_ways: bool
     ) -> None:
-        """Give the link ``a -> b`` (and ``b -> a``) a new latency model."""
-        self.link(a, b).latency = model
-        if both_ways:
-            self.link(b, a).latency = model
+        """Give the link ``a -> b`` (and ``b -> a``) a new latency model of its own.
+
+        A spike in progress on a changed direction ends: the new model is what the
+        link keeps.
+        """
+        for src, dst in _directions(a, b, both_ways):
+            link = self.link(src, dst)
+            link.latency = model
+            link.spiked_from = None
         self.trace.add(now, "fault", f"{a}->{b}", f"latency {model}")
+
+    def spike_latency(
+        self, now: float, a: str, b: str, model: LatencyModel, *, both_ways: bool
+    ) -> None:
+        """Give the link(s) a temporary latency; each direction remembers the latency
+        it had before its first spike, for :meth:`end_latency_spike`.
+        """
+        for src, dst in _directions(a, b, both_ways):
+            link = self.link(src, dst)
+            if link.spiked_from is None:
+                link.spiked_from = link.latency
+            link.latency = model
+        self.trace.add(now, "fault", f"{a}->{b}", f"latency {model}")
+
+    def end_latency_spike(self, now: float, a: str, b: str, *, both_ways: bool) -> None:
+        """Give each direction back the latency it had before its spike (a direction
+        without a spike keeps its latency).
+
+        Traced as the latency ``a -> b`` now has, and, if ``b -> a`` now has another,
+        a second event for it.
+        """
+        restored = []
+        for src, dst in _directions(a, b, both_ways):
+            link = self.link(src, dst)
+            if link.spiked_from is not None:
+                link.latency, link.spiked_from = link.spiked_from, None
+            restored.append(link.latency)
+        self.trace.add(now, "fault", f"{a}->{b}", f"latency {restored[0]}")
+        if len(restored) == 2 and restored[1] != restored[0]:
+            self.trace.add(now, "fault", f"{b}->{a}", f"latency {restored[1]}")
 
     def partition(
         self, now: float, a: str, b: str, *, both_ways: bool, on_cut: Callable[[Link], None]

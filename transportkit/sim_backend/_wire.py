@@ -21,7 +21,7 @@ import simpy
 
 from transportkit._endpoint import Endpoint
 from transportkit._errors import AddressInUseError, EndpointError, UnsupportedError
-from transportkit._kinds import PEERS
+from transportkit._kinds import PEERS, SocketKind
 from transportkit.sim_backend._loop import _NORMAL, IdleEvents, SimCall, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._topology import Link, Topology
@@ -164,16 +164,22 @@ class Wire:
         sock.bound.clear()
 
     def connect(self, sock: SimSocket, ep: Endpoint) -> None:
-        """Start connecting ``sock`` to ``ep`` (completes later, retries on failure)."""
+        """Start connecting ``sock`` to ``ep`` (completes later, retries on failure).
+
+        Over inproc the pipe exists at once, bound or not and whatever ``immediate``
+        says (libzmq makes it in ``connect()``): sends queue to it up to SNDHWM.
+        """
         endpoint = str(ep)
-        if endpoint in sock.connecters:
+        existing = sock.connecters.get(endpoint)
+        if existing is not None and existing.active:
             return
         connecter = Connecter(sock, endpoint, self._key(sock, ep))
         sock.connecters[endpoint] = connecter
-        if not sock.options.immediate:
-            connecter.peer = Peer(sock, endpoint, connecter=True)
+        inproc = ep.transport == "inproc"
+        if inproc or not sock.options.immediate:
+            connecter.peer = Peer(sock, endpoint, connecter=True, inproc=inproc)
             sock.peers.append(connecter.peer)
-        if ep.transport == "inproc":
+        if inproc:
             if not self._attempt(connecter):
                 self._inproc_waiting.setdefault(connecter.key, []).append(connecter)
             return
@@ -227,10 +233,40 @@ class Wire:
             self._establish(connecter, target)
             return True
         if inproc:
+            if target is not None and not target.closed:
+                self._inproc_refused(connecter, target, failure)
             return False
         self.trace.add(self.env.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
+        peer = connecter.peer
+        if sock.options.reconnect_ivl <= 0 and peer is not None and not peer.stranded:
+            # No retry will come (libzmq: an interval of 0 or -1 never retries), yet
+            # libzmq keeps the pipe and queues to it: count what it takes as lost.
+            peer.stranded = True
+            sock.drop(len(peer.out_q), "no-reconnect", f"queued to {peer.endpoint}")
         self._schedule_reconnect(connecter, after_failure=True)
         return False
+
+    def _inproc_refused(self, connecter: Connecter, target: SimSocket, failure: str) -> None:
+        """A bound inproc socket cannot take this connection (libzmq 4.3.5, measured).
+
+        inproc has no handshake: a socket of a kind that cannot talk to this one, or a
+        ROUTER that already has this routing id, still gets the pipe and never reads it
+        (a PUSH to a PUB accepts SNDHWM + the PUB's RCVHWM sends, never delivered; a
+        DEALER with a taken id keeps taking sends, never delivered, even after the
+        first holder of the id is gone), so the connecter's peer is stranded: what it
+        queues (up to its SNDHWM here) is counted as dropped, and it is not connected
+        again. A PAIR that has its peer ends the new pipe, as a closing binder does.
+        """
+        sock = connecter.sock
+        self.trace.add(self.env.now, "connect-failed", sock.name, f"{connecter.endpoint} {failure}")
+        if target.kind is SocketKind.PAIR and target.kind in PEERS[sock.kind]:
+            self._end_connecter(connecter)
+            return
+        connecter.active = False
+        peer = connecter.peer
+        if peer is not None and not peer.stranded:
+            peer.stranded = True
+            sock.drop(len(peer.out_q), "no-reconnect", f"queued to {peer.endpoint}")
 
     def _resolves(self, connecter: Connecter) -> bool:
         """Whether the host of a tcp connect names a node (other transports: True)."""
@@ -259,9 +295,13 @@ class Wire:
         if a is None:
             a = connecter.peer = Peer(sock, connecter.endpoint, connecter=True)
             sock.peers.append(a)
-        b = Peer(target, connecter.endpoint, connecter=False)
-        target.peers.append(b)
         inproc = connecter.key[0] == "inproc"
+        b = Peer(target, connecter.endpoint, connecter=False, inproc=inproc)
+        if inproc:
+            # libzmq's connecter makes an inproc pipe with its own options: its
+            # conflate is the pipe's, both ways, and the binder's has no effect.
+            b.conflate = a.conflate = sock.conflate
+        target.peers.append(b)
         link_ab = None if inproc else self.topology.link(sock.node.name, target.node.name)
         link_ba = None if inproc else self.topology.link(target.node.name, sock.node.name)
         conn = Connection(a, b, link_ab, link_ba)
@@ -304,15 +344,40 @@ class Wire:
             if peer.connecter:
                 connecter = sock.connecters.get(peer.endpoint)
                 if connecter is not None and connecter.peer is peer:
-                    self._schedule_reconnect(connecter, after_failure=False)
+                    if peer.inproc or sock.options.reconnect_ivl <= 0:
+                        self._end_connecter(connecter)
+                    else:
+                        self._schedule_reconnect(connecter, after_failure=False)
             else:
                 self._discard_peer(peer, "disconnect")
+
+    def _end_connecter(self, connecter: Connecter) -> None:
+        """A connection that will never be made again: its pipe goes, as in libzmq.
+
+        Over inproc (libzmq has no reconnect for it: even a new binder of the name is
+        not connected to, until the application calls ``connect()`` again) and over
+        ipc/tcp with ``reconnect_ivl`` of 0 or -1. What the socket had queued to it is
+        lost and counted in its ``stats.dropped``; what it had received stays readable;
+        sends no longer go there (PUSH, DEALER, REQ and PAIR block without another
+        peer). The endpoint is forgotten, as libzmq forgets it (``disconnect()`` raises
+        EndpointError, libzmq's ENOENT; ``connect()`` again starts afresh).
+        """
+        sock = connecter.sock
+        connecter.active = False
+        peer = connecter.peer
+        if peer is not None:
+            self._discard_peer(peer, "no-reconnect")
+        if sock.connecters.get(connecter.endpoint) is connecter:
+            del sock.connecters[connecter.endpoint]
+        if sock.closing and not any(p.out_q for p in sock.peers):
+            self.destroy(sock, "linger-done")
 
     def _discard_peer(self, peer: Peer, reason: str) -> None:
         """Remove ``peer`` from its socket; its outbound queue is lost, inbound drains."""
         sock = peer.sock
         peer.dead = True
-        sock.drop(len(peer.out_q), reason, f"queued to {peer.endpoint}")
+        if not peer.stranded:  # a stranded peer's queue was counted as it was queued
+            sock.drop(len(peer.out_q), reason, f"queued to {peer.endpoint}")
         peer.out_q.clear()
         if peer in sock.peers:
             sock.peers.remove(peer)
@@ -348,11 +413,17 @@ class Wire:
         for peer in dict.fromkeys([*sock.peers, *sock.ready]):
             if peer.dead and not peer.in_q:
                 continue
-            lost += len(peer.out_q) + len(peer.in_q)
+            conn = peer.conn
+            if peer.out_q and peer.inproc and conn is not None and conn.alive and sock.node.alive:
+                # An inproc pipe is one queue: what this socket wrote stays readable
+                # by the peer, whatever the linger (libzmq only appends the pipe's end).
+                # A crash takes the whole process, the peer included: nothing to hand.
+                while peer.out_q:
+                    self._transmit(peer, peer.out_q.popleft())
+            lost += (0 if peer.stranded else len(peer.out_q)) + len(peer.in_q)
             peer.out_q.clear()
             peer.in_q.clear()
             peer.dead = True
-            conn = peer.conn
             if conn is not None and conn.alive:
                 link = conn.link_from(peer)
                 when = now if link is None else self._arrival(peer, link)
@@ -431,19 +502,21 @@ class Wire:
             assert remote is not None
             receiver = remote.sock
             hwm = receiver.rcvhwm
-            if hwm == 0 or receiver.conflate or len(remote.in_q) + remote.in_flight < hwm:
+            if hwm == 0 or remote.conflate or len(remote.in_q) + remote.in_flight < hwm:
                 self._transmit(peer, item)
                 return
-        if peer.sock.conflate:
+        if peer.conflate:
             peer.out_q.clear()
         peer.out_q.append(item)
+        if peer.stranded:
+            peer.sock.drop(1, "no-reconnect", f"m{item[0]} queued to {peer.endpoint}")
 
     def _has_room(self, peer: Peer) -> bool:
         remote = peer.remote
         assert remote is not None
         receiver = remote.sock
         hwm = receiver.rcvhwm
-        return hwm == 0 or receiver.conflate or len(remote.in_q) + remote.in_flight < hwm
+        return hwm == 0 or remote.conflate or len(remote.in_q) + remote.in_flight < hwm
 
     def pump(self, peer: Peer) -> None:
         """Move queued messages of ``peer`` onto the wire while the receiver has room."""
@@ -519,11 +592,11 @@ class Wire:
         if limit >= 0 and link is not None and any(len(f) > limit for f in item[1]):
             self._refuse_oversized(conn, remote, item, limit)
             return
-        if receiver.conflate:
+        if remote.conflate:
             # libzmq's conflate queue holds one frame: of a multipart message only the
-            # last frame survives (and a SUB then filters on it).
+            # last frame survives (and a SUB then filters on it); counted here.
             if len(item[1]) > 1:
-                item = (item[0], item[1][-1:])
+                item = receiver.truncate(item)
             remote.in_q.clear()
         remote.in_q.append(item)
         pending = receiver.trace_pending  # Trace.add, inlined: the path of every message

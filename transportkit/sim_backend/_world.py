@@ -160,7 +160,9 @@ class Simulation:
             numbers does not shift the model's draws); a scheduler other than FIFO
             derives a third RNG of its own from it.
         latency: Default one-way latency of links between nodes (and between sockets of
-            one node over ipc/tcp); inproc has no delay.
+            one node over ipc/tcp); inproc has no delay, and follows libzmq's inproc
+            pipes (no reconnect after the binder closes, ``immediate`` ignored, the
+            connecter's ``conflate``: see :mod:`transportkit.sim_backend`).
         record_trace: Keep every trace event (the hash is always kept).
         shuffle_ties: Order simultaneous events (deliveries on different pipes,
             connection changes, faults) by the seed instead of by the order they were
@@ -264,8 +266,30 @@ class Simulation:
         return self.topology.link(src, dst)
 
     def set_latency(self, a: str, b: str, model: LatencyModel, *, both_ways: bool = True) -> None:
-        """Give the link ``a -> b`` (and ``b -> a``) a new latency model."""
+        """Give the link ``a -> b`` (and ``b -> a``) a new latency model of its own.
+
+        It is what the link keeps: a latency spike in progress on it ends (see
+        :meth:`spike_latency`).
+        """
         self.topology.set_latency(self.now, a, b, model, both_ways=both_ways)
+
+    def spike_latency(self, a: str, b: str, model: LatencyModel, *, both_ways: bool = True) -> None:
+        """Start (or change) a latency spike on the link ``a -> b`` (and ``b -> a``).
+
+        Each direction remembers the latency it had before its first spike, and
+        :meth:`end_latency_spike` gives it back; a ``SetLatency`` fault with a model
+        calls this.
+        """
+        self.topology.spike_latency(self.now, a, b, model, both_ways=both_ways)
+
+    def end_latency_spike(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """End the latency spike on the link ``a -> b`` (and ``b -> a``): each direction
+        gets back the latency it had before its spike (its own, set by
+        :meth:`set_latency` or a scenario's ``[[link]]``, or the simulation's default);
+        a direction without a spike keeps its latency. ``SetLatency(a, b, None)`` calls
+        this.
+        """
+        self.topology.end_latency_spike(self.now, a, b, both_ways=both_ways)
 
     # -- faults -----------------------------------------------------------------------
 
@@ -331,7 +355,9 @@ class Simulation:
         Both sides lose what was in flight and the binding side loses its queue to the
         peer; the connecting side reconnects. By default it keeps its queue across the
         reconnect, as libzmq does (DESIGN.md section 3); with ``discard_queues`` it loses
-        it too (both pipes destroyed, DESIGN.md section 4), counted as drops.
+        it too (both pipes destroyed, DESIGN.md section 4), counted as drops. A
+        connecting socket whose ``reconnect_ivl`` is 0 or -1 does not reconnect: its
+        pipe ends and its queue is lost, counted as drops, as libzmq does.
         """
         return self.wire.drop_connection(a, b, discard_queues=discard_queues)
 

@@ -125,7 +125,7 @@ class BlockingSocket(Closeable):
         self._recv_message = _accel.recv_message
         self._rcvtimeo = options.rcvtimeo
         self._conflate = options.conflate
-        self._stats = SocketStats(dropped=None)
+        self._stats = SocketStats(dropped=None, truncated=None)
         self._last_endpoint: str | None = None
         self._endpoint_map: EndpointMap | None = None  # set by the network
         self._subscriptions: list[bytes] = []
@@ -183,7 +183,9 @@ class BlockingSocket(Closeable):
 
     @property
     def stats(self) -> SocketStats:
-        """Sent and received counts; ``dropped`` is None (libzmq does not report drops)."""
+        """Sent and received counts; ``dropped`` and ``truncated`` are None (libzmq
+        reports neither).
+        """
         return self._stats
 
     @property

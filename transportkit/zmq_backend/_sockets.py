@@ -271,7 +271,7 @@ class ZmqSocket(_AsyncEnd, Socket):
     ) -> None:
         super().__init__(asock)
         self._options = options
-        self._stats = SocketStats(dropped=None)
+        self._stats = SocketStats(dropped=None, truncated=None)
         self._on_close = on_close
         self._last_endpoint: str | None = None
         self._monitor: ZmqMonitor | None = None
@@ -287,7 +287,9 @@ class ZmqSocket(_AsyncEnd, Socket):
 
     @property
     def stats(self) -> SocketStats:
-        """Sent and received counts; ``dropped`` is None (libzmq does not report drops)."""
+        """Sent and received counts; ``dropped`` and ``truncated`` are None (libzmq reports
+        neither).
+        """
         return self._stats
 
     @property
