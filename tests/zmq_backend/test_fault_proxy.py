@@ -382,3 +382,24 @@ def test_a_receiver_that_stops_reading_fills_at_most_the_proxys_bound() -> None:
                 push.send(payload)
         assert 0 < proxy.stats.held_bytes <= 64 * 1024 + CHUNK_BYTES
         assert len(pull.recv()) == len(payload)  # and it all flows again
+
+
+def test_a_link_latency_delays_from_the_start_and_a_spike_ends_back_at_it() -> None:
+    """A scenario's ``[[link]]`` latency is the link's own added delay: a latency
+    fault replaces it while it lasts, and its end (``SetLatency(a, b, None)``) restores
+    it, not zero (the sim restores a link's own latency after a spike too)."""
+    with context() as ctx, FaultProxy() as proxy:
+        rep = sock(ctx, zmq.REP)
+        req = sock(ctx, zmq.REQ)
+        text = proxy.set_link_latency("cli", "srv", Constant(0.01))
+        assert text.startswith("applied: cli->srv and srv->cli: +Constant"), text
+        req.connect(proxy.route("cli", "srv", bind(rep)))
+        assert min(round_trips(req, rep, 3)) >= 0.02  # 10 ms each way, from the start
+        proxy.apply(SetLatency("cli", "srv", Constant(0.03)))
+        assert min(round_trips(req, rep, 2)) >= 0.04  # 30 ms out, the link's 10 ms back
+        ended = proxy.apply(SetLatency("cli", "srv", None))
+        assert "back to the link's own added delay" in ended, ended
+        back = round_trips(req, rep, 3)
+        assert min(back) >= 0.02 and statistics.median(back) < 0.03, back
+        with pytest.raises(TypeError, match="latency model"):
+            proxy.set_link_latency("cli", "srv", 0.01)  # type: ignore[arg-type]
