@@ -395,12 +395,12 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     try:
         if _faulted_pairs(scenario):  # before any node starts: its connects use the routes
             proxy = FaultProxy(seed=scenario.seed)
+            routes.update(_open_routes(scenario, proxy, ipc_dir))
             for link in scenario.links:  # from the start, as on the sim
                 text = proxy.set_link_latency(
                     link.a, link.b, link.latency, both_ways=link.both_ways
                 )
                 links.append((link.a, link.b, text))
-            routes.update(_open_routes(scenario, proxy, ipc_dir))
         if children is not None:
             await children.start_all()
             ctx.start = loop.time()

@@ -560,8 +560,8 @@ class FaultProxy:
         count = sum(len(r.connections) for r in routes)
         return (
             f"applied: {self._names(links)}: +{model} per chunk from now on, the link's "
-            f"own latency ({len(routes)} route(s), {count} connection(s) now; on top of "
-            "loopback's own latency and the proxy's)"
+            f"own latency, on top of loopback's and the proxy's ({len(routes)} route(s), "
+            f"{count} connection(s) now)"
         )
 
     def _fire(self, at: float, fault: Fault) -> None:
