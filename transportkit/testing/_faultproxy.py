@@ -7,9 +7,11 @@ each connection it accepts, then forwards bytes both ways. The fault objects of
 :mod:`transportkit.sim_backend` drive it (:meth:`FaultProxy.apply`,
 :meth:`FaultProxy.schedule`), so one fault schedule runs on both backends. The
 scenario runner (``--backend zmq``: the tcp connects from one node to another node's
-name, between two nodes that some network fault names) and
+name, between two nodes that some network fault or ``[[link]]`` names; a link's
+latency is :meth:`FaultProxy.set_link_latency` from the start) and
 :class:`~transportkit.testing.ZmqHarness` (``faults=True``: tcp connects from one of
-its networks to a port another one bound) route through it. A connection whose real
+its networks to a port another one bound; ``@sim_test``'s zmq run uses one) route
+through it. A connection whose real
 port does not accept (nothing bound yet, the node crashed) is reset at once, and
 libzmq retries after ``reconnect_ivl``, as it would after a refused connect.
 
