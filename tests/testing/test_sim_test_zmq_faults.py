@@ -145,6 +145,20 @@ async def test_nobody(tk_harness):
     await ping(tk_harness)
 
 
+@sim_test(seeds=1, backends=("sim", "zmq"))
+async def test_own(tk_harness):
+    srv, cli = tk_harness.network("srv"), tk_harness.network("cli")
+    with srv.puller(bind=tk_harness.endpoint()) as pull:
+        with cli.pusher(connect=pull.last_endpoint) as push:
+            await push.send([b"1"])
+            assert await pull.recv(timeout=2.0) == [b"1"]
+            tk_harness.apply(Partition("cli", "srv"))  # the body's own fault, now
+            await push.send([b"2"])
+            assert await pull.poll(0.2) is False
+            tk_harness.apply(Repair("cli", "srv"))
+            assert await pull.recv(timeout=2.0) == [b"2"]
+
+
 async def server(net):
     with net.worker(bind="tcp://127.0.0.1:*") as rep:
         SERVED.append(rep.last_endpoint)
@@ -170,7 +184,9 @@ def test_faults_the_proxy_cannot_realise_are_refused_or_reported_not_applied(
     """A dropped connection that discards queues, and a partition between networks
     joined over ipc, fail the zmq run with a clear error; a fault between networks
     that never connect is reported "not applied" (a warning); a crash and restart of a
-    node with a main cancel it and start it again, on both backends."""
+    node with a main cancel it and start it again, and a body applies faults of its
+    own through ``tk_harness``, on both backends (on the old code the zmq harness had
+    no proxy: UnsupportedError)."""
     pytester.makepyfile(test_refused=REFUSED)
     # (The suite turns warnings into errors: the inner run shows this one.)
     warning = "always::transportkit.testing.FaultNotAppliedWarning"
@@ -183,9 +199,11 @@ def test_faults_the_proxy_cannot_realise_are_refused_or_reported_not_applied(
         "*test_nobody?zmq? PASSED*",
         "*test_restart?sim? PASSED*",
         "*test_restart?zmq? PASSED*",
+        "*test_own?sim? PASSED*",
+        "*test_own?zmq? PASSED*",
     ):
         result.stdout.fnmatch_lines([line])
-    result.assert_outcomes(failed=2, passed=5, warnings=1)
+    result.assert_outcomes(failed=2, passed=7, warnings=1)
     out = result.stdout.str()
     assert re.search(
         r"^E +transportkit\._errors\.UnsupportedError: DropConnection\(a='cli', b='srv', "
