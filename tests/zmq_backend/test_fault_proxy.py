@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import pytest
 import zmq
 
-from transportkit import ClosedError, EndpointError, OptionError, SocketOptions
+from transportkit import ClosedError, EndpointError, OptionError, SocketOptions, UnsupportedError
 from transportkit.sim_backend import (
     Constant,
     Crash,
@@ -28,7 +28,7 @@ from transportkit.sim_backend import (
     Restart,
     SetLatency,
 )
-from transportkit.testing import FaultProxy, ZmqHarness, open_harness
+from transportkit.testing import FaultProxy, ZmqHarness, free_tcp_endpoint, open_harness
 from transportkit.testing._faultproxy import CHUNK_BYTES
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -382,3 +382,61 @@ def test_a_receiver_that_stops_reading_fills_at_most_the_proxys_bound() -> None:
                 push.send(payload)
         assert 0 < proxy.stats.held_bytes <= 64 * 1024 + CHUNK_BYTES
         assert len(pull.recv()) == len(payload)  # and it all flows again
+
+
+def test_a_link_latency_delays_from_the_start_and_a_spike_ends_back_at_it() -> None:
+    """A scenario's ``[[link]]`` latency is the link's own added delay: a latency
+    fault replaces it while it lasts, and its end (``SetLatency(a, b, None)``) restores
+    it, not zero (the sim restores a link's own latency after a spike too)."""
+    with context() as ctx, FaultProxy() as proxy:
+        rep = sock(ctx, zmq.REP)
+        req = sock(ctx, zmq.REQ)
+        text = proxy.set_link_latency("cli", "srv", Constant(0.01))
+        assert text.startswith("applied: cli->srv and srv->cli: +Constant"), text
+        req.connect(proxy.route("cli", "srv", bind(rep)))
+        assert min(round_trips(req, rep, 3)) >= 0.02  # 10 ms each way, from the start
+        proxy.apply(SetLatency("cli", "srv", Constant(0.03)))
+        assert min(round_trips(req, rep, 2)) >= 0.04  # 30 ms out, the link's 10 ms back
+        ended = proxy.apply(SetLatency("cli", "srv", None))
+        assert "back to the link's own added delay" in ended, ended
+        back = round_trips(req, rep, 3)
+        assert min(back) >= 0.02 and statistics.median(back) < 0.03, back
+        with pytest.raises(TypeError, match="latency model"):
+            proxy.set_link_latency("cli", "srv", 0.01)  # type: ignore[arg-type]
+
+
+def test_the_zmq_harness_refuses_the_faults_the_proxy_cannot_realise() -> None:
+    """On the old code each of these was accepted and did nothing to the traffic:
+    ``apply`` returned "not applicable" (ipc, tcp connected before the bind) or
+    "applied ... discard_queues not realised"."""
+    with open_harness("zmq", faults=True) as h:
+        srv, cli = h.network("srv"), h.network("cli")
+        drop = DropConnection("cli", "srv", discard_queues=True)
+        with pytest.raises(UnsupportedError, match="cannot reach into libzmq's queues"):
+            h.apply(drop)
+        with pytest.raises(UnsupportedError, match="cannot reach into libzmq's queues"):
+            h.schedule_faults([(0.1, drop)])
+        # Networks joined over ipc: no fault between them can be realised.
+        pull = srv.puller(bind=h.endpoint("ipc"))
+        assert pull.last_endpoint is not None
+        cli.pusher(connect=pull.last_endpoint)
+        with pytest.raises(
+            UnsupportedError, match=r"does not sit in \(cli connected to srv's ipc://"
+        ):
+            h.apply(Partition("cli", "srv"))
+        # Once a fault between two networks is scheduled, such a connect is refused.
+        other = h.network("other").puller(bind=h.endpoint("ipc"))
+        assert other.last_endpoint is not None
+        h.schedule_faults([(60.0, Hold("cli", "other"))])
+        with pytest.raises(UnsupportedError, match=r"cannot sit in .* but Hold\(a='cli'"):
+            cli.pusher(connect=other.last_endpoint)
+        # A tcp connect made before the port was bound goes around the proxy.
+        port = free_tcp_endpoint().rsplit(":", 1)[1]
+        cli.pusher(connect=f"tcp://127.0.0.1:{port}")
+        h.network("late").puller(bind=f"tcp://127.0.0.1:{port}")
+        with pytest.raises(
+            UnsupportedError, match=f"cli connected to late's tcp://127.0.0.1:{port}"
+        ):
+            h.apply(SetLatency("cli", "late", Constant(0.01)))
+        # Within one network, or between networks that never met: nothing to refuse.
+        assert h.apply(Partition("srv", "late")).startswith("not applicable on zmq")

@@ -415,12 +415,12 @@ def open_files_needed(scenario: Scenario) -> int:
 
 def _proxy_files(scenario: Scenario) -> int:
     """The fault proxy's files on zmq: its loop, and for each tcp connect between two
-    nodes a network fault names a listener and two sockets per connection (a Lazy
+    nodes a network fault or a ``[[link]]`` names a listener and two sockets per connection (a Lazy
     Pirate client's closing socket and its new one may overlap: counted twice).
     """
     pairs = {
         frozenset((f.a, f.b)) for _, f in scenario.faults if not isinstance(f, Crash | Restart)
-    }
+    } | {frozenset((link.a, link.b)) for link in scenario.links}
     if not pairs:
         return 0
     files = 4

@@ -22,6 +22,9 @@ def _fault_text(fault: object) -> str:
 def report_dict(result: RunResult) -> dict[str, Any]:
     """The run as plain data (what ``--json`` prints).
 
+    A zmq run with ``[[link]]`` latencies also has ``links``: what the fault proxy did
+    for each (the sim models links itself and has no such key).
+
     Everything but ``wall_seconds`` is a function of the scenario and the seed on the
     sim backend, so two runs compare equal key by key.
     """
@@ -45,6 +48,11 @@ def report_dict(result: RunResult) -> dict[str, Any]:
             for at, fault, outcome in result.faults
         ],
         "trace_hash": result.trace_hash,
+        **(
+            {"links": [{"a": a, "b": b, "outcome": text} for a, b, text in result.links]}
+            if result.links
+            else {}
+        ),
     }
 
 
@@ -104,6 +112,10 @@ def report_text(result: RunResult) -> str:
         lines += ["", "  faults"]
         for at, fault, outcome in result.faults:
             lines.append(f"    {at:>8.3f} s  {_fault_text(fault)}  ({outcome})")
+    if result.links:
+        lines += ["", "  links"]
+        for a, b, text in result.links:
+            lines.append(f"    {a} - {b}  ({text})")
     if result.trace_hash is not None:
         lines += ["", f"  trace hash {result.trace_hash}"]
     lines.append("")

@@ -61,6 +61,9 @@ class RunResult:
     wall_seconds: float
     trace_hash: str | None
     simulation: Simulation | None = field(default=None, repr=False)
+    links: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(a, b, outcome)`` of each ``[[link]]`` latency the zmq run realised through the
+    fault proxy (empty on the sim, which models every link itself)."""
 
     @property
     def passed(self) -> bool:
@@ -146,8 +149,10 @@ def run_scenario(
             real time, every node in this process with its own context, except nodes
             marked ``process = true``: each of those in a child process; network
             faults go through a :class:`~transportkit.testing.FaultProxy` that every
-            tcp connect between two nodes some network fault names is routed
-            through, and each fault's outcome says what it did).
+            tcp connect between two nodes some network fault or ``[[link]]`` names is
+            routed through, and each fault's outcome says what it did; a
+            ``[[link]]``'s latency is a delay the proxy adds on that link from the
+            start, on top of loopback's own, reported in :attr:`RunResult.links`).
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).
@@ -298,19 +303,21 @@ def with_real_endpoints(
 
 
 def _faulted_pairs(scenario: Scenario) -> set[frozenset[str]]:
-    """The pairs of nodes some network fault (not a crash or restart) names."""
+    """The pairs of nodes some network fault (not a crash or restart) or some
+    ``[[link]]`` latency names: their tcp connects go through the fault proxy on zmq.
+    """
     return {
         frozenset((fault.a, fault.b))
         for _, fault in scenario.faults
         if not isinstance(fault, Crash | Restart)
-    }
+    } | {frozenset((link.a, link.b)) for link in scenario.links}
 
 
 def _open_routes(
     scenario: Scenario, proxy: FaultProxy, ipc_dir: str
 ) -> dict[tuple[str, str, int], str]:
-    """Route every tcp connect between two nodes that a network fault names through
-    ``proxy``; write the routes for the child processes too.
+    """Route every tcp connect between two nodes that a network fault or a
+    ``[[link]]`` names through ``proxy``; write the routes for the child processes too.
     """
     pairs = _faulted_pairs(scenario)
     routes: dict[tuple[str, str, int], str] = {}
@@ -341,6 +348,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     networks: dict[str, ZmqNetwork] = {}
     tasks: dict[str, list[asyncio.Task[None]]] = {}
     outcome: list[tuple[float, Fault, str]] = []
+    links: list[tuple[str, str, str]] = []
     children = _Children(scenario, ipc_dir, ctx) if scenario.process_nodes else None
     proxy: FaultProxy | None = None
     routes: dict[tuple[str, str, int], str] = {}
@@ -388,6 +396,11 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
         if _faulted_pairs(scenario):  # before any node starts: its connects use the routes
             proxy = FaultProxy(seed=scenario.seed)
             routes.update(_open_routes(scenario, proxy, ipc_dir))
+            for link in scenario.links:  # from the start, as on the sim
+                text = proxy.set_link_latency(
+                    link.a, link.b, link.latency, both_ways=link.both_ways
+                )
+                links.append((link.a, link.b, text))
         if children is not None:
             await children.start_all()
             ctx.start = loop.time()
@@ -421,7 +434,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     verdicts = _finish(scenario, ctx)
     return RunResult(
         scenario, "zmq", scenario.seed, ctx.metrics, verdicts, outcome,
-        loop.time() - ctx.start, wallclock.perf_counter() - wall, None, None,
+        loop.time() - ctx.start, wallclock.perf_counter() - wall, None, None, links,
     )  # fmt: skip
 
 

@@ -44,6 +44,7 @@ from transportkit.testing._determinism import check_determinism
 from transportkit.testing._faultproxy import FaultProxy, ProxyStats
 from transportkit.testing._harness import (
     BACKENDS,
+    FaultNotAppliedWarning,
     Harness,
     SimHarness,
     ZmqHarness,
@@ -57,6 +58,7 @@ __all__ = [
     "BACKENDS",
     "SYNC_TOPIC",
     "ChildProcess",
+    "FaultNotAppliedWarning",
     "FaultProxy",
     "Harness",
     "ProxyStats",

@@ -7,9 +7,11 @@ each connection it accepts, then forwards bytes both ways. The fault objects of
 :mod:`transportkit.sim_backend` drive it (:meth:`FaultProxy.apply`,
 :meth:`FaultProxy.schedule`), so one fault schedule runs on both backends. The
 scenario runner (``--backend zmq``: the tcp connects from one node to another node's
-name, between two nodes that some network fault names) and
+name, between two nodes that some network fault or ``[[link]]`` names; a link's
+latency is :meth:`FaultProxy.set_link_latency` from the start) and
 :class:`~transportkit.testing.ZmqHarness` (``faults=True``: tcp connects from one of
-its networks to a port another one bound) route through it. A connection whose real
+its networks to a port another one bound; ``@sim_test``'s zmq run uses one) route
+through it. A connection whose real
 port does not accept (nothing bound yet, the node crashed) is reset at once, and
 libzmq retries after ``reconnect_ivl``, as it would after a refused connect.
 
@@ -36,8 +38,9 @@ What each fault means at the TCP level (per one-way link ``a -> b``: the bytes t
   reach into libzmq's queues (the outcome says so).
 - :class:`~transportkit.sim_backend.SetLatency`: each chunk the proxy reads is
   forwarded no earlier than a delay drawn from the model (the proxy's own seeded RNG)
-  after it was read, never before an earlier chunk; ``latency=None`` removes the added
-  delay (the link is back to its real latency).
+  after it was read, never before an earlier chunk; ``latency=None`` ends the spike:
+  the link is back to its own added delay (:meth:`FaultProxy.set_link_latency`, a
+  scenario's ``[[link]]``), or to no added delay (its real latency) if it has none.
   :class:`~transportkit.sim_backend.Crash` and
   :class:`~transportkit.sim_backend.Restart` are not network faults: the runner and
   the harness realise them by closing and reopening a node's sockets (the proxy then
@@ -153,6 +156,7 @@ class _Direction:
     cut: bool = False
     held: bool = False
     delay: LatencyModel | None = None
+    base: LatencyModel | None = None  # the link's own added delay (a scenario's [[link]])
     passing: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update(self) -> None:
@@ -534,13 +538,33 @@ class FaultProxy:
     def _latency(self, a: str, b: str, model: LatencyModel | None, both_ways: bool) -> str:
         links = self._links(a, b, both_ways)
         for link in links:
-            link.delay = model
+            link.delay = link.base if model is None else model
         routes = self._between(a, b)
         if not routes:
             return self._none_routed(a, b)
         count = sum(len(r.connections) for r in routes)
-        what = "added delay removed" if model is None else f"+{model} per chunk"
+        if model is not None:
+            what = f"+{model} per chunk"
+        elif any(link.base is not None for link in links):
+            what = "back to the link's own added delay (" + ", ".join(
+                f"{link.src}->{link.dst} +{link.base}" if link.base is not None else
+                f"{link.src}->{link.dst} none" for link in links
+            ) + ")"  # fmt: skip
+        else:
+            what = "added delay removed"
         return f"applied: {self._names(links)}: {what} ({count} connection(s) now)"
+
+    def _link_latency(self, a: str, b: str, model: LatencyModel, both_ways: bool) -> str:
+        links = self._links(a, b, both_ways)
+        for link in links:
+            link.base = link.delay = model
+        routes = self._between(a, b)
+        count = sum(len(r.connections) for r in routes)
+        return (
+            f"applied: {self._names(links)}: +{model} per chunk from now on, the link's "
+            f"own latency, on top of loopback's and the proxy's ({len(routes)} route(s), "
+            f"{count} connection(s) now)"
+        )
 
     def _fire(self, at: float, fault: Fault) -> None:
         try:
@@ -606,6 +630,33 @@ class FaultProxy:
             return self._apply(fault)
 
         return self._call(apply)
+
+    def set_link_latency(
+        self, a: str, b: str, latency: LatencyModel, *, both_ways: bool = True
+    ) -> str:
+        """Give the link ``a -> b`` (and ``b -> a`` if ``both_ways``) its own added
+        delay, as a scenario's ``[[link]]`` does: each chunk is delayed by a draw from
+        ``latency``, from now on, on every route between the two (made before or after).
+
+        A :class:`~transportkit.sim_backend.SetLatency` fault replaces it while it
+        lasts, and ``SetLatency(a, b, None)`` restores it (not zero), as the sim
+        restores a link's own latency after a spike.
+
+        Returns:
+            What was done, starting with ``"applied"``.
+
+        Raises:
+            TypeError: ``latency`` is not a latency model.
+            ClosedError: The proxy is closed.
+            Timeout: The proxy's thread did not answer within ``call_timeout``.
+        """
+        if not isinstance(latency, LatencyModel):
+            raise TypeError(f"latency must be a latency model, got {type(latency).__name__}")
+
+        async def set_base() -> str:
+            return self._link_latency(a, b, latency, both_ways)
+
+        return self._call(set_base)
 
     def schedule(self, schedule: Iterable[tuple[float, Fault]], *, start: float) -> None:
         """Apply each network fault of ``schedule`` at ``start + time`` (in the proxy's

@@ -15,18 +15,21 @@ fault now with :meth:`Harness.apply`)::
 On the sim they are the simulation's own faults. On zmq, network faults act on a
 :class:`~transportkit.testing.FaultProxy` that every tcp connection from one of the
 harness's networks to a port another one bound goes through (``faults=True``), and
-crashes close a network (see :class:`ZmqHarness`).
+crashes close a network (see :class:`ZmqHarness`); a fault the proxy cannot realise is
+refused with UnsupportedError. ``@sim_test(backends=("sim", "zmq"), faults=...)``
+runs its zmq run on such a harness.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import itertools
 import re
 import shutil
 import tempfile
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
@@ -45,7 +48,14 @@ from transportkit.sim_backend._faults import sorted_schedule
 from transportkit.testing._faultproxy import FaultProxy
 from transportkit.zmq_backend import ZmqNetwork
 
-__all__ = ["BACKENDS", "Harness", "SimHarness", "ZmqHarness", "open_harness"]
+__all__ = [
+    "BACKENDS",
+    "FaultNotAppliedWarning",
+    "Harness",
+    "SimHarness",
+    "ZmqHarness",
+    "open_harness",
+]
 
 T = TypeVar("T")
 
@@ -96,8 +106,10 @@ class Harness(abc.ABC):
         networks it names are :meth:`network` names. Return what was done.
 
         Raises:
-            UnsupportedError: The backend cannot realise ``fault`` here (a network
-                fault on a zmq harness made without ``faults=True``).
+            UnsupportedError: The backend cannot realise ``fault`` here (on zmq: a
+                network fault on a harness made without ``faults=True``, a
+                ``DropConnection(discard_queues=True)``, or a fault between two
+                networks joined by a connection the fault proxy does not sit in).
         """
 
     @abc.abstractmethod
@@ -175,9 +187,28 @@ _LOOPBACK_TCP = re.compile(r"^tcp://(?:127\.0\.0\.1|localhost):(\d+)$")
 _BOUND_TCP = re.compile(r"^tcp://(?:127\.0\.0\.1|localhost|0\.0\.0\.0|\*):(\d+)$")
 
 
+class FaultNotAppliedWarning(UserWarning):
+    """A fault of a ``@sim_test`` zmq run reached no connection: no tcp connection
+    between the two networks it names went through the fault proxy during the run
+    (they never connected, or only within one network). Turn it into an error with
+    ``-W error::transportkit.testing.FaultNotAppliedWarning``.
+    """
+
+
+def _pair(fault: Fault) -> frozenset[str] | None:
+    """The two networks a network fault names (None for a crash or a restart)."""
+    if isinstance(fault, Crash | Restart):
+        return None
+    a, b = getattr(fault, "a", None), getattr(fault, "b", None)
+    return frozenset((a, b)) if isinstance(a, str) and isinstance(b, str) else None
+
+
 class _ProxyRoutes:
     """One harness network's :class:`~transportkit.zmq_backend.EndpointMap`: records
-    its tcp binds, and routes its connects to another network's port through the proxy.
+    its tcp and ipc binds, routes its tcp connects to another network's port through
+    the proxy, and notes the connects to another network that cannot be routed (ipc,
+    or a tcp port bound only after the connect): faults between those two networks
+    are refused (see :meth:`ZmqHarness.apply`).
     """
 
     def __init__(self, harness: ZmqHarness, name: str) -> None:
@@ -185,17 +216,36 @@ class _ProxyRoutes:
         self.name = name
 
     def bound(self, endpoint: str) -> None:
+        harness = self.harness
         match = _BOUND_TCP.match(endpoint)
         if match is not None:
-            self.harness._owners[int(match.group(1))] = self.name
+            port = int(match.group(1))
+            harness._owners[port] = self.name
+            for src, early in harness._unowned.pop(port, []):
+                if src != self.name:  # it connected before this bind: direct, unfaultable
+                    harness._direct_connect(src, self.name, early)
+        elif endpoint.startswith("ipc://"):
+            harness._ipc_owners[endpoint] = self.name
 
     def connect(self, endpoint: str) -> str:
-        match = _LOOPBACK_TCP.match(endpoint)
-        proxy = self.harness._proxy
-        if match is None or proxy is None:
+        harness = self.harness
+        proxy = harness._proxy
+        if proxy is None:
             return endpoint
-        owner = self.harness._owners.get(int(match.group(1)))
-        if owner is None or owner == self.name:
+        if endpoint.startswith("ipc://"):
+            owner = harness._ipc_owners.get(endpoint)
+            if owner is not None and owner != self.name:
+                harness._direct_connect(self.name, owner, endpoint)
+            return endpoint
+        match = _LOOPBACK_TCP.match(endpoint)
+        if match is None:
+            return endpoint
+        port = int(match.group(1))
+        owner = harness._owners.get(port)
+        if owner is None:
+            harness._unowned.setdefault(port, []).append((self.name, endpoint))
+            return endpoint
+        if owner == self.name:
             return endpoint
         return proxy.route(self.name, owner, endpoint)
 
@@ -211,7 +261,12 @@ class ZmqHarness(Harness):
     two networks (partitions, holds, dropped connections, latency; what each means
     at the TCP level, and what the proxy adds and cannot model, is in
     :mod:`transportkit.testing._faultproxy`). Connections within one network, over
-    ipc or inproc, or to a port bound elsewhere are direct and cannot be faulted.
+    ipc or inproc, or to a port bound elsewhere are direct and cannot be faulted: a
+    network fault between two networks that such a connection joins is refused with
+    UnsupportedError (by :meth:`apply` and :meth:`schedule_faults`, and by the connect
+    itself when a fault between the two was scheduled or applied before), never
+    silently left undone; so is ``DropConnection(discard_queues=True)``, which the
+    proxy cannot realise (it cannot reach into libzmq's queues).
 
     :class:`~transportkit.sim_backend.Crash` closes the network of that name (every
     socket: a task waiting on one gets ClosedError, where the sim cancels the node's
@@ -237,7 +292,12 @@ class ZmqHarness(Harness):
         self._owners: dict[int, str] = {}
         self._tmp = tempfile.mkdtemp(prefix="transportkit-")
         self._proxy = FaultProxy(seed=seed) if faults else None
+        self._ipc_owners: dict[str, str] = {}
+        self._unowned: dict[int, list[tuple[str, str]]] = {}
+        self._direct: dict[frozenset[str], list[str]] = {}
+        self._named: set[frozenset[str]] = set()
         self._pending: list[tuple[float, Fault]] = []
+        self._wake: asyncio.Event | None = None
         self._zero: float | None = None
         self.outcomes: list[tuple[float, Fault, str]] = []
         """``(time, fault, outcome)`` of every fault :meth:`schedule_faults` applied."""
@@ -274,9 +334,17 @@ class ZmqHarness(Harness):
         """Apply ``fault`` now: a crash closes the network, a restart lets
         :meth:`network` make it again, network faults go to the proxy.
 
+        Returns:
+            What was done: ``"applied: ..."``, or the proxy's ``"not applicable on
+            zmq: ..."`` when no tcp connection between the two networks went through
+            it yet (the link's state is kept for later connections).
+
         Raises:
             UnsupportedError: A network fault, and the harness was made without
-                ``faults=True``.
+                ``faults=True``; or one the proxy cannot realise: a
+                ``DropConnection(discard_queues=True)``, or a fault between two
+                networks that a connection the proxy does not sit in joins (ipc, or
+                tcp connected before the port was bound).
         """
         if isinstance(fault, Crash):
             net = self._nets.pop(fault.node, None)
@@ -288,7 +356,11 @@ class ZmqHarness(Harness):
         if isinstance(fault, Restart):
             self._down.discard(fault.node)
             return "applied: network(name) makes a new network"
-        return self._need_proxy(fault).apply(fault)
+        proxy = self._check_network_fault(fault)
+        pair = _pair(fault)
+        if pair is not None:
+            self._named.add(pair)
+        return proxy.apply(fault)
 
     def _need_proxy(self, fault: Fault) -> FaultProxy:
         if self._proxy is None:
@@ -298,27 +370,100 @@ class ZmqHarness(Harness):
             )
         return self._proxy
 
+    def _check_network_fault(self, fault: Fault) -> FaultProxy:
+        """The proxy, if it can realise ``fault`` (a network fault); else raise."""
+        proxy = self._need_proxy(fault)
+        if getattr(fault, "discard_queues", False):
+            raise UnsupportedError(
+                f"{fault!r} cannot be realised on zmq: the fault proxy resets the "
+                "connections but cannot reach into libzmq's queues (the connecting side "
+                "keeps its queue); use discard_queues=False, or the sim backend"
+            )
+        pair = _pair(fault)
+        direct = self._direct.get(pair, []) if pair is not None else []
+        if direct:
+            raise UnsupportedError(self._unfaultable(fault, direct))
+        return proxy
+
+    @staticmethod
+    def _unfaultable(fault: Fault, connects: list[str]) -> str:
+        return (
+            f"{fault!r} cannot be realised on zmq: the two networks are joined by a "
+            f"connection the fault proxy does not sit in ({'; '.join(connects)}); the "
+            "proxy faults only tcp connects made to a port another network bound "
+            "before (bind first, connect to what bind() returned; ipc and inproc "
+            "cannot be faulted)"
+        )
+
+    def _direct_connect(self, src: str, dst: str, endpoint: str) -> None:
+        """Note a connection from network ``src`` to ``dst`` that bypasses the proxy;
+        refuse it if a fault between the two was scheduled or applied already.
+        """
+        pair = frozenset((src, dst))
+        what = f"{src} connected to {dst}'s {endpoint}"
+        self._direct.setdefault(pair, []).append(what)
+        named = pair in self._named or any(_pair(f) == pair for _, f in self._pending)
+        if named:
+            faults = [f for _, f in self._pending if _pair(f) == pair]
+            shown = repr(faults[0]) if faults else f"a fault between {src} and {dst}"
+            raise UnsupportedError(self._unfaultable_connect(shown, what))
+
+    @staticmethod
+    def _unfaultable_connect(fault: str, what: str) -> str:
+        return (
+            f"{what}, which the fault proxy cannot sit in (only tcp connects to a port "
+            f"another network bound before go through it), but {fault} is to act "
+            "between the two: use a tcp endpoint bound first (harness.endpoint('tcp')), "
+            "or run on the sim only"
+        )
+
     def schedule_faults(self, schedule: Iterable[tuple[float, Fault]]) -> None:
         items = sorted_schedule(schedule)
         for _, fault in items:
             if not isinstance(fault, Crash | Restart):
-                self._need_proxy(fault)
+                self._check_network_fault(fault)
         self._pending = sorted_schedule([*self._pending, *items])
+        if self._wake is not None:
+            self._wake.set()
 
-    async def _fire_pending(self, zero: float) -> None:
-        while self._pending:
-            at, fault = self._pending[0]
-            wait = zero + at - wallclock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            self._pending.pop(0)
-            try:
-                outcome = self.apply(fault)
-            except Exception as exc:  # recorded; the check's own run goes on
-                outcome = f"failed: {type(exc).__name__}: {exc}"
-            self.outcomes.append((at, fault, outcome))
-            await asyncio.sleep(0)
+    async def _apply_now(self, fault: Fault) -> str:
+        return self.apply(fault)
+
+    async def _drive(
+        self,
+        zero: float,
+        apply: Callable[[Fault], Awaitable[str]] | None = None,
+        *,
+        strict: bool = False,
+    ) -> None:
+        """Apply each pending fault at ``zero + time`` (``wallclock.monotonic``), for
+        ever (cancel it); faults scheduled meanwhile are picked up at once.
+
+        Outcomes go to :attr:`outcomes`. A fault whose application raises is recorded
+        as ``"failed: ..."``; with ``strict`` the error is raised, else the run goes on.
+        """
+        act = self._apply_now if apply is None else apply
+        wake = self._wake = asyncio.Event()
+        try:
+            while True:
+                wait = zero + self._pending[0][0] - wallclock.monotonic() if self._pending else None
+                if wait is None or wait > 0:
+                    wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), wait)
+                    continue
+                at, fault = self._pending.pop(0)
+                try:
+                    outcome = await act(fault)
+                except Exception as exc:  # recorded; the check's own run goes on
+                    self.outcomes.append((at, fault, f"failed: {type(exc).__name__}: {exc}"))
+                    if strict:
+                        raise
+                    continue
+                self.outcomes.append((at, fault, outcome))
+                await asyncio.sleep(0)
+        finally:
+            self._wake = None
 
     def run(self, main: Coroutine[Any, Any, T], *, timeout: float = 10.0) -> T:
         if self._zero is None:
@@ -326,7 +471,7 @@ class ZmqHarness(Harness):
         zero = self._zero
 
         async def bounded() -> T:
-            faults = asyncio.get_running_loop().create_task(self._fire_pending(zero))
+            faults = asyncio.get_running_loop().create_task(self._drive(zero))
             try:
                 return await asyncio.wait_for(main, timeout)
             except TimeoutError as exc:

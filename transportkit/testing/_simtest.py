@@ -15,6 +15,10 @@ the ``__cause__`` chain (so a task's error that ``sim.run`` wraps in a
 (``AssertionError`` or ``pytest.fail``) the same file and line where it was raised.
 Messages are not compared: they often hold times, ids or values that a shorter run
 changes while the bug stays the same.
+
+With ``backends=("sim", "zmq")`` the body also runs once on real sockets, with the
+same seed's fault schedule applied through the fault proxy (:func:`sim_test` says
+what a seed means there); a zmq failure is reported, not shrunk.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import functools
 import inspect
 import math
 import random
+import re
+import warnings
 from collections.abc import (
     Awaitable,
     Callable,
@@ -42,15 +48,23 @@ from transportkit import _wallclock
 from transportkit._errors import Timeout
 from transportkit._network import Network
 from transportkit.sim_backend import (
+    Crash,
     FaultSchedule,
     ReplayScheduler,
+    Restart,
     Scheduler,
     Shrunk,
     Simulation,
     schedule_faults,
     shrink,
 )
-from transportkit.testing._harness import BACKENDS, SimHarness, ZmqHarness, run_in_own_loop
+from transportkit.testing._harness import (
+    BACKENDS,
+    FaultNotAppliedWarning,
+    SimHarness,
+    ZmqHarness,
+    run_in_own_loop,
+)
 from transportkit.testing._simtest_failures import (
     DEFAULT_FAILURES_DIR,
     DEFAULT_KEEP_FAILURES,
@@ -116,6 +130,9 @@ FaultSource = FaultSchedule | Callable[[int], FaultSchedule] | Any
 SchedulerSource = str | Callable[[int], Any]
 
 _EXPLORING = "random"
+
+_MAIN_STOP_TIMEOUT = 2.0
+"""Real seconds a crashed node's cancelled main gets to end on zmq."""
 
 
 @overload
@@ -186,6 +203,34 @@ def sim_test(
     ``--tk-replay=PATH`` runs a ``shrunk.json``, or a failure folder's original run,
     again.
 
+    On zmq: the body runs once, on real sockets in real time, with ``tk_seed`` the
+    first seed (``--tk-seed=S``: seed ``S``) and that seed's fault schedule, drawn the
+    same way as on the sim (the same seed, the same faults); its times are real
+    seconds from the start of the run. ``tk_harness`` is a
+    :class:`~transportkit.testing.ZmqHarness` made with ``faults=True``: every tcp
+    connect from one of its networks to a port another one bound goes through a
+    :class:`~transportkit.testing.FaultProxy`, which realises the network faults
+    (partition, repair, hold, release, latency, drop connection; what each means at
+    the TCP level is in :mod:`transportkit.testing._faultproxy`), and crashes close
+    the network of that name (see ``nodes``). So a body written once with
+    ``tk_harness`` fails on both backends when the code under test mishandles a
+    fault. What a seed cannot fix there: the interleaving (there is no scheduler;
+    the OS and libzmq decide), so the same seed may fail one time and pass the next,
+    and a zmq failure is not shrunk (shrinking replays a simulation's choices in
+    virtual time: replay the same seed on the sim, whose line the report gives). The
+    report of a zmq failure gives the seed, each fault of its schedule with what was
+    done (``applied: ...``, ``not applied: ...``, or ``not reached`` when the body
+    ended first) and ``replay: pytest <test>[zmq] --tk-seed=S``. Faults the proxy
+    cannot realise are refused, never silently left out: a
+    ``DropConnection(discard_queues=True)`` fails the zmq run with
+    :class:`~transportkit.UnsupportedError` before the body starts; a fault between
+    two networks that a connection the proxy does not sit in joins (ipc, or tcp
+    connected before the port was bound) fails it with UnsupportedError at that
+    connect or at that fault. A network fault between two networks that never
+    connect (on the sim it changes nothing either) passes, with a
+    :class:`~transportkit.testing.FaultNotAppliedWarning` saying it was not applied.
+    ``--tk-replay`` skips zmq runs.
+
     Each seed's simulation is ``Simulation(seed, scheduler=..., **simulation_options)``:
     the exploring random-walk scheduler by default, so each seed tries another
     interleaving of the ready tasks. On a transportkit whose ``Simulation`` has no
@@ -205,14 +250,15 @@ def sim_test(
             :func:`~transportkit.testing.strategies.fault_schedules`), drawn from
             deterministically with the seed (generation only, no shrinking: the same
             seed gives the same schedule with the same Hypothesis version; about 30 ms
-            a seed). The zmq run has no faults.
+            a seed). The zmq run applies the same schedule (see "On zmq" below).
         nodes: Node names and their ``async def main(network)``: on the sim each is a
             node with that main (restarted after each crash); on zmq each main runs
-            as a task on ``tk_harness.network(name)`` (its own context). A main that
-            raises fails the zmq run.
+            as a task on ``tk_harness.network(name)`` (its own context), cancelled by
+            a crash of that name and started again, on a new network, by its
+            restart. A main that raises fails the zmq run.
         backends: Which backends to run on, of ``("sim", "zmq")``. The zmq run is
-            once (with ``tk_seed`` the first seed), on real sockets in real time; a
-            body that takes ``tk_sim`` runs only on the sim.
+            once (see "On zmq" below); a body that takes ``tk_sim`` runs only on the
+            sim.
         timeout: Virtual seconds one seed may run before it fails with
             :class:`~transportkit.Timeout` (positive, finite).
         zmq_timeout: Real seconds the zmq run may take (positive, finite).
@@ -969,53 +1015,199 @@ def _relative(path: Path, config: Any) -> str:
 
 
 def _run_zmq(call: _Call, request: Any) -> None:
+    """The zmq run: once, with the fault schedule of the first seed (or ``--tk-seed``)
+    applied through the harness's fault proxy in real time; never shrunk.
+    """
     spec = call.spec
     replay: ReplayRecord | None = getattr(request.config, REPLAY_ATTRIBUTE, None)
     if replay is not None:
         import pytest  # noqa: PLC0415 - only ever called under pytest
 
         pytest.skip(f"--tk-replay={replay.source} replays a simulation run, not a zmq run")
-    seeds = spec.seed_list(_option(request, "tk_seed"), _option(request, "tk_seeds"))
-    harness = ZmqHarness()
+    seed = spec.seed_list(_option(request, "tk_seed"), _option(request, "tk_seeds"))[0]
+    run = _ZmqRun(call, seed)
     try:
+        run.execute()
+    except BaseException as exc:
+        if _is_test_failure(exc):
+            run.report(request, exc)
+        raise
+    run.warn_not_applied()
 
-        async def main() -> None:
-            given = {"tk_seed": seeds[0], "tk_harness": harness, "tk_faults": []}
-            body = call.coroutine(given)
-            await _run_with_mains(body, spec, harness, spec.zmq_timeout)
 
-        run_in_own_loop(main())
-    finally:
-        harness.close()
+class _ZmqRun:
+    """One run of a body on real sockets, with one seed's fault schedule.
+
+    What a seed means here: the schedule ``spec.faults_for(seed)`` (drawn the same way
+    as on the sim, so the same seed gives the same faults), its times in real seconds
+    from the start of the run; and ``tk_seed``. There is no scheduler (the OS and
+    libzmq interleave), so the same seed need not fail the same way twice, and the run
+    is not shrunk (shrinking replays a simulation's choices in virtual time).
+    """
+
+    def __init__(self, call: _Call, seed: int) -> None:
+        self.call = call
+        self.spec = call.spec
+        self.seed = seed
+        self.faults: FaultSchedule = []
+        self.harness: ZmqHarness | None = None
+        self.routed: set[frozenset[str]] = set()
+
+    def execute(self) -> None:
+        self.faults = self.spec.faults_for(self.seed)
+        harness = self.harness = ZmqHarness(faults=True, seed=self.seed)
+        try:
+            # Refused before anything runs: a fault the proxy cannot realise.
+            harness.schedule_faults(self.faults)
+
+            async def main() -> None:
+                given = {
+                    "tk_seed": self.seed,
+                    "tk_harness": harness,
+                    "tk_faults": list(self.faults),
+                }
+                body = self.call.coroutine(given)
+                await _run_with_mains(body, self.spec, harness, self.spec.zmq_timeout)
+
+            run_in_own_loop(main())
+        finally:
+            proxy = harness.proxy
+            with contextlib.suppress(Exception):
+                if proxy is not None and not proxy.closed:
+                    self.routed = {frozenset((s, d)) for s, d, _ in proxy.routes}
+            harness.close()
+
+    def outcome_lines(self) -> list[str]:
+        """Each fault of the schedule with what the zmq run did with it."""
+        harness = self.harness
+        done = list(harness.outcomes) if harness is not None else []
+        lines = []
+        for at, fault, outcome in done:
+            lines.append(f"  {at:8.3f} s  {fault!r}  ({self._verdict(fault, outcome)})")
+        for at, fault in harness._pending if harness is not None else []:
+            lines.append(f"  {at:8.3f} s  {fault!r}  (not reached: the run ended first)")
+        return lines
+
+    def _verdict(self, fault: Any, outcome: str) -> str:
+        if outcome.startswith("not applicable"):
+            pair = frozenset((getattr(fault, "a", ""), getattr(fault, "b", "")))
+            if pair in self.routed:  # a connection made later obeyed the link's state
+                return "applied to the connections made after it"
+            return "not applied: " + outcome
+        return outcome
+
+    def not_applied(self) -> list[str]:
+        harness = self.harness
+        if harness is None:
+            return []
+        return [
+            f"{fault!r} at {at:.3f} s: {verdict}"
+            for at, fault, outcome in harness.outcomes
+            if (verdict := self._verdict(fault, outcome)).startswith("not applied")
+        ]
+
+    def warn_not_applied(self) -> None:
+        """Warn (:class:`FaultNotAppliedWarning`) about faults that reached no
+        connection: the zmq run passed without them.
+        """
+        missed = self.not_applied()
+        if missed:
+            warnings.warn(
+                FaultNotAppliedWarning(
+                    f"zmq run of seed {self.seed}: {len(missed)} fault(s) reached no "
+                    "connection (no tcp connection between the two networks went "
+                    "through the fault proxy): " + "; ".join(missed)
+                ),
+                stacklevel=1,
+            )
+
+    def report(self, request: Any, exc: BaseException) -> None:
+        """Note the zmq run's seed, replay lines and fault outcomes on ``exc``."""
+        test_arg = _test_arg(request)
+        replay = replay_command(test_arg, self.seed)
+        sim_arg = re.sub(r"\[zmq\]$", "[sim]", test_arg)
+        lines = [
+            f"zmq run of seed {self.seed}: real sockets in real time, the fault schedule "
+            f"of seed {self.seed} ({_count(len(self.faults), 'fault')}) applied through "
+            "the fault proxy; no scheduler, so a replay may interleave otherwise; not "
+            "shrunk (shrinking needs the simulation)",
+        ]
+        if self.faults:
+            lines.append("faults (times in real seconds from the start of the run):")
+            lines += self.outcome_lines()
+        lines.append(f"replay: {replay}")
+        if "sim" in self.spec.backends and sim_arg != test_arg:
+            lines.append(f"the same seed on the sim: {replay_command(sim_arg, self.seed)}")
+        for line in lines:
+            exc.add_note(line)
+        text = "\n".join(lines)
+        with contextlib.suppress(AttributeError):  # an exception type without a __dict__
+            setattr(exc, REPORT_ATTRIBUTE, (self.seed, replay, text, ""))
 
 
 async def _run_with_mains(
     coro: Coroutine[Any, Any, Any], spec: _Spec, harness: ZmqHarness, timeout: float
 ) -> None:
-    """Run the body beside the node mains; fail on the first main that raises."""
-    mains: dict[asyncio.Future[Any], str] = {
-        asyncio.ensure_future(main(harness.network(name))): name for name, main in spec.nodes
-    }
-    body = asyncio.ensure_future(coro)
+    """Run the body beside the node mains and the fault schedule; fail on the first
+    main that raises, or fault that cannot be applied.
+
+    A crash of a node with a main cancels the main (as the sim cancels a crashed
+    node's tasks) before its network closes; its restart starts the main again on
+    the new network.
+    """
     loop = asyncio.get_running_loop()
+    mains: dict[asyncio.Future[Any], str] = {}
+    running: dict[str, asyncio.Future[Any]] = {}
+    node_mains = dict(spec.nodes)
+
+    def start(name: str) -> None:
+        task = asyncio.ensure_future(node_mains[name](harness.network(name)))
+        mains[task] = name
+        running[name] = task
+
+    for name in node_mains:
+        start(name)
+
+    async def apply(fault: Any) -> str:
+        node = getattr(fault, "node", None)
+        if isinstance(fault, Crash) and node in running:
+            task = running.pop(node)
+            mains.pop(task, None)
+            task.cancel()
+            await asyncio.wait([task], timeout=_MAIN_STOP_TIMEOUT)
+            return harness.apply(fault) + "; its main cancelled"
+        if isinstance(fault, Restart) and node in node_mains and node not in running:
+            text = harness.apply(fault)
+            start(node)
+            return text + "; its main started again"
+        return harness.apply(fault)
+
+    zero = _wallclock.monotonic()
+    harness._zero = zero
+    faults = asyncio.ensure_future(harness._drive(zero, apply, strict=True))
+    body = asyncio.ensure_future(coro)
     deadline = loop.time() + timeout
     try:
-        pending: set[asyncio.Future[Any]] = {body, *mains}
         while not body.done():
             left = deadline - loop.time()
             if left <= 0:
                 raise Timeout(f"the test did not finish within {timeout} s on zmq")
-            done, pending = await asyncio.wait(
-                pending, timeout=left, return_when=asyncio.FIRST_COMPLETED
-            )
+            pending: set[asyncio.Future[Any]] = {body, faults, *mains}
+            done, _ = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                if task is not body and not task.cancelled() and task.exception() is not None:
-                    error = task.exception()
-                    assert error is not None
+                if task is body or task.cancelled() or task.exception() is None:
+                    continue
+                error = task.exception()
+                assert error is not None
+                if task is faults:
+                    error.add_note("raised applying a fault of the schedule (zmq run)")
+                    raise error
+                if task in mains:
                     error.add_note(f"raised by the main of node {mains[task]!r} (zmq run)")
                     raise error
         body.result()
     finally:
-        for task in (body, *mains):
+        everything = [body, faults, *mains, *running.values()]
+        for task in everything:
             task.cancel()
-        await asyncio.gather(body, *mains, return_exceptions=True)
+        await asyncio.gather(*everything, return_exceptions=True)
