@@ -11,7 +11,8 @@ Load balancing,        :mod:`.load_balancing`              LoadBalancingBroker,
 Simple Pirate                                              SimplePirateQueue
 Paranoid Pirate        :mod:`.paranoid_pirate`             ParanoidPirateQueue/Worker
 Majordomo (7/MDP)      :mod:`.majordomo`                   MajordomoBroker/Client/Worker
-Clone (13/CHP)         :mod:`.clone`                       CloneServer, CloneClient
+Clone (12/CHP)         :mod:`.clone`                       CloneServer, CloneClient,
+                                                           ClonePairServer
 Binary Star            :mod:`.binary_star`                 BinaryStarServer/Client
 Conflation, LVC        :mod:`.conflation`                  ConflatingSubscriber,
                                                            LastValueCache
@@ -22,7 +23,7 @@ Suicidal Snail                                             HeartbeatPublisher,
 """
 
 from transportkit.patterns.binary_star import BinaryStarClient, BinaryStarServer, BStarState
-from transportkit.patterns.clone import CloneClient, CloneServer, KVMsg
+from transportkit.patterns.clone import CloneClient, ClonePairServer, CloneServer, KVMsg
 from transportkit.patterns.conflation import (
     ConflatingSubscriber,
     LastValueCache,
@@ -50,6 +51,7 @@ __all__ = [
     "BinaryStarClient",
     "BinaryStarServer",
     "CloneClient",
+    "ClonePairServer",
     "CloneServer",
     "ConflatingSubscriber",
     "HeartbeatMonitor",

@@ -23,7 +23,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m transportkit.patterns.examples.clonecli",
-        description="Clone (13/CHP) client mirroring a market-data last-value cache.",
+        description="Clone (12/CHP) client mirroring a market-data last-value cache.",
     )
     parser.add_argument(
         "--snapshot", default="tcp://127.0.0.1:5556", help="server ROUTER (%(default)s)"

@@ -1,4 +1,4 @@
-"""Clone server (the Guide's ``clonesrv``): a market-data last-value cache over 13/CHP.
+"""Clone server (the Guide's ``clonesrv``): a market-data last-value cache over 12/CHP.
 
 Run ``python -m transportkit.patterns.examples.clonesrv`` next to ``clonecli``. It keeps
 ``MARKET.<symbol>`` -> serialized ``MarketData``, publishes every change with the next
@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m transportkit.patterns.examples.clonesrv",
-        description="Clone (13/CHP) server publishing a market-data last-value cache.",
+        description="Clone (12/CHP) server publishing a market-data last-value cache.",
     )
     parser.add_argument("--snapshot", default="tcp://*:5556", help="ROUTER endpoint (%(default)s)")
     parser.add_argument("--publisher", default="tcp://*:5557", help="PUB endpoint (%(default)s)")
