@@ -159,7 +159,7 @@ class ClonePairServer(Service):
                 self.server._collector.close()
             raise
         self.server._active = False
-        self.server._gate = self.bstar.vote
+        self.server._gate = self._vote
         self.server._hold = self._hold
 
     @property
@@ -176,6 +176,13 @@ class ClonePairServer(Service):
     def pending(self) -> list[KVMsg]:
         """A copy of the pending list, oldest first."""
         return [msg for msg, _ in self._pending.values()]
+
+    async def _vote(self) -> bool:
+        """A snapshot request: Binary Star's vote; after a split brain, never."""
+        if self.bstar.fatal is not None:
+            self.server._active = False  # the pair broke: stop sequencing too
+            return False
+        return await self.bstar.vote()
 
     def _hold(self, msg: KVMsg, ttl: float | None) -> None:
         """A collector update while not active: pending, unless the peer published it."""
