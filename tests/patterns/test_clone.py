@@ -838,3 +838,64 @@ def test_a_killed_and_restarted_clone_server_is_resynced_to_its_new_state(
 
     with ZmqNetwork(name="clonecli") as net, clonesrv(snapshot, publisher, seed=1) as child:
         asyncio.run(asyncio.wait_for(scenario(net, child), 30.0))
+
+
+# -- restart detection by what CHP allows (no uuid frames) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extensions", "publish_after_restart", "heartbeat", "signal"),
+    [
+        (False, False, 0.2, "stalls"),  # CHP HUGZ: silence past two heartbeats
+        (True, False, 10.0, "restarts"),  # a HUGZ whose sequence went back
+        (False, True, 10.0, "restarts"),  # an update whose sequence went back
+    ],
+)
+def test_a_quickly_restarted_server_is_noticed_without_uuids(
+    extensions: bool, publish_after_restart: bool, heartbeat: float, signal: str
+) -> None:
+    # The server restarts within 0.3 s, far below the client's 5 s timeout, with empty
+    # uuid frames (CHP's): the client must see it by the sequence or by the silence.
+    sim = Simulation(5, latency=Constant(1e-3))
+    clients: list[CloneClient] = []
+
+    async def serve(node: Node) -> None:
+        server = CloneServer(
+            node,
+            publisher="tcp://*:7001",
+            snapshot="tcp://*:7002",
+            heartbeat=0.1,
+            extensions=extensions,
+        )
+        generation = b"%d" % node.crashes
+        if not node.crashes:
+            for i in range(5):
+                await server.set(b"KEY.%d" % i, b"first")
+        async with server:
+            if node.crashes and publish_after_restart:
+                await asyncio.sleep(0.5)  # the client's SUB is back by then
+            await server.set(b"GEN", generation)
+            if not node.crashes:  # an update the client sees on its stream, not in a snapshot
+                await asyncio.sleep(1.0)
+                await server.set(b"LATE", b"first")
+            await asyncio.Event().wait()
+
+    async def follow(node: Node) -> None:
+        client = CloneClient(
+            node, snapshot="tcp://srv:7002", updates="tcp://srv:7001", heartbeat=heartbeat
+        )
+        clients.append(client)
+        async with client:
+            await asyncio.Event().wait()
+
+    sim.node("srv", main=serve)
+    sim.node("cli", main=follow)
+    schedule_faults(sim, [(2.0, Crash("srv")), (2.3, Restart("srv"))])
+    sim.run(asyncio.sleep(1.9))
+    (client,) = clients
+    assert client.synced and client.state[b"LATE"] == b"first" and client.sequence == 7
+    sim.run(asyncio.sleep(4.0))
+    assert client.synced and client.state == {b"GEN": b"1"}, client.stats
+    assert getattr(client.stats, signal) >= 1, client.stats
+    assert client.stats.timeouts == 0, client.stats
+    assert client.server_id == b""

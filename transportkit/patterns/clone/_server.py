@@ -389,13 +389,22 @@ class CloneServer(Service):
             await self._serve_snapshots()
         except ClosedError:
             pass
-        finally:
+        except GeneratorExit:  # dropped, never resumed (a simulation not closed): no waits
             for helper in helpers:
                 helper.cancel()
-            for helper in helpers:
-                with contextlib.suppress(asyncio.CancelledError, ClosedError):
-                    await helper
-            await self._snapshots.aclose()
+            raise
+        except BaseException:
+            await self._stop(helpers)
+            raise
+        await self._stop(helpers)
+
+    async def _stop(self, helpers: list[asyncio.Task[None]]) -> None:
+        for helper in helpers:
+            helper.cancel()
+        for helper in helpers:
+            with contextlib.suppress(asyncio.CancelledError, ClosedError):
+                await helper
+        await self._snapshots.aclose()
 
     async def _heartbeats(self) -> None:
         while True:
