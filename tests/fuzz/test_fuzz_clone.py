@@ -474,7 +474,15 @@ SERVER_BUGS = [
     case(*[("dealer", [ICANHAZ, b""])] * 3),  # a slow client blocks the snapshot loop
     case(("dealer", [ICANHAZ, big()])),  # no size bound: answered
 ]
-CLIENT_BUGS = [case(("updates", kv(b"KEY.1", FIRST_SEQUENCE + 1, body=big(b"v"))))]
+CLIENT_BUGS = [
+    case(("updates", kv(b"KEY.1", FIRST_SEQUENCE + 1, body=big(b"v")))),
+    # A snapshot at the top sequence, then a new server far below it that publishes
+    # nothing: only the HUGZ sequences below the snapshot's, past the backlog, show it.
+    case(
+        ("snapshot", kv(KTHXBAI, 2**64 - 1, b"", b"", b"")),
+        ("updates", kv(b"KEY.1", 2**63, b"", b"", b"v")),
+    ),
+]
 COLLECTOR_BUGS = [  # first examples written by hand for the collector's bad input
     case(("collector", kv(HUGZ, 0, b"", b"", b"v")), ("collector", kv(b"K", 0, b"", b"ttl=x\n"))),
     case(("collector", kv(b"K", 0, b"", b"ttl=nan\n", b"v"))),

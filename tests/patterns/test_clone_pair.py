@@ -127,7 +127,10 @@ def test_application_ttl_and_an_overwrite_cancel_each_other_correctly() -> None:
             with pytest.raises(ValueError):
                 await server.set(b"F", b"x", properties={"ttl": "soon"})
 
-    sim.run(main())
+    try:
+        sim.run(main())
+    finally:
+        sim.close()
 
 
 def test_set_without_a_collector_is_refused() -> None:
@@ -146,7 +149,10 @@ def test_set_without_a_collector_is_refused() -> None:
             await client.set(b"K", b"v", ttl=-1.0)
         await client.close()
 
-    sim.run(main())
+    try:
+        sim.run(main())
+    finally:
+        sim.close()
 
 
 # -- the Binary Star pair and the failover client, sim ----------------------------------
@@ -219,48 +225,54 @@ class Pair:
 
 def test_the_backup_takes_over_with_the_primarys_map_and_the_client_follows_it() -> None:
     pair = Pair(seed=3)
-    schedule_faults(pair.sim, [(3.0, Crash("a")), (8.0, Restart("a"))])
-    pair.run_until(2.9)
-    a, b, client = pair.servers["a"], pair.servers["b"], pair.client
-    assert client is not None
-    assert pair.active() == ["a"] and b.state is BStarState.PASSIVE
-    assert client.server_index == 0 and client.synced
-    assert b.stats.matched > 0  # the backup saw the primary publish what it held
-    # (At start-up the primary may refuse a first request, as Binary Star's PRIMARY
-    # does until it hears the backup: the client then tried the backup once.)
-    failovers = client.stats.failovers
-    pair.run_until(7.9)
-    b = pair.servers["b"]
-    assert b.active and b.stats.takeovers == 1
-    assert client.server_index == 1 and client.stats.failovers == failovers + 1
-    # Updates sent only to the backup while the primary was dead and the backup
-    # passive were held, then published on taking over.
-    assert b.stats.applied >= 1
-    pair.writing = False
-    pair.run_until(12.0)
-    a = pair.servers["a"]  # restarted: passive, following the backup
-    assert a.state is BStarState.PASSIVE and not a.active and b.active
-    assert client.synced and client.server_index == 1
-    assert client.state == b.server.values == pair.written
-    assert client.stats.gaps == 0
-    # The restarted primary's mirror holds the active map too.
-    assert a._mirror is not None and a._mirror.state == b.server.values
+    try:
+        schedule_faults(pair.sim, [(3.0, Crash("a")), (8.0, Restart("a"))])
+        pair.run_until(2.9)
+        a, b, client = pair.servers["a"], pair.servers["b"], pair.client
+        assert client is not None
+        assert pair.active() == ["a"] and b.state is BStarState.PASSIVE
+        assert client.server_index == 0 and client.synced
+        assert b.stats.matched > 0  # the backup saw the primary publish what it held
+        # (At start-up the primary may refuse a first request, as Binary Star's PRIMARY
+        # does until it hears the backup: the client then tried the backup once.)
+        failovers = client.stats.failovers
+        pair.run_until(7.9)
+        b = pair.servers["b"]
+        assert b.active and b.stats.takeovers == 1
+        assert client.server_index == 1 and client.stats.failovers == failovers + 1
+        # Updates sent only to the backup while the primary was dead and the backup
+        # passive were held, then published on taking over.
+        assert b.stats.applied >= 1
+        pair.writing = False
+        pair.run_until(12.0)
+        a = pair.servers["a"]  # restarted: passive, following the backup
+        assert a.state is BStarState.PASSIVE and not a.active and b.active
+        assert client.synced and client.server_index == 1
+        assert client.state == b.server.values == pair.written
+        assert client.stats.gaps == 0
+        # The restarted primary's mirror holds the active map too.
+        assert a._mirror is not None and a._mirror.state == b.server.values
+    finally:
+        pair.sim.close()
 
 
 def test_a_client_cut_off_from_the_primary_cannot_make_the_backup_active() -> None:
     pair = Pair(seed=4)
-    schedule_faults(pair.sim, [(2.0, Partition("cli", "a")), (6.0, Repair("cli", "a"))])
-    pair.run_until(5.9)
-    client = pair.client
-    assert client is not None
-    assert client.stats.failovers >= 1  # it tried the backup ...
-    assert pair.active() == ["a"]  # ... which refused: the primary is alive
-    assert pair.servers["b"].server.stats.refused >= 1
-    pair.writing = False
-    pair.run_until(12.0)
-    assert pair.active() == ["a"] and client.server_index == 0 and client.synced
-    assert client.state == pair.servers["a"].server.values
-    assert set(pair.written) <= set(client.state)
+    try:
+        schedule_faults(pair.sim, [(2.0, Partition("cli", "a")), (6.0, Repair("cli", "a"))])
+        pair.run_until(5.9)
+        client = pair.client
+        assert client is not None
+        assert client.stats.failovers >= 1  # it tried the backup ...
+        assert pair.active() == ["a"]  # ... which refused: the primary is alive
+        assert pair.servers["b"].server.stats.refused >= 1
+        pair.writing = False
+        pair.run_until(12.0)
+        assert pair.active() == ["a"] and client.server_index == 0 and client.synced
+        assert client.state == pair.servers["a"].server.values
+        assert set(pair.written) <= set(client.state)
+    finally:
+        pair.sim.close()
 
 
 # -- the pair on real sockets -----------------------------------------------------------

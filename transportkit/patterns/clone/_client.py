@@ -143,16 +143,20 @@ class CloneClient(Service):
     A restarted server is noticed only by what CHP allows, never by the uuid frame
     (CHP leaves it empty in KTHXBAI and HUGZ; the Guide's Python servers put a fresh
     random one in each): the sequence going back on the update stream (an update at or
-    below one already seen on it, or a HUGZ with a non-zero sequence below it), a
-    snapshot whose sequence is lower than the client's, or a silence: the server
-    speaking again after more than two ``heartbeat`` intervals of silence makes the
-    client take a new snapshot (``stats.stalls``), and a silence of ``timeout``
+    below one already seen on it, or a HUGZ with a non-zero sequence below it; and,
+    once the messages queued before the snapshot are read and two heartbeats have
+    passed since it, an update at or below the snapshot's sequence, or a HUGZ below
+    it), a snapshot whose sequence is lower than the client's, or a silence: the
+    server speaking again after more than two ``heartbeat`` intervals of silence makes
+    the client take a new snapshot (``stats.stalls``), and a silence of ``timeout``
     seconds makes it reconnect, to the next server if it has several. (This replaces
     the client's earlier rule, a HUGZ uuid other than the snapshot's meaning a new
     server, which made every HUGZ of the Guide's servers a restart.) What it cannot
-    see: a server that restarts between a snapshot and the first message after it,
-    faster than two heartbeats, and whose sequence then stays below the snapshot's, is
-    followed as if its first updates were old ones until the next resync.
+    see: a restart whose first updates arrive within two heartbeats of a snapshot and
+    before any newer message, and whose sequences stay below the snapshot's, is taken
+    for old updates (discarded) until the rule above applies; and with CHP's HUGZ
+    (sequence 0) a restarted server that publishes nothing is noticed only by the
+    silence, if it lasted over two heartbeats.
 
     With a narrower ``subtree`` the server's sequence numbers still count every key,
     so jumps are normal and are not treated as gaps: the client then applies any newer
@@ -539,10 +543,20 @@ class CloneClient(Service):
         raise _Resync(reopen=False)
 
     async def _follow(self, sub: Subscriber) -> None:
+        loop = asyncio.get_running_loop()
         exact = not self.subtree
         last: int | None = None  # the highest sequence seen on the stream since the snapshot
+        # Messages at or below the snapshot's sequence are old ones, published before
+        # it, while the client reads what was queued before the snapshot and for two
+        # heartbeats after it; past that they mean the server's sequence began again.
+        backlog_until = loop.time() + min(2 * self.heartbeat, self.timeout)
+        drained = False
         while True:
-            frames = await self._next(sub)
+            frames = sub.try_recv()
+            if frames is None:
+                drained = True
+                frames = await self._next(sub)
+            settled = drained and loop.time() >= backlog_until
             msg = self._decode(frames)
             if msg is None:
                 continue
@@ -553,7 +567,9 @@ class CloneClient(Service):
                 self.stats.heartbeats += 1
                 if not msg.sequence:
                     continue  # CHP's HUGZ: a sign of life, no sequence
-                if last is not None and msg.sequence < last:
+                if (last is not None and msg.sequence < last) or (
+                    settled and msg.sequence < self._sequence
+                ):
                     self._restart(msg.sequence)
                 last = msg.sequence
                 if exact and msg.sequence > self._sequence:
@@ -562,7 +578,9 @@ class CloneClient(Service):
             if not self._is_data_key(msg.key):
                 self._bad()
                 continue
-            if last is not None and msg.sequence <= last:
+            if (last is not None and msg.sequence <= last) or (
+                settled and msg.sequence <= self._sequence
+            ):
                 self._restart(msg.sequence)
             last = msg.sequence
             if msg.sequence <= self._sequence:
