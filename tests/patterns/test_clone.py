@@ -782,6 +782,8 @@ def clonesrv(snapshot: str, publisher: str, seed: int) -> ChildProcess:
         snapshot,
         "--publisher",
         publisher,
+        "--collector",
+        "none",
         "--heartbeat",
         "0.1",
         "--interval",
