@@ -254,8 +254,9 @@ class CloneClient(Service):
         self._sub_options = SocketOptions() if subscriber_options is None else subscriber_options
         self._dealer_options = SocketOptions() if snapshot_options is None else snapshot_options
         self._on_event = on_event
-        # A pair's backup following its peer: told of every message it takes (private).
-        self._on_message: Callable[[KVMsg], None] | None = None
+        # A pair's passive server following its peer: told of every message it takes,
+        # and whether it came on the update stream (True) or in a snapshot (private).
+        self._on_message: Callable[[KVMsg, bool], None] | None = None
         self.stats = CloneClientStats()
         self._messages: dict[bytes, KVMsg] = {}
         self._bytes = 0
@@ -514,8 +515,8 @@ class CloneClient(Service):
         self._synced = True
         if self._on_message is not None:
             for m in self._messages.values():
-                self._on_message(m)
-            self._on_message(msg)
+                self._on_message(m, False)
+            self._on_message(msg, False)
         self._emit(CloneEvent("snapshot", msg.sequence))
 
     async def _next(self, sub: Subscriber) -> Message:
@@ -609,7 +610,7 @@ class CloneClient(Service):
         self._sequence = msg.sequence
         self.stats.updates += 1
         if self._on_message is not None:
-            self._on_message(msg)
+            self._on_message(msg, True)
         self._emit(CloneEvent("apply", msg.sequence))
 
     def _restart(self, received: int) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from transportkit._closing import Service
-from transportkit._errors import ClosedError, ProtocolError
+from transportkit._errors import ClosedError, ProtocolError, WouldBlock
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES, check_bound
@@ -69,7 +69,12 @@ class ClonePairServer(Service):
     over to it when the old active server falls silent.
 
     A passive server sends HUGZ like the Guide's, so that a client that moved to it
-    sends the snapshot request that is the failover vote. Split brain
+    sends the snapshot request that is the failover vote; and it republishes, sequence
+    numbers unchanged, each update it takes from the active peer (the Guide's passive
+    server does not), so that a client still following it (the server restarted
+    faster than the client noticed, and came back passive) stays correct: what it
+    missed shows as a gap, its snapshot request is refused, and it fails over to the
+    active server after its timeout. Split brain
     (:class:`~transportkit.patterns.binary_star.SplitBrainError`) stops the Binary Star
     task and the server stops serving snapshots.
 
@@ -197,10 +202,13 @@ class ClonePairServer(Service):
             self._pending.popitem(last=False)
             self.stats.over_limit += 1
 
-    def _mirrored(self, msg: KVMsg) -> None:
-        """A message the follower took from the active peer."""
+    def _mirrored(self, msg: KVMsg, live: bool) -> None:
+        """A message the follower took from the active peer (``live``: an update)."""
         if self._mirror is None or msg.key == KTHXBAI:
             return
+        if live:  # clients still following this server get the active one's updates
+            with contextlib.suppress(WouldBlock, ClosedError):
+                self.server._publisher.try_send(msg.encode())
         try:
             ttl = parse_ttl(msg.properties)
         except ProtocolError:
