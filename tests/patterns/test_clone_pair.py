@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from transportkit import StateError
 from transportkit.patterns import BStarState
-from transportkit.patterns.clone import CloneClient, ClonePairServer, CloneServer
+from transportkit.patterns.clone import CloneClient, ClonePairServer, CloneServer, KVMsg
 from transportkit.sim_backend import (
     Constant,
     Crash,
@@ -392,3 +392,41 @@ def test_zmq_pair_fails_over_to_the_backup_when_the_primary_closes() -> None:
 
     with ZmqNetwork(name="a") as na, ZmqNetwork(name="b") as nb, ZmqNetwork(name="c") as nc:
         asyncio.run(asyncio.wait_for(main(na, nb, nc), 30.0))
+
+
+def test_a_passive_servers_pending_list_is_bounded_and_drops_the_oldest() -> None:
+    sim = Simulation(2)
+    node, cli = sim.node("b"), sim.node("cli")
+
+    async def main() -> None:
+        # A backup alone: it never becomes active, so every update is held.
+        server = ClonePairServer(
+            node,
+            primary=False,
+            publisher="tcp://*:7001",
+            snapshot="tcp://*:7002",
+            collector="tcp://*:7003",
+            state_pub="tcp://*:7004",
+            state_sub="tcp://a:7004",
+            peer_snapshot="tcp://a:7002",
+            peer_publisher="tcp://a:7001",
+            max_pending_updates=3,
+        )
+        pub = cli.publisher(connect="tcp://b:7003")
+        async with server:
+            await asyncio.sleep(0.5)  # connected
+            for i in range(5):
+                await pub.send(KVMsg(b"KEY.%d" % i, 0, b"u%d" % i, {}, b"v").encode())
+            await pub.send([b"HUGZ", b"\0" * 8, b"", b"", b""])  # no KVSET: counted
+            await asyncio.sleep(0.5)
+            assert [m.key for m in server.pending] == [b"KEY.2", b"KEY.3", b"KEY.4"]
+            assert server.stats.held == 5 and server.stats.over_limit == 2
+            assert server.server.stats.malformed == 1
+            assert not server.active and server.state is BStarState.BACKUP
+            assert server.server.values == {}
+        pub.close()
+
+    try:
+        sim.run(main())
+    finally:
+        sim.close()
