@@ -63,7 +63,7 @@ from transportkit._errors import (
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
-from transportkit._socket import Frame, Message, Requester, Router, check_frames
+from transportkit._socket import Frame, Message, Receiver, Requester, Router, check_frames
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -321,14 +321,9 @@ class BinaryStarServer(Service):
                 if now >= next_beat:
                     await self._publish_state()
                     next_beat = now + self.heartbeat
-                sockets = (
-                    [self._state_sub]
-                    if self._frontend is None
-                    else [
-                        self._state_sub,
-                        self._frontend,
-                    ]
-                )
+                sockets: list[Receiver] = [self._state_sub]
+                if self._frontend is not None:
+                    sockets.append(self._frontend)
                 ready = await poll(sockets, next_beat - now)
                 if self._state_sub in ready:
                     await self._peer_message()
@@ -360,8 +355,9 @@ class BinaryStarServer(Service):
         """A client request arrived on the application's own voter socket: may it be
         served? Runs the state machine (a passive server whose peer has been silent
         for 2 x heartbeat fails over here) and counts a refusal in ``stats.refused``.
+        After a split brain (:attr:`fatal`) every request is refused.
         """
-        accepted = await self._fire(BStarEvent.CLIENT_REQUEST)
+        accepted = self.fatal is None and await self._fire(BStarEvent.CLIENT_REQUEST)
         if not accepted:
             self.stats.refused += 1
         return accepted

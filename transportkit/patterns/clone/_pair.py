@@ -265,8 +265,8 @@ class ClonePairServer(Service):
 
     def start(self) -> None:
         """Start the CHP server and Binary Star in background tasks. Idempotent."""
+        self.bstar.start()  # first: its peer-expiry clock starts before any vote
         self.server.start()
-        self.bstar.start()
 
     async def run(self) -> None:
         """Run until cancelled or closed."""
