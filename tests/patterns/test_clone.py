@@ -817,11 +817,15 @@ def test_a_killed_and_restarted_clone_server_is_resynced_to_its_new_state(
     assert first != second
 
     async def scenario(net: ZmqNetwork, child: ChildProcess) -> None:
+        # The server's HUGZ every 0.1 s: a restart faster than the 0.5 s timeout whose
+        # updates all went out before the client's SUB reconnected shows only as the
+        # silence past two heartbeats (CHP's HUGZ carry no sequence, no uuid).
         client = CloneClient(
             net,
             snapshot=snapshot,
             updates=publisher,
             timeout=0.5,
+            heartbeat=0.1,
         )
         async with client:
             await client.wait_for(lambda c: c.state == first, 10.0)

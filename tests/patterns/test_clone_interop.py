@@ -220,7 +220,7 @@ def test_a_client_publishes_through_a_spec_server_and_notices_its_restart(
             updates=server.endpoint(server.pub),
             collector=server.endpoint(server.collector),
             timeout=2.0,
-            heartbeat=0.05,
+            heartbeat=0.5,  # a stall (1 s) would be a resync, which the test counts
         )
 
         async def set_until_seen(key: bytes, body: bytes, ttl: float | None = None) -> None:

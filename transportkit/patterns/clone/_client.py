@@ -144,15 +144,16 @@ class CloneClient(Service):
     (CHP leaves it empty in KTHXBAI and HUGZ; the Guide's Python servers put a fresh
     random one in each): the sequence going back on the update stream (an update at or
     below one already seen on it, or a HUGZ with a non-zero sequence below it; and,
-    once the messages queued before the snapshot are read and two heartbeats have
-    passed since it, an update at or below the snapshot's sequence, or a HUGZ below
-    it), a snapshot whose sequence is lower than the client's, or a silence: the
+    once the messages queued before the snapshot are read and twice the snapshot's
+    round trip has passed (at least 10 ms, at most two heartbeats), an update at or
+    below the snapshot's sequence, or a HUGZ below it), a snapshot whose sequence is
+    lower than the client's, or a silence: the
     server speaking again after more than two ``heartbeat`` intervals of silence makes
     the client take a new snapshot (``stats.stalls``), and a silence of ``timeout``
     seconds makes it reconnect, to the next server if it has several. (This replaces
     the client's earlier rule, a HUGZ uuid other than the snapshot's meaning a new
     server, which made every HUGZ of the Guide's servers a restart.) What it cannot
-    see: a restart whose first updates arrive within two heartbeats of a snapshot and
+    see: a restart whose first updates arrive within that window after a snapshot and
     before any newer message, and whose sequences stay below the snapshot's, is taken
     for old updates (discarded) until the rule above applies; and with CHP's HUGZ
     (sequence 0) a restarted server that publishes nothing is noticed only by the
@@ -264,6 +265,7 @@ class CloneClient(Service):
         self._server_id: bytes | None = None
         self._synced = False
         self._restart_seen = False
+        self._snapshot_rtt = 0.0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -468,12 +470,14 @@ class CloneClient(Service):
         # A DEALER waits to send while it has no pipe that takes the message: with
         # ``immediate`` before the connection is made (for ever, if the server is
         # gone), or at its HWM. That wait is silence too: bounded by ``timeout``.
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeout):
                 await dealer.send([ICANHAZ, self.subtree])
         except TimeoutError:  # transportkit's Timeout (``sndtimeo``) too
             self._silence()
             raise _Resync(reopen=True, silent=True) from None
+        asked = loop.time()
         received: dict[bytes, KVMsg] = {}
         count = size = 0
         while True:
@@ -513,6 +517,7 @@ class CloneClient(Service):
         self._sequence = msg.sequence
         self._server_id = msg.uuid
         self._synced = True
+        self._snapshot_rtt = loop.time() - asked
         if self._on_message is not None:
             for m in self._messages.values():
                 self._on_message(m, False)
@@ -548,9 +553,11 @@ class CloneClient(Service):
         exact = not self.subtree
         last: int | None = None  # the highest sequence seen on the stream since the snapshot
         # Messages at or below the snapshot's sequence are old ones, published before
-        # it, while the client reads what was queued before the snapshot and for two
-        # heartbeats after it; past that they mean the server's sequence began again.
-        backlog_until = loop.time() + min(2 * self.heartbeat, self.timeout)
+        # it, while the client reads what was queued before the snapshot and for twice
+        # the snapshot's round trip after it (what was still on the way: at least 10 ms,
+        # at most two heartbeats); past that they mean the server's sequence began again.
+        window = min(max(2 * self._snapshot_rtt, 0.01), 2 * self.heartbeat, self.timeout)
+        backlog_until = loop.time() + window
         drained = False
         while True:
             frames = sub.try_recv()
