@@ -1,4 +1,4 @@
-"""Fuzz the Clone (13/CHP) server and client loops with generated frames."""
+"""Fuzz the Clone (12/CHP) server and client loops with generated frames."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def kv(
 
 
 def is_kvmsg(frames: Sequence[bytes]) -> bool:
-    """Five frames whose sequence is 8 bytes: a key-value message's framing (13/CHP)."""
+    """Five frames whose sequence is 8 bytes: a key-value message's framing (12/CHP)."""
     return len(frames) == 5 and len(frames[1]) == 8
 
 
@@ -206,7 +206,7 @@ snapshot_reply_template = update_template
 
 
 def judge_for_clone_client(frames: tuple[bytes, ...]) -> Judgement:
-    """A key-value message (13/CHP), as the client receives it on either socket."""
+    """A key-value message (12/CHP), as the client receives it on either socket."""
     if not is_kvmsg(frames) or properties_ok(frames[3]) is False:
         return INVALID  # not five frames, a sequence not 8 bytes, or no name=value lines
     # Anything well framed may make the client resync (a gap, a new server): what

@@ -1,4 +1,4 @@
-"""Clone (13/CHP): clients converge to the server's map, and never miss a gap unnoticed."""
+"""Clone (12/CHP): clients converge to the server's map, and never miss a gap unnoticed."""
 
 from __future__ import annotations
 
