@@ -394,7 +394,7 @@ class CloneCollectorServer(Server):
     """The server's collector; the hostile peer is a client's PUB sending KVSETs."""
 
     name = "clone-collector"
-    default_share = 0.5  # each example waits for a real TTL to run out
+    default_share = 0.3  # each example waits for a real TTL to run out
     faces: ClassVar[Mapping[str, Face]] = {
         "collector": Face(protocol_messages(kvset_template, TOKENS), judge_for_collector)
     }
