@@ -1,8 +1,10 @@
-"""Fuzz the Clone (13/CHP) server and client loops with generated frames."""
+"""Fuzz the Clone (12/CHP) server and client loops with generated frames."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -54,7 +56,7 @@ def kv(
 
 
 def is_kvmsg(frames: Sequence[bytes]) -> bool:
-    """Five frames whose sequence is 8 bytes: a key-value message's framing (13/CHP)."""
+    """Five frames whose sequence is 8 bytes: a key-value message's framing (12/CHP)."""
     return len(frames) == 5 and len(frames[1]) == 8
 
 
@@ -204,7 +206,7 @@ snapshot_reply_template = update_template
 
 
 def judge_for_clone_client(frames: tuple[bytes, ...]) -> Judgement:
-    """A key-value message (13/CHP), as the client receives it on either socket."""
+    """A key-value message (12/CHP), as the client receives it on either socket."""
     if not is_kvmsg(frames) or properties_ok(frames[3]) is False:
         return INVALID  # not five frames, a sequence not 8 bytes, or no name=value lines
     # Anything well framed may make the client resync (a gap, a new server): what
@@ -331,6 +333,139 @@ class CloneClientServer(Server):
         return max(super().largest_acted_on(), self.largest_state)
 
 
+# -- the server's collector: what a client's PUB sends it (KVSET, 12/CHP) ----------------
+
+COLLECTOR_KEYS = [b"KEY.1", b"KEY.2", b"", HUGZ, KTHXBAI, ICANHAZ, b"\x00"]
+COLLECTOR_PROPS = [
+    b"",
+    b"ttl=1\n",
+    b"ttl=0\n",
+    b"ttl=0.25\n",
+    b"ttl=86401\n",
+    b"ttl=-1\n",
+    b"ttl=nan\n",
+    b"ttl=inf\n",
+    b"ttl=1e3\n",
+    b"ttl= 1\n",
+    b"ttl=soon\n",
+    b"ttl=1\nttl=2\n",
+    b"a=b\n",
+    b"a=b",
+    b"noequals\n",
+    b"\xff=1\n",
+]
+kvset_template = st.builds(
+    kv,
+    st.sampled_from(COLLECTOR_KEYS),
+    st.sampled_from([0, 1, 2**64 - 1]),
+    st.sampled_from([b"", b"u" * 16, b"x"]),
+    st.sampled_from(COLLECTOR_PROPS),
+    st.sampled_from([b"v", b""]),
+)
+_PLAIN_TTL = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def judge_for_collector(frames: tuple[bytes, ...]) -> Judgement:
+    """A KVSET: five frames, an 8-byte sequence, a non-empty key that is no command,
+    ``name=value<newline>`` properties, a ``ttl`` of seconds (at most a day here)."""
+    if not is_kvmsg(frames) or frames[0] in (b"", HUGZ, KTHXBAI, ICANHAZ):
+        return INVALID
+    props = frames[3]
+    if properties_ok(props) is not True or (props and not props.endswith(b"\n")):
+        return INVALID
+    lines = props.decode().split("\n")[:-1] if props else []
+    names = [line.partition("=")[0] for line in lines]
+    if len(set(names)) != len(names):
+        return UNKNOWN  # CHP does not say whether a property may come twice
+    ttls = [line.partition("=")[2] for line in lines if line.partition("=")[0] == "ttl"]
+    if ttls:
+        if not _PLAIN_TTL.fullmatch(ttls[0]):
+            try:
+                float(ttls[0])
+            except ValueError:
+                return INVALID  # not a number of seconds at all
+            return UNKNOWN  # a spelling CHP does not settle ("1e3", " 1", "-1", "inf")
+        if float(ttls[0]) > 86_400:
+            return UNKNOWN  # past the documented max_ttl: refused by a bound
+    return Judgement(Verdict.VALID)
+
+
+class CloneCollectorServer(Server):
+    """The server's collector; the hostile peer is a client's PUB sending KVSETs."""
+
+    name = "clone-collector"
+    default_share = 0.3  # each example waits for a real TTL to run out
+    faces: ClassVar[Mapping[str, Face]] = {
+        "collector": Face(protocol_messages(kvset_template, TOKENS), judge_for_collector)
+    }
+
+    async def start(self) -> None:
+        self.server = CloneServer(
+            self.server_net,
+            publisher=self.h.endpoint(),
+            snapshot=self.h.endpoint(),
+            collector=self.h.endpoint(),
+            heartbeat=HEARTBEAT,
+        )
+        self.closing(self.server.close)
+        self.task = self.spawn(self.server.run(), "server")
+        assert self.server.collector_endpoint
+        self.hostile = self.peer(
+            self.hostile_net.publisher(connect=self.server.collector_endpoint), "hostile PUB"
+        )
+        self.probes = 0
+        await self._probe()
+
+    async def _probe(self) -> None:
+        """A valid KVSET of a fresh key, resent until the server has it: everything the
+        hostile PUB sent before it was processed (one pipe, in order)."""
+        self.probes += 1
+        key = b"PROBE.%d" % self.probes
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timing.barrier
+        while key not in self.server.values:
+            assert loop.time() < deadline, f"{self.name}: the probe {key!r} never landed"
+            await self.hostile.send(kv(key, 0, b"", b"", b"probe"))
+            await asyncio.sleep(self.timing.resend)
+
+    async def send(self, face: str, frames: Sequence[bytes]) -> None:
+        await self.hostile.send(frames)
+
+    async def serve_check(self) -> None:
+        """A well-behaved client's update is sequenced and republished; its TTL runs out."""
+        assert self.server.snapshot_endpoint and self.server.publisher_endpoint
+        client = CloneClient(
+            self.good_net,
+            snapshot=self.server.snapshot_endpoint,
+            updates=self.server.publisher_endpoint,
+            collector=self.server.collector_endpoint,
+            timeout=CLIENT_TIMEOUT,
+        )
+        self.closing(client.close)
+        self.spawn(client.run(), "good-client")
+        try:
+            await client.wait_for(lambda c: c.synced, 60)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while client.state.get(b"GOOD") != b"good":
+                assert loop.time() < deadline, f"{self.name}: the good update never landed"
+                await client.set(b"GOOD", b"good", ttl=0.1)
+                with contextlib.suppress(Timeout):
+                    await client.wait_for(lambda c: c.state.get(b"GOOD") == b"good", 0.2)
+            await client.wait_for(lambda c: b"GOOD" not in c.state, 60)
+        except Timeout as exc:
+            raise AssertionError(f"{self.name}: the well-behaved client: {exc}") from exc
+
+    async def barrier(self) -> None:
+        await self._probe()
+
+    def bad_input(self) -> int | None:
+        return bad_input_of(self.server)
+
+    def server_tasks(self) -> list[asyncio.Task[Any]]:
+        return [self.task]
+
+
 # -- the tests ----------------------------------------------------------------------------
 
 # Shrunk inputs of bugs found on the code these tests were first written against (all
@@ -339,10 +474,23 @@ SERVER_BUGS = [
     case(*[("dealer", [ICANHAZ, b""])] * 3),  # a slow client blocks the snapshot loop
     case(("dealer", [ICANHAZ, big()])),  # no size bound: answered
 ]
-CLIENT_BUGS = [case(("updates", kv(b"KEY.1", FIRST_SEQUENCE + 1, body=big(b"v"))))]
+CLIENT_BUGS = [
+    case(("updates", kv(b"KEY.1", FIRST_SEQUENCE + 1, body=big(b"v")))),
+    # A snapshot at the top sequence, then a new server far below it that publishes
+    # nothing: only the HUGZ sequences below the snapshot's, past the backlog, show it.
+    case(
+        ("snapshot", kv(KTHXBAI, 2**64 - 1, b"", b"", b"")),
+        ("updates", kv(b"KEY.1", 2**63, b"", b"", b"v")),
+    ),
+]
+COLLECTOR_BUGS = [  # first examples written by hand for the collector's bad input
+    case(("collector", kv(HUGZ, 0, b"", b"", b"v")), ("collector", kv(b"K", 0, b"", b"ttl=x\n"))),
+    case(("collector", kv(b"K", 0, b"", b"ttl=nan\n", b"v"))),
+]
 
 
 test_clone_survives_and_counts_bad_input, test_clone_long_run = fuzz_tests(
     (CloneServerServer, SERVER_BUGS),
     (CloneClientServer, CLIENT_BUGS),
+    (CloneCollectorServer, COLLECTOR_BUGS),
 )

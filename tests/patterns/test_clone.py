@@ -1,4 +1,4 @@
-"""Clone (13/CHP): clients converge to the server's map, and never miss a gap unnoticed."""
+"""Clone (12/CHP): clients converge to the server's map, and never miss a gap unnoticed."""
 
 from __future__ import annotations
 
@@ -171,6 +171,7 @@ class Cluster:
             heartbeat=HEARTBEAT,
             publisher_options=SocketOptions(sndhwm=self.sndhwm),
             instance_id=b"run-%d" % node.crashes,
+            extensions=True,  # HUGZ carry the sequence: tail losses show
         )
         self.server = server
         async with server:
@@ -781,6 +782,8 @@ def clonesrv(snapshot: str, publisher: str, seed: int) -> ChildProcess:
         snapshot,
         "--publisher",
         publisher,
+        "--collector",
+        "none",
         "--heartbeat",
         "0.1",
         "--interval",
@@ -814,15 +817,18 @@ def test_a_killed_and_restarted_clone_server_is_resynced_to_its_new_state(
     assert first != second
 
     async def scenario(net: ZmqNetwork, child: ChildProcess) -> None:
+        # The server's HUGZ every 0.1 s: a restart faster than the 0.5 s timeout whose
+        # updates all went out before the client's SUB reconnected shows only as the
+        # silence past two heartbeats (CHP's HUGZ carry no sequence, no uuid).
         client = CloneClient(
             net,
             snapshot=snapshot,
             updates=publisher,
             timeout=0.5,
+            heartbeat=0.1,
         )
         async with client:
             await client.wait_for(lambda c: c.state == first, 10.0)
-            server_id = client.server_id
             child.kill()  # SIGKILL: no goodbye
             replacement = clonesrv(snapshot, publisher, seed=2)
             await asyncio.to_thread(replacement.start)
@@ -830,9 +836,78 @@ def test_a_killed_and_restarted_clone_server_is_resynced_to_its_new_state(
                 await client.wait_for(lambda c: c.state == second, 10.0)
             finally:
                 replacement.kill()
-            assert client.server_id != server_id
-            assert client.stats.restarts + client.stats.timeouts >= 1
+            # CHP's uuid frames are empty: the restart shows as silence or the sequence
+            # going back, never as a new server id.
+            assert client.server_id == b""
+            assert client.stats.restarts + client.stats.timeouts + client.stats.stalls >= 1
             assert client.stats.resyncs >= 1
 
     with ZmqNetwork(name="clonecli") as net, clonesrv(snapshot, publisher, seed=1) as child:
         asyncio.run(asyncio.wait_for(scenario(net, child), 30.0))
+
+
+# -- restart detection by what CHP allows (no uuid frames) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extensions", "publish_after_restart", "heartbeat", "late", "signal"),
+    [
+        (False, False, 0.2, True, "stalls"),  # CHP HUGZ: silence past two heartbeats
+        (True, False, 10.0, True, "restarts"),  # a HUGZ whose sequence went back
+        (False, True, 10.0, True, "restarts"),  # an update whose sequence went back
+        # Nothing seen on the stream since the snapshot: an update at or below the
+        # snapshot's sequence, long after it, is no old one.
+        (False, True, 1.0, False, "restarts"),
+    ],
+)
+def test_a_quickly_restarted_server_is_noticed_without_uuids(
+    extensions: bool, publish_after_restart: bool, heartbeat: float, late: bool, signal: str
+) -> None:
+    # The server restarts within 0.3 s, far below the client's 5 s timeout, with empty
+    # uuid frames (CHP's): the client must see it by the sequence or by the silence.
+    sim = Simulation(5, latency=Constant(1e-3))
+    clients: list[CloneClient] = []
+
+    async def serve(node: Node) -> None:
+        server = CloneServer(
+            node,
+            publisher="tcp://*:7001",
+            snapshot="tcp://*:7002",
+            heartbeat=0.1,
+            extensions=extensions,
+        )
+        generation = b"%d" % node.crashes
+        if not node.crashes:
+            for i in range(5):
+                await server.set(b"KEY.%d" % i, b"first")
+        async with server:
+            if node.crashes and publish_after_restart:
+                await asyncio.sleep(0.5)  # the client's SUB is back by then
+            await server.set(b"GEN", generation)
+            if late and not node.crashes:  # an update seen on the stream, not in a snapshot
+                await asyncio.sleep(1.0)
+                await server.set(b"LATE", b"first")
+            await asyncio.Event().wait()
+
+    async def follow(node: Node) -> None:
+        client = CloneClient(
+            node, snapshot="tcp://srv:7002", updates="tcp://srv:7001", heartbeat=heartbeat
+        )
+        clients.append(client)
+        async with client:
+            await asyncio.Event().wait()
+
+    sim.node("srv", main=serve)
+    sim.node("cli", main=follow)
+    schedule_faults(sim, [(2.0, Crash("srv")), (2.3, Restart("srv"))])
+    try:
+        sim.run(asyncio.sleep(1.9))
+        (client,) = clients
+        assert client.synced and client.state[b"GEN"] == b"0" and client.sequence == 6 + late
+        sim.run(asyncio.sleep(4.0))
+        assert client.synced and client.state == {b"GEN": b"1"}, client.stats
+        assert getattr(client.stats, signal) >= 1, client.stats
+        assert client.stats.timeouts == 0, client.stats
+        assert client.server_id == b""
+    finally:
+        sim.close()

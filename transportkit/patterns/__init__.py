@@ -13,7 +13,8 @@ Paranoid Pirate        :mod:`.paranoid_pirate`             ParanoidPirateQueue/W
 Majordomo (7/MDP)      :mod:`.majordomo`                   MajordomoBroker/Client/Worker,
                                                            AsyncMajordomoClient
 Titanic (9/TSP)        :mod:`.titanic`                     Titanic, TitanicClient
-Clone (13/CHP)         :mod:`.clone`                       CloneServer, CloneClient
+Clone (12/CHP)         :mod:`.clone`                       CloneServer, CloneClient,
+                                                           ClonePairServer
 Binary Star            :mod:`.binary_star`                 BinaryStarServer/Client
 Freelance (10/FLP)     :mod:`.freelance`                   FreelanceClient/Server
 Conflation, LVC        :mod:`.conflation`                  ConflatingSubscriber,
@@ -25,7 +26,7 @@ Suicidal Snail                                             HeartbeatPublisher,
 """
 
 from transportkit.patterns.binary_star import BinaryStarClient, BinaryStarServer, BStarState
-from transportkit.patterns.clone import CloneClient, CloneServer, KVMsg
+from transportkit.patterns.clone import CloneClient, ClonePairServer, CloneServer, KVMsg
 from transportkit.patterns.conflation import (
     ConflatingSubscriber,
     LastValueCache,
@@ -67,6 +68,7 @@ __all__ = [
     "BinaryStarClient",
     "BinaryStarServer",
     "CloneClient",
+    "ClonePairServer",
     "CloneServer",
     "ConflatingSubscriber",
     "FreelanceClient",

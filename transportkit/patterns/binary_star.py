@@ -63,7 +63,7 @@ from transportkit._errors import (
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
-from transportkit._socket import Frame, Message, Requester, check_frames
+from transportkit._socket import Frame, Message, Receiver, Requester, Router, check_frames
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -218,7 +218,10 @@ class BinaryStarServer(Service):
     Args:
         network: Where to make the sockets.
         primary: True for the primary, False for the backup.
-        frontend: Endpoint(s) the client-facing ROUTER binds.
+        frontend: Endpoint(s) the client-facing ROUTER binds; None: no front end, the
+            application has its own voter socket and calls :meth:`vote` for each
+            client request on it (the Clone server pair does, with CHP's snapshot
+            ROUTER).
         state_pub: Endpoint(s) this server publishes its state on.
         state_sub: The peer's state endpoint (connected).
         handler: Turns a request into a reply (default: echo). If it raises
@@ -246,7 +249,7 @@ class BinaryStarServer(Service):
         network: Network,
         *,
         primary: bool,
-        frontend: str | Iterable[str],
+        frontend: str | Iterable[str] | None,
         state_pub: str | Iterable[str],
         state_sub: str,
         handler: Handler | None = None,
@@ -268,7 +271,9 @@ class BinaryStarServer(Service):
         self._peer_expiry = -math.inf
         frontend_options = bounded_options(options, self.max_message_bytes)
         check_finite_hwm(frontend_options, "BinaryStarServer front end", "sndhwm", "rcvhwm")
-        self._frontend = network.router(bind=frontend, options=frontend_options)
+        self._frontend = (
+            None if frontend is None else network.router(bind=frontend, options=frontend_options)
+        )
         try:
             self._state_pub = network.publisher(bind=state_pub)
             try:
@@ -277,9 +282,10 @@ class BinaryStarServer(Service):
                 self._state_pub.close()
                 raise
         except BaseException:
-            self._frontend.close()
+            if self._frontend is not None:
+                self._frontend.close()
             raise
-        self.frontend_endpoint = self._frontend.last_endpoint
+        self.frontend_endpoint = None if self._frontend is None else self._frontend.last_endpoint
         self.state_endpoint = self._state_pub.last_endpoint
 
     @property
@@ -315,11 +321,14 @@ class BinaryStarServer(Service):
                 if now >= next_beat:
                     await self._publish_state()
                     next_beat = now + self.heartbeat
-                ready = await poll([self._state_sub, self._frontend], next_beat - now)
+                sockets: list[Receiver] = [self._state_sub]
+                if self._frontend is not None:
+                    sockets.append(self._frontend)
+                ready = await poll(sockets, next_beat - now)
                 if self._state_sub in ready:
                     await self._peer_message()
-                if self._frontend in ready:
-                    await self._client_message()
+                if self._frontend is not None and self._frontend in ready:
+                    await self._client_message(self._frontend)
         except ClosedError:
             return
         except SplitBrainError as exc:
@@ -342,8 +351,19 @@ class BinaryStarServer(Service):
         self._peer_expiry = asyncio.get_running_loop().time() + 2 * self.heartbeat
         await self._fire(event)
 
-    async def _client_message(self) -> None:
-        msg = self._frontend.try_recv()
+    async def vote(self) -> bool:
+        """A client request arrived on the application's own voter socket: may it be
+        served? Runs the state machine (a passive server whose peer has been silent
+        for 2 x heartbeat fails over here) and counts a refusal in ``stats.refused``.
+        After a split brain (:attr:`fatal`) every request is refused.
+        """
+        accepted = self.fatal is None and await self._fire(BStarEvent.CLIENT_REQUEST)
+        if not accepted:
+            self.stats.refused += 1
+        return accepted
+
+    async def _client_message(self, frontend: Router) -> None:
+        msg = frontend.try_recv()
         if msg is None:
             return
         if too_large(msg[1:], self.max_message_bytes):
@@ -363,7 +383,7 @@ class BinaryStarServer(Service):
         try:
             # A ROUTER never waits (it drops at a peer's HWM) unless router_mandatory
             # is set; then a full or vanished client must not hold up the others.
-            self._frontend.try_send([msg[0], b"", *reply])
+            frontend.try_send([msg[0], b"", *reply])
         except (BrokenPeerError, WouldBlock):
             self.stats.unsent += 1
             return
@@ -396,7 +416,8 @@ class BinaryStarServer(Service):
         """Stop serving and close the sockets. Idempotent."""
         task, self._task = self._task, None
         for sock in (self._frontend, self._state_pub, self._state_sub):
-            sock.close()
+            if sock is not None:
+                sock.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SplitBrainError):

@@ -658,7 +658,7 @@ COMPONENTS: dict[str, ComponentKind] = {
         _parse_worker, _run_worker, "Paranoid Pirate worker processing orders of `stream`"
     ),
     "clone_server": ComponentKind(
-        _parse_clone_server, _run_clone_server, "Clone (13/CHP) server of MARKET.<symbol> values"
+        _parse_clone_server, _run_clone_server, "Clone (12/CHP) server of MARKET.<symbol> values"
     ),
     "clone_client": ComponentKind(
         _parse_clone_client, _run_clone_client, "Clone client: snapshot, updates, gap resync"

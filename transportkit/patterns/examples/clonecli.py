@@ -2,8 +2,14 @@
 
 Run ``python -m transportkit.patterns.examples.clonecli`` next to ``clonesrv``. It
 subscribes, takes a snapshot, applies updates in sequence order and resynchronises on
-any gap or server silence, printing what it does; on exit (``--duration`` elapsed) it
-prints ``DONE`` with its counters and one ``KEY <key> <last price>`` line per key.
+any gap, restart or server silence, printing what it does; on exit (``--duration``
+elapsed) it prints ``DONE`` with its counters and one ``KEY <key> <value>`` line per
+key (the last price, for ``MARKET.`` keys).
+
+``--backup SNAPSHOT,UPDATES`` adds a second server to fail over to (the Guide's
+model 6 client, next to ``clonesrv --pair``); ``--collector`` (repeatable) names the
+servers' collectors, and ``--set KEY=VALUE`` (repeatable, with ``--ttl``) publishes
+updates to them once synced.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
 from collections.abc import Sequence
 
@@ -23,13 +30,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m transportkit.patterns.examples.clonecli",
-        description="Clone (13/CHP) client mirroring a market-data last-value cache.",
+        description="Clone (12/CHP) client mirroring a market-data last-value cache.",
     )
     parser.add_argument(
         "--snapshot", default="tcp://127.0.0.1:5556", help="server ROUTER (%(default)s)"
     )
     parser.add_argument(
         "--updates", default="tcp://127.0.0.1:5557", help="server PUB (%(default)s)"
+    )
+    parser.add_argument(
+        "--backup",
+        action="append",
+        default=[],
+        metavar="SNAPSHOT,UPDATES",
+        help="another server to fail over to (repeatable)",
+    )
+    parser.add_argument(
+        "--collector", action="append", default=[], help="a server's collector (repeatable)"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="publish an update"
+    )
+    parser.add_argument("--ttl", type=float, help="seconds the --set values live")
+    parser.add_argument(
+        "--heartbeat", type=float, default=1.0, help="the servers' HUGZ interval (%(default)s)"
     )
     parser.add_argument("--subtree", default="", help="key prefix to follow (default: all)")
     parser.add_argument(
@@ -50,21 +74,50 @@ async def follow(args: argparse.Namespace) -> int:
         print(f"{event.kind.upper()} sequence={event.sequence}{extra}", flush=True)
 
     with ZmqNetwork(name="clonecli") as net:
+        backups = [tuple(b.split(",", 1)) for b in args.backup]
+        if any(len(b) != 2 for b in backups):
+            print("--backup takes SNAPSHOT,UPDATES", file=sys.stderr)
+            return 2
         client = CloneClient(
             net,
             snapshot=args.snapshot,
             updates=args.updates,
+            backups=[(b[0], b[1]) for b in backups],
+            collector=args.collector or None,
             subtree=args.subtree.encode(),
             timeout=args.timeout,
+            heartbeat=args.heartbeat,
             on_event=report,
         )
+
+        async def publish() -> None:
+            await client.wait_for(lambda c: c.synced, math.inf)
+            await asyncio.sleep(0.2)  # the collector PUB connects meanwhile
+            for item in args.set:
+                key, _, value = item.partition("=")
+                uid = await client.set(key.encode(), value.encode(), ttl=args.ttl)
+                print(f"SET {key} uuid={uid.hex()}", flush=True)
+
         async with client:
+            setter = asyncio.ensure_future(publish()) if args.set else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.Event().wait(), args.duration)
+            if setter is not None:
+                setter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await setter
         print(f"DONE sequence={client.sequence} {client.stats}", flush=True)
         for key, body in sorted(client.state.items()):
-            print(f"KEY {key.decode(errors='replace')} {MarketData.FromString(body).last}")
+            print(f"KEY {key.decode(errors='replace')} {_show(key, body)}")
     return 0
+
+
+def _show(key: bytes, body: bytes) -> str:
+    """A ``MARKET.`` value's last price; anything else as text."""
+    if key.startswith(b"MARKET."):
+        with contextlib.suppress(Exception):
+            return str(MarketData.FromString(body).last)
+    return body.decode(errors="replace")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

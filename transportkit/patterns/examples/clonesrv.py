@@ -1,11 +1,19 @@
-"""Clone server (the Guide's ``clonesrv``): a market-data last-value cache over 13/CHP.
+"""Clone server (the Guide's ``clonesrv5``/``clonesrv6``): a market-data last-value cache
+over 12/CHP.
 
 Run ``python -m transportkit.patterns.examples.clonesrv`` next to ``clonecli``. It keeps
 ``MARKET.<symbol>`` -> serialized ``MarketData``, publishes every change with the next
-sequence number, serves snapshots and sends HUGZ every ``--heartbeat`` seconds. The
-updates are a deterministic function of ``--seed`` (see :func:`market_updates`), so a
-test can tell which state a client should end up with. It prints
-``READY <snapshot endpoint> <publisher endpoint>`` once bound.
+sequence number, serves snapshots and sends HUGZ every ``--heartbeat`` seconds; its
+collector (``--collector``, CHP's port P + 2) takes the updates clients publish, with
+their ``ttl``. The updates are a deterministic function of ``--seed`` (see
+:func:`market_updates`), so a test can tell which state a client should end up with;
+``--count 0`` publishes none. It prints ``READY <snapshot endpoint> <publisher
+endpoint>`` once bound.
+
+``--pair primary`` or ``--pair backup`` runs one server of the Binary Star pair (model
+6) on the Guide's ports: the primary on 5556-5558 with its Binary Star state on 5003,
+the backup on 5566-5568 and 5004, each following the other on ``localhost``. Only the
+active one publishes the generated updates.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from transportkit import SocketOptions
-from transportkit.patterns.clone import CloneServer
+from transportkit.patterns.clone import ClonePairServer, CloneServer
 from transportkit.trading import MarketData
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -54,10 +62,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m transportkit.patterns.examples.clonesrv",
-        description="Clone (13/CHP) server publishing a market-data last-value cache.",
+        description="Clone (12/CHP) server publishing a market-data last-value cache.",
     )
-    parser.add_argument("--snapshot", default="tcp://*:5556", help="ROUTER endpoint (%(default)s)")
-    parser.add_argument("--publisher", default="tcp://*:5557", help="PUB endpoint (%(default)s)")
+    parser.add_argument("--snapshot", help="ROUTER endpoint (tcp://*:5556; backup: 5566)")
+    parser.add_argument("--publisher", help="PUB endpoint (tcp://*:5557; backup: 5567)")
+    parser.add_argument(
+        "--collector", help="collector SUB endpoint, or 'none' (tcp://*:5558; backup: 5568)"
+    )
+    parser.add_argument(
+        "--pair", choices=("primary", "backup"), help="run one server of a Binary Star pair"
+    )
+    parser.add_argument(
+        "--extensions",
+        action="store_true",
+        help="HUGZ carry the sequence, KTHXBAI a count (transportkit's opt-in extensions)",
+    )
     parser.add_argument(
         "--heartbeat", type=float, default=1.0, help="seconds between HUGZ (%(default)s)"
     )
@@ -77,25 +96,59 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _port(args: argparse.Namespace, given: str | None, offset: int) -> str:
+    base = 5566 if args.pair == "backup" else 5556
+    return given or f"tcp://*:{base + offset}"
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Bind, announce READY, publish updates, then keep serving until killed."""
     symbols = [s for s in args.symbols.split(",") if s]
+    snapshot = _port(args, args.snapshot, 0)
+    publisher = _port(args, args.publisher, 1)
+    collector = None if args.collector == "none" else _port(args, args.collector, 2)
     with ZmqNetwork(name="clonesrv") as net:
-        server = CloneServer(
-            net,
-            publisher=args.publisher,
-            snapshot=args.snapshot,
-            heartbeat=args.heartbeat,
-            publisher_options=SocketOptions(sndhwm=args.sndhwm),
-        )
-        async with server:
+        pair: ClonePairServer | None = None
+        if args.pair is None:
+            server = CloneServer(
+                net,
+                publisher=publisher,
+                snapshot=snapshot,
+                collector=collector,
+                heartbeat=args.heartbeat,
+                extensions=args.extensions,
+                publisher_options=SocketOptions(sndhwm=args.sndhwm),
+            )
+        else:
+            primary = args.pair == "primary"
+            peer = 5566 if primary else 5556
+            pair = ClonePairServer(
+                net,
+                primary=primary,
+                publisher=publisher,
+                snapshot=snapshot,
+                collector=collector or _port(args, None, 2),
+                state_pub="tcp://*:5003" if primary else "tcp://*:5004",
+                state_sub="tcp://localhost:5004" if primary else "tcp://localhost:5003",
+                peer_snapshot=f"tcp://localhost:{peer}",
+                peer_publisher=f"tcp://localhost:{peer + 1}",
+                heartbeat=args.heartbeat,
+                extensions=args.extensions,
+                publisher_options=SocketOptions(sndhwm=args.sndhwm),
+            )
+            server = pair.server
+        async with pair or server:
             print(f"READY {server.snapshot_endpoint} {server.publisher_endpoint}", flush=True)
-            for n, (key, body) in enumerate(market_updates(args.seed, symbols), start=1):
-                await server.set(key, body)
-                if args.count is not None and n >= args.count:
-                    print(f"PUBLISHED {n} sequence={server.sequence}", flush=True)
-                    break
+            n = 0
+            updates = market_updates(args.seed, symbols)
+            while args.count is None or n < args.count:
                 await asyncio.sleep(args.interval)
+                if pair is not None and not pair.active:
+                    continue  # a passive server follows its peer
+                key, body = next(updates)
+                await server.set(key, body)
+                n += 1
+            print(f"PUBLISHED {n} sequence={server.sequence}", flush=True)
             await asyncio.Event().wait()
     return 0
 
