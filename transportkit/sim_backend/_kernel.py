@@ -11,10 +11,10 @@ messages past the receiver's RCVHWM occupy, each charged :func:`charge` bytes of
 until the receiver reads and the oldest of them moves into its pipe. The first message
 past the HWM always fits (the decoder's pending message, or one larger than the whole
 buffer, which the kernel takes in part); tcp, which checks its memory before each
-write, admits messages while the budget is not used up. It also models libzmq's pipe notifications
-(``pipe.cpp``): the reader tells the writer about what it read only every
-:func:`low_water_mark` messages, so a sending socket sees its pipe full up to that many
-messages early.
+write, admits messages while the budget is not used up. It also models libzmq's pipe
+notifications (``pipe.cpp``): the reader tells the writer about what it read only
+every :func:`low_water_mark` messages, so a sending socket sees its pipe full up to
+that many messages early.
 
 What the model cannot know, and the tolerance it states: the ratio of the sim's count
 to the median of the real ones (three runs each, measured on Linux 6.x with libzmq
@@ -27,10 +27,11 @@ to the median of the real ones (three runs each, measured on Linux 6.x with libz
 - how many messages share one kernel write: libzmq's I/O thread writes whatever the
   pipe holds when it runs (up to an 8 KiB batch, ``out_batch_size``), which depends on
   how fast the sending thread runs against it. The sim charges each message as
-  written alone, which is exact for messages of 8 KiB and more and for SNDHWM 1; real
-  ipc at larger HWMs packs several small messages into each write and holds up to
-  about four times as many, or (1 KiB at HWM 10) about half: 0.2 to 2.2 for
-  messages under 8 KiB at HWMs above 1.
+  written alone, which is what happens to messages of 8 KiB and more and at SNDHWM 1
+  (there the counts agree to a message or two, or within the tolerance below); real
+  ipc at larger HWMs packs several small messages into each write and held up to
+  about eight times as many (10 B at HWM 100, on a loaded machine), or (1 KiB at
+  HWM 10) about half: 0.1 to 2.2 for messages under 8 KiB at HWMs above 1.
 - everything else (the kernel's exact per-skb accounting, tcp's coalescing): 0.7 to
   1.6.
 - a PUB does not wait for room: a real one delivers what libzmq's I/O thread moved
