@@ -104,6 +104,18 @@ class SocketOptions:
             not starting with a zero byte (those are reserved for generated ids).
         req_relaxed: A REQ may send a new request before the reply to the last one.
         req_correlate: A REQ tags requests with an id and drops replies that do not match.
+        sndbuf: ZMQ_SNDBUF: the kernel send buffer (SO_SNDBUF) in bytes of each tcp
+            connection, or None (the default) for the OS default. libzmq applies it to
+            tcp sockets only: ipc and inproc ignore it. Linux doubles the value for its
+            bookkeeping, caps it at ``net.core.wmem_max`` and turns the send buffer's
+            autotuning off for that socket (by default it grows up to
+            ``net.ipv4.tcp_wmem``'s maximum, 4 MiB). 0 asks for the kernel's minimum.
+            The sim backend models these buffers (README, "Kernel socket buffers"):
+            on tcp a bigger buffer lets more messages wait beyond the two HWMs.
+        rcvbuf: ZMQ_RCVBUF: the kernel receive buffer (SO_RCVBUF) in bytes of each tcp
+            connection, or None for the OS default (``net.ipv4.tcp_rmem``'s default,
+            128 KiB, autotuned). The same rules as ``sndbuf``: tcp only, doubled,
+            capped at ``net.core.rmem_max``, 0 for the minimum.
         tcp_nodelay: Always True. libzmq sets TCP_NODELAY on every TCP connection and
             offers no way to clear it; this field exists so that asking for False
             fails loudly instead of being silently ignored.
@@ -131,6 +143,8 @@ class SocketOptions:
     req_relaxed: bool = False
     req_correlate: bool = False
     tcp_nodelay: bool = True
+    sndbuf: int | None = None
+    rcvbuf: int | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -141,6 +155,10 @@ class SocketOptions:
                 raise OptionError(
                     f"option {f.name!r} must be a bool, got {type(value).__name__} {value!r}"
                 )
+        for name in ("sndbuf", "rcvbuf"):
+            size = getattr(self, name)
+            if size is not None:
+                _check_int(name, size, 0)
         if self.tcp_keepalive not in (-1, 0, 1):
             raise OptionError(
                 f"option 'tcp_keepalive' must be -1 (OS default), 0 or 1, got {self.tcp_keepalive}"

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from transportkit import SocketOptions, Timeout
 from transportkit.patterns import LastValueCache, LastValueSubscriber
+from transportkit.sim_backend._kernel import capacity, wire_bytes
 
 pytestmark = TIMEOUT
 
@@ -87,7 +88,11 @@ class LastValueCacheServer(Server):
     async def start(self) -> None:
         # Enough topics that three snapshots overflow a slow client's pipe in the simulator.
         self.bulk = 600 if self.sim else 20
-        self.held_bound = DEFAULT_SNDHWM + HOSTILE_RCVHWM + self.bulk + 1
+        # The kernel's smallest tcp buffers between the cache and the hostile peer
+        # (6,912 bytes), which hold some messages of the smallest snapshot reply too.
+        buffers = SocketOptions(sndbuf=0, rcvbuf=0)
+        in_kernel = capacity("tcp", 0, 0) // wire_bytes([b"BULK.0", b"value"]) + 1
+        self.held_bound = DEFAULT_SNDHWM + HOSTILE_RCVHWM + in_kernel + self.bulk + 1
         self.upstream = self.peer(
             self.hostile_net.publisher(bind=self.h.endpoint()), "hostile upstream PUB"
         )
@@ -96,6 +101,7 @@ class LastValueCacheServer(Server):
             upstream=self.upstream.sock.last_endpoint,
             downstream=self.h.endpoint(),
             snapshots=self.h.endpoint(),
+            options=buffers,
         )
         self.closing(self.lvc.close)
         self.task = self.spawn(self.lvc.run(), "cache")
@@ -114,7 +120,7 @@ class LastValueCacheServer(Server):
         for i in range(self.bulk):
             await self.upstream.send([b"BULK.%d" % i, b"value"])
         await eventually(lambda: len(self.lvc.values) == self.bulk + 1, 3.0, "bulk cached")
-        options = SocketOptions(routing_id=b"hostile", rcvhwm=HOSTILE_RCVHWM)
+        options = buffers.replace(routing_id=b"hostile", rcvhwm=HOSTILE_RCVHWM)
         self.hostile = self.peer(
             self.hostile_net.dealer(connect=self.snapshots, options=options),
             "hostile snapshot DEALER",

@@ -153,7 +153,8 @@ class Cluster:
         rcvhwm: int = 4,
         latency: float = 1e-3,
     ) -> None:
-        self.sim = Simulation(seed, latency=Constant(latency))
+        # The HWMs alone decide: tcp's kernel buffers (megabytes on Linux) are off.
+        self.sim = Simulation(seed, latency=Constant(latency), kernel_buffers=False)
         self.server: CloneServer | None = None
         self.client: CloneClient | None = None
         self.events: list[list[CloneEvent]] = []
@@ -545,7 +546,8 @@ class SnapshotRig:
     """A Clone server with ``keys`` keys, peers that never read, and a good client."""
 
     def __init__(self, keys: int, *, latency: float = 1e-3, **server_kwargs: object) -> None:
-        self.sim = Simulation(seed=5, latency=Constant(latency))
+        # The HWMs alone decide: tcp's kernel buffers (megabytes on Linux) are off.
+        self.sim = Simulation(seed=5, latency=Constant(latency), kernel_buffers=False)
         self.srv = self.sim.node("srv")
         self.keys = keys
         self.server_kwargs = server_kwargs

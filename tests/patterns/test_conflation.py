@@ -403,7 +403,8 @@ class LvcRig:
     """A publisher, a last-value cache and room for subscribers, on the sim."""
 
     def __init__(self, *, latency: float = 1e-3, **cache_kwargs: object) -> None:
-        self.sim = Simulation(3, latency=Constant(latency))
+        # The HWMs alone decide: tcp's kernel buffers (megabytes on Linux) are off.
+        self.sim = Simulation(3, latency=Constant(latency), kernel_buffers=False)
         self.pub_node, self.lvc_node = self.sim.node("pub"), self.sim.node("lvc")
         self.cache_kwargs = cache_kwargs
 

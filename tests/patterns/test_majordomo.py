@@ -839,7 +839,8 @@ def test_with_router_mandatory_a_reply_to_a_vanished_client_is_dropped_and_count
 def test_with_router_mandatory_a_worker_that_never_reads_neither_wedges_nor_ends_the_broker(
     sndtimeo: int,
 ) -> None:
-    sim = Simulation(seed=1, latency=Constant(0.001))
+    # The HWMs alone decide: tcp's kernel buffers (megabytes on Linux) are off.
+    sim = Simulation(seed=1, latency=Constant(0.001), kernel_buffers=False)
     interval = 0.1
 
     async def main() -> None:
@@ -873,7 +874,8 @@ def test_with_router_mandatory_a_worker_that_never_reads_neither_wedges_nor_ends
 
 
 def test_a_worker_whose_broker_stops_reading_still_notices_the_silence_and_reconnects() -> None:
-    sim = Simulation(seed=1, latency=Constant(0.001))
+    # The HWMs alone decide: tcp's kernel buffers (megabytes on Linux) are off.
+    sim = Simulation(seed=1, latency=Constant(0.001), kernel_buffers=False)
 
     async def main() -> MajordomoWorker:
         options = SocketOptions(rcvhwm=1)

@@ -20,8 +20,14 @@ AT_B = "tcp://b:7002"
 AT_N = "tcp://n:7002"
 
 
-def _sim() -> Simulation:
-    return Simulation(latency=Constant(L))
+def _sim(*, kernel_buffers: bool = True) -> Simulation:
+    return Simulation(latency=Constant(L), kernel_buffers=kernel_buffers)
+
+
+PIPES_ONLY = {"kernel_buffers": False}
+"""For tests of which pipe keeps its queue: tcp's kernel buffers off, so that the
+messages past the HWMs wait in the sender's pipe (on real tcp they would sit in the
+kernel, in flight, and be lost with the connection)."""
 
 
 async def _drain(sock, timeout: float = 0.5) -> list[list[bytes]]:  # type: ignore[no-untyped-def]
@@ -71,12 +77,15 @@ def test_connecting_side_keeps_its_queue_across_the_peers_restart() -> None:
         await asyncio.sleep(1)
         return accepted, refused
 
-    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (10, 5)
-    assert received == [b"before0", b"before1", b"before2"] + [b"during%d" % i for i in range(10)]
+    # libzmq 4.3.5 too: the PUSH's pipe told it of the 3 messages read only every
+    # lwm = 5 messages, so it counts them still queued and takes 7 more, not 10
+    # (measured with raw pyzmq: test_sim_kernel_buffers.py).
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (7, 8)
+    assert received == [b"before0", b"before1", b"before2"] + [b"during%d" % i for i in range(7)]
 
 
 def test_binding_side_discards_a_lost_peers_queue_and_counts_it() -> None:
-    sim = _sim()
+    sim = _sim(**PIPES_ONLY)
     server, client = sim.node("srv"), sim.node("cli")
 
     async def main() -> tuple[int | None, int | None, int]:
@@ -402,7 +411,7 @@ def test_without_heartbeats_a_partition_never_drops_the_connection() -> None:
 
 
 def test_drop_connection_keeps_the_connecters_queue_and_discards_the_binders() -> None:
-    sim = _sim()
+    sim = _sim(**PIPES_ONLY)
     a, b = sim.node("a"), sim.node("b")
 
     async def main() -> tuple[int, list[list[bytes]], list[list[bytes]], int | None, int | None]:
@@ -497,7 +506,7 @@ def test_heartbeats_notice_a_crash_behind_a_partition() -> None:
 
 
 def test_disconnect_drops_the_connection_and_its_queue_counted() -> None:
-    sim = _sim()
+    sim = _sim(**PIPES_ONLY)
     a, b = sim.node("a"), sim.node("b")
 
     async def main() -> tuple[int | None, list[list[bytes]], list[list[bytes]]]:

@@ -1,4 +1,13 @@
-"""High-water marks per socket kind (DESIGN.md section 3)."""
+"""High-water marks per socket kind (DESIGN.md section 3).
+
+inproc's path capacity is exactly SNDHWM + RCVHWM. ipc and tcp add the kernel's socket
+buffers (``sim_backend/_kernel.py``, tested against real libzmq in
+``test_sim_kernel_buffers.py``): here tcp runs with the kernel's smallest buffers and
+messages of about 7 KB, so that exactly one message fits past the receiver's RCVHWM,
+and the counts below are what libzmq gives for them: SNDHWM + RCVHWM + 1, less what the
+sender's pipe has not yet been told it lost (libzmq's reader reports every ``lwm``
+messages, ``(hwm + 1) // 2`` for these HWMs).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +33,32 @@ L = 0.001
 TRANSPORTS = ["inproc", "tcp"]
 
 
+PAD = b"\0" * 7000
+"""Pads a tcp message past the kernel's smallest buffers (4,608 bytes of send buffer
+and 2,304 of receive buffer: 6,912 bytes): one such message fits (tcp queues a write
+while its memory is not used up), a second does not."""
+
+
+def _opts(transport: str, **values: object) -> SocketOptions:
+    """Options with the kernel's smallest socket buffers on tcp."""
+    if transport == "tcp":
+        values.update(sndbuf=0, rcvbuf=0)
+    return SocketOptions(**values)  # type: ignore[arg-type]
+
+
+def _pad(transport: str) -> bytes:
+    return PAD if transport == "tcp" else b""
+
+
+def _path_capacity(transport: str, sndhwm: int, rcvhwm: int) -> int:
+    """Messages a zero-time burst leaves on the path (both HWMs positive)."""
+    if transport == "inproc":
+        return sndhwm + rcvhwm
+    past = rcvhwm + 1  # the receiver's pipe, and one message in the kernel's buffers
+    lwm = (sndhwm + 1) // 2
+    return past + sndhwm - past % lwm
+
+
 def _endpoints(transport: str) -> tuple[str, str]:
     if transport == "inproc":
         return "inproc://hwm", "inproc://hwm"
@@ -38,15 +73,16 @@ def _pub_sub_counts(
     bind, connect = _endpoints(transport)
 
     async def main() -> tuple[list[int], int | None, int]:
-        pub = node.publisher(bind=bind, options=SocketOptions(sndhwm=sndhwm))
-        sub = node.subscriber(connect=connect, options=SocketOptions(rcvhwm=rcvhwm))
+        pub = node.publisher(bind=bind, options=_opts(transport, sndhwm=sndhwm))
+        sub = node.subscriber(connect=connect, options=_opts(transport, rcvhwm=rcvhwm))
         await asyncio.sleep(0.1)
+        pad = _pad(transport)
         for i in range(count):
-            await pub.send([b"t", i.to_bytes(4, "big")])
+            await pub.send([b"t", i.to_bytes(4, "big") + pad])
         await asyncio.sleep(0.1)
         got = []
         while (msg := sub.try_recv()) is not None:
-            got.append(int.from_bytes(msg[1], "big"))
+            got.append(int.from_bytes(msg[1][:4], "big"))
             await asyncio.sleep(0.01)  # let the queue refill from the publisher
         return got, pub.stats.dropped, pub.stats.sent
 
@@ -54,10 +90,12 @@ def _pub_sub_counts(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_pub_drops_the_newest_beyond_sndhwm_plus_rcvhwm_and_counts(transport: str) -> None:
-    got, dropped, sent = _pub_sub_counts(transport, 5, 3, 20)
-    assert got == list(range(8))
-    assert dropped == 12
+def test_pub_drops_the_newest_beyond_the_path_capacity_and_counts(transport: str) -> None:
+    got, dropped, sent = _pub_sub_counts(transport, 5, 4, 20)
+    # tcp: 4 + 1 in the kernel, then the PUB sees 5 % 3 = 2 of its 5 slots still taken
+    kept = {"inproc": 9, "tcp": 8}[transport]
+    assert got == list(range(kept))
+    assert dropped == 20 - kept
     assert sent == 20
 
 
@@ -68,11 +106,11 @@ def test_pub_drops_the_newest_beyond_sndhwm_plus_rcvhwm_and_counts(transport: st
     rcvhwm=st.integers(1, 20),
     count=st.integers(1, 60),
 )
-def test_pub_path_capacity_is_exactly_sndhwm_plus_rcvhwm(
+def test_pub_path_capacity_is_the_two_hwms_plus_the_kernels_buffers(
     transport: str, sndhwm: int, rcvhwm: int, count: int
 ) -> None:
     got, dropped, _ = _pub_sub_counts(transport, sndhwm, rcvhwm, count)
-    kept = min(count, sndhwm + rcvhwm)
+    kept = min(count, _path_capacity(transport, sndhwm, rcvhwm))
     assert got == list(range(kept))
     assert dropped == count - kept
 
@@ -109,6 +147,8 @@ def _blocking_pair(
     net: Network, kind: str, transport: str, options: SocketOptions
 ) -> tuple[Sender, object]:
     bind, connect = _endpoints(transport)
+    if transport == "tcp":
+        options = options.replace(sndbuf=0, rcvbuf=0)
     if kind == "push":
         receiver = net.puller(bind=bind, options=options)
         return net.pusher(connect=connect, options=options), receiver
@@ -127,6 +167,7 @@ def test_blocking_kinds_block_at_hwm_then_time_out_or_would_block(
     sim = Simulation(latency=Constant(L))
     node = sim.node("n")
     options = SocketOptions(sndhwm=2, rcvhwm=3, sndtimeo=250)
+    pad = _pad(transport)
 
     async def main() -> tuple[int, float]:
         sender, _receiver = _blocking_pair(node, kind, transport, options)
@@ -134,7 +175,7 @@ def test_blocking_kinds_block_at_hwm_then_time_out_or_would_block(
         accepted = 0
         while True:
             try:
-                sender.try_send([b"%d" % accepted])
+                sender.try_send([b"%d" % accepted + pad])
             except WouldBlock:
                 break
             accepted += 1
@@ -144,7 +185,7 @@ def test_blocking_kinds_block_at_hwm_then_time_out_or_would_block(
         return accepted, sim.now - start
 
     accepted, waited = sim.run(main(), timeout=VIRTUAL_LIMIT)
-    assert accepted == 5
+    assert accepted == _path_capacity(transport, 2, 3)  # inproc 5, tcp 6
     assert waited == pytest.approx(0.25)
 
 
@@ -157,25 +198,22 @@ def test_a_blocked_send_resumes_when_the_receiver_reads(kind: str) -> None:
     async def main() -> tuple[float, list[list[bytes]]]:
         sender, receiver = _blocking_pair(node, kind, "tcp", options)
         await asyncio.sleep(0.1)
-        await sender.send([b"0"])
-        await sender.send([b"1"])
+        for i in range(3):  # the two pipes and the kernel's (smallest) buffers
+            await sender.send([b"%d" % i + PAD])
 
         async def read_later() -> list[list[bytes]]:
             await asyncio.sleep(5)
-            got = [await receiver.recv(timeout=1)]  # type: ignore[attr-defined]
-            got.append(await receiver.recv(timeout=1))  # type: ignore[attr-defined]
-            got.append(await receiver.recv(timeout=1))  # type: ignore[attr-defined]
-            return got
+            return [await receiver.recv(timeout=1) for _ in range(4)]  # type: ignore[attr-defined]
 
         reader = asyncio.create_task(read_later())
         start = sim.now
-        await sender.send([b"2"])
+        await sender.send([b"3" + PAD])
         unblocked_after = sim.now - start
         return unblocked_after, await reader
 
     unblocked_after, got = sim.run(main(), timeout=VIRTUAL_LIMIT)
     assert unblocked_after == pytest.approx(5, abs=0.01)
-    assert got == [[b"0"], [b"1"], [b"2"]]
+    assert got == [[b"%d" % i + PAD] for i in range(4)]
 
 
 def test_push_with_no_peer_blocks_until_sndtimeo() -> None:
@@ -196,16 +234,16 @@ def test_push_with_no_peer_blocks_until_sndtimeo() -> None:
 def test_req_blocks_at_hwm_then_times_out() -> None:
     sim = Simulation(latency=Constant(L))
     node = sim.node("n")
-    options = SocketOptions(sndhwm=1, rcvhwm=1, sndtimeo=300, req_relaxed=True)
+    options = _opts("tcp", sndhwm=1, rcvhwm=1, sndtimeo=300, req_relaxed=True)
 
     async def main() -> tuple[int, float]:
-        node.worker(bind="tcp://*:7300", options=SocketOptions(rcvhwm=1))
+        node.worker(bind="tcp://*:7300", options=_opts("tcp", rcvhwm=1))
         req = node.requester(connect="tcp://n:7300", options=options)
         await asyncio.sleep(0.1)
         accepted = 0
         while True:
             try:
-                req.try_send([b"q%d" % accepted])
+                req.try_send([b"q%d" % accepted + PAD])
             except WouldBlock:
                 break
             accepted += 1
@@ -215,7 +253,7 @@ def test_req_blocks_at_hwm_then_times_out() -> None:
         return accepted, sim.now - start
 
     accepted, waited = sim.run(main(), timeout=VIRTUAL_LIMIT)
-    assert accepted == 2
+    assert accepted == 3  # the two pipes and one request in the kernel's buffers
     assert waited == pytest.approx(0.3)
 
 
@@ -239,13 +277,13 @@ def test_router_drops_at_hwm_and_counts() -> None:
     node = sim.node("n")
 
     async def main() -> tuple[int | None, int]:
-        router = node.router(bind="tcp://*:7400", options=SocketOptions(sndhwm=2))
+        router = node.router(bind="tcp://*:7400", options=_opts("tcp", sndhwm=2))
         dealer = node.dealer(
-            connect="tcp://n:7400", options=SocketOptions(routing_id=b"D", rcvhwm=2)
+            connect="tcp://n:7400", options=_opts("tcp", routing_id=b"D", rcvhwm=2)
         )
         await asyncio.sleep(0.1)
         for i in range(10):
-            await router.send([b"D", b"%d" % i])
+            await router.send([b"D", b"%d" % i + PAD])
         await asyncio.sleep(0.1)
         got = 0
         while dealer.try_recv() is not None:
@@ -253,7 +291,7 @@ def test_router_drops_at_hwm_and_counts() -> None:
             await asyncio.sleep(0.01)
         return router.stats.dropped, got
 
-    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (6, 4)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (5, 5)  # 2 + 2 + 1 in the kernel
 
 
 def test_router_drops_unknown_ids_and_counts() -> None:
@@ -287,16 +325,16 @@ def test_router_mandatory_raises_host_unreachable_for_unknown_ids() -> None:
 def test_router_mandatory_would_block_at_hwm() -> None:
     sim = Simulation(latency=Constant(L))
     node = sim.node("n")
-    options = SocketOptions(router_mandatory=True, sndhwm=2, sndtimeo=100)
+    options = _opts("tcp", router_mandatory=True, sndhwm=2, sndtimeo=100)
 
     async def main() -> tuple[int, int | None]:
         router = node.router(bind="tcp://*:7403", options=options)
-        node.dealer(connect="tcp://n:7403", options=SocketOptions(routing_id=b"D", rcvhwm=2))
+        node.dealer(connect="tcp://n:7403", options=_opts("tcp", routing_id=b"D", rcvhwm=2))
         await asyncio.sleep(0.1)
         accepted = 0
         while True:
             try:
-                router.try_send([b"D", b"%d" % accepted])
+                router.try_send([b"D", b"%d" % accepted + PAD])
             except WouldBlock:
                 break
             accepted += 1
@@ -304,7 +342,7 @@ def test_router_mandatory_would_block_at_hwm() -> None:
             await router.send([b"D", b"blocked"])
         return accepted, router.stats.dropped
 
-    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (4, 0)
+    assert sim.run(main(), timeout=VIRTUAL_LIMIT) == (5, 0)  # 2 + 2 + 1 in the kernel
 
 
 def test_rep_reply_to_a_vanished_requester_is_dropped_and_counted() -> None:

@@ -24,6 +24,7 @@ LAYERS = [
     ["_invariants"],
     ["_loop", "_topology", "_faults", "_perfetto"],
     ["_pipes", "_shrink", "_run"],
+    ["_kernel"],
     ["_wire", "_sockets"],
     ["_world"],
     ["__init__"],

@@ -14,7 +14,9 @@ SUBSCRIPTIONS = ((b"AAPL",), (b"MSFT", b"GOOG"), (b"",), (b"A",))
 def test_100k_message_pubsub_run_counts_add_up() -> None:
     messages = 100_000
     sim = Simulation(seed=5, latency=Uniform(20e-6, 200e-6), record_trace=False)
-    options = SocketOptions(sndhwm=200, rcvhwm=200)
+    # The kernel's smallest tcp buffers (about 6.9 kB, some 600 of these messages) on
+    # top of the HWMs, so that the slow consumers fall behind within the run.
+    options = SocketOptions(sndhwm=200, rcvhwm=200, sndbuf=0, rcvbuf=0)
 
     async def consume(sub: Subscriber, pause_every: int) -> None:
         n = 0

@@ -136,4 +136,5 @@ MAX_TRACED_EVENTS: Final = 1_000_000
 
 MAX_QUEUED: Final = 500_000
 """Most messages that may wait in queues at once, as allowed by the high-water marks
-of publishers and subscribers (0 means unlimited: then what is sent)."""
+of publishers and subscribers (0 means unlimited: then what is sent) and, over ipc and
+tcp, the kernel's socket buffers between them."""

@@ -26,7 +26,10 @@ estimates, as upper bounds:
 
 - **queued messages**: what can wait in PUB/SUB queues at once, a publisher's
   ``sndhwm`` plus each subscriber's ``rcvhwm`` (0 means unlimited: then everything the
-  publisher sends), against :data:`~transportkit.scenario._bounds.MAX_QUEUED`.
+  publisher sends), plus over ipc and tcp what the kernel's socket buffers between
+  them hold (the sim's model, ``sim_backend/_kernel.py``, in updates of at least
+  :data:`_MIN_UPDATE_BYTES` bytes), against
+  :data:`~transportkit.scenario._bounds.MAX_QUEUED`.
 - **open files** on the zmq backend, against the process's limit.
 
 A scenario over a bound is refused with a :class:`ScenarioError` that names the
@@ -40,6 +43,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from transportkit._endpoint import parse_endpoint
 from transportkit.scenario._bounds import MAX_EVENTS, MAX_QUEUED, MAX_TRACED_EVENTS
 from transportkit.scenario._components import (
     _TICK,
@@ -54,6 +58,7 @@ from transportkit.scenario._components import (
 )
 from transportkit.scenario._spec import ComponentSpec, Scenario, ScenarioError, show
 from transportkit.sim_backend import Crash, Restart
+from transportkit.sim_backend._kernel import capacity
 
 __all__ = [
     "Share",
@@ -105,6 +110,20 @@ def _where(spec: ComponentSpec) -> str:
 
 def _unlimited(hwm: int) -> float:
     return math.inf if hwm == 0 else float(hwm)
+
+
+_MIN_UPDATE_BYTES = 16
+"""The fewest ZMTP bytes of a market-data or Clone update (a topic or key frame, an
+8-byte timestamp or sequence, a body: three frames of two bytes' header each)."""
+
+
+def _in_kernel(connect: str, sndbuf: int | None, rcvbuf: int | None) -> float:
+    """Updates the kernel's socket buffers of one ipc/tcp connection may hold."""
+    try:
+        transport = parse_endpoint(connect).transport
+    except ValueError:
+        transport = "tcp"
+    return float(capacity(transport, sndbuf, rcvbuf) // _MIN_UPDATE_BYTES)
 
 
 _Receiver = SubscriberParams | ConflatingParams | CloneClientParams
@@ -267,14 +286,17 @@ def estimate_queued(scenario: Scenario) -> list[Share]:
     )
     sends = _publisher_sends(scenario, restarts)
     sndhwm: dict[str, float] = {}
+    sndbuf: dict[str, int | None] = {}
     clone_sends: dict[str, float] = {}
     for spec in scenario.components:
         p = spec.params
         if isinstance(p, PublisherParams):
             sndhwm[spec.name] = 1.0 if p.options.conflate else _unlimited(p.options.sndhwm)
+            sndbuf[spec.name] = p.options.sndbuf
         elif isinstance(p, CloneServerParams):
             clone_sends[spec.name] = p.rate * scenario.duration + 1
             sndhwm[spec.name] = _unlimited(p.options.sndhwm)
+            sndbuf[spec.name] = p.options.sndbuf
     worst_md = max((sndhwm[n] for n in sends), default=0.0)
     busiest = max(sends.values(), default=0.0)
     shares = []
@@ -286,20 +308,27 @@ def estimate_queued(scenario: Scenario) -> list[Share]:
                 pub_hwm, sent = sndhwm[p.source], sends[p.source]
             else:
                 pub_hwm, sent = worst_md, busiest
+            kernel = (
+                0.0
+                if p.options.conflate
+                else _in_kernel(p.connect, sndbuf.get(p.source), p.options.rcvbuf)
+            )
             shares.append(
                 Share(
-                    min(pub_hwm + rcv, sent), where, "options",
-                    f"its rcvhwm {_hwm(rcv)} plus its publisher's sndhwm {_hwm(pub_hwm)}, "
-                    f"of {sent:,.0f} updates sent",
+                    min(pub_hwm + rcv + kernel, sent), where, "options",
+                    f"its rcvhwm {_hwm(rcv)} plus its publisher's sndhwm {_hwm(pub_hwm)} "
+                    f"plus {kernel:,.0f} in the kernel's buffers, of {sent:,.0f} updates sent",
                 )
             )  # fmt: skip
         elif isinstance(p, CloneClientParams) and p.source in clone_sends:
             pub_hwm, sent = sndhwm[p.source], clone_sends[p.source]
+            kernel = _in_kernel(p.updates, sndbuf.get(p.source), None)
             shares.append(
                 Share(
-                    min(pub_hwm + _CLONE_CLIENT_RCVHWM, sent), where, "source",
+                    min(pub_hwm + _CLONE_CLIENT_RCVHWM + kernel, sent), where, "source",
                     f"its rcvhwm {_CLONE_CLIENT_RCVHWM} plus its server's sndhwm "
-                    f"{_hwm(pub_hwm)}, of {sent:,.0f} updates sent",
+                    f"{_hwm(pub_hwm)} plus {kernel:,.0f} in the kernel's buffers, "
+                    f"of {sent:,.0f} updates sent",
                 )
             )  # fmt: skip
     return shares

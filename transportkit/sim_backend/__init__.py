@@ -12,8 +12,14 @@ crashes are modelled; the same seed always gives the same run and the same trace
 
 What is modelled, and how (the choices where libzmq is inexact):
 
-- A path from a sender to a receiver holds at most SNDHWM + RCVHWM messages, for every
-  transport (libzmq's inproc capacity; real tcp adds kernel buffers on top).
+- An inproc path from a sender to a receiver holds at most SNDHWM + RCVHWM messages
+  (libzmq's inproc capacity). An ipc or tcp path also holds what fits in the kernel's
+  socket buffers between the two pipes: a byte budget per direction from the sockets'
+  ``sndbuf``/``rcvbuf`` (tcp only, as in libzmq) or Linux's defaults, each message
+  charged its ZMTP bytes (ipc: the kernel's per-write overhead too), and a sender sees
+  what left its pipe only every ``(hwm + 1) // 2`` messages (libzmq's pipe
+  notifications). See ``_kernel`` for the model and its stated tolerance against real
+  libzmq (README, "Kernel socket buffers").
 - A tcp endpoint's host is checked. On connect it must name a node, or be
   ``localhost``/``127.0.0.1``/``::1``/``*``/``0.0.0.0`` for the connecting node itself;
   a host that names no node (resolved again at each attempt, so a node created later

@@ -2,8 +2,10 @@
 
 Each socket holds one :class:`Peer` per connection (libzmq's pipe pair). A message sent
 to a peer goes straight onto the wire if the receiving peer's queue has room, and
-otherwise waits in the sender's ``out_q``; so a path holds at most the sender's SNDHWM
-plus the receiver's RCVHWM messages (exactly libzmq's inproc capacity). Wire delays come
+otherwise waits in the sender's ``out_q``; so an inproc path holds at most the sender's
+SNDHWM plus the receiver's RCVHWM messages (exactly libzmq's inproc capacity). An ipc
+or tcp path also holds what fits in the kernel's socket buffers between the two
+(``_kernel``: a byte budget per direction, kept on the receiving peer). Wire delays come
 from the link's latency model, but a pipe never reorders: each arrival is at or after
 the previous one. Arrivals are SimPy timeout events with a callback, never a process.
 """
@@ -36,7 +38,12 @@ class Peer:
         "in_flight",
         "in_q",
         "inproc",
+        "kcap",
+        "kipc",
+        "kq",
+        "kused",
         "last_arrival",
+        "lwm",
         "out_q",
         "pending_command",
         "queued",
@@ -46,6 +53,7 @@ class Peer:
         "stranded",
         "sub_gen",
         "subs",
+        "unseen",
     )
 
     def __init__(
@@ -73,6 +81,16 @@ class Peer:
         self.sub_gen = 0
         self.pending_command: Callable[[], None] | None = None
         self.last_arrival = 0.0
+        # The kernel's buffer into this peer (ipc/tcp; see _kernel): its byte budget,
+        # the bytes used, the charge of each message in it (oldest first).
+        self.kcap = 0
+        self.kused = 0
+        self.kq: deque[int] | None = None
+        self.kipc = False
+        # libzmq's pipe notifications (see _kernel.low_water_mark): messages that left
+        # out_q since the sender was last told, and how often it is told (0: always).
+        self.unseen = 0
+        self.lwm = 0
 
     @property
     def connected(self) -> bool:
@@ -86,7 +104,7 @@ class Peer:
     def room(self) -> bool:
         """Whether a message sent now is accepted (queued or put on the wire)."""
         hwm = self.sock.sndhwm
-        return hwm == 0 or len(self.out_q) < hwm
+        return hwm == 0 or len(self.out_q) + self.unseen < hwm
 
     def __repr__(self) -> str:
         state = "dead" if self.dead else ("up" if self.remote else "pending")

@@ -344,7 +344,7 @@ class SimSocket(Socket):
             idx = (self._rr + i) % count
             peer = peers[idx]
             if (peer.remote is not None or not immediate or peer.inproc) and (
-                hwm == 0 or len(peer.out_q) < hwm
+                hwm == 0 or len(peer.out_q) + peer.unseen < hwm
             ):
                 self._rr = idx + 1
                 self.wire.offer(peer, item)
@@ -428,6 +428,8 @@ class SimSocket(Socket):
                 peer.queued = False
                 continue
             item = peer.in_q.popleft()
+            if peer.kq:  # the oldest message in the kernel's buffer moves into the pipe
+                peer.kused -= peer.kq.popleft()
             if peer.in_q:
                 ready.append(peer)
             else:
@@ -540,7 +542,7 @@ class SimPublisher(SimSocket, Publisher):
                     break
             else:
                 continue
-            if hwm == 0 or len(peer.out_q) < hwm:
+            if hwm == 0 or len(peer.out_q) + peer.unseen < hwm:
                 wire.offer(peer, item)
             else:
                 self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")

@@ -22,6 +22,7 @@ import simpy
 from transportkit._endpoint import Endpoint
 from transportkit._errors import AddressInUseError, EndpointError, UnsupportedError
 from transportkit._kinds import PEERS, SocketKind
+from transportkit.sim_backend import _kernel
 from transportkit.sim_backend._loop import _NORMAL, IdleEvents, SimCall, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._topology import Link, Topology
@@ -97,6 +98,8 @@ class Wire:
         self._bound: dict[tuple[str, ...], SimSocket] = {}
         self._inproc_waiting: dict[tuple[str, ...], list[Connecter]] = {}
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
+        self.kernel_buffers = True
+        """Model ipc/tcp kernel buffers and pipe notifications (``_kernel``)."""
 
     def _key(self, sock: SimSocket, ep: Endpoint) -> tuple[str, ...]:
         """Where ``ep`` is, seen from ``sock``: tcp by (host node, port), ipc by path
@@ -305,6 +308,8 @@ class Wire:
         link_ab = None if inproc else self.topology.link(sock.node.name, target.node.name)
         link_ba = None if inproc else self.topology.link(target.node.name, sock.node.name)
         conn = Connection(a, b, link_ab, link_ba)
+        if not inproc and self.kernel_buffers:
+            _kernel.attach(a, b, connecter.key[0])
         now = self.env.now
         a.remote, b.remote = b, a
         a.conn = b.conn = conn
@@ -332,6 +337,7 @@ class Wire:
             sender = conn.other(peer).sock
             sender.drop(peer.in_flight, "disconnect", "in flight")
             peer.in_flight = 0
+            _kernel.reset(peer)
             peer.remote = None
             peer.conn = None
         self.trace.add(self.env.now, "disconnect", a.sock.name, f"{b.sock.name} via {a.endpoint}")
@@ -502,7 +508,12 @@ class Wire:
             assert remote is not None
             receiver = remote.sock
             hwm = receiver.rcvhwm
-            if hwm == 0 or remote.conflate or len(remote.in_q) + remote.in_flight < hwm:
+            if (
+                hwm == 0
+                or remote.conflate
+                or len(remote.in_q) + remote.in_flight < hwm
+                or (remote.kcap and _kernel.admit(remote, item[1]))
+            ):
                 self._transmit(peer, item)
                 return
         if peer.conflate:
@@ -512,11 +523,19 @@ class Wire:
             peer.sock.drop(1, "no-reconnect", f"m{item[0]} queued to {peer.endpoint}")
 
     def _has_room(self, peer: Peer) -> bool:
+        """Whether the message at the head of ``peer.out_q`` can go onto the wire now:
+        into the receiver's RCVHWM, or (ipc/tcp) into the kernel's buffer, booked.
+        """
         remote = peer.remote
         assert remote is not None
         receiver = remote.sock
         hwm = receiver.rcvhwm
-        return hwm == 0 or remote.conflate or len(remote.in_q) + remote.in_flight < hwm
+        return (
+            hwm == 0
+            or remote.conflate
+            or len(remote.in_q) + remote.in_flight < hwm
+            or bool(remote.kcap and _kernel.admit(remote, peer.out_q[0][1]))
+        )
 
     def pump(self, peer: Peer) -> None:
         """Move queued messages of ``peer`` onto the wire while the receiver has room."""
@@ -543,6 +562,9 @@ class Wire:
         if link is None:
             self._arrive(conn, remote, item, None)
             return
+        if peer.lwm:  # libzmq tells the sender what left its pipe every lwm messages
+            unseen = peer.unseen + 1
+            peer.unseen = 0 if unseen >= peer.lwm else unseen
         if self.shuffle_ties:
             self._schedule_at(self._arrival(peer, link), self._arrive, conn, remote, item, link)
             return

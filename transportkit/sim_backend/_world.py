@@ -179,6 +179,10 @@ class Simulation:
             :attr:`schedule`). Only callbacks are reordered, never SimPy events, so
             per-pipe FIFO and multipart atomicity hold in every mode. Non-FIFO
             choices are recorded in :attr:`schedule` and in the trace (so in its hash).
+        kernel_buffers: Model the kernel's socket buffers on ipc and tcp connections
+            and libzmq's pipe notifications (the default; README, "Kernel socket
+            buffers"). False gives every transport inproc's path capacity, exactly
+            SNDHWM + RCVHWM messages, for tests about the HWMs alone.
 
     Raises:
         OptionError: ``seed`` is not an int, or ``scheduler`` is not one of the above.
@@ -201,6 +205,7 @@ class Simulation:
         record_trace: bool = True,
         shuffle_ties: bool = False,
         scheduler: str | Scheduler = "fifo",
+        kernel_buffers: bool = True,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -225,6 +230,7 @@ class Simulation:
             idle=self._idle,
             shuffle_ties=shuffle_ties,
         )
+        self.wire.kernel_buffers = bool(kernel_buffers)
         self._tasks: dict[asyncio.Task[Any], None] = {}
         self._failures = FailureTracker(self.env, self.trace, seed)
         self._advancing = False

@@ -54,6 +54,8 @@ SOCKOPTS: Final[dict[str, int]] = {
     "routing_id": zmq.ROUTING_ID,
     "req_relaxed": zmq.REQ_RELAXED,
     "req_correlate": zmq.REQ_CORRELATE,
+    "sndbuf": zmq.SNDBUF,
+    "rcvbuf": zmq.RCVBUF,
 }
 """The libzmq socket option behind each :class:`~transportkit.SocketOptions` field."""
 
