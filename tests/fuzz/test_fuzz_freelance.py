@@ -273,7 +273,7 @@ def run_client_plan(seed: int, rounds: list[list[list[bytes]]], with_good: bool)
 CLIENT_BUGS = [(0, [[], [[b"{ccf}", b"forged"]]], False)]
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plan=client_plans())
 @example(plan=CLIENT_BUGS[0])
 def test_freelance_client_facing_a_hostile_server(
