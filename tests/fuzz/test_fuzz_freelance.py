@@ -38,8 +38,7 @@ from transportkit import (
     Timeout,
 )
 from transportkit.patterns import FreelanceClient, FreelanceServer
-from transportkit.sim_backend import Simulation
-from transportkit.testing import Harness, free_tcp_endpoint
+from transportkit.testing import Harness, SimHarness, ZmqHarness, free_tcp_endpoint
 
 pytestmark = TIMEOUT
 
@@ -196,97 +195,142 @@ def client_plans(draw: st.DrawFn) -> tuple[int, list[list[list[bytes]]], bool]:
     return seed, rounds, draw(st.booleans())
 
 
-def run_client_plan(seed: int, rounds: list[list[list[bytes]]], with_good: bool) -> None:
+def run_client_plan(
+    seed: int, rounds: list[list[list[bytes]]], with_good: bool, backend: str = "sim"
+) -> None:
     """A FreelanceClient over a hostile server (and maybe a good one after it): every
     request ends within its timeout, with an answer to *that* request (from a server it
     was sent to, carrying its control frame) or ServiceUnavailableError; every message
-    it drops is counted."""
-    sim = Simulation(seed=seed)
-    hostile_node, good_node, cli = sim.node("hostile"), sim.node("good"), sim.node("cli")
-    timeout = 1.0
-
-    async def good_server() -> None:
-        with FreelanceServer(
-            good_node,
-            bind="tcp://*:5555",
-            endpoint=GOOD_ENDPOINT,
-            handler=lambda body: [b"good", *body],
-        ) as server:
-            await server.run()
+    it reads and drops is counted."""
+    harness: Harness = SimHarness(seed, shuffle_ties=True) if backend == "sim" else ZmqHarness()
+    slack = 0.05 if backend == "sim" else 0.5
+    timeout = 0.5
+    if backend == "sim":
+        hostile_bind, hostile_ep = "tcp://*:5555", HOSTILE_ENDPOINT
+        good_bind, good_ep = "tcp://*:5555", GOOD_ENDPOINT
+    else:
+        hostile_bind = hostile_ep = free_tcp_endpoint()
+        good_bind = good_ep = free_tcp_endpoint()
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
+        servers = []
         if with_good:
-            good_node.spawn(good_server())
-        options = SocketOptions(routing_id=HOSTILE_ENDPOINT.encode())
-        endpoints = [HOSTILE_ENDPOINT, *([GOOD_ENDPOINT] if with_good else [])]
-        with (
-            hostile_node.router(bind="tcp://*:5555", options=options) as hostile,
-            FreelanceClient(
-                cli, endpoints, timeout=timeout, ping_interval=0.1, server_ttl=0.3
-            ) as client,
-        ):
-            for number, replies in enumerate(rounds, start=1):
-                body = [b"request-%d" % number]
-                start = sim.now
-                task = asyncio.ensure_future(client.request(body))
-                # Read until the request comes (PINGs before it), or 0.3 s pass.
-                peer, got_request = None, False
-                while not got_request and sim.now - start < 0.3:
-                    try:
-                        msg = await hostile.recv(timeout=0.3 - (sim.now - start))
-                    except Timeout:
-                        break
-                    peer = msg[0]
-                    got_request = msg[1:] == [b"%d" % number, *body]
-                ccf = b"%d" % number
-                answers = []
-                for template in replies:
-                    frames = _fill(template, number)
-                    if frames[:1] == [ccf] and len(frames) >= 2:
-                        answers.append(frames[1:])
-                    if peer is not None:
-                        await hostile.send([peer, *frames])
-                try:
-                    reply: Message | None = await task
-                except ServiceUnavailableError:
-                    reply = None
-                assert sim.now - start <= timeout + 0.05, sim.now - start
-                # Whether the request was sent to the hostile server (it may come
-                # after the replies the hostile server sent: it guessed the number).
-                while True:
-                    try:
-                        msg = await hostile.recv(timeout=0.05)
-                    except Timeout:
-                        break
-                    got_request = got_request or msg[1:] == [ccf, *body]
-                if reply is not None and reply != [b"good", *body]:
-                    assert got_request and reply in answers, (reply, answers, got_request)
-            stats = client.stats
-            assert stats.requests == stats.replies + stats.failures == len(rounds)
+            server = FreelanceServer(
+                harness.network("good"),
+                bind=good_bind,
+                endpoint=good_ep,
+                handler=lambda body: [b"good", *body],
+            )
+            servers.append((server, loop.create_task(server.run())))
+        options = SocketOptions(routing_id=hostile_ep.encode(), linger=0)
+        endpoints = [hostile_ep, *([good_ep] if with_good else [])]
+        try:
+            with (
+                harness.network("hostile").router(bind=hostile_bind, options=options) as hostile,
+                FreelanceClient(
+                    harness.network("cli"),
+                    endpoints,
+                    timeout=timeout,
+                    ping_interval=0.1,
+                    server_ttl=0.3,
+                ) as client,
+            ):
+                await _client_rounds(client, hostile, rounds, timeout + slack)
+        finally:
+            for server, task in servers:
+                server.close()
+                await asyncio.gather(task, return_exceptions=True)
 
-    sim.run(main(), timeout=60.0)
+    try:
+        harness.run(main(), timeout=60.0)
+    finally:
+        harness.close()
+
+
+async def _client_rounds(
+    client: FreelanceClient, hostile: Any, rounds: list[list[list[bytes]]], bound: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    for number, replies in enumerate(rounds, start=1):
+        body = [b"request-%d" % number]
+        start = loop.time()
+        task = asyncio.ensure_future(client.request(body))
+        # Read until the request comes (PINGs before it), or 0.3 s pass.
+        peer, got_request = None, False
+        while not got_request and loop.time() - start < 0.3:
+            try:
+                msg = await hostile.recv(timeout=max(0.3 - (loop.time() - start), 0.0))
+            except Timeout:
+                break
+            peer = msg[0]
+            got_request = msg[1:] == [b"%d" % number, *body]
+        ccf = b"%d" % number
+        answers = []
+        for template in replies:
+            frames = _fill(template, number)
+            if frames[:1] == [ccf] and len(frames) >= 2:
+                answers.append(frames[1:])
+            if peer is not None:
+                await hostile.send([peer, *frames])
+        try:
+            reply: Message | None = await task
+        except ServiceUnavailableError:
+            reply = None
+        assert loop.time() - start <= bound, loop.time() - start
+        # Whether the request was sent to the hostile server (it may come after the
+        # replies the hostile server sent: it guessed the number).
+        while True:
+            try:
+                msg = await hostile.recv(timeout=0.05)
+            except Timeout:
+                break
+            got_request = got_request or msg[1:] == [ccf, *body]
+        if reply is not None and reply != [b"good", *body]:
+            assert got_request and reply in answers, (reply, answers, got_request)
+        # Every message the client read is the reply, or counted as dropped.
+        stats = client.stats
+        read = client._router.stats.received
+        counted = stats.pongs + stats.late + stats.malformed + stats.replies
+        assert counted == read, (stats, read)
+    stats = client.stats
+    assert stats.requests == stats.replies + stats.failures == len(rounds)
 
 
 # Shrunk inputs of bugs found (fixed since): they run first, every time.
 # The hostile server, taken for dead (silent for server_ttl), was never sent request 2,
 # yet its reply with control frame b"2" (an easy guess) was returned as the answer.
-CLIENT_BUGS = [(0, [[], [[b"{ccf}", b"forged"]]], False)]
+# On zmq, two answers to request 2 read in one drain: the second replaced the first,
+# counted nowhere (tests/patterns/test_freelance.py has the deterministic version).
+CLIENT_BUGS = [
+    (0, [[], [[b"{ccf}", b"forged"]]], False),
+    (0, [[[b"{ccf}", b"a"]], [[b"{ccf}", b"b"], [b"{ccf}", b"c"]]], False),
+]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=client_plans())
-@example(plan=CLIENT_BUGS[0])
-def test_freelance_client_facing_a_hostile_server(
-    plan: tuple[int, list[list[list[bytes]]], bool],
-) -> None:
-    run_client_plan(*plan)
+@pytest.mark.parametrize("backend", ["sim", "zmq"])
+def test_freelance_client_facing_a_hostile_server(backend: str) -> None:
+    examples = 30 if backend == "sim" else 1
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(plan=client_plans())
+    @example(plan=CLIENT_BUGS[1])
+    @example(plan=CLIENT_BUGS[0])
+    def run(plan: tuple[int, list[list[list[bytes]]], bool]) -> None:
+        run_client_plan(*plan, backend=backend)
+
+    run()
 
 
 @pytest.mark.slow
 @SLOW_TIMEOUT
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plan=client_plans())
-def test_freelance_client_facing_a_hostile_server_long_run(
-    plan: tuple[int, list[list[list[bytes]]], bool],
-) -> None:
-    run_client_plan(*plan)
+@pytest.mark.parametrize("backend", ["sim", "zmq"])
+def test_freelance_client_facing_a_hostile_server_long_run(backend: str) -> None:
+    examples = 300 if backend == "sim" else 60
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(plan=client_plans())
+    def run(plan: tuple[int, list[list[list[bytes]]], bool]) -> None:
+        run_client_plan(*plan, backend=backend)
+
+    run()

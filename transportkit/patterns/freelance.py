@@ -136,7 +136,8 @@ class FreelanceClientStats:
         pings: PINGs sent.
         pongs: PONGs received.
         deaths: Times a server was marked dead (silent for ``server_ttl``).
-        late: Replies to an earlier request, dropped.
+        late: Replies to an earlier request, and answers to the current one after
+            the first (read together with it), dropped.
         malformed: Messages that follow no FLP command, from a peer that is none of
             the servers, or a reply carrying the current request's control frame
             from a server the request was never sent to (dropped).
@@ -352,7 +353,9 @@ class FreelanceClient(Closeable):
         elif len(content) < 2:
             self.stats.malformed += 1
         elif pending is not None and content[0] == pending.ccf:
-            if server.identity in pending.asked:
+            if pending.reply is not None:
+                self.stats.late += 1  # a second answer, read in the same drain
+            elif server.identity in pending.asked:
                 pending.reply = content[1:]
             else:  # FLP servers answer only what they were sent: no answer, a forgery
                 self.stats.malformed += 1
