@@ -165,6 +165,7 @@ class TitanicServer(Server):
 
     name = "titanic"
     default_share = 0.5  # a broker, Titanic and three workers per example
+    max_requests: ClassVar[int] = MAX_REQUESTS
     faces: ClassVar[Mapping[str, Face]] = {
         "client": Face(
             protocol_messages(client_template, TOKENS, keep=not_a_worker), judge_for_titanic
@@ -188,7 +189,7 @@ class TitanicServer(Server):
             dispatch_interval=0.1,
             request_timeout=0.5,
             heartbeat_interval=HEARTBEAT,
-            max_requests=MAX_REQUESTS,
+            max_requests=self.max_requests,
             max_reply_bytes=MAX_REPLY_BYTES,
             fsync=False,
         )
@@ -326,13 +327,54 @@ class TitanicServer(Server):
         requests = [n for n in names if n.endswith(".req")]
         replies = [n for n in names if n.endswith(".rep")]
         assert len(requests) + len(replies) == len(names), names  # no leftover, no stray
-        assert len(requests) == self.titanic.stored <= MAX_REQUESTS, names
+        assert len(requests) == self.titanic.stored <= self.max_requests, names
         assert {n[:-4] for n in replies} <= {n[:-4] for n in requests}, names
         for name in names:
             stem = name[:-4]
             assert len(stem) == 32 and set(stem.encode()) <= set(b"0123456789abcdef"), name
             bound = LIMIT if name.endswith(".req") else MAX_REPLY_BYTES
             assert (self.store / name).stat().st_size <= bound + 1024, name
+
+
+def judge_for_small_titanic(frames: tuple[bytes, ...]) -> Judgement:
+    """As :func:`judge_for_titanic`; a valid titanic.request may meet max_requests."""
+    judgement = judge_for_titanic(frames)
+    if forwarded(frames) == T_REQUEST and judgement.verdict is Verdict.VALID:
+        return Judgement(Verdict.VALID, refusable=True)
+    return judgement
+
+
+class SmallTitanicServer(TitanicServer):
+    """Titanic with room for 3 requests (the probe takes one): past it, 500, counted
+    in over_limit; the well-behaved client, refused, closes what the hostile one
+    stored (as an operator would) and asks again."""
+
+    name = "titanic-small"
+    default_share = 0.3
+    max_requests = 3
+    faces: ClassVar[Mapping[str, Face]] = {
+        "client": Face(
+            protocol_messages(client_template, TOKENS, keep=not_a_worker),
+            judge_for_small_titanic,
+        )
+    }
+
+    def refused(self) -> int:
+        return self.titanic.stats.over_limit
+
+    async def serve_check(self) -> None:
+        try:
+            await super().serve_check()
+            return
+        except AssertionError as exc:
+            refused = exc.__cause__
+            if not (isinstance(refused, TitanicError) and refused.status == ERROR):
+                raise
+            assert self.titanic.stored >= self.max_requests, refused
+        for answer in self.answers[T_REQUEST]:
+            if answer[0] == OK:
+                await self.client.close_request(answer[1])
+        await super().serve_check()
 
 
 # Shrunk inputs of bugs found (fixed since): they run first, every time.
@@ -344,6 +386,7 @@ TITANIC_BUGS = [
 
 test_titanic_survives_and_counts_bad_input, test_titanic_long_run = fuzz_tests(
     (TitanicServer, TITANIC_BUGS),
+    (SmallTitanicServer, []),
 )
 
 
