@@ -264,13 +264,7 @@ class TitanicServer(Server):
     async def barrier(self) -> None:
         """Every forwarded message answered (counted per service: each Titanic service
         answers in order), then the probe's reply, unique to it."""
-        want = {s: sum(1 for service, _ in self.sent if service == s) for s in self.answers}
-        if not self.disrupted:
-            await eventually(
-                lambda: all(len(self.answers[s]) >= want[s] for s in want),
-                self.timing.barrier,
-                "an answer to every forwarded TSP request",
-            )
+        await self._answered()
         probe_answer = [OK, b"good", b"fuzz-probe-body"]
 
         async def probed() -> None:
@@ -280,6 +274,18 @@ class TitanicServer(Server):
 
         await asyncio.wait_for(probed(), self.timing.barrier)
         await asyncio.sleep(self.timing.settle)
+
+    async def _answered(self) -> None:
+        """Every forwarded message answered (unless an oversized one cut the line)."""
+        want = {s: sum(1 for service, _ in self.sent if service == s) for s in self.answers}
+        if not self.disrupted:
+            await eventually(
+                lambda: all(len(self.answers[s]) >= want[s] for s in want),
+                self.timing.barrier,
+                "an answer to every forwarded TSP request",
+            )
+        else:
+            await asyncio.sleep(self.timing.settle * 4)
 
     def bad_input(self) -> int | None:
         return bad_input_of(self.broker) + bad_input_of(self.titanic)
@@ -323,6 +329,8 @@ class TitanicServer(Server):
     def _check_storage(self) -> None:
         """Only the storage directory was written to, and it holds what the bounds allow."""
         assert os.listdir(self.root) == ["store"], os.listdir(self.root)
+        # Where the hostile names point (../../../../../../tmp/titanic-escape...).
+        assert not list(Path(tempfile.gettempdir()).glob("titanic-esc*"))
         names = sorted(os.listdir(self.store))
         requests = [n for n in names if n.endswith(".req")]
         replies = [n for n in names if n.endswith(".rep")]
@@ -347,7 +355,7 @@ def judge_for_small_titanic(frames: tuple[bytes, ...]) -> Judgement:
 class SmallTitanicServer(TitanicServer):
     """Titanic with room for 3 requests (the probe takes one): past it, 500, counted
     in over_limit; the well-behaved client, refused, closes what the hostile one
-    stored (as an operator would) and asks again."""
+    stored (as an operator would, from the directory) and asks again."""
 
     name = "titanic-small"
     default_share = 0.3
@@ -371,9 +379,13 @@ class SmallTitanicServer(TitanicServer):
             if not (isinstance(refused, TitanicError) and refused.status == ERROR):
                 raise
             assert self.titanic.stored >= self.max_requests, refused
-        for answer in self.answers[T_REQUEST]:
-            if answer[0] == OK:
-                await self.client.close_request(answer[1])
+        await self._answered()  # what is still on its way takes room too
+        # The operator's way: what is on disk (answers lost with a dropped connection
+        # never told the hostile client some of the UUIDs).
+        for name in sorted(os.listdir(self.store)):
+            stem = name[:-4].encode()
+            if name.endswith(".req") and stem != self.probe_uuid:
+                await self.client.close_request(stem)
         await super().serve_check()
 
 
