@@ -316,11 +316,12 @@ def test_freelance_client_facing_a_hostile_server(backend: str) -> None:
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(plan=client_plans())
-    @example(plan=CLIENT_BUGS[1])
-    @example(plan=CLIENT_BUGS[0])
     def run(plan: tuple[int, list[list[list[bytes]]], bool]) -> None:
         run_client_plan(*plan, backend=backend)
 
+    # Each shrunk input on the backend it was found on (the forgery is the agent's
+    # logic, the same on both; the two answers in one drain need real sockets).
+    run = example(plan=CLIENT_BUGS[0] if backend == "sim" else CLIENT_BUGS[1])(run)
     run()
 
 
