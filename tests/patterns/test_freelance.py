@@ -19,6 +19,7 @@ from transportkit.patterns.freelance import (
     FreelanceClient,
     FreelanceServer,
     FreelanceServerStats,
+    _Pending,
 )
 from transportkit.sim_backend import Crash, Node, Restart, Simulation, schedule_faults
 from transportkit.testing import ChildProcess, free_tcp_endpoint
@@ -343,3 +344,24 @@ def test_example_programs_explain_themselves(
         module.main(["--help"])  # type: ignore[attr-defined]
     assert exit_info.value.code == 0
     assert "usage: python -m transportkit.patterns.examples." in capsys.readouterr().out
+
+
+def test_two_replies_read_together_the_first_is_the_answer_and_the_second_is_counted() -> None:
+    """Found by tests/fuzz/test_fuzz_freelance.py on zmq: two replies to the current
+    request read in one drain; the second replaced the first, and was counted nowhere.
+    (White box: in the simulator the client reads each message as it comes, so the
+    two are handed to the agent directly, as one drain of a real socket does.)"""
+    sim = Simulation(seed=0)
+    cli = sim.node("cli")
+
+    async def main() -> None:
+        with FreelanceClient(cli, ["tcp://hostile:5555"], **FAST) as client:
+            identity = b"tcp://hostile:5555"
+            pending = _Pending(b"1", [b"x"], deadline=sim.now + 1.0)
+            pending.asked.add(identity)
+            client._from_server([identity, b"1", b"first"], sim.now, pending)
+            client._from_server([identity, b"1", b"second"], sim.now, pending)
+            assert pending.reply == [b"first"]
+            assert (client.stats.late, client.stats.malformed) == (1, 0)
+
+    sim.run(main(), timeout=10.0)

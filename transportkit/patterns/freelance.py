@@ -34,7 +34,9 @@ How the client decides (the Guide's agent, run inside :meth:`FreelanceClient.req
   only by a later request; give ``timeout`` above ``server_ttl`` for a request to move
   on itself.
 - Replies carrying an earlier request's number (a server that answered late) are
-  counted and dropped. Between requests nothing runs, so time between requests does
+  counted and dropped; so is a reply carrying the current request's number from a
+  server that was never sent it (the numbers are easy to guess: FLP servers answer
+  only what they were sent). Between requests nothing runs, so time between requests does
   not count as a server's silence: its expiry moves on by that much at the start of
   the next request.
 
@@ -134,9 +136,11 @@ class FreelanceClientStats:
         pings: PINGs sent.
         pongs: PONGs received.
         deaths: Times a server was marked dead (silent for ``server_ttl``).
-        late: Replies to an earlier request, dropped.
-        malformed: Messages that follow no FLP command, or from a peer that is none
-            of the servers (dropped).
+        late: Replies to an earlier request, and answers to the current one after
+            the first (read together with it), dropped.
+        malformed: Messages that follow no FLP command, from a peer that is none of
+            the servers, or a reply carrying the current request's control frame
+            from a server the request was never sent to (dropped).
     """
 
     requests: int = 0
@@ -158,6 +162,7 @@ class _Pending:
     body: list[Frame]
     deadline: float
     sent_to: set[bytes] = field(default_factory=set)
+    asked: set[bytes] = field(default_factory=set)  # every server it was ever sent to
     waiting_on: bytes | None = None
     reply: Message | None = None
 
@@ -348,7 +353,12 @@ class FreelanceClient(Closeable):
         elif len(content) < 2:
             self.stats.malformed += 1
         elif pending is not None and content[0] == pending.ccf:
-            pending.reply = content[1:]
+            if pending.reply is not None:
+                self.stats.late += 1  # a second answer, read in the same drain
+            elif server.identity in pending.asked:
+                pending.reply = content[1:]
+            else:  # FLP servers answer only what they were sent: no answer, a forgery
+                self.stats.malformed += 1
         elif content[0].isdigit() and len(content[0]) <= 20:
             self.stats.late += 1
         else:
@@ -378,6 +388,7 @@ class FreelanceClient(Closeable):
                 if pending.waiting_on is not None:
                     self.stats.failovers += 1
                 pending.sent_to.add(server.identity)
+                pending.asked.add(server.identity)
                 pending.waiting_on = server.identity
                 self.stats.sends += 1
                 return

@@ -1459,7 +1459,8 @@ class AsyncMajordomoClientStats:
         sent: Requests sent.
         replies: Well-formed replies received.
         timeouts: Receives that got no reply within their timeout.
-        malformed: Messages received that are not a 7/MDP client reply (each raised
+        malformed: Messages received that are not a 7/MDP client reply, or a reply
+            from a service with no request outstanding (each raised
             :class:`~transportkit.ProtocolError` and was dropped).
         reconnects: Times :meth:`AsyncMajordomoClient.reconnect` replaced the socket.
     """
@@ -1480,7 +1481,9 @@ class AsyncMajordomoClient(Closeable):
     for the next reply, ``[b"", b"MDPC01", service, body...]`` on the wire, and returns
     its body. Replies come in the order the broker forwards them, which for one
     service with several workers need not be the order of the requests: put a
-    correlation id in the body if you need to match them.
+    correlation id in the body if you need to match them. A reply is taken only from
+    a service that has a request outstanding (one reply per request): anything else
+    is no answer to this client's requests, and is dropped and counted.
 
     There are no retries, as in the Guide: a request the broker drops (7/MDP has no
     error reply: a broker past a bound, or one that restarted) or a worker loses is
@@ -1522,7 +1525,8 @@ class AsyncMajordomoClient(Closeable):
         self.stats: Final = AsyncMajordomoClientStats()
         self._options = options
         self._socket: Dealer | None = None
-        self._outstanding = 0
+        # Requests sent and not answered, per service (since the last reconnect).
+        self._outstanding: dict[bytes, int] = {}
         self._closed = False
 
     @property
@@ -1533,7 +1537,7 @@ class AsyncMajordomoClient(Closeable):
     @property
     def outstanding(self) -> int:
         """Requests sent and not answered (since the last :meth:`reconnect`)."""
-        return self._outstanding
+        return sum(self._outstanding.values())
 
     async def send(self, service: bytes, frames: Sequence[Frame]) -> None:
         """Send one request to ``service``; return without waiting for the reply.
@@ -1561,7 +1565,7 @@ class AsyncMajordomoClient(Closeable):
                 f"{self.timeout} s (the broker is not reading)"
             ) from None
         self.stats.sent += 1
-        self._outstanding += 1
+        self._outstanding[name] = self._outstanding.get(name, 0) + 1
 
     async def recv(self, timeout: float | None = None) -> Message:
         """Wait for the next reply and return its body (the frames after the service).
@@ -1573,8 +1577,9 @@ class AsyncMajordomoClient(Closeable):
         Raises:
             ValueError: ``timeout`` is not positive.
             Timeout: No reply within ``timeout`` seconds (counted in ``stats.timeouts``).
-            ProtocolError: The message received is not a 7/MDP client reply (counted
-                in ``stats.malformed``; it is dropped, and the next :meth:`recv` goes
+            ProtocolError: The message received is not a 7/MDP client reply, or is
+                a reply from a service that has no request outstanding (counted in
+                ``stats.malformed``; it is dropped, and the next :meth:`recv` goes
                 on with the next message).
             ClosedError: The client is (or became, while waiting) closed.
         """
@@ -1604,9 +1609,20 @@ class AsyncMajordomoClient(Closeable):
                 f"Majordomo client: not a 7/MDP reply ({len(msg)} frames, starting "
                 f"{msg[:2]!r:.60}); expected [b'', b'MDPC01', service, body...]"
             )
+        service = msg[2]
+        waiting = self._outstanding.get(service, 0)
+        if not waiting:
+            self.stats.malformed += 1
+            raise ProtocolError(
+                f"Majordomo client: a reply from service {service!r:.60}, which has no "
+                "request outstanding (dropped)"
+            )
+        if waiting == 1:
+            del self._outstanding[service]
+        else:
+            self._outstanding[service] = waiting - 1
         self.stats.replies += 1
-        self._outstanding = max(self._outstanding - 1, 0)
-        return MajordomoReply(msg[2], msg[3:])
+        return MajordomoReply(service, msg[3:])
 
     def reconnect(self) -> None:
         """Close the socket and connect a new one at the next :meth:`send` or :meth:`recv`.
@@ -1623,7 +1639,7 @@ class AsyncMajordomoClient(Closeable):
         if sock is not None:
             sock.close()
             self.stats.reconnects += 1
-        self._outstanding = 0
+        self._outstanding.clear()
 
     def close(self) -> None:
         """Close the socket; later calls raise ClosedError. Idempotent."""

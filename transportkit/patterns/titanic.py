@@ -21,7 +21,9 @@ service              request                             reply
 
 A UUID is 32 hexadecimal characters, as the Guide's ``uuid4().hex`` (lower case; a
 client may send it in upper case). Status frames are the bare three digits (the
-Guide's client compares them whole). What 9/TSP leaves open is decided so:
+Guide's client compares them whole); :class:`TitanicClient` reads any status 9/TSP
+allows (three digits, then nothing or a space and text: ``b"200 OK"``) and takes
+anything else (``b"2000"``) for a ProtocolError. What 9/TSP leaves open is decided so:
 
 - A ``titanic.request`` that is not a non-empty service name followed by at least one
   body frame, or that names a ``titanic.*`` or ``mmi.*`` service (which Titanic could
@@ -150,6 +152,18 @@ def _valid_uuid(frame: bytes) -> str | None:
     if len(frame) != 32 or not set(frame) <= _HEX:
         return None
     return frame.decode("ascii").lower()
+
+
+def _status_code(frame: bytes) -> bytes | None:
+    """The code of a 9/TSP status frame (three digits, then nothing or a space and
+    text), or None if the frame is not one.
+    """
+    code = bytes(frame[:3])
+    if len(code) != 3 or not all(0x30 <= c <= 0x39 for c in code):
+        return None
+    if len(frame) > 3 and frame[3:4] != b" ":
+        return None
+    return code
 
 
 def _encode(frames: Sequence[bytes]) -> bytes:
@@ -724,11 +738,11 @@ class TitanicClient(Closeable):
         if self._client.closed:
             raise ClosedError("Titanic client is closed")
         reply = await self._client.request(service, body)
-        status = reply[0][:3]
+        status = _status_code(reply[0])
         if status == TSP_OK:
             return reply
         if status == TSP_PENDING and service == TITANIC_REPLY:
             return None
         if status in (TSP_UNKNOWN, TSP_ERROR):
-            raise TitanicError(f"{service.decode()} answered {reply[0]!r:.60}", bytes(status))
+            raise TitanicError(f"{service.decode()} answered {reply[0]!r:.60}", status)
         raise ProtocolError(f"{service.decode()} answered {reply[0]!r:.60}, not a 9/TSP status")
