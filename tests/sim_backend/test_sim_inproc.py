@@ -120,10 +120,22 @@ def raw_drain(sock: zmq.Socket[bytes], wait: float = 0.05) -> list[list[bytes]]:
             return got
 
 
-def raw_wait_unwritable(sock: zmq.Socket[bytes], timeout: float = 2.0) -> None:
-    """Wait until ``sock`` has no pipe to send to (it processed its peer's close)."""
+def raw_wait_unwritable(sock: zmq.Socket[bytes], timeout: float = 2.0, settle: float = 0.1) -> None:
+    """Wait until ``sock`` has no pipe to send to (it processed its peer's close), then
+    go on processing its commands for ``settle`` seconds.
+
+    A pipe stops taking messages as soon as the peer's close reaches it, but it is gone
+    (its endpoint forgotten, so ``disconnect()`` fails with ENOENT) only once the
+    closed peer's reaper has acknowledged the termination and ``sock`` has processed
+    that acknowledgement: without the settling, a loaded machine sees the endpoint
+    still there.
+    """
     deadline = time.monotonic() + timeout
     while sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT and time.monotonic() < deadline:
+        time.sleep(0.005)
+    settled = time.monotonic() + settle
+    while time.monotonic() < settled:
+        sock.getsockopt(zmq.EVENTS)  # processes pending commands
         time.sleep(0.005)
 
 

@@ -352,17 +352,19 @@ def wait_event(monitor: zmq.Socket[bytes], wanted: int, seconds: float) -> bool:
 
 
 def test_heartbeats_expire_across_a_cut_link_and_the_connection_comes_back_after_repair() -> None:
+    # Long waits (5 s): it failed once in a full run on a loaded machine (the failing
+    # assertion was not captured) and passes alone; a wait only costs when it fails.
     with context() as ctx, FaultProxy() as proxy:
         pull = sock(ctx, zmq.PULL)
         push = sock(ctx, zmq.PUSH, heartbeat_ivl=50, heartbeat_timeout=200)
         monitor = push.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         try:
             push.connect(proxy.route("cli", "srv", bind(pull)))
-            assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED, 2.0)
+            assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED, 5.0)
             proxy.apply(Partition("cli", "srv"))
-            assert wait_event(monitor, zmq.EVENT_DISCONNECTED, 2.0)  # libzmq's own timeout
+            assert wait_event(monitor, zmq.EVENT_DISCONNECTED, 5.0)  # libzmq's own timeout
             proxy.apply(Repair("cli", "srv"))
-            assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED, 2.0)
+            assert wait_event(monitor, zmq.EVENT_HANDSHAKE_SUCCEEDED, 5.0)
             push.send(b"after")
             assert pull.recv() == b"after"
         finally:
