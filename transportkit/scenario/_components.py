@@ -497,7 +497,9 @@ async def _run_clone_server(net: Network, name: str, p: CloneServerParams, ctx: 
         snapshot=p.snapshot,
         heartbeat=p.heartbeat_ms / 1000,
         publisher_options=p.options,
-        instance_id=f"{name}-{net.time_ns()}".encode(),
+        # Both ends are transportkit's: HUGZ carry the sequence, so a client also sees
+        # the loss of the last updates before a quiet spell (CHP's HUGZ carry 0).
+        extensions=True,
     ) as server:
         ctx.objects[name] = server
         interval = 1.0 / p.rate
