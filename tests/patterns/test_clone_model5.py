@@ -21,6 +21,7 @@ import zmq.asyncio
 
 from transportkit import SocketKind, SocketOptions, Timeout
 from transportkit.patterns.clone import CloneClient, CloneEvent, CloneServer
+from transportkit.patterns.examples import clonecli, clonesrv
 from transportkit.testing import Harness, free_tcp_endpoint, open_harness
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -339,3 +340,12 @@ def test_our_push_client_sends_exact_kvset_frames_to_a_raw_pull_collector(
     with ZmqNetwork(name="clonecli") as net:
         client = asyncio.run(asyncio.wait_for(main(net), 20.0))
     assert client.stats.sets == 3
+
+
+def test_the_examples_take_a_collector_kind() -> None:
+    assert clonesrv.parse_args([]).collector_kind == "sub"
+    assert clonesrv.parse_args(["--collector-kind", "pull"]).collector_kind == "pull"
+    assert clonecli.parse_args([]).collector_kind == "pub"
+    assert clonecli.parse_args(["--collector-kind", "push"]).collector_kind == "push"
+    with pytest.raises(SystemExit):
+        clonesrv.parse_args(["--collector-kind", "push"])
