@@ -101,6 +101,51 @@ def test_a_push_client_updates_a_pull_collector_which_sequences_and_expires_them
     assert client.stats.sets == 2 and client.stats.set_timeouts == 0
 
 
+def test_a_push_client_sends_every_update_to_each_of_its_collectors(tk_backend: str) -> None:
+    """One PUSH per collector: a single PUSH connected to both would round-robin, and
+    a pair's passive server must see every update (as with PUB)."""
+
+    async def main(h: Harness) -> list[CloneServer]:
+        servers = [
+            CloneServer(
+                h.network(f"srv{i}"),
+                publisher=h.endpoint(),
+                snapshot=h.endpoint(),
+                collector=h.endpoint(),
+                collector_kind=SocketKind.PULL,
+            )
+            for i in range(2)
+        ]
+        client = CloneClient(
+            h.network("cli"),
+            snapshot=h.endpoint(),
+            updates=h.endpoint(),
+            collector=[str(s.collector_endpoint) for s in servers],
+            collector_kind=SocketKind.PUSH,
+            timeout=1.0,
+        )
+        try:
+            for server in servers:
+                server.start()
+            for i in range(4):
+                await client.set(b"K.%d" % i, b"v")
+            for _ in range(200):
+                if all(len(s.values) == 4 for s in servers):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await client.close()
+            for server in servers:
+                await server.close()
+        return servers
+
+    with open_harness(tk_backend) as h:
+        servers = h.run(main(h), timeout=20.0)
+    for server in servers:
+        assert sorted(server.values) == [b"K.0", b"K.1", b"K.2", b"K.3"]
+        assert server.stats.collected == 4
+
+
 def test_a_push_set_made_before_the_server_binds_is_collected_when_it_comes(
     tk_backend: str,
 ) -> None:

@@ -70,7 +70,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--snapshot", help="ROUTER endpoint (tcp://*:5556; backup: 5566)")
     parser.add_argument("--publisher", help="PUB endpoint (tcp://*:5557; backup: 5567)")
     parser.add_argument(
-        "--collector", help="collector SUB endpoint, or 'none' (tcp://*:5558; backup: 5568)"
+        "--collector", help="collector endpoint, or 'none' (tcp://*:5558; backup: 5568)"
     )
     parser.add_argument(
         "--collector-kind",
