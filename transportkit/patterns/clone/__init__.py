@@ -31,6 +31,15 @@ empty body meaning "delete the key".
   quiet server from a dead one.
 - Clients send KVSET ``[key][0][uuid][properties][value]`` on a PUB connected to the
   server's collector SUB; a ``ttl=<seconds>`` property makes the value ephemeral.
+  Opt-in, for the Guide's Clone model 5 (``clonesrv5``/``clonecli5``, which use PULL
+  and PUSH there): ``CloneServer(collector_kind=SocketKind.PULL)`` and
+  ``CloneClient(collector_kind=SocketKind.PUSH)``; same frames, same bounds and
+  counters. A PUSH client's :meth:`CloneClient.set` may wait (never past the client's
+  ``timeout``, then :class:`~transportkit.Timeout`) where a PUB drops.
+- The Guide's ``clonesrv5`` answers no snapshot request with an empty subtree (CHP
+  allows one): a client following the whole map (``subtree=b""``) then times out,
+  counts ``stats.unanswered_snapshots`` and asks again every ``timeout``; follow a
+  non-empty subtree against such a server.
 
 Opt-in transportkit extensions, within the frame layout: with ``extensions=True`` HUGZ
 carries the server's sequence (as the Guide's servers send it: clients then notice
@@ -58,6 +67,7 @@ pending list holds at most ``max_pending_updates``.
 """
 
 from transportkit.patterns.clone._client import (
+    CLIENT_COLLECTOR_KINDS,
     DEFAULT_CLIENT_MAX_KEYS,
     DEFAULT_CLIENT_MAX_STATE_BYTES,
     CloneClient,
@@ -71,6 +81,7 @@ from transportkit.patterns.clone._pair import (
     ClonePairStats,
 )
 from transportkit.patterns.clone._server import (
+    COLLECTOR_KINDS,
     DEFAULT_MAX_PENDING_SNAPSHOTS,
     DEFAULT_MAX_PROPERTIES_BYTES,
     DEFAULT_MAX_SNAPSHOTS,
@@ -82,6 +93,8 @@ from transportkit.patterns.clone._server import (
 )
 
 __all__ = [
+    "CLIENT_COLLECTOR_KINDS",
+    "COLLECTOR_KINDS",
     "DEFAULT_CLIENT_MAX_KEYS",
     "DEFAULT_CLIENT_MAX_STATE_BYTES",
     "DEFAULT_MAX_PENDING_SNAPSHOTS",

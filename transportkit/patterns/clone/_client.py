@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from transportkit._closing import Service
-from transportkit._errors import ClosedError, ProtocolError, StateError, Timeout
+from transportkit._errors import ClosedError, ProtocolError, StateError, Timeout, WouldBlock
+from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
-from transportkit._socket import Dealer, Message, Publisher, Subscriber
+from transportkit._socket import Dealer, Message, Sender, Subscriber
 from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -32,12 +33,16 @@ from transportkit.patterns.clone._kvmsg import (
     format_ttl,
     is_data_key,
 )
-from transportkit.patterns.clone._server import DEFAULT_MAX_PROPERTIES_BYTES
+from transportkit.patterns.clone._server import DEFAULT_MAX_PROPERTIES_BYTES, _check_kind
 
 DEFAULT_CLIENT_MAX_KEYS: Final = 1_000_000
 """Keys a :class:`CloneClient` holds at most by default."""
 DEFAULT_CLIENT_MAX_STATE_BYTES: Final = 1 << 30
 """Bytes of keys, uuids, properties and bodies a :class:`CloneClient` holds by default."""
+CLIENT_COLLECTOR_KINDS: Final = (SocketKind.PUB, SocketKind.PUSH)
+"""The socket kinds a :class:`CloneClient` may send its updates on: PUB (12/CHP, the
+default, to a SUB collector) or PUSH (the Guide's Clone model 5, to a PULL collector
+such as ``clonesrv5``'s or :class:`CloneServer`'s with ``collector_kind=SocketKind.PULL``)."""
 
 _clients = itertools.count()
 
@@ -83,6 +88,12 @@ class CloneClientStats:
         failovers: Switches to the next server (with several servers).
         heartbeats: HUGZ received.
         sets: Updates sent to the servers' collectors by :meth:`CloneClient.set`.
+        set_timeouts: Calls of :meth:`CloneClient.set` on a PUSH collector socket that
+            raised :class:`~transportkit.Timeout` (a collector could not take the
+            update within ``timeout``).
+        unanswered_snapshots: Snapshot requests the server did not answer within
+            ``timeout`` (each is also one of ``timeouts``; the Guide's ``clonesrv5``
+            never answers one whose subtree is empty).
         bad_messages: Malformed messages ignored (and bad snapshots dropped).
         malformed: Messages that followed no protocol, dropped (here the same as
             ``bad_messages``).
@@ -103,6 +114,8 @@ class CloneClientStats:
     failovers: int = 0
     heartbeats: int = 0
     sets: int = 0
+    set_timeouts: int = 0
+    unanswered_snapshots: int = 0
     bad_messages: int = 0
     malformed: int = 0
     over_limit: int = 0
@@ -167,9 +180,19 @@ class CloneClient(Service):
     one at a time and moves to the next, in turn, when the current one is silent past
     ``timeout`` (its snapshot request unanswered, or no message on its update stream).
 
-    Updates to the map: :meth:`set` publishes a KVSET to every ``collector`` endpoint
-    (CHP's PUB to the servers' collector SUB); the value shows in :attr:`state` once
-    the server has sequenced and published it.
+    Updates to the map: :meth:`set` sends a KVSET to every ``collector`` endpoint
+    (CHP's PUB to the servers' collector SUB; with ``collector_kind=SocketKind.PUSH``,
+    the Guide's model 5, a PUSH to each server's collector PULL); the value shows in
+    :attr:`state` once the server has sequenced and published it.
+
+    Servers that do not answer a snapshot request (the Guide's ``clonesrv5`` ignores
+    one whose subtree is empty, which is what this client sends with ``subtree=b""``;
+    CHP allows it) leave the client unsynced: each unanswered request counts in
+    ``stats.unanswered_snapshots`` and ``stats.timeouts``, emits a ``timeout`` event,
+    and is sent again on fresh sockets ``timeout`` seconds later, for as long as the
+    client runs. Follow a non-empty ``subtree`` to use such a server. ``clonesrv5``
+    sends no HUGZ either: an idle one looks dead after ``timeout`` seconds, so give
+    the client a ``timeout`` longer than the server's quiet periods.
 
     Whatever the server sends, the client never raises out of :meth:`run` because of
     it: a message that is not CHP, a reserved key where it does not belong, a key
@@ -185,8 +208,15 @@ class CloneClient(Service):
         updates: The (first) server's update (PUB) endpoint.
         backups: More servers, as ``(snapshot, updates)`` endpoint pairs, tried in turn
             after the first (default: none).
-        collector: The servers' collector endpoint(s), which :meth:`set` publishes to
+        collector: The servers' collector endpoint(s), which :meth:`set` sends to
             (default None: :meth:`set` is refused).
+        collector_kind: The socket kind :meth:`set` sends on: ``SocketKind.PUB`` (the
+            default, 12/CHP, to a collector SUB: :class:`CloneServer`'s default) or
+            ``SocketKind.PUSH`` (opt-in, the Guide's Clone model 5, to a collector
+            PULL: ``clonesrv5``, or :class:`CloneServer` with
+            ``collector_kind=SocketKind.PULL``). Both ends must agree. With PUSH, one
+            socket per collector endpoint (a single PUSH would round-robin, and each
+            server must see every update); see :meth:`set` for how each kind waits.
         subtree: Key prefix to follow (``b""``: the whole map).
         timeout: Seconds of silence after which the server is presumed dead; keep it
             several heartbeats long (the default suits the Guide's 1 s heartbeat). A
@@ -199,7 +229,7 @@ class CloneClient(Service):
         subscriber_options: Options of the SUB socket.
         snapshot_options: Options of the DEALER socket. Both connect, so neither is
             given a ``maxmsgsize`` (see :mod:`transportkit.patterns._limits`).
-        publisher_options: Options of the collector PUB socket.
+        publisher_options: Options of the collector PUB (or PUSH) socket(s).
         on_event: Called with a :class:`CloneEvent` for everything the client does.
         max_message_bytes: Largest message accepted from the server, all frames
             included (default 1 MiB; None: no limit).
@@ -210,8 +240,9 @@ class CloneClient(Service):
         max_properties_bytes: Largest properties frame accepted (default 4096).
 
     Raises:
-        ValueError: ``timeout`` or ``heartbeat`` is not positive, or a bound is not an
-            int >= 1 (``max_message_bytes`` may be None).
+        ValueError: ``timeout`` or ``heartbeat`` is not positive, a bound is not an
+            int >= 1 (``max_message_bytes`` may be None), or ``collector_kind`` is
+            neither PUB nor PUSH.
     """
 
     def __init__(
@@ -222,6 +253,7 @@ class CloneClient(Service):
         updates: str,
         backups: Iterable[tuple[str, str]] = (),
         collector: str | Iterable[str] | None = None,
+        collector_kind: SocketKind = SocketKind.PUB,
         subtree: bytes = b"",
         timeout: float = 5.0,
         heartbeat: float = 1.0,
@@ -238,6 +270,7 @@ class CloneClient(Service):
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         if not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0 seconds, got {heartbeat!r}")
+        self.collector_kind = _check_kind(collector_kind, CLIENT_COLLECTOR_KINDS, "CloneClient")
         self.max_message_bytes = check_message_limit(max_message_bytes)
         self.max_keys = check_bound("max_keys", max_keys)
         self.max_state_bytes = check_bound("max_state_bytes", max_state_bytes)
@@ -272,9 +305,23 @@ class CloneClient(Service):
         self._sockets: list[Subscriber | Dealer] = []
         self._nonce = f"{network.name}:{next(_clients)}:{network.time_ns()}"
         self._sets = itertools.count()
-        self._publisher: Publisher | None = None
-        if collector is not None:
-            self._publisher = network.publisher(connect=collector, options=publisher_options)
+        self._senders: list[tuple[str, Sender]] = []
+        if collector is None:
+            pass
+        elif self.collector_kind is SocketKind.PUSH:
+            endpoints = [collector] if isinstance(collector, str) else list(collector)
+            try:
+                for endpoint in endpoints:
+                    push = network.pusher(connect=endpoint, options=publisher_options)
+                    self._senders.append((endpoint, push))
+            except BaseException:
+                for _, sock in self._senders:
+                    sock.close()
+                raise
+        else:
+            pub = network.publisher(connect=collector, options=publisher_options)
+            self._senders.append((str(pub.last_endpoint), pub))
+        self._has_collector = collector is not None
 
     @property
     def snapshot_endpoint(self) -> str:
@@ -336,10 +383,22 @@ class CloneClient(Service):
     ) -> bytes:
         """Send ``key`` -> ``value`` to the servers' collectors (a CHP KVSET).
 
-        Delivery is CHP's: a PUB, which drops what it cannot send (before its
-        connection to a collector is made, or at the collector's high-water mark)
-        without telling. To know an update landed, wait until ``messages[key].uuid``
-        is the returned uuid (:meth:`wait_for`).
+        With ``collector_kind=SocketKind.PUB`` (the default) delivery is CHP's: a PUB
+        never waits; it drops what it cannot send (before its connection to a
+        collector is made, or at the collector's high-water mark) without telling.
+
+        With ``collector_kind=SocketKind.PUSH`` the update is queued to each
+        collector's PUSH socket in turn; nothing is dropped, so a copy waits while
+        its socket cannot take it: up to ``sndhwm`` messages queue for a server that
+        is not connected yet (delivered when it comes; lost if the client closes
+        first), and past that, or at once with ``immediate``, the call waits for room.
+        All the copies together wait at most ``timeout`` seconds (or less, per copy,
+        with a ``sndtimeo`` in ``publisher_options``), then :class:`Timeout` is raised
+        and counted (``stats.set_timeouts``): the collector named in it did not get
+        the update, the copies queued before it stay queued. It never waits longer.
+
+        Either way, to know an update landed, wait until ``messages[key].uuid`` is the
+        returned uuid (:meth:`wait_for`).
 
         Args:
             key: The key (not empty, not reserved by CHP).
@@ -357,9 +416,12 @@ class CloneClient(Service):
             StateError: The client has no ``collector``.
             ValueError: The key is empty or reserved, ``ttl`` is not a finite number
                 >= 0, or a property cannot be encoded.
+            Timeout: With PUSH only: a collector could not take the update within
+                ``timeout`` seconds (no server connected with ``immediate``, or its
+                queue full).
             ClosedError: The client is closed.
         """
-        if self._publisher is None:
+        if not self._has_collector:
             raise StateError("this CloneClient has no collector endpoint to send to")
         key = bytes(key)
         if not is_data_key(key):
@@ -373,9 +435,31 @@ class CloneClient(Service):
             seed = f"{self._nonce}:{next(self._sets)}".encode()
             uuid = hashlib.blake2b(seed, digest_size=16).digest()
         frames = KVMsg(key, 0, bytes(uuid), props, bytes(value)).encode()
-        await self._publisher.send(frames)
+        if self.collector_kind is SocketKind.PUSH:
+            await self._push(frames)
+        else:
+            for _, pub in self._senders:
+                await pub.send(frames)
         self.stats.sets += 1
         return bytes(uuid)
+
+    async def _push(self, frames: list[bytes]) -> None:
+        """Queue ``frames`` on every PUSH, all within ``timeout``; else Timeout."""
+        waiting = ""
+        try:
+            async with asyncio.timeout(self.timeout):
+                for endpoint, push in self._senders:
+                    waiting = endpoint
+                    try:
+                        push.try_send(frames)
+                    except WouldBlock:
+                        await push.send(frames)
+        except TimeoutError:  # transportkit's Timeout (``sndtimeo``) too
+            self.stats.set_timeouts += 1
+            raise Timeout(
+                f"clone update not taken by the PUSH to collector {waiting} within "
+                f"{self.timeout} s (no server connected, or its queue full)"
+            ) from None
 
     async def delete(self, key: bytes) -> bytes:
         """Delete ``key`` through the collectors; see :meth:`set`."""
@@ -478,14 +562,18 @@ class CloneClient(Service):
             self._silence()
             raise _Resync(reopen=True, silent=True) from None
         asked = loop.time()
+        answered = False
         received: dict[bytes, KVMsg] = {}
         count = size = 0
         while True:
             try:
                 frames = await dealer.recv(timeout=self.timeout)
             except Timeout:
+                if not answered:
+                    self.stats.unanswered_snapshots += 1
                 self._silence()
                 raise _Resync(reopen=True, silent=True) from None
+            answered = True
             msg = self._decode(frames)
             if msg is None:
                 continue
@@ -657,8 +745,8 @@ class CloneClient(Service):
         for sock in self._sockets:
             sock.close()
         self._sockets = []
-        if self._publisher is not None:
-            self._publisher.close()
+        for _, sender in self._senders:
+            sender.close()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -666,6 +754,7 @@ class CloneClient(Service):
 
 
 __all__ = [
+    "CLIENT_COLLECTOR_KINDS",
     "DEFAULT_CLIENT_MAX_KEYS",
     "DEFAULT_CLIENT_MAX_STATE_BYTES",
     "CloneClient",

@@ -11,6 +11,7 @@ from typing import Final
 
 from transportkit._closing import Service
 from transportkit._errors import ClosedError, ProtocolError, WouldBlock
+from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES, check_bound
@@ -83,7 +84,9 @@ class ClonePairServer(Service):
         primary: True for the primary, False for the backup.
         publisher: This server's PUB endpoint(s).
         snapshot: This server's snapshot ROUTER endpoint(s).
-        collector: This server's collector SUB endpoint(s).
+        collector: This server's collector endpoint(s).
+        collector_kind: The collector's socket kind, SUB (the default, 12/CHP) or
+            PULL (see :class:`CloneServer`; clients then send with PUSH).
         state_pub: Endpoint(s) this server's Binary Star state is published on.
         state_sub: The peer's Binary Star state endpoint.
         peer_snapshot: The peer's snapshot endpoint (followed while passive).
@@ -99,7 +102,8 @@ class ClonePairServer(Service):
             oldest entry is dropped and counted.
 
     Raises:
-        ValueError: A duration is not positive or a bound is not an int >= 1.
+        ValueError: A duration is not positive, a bound is not an int >= 1, or
+            ``collector_kind`` is neither SUB nor PULL.
         TransportError: Making a socket failed (nothing is left open).
     """
 
@@ -111,6 +115,7 @@ class ClonePairServer(Service):
         publisher: str | Iterable[str],
         snapshot: str | Iterable[str],
         collector: str | Iterable[str],
+        collector_kind: SocketKind = SocketKind.SUB,
         state_pub: str | Iterable[str],
         state_sub: str,
         peer_snapshot: str,
@@ -140,6 +145,7 @@ class ClonePairServer(Service):
             publisher=publisher,
             snapshot=snapshot,
             collector=collector,
+            collector_kind=collector_kind,
             heartbeat=heartbeat,
             extensions=extensions,
             publisher_options=publisher_options,

@@ -14,9 +14,10 @@ from typing import Final
 
 from transportkit._closing import Service
 from transportkit._errors import ClosedError, ProtocolError
+from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
-from transportkit._socket import Message, Subscriber
+from transportkit._socket import Message, Receiver
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -49,6 +50,19 @@ DEFAULT_SERVER_MAX_KEYS: Final = 1_000_000
 """Keys the collector may bring a :class:`CloneServer`'s map to, by default."""
 DEFAULT_MAX_TTL: Final = 86_400.0
 """The longest ``ttl`` (seconds) a :class:`CloneServer` accepts by default (a day)."""
+
+COLLECTOR_KINDS: Final = (SocketKind.SUB, SocketKind.PULL)
+"""The socket kinds a :class:`CloneServer`'s collector may be: SUB (12/CHP, the
+default, for clients that publish on a PUB) or PULL (the Guide's Clone model 5,
+``clonesrv5``, for clients that send on a PUSH)."""
+
+
+def _check_kind(kind: SocketKind, allowed: tuple[SocketKind, ...], what: str) -> SocketKind:
+    """``kind`` if it is one of ``allowed``, else ValueError naming ``what``."""
+    if not isinstance(kind, SocketKind) or kind not in allowed:
+        names = " or ".join(f"SocketKind.{k.name}" for k in allowed)
+        raise ValueError(f"{what} collector_kind must be {names}, got {kind!r}")
+    return kind
 
 
 @dataclass(slots=True)
@@ -115,9 +129,19 @@ class CloneServer(Service):
         network: Where to make the sockets.
         publisher: Endpoint(s) the PUB socket binds for updates and heartbeats.
         snapshot: Endpoint(s) the ROUTER socket binds for snapshot requests.
-        collector: Endpoint(s) the collector SUB socket binds (CHP's port P + 2), where
-            clients publish KVSET updates; None (the default): no collector, the map is
+        collector: Endpoint(s) the collector socket binds (CHP's port P + 2), where
+            clients send KVSET updates; None (the default): no collector, the map is
             only what the application :meth:`set`.
+        collector_kind: The collector's socket kind: ``SocketKind.SUB`` (the default,
+            12/CHP: clients publish on a PUB, :class:`CloneClient`'s default) or
+            ``SocketKind.PULL`` (opt-in, the Guide's Clone model 5: its ``clonecli5``
+            sends on a PUSH, as :class:`CloneClient` does with
+            ``collector_kind=SocketKind.PUSH``). A PUB cannot talk to a PULL nor a
+            PUSH to a SUB: both ends must agree. Either kind is bounded, validated and
+            counted alike (``max_message_bytes`` as ``maxmsgsize``, ``rcvhwm``,
+            ``stats.collected``, ``bad_updates``, ``over_limit``). With PULL a client
+            at this collector's ``rcvhwm`` waits instead of losing the update, and the
+            slow-joiner loss of a PUB does not happen.
         heartbeat: Seconds between HUGZ (the Guide's 1 s).
         snapshot_timeout: Seconds a snapshot may wait on a client at its high-water
             mark (without the client reading anything) before the server gives up on
@@ -128,7 +152,7 @@ class CloneServer(Service):
         snapshot_options: Options of the ROUTER socket (``router_mandatory`` is forced
             on so that a snapshot is never silently truncated; ``maxmsgsize`` defaults
             to ``max_message_bytes``; a 0 ``sndhwm`` or ``rcvhwm`` is refused).
-        collector_options: Options of the collector SUB (``maxmsgsize`` defaults to
+        collector_options: Options of the collector (``maxmsgsize`` defaults to
             ``max_message_bytes``; a 0 ``rcvhwm`` is refused).
         instance_id: Opt-in transportkit extension: put these bytes in the uuid frame
             of KTHXBAI and HUGZ (CHP leaves it empty, which is the default, b"").
@@ -159,8 +183,8 @@ class CloneServer(Service):
 
     Raises:
         ValueError: A duration is not positive, a bound is not an int >= 1 (for
-            ``max_pending_snapshots``, >= 0; ``max_message_bytes`` may be None), or a
-            high-water mark is 0.
+            ``max_pending_snapshots``, >= 0; ``max_message_bytes`` may be None), a
+            high-water mark is 0, or ``collector_kind`` is neither SUB nor PULL.
         TransportError: Binding failed (nothing is left open).
     """
 
@@ -171,6 +195,7 @@ class CloneServer(Service):
         publisher: str | Iterable[str],
         snapshot: str | Iterable[str],
         collector: str | Iterable[str] | None = None,
+        collector_kind: SocketKind = SocketKind.SUB,
         heartbeat: float = 1.0,
         snapshot_timeout: float = 5.0,
         publisher_options: SocketOptions | None = None,
@@ -192,6 +217,7 @@ class CloneServer(Service):
             raise ValueError(f"snapshot_timeout must be > 0 seconds, got {snapshot_timeout!r}")
         if not (max_ttl > 0 and math.isfinite(max_ttl)):
             raise ValueError(f"max_ttl must be a finite number > 0, got {max_ttl!r}")
+        self.collector_kind = _check_kind(collector_kind, COLLECTOR_KINDS, "CloneServer")
         self.max_message_bytes = check_message_limit(max_message_bytes)
         self.max_subtree_bytes = check_bound("max_subtree_bytes", max_subtree_bytes)
         self.max_keys = check_bound("max_keys", max_keys)
@@ -224,12 +250,15 @@ class CloneServer(Service):
         self._hold: Callable[[KVMsg, float | None], None] | None = None
         self._active = True
         self._publisher = network.publisher(bind=publisher, options=pub_options)
-        self._collector: Subscriber | None = None
+        self._collector: Receiver | None = None
         try:
             self._router = network.router(bind=snapshot, options=router_options)
             if collector is not None:
                 try:
-                    self._collector = network.subscriber(bind=collector, options=sub_options)
+                    if self.collector_kind is SocketKind.PULL:
+                        self._collector = network.puller(bind=collector, options=sub_options)
+                    else:
+                        self._collector = network.subscriber(bind=collector, options=sub_options)
                 except BaseException:
                     self._router.close()
                     raise
@@ -429,7 +458,7 @@ class CloneServer(Service):
                 async with asyncio.timeout(None if wait == math.inf else max(wait, 0.0)):
                     await self._ttl_changed.wait()
 
-    async def _collect(self, collector: Subscriber) -> None:
+    async def _collect(self, collector: Receiver) -> None:
         while True:
             frames = await collector.recv(timeout=math.inf)
             msg, ttl = self._check_update(frames)
@@ -530,6 +559,7 @@ class CloneServer(Service):
 
 
 __all__ = [
+    "COLLECTOR_KINDS",
     "DEFAULT_MAX_PENDING_SNAPSHOTS",
     "DEFAULT_MAX_PROPERTIES_BYTES",
     "DEFAULT_MAX_SNAPSHOTS",

@@ -9,7 +9,11 @@ key (the last price, for ``MARKET.`` keys).
 ``--backup SNAPSHOT,UPDATES`` adds a second server to fail over to (the Guide's
 model 6 client, next to ``clonesrv --pair``); ``--collector`` (repeatable) names the
 servers' collectors, and ``--set KEY=VALUE`` (repeatable, with ``--ttl``) publishes
-updates to them once synced.
+updates to them once synced; ``--collector-kind push`` sends them on a PUSH, for a
+PULL collector (the Guide's model 5 ``clonesrv5``, or ``clonesrv --collector-kind
+pull``). The Guide's ``clonesrv5`` answers no snapshot request for the whole map: give
+it a ``--subtree`` (without one the client prints a ``TIMEOUT`` line every
+``--timeout`` seconds and stays unsynced).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import math
 import sys
 from collections.abc import Sequence
 
+from transportkit import SocketKind, Timeout
 from transportkit.patterns.clone import CloneClient, CloneEvent
 from transportkit.trading import MarketData
 from transportkit.zmq_backend import ZmqNetwork
@@ -50,6 +55,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="publish an update"
+    )
+    parser.add_argument(
+        "--collector-kind",
+        choices=("pub", "push"),
+        default="pub",
+        help="socket for --set: pub (12/CHP) or push (the Guide's model 5) (%(default)s)",
     )
     parser.add_argument("--ttl", type=float, help="seconds the --set values live")
     parser.add_argument(
@@ -84,6 +95,7 @@ async def follow(args: argparse.Namespace) -> int:
             updates=args.updates,
             backups=[(b[0], b[1]) for b in backups],
             collector=args.collector or None,
+            collector_kind=SocketKind.PUSH if args.collector_kind == "push" else SocketKind.PUB,
             subtree=args.subtree.encode(),
             timeout=args.timeout,
             heartbeat=args.heartbeat,
@@ -95,7 +107,11 @@ async def follow(args: argparse.Namespace) -> int:
             await asyncio.sleep(0.2)  # the collector PUB connects meanwhile
             for item in args.set:
                 key, _, value = item.partition("=")
-                uid = await client.set(key.encode(), value.encode(), ttl=args.ttl)
+                try:
+                    uid = await client.set(key.encode(), value.encode(), ttl=args.ttl)
+                except Timeout as exc:  # a PUSH whose collector cannot take it
+                    print(f"SET-FAILED {key} {exc}", flush=True)
+                    continue
                 print(f"SET {key} uuid={uid.hex()}", flush=True)
 
         async with client:

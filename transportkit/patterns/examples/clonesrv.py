@@ -5,8 +5,11 @@ Run ``python -m transportkit.patterns.examples.clonesrv`` next to ``clonecli``. 
 ``MARKET.<symbol>`` -> serialized ``MarketData``, publishes every change with the next
 sequence number, serves snapshots and sends HUGZ every ``--heartbeat`` seconds; its
 collector (``--collector``, CHP's port P + 2) takes the updates clients publish, with
-their ``ttl``. The updates are a deterministic function of ``--seed`` (see
-:func:`market_updates`), so a test can tell which state a client should end up with;
+their ``ttl``; ``--collector-kind pull`` makes it a PULL, as the Guide's model 5
+(``clonesrv5``) has it, for clients that send on a PUSH (the Guide's ``clonecli5``,
+``clonecli --collector-kind push``); the default ``sub`` is 12/CHP's. The updates are
+a deterministic function of ``--seed`` (see :func:`market_updates`), so a test can
+tell which state a client should end up with;
 ``--count 0`` publishes none. It prints ``READY <snapshot endpoint> <publisher
 endpoint>`` once bound.
 
@@ -24,7 +27,7 @@ import random
 import sys
 from collections.abc import Iterator, Sequence
 
-from transportkit import SocketOptions
+from transportkit import SocketKind, SocketOptions
 from transportkit.patterns.clone import ClonePairServer, CloneServer
 from transportkit.trading import MarketData
 from transportkit.zmq_backend import ZmqNetwork
@@ -67,7 +70,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--snapshot", help="ROUTER endpoint (tcp://*:5556; backup: 5566)")
     parser.add_argument("--publisher", help="PUB endpoint (tcp://*:5557; backup: 5567)")
     parser.add_argument(
-        "--collector", help="collector SUB endpoint, or 'none' (tcp://*:5558; backup: 5568)"
+        "--collector", help="collector endpoint, or 'none' (tcp://*:5558; backup: 5568)"
+    )
+    parser.add_argument(
+        "--collector-kind",
+        choices=("sub", "pull"),
+        default="sub",
+        help="collector socket: sub (12/CHP) or pull (the Guide's model 5) (%(default)s)",
     )
     parser.add_argument(
         "--pair", choices=("primary", "backup"), help="run one server of a Binary Star pair"
@@ -107,6 +116,7 @@ async def serve(args: argparse.Namespace) -> int:
     snapshot = _port(args, args.snapshot, 0)
     publisher = _port(args, args.publisher, 1)
     collector = None if args.collector == "none" else _port(args, args.collector, 2)
+    collector_kind = SocketKind.PULL if args.collector_kind == "pull" else SocketKind.SUB
     with ZmqNetwork(name="clonesrv") as net:
         pair: ClonePairServer | None = None
         if args.pair is None:
@@ -115,6 +125,7 @@ async def serve(args: argparse.Namespace) -> int:
                 publisher=publisher,
                 snapshot=snapshot,
                 collector=collector,
+                collector_kind=collector_kind,
                 heartbeat=args.heartbeat,
                 extensions=args.extensions,
                 publisher_options=SocketOptions(sndhwm=args.sndhwm),
@@ -128,6 +139,7 @@ async def serve(args: argparse.Namespace) -> int:
                 publisher=publisher,
                 snapshot=snapshot,
                 collector=collector or _port(args, None, 2),
+                collector_kind=collector_kind,
                 state_pub="tcp://*:5003" if primary else "tcp://*:5004",
                 state_sub="tcp://localhost:5004" if primary else "tcp://localhost:5003",
                 peer_snapshot=f"tcp://localhost:{peer}",
