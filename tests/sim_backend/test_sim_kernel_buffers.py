@@ -212,8 +212,14 @@ def test_sim_holds_what_real_sockets_held_within_the_stated_tolerance(case: Case
     [c for c in cases() if c.size in (10, 65536) and c.hwm in (1, 100) and c.kind != "pub_burst"],
     ids=lambda c: c.key,
 )
+@pytest.mark.timeout(300)
 def test_sim_holds_what_real_sockets_hold_on_this_machine(case: Case) -> None:
-    """Measure again here (three times) and compare the same way."""
+    """Measure again here (three times) and compare the same way.
+
+    The tcp case of 10-byte messages sends about 360,000 messages a measurement before
+    the kernel's autotuned buffers fill: its three measurements take about 95 s alone
+    here, past the suite's 60 s default timeout, hence the longer one.
+    """
     counts = [measure(case) for _ in range(3)]
     assert _within(case, sim_count(case), summary(counts)) is None
 
