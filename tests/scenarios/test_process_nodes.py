@@ -120,7 +120,10 @@ def test_a_publisher_process_feeds_subscribers_in_both_processes(
     feed = report["streams"]["feed"]
     near, far = feed["receivers"]["near"], feed["receivers"]["far"]
     # Sent is counted in the publisher's process, "near" here, "far" in a third process.
-    assert feed["sent"] >= 1000
+    # The publisher runs on the wall clock at a nominal 2,000/s for 1 s; how many it
+    # manages is the machine's business, not this test's (a loaded CI machine sent 996
+    # on Python 3.13): only that a child's counts arrived, and match the receivers'.
+    assert feed["sent"] >= 100
     assert near["expected"] == feed["sent"]
     assert 0 < far["expected"] < feed["sent"]  # two of the three symbols
     assert near["delivered"] >= 0.95 * feed["sent"]
