@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from transportkit._closing import Closeable
-from transportkit._errors import FrameError, OptionError
+from transportkit._errors import FrameError, OptionError, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 from transportkit._socket import (
@@ -23,6 +23,9 @@ from transportkit._socket import (
     Worker,
     attach,
 )
+
+if TYPE_CHECKING:
+    from transportkit.security import Authenticator, AuthPolicy
 
 __all__ = ["Network"]
 
@@ -58,6 +61,21 @@ class Network(Closeable):
     @abc.abstractmethod
     def close(self) -> None:
         """Close every socket made by this network, then the network. Idempotent."""
+
+    def start_authenticator(self, policy: AuthPolicy | None = None) -> Authenticator:
+        """Start this network's ZAP handler (RFC 27) with ``policy`` (default: allow any
+        client that completes a CURVE handshake); closing the network stops it.
+
+        One authenticator per network: a second call raises. Start it before the CURVE
+        server sockets accept connections (handshakes before it runs are not
+        authenticated, as with libzmq).
+
+        Raises:
+            UnsupportedError: This backend has no authenticator.
+            ClosedError: The network is closed.
+            OptionError: The network already has an authenticator.
+        """
+        raise UnsupportedError(f"{type(self).__name__} has no ZAP authenticator")
 
     def socket(
         self,

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from transportkit._curve import curve_public, key_z85
 from transportkit._errors import OptionError
 from transportkit._kinds import SocketKind
 
@@ -116,6 +117,22 @@ class SocketOptions:
             connection, or None for the OS default (``net.ipv4.tcp_rmem``'s default,
             128 KiB, autotuned). The same rules as ``sndbuf``: tcp only, doubled,
             capped at ``net.core.rmem_max``, 0 for the minimum.
+        curve_server: This socket is a CURVE server (RFC 26): it needs
+            ``curve_secretkey``; clients must know its public key. Its network's
+            authenticator (:meth:`~transportkit.Network.start_authenticator`), if one
+            runs, decides which clients get in. Applies to ipc and tcp; inproc is
+            never encrypted (libzmq).
+        curve_secretkey: This socket's CURVE secret key: 40 Z85 characters or 32 raw
+            bytes (stored as Z85 bytes).
+        curve_publickey: This socket's CURVE public key (Z85 or raw). Optional: it is
+            derived from ``curve_secretkey`` when left out, and must match it when
+            given.
+        curve_serverkey: On a CURVE client, the server's public key (Z85 or raw).
+            Setting it (with ``curve_secretkey``) makes this socket a CURVE client; a
+            client whose server key is wrong never completes a handshake.
+        zap_domain: The ZAP domain (ZMQ_ZAP_DOMAIN) a CURVE server asks its network's
+            authenticator about; an authenticator for domain ``"*"`` answers every
+            domain. At most 254 characters.
         tcp_nodelay: Always True. libzmq sets TCP_NODELAY on every TCP connection and
             offers no way to clear it; this field exists so that asking for False
             fails loudly instead of being silently ignored.
@@ -145,6 +162,11 @@ class SocketOptions:
     tcp_nodelay: bool = True
     sndbuf: int | None = None
     rcvbuf: int | None = None
+    curve_server: bool = False
+    curve_secretkey: bytes | None = field(default=None, repr=False)
+    curve_publickey: bytes | None = None
+    curve_serverkey: bytes | None = None
+    zap_domain: str = ""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -191,6 +213,7 @@ class SocketOptions:
                     "option 'routing_id' must not start with a zero byte "
                     "(libzmq reserves those for generated ids)"
                 )
+        _check_curve(self)
         if self.tcp_nodelay is not True:
             raise OptionError(
                 "option 'tcp_nodelay' cannot be turned off: libzmq always sets TCP_NODELAY "
@@ -234,6 +257,45 @@ class SocketOptions:
             for f in dataclasses.fields(self)
             if getattr(self, f.name) != getattr(default, f.name)
         }
+
+
+def _check_curve(options: SocketOptions) -> None:
+    """Normalise the CURVE keys to Z85 and refuse incomplete or contradictory sets."""
+    for name in ("curve_secretkey", "curve_publickey", "curve_serverkey"):
+        key = getattr(options, name)
+        if key is not None:
+            object.__setattr__(options, name, key_z85(name, key))
+    secret, public = options.curve_secretkey, options.curve_publickey
+    if public is not None and secret is None:
+        raise OptionError("option 'curve_publickey' needs 'curve_secretkey' (the pair's secret)")
+    if secret is not None:
+        derived = curve_public(secret)
+        if public is None:
+            object.__setattr__(options, "curve_publickey", derived)
+        elif public != derived:
+            raise OptionError(
+                "option 'curve_publickey' does not belong to 'curve_secretkey' "
+                "(leave it out to derive it)"
+            )
+    if options.curve_server:
+        if secret is None:
+            raise OptionError("option 'curve_server' needs 'curve_secretkey'")
+        if options.curve_serverkey is not None:
+            raise OptionError(
+                "option 'curve_serverkey' is for CURVE clients; a socket with "
+                "'curve_server' set uses its own key pair"
+            )
+    elif secret is not None and options.curve_serverkey is None:
+        raise OptionError(
+            "a CURVE key pair without 'curve_server' makes a client, which needs "
+            "'curve_serverkey' (the server's public key)"
+        )
+    elif options.curve_serverkey is not None and secret is None:
+        raise OptionError("option 'curve_serverkey' needs 'curve_secretkey' (the client's keys)")
+    if not isinstance(options.zap_domain, str):
+        raise OptionError(f"option 'zap_domain' must be a str, got {options.zap_domain!r}")
+    if len(options.zap_domain) > 254:
+        raise OptionError("option 'zap_domain' must be at most 254 characters")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

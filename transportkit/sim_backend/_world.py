@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import simpy
 
 from transportkit._endpoint import Endpoint
-from transportkit._errors import ClosedError, OptionError, Timeout
+from transportkit._errors import ClosedError, OptionError, Timeout, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
@@ -88,6 +88,11 @@ class Node(Network):
             raise ClosedError(f"node {self._name!r} is down (crashed)")
         if self._closed:
             raise ClosedError(f"network of node {self._name!r} is closed")
+        if options.curve_server or options.curve_secretkey is not None:
+            raise UnsupportedError(
+                f"node {self._name!r}: the sim backend does not model CURVE security yet; "
+                "refused rather than run the socket in plaintext"
+            )
         sock = SOCKET_CLASSES[kind](self, options, next(self._counter))
         self.sockets[sock] = None
         return sock
