@@ -789,3 +789,29 @@ SOCKET_CLASSES: dict[SocketKind, type[SimSocket]] = {
     SocketKind.DEALER: SimDealer,
     SocketKind.ROUTER: SimRouter,
 }
+
+
+class _NotYetModelled(SimSocket):
+    """XPUB and XSUB: not modelled by the sim backend yet (refused, with a clear error)."""
+
+    __slots__ = ()
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        raise UnsupportedError(
+            f"the sim backend does not model {self.kind.value} sockets yet; "
+            "use the zmq backend for XPUB/XSUB"
+        )
+
+
+class _SimXPublisher(_NotYetModelled):
+    __slots__ = ()
+    kind = SocketKind.XPUB
+
+
+class _SimXSubscriber(_NotYetModelled):
+    __slots__ = ()
+    kind = SocketKind.XSUB
+
+
+SOCKET_CLASSES[SocketKind.XPUB] = _SimXPublisher
+SOCKET_CLASSES[SocketKind.XSUB] = _SimXSubscriber

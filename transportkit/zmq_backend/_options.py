@@ -56,6 +56,10 @@ SOCKOPTS: Final[dict[str, int]] = {
     "req_correlate": zmq.REQ_CORRELATE,
     "sndbuf": zmq.SNDBUF,
     "rcvbuf": zmq.RCVBUF,
+    "xpub_verbose": zmq.XPUB_VERBOSE,
+    "xpub_verboser": zmq.XPUB_VERBOSER,
+    "xpub_nodrop": zmq.XPUB_NODROP,
+    "xpub_welcome_msg": zmq.XPUB_WELCOME_MSG,
 }
 """The libzmq socket option behind each :class:`~transportkit.SocketOptions` field."""
 
