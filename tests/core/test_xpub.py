@@ -23,19 +23,15 @@ from transportkit import (
     SocketKind,
     SocketOptions,
     Timeout,
-    UnsupportedError,
     WouldBlock,
     XPublisher,
     parse_subscription,
 )
 from transportkit._kinds import PEERS
-from transportkit.sim_backend import Crash, Simulation
-from transportkit.testing import Harness
+from transportkit.sim_backend import Crash, DropConnection
+from transportkit.testing import Harness, open_harness
 
 RUN_TIMEOUT = 30.0
-
-# The sim backend does not model XPUB/XSUB yet (see test_sim_refuses_xpub_clearly).
-pytestmark = pytest.mark.tk_backends("zmq")
 
 
 def run(h: Harness, body: Callable[[ExitStack], Coroutine[Any, Any, None]]) -> None:
@@ -67,6 +63,13 @@ async def keep_using(sock: Receiver) -> None:
     """Use ``sock`` now and then, as an application that still reads it would."""
     while True:
         sock.try_recv()
+        await asyncio.sleep(0.005)
+
+
+async def keep_polling(sock: Receiver) -> None:
+    """Poll ``sock`` now and then (taking nothing), as a waiting reader does."""
+    while True:
+        await sock.poll(0)
         await asyncio.sleep(0.005)
 
 
@@ -438,11 +441,123 @@ def test_kinds_peers_and_parse_subscription() -> None:
     assert parse_subscription([b"\x01A", b"x"]) is None
 
 
-def test_sim_refuses_xpub_clearly() -> None:
-    sim = Simulation(seed=1)
-    node = sim.node("n")
-    with pytest.raises(UnsupportedError, match="does not model XPUB sockets yet"):
-        node.xpublisher()
-    with pytest.raises(UnsupportedError, match="does not model XSUB sockets yet"):
-        node.xsubscriber()
-    sim.close()
+def test_a_subscribers_topics_arrive_once_each_in_byte_order(tk_harness: Harness) -> None:
+    """libzmq's SUB sends its subscriptions on connect by walking its trie: each
+    prefix once, in byte order, however often and in whatever order it subscribed.
+    """
+    h = tk_harness
+
+    async def body(stack: ExitStack) -> None:
+        pub = xpub(h, stack, xpub_verbose=True)
+        topics = [b"B", b"A", b"AB", b"A", b""]
+        stack.enter_context(h.network("sub").subscriber(connect=pub.last_endpoint, topics=topics))
+        await expect(pub, [b"\x01"], [b"\x01A"], [b"\x01AB"], [b"\x01B"])
+        await quiet(h, pub)
+
+    run(h, body)
+
+
+def test_a_dropped_connection_unsubscribes_then_the_reconnect_subscribes_again(
+    tk_backend: str,
+) -> None:
+    """The XPUB binds: its end of a dropped connection is a pipe that ends, so the
+    subscriber's topics are unsubscribed; the subscriber reconnects and subscribes
+    again on the new pipe (the welcome comes again too: it is per pipe).
+    """
+    with open_harness(tk_backend, faults=True) as h:
+
+        async def body(stack: ExitStack) -> None:
+            pub = xpub(h, stack, xpub_welcome_msg=b"W")
+            sub = stack.enter_context(
+                h.network("sub").subscriber(connect=pub.last_endpoint, topics=[b"A", b"W"])
+            )
+            await expect(pub, [b"\x01A"], [b"\x01W"])
+            await expect(sub, [b"W"])
+            h.apply(DropConnection("sub", "pub"))
+            await expect(pub, [b"\x00A"], [b"\x00W"], [b"\x01A"], [b"\x01W"])
+            await expect(sub, [b"W"])
+            await pub.publish(b"A", b"after")
+            await expect(sub, [b"A", b"after"])
+
+        run(h, body)
+
+
+def test_a_connecting_xpub_keeps_its_pipe_and_subscriptions_across_a_reconnect(
+    tk_backend: str,
+) -> None:
+    """The XPUB connects to a binding SUB: libzmq keeps the connecting side's pipe
+    across a reconnect, so no unsubscription comes, the SUB's subscriptions arrive
+    again on the same pipe (passed up only with verbose), and no second welcome.
+    """
+    with open_harness(tk_backend, faults=True) as h:
+
+        async def body(stack: ExitStack) -> None:
+            sub = stack.enter_context(
+                h.network("sub").subscriber(bind=h.endpoint(), topics=[b"A", b"W"])
+            )
+            pub = stack.enter_context(
+                h.network("pub").xpublisher(
+                    connect=sub.last_endpoint,
+                    options=SocketOptions(xpub_verbose=True, xpub_welcome_msg=b"W"),
+                )
+            )
+            # A binding libzmq socket attaches a connection in its own thread, when it
+            # is used: as a subscriber waiting for data is.
+            user = asyncio.create_task(keep_polling(sub))
+            await expect(pub, [b"\x01A"], [b"\x01W"])
+            await expect(sub, [b"W"])
+            h.apply(DropConnection("pub", "sub"))
+            await expect(pub, [b"\x01A"], [b"\x01W"])  # verbose: the same pipe again
+            await pub.publish(b"A", b"after")
+            await expect(sub, [b"A", b"after"])
+            await quiet(h, sub)  # no second welcome
+            await quiet(h, pub)  # and never an unsubscription
+            user.cancel()
+
+        run(h, body)
+
+
+def test_zmq_disconnect_completes_when_the_socket_is_used_again(tk_harness: Harness) -> None:
+    """A difference between the backends, kept and pinned: libzmq 4.3 ends the
+    connection of a ``disconnect()`` only when the disconnecting socket's thread next
+    uses it (the pipe's termination handshake runs in the socket's commands), so an
+    XPUB sees the unsubscriptions of a SUB that disconnected and is never touched
+    again only when that SUB is closed. The sim ends the connection at once.
+    """
+    h = tk_harness
+
+    async def body(stack: ExitStack) -> None:
+        pub = xpub(h, stack)
+        endpoint = pub.last_endpoint
+        assert endpoint is not None
+        sub = stack.enter_context(h.network("sub").subscriber(connect=endpoint, topics=[b"A"]))
+        await expect(pub, [b"\x01A"])
+        sub.disconnect(endpoint)
+        if h.name == "zmq":
+            await asyncio.sleep(2 * h.settle)
+            assert pub.try_recv() is None, "libzmq completed an untouched disconnect"
+            sub.try_recv()  # any use of the socket runs its pending commands
+            await asyncio.sleep(h.settle)
+            sub.try_recv()
+        await expect(pub, [b"\x00A"])
+
+    run(h, body)
+
+
+def test_xsub_queues_to_a_pipe_still_connecting(tk_harness: Harness) -> None:
+    """An XSUB connected over inproc before anyone binds has its pipe already: its
+    subscriptions and data wait there, subscriptions first, for the XPUB.
+    """
+    h = tk_harness
+
+    async def body(stack: ExitStack) -> None:
+        net = h.network("local")
+        endpoint = h.endpoint("inproc")
+        xsub = stack.enter_context(net.xsubscriber(connect=endpoint))
+        xsub.subscribe(b"A")
+        await xsub.send([b"early data"])
+        await asyncio.sleep(h.settle / 4)
+        pub = stack.enter_context(net.xpublisher(bind=endpoint))
+        await expect(pub, [b"\x01A"], [b"early data"])
+
+    run(h, body)
