@@ -55,6 +55,9 @@ from transportkit._socket import (
     SocketStats,
     Subscriber,
     Worker,
+    XPublisher,
+    XSubscriber,
+    parse_subscription,
 )
 
 __version__ = "0.1.0"
@@ -103,7 +106,10 @@ __all__ = [
     "UnsupportedError",
     "Worker",
     "WouldBlock",
+    "XPublisher",
+    "XSubscriber",
     "__version__",
     "parse_endpoint",
+    "parse_subscription",
     "poll",
 ]

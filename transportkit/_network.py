@@ -21,6 +21,8 @@ from transportkit._socket import (
     Socket,
     Subscriber,
     Worker,
+    XPublisher,
+    XSubscriber,
     attach,
 )
 
@@ -169,3 +171,51 @@ class Network(Closeable):
     ) -> Router:
         """Make a ROUTER socket."""
         return cast(Router, self._typed(SocketKind.ROUTER, bind, connect, options))
+
+    def xpublisher(
+        self, *, bind: Endpoints = (), connect: Endpoints = (), options: SocketOptions | None = None
+    ) -> XPublisher:
+        """Make an XPUB socket: a publisher that receives its subscribers' subscriptions.
+
+        Its options (``xpub_verbose``, ``xpub_verboser``, ``xpub_nodrop``,
+        ``xpub_welcome_msg``) are applied before any bind or connect.
+
+        Raises:
+            OptionError: ``options`` is not SocketOptions, or does not suit XPUB.
+            EndpointError: A bind or connect failed (the socket is closed first).
+            ClosedError: The network is closed.
+        """
+        return cast(XPublisher, self._typed(SocketKind.XPUB, bind, connect, options))
+
+    def xsubscriber(
+        self,
+        *,
+        bind: Endpoints = (),
+        connect: Endpoints = (),
+        topics: Iterable[bytes] = (),
+        options: SocketOptions | None = None,
+    ) -> XSubscriber:
+        """Make an XSUB socket subscribed to ``topics`` (default: none, as libzmq's XSUB
+        starts; a forwarder passes its downstream subscribers' subscriptions on).
+
+        The subscriptions are sent before any bind or connect, so every publisher it
+        reaches gets them when the connection is made.
+
+        Raises:
+            FrameError: A topic is not bytes.
+            OptionError: ``options`` is not SocketOptions, or does not suit XSUB.
+            EndpointError: A bind or connect failed (the socket is closed first).
+            ClosedError: The network is closed.
+        """
+        prefixes = [topics] if isinstance(topics, (bytes, str)) else list(topics)
+        for prefix in prefixes:
+            if not isinstance(prefix, bytes):
+                raise FrameError(f"topic must be bytes, got {type(prefix).__name__} {prefix!r}")
+        xsub = cast(XSubscriber, self._typed(SocketKind.XSUB, (), (), options))
+        try:
+            for prefix in prefixes:
+                xsub.subscribe(prefix)
+        except BaseException:
+            xsub.close()
+            raise
+        return attach(xsub, bind, connect)

@@ -30,6 +30,7 @@ _INT32_MAX: Final = 2**31 - 1
 _CONFLATE_KINDS: Final = frozenset(
     {SocketKind.PUB, SocketKind.SUB, SocketKind.PUSH, SocketKind.PULL, SocketKind.DEALER}
 )
+_XPUB_OPTIONS: Final = ("xpub_verbose", "xpub_verboser", "xpub_nodrop", "xpub_welcome_msg")
 
 
 def _int_field(default: int, minimum: int, doc: str) -> Any:
@@ -136,6 +137,22 @@ class SocketOptions:
         tcp_nodelay: Always True. libzmq sets TCP_NODELAY on every TCP connection and
             offers no way to clear it; this field exists so that asking for False
             fails loudly instead of being silently ignored.
+        xpub_verbose: ZMQ_XPUB_VERBOSE (XPUB only): pass every subscription message up
+            to the application, not only the first one of each topic. Unsubscriptions
+            still come only when a topic's last subscriber leaves.
+        xpub_verboser: ZMQ_XPUB_VERBOSER (XPUB only): pass every subscription and
+            every unsubscription, including those of a subscriber that goes away
+            (it implies ``xpub_verbose``, as libzmq's option sets both).
+        xpub_nodrop: ZMQ_XPUB_NODROP (XPUB only): at a subscriber's SNDHWM, do not
+            drop: ``send`` waits (up to ``sndtimeo``, then
+            :class:`~transportkit.Timeout`) and ``try_send`` raises
+            :class:`~transportkit.WouldBlock`, and the message goes to no subscriber
+            until every matching one has room. A subscriber that stops reading then
+            stalls the publisher: pair it with a finite ``sndtimeo``.
+        xpub_welcome_msg: ZMQ_XPUB_WELCOME_MSG (XPUB only): a frame sent to each new
+            subscriber when it connects, before anything else and whatever it
+            subscribed to (a SUB still filters it: it must subscribe to a prefix of
+            it to see it). None (the default) sends nothing; it must not be empty.
     """
 
     sndhwm: int = _int_field(1000, 0, "send high-water mark")
@@ -167,6 +184,10 @@ class SocketOptions:
     curve_publickey: bytes | None = None
     curve_serverkey: bytes | None = None
     zap_domain: str = ""
+    xpub_verbose: bool = False
+    xpub_verboser: bool = False
+    xpub_nodrop: bool = False
+    xpub_welcome_msg: bytes | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -214,6 +235,18 @@ class SocketOptions:
                     "(libzmq reserves those for generated ids)"
                 )
         _check_curve(self)
+        welcome = self.xpub_welcome_msg
+        if welcome is not None:
+            if not isinstance(welcome, bytes):
+                raise OptionError(
+                    "option 'xpub_welcome_msg' must be bytes or None, got "
+                    f"{type(welcome).__name__} {welcome!r:.40}"
+                )
+            if not welcome:
+                raise OptionError(
+                    "option 'xpub_welcome_msg' must not be empty (libzmq sends no welcome "
+                    "for an empty one): use None for no welcome message"
+                )
         if self.tcp_nodelay is not True:
             raise OptionError(
                 "option 'tcp_nodelay' cannot be turned off: libzmq always sets TCP_NODELAY "
@@ -248,6 +281,10 @@ class SocketOptions:
         if (self.req_relaxed or self.req_correlate) and kind is not SocketKind.REQ:
             name = "req_relaxed" if self.req_relaxed else "req_correlate"
             raise OptionError(f"option {name!r} applies to REQ, not {kind.value}")
+        if kind is not SocketKind.XPUB:
+            for name in _XPUB_OPTIONS:
+                if getattr(self, name) not in (False, None):
+                    raise OptionError(f"option {name!r} applies to XPUB, not {kind.value}")
 
     def changed(self) -> dict[str, Any]:
         """The options that differ from their defaults, by name."""

@@ -61,6 +61,10 @@ SOCKOPTS: Final[dict[str, int]] = {
     "curve_publickey": zmq.CURVE_PUBLICKEY,
     "curve_serverkey": zmq.CURVE_SERVERKEY,
     "zap_domain": zmq.ZAP_DOMAIN,
+    "xpub_verbose": zmq.XPUB_VERBOSE,
+    "xpub_verboser": zmq.XPUB_VERBOSER,
+    "xpub_nodrop": zmq.XPUB_NODROP,
+    "xpub_welcome_msg": zmq.XPUB_WELCOME_MSG,
 }
 """The libzmq socket option behind each :class:`~transportkit.SocketOptions` field."""
 
