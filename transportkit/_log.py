@@ -1,4 +1,4 @@
-"""Logging in transportkit: the loggers, what they log at which level, and the rate limit.
+r"""Logging in transportkit: the loggers, what they log at which level, and the rate limit.
 
 transportkit logs through the standard :mod:`logging` module, one logger per module
 (``logging.getLogger(__name__)``), all under ``transportkit``. As a library it never
@@ -26,42 +26,83 @@ help a log pipeline: ``peer`` (a routing id as hex, at most :data:`PEER_HEX_BYTE
 bytes shown, then ``...``), ``reason``, ``service``, ``endpoint``, ``counter`` (the
 stats counter bumped with it).
 
-The loggers:
+The loggers (``*``: rate-limited, see below):
 
-======================================  ==========================================  =========
-logger                                  what it logs                                level
-======================================  ==========================================  =========
-``transportkit.patterns.lazy_pirate``   client retry after a timeout                INFO
-                                        client give-up (ServiceUnavailableError)    WARNING
-                                        server: malformed / too large request       WARNING*
-                                        server: handler raised                      ERROR*
-``transportkit.patterns.freelance``     retry, server switch, server dead           INFO
-                                        give-up, malformed reply, bounds            WARNING*
-``transportkit.patterns.majordomo``     client retry / reconnect                    INFO
-                                        client give-up                              WARNING
-                                        broker: worker expired or purged            WARNING
-                                        broker: malformed message, bounds           WARNING*
-                                        worker: broker heartbeat lost, reconnect    WARNING
-                                        handler errors                              ERROR*
-``transportkit.patterns.titanic``       retry of a stored request, give-up          INFO/WARNING
-                                        storage errors, handler errors              ERROR*
-                                        malformed request, bounds                   WARNING*
-``transportkit.patterns.paranoid_pirate`` queue: worker expired (purged)            WARNING
-                                        queue: malformed message, bounds            WARNING*
-                                        worker: queue heartbeat lost, reconnect     WARNING
-``transportkit.patterns.binary_star``   state change, failover (takeover)           INFO/WARNING
-                                        malformed state message, refused request    WARNING*
-``transportkit.patterns.clone``         client: resnapshot, server switch           INFO
-(``._client``, ``._server``, ``._pair``) server: malformed update, bounds           WARNING*
-                                        failover of the pair                        WARNING
-``transportkit.patterns.load_balancing`` malformed message, bounds, worker expiry   WARNING*
-``transportkit.patterns.conflation``    malformed update, bounds                    WARNING*
-``transportkit.patterns.resilience``    reconnects, heartbeat loss, gaps            INFO/WARNING
-``transportkit.trading._risk``          malformed order, bounds, handler errors     WARNING*/ERROR*
-``transportkit.sim_backend._run``       (nothing of its own: it stamps virtual time on records)
-======================================  ==========================================  =========
+========================================  ============================================  ========
+logger (``transportkit.`` + ...)          what it logs                                  level
+========================================  ============================================  ========
+``patterns.lazy_pirate``                  client: a retry after a timeout               INFO
+\                                         client: a give-up (ServiceUnavailableError)   WARNING
+\                                         client: a reply without its sequence frame    WARNING*
+\                                         server: a malformed or too large request      WARNING*
+\                                         a request handler raised (also the default    ERROR*
+                                          of ``reply_or_none``), with the traceback
+``patterns.paranoid_pirate``              queue: a worker purged (heartbeats lost)      WARNING
+\                                         queue: malformed, too large, ``max_workers``  WARNING*
+                                          reached, a message that could not be routed
+\                                         worker: the queue went silent, reconnecting   WARNING
+\                                         worker: malformed, too large, unsent          WARNING*
+\                                         worker: the handler raised                    ERROR*
+``patterns.binary_star``                  a state change                                INFO
+\                                         a failover (PASSIVE -> ACTIVE)                WARNING
+\                                         a split brain (the server stops)              ERROR
+\                                         a request refused (not active)                INFO*
+\                                         malformed state or request, too large,        WARNING*
+                                          unsent reply
+\                                         the handler raised                            ERROR*
+\                                         client: switching to the other server         INFO
+\                                         client: a give-up                             WARNING
+``patterns.freelance``                    client: a server live again; a request        INFO
+                                          switching server
+\                                         client: a server taken as dead; a give-up     WARNING
+\                                         client and server: malformed, too large,      WARNING*
+                                          unsent
+\                                         server: the handler raised                    ERROR*
+``patterns.majordomo``                    broker: a worker expired                      WARNING
+\                                         broker: a request expired or poisoned,        WARNING*
+                                          malformed, too large, a bound reached,
+                                          undeliverable
+\                                         worker: broker lost, reconnecting             WARNING
+\                                         worker: DISCONNECT from the broker            INFO
+\                                         worker: malformed, too large, unsent          WARNING*
+\                                         worker: the handler or ``on_error`` raised    ERROR*
+\                                         client: a timeout, reconnecting; async        INFO
+                                          client: ``reconnect()``
+\                                         client: a give-up                             WARNING
+\                                         async client: a malformed reply               WARNING*
+``patterns.titanic``                      a dispatch that got no reply (retried)        INFO
+\                                         a service without workers (request waits)     DEBUG
+\                                         the broker not answering; a client give-up    WARNING
+\                                         malformed, too large, ``max_requests``,       WARNING*
+                                          unreadable stored request, bad reply
+\                                         storage errors, with the traceback            ERROR*
+``patterns.clone._client``                a resnapshot (gap, stall, server restart)     INFO
+\                                         a server silent; switching server             WARNING
+\                                         malformed, map over its bounds, update not    WARNING*
+                                          taken by a collector
+``patterns.clone._server``                malformed, too large, ``max_keys``, ttl or    WARNING*
+                                          subtree too long, snapshot refused or cut
+\                                         a snapshot request refused (not active)       INFO*
+``patterns.clone._pair``                  a takeover (failover)                         WARNING
+\                                         a passive server's held updates over bound    WARNING*
+``patterns.load_balancing``               malformed, too large, ``max_workers``,        WARNING*
+                                          unroutable
+\                                         the worker's handler raised                   ERROR*
+``patterns.resilience``                   a silent publisher: resubscribed              WARNING
+\                                         a malformed heartbeat or timestamp, a topic   WARNING*
+                                          not subscribed
+\                                         stale data (the Suicidal Snail stops)         ERROR
+``patterns.conflation``                   a malformed update (``ConflatingSubscriber``) WARNING*
+``trading._risk``                         a malformed or too large order request        WARNING*
+\                                         the risk book raised, with the traceback      ERROR*
+``trading._orders``, ``._market_data``    a malformed order or update                   WARNING*
+========================================  ============================================  ========
 
-``*``: rate-limited with :class:`RateLimitedLog` (per logger and per kind of event):
+Give-ups and retries are not rate-limited: each is one line per request (at most
+``retries`` lines), so their rate is the application's own request rate.
+
+Rate-limited records go through :func:`limited` (a :class:`RateLimitedLog` per logger
+and event loop; the key is the kind of event, ``"malformed"``, ``"over_limit"``...):
 at most ``burst`` records (default :data:`DEFAULT_BURST`) per key in each ``interval``
 (default :data:`DEFAULT_INTERVAL` seconds), then one line with the count of what was
 suppressed when the next window opens. A flood of bad messages from one peer, or from a
@@ -93,6 +134,7 @@ __all__ = [
     "OVERFLOW_KEY",
     "PEER_HEX_BYTES",
     "RateLimitedLog",
+    "TimeFormatter",
     "limited",
     "peer",
 ]
@@ -129,6 +171,24 @@ def loop_clock() -> float:
         return asyncio.get_running_loop().time()
     except RuntimeError:
         return time.monotonic()
+
+
+class TimeFormatter(logging.Formatter):
+    """``TIME LEVEL LOGGER: MESSAGE``, where TIME is the virtual time of a record made
+    inside a simulation run (``t=12.345678``, seconds) and the wall-clock time otherwise
+    (``2026-12-01 18:42:51,123``). For applications and the command line: the library
+    installs no handler or formatter itself.
+    """
+
+    def __init__(self) -> None:
+        """Make the formatter (the format is fixed)."""
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record`` with its virtual or wall-clock time first."""
+        sim_time = getattr(record, "sim_time", None)
+        when = f"t={sim_time:.6f}" if sim_time is not None else self.formatTime(record)
+        return f"{when} {super().format(record)}"
 
 
 class _Window:

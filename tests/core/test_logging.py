@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,12 +19,14 @@ from transportkit._log import (
     RateLimitedLog,
     peer,
 )
+from transportkit.patterns.binary_star import BinaryStarClient, BinaryStarServer
 from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.sim_backend import Crash, Node, Simulation, schedule_faults
 from transportkit.zmq_backend import ZmqNetwork
 
 PP = "transportkit.patterns.paranoid_pirate"
+BSTAR = "transportkit.patterns.binary_star"
 LP = "transportkit.patterns.lazy_pirate"
 
 
@@ -209,6 +212,56 @@ def test_a_flood_of_malformed_messages_writes_a_bounded_number_of_records(
     assert all("feed626164" in line for i, line in enumerate(lines) if i != DEFAULT_BURST)
 
 
+def test_a_binary_star_failover_logs_once_on_the_backup(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="transportkit")
+    sim = Simulation(seed=6)
+    servers: dict[str, BinaryStarServer] = {}
+
+    async def serve(node: Node) -> None:
+        me, other = ("p", "b") if node.name == "p" else ("b", "p")
+        port = {"p": 7201, "b": 7202}
+        server = BinaryStarServer(
+            node,
+            primary=me == "p",
+            frontend=f"tcp://*:{port[me] + 10}",
+            state_pub=f"tcp://*:{port[me]}",
+            state_sub=f"tcp://{other}:{port[other]}",
+            heartbeat=0.2,
+        )
+        servers[me] = server
+        async with server:
+            await asyncio.Event().wait()
+
+    sim.node("p", main=serve)
+    sim.node("b", main=serve)
+    schedule_faults(sim, [(2.0, Crash("p"))])
+
+    async def main() -> int:
+        with BinaryStarClient(
+            sim.node("c"), ("tcp://p:7211", "tcp://b:7212"), timeout=0.3, settle_delay=0.3
+        ) as client:
+            for i in range(40):
+                assert await client.request([b"%d" % i]) == [b"%d" % i]
+                await asyncio.sleep(0.1)
+            return client.stats.failovers
+
+    client_failovers = sim.run(main())
+    assert servers["b"].stats.failovers == 1
+    [failover] = records(caplog, BSTAR, "failover: PASSIVE -> ACTIVE")
+    assert failover.levelno == logging.WARNING
+    assert failover.reason == "CLIENT_REQUEST"  # type: ignore[attr-defined]
+    assert 2.0 < failover.sim_time < 3.0  # type: ignore[attr-defined]
+    # The states it went through are logged too, and the client's switch.
+    states = [r.getMessage() for r in records(caplog, BSTAR, "Binary Star state")]
+    assert "Binary Star state PRIMARY -> ACTIVE on PEER_BACKUP" in states
+    assert "Binary Star state BACKUP -> PASSIVE on PEER_ACTIVE" in states
+    switches = records(caplog, BSTAR, "failing over to")
+    assert len(switches) == client_failovers >= 1
+    assert switches[-1].getMessage() == "no reply in 0.3 s: failing over to tcp://b:7212"
+
+
 # -- virtual time --------------------------------------------------------------------------
 
 
@@ -310,3 +363,25 @@ def test_zmq_a_real_malformed_message_is_logged_with_wall_clock_time(
     assert record.peer == "feed626164"  # type: ignore[attr-defined]
     assert not hasattr(record, "sim_time")
     assert abs(record.created - time.time()) < 60
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_transportkit_run_log_level_writes_records_with_virtual_time_to_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from transportkit.scenario._cli import main  # noqa: PLC0415
+
+    package = logging.getLogger("transportkit")
+    handlers = list(package.handlers)
+    scenario = str(Path(__file__).parents[2] / "scenarios" / "risk_server_crash.toml")
+    status = main([scenario, "--log-level", "WARNING", "--no-progress"])
+    err = capsys.readouterr().err.splitlines()
+    assert status == 0
+    give_ups = [line for line in err if "giving up" in line]
+    assert give_ups and give_ups[0].startswith(
+        "t=4.500000 WARNING transportkit.patterns.lazy_pirate:"
+    )
+    assert not [line for line in err if " INFO " in line]
+    assert package.handlers == handlers  # the handler was removed after the run
