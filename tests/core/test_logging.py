@@ -265,6 +265,27 @@ def test_a_binary_star_failover_logs_once_on_the_backup(
 # -- virtual time --------------------------------------------------------------------------
 
 
+def test_a_record_made_inside_a_sim_run_carries_its_virtual_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="transportkit")
+    sim = Simulation(seed=0)
+
+    async def main() -> float:
+        await asyncio.sleep(12.5)
+        logging.getLogger("transportkit.test").warning("at %s", "12.5")
+        return sim.now
+
+    now = sim.run(main())
+    [record] = [r for r in caplog.records if r.name == "transportkit.test"]
+    assert record.sim_time == now == 12.5  # type: ignore[attr-defined]
+    assert record.created == 1_767_225_600 + 12.5
+    assert record.relativeCreated == 12_500.0
+    formatter = logging.Formatter("%(asctime)s")
+    formatter.converter = time.gmtime
+    assert formatter.format(record) == "2026-01-01 00:00:12,500"
+
+
 def _purge_run(seed: int) -> list[tuple[float, float, str, str]]:
     """A sim run with retries, a purge and a give-up; its records as (sim_time, created,
     logger, message)."""
