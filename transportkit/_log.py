@@ -96,6 +96,7 @@ logger (``transportkit.`` + ...)          what it logs                          
 ``trading._risk``                         a malformed or too large order request        WARNING*
 \                                         the risk book raised, with the traceback      ERROR*
 ``trading._orders``, ``._market_data``    a malformed order or update                   WARNING*
+``sim_backend._faults``                   each fault of a schedule as it is applied     INFO
 ========================================  ============================================  ========
 
 Give-ups and retries are not rate-limited: each is one line per request (at most

@@ -155,6 +155,9 @@ def test_a_paranoid_pirate_purge_logs_once_with_the_worker(
     sim.node("w1", main=worker)
     schedule_faults(sim, [(2.5, Crash("w1"))])
     sim.run(asyncio.sleep(8.0))
+    [fault] = records(caplog, "transportkit.sim_backend._faults", "fault")
+    assert fault.getMessage() == "fault: Crash(node='w1')"
+    assert fault.sim_time == 2.5  # type: ignore[attr-defined]
     purges = records(caplog, PP, "purged")
     assert len(purges) == 1
     assert purges[0].levelno == logging.WARNING
