@@ -6,6 +6,7 @@ and the examples, and no eagerly formatted log messages.
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 from pathlib import Path
 
@@ -28,6 +29,7 @@ PRINT_ALLOWED = (
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical", "log"}
 
 
+@functools.cache
 def _modules() -> list[tuple[str, ast.Module]]:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
