@@ -59,6 +59,7 @@ logger (``transportkit.`` + ...)          what it logs                          
                                           unsent
 \                                         server: the handler raised                    ERROR*
 ``patterns.majordomo``                    broker: a worker expired                      WARNING
+\                                         broker: a request requeued (worker gone)      INFO
 \                                         broker: a request expired or poisoned,        WARNING*
                                           malformed, too large, a bound reached,
                                           undeliverable

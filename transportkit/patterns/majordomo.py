@@ -918,6 +918,19 @@ class MajordomoBroker:
                 if self.request_ttl is not None:
                     self._watch(request.queued_at + self.request_ttl)
                 self.stats.requeued += 1
+                logger.info(
+                    "request for service %r requeued (%d of max_requeues %d): its worker %s "
+                    "is gone",
+                    svc.name,
+                    request.requeues,
+                    self.max_requeues,
+                    peer(worker.identity),
+                    extra={
+                        "service": svc.name,
+                        "peer": peer(worker.identity),
+                        "counter": "requeued",
+                    },
+                )
                 self._ready[svc] = None
         if not svc.workers and not svc.requests and self._services.get(svc.name) is svc:
             del self._services[svc.name]
