@@ -282,7 +282,7 @@ def test_a_record_made_inside_a_sim_run_carries_its_virtual_time(
     now = sim.run(main())
     [record] = [r for r in caplog.records if r.name == "transportkit.test"]
     assert record.sim_time == now == 12.5  # type: ignore[attr-defined]
-    assert record.created == 1_767_225_600 + 12.5
+    assert record.created == pytest.approx(1_767_225_600 + 12.5, abs=1e-6)
     assert record.relativeCreated == 12_500.0
     formatter = logging.Formatter("%(asctime)s")
     formatter.converter = time.gmtime
