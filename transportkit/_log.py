@@ -380,7 +380,9 @@ def limited(
         limiters = _without_loop
     else:
         found = _by_loop.get(loop)
-        limiters = _by_loop[loop] = {} if found is None else found
+        if found is None:
+            found = _by_loop[loop] = {}
+        limiters = found
     limiter = limiters.get(logger.name)
     if limiter is None:
         limiter = limiters[logger.name] = RateLimitedLog(logger)
