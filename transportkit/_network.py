@@ -59,6 +59,19 @@ class Network(Closeable):
     def close(self) -> None:
         """Close every socket made by this network, then the network. Idempotent."""
 
+    def open_sockets(self) -> tuple[Socket, ...]:
+        """The sockets this network made that are not closed, oldest first.
+
+        A snapshot, safe to take from another thread (a metrics scrape does): a socket
+        closed after it was taken stays in it. :mod:`transportkit.metrics` reads it on
+        each scrape; both backends implement it.
+
+        Raises:
+            NotImplementedError: This network cannot list its sockets (the default, for
+                a Network written outside transportkit).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list its sockets")
+
     def socket(
         self,
         kind: SocketKind,

@@ -1,0 +1,917 @@
+"""Metrics: every socket's counters, every pattern's stats, request latency (HDR).
+
+A :class:`MetricsRegistry` reads counters where they already live, when it is read
+(a Prometheus scrape or :meth:`MetricsRegistry.as_dict`): nothing is copied on the
+path of a message. It gives two outputs, a plain JSON-serialisable dict and
+Prometheus metrics through the official ``prometheus-client`` package, an optional
+extra (``pip install 'transportkit[metrics]'``). This module imports without it; only
+the Prometheus calls need it, and raise :class:`ImportError` naming the extra if it is
+missing::
+
+    from transportkit.metrics import MetricsRegistry, start_http_server
+
+    registry = MetricsRegistry()
+    registry.watch_network(net)                  # every socket net has open, at each read
+    client = LazyPirateClient(net, "tcp://risk:5555")
+    registry.watch(client, name="risk")          # its stats, and its round-trip latency
+    with start_http_server(9464, registry=registry) as server:   # 127.0.0.1 by default
+        ...                                       # scrape http://127.0.0.1:9464/metrics
+
+What is exported:
+
+- **Sockets** of each watched network (:meth:`~transportkit.Network.open_sockets`, and
+  a zmq network's blocking sockets), read at each scrape; a socket closed since is
+  gone from the next one. Labels: ``network``, ``kind``, ``socket`` (the name given to
+  :meth:`MetricsRegistry.name_socket`, else the kind and its order of first sight in
+  this registry and network: ``req0``, ``req1``...) and ``endpoint`` (its last bound
+  or connected endpoint). Counters ``transportkit_socket_messages_sent_total``,
+  ``..._received_total``, ``..._dropped_total`` and ``..._truncated_total``: a
+  counter the backend cannot know (``dropped`` and ``truncated`` on zmq, where libzmq
+  reports neither) is None in the dict and absent from Prometheus, never 0. The gauge
+  ``transportkit_sockets_open`` counts them by network and kind.
+- **Patterns** (anything with a ``stats`` dataclass, or a stats dataclass itself)
+  registered with :meth:`MetricsRegistry.watch`: each int counter of its stats as
+  ``transportkit_<pattern>_<counter>_total{name=...}`` (``<pattern>`` is the class
+  name in snake case: ``lazy_pirate_client``, ``majordomo_broker``), and the queue
+  depths the object knows, as gauges (see :data:`PATTERN_GAUGES`: broker and Titanic
+  pending requests, waiting workers, snapshots queued...; per service for a
+  Majordomo broker). The counters ``malformed``, ``over_limit`` and
+  ``handler_errors`` mean the same in every pattern.
+- **Request latency** of the Lazy Pirate, Majordomo and Freelance clients: their
+  ``latency_observer`` hook (None by default: nothing measured, nothing paid) is given
+  a :class:`LatencyHistogram` by :meth:`MetricsRegistry.watch`. It keeps an HDR
+  histogram (3 significant digits, 1 ns to ``highest_seconds``) and exact counts per
+  Prometheus bucket, and is exported twice, from the same data:
+
+  - as a Prometheus **histogram** ``transportkit_request_latency_seconds`` with
+    :data:`DEFAULT_LATENCY_BUCKETS` (5 us to 10 s, 1-2.5-5 steps): buckets add up
+    across clients and processes, and ``histogram_quantile()`` over a ``rate()``
+    gives percentiles over any window. This is the one to alert on;
+  - as a **summary** ``transportkit_request_latency_hdr_seconds`` whose quantiles
+    0.5, 0.9, 0.99 and 0.999 come from the HDR histogram, within 0.1 %, since the
+    histogram was made (or :meth:`LatencyHistogram.reset`): bucket interpolation
+    cannot resolve a P99.9 between 1 ms and 2.5 ms, the HDR one can, but it neither
+    aggregates nor windows.
+
+  Recording costs a lock, a bisect and an HDR record per reply (about 2 us in
+  CPython); memory is about 220 KB per histogram with the default 60 s range.
+
+OpenTelemetry is not added. ``opentelemetry-api`` and ``-sdk`` (1.45) are on PyPI
+and an ``opentelemetry-exporter-prometheus`` exists, so it could be: what a user
+would gain over Prometheus' exposition is a push (OTLP) path to collectors and
+vendors that do not scrape, and one SDK shared with traces. What it costs: two more
+packages plus an exporter (protobuf, grpc or http clients for OTLP), and the SDK's
+instruments are written to on every call (an attribute-set lookup and an aggregation
+per measurement, several microseconds in CPython), where this registry reads existing
+counters only when scraped. An OpenTelemetry Collector scrapes this endpoint with its
+Prometheus receiver and converts it to OTLP, at no cost to the trading process; a
+user who needs OTLP from inside the process can wrap :meth:`MetricsRegistry.as_dict`
+in observable instruments in a few lines. So it is neither cheap nor clearly useful
+here.
+
+Reads are safe from another thread (the HTTP server's): counters are read, never
+reset, and a value read while a pattern runs may be a message behind.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import math
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any, Final, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from hdrh.histogram import HdrHistogram
+
+from transportkit._closing import Closeable
+from transportkit._kinds import SocketKind
+from transportkit._network import Network
+from transportkit._socket import SocketStats
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+    from prometheus_client.samples import Sample
+
+__all__ = [
+    "DEFAULT_LATENCY_BUCKETS",
+    "LATENCY_QUANTILES",
+    "PATTERN_GAUGES",
+    "PROMETHEUS_EXTRA",
+    "LatencyHistogram",
+    "MetricsRegistry",
+    "MetricsServer",
+    "start_http_server",
+]
+
+PROMETHEUS_EXTRA: Final = "metrics"
+"""The extra that installs ``prometheus-client``: ``pip install 'transportkit[metrics]'``."""
+
+DEFAULT_LATENCY_BUCKETS: Final[tuple[float, ...]] = (
+    5e-6,
+    10e-6,
+    25e-6,
+    50e-6,
+    100e-6,
+    250e-6,
+    500e-6,
+    1e-3,
+    2.5e-3,
+    5e-3,
+    10e-3,
+    25e-3,
+    50e-3,
+    100e-3,
+    250e-3,
+    500e-3,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Upper bounds (seconds) of the latency histogram's Prometheus buckets, ``+Inf`` added:
+a round trip on one host over inproc or tcp (tens of microseconds in Python) to a
+retried request (seconds), in 1-2.5-5 steps.
+"""
+
+LATENCY_QUANTILES: Final[tuple[float, ...]] = (0.5, 0.9, 0.99, 0.999)
+"""The quantiles of the HDR summary and of the dict form (``p50``, ``p90``, ``p99``,
+``p99_9``).
+"""
+
+PATTERN_GAUGES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("pending_requests", "pending_requests", "Requests accepted, not yet answered or dropped"),
+    ("pending_bytes", "pending_bytes", "Bytes charged for the pending requests"),
+    ("pending", "pending", "Requests (Titanic) or updates (Clone pair) with no outcome yet"),
+    ("stored", "stored_requests", "Requests stored, answered or not"),
+    ("outstanding", "outstanding_requests", "Requests sent and not answered"),
+    ("workers", "waiting_workers", "Workers ready for a request"),
+    ("snapshots_in_progress", "snapshots_in_progress", "Snapshots being sent"),
+    ("snapshots_pending", "snapshots_pending", "Snapshot requests waiting for a place"),
+    ("cached_bytes", "cached_bytes", "Bytes of the cached messages"),
+    ("held_bytes", "held_bytes", "Bytes of the local map"),
+    ("active", "active", "1 when this server is the active one of a pair, else 0"),
+)
+"""Gauges read from a watched object that has the attribute: (attribute, metric
+suffix, help). A bool reads as 0 or 1, a collection as its length; a method, a None or
+an attribute that raises is skipped. A Majordomo broker also gets, per service,
+``service_workers`` and ``service_queued_requests`` (label ``service``), and a Clone
+server ``publisher_dropped`` (a counter: updates its PUB dropped at a HWM, where the
+backend knows).
+"""
+
+_MISSING_EXTRA: Final = (
+    "transportkit.metrics: Prometheus output needs the prometheus-client package, "
+    f"which the '{PROMETHEUS_EXTRA}' extra installs: pip install "
+    f"'transportkit[{PROMETHEUS_EXTRA}]' (MetricsRegistry.as_dict() works without it)"
+)
+_NO_MIN: Final = 1 << 62
+_NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
+_SOCKET_COUNTERS: Final = (
+    ("sent", "messages_sent", "Messages accepted by send (multipart counts once)"),
+    ("received", "messages_received", "Messages handed to the application"),
+    ("dropped", "messages_dropped", "Messages the socket discarded (HWM, unroutable...)"),
+    ("truncated", "messages_truncated", "Multipart messages a conflating socket cut"),
+)
+_LATENCY_HISTOGRAM: Final = "transportkit_request_latency_seconds"
+_LATENCY_SUMMARY: Final = "transportkit_request_latency_hdr_seconds"
+
+
+class _Counted(Protocol):
+    """What the registry reads of a socket (asyncio or zmq blocking)."""
+
+    @property
+    def kind(self) -> SocketKind: ...
+    @property
+    def stats(self) -> SocketStats: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def last_endpoint(self) -> str | None: ...
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def _check_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    return value
+
+
+class LatencyHistogram:
+    """Round-trip times of one client, in seconds: an HDR histogram and Prometheus buckets.
+
+    Call it with the elapsed seconds (it is a ``latency_observer``). It never raises
+    there: a negative or NaN value counts as 0 s, a value over ``highest_seconds`` is
+    recorded as ``highest_seconds`` and counted in :attr:`out_of_range`. Thread-safe.
+
+    Args:
+        buckets: Upper bounds of the Prometheus buckets in seconds, increasing, finite
+            and positive (``+Inf`` is added). Default :data:`DEFAULT_LATENCY_BUCKETS`.
+        highest_seconds: The largest value kept exactly (default 60 s; at most 3600).
+        significant_figures: HDR precision, 1 to 5 (default 3: within 0.1 %).
+
+    Raises:
+        ValueError: A bucket list that is empty, unsorted or not finite and positive;
+            ``highest_seconds`` not in (0, 3600]; ``significant_figures`` not in 1..5.
+    """
+
+    __slots__ = (
+        "_bounds",
+        "_bounds_ns",
+        "_bucket_counts",
+        "_hdr",
+        "_highest_ns",
+        "_lock",
+        "_max_ns",
+        "_min_ns",
+        "_out_of_range",
+        "_sum_ns",
+        "significant_figures",
+    )
+
+    def __init__(
+        self,
+        *,
+        buckets: Sequence[float] = DEFAULT_LATENCY_BUCKETS,
+        highest_seconds: float = 60.0,
+        significant_figures: int = 3,
+    ) -> None:
+        bounds = tuple(float(b) for b in buckets)
+        if (
+            not bounds
+            or any(not (0 < b < math.inf) for b in bounds)
+            or any(a >= b for a, b in itertools.pairwise(bounds))
+        ):
+            raise ValueError(
+                f"buckets must be increasing, finite, positive seconds, got {buckets!r}"
+            )
+        if not isinstance(highest_seconds, int | float) or not 0 < highest_seconds <= 3600:
+            raise ValueError(f"highest_seconds must be in (0, 3600], got {highest_seconds!r}")
+        if (
+            isinstance(significant_figures, bool)
+            or not isinstance(significant_figures, int)
+            or not 1 <= significant_figures <= 5
+        ):
+            raise ValueError(f"significant_figures must be 1..5, got {significant_figures!r}")
+        self._bounds = bounds
+        self._bounds_ns = tuple(round(b * 1e9) for b in bounds)
+        self._highest_ns = max(2, round(highest_seconds * 1e9))
+        self.significant_figures = significant_figures
+        self._hdr = HdrHistogram(1, self._highest_ns, significant_figures)
+        self._lock = threading.Lock()
+        self._bucket_counts = [0] * (len(bounds) + 1)
+        self._sum_ns = 0
+        self._min_ns = _NO_MIN
+        self._max_ns = 0
+        self._out_of_range = 0
+
+    def __call__(self, seconds: float) -> None:
+        """Record one round trip of ``seconds`` (see the class for the bounds)."""
+        if not seconds > 0:  # negative, zero or NaN
+            seconds = 0.0
+        over = seconds * 1e9 > self._highest_ns
+        nanos = self._highest_ns if over else round(seconds * 1e9)
+        with self._lock:
+            self._out_of_range += over
+            self._hdr.record_value(nanos)
+            self._bucket_counts[bisect.bisect_left(self._bounds_ns, nanos)] += 1
+            self._sum_ns += nanos
+            self._min_ns = min(self._min_ns, nanos)
+            self._max_ns = max(self._max_ns, nanos)
+
+    record = __call__
+
+    @property
+    def buckets(self) -> tuple[float, ...]:
+        """The Prometheus buckets' upper bounds in seconds (``+Inf`` not included)."""
+        return self._bounds
+
+    @property
+    def count(self) -> int:
+        """Round trips recorded."""
+        return int(self._hdr.get_total_count())
+
+    @property
+    def sum(self) -> float:
+        """Seconds recorded in all (each value rounded to the nanosecond)."""
+        return self._sum_ns / 1e9
+
+    @property
+    def out_of_range(self) -> int:
+        """Values over ``highest_seconds`` (recorded as ``highest_seconds``)."""
+        return self._out_of_range
+
+    def percentile(self, percent: float) -> float | None:
+        """The value (seconds, within the HDR precision) below which ``percent`` % of the
+        values lie; None before any value.
+
+        Raises:
+            ValueError: ``percent`` is not in [0, 100].
+        """
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percent must be in [0, 100], got {percent!r}")
+        with self._lock:
+            if self._hdr.get_total_count() == 0:
+                return None
+            return float(self._hdr.get_value_at_percentile(percent)) / 1e9
+
+    def reset(self) -> None:
+        """Forget every value (Prometheus then sees the histogram's counters reset)."""
+        with self._lock:
+            self._hdr.reset()
+            self._bucket_counts = [0] * (len(self._bounds) + 1)
+            self._sum_ns = 0
+            self._min_ns = _NO_MIN
+            self._max_ns = 0
+            self._out_of_range = 0
+
+    def _read(self) -> tuple[int, float, list[int], dict[str, float | int | None]]:
+        """Count, sum, cumulative bucket counts and the dict form, consistent."""
+        with self._lock:
+            count = int(self._hdr.get_total_count())
+            total = self._sum_ns / 1e9
+            cumulative = []
+            running = 0
+            for n in self._bucket_counts:
+                running += n
+                cumulative.append(running)
+            quantiles: dict[str, float | None] = {}
+            for q in LATENCY_QUANTILES:
+                value = self._hdr.get_value_at_percentile(q * 100) / 1e9 if count else None
+                quantiles[_quantile_key(q)] = value
+            summary: dict[str, float | int | None] = {
+                "count": count,
+                "sum_seconds": total,
+                "min_seconds": self._min_ns / 1e9 if count else None,
+                "max_seconds": self._max_ns / 1e9 if count else None,
+                "mean_seconds": total / count if count else None,
+                **quantiles,
+                "out_of_range": self._out_of_range,
+            }
+        return count, total, cumulative, summary
+
+    def __repr__(self) -> str:
+        p99 = self.percentile(99)
+        tail = "" if p99 is None else f" p99={p99 * 1e6:.1f}us"
+        return f"<LatencyHistogram count={self.count}{tail}>"
+
+
+def _quantile_key(q: float) -> str:
+    return "p" + f"{q * 100:g}".replace(".", "_") + "_seconds"
+
+
+@dataclasses.dataclass(slots=True)
+class _Watched:
+    obj: object
+    pattern: str
+    stats: object
+    gauges: Mapping[str, Callable[[], float | int | None]]
+    latency: LatencyHistogram | None
+
+
+@dataclasses.dataclass(slots=True)
+class _SocketRow:
+    network: str
+    socket: str
+    kind: str
+    endpoint: str | None
+    stats: SocketStats
+
+
+class MetricsRegistry:
+    """What to export, read when exported; no global state (make as many as needed).
+
+    Everything it holds is what it was told to watch: networks (their open sockets are
+    listed at each read), named sockets, patterns and latency histograms.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._networks: dict[str, Network] = {}
+        self._named: dict[int, tuple[_Counted, str, str]] = {}  # id -> socket, name, network
+        self._seen: dict[int, tuple[_Counted, str, int]] = {}  # id -> socket, label, order
+        self._ordinals: dict[tuple[str, str], int] = {}
+        self._order = 0
+        self._watched: dict[str, _Watched] = {}
+        self._latency: dict[str, LatencyHistogram] = {}
+
+    # -- what to watch ---------------------------------------------------------------
+
+    def watch_network(self, network: Network, *, name: str | None = None) -> None:
+        """Export every open socket of ``network`` from now on (read at each scrape).
+
+        Args:
+            network: A network of either backend (a sim node, a ZmqNetwork).
+            name: The ``network`` label (default: ``network.name``).
+
+        Raises:
+            ValueError: Another network is watched under that name.
+            NotImplementedError: The network cannot list its sockets.
+        """
+        label = _check_name("name", network.name if name is None else name)
+        network.open_sockets()  # fail now, not at the first scrape
+        with self._lock:
+            other = self._networks.get(label)
+            if other is not None and other is not network:
+                raise ValueError(f"a network is already watched as {label!r}")
+            self._networks[label] = network
+
+    def unwatch_network(self, network: Network) -> None:
+        """Stop exporting ``network``'s sockets (a network not watched is ignored)."""
+        with self._lock:
+            for label, net in list(self._networks.items()):
+                if net is network:
+                    del self._networks[label]
+
+    def name_socket(self, sock: _Counted, name: str, *, network: str = "") -> None:
+        """Export ``sock`` with the label ``socket=name`` while it is open.
+
+        A socket of a watched network keeps its network label (``network`` is used
+        for one that is not in a watched network, which this exports all the same).
+
+        Raises:
+            ValueError: ``name`` is empty.
+        """
+        _check_name("name", name)
+        with self._lock:
+            self._named[id(sock)] = (sock, name, network)
+            self._seen.pop(id(sock), None)
+
+    def watch(
+        self,
+        obj: object,
+        *,
+        name: str,
+        pattern: str | None = None,
+        latency: bool = True,
+        gauges: Mapping[str, Callable[[], float | int | None]] | None = None,
+    ) -> None:
+        """Export a pattern's stats (and depths, and latency) under the label ``name``.
+
+        Args:
+            obj: A server or client with a ``stats`` dataclass (``LazyPirateClient``,
+                ``MajordomoBroker``, ``RiskServer``...), or a stats dataclass itself
+                (the ``ServeStats`` given to a serve loop). Read at each scrape,
+                never copied; held until :meth:`unwatch`.
+            name: The ``name`` label, unique in this registry.
+            pattern: The metric prefix (default: the class name in snake case, a
+                stats class without its ``Stats`` suffix): ``[a-z_][a-z0-9_]*``.
+            latency: If ``obj`` has a ``latency_observer`` that is None, give it
+                :meth:`latency` ``(name)`` (default True). One set already is kept.
+            gauges: More gauges: metric suffix -> a function read at each scrape
+                (it may return None for unknown; one that raises is skipped).
+
+        Raises:
+            ValueError: ``name`` is taken by another object, or ``pattern`` or a gauge
+                name is not a valid metric name part.
+            TypeError: ``obj`` has no ``stats`` dataclass and is not one.
+        """
+        _check_name("name", name)
+        stats: object = obj if dataclasses.is_dataclass(obj) else getattr(obj, "stats", None)
+        if not dataclasses.is_dataclass(stats) or isinstance(stats, type):
+            raise TypeError(
+                f"{type(obj).__name__} has no stats dataclass to export (watch a pattern "
+                "with a 'stats' attribute, or a stats dataclass)"
+            )
+        if pattern is None:
+            cls = type(obj).__name__
+            if obj is stats and cls.endswith("Stats") and len(cls) > len("Stats"):
+                cls = cls[: -len("Stats")]
+            pattern = _snake(cls)
+        if not _NAME.match(pattern):
+            raise ValueError(f"pattern must match [a-z_][a-z0-9_]*, got {pattern!r}")
+        extra = dict(gauges or {})
+        for suffix, read in extra.items():
+            if not isinstance(suffix, str) or not _NAME.match(suffix) or not callable(read):
+                raise ValueError(f"gauges must map metric names to functions, got {suffix!r}")
+        with self._lock:
+            old = self._watched.get(name)
+            if old is not None and old.obj is not obj:
+                raise ValueError(f"the name {name!r} is already watched ({old.pattern})")
+            histogram = None
+            if latency and hasattr(obj, "latency_observer"):
+                current = getattr(obj, "latency_observer", None)
+                if current is None:
+                    histogram = self.latency(name)
+                    setattr(obj, "latency_observer", histogram)  # noqa: B010
+                elif isinstance(current, LatencyHistogram):
+                    histogram = current
+                    self._latency.setdefault(name, current)
+            self._watched[name] = _Watched(obj, pattern, stats, extra, histogram)
+
+    def unwatch(self, name: str) -> None:
+        """Stop exporting what :meth:`watch` registered as ``name``, and its latency
+        (the object's ``latency_observer`` is left as it is). Unknown names are ignored.
+        """
+        with self._lock:
+            watched = self._watched.pop(name, None)
+            if watched is not None and watched.latency is self._latency.get(name):
+                self._latency.pop(name, None)
+
+    def latency(self, name: str, **options: Any) -> LatencyHistogram:
+        """The latency histogram exported as ``name`` (made on first use).
+
+        Give it to a client's ``latency_observer`` (``watch`` does that for you).
+
+        Args:
+            name: The ``name`` label.
+            **options: :class:`LatencyHistogram` arguments, for a new histogram.
+
+        Raises:
+            ValueError: ``options`` given for a histogram that already exists, or bad.
+        """
+        _check_name("name", name)
+        with self._lock:
+            histogram = self._latency.get(name)
+            if histogram is None:
+                histogram = self._latency[name] = LatencyHistogram(**options)
+            elif options:
+                raise ValueError(f"the latency histogram {name!r} already exists")
+            return histogram
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _socket_rows(self) -> list[_SocketRow]:
+        """Every open socket, labelled; forgets the closed ones."""
+        with self._lock:
+            found: list[tuple[str, _Counted]] = []
+            for label, network in self._networks.items():
+                try:
+                    sockets: list[_Counted] = list(network.open_sockets())
+                    blocking = getattr(network, "open_blocking_sockets", None)
+                    if callable(blocking):
+                        sockets.extend(blocking())
+                except Exception:  # a scrape never fails for one network
+                    continue
+                found.extend((label, s) for s in sockets)
+            listed = {id(s) for _, s in found}
+            for key, (sock, _name, net_label) in list(self._named.items()):
+                if sock.closed:
+                    del self._named[key]
+                elif key not in listed:
+                    found.append((net_label, sock))
+            rows: list[tuple[int, _SocketRow]] = []
+            live: set[int] = set()
+            for net_label, sock in found:
+                if sock.closed:
+                    continue
+                key = id(sock)
+                live.add(key)
+                named = self._named.get(key)
+                seen = self._seen.get(key)
+                if seen is None or seen[0] is not sock:
+                    kind = sock.kind.value.lower()
+                    ordinal = self._ordinals.get((net_label, kind), 0)
+                    self._ordinals[(net_label, kind)] = ordinal + 1
+                    self._order += 1
+                    seen = self._seen[key] = (sock, f"{kind}{ordinal}", self._order)
+                label = seen[1] if named is None else named[1]
+                row = _SocketRow(net_label, label, sock.kind.value, sock.last_endpoint, sock.stats)
+                rows.append((seen[2], row))
+            for key in [k for k in self._seen if k not in live]:
+                del self._seen[key]
+        rows.sort(key=lambda r: (r[1].network, r[0]))
+        return [row for _, row in rows]
+
+    def _pattern_rows(
+        self,
+    ) -> list[tuple[str, _Watched, dict[str, int], dict[str, float], dict[str, dict[str, int]]]]:
+        with self._lock:
+            watched = sorted(self._watched.items())
+        out = []
+        for name, w in watched:
+            counters: dict[str, int] = {}
+            for f in dataclasses.fields(w.stats):  # type: ignore[arg-type]
+                value = getattr(w.stats, f.name, None)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    counters[f.name] = value
+            dropped = _read_attr(w.obj, "publisher_dropped")
+            if isinstance(dropped, int):
+                counters["publisher_dropped"] = dropped
+            gauges: dict[str, float] = {}
+            for attr, suffix, _help in PATTERN_GAUGES:
+                value = _read_attr(w.obj, attr)
+                if value is not None:
+                    gauges[suffix] = value
+            for suffix, read in w.gauges.items():
+                try:
+                    value = read()
+                except Exception:
+                    continue
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    gauges[suffix] = value
+            out.append((name, w, counters, gauges, _services(w.obj)))
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything, read now, as plain JSON-serialisable data in a stable order.
+
+        Returns:
+            ``{"sockets": [...], "patterns": {...}, "latency": {...}}``: ``sockets`` a
+            list (by network, then first sight) of ``{"network", "socket", "kind",
+            "endpoint", "messages_sent", "messages_received", "messages_dropped",
+            "messages_truncated"}`` (None where the backend cannot know);
+            ``patterns`` by name (sorted) ``{"pattern", "counters", "gauges"}`` (and
+            ``"services"`` for a Majordomo broker); ``latency`` by name (sorted)
+            ``{"count", "sum_seconds", "min_seconds", "max_seconds", "mean_seconds",
+            "p50_seconds", "p90_seconds", "p99_seconds", "p99_9_seconds",
+            "out_of_range"}`` (None before any value).
+        """
+        sockets = []
+        for row in self._socket_rows():
+            entry: dict[str, Any] = {
+                "network": row.network,
+                "socket": row.socket,
+                "kind": row.kind,
+                "endpoint": row.endpoint,
+            }
+            for attr, metric, _help in _SOCKET_COUNTERS:
+                entry[metric] = getattr(row.stats, attr)
+            sockets.append(entry)
+        patterns: dict[str, Any] = {}
+        for name, w, counters, gauges, services in self._pattern_rows():
+            patterns[name] = {"pattern": w.pattern, "counters": counters, "gauges": gauges}
+            if services:
+                patterns[name]["services"] = services
+        with self._lock:
+            histograms = sorted(self._latency.items())
+        latency = {name: h._read()[3] for name, h in histograms}
+        return {"sockets": sockets, "patterns": patterns, "latency": latency}
+
+    def prometheus_collector(self) -> Collector:
+        """A ``prometheus_client`` collector that reads this registry at each scrape.
+
+        Register it with your own ``CollectorRegistry`` (``registry.register(...)``)
+        to serve these metrics next to yours; :func:`start_http_server` makes one.
+
+        Raises:
+            ImportError: ``prometheus-client`` is not installed (the ``metrics`` extra).
+        """
+        _prometheus()
+        return _Collector(self)
+
+
+def _read_attr(obj: object, attr: str) -> float | None:
+    try:
+        value = getattr(obj, attr, None)
+    except Exception:
+        return None
+    if value is None or callable(value):
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, Sized) and not isinstance(value, str | bytes):
+        return len(value)
+    return None
+
+
+def _services(obj: object) -> dict[str, dict[str, int]]:
+    """Per-service workers and queued requests of a Majordomo broker (else empty)."""
+    services = getattr(obj, "services", None)
+    queued = getattr(obj, "queued", None)
+    if not (callable(services) and callable(queued)):
+        return {}
+    for _ in range(3):  # the broker's thread may change the dict under a scrape
+        try:
+            workers = dict(services())
+            return {
+                name.decode("utf-8", "backslashreplace"): {
+                    "workers": int(count),
+                    "queued_requests": int(queued(name)),
+                }
+                for name, count in sorted(workers.items())
+            }
+        except RuntimeError:
+            continue
+        except Exception:
+            return {}
+    return {}
+
+
+# -- Prometheus ---------------------------------------------------------------------
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client  # noqa: PLC0415
+    except ImportError as exc:
+        raise ImportError(_MISSING_EXTRA) from exc
+    return prometheus_client
+
+
+def _go_float(value: float) -> str:
+    """A bound or quantile as ``prometheus_client`` writes it (``0.0025``, ``1e-05``)."""
+    from prometheus_client.utils import floatToGoString  # noqa: PLC0415
+
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+class _Collector:
+    """Reads a MetricsRegistry at each scrape (a ``prometheus_client`` custom collector)."""
+
+    def __init__(self, registry: MetricsRegistry) -> None:
+        self._registry = registry
+
+    def describe(self) -> list[Any]:
+        """Nothing up front: the metrics depend on what is open at each scrape."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        """The metrics, read now."""
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+            Metric,
+        )
+        from prometheus_client.samples import Sample  # noqa: PLC0415
+
+        registry = self._registry
+        labels = ["network", "kind", "socket", "endpoint"]
+        rows = registry._socket_rows()
+        for attr, metric, doc in _SOCKET_COUNTERS:
+            family = CounterMetricFamily(f"transportkit_socket_{metric}", doc, labels=labels)
+            for row in rows:
+                value = getattr(row.stats, attr)
+                if value is not None:
+                    family.add_metric(
+                        [row.network, row.kind, row.socket, row.endpoint or ""], value
+                    )
+            yield family
+        open_count = GaugeMetricFamily(
+            "transportkit_sockets_open", "Open sockets of the watched networks", labels=labels[:2]
+        )
+        counts: dict[tuple[str, str], int] = {}
+        for row in rows:
+            counts[(row.network, row.kind)] = counts.get((row.network, row.kind), 0) + 1
+        for (network, kind), n in sorted(counts.items()):
+            open_count.add_metric([network, kind], n)
+        yield open_count
+
+        families: dict[str, Any] = {}
+
+        def family_of(name: str, doc: str, make: Callable[..., Any], *extra: str) -> Any:
+            if name not in families:
+                families[name] = make(name, doc, labels=["name", *extra])
+            return families[name]
+
+        for name, w, counters, gauges, services in registry._pattern_rows():
+            prefix = f"transportkit_{w.pattern}"
+            for counter, value in counters.items():
+                doc = f"{w.pattern} stats: {counter}"
+                family_of(f"{prefix}_{counter}", doc, CounterMetricFamily).add_metric([name], value)
+            helps = {suffix: doc for _attr, suffix, doc in PATTERN_GAUGES}
+            for suffix, value in gauges.items():
+                doc = helps.get(suffix, f"{w.pattern}: {suffix}")
+                family_of(f"{prefix}_{suffix}", doc, GaugeMetricFamily).add_metric([name], value)
+            for service, depth in services.items():
+                for key, doc in (
+                    ("workers", "Live workers of the service"),
+                    ("queued_requests", "Requests waiting for a worker of the service"),
+                ):
+                    family_of(
+                        f"{prefix}_service_{key}", doc, GaugeMetricFamily, "service"
+                    ).add_metric([name, service], depth[key])
+        yield from families.values()
+
+        with registry._lock:
+            histograms = sorted(registry._latency.items())
+        hist_family = HistogramMetricFamily(
+            _LATENCY_HISTOGRAM, "Request round trips, first send to reply", labels=["name"]
+        )
+        summary = Metric(
+            _LATENCY_SUMMARY, "Request round trips: HDR quantiles since start", "summary"
+        )
+        samples: list[Sample] = summary.samples
+        for name, histogram in histograms:
+            count, total, cumulative, data = histogram._read()
+            bounds = [*(_go_float(b) for b in histogram.buckets), "+Inf"]
+            hist_family.add_metric([name], list(zip(bounds, cumulative, strict=True)), total)
+            for q in LATENCY_QUANTILES:
+                value = data[_quantile_key(q)]
+                samples.append(
+                    Sample(
+                        _LATENCY_SUMMARY,
+                        {"name": name, "quantile": _go_float(q)},
+                        math.nan if value is None else float(value),
+                    )
+                )
+            samples.append(Sample(f"{_LATENCY_SUMMARY}_count", {"name": name}, count))
+            samples.append(Sample(f"{_LATENCY_SUMMARY}_sum", {"name": name}, total))
+        yield hist_family
+        yield summary
+
+
+class MetricsServer(Closeable):
+    """An HTTP endpoint serving a registry's metrics (``GET /metrics``) on a thread.
+
+    Made by :func:`start_http_server`; :meth:`close` stops it (also on leaving a
+    ``with`` block).
+    """
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """The address listened on."""
+        return str(self._server.server_address[0])
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen, when 0 was asked)."""
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://ADDRESS:PORT/metrics``."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop serving and release the port; wait up to ``timeout`` s for the thread.
+
+        Idempotent.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
+
+    def __repr__(self) -> str:
+        return f"<MetricsServer {self.url}{' closed' if self._closed else ''}>"
+
+
+def start_http_server(
+    port: int, addr: str = "127.0.0.1", *, registry: MetricsRegistry
+) -> MetricsServer:
+    """Serve ``registry`` to Prometheus on ``http://addr:port/metrics``, from a thread.
+
+    Only ``registry``'s metrics are served (not ``prometheus_client``'s global
+    registry, and no process metrics): nothing is registered globally.
+
+    Args:
+        port: The TCP port (0: any free one; read it from :attr:`MetricsServer.port`).
+        addr: The address to listen on (default loopback only; ``"0.0.0.0"`` for all).
+        registry: What to serve.
+
+    Returns:
+        The running server; close it to stop.
+
+    Raises:
+        ImportError: ``prometheus-client`` is not installed (the ``metrics`` extra).
+        OSError: The address cannot be bound (a port in use, say).
+        TypeError: ``registry`` is not a MetricsRegistry.
+    """
+    prometheus = _prometheus()
+    if not isinstance(registry, MetricsRegistry):
+        raise TypeError(f"registry must be a MetricsRegistry, got {type(registry).__name__}")
+    collectors = prometheus.CollectorRegistry(auto_describe=False)
+    collectors.register(_Collector(registry))
+    server_class = _QuietServer6 if ":" in addr else _QuietServer
+    server = make_server(
+        addr, port, prometheus.make_wsgi_app(collectors), server_class, _QuietHandler
+    )
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": _POLL_INTERVAL},
+        name=f"transportkit-metrics-{server.server_address[1]}",
+        daemon=True,
+    )
+    thread.start()
+    return MetricsServer(server, thread)
+
+
+_POLL_INTERVAL: Final = 0.05
+"""Seconds between the HTTP server's checks for :meth:`MetricsServer.close`."""
+
+
+class _QuietServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, daemon threads, no reverse DNS lookup of scrapers."""
+
+    daemon_threads = True
+
+
+class _QuietServer6(_QuietServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Logs nothing to stderr (each scrape would print a line)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Drop the access log line."""
