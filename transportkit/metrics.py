@@ -75,6 +75,7 @@ reset, and a value read while a pattern runs may be a message behind.
 
 from __future__ import annotations
 
+import array
 import bisect
 import dataclasses
 import itertools
@@ -319,9 +320,37 @@ class LatencyHistogram:
         if not 0 <= percent <= 100:
             raise ValueError(f"percent must be in [0, 100], got {percent!r}")
         with self._lock:
-            if self._hdr.get_total_count() == 0:
-                return None
-            return float(self._hdr.get_value_at_percentile(percent)) / 1e9
+            counts, total, top = self._copy_counts()
+        return None if total == 0 else self._at_percentiles(counts, total, top, (percent,))[0]
+
+    def _copy_counts(self) -> tuple[array.array[int], int, int]:
+        """The HDR counts (a memory copy: the lock, which the caller holds, is not held
+        while percentiles are computed), their total, and one past the highest index in
+        use.
+        """
+        raw = bytes(self._hdr.counts)
+        total = int(self._hdr.get_total_count())
+        top = self._hdr.get_counts_array_index(self._max_ns) + 1 if total else 0
+        counts = array.array("Q")
+        counts.frombytes(raw[: top * counts.itemsize])
+        return counts, total, top
+
+    def _at_percentiles(
+        self, counts: array.array[int], total: int, top: int, percents: Sequence[float]
+    ) -> list[float]:
+        """Seconds at each of ``percents``, as HDR defines them (the highest value
+        equivalent to the first bucket reaching the target count).
+        """
+        hdr = self._hdr
+        cumulative = list(itertools.accumulate(counts))
+        out = []
+        for percent in percents:
+            target = max(int(percent * total / 100 + 0.5), 1)
+            index = min(bisect.bisect_left(cumulative, target), top - 1)
+            value = hdr.get_value_from_index(index)
+            nanos = hdr.get_highest_equivalent_value(value) if percent else value
+            out.append(min(int(nanos), self._max_ns) / 1e9)
+        return out
 
     def reset(self) -> None:
         """Forget every value (Prometheus then sees the histogram's counters reset)."""
@@ -336,27 +365,27 @@ class LatencyHistogram:
     def _read(self) -> tuple[int, float, list[int], dict[str, float | int | None]]:
         """Count, sum, cumulative bucket counts and the dict form, consistent."""
         with self._lock:
-            count = int(self._hdr.get_total_count())
-            total = self._sum_ns / 1e9
-            cumulative = []
-            running = 0
-            for n in self._bucket_counts:
-                running += n
-                cumulative.append(running)
-            quantiles: dict[str, float | None] = {}
-            for q in LATENCY_QUANTILES:
-                value = self._hdr.get_value_at_percentile(q * 100) / 1e9 if count else None
-                quantiles[_quantile_key(q)] = value
-            summary: dict[str, float | int | None] = {
-                "count": count,
-                "sum_seconds": total,
-                "min_seconds": self._min_ns / 1e9 if count else None,
-                "max_seconds": self._max_ns / 1e9 if count else None,
-                "mean_seconds": total / count if count else None,
-                **quantiles,
-                "out_of_range": self._out_of_range,
-            }
-        return count, total, cumulative, summary
+            counts, total, top = self._copy_counts()
+            total_ns = self._sum_ns
+            cumulative = list(itertools.accumulate(self._bucket_counts))
+            low, high, out_of_range = self._min_ns, self._max_ns, self._out_of_range
+        values: list[float | None] = [None] * len(LATENCY_QUANTILES)
+        if total:
+            values = [
+                *self._at_percentiles(counts, total, top, [q * 100 for q in LATENCY_QUANTILES])
+            ]
+        seconds = total_ns / 1e9
+        summary: dict[str, float | int | None] = {
+            "count": total,
+            "sum_seconds": seconds,
+            "min_seconds": low / 1e9 if total else None,
+            "max_seconds": high / 1e9 if total else None,
+            "mean_seconds": seconds / total if total else None,
+        }
+        for q, value in zip(LATENCY_QUANTILES, values, strict=True):
+            summary[_quantile_key(q)] = value
+        summary["out_of_range"] = out_of_range
+        return total, seconds, cumulative, summary
 
     def __repr__(self) -> str:
         p99 = self.percentile(99)
@@ -470,8 +499,9 @@ class MetricsRegistry:
                 (it may return None for unknown; one that raises is skipped).
 
         Raises:
-            ValueError: ``name`` is taken by another object, or ``pattern`` or a gauge
-                name is not a valid metric name part.
+            ValueError: ``name`` is taken by another object, ``pattern`` or a gauge
+                name is not a valid metric name part, or a gauge is named as one of
+                the stats' counters (or starts with ``service_``).
             TypeError: ``obj`` has no ``stats`` dataclass and is not one.
         """
         _check_name("name", name)
@@ -489,9 +519,12 @@ class MetricsRegistry:
         if not _NAME.match(pattern):
             raise ValueError(f"pattern must match [a-z_][a-z0-9_]*, got {pattern!r}")
         extra = dict(gauges or {})
+        taken = {f.name for f in dataclasses.fields(stats)} | {"publisher_dropped"}
         for suffix, read in extra.items():
             if not isinstance(suffix, str) or not _NAME.match(suffix) or not callable(read):
                 raise ValueError(f"gauges must map metric names to functions, got {suffix!r}")
+            if suffix in taken or suffix.startswith("service_"):
+                raise ValueError(f"the gauge name {suffix!r} is a counter's or reserved")
         with self._lock:
             old = self._watched.get(name)
             if old is not None and old.obj is not obj:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import subprocess
 import sys
 import urllib.request
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hdrh.histogram import HdrHistogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from transportkit import Network, Socket, SocketKind, metrics
@@ -405,6 +407,8 @@ def test_watch_refuses_what_it_cannot_export(registry: MetricsRegistry) -> None:
         registry.watch(ServeStats(), name="a")
     with pytest.raises(ValueError, match="pattern"):
         registry.watch(ServeStats(), name="b", pattern="Bad-Name")
+    with pytest.raises(ValueError, match="counter"):  # one name, two metric types
+        registry.watch(ServeStats(), name="b", gauges={"served": lambda: 1})
     registry.unwatch("a")
     assert registry.as_dict()["patterns"] == {}
     with pytest.raises(ValueError, match="already exists"):
@@ -492,3 +496,42 @@ def test_the_public_names_exist_are_documented_and_backend_free() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == ""
+
+
+def test_percentiles_are_those_of_hdrhistogram_itself() -> None:
+    rng = random.Random(12)
+    values = [rng.lognormvariate(-8, 1.5) for _ in range(3000)]  # ~0.3 ms median, long tail
+    ours = LatencyHistogram()
+    reference = HdrHistogram(1, 60_000_000_000, 3)
+    for value in values:
+        ours(value)
+        reference.record_value(round(value * 1e9))
+    for percent in (0.0, 1.0, 50.0, 90.0, 99.0, 99.9):
+        assert ours.percentile(percent) == reference.get_value_at_percentile(percent) / 1e9
+    assert ours.percentile(100) == round(max(values) * 1e9) / 1e9  # capped at the true max
+    data = ours._read()[3]
+    assert data["p99_9_seconds"] == reference.get_value_at_percentile(99.9) / 1e9
+    assert data["count"] == 3000
+    assert data["sum_seconds"] == pytest.approx(sum(values), rel=1e-6)
+
+
+def test_a_crashed_sim_node_takes_its_sockets_out_of_the_metrics() -> None:
+    sim = Simulation(seed=4)
+    registry = MetricsRegistry()
+    a, b = sim.node("a"), sim.node("b")
+    registry.watch_network(a)
+    registry.watch_network(b)
+
+    async def main() -> None:
+        a.publisher(bind="tcp://*:5556")
+        b.subscriber(connect="tcp://a:5556")
+        await asyncio.sleep(0.01)
+
+    sim.run(main())
+    assert [(s["network"], s["socket"]) for s in registry.as_dict()["sockets"]] == [
+        ("a", "pub0"),
+        ("b", "sub0"),
+    ]
+    sim.crash("a")
+    assert [(s["network"], s["socket"]) for s in registry.as_dict()["sockets"]] == [("b", "sub0")]
+    sim.close()
