@@ -169,8 +169,19 @@ def test_the_dict_form_is_plain_json_in_a_stable_order(
     again = registry.as_dict()
     assert json.dumps(first) == json.dumps(again)  # same keys, same order
     assert json.loads(json.dumps(first)) == first
-    assert list(first) == ["sockets", "patterns", "latency"]
+    assert list(first) == ["networks", "sockets", "patterns", "latency"]
     unknown = None if not tk_harness.exact_drops else 0
+    assert first["networks"] == {
+        net: {
+            "sockets_open": 1,
+            "sockets_closed": 0,
+            "messages_sent": ROUND_TRIPS,
+            "messages_received": ROUND_TRIPS,
+            "messages_dropped": unknown,
+            "messages_truncated": unknown,
+        }
+        for net in ("cli", "srv")
+    }
     assert first["sockets"] == [
         {
             "network": "cli",
@@ -468,7 +479,7 @@ def test_importing_the_module_does_not_import_prometheus_client() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.strip() == "{'sockets': [], 'patterns': {}, 'latency': {}}"
+    assert out.stdout.strip() == "{'networks': {}, 'sockets': [], 'patterns': {}, 'latency': {}}"
 
 
 def test_the_server_stops_and_frees_its_port(registry: MetricsRegistry) -> None:
@@ -535,3 +546,42 @@ def test_a_crashed_sim_node_takes_its_sockets_out_of_the_metrics() -> None:
     sim.crash("a")
     assert [(s["network"], s["socket"]) for s in registry.as_dict()["sockets"]] == [("b", "sub0")]
     sim.close()
+
+
+def test_network_totals_count_the_sockets_closed_between_two_scrapes(
+    tk_harness: Harness, registry: MetricsRegistry, server: MetricsServer
+) -> None:
+    """Short-lived sockets (a Lazy Pirate retry opens a new REQ) still count."""
+    srv, cli = tk_harness.network("srv"), tk_harness.network("cli")
+    registry.watch_network(cli)
+    puller = srv.puller(bind=tk_harness.endpoint())
+    endpoint = puller.last_endpoint
+    assert endpoint is not None
+
+    async def main() -> None:
+        for _ in range(3):
+            with cli.pusher(connect=endpoint) as push:
+                for _ in range(4):
+                    await push.send([b"tick"])
+                for _ in range(4):
+                    assert await puller.recv(timeout=5.0) == [b"tick"]
+        # one more, still open at the scrape
+        push = cli.pusher(connect=endpoint)
+        await push.send([b"tick"])
+        assert await puller.recv(timeout=5.0) == [b"tick"]
+
+    tk_harness.run(main())
+    samples = scrape(server)
+    cli_label = (("network", "cli"),)
+    assert samples[("transportkit_network_messages_sent_total", cli_label)] == 13
+    assert samples[("transportkit_network_sockets_closed_total", cli_label)] == 3
+    assert samples[("transportkit_sockets_open", (("kind", "PUSH"), ("network", "cli")))] == 1
+    networks = registry.as_dict()["networks"]
+    assert networks["cli"]["messages_sent"] == 13
+    assert (networks["cli"]["sockets_open"], networks["cli"]["sockets_closed"]) == (1, 3)
+    # the one open PUSH is the fourth the registry saw on that network
+    [row] = registry.as_dict()["sockets"]
+    assert (row["socket"], row["messages_sent"]) == ("push3", 1)
+    registry.unwatch_network(cli)
+    assert registry.as_dict()["networks"] == {}
+    puller.close()
