@@ -8,6 +8,7 @@ import math
 import random
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -486,6 +487,8 @@ def test_the_server_stops_and_frees_its_port(registry: MetricsRegistry) -> None:
     server = start_http_server(0, registry=registry)
     url = server.url
     assert scrape(server) is not None
+    with pytest.raises(OSError):  # the port is taken: said at once, not at the first scrape
+        start_http_server(server.port, registry=registry)
     server.close()
     server.close()  # idempotent
     with pytest.raises(OSError):
@@ -585,3 +588,53 @@ def test_network_totals_count_the_sockets_closed_between_two_scrapes(
     registry.unwatch_network(cli)
     assert registry.as_dict()["networks"] == {}
     puller.close()
+
+
+def test_scrapes_from_the_http_thread_while_requests_run_on_zmq(
+    registry: MetricsRegistry, server: MetricsServer
+) -> None:
+    """Reads from another thread during traffic: every scrape parses, counters never go back."""
+    seen: list[float] = []
+    errors: list[BaseException] = []
+
+    def scraper(stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                samples = scrape(server)
+                seen.append(
+                    samples.get(
+                        ("transportkit_network_messages_sent_total", (("network", "cli"),)), 0
+                    )
+                )
+        except BaseException as exc:
+            errors.append(exc)
+
+    with ZmqNetwork(name="srv") as srv, ZmqNetwork(name="cli") as cli:
+        registry.watch_network(srv)
+        registry.watch_network(cli)
+
+        async def main() -> None:
+            rep = srv.worker(bind="tcp://127.0.0.1:*")
+            endpoint = rep.last_endpoint
+            assert endpoint is not None
+            task = asyncio.ensure_future(serve_requests(rep, echo))
+            with LazyPirateClient(cli, endpoint, timeout=2.0) as client:
+                registry.watch(client, name="c")
+                for i in range(300):
+                    await client.request([b"%d" % i])
+            task.cancel()
+            rep.close()
+
+        stop = threading.Event()
+        thread = threading.Thread(target=scraper, args=(stop,))
+        thread.start()
+        try:
+            asyncio.run(asyncio.wait_for(main(), 20))
+        finally:
+            stop.set()
+            thread.join(10)
+    assert errors == []
+    assert len(seen) >= 2
+    assert seen == sorted(seen)
+    assert registry.as_dict()["networks"]["cli"]["messages_sent"] == 300
+    assert registry.as_dict()["latency"]["c"]["count"] == 300
