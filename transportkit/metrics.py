@@ -59,10 +59,11 @@ What is exported:
     cannot resolve a P99.9 between 1 ms and 2.5 ms, the HDR one can, but it neither
     aggregates nor windows.
 
-  Recording costs a lock, a bisect and an HDR record per reply: 2 to 3 us in CPython
-  3.11 (measured on a loaded 2-core machine), against round trips of a few hundred
-  microseconds for a Python client; memory is about 220 KB per histogram with the
-  default 60 s range.
+  Recording costs a lock, a bisect and an HDR count per reply: about 1.3 us in
+  CPython 3.11 (median of 10 runs on a shared 2-core machine; 2.3 us through
+  hdrh's own ``record_value``), against round trips of a few hundred microseconds
+  for a Python client. Memory is about 220 KB per histogram with the default 60 s
+  range.
 
 OpenTelemetry is not added. ``opentelemetry-api`` and ``opentelemetry-sdk`` (1.45)
 are on PyPI, with ``opentelemetry-exporter-prometheus`` and ``-otlp``, so it could
@@ -236,8 +237,10 @@ class LatencyHistogram:
         "_bounds",
         "_bounds_ns",
         "_bucket_counts",
+        "_counts",
         "_hdr",
         "_highest_ns",
+        "_layout",
         "_lock",
         "_max_ns",
         "_min_ns",
@@ -275,6 +278,8 @@ class LatencyHistogram:
         self._highest_ns = max(2, round(highest_seconds * 1e9))
         self.significant_figures = significant_figures
         self._hdr = HdrHistogram(1, self._highest_ns, significant_figures)
+        self._counts = self._hdr.counts
+        self._layout = _hdr_layout(self._hdr, self._highest_ns)
         self._lock = threading.Lock()
         self._bucket_counts = [0] * (len(bounds) + 1)
         self._sum_ns = 0
@@ -288,9 +293,18 @@ class LatencyHistogram:
             seconds = 0.0
         over = seconds * 1e9 > self._highest_ns
         nanos = self._highest_ns if over else round(seconds * 1e9)
+        layout = self._layout
+        if layout is not None:  # hdrh's own index arithmetic, without its Python overhead
+            mask, unit, shift, half = layout
+            bucket = (nanos | mask).bit_length() - unit - shift - 1
+            index = ((bucket + 1) << shift) + (nanos >> (bucket + unit)) - half
         with self._lock:
             self._out_of_range += over
-            self._hdr.record_value(nanos)
+            if layout is None:
+                self._hdr.record_value(nanos)
+            else:
+                self._counts[index] += 1
+                self._hdr.total_count += 1
             self._bucket_counts[bisect.bisect_left(self._bounds_ns, nanos)] += 1
             self._sum_ns += nanos
             self._min_ns = min(self._min_ns, nanos)
@@ -399,6 +413,30 @@ class LatencyHistogram:
         p99 = self.percentile(99)
         tail = "" if p99 is None else f" p99={p99 * 1e6:.1f}us"
         return f"<LatencyHistogram count={self.count}{tail}>"
+
+
+def _hdr_layout(hdr: Any, highest: int) -> tuple[int, int, int, int] | None:
+    """The counts-array layout of ``hdr``, to record without its method calls; None (record
+    through ``record_value``) unless the arithmetic gives hdrh's own index for values
+    across the whole range (an hdrh release that lays its counts out otherwise).
+    """
+    try:
+        layout = (
+            int(hdr.sub_bucket_mask),
+            int(hdr.unit_magnitude),
+            int(hdr.sub_bucket_half_count_magnitude),
+            int(hdr.sub_bucket_half_count),
+        )
+        mask, unit, shift, half = layout
+        probes = {0, 1, 2047, 2048, 4095, 4096, 123_456, 10**6, 10**9, highest}
+        for value in probes:
+            bucket = (value | mask).bit_length() - unit - shift - 1
+            index = ((bucket + 1) << shift) + (value >> (bucket + unit)) - half
+            if index != hdr.get_counts_array_index(value):
+                return None
+    except Exception:
+        return None
+    return layout
 
 
 def _quantile_key(q: float) -> str:

@@ -512,10 +512,16 @@ def test_the_public_names_exist_are_documented_and_backend_free() -> None:
     assert out.stdout.strip() == ""
 
 
-def test_percentiles_are_those_of_hdrhistogram_itself() -> None:
+@pytest.mark.parametrize("layout", ["inline", "record_value"])
+def test_percentiles_are_those_of_hdrhistogram_itself(
+    layout: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if layout == "record_value":  # what an hdrh with another counts layout gets
+        monkeypatch.setattr(metrics, "_hdr_layout", lambda hdr, highest: None)
     rng = random.Random(12)
     values = [rng.lognormvariate(-8, 1.5) for _ in range(3000)]  # ~0.3 ms median, long tail
     ours = LatencyHistogram()
+    assert (ours._layout is None) == (layout == "record_value")
     reference = HdrHistogram(1, 60_000_000_000, 3)
     for value in values:
         ours(value)
