@@ -511,8 +511,11 @@ class MetricsRegistry:
             network: A network of either backend (a sim node, a ZmqNetwork).
             name: The ``network`` label (default: ``network.name``).
 
+        Watching the same network again under its label does nothing.
+
         Raises:
-            ValueError: Another network is watched under that name.
+            ValueError: Another network is watched under that name, or this one under
+                another name.
             NotImplementedError: The network cannot list its sockets.
         """
         label = _check_name("name", network.name if name is None else name)
@@ -523,6 +526,9 @@ class MetricsRegistry:
                 return
             if state is not None and state.network is not None:
                 raise ValueError(f"a network is already watched as {label!r}")
+            for other, st in self._nets.items():
+                if st.network is network:
+                    raise ValueError(f"this network is already watched as {other!r}")
             state = self._nets[label] = _NetState(network)
             for sock in current:
                 self._know(state, sock)

@@ -441,6 +441,16 @@ def test_watch_refuses_what_it_cannot_export(registry: MetricsRegistry) -> None:
 
     with pytest.raises(NotImplementedError, match="does not list its sockets"):
         registry.watch_network(Unlisted())
+    sim = Simulation(seed=1)
+    node = sim.node("n")
+    registry.watch_network(node)
+    registry.watch_network(node)  # again, same label: nothing changes
+    with pytest.raises(ValueError, match="already watched as 'n'"):
+        registry.watch_network(node, name="other")
+    with pytest.raises(ValueError, match="a network is already watched as 'n'"):
+        registry.watch_network(sim.node("m"), name="n")
+    assert len(node._socket_observers) == 1
+    sim.close()
 
 
 def test_a_user_gauge_and_a_set_observer_are_kept(registry: MetricsRegistry) -> None:
