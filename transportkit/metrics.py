@@ -180,6 +180,7 @@ _MISSING_EXTRA: Final = (
     f"which the '{PROMETHEUS_EXTRA}' extra installs: pip install "
     f"'transportkit[{PROMETHEUS_EXTRA}]' (MetricsRegistry.as_dict() works without it)"
 )
+_RESERVED_PATTERNS: Final = frozenset({"network", "request", "socket", "sockets"})
 _NO_MIN: Final = 1 << 62
 _NAME = re.compile(r"[a-z_][a-z0-9_]*\Z")
 _SOCKET_COUNTERS: Final = (
@@ -439,6 +440,51 @@ def _hdr_layout(hdr: Any, highest: int) -> tuple[int, int, int, int] | None:
     return layout
 
 
+_FIELD_DOCS: dict[type, dict[str, str]] = {}
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The ``Attributes:`` of a Google-style class docstring: field -> its first sentence."""
+    cached = _FIELD_DOCS.get(cls)
+    if cached is None:
+        cached = _FIELD_DOCS[cls] = _parse_field_docs(cls)
+    return cached
+
+
+def _parse_field_docs(cls: type) -> dict[str, str]:
+    docs: dict[str, str] = {}
+    lines = (cls.__doc__ or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return docs
+    indent = None
+    current = None
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            break
+        match = re.match(r"(\w+): (.*)", line.strip()) if depth == indent else None
+        if match:
+            current = match.group(1)
+            docs[current] = match.group(2)
+        elif current is not None:
+            docs[current] += " " + line.strip()
+    return {
+        name: _plain(re.split(r"(?<=\.)\s", text, maxsplit=1)[0]) for name, text in docs.items()
+    }
+
+
+def _plain(text: str) -> str:
+    """``literal`` and :role:`target` markup as plain text, for a HELP line."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
 def _quantile_key(q: float) -> str:
     return "p" + f"{q * 100:g}".replace(".", "_") + "_seconds"
 
@@ -637,8 +683,11 @@ class MetricsRegistry:
             if obj is stats and cls.endswith("Stats") and len(cls) > len("Stats"):
                 cls = cls[: -len("Stats")]
             pattern = _snake(cls)
-        if not _NAME.match(pattern):
-            raise ValueError(f"pattern must match [a-z_][a-z0-9_]*, got {pattern!r}")
+        if not _NAME.match(pattern) or pattern in _RESERVED_PATTERNS:
+            raise ValueError(
+                f"pattern must match [a-z_][a-z0-9_]*, and not be one of "
+                f"{sorted(_RESERVED_PATTERNS)}, got {pattern!r}"
+            )
         extra = dict(gauges or {})
         taken = {f.name for f in dataclasses.fields(stats)} | {"publisher_dropped"}
         for suffix, read in extra.items():
@@ -960,8 +1009,9 @@ class _Collector:
 
         for name, w, counters, gauges, services in registry._pattern_rows():
             prefix = f"transportkit_{w.pattern}"
+            docs = _field_docs(type(w.stats))
             for counter, value in counters.items():
-                doc = f"{w.pattern} stats: {counter}"
+                doc = docs.get(counter) or f"{w.pattern} stats: {counter}"
                 family_of(f"{prefix}_{counter}", doc, CounterMetricFamily).add_metric([name], value)
             helps = {suffix: doc for _attr, suffix, doc in PATTERN_GAUGES}
             for suffix, value in gauges.items():

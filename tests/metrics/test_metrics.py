@@ -654,3 +654,19 @@ def test_scrapes_from_the_http_thread_while_requests_run_on_zmq(
     assert seen == sorted(seen)
     assert registry.as_dict()["networks"]["cli"]["messages_sent"] == 300
     assert registry.as_dict()["latency"]["c"]["count"] == 300
+
+
+def test_help_lines_come_from_the_stats_docstrings(
+    registry: MetricsRegistry, server: MetricsServer
+) -> None:
+    sim = Simulation(seed=1)
+    registry.watch(LazyPirateClient(sim.node("c"), "tcp://srv:5555"), name="risk")
+    with urllib.request.urlopen(server.url, timeout=5) as response:
+        text = response.read().decode()
+    assert (
+        "# HELP transportkit_lazy_pirate_client_retries_total Resends after a timeout "
+        "(attempts beyond each request's first).\n"
+    ) in text
+    with pytest.raises(ValueError, match="not be one of"):
+        registry.watch(ServeStats(), name="s", pattern="socket")
+    sim.close()
