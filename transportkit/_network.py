@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, cast
 
 from transportkit._closing import Closeable
@@ -45,6 +45,8 @@ class Network(Closeable):
     is one simulated node (a process), and closing the network closes its sockets.
     """
 
+    _socket_observers: tuple[Callable[[Socket], object], ...] = ()
+
     @property
     @abc.abstractmethod
     def name(self) -> str:
@@ -79,6 +81,34 @@ class Network(Closeable):
         """
         raise UnsupportedError(f"{type(self).__name__} has no ZAP authenticator")
 
+    def open_sockets(self) -> tuple[Socket, ...]:
+        """The sockets this network made that are not closed, oldest first.
+
+        A snapshot, safe to take from another thread (a metrics scrape does): a socket
+        closed after it was taken stays in it. :mod:`transportkit.metrics` reads it on
+        each scrape; both backends implement it.
+
+        Raises:
+            NotImplementedError: This network cannot list its sockets (the default, for
+                a Network written outside transportkit).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not list its sockets")
+
+    def add_socket_observer(self, observer: Callable[[Socket], object]) -> None:
+        """Call ``observer(socket)`` with each socket the factories make from now on.
+
+        It is called in the thread that makes the socket, once the socket is made and
+        attached (a SUB before its ``bind``/``connect``), and must not raise. The zmq
+        backend's blocking sockets are not announced (list them with
+        ``open_blocking_sockets``). :mod:`transportkit.metrics` uses it to count the
+        sockets that close between two scrapes.
+        """
+        self._socket_observers = (*self._socket_observers, observer)
+
+    def remove_socket_observer(self, observer: Callable[[Socket], object]) -> None:
+        """Stop calling ``observer`` (one not added is ignored)."""
+        self._socket_observers = tuple(o for o in self._socket_observers if o is not observer)
+
     def socket(
         self,
         kind: SocketKind,
@@ -92,7 +122,10 @@ class Network(Closeable):
         if not isinstance(opts, SocketOptions):
             raise OptionError(f"options must be SocketOptions, got {type(opts).__name__}")
         opts.check_for(kind)
-        return attach(self._open(kind, opts), bind, connect)
+        sock = attach(self._open(kind, opts), bind, connect)
+        for observer in self._socket_observers:
+            observer(sock)
+        return sock
 
     def _typed(
         self, kind: SocketKind, bind: Endpoints, connect: Endpoints, options: SocketOptions | None

@@ -473,6 +473,10 @@ class LazyPirateClient(Closeable):
         wire: :attr:`LazyPirateWire.PLAIN` (default: the frames as given, any REP
             server) or :attr:`LazyPirateWire.SEQUENCED` (a sequence frame first, for a
             :func:`serve_lazy_pirate` server of the same format).
+        latency_observer: Called with the seconds (event-loop time: virtual in a
+            simulation) from a request's first send to its reply, retries included,
+            for each answered request; None (default) measures nothing. It must not
+            raise. :class:`transportkit.metrics.LatencyHistogram` is one.
 
     Raises:
         ValueError: ``timeout`` is not positive, ``retries`` is below 1, or ``wire``
@@ -488,6 +492,7 @@ class LazyPirateClient(Closeable):
         retries: int = REQUEST_RETRIES,
         options: SocketOptions | None = None,
         wire: LazyPirateWire = LazyPirateWire.PLAIN,
+        latency_observer: Callable[[float], object] | None = None,
     ) -> None:
         self.wire: Final = _check_wire(wire)
         if not timeout > 0:
@@ -500,6 +505,7 @@ class LazyPirateClient(Closeable):
         self.retries = retries
         self.options = SocketOptions() if options is None else options
         self.stats = LazyPirateStats()
+        self.latency_observer = latency_observer
         self._sequence = 0
         self._socket: Requester | None = None
         self._lock = asyncio.Lock()
@@ -531,6 +537,8 @@ class LazyPirateClient(Closeable):
             seq = b"%d" % self._sequence
             message = body if self.wire is LazyPirateWire.PLAIN else [seq, *body]
             mismatched = self.stats.mismatched
+            observer = self.latency_observer
+            started = asyncio.get_running_loop().time() if observer is not None else 0.0
             for attempt in range(1, self.retries + 1):
                 if attempt > 1:
                     self.stats.retries += 1
@@ -546,6 +554,8 @@ class LazyPirateClient(Closeable):
                 reply = await self._attempt(message)
                 if reply is not None:
                     self.stats.replies += 1
+                    if observer is not None:
+                        observer(asyncio.get_running_loop().time() - started)
                     return reply
             self.stats.failures += 1
             logger.warning(

@@ -1579,6 +1579,10 @@ class MajordomoClient(Closeable):
         timeout: Seconds to wait for each attempt's reply.
         retries: Attempts in all before giving up (at least 1).
         options: Options of the REQ sockets.
+        latency_observer: Called with the seconds (event-loop time: virtual in a
+            simulation) from a request's first send to its valid reply, retries
+            included; None (default) measures nothing. It must not raise.
+            :class:`transportkit.metrics.LatencyHistogram` is one.
     """
 
     def __init__(
@@ -1589,6 +1593,7 @@ class MajordomoClient(Closeable):
         timeout: float = MDP_HEARTBEAT_INTERVAL,
         retries: int = 3,
         options: SocketOptions | None = None,
+        latency_observer: Callable[[float], object] | None = None,
     ) -> None:
         _check_timing(timeout=timeout)
         self.network: Final = network
@@ -1596,6 +1601,7 @@ class MajordomoClient(Closeable):
         self.timeout: Final = float(timeout)
         self.retries: Final = _check_count("retries", retries)
         self.stats: Final = MajordomoClientStats()
+        self.latency_observer = latency_observer
         self._options = options
         self._socket: Requester | None = None
         self._busy = False
@@ -1627,11 +1633,16 @@ class MajordomoClient(Closeable):
         if self._busy:
             raise StateError("Majordomo client: one request at a time (use a client per task)")
         self._busy = True
+        observer = self.latency_observer
+        started = _now() if observer is not None else 0.0
         try:
             for _ in range(self.retries):
                 reply = await self._attempt([MDPC01, name, *body])
                 if reply is not None:
-                    return self._check_reply(reply, name)
+                    answer = self._check_reply(reply, name)
+                    if observer is not None:
+                        observer(_now() - started)
+                    return answer
             self.stats.failures += 1
             logger.warning(
                 "giving up on service %r at %s after %d attempts of %g s",

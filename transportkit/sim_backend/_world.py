@@ -28,6 +28,7 @@ from transportkit._errors import ClosedError, OptionError, Timeout, UnsupportedE
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit._socket import Socket
 from transportkit._timeouts import wait_for
 from transportkit.sim_backend._guards import RunGuard
 from transportkit.sim_backend._guards import current as guards_current
@@ -100,6 +101,10 @@ class Node(Network):
     def forget(self, sock: SimSocket) -> None:
         """Drop a destroyed socket from the node's books (a lingering one stays until then)."""
         self.sockets.pop(sock, None)
+
+    def open_sockets(self) -> tuple[Socket, ...]:
+        """The node's sockets that are not closed, oldest first (a lingering one is closed)."""
+        return tuple(sock for sock in tuple(self.sockets) if not sock.closed)
 
     def time_ns(self) -> int:
         """Virtual time in nanoseconds."""
