@@ -3,9 +3,10 @@
 Each case runs on the sim and on real tcp sockets with the same assertions: an allowed
 client is served; a client with no keys, a wrong server key, a key not on the list or
 a denied address never delivers a message, and the monitors report what libzmq 4.3.5
-reports (measured there): ``HANDSHAKE_FAILED_PROTOCOL`` on the server for a plaintext
-client or a wrong server key, ``HANDSHAKE_FAILED_AUTH`` on both ends for a refusal by
-the authenticator, after which the client does not retry.
+reports (measured there): ``HANDSHAKE_FAILED_PROTOCOL`` on the server for a wrong
+server key (the client retries), and on the client for a plaintext client (which then
+stops), ``HANDSHAKE_FAILED_AUTH`` on both ends for a refusal by the authenticator,
+after which the client does not retry.
 
 The zmq runs need the zmq backend's authenticator: they are skipped while
 ``ZmqNetwork`` does not override :meth:`Network.start_authenticator` (and only then).
@@ -98,31 +99,35 @@ def test_an_allowed_client_is_served(tk_harness: Harness) -> None:
     assert h.run(main(), timeout=30.0) == [b"order-1"]
 
 
+PROTOCOL = ("HANDSHAKE_FAILED_PROTOCOL",)
+EITHER = ("HANDSHAKE_FAILED_PROTOCOL", "HANDSHAKE_FAILED_NO_DETAIL")
+AUTH = ("HANDSHAKE_FAILED_AUTH",)
+
 REFUSED = {
-    # case: (client options, policy, server's event, client's event or None)
-    "no keys": (
-        SocketOptions(linger=0, reconnect_ivl=50),
-        AuthPolicy(),
-        "HANDSHAKE_FAILED_PROTOCOL",
-        "HANDSHAKE_FAILED_PROTOCOL",
-    ),
+    # case: (client options, policy, server's failure events, client's final event)
+    # A plaintext client: libzmq races on real sockets (the end that reads the other's
+    # greeting first fails with PROTOCOL and closes; the other may see the close
+    # first, NO_DETAIL, and the client then retries), until an attempt where the
+    # client reads the mismatch: PROTOCOL, and its session ends. The sim models that
+    # last attempt (measured alone with pyzmq: PROTOCOL on both ends, once).
+    "no keys": (SocketOptions(linger=0, reconnect_ivl=50), AuthPolicy(), EITHER, PROTOCOL[0]),
     "wrong server key": (
         _client_options(serverkey=STRANGER.public),
         AuthPolicy(),
-        "HANDSHAKE_FAILED_PROTOCOL",
+        PROTOCOL,
         "HANDSHAKE_FAILED_NO_DETAIL",
     ),
     "key not on the list": (
         _client_options(),
         AuthPolicy(allow_keys=[STRANGER.public]),
-        "HANDSHAKE_FAILED_AUTH",
-        "HANDSHAKE_FAILED_AUTH",
+        AUTH,
+        AUTH[0],
     ),
     "address denied": (
         _client_options(),
         None,  # deny_ips=[the client's address], set per backend
-        "HANDSHAKE_FAILED_AUTH",
-        "HANDSHAKE_FAILED_AUTH",
+        AUTH,
+        AUTH[0],
     ),
 }
 
@@ -131,12 +136,12 @@ REFUSED = {
 def test_a_refused_client_never_delivers(tk_harness: Harness, case: str) -> None:
     h = tk_harness
     _needs_authenticator(h)
-    client_options, policy, server_event, client_event = REFUSED[case]
+    client_options, policy, server_events, client_event = REFUSED[case]
     if policy is None:
         policy = AuthPolicy(deny_ips=[_client_address(h)])
     srv, cli = h.network("srv"), h.network("cli")
 
-    async def main() -> tuple[list[str], AuthStats]:
+    async def main() -> tuple[list[str], list[str], AuthStats]:
         auth = srv.start_authenticator(policy)
         with srv.puller(options=_server_options()) as pull:
             srv_monitor = pull.monitor()
@@ -145,26 +150,65 @@ def test_a_refused_client_never_delivers(tk_harness: Harness, case: str) -> None
                 cli_monitor = push.monitor()
                 push.connect(endpoint)
                 await push.send([b"must-not-arrive"])
-                await wait_for_event(srv_monitor, server_event, 1, WAIT)
                 await wait_for_event(cli_monitor, client_event, 1, WAIT)
-                # Ten reconnect intervals more: nothing is delivered, and a refused
-                # client (a protocol error for it) does not even try again.
+                # Ten reconnect intervals more: nothing is delivered, and a client
+                # whose session ended (a protocol error for it) does not try again.
                 later = await _names_within(cli_monitor, 0.5)
                 with pytest.raises(Timeout):
                     await pull.recv(timeout=0.2)
                 assert pull.stats.received == 0
+                on_server = await _names_within(srv_monitor, 0.1)
                 srv_monitor.close()
                 cli_monitor.close()
-                return later, auth.stats
+                return later, on_server, auth.stats
 
-    later, stats = h.run(main(), timeout=30.0)
+    later, on_server, stats = h.run(main(), timeout=30.0)
+    assert any(name in server_events for name in on_server), on_server
+    assert "HANDSHAKE_SUCCEEDED" not in on_server
     if client_event == "HANDSHAKE_FAILED_NO_DETAIL":
         assert "CONNECT_RETRIED" in later  # a connection error: the client retries
-        assert stats.allowed == stats.denied_key == stats.denied_ip == 0
     else:
         assert "CONNECT_RETRIED" not in later
-        assert "HANDSHAKE_SUCCEEDED" not in later
     if case == "key not on the list":
-        assert stats.denied_key == 1
-    if case == "address denied":
-        assert stats.denied_ip == 1
+        assert stats == AuthStats(denied_key=1)
+    elif case == "address denied":
+        assert stats == AuthStats(denied_ip=1)
+    else:  # never reaches the authenticator
+        assert stats == AuthStats()
+
+
+def test_a_plaintext_server_with_a_zap_domain_refuses_a_denied_address(
+    tk_harness: Harness,
+) -> None:
+    """libzmq's NULL mechanism asks the ZAP handler when the socket has a domain.
+
+    Whether the refused client retries is a race in libzmq 4.3.5 (it does when the
+    ERROR reaches it before it sent its READY: seen once in seven runs here), so only
+    the refusal and the silence are asserted; the sim does not retry (the usual
+    outcome).
+    """
+    h = tk_harness
+    _needs_authenticator(h)
+    srv, cli = h.network("srv"), h.network("cli")
+
+    async def main() -> AuthStats:
+        auth = srv.start_authenticator(AuthPolicy(deny_ips=[_client_address(h)]))
+        with srv.puller(options=SocketOptions(zap_domain="global", linger=0)) as pull:
+            srv_monitor = pull.monitor()
+            endpoint = pull.bind(h.endpoint("tcp"))
+            with cli.pusher(options=SocketOptions(linger=0, reconnect_ivl=50)) as push:
+                cli_monitor = push.monitor()
+                push.connect(endpoint)
+                await push.send([b"must-not-arrive"])
+                await wait_for_event(srv_monitor, "HANDSHAKE_FAILED_AUTH", 1, WAIT)
+                await wait_for_event(cli_monitor, "HANDSHAKE_FAILED_AUTH", 1, WAIT)
+                with pytest.raises(Timeout):
+                    await pull.recv(timeout=0.5)
+                assert pull.stats.received == 0
+                srv_monitor.close()
+                cli_monitor.close()
+                return auth.stats
+
+    stats = h.run(main(), timeout=30.0)
+    assert stats.denied_ip >= 1
+    assert stats.allowed == 0

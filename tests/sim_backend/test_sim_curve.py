@@ -368,3 +368,41 @@ def test_immediate_clients_have_no_pipe_until_the_handshake_succeeds(world: Worl
         return dropped
 
     assert world.sim.run(main(), timeout=VIRTUAL_LIMIT) == 0
+
+
+@pytest.mark.parametrize(
+    ("zap_domain", "policy", "served", "expected"),
+    [
+        ("global", AuthPolicy(deny_ips=["cli"]), False, AuthStats(denied_ip=1)),
+        ("global", AuthPolicy(allow_ips=["cli"], allow_keys=[]), True, AuthStats(allowed=1)),
+        ("global", AuthPolicy(domain="other"), False, AuthStats(denied_key=1)),
+        ("", AuthPolicy(deny_ips=["cli"]), True, AuthStats()),  # no domain: never asked
+    ],
+)
+def test_a_plaintext_server_with_a_zap_domain_asks_about_addresses(
+    world: World, zap_domain: str, policy: AuthPolicy, served: bool, expected: AuthStats
+) -> None:
+    """libzmq's NULL mechanism asks the ZAP handler when the socket has a domain
+    (measured on 4.3.5: a denied address gives HANDSHAKE_FAILED_AUTH 400 on both
+    ends and no retry); keys play no part.
+    """
+    got, srv_events, cli_events, dropped, stats = _outcome(
+        world,
+        SocketOptions(),
+        server=SocketOptions(zap_domain=zap_domain),
+        policy=policy,
+    )
+    assert (got == [b"order-1"]) is served
+    assert stats == expected
+    if served:
+        assert _names(cli_events) == ["CONNECT_DELAYED", "CONNECTED", "HANDSHAKE_SUCCEEDED"]
+    else:
+        denied = ("HANDSHAKE_FAILED_AUTH", 400)
+        assert srv_events == [("ACCEPTED", 0), denied, ("DISCONNECTED", 0)]
+        assert cli_events == [
+            ("CONNECT_DELAYED", 0),
+            ("CONNECTED", 0),
+            denied,
+            ("DISCONNECTED", 0),
+        ]
+        assert dropped == 1

@@ -11,7 +11,9 @@ decision are those of pyzmq's authenticator, which the zmq backend's follows too
 2. with ``allow_ips`` not empty, an address not in it is refused (``denied_ip``);
    otherwise an address in ``deny_ips`` is;
 3. a client key is let in if ``allow_keys`` is None or holds it (``denied_key``
-   otherwise): an allowed address never replaces the key check.
+   otherwise): an allowed address never replaces the key check. A plaintext (NULL)
+   peer, asked about by a socket with a ``zap_domain``, has no key: rules 1 and 2
+   decide.
 
 The address a simulated peer has is the name of its node over tcp (node names are the
 sim's hosts, as in ``tcp://exchange:5556``: its "DNS" maps a name to itself) and the
@@ -85,9 +87,11 @@ def peer_address(transport: str, node: str) -> str:
     return node if transport == "tcp" else ""
 
 
-def decide(policy: AuthPolicy, *, domain: str, address: str, key: bytes) -> Decision:
+def decide(policy: AuthPolicy, *, domain: str, address: str, key: bytes | None) -> Decision:
     """What ``policy`` says of a CURVE client with Z85 public ``key`` from ``address``,
-    asked by a server socket whose ``zap_domain`` is ``domain`` (rules in the module).
+    asked by a server socket whose ``zap_domain`` is ``domain`` (rules in the module);
+    ``key`` None is a plaintext (NULL) peer, asked about by a socket with a
+    ``zap_domain``: only the domain and address rules apply.
     """
     if policy.domain not in ("*", domain):
         return "denied_key"
@@ -97,7 +101,7 @@ def decide(policy: AuthPolicy, *, domain: str, address: str, key: bytes) -> Deci
     elif address in policy.deny_ips:
         return "denied_ip"
     allowed = policy.allow_keys
-    if allowed is None or key in allowed:
+    if key is None or allowed is None or key in allowed:
         return "allowed"
     return "denied_key"
 
@@ -172,7 +176,7 @@ class SimAuthenticator(Authenticator):
             self._closed = True
             self._trace.add(self._clock(), "auth-stop", self._node, reason)
 
-    def check(self, *, domain: str, address: str, key: bytes) -> Decision:
+    def check(self, *, domain: str, address: str, key: bytes | None) -> Decision:
         """Decide one handshake and count it (called by the wire)."""
         decision = decide(self._policy, domain=domain, address=address, key=key)
         setattr(self._stats, decision, getattr(self._stats, decision) + 1)

@@ -30,6 +30,7 @@ from transportkit.sim_backend._topology import Link, Topology
 from transportkit.sim_backend._trace import TRACE_BATCH, Trace
 
 if TYPE_CHECKING:
+    from transportkit.sim_backend._auth import SimAuthenticator
     from transportkit.sim_backend._sockets import SimSocket
 
 __all__ = ["Connecter", "Wire"]
@@ -42,6 +43,14 @@ def _secured(sock: SimSocket) -> bool:
     """Whether ``sock`` has CURVE options (a server, or a client with a server key)."""
     options = sock.options
     return options.curve_server or options.curve_serverkey is not None
+
+
+def _zap_of(sock: SimSocket) -> SimAuthenticator | None:
+    """The running authenticator a plaintext ``sock`` asks (it has a ``zap_domain``)."""
+    if not sock.options.zap_domain or _secured(sock):
+        return None
+    auth = sock.node.authenticator
+    return None if auth is None or auth.closed else auth
 
 
 class _Handshake:
@@ -253,7 +262,9 @@ class Wire:
             failure = "partitioned"
         if not failure:
             assert target is not None
-            if not inproc and (_secured(sock) or _secured(target)):
+            if not inproc and (
+                _secured(sock) or _secured(target) or _zap_of(sock) or _zap_of(target)
+            ):
                 self._handshake(connecter, target)
             else:
                 self._establish(connecter, target)
@@ -380,6 +391,12 @@ class Wire:
           authenticator), the server reports ``HANDSHAKE_SUCCEEDED`` as it sends READY,
           and when READY arrives the client does and the connection is made (so a
           server's first message leaves one link delay later than in libzmq);
+        - plaintext on both ends, one (or both) with a ``zap_domain`` and an
+          authenticator running on its node: that end asks it about the other (the
+          domain and address rules: no key), at once; a refusal is reported as for
+          CURVE (``HANDSHAKE_FAILED_AUTH``, 400, on both ends, no retry: libzmq's
+          usual outcome; it races there, and a client whose READY had not left
+          when the ERROR came retries);
         - two CURVE clients fail when each gets the other's HELLO
           (``UNEXPECTED_COMMAND``, protocol errors); two CURVE servers wait for a HELLO
           until libzmq's default handshake interval (30 s) and fail with
@@ -403,6 +420,26 @@ class Wire:
         mine, theirs = _auth.mechanism(sock.options), _auth.mechanism(target.options)
         self.trace.add(self.env.now, "handshake", sock.name, f"{ep} {mine} to {theirs}")
         up = self.topology.link(sock.node.name, target.node.name)
+        transport = connecter.key[0]
+        if mine == theirs == "NULL":
+            # Plaintext, with a zap_domain and an authenticator on one end at least:
+            # each such end asks about the other (no key: the domain and address
+            # rules), folded into the connection's one link delay like the greeting.
+            for asker, other in ((target, sock), (sock, target)):
+                auth = _zap_of(asker)
+                if auth is None:
+                    continue
+                address = _auth.peer_address(transport, other.node.name)
+                decision = auth.check(domain=asker.options.zap_domain, address=address, key=None)
+                self.trace.add(self.env.now, "zap", asker.name, f"{ep} {decision} {address!r}")
+                if decision != "allowed":
+                    self._hs_denied(hs, asker, other, decision)
+                    return
+            sock.emit("HANDSHAKE_SUCCEEDED", ep)
+            target.emit("HANDSHAKE_SUCCEEDED", ep)
+            hs.over = True
+            self._establish(connecter, target, handshaken=True)
+            return
         if "NULL" in (mine, theirs):
             reason = f"mechanism-mismatch {mine} to {theirs}"
             for end in (target, sock):
@@ -449,7 +486,6 @@ class Wire:
         client, server = (sock, target) if mine == "CURVE-client" else (target, sock)
         to_server = self.topology.link(client.node.name, server.node.name)
         to_client = self.topology.link(server.node.name, client.node.name)
-        transport = connecter.key[0]
 
         def ready() -> None:
             if not (target.admits(sock) and sock.admits(target)):

@@ -110,7 +110,10 @@ class Node(Network):
         4.3.5 does, the client does not retry that connection (its session ends, and
         what it queued is dropped); ``disconnect()`` and ``connect()`` again, after an
         :meth:`~transportkit.security.Authenticator.update`, try afresh. Handshakes
-        decided before the authenticator runs were not authenticated.
+        decided before the authenticator runs were not authenticated. A plaintext
+        socket of the node with a ``zap_domain`` asks it too, about every peer (the
+        domain and address rules only: there is no key), as libzmq's NULL mechanism
+        does.
 
         It stops when closed, when the node's network is closed (:meth:`close`) and
         when the node crashes; a restarted node has none until it starts one again.
