@@ -54,7 +54,7 @@ def _zap_of(sock: SimSocket) -> SimAuthenticator | None:
 
 
 class _Handshake:
-    """One CURVE handshake in progress (see :meth:`Wire._handshake`)."""
+    """One secured handshake in progress (see :meth:`Wire._handshake`)."""
 
     __slots__ = ("connecter", "finished", "over", "succeeded", "target")
 
@@ -371,14 +371,18 @@ class Wire:
 
     def _handshake(self, connecter: Connecter, target: SimSocket) -> None:
         """Secure a connection that has just formed over ipc or tcp (one end at least
-        has CURVE options), as libzmq 4.3.5 does; what each failure reports is measured.
+        has CURVE options, or a ``zap_domain`` and a running authenticator), as
+        libzmq 4.3.5 does; what each failure reports was measured there.
 
         The connection forms as any other (``CONNECTED``/``ACCEPTED``, one link delay
         after ``connect()`` or the retry), then:
 
         - CURVE against NULL (plaintext), either way: the ZMTP greeting names the
           mechanisms, so both ends fail at once with ``HANDSHAKE_FAILED_PROTOCOL``
-          (``MECHANISM_MISMATCH``), a protocol error;
+          (``MECHANISM_MISMATCH``), a protocol error (on real sockets the ends race:
+          one may see the other close first, ``HANDSHAKE_FAILED_NO_DETAIL``, and a
+          client retries until an attempt where it reads the mismatch; the sim
+          models that attempt);
         - a CURVE client against a CURVE server: HELLO, WELCOME, INITIATE, READY, two
           round trips of the links between the nodes. The server opens HELLO only if
           the client's ``curve_serverkey`` is its public key (else
