@@ -23,7 +23,7 @@ LAYERS = [
     ["_trace", "_latency", "_guards", "_sched"],
     ["_invariants"],
     ["_loop", "_topology", "_faults", "_perfetto"],
-    ["_pipes", "_shrink", "_run"],
+    ["_pipes", "_shrink", "_run", "_auth"],
     ["_kernel"],
     ["_wire", "_sockets"],
     ["_world"],

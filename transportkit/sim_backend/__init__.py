@@ -69,6 +69,21 @@ What is modelled, and how (the choices where libzmq is inexact):
   and drops the connection like any other dropped connection (what is in flight
   behind it is lost; DISCONNECTED on both monitors); a connecting sender reconnects,
   a connecting receiver does not (libzmq ends a session on a protocol error).
+- CURVE security (``curve_*`` options, :meth:`Node.start_authenticator`) follows
+  libzmq 4.3.5, whose monitor events and retries were measured for each case (see
+  ``Wire._handshake`` and :mod:`transportkit.sim_backend._auth`): over ipc and tcp a
+  connection's ends must agree (a CURVE client and a CURVE server; plaintext against
+  CURVE fails both ends with ``HANDSHAKE_FAILED_PROTOCOL``), the client's server key
+  must be the server's public key (else ``HANDSHAKE_FAILED_PROTOCOL`` on the server,
+  ``HANDSHAKE_FAILED_NO_DETAIL`` on the client, which retries), and the server's
+  node's authenticator, if one runs, must allow the client's key and address (the
+  client node's name over tcp, empty over ipc; else ``HANDSHAKE_FAILED_AUTH`` (400)
+  on both ends). The handshake (HELLO, WELCOME, INITIATE, READY) takes two round
+  trips of the links after the connection forms. A refused or mismatched client does
+  not retry (libzmq ends the session after a protocol error): its queue is lost,
+  counted in ``stats.dropped``. Nothing passes before a handshake succeeds; each
+  failure is traced as ``handshake-failed`` with its reason, each decision as
+  ``zap``. inproc is never secured: CURVE options have no effect there.
 - A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
   the last frame survives (and a conflating SUB filters on that frame), counted in the
   receiver's ``stats.truncated`` and traced as ``truncated``.
@@ -144,6 +159,7 @@ is the same on 3.11, 3.12 and 3.13. The details are in
 :mod:`transportkit.sim_backend._guards`.
 """
 
+from transportkit.sim_backend._auth import SimAuthenticator
 from transportkit.sim_backend._faults import (
     Crash,
     DropConnection,
@@ -208,6 +224,7 @@ __all__ = [
     "Scheduler",
     "SetLatency",
     "Shrunk",
+    "SimAuthenticator",
     "SimEventLoop",
     "Simulation",
     "TaskFailure",

@@ -9,6 +9,7 @@ connections with libzmq's queue semantics, and moves messages over the links of 
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import random
@@ -22,19 +23,47 @@ import simpy
 from transportkit._endpoint import Endpoint
 from transportkit._errors import AddressInUseError, EndpointError, UnsupportedError
 from transportkit._kinds import PEERS, SocketKind
-from transportkit.sim_backend import _kernel
+from transportkit.sim_backend import _auth, _kernel
 from transportkit.sim_backend._loop import _NORMAL, IdleEvents, SimCall, schedule_call
 from transportkit.sim_backend._pipes import Connection, Item, Peer
 from transportkit.sim_backend._topology import Link, Topology
 from transportkit.sim_backend._trace import TRACE_BATCH, Trace
 
 if TYPE_CHECKING:
+    from transportkit.sim_backend._auth import SimAuthenticator
     from transportkit.sim_backend._sockets import SimSocket
 
 __all__ = ["Connecter", "Wire"]
 
 _FIRST_EPHEMERAL_PORT = 49152
 _LOCAL_HOSTS = frozenset({"*", "0.0.0.0", "127.0.0.1", "localhost", "::", "::1"})
+
+
+def _secured(sock: SimSocket) -> bool:
+    """Whether ``sock`` has CURVE options (a server, or a client with a server key)."""
+    options = sock.options
+    return options.curve_server or options.curve_serverkey is not None
+
+
+def _zap_of(sock: SimSocket) -> SimAuthenticator | None:
+    """The running authenticator a plaintext ``sock`` asks (it has a ``zap_domain``)."""
+    if not sock.options.zap_domain or _secured(sock):
+        return None
+    auth = sock.node.authenticator
+    return None if auth is None or auth.closed else auth
+
+
+class _Handshake:
+    """One secured handshake in progress (see :meth:`Wire._handshake`)."""
+
+    __slots__ = ("connecter", "finished", "over", "succeeded", "target")
+
+    def __init__(self, connecter: Connecter, target: SimSocket) -> None:
+        self.connecter = connecter
+        self.target = target
+        self.over = False
+        self.succeeded: list[SimSocket] = []
+        self.finished: list[SimSocket] = []
 
 
 def _nameable(node: str) -> bool:
@@ -233,7 +262,12 @@ class Wire:
             failure = "partitioned"
         if not failure:
             assert target is not None
-            self._establish(connecter, target)
+            if not inproc and (
+                _secured(sock) or _secured(target) or _zap_of(sock) or _zap_of(target)
+            ):
+                self._handshake(connecter, target)
+            else:
+                self._establish(connecter, target)
             return True
         if inproc:
             if target is not None and not target.closed:
@@ -292,7 +326,12 @@ class Wire:
         idle = after_failure and not sock.monitors
         self._later(ivl / 1000, partial(self._attempt, connecter), idle=idle)
 
-    def _establish(self, connecter: Connecter, target: SimSocket) -> None:
+    def _establish(
+        self, connecter: Connecter, target: SimSocket, *, handshaken: bool = False
+    ) -> None:
+        """Make the connection (both pipes); ``handshaken``: after a CURVE handshake,
+        whose monitor events :meth:`_handshake` has reported already.
+        """
         sock = connecter.sock
         a = connecter.peer
         if a is None:
@@ -318,14 +357,307 @@ class Wire:
         b.routing_id = sock.options.routing_id or target.new_routing_id()
         connecter.ivl = sock.options.reconnect_ivl
         self.trace.add(now, "connect", sock.name, f"{target.name} via {connecter.endpoint}")
-        sock.emit("CONNECTED", connecter.endpoint)
-        target.emit("ACCEPTED", connecter.endpoint)
-        sock.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
-        target.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
+        if not handshaken:
+            sock.emit("CONNECTED", connecter.endpoint)
+            target.emit("ACCEPTED", connecter.endpoint)
+            sock.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
+            target.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
         sock.attached(a)
         target.attached(b)
         self.pump(a)
         self.pump(b)
+
+    # -- CURVE handshakes --------------------------------------------------------------
+
+    def _handshake(self, connecter: Connecter, target: SimSocket) -> None:
+        """Secure a connection that has just formed over ipc or tcp (one end at least
+        has CURVE options, or a ``zap_domain`` and a running authenticator), as
+        libzmq 4.3.5 does; what each failure reports was measured there.
+
+        The connection forms as any other (``CONNECTED``/``ACCEPTED``, one link delay
+        after ``connect()`` or the retry), then:
+
+        - CURVE against NULL (plaintext), either way: the ZMTP greeting names the
+          mechanisms, so both ends fail at once with ``HANDSHAKE_FAILED_PROTOCOL``
+          (``MECHANISM_MISMATCH``), a protocol error (on real sockets the ends race:
+          one may see the other close first, ``HANDSHAKE_FAILED_NO_DETAIL``, and a
+          client retries until an attempt where it reads the mismatch; the sim
+          models that attempt);
+        - a CURVE client against a CURVE server: HELLO, WELCOME, INITIATE, READY, two
+          round trips of the links between the nodes. The server opens HELLO only if
+          the client's ``curve_serverkey`` is its public key (else
+          ``HANDSHAKE_FAILED_PROTOCOL``, ``CRYPTOGRAPHIC``, on the server, a protocol
+          error; the client sees the connection close: ``HANDSHAKE_FAILED_NO_DETAIL``,
+          EPIPE, a connection error). At INITIATE the server's node's authenticator,
+          if one runs, decides (no delay); a refusal is ``HANDSHAKE_FAILED_AUTH`` (400)
+          on the server, sent as an ERROR command, and ``HANDSHAKE_FAILED_AUTH`` (400)
+          on the client when it arrives, a protocol error there. Allowed (or no
+          authenticator), the server reports ``HANDSHAKE_SUCCEEDED`` as it sends READY,
+          and when READY arrives the client does and the connection is made (so a
+          server's first message leaves one link delay later than in libzmq);
+        - plaintext on both ends, one (or both) with a ``zap_domain`` and an
+          authenticator running on its node: that end asks it about the other (the
+          domain and address rules: no key), at once; a refusal is reported as for
+          CURVE (``HANDSHAKE_FAILED_AUTH``, 400, on both ends, no retry: libzmq's
+          usual outcome; it races there, and a client whose READY had not left
+          when the ERROR came retries);
+        - two CURVE clients fail when each gets the other's HELLO
+          (``UNEXPECTED_COMMAND``, protocol errors); two CURVE servers wait for a HELLO
+          until libzmq's default handshake interval (30 s) and fail with
+          ``HANDSHAKE_FAILED_NO_DETAIL`` (EAGAIN), connection errors.
+
+        An end that fails reports ``DISCONNECTED`` after its ``HANDSHAKE_FAILED_*``
+        event. A connecting end retries after ``reconnect_ivl`` on a connection error
+        (keeping its pipe and queue) and ends its session on a protocol error: no
+        retry, its pipe and what it queued are gone (counted in ``stats.dropped``),
+        ``disconnect()`` and ``connect()`` again still work; so a refused or plaintext
+        client is not retried. A step waits while its link is partitioned or held; an
+        end that closes or crashes during the handshake is noticed at the next step
+        (``HANDSHAKE_FAILED_NO_DETAIL`` on the other end). Every failure is traced as
+        ``handshake-failed`` with its reason, every decision as ``zap``.
+        """
+        sock = connecter.sock
+        ep = connecter.endpoint
+        sock.emit("CONNECTED", ep)
+        target.emit("ACCEPTED", ep)
+        hs = _Handshake(connecter, target)
+        mine, theirs = _auth.mechanism(sock.options), _auth.mechanism(target.options)
+        self.trace.add(self.env.now, "handshake", sock.name, f"{ep} {mine} to {theirs}")
+        up = self.topology.link(sock.node.name, target.node.name)
+        transport = connecter.key[0]
+        if mine == theirs == "NULL":
+            # Plaintext, with a zap_domain and an authenticator on one end at least:
+            # each such end asks about the other (no key: the domain and address
+            # rules), folded into the connection's one link delay like the greeting.
+            for asker, other in ((target, sock), (sock, target)):
+                auth = _zap_of(asker)
+                if auth is None:
+                    continue
+                address = _auth.peer_address(transport, other.node.name)
+                decision = auth.check(domain=asker.options.zap_domain, address=address, key=None)
+                self.trace.add(self.env.now, "zap", asker.name, f"{ep} {decision} {address!r}")
+                if decision != "allowed":
+                    self._hs_denied(hs, asker, other, decision)
+                    return
+            sock.emit("HANDSHAKE_SUCCEEDED", ep)
+            target.emit("HANDSHAKE_SUCCEEDED", ep)
+            hs.over = True
+            self._establish(connecter, target, handshaken=True)
+            return
+        if "NULL" in (mine, theirs):
+            reason = f"mechanism-mismatch {mine} to {theirs}"
+            for end in (target, sock):
+                self._hs_fail(
+                    hs,
+                    end,
+                    "HANDSHAKE_FAILED_PROTOCOL",
+                    _auth.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH,
+                    reason,
+                    protocol=True,
+                )
+            return
+        if mine == theirs == "CURVE-client":
+
+            def hellos() -> None:
+                for end in (target, sock):
+                    self._hs_fail(
+                        hs,
+                        end,
+                        "HANDSHAKE_FAILED_PROTOCOL",
+                        _auth.PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND,
+                        "both-curve-clients",
+                        protocol=True,
+                    )
+
+            self._hs_over(hs, up, hellos)
+            return
+        if mine == theirs == "CURVE-server":
+
+            def expire() -> None:
+                if self._hs_live(hs):
+                    for end in (target, sock):
+                        self._hs_fail(
+                            hs,
+                            end,
+                            "HANDSHAKE_FAILED_NO_DETAIL",
+                            errno.EAGAIN,
+                            "both-curve-servers handshake timeout",
+                            protocol=False,
+                        )
+
+            self._later(_auth.HANDSHAKE_IVL, expire)
+            return
+        client, server = (sock, target) if mine == "CURVE-client" else (target, sock)
+        to_server = self.topology.link(client.node.name, server.node.name)
+        to_client = self.topology.link(server.node.name, client.node.name)
+
+        def ready() -> None:
+            if not (target.admits(sock) and sock.admits(target)):
+                self.trace.add(self.env.now, "connect-failed", sock.name, f"{ep} refused by peer")
+                for end in (target, sock):
+                    self._hs_fail(hs, end, None, 0, "refused by peer", protocol=False)
+                return
+            client.emit("HANDSHAKE_SUCCEEDED", ep)
+            hs.over = True
+            self._establish(connecter, target, handshaken=True)
+
+        def initiate() -> None:
+            auth = server.node.authenticator
+            if auth is not None and not auth.closed:
+                address = _auth.peer_address(transport, client.node.name)
+                key = client.options.curve_publickey
+                assert key is not None
+                decision = auth.check(domain=server.options.zap_domain, address=address, key=key)
+                self.trace.add(self.env.now, "zap", server.name, f"{ep} {decision} {address!r}")
+                if decision != "allowed":
+                    self._hs_denied(hs, server, client, decision)
+                    return
+            server.emit("HANDSHAKE_SUCCEEDED", ep)
+            hs.succeeded.append(server)
+            self._hs_over(hs, to_client, ready)
+
+        def hello() -> None:
+            if client.options.curve_serverkey != server.options.curve_publickey:
+                self._hs_fail(
+                    hs,
+                    server,
+                    "HANDSHAKE_FAILED_PROTOCOL",
+                    _auth.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC,
+                    "wrong-server-key",
+                    protocol=True,
+                )
+                self._hs_over(
+                    hs,
+                    to_client,
+                    partial(
+                        self._hs_fail,
+                        hs,
+                        client,
+                        "HANDSHAKE_FAILED_NO_DETAIL",
+                        _auth.RESET_ERRNO,
+                        "closed by the server (wrong server key)",
+                        protocol=False,
+                    ),
+                    after_failure=True,
+                )
+                return
+            self._hs_over(hs, to_client, partial(self._hs_over, hs, to_server, initiate))
+
+        self._hs_over(hs, to_server, hello)
+
+    def _hs_denied(
+        self, hs: _Handshake, server: SimSocket, client: SimSocket, decision: str
+    ) -> None:
+        """The authenticator refused the client: ERROR to it, then it closes."""
+        to_server = self.topology.link(client.node.name, server.node.name)
+        to_client = self.topology.link(server.node.name, client.node.name)
+        reason = f"zap {decision}"
+        self._hs_fail(hs, server, "HANDSHAKE_FAILED_AUTH", _auth.ZAP_DENIED, reason, protocol=None)
+
+        def closed_by_client() -> None:
+            self._hs_fail(hs, server, None, 0, "closed by the client", protocol=False)
+
+        def error_arrives() -> None:
+            self._hs_fail(
+                hs, client, "HANDSHAKE_FAILED_AUTH", _auth.ZAP_DENIED, reason, protocol=True
+            )
+            self._hs_over(hs, to_server, closed_by_client, after_failure=True)
+
+        self._hs_over(hs, to_client, error_arrives, after_failure=True)
+
+    def _hs_over(
+        self,
+        hs: _Handshake,
+        link: Link,
+        step: Callable[[], object],
+        *,
+        after_failure: bool = False,
+    ) -> None:
+        """Run ``step`` when a handshake command sent now over ``link`` arrives (it
+        waits while the link does not pass); skipped once the handshake is abandoned,
+        and, ``after_failure``, it runs whatever happened to the ends meanwhile.
+        """
+
+        def arrive() -> None:
+            if not link.passes:
+                link.held.append(arrive)
+                return
+            if after_failure or self._hs_live(hs):
+                step()
+
+        self._later(link.latency.sample(self.rng), arrive)
+
+    def _hs_live(self, hs: _Handshake) -> bool:
+        """Whether both ends still take part; if one left (closed, crashed, or the
+        connect was undone), the other fails once, as at a connection reset.
+        """
+        if hs.over:
+            return False
+        connecter, target = hs.connecter, hs.target
+        sock = connecter.sock
+        gone_c = (
+            sock.destroyed
+            or not connecter.active
+            or sock.connecters.get(connecter.endpoint) is not connecter
+        )
+        gone_t = target.destroyed or target.closed
+        if not (gone_c or gone_t):
+            return True
+        hs.over = True
+        if gone_c and gone_t:
+            return False
+        end = target if gone_c else sock
+        event = None if end in hs.succeeded else "HANDSHAKE_FAILED_NO_DETAIL"
+        self._hs_fail(hs, end, event, errno.ECONNRESET, "peer gone", protocol=False)
+        return False
+
+    def _hs_fail(
+        self,
+        hs: _Handshake,
+        end: SimSocket,
+        event: str | None,
+        value: int,
+        reason: str,
+        *,
+        protocol: bool | None,
+    ) -> None:
+        """One end of a handshake fails: its monitor events, the trace, its session.
+
+        ``protocol``: True for a protocol error (a connecting end does not retry),
+        False for a connection error (it retries), None when the end only reports the
+        failure now and learns the connection is closed later (a ZAP refusal's
+        server, which waits for the client to close).
+        """
+        hs.over = True
+        if end.destroyed or end in hs.finished:
+            return
+        ep = hs.connecter.endpoint
+        now = self.env.now
+        if event is not None:
+            end.emit(event, ep, value)
+            self.trace.add(now, "handshake-failed", end.name, f"{ep} {reason}")
+        if protocol is None:
+            return
+        hs.finished.append(end)
+        end.emit("DISCONNECTED", ep)
+        connecter = hs.connecter
+        if end is not connecter.sock:
+            return  # an accepted connection has no pipe before its handshake succeeds
+        if not connecter.active or end.connecters.get(connecter.endpoint) is not connecter:
+            return  # the connect was undone meanwhile
+        if protocol:
+            # libzmq ends the session after a protocol error: no retry; its pipe and
+            # queue go, and the endpoint stays known (disconnect() works).
+            connecter.active = False
+            peer = connecter.peer
+            if peer is not None:
+                self._discard_peer(peer, "handshake-failed")
+            if end.closing and not any(p.out_q for p in end.peers):
+                self.destroy(end, "linger-done")
+        elif end.options.reconnect_ivl <= 0:
+            self._end_connecter(connecter)
+        else:
+            self._schedule_reconnect(connecter, after_failure=True)
 
     def break_connection(self, conn: Connection) -> None:
         """Tear down a live connection with libzmq's asymmetric queue semantics."""

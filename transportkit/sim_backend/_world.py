@@ -24,12 +24,14 @@ from typing import Any, TypeVar
 import simpy
 
 from transportkit._endpoint import Endpoint
-from transportkit._errors import ClosedError, OptionError, Timeout, UnsupportedError
+from transportkit._errors import ClosedError, OptionError, Timeout
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Socket
 from transportkit._timeouts import wait_for
+from transportkit.security import AuthPolicy
+from transportkit.sim_backend._auth import SimAuthenticator
 from transportkit.sim_backend._guards import RunGuard
 from transportkit.sim_backend._guards import current as guards_current
 from transportkit.sim_backend._invariants import Invariants
@@ -79,6 +81,9 @@ class Node(Network):
         self.sockets: dict[SimSocket, None] = {}
         self.tasks: dict[asyncio.Task[Any], None] = {}
         self._counter = itertools.count()
+        self.authenticator: SimAuthenticator | None = None
+        """The node's authenticator (its ZAP handler) while one was started; see
+        :meth:`start_authenticator`."""
 
     @property
     def name(self) -> str:
@@ -89,14 +94,58 @@ class Node(Network):
             raise ClosedError(f"node {self._name!r} is down (crashed)")
         if self._closed:
             raise ClosedError(f"network of node {self._name!r} is closed")
-        if options.curve_server or options.curve_secretkey is not None:
-            raise UnsupportedError(
-                f"node {self._name!r}: the sim backend does not model CURVE security yet; "
-                "refused rather than run the socket in plaintext"
-            )
         sock = SOCKET_CLASSES[kind](self, options, next(self._counter))
         self.sockets[sock] = None
         return sock
+
+    def start_authenticator(self, policy: AuthPolicy | None = None) -> SimAuthenticator:
+        """Start this node's authenticator (its ZAP handler, RFC 27) with ``policy``.
+
+        From now on every CURVE server socket of the node (``curve_server=True``) lets
+        in only the clients ``policy`` allows, decided once per connection when the
+        client's INITIATE arrives (see :mod:`transportkit.sim_backend._auth` for the
+        rules): by the client's public key, its ZAP domain, and its address, which on
+        the sim is the name of the client's node over tcp (``allow_ips=["trader"]``)
+        and the empty string over ipc. A refused client never delivers a message:
+        both monitors report ``HANDSHAKE_FAILED_AUTH`` (value 400) and, as libzmq
+        4.3.5 does, the client does not retry that connection (its session ends, and
+        what it queued is dropped); ``disconnect()`` and ``connect()`` again, after an
+        :meth:`~transportkit.security.Authenticator.update`, try afresh. Handshakes
+        decided before the authenticator runs were not authenticated. A plaintext
+        socket of the node with a ``zap_domain`` asks it too, about every peer (the
+        domain and address rules only: there is no key), as libzmq's NULL mechanism
+        does.
+
+        It stops when closed, when the node's network is closed (:meth:`close`) and
+        when the node crashes; a restarted node has none until it starts one again.
+
+        Args:
+            policy: Who gets in; default ``AuthPolicy()``: any client that completes
+                the CURVE handshake, from any address, for every domain.
+
+        Raises:
+            ClosedError: The node is down or its network is closed.
+            OptionError: An authenticator of this node is running, or ``policy`` is
+                not an AuthPolicy.
+        """
+        if not self.alive:
+            raise ClosedError(f"node {self._name!r} is down (crashed)")
+        if self._closed:
+            raise ClosedError(f"network of node {self._name!r} is closed")
+        running = self.authenticator
+        if running is not None and not running.closed:
+            raise OptionError(
+                f"node {self._name!r} already has a running authenticator: update its "
+                "policy with update(), or close it first"
+            )
+        sim = self.sim
+        self.authenticator = SimAuthenticator(
+            self._name,
+            AuthPolicy() if policy is None else policy,
+            sim.trace,
+            lambda: float(sim.env._now),
+        )
+        return self.authenticator
 
     def forget(self, sock: SimSocket) -> None:
         """Drop a destroyed socket from the node's books (a lingering one stays until then)."""
@@ -115,6 +164,8 @@ class Node(Network):
         self._closed = True
         for sock in list(self.sockets):
             sock.close()
+        if self.authenticator is not None:
+            self.authenticator.close()
 
     def spawn(
         self,
@@ -326,8 +377,10 @@ class Simulation:
     def hold(self, a: str, b: str, *, both_ways: bool = True) -> None:
         """Hold the traffic on link ``a -> b`` (and ``b -> a``) until :meth:`release`.
 
-        Unlike a partition, connections stay up and new ones can be made (handshakes
-        are not modelled as traffic), and heartbeats do not expire: it is a stall.
+        Unlike a partition, connections stay up and new ones can be made (the
+        plaintext handshake is not modelled as traffic; a CURVE handshake's commands
+        wait for the release like messages), and heartbeats do not expire: it is a
+        stall.
         """
         self.topology.hold(self.now, a, b, both_ways=both_ways)
 
@@ -352,6 +405,8 @@ class Simulation:
         for sock in list(node.sockets):
             sock.abort()
             self.wire.destroy(sock, "crash")
+        if node.authenticator is not None:
+            node.authenticator.close("crash")
 
     def restart(self, name: str) -> None:
         """Bring node ``name`` back, empty; its ``main`` (if any) starts again."""
