@@ -16,12 +16,14 @@ import abc
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from transportkit._closing import Closeable
 from transportkit._curve import curve_public, key_z85, z85_encode
 from transportkit._errors import OptionError
 
 __all__ = [
+    "AuthDecision",
     "AuthPolicy",
     "AuthStats",
     "Authenticator",
@@ -72,6 +74,10 @@ def public_key(secret: bytes | str) -> bytes:
     return curve_public(key_z85("secret", secret))
 
 
+AuthDecision = Literal["allowed", "denied_key", "denied_ip"]
+"""An authentication decision, named by the :class:`AuthStats` counter it adds to."""
+
+
 def _keys(values: Iterable[bytes | str] | None) -> frozenset[bytes] | None:
     if values is None:
         return None
@@ -110,6 +116,40 @@ class AuthPolicy:
         if not isinstance(self.domain, str):
             raise OptionError("domain must be a str")
 
+    def decide(self, *, domain: str, address: str, key: bytes | None) -> AuthDecision:
+        """What this policy says of one handshake: the :class:`AuthStats` field to count.
+
+        The rules, in order (those of pyzmq's authenticator, plus the domain):
+
+        1. A ``domain`` this policy does not answer for (``self.domain`` is neither
+           ``"*"`` nor ``domain``) is refused: ``"denied_key"``.
+        2. If ``allow_ips`` is not empty, an ``address`` not in it is refused
+           (``"denied_ip"``); otherwise an ``address`` in ``deny_ips`` is
+           (``"denied_ip"``). Addresses compare as strings (libzmq gives the peer's
+           IP in its canonical text form; an ipc peer's address is empty).
+        3. ``key`` None is a NULL-mechanism connection (a socket with a
+           ``zap_domain`` and no CURVE): it has no key to check and is let in.
+        4. A CURVE ``key`` (Z85 or 32 raw bytes) is let in if ``allow_keys`` is None
+           or holds it, even from an address in ``allow_ips``: the address never
+           replaces the key.
+
+        Raises:
+            OptionError: ``key`` is not a CURVE key.
+        """
+        if self.domain not in ("*", domain):
+            return "denied_key"
+        if self.allow_ips:
+            if address not in self.allow_ips:
+                return "denied_ip"
+        elif address in self.deny_ips:
+            return "denied_ip"
+        if key is None:
+            return "allowed"
+        z85 = key_z85("key", key)
+        if self.allow_keys is None or z85 in self.allow_keys:
+            return "allowed"
+        return "denied_key"
+
 
 @dataclass(slots=True)
 class AuthStats:
@@ -117,7 +157,9 @@ class AuthStats:
 
     Attributes:
         allowed: Handshakes let in.
-        denied_key: Refused because the client's key is not allowed (or it has none).
+        denied_key: Refused because the client's key is not allowed, or the socket's
+            ``zap_domain`` is not the policy's ``domain`` (a client with no key at all
+            never reaches the authenticator: libzmq refuses it in the handshake).
         denied_ip: Refused by ``allow_ips``/``deny_ips``.
     """
 

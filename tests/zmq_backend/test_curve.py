@@ -1,0 +1,633 @@
+"""CURVE on real tcp sockets: who gets in through the ZAP authenticator, and how a
+refused client fails (it never delivers a message, and the monitors say why).
+
+What libzmq 4.3 reports, measured here and asserted below:
+
+- an allowed client: ``HANDSHAKE_SUCCEEDED`` on both ends;
+- a key not on the list (or from a denied address): ``HANDSHAKE_FAILED_AUTH`` with
+  the ZAP status 400 on both ends;
+- a client with no keys (NULL against CURVE): ``HANDSHAKE_FAILED_PROTOCOL``
+  (mechanism mismatch) on both ends, the authenticator is never asked;
+- a wrong server key: the server cannot open the client's HELLO box
+  (``HANDSHAKE_FAILED_PROTOCOL``, cryptographic), and the client only sees the
+  connection drop (``HANDSHAKE_FAILED_NO_DETAIL``); the authenticator is never asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import zmq
+
+from transportkit import ClosedError, Monitor, OptionError, SocketKind, SocketOptions, Timeout
+from transportkit._curve import z85_decode
+from transportkit.security import AuthPolicy, AuthStats, CurveKeyPair, generate_keypair
+from transportkit.zmq_backend import ZmqNetwork
+from transportkit.zmq_backend._auth import ZAP_ENDPOINT
+
+from .conftest import Runner
+
+ANY_TCP = "tcp://127.0.0.1:*"
+FAST_RETRY = SocketOptions(linger=0, reconnect_ivl=20, reconnect_ivl_max=20)
+
+
+@pytest.fixture
+def client_net() -> Iterator[ZmqNetwork]:
+    network = ZmqNetwork(name="client")
+    try:
+        yield network
+    finally:
+        network.close()
+
+
+@pytest.fixture(scope="module")
+def server_pair() -> CurveKeyPair:
+    return generate_keypair()
+
+
+@pytest.fixture(scope="module")
+def client_pair() -> CurveKeyPair:
+    return generate_keypair()
+
+
+def server_options(pair: CurveKeyPair, **more: object) -> SocketOptions:
+    return SocketOptions(curve_server=True, curve_secretkey=pair.secret, **more)  # type: ignore[arg-type]
+
+
+def client_options(pair: CurveKeyPair, server_key: bytes) -> SocketOptions:
+    return SocketOptions(
+        curve_secretkey=pair.secret,
+        curve_serverkey=server_key,
+        reconnect_ivl=20,
+        reconnect_ivl_max=20,
+    )
+
+
+async def events_until(monitor: Monitor, wanted: str, timeout: float = 3.0) -> list[str]:
+    """The event names up to and including the first ``wanted`` (Timeout if it never comes)."""
+    names: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        event = await monitor.recv(timeout=max(0.0, deadline - time.monotonic()))
+        names.append(event.name)
+        if event.name == wanted:
+            return names
+
+
+async def exchange(
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_opts: SocketOptions,
+    client_opts: SocketOptions,
+    *,
+    server_event: str,
+    client_event: str,
+    served: bool,
+) -> None:
+    """One REQ/REP round trip on tcp: served, or refused with no message delivered."""
+    with net.worker(options=server_opts) as rep:
+        server_monitor = rep.monitor()
+        endpoint = rep.bind(ANY_TCP)
+        with client_net.requester(options=client_opts) as req:
+            client_monitor = req.monitor()
+            req.connect(endpoint)
+            await req.send([b"order", b"AAPL", b"100"])
+            assert server_event in await events_until(server_monitor, server_event)
+            assert client_event in await events_until(client_monitor, client_event)
+            if served:
+                assert await rep.recv(timeout=2.0) == [b"order", b"AAPL", b"100"]
+                await rep.send([b"approved"])
+                assert await req.recv(timeout=2.0) == [b"approved"]
+            else:
+                # The client retries every 20 ms where libzmq retries at all; none of
+                # its tries gets a message in.
+                with pytest.raises(Timeout):
+                    await rep.recv(timeout=0.3)
+                assert rep.stats.received == 0
+                later = []
+                while (event := client_monitor.try_recv()) is not None:
+                    later.append(event.name)
+                if client_event == "HANDSHAKE_FAILED_NO_DETAIL":
+                    # The connection just drops (a connection error): libzmq retries.
+                    assert "CONNECT_RETRIED" in later, later
+                else:
+                    # A protocol error (ZAP refusal, mechanism mismatch): no retry.
+                    assert "CONNECT_RETRIED" not in later, later
+
+
+def test_an_allowed_client_is_served(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(allow_keys={client_pair.public}))
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_SUCCEEDED",
+            client_event="HANDSHAKE_SUCCEEDED",
+            served=True,
+        )
+    )
+    assert auth.stats == AuthStats(allowed=1)
+
+
+def test_a_key_not_on_the_list_is_refused_by_the_authenticator(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(allow_keys={generate_keypair().public}))
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_FAILED_AUTH",
+            client_event="HANDSHAKE_FAILED_AUTH",
+            served=False,
+        )
+    )
+    stats = auth.stats
+    assert stats.allowed == 0 and stats.denied_key >= 1 and stats.denied_ip == 0
+
+
+def test_an_empty_allow_list_admits_nobody(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(allow_keys=()))
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_FAILED_AUTH",
+            client_event="HANDSHAKE_FAILED_AUTH",
+            served=False,
+        )
+    )
+    assert auth.stats.allowed == 0 and auth.stats.denied_key >= 1
+
+
+def test_a_client_without_keys_fails_the_handshake(
+    run: Runner, net: ZmqNetwork, client_net: ZmqNetwork, server_pair: CurveKeyPair
+) -> None:
+    auth = net.start_authenticator()
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            FAST_RETRY,
+            server_event="HANDSHAKE_FAILED_PROTOCOL",
+            client_event="HANDSHAKE_FAILED_PROTOCOL",
+            served=False,
+        )
+    )
+    assert auth.stats == AuthStats()  # libzmq refused it before asking
+
+
+def test_a_wrong_server_key_fails_on_the_client_side(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator()  # would admit any key: the server key decides
+    wrong = generate_keypair().public
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, wrong),
+            server_event="HANDSHAKE_FAILED_PROTOCOL",
+            client_event="HANDSHAKE_FAILED_NO_DETAIL",
+            served=False,
+        )
+    )
+    assert auth.stats == AuthStats()
+
+
+def test_without_an_authenticator_any_curve_client_gets_in(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_SUCCEEDED",
+            client_event="HANDSHAKE_SUCCEEDED",
+            served=True,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        AuthPolicy(deny_ips={"127.0.0.1"}),
+        AuthPolicy(allow_ips={"10.9.8.7"}),  # allow_ips set: 127.0.0.1 is not on it
+    ],
+    ids=["deny", "not-allowed"],
+)
+def test_ip_rules_refuse_even_an_allowed_key(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+    policy: AuthPolicy,
+) -> None:
+    auth = net.start_authenticator(policy)
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_FAILED_AUTH",
+            client_event="HANDSHAKE_FAILED_AUTH",
+            served=False,
+        )
+    )
+    stats = auth.stats
+    assert stats.allowed == 0 and stats.denied_ip >= 1 and stats.denied_key == 0
+
+
+def test_an_allowed_ip_does_not_replace_the_key(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(allow_keys=(), allow_ips={"127.0.0.1"}))
+    run(
+        exchange(
+            net,
+            client_net,
+            server_options(server_pair),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_FAILED_AUTH",
+            client_event="HANDSHAKE_FAILED_AUTH",
+            served=False,
+        )
+    )
+    assert auth.stats.denied_key >= 1 and auth.stats.denied_ip == 0
+
+
+def test_update_changes_who_gets_in_at_run_time(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(allow_keys=()))
+    copts = client_options(client_pair, server_pair.public)
+
+    async def body() -> None:
+        with net.worker(options=server_options(server_pair)) as rep:
+            monitor = rep.monitor()
+            endpoint = rep.bind(ANY_TCP)
+            with client_net.requester(connect=endpoint, options=copts) as refused:
+                await refused.send([b"before"])
+                await events_until(monitor, "HANDSHAKE_FAILED_AUTH")
+                # libzmq gives up on a connection its server refused by ZAP (a
+                # protocol error, no reconnect): only a new connection is asked again.
+                auth.update(AuthPolicy(allow_keys={client_pair.public}))
+                with client_net.requester(connect=endpoint, options=copts) as req:
+                    await req.send([b"after"])
+                    assert await rep.recv(timeout=3.0) == [b"after"]
+                    await rep.send([b"pong"])
+                    assert await req.recv(timeout=2.0) == [b"pong"]
+                with pytest.raises(Timeout):  # the refused one never got through
+                    await rep.recv(timeout=0.2)
+                auth.update(AuthPolicy(allow_keys=()))
+                with client_net.requester(connect=endpoint, options=copts) as late:
+                    await late.send([b"late"])
+                    await events_until(monitor, "HANDSHAKE_FAILED_AUTH")
+                    with pytest.raises(Timeout):
+                        await rep.recv(timeout=0.2)
+
+    run(body())
+    assert auth.stats == AuthStats(allowed=1, denied_key=2)
+
+
+def test_update_is_thread_safe_under_handshakes(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    """Threads swapping the policy while handshakes are decided: both policies admit
+    the client, so every decision must be "allowed"; the counters add up."""
+    allow = AuthPolicy(allow_keys={client_pair.public})
+    also = AuthPolicy(allow_keys={client_pair.public, generate_keypair().public})
+    auth = net.start_authenticator(allow)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def flip() -> None:
+        try:
+            while not stop.is_set():
+                auth.update(also)
+                auth.update(allow)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flip) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+
+        async def body() -> None:
+            with net.worker(bind=ANY_TCP, options=server_options(server_pair)) as rep:
+                assert rep.last_endpoint is not None
+                for _ in range(5):
+                    with client_net.requester(
+                        connect=rep.last_endpoint,
+                        options=client_options(client_pair, server_pair.public),
+                    ) as req:
+                        await req.send([b"x"])
+                        assert await rep.recv(timeout=3.0) == [b"x"]
+                        await rep.send([b"y"])
+                        assert await req.recv(timeout=2.0) == [b"y"]
+
+        run(body())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(2.0)
+    assert not errors
+    stats = auth.stats
+    assert stats == AuthStats(allowed=5)
+    assert auth.policy in (allow, also)
+
+
+def test_null_sockets_with_a_domain_follow_the_ip_rules(
+    run: Runner, net: ZmqNetwork, client_net: ZmqNetwork
+) -> None:
+    """Documented choice (pyzmq's): a plaintext socket with a ``zap_domain`` is asked
+    about, IP rules apply to it, keys do not; without a domain it is never asked."""
+    auth = net.start_authenticator(AuthPolicy(allow_keys=(), deny_ips={"127.0.0.1"}))
+
+    async def body() -> None:
+        # With a domain: refused by the IP rule.
+        await exchange(
+            net,
+            client_net,
+            SocketOptions(zap_domain="trading"),
+            FAST_RETRY,
+            server_event="HANDSHAKE_FAILED_AUTH",
+            client_event="HANDSHAKE_FAILED_AUTH",
+            served=False,
+        )
+        denied = auth.stats.denied_ip
+        assert denied >= 1
+        # Without a domain: never asked, served.
+        await exchange(
+            net,
+            client_net,
+            SocketOptions(),
+            FAST_RETRY,
+            server_event="HANDSHAKE_SUCCEEDED",
+            client_event="HANDSHAKE_SUCCEEDED",
+            served=True,
+        )
+        assert auth.stats.denied_ip == denied
+        # With a domain and no IP rule: let in (an empty allow_keys does not matter).
+        auth.update(AuthPolicy(allow_keys=()))
+        await exchange(
+            net,
+            client_net,
+            SocketOptions(zap_domain="trading"),
+            FAST_RETRY,
+            server_event="HANDSHAKE_SUCCEEDED",
+            client_event="HANDSHAKE_SUCCEEDED",
+            served=True,
+        )
+        assert auth.stats.allowed == 1
+
+    run(body())
+
+
+def test_a_domain_the_policy_does_not_answer_for_is_refused(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(domain="trading"))
+
+    async def body() -> None:
+        await exchange(
+            net,
+            client_net,
+            server_options(server_pair, zap_domain="risk"),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_FAILED_AUTH",
+            client_event="HANDSHAKE_FAILED_AUTH",
+            served=False,
+        )
+        await exchange(
+            net,
+            client_net,
+            server_options(server_pair, zap_domain="trading"),
+            client_options(client_pair, server_pair.public),
+            server_event="HANDSHAKE_SUCCEEDED",
+            client_event="HANDSHAKE_SUCCEEDED",
+            served=True,
+        )
+
+    run(body())
+    assert auth.stats.allowed == 1 and auth.stats.denied_key >= 1
+
+
+def test_the_authenticator_answers_while_user_code_blocks(
+    net: ZmqNetwork, client_net: ZmqNetwork, server_pair: CurveKeyPair, client_pair: CurveKeyPair
+) -> None:
+    """Synchronous sockets only, no event loop anywhere: the handler has its own thread."""
+    auth = net.start_authenticator(AuthPolicy(allow_keys={client_pair.public}))
+    opts = server_options(server_pair, rcvtimeo=3000)
+    with net.blocking(SocketKind.REP, bind=ANY_TCP, options=opts) as rep:
+        assert rep.last_endpoint is not None
+        copts = SocketOptions(
+            curve_secretkey=client_pair.secret,
+            curve_serverkey=server_pair.public,
+            rcvtimeo=3000,
+        )
+        with client_net.blocking(SocketKind.REQ, connect=rep.last_endpoint, options=copts) as req:
+            req.send([b"blocked"])
+            assert rep.recv() == [b"blocked"]  # blocks in libzmq while ZAP is answered
+            rep.send([b"ok"])
+            assert req.recv() == [b"ok"]
+    assert auth.stats.allowed == 1
+
+
+def test_one_authenticator_per_network(net: ZmqNetwork) -> None:
+    auth = net.start_authenticator()
+    with pytest.raises(OptionError, match="already has a running authenticator"):
+        net.start_authenticator()
+    auth.close()
+    assert not auth.running
+    again = net.start_authenticator(AuthPolicy(allow_keys=()))
+    assert again.running and again.policy.allow_keys == frozenset()
+
+
+def test_a_foreign_zap_handler_on_the_context_is_reported(net: ZmqNetwork) -> None:
+    foreign = net.context.socket(zmq.REP)
+    try:
+        foreign.bind(ZAP_ENDPOINT)
+        with pytest.raises(OptionError, match="another ZAP handler"):
+            net.start_authenticator()
+    finally:
+        foreign.close(linger=0)
+
+
+def test_bad_policies_are_refused(net: ZmqNetwork) -> None:
+    with pytest.raises(OptionError, match="AuthPolicy"):
+        net.start_authenticator({"allow_keys": None})  # type: ignore[arg-type]
+    auth = net.start_authenticator()
+    with pytest.raises(OptionError, match="AuthPolicy"):
+        auth.update(None)  # type: ignore[arg-type]
+
+
+def test_closing_the_network_stops_the_authenticator_promptly() -> None:
+    before = {t.ident for t in threading.enumerate()}
+    network = ZmqNetwork()
+    auth = network.start_authenticator()
+    assert auth.running
+    start = time.monotonic()
+    network.close()
+    elapsed = time.monotonic() - start
+    assert not auth.running and auth.closed
+    assert elapsed < 1.0, elapsed
+    assert {t.ident for t in threading.enumerate()} <= before | {None}
+    assert network.context.closed
+    with pytest.raises(ClosedError):
+        network.start_authenticator()
+    with pytest.raises(ClosedError):
+        auth.update(AuthPolicy())
+
+
+def test_closing_a_network_on_a_callers_context_stops_it_too() -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        network = ZmqNetwork(context=ctx)
+        auth = network.start_authenticator()
+        network.close()
+        assert not auth.running
+        # The endpoint is free again: pyzmq's (or a new network's) handler may bind.
+        again = ZmqNetwork(context=ctx)
+        again.start_authenticator().close()
+        again.close()
+    finally:
+        ctx.term()
+
+
+def test_malformed_requests_are_refused_and_counted(net: ZmqNetwork) -> None:
+    auth = net.start_authenticator()
+    req = net.context.socket(zmq.REQ)
+    req.linger = 0
+    req.rcvtimeo = 2000
+    try:
+        req.connect(ZAP_ENDPOINT)
+        req.send_multipart([b"2.0", b"7", b"", b"127.0.0.1", b"", b"CURVE", b"k" * 32])
+        assert req.recv_multipart()[:3] == [b"1.0", b"7", b"400"]
+        req.send_multipart([b"1.0", b"8", b"", b"127.0.0.1", b"", b"PLAIN", b"u", b"p"])
+        assert req.recv_multipart()[:3] == [b"1.0", b"8", b"400"]
+        req.send_multipart([b"1.0", b"9", b"", b"127.0.0.1", b"", b"CURVE", b"short"])
+        assert req.recv_multipart()[:3] == [b"1.0", b"9", b"400"]
+        # A well-formed one still gets its 200, with the Z85 key as the user id.
+        key = generate_keypair()
+        req.send_multipart(
+            [b"1.0", b"10", b"", b"127.0.0.1", b"", b"CURVE", z85_decode(key.public)]
+        )
+        assert req.recv_multipart() == [b"1.0", b"10", b"200", b"OK", key.public, b""]
+    finally:
+        req.close(linger=0)
+    assert auth.malformed == 3
+    assert auth.stats == AuthStats(allowed=1)
+
+
+def test_stats_are_a_snapshot(net: ZmqNetwork) -> None:
+    auth = net.start_authenticator()
+    snapshot = auth.stats
+    snapshot.allowed = 99
+    assert auth.stats.allowed == 0
+
+
+def test_decide_follows_pyzmqs_rules() -> None:
+    pair = generate_keypair()
+    key = pair.public
+    p = AuthPolicy(allow_keys={key}, deny_ips={"10.0.0.1"})
+    assert p.decide(domain="", address="127.0.0.1", key=key) == "allowed"
+    assert p.decide(domain="", address="10.0.0.1", key=key) == "denied_ip"
+    assert p.decide(domain="x", address="127.0.0.1", key=generate_keypair().public) == (
+        "denied_key"
+    )
+    assert p.decide(domain="x", address="127.0.0.1", key=None) == "allowed"
+    # allow_ips wins over deny_ips (pyzmq ignores the deny list when there is an allow list).
+    q = AuthPolicy(allow_ips={"10.0.0.1"}, deny_ips={"10.0.0.1"})
+    assert q.decide(domain="", address="10.0.0.1", key=key) == "allowed"
+    assert q.decide(domain="", address="", key=None) == "denied_ip"  # ipc: no address
+    assert AuthPolicy(domain="a").decide(domain="b", address="", key=key) == "denied_key"
+
+
+def test_curve_over_ipc_is_authenticated_too(
+    run: Runner,
+    net: ZmqNetwork,
+    client_net: ZmqNetwork,
+    server_pair: CurveKeyPair,
+    client_pair: CurveKeyPair,
+    endpoint_for: Callable[[str], str],
+) -> None:
+    auth = net.start_authenticator(AuthPolicy(allow_keys={client_pair.public}))
+    endpoint = endpoint_for("ipc")
+
+    async def body() -> None:
+        with net.worker(bind=endpoint, options=server_options(server_pair)) as rep:
+            with client_net.requester(
+                connect=endpoint, options=client_options(client_pair, server_pair.public)
+            ) as req:
+                await req.send([b"ipc"])
+                assert await rep.recv(timeout=2.0) == [b"ipc"]
+                await rep.send([b"ok"])
+                assert await req.recv(timeout=2.0) == [b"ok"]
+            stranger = generate_keypair()
+            with client_net.requester(
+                connect=endpoint, options=client_options(stranger, server_pair.public)
+            ) as req:
+                await req.send([b"no"])
+                with pytest.raises(Timeout):
+                    await rep.recv(timeout=0.3)
+
+    run(body())
+    assert auth.stats.allowed == 1 and auth.stats.denied_key >= 1
