@@ -105,7 +105,7 @@ async def exchange(
                 # The client retries every 20 ms where libzmq retries at all; none of
                 # its tries gets a message in.
                 with pytest.raises(Timeout):
-                    await rep.recv(timeout=0.3)
+                    await rep.recv(timeout=0.15)
                 assert rep.stats.received == 0
                 later = []
                 while (event := client_monitor.try_recv()) is not None:
