@@ -1,20 +1,27 @@
 """CURVE on real tcp sockets: who gets in through the ZAP authenticator, and how a
 refused client fails (it never delivers a message, and the monitors say why).
 
-What libzmq 4.3 reports, measured here and asserted below:
+What libzmq 4.3.5 reports, measured here (the server's side is asserted; the client's
+where it is reliable):
 
 - an allowed client: ``HANDSHAKE_SUCCEEDED`` on both ends;
-- a key not on the list (or from a denied address): ``HANDSHAKE_FAILED_AUTH`` with
-  the ZAP status 400 on both ends;
+- a key not on the list (or from a denied address, or for a domain the policy does
+  not serve): ``HANDSHAKE_FAILED_AUTH`` with the ZAP status 400 on the server, and
+  usually on the client (which usually gives up; it sometimes sees the server's close
+  first, reports ``DISCONNECTED`` and retries, each try refused again);
 - a client with no keys (NULL against CURVE): ``HANDSHAKE_FAILED_PROTOCOL``
-  (mechanism mismatch) on both ends, the authenticator is never asked;
+  (mechanism mismatch), on whichever end reads the other's greeting first, usually
+  both; the authenticator is never asked;
 - a wrong server key: the server cannot open the client's HELLO box
   (``HANDSHAKE_FAILED_PROTOCOL``, cryptographic), and the client only sees the
-  connection drop (``HANDSHAKE_FAILED_NO_DETAIL``); the authenticator is never asked.
+  connection drop (``HANDSHAKE_FAILED_NO_DETAIL``, then ``CONNECT_RETRIED``); the
+  authenticator is never asked.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +38,9 @@ from transportkit.zmq_backend._auth import ZAP_ENDPOINT
 from .conftest import Runner
 
 ANY_TCP = "tcp://127.0.0.1:*"
-FAST_RETRY = SocketOptions(linger=0, reconnect_ivl=20, reconnect_ivl_max=20)
+# sndtimeo: a REQ refused in its handshake may be left with no pipe (libzmq ends the
+# session on a protocol error), and a REQ with no pipe blocks in send.
+FAST_RETRY = SocketOptions(linger=0, reconnect_ivl=20, reconnect_ivl_max=20, sndtimeo=500)
 
 
 @pytest.fixture
@@ -63,6 +72,7 @@ def client_options(pair: CurveKeyPair, server_key: bytes) -> SocketOptions:
         curve_serverkey=server_key,
         reconnect_ivl=20,
         reconnect_ivl_max=20,
+        sndtimeo=500,
     )
 
 
@@ -77,45 +87,74 @@ async def events_until(monitor: Monitor, wanted: str, timeout: float = 3.0) -> l
             return names
 
 
+def drain(monitor: Monitor, into: list[str]) -> list[str]:
+    while (event := monitor.try_recv()) is not None:
+        into.append(event.name)
+    return into
+
+
 async def exchange(
     net: ZmqNetwork,
     client_net: ZmqNetwork,
     server_opts: SocketOptions,
     client_opts: SocketOptions,
     *,
-    server_event: str,
-    client_event: str,
+    server_event: str | None,
+    client_event: str | None,
     served: bool,
+    either: bool = False,
 ) -> None:
-    """One REQ/REP round trip on tcp: served, or refused with no message delivered."""
+    """One REQ/REP round trip on tcp: served, or refused with no message delivered.
+
+    Waits (3 s at most) until the server's monitor showed ``server_event`` and the
+    client's ``client_event`` (None: not required; ``either``: one of the two is
+    enough), then checks the outcome. A refused exchange must show no
+    ``HANDSHAKE_SUCCEEDED`` on either end.
+    """
     with net.worker(options=server_opts) as rep:
         server_monitor = rep.monitor()
         endpoint = rep.bind(ANY_TCP)
         with client_net.requester(options=client_opts) as req:
             client_monitor = req.monitor()
             req.connect(endpoint)
-            await req.send([b"order", b"AAPL", b"100"])
-            assert server_event in await events_until(server_monitor, server_event)
-            assert client_event in await events_until(client_monitor, client_event)
+            if served:
+                await req.send([b"order", b"AAPL", b"100"])
+            else:
+                with contextlib.suppress(Timeout):  # see FAST_RETRY
+                    await req.send([b"order", b"AAPL", b"100"])
+            at_server: list[str] = []
+            at_client: list[str] = []
+            deadline = time.monotonic() + 3.0
+            while True:
+                drain(server_monitor, at_server)
+                drain(client_monitor, at_client)
+                found = [
+                    wanted is None or wanted in seen
+                    for wanted, seen in ((server_event, at_server), (client_event, at_client))
+                ]
+                if any(found) if either else all(found):
+                    break
+                assert time.monotonic() < deadline, (at_server, at_client)
+                await asyncio.sleep(0.01)
             if served:
                 assert await rep.recv(timeout=2.0) == [b"order", b"AAPL", b"100"]
                 await rep.send([b"approved"])
                 assert await req.recv(timeout=2.0) == [b"approved"]
-            else:
-                # The client retries every 20 ms where libzmq retries at all; none of
-                # its tries gets a message in.
-                with pytest.raises(Timeout):
-                    await rep.recv(timeout=0.15)
-                assert rep.stats.received == 0
-                later = []
-                while (event := client_monitor.try_recv()) is not None:
-                    later.append(event.name)
-                if client_event == "HANDSHAKE_FAILED_NO_DETAIL":
-                    # The connection just drops (a connection error): libzmq retries.
-                    assert "CONNECT_RETRIED" in later, later
-                else:
-                    # A protocol error (ZAP refusal, mechanism mismatch): no retry.
-                    assert "CONNECT_RETRIED" not in later, later
+                return
+            # None of the client's tries (where libzmq retries, every 20 ms) gets a
+            # message in.
+            with pytest.raises(Timeout):
+                await rep.recv(timeout=0.15)
+            assert rep.stats.received == 0
+            drain(server_monitor, at_server)
+            drain(client_monitor, at_client)
+            assert "HANDSHAKE_SUCCEEDED" not in at_server + at_client, (at_server, at_client)
+            if client_event == "HANDSHAKE_FAILED_NO_DETAIL":
+                # The connection just drops (a connection error): libzmq retries. After
+                # a ZAP refusal or a mechanism mismatch it usually gives up, but not
+                # always (when it sees the server's close before the error), so the
+                # tests assume neither.
+                assert "CONNECT_RETRIED" in at_client, at_client
 
 
 def test_an_allowed_client_is_served(
@@ -155,7 +194,7 @@ def test_a_key_not_on_the_list_is_refused_by_the_authenticator(
             server_options(server_pair),
             client_options(client_pair, server_pair.public),
             server_event="HANDSHAKE_FAILED_AUTH",
-            client_event="HANDSHAKE_FAILED_AUTH",
+            client_event=None,  # usually HANDSHAKE_FAILED_AUTH too (see the module doc)
             served=False,
         )
     )
@@ -178,7 +217,7 @@ def test_an_empty_allow_list_admits_nobody(
             server_options(server_pair),
             client_options(client_pair, server_pair.public),
             server_event="HANDSHAKE_FAILED_AUTH",
-            client_event="HANDSHAKE_FAILED_AUTH",
+            client_event=None,  # usually HANDSHAKE_FAILED_AUTH too (see the module doc)
             served=False,
         )
     )
@@ -198,6 +237,7 @@ def test_a_client_without_keys_fails_the_handshake(
             server_event="HANDSHAKE_FAILED_PROTOCOL",
             client_event="HANDSHAKE_FAILED_PROTOCOL",
             served=False,
+            either=True,  # the end that reads the other's greeting first reports it
         )
     )
     assert auth.stats == AuthStats()  # libzmq refused it before asking
@@ -270,7 +310,7 @@ def test_ip_rules_refuse_even_an_allowed_key(
             server_options(server_pair),
             client_options(client_pair, server_pair.public),
             server_event="HANDSHAKE_FAILED_AUTH",
-            client_event="HANDSHAKE_FAILED_AUTH",
+            client_event=None,  # usually HANDSHAKE_FAILED_AUTH too (see the module doc)
             served=False,
         )
     )
@@ -293,7 +333,7 @@ def test_an_allowed_ip_does_not_replace_the_key(
             server_options(server_pair),
             client_options(client_pair, server_pair.public),
             server_event="HANDSHAKE_FAILED_AUTH",
-            client_event="HANDSHAKE_FAILED_AUTH",
+            client_event=None,  # usually HANDSHAKE_FAILED_AUTH too (see the module doc)
             served=False,
         )
     )
@@ -315,27 +355,30 @@ def test_update_changes_who_gets_in_at_run_time(
             monitor = rep.monitor()
             endpoint = rep.bind(ANY_TCP)
             with client_net.requester(connect=endpoint, options=copts) as refused:
-                await refused.send([b"before"])
+                with contextlib.suppress(Timeout):
+                    await refused.send([b"before"])
                 await events_until(monitor, "HANDSHAKE_FAILED_AUTH")
-                # libzmq gives up on a connection its server refused by ZAP (a
-                # protocol error, no reconnect): only a new connection is asked again.
-                auth.update(AuthPolicy(allow_keys={client_pair.public}))
-                with client_net.requester(connect=endpoint, options=copts) as req:
-                    await req.send([b"after"])
-                    assert await rep.recv(timeout=3.0) == [b"after"]
-                    await rep.send([b"pong"])
-                    assert await req.recv(timeout=2.0) == [b"pong"]
-                with pytest.raises(Timeout):  # the refused one never got through
-                    await rep.recv(timeout=0.2)
-                auth.update(AuthPolicy(allow_keys=()))
-                with client_net.requester(connect=endpoint, options=copts) as late:
+                with pytest.raises(Timeout):
+                    await rep.recv(timeout=0.1)
+            # A refused connection may or may not be retried by libzmq (see above):
+            # after the update a new connection is asked again, and gets in.
+            auth.update(AuthPolicy(allow_keys={client_pair.public}))
+            with client_net.requester(connect=endpoint, options=copts) as req:
+                await req.send([b"after"])
+                assert await rep.recv(timeout=3.0) == [b"after"]
+                await rep.send([b"pong"])
+                assert await req.recv(timeout=2.0) == [b"pong"]
+            auth.update(AuthPolicy(allow_keys=()))
+            with client_net.requester(connect=endpoint, options=copts) as late:
+                with contextlib.suppress(Timeout):
                     await late.send([b"late"])
-                    await events_until(monitor, "HANDSHAKE_FAILED_AUTH")
-                    with pytest.raises(Timeout):
-                        await rep.recv(timeout=0.2)
+                await events_until(monitor, "HANDSHAKE_FAILED_AUTH")
+                with pytest.raises(Timeout):
+                    await rep.recv(timeout=0.2)
 
     run(body())
-    assert auth.stats == AuthStats(allowed=1, denied_key=2)
+    stats = auth.stats
+    assert stats.allowed == 1 and stats.denied_key >= 2 and stats.denied_ip == 0
 
 
 def test_update_is_thread_safe_under_handshakes(
@@ -405,11 +448,10 @@ def test_null_sockets_with_a_domain_follow_the_ip_rules(
             SocketOptions(zap_domain="trading"),
             FAST_RETRY,
             server_event="HANDSHAKE_FAILED_AUTH",
-            client_event="HANDSHAKE_FAILED_AUTH",
+            client_event=None,  # usually HANDSHAKE_FAILED_AUTH too (see the module doc)
             served=False,
         )
-        denied = auth.stats.denied_ip
-        assert denied >= 1
+        assert auth.stats.denied_ip >= 1
         # Without a domain: never asked, served.
         await exchange(
             net,
@@ -420,7 +462,6 @@ def test_null_sockets_with_a_domain_follow_the_ip_rules(
             client_event="HANDSHAKE_SUCCEEDED",
             served=True,
         )
-        assert auth.stats.denied_ip == denied
         # With a domain and no IP rule: let in (an empty allow_keys does not matter).
         auth.update(AuthPolicy(allow_keys=()))
         await exchange(
@@ -453,7 +494,7 @@ def test_a_domain_the_policy_does_not_answer_for_is_refused(
             server_options(server_pair, zap_domain="risk"),
             client_options(client_pair, server_pair.public),
             server_event="HANDSHAKE_FAILED_AUTH",
-            client_event="HANDSHAKE_FAILED_AUTH",
+            client_event=None,  # usually HANDSHAKE_FAILED_AUTH too (see the module doc)
             served=False,
         )
         await exchange(
@@ -625,7 +666,8 @@ def test_curve_over_ipc_is_authenticated_too(
             with client_net.requester(
                 connect=endpoint, options=client_options(stranger, server_pair.public)
             ) as req:
-                await req.send([b"no"])
+                with contextlib.suppress(Timeout):
+                    await req.send([b"no"])
                 with pytest.raises(Timeout):
                     await rep.recv(timeout=0.3)
 

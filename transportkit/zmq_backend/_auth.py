@@ -174,6 +174,10 @@ class ZmqAuthenticator(Authenticator):
                         return  # the context was shut down: the network is closing
                     raise
         finally:
+            # Unbind first: an inproc unbind is synchronous, a close is not (libzmq's
+            # reaper frees the endpoint later), and a new handler may bind at once.
+            with contextlib.suppress(zmq.ZMQError):
+                zap.unbind(ZAP_ENDPOINT)
             zap.close(linger=0)
             self._wake_r.close()
 

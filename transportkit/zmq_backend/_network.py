@@ -165,10 +165,14 @@ class ZmqNetwork(Network):
           socket with no ``zap_domain`` is never asked about and serves everybody.
 
         A refused peer is disconnected before any message passes and both ends'
-        monitors report ``HANDSHAKE_FAILED_AUTH`` (value 400). libzmq takes the
-        refusal as a protocol error and does not reconnect that connection: after
-        an :meth:`~ZmqAuthenticator.update` that admits it, the client gets in by
-        connecting again (a new socket, or ``disconnect`` then ``connect``).
+        monitors report ``HANDSHAKE_FAILED_AUTH`` (value 400). The refused client
+        usually gives up on that connection (libzmq takes the refusal as a protocol
+        error), but may retry it every ``reconnect_ivl`` (when it sees the server's
+        close first); each try is decided, and counted, again. After an
+        :meth:`~ZmqAuthenticator.update` that admits it, a client is sure to get in
+        only by connecting again (a new socket, or ``disconnect`` then ``connect``).
+        A refused client that gave up has no connection left: a REQ's or DEALER's
+        send then waits (until ``sndtimeo``) as it does before any peer is there.
 
         One running authenticator per network (libzmq has one ZAP endpoint per
         context); after closing it a new one may be started. Closing the network
