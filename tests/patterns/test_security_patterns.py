@@ -18,6 +18,7 @@ import pytest
 from transportkit import Message, ServiceUnavailableError, SocketOptions
 from transportkit.patterns.binary_star import BinaryStarClient, BinaryStarServer, BStarState
 from transportkit.patterns.clone import CloneClient, ClonePairServer, CloneServer
+from transportkit.patterns.freelance import FreelanceClient, FreelanceServer
 from transportkit.patterns.lazy_pirate import LazyPirateClient, serve_lazy_pirate
 from transportkit.patterns.load_balancing import LoadBalancingBroker, run_load_balancing_worker
 from transportkit.patterns.majordomo import (
@@ -28,6 +29,7 @@ from transportkit.patterns.majordomo import (
 )
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.security import AuthPolicy, CurveKeyPair, generate_keypair
+from transportkit.testing import free_tcp_endpoint
 from transportkit.zmq_backend import ZmqNetwork
 
 T = TypeVar("T")
@@ -371,5 +373,29 @@ def test_clone_pair_server_passes_each_socket_its_options(
             assert pair._mirror is not None
             assert pair._mirror._sub_options.curve_serverkey == peer.public
             assert pair._mirror._dealer_options.curve_serverkey == peer.public
+
+    run(body())
+
+
+def test_freelance_over_curve(nets: tuple[ZmqNetwork, ZmqNetwork]) -> None:
+    """The Freelance client is one ROUTER to every server, so one ``curve_serverkey``:
+    its servers share a key pair (here two servers, one key)."""
+    server_net, client_net = nets
+    endpoints = [free_tcp_endpoint(), free_tcp_endpoint()]
+
+    async def body() -> None:
+        servers = [
+            FreelanceServer(server_net, bind=endpoint, handler=echo, options=curve_server())
+            for endpoint in endpoints
+        ]
+        try:
+            async with background(servers[0].run()), background(servers[1].run()):
+                client = FreelanceClient(client_net, endpoints, timeout=3.0, options=curve_client())
+                with client:
+                    for n in range(4):
+                        assert await client.request([b"%d" % n]) == [b"echo", b"%d" % n]
+        finally:
+            for server in servers:
+                server.close()
 
     run(body())

@@ -306,7 +306,10 @@ class ZmqNetwork(Network):
            closed by their threads (close yours in the thread that uses it: the
            network cannot tell whether another thread is inside a call on it), then
            are closed with linger 0, and the context is terminated (``linger`` ms at
-           most for sockets that still hold messages, 0 by default).
+           most for sockets that still hold messages, 0 by default). The
+           authenticator, if one runs, is stopped after the network's sockets are
+           closed and before this step (on a context given by the caller: after
+           step 1).
 
         On a context given by the caller, the network does not shut the context
         down, so it cannot interrupt a call in progress on a plain
