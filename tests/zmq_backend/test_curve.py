@@ -31,7 +31,13 @@ import zmq
 
 from transportkit import ClosedError, Monitor, OptionError, SocketKind, SocketOptions, Timeout
 from transportkit._curve import z85_decode
-from transportkit.security import AuthPolicy, AuthStats, CurveKeyPair, generate_keypair
+from transportkit.security import (
+    AuthDecision,
+    AuthPolicy,
+    AuthStats,
+    CurveKeyPair,
+    generate_keypair,
+)
 from transportkit.zmq_backend import ZmqNetwork
 from transportkit.zmq_backend._auth import ZAP_ENDPOINT
 
@@ -673,3 +679,28 @@ def test_curve_over_ipc_is_authenticated_too(
 
     run(body())
     assert auth.stats.allowed == 1 and auth.stats.denied_key >= 1
+
+
+class _BrokenPolicy(AuthPolicy):
+    def decide(self, *, domain: str, address: str, key: bytes | None) -> AuthDecision:
+        raise RuntimeError("policy bug")
+
+
+def test_a_policy_that_raises_refuses_and_the_handler_goes_on(net: ZmqNetwork) -> None:
+    auth = net.start_authenticator()
+    auth.update(_BrokenPolicy())
+    req = net.context.socket(zmq.REQ)
+    req.linger = 0
+    req.rcvtimeo = 2000
+    key = z85_decode(generate_keypair().public)
+    try:
+        req.connect(ZAP_ENDPOINT)
+        req.send_multipart([b"1.0", b"1", b"", b"127.0.0.1", b"", b"CURVE", key])
+        assert req.recv_multipart()[:3] == [b"1.0", b"1", b"500"]
+        auth.update(AuthPolicy())
+        req.send_multipart([b"1.0", b"2", b"", b"127.0.0.1", b"", b"CURVE", key])
+        assert req.recv_multipart()[:3] == [b"1.0", b"2", b"200"]
+    finally:
+        req.close(linger=0)
+    assert auth.handler_errors == 1 and auth.running
+    assert auth.stats == AuthStats(allowed=1)

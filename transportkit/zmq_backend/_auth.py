@@ -60,6 +60,7 @@ class ZmqAuthenticator(Authenticator):
         self._policy = policy
         self._stats = AuthStats()
         self._malformed = 0
+        self._handler_errors = 0
         self._closed = False
         zap = context.socket(zmq.REP)
         zap.linger = 0
@@ -123,6 +124,14 @@ class ZmqAuthenticator(Authenticator):
             return self._malformed
 
     @property
+    def handler_errors(self) -> int:
+        """Requests whose decision raised (a policy whose ``decide`` fails): each was
+        answered with status 500, which fails the handshake.
+        """
+        with self._lock:
+            return self._handler_errors
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` was called (or the network closed)."""
         return self._closed
@@ -168,7 +177,7 @@ class ZmqAuthenticator(Authenticator):
                     if zap not in ready:
                         continue
                     request = zap.recv_multipart(copy=True)
-                    zap.send_multipart(self._answer(request))
+                    zap.send_multipart(self._safe_answer(request))
                 except zmq.ZMQError as exc:
                     if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
                         return  # the context was shut down: the network is closing
@@ -180,6 +189,18 @@ class ZmqAuthenticator(Authenticator):
                 zap.unbind(ZAP_ENDPOINT)
             zap.close(linger=0)
             self._wake_r.close()
+
+    def _safe_answer(self, request: list[bytes]) -> list[bytes]:
+        """:meth:`_answer`, or status 500 (RFC 27's internal error: the handshake
+        fails) if deciding raised: a broken policy refuses, it never lets in.
+        """
+        try:
+            return self._answer(request)
+        except Exception:
+            with self._lock:
+                self._handler_errors += 1
+            request_id = request[1] if len(request) > 1 else b""
+            return [ZAP_VERSION, request_id, b"500", b"internal error", b"", b""]
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
         """The reply frames (RFC 27: version, request id, status, text, user id, metadata)."""
