@@ -98,7 +98,7 @@ def test_lazy_pirate_over_curve(nets: tuple[ZmqNetwork, ZmqNetwork]) -> None:
                     client_net,
                     rep.last_endpoint,
                     timeout=0.2,
-                    retries=2,
+                    retries=1,
                     options=curve_client(STRANGER),
                 )
                 with stranger, pytest.raises(ServiceUnavailableError):
