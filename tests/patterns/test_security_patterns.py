@@ -202,7 +202,7 @@ def test_binary_star_over_curve() -> None:
                 state_pub=ANY_TCP,
                 state_sub=placeholder,
                 heartbeat=0.1,
-                options=curve_server(primary_pair),
+                options=curve_server(SERVER),  # the service's key, on both front ends
                 state_pub_options=curve_server(primary_pair),
                 state_sub_options=curve_client(primary_pair, backup_pair),
             )
@@ -214,7 +214,7 @@ def test_binary_star_over_curve() -> None:
                 state_pub=ANY_TCP,
                 state_sub=primary.state_endpoint,
                 heartbeat=0.1,
-                options=curve_server(backup_pair),
+                options=curve_server(SERVER),
                 state_pub_options=curve_server(backup_pair),
                 state_sub_options=curve_client(backup_pair, primary_pair),
             )
@@ -231,16 +231,22 @@ def test_binary_star_over_curve() -> None:
                 assert backup.state is BStarState.PASSIVE
                 assert primary.state is BStarState.ACTIVE
                 assert primary.frontend_endpoint and backup.frontend_endpoint
-                # Each front end has its own key: a Binary Star client names one
-                # server key for both, so the test's client talks to the primary.
+                # A Binary Star client has one set of options for both servers, so
+                # the two front ends share the service's key pair (the peers' state
+                # channel uses each peer's own).
                 client = BinaryStarClient(
                     client_net,
                     [primary.frontend_endpoint, backup.frontend_endpoint],
-                    timeout=1.0,
-                    options=curve_client(CLIENT, primary_pair),
+                    timeout=0.3,
+                    settle_delay=0.05,
+                    options=curve_client(),
                 )
                 with client:
                     assert await client.request([b"hello"]) == [b"hello"]
+                    await primary.close()  # fail over, to the same key on the backup
+                    assert await client.request([b"again"]) == [b"again"]
+                    assert backup.state is BStarState.ACTIVE
+                    assert backup.stats.served == 1
 
         run(body())
     finally:
