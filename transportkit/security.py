@@ -8,6 +8,11 @@ Set the keys in :class:`~transportkit.SocketOptions` (``curve_server``,
 ``curve_secretkey``, ``curve_publickey``, ``curve_serverkey``) and start an
 authenticator on the server's network with :meth:`transportkit.Network.start_authenticator`;
 both backends then refuse the same misconfigurations.
+
+Keys live in certificate files in the format of pyzmq's ``zmq.auth`` (and czmq's
+``zcert``): :func:`save_certificate` writes ``NAME.key`` and ``NAME.key_secret``,
+:func:`load_certificate` reads either, :func:`load_public_keys` reads a directory of
+``*.key`` files into an allow-list.
 """
 
 from __future__ import annotations

@@ -115,10 +115,13 @@ class ZmqAuthenticator(Authenticator):
 
     @property
     def malformed(self) -> int:
-        """ZAP requests that follow no RFC 27 form (refused with status 400).
+        """ZAP requests refused with status 400 without a decision: not in RFC 27's
+        form (version ``1.0``, six frames and the credentials), CURVE credentials
+        that are not one 32-byte key, or a mechanism other than NULL and CURVE
+        (transportkit sets neither PLAIN nor GSSAPI).
 
-        libzmq never sends one; a raw socket of the application connected to the
-        handler's endpoint could.
+        libzmq never sends a malformed one; a raw socket of the application
+        connected to the handler's endpoint could.
         """
         with self._lock:
             return self._malformed
