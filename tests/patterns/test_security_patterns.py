@@ -28,6 +28,7 @@ from transportkit.patterns.majordomo import (
     MajordomoWorker,
 )
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
+from transportkit.patterns.titanic import Titanic, TitanicClient
 from transportkit.security import AuthPolicy, CurveKeyPair, generate_keypair
 from transportkit.testing import free_tcp_endpoint
 from transportkit.zmq_backend import ZmqNetwork
@@ -403,5 +404,39 @@ def test_freelance_over_curve(nets: tuple[ZmqNetwork, ZmqNetwork]) -> None:
         finally:
             for server in servers:
                 server.close()
+
+    run(body())
+
+
+def test_titanic_over_curve(nets: tuple[ZmqNetwork, ZmqNetwork], tmp_path: Path) -> None:
+    """Titanic's sockets (three workers and a dispatching client of the broker) are
+    all the broker's CURVE clients, with the one ``options``; so are its clients."""
+    server_net, client_net = nets
+
+    async def body() -> None:
+        broker = MajordomoBroker(server_net, ANY_TCP, options=curve_server())
+        endpoint = broker.bind()
+        titanic = Titanic(
+            client_net,
+            endpoint,
+            tmp_path,
+            dispatch_interval=0.05,
+            request_timeout=0.5,
+            heartbeat_interval=0.25,
+            options=curve_client(),
+        )
+        worker = MajordomoWorker(client_net, endpoint, b"risk", options=curve_client())
+        async with (
+            background(broker.run()),
+            background(titanic.run()),
+            background(worker.serve(echo)),
+        ):
+            client = TitanicClient(client_net, endpoint, timeout=1.0, options=curve_client())
+            with client:
+                reply = await client.call(b"risk", [b"order"], poll_interval=0.05, max_polls=60)
+                assert reply == [b"echo", b"order"]
+            titanic.stop()
+            worker.close()
+        broker.stop()
 
     run(body())
