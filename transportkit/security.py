@@ -8,26 +8,43 @@ Set the keys in :class:`~transportkit.SocketOptions` (``curve_server``,
 ``curve_secretkey``, ``curve_publickey``, ``curve_serverkey``) and start an
 authenticator on the server's network with :meth:`transportkit.Network.start_authenticator`;
 both backends then refuse the same misconfigurations.
+
+Keys live in certificate files in the format of pyzmq's ``zmq.auth`` (and czmq's
+``zcert``): :func:`save_certificate` writes ``NAME.key`` and ``NAME.key_secret``,
+:func:`load_certificate` reads either, :func:`load_public_keys` reads a directory of
+``*.key`` files into an allow-list.
 """
 
 from __future__ import annotations
 
 import abc
+import datetime
+import os
+import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
 
 from transportkit._closing import Closeable
 from transportkit._curve import curve_public, key_z85, z85_encode
 from transportkit._errors import OptionError
 
 __all__ = [
+    "MAX_CERTIFICATES",
+    "MAX_CERTIFICATE_BYTES",
+    "AuthDecision",
     "AuthPolicy",
     "AuthStats",
     "Authenticator",
+    "CertificateError",
     "CurveKeyPair",
     "generate_keypair",
+    "load_certificate",
+    "load_public_keys",
     "public_key",
+    "save_certificate",
 ]
 
 
@@ -72,6 +89,10 @@ def public_key(secret: bytes | str) -> bytes:
     return curve_public(key_z85("secret", secret))
 
 
+AuthDecision = Literal["allowed", "denied_key", "denied_ip"]
+"""An authentication decision, named by the :class:`AuthStats` counter it adds to."""
+
+
 def _keys(values: Iterable[bytes | str] | None) -> frozenset[bytes] | None:
     if values is None:
         return None
@@ -110,6 +131,40 @@ class AuthPolicy:
         if not isinstance(self.domain, str):
             raise OptionError("domain must be a str")
 
+    def decide(self, *, domain: str, address: str, key: bytes | None) -> AuthDecision:
+        """What this policy says of one handshake: the :class:`AuthStats` field to count.
+
+        The rules, in order (those of pyzmq's authenticator, plus the domain):
+
+        1. A ``domain`` this policy does not answer for (``self.domain`` is neither
+           ``"*"`` nor ``domain``) is refused: ``"denied_key"``.
+        2. If ``allow_ips`` is not empty, an ``address`` not in it is refused
+           (``"denied_ip"``); otherwise an ``address`` in ``deny_ips`` is
+           (``"denied_ip"``). Addresses compare as strings (libzmq gives the peer's
+           IP in its canonical text form; an ipc peer's address is empty).
+        3. ``key`` None is a NULL-mechanism connection (a socket with a
+           ``zap_domain`` and no CURVE): it has no key to check and is let in.
+        4. A CURVE ``key`` (Z85 or 32 raw bytes) is let in if ``allow_keys`` is None
+           or holds it, even from an address in ``allow_ips``: the address never
+           replaces the key.
+
+        Raises:
+            OptionError: ``key`` is not a CURVE key.
+        """
+        if self.domain not in ("*", domain):
+            return "denied_key"
+        if self.allow_ips:
+            if address not in self.allow_ips:
+                return "denied_ip"
+        elif address in self.deny_ips:
+            return "denied_ip"
+        if key is None:
+            return "allowed"
+        z85 = key_z85("key", key)
+        if self.allow_keys is None or z85 in self.allow_keys:
+            return "allowed"
+        return "denied_key"
+
 
 @dataclass(slots=True)
 class AuthStats:
@@ -117,7 +172,9 @@ class AuthStats:
 
     Attributes:
         allowed: Handshakes let in.
-        denied_key: Refused because the client's key is not allowed (or it has none).
+        denied_key: Refused because the client's key is not allowed, or the socket's
+            ``zap_domain`` is not the policy's ``domain`` (a client with no key at all
+            never reaches the authenticator: libzmq refuses it in the handshake).
         denied_ip: Refused by ``allow_ips``/``deny_ips``.
     """
 
@@ -151,3 +208,198 @@ class Authenticator(Closeable):
     @abc.abstractmethod
     def stats(self) -> AuthStats:
         """Counters of the decisions made."""
+
+
+# Certificates: the ZPL text files of czmq's zcert and pyzmq's zmq.auth.
+#
+# ``NAME.key`` holds the public key, ``NAME.key_secret`` both keys; each is a ZPL
+# document (ZeroMQ RFC 4): ``#`` comments, a ``metadata`` section of ``name = "value"``
+# lines, a ``curve`` section with ``public-key = "<Z85>"`` and, in the secret file,
+# ``secret-key = "<Z85>"``. The reader accepts what pyzmq's ``load_certificate``
+# accepts (values quoted with ' or " or bare, indentation free).
+
+MAX_CERTIFICATE_BYTES: Final = 64 * 1024
+"""A certificate file longer than this is refused (real ones are under 1 KiB)."""
+MAX_CERTIFICATES: Final = 100_000
+""":func:`load_public_keys` refuses a directory with more ``*.key`` files."""
+
+_ZPL_NAME: Final = re.compile(r"[A-Za-z0-9$\-_@.&+/]+")
+_KEY_LINE: Final = re.compile(rb"^(public-key|secret-key)\s*=\s*(.*)$")
+
+
+class CertificateError(OptionError):
+    """A certificate file is malformed, too large, or holds keys that do not match.
+
+    Attributes:
+        path: The file concerned.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path = Path(path)
+        super().__init__(f"certificate {str(self.path)!r}: {problem}")
+
+
+def _zpl_value(path: Path, what: str, value: str) -> str:
+    if any(c in value for c in "\"'\r\n") or not value.isprintable():
+        raise CertificateError(path, f"{what} {value!r} cannot be written in ZPL")
+    return value
+
+
+def _certificate_text(
+    path: Path, pair_public: bytes, secret: bytes | None, metadata: Mapping[str, str]
+) -> str:
+    kind = "secret" if secret is not None else "public"
+    lines = [
+        f"#   ZeroMQ CURVE {kind} certificate, written by transportkit on "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S} UTC",
+    ]
+    if secret is not None:
+        lines.append("#   Secret: keep this file to yourself (mode 0600); share the .key file.")
+    else:
+        lines.append("#   Public: give it to the peers that must recognise this key.")
+    lines += ["", "metadata"]
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not _ZPL_NAME.fullmatch(name):
+            raise CertificateError(path, f"metadata name {name!r} is not a ZPL name")
+        if not isinstance(value, str):
+            raise CertificateError(path, f"metadata value of {name!r} must be a str")
+        lines.append(f'    {name} = "{_zpl_value(path, "metadata value", value)}"')
+    lines.append("curve")
+    lines.append(f'    public-key = "{pair_public.decode("ascii")}"')
+    if secret is not None:
+        lines.append(f'    secret-key = "{secret.decode("ascii")}"')
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomically(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(text)
+        os.chmod(tmp, mode)  # whatever the umask
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_certificate(
+    directory: str | os.PathLike[str],
+    name: str,
+    pair: CurveKeyPair,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[Path, Path | None]:
+    """Write ``pair`` as ``directory/name.key`` (public) and ``name.key_secret``.
+
+    The files are in the ZPL format pyzmq's ``zmq.auth.create_certificates`` writes
+    (and czmq's ``zcert``), so either library reads the other's. The secret file is
+    created with mode 0600, the public one 0644; each is written to a temporary file
+    and renamed, so a reader never sees half a certificate. Existing files of that
+    name are replaced.
+
+    Args:
+        directory: An existing directory.
+        name: The certificates' base name: not empty, no path separator.
+        pair: The keys; with ``pair.secret`` None only the public file is written.
+        metadata: ``name = "value"`` lines for the ``metadata`` section of both files
+            (names of letters, digits and ``$-_@.&+/``; values printable, without
+            quotes).
+
+    Returns:
+        The public file's path and the secret file's (None if ``pair`` has no secret).
+
+    Raises:
+        CertificateError: A metadata entry cannot be written, or ``name`` is not a
+            plain file name.
+        OSError: The directory does not exist or cannot be written.
+    """
+    if not isinstance(pair, CurveKeyPair):
+        raise OptionError(f"pair must be a CurveKeyPair, got {type(pair).__name__}")
+    base = Path(directory)
+    if not isinstance(name, str) or not name or name != Path(name).name or name in ("..", "."):
+        raise CertificateError(base / str(name), "the name must be a plain file name")
+    public_path = base / f"{name}.key"
+    secret_path = base / f"{name}.key_secret"
+    meta = dict(metadata or {})
+    public_text = _certificate_text(public_path, pair.public, None, meta)
+    secret_text = None
+    if pair.secret is not None:
+        secret_text = _certificate_text(secret_path, pair.public, pair.secret, meta)
+    _write_atomically(public_path, public_text, 0o644)
+    if secret_text is None:
+        return public_path, None
+    _write_atomically(secret_path, secret_text, 0o600)
+    return public_path, secret_path
+
+
+def _read_bounded(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        data = f.read(MAX_CERTIFICATE_BYTES + 1)
+    if len(data) > MAX_CERTIFICATE_BYTES:
+        raise CertificateError(
+            path, f"longer than {MAX_CERTIFICATE_BYTES} bytes: not a certificate"
+        )
+    return data
+
+
+def load_certificate(path: str | os.PathLike[str]) -> CurveKeyPair:
+    """Read a certificate written by :func:`save_certificate`, pyzmq or czmq.
+
+    A public certificate (``.key``) gives a pair whose ``secret`` is None; a secret one
+    (``.key_secret``) gives both keys, checked to belong together.
+
+    Raises:
+        CertificateError: The file is larger than :data:`MAX_CERTIFICATE_BYTES`, is
+            not text, has no ``public-key``, has a key twice, a key that is not 40
+            Z85 characters, or a secret key that does not match its public key.
+        OSError: The file cannot be read (``FileNotFoundError`` if it is missing).
+    """
+    file = Path(path)
+    data = _read_bounded(file)
+    found: dict[bytes, bytes] = {}
+    for number, raw_line in enumerate(data.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        match = _KEY_LINE.match(line)
+        if match is None:
+            continue
+        field_name, value = match.group(1), match.group(2).strip(b" \t'\"")
+        if field_name in found:
+            raise CertificateError(file, f"line {number}: a second {field_name.decode()}")
+        if len(value) != 40:
+            raise CertificateError(
+                file, f"line {number}: {field_name.decode()} is not 40 Z85 characters"
+            )
+        found[field_name] = value
+    if b"public-key" not in found:
+        raise CertificateError(file, "no public-key (not a CURVE certificate)")
+    try:
+        return CurveKeyPair(public=found[b"public-key"], secret=found.get(b"secret-key"))
+    except OptionError as exc:
+        raise CertificateError(file, str(exc)) from None
+
+
+def load_public_keys(directory: str | os.PathLike[str]) -> frozenset[bytes]:
+    """The public keys of every ``*.key`` certificate in ``directory`` (not its
+    subdirectories), for ``AuthPolicy(allow_keys=...)``.
+
+    ``*.key_secret`` files are not read. Files are read in name order; an empty
+    directory gives an empty set (which, as ``allow_keys``, admits nobody).
+
+    Raises:
+        CertificateError: A file is malformed (naming it), or there are more than
+            :data:`MAX_CERTIFICATES`.
+        NotADirectoryError: ``directory`` is not a directory.
+        FileNotFoundError: It does not exist.
+    """
+    base = Path(directory)
+    if not base.exists():
+        raise FileNotFoundError(f"certificate directory {str(base)!r} does not exist")
+    if not base.is_dir():
+        raise NotADirectoryError(f"certificate directory {str(base)!r} is not a directory")
+    files = sorted(p for p in base.glob("*.key") if p.is_file())
+    if len(files) > MAX_CERTIFICATES:
+        raise CertificateError(base, f"more than {MAX_CERTIFICATES} certificates")
+    return frozenset(load_certificate(p).public for p in files)

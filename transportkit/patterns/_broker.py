@@ -15,6 +15,8 @@ class RouterPair(Closeable):
 
     Both are bound on construction (if the second bind fails the first socket is closed,
     so nothing leaks) and closed by :meth:`close` or on leaving a ``with`` block.
+    ``options`` applies to both unless ``backend_options`` is given for the back end
+    (e.g. a CURVE front end on tcp, a plaintext back end on ipc).
     """
 
     def __init__(
@@ -24,10 +26,13 @@ class RouterPair(Closeable):
         frontend: str,
         backend: str,
         options: SocketOptions | None = None,
+        backend_options: SocketOptions | None = None,
     ) -> None:
         self.frontend: Router = network.router(bind=frontend, options=options)
         try:
-            self.backend: Router = network.router(bind=backend, options=options)
+            self.backend: Router = network.router(
+                bind=backend, options=options if backend_options is None else backend_options
+            )
         except BaseException:
             self.frontend.close()
             raise

@@ -242,6 +242,11 @@ class BinaryStarServer(Service):
         max_message_bytes: Largest client request accepted, all frames included
             (default 1 MiB; None: no limit). Larger ones are dropped and counted in
             ``stats.over_limit``.
+        state_pub_options: Options of the state PUB socket (default
+            ``SocketOptions()``), e.g. ``curve_server=True`` and this server's keys.
+        state_sub_options: Options of the state SUB socket (default
+            ``SocketOptions()``), e.g. CURVE client keys with the peer's public key
+            as ``curve_serverkey``.
 
     Raises:
         ValueError: ``heartbeat`` is not positive, ``max_message_bytes`` is not None
@@ -262,6 +267,8 @@ class BinaryStarServer(Service):
         on_state_change: Callable[[BStarState, BStarState, BStarEvent], None] | None = None,
         options: SocketOptions | None = None,
         max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        state_pub_options: SocketOptions | None = None,
+        state_sub_options: SocketOptions | None = None,
     ) -> None:
         if not heartbeat > 0:
             raise ValueError(f"heartbeat must be > 0 seconds, got {heartbeat!r}")
@@ -280,9 +287,9 @@ class BinaryStarServer(Service):
             None if frontend is None else network.router(bind=frontend, options=frontend_options)
         )
         try:
-            self._state_pub = network.publisher(bind=state_pub)
+            self._state_pub = network.publisher(bind=state_pub, options=state_pub_options)
             try:
-                self._state_sub = network.subscriber(connect=state_sub)
+                self._state_sub = network.subscriber(connect=state_sub, options=state_sub_options)
             except BaseException:
                 self._state_pub.close()
                 raise

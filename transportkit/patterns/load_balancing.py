@@ -140,7 +140,10 @@ class LoadBalancingBroker(RouterPair):
         network: Where the sockets come from.
         frontend: Endpoint(s) to bind for clients.
         backend: Endpoint(s) to bind for workers.
-        options: Options of both ROUTER sockets.
+        options: Options of both ROUTER sockets (the front end's only, when
+            ``backend_options`` is given).
+        backend_options: Options of the back end ROUTER (default: ``options``), e.g.
+            a plaintext ipc back end behind a CURVE tcp front end.
         max_message_bytes: Largest message accepted, all frames (None: no limit).
         max_workers: Most ready workers listed at once.
 
@@ -157,6 +160,7 @@ class LoadBalancingBroker(RouterPair):
         options: SocketOptions | None = None,
         max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        backend_options: SocketOptions | None = None,
     ) -> None:
         self.max_message_bytes = check_message_limit(max_message_bytes)
         self.max_workers = check_bound("max_workers", max_workers)
@@ -164,7 +168,13 @@ class LoadBalancingBroker(RouterPair):
         self._workers: dict[bytes, None] = {}  # ordered: the first waited longest
         opts = bounded_options(options, self.max_message_bytes)
         check_finite_hwm(opts, type(self).__name__, "sndhwm", "rcvhwm")
-        super().__init__(network, frontend=frontend, backend=backend, options=opts)
+        back = opts
+        if backend_options is not None:
+            back = bounded_options(backend_options, self.max_message_bytes)
+            check_finite_hwm(back, type(self).__name__, "sndhwm", "rcvhwm")
+        super().__init__(
+            network, frontend=frontend, backend=backend, options=opts, backend_options=back
+        )
 
     @property
     def workers(self) -> tuple[bytes, ...]:

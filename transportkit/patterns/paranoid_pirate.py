@@ -162,7 +162,10 @@ class ParanoidPirateQueue(RouterPair):
         backend: Endpoint(s) to bind for workers.
         heartbeat_interval: Seconds between heartbeats.
         liveness: Heartbeat intervals a worker may stay silent.
-        options: Options of both ROUTER sockets.
+        options: Options of both ROUTER sockets (the front end's only, when
+            ``backend_options`` is given).
+        backend_options: Options of the back end ROUTER (default: ``options``), e.g.
+            a plaintext ipc back end behind a CURVE tcp front end.
         max_message_bytes: Largest message accepted, all frames (None: no limit).
         max_workers: Most workers listed at once.
 
@@ -182,6 +185,7 @@ class ParanoidPirateQueue(RouterPair):
         options: SocketOptions | None = None,
         max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        backend_options: SocketOptions | None = None,
     ) -> None:
         _check_timing(heartbeat_interval, liveness)
         self.heartbeat_interval = float(heartbeat_interval)
@@ -193,7 +197,13 @@ class ParanoidPirateQueue(RouterPair):
         self._expiry: dict[bytes, float] = {}
         opts = bounded_options(options, self.max_message_bytes)
         check_finite_hwm(opts, "ParanoidPirateQueue", "sndhwm", "rcvhwm")
-        super().__init__(network, frontend=frontend, backend=backend, options=opts)
+        back = opts
+        if backend_options is not None:
+            back = bounded_options(backend_options, self.max_message_bytes)
+            check_finite_hwm(back, "ParanoidPirateQueue", "sndhwm", "rcvhwm")
+        super().__init__(
+            network, frontend=frontend, backend=backend, options=opts, backend_options=back
+        )
 
     @property
     def workers(self) -> tuple[bytes, ...]:

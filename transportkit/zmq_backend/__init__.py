@@ -8,12 +8,15 @@ Make one :class:`ZmqNetwork` per process and hand it to trading code::
 
 Asyncio sockets are the portable path (the same code runs in the simulator);
 :meth:`ZmqNetwork.blocking` gives synchronous sockets for latency-critical loops,
-optionally shared between threads (:class:`ThreadSafeSocket`). Their send and receive
+optionally shared between threads (:class:`ThreadSafeSocket`).
+:meth:`ZmqNetwork.start_authenticator` runs the network's ZAP handler
+(:class:`ZmqAuthenticator`) for CURVE servers. Their send and receive
 use an optional C accelerator, built at install when a C compiler is present;
 :func:`accelerated` says whether it is in use.
 """
 
 from transportkit.zmq_backend._accel import accelerated
+from transportkit.zmq_backend._auth import ZmqAuthenticator
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._network import ZmqNetwork
 from transportkit.zmq_backend._options import EndpointMap
@@ -37,6 +40,7 @@ __all__ = [
     "BlockingSocket",
     "EndpointMap",
     "ThreadSafeSocket",
+    "ZmqAuthenticator",
     "ZmqDealer",
     "ZmqMonitor",
     "ZmqNetwork",

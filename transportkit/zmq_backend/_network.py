@@ -17,6 +17,8 @@ from transportkit._kinds import SocketKind
 from transportkit._network import Endpoints, Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Socket, attach
+from transportkit.security import AuthPolicy
+from transportkit.zmq_backend._auth import ZmqAuthenticator
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._libzmq import shutdown_context
 from transportkit.zmq_backend._options import ZMQ_TYPES, EndpointMap, apply_options
@@ -98,6 +100,7 @@ class ZmqNetwork(Network):
         self._closed = False
         self._close_done = threading.Event()
         self._terminate_when_released = False
+        self._authenticator: ZmqAuthenticator | None = None
 
     @property
     def name(self) -> str:
@@ -143,6 +146,66 @@ class ZmqNetwork(Network):
             raise
         self._remember(sock)
         return sock
+
+    def start_authenticator(self, policy: AuthPolicy | None = None) -> ZmqAuthenticator:
+        """Start the network's ZAP handler (RFC 27) on a thread, with ``policy``.
+
+        It binds ``inproc://zeromq.zap.01`` on the network's context before returning,
+        so every handshake from then on is decided by it, while user code blocks or
+        not. Per connection libzmq asks it once, at the handshake:
+
+        - a CURVE server socket (``curve_server=True``) asks about every client that
+          completed the CURVE handshake (so knows the server's key), giving its
+          public key: :meth:`AuthPolicy.decide
+          <transportkit.security.AuthPolicy.decide>` applies the domain, the IP
+          rules, then ``allow_keys``. A client with no keys or a wrong server key
+          never gets this far (libzmq fails its handshake as a protocol error).
+        - a plaintext (NULL) socket asks only if it has a ``zap_domain``: the domain
+          and IP rules apply to it (as in pyzmq's authenticator), keys do not. A NULL
+          socket with no ``zap_domain`` is never asked about and serves everybody.
+
+        A refused peer is disconnected before any message passes and both ends'
+        monitors report ``HANDSHAKE_FAILED_AUTH`` (value 400). The refused client
+        usually gives up on that connection (libzmq takes the refusal as a protocol
+        error), but may retry it every ``reconnect_ivl`` (when it sees the server's
+        close first); each try is decided, and counted, again. After an
+        :meth:`~ZmqAuthenticator.update` that admits it, a client is sure to get in
+        only by connecting again (a new socket, or ``disconnect`` then ``connect``).
+        A refused client that gave up has no connection left: a REQ's or DEALER's
+        send then waits (until ``sndtimeo``) as it does before any peer is there.
+
+        One running authenticator per network (libzmq has one ZAP endpoint per
+        context); after closing it a new one may be started. Closing the network
+        stops it after the network's sockets are closed, within about a second.
+
+        Args:
+            policy: Who gets in; default ``AuthPolicy()``: any client that completes
+                the CURVE handshake, from any address, for every domain.
+
+        Raises:
+            ClosedError: The network is closed.
+            OptionError: An authenticator of this network is running, another ZAP
+                handler is bound on the context, or ``policy`` is not an AuthPolicy.
+        """
+        chosen = AuthPolicy() if policy is None else policy
+        with self._lock:
+            if self._closed:
+                raise ClosedError(
+                    f"network {self._name!r} is closed: cannot start an authenticator"
+                )
+            if self._authenticator is not None and not self._authenticator.closed:
+                raise OptionError(
+                    f"network {self._name!r} already has a running authenticator: "
+                    "update its policy with update(), or close it first"
+                )
+            self._authenticator = ZmqAuthenticator(self._ctx, chosen, self._name)
+            return self._authenticator
+
+    def _stop_authenticator(self) -> None:
+        with self._lock:
+            auth = self._authenticator
+        if auth is not None:
+            auth.close()
 
     def blocking(
         self,
@@ -259,7 +322,10 @@ class ZmqNetwork(Network):
            closed by their threads (close yours in the thread that uses it: the
            network cannot tell whether another thread is inside a call on it), then
            are closed with linger 0, and the context is terminated (``linger`` ms at
-           most for sockets that still hold messages, 0 by default).
+           most for sockets that still hold messages, 0 by default). The
+           authenticator, if one runs, is stopped after the network's sockets are
+           closed and before this step (on a context given by the caller: after
+           step 1).
 
         On a context given by the caller, the network does not shut the context
         down, so it cannot interrupt a call in progress on a plain
@@ -309,9 +375,13 @@ class ZmqNetwork(Network):
                 min(deadline, wallclock.monotonic() + timeout / 2), asyncio_only=True
             )
         if not self._owns_context:
+            self._stop_authenticator()
             return
         shut_down = shutdown_context(self._ctx)
         released = self._wait_released(deadline)
+        # After the sockets (no CURVE server outlives its handler), before the raw
+        # sockets: the handler's socket is one, and its thread alone may close it.
+        self._stop_authenticator()
         self._close_raw_sockets(wallclock.monotonic() + (RAW_SOCKET_GRACE if released else 0.0))
         if released:
             self._ctx.term()

@@ -98,6 +98,13 @@ class ClonePairServer(Service):
         mirror_timeout: The follower's ``timeout`` (default 5 s).
         extensions: See :class:`CloneServer` (default False: CHP frames exactly).
         publisher_options: Options of the PUB socket.
+        snapshot_options: Options of the snapshot ROUTER (see :class:`CloneServer`).
+        collector_options: Options of the collector (see :class:`CloneServer`).
+        state_pub_options: Options of the Binary Star state PUB (see
+            :class:`~transportkit.patterns.binary_star.BinaryStarServer`).
+        state_sub_options: Options of the Binary Star state SUB.
+        mirror_options: Options of the follower's SUB and DEALER, which connect to
+            the peer's publisher and snapshot sockets (a CURVE client of the peer).
         max_message_bytes: See :class:`CloneServer`.
         max_keys: See :class:`CloneServer` (bounds the collector's new keys).
         max_pending_updates: Longest pending list (default 10,000); past it the
@@ -130,11 +137,17 @@ class ClonePairServer(Service):
         max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
         max_keys: int = DEFAULT_SERVER_MAX_KEYS,
         max_pending_updates: int = DEFAULT_MAX_PENDING_UPDATES,
+        snapshot_options: SocketOptions | None = None,
+        collector_options: SocketOptions | None = None,
+        state_pub_options: SocketOptions | None = None,
+        state_sub_options: SocketOptions | None = None,
+        mirror_options: SocketOptions | None = None,
     ) -> None:
         self.max_pending_updates = check_bound("max_pending_updates", max_pending_updates)
         self.stats = ClonePairStats()
         self._network = network
         self._mirror_args = (peer_snapshot, peer_publisher, mirror_timeout, heartbeat)
+        self._mirror_options = mirror_options
         self._pending: OrderedDict[_Match, tuple[KVMsg, float | None]] = OrderedDict()
         self._published: OrderedDict[_Match, None] = OrderedDict()
         self._deadlines: dict[bytes, float] = {}
@@ -151,6 +164,8 @@ class ClonePairServer(Service):
             heartbeat=heartbeat,
             extensions=extensions,
             publisher_options=publisher_options,
+            snapshot_options=snapshot_options,
+            collector_options=collector_options,
             max_message_bytes=max_message_bytes,
             max_keys=max_keys,
         )
@@ -164,6 +179,8 @@ class ClonePairServer(Service):
                 heartbeat=bstar_heartbeat,
                 on_state_change=self._state_changed,
                 max_message_bytes=max_message_bytes,
+                state_pub_options=state_pub_options,
+                state_sub_options=state_sub_options,
             )
         except BaseException:
             self.server._router.close()
@@ -253,7 +270,13 @@ class ClonePairServer(Service):
         snapshot, updates, timeout, heartbeat = self._mirror_args
         self._deadlines.clear()
         mirror = CloneClient(
-            self._network, snapshot=snapshot, updates=updates, timeout=timeout, heartbeat=heartbeat
+            self._network,
+            snapshot=snapshot,
+            updates=updates,
+            timeout=timeout,
+            heartbeat=heartbeat,
+            subscriber_options=self._mirror_options,
+            snapshot_options=self._mirror_options,
         )
         mirror._on_message = self._mirrored
         self._mirror = mirror

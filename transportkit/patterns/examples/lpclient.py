@@ -7,6 +7,8 @@ against ``lpserver`` (or a Simple/Paranoid Pirate queue's front end). Exits with
 Each request is its number as the only frame, and the server is expected to echo it,
 as with the Guide's ``lpclient``; any REP echo server will do. ``--sequenced`` uses
 transportkit's sequenced wire format instead (for ``lpserver --sequenced``).
+``--curve-server-key FILE`` (the server's public certificate) talks CURVE, with this
+client's ``--curve-secret FILE`` or a key pair made for the run.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
 from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._security import add_client_security, client_security
 from transportkit.patterns.lazy_pirate import (
     REQUEST_RETRIES,
     REQUEST_TIMEOUT,
@@ -57,6 +60,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="send a sequence frame first (transportkit's opt-in wire format)",
     )
+    add_client_security(parser)
     return parser.parse_args(argv)
 
 
@@ -69,6 +73,7 @@ async def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             retries=args.retries,
             wire=LazyPirateWire.SEQUENCED if args.sequenced else LazyPirateWire.PLAIN,
+            options=client_security(args),
         ) as client:
             for i in range(1, args.requests + 1):
                 try:

@@ -8,6 +8,8 @@ It prints ``READY <endpoint>`` once bound.
 It echoes each request unchanged, as the Guide's does, so it serves the Guide's
 ``lpclient`` (the sequence number as the only frame). ``--sequenced`` serves
 transportkit's sequenced wire format instead (``lpclient --sequenced``).
+``--curve-secret FILE`` serves over CURVE, ``--allow-keys DIR`` admits only the
+clients whose certificates are in DIR (see ``keygen``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
+from transportkit.patterns.examples._security import add_server_security, server_security
 from transportkit.patterns.lazy_pirate import LazyPirateWire, serve_lazy_pirate
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -58,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="expect and echo a sequence frame first (transportkit's opt-in wire format)",
     )
+    add_server_security(parser)
     return parser.parse_args(argv)
 
 
@@ -80,7 +84,10 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"I: normal request {request!r}", flush=True)
         return request
 
-    with ZmqNetwork(name="lpserver") as net, net.worker(bind=args.bind) as rep:
+    with (
+        ZmqNetwork(name="lpserver") as net,
+        net.worker(bind=args.bind, options=server_security(args, net)) as rep,
+    ):
         print(f"READY {rep.last_endpoint}", flush=True)
         wire = LazyPirateWire.SEQUENCED if args.sequenced else LazyPirateWire.PLAIN
         await serve_lazy_pirate(rep, echo, wire=wire)

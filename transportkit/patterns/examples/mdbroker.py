@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES
 from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._security import add_server_security, server_security
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
     MDP_HEARTBEAT_LIVENESS,
@@ -65,6 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "--" + name.replace("_", "-"), type=int, default=default, metavar=unit,
             help=f"most {what}{scope or ' in all'} (%(default)s)",
         )  # fmt: skip
+    add_server_security(parser)
     return parser.parse_args(argv)
 
 
@@ -87,6 +89,7 @@ async def run(args: argparse.Namespace) -> int:
             max_requeues=args.max_requeues,
             max_message_bytes=args.max_message_bytes,
             **{name: getattr(args, name) for name in _PENDING_BOUNDS},
+            options=server_security(args, net),
         )
         print(f"READY {broker.bind()}", flush=True)
         await broker.run()

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
 from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._security import add_client_security, client_security
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL, MajordomoClient
 from transportkit.trading import ValidationResult, demo_orders
 from transportkit.zmq_backend import ZmqNetwork
@@ -46,6 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--retries", type=int, default=3, metavar="N", help="attempts per request (%(default)s)"
     )
+    add_client_security(parser)
     return parser.parse_args(argv)
 
 
@@ -55,7 +57,11 @@ async def run(args: argparse.Namespace) -> int:
     service = args.service.encode()
     with ZmqNetwork(name="mdclient") as net:
         async with MajordomoClient(
-            net, args.broker, timeout=args.timeout, retries=args.retries
+            net,
+            args.broker,
+            timeout=args.timeout,
+            retries=args.retries,
+            options=client_security(args),
         ) as client:
             for n in range(1, args.requests + 1):
                 if args.risk:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from transportkit import Frame, Message
 from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._security import add_client_security, client_security
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
     MDP_HEARTBEAT_LIVENESS,
@@ -52,6 +53,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds to wait before reconnecting (%(default)s)",
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="do not print each request")
+    add_client_security(parser)
     return parser.parse_args(argv)
 
 
@@ -81,6 +83,7 @@ async def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_liveness=args.liveness,
             reconnect_interval=args.reconnect,
+            options=client_security(args),
         ) as worker:
             print(f"READY {args.broker}", flush=True)
             await worker.serve(logged)

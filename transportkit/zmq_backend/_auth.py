@@ -1,0 +1,248 @@
+"""The zmq backend's ZAP handler (ZeroMQ RFC 27) on a thread of its own.
+
+libzmq asks the handler bound at ``inproc://zeromq.zap.01`` of a context about every
+CURVE handshake on that context's server sockets, and about NULL handshakes on sockets
+with a ``zap_domain``. The handler here answers from an
+:class:`~transportkit.security.AuthPolicy` (see :meth:`AuthPolicy.decide
+<transportkit.security.AuthPolicy.decide>`), on a thread so that it answers while
+user code blocks (a synchronous socket's ``recv``, a busy event loop).
+
+The thread owns its REP socket from the moment it starts; the only other thing it
+shares is a wake-up socket pair (a byte written by :meth:`ZmqAuthenticator.close`),
+the policy (swapped whole under a lock) and the counters (under the same lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import threading
+import warnings
+from typing import Final
+
+import zmq
+
+from transportkit._curve import z85_encode
+from transportkit._errors import ClosedError, OptionError
+from transportkit.security import AuthDecision, Authenticator, AuthPolicy, AuthStats
+
+__all__ = ["STOP_TIMEOUT", "ZAP_ENDPOINT", "ZmqAuthenticator"]
+
+ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
+"""Where RFC 27 puts the handler of a context."""
+ZAP_VERSION: Final = b"1.0"
+STOP_TIMEOUT: Final = 1.0
+"""Seconds :meth:`ZmqAuthenticator.close` waits for its thread (it needs milliseconds)."""
+MAX_REQUEST_FRAMES: Final = 16
+"""More frames than any mechanism sends: such a request is refused as malformed."""
+
+
+class ZmqAuthenticator(Authenticator):
+    """The ZAP handler of one :class:`~transportkit.zmq_backend.ZmqNetwork`.
+
+    Made by :meth:`ZmqNetwork.start_authenticator
+    <transportkit.zmq_backend.ZmqNetwork.start_authenticator>`, which documents what
+    it decides; closed by :meth:`close` or with the network.
+
+    Raises:
+        OptionError: ``policy`` is not an AuthPolicy, or another ZAP handler (pyzmq's
+            ``zmq.auth`` for example) is already bound on the context.
+    """
+
+    def __init__(
+        self, context: zmq.Context[zmq.Socket[bytes]], policy: AuthPolicy, name: str
+    ) -> None:
+        if not isinstance(policy, AuthPolicy):
+            raise OptionError(f"policy must be an AuthPolicy, got {type(policy).__name__}")
+        self._name = name
+        self._lock = threading.Lock()
+        self._policy = policy
+        self._stats = AuthStats()
+        self._malformed = 0
+        self._handler_errors = 0
+        self._closed = False
+        zap = context.socket(zmq.REP)
+        zap.linger = 0
+        try:
+            zap.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            zap.close(linger=0)
+            if exc.errno == zmq.EADDRINUSE:
+                raise OptionError(
+                    f"network {name!r}: another ZAP handler is already bound on this "
+                    f"context ({ZAP_ENDPOINT}, pyzmq's zmq.auth for example); "
+                    "one per context"
+                ) from None
+            raise
+        # Bound before the thread starts: a handshake from now on is asked about (it
+        # queues on the inproc pipe until the thread reads it).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._thread = threading.Thread(
+            target=self._serve, args=(zap,), name=f"transportkit-zap-{name}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def policy(self) -> AuthPolicy:
+        """The policy in force."""
+        with self._lock:
+            return self._policy
+
+    def update(self, policy: AuthPolicy) -> None:
+        """Replace the policy (thread-safe); it decides every handshake from now on.
+
+        Connections already established stay: ZAP runs only at the handshake.
+
+        Raises:
+            OptionError: ``policy`` is not an AuthPolicy.
+            ClosedError: The authenticator is closed.
+        """
+        if not isinstance(policy, AuthPolicy):
+            raise OptionError(f"policy must be an AuthPolicy, got {type(policy).__name__}")
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"the authenticator of network {self._name!r} is closed")
+            self._policy = policy
+
+    @property
+    def stats(self) -> AuthStats:
+        """A snapshot of the counters (a new object each time; thread-safe)."""
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
+    @property
+    def malformed(self) -> int:
+        """ZAP requests refused with status 400 without a decision: not in RFC 27's
+        form (version ``1.0``, six frames and the credentials), CURVE credentials
+        that are not one 32-byte key, or a mechanism other than NULL and CURVE
+        (transportkit sets neither PLAIN nor GSSAPI).
+
+        libzmq never sends a malformed one; a raw socket of the application
+        connected to the handler's endpoint could.
+        """
+        with self._lock:
+            return self._malformed
+
+    @property
+    def handler_errors(self) -> int:
+        """Requests whose decision raised (a policy whose ``decide`` fails): each was
+        answered with status 500, which fails the handshake.
+        """
+        with self._lock:
+            return self._handler_errors
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or the network closed)."""
+        return self._closed
+
+    @property
+    def running(self) -> bool:
+        """True while the handler's thread answers requests."""
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the handler and wait (at most ``timeout`` seconds) for its thread.
+
+        Idempotent, from any thread. Once it is closed, the network's CURVE servers
+        admit any client with a valid handshake again (libzmq's behaviour without a
+        handler): close the servers first when that matters; closing the network
+        does.
+        """
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+        if first:
+            with contextlib.suppress(OSError):  # the pair is ours and empty
+                self._wake_w.send(b"x")
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        if first and not self._thread.is_alive():
+            self._wake_w.close()
+        elif first:  # pragma: no cover - the thread needs milliseconds
+            warnings.warn(
+                f"the ZAP handler of network {self._name!r} did not stop within {timeout} s",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _serve(self, zap: zmq.Socket[bytes]) -> None:
+        poller = zmq.Poller()
+        poller.register(zap, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._closed:
+                try:
+                    ready = dict(poller.poll())
+                    if zap not in ready:
+                        continue
+                    request = zap.recv_multipart(copy=True)
+                    zap.send_multipart(self._safe_answer(request))
+                except zmq.ZMQError as exc:
+                    if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                        return  # the context was shut down: the network is closing
+                    raise
+        finally:
+            # Unbind first: an inproc unbind is synchronous, a close is not (libzmq's
+            # reaper frees the endpoint later), and a new handler may bind at once.
+            with contextlib.suppress(zmq.ZMQError):
+                zap.unbind(ZAP_ENDPOINT)
+            zap.close(linger=0)
+            self._wake_r.close()
+
+    def _safe_answer(self, request: list[bytes]) -> list[bytes]:
+        """:meth:`_answer`, or status 500 (RFC 27's internal error: the handshake
+        fails) if deciding raised: a broken policy refuses, it never lets in.
+        """
+        try:
+            return self._answer(request)
+        except Exception:
+            with self._lock:
+                self._handler_errors += 1
+            request_id = request[1] if len(request) > 1 else b""
+            return [ZAP_VERSION, request_id, b"500", b"internal error", b"", b""]
+
+    def _answer(self, request: list[bytes]) -> list[bytes]:
+        """The reply frames (RFC 27: version, request id, status, text, user id, metadata)."""
+        if len(request) < 6 or len(request) > MAX_REQUEST_FRAMES or request[0] != ZAP_VERSION:
+            with self._lock:
+                self._malformed += 1
+            request_id = request[1] if len(request) > 1 else b""
+            return [ZAP_VERSION, request_id, b"400", b"malformed ZAP request", b"", b""]
+        _version, request_id, domain, address, _identity, mechanism = request[:6]
+        credentials = request[6:]
+        key: bytes | None
+        if mechanism == b"NULL" and not credentials:
+            key = None
+        elif mechanism == b"CURVE" and len(credentials) == 1 and len(credentials[0]) == 32:
+            key = credentials[0]
+        else:
+            with self._lock:
+                self._malformed += 1
+            text = (
+                b"mechanism not supported"
+                if mechanism not in (b"NULL", b"CURVE")
+                else (b"malformed credentials")
+            )
+            return [ZAP_VERSION, request_id, b"400", text, b"", b""]
+        with self._lock:
+            policy = self._policy
+        decision: AuthDecision = policy.decide(
+            domain=domain.decode("utf-8", "replace"),
+            address=address.decode("utf-8", "replace"),
+            key=key,
+        )
+        with self._lock:
+            setattr(self._stats, decision, getattr(self._stats, decision) + 1)
+        if decision == "allowed":
+            user = b"" if key is None else z85_encode(key)
+            return [ZAP_VERSION, request_id, b"200", b"OK", user, b""]
+        text = b"address not allowed" if decision == "denied_ip" else b"key not allowed"
+        return [ZAP_VERSION, request_id, b"400", text, b"", b""]
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running"
+        return f"<ZmqAuthenticator {self._name!r} {state}>"
