@@ -159,8 +159,11 @@ class SocketStats:
     """Counters of one socket, updated as it works.
 
     Attributes:
-        sent: Messages accepted by ``send`` (multipart counts once).
-        received: Messages handed to the application by a receive.
+        sent: Messages accepted by ``send`` (multipart counts once); on an XSUB its
+            subscription messages too (``subscribe`` sends one). A SUB's
+            subscriptions are socket options, not messages: not counted.
+        received: Messages handed to the application by a receive; on an XPUB the
+            subscription messages too.
         dropped: Messages this socket discarded (HWM on PUB/ROUTER, unroutable ROUTER
             sends, replies to vanished requesters, queues lost to disconnects), or None
             where the backend cannot know (libzmq does not report drops).
