@@ -211,3 +211,25 @@ def test_the_same_seed_replays_an_xpub_run_exactly() -> None:
 
     assert once(3) == once(3)
     assert once(3) != once(4)
+
+
+def test_a_long_inproc_queue_drains_into_an_xpub_without_recursion() -> None:
+    """An XSUB's inproc pipe filled before the bind drains at once into the XPUB,
+    which reads as it receives: the nested pump stays one level deep (it recursed
+    once per queued message: a RecursionError for these thousand).
+    """
+    sim = make_sim()
+    node = sim.node("n")
+
+    async def main() -> tuple[int, int | None]:
+        xsub = node.xsubscriber(connect="inproc://q")
+        for i in range(1000):  # SNDHWM: the pipe takes them all
+            await xsub.send([b"d%d" % i])
+        pub = node.xpublisher(bind="inproc://q")
+        received = []
+        while (msg := pub.try_recv()) is not None:
+            received.append(msg)
+        assert received == [[b"d%d" % i] for i in range(1000)]
+        return len(received), xsub.stats.dropped
+
+    assert sim.run(main()) == (1000, 0)

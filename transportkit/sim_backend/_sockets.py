@@ -140,6 +140,7 @@ class SimSocket(Socket):
         "_can_recv",
         "_can_send",
         "_closed",
+        "_draining",
         "_last_endpoint",
         "_message_ids",
         "_next_routing_id",
@@ -209,6 +210,7 @@ class SimSocket(Socket):
         self.bound: dict[str, object] = {}
         self._rr = 0
         self._closed = False
+        self._draining = False
         self.closing = False
         self.destroyed = False
         self._last_endpoint: str | None = None
@@ -518,8 +520,15 @@ class SimSocket(Socket):
             self.subscription(peer, prefix, add)
             self.trace.add(now, "subscribe" if add else "unsubscribe", self.name, repr(prefix))
         remote = peer.remote
-        if remote is not None and remote.out_q:
-            self.wire.pump(remote)
+        if remote is not None and remote.out_q and not self._draining:
+            # Over inproc the pump delivers at once, back into this method: the outer
+            # pump's loop goes on, so the inner call must not pump again (one level
+            # of nesting, however long the queue).
+            self._draining = True
+            try:
+                self.wire.pump(remote)
+            finally:
+                self._draining = False
 
     def _upstream_data(self, peer: Peer, item: Item) -> None:
         """A data message from an XSUB arrived: a PUB discards it (counted), as
