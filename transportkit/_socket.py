@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Protocol, TypeAlias, TypeVar
 
 from transportkit._closing import Closeable
-from transportkit._errors import ClosedError, FrameError
+from transportkit._errors import ClosedError, FrameError, StateError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 
@@ -46,6 +46,7 @@ __all__ = [
     "XPublisher",
     "XSubscriber",
     "check_frames",
+    "check_manual",
     "check_xsub_message",
     "parse_subscription",
 ]
@@ -493,6 +494,30 @@ class XPublisher(Sender, Receiver):
         """Send ``[topic, *frames]``, as :meth:`Publisher.publish`."""
         await self.send([topic, *frames])
 
+    @abc.abstractmethod
+    def subscribe(self, prefix: bytes) -> None:
+        """``xpub_manual`` only: send the subscriber whose (un)subscription message was
+        received last the messages that start with ``prefix`` (libzmq's ZMQ_SUBSCRIBE
+        on an XPUB). Does nothing if that subscriber has gone, or if none was
+        received yet.
+
+        Raises:
+            StateError: The socket is not ``xpub_manual``.
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+
+    @abc.abstractmethod
+    def unsubscribe(self, prefix: bytes) -> None:
+        """``xpub_manual`` only: stop what :meth:`subscribe` started, for the subscriber
+        whose (un)subscription message was received last.
+
+        Raises:
+            StateError: The socket is not ``xpub_manual``.
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+
 
 class XSubscriber(Sender, Receiver):
     r"""XSUB: a SUB whose subscriptions are messages it sends (RFC 29/PUBSUB).
@@ -535,6 +560,19 @@ class XSubscriber(Sender, Receiver):
         """The prefixes subscribed to (by :meth:`subscribe` or by subscription
         messages sent), in the order they were added; an unsubscription removes one.
         """
+
+
+def check_manual(sock: Socket, action: str, prefix: object, where: str) -> bytes:
+    """Raise unless ``sock`` is an open ``xpub_manual`` XPUB and ``prefix`` bytes."""
+    topic = _topic(prefix)
+    if sock.closed:
+        raise ClosedError(f"{where}: cannot {action}: it is closed")
+    if not sock.options.xpub_manual:
+        raise StateError(
+            f"{where}: an XPUB can {action} only with xpub_manual (without it, its "
+            "subscribers' own subscriptions apply)"
+        )
+    return topic
 
 
 def _topic(prefix: object) -> bytes:
