@@ -137,7 +137,9 @@ class SocketOptions:
             :class:`~transportkit.Timeout`) and ``try_send`` raises
             :class:`~transportkit.WouldBlock`, and the message goes to no subscriber
             until every matching one has room. A subscriber that stops reading then
-            stalls the publisher: pair it with a finite ``sndtimeo``.
+            stalls the publisher: pair it with a finite ``sndtimeo``. On the zmq
+            backend a waiting ``send`` tries again every millisecond (libzmq's XPUB
+            always reports that it can send, so there is no readiness to wait for).
         xpub_manual: ZMQ_XPUB_MANUAL (XPUB only): subscriptions are the application's
             to apply. Every (un)subscription message is passed up (as with
             ``xpub_verboser``) and changes nothing by itself; after receiving one,

@@ -7,6 +7,6 @@ import pytest
 from transportkit.testing import Harness, check_xpub_subscriptions
 
 
-@pytest.mark.parametrize("transport", ["tcp", "ipc", "inproc"])
+@pytest.mark.parametrize("transport", ["tcp", "inproc"])
 def test_xpub_subscriptions(tk_harness: Harness, transport: str) -> None:
     check_xpub_subscriptions(tk_harness, transport=transport)
