@@ -1,5 +1,6 @@
-"""The sim's XPUB against libzmq's: one random script of subscriber actions, run on
-both backends, must show the XPUB the same subscription messages after every step.
+"""The sim's XPUB against libzmq's: one random script of subscriber actions (SUBs and
+an XSUB that also sends data upstream), run on both backends, must show the XPUB the
+same messages after every step.
 
 Slow (each zmq step waits for the messages to settle): ``pytest -m slow``.
 """
@@ -19,19 +20,25 @@ pytestmark = pytest.mark.slow
 
 TOPICS = (b"A", b"AB", b"B", b"")
 SUBSCRIBERS = 3
+XSUB = SUBSCRIBERS  # the script's actor number for the one XSUB
 STEPS = 25
 
 Step = tuple[str, int, Any]
 
 
 def script(seed: int) -> list[Step]:
-    """A random sequence of actions, each by one subscriber (so its messages, on its
-    one pipe, have one order on every backend).
+    """A random sequence of actions, each by one subscriber or by the XSUB (so its
+    messages, on its one pipe, have one order on every backend).
     """
     rng = random.Random(seed)
     steps: list[Step] = [("connect", i, [rng.choice(TOPICS)]) for i in range(SUBSCRIBERS)]
+    steps.append(("connect-xsub", XSUB, []))
     for _ in range(STEPS):
-        who = rng.randrange(SUBSCRIBERS)
+        who = rng.randrange(SUBSCRIBERS + 1)
+        if who == XSUB:
+            action = rng.choice(["subscribe", "unsubscribe", "data"])
+            steps.append((action, who, rng.choice(TOPICS)))
+            continue
         action = rng.choice(["subscribe", "subscribe", "unsubscribe", "unsubscribe", "reconnect"])
         if action == "reconnect":
             steps.append(("reconnect", who, rng.sample(TOPICS, rng.randint(0, 3))))
@@ -69,9 +76,19 @@ async def _play(h: Harness, steps: list[Step], options: SocketOptions) -> Seen:
         pub = stack.enter_context(h.network("pub").xpublisher(bind=h.endpoint(), options=options))
         endpoint = pub.last_endpoint
         subs: dict[int, Subscriber] = {}
+        xsub = stack.enter_context(h.network("xsub").xsubscriber())
         generation = 0
         for action, who, arg in steps:
-            if action in ("connect", "reconnect"):
+            if who == XSUB:
+                if action == "connect-xsub":
+                    xsub.connect(endpoint)
+                elif action == "subscribe":
+                    xsub.subscribe(arg)
+                elif action == "unsubscribe":
+                    xsub.unsubscribe(arg)
+                else:
+                    await xsub.send([b"data " + arg])
+            elif action in ("connect", "reconnect"):
                 if who in subs:
                     subs[who].close()
                     seen.append((f"close sub{who}", await _settle(h, pub)))
