@@ -486,6 +486,13 @@ class XPublisher(Sender, Receiver):
     ``stats.received``.
 
     What it receives is held without bound, as libzmq holds it: read it.
+
+    On the zmq backend libzmq changes an XPUB's connections in the socket's own
+    thread, when the socket is used: a new subscriber is attached (and sent the
+    welcome message) at the XPUB's next send, receive or poll, and a subscriber that
+    went away is unsubscribed after two such rounds. Keep a receive waiting on it (a
+    loop over ``recv``), as a forwarder does, and both happen as they arrive; the sim
+    does both at once.
     """
 
     kind = SocketKind.XPUB
