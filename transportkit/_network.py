@@ -210,7 +210,7 @@ class Network(Closeable):
     ) -> XPublisher:
         """Make an XPUB socket: a publisher that receives its subscribers' subscriptions.
 
-        Its options (``xpub_verbose``, ``xpub_verboser``, ``xpub_nodrop``,
+        Its options (``xpub_verbose``, ``xpub_verboser``, ``xpub_nodrop``, ``xpub_manual``,
         ``xpub_welcome_msg``) are applied before any bind or connect.
 
         Raises:

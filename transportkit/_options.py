@@ -30,7 +30,13 @@ _INT32_MAX: Final = 2**31 - 1
 _CONFLATE_KINDS: Final = frozenset(
     {SocketKind.PUB, SocketKind.SUB, SocketKind.PUSH, SocketKind.PULL, SocketKind.DEALER}
 )
-_XPUB_OPTIONS: Final = ("xpub_verbose", "xpub_verboser", "xpub_nodrop", "xpub_welcome_msg")
+_XPUB_OPTIONS: Final = (
+    "xpub_verbose",
+    "xpub_verboser",
+    "xpub_nodrop",
+    "xpub_manual",
+    "xpub_welcome_msg",
+)
 
 
 def _int_field(default: int, minimum: int, doc: str) -> Any:
@@ -148,7 +154,15 @@ class SocketOptions:
             :class:`~transportkit.Timeout`) and ``try_send`` raises
             :class:`~transportkit.WouldBlock`, and the message goes to no subscriber
             until every matching one has room. A subscriber that stops reading then
-            stalls the publisher: pair it with a finite ``sndtimeo``.
+            stalls the publisher: pair it with a finite ``sndtimeo``. On the zmq
+            backend a waiting ``send`` tries again every millisecond (libzmq's XPUB
+            always reports that it can send, so there is no readiness to wait for).
+        xpub_manual: ZMQ_XPUB_MANUAL (XPUB only): subscriptions are the application's
+            to apply. Every (un)subscription message is passed up (as with
+            ``xpub_verboser``) and changes nothing by itself; after receiving one,
+            :meth:`~transportkit.XPublisher.subscribe` and ``unsubscribe`` set what the
+            subscriber it came from gets. When that subscriber goes, the XPUB receives
+            an unsubscription for each topic it had asked for.
         xpub_welcome_msg: ZMQ_XPUB_WELCOME_MSG (XPUB only): a frame sent to each new
             subscriber when it connects, before anything else and whatever it
             subscribed to (a SUB still filters it: it must subscribe to a prefix of
@@ -187,6 +201,7 @@ class SocketOptions:
     xpub_verbose: bool = False
     xpub_verboser: bool = False
     xpub_nodrop: bool = False
+    xpub_manual: bool = False
     xpub_welcome_msg: bytes | None = None
 
     def __post_init__(self) -> None:

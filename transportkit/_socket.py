@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Protocol, TypeAlias, TypeVar
 
 from transportkit._closing import Closeable
-from transportkit._errors import ClosedError, FrameError
+from transportkit._errors import ClosedError, FrameError, StateError
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 
@@ -46,6 +46,7 @@ __all__ = [
     "XPublisher",
     "XSubscriber",
     "check_frames",
+    "check_manual",
     "check_xsub_message",
     "parse_subscription",
 ]
@@ -159,8 +160,11 @@ class SocketStats:
     """Counters of one socket, updated as it works.
 
     Attributes:
-        sent: Messages accepted by ``send`` (multipart counts once).
-        received: Messages handed to the application by a receive.
+        sent: Messages accepted by ``send`` (multipart counts once); on an XSUB its
+            subscription messages too (``subscribe`` sends one). A SUB's
+            subscriptions are socket options, not messages: not counted.
+        received: Messages handed to the application by a receive; on an XPUB the
+            subscription messages too.
         dropped: Messages this socket discarded (HWM on PUB/ROUTER, unroutable ROUTER
             sends, replies to vanished requesters, queues lost to disconnects), or None
             where the backend cannot know (libzmq does not report drops).
@@ -482,6 +486,13 @@ class XPublisher(Sender, Receiver):
     ``stats.received``.
 
     What it receives is held without bound, as libzmq holds it: read it.
+
+    On the zmq backend libzmq changes an XPUB's connections in the socket's own
+    thread, when the socket is used: a new subscriber is attached (and sent the
+    welcome message) at the XPUB's next send, receive or poll, and a subscriber that
+    went away is unsubscribed after two such rounds. Keep a receive waiting on it (a
+    loop over ``recv``), as a forwarder does, and both happen as they arrive; the sim
+    does both at once.
     """
 
     kind = SocketKind.XPUB
@@ -489,6 +500,30 @@ class XPublisher(Sender, Receiver):
     async def publish(self, topic: bytes, *frames: Frame) -> None:
         """Send ``[topic, *frames]``, as :meth:`Publisher.publish`."""
         await self.send([topic, *frames])
+
+    @abc.abstractmethod
+    def subscribe(self, prefix: bytes) -> None:
+        """``xpub_manual`` only: send the subscriber whose (un)subscription message was
+        received last the messages that start with ``prefix`` (libzmq's ZMQ_SUBSCRIBE
+        on an XPUB). Does nothing if that subscriber has gone, or if none was
+        received yet.
+
+        Raises:
+            StateError: The socket is not ``xpub_manual``.
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+
+    @abc.abstractmethod
+    def unsubscribe(self, prefix: bytes) -> None:
+        """``xpub_manual`` only: stop what :meth:`subscribe` started, for the subscriber
+        whose (un)subscription message was received last.
+
+        Raises:
+            StateError: The socket is not ``xpub_manual``.
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
 
 
 class XSubscriber(Sender, Receiver):
@@ -532,6 +567,19 @@ class XSubscriber(Sender, Receiver):
         """The prefixes subscribed to (by :meth:`subscribe` or by subscription
         messages sent), in the order they were added; an unsubscription removes one.
         """
+
+
+def check_manual(sock: Socket, action: str, prefix: object, where: str) -> bytes:
+    """Raise unless ``sock`` is an open ``xpub_manual`` XPUB and ``prefix`` bytes."""
+    topic = _topic(prefix)
+    if sock.closed:
+        raise ClosedError(f"{where}: cannot {action}: it is closed")
+    if not sock.options.xpub_manual:
+        raise StateError(
+            f"{where}: an XPUB can {action} only with xpub_manual (without it, its "
+            "subscribers' own subscriptions apply)"
+        )
+    return topic
 
 
 def _topic(prefix: object) -> bytes:

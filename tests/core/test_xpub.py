@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from transportkit import (
+    ClosedError,
     FrameError,
     Message,
     OptionError,
     Receiver,
     SocketKind,
     SocketOptions,
+    StateError,
     Timeout,
     WouldBlock,
     XPublisher,
@@ -54,8 +56,10 @@ async def expect(sock: Receiver, *messages: Message, timeout: float = 5.0) -> No
 
 
 async def quiet(h: Harness, sock: Receiver) -> None:
-    """Nothing more arrives at ``sock`` within the harness's settle time."""
-    await asyncio.sleep(h.settle)
+    """Nothing more arrives at ``sock`` within half the harness's settle time (100 ms
+    on zmq, where loopback delivers in well under a millisecond).
+    """
+    await asyncio.sleep(h.settle / 2)
     assert sock.try_recv() is None
 
 
@@ -387,6 +391,7 @@ def test_xpub_nodrop_blocks_at_the_hwm_instead_of_dropping(
         {"xpub_verbose": True},
         {"xpub_verboser": True},
         {"xpub_nodrop": True},
+        {"xpub_manual": True},
         {"xpub_welcome_msg": b"hi"},
     ],
 )
@@ -561,3 +566,57 @@ def test_xsub_queues_to_a_pipe_still_connecting(tk_harness: Harness) -> None:
         await expect(pub, [b"\x01A"], [b"early data"])
 
     run(h, body)
+
+
+def test_xpub_manual_applies_only_what_the_application_subscribes(tk_harness: Harness) -> None:
+    h = tk_harness
+
+    async def body(stack: ExitStack) -> None:
+        pub = xpub(h, stack, xpub_manual=True)
+        endpoint = pub.last_endpoint
+        sub1 = stack.enter_context(h.network("sub1").subscriber(connect=endpoint, topics=[b"A"]))
+        await expect(pub, [b"\x01A"])
+        pub.subscribe(b"A")  # for sub1, whose subscription was received last
+        pub.subscribe(b"LVC")  # anything the application likes
+        sub2 = stack.enter_context(h.network("sub2").subscriber(connect=endpoint, topics=[b"A"]))
+        await expect(pub, [b"\x01A"])  # manual passes every subscription
+        # sub2 asked for A, but nobody subscribed it: only sub1 gets A.
+        await pub.publish(b"A", b"1")
+        await pub.publish(b"LVC", b"2")
+        await expect(sub1, [b"A", b"1"])
+        await quiet(h, sub1)  # sub1 did not subscribe to LVC itself: its SUB filters it
+        await quiet(h, sub2)
+        pub.subscribe(b"A")  # now for sub2
+        await pub.publish(b"A", b"3")
+        await expect(sub1, [b"A", b"3"])
+        await expect(sub2, [b"A", b"3"])
+        pub.unsubscribe(b"A")  # sub2 again
+        await pub.publish(b"A", b"4")
+        await expect(sub1, [b"A", b"4"])
+        await quiet(h, sub2)
+        sub1.close()  # what it asked for is unsubscribed
+        await expect(pub, [b"\x00A"])
+        pub.subscribe(b"A")  # its pipe has gone: nothing to do, no error
+        await quiet(h, pub)
+
+    run(h, body)
+
+
+def test_xpub_subscribe_without_manual_is_refused(tk_harness: Harness) -> None:
+    async def body(stack: ExitStack) -> None:
+        pub = stack.enter_context(tk_harness.network().xpublisher())
+        with pytest.raises(StateError, match="only with xpub_manual"):
+            pub.subscribe(b"A")
+        with pytest.raises(StateError, match="only with xpub_manual"):
+            pub.unsubscribe(b"A")
+        manual = stack.enter_context(
+            tk_harness.network().xpublisher(options=SocketOptions(xpub_manual=True))
+        )
+        with pytest.raises(FrameError, match="must be bytes"):
+            manual.subscribe("A")  # type: ignore[arg-type]
+        manual.subscribe(b"A")  # no subscriber heard from yet: nothing to do
+        manual.close()
+        with pytest.raises(ClosedError):
+            manual.subscribe(b"A")
+
+    run(tk_harness, body)

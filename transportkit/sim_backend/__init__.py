@@ -87,6 +87,21 @@ What is modelled, and how (the choices where libzmq is inexact):
 - A conflating receiver keeps one frame, as libzmq 4.3 does: of a multipart message only
   the last frame survives (and a conflating SUB filters on that frame), counted in the
   receiver's ``stats.truncated`` and traced as ``truncated``.
+- XPUB and XSUB follow libzmq 4.3's ``xpub.cpp`` and ``xsub.cpp`` (the model is in
+  ``SimXPublisher``/``SimXSubscriber``). A pipe's subscriptions at a PUB or XPUB are a
+  set; a SUB or XSUB counts its own and sends an unsubscription only when the last one
+  goes, and on a new connection sends each prefix once, in byte order. A pipe ends
+  when its connection ends on the binding side (a subscriber's disconnect, close,
+  crash or dropped connection) or its endpoint is given up on the connecting side; an
+  XPUB then sees the unsubscriptions of the prefixes only that pipe held (all of them
+  with ``xpub_verboser``). Not modelled: libzmq completes a ``disconnect()``, and
+  attaches an accepted connection (so sends an XPUB's welcome), only when that
+  socket's thread next uses it; the sim does both at once. While a connecting SUB is
+  disconnected it sends nothing: on the reconnect it sends what it is subscribed to
+  then, so a subscription made and undone meanwhile never reaches the XPUB (libzmq
+  queues both in the pipe and delivers them). An XPUB's received messages are not bounded
+  (libzmq's pending queue is not either); unread ones are counted in
+  ``stats.dropped`` at close. A PUB discards (and counts) the data an XSUB sends it.
 
 Scheduling (``Simulation(seed, scheduler=...)``, :mod:`transportkit.sim_backend._sched`):
 FIFO by default, as asyncio; ``"random"`` and ``"pct"`` reorder the asyncio callbacks

@@ -45,6 +45,7 @@ from transportkit._socket import (
     XPublisher,
     XSubscriber,
     check_frames,
+    check_manual,
     check_xsub_message,
     parse_subscription,
 )
@@ -140,6 +141,7 @@ class SimSocket(Socket):
         "_can_recv",
         "_can_send",
         "_closed",
+        "_draining",
         "_last_endpoint",
         "_message_ids",
         "_next_routing_id",
@@ -209,6 +211,7 @@ class SimSocket(Socket):
         self.bound: dict[str, object] = {}
         self._rr = 0
         self._closed = False
+        self._draining = False
         self.closing = False
         self.destroyed = False
         self._last_endpoint: str | None = None
@@ -518,8 +521,15 @@ class SimSocket(Socket):
             self.subscription(peer, prefix, add)
             self.trace.add(now, "subscribe" if add else "unsubscribe", self.name, repr(prefix))
         remote = peer.remote
-        if remote is not None and remote.out_q:
-            self.wire.pump(remote)
+        if remote is not None and remote.out_q and not self._draining:
+            # Over inproc the pump delivers at once, back into this method: the outer
+            # pump's loop goes on, so the inner call must not pump again (one level
+            # of nesting, however long the queue).
+            self._draining = True
+            try:
+                self.wire.pump(remote)
+            finally:
+                self._draining = False
 
     def _upstream_data(self, peer: Peer, item: Item) -> None:
         """A data message from an XSUB arrived: a PUB discards it (counted), as
@@ -861,18 +871,40 @@ class SimXPublisher(SimSocket, XPublisher):
     - ``xpub_welcome_msg`` is sent once per pipe when it is first attached, before
       anything else; ``xpub_nodrop`` makes a send wait while any matching
       subscriber is at its SNDHWM, and then go to all of them.
+    - ``xpub_manual``: a pipe's (un)subscriptions go to a set of what it asked for,
+      apply nothing, and are all passed up; :meth:`subscribe` and
+      :meth:`unsubscribe` act on the pipe of the last (un)subscription received (none
+      once it has ended, or once a pipe that ended was unsubscribed). When a pipe ends,
+      everything it asked for is unsubscribed, in byte order. libzmq 4.3 pairs
+      received messages with pipes in a queue that an XSUB's data messages do not
+      enter, so data received between subscriptions shifts which pipe is "last"
+      there; the sim pairs each subscription message with its own pipe.
     """
 
-    __slots__ = ("_nodrop", "_pending", "_topics", "_verbose", "_verboser", "_welcomed")
+    __slots__ = (
+        "_asked",
+        "_last_pipe",
+        "_manual",
+        "_nodrop",
+        "_pending",
+        "_topics",
+        "_verbose",
+        "_verboser",
+        "_welcomed",
+    )
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         super().__init__(node, options, index)
-        self._pending: deque[list[bytes]] = deque()
+        # (the pipe it came from, the message, whether it is a subscription message)
+        self._pending: deque[tuple[Peer | None, list[bytes], bool]] = deque()
         self._topics: dict[bytes, int] = {}
         self._verbose = options.xpub_verbose or options.xpub_verboser
         self._verboser = options.xpub_verboser
         self._nodrop = options.xpub_nodrop
         self._welcomed: set[Peer] = set()  # membership only, never iterated
+        self._manual = options.xpub_manual
+        self._asked: dict[Peer, list[bytes]] = {}  # xpub_manual: what each pipe asked
+        self._last_pipe: Peer | None = None
 
     def _route(self, item: Item) -> bool:
         topic = item[1][0]
@@ -903,12 +935,20 @@ class SimXPublisher(SimSocket, XPublisher):
 
     # -- what the subscribers send --------------------------------------------------
 
-    def _notify(self, add: bool, prefix: bytes) -> None:
-        self._pending.append([(b"\x01" if add else b"\x00") + prefix])
+    def _notify(self, add: bool, prefix: bytes, peer: Peer | None) -> None:
+        self._pending.append((peer, [(b"\x01" if add else b"\x00") + prefix], True))
         if self.recv_waiters:
             _wake(self.recv_waiters)
 
     def subscription(self, peer: Peer, prefix: bytes, add: bool) -> None:
+        if self._manual:
+            asked = self._asked.setdefault(peer, [])
+            if add and prefix not in asked:
+                asked.append(prefix)
+            elif not add and prefix in asked:
+                asked.remove(prefix)
+            self._notify(add, prefix, peer)
+            return
         subs = peer.subs
         topics = self._topics
         if add:
@@ -925,7 +965,7 @@ class SimXPublisher(SimSocket, XPublisher):
             subs.remove(prefix)
             notify = self._forget(prefix) or self._verboser
         if notify:
-            self._notify(add, prefix)
+            self._notify(add, prefix, peer)
 
     def _forget(self, prefix: bytes) -> bool:
         """One pipe fewer holds ``prefix``; True if it was the last."""
@@ -940,7 +980,7 @@ class SimXPublisher(SimSocket, XPublisher):
         self._drain_upstream(peer)
 
     def _upstream_data(self, peer: Peer, item: Item) -> None:
-        self._pending.append(item[1])
+        self._pending.append((peer, item[1], False))
         if self.recv_waiters:
             _wake(self.recv_waiters)
 
@@ -960,6 +1000,17 @@ class SimXPublisher(SimSocket, XPublisher):
 
     def pipe_ended(self, peer: Peer) -> None:
         self._welcomed.discard(peer)
+        if self._last_pipe is peer:
+            self._last_pipe = None
+        if self._manual:
+            asked = self._asked.pop(peer, [])
+            peer.subs.clear()  # what the application set, dropped silently
+            if asked:
+                self._last_pipe = None
+            for prefix in sorted(asked):
+                self.trace.add(self.env.now, "unsubscribe", self.name, f"{prefix!r} pipe ended")
+                self._notify(False, prefix, None)
+            return
         if not peer.subs:
             return
         held = sorted(peer.subs)
@@ -969,15 +1020,34 @@ class SimXPublisher(SimSocket, XPublisher):
             last = self._forget(prefix)
             self.trace.add(now, "unsubscribe", self.name, f"{prefix!r} pipe ended")
             if last or self._verboser:
-                self._notify(False, prefix)
+                self._notify(False, prefix, None)
 
     # -- receiving --------------------------------------------------------------------
 
     def _take(self) -> Message | None:
-        if self._pending:
-            self._stats.received += 1
-            return self._pending.popleft()
-        return None
+        if not self._pending:
+            return None
+        peer, frames, notification = self._pending.popleft()
+        if self._manual and notification:
+            self._last_pipe = peer if peer is not None and peer in self.peers else None
+        self._stats.received += 1
+        return frames
+
+    # -- xpub_manual ------------------------------------------------------------------
+
+    def subscribe(self, prefix: bytes) -> None:
+        topic = check_manual(self, "subscribe", prefix, self.name)
+        peer = self._last_pipe
+        if peer is not None and topic not in peer.subs:
+            peer.subs.append(topic)
+            self.trace.add(self.env.now, "manual-subscribe", self.name, repr(topic))
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        topic = check_manual(self, "unsubscribe", prefix, self.name)
+        peer = self._last_pipe
+        if peer is not None and topic in peer.subs:
+            peer.subs.remove(topic)
+            self.trace.add(self.env.now, "manual-unsubscribe", self.name, repr(topic))
 
     async def recv(self, timeout: float | None = None) -> Message:
         self._check_recv()

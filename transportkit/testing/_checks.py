@@ -41,6 +41,7 @@ __all__ = [
     "check_push_pull",
     "check_req_rep",
     "check_slow_joiner",
+    "check_xpub_subscriptions",
     "collect_pub_sub",
     "expected_pub_sub",
     "recv_data",
@@ -659,5 +660,64 @@ def check_poll(h: Harness, *, transport: str = "tcp") -> None:
                 pass
             else:
                 raise AssertionError(f"[{h.name}] poll on a closed socket did not raise")
+
+    h.run(body(), timeout=60)
+
+
+async def _expect_next(sock: Receiver, want: Message, what: str, h: Harness) -> None:
+    try:
+        got = await sock.recv(timeout=5.0)
+    except Timeout:
+        raise AssertionError(f"[{h.name}] {what}: expected {want!r}, got nothing in 5 s") from None
+    assert got == want, f"[{h.name}] {what}: expected {want!r}, got {got!r}"
+
+
+async def _expect_quiet(sock: Receiver, what: str, h: Harness) -> None:
+    await asyncio.sleep(h.settle)
+    got = sock.try_recv()
+    assert got is None, f"[{h.name}] {what}: expected nothing, got {got!r}"
+
+
+def check_xpub_subscriptions(h: Harness, *, transport: str = "tcp") -> None:
+    """XPUB/XSUB as libzmq 4.3 has them (RFC 29): an XPUB receives a topic's first
+    subscription only and its unsubscription when the last subscriber leaves
+    (unsubscribing or closing), filters what it sends by prefix as a PUB does, and
+    receives an XSUB's subscriptions and upstream data.
+    """
+
+    async def body() -> None:
+        with ExitStack() as stack:
+            pub = stack.enter_context(
+                _net(h, transport, "pub").xpublisher(bind=h.endpoint(transport))
+            )
+            endpoint = pub.last_endpoint
+            assert endpoint is not None
+            sub1 = stack.enter_context(
+                _net(h, transport, "sub1").subscriber(connect=endpoint, topics=[b"A"])
+            )
+            await _expect_next(pub, [b"\x01A"], "first subscription to A", h)
+            sub2 = stack.enter_context(
+                _net(h, transport, "sub2").subscriber(connect=endpoint, topics=[b"A", b"B"])
+            )
+            await _expect_next(pub, [b"\x01B"], "first subscription to B", h)
+            await _expect_quiet(pub, "a second subscription to A", h)
+            for topic in (b"A", b"B", b"C"):
+                await pub.send([topic, b"data"])
+            await _expect_next(sub1, [b"A", b"data"], "sub1's topic", h)
+            await _expect_next(sub2, [b"A", b"data"], "sub2's first topic", h)
+            await _expect_next(sub2, [b"B", b"data"], "sub2's second topic", h)
+            await _expect_quiet(sub1, "prefix filtering at the XPUB", h)
+            sub2.unsubscribe(b"A")
+            await _expect_quiet(pub, "an unsubscription while A has a subscriber", h)
+            sub1.close()
+            await _expect_next(pub, [b"\x00A"], "A's last subscriber closed", h)
+            xsub = stack.enter_context(_net(h, transport, "xsub").xsubscriber(connect=endpoint))
+            xsub.subscribe(b"C")
+            await _expect_next(pub, [b"\x01C"], "an XSUB's subscription", h)
+            await xsub.send([b"upstream", b"data"])
+            await _expect_next(pub, [b"upstream", b"data"], "an XSUB's upstream data", h)
+            sub2.close()
+            await _expect_next(pub, [b"\x00B"], "B's last subscriber closed", h)
+            await _expect_quiet(pub, "nothing else", h)
 
     h.run(body(), timeout=60)

@@ -64,6 +64,7 @@ SOCKOPTS: Final[dict[str, int]] = {
     "xpub_verbose": zmq.XPUB_VERBOSE,
     "xpub_verboser": zmq.XPUB_VERBOSER,
     "xpub_nodrop": zmq.XPUB_NODROP,
+    "xpub_manual": zmq.XPUB_MANUAL,
     "xpub_welcome_msg": zmq.XPUB_WELCOME_MSG,
 }
 """The libzmq socket option behind each :class:`~transportkit.SocketOptions` field."""

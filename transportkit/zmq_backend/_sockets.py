@@ -41,6 +41,7 @@ from transportkit._socket import (
     XPublisher,
     XSubscriber,
     check_frames,
+    check_manual,
     check_xsub_message,
 )
 from transportkit.zmq_backend import _accel
@@ -599,6 +600,30 @@ class ZmqSubscriber(_Receiving, Subscriber):
 
 class ZmqXPublisher(_Sending, _Receiving, XPublisher):
     """XPUB over pyzmq (libzmq's own XPUB, its options set before any bind or connect)."""
+
+    def subscribe(self, prefix: bytes) -> None:
+        """``xpub_manual``: ZMQ_SUBSCRIBE for the last subscriber heard from.
+
+        Raises:
+            StateError: The socket is not ``xpub_manual``.
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+        topic = check_manual(self, "subscribe", prefix, self._where())
+        with mapped_errors(self._where(), "subscribe"):
+            self._sock.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        """``xpub_manual``: ZMQ_UNSUBSCRIBE for the last subscriber heard from.
+
+        Raises:
+            StateError: The socket is not ``xpub_manual``.
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+        topic = check_manual(self, "unsubscribe", prefix, self._where())
+        with mapped_errors(self._where(), "unsubscribe"):
+            self._sock.setsockopt(zmq.UNSUBSCRIBE, topic)
 
 
 class ZmqXSubscriber(_Sending, _Receiving, XSubscriber):
