@@ -1,0 +1,250 @@
+"""Graceful shutdown: the one contract every long-running server of these patterns keeps.
+
+``await server.shutdown(timeout=DEFAULT_SHUTDOWN_TIMEOUT)`` (or, for the function
+servers :func:`~transportkit.patterns.serve_lazy_pirate` and
+:func:`~transportkit.trading.serve_risk`, ``await stop.shutdown(timeout=...)`` on the
+:class:`GracefulStop` given to them as ``stop=``) does, in order:
+
+1. **Stop accepting.** No new request is taken: a REP server stops reading its
+   socket; a ROUTER server (a broker, Binary Star, Freelance, Clone's snapshot socket)
+   keeps reading only what finishes work already accepted (a worker's reply) and drops
+   every new request, counted in its stats' ``shutdown_dropped``. None of these
+   protocols has a "going away" reply a client would understand, so a refused client
+   sees what it sees of a dead server: a timeout, then its retry or failover.
+2. **Drain.** What is in flight (a handler running, a request handed to a worker, a
+   snapshot being sent) is finished and answered for at most ``timeout`` seconds of
+   the loop's clock (virtual on the sim). At the deadline what is left is failed with
+   the protocol's error reply where the protocol has one (Lazy Pirate's
+   :data:`~transportkit.patterns.lazy_pirate.EMPTY_ANSWER` /
+   :data:`~transportkit.patterns.lazy_pirate.NOT_AN_ANSWER`, a risk rejection), else
+   dropped and counted in ``shutdown_dropped``.
+3. **Close.** The server's sockets are closed with their own ``linger`` (0 by
+   default), so replies just sent leave within it; the network's close waits at most
+   that long for them.
+
+``run()`` (or the serve function) then returns normally, and ``shutdown`` returns True
+if nothing in flight was dropped or failed, False otherwise. ``shutdown`` is
+idempotent (a second call waits for the first; a shorter timeout brings the deadline
+forward) and bounded: it returns within ``timeout`` plus :data:`SHUTDOWN_GRACE`. Called
+on a server that is not running, it closes the server at once and returns True, and
+a later ``run()`` returns at once. ``timeout`` is between 0 (fail what is in flight
+at once) and :data:`MAX_SHUTDOWN_TIMEOUT`; the default is
+:data:`DEFAULT_SHUTDOWN_TIMEOUT`. Cancelling ``run()`` remains the hard stop.
+
+Signals belong to the command-line layer (``transportkit.patterns.examples._main``),
+not here: a pattern never installs a signal handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable
+from typing import Final, TypeVar
+
+from transportkit._errors import ClosedError
+from transportkit._socket import Message, Receiver
+
+__all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "MAX_SHUTDOWN_TIMEOUT",
+    "SHUTDOWN_GRACE",
+    "DrainTimeout",
+    "GracefulStop",
+    "check_shutdown_timeout",
+]
+
+T = TypeVar("T")
+
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 5.0
+"""Seconds a server has, by default, to finish what is in flight once asked to stop."""
+
+MAX_SHUTDOWN_TIMEOUT: Final = 3600.0
+"""The longest ``timeout`` a shutdown accepts (an hour)."""
+
+SHUTDOWN_GRACE: Final = 1.0
+"""Seconds ``shutdown`` waits past its deadline for the loop to close its sockets and
+return before it gives up waiting (and returns False)."""
+
+
+def check_shutdown_timeout(timeout: object) -> float:
+    """``timeout`` as a float, checked.
+
+    Raises:
+        ValueError: ``timeout`` is not a number from 0 to :data:`MAX_SHUTDOWN_TIMEOUT`.
+    """
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 <= timeout <= MAX_SHUTDOWN_TIMEOUT
+    ):
+        raise ValueError(
+            f"shutdown timeout must be a number of seconds from 0 to {MAX_SHUTDOWN_TIMEOUT:g},"
+            f" got {timeout!r}"
+        )
+    return float(timeout)
+
+
+class DrainTimeout(Exception):
+    """Work in flight did not finish before the shutdown's deadline (it was cancelled)."""
+
+
+class GracefulStop:
+    """The stop request of one server loop, and the loop's answer.
+
+    The caller asks with :meth:`request` (synchronous: fine from a signal handler run
+    by the event loop) or :meth:`shutdown` (which also waits for the loop to finish);
+    the loop watches :attr:`requested`, bounds its in-flight work with :meth:`bounded`,
+    and reports with :meth:`finished`. One object serves one loop at a time.
+    """
+
+    __slots__ = ("_deadline", "_done", "_event", "_requested", "_running", "clean")
+
+    def __init__(self) -> None:
+        self._requested = False
+        self._deadline = math.inf
+        self._event: asyncio.Event | None = None
+        self._done: asyncio.Event | None = None
+        self._running = False
+        self.clean = True
+        """False once the loop dropped or failed something in flight at the deadline."""
+
+    @property
+    def requested(self) -> bool:
+        """True once a stop was requested."""
+        return self._requested
+
+    @property
+    def running(self) -> bool:
+        """True while a loop watching this stop is running."""
+        return self._running
+
+    @property
+    def deadline(self) -> float:
+        """The loop-clock time by which in-flight work must end (inf before a request)."""
+        return self._deadline
+
+    @property
+    def event(self) -> asyncio.Event:
+        """Set once a stop was requested (for loops that wait on an ``asyncio.Event``)."""
+        if self._event is None:
+            self._event = asyncio.Event()
+            if self._requested:
+                self._event.set()
+        return self._event
+
+    def remaining(self) -> float:
+        """Seconds left before the deadline (inf before a request, never negative)."""
+        if not self._requested:
+            return math.inf
+        return max(self._deadline - asyncio.get_running_loop().time(), 0.0)
+
+    def expired(self) -> bool:
+        """True once a stop was requested and its deadline has passed."""
+        return self._requested and self.remaining() <= 0.0
+
+    def request(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> None:
+        """Ask the loop to stop, finishing its in-flight work within ``timeout`` seconds.
+
+        A second request may bring the deadline forward, never back.
+
+        Raises:
+            ValueError: ``timeout`` is out of range (see :func:`check_shutdown_timeout`).
+            RuntimeError: No event loop is running.
+        """
+        seconds = check_shutdown_timeout(timeout)
+        now = asyncio.get_running_loop().time()
+        self._deadline = min(self._deadline, now + seconds)
+        self._requested = True
+        self.event.set()
+
+    def started(self) -> None:
+        """Called by the loop as it starts (before its first receive)."""
+        self._running = True
+        self.clean = True
+        if self._done is not None:
+            self._done.clear()
+
+    def finished(self) -> None:
+        """Called by the loop once it has stopped and closed (or left) its sockets."""
+        self._running = False
+        if self._done is None:
+            self._done = asyncio.Event()
+        self._done.set()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Request the stop and wait (at most ``timeout`` + :data:`SHUTDOWN_GRACE`) for
+        the loop to finish.
+
+        Returns:
+            True if the loop finished with nothing in flight dropped or failed (or no
+            loop was running); False otherwise, or if it did not finish in time.
+
+        Raises:
+            ValueError: ``timeout`` is out of range.
+        """
+        self.request(timeout)
+        if not self._running:
+            return True
+        if self._done is None:
+            self._done = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._done.wait(), self.remaining() + SHUTDOWN_GRACE)
+        except TimeoutError:
+            return False
+        return self.clean
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """Await ``work``; once a stop is requested, only until its deadline.
+
+        Raises:
+            DrainTimeout: The deadline passed first (``work`` is cancelled, and
+                :attr:`clean` becomes False).
+        """
+        task = asyncio.ensure_future(work)
+        try:
+            if not self._requested:
+                waker = asyncio.ensure_future(self.event.wait())
+                try:
+                    await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waker
+            if not task.done():
+                await asyncio.wait({task}, timeout=self.remaining())
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                # a cancellation of this coroutine itself propagates from the wait
+        if task.cancelled():
+            self.clean = False
+            raise DrainTimeout("in-flight work did not finish before the shutdown deadline")
+        return task.result()
+
+    async def recv(self, sock: Receiver) -> Message | None:
+        """The next message on ``sock``; None once a stop is requested or ``sock`` is
+        closed (a message that arrives in the same instant as the request is left in
+        the socket: it was not accepted).
+        """
+        if self._requested:
+            return None
+        receive = asyncio.ensure_future(sock.recv(timeout=math.inf))
+        waker = asyncio.ensure_future(self.event.wait())
+        try:
+            await asyncio.wait({receive, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receive, waker):
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ClosedError):
+                        await task
+        if receive.cancelled():
+            return None
+        try:
+            return receive.result()
+        except ClosedError:
+            return None
