@@ -7,8 +7,8 @@ import asyncio
 import signal
 
 import pytest
-
 from _sigterm_helpers import EXIT_BOUND, run_real, server, terminate
+
 from transportkit import SocketOptions, Timeout
 from transportkit.zmq_backend import ZmqNetwork
 

@@ -41,7 +41,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from transportkit._errors import ClosedError
 from transportkit._socket import Message, Receiver
@@ -86,6 +86,20 @@ def check_shutdown_timeout(timeout: object) -> float:
     return float(timeout)
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a helper task's exception retrieved: its owner may have been cancelled
+    before it could read it (the exception then matters to nobody).
+    """
+    if not task.cancelled():
+        task.exception()
+
+
+def _helper(work: Awaitable[T]) -> asyncio.Future[T]:
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    return task
+
+
 class DrainTimeout(Exception):
     """Work in flight did not finish before the shutdown's deadline (it was cancelled)."""
 
@@ -99,7 +113,7 @@ class GracefulStop:
     and reports with :meth:`finished`. One object serves one loop at a time.
     """
 
-    __slots__ = ("_deadline", "_done", "_event", "_requested", "_running", "clean")
+    __slots__ = ("_deadline", "_done", "_event", "_requested", "_running", "_waker", "clean")
 
     def __init__(self) -> None:
         self._requested = False
@@ -107,6 +121,7 @@ class GracefulStop:
         self._event: asyncio.Event | None = None
         self._done: asyncio.Event | None = None
         self._running = False
+        self._waker: asyncio.Future[Any] | None = None
         self.clean = True
         """False once the loop dropped or failed something in flight at the deadline."""
 
@@ -169,6 +184,9 @@ class GracefulStop:
     def finished(self) -> None:
         """Called by the loop once it has stopped and closed (or left) its sockets."""
         self._running = False
+        if self._waker is not None:
+            self._waker.cancel()
+            self._waker = None
         if self._done is None:
             self._done = asyncio.Event()
         self._done.set()
@@ -202,16 +220,14 @@ class GracefulStop:
             DrainTimeout: The deadline passed first (``work`` is cancelled, and
                 :attr:`clean` becomes False).
         """
-        task = asyncio.ensure_future(work)
+        task = _helper(work)
         try:
             if not self._requested:
-                waker = asyncio.ensure_future(self.event.wait())
-                try:
-                    await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waker
+                waker = self._waker
+                if waker is None or waker.done():
+                    waker = _helper(self.event.wait())
+                    self._waker = waker
+                await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 await asyncio.wait({task}, timeout=self.remaining())
         finally:
@@ -225,6 +241,62 @@ class GracefulStop:
             raise DrainTimeout("in-flight work did not finish before the shutdown deadline")
         return task.result()
 
+    async def unless_requested(self, work: Awaitable[T]) -> T | None:
+        """Await ``work``, or cancel it and return None if a stop is requested first
+        (or was already). For waits that hold nothing (a poll), never for work in
+        flight (see :meth:`bounded`).
+        """
+        task = _helper(work)
+        if self._requested:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        waker = self._waker
+        if waker is None or waker.done():
+            waker = _helper(self.event.wait())
+            self._waker = waker
+        try:
+            await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return None
+        return task.result()
+
+    async def receive(self, sock: Receiver, timeout: float) -> Message | None:
+        """``sock.recv(timeout=timeout)``, but None if a stop is requested meanwhile.
+
+        For loops that must go on reading while they drain (a broker waits for its
+        workers' replies): once a stop was requested this is a plain ``recv``. A
+        message received in the same instant as the request is returned, not lost.
+
+        Raises:
+            Timeout: Nothing came within ``timeout``.
+            ClosedError: ``sock`` is closed.
+        """
+        if self._requested:
+            return await sock.recv(timeout=timeout)
+        waker = self._waker
+        if waker is None or waker.done():
+            waker = _helper(self.event.wait())
+            self._waker = waker
+        receive: asyncio.Future[Any] = _helper(sock.recv(timeout=timeout))
+        try:
+            await asyncio.wait({receive, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not receive.done():
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ClosedError):
+                    await receive
+        if receive.cancelled():
+            return None
+        message: Message = receive.result()
+        return message
+
     async def recv(self, sock: Receiver) -> Message | None:
         """The next message on ``sock``; None once a stop is requested or ``sock`` is
         closed (a message that arrives in the same instant as the request is left in
@@ -232,8 +304,8 @@ class GracefulStop:
         """
         if self._requested:
             return None
-        receive = asyncio.ensure_future(sock.recv(timeout=math.inf))
-        waker = asyncio.ensure_future(self.event.wait())
+        receive: asyncio.Future[Any] = _helper(sock.recv(timeout=math.inf))
+        waker: asyncio.Future[Any] = _helper(self.event.wait())
         try:
             await asyncio.wait({receive, waker}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -245,6 +317,7 @@ class GracefulStop:
         if receive.cancelled():
             return None
         try:
-            return receive.result()
+            message: Message = receive.result()
         except ClosedError:
             return None
+        return message

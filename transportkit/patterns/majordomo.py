@@ -78,6 +78,11 @@ from transportkit.patterns._limits import (
     check_message_limit,
     too_large,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 
 __all__ = [
     "MDPC01",
@@ -241,6 +246,9 @@ class MajordomoBrokerStats:
         undeliverable: Messages the socket would not take at once (with
             ``router_mandatory``: a peer gone, or one at its high-water mark); each was
             dropped, and a worker it was meant for is forgotten.
+        shutdown_dropped: Requests a graceful stop (:meth:`MajordomoBroker.shutdown`)
+            dropped: client requests (``mmi.*`` ones too) that came once it had
+            started, and requests still pending at its deadline.
     """
 
     requests: int = 0
@@ -255,6 +263,7 @@ class MajordomoBrokerStats:
     requeued: int = 0
     poisoned: int = 0
     undeliverable: int = 0
+    shutdown_dropped: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -342,6 +351,16 @@ class MajordomoBroker:
     ``router_mandatory`` the broker cannot know of such a drop: a worker that
     heartbeats but never reads keeps the one request it was handed until it falls
     silent (each such worker holds one request, and there are at most ``max_workers``).
+
+    **Stopping.** :meth:`stop` is the hard stop (the socket closes at once);
+    ``await broker.shutdown(timeout)`` the graceful one: from then on every client
+    request is dropped (counted in ``stats.shutdown_dropped``; 7/MDP has no error reply,
+    so the client times out and retries, perhaps on another broker), while the
+    requests already accepted are still dispatched and their workers' replies
+    forwarded, for at most ``timeout`` seconds (default 5). Once none is pending, or at
+    the deadline (what is still pending is dropped and counted), every worker is sent
+    DISCONNECT, the socket is closed with its ``linger`` (give it one, e.g. 1000 ms,
+    for the last replies to leave over tcp), and :meth:`run` returns.
 
     Args:
         network: The network that makes the ROUTER socket.
@@ -433,6 +452,7 @@ class MajordomoBroker:
         self._next_check = math.inf
         self._running = False
         self._stopping = False
+        self._graceful = GracefulStop()
 
     @property
     def expiry(self) -> float:
@@ -482,10 +502,30 @@ class MajordomoBroker:
         return self._endpoint
 
     def stop(self) -> None:
-        """Make :meth:`run` return, and close the socket. Idempotent."""
+        """Make :meth:`run` return, and close the socket, at once (the hard stop: what
+        is pending is lost; see :meth:`shutdown`). Idempotent.
+        """
         self._stopping = True
         if self._socket is not None:
             self._socket.close()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully: drop new client requests, finish the pending ones within
+        ``timeout`` seconds, DISCONNECT the workers, close the socket (see the class
+        docstring). Idempotent; if :meth:`run` is not running, the same as :meth:`stop`.
+
+        Returns:
+            True if no pending request was dropped at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        if not self._running:
+            self._graceful.request(timeout)
+            self.stop()
+            return True
+        return await self._graceful.shutdown(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -529,21 +569,27 @@ class MajordomoBroker:
         sock = self._socket
         assert sock is not None
         self._running = True
+        graceful = self._graceful
+        graceful.started()
         heartbeat_at = _now() + self.heartbeat_interval
         try:
             while True:
                 now = _now()
-                wake = min(heartbeat_at, self._next_check)
+                wake = min(heartbeat_at, self._next_check, graceful.deadline)
                 try:
-                    msg = await sock.recv(timeout=max(wake - now, 0.0))
+                    msg = await graceful.receive(sock, max(wake - now, 0.0))
                 except Timeout:
                     pass
                 else:
-                    self._handle(sock, msg)
+                    if msg is not None:
+                        self._handle(sock, msg)
                 now = _now() + _SLACK
                 if now >= self._next_check:
                     self._purge(now)
                 self._dispatch(sock)
+                if graceful.requested and (not self._pending.count or graceful.expired()):
+                    self._drained(sock)
+                    break
                 if now >= heartbeat_at:
                     for worker in list(self._workers.values()):
                         if not self._send(sock, [worker.identity, b"", MDPW01, MDPW_HEARTBEAT]):
@@ -554,7 +600,18 @@ class MajordomoBroker:
                 raise
         finally:
             self._running = False
+            if graceful.requested:
+                self._stopping = True
             sock.close()
+            graceful.finished()
+
+    def _drained(self, sock: Router) -> None:
+        """End a graceful stop: count what is still pending, DISCONNECT the workers."""
+        if self._pending.count:
+            self.stats.shutdown_dropped += self._pending.count
+            self._graceful.clean = False
+        for worker in list(self._workers.values()):
+            self._disconnect(sock, worker.identity)
 
     # -- internals --------------------------------------------------------------------
 
@@ -621,6 +678,9 @@ class MajordomoBroker:
     def _client_message(self, sock: Router, client: bytes, frames: list[bytes]) -> None:
         if len(frames) < 2 or not frames[0]:
             self.stats.malformed += 1
+            return
+        if self._graceful.requested:
+            self.stats.shutdown_dropped += 1
             return
         service, body = frames[0], frames[1:]
         if len(service) > self.max_service_name:
