@@ -18,7 +18,7 @@ def test_sigterm_answers_the_request_in_flight_and_exits_0() -> None:
     front, state_pub, state_sub = (free_tcp_endpoint() for _ in range(3))
     with server(
         "bstarsrv", "--primary", "--frontend", front, "--state-pub", state_pub,
-        "--state-sub", state_sub, "--heartbeat", "0.1", "--delay", "1.0",
+        "--state-sub", state_sub, "--heartbeat", "0.1", "--delay", "0.5",
     ) as child:  # fmt: skip
 
         async def go() -> tuple[Message, bool]:

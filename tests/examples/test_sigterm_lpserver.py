@@ -39,7 +39,7 @@ async def _in_flight_then_new(endpoint: str, child_signal: object) -> tuple[list
 def test_sigterm_answers_the_slow_request_in_flight_and_exits_0() -> None:
     with server(
         "lpserver", "--bind", "tcp://127.0.0.1:*", "--overload-chance", "1",
-        "--overload-delay", "1.0",
+        "--overload-delay", "0.5",
     ) as child:  # fmt: skip
         assert child.ready_line is not None
         endpoint = _endpoint(child.ready_line)
@@ -56,6 +56,7 @@ def test_sigterm_answers_the_slow_request_in_flight_and_exits_0() -> None:
         assert not any("after-sigterm" in line for line in child.lines)
 
 
+@pytest.mark.slow
 def test_sigterm_past_the_timeout_fails_the_request_with_the_error_reply() -> None:
     with server(
         "lpserver", "--bind", "tcp://127.0.0.1:*", "--overload-chance", "1",

@@ -111,6 +111,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sndhwm", type=int, default=1000, help="PUB high-water mark, >= 1 (%(default)s)"
     )
+    parser.add_argument(
+        "--snapshot-sndhwm",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="snapshot ROUTER high-water mark, >= 1: a snapshot waits on a slow client "
+        "past it (%(default)s)",
+    )
     add_shutdown_option(parser)
     return parser.parse_args(argv)
 
@@ -139,7 +147,7 @@ async def serve(args: argparse.Namespace) -> int:
                 heartbeat=args.heartbeat,
                 extensions=args.extensions,
                 publisher_options=shutdown_options(args, SocketOptions(sndhwm=args.sndhwm)),
-                snapshot_options=shutdown_options(args),
+                snapshot_options=shutdown_options(args, SocketOptions(sndhwm=args.snapshot_sndhwm)),
             )
         else:
             primary = args.pair == "primary"
