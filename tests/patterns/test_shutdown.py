@@ -18,9 +18,13 @@ from transportkit.patterns import (
     BinaryStarServer,
     CloneServer,
     GracefulStop,
+    LoadBalancingBroker,
     MajordomoBroker,
     MajordomoClient,
     MajordomoWorker,
+    ParanoidPirateQueue,
+    ParanoidPirateWorker,
+    run_load_balancing_worker,
     serve_lazy_pirate,
 )
 from transportkit.patterns._shutdown import check_shutdown_timeout
@@ -405,3 +409,84 @@ def test_binary_star_drops_the_request_whose_handler_outlives_the_deadline() -> 
     assert not clean
     assert stopped_at == pytest.approx(1.0, abs=0.01)
     assert server.stats.shutdown_dropped == 1
+
+
+# -- load-balancing broker (Simple Pirate queue) and Paranoid Pirate queue -------------
+
+
+def _queue_world(
+    kind: str, delay: float
+) -> tuple[Simulation, LoadBalancingBroker | ParanoidPirateQueue]:
+    sim = Simulation(seed=12, latency=LINK)
+    node = sim.node("q")
+    queue: LoadBalancingBroker | ParanoidPirateQueue
+    if kind == "lb":
+        queue = LoadBalancingBroker(node, frontend="tcp://*:5555", backend="tcp://*:5556")
+    else:
+        queue = ParanoidPirateQueue(
+            node, frontend="tcp://*:5555", backend="tcp://*:5556", heartbeat_interval=0.2
+        )
+    node.spawn(queue.run())
+
+    async def slow(request: Message) -> list[bytes]:
+        await asyncio.sleep(delay)
+        return [b"done:" + request[-1]]
+
+    worker = sim.node("w")
+    if kind == "lb":
+        worker.spawn(run_load_balancing_worker(worker, "tcp://q:5556", slow))
+    else:
+        worker.spawn(
+            ParanoidPirateWorker(worker, "tcp://q:5556", slow, heartbeat_interval=0.2).run()
+        )
+    return sim, queue
+
+
+async def _queue_request(sim: Simulation, name: str, body: bytes, wait: float) -> Message | None:
+    with sim.node(name).requester(connect="tcp://q:5555") as req:
+        await req.send([body])
+        try:
+            return await req.recv(timeout=wait)
+        except Timeout:
+            return None
+
+
+@pytest.mark.parametrize("kind", ["lb", "paranoid"])
+def test_queues_forward_the_reply_in_flight_and_read_no_new_request(kind: str) -> None:
+    sim, queue = _queue_world(kind, delay=1.0)
+
+    async def main() -> tuple[Message | None, Message | None, bool, float]:
+        await asyncio.sleep(0.5)  # the worker is ready
+        first = asyncio.ensure_future(_queue_request(sim, "c1", b"a", 5.0))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(queue.shutdown(5.0))
+        late = asyncio.ensure_future(_queue_request(sim, "c2", b"b", 2.0))
+        clean = await stopping
+        stopped_at = sim.now
+        return await first, await late, clean, stopped_at
+
+    first, late, clean, stopped_at = sim.run(main(), timeout=60)
+    assert first == [b"done:a"]
+    assert late is None
+    assert clean
+    assert 1.5 < stopped_at < 1.6  # when the reply came back
+    assert queue.stats.requests == 1 and queue.stats.shutdown_dropped == 0
+
+
+@pytest.mark.parametrize("kind", ["lb", "paranoid"])
+def test_queues_count_what_a_worker_still_holds_at_the_deadline(kind: str) -> None:
+    sim, queue = _queue_world(kind, delay=60.0)
+
+    async def main() -> tuple[Message | None, bool, float]:
+        await asyncio.sleep(0.5)
+        first = asyncio.ensure_future(_queue_request(sim, "c1", b"a", 2.0))
+        await asyncio.sleep(0.2)
+        clean = await queue.shutdown(0.5)
+        stopped_at = sim.now
+        return await first, clean, stopped_at
+
+    first, clean, stopped_at = sim.run(main(), timeout=60)
+    assert first is None
+    assert not clean
+    assert stopped_at == pytest.approx(1.2, abs=0.01)
+    assert queue.stats.shutdown_dropped == 1

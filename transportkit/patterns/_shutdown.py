@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import math
 from collections.abc import Awaitable
 from typing import Any, Final, TypeVar
 
-from transportkit._errors import ClosedError
+from transportkit._errors import ClosedError, Timeout
 from transportkit._socket import Message, Receiver
 
 __all__ = [
@@ -113,7 +114,17 @@ class GracefulStop:
     and reports with :meth:`finished`. One object serves one loop at a time.
     """
 
-    __slots__ = ("_deadline", "_done", "_event", "_requested", "_running", "_waker", "clean")
+    __slots__ = (
+        "_deadline",
+        "_done",
+        "_event",
+        "_requested",
+        "_running",
+        "_sleeper",
+        "_waker",
+        "_woke",
+        "clean",
+    )
 
     def __init__(self) -> None:
         self._requested = False
@@ -122,6 +133,8 @@ class GracefulStop:
         self._done: asyncio.Event | None = None
         self._running = False
         self._waker: asyncio.Future[Any] | None = None
+        self._sleeper: asyncio.Task[Any] | None = None
+        self._woke = False
         self.clean = True
         """False once the loop dropped or failed something in flight at the deadline."""
 
@@ -173,6 +186,10 @@ class GracefulStop:
         self._deadline = min(self._deadline, now + seconds)
         self._requested = True
         self.event.set()
+        sleeper = self._sleeper
+        if sleeper is not None and not self._woke and sleeper is not asyncio.current_task():
+            self._woke = True
+            sleeper.cancel()
 
     def started(self) -> None:
         """Called by the loop as it starts (before its first receive)."""
@@ -241,38 +258,42 @@ class GracefulStop:
             raise DrainTimeout("in-flight work did not finish before the shutdown deadline")
         return task.result()
 
-    async def unless_requested(self, work: Awaitable[T]) -> T | None:
-        """Await ``work``, or cancel it and return None if a stop is requested first
-        (or was already). For waits that hold nothing (a poll), never for work in
-        flight (see :meth:`bounded`).
+    async def interruptible(self, wait: Awaitable[T]) -> T | None:
+        """Await ``wait`` in this task; return None instead if a stop is requested first
+        (or was already).
+
+        Only for waits whose result may be lost (a poll, a sleep): the request wakes
+        the task by cancelling it, which throws away what ``wait`` was about to return.
+        A cancellation from elsewhere still propagates. Costs no task.
         """
-        task = _helper(work)
         if self._requested:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if inspect.iscoroutine(wait):
+                wait.close()
             return None
-        waker = self._waker
-        if waker is None or waker.done():
-            waker = _helper(self.event.wait())
-            self._waker = waker
+        task = asyncio.current_task()
+        self._sleeper = task
         try:
-            await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+            result = await wait
+        except asyncio.CancelledError:
+            if self._woke and task is not None:
+                self._woke = False
+                if task.uncancel() == 0:
+                    return None
+            raise
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if task.cancelled():
+            self._sleeper = None
+        if self._woke and task is not None:  # the wake's cancellation was swallowed
+            self._woke = False
+            task.uncancel()
             return None
-        return task.result()
+        return result
 
     async def receive(self, sock: Receiver, timeout: float) -> Message | None:
         """``sock.recv(timeout=timeout)``, but None if a stop is requested meanwhile.
 
         For loops that must go on reading while they drain (a broker waits for its
-        workers' replies): once a stop was requested this is a plain ``recv``. A
-        message received in the same instant as the request is returned, not lost.
+        workers' replies): once a stop was requested this is a plain ``recv``. It
+        polls, then takes the message, so the request never costs one.
 
         Raises:
             Timeout: Nothing came within ``timeout``.
@@ -280,44 +301,29 @@ class GracefulStop:
         """
         if self._requested:
             return await sock.recv(timeout=timeout)
-        waker = self._waker
-        if waker is None or waker.done():
-            waker = _helper(self.event.wait())
-            self._waker = waker
-        receive: asyncio.Future[Any] = _helper(sock.recv(timeout=timeout))
-        try:
-            await asyncio.wait({receive, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not receive.done():
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ClosedError):
-                    await receive
-        if receive.cancelled():
+        message = sock.try_recv()
+        if message is not None:
+            return message
+        waiting = await self.interruptible(sock.poll(timeout))
+        if waiting is None:
             return None
-        message: Message = receive.result()
+        message = sock.try_recv() if waiting else None
+        if message is None:
+            raise Timeout(f"nothing received within {timeout} s")
         return message
 
     async def recv(self, sock: Receiver) -> Message | None:
         """The next message on ``sock``; None once a stop is requested or ``sock`` is
-        closed (a message that arrives in the same instant as the request is left in
-        the socket: it was not accepted).
+        closed. It polls, then takes the message: a message still in the socket when
+        the request comes stays there (it was not accepted).
         """
-        if self._requested:
-            return None
-        receive: asyncio.Future[Any] = _helper(sock.recv(timeout=math.inf))
-        waker: asyncio.Future[Any] = _helper(self.event.wait())
-        try:
-            await asyncio.wait({receive, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (receive, waker):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, ClosedError):
-                        await task
-        if receive.cancelled():
-            return None
-        try:
-            message: Message = receive.result()
-        except ClosedError:
-            return None
-        return message
+        while True:
+            try:
+                waiting = await self.interruptible(sock.poll(math.inf))
+            except ClosedError:
+                return None
+            if waiting is None:
+                return None
+            message = sock.try_recv()
+            if message is not None:
+                return message

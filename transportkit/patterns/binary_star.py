@@ -352,7 +352,7 @@ class BinaryStarServer(Service):
                 sockets: list[Receiver] = [self._state_sub]
                 if self._frontend is not None:
                     sockets.append(self._frontend)
-                ready = await graceful.unless_requested(poll(sockets, next_beat - now))
+                ready = await graceful.interruptible(poll(sockets, next_beat - now))
                 if ready is None:
                     break
                 if self._state_sub in ready:
