@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from transportkit.patterns import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     BinaryStarServer,
     CloneServer,
+    FreelanceServer,
     GracefulStop,
     LoadBalancingBroker,
     MajordomoBroker,
@@ -24,6 +26,8 @@ from transportkit.patterns import (
     MajordomoWorker,
     ParanoidPirateQueue,
     ParanoidPirateWorker,
+    Titanic,
+    TitanicClient,
     run_load_balancing_worker,
     serve_lazy_pirate,
 )
@@ -490,3 +494,109 @@ def test_queues_count_what_a_worker_still_holds_at_the_deadline(kind: str) -> No
     assert not clean
     assert stopped_at == pytest.approx(1.2, abs=0.01)
     assert queue.stats.shutdown_dropped == 1
+
+
+# -- Freelance ------------------------------------------------------------------------
+
+
+def _freelance_world(delay: float) -> tuple[Simulation, FreelanceServer]:
+    sim = Simulation(seed=13, latency=LINK)
+
+    async def slow(body: Message) -> list[bytes]:
+        await asyncio.sleep(delay)
+        return [b"done:" + body[0]]
+
+    server = FreelanceServer(sim.node("fl"), bind="tcp://fl:5555", handler=slow)
+    sim.node("fl").spawn(server.run())
+    return sim, server
+
+
+async def _freelance_request(
+    sim: Simulation, name: str, body: bytes, wait: float
+) -> Message | None:
+    with sim.node(name).dealer(connect="tcp://fl:5555") as dealer:
+        await dealer.send([b"1", body])
+        try:
+            return await dealer.recv(timeout=wait)
+        except Timeout:
+            return None
+
+
+def test_freelance_answers_the_request_in_flight_and_reads_no_new_one() -> None:
+    sim, server = _freelance_world(delay=1.0)
+
+    async def main() -> tuple[Message | None, Message | None, bool, float]:
+        first = asyncio.ensure_future(_freelance_request(sim, "c1", b"a", 5.0))
+        await asyncio.sleep(0.2)
+        stopping = asyncio.ensure_future(server.shutdown(5.0))
+        late = asyncio.ensure_future(_freelance_request(sim, "c2", b"b", 2.0))
+        clean = await stopping
+        stopped_at = sim.now
+        return await first, await late, clean, stopped_at
+
+    first, late, clean, stopped_at = sim.run(main(), timeout=60)
+    assert first == [b"1", b"done:a"]
+    assert late is None
+    assert clean
+    assert 1.0 < stopped_at < 1.1
+    assert server.stats.served == 1 and server.socket.closed
+
+
+def test_freelance_drops_the_request_whose_handler_outlives_the_deadline() -> None:
+    sim, server = _freelance_world(delay=60.0)
+
+    async def main() -> tuple[Message | None, bool, float]:
+        first = asyncio.ensure_future(_freelance_request(sim, "c1", b"a", 2.0))
+        await asyncio.sleep(0.2)
+        clean = await server.shutdown(0.3)
+        stopped_at = sim.now
+        return await first, clean, stopped_at
+
+    first, clean, stopped_at = sim.run(main(), timeout=60)
+    assert first is None and not clean
+    assert stopped_at == pytest.approx(0.5, abs=0.01)
+    assert server.stats.shutdown_dropped == 1
+
+
+# -- Titanic --------------------------------------------------------------------------
+
+
+def test_titanic_stores_the_reply_of_the_dispatch_in_flight_then_disconnects(
+    tmp_path: Path,
+) -> None:
+    sim = Simulation(seed=14, latency=LINK)
+    broker = MajordomoBroker(sim.node("broker"), "tcp://*:5555")
+    sim.node("broker").spawn(broker.run())
+    endpoint = "tcp://broker:5555"
+    titanic = Titanic(sim.node("titanic"), endpoint, tmp_path)
+    sim.node("titanic").spawn(titanic.run())
+
+    async def slow(request: Message) -> list[bytes]:
+        await asyncio.sleep(2.0)
+        return [b"done:" + request[0]]
+
+    sim.node("w").spawn(MajordomoWorker(sim.node("w"), endpoint, b"risk").serve(slow))
+
+    async def main() -> tuple[bool, float, int, Message | None]:
+        async with TitanicClient(sim.node("c"), endpoint) as client:
+            await asyncio.sleep(1.0)
+            request_uuid = await client.request(b"risk", [b"a"])
+            while titanic.stats.dispatched == 0:
+                await asyncio.sleep(0.01)
+            clean = await titanic.shutdown(5.0)
+            stopped_at = sim.now
+            await asyncio.sleep(0.1)  # the DISCONNECTs reach the broker
+            workers = broker.worker_count(b"titanic.request")
+        again = Titanic(sim.node("titanic"), endpoint, tmp_path)  # a restart
+        sim.node("titanic").spawn(again.run())
+        async with TitanicClient(sim.node("c"), endpoint) as client:
+            reply = await client.reply(request_uuid)
+        again.stop()
+        return clean, stopped_at, workers, reply
+
+    clean, stopped_at, workers, reply = sim.run(main(), timeout=60)
+    assert clean
+    assert 3.0 < stopped_at < 3.2  # once the slow reply was stored
+    assert workers == 0
+    assert reply == [b"done:a"]  # stored before the stop: the restart serves it
+    assert titanic.stats.replies == 1 and titanic.stats.shutdown_dropped == 0

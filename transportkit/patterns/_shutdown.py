@@ -38,7 +38,6 @@ not here: a pattern never installs a signal handler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import math
 from collections.abc import Awaitable
@@ -87,20 +86,6 @@ def check_shutdown_timeout(timeout: object) -> float:
     return float(timeout)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark a helper task's exception retrieved: its owner may have been cancelled
-    before it could read it (the exception then matters to nobody).
-    """
-    if not task.cancelled():
-        task.exception()
-
-
-def _helper(work: Awaitable[T]) -> asyncio.Future[T]:
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(_retrieve)
-    return task
-
-
 class DrainTimeout(Exception):
     """Work in flight did not finish before the shutdown's deadline (it was cancelled)."""
 
@@ -118,11 +103,13 @@ class GracefulStop:
         "_deadline",
         "_done",
         "_event",
+        "_expiring",
         "_requested",
         "_running",
         "_sleeper",
-        "_waker",
+        "_timer",
         "_woke",
+        "_worker",
         "clean",
     )
 
@@ -132,7 +119,9 @@ class GracefulStop:
         self._event: asyncio.Event | None = None
         self._done: asyncio.Event | None = None
         self._running = False
-        self._waker: asyncio.Future[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._worker: asyncio.Task[Any] | None = None
+        self._expiring = False
         self._sleeper: asyncio.Task[Any] | None = None
         self._woke = False
         self.clean = True
@@ -190,6 +179,8 @@ class GracefulStop:
         if sleeper is not None and not self._woke and sleeper is not asyncio.current_task():
             self._woke = True
             sleeper.cancel()
+        if self._worker is not None:
+            self._arm()
 
     def started(self) -> None:
         """Called by the loop as it starts (before its first receive)."""
@@ -201,9 +192,6 @@ class GracefulStop:
     def finished(self) -> None:
         """Called by the loop once it has stopped and closed (or left) its sockets."""
         self._running = False
-        if self._waker is not None:
-            self._waker.cancel()
-            self._waker = None
         if self._done is None:
             self._done = asyncio.Event()
         self._done.set()
@@ -231,32 +219,52 @@ class GracefulStop:
         return self.clean
 
     async def bounded(self, work: Awaitable[T]) -> T:
-        """Await ``work``; once a stop is requested, only until its deadline.
+        """Await ``work`` in this task; once a stop is requested, only until its
+        deadline (a timer then cancels it). Costs no task.
 
         Raises:
             DrainTimeout: The deadline passed first (``work`` is cancelled, and
                 :attr:`clean` becomes False).
         """
-        task = _helper(work)
+        task = asyncio.current_task()
+        self._worker = task
+        if self._requested:
+            self._arm()
         try:
-            if not self._requested:
-                waker = self._waker
-                if waker is None or waker.done():
-                    waker = _helper(self.event.wait())
-                    self._waker = waker
-                await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                await asyncio.wait({task}, timeout=self.remaining())
+            result = await work
+        except asyncio.CancelledError:
+            if self._expiring and task is not None:
+                self._expiring = False
+                if task.uncancel() == 0:
+                    self.clean = False
+                    raise DrainTimeout(
+                        "in-flight work did not finish before the shutdown deadline"
+                    ) from None
+            raise
         finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                # a cancellation of this coroutine itself propagates from the wait
-        if task.cancelled():
+            self._worker = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if self._expiring and task is not None:  # the cancellation was swallowed
+            self._expiring = False
+            task.uncancel()
             self.clean = False
             raise DrainTimeout("in-flight work did not finish before the shutdown deadline")
-        return task.result()
+        return result
+
+    def _arm(self) -> None:
+        """Cancel the work in flight (see :meth:`bounded`) at the deadline."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        worker = self._worker
+        if worker is not None and not self._expiring:
+            self._expiring = True
+            worker.cancel()
 
     async def interruptible(self, wait: Awaitable[T]) -> T | None:
         """Await ``wait`` in this task; return None instead if a stop is requested first
