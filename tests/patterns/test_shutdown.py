@@ -20,6 +20,7 @@ from transportkit.patterns import (
     CloneServer,
     FreelanceServer,
     GracefulStop,
+    LastValueCache,
     LoadBalancingBroker,
     MajordomoBroker,
     MajordomoClient,
@@ -33,6 +34,7 @@ from transportkit.patterns import (
 )
 from transportkit.patterns._shutdown import check_shutdown_timeout
 from transportkit.patterns.clone._kvmsg import ICANHAZ, KTHXBAI
+from transportkit.patterns.conflation import SNAPSHOT_END, SNAPSHOT_REQUEST, SNAPSHOT_VALUE
 from transportkit.patterns.lazy_pirate import ServeStats
 from transportkit.sim_backend import Constant, Simulation
 from transportkit.trading import RiskBook, RiskLimits, serve_risk
@@ -600,3 +602,58 @@ def test_titanic_stores_the_reply_of_the_dispatch_in_flight_then_disconnects(
     assert workers == 0
     assert reply == [b"done:a"]  # stored before the stop: the restart serves it
     assert titanic.stats.replies == 1 and titanic.stats.shutdown_dropped == 0
+
+
+# -- last-value cache -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("timeout", "whole"), [(5.0, True), (0.3, False)])
+def test_last_value_cache_drains_the_snapshot_in_progress_within_the_bound(
+    timeout: float, whole: bool
+) -> None:
+    sim = Simulation(seed=15, latency=LINK, kernel_buffers=False)
+    cache = LastValueCache(
+        sim.node("lvc"),
+        upstream="tcp://pub:5557",
+        downstream="tcp://*:5558",
+        snapshots="tcp://*:5559",
+        snapshot_hwm=2,
+        options=SocketOptions(linger=1000),
+    )
+    sim.node("lvc").spawn(cache.run())
+
+    async def main() -> tuple[list[bytes], bool, float]:
+        with sim.node("pub").publisher(bind="tcp://*:5557") as pub:
+            await asyncio.sleep(0.5)  # the cache's subscription arrives
+            for i in range(40):
+                await pub.send([b"T.%02d" % i, b"x"])
+            await asyncio.sleep(0.1)
+        with sim.node("sub").dealer(
+            connect="tcp://lvc:5559", options=SocketOptions(rcvhwm=2)
+        ) as dealer:
+            await dealer.send([SNAPSHOT_REQUEST, b"", b"t1"])
+            stopping = None
+            kinds = []
+            while True:
+                try:
+                    msg = await dealer.recv(timeout=1.0)
+                except Timeout:
+                    break
+                kinds.append(msg[0])
+                if stopping is None:  # the snapshot is in progress: stop now
+                    stopping = asyncio.ensure_future(cache.shutdown(timeout))
+                if msg[0] == SNAPSHOT_END:
+                    break
+                await asyncio.sleep(0.05)
+            assert stopping is not None
+            clean = await stopping
+            return kinds, clean, sim.now
+
+    kinds, clean, _ = sim.run(main(), timeout=60)
+    assert clean is whole
+    if whole:
+        assert kinds.count(SNAPSHOT_VALUE) == 40 and kinds[-1] == SNAPSHOT_END
+        assert cache.shutdown_dropped == 0
+    else:
+        assert SNAPSHOT_END not in kinds and cache.shutdown_dropped == 1
+    assert cache.upstream.closed and cache.snapshots.closed
