@@ -657,3 +657,66 @@ def test_last_value_cache_drains_the_snapshot_in_progress_within_the_bound(
     else:
         assert SNAPSHOT_END not in kinds and cache.shutdown_dropped == 1
     assert cache.upstream.closed and cache.snapshots.closed
+
+
+# -- Majordomo worker -----------------------------------------------------------------
+
+
+def test_majordomo_worker_answers_the_request_it_holds_then_disconnects() -> None:
+    sim = Simulation(seed=16, latency=LINK)
+    broker = MajordomoBroker(sim.node("broker"), "tcp://*:5555")
+    sim.node("broker").spawn(broker.run())
+    endpoint = "tcp://broker:5555"
+    worker = MajordomoWorker(sim.node("w"), endpoint, b"risk")
+
+    async def slow(request: Message) -> list[bytes]:
+        await asyncio.sleep(1.0)
+        return [b"done:" + request[0]]
+
+    serving = sim.node("w").spawn(worker.serve(slow))
+
+    async def main() -> tuple[Message, bool, float, int]:
+        await asyncio.sleep(0.5)
+        client = MajordomoClient(sim.node("c"), endpoint, timeout=5.0, retries=1)
+        in_flight = asyncio.ensure_future(client.request(b"risk", [b"a"]))
+        await asyncio.sleep(0.2)
+        clean = await worker.shutdown(5.0)
+        stopped_at = sim.now
+        reply = await in_flight
+        await asyncio.sleep(0.1)
+        return reply, clean, stopped_at, broker.worker_count(b"risk")
+
+    reply, clean, stopped_at, workers = sim.run(main(), timeout=60)
+    assert reply == [b"done:a"] and clean
+    assert 1.5 < stopped_at < 1.6
+    assert workers == 0  # its DISCONNECT arrived
+    assert serving.done() and worker.closed
+
+
+def test_majordomo_worker_gives_the_request_back_at_the_deadline() -> None:
+    sim = Simulation(seed=17, latency=LINK)
+    broker = MajordomoBroker(sim.node("broker"), "tcp://*:5555")
+    sim.node("broker").spawn(broker.run())
+    endpoint = "tcp://broker:5555"
+    stuck = MajordomoWorker(sim.node("w1"), endpoint, b"risk")
+
+    async def never(request: Message) -> list[bytes]:
+        await asyncio.sleep(3600)
+        return request
+
+    sim.node("w1").spawn(stuck.serve(never))
+
+    async def main() -> tuple[Message, bool]:
+        await asyncio.sleep(0.5)
+        client = MajordomoClient(sim.node("c"), endpoint, timeout=10.0, retries=1)
+        in_flight = asyncio.ensure_future(client.request(b"risk", [b"a"]))
+        await asyncio.sleep(0.2)
+        helper = MajordomoWorker(sim.node("w2"), endpoint, b"risk")
+        sim.node("w2").spawn(helper.serve(lambda request: [b"w2", *request]))
+        clean = await stuck.shutdown(0.5)
+        return await in_flight, clean
+
+    reply, clean = sim.run(main(), timeout=60)
+    assert not clean
+    assert reply == [b"w2", b"a"]  # the broker requeued it for the other worker
+    assert stuck.stats.abandoned == 1 and broker.stats.requeued == 1

@@ -80,6 +80,7 @@ from transportkit.patterns._limits import (
 )
 from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
     GracefulStop,
     check_shutdown_timeout,
 )
@@ -998,6 +999,7 @@ class MajordomoWorker:
         self.reconnect_interval: Final = float(reconnect_interval)
         self.max_message_bytes: Final = check_message_limit(max_message_bytes)
         self.stats: Final = MajordomoWorkerStats()
+        self._graceful = GracefulStop()
         # No maxmsgsize from max_message_bytes here: the worker's one peer is its
         # broker, and a request refused in process can be given back (a frame libzmq
         # refuses drops the connection, and the broker learns only by expiry).
@@ -1128,7 +1130,8 @@ class MajordomoWorker:
         max_requests: int | None = None,
         on_error: MajordomoErrorReply | None = None,
     ) -> int:
-        """Answer requests with ``handler`` until the worker is closed; return how many.
+        """Answer requests with ``handler`` until the worker is closed or shut down
+        (:meth:`shutdown`); return how many.
 
         A handler that raises (an :class:`Exception`) or returns something that is not
         a non-empty sequence of bytes-like frames is counted
@@ -1146,13 +1149,40 @@ class MajordomoWorker:
                 application-level reply body, e.g. ``[b"ERROR", str(exc).encode()]``.
         """
         served = 0
+        graceful = self._graceful
+        if graceful.requested:
+            return 0
+        graceful.started()
+        try:
+            served = await self._serve(handler, max_requests, on_error)
+            if graceful.requested:
+                self.close()
+        finally:
+            graceful.finished()
+        return served
+
+    async def _serve(
+        self,
+        handler: MajordomoHandler,
+        max_requests: int | None,
+        on_error: MajordomoErrorReply | None,
+    ) -> int:
+        served = 0
+        graceful = self._graceful
         while max_requests is None or served < max_requests:
             try:
-                request = await self.recv()
+                request = await graceful.interruptible(self.recv())
             except ClosedError:
                 break
+            if request is None:  # a graceful stop; a request taken meanwhile is given
+                break  # back by the DISCONNECT of close()
             try:
-                reply = await _call(handler, request)
+                reply = await graceful.bounded(_call(handler, request))
+            except DrainTimeout:
+                self._current = None  # given back: close() sends DISCONNECT
+                self.stats.abandoned += 1
+                graceful.clean = False
+                break
             except Exception as exc:
                 self.stats.handler_errors += 1
                 reply = None
@@ -1172,6 +1202,25 @@ class MajordomoWorker:
                 break
             served += 1
         return served
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop :meth:`serve` gracefully: take no new request, let the handler answer
+        the one it holds within ``timeout`` seconds (default 5; past it the handler is
+        cancelled and the request given back to the broker, which hands it to another
+        worker), then :meth:`close` (DISCONNECT; give ``options`` a ``linger``, e.g.
+        1000 ms, for the last reply and the DISCONNECT to leave over tcp). Idempotent;
+        a worker not serving is closed at once.
+
+        Returns:
+            True if no request was given back at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        await self.aclose()
+        return clean
 
     def close(self) -> None:
         """Stop the conversation, close the socket and wake a waiting :meth:`recv`.

@@ -113,8 +113,8 @@ async def serve_until_signalled(
         signals: The signals to handle (SIGTERM and SIGINT by default).
 
     Returns:
-        0 after a graceful stop; what ``serve`` returned if it returned by itself (0 if
-        not an int); 128 + the signal's number if a second signal forced the stop.
+        0 if ``serve`` returned (by itself or after a graceful stop); 128 + the
+        signal's number if a second signal forced the stop.
 
     Raises:
         Exception: Whatever ``serve`` raises.
@@ -153,9 +153,7 @@ async def serve_until_signalled(
         if stopping:
             clean = await stopping[0]
             print("STOPPED clean" if clean else "STOPPED dropped", flush=True)
-            return 0
-        result = task.result()
-        return result if isinstance(result, int) else 0
+        return 0
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

@@ -93,19 +93,14 @@ async def serve(args: argparse.Namespace) -> int:
             options=shutdown_options(args),
         )
 
-        async def run() -> int:
-            try:
-                await server.run()
-            except SplitBrainError:
-                return 1
-            return 0
-
         try:
             return await serve_until_signalled(
-                run(),
+                server.run(),
                 lambda: server.shutdown(args.shutdown_timeout),
                 ready=f"READY {server.frontend_endpoint}",
             )
+        except SplitBrainError:
+            return 1
         finally:
             await server.close()
 
