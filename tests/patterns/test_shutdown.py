@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -41,6 +43,13 @@ from transportkit.trading import RiskBook, RiskLimits, serve_risk
 from transportkit.zmq_backend import ZmqNetwork
 
 LINK = Constant(0.001)
+T = TypeVar("T")
+
+
+def _run(sim: Simulation, main: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
+    """Run ``main`` in ``sim``, then close it (the servers left running are cancelled)."""
+    with sim:
+        return sim.run(main, timeout=timeout)
 
 
 # -- the contract ---------------------------------------------------------------------
@@ -61,7 +70,7 @@ def test_shutdown_of_a_stop_no_loop_watches_returns_at_once() -> None:
         stop = GracefulStop()
         return await stop.shutdown(2.0), sim.now
 
-    assert sim.run(main()) == (True, 0.0)
+    assert _run(sim, main()) == (True, 0.0)
 
 
 # -- Lazy Pirate / risk server (REP) --------------------------------------------------
@@ -108,7 +117,7 @@ def test_lazy_pirate_answers_the_request_in_flight_and_reads_no_new_one() -> Non
         stopped_at = sim.now
         return await first, await late, clean, stopped_at
 
-    first, late, clean, stopped_at = sim.run(main(), timeout=60)
+    first, late, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first == [b"ok:a"]
     assert late is None  # never read
     assert clean
@@ -127,7 +136,7 @@ def test_lazy_pirate_past_the_deadline_fails_the_request_with_the_error_reply() 
         stopped_at = sim.now
         return await first, clean, stopped_at
 
-    first, clean, stopped_at = sim.run(main(), timeout=60)
+    first, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first == [b""]  # EMPTY_ANSWER
     assert not clean
     assert stopped_at == pytest.approx(0.75)
@@ -151,7 +160,7 @@ def test_risk_server_stops_gracefully_with_a_graceful_stop() -> None:
         await asyncio.sleep(1.0)
         return await stop.shutdown(1.0)
 
-    assert sim.run(main(), timeout=10)
+    assert _run(sim, main(), timeout=10)
     assert returned == [1.0]
     assert not stop.running
 
@@ -190,7 +199,7 @@ def test_majordomo_forwards_the_reply_in_flight_drops_new_requests_and_disconnec
         await asyncio.sleep(0.1)  # the DISCONNECT reaches the worker
         return reply, refused, clean, stopped_at
 
-    reply, refused, clean, stopped_at = sim.run(main(), timeout=60)
+    reply, refused, clean, stopped_at = _run(sim, main(), timeout=60)
     assert reply == [b"done:a"]
     assert refused and clean
     assert 2.5 < stopped_at < 2.6  # when the reply came back, not at the deadline
@@ -216,7 +225,7 @@ def test_majordomo_drops_what_is_pending_at_the_deadline() -> None:
         await asyncio.gather(waiting, return_exceptions=True)
         return clean, stopped_at, broker.pending_requests
 
-    clean, stopped_at, _ = sim.run(main(), timeout=60)
+    clean, stopped_at, _ = _run(sim, main(), timeout=60)
     assert not clean
     assert stopped_at == pytest.approx(1.5, abs=0.01)
     assert broker.stats.shutdown_dropped == 1
@@ -231,7 +240,7 @@ def test_majordomo_shutdown_before_run_makes_run_return_at_once() -> None:
         await broker.run()
         return clean
 
-    assert sim.run(main(), timeout=5)
+    assert _run(sim, main(), timeout=5)
 
 
 def test_majordomo_shutdown_on_real_sockets() -> None:
@@ -315,7 +324,7 @@ def test_clone_lets_the_snapshot_in_progress_finish_and_answers_no_new_request()
             stopped_at = sim.now
             return await slow, await late, clean, stopped_at
 
-    keys, late, clean, stopped_at = sim.run(main(), timeout=60)
+    keys, late, clean, stopped_at = _run(sim, main(), timeout=60)
     assert len(keys) == 41 and keys[-1] == KTHXBAI  # the whole snapshot
     assert late == []  # never answered
     assert clean
@@ -339,7 +348,7 @@ def test_clone_cuts_the_snapshot_at_the_deadline() -> None:
             stopped_at = sim.now
             return await slow, clean, stopped_at
 
-    keys, clean, stopped_at = sim.run(main(), timeout=60)
+    keys, clean, stopped_at = _run(sim, main(), timeout=60)
     assert KTHXBAI not in keys and keys
     assert not clean
     assert stopped_at == pytest.approx(1.0, abs=0.01)
@@ -389,7 +398,7 @@ def test_binary_star_answers_the_request_in_flight_and_reads_no_new_one() -> Non
             stopped_at = sim.now
             return await first, await late, clean, stopped_at
 
-    first, late, clean, stopped_at = sim.run(main(), timeout=60)
+    first, late, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first == [b"done:a"]
     assert late is None
     assert clean
@@ -410,7 +419,7 @@ def test_binary_star_drops_the_request_whose_handler_outlives_the_deadline() -> 
             stopped_at = sim.now
             return await first, clean, stopped_at
 
-    first, clean, stopped_at = sim.run(main(), timeout=60)
+    first, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first is None
     assert not clean
     assert stopped_at == pytest.approx(1.0, abs=0.01)
@@ -471,7 +480,7 @@ def test_queues_forward_the_reply_in_flight_and_read_no_new_request(kind: str) -
         stopped_at = sim.now
         return await first, await late, clean, stopped_at
 
-    first, late, clean, stopped_at = sim.run(main(), timeout=60)
+    first, late, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first == [b"done:a"]
     assert late is None
     assert clean
@@ -491,7 +500,7 @@ def test_queues_count_what_a_worker_still_holds_at_the_deadline(kind: str) -> No
         stopped_at = sim.now
         return await first, clean, stopped_at
 
-    first, clean, stopped_at = sim.run(main(), timeout=60)
+    first, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first is None
     assert not clean
     assert stopped_at == pytest.approx(1.2, abs=0.01)
@@ -536,7 +545,7 @@ def test_freelance_answers_the_request_in_flight_and_reads_no_new_one() -> None:
         stopped_at = sim.now
         return await first, await late, clean, stopped_at
 
-    first, late, clean, stopped_at = sim.run(main(), timeout=60)
+    first, late, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first == [b"1", b"done:a"]
     assert late is None
     assert clean
@@ -554,7 +563,7 @@ def test_freelance_drops_the_request_whose_handler_outlives_the_deadline() -> No
         stopped_at = sim.now
         return await first, clean, stopped_at
 
-    first, clean, stopped_at = sim.run(main(), timeout=60)
+    first, clean, stopped_at = _run(sim, main(), timeout=60)
     assert first is None and not clean
     assert stopped_at == pytest.approx(0.5, abs=0.01)
     assert server.stats.shutdown_dropped == 1
@@ -596,7 +605,7 @@ def test_titanic_stores_the_reply_of_the_dispatch_in_flight_then_disconnects(
         again.stop()
         return clean, stopped_at, workers, reply
 
-    clean, stopped_at, workers, reply = sim.run(main(), timeout=60)
+    clean, stopped_at, workers, reply = _run(sim, main(), timeout=60)
     assert clean
     assert 3.0 < stopped_at < 3.2  # once the slow reply was stored
     assert workers == 0
@@ -649,7 +658,7 @@ def test_last_value_cache_drains_the_snapshot_in_progress_within_the_bound(
             clean = await stopping
             return kinds, clean, sim.now
 
-    kinds, clean, _ = sim.run(main(), timeout=60)
+    kinds, clean, _ = _run(sim, main(), timeout=60)
     assert clean is whole
     if whole:
         assert kinds.count(SNAPSHOT_VALUE) == 40 and kinds[-1] == SNAPSHOT_END
@@ -686,7 +695,7 @@ def test_majordomo_worker_answers_the_request_it_holds_then_disconnects() -> Non
         await asyncio.sleep(0.1)
         return reply, clean, stopped_at, broker.worker_count(b"risk")
 
-    reply, clean, stopped_at, workers = sim.run(main(), timeout=60)
+    reply, clean, stopped_at, workers = _run(sim, main(), timeout=60)
     assert reply == [b"done:a"] and clean
     assert 1.5 < stopped_at < 1.6
     assert workers == 0  # its DISCONNECT arrived
@@ -716,7 +725,8 @@ def test_majordomo_worker_gives_the_request_back_at_the_deadline() -> None:
         clean = await stuck.shutdown(0.5)
         return await in_flight, clean
 
-    reply, clean = sim.run(main(), timeout=60)
+    reply, clean = _run(sim, main(), timeout=60)
     assert not clean
     assert reply == [b"w2", b"a"]  # the broker requeued it for the other worker
-    assert stuck.stats.abandoned == 1 and broker.stats.requeued == 1
+    assert stuck.stats.abandoned == 1 and stuck.stats.shutdown_dropped == 1
+    assert broker.stats.requeued == 1

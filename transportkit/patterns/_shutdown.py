@@ -5,19 +5,23 @@ servers :func:`~transportkit.patterns.serve_lazy_pirate` and
 :func:`~transportkit.trading.serve_risk`, ``await stop.shutdown(timeout=...)`` on the
 :class:`GracefulStop` given to them as ``stop=``) does, in order:
 
-1. **Stop accepting.** No new request is taken: a REP server stops reading its
-   socket; a ROUTER server (a broker, Binary Star, Freelance, Clone's snapshot socket)
-   keeps reading only what finishes work already accepted (a worker's reply) and drops
-   every new request, counted in its stats' ``shutdown_dropped``. None of these
-   protocols has a "going away" reply a client would understand, so a refused client
-   sees what it sees of a dead server: a timeout, then its retry or failover.
+1. **Stop accepting.** No new request is taken: a server stops reading the socket its
+   requests come on (a REP; Binary Star's and Freelance's ROUTER; Clone's and the
+   last-value cache's snapshot ROUTER and upstream; the front end of the
+   load-balancing and Paranoid Pirate queues; a Majordomo worker takes no new
+   request). The Majordomo broker, whose clients and workers share one socket, keeps
+   reading for its workers' replies and drops each new client request, counted in
+   its stats' ``shutdown_dropped``. None of these protocols has a "going away" reply
+   a client would understand, so a refused client sees what it sees of a dead
+   server: a timeout, then its retry or failover.
 2. **Drain.** What is in flight (a handler running, a request handed to a worker, a
-   snapshot being sent) is finished and answered for at most ``timeout`` seconds of
-   the loop's clock (virtual on the sim). At the deadline what is left is failed with
-   the protocol's error reply where the protocol has one (Lazy Pirate's
-   :data:`~transportkit.patterns.lazy_pirate.EMPTY_ANSWER` /
-   :data:`~transportkit.patterns.lazy_pirate.NOT_AN_ANSWER`, a risk rejection), else
-   dropped and counted in ``shutdown_dropped``.
+   snapshot being sent, a Titanic dispatch) is finished and answered for at most
+   ``timeout`` seconds of the loop's clock (virtual on the sim). At the deadline what
+   is left is failed with the protocol's error reply where the protocol has one (Lazy
+   Pirate's :data:`~transportkit.patterns.lazy_pirate.EMPTY_ANSWER` /
+   :data:`~transportkit.patterns.lazy_pirate.NOT_AN_ANSWER`), given back where the
+   protocol can (a Majordomo worker's DISCONNECT: the broker requeues the request),
+   else dropped; each is counted in ``shutdown_dropped``.
 3. **Close.** The server's sockets are closed with their own ``linger`` (0 by
    default), so replies just sent leave within it; the network's close waits at most
    that long for them.

@@ -900,6 +900,9 @@ class MajordomoWorkerStats:
             them was replaced meanwhile (the broker has given them to another worker
             or dropped them).
         stale_replies: Replies dropped for the same reason.
+        shutdown_dropped: Requests a graceful stop (:meth:`MajordomoWorker.shutdown`)
+            gave back to the broker because the handler was still running at its
+            deadline (counted in ``abandoned`` too).
     """
 
     requests: int = 0
@@ -914,6 +917,7 @@ class MajordomoWorkerStats:
     unsent: int = 0
     stale_requests: int = 0
     stale_replies: int = 0
+    shutdown_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1181,6 +1185,7 @@ class MajordomoWorker:
             except DrainTimeout:
                 self._current = None  # given back: close() sends DISCONNECT
                 self.stats.abandoned += 1
+                self.stats.shutdown_dropped += 1
                 graceful.clean = False
                 break
             except Exception as exc:
