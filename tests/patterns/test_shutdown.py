@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from transportkit import Message, ServiceUnavailableError, SocketOptions, Timeout
 from transportkit.patterns import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     BinaryStarServer,
+    ClonePairServer,
     CloneServer,
     FreelanceServer,
     GracefulStop,
@@ -730,3 +733,67 @@ def test_majordomo_worker_gives_the_request_back_at_the_deadline() -> None:
     assert reply == [b"w2", b"a"]  # the broker requeued it for the other worker
     assert stuck.stats.abandoned == 1 and stuck.stats.shutdown_dropped == 1
     assert broker.stats.requeued == 1
+
+
+def test_a_clone_pair_server_shuts_down_and_its_run_returns() -> None:
+    sim = Simulation(seed=18, latency=LINK)
+    node = sim.node("a")
+    pair = ClonePairServer(
+        node,
+        primary=True,
+        publisher="tcp://*:7001",
+        snapshot="tcp://*:7002",
+        collector="tcp://*:7003",
+        state_pub="tcp://*:7004",
+        state_sub="tcp://b:7004",  # no backup: the primary serves alone
+        peer_snapshot="tcp://b:7002",
+        peer_publisher="tcp://b:7001",
+        heartbeat=0.1,
+        bstar_heartbeat=0.1,
+    )
+    running = node.spawn(pair.run())
+
+    async def main() -> tuple[bool, float]:
+        await asyncio.sleep(1.0)
+        clean = await pair.shutdown(2.0)
+        stopped_at = sim.now
+        await asyncio.sleep(0)
+        assert running.done()  # run() returned: it used to wait for ever
+        return clean, stopped_at
+
+    clean, stopped_at = _run(sim, main())
+    assert clean and stopped_at == pytest.approx(1.0)
+    assert all(sock.closed for sock in node.sockets) or not node.sockets
+
+
+# -- the bound, whatever the handler's time ---------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    delay=st.floats(min_value=0.0, max_value=20.0),
+    timeout=st.floats(min_value=0.0, max_value=10.0),
+    stop_at=st.floats(min_value=0.0, max_value=2.0),
+)
+def test_a_lazy_pirate_stop_is_bounded_and_says_whether_the_request_was_answered(
+    delay: float, timeout: float, stop_at: float
+) -> None:
+    sim, stats, stop, _ = _lazy_pirate_world(delay=delay)
+
+    async def main() -> tuple[Message | None, bool, float, float]:
+        first = asyncio.ensure_future(_request(sim, b"a", 30.0))
+        await asyncio.sleep(stop_at)
+        asked_at = sim.now
+        clean = await stop.shutdown(timeout)
+        stopped_at = sim.now
+        return await first, clean, asked_at, stopped_at
+
+    reply, clean, asked_at, stopped_at = _run(sim, main())
+    assert stopped_at <= asked_at + timeout + 1e-6  # within the bound
+    assert reply in ([b"ok:a"], [b""], None)
+    if reply == [b"ok:a"]:
+        assert clean and stats.shutdown_dropped == 0
+    elif reply == [b""]:  # failed at the deadline with the error reply
+        assert not clean and stats.shutdown_dropped == 1
+    else:  # the stop came before the request was read: it was never accepted
+        assert clean and stats.served == 0 and stats.shutdown_dropped == 0
