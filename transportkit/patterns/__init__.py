@@ -23,8 +23,18 @@ Resilience, heartbeat  :mod:`.resilience`                  ResilientSubscriber,
 Suicidal Snail                                             HeartbeatPublisher,
                                                            SuicidalSubscriber
 =====================  ==================================  ==============================
+
+Every long-running server stops gracefully with ``await server.shutdown(timeout=5.0)``
+(the function servers with a :class:`GracefulStop` given as ``stop=``): see
+:mod:`._shutdown` for the contract.
 """
 
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    MAX_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
+    GracefulStop,
+)
 from transportkit.patterns.binary_star import BinaryStarClient, BinaryStarServer, BStarState
 from transportkit.patterns.clone import CloneClient, ClonePairServer, CloneServer, KVMsg
 from transportkit.patterns.conflation import (
@@ -63,6 +73,8 @@ from transportkit.patterns.resilience import (
 from transportkit.patterns.titanic import Titanic, TitanicClient, TitanicError
 
 __all__ = [
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "MAX_SHUTDOWN_TIMEOUT",
     "AsyncMajordomoClient",
     "BStarState",
     "BinaryStarClient",
@@ -71,8 +83,10 @@ __all__ = [
     "ClonePairServer",
     "CloneServer",
     "ConflatingSubscriber",
+    "DrainTimeout",
     "FreelanceClient",
     "FreelanceServer",
+    "GracefulStop",
     "HeartbeatMonitor",
     "HeartbeatPublisher",
     "KVMsg",

@@ -150,6 +150,26 @@ class SnapshotSender:
                 await asyncio.sleep(0)
         return True
 
+    async def drain(self, timeout: float) -> int:
+        """Let the snapshots in progress, and those waiting, go on for at most
+        ``timeout`` seconds (the loop's clock), then abandon what is left
+        (:meth:`aclose`). Return how many snapshots were abandoned (0: all ended).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        while self._active:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(
+                list(self._active.values()),
+                timeout=remaining,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        left = len(self._active) + len(self._pending)
+        await self.aclose()
+        return left
+
     async def aclose(self) -> None:
         """Abandon every snapshot in progress or waiting; wait until they have stopped."""
         self._stopping = True

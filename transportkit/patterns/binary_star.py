@@ -74,6 +74,12 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +201,9 @@ class BinaryStarServerStats:
             something that is not a message.
         unsent: Replies that could not be sent (the client had gone, or a
             ``router_mandatory`` front end had it at its high-water mark).
+        shutdown_dropped: Requests a graceful stop (:meth:`BinaryStarServer.shutdown`)
+            left unanswered: the one whose handler was still running at the deadline
+            (it is cancelled).
     """
 
     served: int = 0
@@ -207,6 +216,7 @@ class BinaryStarServerStats:
     over_limit: int = 0
     handler_errors: int = 0
     unsent: int = 0
+    shutdown_dropped: int = 0
 
 
 async def _echo(request: Message) -> Sequence[Frame]:
@@ -219,6 +229,14 @@ class BinaryStarServer(Service):
     The sockets are made by the constructor (front end and state publisher bound, state
     subscriber connected to the peer); :meth:`run` (or :meth:`start`, or ``async with``)
     runs the state machine and serves clients.
+
+    ``await server.shutdown(timeout)`` stops it gracefully: no new request is read
+    (Binary Star has no refusal: a client asking now times out and fails over to the
+    peer, which takes over once this server has been silent for 2 x heartbeat); the
+    request being handled gets ``timeout`` seconds (default 5) to be answered, then
+    its handler is cancelled and it gets no reply (``stats.shutdown_dropped``); the
+    sockets are closed with their ``linger`` (give the front end one, e.g. 1000 ms, for
+    the last reply to leave over tcp). :meth:`close` is the hard stop.
 
     Args:
         network: Where to make the sockets.
@@ -280,6 +298,7 @@ class BinaryStarServer(Service):
         self._handler: Handler = handler or _echo
         self._on_state_change = on_state_change
         self._task: asyncio.Task[None] | None = None
+        self._graceful = GracefulStop()
         self._peer_expiry = -math.inf
         frontend_options = bounded_options(options, self.max_message_bytes)
         check_finite_hwm(frontend_options, "BinaryStarServer front end", "sndhwm", "rcvhwm")
@@ -305,6 +324,11 @@ class BinaryStarServer(Service):
         """Whether this server is ACTIVE (serving clients)."""
         return self.state is BStarState.ACTIVE
 
+    def _close_sockets(self) -> None:
+        for sock in (self._frontend, self._state_pub, self._state_sub):
+            if sock is not None:
+                sock.close()
+
     def start(self) -> None:
         """Run :meth:`run` in a background task. Idempotent.
 
@@ -324,11 +348,15 @@ class BinaryStarServer(Service):
             SplitBrainError: The peer reported a state that is fatal in ours (also
                 kept in :attr:`fatal`); the server stops serving.
         """
+        graceful = self._graceful
+        if graceful.requested:
+            return
         loop = asyncio.get_running_loop()
         self._peer_expiry = loop.time() + 2 * self.heartbeat
         next_beat = loop.time()
+        graceful.started()
         try:
-            while True:
+            while not graceful.requested:
                 now = loop.time()
                 if now >= next_beat:
                     await self._publish_state()
@@ -336,11 +364,14 @@ class BinaryStarServer(Service):
                 sockets: list[Receiver] = [self._state_sub]
                 if self._frontend is not None:
                     sockets.append(self._frontend)
-                ready = await poll(sockets, next_beat - now)
+                ready = await graceful.interruptible(poll(sockets, next_beat - now))
+                if ready is None:
+                    break
                 if self._state_sub in ready:
                     await self._peer_message()
                 if self._frontend is not None and self._frontend in ready:
                     await self._client_message(self._frontend)
+            self._close_sockets()
         except ClosedError:
             return
         except SplitBrainError as exc:
@@ -352,6 +383,23 @@ class BinaryStarServer(Service):
                 extra={"reason": "split brain"},
             )
             raise
+        finally:
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully (see the class docstring) and close the sockets; a server
+        that is not running is closed at once. Idempotent.
+
+        Returns:
+            True if no request in flight was left unanswered at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        await self.close()
+        return clean
 
     async def _publish_state(self) -> None:
         await self._state_pub.send([str(int(self.state)).encode()])
@@ -443,7 +491,11 @@ class BinaryStarServer(Service):
                 extra={"peer": peer(msg[0]), "counter": "refused"},
             )
             return
-        reply = await self._call_handler(msg[2:])
+        try:
+            reply = await self._graceful.bounded(self._call_handler(msg[2:]))
+        except DrainTimeout:
+            self.stats.shutdown_dropped += 1
+            return
         if reply is None:
             self.stats.handler_errors += 1
             return
@@ -512,9 +564,7 @@ class BinaryStarServer(Service):
     async def close(self) -> None:
         """Stop serving and close the sockets. Idempotent."""
         task, self._task = self._task, None
-        for sock in (self._frontend, self._state_pub, self._state_sub):
-            if sock is not None:
-                sock.close()
+        self._close_sockets()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, SplitBrainError):

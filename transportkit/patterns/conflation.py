@@ -66,6 +66,11 @@ from transportkit.patterns._limits import (
     too_large,
 )
 from transportkit.patterns._serving import SnapshotSender
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -395,6 +400,13 @@ class LastValueCache(Closeable):
             and ``max_pending_snapshots`` waiting, or the subscriber had one already.
         uncached: Updates forwarded but not cached (past ``max_topics`` or
             ``max_cache_bytes``).
+        shutdown_dropped: Snapshots a graceful stop (:meth:`shutdown`) cut at its
+            deadline (in progress or waiting).
+
+    ``await cache.shutdown(timeout)`` stops it gracefully: nothing more is read or
+    forwarded, the snapshots in progress or waiting get ``timeout`` seconds (default
+    5) to finish, the rest are cut, and the sockets are closed with their ``linger``.
+    :meth:`close` is the hard stop.
     """
 
     def __init__(
@@ -468,6 +480,8 @@ class LastValueCache(Closeable):
         self.over_limit = 0
         self.snapshots_refused = 0
         self.uncached = 0
+        self.shutdown_dropped = 0
+        self._graceful = GracefulStop()
         receiving = bounded_options(opts, self.max_message_bytes)
         self.downstream: Final[Publisher] = network.publisher(bind=downstream, options=opts)
         try:
@@ -519,9 +533,20 @@ class LastValueCache(Closeable):
         One task takes updates and requests, a bounded batch from each in turn, and
         never waits on a subscriber; snapshots are sent by their own tasks.
         """
+        graceful = self._graceful
+        if graceful.requested:
+            return
+        graceful.started()
         try:
             while True:
-                ready = await poll([self.upstream, self.snapshots])
+                ready = await graceful.interruptible(poll([self.upstream, self.snapshots]))
+                if ready is None:  # a graceful stop
+                    cut = await self._sender.drain(graceful.remaining())
+                    if cut:
+                        self.shutdown_dropped += cut
+                        graceful.clean = False
+                    self.close()
+                    return
                 if self.upstream in ready:
                     self._forward()
                 if self.snapshots in ready:
@@ -531,6 +556,22 @@ class LastValueCache(Closeable):
             return
         finally:
             await self._sender.aclose()
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully (see the class docstring) and close the sockets; a cache
+        that is not running is closed at once. Idempotent.
+
+        Returns:
+            True if no snapshot was cut at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        self.close()
+        return clean
 
     def _forward(self) -> None:
         for _ in range(_BATCH):

@@ -73,6 +73,12 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 
 logger = logging.getLogger(__name__)
@@ -532,6 +538,8 @@ class FreelanceServerStats:
             failover to another server, deals with them).
         dropped: Replies and PONGs that could not be sent (the client gone, or its pipe
             full).
+        shutdown_dropped: Requests a graceful stop (:meth:`FreelanceServer.shutdown`)
+            left unanswered: the one whose handler was still running at its deadline.
     """
 
     served: int = 0
@@ -540,6 +548,7 @@ class FreelanceServerStats:
     over_limit: int = 0
     handler_errors: int = 0
     dropped: int = 0
+    shutdown_dropped: int = 0
 
 
 class FreelanceServer(Closeable):
@@ -552,7 +561,12 @@ class FreelanceServer(Closeable):
     the PONGs queued behind it; a client takes a server silent for its ``server_ttl``
     for dead.
 
-    The socket is bound on construction and closed by :meth:`close`.
+    The socket is bound on construction and closed by :meth:`close` (the hard stop).
+    ``await server.shutdown(timeout)`` is the graceful one: nothing more is read (no
+    PONG either, so clients soon take the server for dead and go to the next one), the
+    request being handled gets ``timeout`` seconds (default 5) to be answered, then its
+    handler is cancelled and it gets no reply (FLP has none for errors;
+    ``stats.shutdown_dropped``), and the socket is closed with its ``linger``.
 
     Args:
         network: Where the socket comes from.
@@ -589,18 +603,46 @@ class FreelanceServer(Closeable):
         )
         check_finite_hwm(opts, "FreelanceServer", "sndhwm", "rcvhwm")
         self.stats = FreelanceServerStats()
+        self._graceful = GracefulStop()
         self.socket: Router = network.router(bind=bind, options=opts)
 
     async def run(self, *, max_requests: int | None = None) -> int:
-        """Serve until :meth:`close` (or ``max_requests`` replies); return replies sent."""
+        """Serve until :meth:`close`, :meth:`shutdown` (or ``max_requests`` replies);
+        return replies sent. Returns at once after a :meth:`shutdown`.
+        """
         served_before = self.stats.served
+        graceful = self._graceful
+        if graceful.requested:
+            return 0
+        graceful.started()
         try:
             while max_requests is None or self.stats.served - served_before < max_requests:
-                msg = await self.socket.recv(timeout=math.inf)
+                msg = await graceful.recv(self.socket)
+                if msg is None:
+                    break
                 await self._handle(msg)
+            if graceful.requested:
+                self.close()
         except ClosedError:
             pass
+        finally:
+            graceful.finished()
         return self.stats.served - served_before
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully (see the class docstring) and close the socket; a server
+        that is not running is closed at once. Idempotent.
+
+        Returns:
+            True if no request in flight was left unanswered at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        self.close()
+        return clean
 
     async def _handle(self, msg: Message) -> None:
         client, content = msg[0], msg[1:]
@@ -637,7 +679,13 @@ class FreelanceServer(Closeable):
                 extra={"peer": peer(client), "reason": "too large", "counter": "over_limit"},
             )
             return
-        reply = await reply_or_none(self.handler, content[1:], log=logger)
+        try:
+            reply = await self._graceful.bounded(
+                reply_or_none(self.handler, content[1:], log=logger)
+            )
+        except DrainTimeout:
+            self.stats.shutdown_dropped += 1
+            return
         if reply is None:
             self.stats.handler_errors += 1
             return

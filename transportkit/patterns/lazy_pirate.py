@@ -69,6 +69,7 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+from transportkit.patterns._shutdown import DrainTimeout, GracefulStop
 
 logger = logging.getLogger(__name__)
 
@@ -227,12 +228,16 @@ class ServeStats:
         malformed: Requests that do not follow the wire format (in
             :attr:`LazyPirateWire.SEQUENCED`, no sequence frame first), never handed
             to the handler (answered with ``on_error``'s reply).
+        shutdown_dropped: Requests in flight when a graceful stop's deadline passed:
+            their handler was cancelled and they got ``on_error``'s reply (or none,
+            without ``on_error``).
     """
 
     served: int = 0
     handler_errors: int = 0
     over_limit: int = 0
     malformed: int = 0
+    shutdown_dropped: int = 0
 
 
 ErrorReply: TypeAlias = Callable[[Message, Exception], Sequence[Frame]]
@@ -284,8 +289,9 @@ async def serve_requests(
     max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
     on_error: ErrorReply | None = None,
     stats: ServeStats | None = None,
+    stop: GracefulStop | None = None,
 ) -> int:
-    """Answer requests on a bound or connected REP socket until it closes.
+    """Answer requests on a bound or connected REP socket until it closes (or ``stop``).
 
     Each request's frames go to ``handler`` and its return value is sent back. A REP
     socket must answer every request before it can take the next, and plain
@@ -307,6 +313,13 @@ async def serve_requests(
             ``Exception``) or returned something that is not a message, or that was
             too large.
         stats: Counters to update as the loop runs.
+        stop: Stops the loop gracefully (see
+            :mod:`~transportkit.patterns._shutdown`): once ``stop.shutdown(timeout)``
+            is called no new request is read; the one being handled gets until the
+            deadline, then its handler is cancelled and it gets ``on_error``'s reply
+            (a :class:`~transportkit.patterns._shutdown.DrainTimeout`; without
+            ``on_error`` it gets none), counted in ``stats.shutdown_dropped``; then
+            the loop returns. The socket stays open (the caller closes it).
 
     Returns:
         How many requests were answered (error replies included).
@@ -320,6 +333,10 @@ async def serve_requests(
     """
     limit = check_message_limit(max_message_bytes)
     counters = ServeStats() if stats is None else stats
+    if stop is not None:
+        return await _serve_until_stopped(
+            socket, handler, stop, max_requests, limit=limit, on_error=on_error, counters=counters
+        )
     answered = 0
     while max_requests is None or answered < max_requests:
         request = await socket.recv(timeout=math.inf)
@@ -331,6 +348,45 @@ async def serve_requests(
             reply = check_frames(on_error(request, exc))
         await socket.send(reply)
         answered += 1
+    return answered
+
+
+async def _serve_until_stopped(
+    socket: Worker,
+    handler: Handler,
+    stop: GracefulStop,
+    max_requests: int | None,
+    *,
+    limit: int | None,
+    on_error: ErrorReply | None,
+    counters: ServeStats,
+) -> int:
+    """:func:`serve_requests`'s loop when it has a graceful ``stop``."""
+    answered = 0
+    stop.started()
+    try:
+        while max_requests is None or answered < max_requests:
+            request = await stop.recv(socket)
+            if request is None:
+                break
+            try:
+                reply = await stop.bounded(_answer(handler, request, limit, counters))
+            except DrainTimeout as exc:
+                counters.shutdown_dropped += 1
+                if on_error is None:
+                    break
+                reply = check_frames(on_error(request, exc))
+            except Exception as exc:
+                if on_error is None:
+                    raise
+                reply = check_frames(on_error(request, exc))
+            try:
+                await socket.send(reply)
+            except ClosedError:
+                break
+            answered += 1
+    finally:
+        stop.finished()
     return answered
 
 
@@ -389,6 +445,7 @@ async def serve_lazy_pirate(
     on_error: ErrorReply | _WireDefault | None = WIRE_DEFAULT,
     stats: ServeStats | None = None,
     wire: LazyPirateWire = LazyPirateWire.PLAIN,
+    stop: GracefulStop | None = None,
 ) -> int:
     """:func:`serve_requests` for Lazy Pirate clients, in either wire format.
 
@@ -408,6 +465,11 @@ async def serve_lazy_pirate(
     sequence frame for a sequenced client to take it as the answer); None makes a
     failure end the loop.
 
+    ``stop`` makes it stop gracefully (``await stop.shutdown(timeout)``, default 5 s):
+    no new request is read, the one being handled is answered, or at the deadline
+    gets the wire format's error reply (``stats.shutdown_dropped``), and the function
+    returns; see :func:`serve_requests`.
+
     Raises:
         ValueError: ``wire`` is not a LazyPirateWire; and see :func:`serve_requests`.
     """
@@ -421,6 +483,7 @@ async def serve_lazy_pirate(
         max_message_bytes=max_message_bytes,
         on_error=on_error,
         stats=stats,
+        stop=stop,
     )
 
 

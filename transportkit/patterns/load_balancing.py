@@ -49,6 +49,11 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 
 logger = logging.getLogger(__name__)
@@ -108,6 +113,8 @@ class BrokerStats:
             a READY from a new worker while ``max_workers`` are listed.
         dropped: Messages a ``router_mandatory`` socket refused to route (without that
             option ROUTERs drop unroutable messages silently, as libzmq does).
+        shutdown_dropped: Requests a graceful stop (``shutdown``) left unanswered: those
+            still with a worker at its deadline.
     """
 
     requests: int = 0
@@ -116,6 +123,7 @@ class BrokerStats:
     malformed: int = 0
     over_limit: int = 0
     dropped: int = 0
+    shutdown_dropped: int = 0
 
 
 class LoadBalancingBroker(RouterPair):
@@ -134,7 +142,13 @@ class LoadBalancingBroker(RouterPair):
     The broker holds no request: it reads clients only while a worker is free.
 
     The sockets are bound on construction (so the resolved endpoints can be announced)
-    and closed by :meth:`close`.
+    and closed by :meth:`close` (the hard stop). ``await broker.shutdown(timeout)`` is
+    the graceful one: the front end is no longer read (a request waiting there gets no
+    answer: the client's timeout, then its retry, handles it, as for a dead broker),
+    the replies to the requests workers hold are forwarded for at most ``timeout``
+    seconds (default 5), what is still held then is counted in
+    ``stats.shutdown_dropped``, and both sockets are closed with their ``linger`` (give
+    them one, e.g. 1000 ms, for the last replies to leave over tcp).
 
     Args:
         network: Where the sockets come from.
@@ -166,6 +180,8 @@ class LoadBalancingBroker(RouterPair):
         self.max_workers = check_bound("max_workers", max_workers)
         self.stats = BrokerStats()
         self._workers: dict[bytes, None] = {}  # ordered: the first waited longest
+        self._busy: dict[bytes, None] = {}  # workers holding a request
+        self._graceful = GracefulStop()
         opts = bounded_options(options, self.max_message_bytes)
         check_finite_hwm(opts, type(self).__name__, "sndhwm", "rcvhwm")
         back = opts
@@ -182,17 +198,49 @@ class LoadBalancingBroker(RouterPair):
         return tuple(self._workers)
 
     async def run(self) -> None:
-        """Broker until :meth:`close` (then return); never raises for bad input."""
+        """Broker until :meth:`close` or :meth:`shutdown` (then return); never raises
+        for bad input. Returns at once after a :meth:`shutdown`.
+        """
+        graceful = self._graceful
+        if graceful.requested:
+            return
+        graceful.started()
         try:
-            while True:
+            while not graceful.requested:
                 sockets = [self.backend, self.frontend] if self._workers else [self.backend]
-                ready = await poll(sockets, math.inf)
+                ready = await graceful.interruptible(poll(sockets, math.inf))
+                if ready is None:
+                    break
                 if self.backend in ready:
                     self._from_worker()
-                if self.frontend in ready and self._workers:
+                if self.frontend in ready and self._workers and not graceful.requested:
                     self._from_client()
+            while self._busy and not graceful.expired():
+                if self.backend in await poll([self.backend], graceful.remaining()):
+                    self._from_worker()
+            if self._busy:
+                self.stats.shutdown_dropped += len(self._busy)
+                graceful.clean = False
+            self.close()
         except ClosedError:
             return
+        finally:
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully (see the class docstring) and close the sockets; a broker
+        that is not running is closed at once. Idempotent.
+
+        Returns:
+            True if every request a worker held was answered before the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        self.close()
+        return clean
 
     def _from_worker(self) -> None:
         msg = self.backend.try_recv()
@@ -234,6 +282,7 @@ class LoadBalancingBroker(RouterPair):
                 },
             )
             return
+        self._busy.pop(worker, None)
         if worker in self._workers:
             return
         if len(self._workers) >= self.max_workers:
@@ -282,6 +331,9 @@ class LoadBalancingBroker(RouterPair):
         worker = next(iter(self._workers))
         del self._workers[worker]
         self._send(self.backend, [worker, b"", *msg])
+        self._busy[worker] = None
+        if len(self._busy) > self.max_workers:  # the oldest died holding its request
+            del self._busy[next(iter(self._busy))]
         self.stats.requests += 1
 
     def _send(self, router: Router, msg: Message) -> None:

@@ -81,6 +81,12 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +252,9 @@ class MajordomoBrokerStats:
         undeliverable: Messages the socket would not take at once (with
             ``router_mandatory``: a peer gone, or one at its high-water mark); each was
             dropped, and a worker it was meant for is forgotten.
+        shutdown_dropped: Requests a graceful stop (:meth:`MajordomoBroker.shutdown`)
+            dropped: client requests (``mmi.*`` ones too) that came once it had
+            started, and requests still pending at its deadline.
     """
 
     requests: int = 0
@@ -260,6 +269,7 @@ class MajordomoBrokerStats:
     requeued: int = 0
     poisoned: int = 0
     undeliverable: int = 0
+    shutdown_dropped: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -347,6 +357,16 @@ class MajordomoBroker:
     ``router_mandatory`` the broker cannot know of such a drop: a worker that
     heartbeats but never reads keeps the one request it was handed until it falls
     silent (each such worker holds one request, and there are at most ``max_workers``).
+
+    **Stopping.** :meth:`stop` is the hard stop (the socket closes at once);
+    ``await broker.shutdown(timeout)`` the graceful one: from then on every client
+    request is dropped (counted in ``stats.shutdown_dropped``; 7/MDP has no error reply,
+    so the client times out and retries, perhaps on another broker), while the
+    requests already accepted are still dispatched and their workers' replies
+    forwarded, for at most ``timeout`` seconds (default 5). Once none is pending, or at
+    the deadline (what is still pending is dropped and counted), every worker is sent
+    DISCONNECT, the socket is closed with its ``linger`` (give it one, e.g. 1000 ms,
+    for the last replies to leave over tcp), and :meth:`run` returns.
 
     Args:
         network: The network that makes the ROUTER socket.
@@ -438,6 +458,7 @@ class MajordomoBroker:
         self._next_check = math.inf
         self._running = False
         self._stopping = False
+        self._graceful = GracefulStop()
 
     @property
     def expiry(self) -> float:
@@ -487,10 +508,30 @@ class MajordomoBroker:
         return self._endpoint
 
     def stop(self) -> None:
-        """Make :meth:`run` return, and close the socket. Idempotent."""
+        """Make :meth:`run` return, and close the socket, at once (the hard stop: what
+        is pending is lost; see :meth:`shutdown`). Idempotent.
+        """
         self._stopping = True
         if self._socket is not None:
             self._socket.close()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully: drop new client requests, finish the pending ones within
+        ``timeout`` seconds, DISCONNECT the workers, close the socket (see the class
+        docstring). Idempotent; if :meth:`run` is not running, the same as :meth:`stop`.
+
+        Returns:
+            True if no pending request was dropped at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        if not self._running:
+            self._graceful.request(timeout)
+            self.stop()
+            return True
+        return await self._graceful.shutdown(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -534,21 +575,27 @@ class MajordomoBroker:
         sock = self._socket
         assert sock is not None
         self._running = True
+        graceful = self._graceful
+        graceful.started()
         heartbeat_at = _now() + self.heartbeat_interval
         try:
             while True:
                 now = _now()
-                wake = min(heartbeat_at, self._next_check)
+                wake = min(heartbeat_at, self._next_check, graceful.deadline)
                 try:
-                    msg = await sock.recv(timeout=max(wake - now, 0.0))
+                    msg = await graceful.receive(sock, max(wake - now, 0.0))
                 except Timeout:
                     pass
                 else:
-                    self._handle(sock, msg)
+                    if msg is not None:
+                        self._handle(sock, msg)
                 now = _now() + _SLACK
                 if now >= self._next_check:
                     self._purge(now)
                 self._dispatch(sock)
+                if graceful.requested and (not self._pending.count or graceful.expired()):
+                    self._drained(sock)
+                    break
                 if now >= heartbeat_at:
                     for worker in list(self._workers.values()):
                         if not self._send(sock, [worker.identity, b"", MDPW01, MDPW_HEARTBEAT]):
@@ -559,7 +606,18 @@ class MajordomoBroker:
                 raise
         finally:
             self._running = False
+            if graceful.requested:
+                self._stopping = True
             sock.close()
+            graceful.finished()
+
+    def _drained(self, sock: Router) -> None:
+        """End a graceful stop: count what is still pending, DISCONNECT the workers."""
+        if self._pending.count:
+            self.stats.shutdown_dropped += self._pending.count
+            self._graceful.clean = False
+        for worker in list(self._workers.values()):
+            self._disconnect(sock, worker.identity)
 
     # -- internals --------------------------------------------------------------------
 
@@ -700,6 +758,9 @@ class MajordomoBroker:
                     "counter": "malformed",
                 },
             )
+            return
+        if self._graceful.requested:
+            self.stats.shutdown_dropped += 1
             return
         service, body = frames[0], frames[1:]
         if len(service) > self.max_service_name:
@@ -996,6 +1057,9 @@ class MajordomoWorkerStats:
             them was replaced meanwhile (the broker has given them to another worker
             or dropped them).
         stale_replies: Replies dropped for the same reason.
+        shutdown_dropped: Requests a graceful stop (:meth:`MajordomoWorker.shutdown`)
+            gave back to the broker because the handler was still running at its
+            deadline (counted in ``abandoned`` too).
     """
 
     requests: int = 0
@@ -1010,6 +1074,7 @@ class MajordomoWorkerStats:
     unsent: int = 0
     stale_requests: int = 0
     stale_replies: int = 0
+    shutdown_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1095,6 +1160,7 @@ class MajordomoWorker:
         self.reconnect_interval: Final = float(reconnect_interval)
         self.max_message_bytes: Final = check_message_limit(max_message_bytes)
         self.stats: Final = MajordomoWorkerStats()
+        self._graceful = GracefulStop()
         # No maxmsgsize from max_message_bytes here: the worker's one peer is its
         # broker, and a request refused in process can be given back (a frame libzmq
         # refuses drops the connection, and the broker learns only by expiry).
@@ -1225,7 +1291,8 @@ class MajordomoWorker:
         max_requests: int | None = None,
         on_error: MajordomoErrorReply | None = None,
     ) -> int:
-        """Answer requests with ``handler`` until the worker is closed; return how many.
+        """Answer requests with ``handler`` until the worker is closed or shut down
+        (:meth:`shutdown`); return how many.
 
         A handler that raises (an :class:`Exception`) or returns something that is not
         a non-empty sequence of bytes-like frames is counted
@@ -1243,13 +1310,41 @@ class MajordomoWorker:
                 application-level reply body, e.g. ``[b"ERROR", str(exc).encode()]``.
         """
         served = 0
+        graceful = self._graceful
+        if graceful.requested:
+            return 0
+        graceful.started()
+        try:
+            served = await self._serve(handler, max_requests, on_error)
+            if graceful.requested:
+                self.close()
+        finally:
+            graceful.finished()
+        return served
+
+    async def _serve(
+        self,
+        handler: MajordomoHandler,
+        max_requests: int | None,
+        on_error: MajordomoErrorReply | None,
+    ) -> int:
+        served = 0
+        graceful = self._graceful
         while max_requests is None or served < max_requests:
             try:
-                request = await self.recv()
+                request = await graceful.interruptible(self.recv())
             except ClosedError:
                 break
+            if request is None:  # a graceful stop; a request taken meanwhile is given
+                break  # back by the DISCONNECT of close()
             try:
-                reply = await _call(handler, request)
+                reply = await graceful.bounded(_call(handler, request))
+            except DrainTimeout:
+                self._current = None  # given back: close() sends DISCONNECT
+                self.stats.abandoned += 1
+                self.stats.shutdown_dropped += 1
+                graceful.clean = False
+                break
             except Exception as exc:
                 self.stats.handler_errors += 1
                 limited(
@@ -1288,6 +1383,25 @@ class MajordomoWorker:
                 break
             served += 1
         return served
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop :meth:`serve` gracefully: take no new request, let the handler answer
+        the one it holds within ``timeout`` seconds (default 5; past it the handler is
+        cancelled and the request given back to the broker, which hands it to another
+        worker), then :meth:`close` (DISCONNECT; give ``options`` a ``linger``, e.g.
+        1000 ms, for the last reply and the DISCONNECT to leave over tcp). Idempotent;
+        a worker not serving is closed at once.
+
+        Returns:
+            True if no request was given back at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        await self.aclose()
+        return clean
 
     def close(self) -> None:
         """Stop the conversation, close the socket and wake a waiting :meth:`recv`.

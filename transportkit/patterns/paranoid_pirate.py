@@ -33,7 +33,7 @@ from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
-from transportkit._socket import Dealer, Frame, Message, Sender
+from transportkit._socket import Dealer, Frame, Message, Router, Sender
 from transportkit.patterns._broker import RouterPair
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -43,6 +43,11 @@ from transportkit.patterns._limits import (
     check_message_limit,
     message_bytes,
     too_large,
+)
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulStop,
+    check_shutdown_timeout,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 from transportkit.patterns.load_balancing import DEFAULT_MAX_WORKERS, split_envelope
@@ -125,6 +130,8 @@ class QueueStats:
         over_limit: Messages dropped for a bound: larger than ``max_message_bytes``, or
             from a new worker while ``max_workers`` are listed.
         dropped: Messages a ``router_mandatory`` socket could not route.
+        shutdown_dropped: Requests a graceful stop (``shutdown``) left unanswered: those
+            still with a worker at its deadline.
     """
 
     requests: int = 0
@@ -135,6 +142,7 @@ class QueueStats:
     malformed: int = 0
     over_limit: int = 0
     dropped: int = 0
+    shutdown_dropped: int = 0
 
 
 class ParanoidPirateQueue(RouterPair):
@@ -154,7 +162,13 @@ class ParanoidPirateQueue(RouterPair):
     :attr:`purged` keeps the latest :data:`HISTORY` purges. The queue holds no
     request: it reads clients only while a worker is listed.
 
-    The sockets are bound on construction and closed by :meth:`close`.
+    The sockets are bound on construction and closed by :meth:`close` (the hard stop).
+    ``await queue.shutdown(timeout)`` is the graceful one: the front end is no longer
+    read (a request waiting there gets no answer; the Lazy Pirate client retries), the
+    workers go on being heartbeated and the replies to the requests they hold are
+    forwarded for at most ``timeout`` seconds (default 5); what is still held then is
+    counted in ``stats.shutdown_dropped``, and both sockets are closed with their
+    ``linger`` (give them one, e.g. 1000 ms, for the last replies to leave over tcp).
 
     Args:
         network: Where the sockets come from.
@@ -195,6 +209,8 @@ class ParanoidPirateQueue(RouterPair):
         self.stats = QueueStats()
         self.purged: list[tuple[float, bytes]] = []
         self._expiry: dict[bytes, float] = {}
+        self._busy: dict[bytes, None] = {}  # workers holding a request
+        self._graceful = GracefulStop()
         opts = bounded_options(options, self.max_message_bytes)
         check_finite_hwm(opts, "ParanoidPirateQueue", "sndhwm", "rcvhwm")
         back = opts
@@ -216,18 +232,33 @@ class ParanoidPirateQueue(RouterPair):
         return dict(self._expiry)
 
     async def run(self) -> None:
-        """Serve until :meth:`close` (then return)."""
+        """Serve until :meth:`close` or :meth:`shutdown` (then return); returns at once
+        after a :meth:`shutdown`.
+        """
+        graceful = self._graceful
+        if graceful.requested:
+            return
+        graceful.started()
         loop = asyncio.get_running_loop()
         heartbeat_at = loop.time() + self.heartbeat_interval
         try:
             while True:
-                due = min([heartbeat_at, *self._expiry.values()])
+                stopping = graceful.requested
+                if stopping and (not self._busy or graceful.expired()):
+                    break
+                due = min([heartbeat_at, graceful.deadline, *self._expiry.values()])
                 wait = max(0.0, due - loop.time())
-                sockets = [self.backend, self.frontend] if self._expiry else [self.backend]
-                ready = await poll(sockets, wait)
+                accepting = self._expiry and not stopping
+                sockets = [self.backend, self.frontend] if accepting else [self.backend]
+                if stopping:
+                    ready: list[Router] | None = await poll(sockets, wait)
+                else:
+                    ready = await graceful.interruptible(poll(sockets, wait))
+                if ready is None:  # the stop request woke the loop
+                    continue
                 if self.backend in ready:
                     self._from_worker(loop.time())
-                if self.frontend in ready and self._expiry:
+                if self.frontend in ready and self._expiry and not graceful.requested:
                     self._from_client()
                 now = loop.time()
                 if now >= heartbeat_at:
@@ -246,8 +277,29 @@ class ParanoidPirateQueue(RouterPair):
                                 extra={"peer": peer(worker), "counter": "dropped"},
                             )
                 self._purge(now)
+            if self._busy:
+                self.stats.shutdown_dropped += len(self._busy)
+                graceful.clean = False
+            self.close()
         except ClosedError:
             return
+        finally:
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully (see the class docstring) and close the sockets; a queue
+        that is not running is closed at once. Idempotent.
+
+        Returns:
+            True if every request a worker held was answered before the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        self.close()
+        return clean
 
     def _from_worker(self, now: float) -> None:
         msg = self.backend.try_recv()
@@ -283,6 +335,7 @@ class ParanoidPirateQueue(RouterPair):
                     extra={"peer": peer(worker), "counter": "dropped"},
                 )
             self.stats.replies += 1
+            self._busy.pop(worker, None)
         else:
             self.stats.malformed += 1
             limited(
@@ -347,6 +400,9 @@ class ParanoidPirateQueue(RouterPair):
         del self._expiry[worker]
         if _send(self.backend, [worker, *msg]):
             self.stats.requests += 1
+            self._busy[worker] = None
+            if len(self._busy) > self.max_workers:  # the oldest died holding its request
+                del self._busy[next(iter(self._busy))]
         else:
             self.stats.dropped += 1
             limited(

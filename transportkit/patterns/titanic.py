@@ -83,6 +83,11 @@ from transportkit.patterns._limits import (
     check_bound,
     message_bytes,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
     MMI_OK,
@@ -221,6 +226,8 @@ class TitanicStats:
             ``500``, or the reply is retried).
         corrupt: Files in the directory that could not be read at start (left there,
             ignored).
+        shutdown_dropped: Dispatches a graceful stop (:meth:`Titanic.shutdown`) cut at
+            its deadline (the request stays stored and pending).
     """
 
     requests: int = 0
@@ -235,6 +242,7 @@ class TitanicStats:
     over_limit: int = 0
     storage_errors: int = 0
     corrupt: int = 0
+    shutdown_dropped: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -335,6 +343,7 @@ class Titanic:
         self._running = False
         self._stopping = False
         self._stopped = asyncio.Event()
+        self._graceful = GracefulStop()
 
     # -- state --------------------------------------------------------------------------
 
@@ -442,7 +451,10 @@ class Titanic:
             loop.create_task(worker.serve(handler), name=f"titanic-{worker.service.decode()}")
             for worker, handler in zip(workers, handlers, strict=True)
         ]
-        tasks.append(loop.create_task(self._dispatch_loop(), name="titanic-dispatcher"))
+        dispatcher = loop.create_task(self._dispatch_loop(), name="titanic-dispatcher")
+        tasks.append(dispatcher)
+        graceful = self._graceful
+        graceful.started()
         try:
             stop = loop.create_task(self._stopped.wait())
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -450,6 +462,14 @@ class Titanic:
             for task in done:
                 if task is not stop and not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
+            if graceful.requested:
+                for worker in workers:  # DISCONNECT: the broker sends them no more
+                    await worker.aclose()
+                if not dispatcher.done():
+                    await asyncio.wait([dispatcher], timeout=graceful.remaining())
+                if not dispatcher.done():
+                    self.stats.shutdown_dropped += 1
+                    graceful.clean = False
         finally:
             for worker in workers:
                 worker.close()
@@ -457,11 +477,35 @@ class Titanic:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._running = False
+            graceful.finished()
 
     def stop(self) -> None:
-        """Make :meth:`run` return (its workers close). Idempotent."""
+        """Make :meth:`run` return (its workers close) at once: the hard stop. What is
+        stored stays stored. Idempotent.
+        """
         self._stopping = True
         self._stopped.set()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully: the three services DISCONNECT from the broker (it sends
+        them no new request), no new dispatch starts, and the dispatch in flight gets
+        ``timeout`` seconds (default 5) for its reply to be stored; then :meth:`run`
+        returns. Nothing accepted is lost either way: a request whose dispatch was cut
+        (``stats.shutdown_dropped``) is stored and sent again after a restart.
+        Idempotent; on a Titanic that is not running, the same as :meth:`stop`.
+
+        Returns:
+            True if no dispatch was cut at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        self._graceful.request(timeout)
+        self._stopping = True
+        self._wake.set()
+        self._stopped.set()
+        return await self._graceful.shutdown(timeout)
 
     def __enter__(self) -> Self:
         return self
@@ -605,7 +649,7 @@ class Titanic:
             options=self._options,
         )
         try:
-            while True:
+            while not self._graceful.requested:
                 self._wake.clear()
                 await self._dispatch_pass(client)
                 if self._wake.is_set():
@@ -622,6 +666,8 @@ class Titanic:
             ((entry.seq, key) for key, entry in self._entries.items() if not entry.replied),
         )
         for _, request_uuid in pending:
+            if self._graceful.requested:
+                return  # no new dispatch once a graceful stop began
             entry = self._entries.get(request_uuid)
             if entry is None or entry.replied:
                 continue  # closed (or answered) while we waited on another

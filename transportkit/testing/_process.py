@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
+from transportkit import _wallclock as wallclock
+
 __all__ = ["ChildProcess"]
 
 
@@ -116,6 +118,63 @@ class ChildProcess:
         if self._reader is not None:
             self._reader.join(timeout=self.timeout)
         self._proc = None
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the child (SIGTERM: ask it to stop gracefully).
+
+        Raises:
+            RuntimeError: The child is not running.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"{self._name()} is not running")
+        self._proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        """Wait at most ``timeout`` seconds for the child to exit; return its exit status
+        (negative: killed by that signal), with all it printed read into :attr:`lines`.
+
+        Raises:
+            RuntimeError: The child was never started.
+            subprocess.TimeoutExpired: It still runs after ``timeout`` (it is left running:
+                :meth:`kill` it).
+        """
+        if self._proc is None:
+            raise RuntimeError(f"{self._name()} was never started")
+        code = self._proc.wait(timeout=timeout)
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)
+        return code
+
+    def wait_for_line(self, prefix: str, timeout: float) -> str:
+        """Wait at most ``timeout`` seconds for a line starting with ``prefix`` (printed
+        since the start) and return it.
+
+        Raises:
+            RuntimeError: No such line came in time, or the child's output ended first.
+        """
+        deadline = wallclock.monotonic() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                seen += 1
+                if line.startswith(prefix):
+                    return line
+            left = deadline - wallclock.monotonic()
+            if left <= 0:
+                raise RuntimeError(
+                    f"{self._name()} printed no {prefix!r} line in {timeout} s; "
+                    f"output: {self.lines!r}"
+                )
+            try:
+                if self._lines.get(timeout=left) is None:
+                    if any(line.startswith(prefix) for line in self.lines[seen:]):
+                        continue
+                    raise RuntimeError(
+                        f"{self._name()} ended its output without a {prefix!r} line; "
+                        f"output: {self.lines!r}"
+                    )
+            except queue.Empty:
+                continue
 
     def restart(self) -> str:
         """Kill the child (if alive) and start it again; return the readiness line."""

@@ -37,6 +37,7 @@ from transportkit.patterns._limits import (
     check_message_limit,
     too_large,
 )
+from transportkit.patterns._shutdown import GracefulStop
 from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.trading._codec import parse, single_frame
 from transportkit.trading._loop import recv_or_stop
@@ -482,7 +483,7 @@ async def serve_risk(
     book: RiskBook,
     *,
     max_requests: int | None = None,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event | GracefulStop | None = None,
     stats: RiskServerStats | None = None,
     max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RiskServerStats:
@@ -503,7 +504,11 @@ async def serve_risk(
         worker: A bound or connected REP socket; it is not closed here.
         book: The risk book that judges and books the orders.
         max_requests: Return after answering this many requests (None: no limit).
-        stop: Return once this event is set (checked between requests).
+        stop: Return once this event is set (checked between requests), or a
+            :class:`~transportkit.patterns.GracefulStop`: ``await
+            stop.shutdown(timeout)`` makes the loop read no new request and return
+            (the verdict being computed is synchronous, so nothing is ever left
+            unanswered; ``shutdown`` returns True once the loop has returned).
         stats: Counters to update as the loop runs (a new object if None).
         max_message_bytes: A request whose frames total more bytes than this is
             answered :data:`REQUEST_TOO_LARGE` without being decoded (default 1 MiB,
@@ -517,15 +522,23 @@ async def serve_risk(
     """
     limit = check_message_limit(max_message_bytes)
     stats = RiskServerStats() if stats is None else stats
-    while max_requests is None or stats.requests < max_requests:
-        request = await recv_or_stop(worker, stop)
-        if request is None:
-            break
-        result = judge(book, request, stats, max_message_bytes=limit)
-        try:
-            await worker.send([result.SerializeToString()])
-        except ClosedError:
-            break
+    graceful = stop if isinstance(stop, GracefulStop) else None
+    event = stop.event if isinstance(stop, GracefulStop) else stop
+    if graceful is not None:
+        graceful.started()
+    try:
+        while max_requests is None or stats.requests < max_requests:
+            request = await recv_or_stop(worker, event)
+            if request is None:
+                break
+            result = judge(book, request, stats, max_message_bytes=limit)
+            try:
+                await worker.send([result.SerializeToString()])
+            except ClosedError:
+                break
+    finally:
+        if graceful is not None:
+            graceful.finished()
     return stats
 
 

@@ -17,6 +17,7 @@ from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES, check_bound
+from transportkit.patterns._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, check_shutdown_timeout
 from transportkit.patterns.binary_star import BinaryStarServer, BStarEvent, BStarState
 from transportkit.patterns.clone._client import CloneClient
 from transportkit.patterns.clone._kvmsg import KTHXBAI, KVMsg, parse_ttl
@@ -155,6 +156,7 @@ class ClonePairServer(Service):
         self._mirror_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = asyncio.Event()
         self.server = CloneServer(
             network,
             publisher=publisher,
@@ -314,12 +316,30 @@ class ClonePairServer(Service):
         self.server.start()
 
     async def run(self) -> None:
-        """Run until cancelled or closed."""
+        """Run until cancelled, closed or shut down."""
         self.start()
-        await asyncio.Event().wait()
+        await self._closed.wait()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully: the CHP server as :meth:`CloneServer.shutdown` does (its
+        snapshots in progress get ``timeout`` seconds), then Binary Star and the
+        follower; close every socket. Collector updates held on the pending list are
+        not published (the active peer publishes its own). Idempotent.
+
+        Returns:
+            True if no snapshot was cut at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self.server.shutdown(timeout)
+        await self.close()
+        return clean
 
     async def close(self) -> None:
-        """Stop everything and close the sockets. Idempotent."""
+        """Stop everything and close the sockets (the hard stop). Idempotent."""
+        self._closed.set()
         mirror, self._mirror = self._mirror, None
         if mirror is not None:
             await mirror.close()

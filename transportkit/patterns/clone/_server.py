@@ -30,6 +30,11 @@ from transportkit.patterns._limits import (
     too_large,
 )
 from transportkit.patterns._serving import SnapshotSender
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 from transportkit.patterns.clone._kvmsg import (
     HUGZ,
     ICANHAZ,
@@ -95,6 +100,8 @@ class CloneServerStats:
             already had one in progress or waiting.
         refused: Snapshot requests ignored because the server may not serve (in a
             Binary Star pair: it is not active).
+        shutdown_dropped: Snapshots a graceful stop (:meth:`CloneServer.shutdown`)
+            cut because its deadline passed (in progress or waiting).
     """
 
     updates: int = 0
@@ -109,6 +116,7 @@ class CloneServerStats:
     over_limit: int = 0
     snapshots_refused: int = 0
     refused: int = 0
+    shutdown_dropped: int = 0
 
 
 class CloneServer(Service):
@@ -121,6 +129,14 @@ class CloneServer(Service):
     Snapshots are sent side by side, each at its client's pace (see the package
     docstring): one that waits on a client never delays another client, the updates
     or the heartbeats. A snapshot is the map as it is when the snapshot starts.
+
+    ``await server.shutdown(timeout)`` stops it gracefully: no new snapshot request is
+    read (CHP has no refusal: a client asking now times out and moves to a backup),
+    the collector is no longer read and the heartbeats stop; the snapshots in progress
+    or waiting get ``timeout`` seconds (default 5) to finish, then those left are cut
+    (``stats.shutdown_dropped``); the sockets are closed with their ``linger`` (give
+    the publisher one, e.g. 1000 ms, for the last updates to leave over tcp).
+    :meth:`close` is the hard stop.
 
     Wire format, exactly as 12/CHP has it unless ``extensions`` is set: KTHXBAI is
     ``[KTHXBAI][sequence][][][subtree]`` and HUGZ ``[HUGZ][0][][][]`` (an 8-byte zero
@@ -247,6 +263,7 @@ class CloneServer(Service):
         self._ttl_changed = asyncio.Event()
         self._sequence = 0
         self._task: asyncio.Task[None] | None = None
+        self._graceful = GracefulStop()
         # A Binary Star pair (ClonePairServer) sets these: whether this server may
         # serve, and where collector updates go while it may not.
         self._gate: Callable[[], Awaitable[bool]] | None = None
@@ -410,7 +427,13 @@ class CloneServer(Service):
             self._task = asyncio.get_running_loop().create_task(self.run())
 
     async def run(self) -> None:
-        """Serve until cancelled or closed: snapshots, HUGZ, the collector, expiries."""
+        """Serve until cancelled, closed or shut down: snapshots, HUGZ, the collector,
+        expiries. Returns at once after a :meth:`shutdown`.
+        """
+        graceful = self._graceful
+        if graceful.requested:
+            return
+        graceful.started()
         helpers = [
             asyncio.ensure_future(self._heartbeats()),
             asyncio.ensure_future(self._expire()),
@@ -418,17 +441,43 @@ class CloneServer(Service):
         if self._collector is not None:
             helpers.append(asyncio.ensure_future(self._collect(self._collector)))
         try:
-            await self._serve_snapshots()
-        except ClosedError:
-            pass
-        except GeneratorExit:  # dropped, never resumed (a simulation not closed): no waits
-            for helper in helpers:
-                helper.cancel()
-            raise
-        except BaseException:
+            try:
+                await self._serve_snapshots()
+            except ClosedError:
+                pass
+            except GeneratorExit:  # dropped, never resumed (a simulation not closed)
+                for helper in helpers:
+                    helper.cancel()
+                raise
+            except BaseException:
+                await self._stop(helpers)
+                raise
+            if graceful.requested:
+                for helper in helpers:
+                    helper.cancel()
+                cut = await self._snapshots.drain(graceful.remaining())
+                if cut:
+                    self.stats.shutdown_dropped += cut
+                    graceful.clean = False
+                self._close_sockets()
             await self._stop(helpers)
-            raise
-        await self._stop(helpers)
+        finally:
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully (see the class docstring) and close the sockets; a server
+        that is not running is closed at once. Idempotent.
+
+        Returns:
+            True if no snapshot was cut at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        clean = await self._graceful.shutdown(timeout)
+        await self.close()
+        return clean
 
     async def _stop(self, helpers: list[asyncio.Task[None]]) -> None:
         for helper in helpers:
@@ -533,9 +582,14 @@ class CloneServer(Service):
         return msg, ttl
 
     async def _serve_snapshots(self) -> None:
-        router = self._router
+        router, graceful = self._router, self._graceful
         while True:
-            await self._request(await router.recv(timeout=math.inf))
+            request = await graceful.recv(router)
+            if request is None:
+                if router.closed:
+                    raise ClosedError("the snapshot socket was closed")
+                return
+            await self._request(request)
 
     async def _request(self, request: Message) -> None:
         stats = self.stats
@@ -650,6 +704,9 @@ class CloneServer(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._snapshots.aclose()
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
         self._router.close()
         self._publisher.close()
         if self._collector is not None:

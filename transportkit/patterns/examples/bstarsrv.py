@@ -9,7 +9,10 @@ By default the primary serves clients on ``tcp://*:5001`` and publishes its stat
 ``tcp://*:5003``, the backup on 5002 and 5004, each subscribing to the other's state, as
 in the Guide. Kill the active one and, at the next client request, the other takes over.
 It prints ``READY <front end endpoint>`` once bound and ``STATE <old> <new> <event>``
-on every change of state.
+on every change of state. SIGTERM or SIGINT stops it gracefully
+(:meth:`~transportkit.patterns.BinaryStarServer.shutdown`): the request being handled
+is answered within ``--shutdown-timeout``, no new one is read, and it exits 0 (1 after
+a fatal split brain).
 """
 
 from __future__ import annotations
@@ -19,7 +22,19 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from transportkit.patterns.binary_star import BinaryStarServer, BStarEvent, BStarState
+from transportkit import Message
+from transportkit.patterns.binary_star import (
+    BinaryStarServer,
+    BStarEvent,
+    BStarState,
+    SplitBrainError,
+)
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.zmq_backend import ZmqNetwork
 
 
@@ -38,6 +53,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--heartbeat", type=float, default=1.0, help="seconds between states (%(default)s)"
     )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds each reply takes (a slow request, to watch a graceful stop) (%(default)s)",
+    )
+    add_shutdown_option(parser)
     args = parser.parse_args(argv)
     mine, peer = (("5001", "5003"), "5004") if args.primary else (("5002", "5004"), "5003")
     args.frontend = args.frontend or f"tcp://*:{mine[0]}"
@@ -47,10 +70,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and serve until killed (or a fatal split brain)."""
+    """Bind, announce READY, and serve until stopped by a signal (or a fatal split brain)."""
 
     def changed(old: BStarState, new: BStarState, event: BStarEvent) -> None:
         print(f"STATE {old.name} {new.name} {event.name}", flush=True)
+
+    async def echo(request: Message) -> Message:
+        if args.delay > 0:
+            await asyncio.sleep(args.delay)
+        return request
 
     with ZmqNetwork(name="bstarsrv") as net:
         server = BinaryStarServer(
@@ -61,21 +89,25 @@ async def serve(args: argparse.Namespace) -> int:
             state_sub=args.state_sub,
             heartbeat=args.heartbeat,
             on_state_change=changed,
+            handler=echo,
+            options=shutdown_options(args),
         )
-        print(f"READY {server.frontend_endpoint}", flush=True)
+
         try:
-            await server.run()
+            return await serve_until_signalled(
+                server.run(),
+                lambda: server.shutdown(args.shutdown_timeout),
+                ready=f"READY {server.frontend_endpoint}",
+            )
+        except SplitBrainError:
+            return 1
         finally:
             await server.close()
-    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(serve(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, serve, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ their ``ttl``; ``--collector-kind pull`` makes it a PULL, as the Guide's model 5
 a deterministic function of ``--seed`` (see :func:`market_updates`), so a test can
 tell which state a client should end up with;
 ``--count 0`` publishes none. It prints ``READY <snapshot endpoint> <publisher
-endpoint>`` once bound.
+endpoint>`` once bound. SIGTERM or SIGINT stops it gracefully
+(:meth:`~transportkit.patterns.CloneServer.shutdown`): it publishes no more, reads no
+new snapshot request or collector update, lets the snapshots in progress finish within
+``--shutdown-timeout``, closes its sockets (``--linger``) and exits 0.
 
 ``--pair primary`` or ``--pair backup`` runs one server of the Binary Star pair (model
 6) on the Guide's ports: the primary on 5556-5558 with its Binary Star state on 5003,
@@ -29,6 +32,12 @@ from collections.abc import Iterator, Sequence
 
 from transportkit import SocketKind, SocketOptions
 from transportkit.patterns.clone import ClonePairServer, CloneServer
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.trading import MarketData
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -102,6 +111,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sndhwm", type=int, default=1000, help="PUB high-water mark, >= 1 (%(default)s)"
     )
+    parser.add_argument(
+        "--snapshot-sndhwm",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="snapshot ROUTER high-water mark, >= 1: a snapshot waits on a slow client "
+        "past it (%(default)s)",
+    )
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
@@ -111,7 +129,7 @@ def _port(args: argparse.Namespace, given: str | None, offset: int) -> str:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Bind, announce READY, publish updates, then keep serving until killed."""
+    """Bind, announce READY, publish updates, then keep serving until stopped by a signal."""
     symbols = [s for s in args.symbols.split(",") if s]
     snapshot = _port(args, args.snapshot, 0)
     publisher = _port(args, args.publisher, 1)
@@ -128,7 +146,8 @@ async def serve(args: argparse.Namespace) -> int:
                 collector_kind=collector_kind,
                 heartbeat=args.heartbeat,
                 extensions=args.extensions,
-                publisher_options=SocketOptions(sndhwm=args.sndhwm),
+                publisher_options=shutdown_options(args, SocketOptions(sndhwm=args.sndhwm)),
+                snapshot_options=shutdown_options(args, SocketOptions(sndhwm=args.snapshot_sndhwm)),
             )
         else:
             primary = args.pair == "primary"
@@ -146,31 +165,41 @@ async def serve(args: argparse.Namespace) -> int:
                 peer_publisher=f"tcp://localhost:{peer + 1}",
                 heartbeat=args.heartbeat,
                 extensions=args.extensions,
-                publisher_options=SocketOptions(sndhwm=args.sndhwm),
+                publisher_options=shutdown_options(args, SocketOptions(sndhwm=args.sndhwm)),
             )
             server = pair.server
-        async with pair or server:
-            print(f"READY {server.snapshot_endpoint} {server.publisher_endpoint}", flush=True)
+        stopping = asyncio.Event()
+
+        async def publish() -> None:
             n = 0
             updates = market_updates(args.seed, symbols)
-            while args.count is None or n < args.count:
+            while (args.count is None or n < args.count) and not stopping.is_set():
                 await asyncio.sleep(args.interval)
+                if stopping.is_set():
+                    return
                 if pair is not None and not pair.active:
                     continue  # a passive server follows its peer
                 key, body = next(updates)
                 await server.set(key, body)
                 n += 1
             print(f"PUBLISHED {n} sequence={server.sequence}", flush=True)
-            await asyncio.Event().wait()
-    return 0
+            await stopping.wait()
+
+        async def stop() -> bool:
+            stopping.set()
+            return await (pair or server).shutdown(args.shutdown_timeout)
+
+        async with pair or server:
+            return await serve_until_signalled(
+                publish(),
+                stop,
+                ready=f"READY {server.snapshot_endpoint} {server.publisher_endpoint}",
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(serve(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, serve, argv)
 
 
 if __name__ == "__main__":

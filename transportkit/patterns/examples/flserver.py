@@ -3,7 +3,9 @@
 Run ``python -m transportkit.patterns.examples.flserver --bind tcp://*:5555`` (and more
 on other ports) next to ``flclient``. Its routing id is its public endpoint
 (``--endpoint``, by default the bound one with ``*`` read as ``localhost``), which is
-what clients connect to. Prints ``READY <endpoint>`` once bound.
+what clients connect to. Prints ``READY <endpoint>`` once bound. SIGTERM or SIGINT
+stops it gracefully (``shutdown``: the request being handled is answered within
+``--shutdown-timeout``, nothing more is read) and it exits 0.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Message
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.freelance import FreelanceServer
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -33,13 +40,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reply", default="OK", help="the reply body to every request (%(default)s)"
     )
+    add_shutdown_option(parser)
     args = parser.parse_args(argv)
     args.endpoint = args.endpoint or args.bind.replace("://*:", "://localhost:")
     return args
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and serve until killed."""
+    """Bind, announce READY, and serve until stopped by a signal."""
     reply = [args.reply.encode()]
 
     def answer(body: Message) -> Message:
@@ -47,11 +55,19 @@ async def run(args: argparse.Namespace) -> int:
 
     with (
         ZmqNetwork(name="flserver") as net,
-        FreelanceServer(net, bind=args.bind, endpoint=args.endpoint, handler=answer) as server,
+        FreelanceServer(
+            net,
+            bind=args.bind,
+            endpoint=args.endpoint,
+            handler=answer,
+            options=shutdown_options(args),
+        ) as server,
     ):
-        print(f"READY {server.endpoint}", flush=True)
-        await server.run()
-    return 0
+        return await serve_until_signalled(
+            server.run(),
+            lambda: server.shutdown(args.shutdown_timeout),
+            ready=f"READY {server.endpoint}",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

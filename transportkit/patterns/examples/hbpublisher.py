@@ -4,7 +4,8 @@ Run ``python -m transportkit.patterns.examples.hbpublisher --bind tcp://*:5556``
 ``resilientsub``. It publishes ``[HEARTBEAT, timestamp]`` every ``--interval`` seconds
 and, with ``--data-interval``, ``[DATA, timestamp, n]`` updates between them. It prints
 ``READY <endpoint>`` once bound. Kill it (even with SIGKILL) and start it again to watch
-a resilient subscriber notice the silence and reconnect.
+a resilient subscriber notice the silence and reconnect. SIGTERM or SIGINT stops it
+publishing, prints its totals and exits 0.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
+from transportkit.patterns.examples._main import run_main, serve_until_signalled
 from transportkit.patterns.resilience import HeartbeatPublisher, StampedPublisher
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -44,10 +46,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Bind, announce READY, publish until the duration ends or the process is killed."""
+    """Bind, announce READY, publish until the duration ends or a signal stops it."""
     async with ZmqNetwork(name="hbpublisher") as net:
         pub = net.publisher(bind=args.bind)
-        print(f"READY {pub.last_endpoint}", flush=True)
         beats = HeartbeatPublisher(
             pub, net.time_ns, interval=args.interval, topic=args.topic.encode()
         )
@@ -61,27 +62,36 @@ async def serve(args: argparse.Namespace) -> int:
                 await asyncio.sleep(args.data_interval)
 
         tasks = [asyncio.ensure_future(beats.run()), asyncio.ensure_future(data())]
+
+        async def publish() -> None:
+            with contextlib.suppress(TimeoutError):
+                done = await asyncio.wait_for(
+                    asyncio.gather(*tasks, return_exceptions=True),
+                    args.duration if args.duration > 0 else None,
+                )
+                for outcome in done:
+                    if isinstance(outcome, Exception):
+                        raise outcome
+
+        async def stop() -> bool:
+            for task in tasks:  # nothing is in flight on a PUB: stop publishing
+                task.cancel()
+            return True
+
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*tasks), args.duration if args.duration > 0 else None
-            )
-        except TimeoutError:
-            pass
+            code = await serve_until_signalled(publish(), stop, ready=f"READY {pub.last_endpoint}")
         finally:
             for task in tasks:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks)
         print(f"sent {beats.sent} heartbeats and {stamped.published} updates", flush=True)
-    return 0
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(serve(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, serve, argv)
 
 
 if __name__ == "__main__":

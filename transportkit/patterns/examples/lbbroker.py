@@ -4,6 +4,9 @@ Run ``python -m transportkit.patterns.examples.lbbroker --workers 3`` for a
 self-contained demo (echo workers in the same process), or start workers separately
 (``spworker``) against ``--backend``. Clients (REQ, or ``lpclient``) connect to
 ``--frontend``. Prints ``READY <frontend> <backend>`` once bound.
+SIGTERM or SIGINT stops it gracefully (``shutdown``): the front end is no longer read,
+the replies to the requests workers hold are forwarded within ``--shutdown-timeout``,
+and it exits 0.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Message
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.load_balancing import LoadBalancingBroker, run_load_balancing_worker
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -39,6 +47,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="echo workers to run inside this process, for a demo (%(default)s)",
     )
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
@@ -48,23 +57,27 @@ def echo(body: Message) -> Message:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and broker until killed."""
+    """Bind, announce READY, and broker until stopped by a signal."""
     with (
         ZmqNetwork(name="lbbroker") as net,
-        LoadBalancingBroker(net, frontend=args.frontend, backend=args.backend) as broker,
+        LoadBalancingBroker(
+            net, frontend=args.frontend, backend=args.backend, options=shutdown_options(args)
+        ) as broker,
     ):
-        print(f"READY {broker.frontend_endpoint} {broker.backend_endpoint}", flush=True)
         workers = [
             asyncio.ensure_future(run_load_balancing_worker(net, broker.backend_endpoint, echo))
             for _ in range(args.workers)
         ]
         try:
-            await broker.run()
+            return await serve_until_signalled(
+                broker.run(),
+                lambda: broker.shutdown(args.shutdown_timeout),
+                ready=f"READY {broker.frontend_endpoint} {broker.backend_endpoint}",
+            )
         finally:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

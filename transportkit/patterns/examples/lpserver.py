@@ -3,7 +3,10 @@
 Run ``python -m transportkit.patterns.examples.lpserver --bind tcp://*:5555`` next to
 ``lpclient``. ``--crash-after`` and ``--overload-chance`` make it misbehave as the Guide's
 does (a crash after some cycles, random slow replies), to show the client recovering.
-It prints ``READY <endpoint>`` once bound.
+It prints ``READY <endpoint>`` once bound. SIGTERM or SIGINT stops it gracefully: the
+request being handled (a slow one included) is answered, or gets the wire format's
+error reply once ``--shutdown-timeout`` has passed; no new request is read; it exits 0
+(see ``_main``).
 
 It echoes each request unchanged, as the Guide's does, so it serves the Guide's
 ``lpclient`` (the sequence number as the only frame). ``--sequenced`` serves
@@ -22,6 +25,13 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
+from transportkit.patterns._shutdown import GracefulStop
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.examples._security import add_server_security, server_security
 from transportkit.patterns.lazy_pirate import LazyPirateWire, serve_lazy_pirate
 from transportkit.zmq_backend import ZmqNetwork
@@ -62,11 +72,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="expect and echo a sequence frame first (transportkit's opt-in wire format)",
     )
     add_server_security(parser)
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and echo requests until killed."""
+    """Bind, announce READY, and echo requests until stopped by a signal."""
     rng = random.Random(args.seed)
     cycles = 0
 
@@ -86,20 +97,22 @@ async def serve(args: argparse.Namespace) -> int:
 
     with (
         ZmqNetwork(name="lpserver") as net,
-        net.worker(bind=args.bind, options=server_security(args, net)) as rep,
+        net.worker(
+            bind=args.bind, options=server_security(args, net, shutdown_options(args))
+        ) as rep,
     ):
-        print(f"READY {rep.last_endpoint}", flush=True)
         wire = LazyPirateWire.SEQUENCED if args.sequenced else LazyPirateWire.PLAIN
-        await serve_lazy_pirate(rep, echo, wire=wire)
-    return 0
+        stop = GracefulStop()
+        return await serve_until_signalled(
+            serve_lazy_pirate(rep, echo, wire=wire, stop=stop),
+            lambda: stop.shutdown(args.shutdown_timeout),
+            ready=f"READY {rep.last_endpoint}",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(serve(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, serve, argv)
 
 
 if __name__ == "__main__":

@@ -4,17 +4,24 @@ Run ``python -m transportkit.patterns.examples.lvcache --upstream tcp://localhos
 It forwards every update from the publisher on ``--downstream`` and answers snapshot
 requests ``[b"LVC?", prefix, token]`` on ``--snapshots`` with each topic's newest value
 (see :mod:`transportkit.patterns.conflation` for the protocol and why). It prints
-``READY <downstream> <snapshots>`` once bound.
+``READY <downstream> <snapshots>`` once bound. SIGTERM or SIGINT stops it gracefully
+(``shutdown``: the snapshots in progress finish within ``--shutdown-timeout``) and it
+exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
 from transportkit.patterns.conflation import LastValueCache
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.zmq_backend import ZmqNetwork
 
 
@@ -36,11 +43,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--topic", action="append", default=[], help="upstream prefix (repeat; default all)"
     )
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and serve until killed."""
+    """Bind, announce READY, and serve until stopped by a signal."""
     topics = [t.encode() for t in args.topic] or [b""]
     async with (
         ZmqNetwork(name="lvcache") as net,
@@ -50,22 +58,19 @@ async def serve(args: argparse.Namespace) -> int:
             downstream=args.downstream,
             snapshots=args.snapshots,
             topics=topics,
+            options=shutdown_options(args),
         ) as cache,
     ):
-        print(
-            f"READY {cache.downstream.last_endpoint} {cache.snapshots.last_endpoint}",
-            flush=True,
+        return await serve_until_signalled(
+            cache.run(),
+            lambda: cache.shutdown(args.shutdown_timeout),
+            ready=f"READY {cache.downstream.last_endpoint} {cache.snapshots.last_endpoint}",
         )
-        await cache.run()
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
-    try:
-        return asyncio.run(serve(parse_args(argv)))
-    except KeyboardInterrupt:
-        return 130
+    return run_main(parse_args, serve, argv)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 Run ``python -m transportkit.patterns.examples.mdbroker --bind tcp://*:5555``, then
 ``mdworker`` and ``mdclient`` against it. Prints ``READY <endpoint>`` once bound (the
-endpoint resolved, so ``tcp://*:*`` shows the port it got).
+endpoint resolved, so ``tcp://*:*`` shows the port it got). SIGTERM or SIGINT stops it
+gracefully (:meth:`~transportkit.patterns.majordomo.MajordomoBroker.shutdown`): new
+requests are dropped, those already handed to workers are answered within
+``--shutdown-timeout``, the workers get DISCONNECT, and it exits 0.
 
 The ``--max-pending*`` options set the broker's bounds on pending requests (see
 :class:`~transportkit.patterns.majordomo.MajordomoBroker`). The Guide's ``mdclient2``
@@ -20,7 +23,12 @@ import sys
 from collections.abc import Sequence
 
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.examples._security import add_server_security, server_security
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
@@ -67,6 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             help=f"most {what}{scope or ' in all'} (%(default)s)",
         )  # fmt: skip
     add_server_security(parser)
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
@@ -78,7 +87,7 @@ _PENDING_BOUNDS: dict[str, int] = {
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and broker until killed."""
+    """Bind, announce READY, and broker until stopped by a signal."""
     with ZmqNetwork(name="mdbroker") as net:
         broker = MajordomoBroker(
             net,
@@ -89,11 +98,13 @@ async def run(args: argparse.Namespace) -> int:
             max_requeues=args.max_requeues,
             max_message_bytes=args.max_message_bytes,
             **{name: getattr(args, name) for name in _PENDING_BOUNDS},
-            options=server_security(args, net),
+            options=server_security(args, net, shutdown_options(args)),
         )
-        print(f"READY {broker.bind()}", flush=True)
-        await broker.run()
-    return 0
+        return await serve_until_signalled(
+            broker.run(),
+            lambda: broker.shutdown(args.shutdown_timeout),
+            ready=f"READY {broker.bind()}",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,17 +3,26 @@
 Run ``python -m transportkit.patterns.examples.mdworker --broker tcp://localhost:5555``
 for an ``echo`` service, or ``--service risk --handler risk`` for the seed's pre-trade
 risk check (one Order frame in, one ValidationResult frame out, against the demo
-limits). Prints ``READY <broker endpoint>`` once it has sent READY.
+limits). Prints ``READY <broker endpoint>`` once it has sent READY. SIGTERM or SIGINT
+stops it gracefully (:meth:`~transportkit.patterns.MajordomoWorker.shutdown`): the
+request it holds is answered within ``--shutdown-timeout`` (else given back to the
+broker), it sends DISCONNECT and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.examples._security import add_client_security, client_security
 from transportkit.patterns.majordomo import (
     MDP_HEARTBEAT_INTERVAL,
@@ -54,6 +63,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="do not print each request")
     add_client_security(parser)
+    parser.add_argument(
+        "--delay", type=float, default=0.0, metavar="S",
+        help="seconds each reply takes (a slow request, to watch a graceful stop) (%(default)s)",
+    )  # fmt: skip
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
@@ -62,12 +76,14 @@ def _echo(request: Message) -> Sequence[Frame]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Connect, announce READY, and serve until killed."""
+    """Connect, announce READY, and serve until stopped by a signal."""
     handler: MajordomoHandler = (
         risk_handler(RiskBook(DEMO_LIMITS)) if args.handler == "risk" else _echo
     )
 
     async def logged(request: Message) -> Sequence[Frame]:
+        if args.delay > 0:
+            await asyncio.sleep(args.delay)
         reply = handler(request)
         if not isinstance(reply, Sequence):
             reply = await reply
@@ -83,11 +99,13 @@ async def run(args: argparse.Namespace) -> int:
             heartbeat_interval=args.heartbeat_interval,
             heartbeat_liveness=args.liveness,
             reconnect_interval=args.reconnect,
-            options=client_security(args),
+            options=client_security(args, shutdown_options(args)),
         ) as worker:
-            print(f"READY {args.broker}", flush=True)
-            await worker.serve(logged)
-    return 0
+            return await serve_until_signalled(
+                worker.serve(logged),
+                lambda: worker.shutdown(args.shutdown_timeout),
+                ready=f"READY {args.broker}",
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

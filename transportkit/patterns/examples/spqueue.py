@@ -3,6 +3,9 @@
 Run ``python -m transportkit.patterns.examples.spqueue`` with ``spworker`` workers on
 ``--backend`` and ``lpclient`` clients on ``--frontend``; clients retry what a crashed
 worker lost. Prints ``READY <frontend> <backend>`` once bound.
+SIGTERM or SIGINT stops it gracefully (``shutdown``): the front end is no longer read,
+the replies to the requests workers hold are forwarded within ``--shutdown-timeout``,
+and it exits 0.
 """
 
 from __future__ import annotations
@@ -11,7 +14,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.load_balancing import SimplePirateQueue
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -28,18 +36,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--backend", default="tcp://*:5556", help="endpoint for workers (%(default)s)"
     )
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and queue until killed."""
+    """Bind, announce READY, and queue until stopped by a signal."""
     with (
         ZmqNetwork(name="spqueue") as net,
-        SimplePirateQueue(net, frontend=args.frontend, backend=args.backend) as queue,
+        SimplePirateQueue(
+            net, frontend=args.frontend, backend=args.backend, options=shutdown_options(args)
+        ) as queue,
     ):
-        print(f"READY {queue.frontend_endpoint} {queue.backend_endpoint}", flush=True)
-        await queue.run()
-    return 0
+        return await serve_until_signalled(
+            queue.run(),
+            lambda: queue.shutdown(args.shutdown_timeout),
+            ready=f"READY {queue.frontend_endpoint} {queue.backend_endpoint}",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,9 @@ Run ``python -m transportkit.patterns.examples.titanic --broker tcp://localhost:
 ``mdworker`` started at any later time serves it. Requests and replies are kept in
 ``--directory`` (9/TSP, one file per request and per reply): kill this process and
 start it again on the same directory, and no accepted request is lost. Prints
-``READY <broker endpoint>`` once it has loaded the directory.
+``READY <broker endpoint>`` once it has loaded the directory. SIGTERM or SIGINT stops
+it gracefully (``shutdown``: its services DISCONNECT, the dispatch in flight gets
+``--shutdown-timeout`` for its reply to be stored) and it exits 0.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+)
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL
 from transportkit.patterns.titanic import Titanic
 from transportkit.zmq_backend import ZmqNetwork
@@ -48,11 +54,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-requests", type=int, default=10_000, metavar="N",
         help="requests stored at once (%(default)s)",
     )  # fmt: skip
+    add_shutdown_option(parser)
     return parser.parse_args(argv)
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Serve until killed."""
+    """Serve until stopped by a signal."""
     with ZmqNetwork(name="titanic") as net:
         titanic = Titanic(
             net,
@@ -65,9 +72,11 @@ async def run(args: argparse.Namespace) -> int:
         )
         stored = titanic.load()
         print(f"I: {stored} requests stored in {args.directory}", flush=True)
-        print(f"READY {args.broker}", flush=True)
-        await titanic.run()
-    return 0
+        return await serve_until_signalled(
+            titanic.run(),
+            lambda: titanic.shutdown(args.shutdown_timeout),
+            ready=f"READY {args.broker}",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
