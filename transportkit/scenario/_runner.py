@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,35 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        """Whether every invariant held."""
+        """Whether every invariant held (see also :attr:`representative`)."""
         return all(v.passed for v in self.verdicts)
+
+    @property
+    def short_of_load(self) -> list[str]:
+        """The open-loop sources (publishers, Clone servers) that sent less than they
+        offered by more than the scenario's ``load_tolerance``: on zmq, the machine
+        could not keep up with them. Closed-loop request clients are not counted
+        (they wait for each reply; their shortfall is in their stream's ``load``).
+        Always empty on the sim, whose clock waits for the work.
+        """
+        tolerance = self.scenario.load_tolerance
+        short = []
+        for name, stream in sorted(self.metrics.streams.items()):
+            load = stream.load
+            if load is None or load.closed_loop:
+                continue
+            if load.summary(stream.sent)["shortfall_fraction"] > tolerance:
+                short.append(name)
+        return short
+
+    @property
+    def representative(self) -> bool:
+        """Whether the run offered the load it claims: no open-loop source fell short
+        by more than the scenario's ``load_tolerance`` (:attr:`short_of_load`). A run
+        that is not representative has not tested what its file describes, whatever
+        its invariants say (``transportkit run`` exits with status 3).
+        """
+        return not self.short_of_load
 
 
 def load(path: str | Path, *, max_events: int = MAX_EVENTS) -> Scenario:
@@ -120,7 +147,7 @@ def _by_node(scenario: Scenario) -> dict[str, list[ComponentSpec]]:
     return nodes
 
 
-def _finish(scenario: Scenario, ctx: RunContext) -> list[Verdict]:
+def _finish(scenario: Scenario, ctx: RunContext, backend: str) -> list[Verdict]:
     for name, socks in ctx.sockets.items():
         stream = ctx.metrics.streams.get(name)
         if stream is None:
@@ -129,7 +156,15 @@ def _finish(scenario: Scenario, ctx: RunContext) -> list[Verdict]:
             stream.add_dropped(sock.stats.dropped)
     for (stream_name, receiver), expect in ctx.expected.items():
         ctx.metrics.stream(stream_name, "PUB/SUB").receiver(receiver).expected = expect()
-    return evaluate(ctx, scenario.invariants)
+    specs = tuple(replace(spec, params=spec.params_on(backend)) for spec in scenario.invariants)
+    verdicts = evaluate(ctx, specs)
+    for i, spec in enumerate(scenario.invariants):
+        if backend == "zmq" and spec.zmq_params is not None:
+            verdict = verdicts[i]
+            verdicts[i] = replace(
+                verdict, detail=f"{verdict.detail} [zmq threshold: {spec.zmq_reason}]"
+            )
+    return verdicts
 
 
 def run_scenario(
@@ -206,7 +241,7 @@ def _run_sim(
         _progress_ticks(sim, total, progress)
     sim.run(asyncio.sleep(total))
     sim.close()  # the components' tasks end (and count what they saw) before the verdicts
-    verdicts = _finish(scenario, ctx)
+    verdicts = _finish(scenario, ctx, "sim")
     faults = [(at, fault, "applied") for at, fault in scenario.faults]
     return RunResult(
         scenario, "sim", seed, ctx.metrics, verdicts, faults, sim.now,
@@ -431,7 +466,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
                 shutil.rmtree(ipc_dir, ignore_errors=True)
     for data in snapshots:
         merge(ctx, data)
-    verdicts = _finish(scenario, ctx)
+    verdicts = _finish(scenario, ctx, "zmq")
     return RunResult(
         scenario, "zmq", scenario.seed, ctx.metrics, verdicts, outcome,
         loop.time() - ctx.start, wallclock.perf_counter() - wall, None, None, links,

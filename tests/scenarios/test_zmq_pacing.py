@@ -1,0 +1,202 @@
+"""Load generators pace by the loop's clock, and the report says what they offered.
+
+On real sockets the old publisher credited each ``asyncio.sleep(0.001)`` with a
+millisecond of load while each took longer: at 2,000/s it sent about 60 % of its
+updates, and nothing said so. Now a publisher works out from ``loop.time()`` what it
+owes and sends it; a run whose publisher could not (the machine is too slow for the
+rate) is reported as not representative, in the text, the JSON and the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from transportkit.cli import main
+from transportkit.scenario import load, report_dict, report_text, run_scenario
+from transportkit.scenario._metrics import Stream
+from transportkit.scenario._transfer import merge
+from transportkit.testing import free_tcp_endpoint
+
+FEED = """
+[scenario]
+name = "paced-feed"
+duration = {duration}
+drain = 0.3
+record_trace = false
+
+[[component]]
+name = "feed"
+kind = "market_data_publisher"
+node = "exchange"
+bind = "tcp://*:{port}"
+rate = {rate}
+options = {{ sndhwm = 100000 }}
+
+[[component]]
+name = "desk"
+kind = "market_data_subscriber"
+node = "desk"
+source = "feed"
+connect = "tcp://exchange:{port}"
+options = {{ rcvhwm = 100000 }}
+
+[[component]]
+name = "checks"
+kind = "risk_client"
+node = "desk"
+connect = "tcp://exchange:{risk}"
+rate = 100
+timeout_ms = 200
+retries = 1
+
+[[component]]
+name = "risk"
+kind = "risk_server"
+node = "exchange"
+bind = "tcp://*:{risk}"
+
+[[invariant]]
+kind = "bound"
+stream = "feed"
+metric = "sent"
+at_least = 1
+"""
+
+
+def _port() -> int:
+    return int(free_tcp_endpoint().rsplit(":", 1)[1])
+
+
+def _scenario(tmp_path: Path, rate: float, duration: float) -> Path:
+    path = tmp_path / "feed.toml"
+    text = FEED.format(duration=duration, rate=rate, port=_port(), risk=_port())
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _load(report: dict[str, Any], stream: str) -> dict[str, Any]:
+    value: dict[str, Any] = report["streams"][stream]["load"]
+    return value
+
+
+@pytest.mark.timeout(60)
+def test_a_publisher_on_zmq_sends_its_rate_times_its_duration(tmp_path: Path) -> None:
+    """2,000/s for 1.5 s is 3,000 updates, within the 2 % tolerance. The old
+    tick-counting publisher sent about 1,800-2,000 here (each 1 ms sleep took 1.5 ms
+    or more on a busy machine), and its report had no ``load`` at all."""
+    rate, duration = 2000, 1.5
+    result = run_scenario(load(_scenario(tmp_path, rate, duration)), backend="zmq")
+    report = report_dict(result)
+    sent = report["streams"]["feed"]["sent"]
+    assert sent >= 0.98 * rate * duration, report["streams"]["feed"]
+    feed = _load(report, "feed")
+    assert feed["offered"] == pytest.approx(rate * duration, abs=rate * 0.01)
+    assert feed["sent"] == sent
+    assert feed["shortfall_fraction"] <= 0.02
+    assert feed["closed_loop"] is False
+    assert feed["achieved_rate"] == pytest.approx(rate, rel=0.03)
+    assert report["load"] == {"tolerance": 0.02, "representative": True, "short_of_load": []}
+    assert result.representative
+    checks = _load(report, "checks")
+    assert checks["closed_loop"] is True
+    assert checks["offered"] == pytest.approx(100 * duration, abs=2)
+    text = report_text(result)
+    assert "load (offered vs achieved)" in text
+    assert "could not keep up" not in text
+
+
+@pytest.mark.timeout(60)
+def test_a_rate_the_machine_cannot_do_is_reported_as_not_representative(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A million updates a second from one Python task (each send costs several
+    microseconds): the publisher sends what it can, in slices, and the run says the
+    machine could not keep up, with exit status 3. The old publisher sent 1,000 per
+    tick, each tick far longer than a millisecond, and said nothing."""
+    path = _scenario(tmp_path, 1_000_000, 0.5)
+    status = main(["run", str(path), "--backend", "zmq", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    feed = _load(report, "feed")
+    assert feed["offered"] == pytest.approx(500_000, abs=1000)
+    assert feed["sent"] < 0.9 * feed["offered"], feed
+    assert feed["shortfall_fraction"] > 0.1
+    assert feed["max_behind"] > 1000
+    assert report["load"]["representative"] is False
+    assert report["load"]["short_of_load"] == ["feed"]
+    assert report["passed"] is True  # the invariants alone held
+    assert status == 3
+    # The text report says so in words.
+    result = run_scenario(load(path), backend="zmq")
+    text = report_text(result)
+    assert "WARNING: the machine could not keep up with feed" in text
+    assert "NOT REPRESENTATIVE" in text
+    assert not result.representative and result.short_of_load == ["feed"]
+
+
+def test_on_the_sim_every_source_offers_exactly_its_rate(tmp_path: Path) -> None:
+    """The virtual clock is exact: 2,000/s for 1.5 s offers 3,000 updates, and the
+    closed-loop client 150 requests; none is behind. (The sim's clock adds up ticks
+    of 0.001 s, so its 1,500th tick comes a hair before 1.5 s and sends one tick's
+    worth more: as it always did, which keeps the golden traces.)"""
+    result = run_scenario(load(_scenario(tmp_path, 2000, 1.5)))
+    report = report_dict(result)
+    feed = _load(report, "feed")
+    assert (feed["offered"], feed["shortfall"]) == (3000, 0)
+    assert 3000 <= feed["sent"] <= 3000 + 2
+    assert feed["seconds"] == pytest.approx(1.5)
+    assert feed["max_behind"] == 0
+    checks = _load(report, "checks")
+    assert (checks["offered"], checks["sent"]) == (150, 150)
+    assert report["load"]["representative"] is True
+
+
+CRASH = """
+[[fault]]
+at = 0.5
+kind = "crash"
+node = "exchange"
+
+[[fault]]
+at = 1.0
+kind = "restart"
+node = "exchange"
+"""
+
+
+def test_a_crashed_publisher_offers_only_while_it_runs(tmp_path: Path) -> None:
+    """Crashed at 0.5 s and restarted at 1.0 s of a 1.5 s load: its schedule runs
+    for 1.0 s in all, 2,000 updates at 2,000/s, not 3,000 (the crash is no
+    shortfall)."""
+    path = _scenario(tmp_path, 2000, 1.5)
+    path.write_text(path.read_text(encoding="utf-8") + CRASH, encoding="utf-8")
+    feed = _load(report_dict(run_scenario(load(path))), "feed")
+    assert (feed["offered"], feed["shortfall"]) == (2000, 0)
+    assert 2000 <= feed["sent"] <= 2000 + 2  # one tick's worth (see above)
+    assert feed["seconds"] == pytest.approx(1.0)
+
+
+def test_a_process_nodes_offered_load_is_merged_into_the_parents_report() -> None:
+    """A node run as a child process writes its streams' load in its snapshots; the
+    parent adds each incarnation's (a restart's offered load adds up)."""
+    from transportkit.scenario._context import RunContext  # noqa: PLC0415
+    from transportkit.scenario._metrics import Metrics  # noqa: PLC0415
+    from transportkit.scenario._transfer import snapshot  # noqa: PLC0415
+
+    child = RunContext(Metrics(), 2.0, 1)
+    stream = child.metrics.stream("feed", "PUB/SUB")
+    stream.offer(1000).add(800, 0.8, 12)
+    stream.sent = 790
+    data = json.loads(json.dumps(snapshot(child, [], flushed_at=1.0, final=True)))
+    parent = RunContext(Metrics(), 2.0, 1)
+    merge(parent, data)
+    merge(parent, data)
+    merged: Stream = parent.metrics.streams["feed"]
+    assert merged.load is not None
+    summary = merged.load.summary(merged.sent)
+    assert (summary["offered"], summary["sent"], summary["shortfall"]) == (1600, 1580, 20)
+    assert summary["seconds"] == pytest.approx(1.6)
+    assert summary["max_behind"] == 12
