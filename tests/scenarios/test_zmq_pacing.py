@@ -257,3 +257,52 @@ def test_a_subscribers_processing_time_is_exact_on_the_sim(tmp_path: Path) -> No
     assert desk["expected"] - 5 <= desk["delivered"] < desk["expected"]
     # the link's 50 us, and at most two updates of the same tick ahead of it
     assert desk["latency"]["max_us"] < 50 + 2 * 200 + 10, desk
+
+
+FAR_SLOW = """
+[scenario]
+name = "far-slow"
+duration = 1.5
+drain = 0.3
+record_trace = false
+
+[[link]]
+a = "exchange"
+b = "slow-trader"
+latency = {{ model = "constant", delay_us = 300 }}
+
+[[component]]
+name = "feed"
+kind = "market_data_publisher"
+node = "exchange"
+bind = "tcp://*:{port}"
+rate = 5000
+options = {{ sndhwm = 200, sndbuf = 0 }}
+
+[[component]]
+name = "slow"
+kind = "market_data_subscriber"
+node = "slow-trader"
+source = "feed"
+connect = "tcp://exchange:{port}"
+processing_us = 500
+options = {{ rcvhwm = 200, rcvbuf = 0 }}
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_subscriber_behind_a_link_loses_updates_at_its_hwm_on_zmq(
+    tmp_path: Path,
+) -> None:
+    """A ``[[link]]`` routes the connection through the fault proxy. With the proxy's
+    default buffers (256 KiB, and megabytes of loopback socket buffers) the link held
+    the whole excess of the run: the slow subscriber (2,000/s of a 5,000/s feed) lagged
+    instead of losing updates, and saw no gap (``market_data_fanout`` failed its gaps
+    invariant on zmq for this). The runner's proxy now adds little capacity, so the
+    high-water marks drop updates as on the sim."""
+    path = tmp_path / "far.toml"
+    path.write_text(FAR_SLOW.format(port=_port()), encoding="utf-8")
+    report = report_dict(run_scenario(load(path), backend="zmq"))
+    slow = report["streams"]["feed"]["receivers"]["slow"]
+    assert slow["gaps"] >= 1, slow
+    assert slow["delivered"] < 0.8 * slow["expected"], slow

@@ -43,6 +43,18 @@ __all__ = ["RunResult", "load", "run_scenario"]
 STOP_TIMEOUT = 2.0
 """Seconds a stopped node's cancelled components get to end on zmq."""
 
+PROXY_BUFFER_BYTES = 16 * 1024
+"""What the fault proxy holds per direction of a routed connection in a zmq run
+(beside a chunk being read): with its sockets' kernel buffers at
+:data:`PROXY_SOCKET_BYTES`, a routed link holds about what a direct one does, so
+high-water marks and the endpoints' ``sndbuf``/``rcvbuf`` act as on the sim (with the
+proxy's defaults, 256 KiB and megabytes of loopback buffers, a slow subscriber behind
+a ``[[link]]`` lagged by seconds and never lost an update)."""
+
+PROXY_SOCKET_BYTES = 4096
+"""``SO_SNDBUF``/``SO_RCVBUF`` of the fault proxy's sockets in a zmq run (the kernel
+rounds it up to its minimum)."""
+
 ProgressHook = Callable[[float, float], None]
 """Called with (seconds done, seconds total) as a run advances."""
 
@@ -429,7 +441,11 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
 
     try:
         if _faulted_pairs(scenario):  # before any node starts: its connects use the routes
-            proxy = FaultProxy(seed=scenario.seed)
+            proxy = FaultProxy(
+                seed=scenario.seed,
+                buffer_bytes=PROXY_BUFFER_BYTES,
+                socket_buffer_bytes=PROXY_SOCKET_BYTES,
+            )
             routes.update(_open_routes(scenario, proxy, ipc_dir))
             for link in scenario.links:  # from the start, as on the sim
                 text = proxy.set_link_latency(
