@@ -200,6 +200,10 @@ def run_scenario(
             routed through, and each fault's outcome says what it did; a
             ``[[link]]``'s latency is a delay the proxy adds on that link from the
             start, on top of loopback's own, reported in :attr:`RunResult.links`).
+            Load generators pace by the loop's clock on both backends; a zmq run
+            whose publishers fell short of their load is not
+            :attr:`RunResult.representative`, and invariants with an
+            ``[invariant.zmq]`` table use those thresholds there.
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).
