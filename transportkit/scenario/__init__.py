@@ -14,7 +14,7 @@ command line is ``transportkit sweep SCENARIO --seeds N --jobs J``.
 from transportkit.scenario._components import COMPONENTS, ComponentKind
 from transportkit.scenario._export import write_chrome_trace, write_plot
 from transportkit.scenario._invariants import CUSTOM_CHECKS, INVARIANTS, Verdict
-from transportkit.scenario._metrics import Metrics, Receipt, Stream
+from transportkit.scenario._metrics import Load, Metrics, Receipt, Stream
 from transportkit.scenario._report import report_dict, report_json, report_text
 from transportkit.scenario._runner import RunResult, load, run_scenario
 from transportkit.scenario._spec import Scenario, ScenarioError
@@ -35,6 +35,7 @@ __all__ = [
     "FAULT_KINDS",
     "INVARIANTS",
     "ComponentKind",
+    "Load",
     "Metrics",
     "Receipt",
     "RunResult",

@@ -26,6 +26,7 @@ __all__ = ["check_output_path", "main"]
 EXIT_OK = 0
 EXIT_INVARIANT_FAILED = 1
 EXIT_BAD_SCENARIO = 2
+EXIT_NOT_REPRESENTATIVE = 3
 
 MAX_EVENTS_ALLOWED = 10**12
 """The largest ``--max-events`` (a million times the default: a run of months)."""
@@ -38,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         "stream: sent, delivered, dropped, gaps, latency percentiles, and each invariant. "
         "Exit status 1 when an invariant fails, 2 when the scenario file or the command "
         "line is invalid (checked before the run, output files included) or an output "
-        "could not be written.",
+        "could not be written, 3 when the run was not representative: a publisher sent "
+        "less than it offered by more than the file's load_tolerance (the machine could "
+        "not keep up; whatever the invariants say).",
     )
     parser.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/*.toml")
     parser.add_argument(
@@ -225,7 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0: every invariant held; 1: an invariant failed; 2: the scenario file or the
     command line is invalid (found before the run: the file's form and bounds, the
-    options, the output files), or an output could not be written after the run.
+    options, the output files), or an output could not be written after the run;
+    3: the run was not representative (an open-loop source fell short of the load
+    it offered by more than ``load_tolerance``: see
+    :attr:`~transportkit.scenario.RunResult.representative`), whatever the
+    invariants say (2 still wins when an output could not be written).
     Every error is one line on stderr, without a traceback.
     """
     args = _parser().parse_args(argv)
@@ -258,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if undo_logging is not None:
             undo_logging()
     status = EXIT_OK if result.passed else EXIT_INVARIANT_FAILED
+    if not result.representative:
+        status = EXIT_NOT_REPRESENTATIVE
     try:
         print(report_json(result) if args.json else report_text(result), flush=True)
     except OSError as exc:

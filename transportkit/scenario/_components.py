@@ -38,6 +38,7 @@ from transportkit.scenario._bounds import (
 )
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import CUSTOM_CHECKS
+from transportkit.scenario._metrics import Load
 from transportkit.scenario._spec import REQUIRED, ComponentSpec, Table
 from transportkit.trading import (
     MALFORMED_ORDER,
@@ -144,11 +145,95 @@ def _parse_publisher(t: Table) -> PublisherParams:
 
 
 _TICK = 0.001
+"""A publisher wakes every millisecond of the loop's clock and sends, at the start of
+each tick, what its rate owes by the tick's end."""
+
+_SLICE = 0.001
+"""The longest a source sends without letting the loop run the other components (on
+the loop's clock: a catching-up publisher or a burst on zmq sends in slices of about
+a millisecond; on the sim, where sending takes no virtual time, nothing changes)."""
+
+_EPSILON = 1e-3
+"""Of an update: the float error tolerated in ``rate x elapsed`` (the sim's clock adds
+up ticks of 0.001 s, which are not exact in binary)."""
+
+
+def _count(rate: float, seconds: float) -> int:
+    """Updates a ``rate`` owes over ``seconds`` (at least 0)."""
+    return max(0, math.floor(rate * seconds + _EPSILON))
+
+
+def _slots(rate: float, seconds: float) -> int:
+    """Requests of a schedule at ``rate`` from 0 due strictly before ``seconds``."""
+    return max(0, math.ceil(rate * seconds - _EPSILON))
+
+
+_CREDIT_FLOOR = 1e-9
+"""Seconds: an oversleep shorter than this is float noise (the sim's clock), not time."""
+
+
+class _Work:
+    """A component's simulated work of ``seconds`` per item, by the loop's clock.
+
+    ``asyncio.sleep`` of 200 us takes a millisecond or more on a real loop (its timers
+    wake on millisecond ticks), which made a ``processing_us = 200`` subscriber five
+    times slower on zmq than the file says. What a sleep overran is credited to the
+    next items (at most :data:`_TICK`: the timer's granularity, not a stall of the
+    machine), so the work rate is the file's. On the sim each sleep is exact and
+    nothing changes.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.credit = 0.0
+
+    async def do(self) -> None:
+        """Spend one item's work (sleep, less the credit)."""
+        owed = self.seconds - self.credit
+        if owed <= 0:
+            self.credit = -owed
+            return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.sleep(owed)
+        over = loop.time() - start - owed
+        self.credit = min(over, _TICK) if over > _CREDIT_FLOOR else 0.0
+
+
+class _Offer:
+    """One incarnation's part of a stream's :class:`~transportkit.scenario._metrics.Load`,
+    kept current as it runs (a node run as a process that is killed keeps what its
+    last metrics snapshot had, as its sent count does).
+    """
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        self.offered = 0
+        self.seconds = 0.0
+
+    def set(self, offered: int, seconds: float, behind: int) -> None:
+        """This incarnation has offered ``offered`` in ``seconds``, ``behind`` at most."""
+        load = self.load
+        load.offered += offered - self.offered
+        load.seconds += seconds - self.seconds
+        load.max_behind = max(load.max_behind, behind)
+        self.offered, self.seconds = offered, seconds
 
 
 async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunContext) -> None:
+    """Send ``rate`` updates a second by the loop's clock, plus the bursts.
+
+    Each tick it works out from ``loop.time()`` what the rate owes since the
+    publisher started (a tick's worth ahead), and sends what it has not sent yet,
+    yielding to the loop every :data:`_SLICE` of sending: a late tick (a busy
+    machine) is made up by the next ones instead of being lost, and what the load
+    period ended before it could send is the stream's shortfall
+    (:class:`~transportkit.scenario._metrics.Load`). Bursts go first, back to back.
+    """
     stream = ctx.metrics.stream(name, "PUB/SUB")
+    offer = _Offer(stream.offer(p.rate))
     rng = ctx.rng(name)
+    loop = asyncio.get_running_loop()
     with net.publisher(bind=p.bind, options=p.options) as pub:
         ctx.track(name, pub)
         sequence = dict.fromkeys(p.symbols, 0)
@@ -176,16 +261,44 @@ async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunCo
             stream.sent_by_topic[topic_for(symbol)] += 1
 
         bursts = list(p.bursts)
-        owed = 0.0
-        while ctx.loading():
-            while bursts and ctx.elapsed() >= bursts[0].at:
-                for _ in range(bursts.pop(0).count):
+        origin = loop.time()
+        end = ctx.start + ctx.duration
+        whole = _count(p.rate, end - origin)  # the rate's updates over the whole load
+        by_rate = 0  # updates of the rate sent (bursts aside)
+        burst_owed = burst_offered = behind = 0
+        scheduled = 0
+        cancelled = False
+        try:
+            while ctx.loading():
+                while bursts and ctx.elapsed() >= bursts[0].at:
+                    count = bursts.pop(0).count
+                    burst_owed += count
+                    burst_offered += count
+                now = loop.time()
+                scheduled = _count(p.rate, now + _TICK - origin)
+                behind = max(behind, _count(p.rate, min(now, end) - origin) - by_rate)
+                offer.set(burst_offered + min(scheduled, whole), now - origin, behind)
+                slice_end = now + _SLICE
+                while burst_owed or by_rate < scheduled:
                     await publish_one()
-            owed += p.rate * _TICK
-            while owed >= 1.0:
-                owed -= 1.0
-                await publish_one()
-            await asyncio.sleep(_TICK)
+                    if burst_owed:
+                        burst_owed -= 1
+                    else:
+                        by_rate += 1
+                    if loop.time() >= slice_end:
+                        await asyncio.sleep(0)
+                        if not ctx.loading():
+                            break
+                        slice_end = loop.time() + _SLICE
+                await asyncio.sleep(_TICK)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            stop = min(loop.time(), end)
+            # Crashed: what it had scheduled by its last tick; else the whole load.
+            by_schedule = min(scheduled, whole) if cancelled else whole
+            offer.set(burst_offered + by_schedule, max(0.0, stop - origin), behind)
 
 
 @dataclass(frozen=True)
@@ -233,7 +346,7 @@ async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: Run
     stream = ctx.metrics.stream(p.source, "PUB/SUB")
     receipt = stream.receiver(name)
     topics = _expect(ctx, name, p)
-    pause = p.processing_us / 1e6
+    work = _Work(p.processing_us / 1e6) if p.processing_us else None
     last: dict[str, int] = {}
     with net.subscriber(connect=p.connect, topics=topics, options=p.options) as sub:
         ctx.track(p.source, sub)
@@ -255,8 +368,8 @@ async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: Run
                 elif seq <= previous:
                     stream.counters["sequence_restarts"] += 1
             last[update.data.symbol] = seq
-            if pause:
-                await asyncio.sleep(pause)
+            if work is not None:
+                await work.do()
 
 
 # -- risk validation -----------------------------------------------------------------
@@ -316,7 +429,15 @@ def _parse_risk_client(t: Table) -> RiskClientParams:
 
 
 async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: RunContext) -> None:
+    """Send an order every ``1 / rate`` s by the loop's clock, one in flight.
+
+    A closed loop: while it waits for a reply (or a timeout and its retries) its
+    schedule goes on, and it sends the orders that came due as soon as it can,
+    back to back; what the load period ended before it could send is the stream's
+    shortfall (:class:`~transportkit.scenario._metrics.Load`, ``closed_loop``).
+    """
     stream = ctx.metrics.stream(name, "REQ/REP")
+    offer = _Offer(stream.offer(p.rate, closed_loop=True))
     rng = ctx.rng(name)
     loop = asyncio.get_running_loop()
     client = ReliableRiskClient(
@@ -324,8 +445,11 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
     )
     ctx.objects[name] = client
     interval = 1.0 / p.rate
-    next_at = loop.time()
+    origin = next_at = loop.time()
+    end = ctx.start + ctx.duration
     order_id = 0
+    sent = behind = 0
+    in_flight = False
     try:
         while ctx.loading():
             order_id += 1
@@ -338,6 +462,8 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
                 timestamp_ns=net.time_ns(),
             )
             stream.sent += 1
+            sent += 1
+            in_flight = True
             sent_ns = net.time_ns()
             try:
                 result = await client.validate(order)
@@ -347,9 +473,19 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
                 stream.deliver("replies", net.time_ns() - sent_ns)
                 ctx.objects.setdefault(f"{name}.answered", set()).add(order.id)
                 stream.counters["approved" if result.approved else "rejected"] += 1
+            in_flight = False
             next_at += interval
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            overdue = _slots(p.rate, min(now, end) - next_at)
+            behind = max(behind, overdue)
+            offer.set(sent + overdue, min(now, end) - origin, behind)
+            await asyncio.sleep(max(0.0, next_at - now))
     finally:
+        stop = min(loop.time(), end)
+        # The orders that came due before the load ended (or the node crashed) and
+        # were never sent: from the slot after the one in flight.
+        first_unsent = next_at + interval if in_flight else next_at
+        offer.set(sent + _slots(p.rate, stop - first_unsent), max(0.0, stop - origin), behind)
         stream.counters["retries"] += client.client.stats.retries
         client.close()
 
@@ -415,11 +551,11 @@ def _parse_worker(t: Table) -> WorkerParams:
 async def _run_worker(net: Network, name: str, p: WorkerParams, ctx: RunContext) -> None:
     processed: Counter[str] = ctx.objects.setdefault(f"{p.stream}.processed", Counter())
     stream = ctx.metrics.stream(p.stream, "REQ/REP")
-    pause = p.service_us / 1e6
+    work = _Work(p.service_us / 1e6) if p.service_us else None
 
     async def handle(body: list[bytes]) -> list[bytes]:
-        if pause:
-            await asyncio.sleep(pause)
+        if work is not None:
+            await work.do()
         try:
             order = parse(Order, single_frame(body, "order request"), "order request")
         except ProtocolError:
@@ -490,7 +626,9 @@ def _parse_clone_server(t: Table) -> CloneServerParams:
 
 async def _run_clone_server(net: Network, name: str, p: CloneServerParams, ctx: RunContext) -> None:
     stream = ctx.metrics.stream(name, "CHP")
+    offer = _Offer(stream.offer(p.rate))
     rng = ctx.rng(name)
+    loop = asyncio.get_running_loop()
     async with CloneServer(
         net,
         publisher=p.publisher,
@@ -503,11 +641,35 @@ async def _run_clone_server(net: Network, name: str, p: CloneServerParams, ctx: 
     ) as server:
         ctx.objects[name] = server
         interval = 1.0 / p.rate
-        while ctx.loading():
-            symbol = p.symbols[rng.randrange(len(p.symbols))]
-            await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
-            stream.sent += 1
-            await asyncio.sleep(interval)
+        origin = loop.time()
+        end = ctx.start + ctx.duration
+        sent = behind = 0
+        try:
+            while ctx.loading():
+                # By the loop's clock: the updates due since it started (the first at
+                # once), each wake-up; a late one is made up, in slices.
+                now = loop.time()
+                due = _count(p.rate, min(now, end) - origin) + 1
+                behind = max(behind, due - sent - 1)
+                offer.set(due, now - origin, behind)
+                slice_end = now + _SLICE
+                while sent < due:
+                    symbol = p.symbols[rng.randrange(len(p.symbols))]
+                    await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
+                    stream.sent += 1
+                    sent += 1
+                    if loop.time() >= slice_end and sent < due:
+                        await asyncio.sleep(0)
+                        if not ctx.loading():
+                            break
+                        slice_end = loop.time() + _SLICE
+                await asyncio.sleep(interval)
+        finally:
+            stop = min(loop.time(), end)
+            offered = _slots(p.rate, stop - origin)
+            if stop < end:  # crashed: a wake-up at that very moment may have sent it
+                offered = max(offered, sent)
+            offer.set(offered, max(0.0, stop - origin), behind)
         await asyncio.sleep(math.inf)
 
 

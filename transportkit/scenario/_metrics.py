@@ -12,7 +12,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-__all__ = ["Metrics", "Receipt", "Stream", "Timeline"]
+__all__ = ["Load", "Metrics", "Receipt", "Stream", "Timeline"]
 
 _LOWEST_NS = 1
 _HIGHEST_NS = 3_600_000_000_000
@@ -54,6 +54,58 @@ class Receipt:
 
 
 @dataclass
+class Load:
+    """What a rate-driven source (a publisher, a Clone server, a request client) was
+    asked to send and how long it ran, summed over the incarnations of its node.
+
+    Attributes:
+        rate: The rate the file asks for, per second.
+        offered: What its schedule asked for while it ran: ``rate`` times the seconds
+            it ran (a tick's worth at the start of each tick), plus its bursts.
+        seconds: Seconds it ran its schedule (load time, crashes excluded).
+        closed_loop: A request client: one request in flight, so it falls behind its
+            schedule while it waits for a reply (the system under test), and catches
+            up after; an open-loop source (a publisher) is behind only when the
+            machine cannot run it fast enough.
+        max_behind: The most it owed at once (updates or requests due, not yet sent).
+    """
+
+    rate: float
+    offered: int = 0
+    seconds: float = 0.0
+    closed_loop: bool = False
+    max_behind: int = 0
+
+    def add(self, offered: int, seconds: float, behind: int) -> None:
+        """Count one incarnation's schedule (``behind``: the most it owed at once)."""
+        self.offered += offered
+        self.seconds += seconds
+        self.max_behind = max(self.max_behind, behind)
+
+    def summary(self, sent: int) -> dict[str, Any]:
+        """Offered against achieved, for a source that sent ``sent``.
+
+        ``shortfall`` is what it did not send of what it offered (never negative;
+        a closed-loop client's float schedule may send one more than it offered),
+        ``shortfall_fraction`` that as a fraction of ``offered`` (0 when nothing was
+        offered).
+        """
+        shortfall = max(0, self.offered - sent)
+        return {
+            "rate": self.rate,
+            "offered": self.offered,
+            "sent": sent,
+            "seconds": round(self.seconds, 6),
+            "offered_rate": round(self.offered / self.seconds, 3) if self.seconds else None,
+            "achieved_rate": round(sent / self.seconds, 3) if self.seconds else None,
+            "shortfall": shortfall,
+            "shortfall_fraction": round(shortfall / self.offered, 6) if self.offered else 0.0,
+            "closed_loop": self.closed_loop,
+            "max_behind": self.max_behind,
+        }
+
+
+@dataclass
 class Stream:
     """One flow of messages (a feed, a request path, a pipeline) and its receivers.
 
@@ -65,6 +117,7 @@ class Stream:
         failures: Requests that ended in a typed error (timeouts after retries, ...).
         counters: Other named counts (resyncs, retries, reconnects, ...).
         sent_by_topic: For feeds, messages sent per topic (for per-receiver expectations).
+        load: For a rate-driven source, what it offered (None for other streams).
     """
 
     name: str
@@ -75,6 +128,13 @@ class Stream:
     counters: Counter[str] = field(default_factory=Counter)
     sent_by_topic: Counter[bytes] = field(default_factory=Counter)
     receivers: dict[str, Receipt] = field(default_factory=dict)
+    load: Load | None = None
+
+    def offer(self, rate: float, *, closed_loop: bool = False) -> Load:
+        """The stream's :class:`Load` record (created on first use)."""
+        if self.load is None:
+            self.load = Load(rate, closed_loop=closed_loop)
+        return self.load
 
     def receiver(self, name: str) -> Receipt:
         """The receipt of receiver ``name`` (created on first use)."""
@@ -115,6 +175,7 @@ class Stream:
     def as_dict(self) -> dict[str, Any]:
         """The stream as plain data for reports."""
         latency = self.latency
+        load = {} if self.load is None else {"load": self.load.summary(self.sent)}
         return {
             "pattern": self.pattern,
             "sent": self.sent,
@@ -133,6 +194,7 @@ class Stream:
                 }
                 for name, r in sorted(self.receivers.items())
             },
+            **load,
         }
 
 

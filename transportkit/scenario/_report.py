@@ -25,6 +25,15 @@ def report_dict(result: RunResult) -> dict[str, Any]:
     A zmq run with ``[[link]]`` latencies also has ``links``: what the fault proxy did
     for each (the sim models links itself and has no such key).
 
+    Each rate-driven stream (a publisher, a Clone server, a request client) has a
+    ``load``: the ``rate`` asked, ``offered`` (what its schedule asked for while it
+    ran), ``sent``, ``seconds`` it ran, ``offered_rate`` and ``achieved_rate`` per
+    second, ``shortfall`` and ``shortfall_fraction``, ``closed_loop`` and
+    ``max_behind`` (the most it owed at once). The top-level ``load`` says whether the
+    run is ``representative``: ``short_of_load`` lists the open-loop streams whose
+    shortfall is over ``tolerance`` (the machine could not keep up; ``transportkit
+    run`` then exits with status 3).
+
     Everything but ``wall_seconds`` is a function of the scenario and the seed on the
     sim backend, so two runs compare equal key by key.
     """
@@ -38,6 +47,11 @@ def report_dict(result: RunResult) -> dict[str, Any]:
         "elapsed": round(result.elapsed, 9),
         "wall_seconds": round(result.wall_seconds, 3),
         "passed": result.passed,
+        "load": {
+            "tolerance": scenario.load_tolerance,
+            "representative": result.representative,
+            "short_of_load": result.short_of_load,
+        },
         "streams": {name: s.as_dict() for name, s in sorted(result.metrics.streams.items())},
         "invariants": [
             {"kind": v.kind, "description": v.description, "passed": v.passed, "detail": v.detail}
@@ -104,6 +118,7 @@ def report_text(result: RunResult) -> str:
         if stream.counters:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(stream.counters.items()))
             lines.append(f"       {counts}")
+    lines += _load_lines(result)
     lines += ["", "  invariants"]
     for verdict in result.verdicts:
         mark = "PASS" if verdict.passed else "FAIL"
@@ -120,4 +135,47 @@ def report_text(result: RunResult) -> str:
         lines += ["", f"  trace hash {result.trace_hash}"]
     lines.append("")
     lines.append("  PASSED" if result.passed else "  FAILED: an invariant did not hold")
+    if not result.representative:
+        lines.append(
+            "  NOT REPRESENTATIVE: the machine could not offer the load of "
+            + ", ".join(result.short_of_load)
+            + " (see load above): the invariants did not test what the file describes"
+        )
     return "\n".join(lines)
+
+
+def _load_lines(result: RunResult) -> list[str]:
+    """Offered against achieved load per rate-driven stream, and a warning line for
+    each open-loop one the machine could not keep up with.
+    """
+    rows = [
+        (name, stream.load, stream.load.summary(stream.sent))
+        for name, stream in sorted(result.metrics.streams.items())
+        if stream.load is not None
+    ]
+    if not rows:
+        return []
+    header = (
+        f"  {'load (offered vs achieved)':<30} {'rate/s':>9} {'offered':>9} {'sent':>9} "
+        f"{'achieved/s':>10} {'shortfall':>16} {'behind':>9}"
+    )
+    lines = ["", header, "  " + "-" * (len(header) - 2)]
+    tolerance = result.scenario.load_tolerance
+    warnings = []
+    for name, load, row in rows:
+        loop = "closed loop" if load.closed_loop else "open loop"
+        achieved = "-" if row["achieved_rate"] is None else f"{row['achieved_rate']:.1f}"
+        shortfall = f"{row['shortfall']} ({100 * row['shortfall_fraction']:.1f}%)"
+        behind = f"{1000 * load.max_behind / load.rate:.1f}ms" if load.rate else "-"
+        lines.append(
+            f"  {name + ' (' + loop + ')':<30} {load.rate:>9g} {row['offered']:>9} "
+            f"{row['sent']:>9} {achieved:>10} {shortfall:>16} {behind:>9}"
+        )
+        if not load.closed_loop and row["shortfall_fraction"] > tolerance:
+            warnings.append(
+                f"  WARNING: the machine could not keep up with {name}: it sent "
+                f"{row['sent']} of the {row['offered']} it offered "
+                f"({100 * row['shortfall_fraction']:.1f}% short, tolerance "
+                f"{100 * tolerance:g}%); this run is not representative"
+            )
+    return lines + warnings

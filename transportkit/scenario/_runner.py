@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,18 @@ __all__ = ["RunResult", "load", "run_scenario"]
 STOP_TIMEOUT = 2.0
 """Seconds a stopped node's cancelled components get to end on zmq."""
 
+PROXY_BUFFER_BYTES = 16 * 1024
+"""What the fault proxy holds per direction of a routed connection in a zmq run
+(beside a chunk being read): with its sockets' kernel buffers at
+:data:`PROXY_SOCKET_BYTES`, a routed link holds about what a direct one does, so
+high-water marks and the endpoints' ``sndbuf``/``rcvbuf`` act as on the sim (with the
+proxy's defaults, 256 KiB and megabytes of loopback buffers, a slow subscriber behind
+a ``[[link]]`` lagged by seconds and never lost an update)."""
+
+PROXY_SOCKET_BYTES = 4096
+"""``SO_SNDBUF``/``SO_RCVBUF`` of the fault proxy's sockets in a zmq run (the kernel
+rounds it up to its minimum)."""
+
 ProgressHook = Callable[[float, float], None]
 """Called with (seconds done, seconds total) as a run advances."""
 
@@ -67,8 +79,35 @@ class RunResult:
 
     @property
     def passed(self) -> bool:
-        """Whether every invariant held."""
+        """Whether every invariant held (see also :attr:`representative`)."""
         return all(v.passed for v in self.verdicts)
+
+    @property
+    def short_of_load(self) -> list[str]:
+        """The open-loop sources (publishers, Clone servers) that sent less than they
+        offered by more than the scenario's ``load_tolerance``: on zmq, the machine
+        could not keep up with them. Closed-loop request clients are not counted
+        (they wait for each reply; their shortfall is in their stream's ``load``).
+        Always empty on the sim, whose clock waits for the work.
+        """
+        tolerance = self.scenario.load_tolerance
+        short = []
+        for name, stream in sorted(self.metrics.streams.items()):
+            load = stream.load
+            if load is None or load.closed_loop:
+                continue
+            if load.summary(stream.sent)["shortfall_fraction"] > tolerance:
+                short.append(name)
+        return short
+
+    @property
+    def representative(self) -> bool:
+        """Whether the run offered the load it claims: no open-loop source fell short
+        by more than the scenario's ``load_tolerance`` (:attr:`short_of_load`). A run
+        that is not representative has not tested what its file describes, whatever
+        its invariants say (``transportkit run`` exits with status 3).
+        """
+        return not self.short_of_load
 
 
 def load(path: str | Path, *, max_events: int = MAX_EVENTS) -> Scenario:
@@ -120,7 +159,7 @@ def _by_node(scenario: Scenario) -> dict[str, list[ComponentSpec]]:
     return nodes
 
 
-def _finish(scenario: Scenario, ctx: RunContext) -> list[Verdict]:
+def _finish(scenario: Scenario, ctx: RunContext, backend: str) -> list[Verdict]:
     for name, socks in ctx.sockets.items():
         stream = ctx.metrics.streams.get(name)
         if stream is None:
@@ -129,7 +168,15 @@ def _finish(scenario: Scenario, ctx: RunContext) -> list[Verdict]:
             stream.add_dropped(sock.stats.dropped)
     for (stream_name, receiver), expect in ctx.expected.items():
         ctx.metrics.stream(stream_name, "PUB/SUB").receiver(receiver).expected = expect()
-    return evaluate(ctx, scenario.invariants)
+    specs = tuple(replace(spec, params=spec.params_on(backend)) for spec in scenario.invariants)
+    verdicts = evaluate(ctx, specs)
+    for i, spec in enumerate(scenario.invariants):
+        if backend == "zmq" and spec.zmq_params is not None:
+            verdict = verdicts[i]
+            verdicts[i] = replace(
+                verdict, detail=f"{verdict.detail} [zmq threshold: {spec.zmq_reason}]"
+            )
+    return verdicts
 
 
 def run_scenario(
@@ -153,6 +200,10 @@ def run_scenario(
             routed through, and each fault's outcome says what it did; a
             ``[[link]]``'s latency is a delay the proxy adds on that link from the
             start, on top of loopback's own, reported in :attr:`RunResult.links`).
+            Load generators pace by the loop's clock on both backends; a zmq run
+            whose publishers fell short of their load is not
+            :attr:`RunResult.representative`, and invariants with an
+            ``[invariant.zmq]`` table use those thresholds there.
         seed: Overrides the scenario's seed (sim only).
         progress: Called as the run advances (for a progress bar).
         record_trace: Overrides the scenario's ``record_trace`` (sim only).
@@ -206,7 +257,7 @@ def _run_sim(
         _progress_ticks(sim, total, progress)
     sim.run(asyncio.sleep(total))
     sim.close()  # the components' tasks end (and count what they saw) before the verdicts
-    verdicts = _finish(scenario, ctx)
+    verdicts = _finish(scenario, ctx, "sim")
     faults = [(at, fault, "applied") for at, fault in scenario.faults]
     return RunResult(
         scenario, "sim", seed, ctx.metrics, verdicts, faults, sim.now,
@@ -394,7 +445,11 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
 
     try:
         if _faulted_pairs(scenario):  # before any node starts: its connects use the routes
-            proxy = FaultProxy(seed=scenario.seed)
+            proxy = FaultProxy(
+                seed=scenario.seed,
+                buffer_bytes=PROXY_BUFFER_BYTES,
+                socket_buffer_bytes=PROXY_SOCKET_BYTES,
+            )
             routes.update(_open_routes(scenario, proxy, ipc_dir))
             for link in scenario.links:  # from the start, as on the sim
                 text = proxy.set_link_latency(
@@ -431,7 +486,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
                 shutil.rmtree(ipc_dir, ignore_errors=True)
     for data in snapshots:
         merge(ctx, data)
-    verdicts = _finish(scenario, ctx)
+    verdicts = _finish(scenario, ctx, "zmq")
     return RunResult(
         scenario, "zmq", scenario.seed, ctx.metrics, verdicts, outcome,
         loop.time() - ctx.start, wallclock.perf_counter() - wall, None, None, links,

@@ -333,11 +333,36 @@ class LinkSpec:
 
 @dataclass(frozen=True)
 class InvariantSpec:
-    """An invariant: its kind, a description, and its parameters."""
+    """An invariant: its kind, a description, and its parameters.
+
+    ``zmq_params`` are the parameters on the zmq backend when the file relaxes (or
+    tightens) a threshold there (an ``[invariant.zmq]`` table), with ``zmq_reason``
+    the file's reason for it; None on both backends otherwise.
+    """
 
     kind: str
     description: str
     params: Mapping[str, Any]
+    zmq_params: Mapping[str, Any] | None = None
+    zmq_reason: str = ""
+
+    def params_on(self, backend: str) -> Mapping[str, Any]:
+        """The parameters that hold on ``backend``."""
+        if backend == "zmq" and self.zmq_params is not None:
+            return self.zmq_params
+        return self.params
+
+
+ZMQ_THRESHOLDS: Mapping[str, tuple[str, ...]] = {
+    "bound": ("at_least", "at_most"),
+    "latency": ("max_us", "percentile"),
+}
+"""The keys an ``[invariant.zmq]`` table may set, per invariant kind: thresholds only
+(what is measured stays the same on both backends)."""
+
+
+DEFAULT_LOAD_TOLERANCE = 0.02
+"""``[scenario] load_tolerance`` unless the file says otherwise: 2 %."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +384,10 @@ class Scenario:
     nodes: tuple[str, ...] = field(default=())
     process_nodes: tuple[str, ...] = field(default=())
     """Nodes whose components run in a child process on the zmq backend ([[node]])."""
+    load_tolerance: float = DEFAULT_LOAD_TOLERANCE
+    """The largest shortfall (a fraction of what was offered) an open-loop source may
+    have before the run is reported as not representative (``[scenario]
+    load_tolerance``)."""
 
 
 def latency_model(table: Table) -> LatencyModel:
@@ -486,6 +515,7 @@ def parse_scenario(
         )
     end = duration + drain
     record = head.boolean("record_trace", True)
+    load_tolerance = head.number("load_tolerance", DEFAULT_LOAD_TOLERANCE, maximum=1.0)
     lat = head.table("latency")
     default_latency = Constant(50e-6) if lat is None else latency_model(lat)
     head.done()
@@ -558,9 +588,13 @@ def parse_scenario(
         kind = table.text("kind", REQUIRED, choices=tuple(sorted(invariants)))
         says = table.text("description", "", max_chars=MAX_DESCRIPTION_CHARS)
         table.where = f"[[invariant]] {kind}"
+        zmq = table.table("zmq")
         params = invariants[kind](table)
         table.done()
-        checks.append(InvariantSpec(kind, says, params))
+        zmq_params, reason = (
+            (None, "") if zmq is None else _zmq_thresholds(table, zmq, kind, invariants[kind])
+        )
+        checks.append(InvariantSpec(kind, says, params, zmq_params, reason))
     root.done()
     return Scenario(
         name=name,
@@ -577,7 +611,45 @@ def parse_scenario(
         record_trace=record,
         nodes=tuple(nodes),
         process_nodes=process_nodes,
+        load_tolerance=load_tolerance,
     )
+
+
+def _zmq_thresholds(
+    table: Table,
+    zmq: Table,
+    kind: str,
+    parse: Callable[[Table], Mapping[str, Any]],
+) -> tuple[Mapping[str, Any], str]:
+    """An ``[invariant.zmq]`` table: the invariant's thresholds on the zmq backend.
+
+    It may set only the kind's thresholds (:data:`ZMQ_THRESHOLDS`), each validated as
+    the invariant's own key is, and must give a ``reason`` (shown in the report).
+    Returns the parameters on zmq and the reason.
+    """
+    allowed = ZMQ_THRESHOLDS.get(kind)
+    if allowed is None:
+        raise table.error(
+            "zmq",
+            f"an invariant of kind {kind!r} has no threshold to set on zmq (only "
+            + ", ".join(sorted(ZMQ_THRESHOLDS))
+            + " invariants have)",
+        )
+    reason = zmq.text("reason", REQUIRED, max_chars=MAX_DESCRIPTION_CHARS)
+    overrides = {key: zmq._data[key] for key in allowed if zmq.has(key)}
+    zmq._used.update(overrides)
+    zmq.done()
+    if not overrides:
+        raise zmq.error(
+            "reason", f"sets no threshold: give one of {', '.join(allowed)} besides the reason"
+        )
+    merged = Table(
+        {k: v for k, v in table._data.items() if k != "zmq"} | overrides,
+        zmq.where,
+        table.source,
+    )
+    params = parse(merged)
+    return params, reason
 
 
 def _node_settings(root: Table, nodes: Mapping[str, object]) -> tuple[str, ...]:

@@ -3,8 +3,9 @@
 A child process running a node's components writes a *snapshot* of its
 :class:`RunContext` to a JSON file, regularly and when it stops: stream counts,
 counters, per-receiver deliveries and gaps, latency histograms (HDR, encoded), drop
-counts, component errors, timeline deliveries, and what the custom checks need (orders
-answered and processed, Clone maps, conflated latest updates, publisher sequences).
+counts, what each rate-driven source offered, component errors, timeline deliveries,
+and what the custom checks need (orders answered and processed, Clone maps, conflated
+latest updates, publisher sequences).
 At the end of the run the parent adds every snapshot to its own context with
 :func:`merge`, so reports and invariants see one run. A snapshot is cumulative for one
 child process (one incarnation of a node): the parent merges the last one of each.
@@ -13,6 +14,7 @@ child process (one incarnation of a node): the parent merges the last one of eac
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -57,6 +59,7 @@ def _streams(ctx: RunContext) -> dict[str, Any]:
             "dropped": _dropped(ctx, name),
             "counters": dict(stream.counters),
             "sent_by_topic": {t.decode("latin-1"): n for t, n in stream.sent_by_topic.items()},
+            "load": None if stream.load is None else dataclasses.asdict(stream.load),
             "receivers": {
                 r.name: {
                     "delivered": r.delivered,
@@ -160,6 +163,11 @@ def _merge_streams(ctx: RunContext, streams: Mapping[str, Any]) -> None:
         stream.sent_by_topic.update(
             {t.encode("latin-1"): n for t, n in data["sent_by_topic"].items()}
         )
+        load = data.get("load")
+        if load is not None:
+            stream.offer(load["rate"], closed_loop=load["closed_loop"]).add(
+                load["offered"], load["seconds"], load["max_behind"]
+            )
         for rname, rdata in data["receivers"].items():
             receipt = stream.receiver(rname)
             receipt.delivered += rdata["delivered"]

@@ -115,6 +115,8 @@ CHUNK_BYTES: Final = 64 * 1024
 
 DEFAULT_BUFFER_BYTES: Final = 256 * 1024
 DEFAULT_MAX_CONNECTIONS: Final = 1024
+_STREAM_LIMIT: Final = 64 * 1024
+"""asyncio's default StreamReader limit (it reads ahead up to twice this)."""
 
 _TCP = re.compile(r"^tcp://(127\.0\.0\.1|localhost|\[::1\]|::1):(\d+)$")
 
@@ -330,6 +332,13 @@ class FaultProxy:
         connect_timeout: Seconds an upstream connect may take (> 0; default 2).
         call_timeout: Seconds a control call waits for the proxy's thread (> 0;
             default 5).
+        socket_buffer_bytes: When set (>= 1), ``SO_SNDBUF`` and ``SO_RCVBUF`` of the
+            proxy's own sockets (both legs of every connection, set before they
+            connect), the high-water mark of its asyncio write buffers and the
+            read-ahead of its stream readers, so that the proxy adds little capacity
+            to a routed link (the kernel rounds the
+            socket buffers up to its minimum); None (the default) keeps the
+            system's, which on loopback grow to megabytes.
 
     Raises:
         OptionError: A bound is out of range.
@@ -343,10 +352,15 @@ class FaultProxy:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         connect_timeout: float = 2.0,
         call_timeout: float = 5.0,
+        socket_buffer_bytes: int | None = None,
     ) -> None:
-        for name, value in (("buffer_bytes", buffer_bytes), ("max_connections", max_connections)):
+        bounded = [("buffer_bytes", buffer_bytes), ("max_connections", max_connections)]
+        if socket_buffer_bytes is not None:
+            bounded.append(("socket_buffer_bytes", socket_buffer_bytes))
+        for name, value in bounded:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OptionError(f"{name} must be an int >= 1, got {value!r}")
+        self.socket_buffer_bytes = socket_buffer_bytes
         _check_number("connect_timeout", connect_timeout, minimum=1e-6)
         _check_number("call_timeout", call_timeout, minimum=1e-6)
         self.buffer_bytes = buffer_bytes
@@ -419,7 +433,7 @@ class FaultProxy:
             return
         try:
             upstream = await asyncio.wait_for(
-                asyncio.open_connection(route.host, route.port), self.connect_timeout
+                self._connect_upstream(route.host, route.port), self.connect_timeout
             )
         except (OSError, TimeoutError):
             self._stats.upstream_failed += 1
@@ -432,7 +446,30 @@ class FaultProxy:
             return
         self._stats.accepted += 1
         self._stats.open += 1
+        if self.socket_buffer_bytes is not None:  # nor much in asyncio's write buffers
+            for half in (writer, upstream[1]):
+                half.transport.set_write_buffer_limits(high=self.socket_buffer_bytes)
         route.connections.add(_Connection(self, route, (reader, writer), upstream))
+
+    def _size_buffers(self, sock: socket.socket) -> None:
+        if self.socket_buffer_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.socket_buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.socket_buffer_bytes)
+
+    async def _connect_upstream(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.socket_buffer_bytes is None:
+            return await asyncio.open_connection(host, port)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._size_buffers(sock)  # before the connect: the window is set then
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, limit=self.socket_buffer_bytes)
 
     async def _open_route(self, key: tuple[str, str, str, int]) -> int:
         route = self._routes.get(key)
@@ -445,7 +482,16 @@ class FaultProxy:
             async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 await self._accept(route, reader, writer)
 
-            route.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                self._size_buffers(listener)  # accepted sockets inherit them
+                listener.bind(("127.0.0.1", 0))
+            except BaseException:
+                listener.close()
+                raise
+            route.server = await asyncio.start_server(
+                accept, sock=listener, limit=self.socket_buffer_bytes or _STREAM_LIMIT
+            )
             route.listen_port = route.server.sockets[0].getsockname()[1]
             self._routes[key] = route
         return route.listen_port
