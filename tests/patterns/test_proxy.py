@@ -358,3 +358,39 @@ def test_bad_arguments_are_refused_and_leak_nothing(tk_harness: Harness) -> None
     finally:
         for sock in (pull, other, pub):
             sock.close()
+
+
+def test_at_the_backends_hwm_a_streamer_waits_and_drops_nothing(tk_harness: Harness) -> None:
+    """Small HWMs and a slow puller: the stream slows to the puller's pace (PUSH blocks
+    at its HWM, and so does the proxy), every message arrives once, in order."""
+    net = tk_harness.network()
+    small = OPTS.replace(sndhwm=5, rcvhwm=5)
+
+    async def main() -> list[list[bytes]]:
+        with streamer(
+            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=small
+        ) as proxy:
+            running = asyncio.ensure_future(proxy.run())
+            with (
+                net.puller(connect=endpoint_of(proxy.backend), options=small) as pull,
+                net.pusher(connect=endpoint_of(proxy.frontend), options=small) as push,
+            ):
+
+                async def produce() -> None:
+                    for i in range(300):
+                        await push.send([b"%d" % i, b"payload"])
+
+                producing = asyncio.ensure_future(produce())
+                got = []
+                for _ in range(300):
+                    got.append(await pull.recv(timeout=5.0))
+                    if len(got) % 50 == 0:
+                        await asyncio.sleep(0.01)  # a slow reader now and then
+                await asyncio.wait_for(producing, 5.0)
+            proxy.stop()
+            await asyncio.wait_for(running, 5.0)
+            assert proxy.stats.forwarded == 300
+            return got
+
+    got = tk_harness.run(main(), timeout=30.0)
+    assert got == [[b"%d" % i, b"payload"] for i in range(300)]
