@@ -394,3 +394,28 @@ def test_at_the_backends_hwm_a_streamer_waits_and_drops_nothing(tk_harness: Harn
 
     got = tk_harness.run(main(), timeout=30.0)
     assert got == [[b"%d" % i, b"payload"] for i in range(300)]
+
+
+def test_a_message_the_destination_refuses_is_dropped_and_counted(tk_harness: Harness) -> None:
+    """A conflating PUSH backend refuses multipart messages (FrameError): the proxy
+    drops and counts them, and goes on (it used to end with the error)."""
+    net = tk_harness.network()
+
+    async def main() -> None:
+        pull = net.puller(bind=tk_harness.endpoint(), options=OPTS)
+        push = net.pusher(bind=tk_harness.endpoint(), options=OPTS.replace(conflate=True))
+        with Proxy(pull, push) as proxy:
+            running = asyncio.ensure_future(proxy.run())
+            with (
+                net.puller(connect=endpoint_of(push), options=OPTS) as out,
+                net.pusher(connect=endpoint_of(pull), options=OPTS) as into,
+            ):
+                await into.send([b"two", b"frames"])
+                await into.send([b"one"])
+                assert await out.recv(timeout=5.0) == [b"one"]
+                assert proxy.stats.malformed == 1
+                assert not running.done()
+            proxy.stop()
+            await asyncio.wait_for(running, 5.0)
+
+    tk_harness.run(main(), timeout=30.0)

@@ -67,7 +67,13 @@ from dataclasses import dataclass, fields
 from typing import Final, cast
 
 from transportkit._closing import Closeable
-from transportkit._errors import ClosedError, HostUnreachableError, Timeout, WouldBlock
+from transportkit._errors import (
+    ClosedError,
+    FrameError,
+    HostUnreachableError,
+    Timeout,
+    WouldBlock,
+)
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
@@ -147,7 +153,10 @@ class ProxyStats:
         unroutable: Messages a ``router_mandatory`` ROUTER destination had no peer for.
         abandoned: Messages held at a blocked destination when the proxy stopped.
         over_limit: Messages over ``max_message_bytes``, dropped.
-        malformed: Control messages that are not one of the four commands.
+        malformed: Control messages that are not one of the four commands, and
+            messages the destination refused as ill-formed for its kind (an XSUB
+            refuses a multipart message with a frame that starts with byte 0 or 1,
+            which libzmq would read as a subscription), dropped.
         commands: Control commands obeyed (over the socket or by method).
     """
 
@@ -429,6 +438,9 @@ class Proxy(Closeable):
                 return
             except HostUnreachableError:
                 stats.unroutable += 1
+                continue
+            except FrameError:
+                stats.malformed += 1  # the destination cannot send it as it is
                 continue
             self._sent(way, message)
 
