@@ -6,6 +6,8 @@ only the sockets it makes. Run it on :class:`transportkit.zmq_backend.ZmqNetwork
 production, or inside :class:`transportkit.sim_backend.Simulation` in virtual time.
 """
 
+import logging as _logging
+
 from transportkit._endpoint import Endpoint, parse_endpoint
 from transportkit._errors import (
     AddressInUseError,
@@ -55,9 +57,14 @@ from transportkit._socket import (
     SocketStats,
     Subscriber,
     Worker,
+    XPublisher,
+    XSubscriber,
+    parse_subscription,
 )
 
 __version__ = "0.1.0"
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())  # a library configures no logging
 
 __all__ = [
     "HIGH_THROUGHPUT",
@@ -103,7 +110,10 @@ __all__ = [
     "UnsupportedError",
     "Worker",
     "WouldBlock",
+    "XPublisher",
+    "XSubscriber",
     "__version__",
     "parse_endpoint",
+    "parse_subscription",
     "poll",
 ]

@@ -8,7 +8,13 @@ __all__ = ["SocketKind"]
 
 
 class SocketKind(enum.Enum):
-    """The ZeroMQ socket types transportkit supports."""
+    r"""The ZeroMQ socket types transportkit supports.
+
+    XPUB and XSUB are PUB and SUB with the subscriptions in the open (RFC 29/PUBSUB):
+    an XPUB receives its subscribers' subscription messages (``b"\x01" + topic``,
+    ``b"\x00" + topic``) and publishes as a PUB does; an XSUB sends subscription
+    messages upstream and receives as a SUB does, without filtering of its own.
+    """
 
     PUB = "PUB"
     SUB = "SUB"
@@ -19,6 +25,8 @@ class SocketKind(enum.Enum):
     PAIR = "PAIR"
     DEALER = "DEALER"
     ROUTER = "ROUTER"
+    XPUB = "XPUB"
+    XSUB = "XSUB"
 
     @property
     def can_send(self) -> bool:
@@ -31,10 +39,13 @@ class SocketKind(enum.Enum):
         return self not in (SocketKind.PUB, SocketKind.PUSH)
 
 
-#: Which kinds may be connected to which (RFC 28/29/30/31 and libzmq's compatibility table).
+#: Which kinds may be connected to which (RFC 28/29/30/31 and libzmq's compatibility table:
+#: XPUB talks to SUB and XSUB, XSUB to PUB and XPUB, as PUB and SUB do).
 PEERS: dict[SocketKind, frozenset[SocketKind]] = {
-    SocketKind.PUB: frozenset({SocketKind.SUB}),
-    SocketKind.SUB: frozenset({SocketKind.PUB}),
+    SocketKind.PUB: frozenset({SocketKind.SUB, SocketKind.XSUB}),
+    SocketKind.SUB: frozenset({SocketKind.PUB, SocketKind.XPUB}),
+    SocketKind.XPUB: frozenset({SocketKind.SUB, SocketKind.XSUB}),
+    SocketKind.XSUB: frozenset({SocketKind.PUB, SocketKind.XPUB}),
     SocketKind.REQ: frozenset({SocketKind.REP, SocketKind.ROUTER}),
     SocketKind.REP: frozenset({SocketKind.REQ, SocketKind.DEALER}),
     SocketKind.PUSH: frozenset({SocketKind.PULL}),

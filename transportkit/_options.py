@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from transportkit._curve import curve_public, key_z85
 from transportkit._errors import OptionError
 from transportkit._kinds import SocketKind
 
@@ -29,6 +30,7 @@ _INT32_MAX: Final = 2**31 - 1
 _CONFLATE_KINDS: Final = frozenset(
     {SocketKind.PUB, SocketKind.SUB, SocketKind.PUSH, SocketKind.PULL, SocketKind.DEALER}
 )
+_XPUB_OPTIONS: Final = ("xpub_verbose", "xpub_verboser", "xpub_nodrop", "xpub_welcome_msg")
 
 
 def _int_field(default: int, minimum: int, doc: str) -> Any:
@@ -116,9 +118,41 @@ class SocketOptions:
             connection, or None for the OS default (``net.ipv4.tcp_rmem``'s default,
             128 KiB, autotuned). The same rules as ``sndbuf``: tcp only, doubled,
             capped at ``net.core.rmem_max``, 0 for the minimum.
+        curve_server: This socket is a CURVE server (RFC 26): it needs
+            ``curve_secretkey``; clients must know its public key. Its network's
+            authenticator (:meth:`~transportkit.Network.start_authenticator`), if one
+            runs, decides which clients get in. Applies to ipc and tcp; inproc is
+            never encrypted (libzmq).
+        curve_secretkey: This socket's CURVE secret key: 40 Z85 characters or 32 raw
+            bytes (stored as Z85 bytes).
+        curve_publickey: This socket's CURVE public key (Z85 or raw). Optional: it is
+            derived from ``curve_secretkey`` when left out, and must match it when
+            given.
+        curve_serverkey: On a CURVE client, the server's public key (Z85 or raw).
+            Setting it (with ``curve_secretkey``) makes this socket a CURVE client; a
+            client whose server key is wrong never completes a handshake.
+        zap_domain: The ZAP domain (ZMQ_ZAP_DOMAIN) a CURVE server asks its network's
+            authenticator about; an authenticator for domain ``"*"`` answers every
+            domain. At most 254 characters.
         tcp_nodelay: Always True. libzmq sets TCP_NODELAY on every TCP connection and
             offers no way to clear it; this field exists so that asking for False
             fails loudly instead of being silently ignored.
+        xpub_verbose: ZMQ_XPUB_VERBOSE (XPUB only): pass every subscription message up
+            to the application, not only the first one of each topic. Unsubscriptions
+            still come only when a topic's last subscriber leaves.
+        xpub_verboser: ZMQ_XPUB_VERBOSER (XPUB only): pass every subscription and
+            every unsubscription, including those of a subscriber that goes away
+            (it implies ``xpub_verbose``, as libzmq's option sets both).
+        xpub_nodrop: ZMQ_XPUB_NODROP (XPUB only): at a subscriber's SNDHWM, do not
+            drop: ``send`` waits (up to ``sndtimeo``, then
+            :class:`~transportkit.Timeout`) and ``try_send`` raises
+            :class:`~transportkit.WouldBlock`, and the message goes to no subscriber
+            until every matching one has room. A subscriber that stops reading then
+            stalls the publisher: pair it with a finite ``sndtimeo``.
+        xpub_welcome_msg: ZMQ_XPUB_WELCOME_MSG (XPUB only): a frame sent to each new
+            subscriber when it connects, before anything else and whatever it
+            subscribed to (a SUB still filters it: it must subscribe to a prefix of
+            it to see it). None (the default) sends nothing; it must not be empty.
     """
 
     sndhwm: int = _int_field(1000, 0, "send high-water mark")
@@ -145,6 +179,15 @@ class SocketOptions:
     tcp_nodelay: bool = True
     sndbuf: int | None = None
     rcvbuf: int | None = None
+    curve_server: bool = False
+    curve_secretkey: bytes | None = field(default=None, repr=False)
+    curve_publickey: bytes | None = None
+    curve_serverkey: bytes | None = None
+    zap_domain: str = ""
+    xpub_verbose: bool = False
+    xpub_verboser: bool = False
+    xpub_nodrop: bool = False
+    xpub_welcome_msg: bytes | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -191,6 +234,19 @@ class SocketOptions:
                     "option 'routing_id' must not start with a zero byte "
                     "(libzmq reserves those for generated ids)"
                 )
+        _check_curve(self)
+        welcome = self.xpub_welcome_msg
+        if welcome is not None:
+            if not isinstance(welcome, bytes):
+                raise OptionError(
+                    "option 'xpub_welcome_msg' must be bytes or None, got "
+                    f"{type(welcome).__name__} {welcome!r:.40}"
+                )
+            if not welcome:
+                raise OptionError(
+                    "option 'xpub_welcome_msg' must not be empty (libzmq sends no welcome "
+                    "for an empty one): use None for no welcome message"
+                )
         if self.tcp_nodelay is not True:
             raise OptionError(
                 "option 'tcp_nodelay' cannot be turned off: libzmq always sets TCP_NODELAY "
@@ -225,6 +281,10 @@ class SocketOptions:
         if (self.req_relaxed or self.req_correlate) and kind is not SocketKind.REQ:
             name = "req_relaxed" if self.req_relaxed else "req_correlate"
             raise OptionError(f"option {name!r} applies to REQ, not {kind.value}")
+        if kind is not SocketKind.XPUB:
+            for name in _XPUB_OPTIONS:
+                if getattr(self, name) not in (False, None):
+                    raise OptionError(f"option {name!r} applies to XPUB, not {kind.value}")
 
     def changed(self) -> dict[str, Any]:
         """The options that differ from their defaults, by name."""
@@ -234,6 +294,45 @@ class SocketOptions:
             for f in dataclasses.fields(self)
             if getattr(self, f.name) != getattr(default, f.name)
         }
+
+
+def _check_curve(options: SocketOptions) -> None:
+    """Normalise the CURVE keys to Z85 and refuse incomplete or contradictory sets."""
+    for name in ("curve_secretkey", "curve_publickey", "curve_serverkey"):
+        key = getattr(options, name)
+        if key is not None:
+            object.__setattr__(options, name, key_z85(name, key))
+    secret, public = options.curve_secretkey, options.curve_publickey
+    if public is not None and secret is None:
+        raise OptionError("option 'curve_publickey' needs 'curve_secretkey' (the pair's secret)")
+    if secret is not None:
+        derived = curve_public(secret)
+        if public is None:
+            object.__setattr__(options, "curve_publickey", derived)
+        elif public != derived:
+            raise OptionError(
+                "option 'curve_publickey' does not belong to 'curve_secretkey' "
+                "(leave it out to derive it)"
+            )
+    if options.curve_server:
+        if secret is None:
+            raise OptionError("option 'curve_server' needs 'curve_secretkey'")
+        if options.curve_serverkey is not None:
+            raise OptionError(
+                "option 'curve_serverkey' is for CURVE clients; a socket with "
+                "'curve_server' set uses its own key pair"
+            )
+    elif secret is not None and options.curve_serverkey is None:
+        raise OptionError(
+            "a CURVE key pair without 'curve_server' makes a client, which needs "
+            "'curve_serverkey' (the server's public key)"
+        )
+    elif options.curve_serverkey is not None and secret is None:
+        raise OptionError("option 'curve_serverkey' needs 'curve_secretkey' (the client's keys)")
+    if not isinstance(options.zap_domain, str):
+        raise OptionError(f"option 'zap_domain' must be a str, got {options.zap_domain!r}")
+    if len(options.zap_domain) > 254:
+        raise OptionError("option 'zap_domain' must be at most 254 characters")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:

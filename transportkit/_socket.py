@@ -18,7 +18,7 @@ import abc
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, TypeAlias, TypeVar
+from typing import ClassVar, Final, Protocol, TypeAlias, TypeVar
 
 from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, FrameError
@@ -43,7 +43,11 @@ __all__ = [
     "SocketStats",
     "Subscriber",
     "Worker",
+    "XPublisher",
+    "XSubscriber",
     "check_frames",
+    "check_xsub_message",
+    "parse_subscription",
 ]
 
 Frame: TypeAlias = bytes | bytearray | memoryview
@@ -411,6 +415,132 @@ class Subscriber(Receiver):
     @abc.abstractmethod
     def subscriptions(self) -> tuple[bytes, ...]:
         """The prefixes subscribed to, in the order they were added."""
+
+
+SUBSCRIBE: Final = b"\x01"
+r"""The first byte of a subscription message (RFC 29: ``b"\x01" + topic``)."""
+UNSUBSCRIBE: Final = b"\x00"
+r"""The first byte of an unsubscription message (RFC 29: ``b"\x00" + topic``)."""
+
+
+def parse_subscription(message: Sequence[Frame]) -> tuple[bool, bytes] | None:
+    """Read a message an XPUB received: ``(True, topic)`` for a subscription,
+    ``(False, topic)`` for an unsubscription, None for anything else (a data message
+    an XSUB sent upstream).
+
+    A (un)subscription is one frame whose first byte is 1 (subscribe) or 0
+    (unsubscribe), the topic prefix after it (RFC 29/PUBSUB, libzmq's XPUB).
+    """
+    if len(message) != 1:
+        return None
+    frame = bytes(message[0])
+    if not frame or frame[0] > 1:
+        return None
+    return frame[0] == 1, frame[1:]
+
+
+def check_xsub_message(frames: Sequence[Frame], where: str) -> tuple[bool, bytes] | None:
+    """What an XSUB's outgoing message is; raise FrameError if it is ambiguous.
+
+    Returns ``(True, topic)`` for a subscription, ``(False, topic)`` for an
+    unsubscription, None for a data message (which goes upstream as it is).
+
+    Raises:
+        FrameError: A multipart message has a frame that starts with byte 0 or 1.
+            libzmq 4.3 reads *every* such frame of an XSUB's message as an
+            (un)subscription (it applies it and passes the rest on), so such a
+            message would not arrive as it was sent: send each (un)subscription as
+            a message of its own, and data whose frames do not start with 0 or 1.
+    """
+    if len(frames) == 1:
+        return parse_subscription(frames)
+    for i, frame in enumerate(frames):
+        view = memoryview(frame)
+        with view:
+            head = bytes(view[:1])
+        if head in (SUBSCRIBE, UNSUBSCRIBE):
+            raise FrameError(
+                f"{where}: frame {i} of a {len(frames)}-frame message starts with byte "
+                f"{head[0]}: an XSUB reads every frame that starts with 0 or 1 as an "
+                "(un)subscription (libzmq 4.3); send a subscription as a one-frame message"
+            )
+    return None
+
+
+class XPublisher(Sender, Receiver):
+    r"""XPUB: a PUB that receives its subscribers' subscriptions (RFC 29/PUBSUB).
+
+    Sends as a :class:`Publisher` does: to each subscriber whose prefix matches frame
+    0, dropping at a subscriber's HWM (unless ``xpub_nodrop``). Receives one-frame
+    messages ``b"\x01" + topic`` (a subscription) and ``b"\x00" + topic`` (an
+    unsubscription) and, from an XSUB, whatever data it sends upstream
+    (:func:`parse_subscription` tells them apart). Without ``xpub_verbose`` a topic's
+    subscription is received once, when its first subscriber subscribes, and its
+    unsubscription once, when its last subscriber unsubscribes or goes away (a
+    subscriber that disconnects or crashes unsubscribes from all its topics, as
+    libzmq does when the connection ends). Received messages count in
+    ``stats.received``.
+
+    What it receives is held without bound, as libzmq holds it: read it.
+    """
+
+    kind = SocketKind.XPUB
+
+    async def publish(self, topic: bytes, *frames: Frame) -> None:
+        """Send ``[topic, *frames]``, as :meth:`Publisher.publish`."""
+        await self.send([topic, *frames])
+
+
+class XSubscriber(Sender, Receiver):
+    r"""XSUB: a SUB whose subscriptions are messages it sends (RFC 29/PUBSUB).
+
+    Sending ``[b"\x01" + topic]`` subscribes (to every publisher it is connected
+    to, and to those it connects to later), ``[b"\x00" + topic]`` unsubscribes
+    (counted: it goes upstream when the last subscription to ``topic`` is removed),
+    and any other message goes upstream to every connected XPUB as data (a PUB
+    discards it). Sends never block: at a publisher's HWM the message is dropped for
+    that publisher, as libzmq does. Every send counts in ``stats.sent``.
+
+    It receives every message its publishers send it, with no filtering of its own
+    (the publishers filter by its subscriptions), including an XPUB's welcome
+    message.
+    """
+
+    kind = SocketKind.XSUB
+
+    def subscribe(self, prefix: bytes) -> None:
+        r"""Send the subscription message ``b"\x01" + prefix`` (never waits).
+
+        Raises:
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+        self.try_send([SUBSCRIBE + _topic(prefix)])
+
+    def unsubscribe(self, prefix: bytes) -> None:
+        r"""Send the unsubscription message ``b"\x00" + prefix`` (never waits).
+
+        Raises:
+            FrameError: ``prefix`` is not bytes.
+            ClosedError: The socket is closed.
+        """
+        self.try_send([UNSUBSCRIBE + _topic(prefix)])
+
+    @property
+    @abc.abstractmethod
+    def subscriptions(self) -> tuple[bytes, ...]:
+        """The prefixes subscribed to (by :meth:`subscribe` or by subscription
+        messages sent), in the order they were added; an unsubscription removes one.
+        """
+
+
+def _topic(prefix: object) -> bytes:
+    if not isinstance(prefix, bytes):
+        raise FrameError(
+            f"a topic prefix must be bytes, got {type(prefix).__name__} {prefix!r:.40}"
+            " (encode text explicitly, e.g. b'AAPL' or 'AAPL'.encode())"
+        )
+    return prefix
 
 
 class Requester(Sender, Receiver):

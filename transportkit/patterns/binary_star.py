@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import enum
 import inspect
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ from transportkit._errors import (
     Timeout,
     WouldBlock,
 )
+from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
@@ -69,8 +71,11 @@ from transportkit.patterns._limits import (
     bounded_options,
     check_finite_hwm,
     check_message_limit,
+    message_bytes,
     too_large,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "BStarEvent",
@@ -333,6 +338,12 @@ class BinaryStarServer(Service):
             return
         except SplitBrainError as exc:
             self.fatal = exc
+            logger.error(
+                "Binary Star %s: split brain, the server stops serving: %s",
+                self.state.name,
+                exc,
+                extra={"reason": "split brain"},
+            )
             raise
 
     async def _publish_state(self) -> None:
@@ -347,6 +358,15 @@ class BinaryStarServer(Service):
         if event is None:
             self.stats.bad_states += 1
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed state message from the peer at %s: %s",
+                self._state_sub.last_endpoint,
+                "not a Binary Star state",
+                extra={"reason": "not a Binary Star state", "counter": "malformed"},
+            )
             return
         self._peer_expiry = asyncio.get_running_loop().time() + 2 * self.heartbeat
         await self._fire(event)
@@ -360,6 +380,14 @@ class BinaryStarServer(Service):
         accepted = self.fatal is None and await self._fire(BStarEvent.CLIENT_REQUEST)
         if not accepted:
             self.stats.refused += 1
+            limited(
+                logger,
+                logging.INFO,
+                "refused",
+                "Binary Star %s: request refused (not the active server)",
+                self.state.name,
+                extra={"counter": "refused"},
+            )
         return accepted
 
     async def _client_message(self, frontend: Router) -> None:
@@ -368,13 +396,45 @@ class BinaryStarServer(Service):
             return
         if too_large(msg[1:], self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request from %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(msg[0]),
+                message_bytes(msg[1:]),
+                self.max_message_bytes,
+                extra={"peer": peer(msg[0]), "reason": "too large", "counter": "over_limit"},
+            )
             return
         if len(msg) < 3 or msg[1] != b"":
             self.stats.bad_requests += 1
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed request from %s: %s",
+                peer(msg[0]),
+                "no empty delimiter and body",
+                extra={
+                    "peer": peer(msg[0]),
+                    "reason": "no empty delimiter and body",
+                    "counter": "malformed",
+                },
+            )
             return
         if not await self._fire(BStarEvent.CLIENT_REQUEST):
             self.stats.refused += 1
+            limited(
+                logger,
+                logging.INFO,
+                "refused",
+                "Binary Star %s: request from %s refused (not the active server)",
+                self.state.name,
+                peer(msg[0]),
+                extra={"peer": peer(msg[0]), "counter": "refused"},
+            )
             return
         reply = await self._call_handler(msg[2:])
         if reply is None:
@@ -386,6 +446,14 @@ class BinaryStarServer(Service):
             frontend.try_send([msg[0], b"", *reply])
         except (BrokenPeerError, WouldBlock):
             self.stats.unsent += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "unsent",
+                "reply to %s could not be sent (client gone or at its HWM)",
+                peer(msg[0]),
+                extra={"peer": peer(msg[0]), "counter": "unsent"},
+            )
             return
         self.stats.served += 1
 
@@ -397,6 +465,14 @@ class BinaryStarServer(Service):
                 reply = await reply
             return check_frames(reply)  # FrameError: not a message
         except Exception:  # an application bug must not end the server
+            limited(
+                logger,
+                logging.ERROR,
+                "handler",
+                "request handler failed: the request gets no reply",
+                exc_info=True,
+                extra={"counter": "handler_errors"},
+            )
             return None
 
     async def _fire(self, event: BStarEvent) -> bool:
@@ -407,6 +483,20 @@ class BinaryStarServer(Service):
             self.state = new
             if old is BStarState.PASSIVE and new is BStarState.ACTIVE:
                 self.stats.failovers += 1
+                logger.warning(
+                    "Binary Star failover: PASSIVE -> ACTIVE on %s (peer silent for %g s)",
+                    event.name,
+                    2 * self.heartbeat,
+                    extra={"reason": event.name, "counter": "failovers"},
+                )
+            else:
+                logger.info(
+                    "Binary Star state %s -> %s on %s",
+                    old.name,
+                    new.name,
+                    event.name,
+                    extra={"reason": event.name},
+                )
             if self._on_state_change is not None:
                 self._on_state_change(old, new, event)
             await self._publish_state()
@@ -505,9 +595,21 @@ class BinaryStarClient(Closeable):
                 self._req.close()
                 self._req = None
                 if attempt == self.retries:
+                    logger.warning(
+                        "giving up: no reply from either Binary Star server %s after %d attempts",
+                        self.endpoints,
+                        self.retries + 1,
+                        extra={"endpoint": self.endpoint, "counter": "timeouts"},
+                    )
                     break
                 self._server ^= 1
                 self.stats.failovers += 1
+                logger.info(
+                    "no reply in %g s: failing over to %s",
+                    self.timeout,
+                    self.endpoint,
+                    extra={"endpoint": self.endpoint, "counter": "failovers"},
+                )
                 await asyncio.sleep(self.settle_delay)
                 continue
             self.stats.replies += 1

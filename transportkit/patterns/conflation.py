@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
@@ -50,6 +51,7 @@ from transportkit._errors import (
     StateError,
     Timeout,
 )
+from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
@@ -64,6 +66,8 @@ from transportkit.patterns._limits import (
     too_large,
 )
 from transportkit.patterns._serving import SnapshotSender
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_LVC_MAX_CACHE_BYTES",
@@ -157,8 +161,16 @@ class ConflatingSubscriber:
         while (message := self.subscriber.try_recv()) is not None:
             try:
                 key = self._key(message)
-            except ProtocolError:
+            except ProtocolError as exc:
                 self.malformed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "malformed update, no conflation key: %s",
+                    exc,
+                    extra={"reason": str(exc), "counter": "malformed"},
+                )
                 continue
             self.received += 1
             if key in updates:

@@ -47,8 +47,9 @@ to another server after it went silent); make requests idempotent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -59,6 +60,7 @@ from transportkit._errors import (
     ServiceUnavailableError,
     WouldBlock,
 )
+from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, Router, check_frames
@@ -68,9 +70,12 @@ from transportkit.patterns._limits import (
     check_bound,
     check_finite_hwm,
     check_message_limit,
+    message_bytes,
     too_large,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONNECT_RETRY",
@@ -186,6 +191,11 @@ class FreelanceClient(Closeable):
         options: Options of the ROUTER socket (``router_mandatory`` is always set;
             default linger 0).
         max_servers: Most servers it connects to.
+        latency_observer: Called with the seconds (event-loop time: virtual in a
+            simulation) from the start of a request's service (its turn, after
+            requests of other tasks) to its reply, for each answered request; None
+            (default) measures nothing. It must not raise.
+            :class:`transportkit.metrics.LatencyHistogram` is one.
 
     Raises:
         ValueError: A time is not positive, a bound is not an int >= 1, or ``options``
@@ -202,6 +212,7 @@ class FreelanceClient(Closeable):
         server_ttl: float = SERVER_TTL,
         options: SocketOptions | None = None,
         max_servers: int = MAX_SERVERS,
+        latency_observer: Callable[[float], object] | None = None,
     ) -> None:
         for name, value in (
             ("timeout", timeout),
@@ -217,6 +228,7 @@ class FreelanceClient(Closeable):
         opts = (SocketOptions() if options is None else options).replace(router_mandatory=True)
         check_finite_hwm(opts, "FreelanceClient", "sndhwm", "rcvhwm")
         self.stats = FreelanceClientStats()
+        self.latency_observer = latency_observer
         self._router: Router = network.router(options=opts)
         self._servers: dict[bytes, _Server] = {}
         self._actives: list[_Server] = []
@@ -291,10 +303,14 @@ class FreelanceClient(Closeable):
             loop = asyncio.get_running_loop()
             self.stats.requests += 1
             self._sequence += 1
-            pending = _Pending(b"%d" % self._sequence, body, loop.time() + self.timeout)
+            started = loop.time()
+            pending = _Pending(b"%d" % self._sequence, body, started + self.timeout)
             self._resume(loop.time())
             try:
-                return await self._serve(pending)
+                reply = await self._serve(pending)
+                if self.latency_observer is not None:
+                    self.latency_observer(loop.time() - started)
+                return reply
             finally:
                 self._idle_from = loop.time()
 
@@ -315,6 +331,14 @@ class FreelanceClient(Closeable):
             await self._router.poll(max(0.0, self._wake_at(pending) - loop.time()))
         self.stats.failures += 1
         live = ", ".join(self.live) or "none"
+        logger.warning(
+            "giving up on request %d: no reply within %g s from %d Freelance server(s) (live: %s)",
+            self._sequence,
+            self.timeout,
+            len(self._servers),
+            live,
+            extra={"counter": "failures"},
+        )
         raise ServiceUnavailableError(
             f"no reply to request {self._sequence} within {self.timeout:g} s from "
             f"{len(self._servers)} Freelance server(s) (live: {live})"
@@ -342,16 +366,47 @@ class FreelanceClient(Closeable):
         content = msg[1:]
         if server is None or not content:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed reply from server %s: %s",
+                peer(msg[0]),
+                "unknown server or empty message",
+                extra={
+                    "peer": peer(msg[0]),
+                    "reason": "unknown server or empty message",
+                    "counter": "malformed",
+                },
+            )
             return
         if not server.alive:
             server.alive = True
             self._actives.append(server)
+            logger.info(
+                "Freelance server %s is live",
+                server.endpoint,
+                extra={"endpoint": server.endpoint, "peer": peer(server.identity)},
+            )
         server.ping_at = now + self.ping_interval
         server.expires = now + self.server_ttl
         if content == [PONG]:
             self.stats.pongs += 1
         elif len(content) < 2:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed reply from server %s: %s",
+                server.endpoint,
+                "one frame, not PONG",
+                extra={
+                    "peer": peer(msg[0]),
+                    "reason": "one frame, not PONG",
+                    "counter": "malformed",
+                },
+            )
         elif pending is not None and content[0] == pending.ccf:
             if pending.reply is not None:
                 self.stats.late += 1  # a second answer, read in the same drain
@@ -359,10 +414,32 @@ class FreelanceClient(Closeable):
                 pending.reply = content[1:]
             else:  # FLP servers answer only what they were sent: no answer, a forgery
                 self.stats.malformed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "malformed reply from server %s: %s",
+                    server.endpoint,
+                    "an answer to a request it was not sent",
+                    extra={
+                        "peer": peer(msg[0]),
+                        "reason": "an answer to a request it was not sent",
+                        "counter": "malformed",
+                    },
+                )
         elif content[0].isdigit() and len(content[0]) <= 20:
             self.stats.late += 1
         else:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed reply from server %s: %s",
+                server.endpoint,
+                "no sequence frame",
+                extra={"peer": peer(msg[0]), "reason": "no sequence frame", "counter": "malformed"},
+            )
 
     def _expire(self, now: float) -> None:
         for server in list(self._actives):
@@ -370,6 +447,12 @@ class FreelanceClient(Closeable):
                 server.alive = False
                 self._actives.remove(server)
                 self.stats.deaths += 1
+                logger.warning(
+                    "Freelance server %s silent for %g s: taken as dead",
+                    server.endpoint,
+                    self.server_ttl,
+                    extra={"endpoint": server.endpoint, "counter": "deaths"},
+                )
 
     def _dispatch(self, pending: _Pending) -> None:
         """Send the request to the first live server it has not been sent to, unless the
@@ -387,6 +470,12 @@ class FreelanceClient(Closeable):
             if self._send([server.identity, pending.ccf, *pending.body]):
                 if pending.waiting_on is not None:
                     self.stats.failovers += 1
+                    logger.info(
+                        "request %s switches to Freelance server %s",
+                        pending.ccf.decode(),
+                        server.endpoint,
+                        extra={"endpoint": server.endpoint, "counter": "failovers"},
+                    )
                 pending.sent_to.add(server.identity)
                 pending.asked.add(server.identity)
                 pending.waiting_on = server.identity
@@ -521,11 +610,34 @@ class FreelanceServer(Closeable):
             return
         if len(content) < 2:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed request from client %s: %s",
+                peer(client),
+                "not PING, no sequence frame and body",
+                extra={
+                    "peer": peer(client),
+                    "reason": "not PING, no sequence frame and body",
+                    "counter": "malformed",
+                },
+            )
             return
         if too_large(msg, self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request from client %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(client),
+                message_bytes(msg),
+                self.max_message_bytes,
+                extra={"peer": peer(client), "reason": "too large", "counter": "over_limit"},
+            )
             return
-        reply = await reply_or_none(self.handler, content[1:])
+        reply = await reply_or_none(self.handler, content[1:], log=logger)
         if reply is None:
             self.stats.handler_errors += 1
             return
@@ -537,6 +649,14 @@ class FreelanceServer(Closeable):
             self.socket.try_send(frames)
         except (HostUnreachableError, WouldBlock):
             self.stats.dropped += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "dropped",
+                "reply to client %s could not be sent (gone or at its HWM)",
+                peer(frames[0]),
+                extra={"peer": peer(frames[0]), "counter": "dropped"},
+            )
             return False
         return True
 

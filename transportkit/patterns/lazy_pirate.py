@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from transportkit._errors import (
     FrameError,
     ServiceUnavailableError,
 )
+from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, Requester, Worker, check_frames
@@ -67,6 +69,8 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EMPTY_ANSWER",
@@ -159,16 +163,28 @@ def _is_empty_sequence(value: object) -> bool:
     )
 
 
-async def reply_or_none(handler: Handler, body: Message) -> Sequence[Frame] | None:
+async def reply_or_none(
+    handler: Handler, body: Message, *, log: logging.Logger | None = None
+) -> Sequence[Frame] | None:
     """:func:`call_handler`, with None where the handler failed.
 
     For server loops, which must outlive any one request: a handler that raises (any
     ``Exception``; cancellation still propagates) or returns something that is not a
-    message gives None, for the caller to count as a handler error and go on.
+    message gives None, for the caller to count as a handler error and go on. The
+    failure is logged with its traceback at ERROR on ``log`` (default: this module's
+    logger), rate-limited (:func:`transportkit._log.limited`, key ``"handler"``).
     """
     try:
         return await call_handler(handler, body)
     except Exception:
+        limited(
+            logger if log is None else log,
+            logging.ERROR,
+            "handler",
+            "request handler failed: the request gets no reply",
+            exc_info=True,
+            extra={"counter": "handler_errors"},
+        )
         return None
 
 
@@ -324,16 +340,41 @@ async def _answer(
     """The handler's reply to ``request``, counted; raise (counted) where there is none."""
     if too_large(request, limit):
         counters.over_limit += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "over_limit",
+            "request of %d bytes over max_message_bytes (%s)",
+            message_bytes(request),
+            limit,
+            extra={"reason": "too large", "counter": "over_limit"},
+        )
         raise FrameError(
             f"a request of {message_bytes(request)} bytes is over max_message_bytes ({limit})"
         )
     try:
         reply = await call_handler(handler, request)
-    except MalformedRequest:
+    except MalformedRequest as exc:
         counters.malformed += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "malformed",
+            "malformed request: %s",
+            exc,
+            extra={"reason": str(exc), "counter": "malformed"},
+        )
         raise
     except Exception:
         counters.handler_errors += 1
+        limited(
+            logger,
+            logging.ERROR,
+            "handler",
+            "request handler failed",
+            exc_info=True,
+            extra={"counter": "handler_errors"},
+        )
         raise
     counters.served += 1
     return reply
@@ -432,6 +473,10 @@ class LazyPirateClient(Closeable):
         wire: :attr:`LazyPirateWire.PLAIN` (default: the frames as given, any REP
             server) or :attr:`LazyPirateWire.SEQUENCED` (a sequence frame first, for a
             :func:`serve_lazy_pirate` server of the same format).
+        latency_observer: Called with the seconds (event-loop time: virtual in a
+            simulation) from a request's first send to its reply, retries included,
+            for each answered request; None (default) measures nothing. It must not
+            raise. :class:`transportkit.metrics.LatencyHistogram` is one.
 
     Raises:
         ValueError: ``timeout`` is not positive, ``retries`` is below 1, or ``wire``
@@ -447,6 +492,7 @@ class LazyPirateClient(Closeable):
         retries: int = REQUEST_RETRIES,
         options: SocketOptions | None = None,
         wire: LazyPirateWire = LazyPirateWire.PLAIN,
+        latency_observer: Callable[[float], object] | None = None,
     ) -> None:
         self.wire: Final = _check_wire(wire)
         if not timeout > 0:
@@ -459,6 +505,7 @@ class LazyPirateClient(Closeable):
         self.retries = retries
         self.options = SocketOptions() if options is None else options
         self.stats = LazyPirateStats()
+        self.latency_observer = latency_observer
         self._sequence = 0
         self._socket: Requester | None = None
         self._lock = asyncio.Lock()
@@ -490,14 +537,35 @@ class LazyPirateClient(Closeable):
             seq = b"%d" % self._sequence
             message = body if self.wire is LazyPirateWire.PLAIN else [seq, *body]
             mismatched = self.stats.mismatched
+            observer = self.latency_observer
+            started = asyncio.get_running_loop().time() if observer is not None else 0.0
             for attempt in range(1, self.retries + 1):
                 if attempt > 1:
                     self.stats.retries += 1
+                    logger.info(
+                        "no reply from %s to request %d in %g s: retrying (attempt %d of %d)",
+                        self.endpoint,
+                        self._sequence,
+                        self.timeout,
+                        attempt,
+                        self.retries,
+                        extra={"endpoint": self.endpoint, "counter": "retries"},
+                    )
                 reply = await self._attempt(message)
                 if reply is not None:
                     self.stats.replies += 1
+                    if observer is not None:
+                        observer(asyncio.get_running_loop().time() - started)
                     return reply
             self.stats.failures += 1
+            logger.warning(
+                "giving up on request %d to %s after %d attempt(s) of %g s",
+                self._sequence,
+                self.endpoint,
+                self.retries,
+                self.timeout,
+                extra={"endpoint": self.endpoint, "counter": "failures"},
+            )
             mismatched = self.stats.mismatched - mismatched
             why = (
                 f"; {mismatched} repl{'y' if mismatched == 1 else 'ies'} did not carry the "
@@ -531,6 +599,19 @@ class LazyPirateClient(Closeable):
         if reply and reply[0] == message[0]:
             return reply[1:]
         self.stats.mismatched += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "mismatched",
+            "reply from %s without request %d's sequence frame: dropped",
+            self.endpoint,
+            self._sequence,
+            extra={
+                "endpoint": self.endpoint,
+                "reason": "sequence mismatch",
+                "counter": "mismatched",
+            },
+        )
         self._drop_socket()
         return None
 

@@ -28,11 +28,13 @@ the one spelling both of the Guide's brokers accept.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Final
 
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
+from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
@@ -44,9 +46,12 @@ from transportkit.patterns._limits import (
     check_bound,
     check_finite_hwm,
     check_message_limit,
+    message_bytes,
     too_large,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
@@ -185,6 +190,16 @@ class LoadBalancingBroker(RouterPair):
             return
         if too_large(msg, self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "message from worker %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(msg[0]),
+                message_bytes(msg),
+                self.max_message_bytes,
+                extra={"peer": peer(msg[0]), "reason": "too large", "counter": "over_limit"},
+            )
             return
         worker = msg[0]
         content = msg[2:] if len(msg) >= 3 and msg[1] == b"" else None
@@ -195,11 +210,33 @@ class LoadBalancingBroker(RouterPair):
             self.stats.replies += 1
         else:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed message from worker %s: %s",
+                peer(worker),
+                "not READY or an enveloped reply",
+                extra={
+                    "peer": peer(worker),
+                    "reason": "not READY or an enveloped reply",
+                    "counter": "malformed",
+                },
+            )
             return
         if worker in self._workers:
             return
         if len(self._workers) >= self.max_workers:
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "worker %s not listed: max_workers (%d) reached",
+                peer(worker),
+                self.max_workers,
+                extra={"peer": peer(worker), "reason": "max_workers", "counter": "over_limit"},
+            )
             return
         self._workers[worker] = None
 
@@ -209,9 +246,28 @@ class LoadBalancingBroker(RouterPair):
             return
         if too_large(msg, self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request from client %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(msg[0]),
+                message_bytes(msg),
+                self.max_message_bytes,
+                extra={"peer": peer(msg[0]), "reason": "too large", "counter": "over_limit"},
+            )
             return
         if split_envelope(msg) is None:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed request from client %s: %s",
+                peer(msg[0]),
+                "no envelope",
+                extra={"peer": peer(msg[0]), "reason": "no envelope", "counter": "malformed"},
+            )
             return
         worker = next(iter(self._workers))
         del self._workers[worker]
@@ -223,6 +279,14 @@ class LoadBalancingBroker(RouterPair):
             router.try_send(msg)
         except (HostUnreachableError, WouldBlock):
             self.stats.dropped += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "dropped",
+                "message to %s could not be sent (gone or at its HWM): dropped",
+                peer(msg[0]),
+                extra={"peer": peer(msg[0]), "counter": "dropped"},
+            )
 
 
 SimplePirateQueue = LoadBalancingBroker
@@ -311,10 +375,28 @@ async def run_load_balancing_worker(
             reply = None
             if parts is None:
                 counters.malformed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "malformed request from the broker at %s: %s",
+                    endpoint,
+                    "no envelope",
+                    extra={"endpoint": endpoint, "reason": "no envelope", "counter": "malformed"},
+                )
             elif too_large(msg, limit):
                 counters.over_limit += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "over_limit",
+                    "request of %d bytes over max_message_bytes (%s): not served",
+                    message_bytes(msg),
+                    limit,
+                    extra={"endpoint": endpoint, "reason": "too large", "counter": "over_limit"},
+                )
             else:
-                reply = await reply_or_none(handler, parts[1])
+                reply = await reply_or_none(handler, parts[1], log=logger)
                 if reply is None:
                     counters.handler_errors += 1
             if reply is None or parts is None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -68,6 +69,7 @@ from transportkit import (
     WouldBlock,
 )
 from transportkit._closing import Closeable
+from transportkit._log import limited, peer
 from transportkit._socket import check_frames
 from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import (
@@ -76,8 +78,11 @@ from transportkit.patterns._limits import (
     check_bound,
     check_finite_hwm,
     check_message_limit,
+    message_bytes,
     too_large,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "MDPC01",
@@ -564,6 +569,14 @@ class MajordomoBroker:
             sock.try_send(frames)
         except (WouldBlock, HostUnreachableError):
             self.stats.undeliverable += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "undeliverable",
+                "message to %s could not be sent (gone or at its HWM): dropped",
+                peer(frames[0]),
+                extra={"peer": peer(frames[0]), "counter": "undeliverable"},
+            )
             return False
         return True
 
@@ -589,6 +602,17 @@ class MajordomoBroker:
     def _purge(self, now: float) -> None:
         for worker in [w for w in self._workers.values() if w.expiry <= now]:
             self.stats.expired_workers += 1
+            logger.warning(
+                "worker %s of service %r expired: no heartbeat for %g s",
+                peer(worker.identity),
+                worker.service.name,
+                self.expiry,
+                extra={
+                    "peer": peer(worker.identity),
+                    "service": worker.service.name,
+                    "counter": "expired_workers",
+                },
+            )
             self._forget(worker)
         if self.request_ttl is not None:
             limit = now - self.request_ttl
@@ -596,6 +620,16 @@ class MajordomoBroker:
                 while svc.requests and svc.requests[0].queued_at <= limit:
                     self._release(svc.requests.popleft())
                     self.stats.expired_requests += 1
+                    limited(
+                        logger,
+                        logging.WARNING,
+                        "expired_requests",
+                        "request for service %r expired after %g s in the queue: dropped",
+                        svc.name,
+                        self.request_ttl,
+                        extra={"service": svc.name, "counter": "expired_requests"},
+                    )
+
         for name in [n for n, s in self._services.items() if not s.workers and not s.requests]:
             del self._services[name]
         self._next_check = self._next_deadline()
@@ -603,10 +637,33 @@ class MajordomoBroker:
     def _handle(self, sock: Router, msg: Message) -> None:
         if len(msg) < 3 or msg[1] != b"":
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed message from %s: %s",
+                peer(msg[0]),
+                "no empty delimiter and header",
+                extra={
+                    "peer": peer(msg[0]),
+                    "reason": "no empty delimiter and header",
+                    "counter": "malformed",
+                },
+            )
             return
         sender, header, frames = msg[0], msg[2], msg[3:]
         if too_large(msg[1:], self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "message from %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(sender),
+                message_bytes(msg[1:]),
+                self.max_message_bytes,
+                extra={"peer": peer(sender), "reason": "too large", "counter": "over_limit"},
+            )
             worker = self._workers.get(sender) if header == MDPW01 else None
             if worker is not None:
                 self._disconnect(sock, sender)
@@ -617,14 +674,50 @@ class MajordomoBroker:
             self._worker_message(sock, sender, frames)
         else:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed message from %s: %s",
+                peer(sender),
+                "unknown header",
+                extra={"peer": peer(sender), "reason": "unknown header", "counter": "malformed"},
+            )
 
     def _client_message(self, sock: Router, client: bytes, frames: list[bytes]) -> None:
         if len(frames) < 2 or not frames[0]:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed request from client %s: %s",
+                peer(client),
+                "no service or body",
+                extra={
+                    "peer": peer(client),
+                    "reason": "no service or body",
+                    "counter": "malformed",
+                },
+            )
             return
         service, body = frames[0], frames[1:]
         if len(service) > self.max_service_name:
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request from client %s: service name of %d bytes over %d: dropped",
+                peer(client),
+                len(service),
+                self.max_service_name,
+                extra={
+                    "peer": peer(client),
+                    "reason": "service name too long",
+                    "counter": "over_limit",
+                },
+            )
             return
         if service.startswith(_MMI_PREFIX):
             self.stats.mmi += 1
@@ -656,6 +749,20 @@ class MajordomoBroker:
             )
         ):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request from client %s for service %r refused: a pending-request bound is reached",
+                peer(client),
+                service,
+                extra={
+                    "peer": peer(client),
+                    "service": service,
+                    "reason": "queue full",
+                    "counter": "over_limit",
+                },
+            )
             return
         if svc is None:
             svc = self._services[service] = _Service(service)
@@ -729,6 +836,20 @@ class MajordomoBroker:
             or (svc is None and len(self._services) >= self.max_services)
         ):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "worker %s for service %r refused: a bound (workers, services, name) is reached",
+                peer(identity),
+                service,
+                extra={
+                    "peer": peer(identity),
+                    "service": service,
+                    "reason": "too many workers or services",
+                    "counter": "over_limit",
+                },
+            )
             self._disconnect(sock, identity)
             return
         if svc is None:
@@ -743,6 +864,19 @@ class MajordomoBroker:
     def _reject(self, sock: Router, identity: bytes) -> None:
         """Count a protocol violation by a worker, DISCONNECT it and forget it."""
         self.stats.malformed += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "malformed",
+            "malformed message from worker %s: %s: disconnected",
+            peer(identity),
+            "not a 7/MDP worker command in its state",
+            extra={
+                "peer": peer(identity),
+                "reason": "not a 7/MDP worker command in its state",
+                "counter": "malformed",
+            },
+        )
         self._disconnect(sock, identity)
 
     def _disconnect(self, sock: Router, identity: bytes) -> None:
@@ -768,12 +902,35 @@ class MajordomoBroker:
             if request.requeues >= self.max_requeues:
                 self._release(request)
                 self.stats.poisoned += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "poisoned",
+                    "request for service %r dropped: requeued %d times, its workers all died",
+                    svc.name,
+                    request.requeues,
+                    extra={"service": svc.name, "counter": "poisoned"},
+                )
+
             else:
                 request.requeues += 1
                 svc.requests.appendleft(request)
                 if self.request_ttl is not None:
                     self._watch(request.queued_at + self.request_ttl)
                 self.stats.requeued += 1
+                logger.info(
+                    "request for service %r requeued (%d of max_requeues %d): its worker %s "
+                    "is gone",
+                    svc.name,
+                    request.requeues,
+                    self.max_requeues,
+                    peer(worker.identity),
+                    extra={
+                        "service": svc.name,
+                        "peer": peer(worker.identity),
+                        "counter": "requeued",
+                    },
+                )
                 self._ready[svc] = None
         if not svc.workers and not svc.requests and self._services.get(svc.name) is svc:
             del self._services[svc.name]
@@ -1095,12 +1252,31 @@ class MajordomoWorker:
                 reply = await _call(handler, request)
             except Exception as exc:
                 self.stats.handler_errors += 1
+                limited(
+                    logger,
+                    logging.ERROR,
+                    "handler",
+                    "handler of service %r failed",
+                    self.service,
+                    exc_info=True,
+                    extra={"service": self.service, "counter": "handler_errors"},
+                )
                 reply = None
                 if on_error is not None:
                     try:
                         reply = await _call(on_error, request, exc)
                     except Exception:
                         self.stats.handler_errors += 1
+                        limited(
+                            logger,
+                            logging.ERROR,
+                            "handler",
+                            "on_error of service %r failed",
+                            self.service,
+                            exc_info=True,
+                            extra={"service": self.service, "counter": "handler_errors"},
+                        )
+
                     else:
                         self.stats.error_replies += 1
             try:
@@ -1162,6 +1338,14 @@ class MajordomoWorker:
             sock.try_send(frames)
         except WouldBlock:
             self.stats.unsent += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "unsent",
+                "message to the broker at %s could not be sent (HWM): dropped",
+                self.broker,
+                extra={"endpoint": self.broker, "service": self.service, "counter": "unsent"},
+            )
             return False
         return True
 
@@ -1207,6 +1391,14 @@ class MajordomoWorker:
                 sock = self._socket
                 assert sock is not None
                 if await self._converse(sock):
+                    logger.warning(
+                        "worker of service %r: broker at %s lost or refused us: reconnecting "
+                        "in %g s",
+                        self.service,
+                        self.broker,
+                        self.reconnect_interval,
+                        extra={"endpoint": self.broker, "service": self.service},
+                    )
                     await asyncio.sleep(self.reconnect_interval)
                 self._connect()
         except asyncio.CancelledError:
@@ -1261,17 +1453,52 @@ class MajordomoWorker:
             # All frames count: the client address is held and sent back with the reply.
             if too_large(msg, self.max_message_bytes):
                 self.stats.over_limit += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "over_limit",
+                    "message from the broker of %d bytes over max_message_bytes (%d)",
+                    message_bytes(msg),
+                    self.max_message_bytes,
+                    extra={"endpoint": self.broker, "reason": "too large", "counter": "over_limit"},
+                )
                 if request and not self._busy():
                     self._try_send(sock, [b"", MDPW01, MDPW_DISCONNECT])  # give it back
                     return False
                 continue
             if len(msg) < 3 or msg[0] != b"" or msg[1] != MDPW01:
                 self.stats.malformed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "malformed message from the broker at %s: %s",
+                    self.broker,
+                    "no MDPW01 header",
+                    extra={
+                        "endpoint": self.broker,
+                        "reason": "no MDPW01 header",
+                        "counter": "malformed",
+                    },
+                )
                 continue
             command = msg[2]
             if request:
                 if self._busy():
                     self.stats.malformed += 1
+                    limited(
+                        logger,
+                        logging.WARNING,
+                        "malformed",
+                        "malformed message from the broker at %s: %s",
+                        self.broker,
+                        "a request while one is being served",
+                        extra={
+                            "endpoint": self.broker,
+                            "reason": "a request while one is being served",
+                            "counter": "malformed",
+                        },
+                    )
                     continue
                 self.stats.requests += 1
                 if self._pending is not None:  # from a replaced connection
@@ -1282,9 +1509,28 @@ class MajordomoWorker:
                 pass
             elif command == MDPW_DISCONNECT and len(msg) == 3:
                 self.stats.disconnects += 1
+                logger.info(
+                    "worker of service %r: DISCONNECT from the broker at %s",
+                    self.service,
+                    self.broker,
+                    extra={"endpoint": self.broker, "service": self.service},
+                )
                 return not established
             else:
                 self.stats.malformed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "malformed message from the broker at %s: %s",
+                    self.broker,
+                    "unknown command",
+                    extra={
+                        "endpoint": self.broker,
+                        "reason": "unknown command",
+                        "counter": "malformed",
+                    },
+                )
                 continue
             heard = _now()
             established = True
@@ -1333,6 +1579,10 @@ class MajordomoClient(Closeable):
         timeout: Seconds to wait for each attempt's reply.
         retries: Attempts in all before giving up (at least 1).
         options: Options of the REQ sockets.
+        latency_observer: Called with the seconds (event-loop time: virtual in a
+            simulation) from a request's first send to its valid reply, retries
+            included; None (default) measures nothing. It must not raise.
+            :class:`transportkit.metrics.LatencyHistogram` is one.
     """
 
     def __init__(
@@ -1343,6 +1593,7 @@ class MajordomoClient(Closeable):
         timeout: float = MDP_HEARTBEAT_INTERVAL,
         retries: int = 3,
         options: SocketOptions | None = None,
+        latency_observer: Callable[[float], object] | None = None,
     ) -> None:
         _check_timing(timeout=timeout)
         self.network: Final = network
@@ -1350,6 +1601,7 @@ class MajordomoClient(Closeable):
         self.timeout: Final = float(timeout)
         self.retries: Final = _check_count("retries", retries)
         self.stats: Final = MajordomoClientStats()
+        self.latency_observer = latency_observer
         self._options = options
         self._socket: Requester | None = None
         self._busy = False
@@ -1381,12 +1633,25 @@ class MajordomoClient(Closeable):
         if self._busy:
             raise StateError("Majordomo client: one request at a time (use a client per task)")
         self._busy = True
+        observer = self.latency_observer
+        started = _now() if observer is not None else 0.0
         try:
             for _ in range(self.retries):
                 reply = await self._attempt([MDPC01, name, *body])
                 if reply is not None:
-                    return self._check_reply(reply, name)
+                    answer = self._check_reply(reply, name)
+                    if observer is not None:
+                        observer(_now() - started)
+                    return answer
             self.stats.failures += 1
+            logger.warning(
+                "giving up on service %r at %s after %d attempts of %g s",
+                name,
+                self.broker,
+                self.retries,
+                self.timeout,
+                extra={"endpoint": self.broker, "service": name, "counter": "failures"},
+            )
             raise ServiceUnavailableError(
                 f"Majordomo service {name!r} at {self.broker}: no reply after "
                 f"{self.retries} attempts of {self.timeout} s"
@@ -1411,6 +1676,13 @@ class MajordomoClient(Closeable):
             return await sock.recv(timeout=max(deadline - _now(), 0.0))
         except (Timeout, TimeoutError):
             self.stats.timeouts += 1
+            logger.info(
+                "no reply from %s in %g s: reconnecting (attempt %d)",
+                self.broker,
+                self.timeout,
+                self.stats.attempts,
+                extra={"endpoint": self.broker, "counter": "timeouts"},
+            )
             self._reset()
             return None
         except BaseException:
@@ -1605,6 +1877,19 @@ class AsyncMajordomoClient(Closeable):
             raise
         if len(msg) < 4 or msg[0] != b"" or msg[1] != MDPC01 or not msg[2]:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed reply from the broker at %s: %s",
+                self.broker,
+                "not a 7/MDP reply",
+                extra={
+                    "endpoint": self.broker,
+                    "reason": "not a 7/MDP reply",
+                    "counter": "malformed",
+                },
+            )
             raise ProtocolError(
                 f"Majordomo client: not a 7/MDP reply ({len(msg)} frames, starting "
                 f"{msg[:2]!r:.60}); expected [b'', b'MDPC01', service, body...]"
@@ -1613,6 +1898,19 @@ class AsyncMajordomoClient(Closeable):
         waiting = self._outstanding.get(service, 0)
         if not waiting:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed reply from the broker at %s: %s",
+                self.broker,
+                "no request outstanding for its service",
+                extra={
+                    "endpoint": self.broker,
+                    "reason": "no request outstanding for its service",
+                    "counter": "malformed",
+                },
+            )
             raise ProtocolError(
                 f"Majordomo client: a reply from service {service!r:.60}, which has no "
                 "request outstanding (dropped)"
@@ -1639,6 +1937,12 @@ class AsyncMajordomoClient(Closeable):
         if sock is not None:
             sock.close()
             self.stats.reconnects += 1
+            logger.info(
+                "reconnecting to the broker at %s (%d request(s) outstanding are lost)",
+                self.broker,
+                sum(self._outstanding.values()),
+                extra={"endpoint": self.broker, "counter": "reconnects"},
+            )
         self._outstanding.clear()
 
     def close(self) -> None:

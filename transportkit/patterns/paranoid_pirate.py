@@ -22,12 +22,14 @@ client's routing id and the empty delimiter.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from transportkit._closing import Closeable
 from transportkit._errors import ClosedError, HostUnreachableError, WouldBlock
+from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
@@ -39,10 +41,13 @@ from transportkit.patterns._limits import (
     check_bound,
     check_finite_hwm,
     check_message_limit,
+    message_bytes,
     too_large,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 from transportkit.patterns.load_balancing import DEFAULT_MAX_WORKERS, split_envelope
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "HEARTBEAT",
@@ -222,6 +227,14 @@ class ParanoidPirateQueue(RouterPair):
                             self.stats.heartbeats_sent += 1
                         else:
                             self.stats.dropped += 1
+                            limited(
+                                logger,
+                                logging.WARNING,
+                                "dropped",
+                                "heartbeat to worker %s could not be sent (HWM or unroutable)",
+                                peer(worker),
+                                extra={"peer": peer(worker), "counter": "dropped"},
+                            )
                 self._purge(now)
         except ClosedError:
             return
@@ -232,6 +245,16 @@ class ParanoidPirateQueue(RouterPair):
             return
         if too_large(msg, self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "message from worker %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(msg[0]),
+                message_bytes(msg),
+                self.max_message_bytes,
+                extra={"peer": peer(msg[0]), "reason": "too large", "counter": "over_limit"},
+            )
             return
         worker, content = msg[0], msg[1:]
         if content == [HEARTBEAT]:
@@ -241,12 +264,42 @@ class ParanoidPirateQueue(RouterPair):
         elif split_envelope(content) is not None:
             if not _send(self.frontend, content):
                 self.stats.dropped += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "dropped",
+                    "reply from worker %s could not be sent to its client (HWM or unroutable)",
+                    peer(worker),
+                    extra={"peer": peer(worker), "counter": "dropped"},
+                )
             self.stats.replies += 1
         else:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed message from worker %s: %s",
+                peer(worker),
+                "not a heartbeat, READY or reply",
+                extra={
+                    "peer": peer(worker),
+                    "reason": "not a heartbeat, READY or reply",
+                    "counter": "malformed",
+                },
+            )
             return
         if worker not in self._expiry and len(self._expiry) >= self.max_workers:
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "worker %s not listed: max_workers (%d) reached",
+                peer(worker),
+                self.max_workers,
+                extra={"peer": peer(worker), "reason": "max_workers", "counter": "over_limit"},
+            )
             return
         self._expiry.pop(worker, None)
         self._expiry[worker] = now + self.heartbeat_interval * self.liveness
@@ -257,9 +310,28 @@ class ParanoidPirateQueue(RouterPair):
             return
         if too_large(msg, self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request from client %s of %d bytes over max_message_bytes (%d): dropped",
+                peer(msg[0]),
+                message_bytes(msg),
+                self.max_message_bytes,
+                extra={"peer": peer(msg[0]), "reason": "too large", "counter": "over_limit"},
+            )
             return
         if split_envelope(msg) is None:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed request from client %s: %s",
+                peer(msg[0]),
+                "no envelope",
+                extra={"peer": peer(msg[0]), "reason": "no envelope", "counter": "malformed"},
+            )
             return
         worker = next(iter(self._expiry))
         del self._expiry[worker]
@@ -267,6 +339,14 @@ class ParanoidPirateQueue(RouterPair):
             self.stats.requests += 1
         else:
             self.stats.dropped += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "dropped",
+                "request for worker %s could not be sent (HWM or unroutable): lost",
+                peer(worker),
+                extra={"peer": peer(worker), "counter": "dropped"},
+            )
 
     def _purge(self, now: float) -> None:
         for worker, expiry in list(self._expiry.items()):
@@ -274,6 +354,12 @@ class ParanoidPirateQueue(RouterPair):
                 del self._expiry[worker]
                 _record(self.purged, (now, worker))
                 self.stats.purged += 1
+                logger.warning(
+                    "worker %s purged: no heartbeat for %g s",
+                    peer(worker),
+                    self.heartbeat_interval * self.liveness,
+                    extra={"peer": peer(worker), "counter": "purged"},
+                )
 
 
 @dataclass(slots=True)
@@ -387,6 +473,14 @@ class ParanoidPirateWorker(Closeable):
         if self._socket is not None and _send(self._socket, frames):
             return True
         self.stats.dropped += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "dropped",
+            "message to the queue at %s could not be sent (HWM or not connected)",
+            self.endpoint,
+            extra={"endpoint": self.endpoint, "counter": "dropped"},
+        )
         return False
 
     async def run(self, *, max_requests: int | None = None) -> int:
@@ -417,6 +511,12 @@ class ParanoidPirateWorker(Closeable):
                         backoff = min(backoff * 2, self.reconnect_max)
                         sock.close()
                         self.stats.reconnects += 1
+                        logger.warning(
+                            "queue at %s silent for %d heartbeats: reconnecting",
+                            self.endpoint,
+                            self.liveness,
+                            extra={"endpoint": self.endpoint, "counter": "reconnects"},
+                        )
                         sock = self._connect(loop.time())
                         liveness = self.liveness
                 if loop.time() >= heartbeat_at:
@@ -438,13 +538,35 @@ class ParanoidPirateWorker(Closeable):
         parts = split_envelope(msg)
         if parts is None:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed message from the queue at %s: %s",
+                self.endpoint,
+                "not a heartbeat or request",
+                extra={
+                    "endpoint": self.endpoint,
+                    "reason": "not a heartbeat or request",
+                    "counter": "malformed",
+                },
+            )
             return
         if too_large(msg, self.max_message_bytes):
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "request of %d bytes over max_message_bytes (%d): dropped",
+                message_bytes(msg),
+                self.max_message_bytes,
+                extra={"endpoint": self.endpoint, "reason": "too large", "counter": "over_limit"},
+            )
             self._send([PPP_READY])  # dropped: let the queue list this worker again
             return
         envelope, body = parts
-        reply = await reply_or_none(self.handler, body)
+        reply = await reply_or_none(self.handler, body, log=logger)
         if reply is None:
             self.stats.handler_errors += 1
             self._send([PPP_READY])

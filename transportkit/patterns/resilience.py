@@ -25,6 +25,7 @@ is never handed to the application as data.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -38,9 +39,12 @@ from transportkit._errors import (
     StaleDataError,
     Timeout,
 )
+from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, Publisher, Subscriber, as_endpoints
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_HEARTBEAT_TOPIC",
@@ -192,6 +196,16 @@ class HeartbeatMonitor:
             self.heartbeats += 1
         else:
             self.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed heartbeat on topic %r: %s",
+                self.topic,
+                "not [topic, 8-byte timestamp]",
+                extra={"reason": "not [topic, 8-byte timestamp]", "counter": "malformed"},
+            )
+
         return True
 
     def heard(self) -> None:
@@ -304,6 +318,12 @@ class ResilientSubscriber(Closeable):
         self.socket.close()
         self.socket = self._open()
         self.reconnects += 1
+        logger.warning(
+            "publisher at %s silent for %.3f s: resubscribed on a new socket",
+            self._endpoints,
+            silence,
+            extra={"endpoint": str(self._endpoints), "counter": "reconnects"},
+        )
         self.monitor.heard()  # the fresh socket gets a full period to hear something
         if self._on_reconnect is not None:
             self._on_reconnect(silence)
@@ -337,6 +357,14 @@ class ResilientSubscriber(Closeable):
                 continue
             if self._data_topics is not None and not message[0].startswith(self._data_topics):
                 self._unsubscribed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "message on topic %r, which was not subscribed: dropped",
+                    bytes(message[0][:32]),
+                    extra={"reason": "topic not subscribed", "counter": "malformed"},
+                )
                 continue
             self.received += 1
             return message
@@ -467,8 +495,16 @@ class SuicidalSubscriber(Closeable):
     def _check(self, message: Message) -> bool:
         try:
             stamp = decode_timestamp(message)
-        except ProtocolError:
+        except ProtocolError as exc:
             self.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed timestamped message: %s",
+                exc,
+                extra={"reason": str(exc), "counter": "malformed"},
+            )
             return False
         lag_ns = self._clock() - stamp
         lag = lag_ns / 1e9
@@ -480,6 +516,7 @@ class SuicidalSubscriber(Closeable):
                 "(the Suicidal Snail) rather than acting on stale data"
             )
             self.subscriber.close()
+            logger.error("%s", self._death, extra={"reason": "stale data"})
             raise self._death
         self.received += 1
         return True

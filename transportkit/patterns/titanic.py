@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import struct
 import uuid as uuid_module
@@ -74,6 +75,7 @@ from transportkit import (
     TransportError,
 )
 from transportkit._closing import Closeable
+from transportkit._log import limited
 from transportkit._socket import check_frames
 from transportkit._timeouts import wait_for
 from transportkit.patterns._limits import (
@@ -88,6 +90,8 @@ from transportkit.patterns.majordomo import (
     MajordomoClient,
     MajordomoWorker,
 )
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "TITANIC_CLOSE",
@@ -384,6 +388,15 @@ class Titanic:
                     seq, service = int(frames[0]), frames[1]
                 except (OSError, ValueError, IndexError):
                     self.stats.corrupt += 1
+                    limited(
+                        logger,
+                        logging.WARNING,
+                        "corrupt",
+                        "stored request %s is unreadable: skipped",
+                        path,
+                        exc_info=True,
+                        extra={"reason": "corrupt", "counter": "corrupt"},
+                    )
                     continue
                 found.append((seq, stem, service))
         found.sort()
@@ -471,12 +484,37 @@ class Titanic:
             or body[0].startswith(b"mmi.")
         ):
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed titanic.request: %s",
+                "no service, or a titanic./mmi. service",
+                extra={"reason": "no service, or a titanic./mmi. service", "counter": "malformed"},
+            )
             return [TSP_UNKNOWN]
         if message_bytes(body) > self.max_request_bytes:
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "titanic.request of %d bytes over max_request_bytes (%d): refused",
+                message_bytes(body),
+                self.max_request_bytes,
+                extra={"reason": "too large", "counter": "over_limit"},
+            )
             return [TSP_UNKNOWN]
         if len(self._entries) >= self.max_requests:
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "titanic.request refused: %d requests stored (max_requests)",
+                len(self._entries),
+                extra={"reason": "max_requests", "counter": "over_limit"},
+            )
             return [TSP_ERROR]
         request_uuid = uuid_module.uuid4().hex
         seq = self._next_seq
@@ -484,6 +522,15 @@ class Titanic:
             self._write(request_uuid + _REQ, [b"%d" % seq, *body])
         except OSError:
             self.stats.storage_errors += 1
+            limited(
+                logger,
+                logging.ERROR,
+                "storage",
+                "could not store a request in %s",
+                self.directory,
+                exc_info=True,
+                extra={"counter": "storage_errors"},
+            )
             return [TSP_ERROR]
         self._next_seq = seq + 1
         self._entries[request_uuid] = _Entry(seq, body[0])
@@ -495,6 +542,14 @@ class Titanic:
         request_uuid = _valid_uuid(body[0]) if len(body) == 1 else None
         if request_uuid is None:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed titanic.reply: %s",
+                "not one UUID frame",
+                extra={"reason": "not one UUID frame", "counter": "malformed"},
+            )
             return [TSP_UNKNOWN]
         self.stats.reply_queries += 1
         entry = self._entries.get(request_uuid)
@@ -506,12 +561,29 @@ class Titanic:
             return _decode((self.directory / (request_uuid + _REP)).read_bytes())
         except (OSError, ValueError):
             self.stats.storage_errors += 1
+            limited(
+                logger,
+                logging.ERROR,
+                "storage",
+                "could not read the stored reply %s",
+                request_uuid,
+                exc_info=True,
+                extra={"counter": "storage_errors"},
+            )
             return [TSP_ERROR]
 
     def _on_close(self, body: Message) -> list[bytes]:
         request_uuid = _valid_uuid(body[0]) if len(body) == 1 else None
         if request_uuid is None:
             self.stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed titanic.close: %s",
+                "not one UUID frame",
+                extra={"reason": "not one UUID frame", "counter": "malformed"},
+            )
             return [TSP_UNKNOWN]
         self.stats.closed += 1
         if self._entries.pop(request_uuid, None) is not None:
@@ -559,10 +631,24 @@ class Titanic:
                     answer = await client.request(MMI_SERVICE, [service])
                 except ServiceUnavailableError:
                     self.stats.unavailable += 1
+                    logger.warning(
+                        "the broker at %s does not answer: %d stored request(s) wait for the "
+                        "next pass in %g s",
+                        self.broker,
+                        len(pending),
+                        self.dispatch_interval,
+                        extra={"endpoint": self.broker, "counter": "unavailable"},
+                    )
                     return  # the broker is not answering: wait for the next pass
                 available[service] = answer == [MMI_OK]
             if not available[service]:
                 self.stats.unavailable += 1
+                logger.debug(
+                    "service %r has no worker: request %s waits for the next pass",
+                    service,
+                    request_uuid,
+                    extra={"service": service, "counter": "unavailable"},
+                )
                 continue
             try:
                 frames = _decode((self.directory / (request_uuid + _REQ)).read_bytes())
@@ -570,21 +656,56 @@ class Titanic:
                 continue  # closed meanwhile
             except (OSError, ValueError):
                 self.stats.storage_errors += 1
+                limited(
+                    logger,
+                    logging.ERROR,
+                    "storage",
+                    "could not read the stored request %s",
+                    request_uuid,
+                    exc_info=True,
+                    extra={"counter": "storage_errors"},
+                )
                 continue
             self.stats.dispatched += 1
             try:
                 reply = await client.request(service, frames[2:])
             except ServiceUnavailableError:
                 self.stats.failed_dispatches += 1
+                logger.info(
+                    "request %s to service %r got no reply: retried at the next pass",
+                    request_uuid,
+                    service,
+                    extra={"service": service, "counter": "failed_dispatches"},
+                )
                 available[service] = False  # its worker is busy or gone: later
                 continue
-            except ProtocolError:
+            except ProtocolError as exc:
                 self.stats.failed_dispatches += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "request %s to service %r: bad reply (%s): retried at the next pass",
+                    request_uuid,
+                    service,
+                    exc,
+                    extra={"service": service, "reason": str(exc), "counter": "failed_dispatches"},
+                )
                 continue
             if self._entries.get(request_uuid) is not entry:
                 continue  # closed while the service worked on it
             if message_bytes(reply) > self.max_reply_bytes:
                 self.stats.over_limit += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "over_limit",
+                    "reply of %d bytes to request %s over max_reply_bytes (%d): stored as an error",
+                    message_bytes(reply),
+                    request_uuid,
+                    self.max_reply_bytes,
+                    extra={"service": service, "reason": "too large", "counter": "over_limit"},
+                )
                 stored = [TSP_ERROR]
             else:
                 stored = [TSP_OK, *reply]
@@ -592,6 +713,15 @@ class Titanic:
                 self._write(request_uuid + _REP, stored)
             except OSError:
                 self.stats.storage_errors += 1
+                limited(
+                    logger,
+                    logging.ERROR,
+                    "storage",
+                    "could not store the reply to %s",
+                    request_uuid,
+                    exc_info=True,
+                    extra={"counter": "storage_errors"},
+                )
                 continue
             entry.replied = True
             self.stats.replies += 1
@@ -724,6 +854,13 @@ class TitanicClient(Closeable):
                 return reply
             polls += 1
             if max_polls is not None and polls >= max_polls:
+                logger.warning(
+                    "giving up on Titanic request %s for %r: still pending after %d polls",
+                    request_uuid.decode(),
+                    service,
+                    polls,
+                    extra={"service": service},
+                )
                 raise ServiceUnavailableError(
                     f"Titanic request {request_uuid.decode()} for {service!r}: "
                     f"still pending after {polls} polls"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from transportkit._log import TimeFormatter
 from transportkit.cli import int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._export import write_chrome_trace, write_plot
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         "command passes)",
     )
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="write transportkit's log records of this level and above to stderr (on the "
+        "sim with their virtual time, t=seconds); default: none",
+    )
     parser.add_argument(
         "--max-events",
         type=int_argument(1, MAX_EVENTS_ALLOWED),
@@ -196,6 +204,22 @@ def _fail(message: str) -> int:
     return EXIT_BAD_SCENARIO
 
 
+def _log_to_stderr(level: str) -> Callable[[], None]:
+    """Send transportkit's records of ``level`` and above to stderr; return the undo."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(TimeFormatter())
+    package = logging.getLogger("transportkit")
+    old_level = package.level
+    package.addHandler(handler)
+    package.setLevel(level)
+
+    def undo() -> None:
+        package.removeHandler(handler)
+        package.setLevel(old_level)
+
+    return undo
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``transportkit run``; return the exit status.
 
@@ -215,6 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ScenarioError, ValueError) as exc:
         return _fail(str(exc))
     record = True if args.trace else None
+    undo_logging = _log_to_stderr(args.log_level) if args.log_level is not None else None
     hook, bar = _progress_bar(not args.no_progress and not args.json)
     try:
         result = run_scenario(
@@ -230,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if bar is not None:
             bar.close()
+        if undo_logging is not None:
+            undo_logging()
     status = EXIT_OK if result.passed else EXIT_INVARIANT_FAILED
     try:
         print(report_json(result) if args.json else report_text(result), flush=True)

@@ -132,7 +132,8 @@ get the real ones): ``time.monotonic``, ``time.perf_counter`` and their ``_ns`` 
 read virtual seconds since the simulation began (``loop.time()``), ``time.time`` and
 ``time.time_ns`` read :data:`VIRTUAL_EPOCH` (2026-01-01T00:00:00Z) plus virtual time (so
 do ``gmtime``, ``localtime``, ``ctime``, ``asctime`` and ``strftime`` without a time,
-``clock_gettime`` of the real-time and monotonic clocks, and ``logging``'s timestamps);
+``clock_gettime`` of the real-time and monotonic clocks, and ``logging``'s timestamps,
+while each log record also gets a ``sim_time`` attribute: see :mod:`transportkit._log`);
 the global ``random`` functions, ``random.SystemRandom``, ``secrets``, ``os.urandom``,
 ``os.getrandom`` and so ``uuid.uuid4`` draw from :attr:`Simulation.global_rng`, and an
 unseeded ``random.Random()`` is seeded from it. ``datetime.now()`` (C, reading the system

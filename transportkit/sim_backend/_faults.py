@@ -7,6 +7,7 @@ and generated and shrunk by Hypothesis (``transportkit.testing.strategies``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
@@ -15,6 +16,8 @@ from transportkit.sim_backend._latency import LatencyModel
 
 if TYPE_CHECKING:
     from transportkit.sim_backend._world import Simulation
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Crash",
@@ -121,6 +124,7 @@ FaultSchedule: TypeAlias = list[tuple[float, Fault]]
 
 def apply_fault(sim: Simulation, fault: Fault) -> None:
     """Apply ``fault`` to ``sim`` now."""
+    logger.info("fault: %r", fault, extra={"reason": type(fault).__name__})
     match fault:
         case Crash(node):
             sim.crash(node)

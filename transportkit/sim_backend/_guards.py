@@ -36,6 +36,9 @@ else calls the original.
   ``CLOCK_TAI``: :data:`VIRTUAL_EPOCH` (2026-01-01T00:00:00Z) plus virtual time; so
   ``time.gmtime()``, ``localtime()``, ``ctime()``, ``asctime()`` and ``strftime(fmt)``
   without a time argument, which are guarded to use it, and ``logging``'s timestamps.
+  ``logging``'s record factory is wrapped too: a record made in the simulation's thread
+  also has ``sim_time`` (virtual seconds) and ``relativeCreated`` in virtual
+  milliseconds (see :mod:`transportkit._log`).
   ``datetime.datetime.now()``, ``utcnow()`` and ``date.today()`` are C code that reads
   the system clock itself: they are not intercepted and give real time; write
   ``datetime.fromtimestamp(time.time(), timezone.utc)``.
@@ -509,6 +512,25 @@ def _virtual_ns(epoch_ns: int) -> Factory:
     return make
 
 
+def _record_factory(original: Any) -> Callable[..., Any]:
+    """``logging``'s record factory: in a simulation's thread a record also gets
+    ``sim_time`` (virtual seconds) and a ``relativeCreated`` in virtual milliseconds;
+    its ``created`` is virtual already (``time.time`` is guarded).
+    """
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        record = original(*args, **kwargs)
+        virtual = _clock_of_thread()
+        if virtual is not None:
+            now = virtual()
+            record.sim_time = now
+            record.relativeCreated = now * 1e3
+        return record
+
+    setattr(factory, _MARK, original)  # not functools.wraps: the original is a class
+    return factory
+
+
 _MONOTONIC_CLOCKS = frozenset(
     getattr(time, name)
     for name in ("CLOCK_MONOTONIC", "CLOCK_MONOTONIC_RAW", "CLOCK_BOOTTIME")
@@ -717,6 +739,7 @@ _ALWAYS_IMPORTED = frozenset(
         "uuid",
         "asyncio",
         "asyncio.tasks",
+        "logging",
     ]
 )
 """Modules imported with this one: their targets are always guarded. The others (the
@@ -739,6 +762,7 @@ _TARGETS: list[tuple[str, str | None, str, Factory]] = [
     *(("time", None, name, _calendar) for name in ("gmtime", "localtime", "ctime")),
     ("time", None, "asctime", _formatted),
     ("time", None, "strftime", _formatted),
+    ("logging", None, "_logRecordFactory", _record_factory),
     *_global_random_ops(),
     ("random", "Random", "seed", _random_seed),
     *_system_random_ops(),

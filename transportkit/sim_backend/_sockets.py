@@ -42,7 +42,11 @@ from transportkit._socket import (
     SocketStats,
     Subscriber,
     Worker,
+    XPublisher,
+    XSubscriber,
     check_frames,
+    check_xsub_message,
+    parse_subscription,
 )
 from transportkit.sim_backend._pipes import Item, Peer
 from transportkit.sim_backend._trace import TRACE_BATCH
@@ -474,6 +478,55 @@ class SimSocket(Socket):
         """``peer``'s connection went down."""
         peer.subs.clear()
 
+    def pipe_ended(self, peer: Peer) -> None:
+        """``peer``'s pipe is gone for good (libzmq's ``pipe_terminated``): the
+        connection ended and will not be made again on this pipe.
+        """
+
+    def subscription(self, peer: Peer, prefix: bytes, add: bool) -> None:
+        """A (un)subscription from ``peer``'s subscriber arrived (PUB and XPUB).
+
+        A pipe's subscriptions are a set, as in libzmq's trie: subscribing twice to a
+        prefix on one pipe is subscribing once, and one unsubscription removes it (a
+        SUB or XSUB counts its own subscriptions and sends the unsubscription only
+        when the last one goes).
+        """
+        subs = peer.subs
+        if add:
+            if prefix not in subs:
+                subs.append(prefix)
+        elif prefix in subs:
+            subs.remove(prefix)
+
+    def _drain_upstream(self, peer: Peer) -> None:
+        """Read at once all that arrived from ``peer``'s XSUB (a PUB or an XPUB reads
+        its inbound pipes as soon as they have something, as libzmq's do): a one-frame
+        message starting with byte 1 or 0 is a (un)subscription, anything else is
+        data, for :meth:`_upstream_data`.
+        """
+        in_q = peer.in_q
+        now = self.env.now
+        while in_q:
+            item = in_q.popleft()
+            if peer.kq:  # as in _take: the oldest message in the kernel moves on
+                peer.kused -= peer.kq.popleft()
+            what = parse_subscription(item[1])
+            if what is None:
+                self._upstream_data(peer, item)
+                continue
+            add, prefix = what
+            self.subscription(peer, prefix, add)
+            self.trace.add(now, "subscribe" if add else "unsubscribe", self.name, repr(prefix))
+        remote = peer.remote
+        if remote is not None and remote.out_q:
+            self.wire.pump(remote)
+
+    def _upstream_data(self, peer: Peer, item: Item) -> None:
+        """A data message from an XSUB arrived: a PUB discards it (counted), as
+        libzmq's PUB never reads user messages.
+        """
+        self.drop(1, "upstream-data", f"m{item[0]} from {peer.endpoint}")
+
     def new_routing_id(self) -> bytes:
         """A generated routing id: a zero byte and a 32-bit counter, as libzmq does."""
         rid = b"\x00" + self._next_routing_id.to_bytes(4, "big")
@@ -526,6 +579,10 @@ class SimPublisher(SimSocket, Publisher):
 
     __slots__ = ()
 
+    def arrived(self, peer: Peer) -> None:
+        # Only an XSUB sends to a PUB: its subscription messages, and data, discarded.
+        self._drain_upstream(peer)
+
     def _route(self, item: Item) -> bool:
         topic = item[1][0]
         wire = self.wire
@@ -572,6 +629,10 @@ class SimSubscriber(SimSocket, Subscriber):
         if prefix not in self._subs:
             return
         self._subs.remove(prefix)
+        if prefix in self._subs:
+            # Counted, as libzmq's SUB counts: the unsubscription goes upstream only
+            # when the last subscription to the prefix is removed.
+            return
         for peer in self.peers:
             if peer.remote is not None:
                 self.wire.send_subscription(peer, prefix, add=False)
@@ -582,7 +643,9 @@ class SimSubscriber(SimSocket, Subscriber):
 
     def attached(self, peer: Peer) -> None:
         # A conflating SUB's queued subscription commands collapse to the newest.
-        for prefix in self._subs[-1:] if self.conflate else self._subs:
+        # Otherwise each prefix goes once, in byte order: libzmq's SUB sends what its
+        # trie holds, walking it in that order.
+        for prefix in self._subs[-1:] if self.conflate else sorted(set(self._subs)):
             self.wire.send_subscription(peer, prefix, add=True)
 
     def _accept(self, peer: Peer, frames: list[bytes]) -> list[bytes] | None:
@@ -778,6 +841,226 @@ class SimRouter(SimSocket, Router):
         return [peer.routing_id, *frames]
 
 
+class SimXPublisher(SimSocket, XPublisher):
+    """XPUB: a PUB that passes its subscribers' subscriptions to the application.
+
+    libzmq 4.3's ``xpub.cpp``, modelled:
+
+    - Each pipe's subscriptions are a set (see :meth:`SimSocket.subscription`); the
+      socket counts, per prefix, the pipes that hold it. A subscription is passed up
+      when it is the prefix's first (or always, with ``xpub_verbose``); an
+      unsubscription when it removes the prefix's last pipe, or when the pipe did
+      not hold it (libzmq's ``not_found``), or always with ``xpub_verboser``.
+    - When a pipe ends (the subscriber disconnected, closed or crashed, and the
+      connection is gone: on the binding side at once, on a connecting XPUB when
+      its endpoint is given up), every prefix it held is removed and unsubscribed,
+      in byte order, under the same rule. A connecting XPUB keeps its pipe, and
+      its subscriptions, across reconnects, as libzmq's session does.
+    - What it receives (subscription messages and an XSUB's data) waits in one
+      queue in arrival order, without bound, as libzmq's pending queue does.
+    - ``xpub_welcome_msg`` is sent once per pipe when it is first attached, before
+      anything else; ``xpub_nodrop`` makes a send wait while any matching
+      subscriber is at its SNDHWM, and then go to all of them.
+    """
+
+    __slots__ = ("_nodrop", "_pending", "_topics", "_verbose", "_verboser", "_welcomed")
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        super().__init__(node, options, index)
+        self._pending: deque[list[bytes]] = deque()
+        self._topics: dict[bytes, int] = {}
+        self._verbose = options.xpub_verbose or options.xpub_verboser
+        self._verboser = options.xpub_verboser
+        self._nodrop = options.xpub_nodrop
+        self._welcomed: set[Peer] = set()  # membership only, never iterated
+
+    def _route(self, item: Item) -> bool:
+        topic = item[1][0]
+        matching = []
+        for peer in self.peers:
+            command = peer.pending_command
+            if command is not None:
+                peer.pending_command = None
+                command()
+            if peer.remote is None:
+                continue
+            for prefix in peer.subs:
+                if topic.startswith(prefix):
+                    matching.append(peer)
+                    break
+        hwm = self.sndhwm
+        if self._nodrop and hwm:
+            for peer in matching:
+                if len(peer.out_q) + peer.unseen >= hwm:
+                    return False  # libzmq's EAGAIN: nobody gets it yet
+        wire = self.wire
+        for peer in matching:
+            if hwm == 0 or len(peer.out_q) + peer.unseen < hwm:
+                wire.offer(peer, item)
+            else:
+                self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")
+        return True
+
+    # -- what the subscribers send --------------------------------------------------
+
+    def _notify(self, add: bool, prefix: bytes) -> None:
+        self._pending.append([(b"\x01" if add else b"\x00") + prefix])
+        if self.recv_waiters:
+            _wake(self.recv_waiters)
+
+    def subscription(self, peer: Peer, prefix: bytes, add: bool) -> None:
+        subs = peer.subs
+        topics = self._topics
+        if add:
+            if prefix in subs:
+                notify = self._verbose
+            else:
+                subs.append(prefix)
+                count = topics.get(prefix, 0)
+                topics[prefix] = count + 1
+                notify = count == 0 or self._verbose
+        elif prefix not in subs:
+            notify = True  # libzmq passes an unsubscription it cannot match
+        else:
+            subs.remove(prefix)
+            notify = self._forget(prefix) or self._verboser
+        if notify:
+            self._notify(add, prefix)
+
+    def _forget(self, prefix: bytes) -> bool:
+        """One pipe fewer holds ``prefix``; True if it was the last."""
+        left = self._topics[prefix] - 1
+        if left:
+            self._topics[prefix] = left
+            return False
+        del self._topics[prefix]
+        return True
+
+    def arrived(self, peer: Peer) -> None:
+        self._drain_upstream(peer)
+
+    def _upstream_data(self, peer: Peer, item: Item) -> None:
+        self._pending.append(item[1])
+        if self.recv_waiters:
+            _wake(self.recv_waiters)
+
+    # -- connections ------------------------------------------------------------------
+
+    def attached(self, peer: Peer) -> None:
+        welcome = self._options.xpub_welcome_msg
+        if welcome is not None and peer not in self._welcomed:
+            self._welcomed.add(peer)
+            mid = next(self._message_ids)
+            self.trace.add(self.env.now, "welcome", self.name, mid)
+            self.wire.offer(peer, (mid, [welcome]))
+        self.space()
+
+    def detached(self, peer: Peer) -> None:
+        """The connection went down: the pipe's subscriptions stay until it ends."""
+
+    def pipe_ended(self, peer: Peer) -> None:
+        self._welcomed.discard(peer)
+        if not peer.subs:
+            return
+        held = sorted(peer.subs)
+        peer.subs.clear()
+        now = self.env.now
+        for prefix in held:
+            last = self._forget(prefix)
+            self.trace.add(now, "unsubscribe", self.name, f"{prefix!r} pipe ended")
+            if last or self._verboser:
+                self._notify(False, prefix)
+
+    # -- receiving --------------------------------------------------------------------
+
+    def _take(self) -> Message | None:
+        if self._pending:
+            self._stats.received += 1
+            return self._pending.popleft()
+        return None
+
+    async def recv(self, timeout: float | None = None) -> Message:
+        self._check_recv()
+        msg = self._take()
+        if msg is not None:
+            return msg
+        return await super().recv(timeout)
+
+    async def poll(self, timeout: float = math.inf) -> bool:
+        self._check_open()
+        deadline = _deadline(timeout, -1)
+        while not self._pending:
+            if not await _wait(self.recv_waiters, deadline):
+                return bool(self._pending)
+            self._check_open()
+        return True
+
+    def abort(self) -> None:
+        lost = len(self._pending)
+        self._pending.clear()
+        super().abort()
+        self.drop(lost, "closed", "received, never read")
+
+
+class SimXSubscriber(SimSocket, XSubscriber):
+    """XSUB: subscriptions are messages it sends upstream; receives unfiltered.
+
+    libzmq 4.3's ``xsub.cpp``, modelled: a subscription message is counted in the
+    socket's own list and sent to every connected publisher; an unsubscription goes
+    upstream only when it removes the prefix's last subscription (one never made is
+    not sent); data goes to every pipe, queued to one still connecting, dropped at a
+    pipe's SNDHWM. A new connection first gets each subscribed prefix once, in byte
+    order, ahead of anything queued to it (libzmq writes them when it attaches the
+    pipe, and again on a reconnect).
+    """
+
+    __slots__ = ("_subs",)
+
+    def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
+        super().__init__(node, options, index)
+        self._subs: list[bytes] = []
+
+    @property
+    def subscriptions(self) -> tuple[bytes, ...]:
+        return tuple(self._subs)
+
+    def _envelope(self, frames: list[bytes]) -> list[bytes]:
+        # The check before a message gets its id (the hook that runs there).
+        check_xsub_message(frames, self.name)
+        return frames
+
+    def _route(self, item: Item) -> bool:
+        what = parse_subscription(item[1])
+        peers = self.peers
+        if what is not None:
+            add, prefix = what
+            subs = self._subs
+            if add:
+                subs.append(prefix)
+            else:
+                if prefix not in subs:
+                    self.trace.add(self.env.now, "unsubscribe-unknown", self.name, repr(prefix))
+                    return True
+                subs.remove(prefix)
+                if prefix in subs:
+                    return True  # still subscribed: nothing goes upstream
+            # The pipes still connecting get every subscription when they connect.
+            peers = [peer for peer in peers if peer.remote is not None]
+        wire = self.wire
+        for peer in peers:
+            if peer.room():
+                wire.offer(peer, item)
+            else:
+                self.drop(1, "hwm", f"m{item[0]} to {peer.endpoint}")
+        return True
+
+    def attached(self, peer: Peer) -> None:
+        ids = self._message_ids
+        items = [(next(ids), [b"\x01" + prefix]) for prefix in sorted(set(self._subs))]
+        peer.out_q.extendleft(reversed(items))
+        self.space()
+
+
 SOCKET_CLASSES: dict[SocketKind, type[SimSocket]] = {
     SocketKind.PUB: SimPublisher,
     SocketKind.SUB: SimSubscriber,
@@ -788,4 +1071,6 @@ SOCKET_CLASSES: dict[SocketKind, type[SimSocket]] = {
     SocketKind.PAIR: SimPair,
     SocketKind.DEALER: SimDealer,
     SocketKind.ROUTER: SimRouter,
+    SocketKind.XPUB: SimXPublisher,
+    SocketKind.XSUB: SimXSubscriber,
 }

@@ -387,6 +387,7 @@ class Wire:
         peer.out_q.clear()
         if peer in sock.peers:
             sock.peers.remove(peer)
+        sock.pipe_ended(peer)
 
     def close_socket(self, sock: SimSocket) -> None:
         """Close ``sock``: unbind now, keep sending queued messages for ``linger`` ms.
@@ -676,10 +677,7 @@ class Wire:
             if conflated and generation != peer.sub_gen:
                 self.trace.add(self.env.now, "conflated", remote.sock.name, f"{what} {prefix!r}")
                 return
-            if add:
-                remote.subs.append(prefix)
-            elif prefix in remote.subs:
-                remote.subs.remove(prefix)
+            remote.sock.subscription(remote, prefix, add)
             self.trace.add(self.env.now, what, remote.sock.name, repr(prefix))
 
         if link is None:

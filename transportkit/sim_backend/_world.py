@@ -24,10 +24,11 @@ from typing import Any, TypeVar
 import simpy
 
 from transportkit._endpoint import Endpoint
-from transportkit._errors import ClosedError, OptionError, Timeout
+from transportkit._errors import ClosedError, OptionError, Timeout, UnsupportedError
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit._socket import Socket
 from transportkit._timeouts import wait_for
 from transportkit.sim_backend._guards import RunGuard
 from transportkit.sim_backend._guards import current as guards_current
@@ -88,6 +89,11 @@ class Node(Network):
             raise ClosedError(f"node {self._name!r} is down (crashed)")
         if self._closed:
             raise ClosedError(f"network of node {self._name!r} is closed")
+        if options.curve_server or options.curve_secretkey is not None:
+            raise UnsupportedError(
+                f"node {self._name!r}: the sim backend does not model CURVE security yet; "
+                "refused rather than run the socket in plaintext"
+            )
         sock = SOCKET_CLASSES[kind](self, options, next(self._counter))
         self.sockets[sock] = None
         return sock
@@ -95,6 +101,10 @@ class Node(Network):
     def forget(self, sock: SimSocket) -> None:
         """Drop a destroyed socket from the node's books (a lingering one stays until then)."""
         self.sockets.pop(sock, None)
+
+    def open_sockets(self) -> tuple[Socket, ...]:
+        """The node's sockets that are not closed, oldest first (a lingering one is closed)."""
+        return tuple(sock for sock in tuple(self.sockets) if not sock.closed)
 
     def time_ns(self) -> int:
         """Virtual time in nanoseconds."""

@@ -8,6 +8,7 @@ little-endian unsigned integer, ``data`` a serialized :class:`MarketData`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -15,8 +16,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from transportkit import ProtocolError, Publisher, Subscriber
+from transportkit._log import limited
 from transportkit.trading._codec import parse
 from transportkit.trading._pb.trading_pb2 import MarketData
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "TOPIC_PREFIX",
@@ -189,8 +193,16 @@ class MarketDataSubscriber:
     def _accept(self, message: Sequence[bytes]) -> MarketDataUpdate | None:
         try:
             update = decode_market_data(message)
-        except ProtocolError:
+        except ProtocolError as exc:
             self.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed market-data update: %s",
+                exc,
+                extra={"reason": str(exc), "counter": "malformed"},
+            )
             return None
         self.received += 1
         return update

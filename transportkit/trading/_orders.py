@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
 from transportkit import ProtocolError, Puller, Pusher
+from transportkit._log import limited
 from transportkit.trading._codec import parse, single_frame
 from transportkit.trading._loop import recv_or_stop
 from transportkit.trading._pb.trading_pb2 import Order
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["OrderHandler", "OrderProducer", "OrderWorkerStats", "run_order_worker"]
 
@@ -94,8 +98,16 @@ async def run_order_worker(
             break
         try:
             order = parse(Order, single_frame(message, "order"), "order")
-        except ProtocolError:
+        except ProtocolError as exc:
             stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed order: %s",
+                exc,
+                extra={"reason": str(exc), "counter": "malformed"},
+            )
             continue
         outcome = handle(order)
         if inspect.isawaitable(outcome):

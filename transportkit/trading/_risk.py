@@ -11,6 +11,7 @@ The rejection reasons below are part of the wire protocol: clients read them fro
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import sys
@@ -29,6 +30,7 @@ from transportkit import (
     SocketOptions,
     Worker,
 )
+from transportkit._log import limited
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -39,6 +41,8 @@ from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.trading._codec import parse, single_frame
 from transportkit.trading._loop import recv_or_stop
 from transportkit.trading._pb.trading_pb2 import SIDE_BUY, SIDE_SELL, Order, ValidationResult
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CAPITAL_LIMIT_EXCEEDED",
@@ -564,6 +568,15 @@ def judge(
     """
     if too_large(request, max_message_bytes):
         stats.over_limit += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "over_limit",
+            "order request of %d bytes over max_message_bytes (%s): rejected",
+            sum(len(frame) for frame in request),
+            max_message_bytes,
+            extra={"reason": "too large", "counter": "over_limit"},
+        )
         result = ValidationResult(approved=False, reason=REQUEST_TOO_LARGE)
     else:
         result = _judge_order(book, request, stats)
@@ -578,13 +591,30 @@ def judge(
 def _judge_order(book: RiskBook, request: Message, stats: RiskServerStats) -> ValidationResult:
     try:
         order = parse(Order, single_frame(request, "order request"), "order request")
-    except ProtocolError:
+    except ProtocolError as exc:
         stats.malformed += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "malformed",
+            "malformed order request: %s",
+            exc,
+            extra={"reason": str(exc), "counter": "malformed"},
+        )
         return ValidationResult(approved=False, reason=MALFORMED_ORDER)
     try:
         result = book.validate(order)
     except Exception:  # a bug in the book must refuse the order, not end the server
         stats.handler_errors += 1
+        limited(
+            logger,
+            logging.ERROR,
+            "handler",
+            "risk check of order %s failed: rejected",
+            order.id,
+            exc_info=True,
+            extra={"counter": "handler_errors"},
+        )
         return ValidationResult(order_id=order.id, approved=False, reason=RISK_CHECK_FAILED)
     if not result.approved and result.reason.startswith(INVALID_ORDER_PREFIX):
         stats.invalid += 1

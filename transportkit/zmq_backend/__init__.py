@@ -29,6 +29,8 @@ from transportkit.zmq_backend._sockets import (
     ZmqSocket,
     ZmqSubscriber,
     ZmqWorker,
+    ZmqXPublisher,
+    ZmqXSubscriber,
 )
 
 __all__ = [
@@ -47,5 +49,7 @@ __all__ = [
     "ZmqSocket",
     "ZmqSubscriber",
     "ZmqWorker",
+    "ZmqXPublisher",
+    "ZmqXSubscriber",
     "accelerated",
 ]

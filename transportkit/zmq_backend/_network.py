@@ -16,7 +16,7 @@ from transportkit._errors import ClosedError, OptionError
 from transportkit._kinds import SocketKind
 from transportkit._network import Endpoints, Network
 from transportkit._options import SocketOptions
-from transportkit._socket import attach
+from transportkit._socket import Socket, attach
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._libzmq import shutdown_context
 from transportkit.zmq_backend._options import ZMQ_TYPES, EndpointMap, apply_options
@@ -193,6 +193,22 @@ class ZmqNetwork(Network):
             raise
         self._remember(sock)
         return attach(sock, bind, connect)
+
+    def open_sockets(self) -> tuple[Socket, ...]:
+        """The network's asyncio sockets that are not closed, oldest first (a snapshot;
+        any thread). The blocking ones are in :meth:`open_blocking_sockets`.
+        """
+        with self._lock:
+            sockets = tuple(self._sockets.values())
+        return tuple(s for s in sockets if isinstance(s, ZmqSocket) and not s.closed)
+
+    def open_blocking_sockets(self) -> tuple[BlockingSocket, ...]:
+        """The network's blocking sockets that are not closed, oldest first (a snapshot;
+        any thread).
+        """
+        with self._lock:
+            sockets = tuple(self._sockets.values())
+        return tuple(s for s in sockets if isinstance(s, BlockingSocket) and not s.closed)
 
     def _remember(self, sock: ZmqSocket | BlockingSocket) -> None:
         with self._lock:

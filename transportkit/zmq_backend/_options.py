@@ -56,6 +56,15 @@ SOCKOPTS: Final[dict[str, int]] = {
     "req_correlate": zmq.REQ_CORRELATE,
     "sndbuf": zmq.SNDBUF,
     "rcvbuf": zmq.RCVBUF,
+    "curve_server": zmq.CURVE_SERVER,
+    "curve_secretkey": zmq.CURVE_SECRETKEY,
+    "curve_publickey": zmq.CURVE_PUBLICKEY,
+    "curve_serverkey": zmq.CURVE_SERVERKEY,
+    "zap_domain": zmq.ZAP_DOMAIN,
+    "xpub_verbose": zmq.XPUB_VERBOSE,
+    "xpub_verboser": zmq.XPUB_VERBOSER,
+    "xpub_nodrop": zmq.XPUB_NODROP,
+    "xpub_welcome_msg": zmq.XPUB_WELCOME_MSG,
 }
 """The libzmq socket option behind each :class:`~transportkit.SocketOptions` field."""
 
@@ -79,6 +88,8 @@ def apply_options(sock: zmq.Socket[object], options: SocketOptions, where: str) 
         if name in NOT_SOCKOPTS:
             continue
         raw = int(value) if isinstance(value, bool) else value
+        if isinstance(raw, str):
+            raw = raw.encode("utf-8")
         try:
             sock.setsockopt(SOCKOPTS[name], raw)
         except zmq.ZMQError as exc:

@@ -38,6 +38,10 @@ from transportkit._socket import (
     SocketStats,
     Subscriber,
     Worker,
+    XPublisher,
+    XSubscriber,
+    check_frames,
+    check_xsub_message,
 )
 from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
@@ -61,6 +65,8 @@ __all__ = [
     "ZmqSocket",
     "ZmqSubscriber",
     "ZmqWorker",
+    "ZmqXPublisher",
+    "ZmqXSubscriber",
 ]
 
 _EVENT_NAMES: Final = {int(event): str(event.name) for event in zmq.Event}
@@ -591,6 +597,61 @@ class ZmqSubscriber(_Receiving, Subscriber):
         return tuple(self._subscriptions)
 
 
+class ZmqXPublisher(_Sending, _Receiving, XPublisher):
+    """XPUB over pyzmq (libzmq's own XPUB, its options set before any bind or connect)."""
+
+
+class ZmqXSubscriber(_Sending, _Receiving, XSubscriber):
+    """XSUB over pyzmq (libzmq's own XSUB)."""
+
+    def __init__(
+        self,
+        asock: zmq.asyncio.Socket,
+        options: SocketOptions,
+        on_close: Callable[[object], None],
+    ) -> None:
+        super().__init__(asock, options, on_close)
+        self._subscriptions: list[bytes] = []
+
+    def _checked(self, frames: Sequence[Frame]) -> tuple[list[Frame], tuple[bool, bytes] | None]:
+        items = check_frames(frames)
+        return items, check_xsub_message(items, self._where())
+
+    def _note(self, what: tuple[bool, bytes] | None) -> None:
+        if what is None:
+            return
+        add, topic = what
+        if add:
+            self._subscriptions.append(topic)
+        elif topic in self._subscriptions:
+            self._subscriptions.remove(topic)
+
+    async def send(self, frames: Sequence[Frame]) -> None:
+        """Send a (un)subscription or a data message upstream (see
+        :class:`~transportkit.XSubscriber`); libzmq's XSUB never blocks.
+
+        Raises:
+            FrameError: ``frames`` breaks the rules of
+                :func:`~transportkit._socket.check_frames`, or is a multipart message
+                with a frame that starts with byte 0 or 1.
+            ClosedError: The socket is closed.
+        """
+        items, what = self._checked(frames)
+        await super().send(items)
+        self._note(what)
+
+    def try_send(self, frames: Sequence[Frame]) -> None:
+        """Send without waiting (an XSUB never has to wait)."""
+        items, what = self._checked(frames)
+        super().try_send(items)
+        self._note(what)
+
+    @property
+    def subscriptions(self) -> tuple[bytes, ...]:
+        """The prefixes subscribed to, in the order they were added."""
+        return tuple(self._subscriptions)
+
+
 class ZmqRequester(_Sending, _Receiving, Requester):
     """REQ over pyzmq."""
 
@@ -629,6 +690,8 @@ SOCKET_CLASSES: Final[dict[SocketKind, type[ZmqSocket]]] = {
     SocketKind.PAIR: ZmqPair,
     SocketKind.DEALER: ZmqDealer,
     SocketKind.ROUTER: ZmqRouter,
+    SocketKind.XPUB: ZmqXPublisher,
+    SocketKind.XSUB: ZmqXSubscriber,
 }
 """The asyncio socket class of each kind."""
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import itertools
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Final
 from transportkit._closing import Service
 from transportkit._errors import ClosedError, ProtocolError, StateError, Timeout, WouldBlock
 from transportkit._kinds import SocketKind
+from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Dealer, Message, Sender, Subscriber
@@ -456,6 +458,15 @@ class CloneClient(Service):
                         await push.send(frames)
         except TimeoutError:  # transportkit's Timeout (``sndtimeo``) too
             self.stats.set_timeouts += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "set_timeouts",
+                "clone update not taken by the collector %s within %g s",
+                waiting,
+                self.timeout,
+                extra={"endpoint": waiting, "counter": "set_timeouts"},
+            )
             raise Timeout(
                 f"clone update not taken by the PUSH to collector {waiting} within "
                 f"{self.timeout} s (no server connected, or its queue full)"
@@ -514,6 +525,11 @@ class CloneClient(Service):
             if ended.silent and len(self.servers) > 1:
                 self._current = (self._current + 1) % len(self.servers)
                 self.stats.failovers += 1
+                logger.warning(
+                    "Clone server silent: switching to %s",
+                    self.servers[self._current][0],
+                    extra={"endpoint": self.servers[self._current][0], "counter": "failovers"},
+                )
                 self._emit(CloneEvent("failover", self._sequence, self._current))
             if ended.pause:
                 await asyncio.sleep(self.timeout)
@@ -596,6 +612,13 @@ class CloneClient(Service):
             raise _Resync(reopen=True)
         if self.stats.snapshots:
             self.stats.resyncs += 1
+            logger.info(
+                "Clone resnapshot from %s: %d keys at sequence %d",
+                self.servers[self._current][0],
+                len(received),
+                msg.sequence,
+                extra={"endpoint": self.servers[self._current][0], "counter": "resyncs"},
+            )
             if msg.sequence < self._sequence and not self._restart_seen:
                 self._restart(msg.sequence)  # a server whose sequence began again
         self._restart_seen = False
@@ -633,6 +656,11 @@ class CloneClient(Service):
             self._silence()
             raise _Resync(reopen=True, silent=True) from None
         self.stats.stalls += 1
+        logger.info(
+            "Clone updates stalled at sequence %d: resnapshot",
+            self._sequence,
+            extra={"counter": "stalls"},
+        )
         self._emit(CloneEvent("stall", self._sequence))
         raise _Resync(reopen=False)
 
@@ -711,26 +739,66 @@ class CloneClient(Service):
     def _restart(self, received: int) -> None:
         """The server's sequence went back: it restarted. Resync on fresh sockets."""
         self.stats.restarts += 1
+        logger.info(
+            "Clone server restarted (sequence %d after %d): resnapshot",
+            received,
+            self._sequence,
+            extra={"counter": "restarts"},
+        )
         self._restart_seen = True
         self._emit(CloneEvent("restart", received, self._sequence))
         raise _Resync(reopen=True)
 
     def _gap(self, received: int) -> None:
         self.stats.gaps += 1
+        logger.info(
+            "Clone update gap (sequence %d, expected %d): resnapshot",
+            received,
+            self._sequence + 1,
+            extra={"counter": "gaps"},
+        )
         self._emit(CloneEvent("gap", received, self._sequence + 1))
         raise _Resync(reopen=False)
 
     def _silence(self) -> None:
         self.stats.timeouts += 1
+        logger.warning(
+            "Clone server %s silent for %g s: resnapshot",
+            self.servers[self._current][0],
+            self.timeout,
+            extra={"endpoint": self.servers[self._current][0], "counter": "timeouts"},
+        )
         self._emit(CloneEvent("timeout", self._sequence))
 
     def _bad(self) -> None:
         self.stats.bad_messages += 1
         self.stats.malformed += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "malformed",
+            "malformed message from the Clone server %s: %s",
+            self.servers[self._current][0],
+            "not a valid 12/CHP message here",
+            extra={
+                "endpoint": self.servers[self._current][0],
+                "reason": "not a valid 12/CHP message here",
+                "counter": "malformed",
+            },
+        )
         self._emit(CloneEvent("bad", self._sequence))
 
     def _over_limit(self) -> None:
         self.stats.over_limit += 1
+        limited(
+            logger,
+            logging.WARNING,
+            "over_limit",
+            "Clone map over max_keys (%d) or max_state_bytes (%d): resnapshot after a pause",
+            self.max_keys,
+            self.max_state_bytes,
+            extra={"reason": "map too large", "counter": "over_limit"},
+        )
         self._emit(CloneEvent("over_limit", self._sequence))
 
     def _emit(self, event: CloneEvent) -> None:
@@ -752,6 +820,8 @@ class CloneClient(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "CLIENT_COLLECTOR_KINDS",

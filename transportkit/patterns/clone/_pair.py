@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Final
 from transportkit._closing import Service
 from transportkit._errors import ClosedError, ProtocolError, WouldBlock
 from transportkit._kinds import SocketKind
+from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES, check_bound
@@ -207,6 +209,14 @@ class ClonePairServer(Service):
         if len(self._pending) > self.max_pending_updates:
             self._pending.popitem(last=False)
             self.stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "passive Clone server: more than max_pending_updates (%d) held: the oldest dropped",
+                self.max_pending_updates,
+                extra={"reason": "max_pending_updates", "counter": "over_limit"},
+            )
 
     def _mirrored(self, msg: KVMsg, live: bool) -> None:
         """A message the follower took from the active peer (``live``: an update)."""
@@ -256,6 +266,12 @@ class ClonePairServer(Service):
             if mirror.stats.snapshots:
                 self.server._adopt(mirror.messages, mirror.sequence, self._deadlines)
                 self.stats.takeovers += 1
+                logger.warning(
+                    "Clone pair failover: this server takes over with %d keys at sequence %d",
+                    len(mirror.messages),
+                    mirror.sequence,
+                    extra={"counter": "takeovers"},
+                )
             self._tasks.append(asyncio.get_running_loop().create_task(mirror.close()))
         self.server._active = True
         self._published.clear()
@@ -294,5 +310,7 @@ class ClonePairServer(Service):
         await self.bstar.close()
         await self.server.close()
 
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MAX_PENDING_UPDATES", "ClonePairServer", "ClonePairStats"]

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import heapq
 import itertools
+import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Final
 from transportkit._closing import Service
 from transportkit._errors import ClosedError, ProtocolError
 from transportkit._kinds import SocketKind
+from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._socket import Message, Receiver
@@ -24,6 +26,7 @@ from transportkit.patterns._limits import (
     check_bound,
     check_finite_hwm,
     check_message_limit,
+    message_bytes,
     too_large,
 )
 from transportkit.patterns._serving import SnapshotSender
@@ -470,6 +473,14 @@ class CloneServer(Service):
                 continue
             if msg.body and msg.key not in self._state and len(self._state) >= self.max_keys:
                 self.stats.over_limit += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "over_limit",
+                    "update of a new key refused: max_keys (%d) reached",
+                    self.max_keys,
+                    extra={"reason": "max_keys", "counter": "over_limit"},
+                )
                 continue
             await self._publish(msg, ttl)
             self.stats.collected += 1
@@ -481,6 +492,14 @@ class CloneServer(Service):
             len(frames) == 5 and len(frames[3]) > self.max_properties_bytes
         ):
             stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "update of %d bytes over max_message_bytes or max_properties_bytes: dropped",
+                message_bytes(frames),
+                extra={"reason": "too large", "counter": "over_limit"},
+            )
             return None, None
         try:
             msg = KVMsg.decode(frames)
@@ -490,9 +509,26 @@ class CloneServer(Service):
         if msg is None or not is_data_key(msg.key):
             stats.bad_updates += 1
             stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed update on the collector: %s",
+                "not a 12/CHP KVSET of a data key",
+                extra={"reason": "not a 12/CHP KVSET of a data key", "counter": "malformed"},
+            )
             return None, None
         if ttl is not None and ttl > self.max_ttl:
             stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "update with a ttl of %g s over max_ttl (%g s): dropped",
+                ttl,
+                self.max_ttl,
+                extra={"reason": "ttl too long", "counter": "over_limit"},
+            )
             return None, None
         return msg, ttl
 
@@ -505,21 +541,76 @@ class CloneServer(Service):
         stats = self.stats
         if too_large(request[1:], self.max_message_bytes):
             stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "snapshot request from %s of %d bytes over max_message_bytes: dropped",
+                peer(request[0]),
+                message_bytes(request[1:]),
+                extra={"peer": peer(request[0]), "reason": "too large", "counter": "over_limit"},
+            )
             return
         if len(request) != 3 or request[1] != ICANHAZ:
             stats.bad_requests += 1
             stats.malformed += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "malformed",
+                "malformed snapshot request from %s: %s",
+                peer(request[0]),
+                "not ICANHAZ? and a subtree",
+                extra={
+                    "peer": peer(request[0]),
+                    "reason": "not ICANHAZ? and a subtree",
+                    "counter": "malformed",
+                },
+            )
             return
         identity, subtree = request[0], request[2]
         if len(subtree) > self.max_subtree_bytes:
             stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "snapshot request from %s: subtree of %d bytes over max_subtree_bytes",
+                peer(identity),
+                len(subtree),
+                extra={
+                    "peer": peer(identity),
+                    "reason": "subtree too long",
+                    "counter": "over_limit",
+                },
+            )
             return
         if self._gate is not None and not await self._gate():
             stats.refused += 1
+            limited(
+                logger,
+                logging.INFO,
+                "refused",
+                "snapshot request from %s refused (not the active server)",
+                peer(identity),
+                extra={"peer": peer(identity), "counter": "refused"},
+            )
             return
         if not self._snapshots.submit(identity, functools.partial(self._snapshot, subtree)):
             stats.snapshots_refused += 1
             stats.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "snapshot request from %s refused: too many snapshots in progress",
+                peer(identity),
+                extra={
+                    "peer": peer(identity),
+                    "reason": "snapshot queue full",
+                    "counter": "over_limit",
+                },
+            )
 
     def _snapshot(self, subtree: bytes) -> Iterator[list[bytes]]:
         """The messages of a snapshot of ``subtree``, as the map is now."""
@@ -543,6 +634,13 @@ class CloneServer(Service):
             self.stats.snapshots += 1
         else:
             self.stats.snapshot_failures += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "snapshot_failures",
+                "a snapshot could not be sent in full (client gone, slow or at its HWM)",
+                extra={"counter": "snapshot_failures"},
+            )
 
     async def close(self) -> None:
         """Stop the background task and close the sockets. Idempotent."""
@@ -557,6 +655,8 @@ class CloneServer(Service):
         if self._collector is not None:
             self._collector.close()
 
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "COLLECTOR_KINDS",
