@@ -61,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -75,6 +76,7 @@ from transportkit._errors import (
     WouldBlock,
 )
 from transportkit._kinds import SocketKind
+from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
@@ -116,6 +118,8 @@ STATISTICS: Final = b"STATISTICS"
 DEFAULT_PROXY_BURST: Final = 1000
 """Messages the proxy forwards from one side before it looks at the other (libzmq's
 ``proxy_burst_size``)."""
+
+logger = logging.getLogger(__name__)
 
 _STAT = struct.Struct("<Q")
 _CONTROL_KINDS: Final = frozenset({SocketKind.REP, SocketKind.PAIR})
@@ -332,11 +336,14 @@ class Proxy(Closeable):
             return False
         self.stats.commands += 1
         if self._state is not ProxyState.TERMINATED:
-            self._state = {
+            state = {
                 PAUSE: ProxyState.PAUSED,
                 RESUME: ProxyState.ACTIVE,
                 TERMINATE: ProxyState.TERMINATED,
             }[command]
+            if state is not self._state:
+                logger.info("proxy %s -> %s", self._state.value, state.value)
+            self._state = state
         self._wake.set()
         return True
 
@@ -428,6 +435,7 @@ class Proxy(Closeable):
             self._count(way.recv_counts, message)
             if too_large(message, self.max_message_bytes):
                 stats.over_limit += 1
+                self._warn("over_limit", "message over max_message_bytes, dropped")
                 continue
             if self.capture is not None:
                 await self._capture(message)
@@ -438,9 +446,11 @@ class Proxy(Closeable):
                 return
             except HostUnreachableError:
                 stats.unroutable += 1
+                self._warn("unroutable", "no such peer at the ROUTER destination, dropped")
                 continue
-            except FrameError:
+            except FrameError as exc:
                 stats.malformed += 1  # the destination cannot send it as it is
+                self._warn("malformed", f"refused by the destination ({exc}), dropped")
                 continue
             self._sent(way, message)
 
@@ -454,6 +464,7 @@ class Proxy(Closeable):
                 await capture.send(message)  # libzmq's blocking send, up to sndtimeo
             except Timeout:
                 self.stats.capture_dropped += 1
+                self._warn("capture_dropped", "the capture socket's sndtimeo elapsed, copy lost")
                 return
         self.stats.captured += 1
 
@@ -481,12 +492,24 @@ class Proxy(Closeable):
             command = message[0] if len(message) == 1 else None
             if command is None or not self._command(command):
                 self.stats.malformed += 1
+                self._warn("malformed", "unknown control command, ignored")
             if command == STATISTICS:
                 counters = self.stats.libzmq_counters()
                 reply = [_STAT.pack(value) for value in counters]
                 self._reply(control, reply)
             elif control.kind is SocketKind.REP:
                 self._reply(control, [b""])  # REP must answer; libzmq answers empty
+
+    @staticmethod
+    def _warn(counter: str, reason: str) -> None:
+        limited(
+            logger,
+            logging.WARNING,
+            counter,
+            "proxy: %s",
+            reason,
+            extra={"reason": reason, "counter": counter},
+        )
 
     @staticmethod
     def _reply(control: Sender, reply: list[bytes]) -> None:
@@ -502,6 +525,7 @@ class Proxy(Closeable):
                 way.sending = None
             if way.held is not None:
                 self.stats.abandoned += 1
+                self._warn("abandoned", f"stopped holding a message for the {way.name} way")
                 way.held = None
 
     def close(self) -> None:
