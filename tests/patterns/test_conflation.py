@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 
 import pytest
+import zmq
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,13 @@ from transportkit.sim_backend import (
     Simulation,
     schedule_faults,
 )
-from transportkit.testing import Harness, free_tcp_endpoint, open_harness, sync_subscribers
+from transportkit.testing import (
+    ChildProcess,
+    Harness,
+    free_tcp_endpoint,
+    open_harness,
+    sync_subscribers,
+)
 from transportkit.testing.strategies import fault_schedules
 from transportkit.trading import MarketData, decode_market_data, encode_market_data
 
@@ -881,3 +888,45 @@ def test_lvc_subscriber_drops_the_repeats_other_subscribers_cause(tk_backend: st
             await _close(pub, cache, serving)
 
         h.run(body(), timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_the_lvcache_example_serves_the_guides_raw_pyzmq_client() -> None:
+    """The Guide's pathopub/pathosub pair around our lvcache process: a raw pyzmq SUB
+    that subscribes after the values were published gets the cached one first."""
+    ctx = zmq.Context()
+    socks: list[zmq.Socket[bytes]] = []
+
+    def sock(kind: int) -> zmq.Socket[bytes]:
+        s: zmq.Socket[bytes] = ctx.socket(kind)
+        s.linger = 0
+        s.rcvtimeo = s.sndtimeo = 5000
+        socks.append(s)
+        return s
+
+    try:
+        pub = sock(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        args = ("--upstream", pub.last_endpoint.decode(), "--downstream", "tcp://127.0.0.1:*")
+        with ChildProcess("-m", "transportkit.patterns.examples.lvcache", *args) as child:
+            assert child.ready_line is not None
+            _, downstream, snapshots = child.ready_line.split()
+            assert snapshots == "-"
+            probe = sock(zmq.SUB)
+            probe.subscribe(b"")
+            probe.connect(downstream)
+            for _ in range(100):  # until the cache's upstream subscription is in
+                pub.send_multipart([b"0042", b"first"])
+                if probe.poll(100):
+                    break
+            pub.send_multipart([b"0042", b"newest"])
+            while probe.recv_multipart() != [b"0042", b"newest"]:
+                pass
+            late = sock(zmq.SUB)
+            late.connect(downstream)
+            late.subscribe(b"0042")  # pathosub subscribes to one random topic
+            assert late.recv_multipart() == [b"0042", b"newest"]
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()
