@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -97,6 +98,10 @@ def drive(make: Callable[[queue.Queue[Endpoints]], threading.Thread]) -> dict[st
         push = sock(zmq.PUSH, front)
         pull = sock(zmq.PULL, back)
         out: dict[str, object] = {}
+        # The tap's subscription must reach the capture PUB before anything is
+        # captured (the slow joiner; nothing can show it without traffic, which
+        # would change the counters compared).
+        time.sleep(0.5)
         for message in MESSAGES:
             push.send_multipart(message)
         out["received"] = [pull.recv_multipart() for _ in MESSAGES]
