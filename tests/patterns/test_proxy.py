@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from transportkit import SocketOptions, Worker
+from transportkit import SocketOptions, StateError, Worker
 from transportkit._socket import Receiver
 from transportkit.patterns.proxy import (
     PAUSE,
@@ -417,5 +417,21 @@ def test_a_message_the_destination_refuses_is_dropped_and_counted(tk_harness: Ha
                 assert not running.done()
             proxy.stop()
             await asyncio.wait_for(running, 5.0)
+
+    tk_harness.run(main(), timeout=30.0)
+
+
+def test_one_run_at_a_time(tk_harness: Harness) -> None:
+    net = tk_harness.network()
+
+    async def main() -> None:
+        with streamer(net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint()) as proxy:
+            running = asyncio.ensure_future(proxy.run())
+            await asyncio.sleep(0)
+            with pytest.raises(StateError, match="already running"):
+                await proxy.run()
+            proxy.stop()
+            await asyncio.wait_for(running, 5.0)
+            await asyncio.wait_for(proxy.run(), 1.0)  # terminated: returns at once
 
     tk_harness.run(main(), timeout=30.0)

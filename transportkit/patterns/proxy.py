@@ -72,6 +72,7 @@ from transportkit._errors import (
     ClosedError,
     FrameError,
     HostUnreachableError,
+    StateError,
     Timeout,
     WouldBlock,
 )
@@ -304,6 +305,7 @@ class Proxy(Closeable):
                 f"{backend.kind.value} backend, nor back"
             )
         self._state = ProxyState.ACTIVE
+        self._running = False
         self._wake = asyncio.Event()
 
     @property
@@ -351,16 +353,23 @@ class Proxy(Closeable):
         """Forward until ``TERMINATE`` (or :meth:`stop`), a socket is closed, or the
         task is cancelled; then return (cancellation propagates).
 
+        Nothing the peers send makes it raise: bad control messages, unroutable,
+        refused and oversized messages are counted. A socket closed under it ends the
+        run. After ``TERMINATE`` a new :meth:`run` returns at once.
+
         Raises:
-            Nothing from the peers: bad control messages, unroutable and oversized
-            messages are counted. A socket closed under it ends the run.
+            StateError: The proxy is already running (in another task).
         """
+        if self._running:
+            raise StateError("this proxy is already running")
+        self._running = True
         try:
             while self._state is not ProxyState.TERMINATED:
                 await self._step()
         except ClosedError:
             return
         finally:
+            self._running = False
             await self._release()
 
     async def _step(self) -> None:
