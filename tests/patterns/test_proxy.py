@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import struct
 
 import pytest
@@ -20,7 +21,7 @@ from transportkit.patterns.proxy import (
     queue_device,
     streamer,
 )
-from transportkit.testing import Harness
+from transportkit.testing import Harness, sim_test
 
 OPTS = SocketOptions(linger=0)
 
@@ -435,3 +436,46 @@ def test_one_run_at_a_time(tk_harness: Harness) -> None:
             await asyncio.wait_for(proxy.run(), 1.0)  # terminated: returns at once
 
     tk_harness.run(main(), timeout=30.0)
+
+
+@sim_test(seeds=20)
+async def test_a_queue_device_under_any_scheduling_answers_each_client_once(
+    tk_harness: Harness,
+) -> None:
+    """Three clients, two workers, random scheduling: every reply reaches its own
+    client exactly once, the counters add up."""
+    net = tk_harness.network("proxy")
+    with queue_device(
+        net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+    ) as proxy:
+        running = asyncio.ensure_future(proxy.run())
+        workers = [
+            tk_harness.network(f"w{i}").worker(connect=endpoint_of(proxy.backend), options=OPTS)
+            for i in range(2)
+        ]
+
+        async def serve(rep: Worker) -> None:
+            while True:
+                request = await rep.recv(timeout=math.inf)
+                await rep.send([b"re", *request])
+
+        serving = [asyncio.ensure_future(serve(rep)) for rep in workers]
+
+        async def client(i: int) -> list[list[bytes]]:
+            with tk_harness.network(f"c{i}").requester(
+                connect=endpoint_of(proxy.frontend), options=OPTS
+            ) as req:
+                return [await req.request([b"%d/%d" % (i, n)], timeout=5.0) for n in range(5)]
+
+        try:
+            replies = await asyncio.gather(*(client(i) for i in range(3)))
+        finally:
+            for task in serving:
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
+            for rep in workers:
+                rep.close()
+        assert replies == [[[b"re", b"%d/%d" % (i, n)] for n in range(5)] for i in range(3)]
+        assert proxy.stats.forwarded == proxy.stats.returned == 15
+        proxy.stop()
+        await asyncio.wait_for(running, 5.0)
