@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 
 import pytest
+import zmq
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,13 @@ from transportkit.sim_backend import (
     Simulation,
     schedule_faults,
 )
-from transportkit.testing import free_tcp_endpoint, open_harness, sync_subscribers
+from transportkit.testing import (
+    ChildProcess,
+    Harness,
+    free_tcp_endpoint,
+    open_harness,
+    sync_subscribers,
+)
 from transportkit.testing.strategies import fault_schedules
 from transportkit.trading import MarketData, decode_market_data, encode_market_data
 
@@ -544,6 +551,7 @@ def test_lvc_caches_at_most_max_topics_and_max_cache_bytes_but_forwards_everythi
         pub, cache, serving = await rig.start()
         with rig.sim.node("live").subscriber(connect="tcp://lvc:7801") as live:
             await asyncio.sleep(0.05)
+            assert live.try_recv() == cache.values[b"MARKET.ZZZ"]  # the replay on joining
             await _publish_topics(pub, 150)
             await asyncio.sleep(0.05)
             assert len(cache.values) == 100  # MARKET.ZZZ (from _prime) and 99 of the 150
@@ -569,6 +577,7 @@ def test_lvc_drops_cut_markers_forged_upstream() -> None:
         pub, cache, serving = await rig.start()
         with rig.sim.node("live").subscriber(connect="tcp://lvc:7801") as live:
             await asyncio.sleep(0.05)
+            assert live.try_recv() == cache.values[b"MARKET.ZZZ"]  # the replay on joining
             await pub.send([LVC_SYNC_TOPIC, b"forged"])
             await pub.send([b"MARKET.OK", b"1"])
             assert await live.recv(timeout=1.0) == [b"MARKET.OK", b"1"]
@@ -590,6 +599,7 @@ def test_lvc_drops_oversized_updates_and_requests() -> None:
             rig.sim.node("asker").dealer(connect="tcp://lvc:7802") as asker,
         ):
             await asyncio.sleep(0.05)
+            assert live.try_recv() == cache.values[b"MARKET.ZZZ"]  # the replay on joining
             await pub.send([b"MARKET.BIG", b"x" * 200])
             await pub.send([b"MARKET.OK", b"1"])
             assert await live.recv(timeout=1.0) == [b"MARKET.OK", b"1"]
@@ -703,3 +713,220 @@ def test_lvc_subscriber_refuses_a_snapshot_past_its_bounds() -> None:
         await serving
 
     rig.sim.run(main(), timeout=60)
+
+
+# -- the last-value cache on XPUB, as the Guide's lvcache ----------------------------------
+
+
+async def _cache_with_values(
+    h: Harness, **kwargs: object
+) -> tuple[Publisher, LastValueCache, asyncio.Future[None]]:
+    """A publisher and a cache (no snapshot ROUTER) holding MARKET.ZZZ and 40 updates:
+    MSFT 36, GOOG 37, TSLA 38, IBM 39, AAPL 40."""
+    pub = h.network("pub").publisher(bind=h.endpoint())
+    assert pub.last_endpoint is not None
+    cache = LastValueCache(
+        h.network("lvc"),
+        upstream=pub.last_endpoint,
+        downstream=h.endpoint(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+    serving = asyncio.ensure_future(cache.run())
+    await _prime(pub, cache)
+    for seq in range(1, 41):
+        await pub.send(update(SYMBOLS[seq % 5], seq))
+    while sequences(cache.values).get("AAPL") != 40:
+        await asyncio.sleep(0.01)
+    return pub, cache, serving
+
+
+async def _close(pub: Publisher, cache: LastValueCache, serving: asyncio.Future[None]) -> None:
+    cache.close()
+    await asyncio.wait_for(serving, 5.0)
+    pub.close()
+
+
+def test_lvc_sends_a_plain_sub_the_current_value_when_it_subscribes(tk_backend: str) -> None:
+    """The Guide's lvcache client: a plain SUB connects, subscribes, and gets the cached
+    value at once (before the rebuild on XPUB, a plain SUB got nothing until the topic's
+    next update)."""
+    with open_harness(tk_backend) as h:
+
+        async def body() -> None:
+            pub, cache, serving = await _cache_with_values(h)
+            assert cache.snapshots is None
+            downstream = cache.downstream.last_endpoint
+            assert downstream is not None
+            with h.network("late").subscriber(connect=downstream, topics=[b"MARKET.AAPL"]) as late:
+                first = await late.recv(timeout=5.0)
+                assert decode_market_data(first).data.sequence == 40  # the cached value
+                await pub.send(update("AAPL", 41))
+                live = await late.recv(timeout=5.0)
+                assert decode_market_data(live).data.sequence == 41
+            with h.network("wide").subscriber(connect=downstream, topics=[b"MARKET."]) as wide:
+                got = [await wide.recv(timeout=5.0) for _ in range(6)]
+                # Every topic under the prefix, in topic order, each its newest value.
+                assert [m[0] for m in got] == sorted(cache.values)
+                assert got == [cache.values[m[0]] for m in got]
+            assert cache.subscriptions >= 2 and cache.replayed >= 7
+            await _close(pub, cache, serving)
+
+        h.run(body(), timeout=30)
+
+
+def test_lvc_answers_every_subscriber_of_a_topic_not_only_the_first(tk_backend: str) -> None:
+    """xpub_verbose: the second subscriber to a topic gets its replay too (a plain XPUB
+    passes on only a topic's first subscription)."""
+    with open_harness(tk_backend) as h:
+
+        async def body() -> None:
+            pub, cache, serving = await _cache_with_values(h)
+            downstream = cache.downstream.last_endpoint
+            assert downstream is not None
+            with ExitStack() as stack:
+                for name in ("first", "second", "third"):
+                    sub = stack.enter_context(
+                        h.network(name).subscriber(connect=downstream, topics=[b"MARKET.MSFT"])
+                    )
+                    message = await sub.recv(timeout=5.0)
+                    assert decode_market_data(message).data.sequence == 36
+            assert cache.subscriptions == 3
+            await _close(pub, cache, serving)
+
+        h.run(body(), timeout=30)
+
+
+def test_lvc_replays_reach_every_subscriber_of_the_topic_as_a_repeat_never_stale() -> None:
+    """The Guide's caveat: the replay goes out on the XPUB, so an existing subscriber
+    of the topic receives it too, as a repeat of the newest value it already has."""
+    with open_harness("sim") as h:
+
+        async def body() -> None:
+            pub, cache, serving = await _cache_with_values(h)
+            downstream = cache.downstream.last_endpoint
+            assert downstream is not None
+            with h.network("old").subscriber(connect=downstream, topics=[b"MARKET.GOOG"]) as old:
+                assert decode_market_data(await old.recv(timeout=5.0)).data.sequence == 37
+                for seq in (41, 42):
+                    await pub.send(update("GOOG", seq))
+                seen = [decode_market_data(await old.recv(timeout=5.0)).data.sequence]
+                seen.append(decode_market_data(await old.recv(timeout=5.0)).data.sequence)
+                with h.network("new").subscriber(
+                    connect=downstream, topics=[b"MARKET.GOOG"]
+                ) as new:
+                    assert decode_market_data(await new.recv(timeout=5.0)).data.sequence == 42
+                    seen.append(decode_market_data(await old.recv(timeout=5.0)).data.sequence)
+                assert seen == [41, 42, 42]  # the repeat is the newest value
+            await _close(pub, cache, serving)
+
+        h.run(body(), timeout=30)
+
+
+def test_lvc_a_replay_is_bounded_by_max_replay_topics() -> None:
+    with open_harness("sim") as h:
+
+        async def body() -> None:
+            pub, cache, serving = await _cache_with_values(h, max_replay_topics=3)
+            downstream = cache.downstream.last_endpoint
+            assert downstream is not None
+            with h.network("wide").subscriber(connect=downstream, topics=[b"MARKET."]) as wide:
+                got = [await wide.recv(timeout=5.0) for _ in range(3)]
+                assert [m[0] for m in got] == sorted(cache.values)[:3]
+                with pytest.raises(Timeout):
+                    await wide.recv(timeout=0.5)
+            assert cache.replays_truncated == 1 == cache.over_limit
+            await _close(pub, cache, serving)
+
+        h.run(body(), timeout=30)
+
+
+def test_lvc_counts_what_is_not_a_subscription_on_its_xpub() -> None:
+    with open_harness("sim") as h:
+
+        async def body() -> None:
+            pub, cache, serving = await _cache_with_values(h)
+            downstream = cache.downstream.last_endpoint
+            assert downstream is not None
+            with h.network("x").xsubscriber(connect=downstream) as xsub:
+                await xsub.send([b"hello"])  # data sent upstream, not a subscription
+                await xsub.send([b"\x00MARKET.AAPL"])  # an unsubscription: counted, no reply
+                await asyncio.sleep(0.1)
+                assert xsub.try_recv() is None
+            assert cache.malformed == 1
+            await _close(pub, cache, serving)
+
+        h.run(body(), timeout=30)
+
+
+def test_lvc_subscriber_drops_the_repeats_other_subscribers_cause(tk_backend: str) -> None:
+    with open_harness(tk_backend) as h:
+
+        async def body() -> None:
+            pub, cache, serving = await _cache_with_values(h, snapshots=h.endpoint())
+            assert cache.snapshots is not None
+            downstream = cache.downstream.last_endpoint
+            late = LastValueSubscriber(
+                h.network("late"),
+                updates=downstream or "",
+                snapshots=cache.snapshots.last_endpoint or "",
+                prefix=b"MARKET.",
+            )
+            try:
+                assert sequences(await late.sync(timeout=10.0))["AAPL"] == 40
+                with h.network("plain").subscriber(
+                    connect=downstream or "", topics=[b"MARKET."]
+                ) as plain:
+                    for _ in range(6):  # its replay: the repeats `late` must not return
+                        await plain.recv(timeout=5.0)
+                    await asyncio.sleep(h.settle)
+                    await pub.send(update("IBM", 41))
+                    live = await late.recv(timeout=5.0)
+                    assert decode_market_data(live).data.sequence == 41
+                assert late.repeats >= 6
+            finally:
+                late.close()
+            await _close(pub, cache, serving)
+
+        h.run(body(), timeout=30)
+
+
+@pytest.mark.timeout(60)
+def test_the_lvcache_example_serves_the_guides_raw_pyzmq_client() -> None:
+    """The Guide's pathopub/pathosub pair around our lvcache process: a raw pyzmq SUB
+    that subscribes after the values were published gets the cached one first."""
+    ctx = zmq.Context()
+    socks: list[zmq.Socket[bytes]] = []
+
+    def sock(kind: int) -> zmq.Socket[bytes]:
+        s: zmq.Socket[bytes] = ctx.socket(kind)
+        s.linger = 0
+        s.rcvtimeo = s.sndtimeo = 5000
+        socks.append(s)
+        return s
+
+    try:
+        pub = sock(zmq.PUB)
+        pub.bind("tcp://127.0.0.1:*")
+        args = ("--upstream", pub.last_endpoint.decode(), "--downstream", "tcp://127.0.0.1:*")
+        with ChildProcess("-m", "transportkit.patterns.examples.lvcache", *args) as child:
+            assert child.ready_line is not None
+            _, downstream, snapshots = child.ready_line.split()
+            assert snapshots == "-"
+            probe = sock(zmq.SUB)
+            probe.subscribe(b"")
+            probe.connect(downstream)
+            for _ in range(100):  # until the cache's upstream subscription is in
+                pub.send_multipart([b"0042", b"first"])
+                if probe.poll(100):
+                    break
+            pub.send_multipart([b"0042", b"newest"])
+            while probe.recv_multipart() != [b"0042", b"newest"]:
+                pass
+            late = sock(zmq.SUB)
+            late.connect(downstream)
+            late.subscribe(b"0042")  # pathosub subscribes to one random topic
+            assert late.recv_multipart() == [b"0042", b"newest"]
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()

@@ -19,6 +19,8 @@ Binary Star            :mod:`.binary_star`                 BinaryStarServer/Clie
 Freelance (10/FLP)     :mod:`.freelance`                   FreelanceClient/Server
 Conflation, LVC        :mod:`.conflation`                  ConflatingSubscriber,
                                                            LastValueCache
+Proxies (devices)      :mod:`.proxy`                       Proxy, queue_device,
+                                                           streamer, forwarder
 Resilience, heartbeat  :mod:`.resilience`                  ResilientSubscriber,
 Suicidal Snail                                             HeartbeatPublisher,
                                                            SuicidalSubscriber
@@ -63,6 +65,15 @@ from transportkit.patterns.majordomo import (
     MajordomoWorker,
 )
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
+from transportkit.patterns.proxy import (
+    Proxy,
+    ProxyState,
+    ProxyStats,
+    forwarder,
+    parse_statistics,
+    queue_device,
+    streamer,
+)
 from transportkit.patterns.resilience import (
     HeartbeatMonitor,
     HeartbeatPublisher,
@@ -101,6 +112,9 @@ __all__ = [
     "MajordomoWorker",
     "ParanoidPirateQueue",
     "ParanoidPirateWorker",
+    "Proxy",
+    "ProxyState",
+    "ProxyStats",
     "ResilientSubscriber",
     "SimplePirateQueue",
     "StampedPublisher",
@@ -109,7 +123,11 @@ __all__ = [
     "TitanicClient",
     "TitanicError",
     "conflated_subscriber",
+    "forwarder",
+    "parse_statistics",
+    "queue_device",
     "run_load_balancing_worker",
     "sequenced",
     "serve_lazy_pirate",
+    "streamer",
 ]

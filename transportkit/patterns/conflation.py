@@ -8,26 +8,36 @@ Three tools, from the seed's ``ConflatingSubscriber`` and the Guide's chapter 5:
 - :func:`conflated_subscriber` makes a libzmq ``ZMQ_CONFLATE`` SUB the one way it works:
   a single subscription set before connecting, single-frame messages only. The socket
   itself keeps only the newest message, so a slow reader costs no memory at all.
-- :class:`LastValueCache` and :class:`LastValueSubscriber` give a late joiner the current
-  value of every topic at once, then the live stream, without a gap or a duplicate.
+- :class:`LastValueCache` gives a late joiner (a plain SUB) the current value of every
+  topic it subscribes to, then the live stream; with its opt-in snapshot ROUTER,
+  :class:`LastValueSubscriber` gets them at once, without a gap or a repeat.
 
-Why the last-value cache is built this way:
-    The Guide's ``lvcache`` is an XSUB/XPUB proxy that re-publishes a topic's cached
-    value when XPUB reports a new subscription to it. transportkit's interfaces have no
-    XPUB (subscriptions are invisible to a publisher), so the cache answers snapshot
-    requests instead, the way the Guide's Clone pattern does: a ROUTER serves
+How the last-value cache works:
+    As the Guide's ``lvcache``: :class:`LastValueCache` subscribes upstream, forwards
+    every update on an XPUB, and when the XPUB reports a subscription (with
+    ``xpub_verbose``, every subscriber's) it sends the cached values of the topics that
+    subscription matches. A plain SUB needs nothing else: it connects, subscribes, and
+    receives the current values and then the live stream. Because an XPUB cannot
+    address one subscriber, every subscriber of a replayed topic receives the replay
+    (the Guide's caveat): a repeat of the newest value, never an older one (see
+    :class:`LastValueCache`).
+
+    For a subscriber that must know when it has every current value, and see no
+    repeat, the cache can also answer snapshot requests on a ROUTER (``snapshots=``,
+    opt-in), the way the Guide's Clone pattern does: it serves
     ``[b"LVC?", prefix, token]`` with one ``[b"LVC", topic, *frames]`` per cached topic
     matching ``prefix`` and a final ``[b"LVC.", prefix, token]``. At the instant it
     takes the snapshot (the cached values, by reference) it publishes
-    ``[LVC_SYNC_TOPIC, token]`` on its downstream PUB, with no update forwarded in
-    between. Because a PUB pipe is FIFO, that marker is the exact cut in the update
-    stream: live updates before it are already in the snapshot, updates after it are
-    newer, however long the snapshot then takes to reach its subscriber (snapshots are
-    sent by their own tasks, so that forwarding never waits for one). The subscriber
-    discards what precedes its marker, so it needs no sequence numbers and the data
-    messages pass through unchanged (plain SUBs can use the cache's PUB too). If the
-    marker does not arrive, the subscription had not yet reached the cache (the slow
-    joiner) and the subscriber asks again.
+    ``[LVC_SYNC_TOPIC, token]`` on its XPUB, with no update forwarded in between.
+    Because a pipe is FIFO, that marker is the exact cut in the update stream: live
+    updates before it are already in the snapshot, updates after it are newer, however
+    long the snapshot then takes to reach its subscriber (snapshots are sent by their
+    own tasks, so that forwarding never waits for one). :class:`LastValueSubscriber`
+    discards what precedes its marker, and after it drops a message equal to the one
+    it holds for that topic (a replay for another subscriber), so it needs no sequence
+    numbers and the data messages pass through unchanged. If the marker does not
+    arrive, the subscription had not yet reached the cache (the slow joiner) and the
+    subscriber asks again.
 
 What the cache holds, and for whom, is bounded: see :class:`LastValueCache`.
 """
@@ -40,6 +50,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
 from types import MappingProxyType
 from typing import Final
 
@@ -55,7 +66,7 @@ from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit._poll import poll
-from transportkit._socket import Dealer, Message, Publisher, Router, Subscriber
+from transportkit._socket import Dealer, Message, Receiver, Router, Subscriber, XPublisher
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
     bounded_options,
@@ -78,6 +89,7 @@ __all__ = [
     "DEFAULT_LVC_MAX_CACHE_BYTES",
     "DEFAULT_LVC_MAX_PENDING_SNAPSHOTS",
     "DEFAULT_LVC_MAX_PREFIX_BYTES",
+    "DEFAULT_LVC_MAX_REPLAY_TOPICS",
     "DEFAULT_LVC_MAX_SNAPSHOTS",
     "DEFAULT_LVC_MAX_TOKEN_BYTES",
     "DEFAULT_LVC_MAX_TOPICS",
@@ -304,6 +316,9 @@ def conflated_subscriber(
     return ConflatedSubscriber(socket, topic)
 
 
+DEFAULT_LVC_MAX_REPLAY_TOPICS: Final = 1000
+"""Cached values a :class:`LastValueCache` sends for one subscription by default (the
+default high-water mark: an XPUB drops what a subscriber's pipe cannot hold)."""
 DEFAULT_LVC_SNAPSHOT_HWM: Final = 1000
 """The high-water mark of a :class:`LastValueCache`'s snapshot ROUTER by default."""
 DEFAULT_LVC_MAX_SNAPSHOTS: Final = 16
@@ -357,45 +372,71 @@ class _BoundedValues:
 class LastValueCache(Closeable):
     """A last-value cache between a publisher and its subscribers (the Guide's lvcache).
 
-    It subscribes upstream, keeps the newest message per topic, forwards every message
-    unchanged on its downstream PUB, and answers snapshot requests on a ROUTER (the
-    protocol and the reasons are in the module docstring). Malformed requests are
-    counted and ignored; they never stop the cache.
+    It subscribes upstream, keeps the newest message per topic, and forwards every
+    message unchanged on its downstream XPUB. When a subscription arrives on the XPUB
+    (``xpub_verbose`` is on, so every subscriber's subscription is seen, not only the
+    first to a topic), it sends the cached value of every topic that subscription
+    matches: a plain SUB, as the Guide's clients use, gets the current values as soon
+    as it subscribes, then the live stream. Optionally (``snapshots=``) it also answers
+    snapshot requests on a ROUTER for :class:`LastValueSubscriber` (the protocol is in
+    the module docstring). Malformed input is counted and dropped; it never stops the
+    cache.
+
+    What a new subscription gets, and the Guide's caveat:
+
+    - The cached values of every topic that starts with the subscribed prefix, in
+      topic order (the Guide's lvcache answers only a topic it holds exactly; a
+      subscription to ``b"MARKET."`` there gets nothing). Unsubscriptions change
+      nothing.
+    - They are sent on the XPUB, which cannot address one subscriber, so every
+      subscriber whose subscriptions match a replayed topic receives it, not only the
+      new one, as with the Guide's lvcache. What they receive is a repeat of the value
+      they already have, never an older one: the replay is sent by the task that
+      forwards, between two updates, and it is the newest value at that moment. A
+      consumer that must not see repeats drops a message equal to the last it has for
+      that topic (:class:`LastValueSubscriber` does), or uses the ``snapshots`` ROUTER,
+      which answers one subscriber alone.
+    - A replay is at most ``max_replay_topics`` messages (default 1000, the default
+      HWM: the XPUB drops what a subscriber's pipe cannot hold, and every subscriber
+      of those topics receives the replay); past that the rest are not sent and the
+      subscription is counted in :attr:`replays_truncated`.
 
     Bounds (see :mod:`transportkit.patterns._limits`):
 
-    - Snapshots are sent side by side, each in its own task at its subscriber's pace,
-      from a ROUTER with a finite high-water mark (``snapshot_hwm``): a subscriber that
-      reads slowly or not at all delays neither the others nor the forwarding of
-      updates, and is given up on after ``snapshot_timeout`` seconds without progress.
-      At most ``max_snapshots`` are in progress and ``max_pending_snapshots`` wait, one
-      per subscriber; past that a request is refused and counted (the subscriber asks
-      again after its ``retry``).
-    - A request's prefix and token are at most ``max_prefix_bytes`` and
-      ``max_token_bytes`` (the token is republished to every downstream subscriber).
-    - Every message received, upstream or on the ROUTER, is at most
-      ``max_message_bytes`` (also the ROUTER's ``maxmsgsize``; the SUB connects, so
-      it gets none: see :mod:`transportkit.patterns._limits`); larger ones are
-      dropped and counted, and never forwarded.
-    - The cache holds at most ``max_topics`` topics and ``max_cache_bytes`` bytes. The
-      upstream publisher may be trusted, but a topic explosion must not grow memory
-      without bound: an update that does not fit is still forwarded, but not cached,
-      and its topic's older value is dropped from the cache (a late joiner then lacks
-      the topic rather than getting a stale value); counted in :attr:`uncached`.
+    - Every message received, upstream, on the XPUB or on the ROUTER, is at most
+      ``max_message_bytes`` (also the ``maxmsgsize`` of the sockets it binds; the SUB
+      connects, so it gets none); larger ones are dropped and counted, and never
+      forwarded.
+    - The cache holds at most ``max_topics`` topics and ``max_cache_bytes`` bytes. An
+      update that does not fit is still forwarded, but not cached, and its topic's
+      older value is dropped from the cache (a late joiner then lacks the topic rather
+      than getting a stale value); counted in :attr:`uncached`.
+    - With ``snapshots``: snapshots are sent side by side, each in its own task at its
+      subscriber's pace, from a ROUTER with a finite high-water mark
+      (``snapshot_hwm``); a subscriber that reads slowly or not at all delays neither
+      the others nor the forwarding, and is given up on after ``snapshot_timeout``
+      seconds without progress. At most ``max_snapshots`` are in progress and
+      ``max_pending_snapshots`` wait, one per subscriber; past that a request is
+      refused and counted. A request's prefix and token are at most
+      ``max_prefix_bytes`` and ``max_token_bytes``.
 
     Attributes:
         upstream: SUB connected to the publisher(s).
-        downstream: PUB the subscribers connect to.
-        snapshots: ROUTER answering ``[b"LVC?", prefix, token]``.
+        downstream: XPUB the subscribers connect to (``xpub_verbose`` on).
+        snapshots: ROUTER answering ``[b"LVC?", prefix, token]``, or None.
         forwarded: Updates received upstream and forwarded.
+        subscriptions: Subscriptions seen on the XPUB (each answered by a replay).
+        unsubscriptions: Unsubscriptions seen on the XPUB.
+        replayed: Cached messages sent by replays.
+        replays_truncated: Replays cut at ``max_replay_topics``.
         snapshots_served: Snapshots sent whole.
         snapshot_failures: Snapshots abandoned (the subscriber vanished, or stayed at
             its high-water mark for ``snapshot_timeout``).
         malformed: Messages that followed no protocol, dropped: requests that are not
-            ``[b"LVC?", prefix, token]``, and upstream messages on the reserved
-            :data:`LVC_SYNC_TOPIC`.
-        over_limit: Messages and snapshots refused by a bound: too large, a prefix or
-            token too long, ``snapshots_refused``, ``uncached``.
+            ``[b"LVC?", prefix, token]``, XPUB messages that are not subscriptions,
+            and upstream messages on the reserved :data:`LVC_SYNC_TOPIC`.
+        over_limit: Messages refused by a bound: too large, a prefix or token too
+            long, ``snapshots_refused``, ``uncached``, ``replays_truncated``.
         snapshots_refused: Requests refused because ``max_snapshots`` were in progress
             and ``max_pending_snapshots`` waiting, or the subscriber had one already.
         uncached: Updates forwarded but not cached (past ``max_topics`` or
@@ -415,10 +456,11 @@ class LastValueCache(Closeable):
         *,
         upstream: str | Iterable[str],
         downstream: str | Iterable[str],
-        snapshots: str | Iterable[str],
+        snapshots: str | Iterable[str] | None = None,
         topics: Iterable[bytes] = (b"",),
         options: SocketOptions | None = None,
         max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
+        max_replay_topics: int = DEFAULT_LVC_MAX_REPLAY_TOPICS,
         snapshot_hwm: int = DEFAULT_LVC_SNAPSHOT_HWM,
         snapshot_timeout: float = 5.0,
         max_snapshots: int = DEFAULT_LVC_MAX_SNAPSHOTS,
@@ -428,22 +470,25 @@ class LastValueCache(Closeable):
         max_topics: int = DEFAULT_LVC_MAX_TOPICS,
         max_cache_bytes: int = DEFAULT_LVC_MAX_CACHE_BYTES,
     ) -> None:
-        """Bind ``downstream`` and ``snapshots``, connect ``upstream``.
+        """Bind ``downstream`` (and ``snapshots``), connect ``upstream``.
 
         Args:
             network: Makes the sockets.
             upstream: Publisher endpoint(s) to subscribe to.
-            downstream: Endpoint(s) to bind the forwarding PUB on.
-            snapshots: Endpoint(s) to bind the snapshot ROUTER on.
+            downstream: Endpoint(s) to bind the forwarding XPUB on.
+            snapshots: Endpoint(s) to bind a snapshot ROUTER on, for
+                :class:`LastValueSubscriber` (default None: no ROUTER).
             topics: Upstream subscription prefixes (default: everything).
-            options: Options for all three sockets (``sndhwm`` and ``rcvhwm`` must not
-                be 0: peers fill them); the ROUTER's ``sndhwm`` is ``snapshot_hwm`` and
-                its ``router_mandatory`` is forced on, and ``maxmsgsize`` defaults to
-                ``max_message_bytes`` on the ROUTER.
+            options: Options for every socket (``sndhwm`` and ``rcvhwm`` must not be
+                0: peers fill them); the XPUB's ``xpub_verbose`` is forced on, the
+                ROUTER's ``sndhwm`` is ``snapshot_hwm`` and its ``router_mandatory``
+                is forced on, and ``maxmsgsize`` defaults to ``max_message_bytes`` on
+                the XPUB and the ROUTER.
             max_message_bytes: Largest message accepted, all frames included (default
                 1 MiB; None: no limit).
-            snapshot_hwm: The ROUTER's ``sndhwm`` (default 1000): what a subscriber
-                that does not read can make the cache hold, in messages.
+            max_replay_topics: Most cached messages sent for one subscription
+                (default 1000).
+            snapshot_hwm: The ROUTER's ``sndhwm`` (default 1000).
             snapshot_timeout: Seconds a snapshot may wait on a subscriber at its
                 high-water mark before it is abandoned (default 5).
             max_snapshots: Snapshots in progress at once (default 16).
@@ -465,6 +510,7 @@ class LastValueCache(Closeable):
         if not snapshot_timeout > 0:
             raise ValueError(f"snapshot_timeout must be > 0 seconds, got {snapshot_timeout!r}")
         self.max_message_bytes = check_message_limit(max_message_bytes)
+        self.max_replay_topics = check_bound("max_replay_topics", max_replay_topics)
         check_bound("snapshot_hwm", snapshot_hwm)
         check_bound("max_snapshots", max_snapshots)
         check_bound("max_pending_snapshots", max_pending_snapshots, minimum=0)
@@ -474,6 +520,10 @@ class LastValueCache(Closeable):
             check_bound("max_topics", max_topics), check_bound("max_cache_bytes", max_cache_bytes)
         )
         self.forwarded = 0
+        self.subscriptions = 0
+        self.unsubscriptions = 0
+        self.replayed = 0
+        self.replays_truncated = 0
         self.snapshots_served = 0
         self.snapshot_failures = 0
         self.malformed = 0
@@ -483,28 +533,35 @@ class LastValueCache(Closeable):
         self.shutdown_dropped = 0
         self._graceful = GracefulStop()
         receiving = bounded_options(opts, self.max_message_bytes)
-        self.downstream: Final[Publisher] = network.publisher(bind=downstream, options=opts)
-        try:
-            self.snapshots: Final[Router] = network.router(
-                bind=snapshots,
-                options=receiving.replace(sndhwm=snapshot_hwm, router_mandatory=True),
+        with ExitStack() as undo:
+            self.downstream: Final[XPublisher] = network.xpublisher(
+                bind=downstream, options=receiving.replace(xpub_verbose=True)
             )
-            try:
-                self.upstream: Final[Subscriber] = network.subscriber(
-                    connect=upstream, topics=topics, options=opts
+            undo.callback(self.downstream.close)
+            self.snapshots: Final[Router | None] = (
+                None
+                if snapshots is None
+                else network.router(
+                    bind=snapshots,
+                    options=receiving.replace(sndhwm=snapshot_hwm, router_mandatory=True),
                 )
-            except BaseException:
-                self.snapshots.close()
-                raise
-        except BaseException:
-            self.downstream.close()
-            raise
-        self._sender = SnapshotSender(
-            self.snapshots,
-            max_active=max_snapshots,
-            max_pending=max_pending_snapshots,
-            stall_timeout=snapshot_timeout,
-            on_done=self._snapshot_done,
+            )
+            if self.snapshots is not None:
+                undo.callback(self.snapshots.close)
+            self.upstream: Final[Subscriber] = network.subscriber(
+                connect=upstream, topics=topics, options=opts
+            )
+            undo.pop_all()
+        self._sender = (
+            None
+            if self.snapshots is None
+            else SnapshotSender(
+                self.snapshots,
+                max_active=max_snapshots,
+                max_pending=max_pending_snapshots,
+                stall_timeout=snapshot_timeout,
+                on_done=self._snapshot_done,
+            )
         )
 
     @property
@@ -519,43 +576,51 @@ class LastValueCache(Closeable):
 
     @property
     def snapshots_in_progress(self) -> int:
-        """Snapshots being sent now."""
-        return self._sender.active
+        """Snapshots being sent now (0 without ``snapshots``)."""
+        return 0 if self._sender is None else self._sender.active
 
     @property
     def snapshots_pending(self) -> int:
         """Snapshot requests waiting for one of the ``max_snapshots`` places."""
-        return self._sender.pending
+        return 0 if self._sender is None else self._sender.pending
 
     async def run(self) -> None:
         """Serve until a socket is closed (then return) or the task is cancelled.
 
-        One task takes updates and requests, a bounded batch from each in turn, and
-        never waits on a subscriber; snapshots are sent by their own tasks.
+        One task takes updates, subscriptions and requests, a bounded batch from each
+        in turn, and never waits on a subscriber; snapshots are sent by their own
+        tasks.
         """
         graceful = self._graceful
         if graceful.requested:
             return
         graceful.started()
+        watched: list[Receiver] = [self.upstream, self.downstream]
+        if self.snapshots is not None:
+            watched.append(self.snapshots)
         try:
             while True:
-                ready = await graceful.interruptible(poll([self.upstream, self.snapshots]))
+                ready = await graceful.interruptible(poll(watched))
                 if ready is None:  # a graceful stop
-                    cut = await self._sender.drain(graceful.remaining())
-                    if cut:
-                        self.shutdown_dropped += cut
-                        graceful.clean = False
+                    if self._sender is not None:
+                        cut = await self._sender.drain(graceful.remaining())
+                        if cut:
+                            self.shutdown_dropped += cut
+                            graceful.clean = False
                     self.close()
                     return
                 if self.upstream in ready:
                     self._forward()
-                if self.snapshots in ready:
+                if self.downstream in ready:
+                    self._serve_subscriptions()
+                if self.snapshots is not None and self.snapshots in ready:
                     self._serve_requests()
                 await asyncio.sleep(0)  # let the snapshots progress under a busy feed
         except ClosedError:
             return
         finally:
-            await self._sender.aclose()
+            if self._sender is not None:
+                await self._sender.aclose()
             graceful.finished()
 
     async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
@@ -588,10 +653,55 @@ class LastValueCache(Closeable):
             if not self._cache.put(topic, message):
                 self.uncached += 1
                 self.over_limit += 1
-            self.downstream.try_send(message)  # a PUB never waits
+            self.downstream.try_send(message)  # an XPUB never waits
             self.forwarded += 1
 
+    def _serve_subscriptions(self) -> None:
+        for _ in range(_BATCH):
+            message = self.downstream.try_recv()
+            if message is None:
+                return
+            if too_large(message, self.max_message_bytes):
+                self.over_limit += 1
+            elif len(message) != 1 or not message[0] or message[0][0] not in (0, 1):
+                self.malformed += 1  # not a subscription (RFC 29)
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "last-value cache: a message on the XPUB that is no subscription",
+                    extra={"reason": "not a subscription", "counter": "malformed"},
+                )
+            elif message[0][0] == 0:
+                self.unsubscriptions += 1
+            else:
+                self.subscriptions += 1
+                self._replay(message[0][1:])
+
+    def _replay(self, prefix: bytes) -> None:
+        """Send the newest value of every cached topic under ``prefix``, in order."""
+        cache = self._cache.values
+        matching = sorted(t for t in cache if t.startswith(prefix))
+        if len(matching) > self.max_replay_topics:
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "last-value cache: a subscription to %r matches %d topics, replaying %d",
+                prefix[:64],
+                len(matching),
+                self.max_replay_topics,
+                extra={"reason": "max_replay_topics", "counter": "over_limit"},
+            )
+            del matching[self.max_replay_topics :]
+            self.replays_truncated += 1
+            self.over_limit += 1
+        for topic in matching:
+            self.downstream.try_send(cache[topic])
+        self.replayed += len(matching)
+
     def _serve_requests(self) -> None:
+        assert self.snapshots is not None
         for _ in range(_BATCH):
             request = self.snapshots.try_recv()
             if request is None:
@@ -599,6 +709,7 @@ class LastValueCache(Closeable):
             self._request(request)
 
     def _request(self, request: Message) -> None:
+        assert self._sender is not None
         if too_large(request[1:], self.max_message_bytes):
             self.over_limit += 1
             return
@@ -630,9 +741,10 @@ class LastValueCache(Closeable):
             self.snapshot_failures += 1
 
     def close(self) -> None:
-        """Close the three sockets (a running :meth:`run` then returns). Idempotent."""
+        """Close every socket (a running :meth:`run` then returns). Idempotent."""
         self.upstream.close()
-        self.snapshots.close()
+        if self.snapshots is not None:
+            self.snapshots.close()
         self.downstream.close()
 
 
@@ -654,9 +766,9 @@ class _Partial:
 
 
 class LastValueSubscriber(Closeable):
-    """A late joiner's view of a :class:`LastValueCache`: every topic's current value
-    at once (:meth:`sync`), then the live updates (:meth:`recv`), with no gap and no
-    duplicate between the two.
+    """A late joiner's view of a :class:`LastValueCache` made with ``snapshots=``: every
+    topic's current value at once (:meth:`sync`), then the live updates (:meth:`recv`),
+    with no gap and no duplicate between the two, and no repeat of a value it holds.
 
     Whatever the cache sends, nothing raises because of it: a reply or update that
     follows no protocol (or a topic outside :attr:`prefix`) is counted in
@@ -668,12 +780,15 @@ class LastValueSubscriber(Closeable):
     :attr:`over_limit`.
 
     Attributes:
-        updates: SUB on the cache's downstream PUB.
+        updates: SUB on the cache's downstream XPUB.
         snapshots: DEALER to the cache's ROUTER.
         prefix: The topics followed.
         resyncs: Snapshot requests repeated because the marker did not arrive (the
             subscription had not reached the cache yet, or the cache was away).
         received: Live updates returned by :meth:`recv`.
+        repeats: Live messages dropped because they equal the message held for their
+            topic: the cache's replays of current values to subscribers that joined
+            after this one (the Guide's caveat: see :class:`LastValueCache`).
         malformed: Messages dropped as following no protocol.
         over_limit: Messages and snapshots refused by a bound.
     """
@@ -690,7 +805,7 @@ class LastValueSubscriber(Closeable):
         max_topics: int = DEFAULT_LVC_MAX_TOPICS,
         max_cache_bytes: int = DEFAULT_LVC_MAX_CACHE_BYTES,
     ) -> None:
-        """Connect to a cache's downstream PUB (``updates``) and ROUTER (``snapshots``).
+        """Connect to a cache's downstream XPUB (``updates``) and ROUTER (``snapshots``).
 
         Args:
             network: Makes the sockets.
@@ -717,6 +832,7 @@ class LastValueSubscriber(Closeable):
         self._synced = False
         self.resyncs = 0
         self.received = 0
+        self.repeats = 0
         self.malformed = 0
         self.over_limit = 0
         self.updates: Final[Subscriber] = network.subscriber(
@@ -867,6 +983,9 @@ class LastValueSubscriber(Closeable):
                 continue
             if not topic.startswith(self.prefix) or topic.startswith(LVC_SYNC_TOPIC):
                 self.malformed += 1
+                continue
+            if self._values.values.get(topic) == message:
+                self.repeats += 1  # a replay of the value it holds (for another subscriber)
                 continue
             if not self._values.put(topic, message):
                 self.over_limit += 1

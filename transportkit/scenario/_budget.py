@@ -22,7 +22,8 @@ estimates, as upper bounds:
   - a Clone server sends ``rate x duration`` updates and a heartbeat every
     ``heartbeat_ms``, 1 each plus 2 per client; a client may resync after each
     ``timeout_ms`` of silence, 17 plus one per symbol;
-  - a conflating subscriber wakes every ``poll_ms``, 1 each.
+  - a conflating subscriber wakes every ``poll_ms``, 1 each;
+  - a forwarder receives and resends each update of its ``source``, 2 each.
 
 - **queued messages**: what can wait in PUB/SUB queues at once, a publisher's
   ``sndhwm`` plus each subscriber's ``rcvhwm`` (0 means unlimited: then everything the
@@ -50,6 +51,7 @@ from transportkit.scenario._components import (
     CloneClientParams,
     CloneServerParams,
     ConflatingParams,
+    ForwarderParams,
     PublisherParams,
     QueueParams,
     RiskClientParams,
@@ -78,6 +80,9 @@ queue."""
 _HEARTBEAT = 17
 """Cost of one Paranoid Pirate heartbeat, sent and received (a queue and a worker
 heartbeating every 1 ms: 339 us of wall time per millisecond)."""
+
+_FORWARD = 2
+"""Cost of an update through a forwarder (a receive and a send)."""
 
 _SLOW_DELIVERY = 3
 """Cost of a delivery to a subscriber with ``processing_us`` (the update and the
@@ -169,6 +174,8 @@ def estimate_events(scenario: Scenario) -> list[Share]:
             slow = isinstance(p, SubscriberParams) and p.processing_us > 0
             per_update[p.source] += _SLOW_DELIVERY if slow else 1
             subscribers[p.source] += 1
+        elif isinstance(p, ForwarderParams):
+            per_update[p.source] += _FORWARD
     sends = _publisher_sends(scenario, restarts)
     busiest = max(sends.values(), default=0.0)
     workers = sum(isinstance(s.params, WorkerParams) for s in scenario.components)

@@ -22,6 +22,7 @@ from transportkit.patterns.clone import CloneClient, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
 from transportkit.patterns.lazy_pirate import serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
+from transportkit.patterns.proxy import forwarder
 from transportkit.scenario._bounds import (
     MAX_BURSTS,
     MAX_CAPITAL,
@@ -328,6 +329,7 @@ def _expect(ctx: RunContext, name: str, p: SubscriberParams) -> list[bytes]:
     """
     stream = ctx.metrics.stream(p.source, "PUB/SUB")
     topics = [topic_for(s) for s in p.symbols] or [TOPIC_PREFIX]
+    ctx.objects.setdefault(f"{p.source}.topics", []).extend(topics)  # for forwarder_filtered
     ctx.expected[(p.source, name)] = lambda: sum(
         n for topic, n in stream.sent_by_topic.items() if any(topic.startswith(t) for t in topics)
     )
@@ -780,11 +782,84 @@ def _check_conflation(ctx: RunContext) -> tuple[bool, str]:
     return True, f"{len(pairs)} conflating subscriber(s) hold every symbol's last update"
 
 
+# -- forwarder -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForwarderParams:
+    """Parameters of ``forwarder``."""
+
+    source: str
+    upstream: str | None
+    frontend: str | None
+    backend: str
+    options: SocketOptions
+
+
+def _parse_forwarder(t: Table) -> ForwarderParams:
+    upstream, frontend = t.text("upstream"), t.text("frontend")
+    if upstream is None and frontend is None:
+        raise t.error("upstream", "a forwarder needs an upstream to connect to or a frontend")
+    return ForwarderParams(
+        source=t.name("source", REQUIRED),
+        upstream=upstream,
+        frontend=frontend,
+        backend=t.text("backend", REQUIRED),
+        options=t.options(),
+    )
+
+
+async def _run_forwarder(net: Network, name: str, p: ForwarderParams, ctx: RunContext) -> None:
+    stream = ctx.metrics.stream(p.source, "PUB/SUB")
+    proxy = forwarder(
+        net,
+        frontend=p.frontend or (),
+        upstream=p.upstream or (),
+        backend=p.backend,
+        options=p.options,
+    )
+    ctx.track(p.source, proxy.backend)  # its XPUB's HWM drops count for the feed
+    ctx.objects[name] = proxy
+    ctx.objects.setdefault("forwarder.pairs", []).append((name, p.source))
+    try:
+        await proxy.run()
+    finally:
+        stream.counters[f"{name} forwarded"] = proxy.stats.forwarded
+        stream.counters[f"{name} subscriptions"] = proxy.stats.returned
+        proxy.close()
+
+
+def _check_forwarder(ctx: RunContext) -> tuple[bool, str]:
+    """Subscriptions went upstream through each forwarder: it passed some on, and it
+    forwarded updates, but none of a topic no subscriber of its feed asked for (the
+    feed filtered them, knowing the subscriptions only through the forwarder).
+    """
+    pairs = ctx.objects.get("forwarder.pairs", [])
+    if not pairs:
+        return False, "no forwarder in the scenario"
+    for name, source in pairs:
+        stats = ctx.objects[name].stats
+        stream = ctx.metrics.stream(source, "PUB/SUB")
+        topics: list[bytes] = ctx.objects.get(f"{source}.topics", [])
+        wanted = sum(
+            n for topic, n in stream.sent_by_topic.items() if topic.startswith(tuple(topics))
+        )
+        if stats.returned == 0:
+            return False, f"{name} passed no subscription upstream"
+        if not 0 < stats.forwarded <= wanted:
+            return False, (
+                f"{name} forwarded {stats.forwarded} updates; {source} sent {wanted} on "
+                f"the topics its subscribers asked for, {stream.sent} in all"
+            )
+    return True, f"{len(pairs)} forwarder(s) carried subscriptions upstream and only those topics"
+
+
 CUSTOM_CHECKS.update(
     {
         "orders_processed": _check_orders,
         "clone_converged": _check_clone,
         "conflated_latest": _check_conflation,
+        "forwarder_filtered": _check_forwarder,
     }
 )
 
@@ -831,5 +906,10 @@ COMPONENTS: dict[str, ComponentKind] = {
         _parse_conflating,
         _run_conflating,
         "the seed's ConflatingSubscriber, draining every `poll_ms`",
+    ),
+    "forwarder": ComponentKind(
+        _parse_forwarder,
+        _run_forwarder,
+        "XSUB/XPUB proxy of `source`'s feed: `upstream` (or `frontend`) to `backend`",
     ),
 }

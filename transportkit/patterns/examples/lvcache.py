@@ -1,12 +1,15 @@
-"""Last-value cache (the Guide's ``lvcache``), built on SUB, PUB and a snapshot ROUTER.
+"""Last-value cache (the Guide's ``lvcache``): SUB upstream, XPUB downstream.
 
 Run ``python -m transportkit.patterns.examples.lvcache --upstream tcp://localhost:5557``.
-It forwards every update from the publisher on ``--downstream`` and answers snapshot
-requests ``[b"LVC?", prefix, token]`` on ``--snapshots`` with each topic's newest value
-(see :mod:`transportkit.patterns.conflation` for the protocol and why). It prints
-``READY <downstream> <snapshots>`` once bound. SIGTERM or SIGINT stops it gracefully
-(``shutdown``: the snapshots in progress finish within ``--shutdown-timeout``) and it
-exits 0.
+It forwards every update from the publisher on ``--downstream`` (an XPUB with
+``xpub_verbose``) and, when a subscriber subscribes, sends the newest value of every
+cached topic that subscription matches, as the Guide's lvcache does: the Guide's
+clients, plain SUBs, need nothing else. ``--snapshots`` also binds the opt-in snapshot
+ROUTER for :class:`~transportkit.patterns.conflation.LastValueSubscriber` (see
+:mod:`transportkit.patterns.conflation`). It prints ``READY <downstream> <snapshots>``
+once bound (``-`` without a snapshot ROUTER). SIGTERM or SIGINT stops it
+gracefully (``shutdown``: the snapshots in progress finish within
+``--shutdown-timeout``) and it exits 0.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m transportkit.patterns.examples.lvcache",
-        description="Cache the newest value per topic; give late joiners a snapshot.",
+        description="Cache the newest value per topic; send it to each new subscriber.",
     )
     parser.add_argument(
         "--upstream", default="tcp://localhost:5557", help="publisher endpoint (%(default)s)"
     )
     parser.add_argument(
-        "--downstream", default="tcp://*:5558", help="PUB endpoint to bind (%(default)s)"
+        "--downstream", default="tcp://*:5558", help="XPUB endpoint to bind (%(default)s)"
     )
     parser.add_argument(
-        "--snapshots", default="tcp://*:5559", help="ROUTER endpoint to bind (%(default)s)"
+        "--snapshots", default=None, help="snapshot ROUTER endpoint to bind (default: none)"
     )
     parser.add_argument(
         "--topic", action="append", default=[], help="upstream prefix (repeat; default all)"
@@ -61,10 +64,11 @@ async def serve(args: argparse.Namespace) -> int:
             options=shutdown_options(args),
         ) as cache,
     ):
+        snapshots = "-" if cache.snapshots is None else cache.snapshots.last_endpoint
         return await serve_until_signalled(
             cache.run(),
             lambda: cache.shutdown(args.shutdown_timeout),
-            ready=f"READY {cache.downstream.last_endpoint} {cache.snapshots.last_endpoint}",
+            ready=f"READY {cache.downstream.last_endpoint} {snapshots}",
         )
 
 
