@@ -10,7 +10,10 @@ are busy.
 Simple Pirate is this broker with :class:`~transportkit.patterns.lazy_pirate.LazyPirateClient`
 clients: a request lost with a crashed worker is retried by its client. The broker does
 not notice dead workers (Paranoid Pirate does), so one request per dead worker is lost
-and retried.
+and retried. A worker whose connection drops while a request or its reply is on the
+wire is lost for good, though it lives: its REQ waits for a request the broker thinks
+it is serving, and nothing (no heartbeat, no second READY) brings them back together
+until the worker restarts. Use Paranoid Pirate where connections may drop.
 
 Wire format (the Guide's): a worker's REQ sends ``[READY]`` once, then replies
 ``[*envelope, *reply]``; the broker sends it ``[*envelope, *request]``, where the
