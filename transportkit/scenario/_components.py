@@ -58,6 +58,7 @@ from transportkit.trading import (
     topic_for,
 )
 from transportkit.trading._codec import parse, single_frame
+from transportkit.trading._work import Work
 
 __all__ = ["COMPONENTS", "ComponentKind", "register_expectations"]
 
@@ -166,38 +167,6 @@ def _count(rate: float, seconds: float) -> int:
 def _slots(rate: float, seconds: float) -> int:
     """Requests of a schedule at ``rate`` from 0 due strictly before ``seconds``."""
     return max(0, math.ceil(rate * seconds - _EPSILON))
-
-
-_CREDIT_FLOOR = 1e-9
-"""Seconds: an oversleep shorter than this is float noise (the sim's clock), not time."""
-
-
-class _Work:
-    """A component's simulated work of ``seconds`` per item, by the loop's clock.
-
-    ``asyncio.sleep`` of 200 us takes a millisecond or more on a real loop (its timers
-    wake on millisecond ticks), which made a ``processing_us = 200`` subscriber five
-    times slower on zmq than the file says. What a sleep overran is credited to the
-    next items (at most :data:`_TICK`: the timer's granularity, not a stall of the
-    machine), so the work rate is the file's. On the sim each sleep is exact and
-    nothing changes.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.credit = 0.0
-
-    async def do(self) -> None:
-        """Spend one item's work (sleep, less the credit)."""
-        owed = self.seconds - self.credit
-        if owed <= 0:
-            self.credit = -owed
-            return
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(owed)
-        over = loop.time() - start - owed
-        self.credit = min(over, _TICK) if over > _CREDIT_FLOOR else 0.0
 
 
 class _Offer:
@@ -346,7 +315,7 @@ async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: Run
     stream = ctx.metrics.stream(p.source, "PUB/SUB")
     receipt = stream.receiver(name)
     topics = _expect(ctx, name, p)
-    work = _Work(p.processing_us / 1e6) if p.processing_us else None
+    work = Work(p.processing_us / 1e6) if p.processing_us else None
     last: dict[str, int] = {}
     with net.subscriber(connect=p.connect, topics=topics, options=p.options) as sub:
         ctx.track(p.source, sub)
@@ -551,7 +520,7 @@ def _parse_worker(t: Table) -> WorkerParams:
 async def _run_worker(net: Network, name: str, p: WorkerParams, ctx: RunContext) -> None:
     processed: Counter[str] = ctx.objects.setdefault(f"{p.stream}.processed", Counter())
     stream = ctx.metrics.stream(p.stream, "REQ/REP")
-    work = _Work(p.service_us / 1e6) if p.service_us else None
+    work = Work(p.service_us / 1e6) if p.service_us else None
 
     async def handle(body: list[bytes]) -> list[bytes]:
         if work is not None:
