@@ -57,7 +57,7 @@ async def poll(sockets: Sequence[R], timeout: float = math.inf) -> list[R]:
     return [sock for sock in sockets if await sock.poll(0)]
 
 
-async def _cancel(waits: list[asyncio.Future[bool]]) -> None:
+async def _cancel(waits: Sequence[asyncio.Future[bool]]) -> None:
     """Cancel ``waits`` and wait for them to end (their errors are read, not raised)."""
     for wait in waits:
         wait.cancel()
