@@ -40,7 +40,7 @@ from transportkit.patterns._limits import (
 from transportkit.patterns._shutdown import GracefulStop
 from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.trading._codec import parse, single_frame
-from transportkit.trading._loop import recv_or_stop
+from transportkit.trading._loop import LoopStop
 from transportkit.trading._pb.trading_pb2 import SIDE_BUY, SIDE_SELL, Order, ValidationResult
 from transportkit.trading._work import Work
 
@@ -528,19 +528,19 @@ async def serve_risk(
     limit = check_message_limit(max_message_bytes)
     stats = RiskServerStats() if stats is None else stats
     graceful = stop if isinstance(stop, GracefulStop) else None
-    event = stop.event if isinstance(stop, GracefulStop) else stop
     if graceful is not None:
         graceful.started()
     try:
-        while max_requests is None or stats.requests < max_requests:
-            request = await recv_or_stop(worker, event)
-            if request is None:
-                break
-            result = judge(book, request, stats, max_message_bytes=limit)
-            try:
-                await worker.send([result.SerializeToString()])
-            except ClosedError:
-                break
+        with LoopStop(stop) as watched:
+            while max_requests is None or stats.requests < max_requests:
+                request = await watched.recv(worker)
+                if request is None:
+                    break
+                result = judge(book, request, stats, max_message_bytes=limit)
+                try:
+                    await worker.send([result.SerializeToString()])
+                except ClosedError:
+                    break
     finally:
         if graceful is not None:
             graceful.finished()
