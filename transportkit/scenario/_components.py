@@ -18,6 +18,7 @@ from typing import Any
 from transportkit._errors import ProtocolError, ServiceUnavailableError
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit.patterns._shutdown import GracefulStop
 from transportkit.patterns.clone import CloneClient, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
 from transportkit.patterns.lazy_pirate import serve_lazy_pirate
@@ -368,8 +369,15 @@ def _parse_risk_server(t: Table) -> RiskServerParams:
 async def _run_risk_server(net: Network, name: str, p: RiskServerParams, ctx: RunContext) -> None:
     book = RiskBook(RiskLimits(capital=p.capital, default_max_position=p.max_position))
     ctx.objects[name] = book
+    stop = GracefulStop()
     with net.worker(bind=p.bind, options=risk_server_options(p.options)) as rep:
-        await serve_lazy_pirate(rep, risk_handler(book, service_time=p.service_us / 1e6))
+        ctx.serving(name, stop.shutdown)
+        try:
+            await serve_lazy_pirate(
+                rep, risk_handler(book, service_time=p.service_us / 1e6), stop=stop
+            )
+        finally:
+            ctx.done_serving(name, stop.shutdown)
 
 
 @dataclass(frozen=True)
@@ -490,9 +498,11 @@ async def _run_queue(net: Network, name: str, p: QueueParams, ctx: RunContext) -
         liveness=p.liveness,
     )
     ctx.objects[name] = queue
+    ctx.serving(name, queue.shutdown)
     try:
         await queue.run()
     finally:
+        ctx.done_serving(name, queue.shutdown)
         queue.close()
 
 
@@ -609,37 +619,41 @@ async def _run_clone_server(net: Network, name: str, p: CloneServerParams, ctx: 
         extensions=True,
     ) as server:
         ctx.objects[name] = server
-        interval = 1.0 / p.rate
-        origin = loop.time()
-        end = ctx.start + ctx.duration
-        sent = behind = 0
+        ctx.serving(name, server.shutdown)
         try:
-            while ctx.loading():
-                # By the loop's clock: the updates due since it started (the first at
-                # once), each wake-up; a late one is made up, in slices.
-                now = loop.time()
-                due = _count(p.rate, min(now, end) - origin) + 1
-                behind = max(behind, due - sent - 1)
-                offer.set(due, now - origin, behind)
-                slice_end = now + _SLICE
-                while sent < due:
-                    symbol = p.symbols[rng.randrange(len(p.symbols))]
-                    await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
-                    stream.sent += 1
-                    sent += 1
-                    if loop.time() >= slice_end and sent < due:
-                        await asyncio.sleep(0)
-                        if not ctx.loading():
-                            break
-                        slice_end = loop.time() + _SLICE
-                await asyncio.sleep(interval)
+            interval = 1.0 / p.rate
+            origin = loop.time()
+            end = ctx.start + ctx.duration
+            sent = behind = 0
+            try:
+                while ctx.loading():
+                    # By the loop's clock: the updates due since it started (the first at
+                    # once), each wake-up; a late one is made up, in slices.
+                    now = loop.time()
+                    due = _count(p.rate, min(now, end) - origin) + 1
+                    behind = max(behind, due - sent - 1)
+                    offer.set(due, now - origin, behind)
+                    slice_end = now + _SLICE
+                    while sent < due:
+                        symbol = p.symbols[rng.randrange(len(p.symbols))]
+                        await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
+                        stream.sent += 1
+                        sent += 1
+                        if loop.time() >= slice_end and sent < due:
+                            await asyncio.sleep(0)
+                            if not ctx.loading():
+                                break
+                            slice_end = loop.time() + _SLICE
+                    await asyncio.sleep(interval)
+            finally:
+                stop = min(loop.time(), end)
+                offered = _slots(p.rate, stop - origin)
+                if stop < end:  # crashed: a wake-up at that very moment may have sent it
+                    offered = max(offered, sent)
+                offer.set(offered, max(0.0, stop - origin), behind)
+            await asyncio.sleep(math.inf)
         finally:
-            stop = min(loop.time(), end)
-            offered = _slots(p.rate, stop - origin)
-            if stop < end:  # crashed: a wake-up at that very moment may have sent it
-                offered = max(offered, sent)
-            offer.set(offered, max(0.0, stop - origin), behind)
-        await asyncio.sleep(math.inf)
+            ctx.done_serving(name, server.shutdown)
 
 
 @dataclass(frozen=True)
