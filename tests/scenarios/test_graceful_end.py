@@ -58,3 +58,14 @@ def test_a_request_in_flight_at_the_end_of_the_run_is_answered(
     assert result.passed, result.verdicts
     assert result.elapsed >= 1.3 - 0.05  # the run waited for it (not past the bound)
     assert result.elapsed < 1.1 + 2.0  # bounded: the stop's 0.5 s, the settle, slack
+
+
+def test_a_request_in_flight_to_a_server_run_as_a_process_is_answered(tmp_path: Path) -> None:
+    port = int(free_tcp_endpoint().rsplit(":", 1)[1])
+    path = tmp_path / "end.toml"
+    text = SCENARIO.format(port=port) + '\n[[node]]\nname = "risk-host"\nprocess = true\n'
+    path.write_text(text, encoding="utf-8")
+    result = run_scenario(load(path), backend="zmq")
+    stream = result.metrics.streams["orders"]
+    assert (stream.sent, stream.failures, stream.receivers["replies"].delivered) == (2, 0, 2)
+    assert result.passed, result.verdicts

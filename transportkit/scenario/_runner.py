@@ -522,6 +522,8 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
         if children is not None:
             children.terminate()  # they stop their servers gracefully, as below
         await shutdown_servers(ctx)
+        if children is not None:  # this process's clients wait for their servers' replies
+            await children.wait_exited(_Children.TERM_TIMEOUT)
     finally:
         try:
             for node in list(networks):
@@ -671,6 +673,14 @@ class _Children:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)
 
+    async def wait_exited(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no child of this run is running."""
+        deadline = wallclock.monotonic() + timeout
+        while wallclock.monotonic() < deadline and any(
+            inc.child.running for inc in self.current.values()
+        ):
+            await asyncio.sleep(0.02)
+
     async def stop_all(self) -> list[dict[str, Any]]:
         """SIGTERM every running child (unless :meth:`terminate` did), wait (bounded),
         SIGKILL stragglers; return the last snapshot of every child that ever ran, in
@@ -689,11 +699,7 @@ class _Children:
                 incarnation.stopping = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)
-        deadline = wallclock.monotonic() + self.TERM_TIMEOUT
-        while wallclock.monotonic() < deadline and any(
-            inc.child.running for inc in self.current.values()
-        ):
-            await asyncio.sleep(0.02)
+        await self.wait_exited(self.TERM_TIMEOUT)
         for incarnation in self.all:
             if incarnation.stopping and incarnation.child.running:
                 self.ctx.errors.append(
