@@ -227,6 +227,11 @@ def run_scenario(
 ) -> RunResult:
     """Run ``scenario`` and evaluate its invariants.
 
+    At the end of the drain the server components are stopped gracefully
+    (:func:`shutdown_servers`, :data:`SERVER_SHUTDOWN_TIMEOUT` each) while the other
+    components still run, so what they have in flight is answered; then the rest is
+    cancelled. A ``crash`` fault stays a hard stop.
+
     Args:
         scenario: A scenario from :func:`load`.
         backend: ``"sim"`` (virtual time, deterministic) or ``"zmq"`` (real sockets,
