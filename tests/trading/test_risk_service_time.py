@@ -26,10 +26,11 @@ from transportkit.zmq_backend import ZmqNetwork
 
 SERVICE = 200e-6
 REQUESTS = 400
-TOLERANCE = 2.0
+TOLERANCE = 3.0
 """On zmq the service of REQUESTS requests must be within [expected - 1 ms, expected x
 TOLERANCE]: a plain ``asyncio.sleep(200e-6)`` takes a millisecond or more on a real
-loop, so the old handler spent at least 5x the expected time; a loaded machine makes
+loop (epoll's timeout is whole milliseconds), so the old handler spent at least 5x the
+expected time (449 ms measured); the new one measured 88-108 ms. A loaded machine makes
 some sleeps longer than the 1 ms that is credited, hence the margin."""
 
 Handler = Callable[[Message], Awaitable[list[bytes]]]

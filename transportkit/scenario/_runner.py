@@ -304,8 +304,11 @@ def _run_sim(
 
     try:
         sim.run(run_and_drain())
-    finally:
-        sim.close()  # the components' tasks end (and count what they saw) before the verdicts
+    except BaseException:
+        with contextlib.suppress(Exception):  # the run's own error is the one to see
+            sim.close()
+        raise
+    sim.close()  # the components' tasks end (and count what they saw) before the verdicts
     verdicts = _finish(scenario, ctx, "sim")
     faults = [(at, fault, "applied") for at, fault in scenario.faults]
     return RunResult(
