@@ -7,9 +7,10 @@ The child loads the scenario, builds the node's components on its own
 hosts on 127.0.0.1, ipc names in ``DIR``), prints ``READY``, then waits for the parent
 to write the run's wall-clock start time to ``--go`` (already there for a restart), so
 its clock, load and duration line up with the parent's. It writes a metrics snapshot
-to ``--metrics`` every 0.2 s and once more on SIGTERM (after cancelling its components,
-so their ``finally`` blocks count); SIGKILL is a real crash and loses what came after
-the last snapshot. It stops by itself if the parent dies or the run overstays.
+to ``--metrics`` every 0.2 s and once more on SIGTERM (after stopping its server
+components gracefully and then cancelling the rest, so their ``finally`` blocks
+count); SIGKILL is a real crash and loses what came after the last snapshot. It stops
+by itself if the parent dies or the run overstays.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from transportkit import _wallclock as wallclock
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._metrics import Metrics
-from transportkit.scenario._runner import guarded, load, with_real_endpoints
+from transportkit.scenario._runner import guarded, load, shutdown_servers, with_real_endpoints
 from transportkit.scenario._spec import ComponentSpec
 from transportkit.scenario._transfer import snapshot, write_atomic
 from transportkit.zmq_backend import ZmqNetwork
@@ -109,6 +110,7 @@ async def run_node(args: argparse.Namespace) -> int:
                 stop.set()
             if not stop.is_set():
                 flush(False)
+        await shutdown_servers(ctx)  # what they have in flight is answered first
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks, timeout=STOP_TIMEOUT)

@@ -18,6 +18,7 @@ from typing import Any
 from transportkit._errors import ProtocolError, ServiceUnavailableError
 from transportkit._network import Network
 from transportkit._options import SocketOptions
+from transportkit.patterns._shutdown import GracefulStop
 from transportkit.patterns.clone import CloneClient, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
 from transportkit.patterns.lazy_pirate import serve_lazy_pirate
@@ -59,6 +60,7 @@ from transportkit.trading import (
     topic_for,
 )
 from transportkit.trading._codec import parse, single_frame
+from transportkit.trading._work import Work
 
 __all__ = ["COMPONENTS", "ComponentKind", "register_expectations"]
 
@@ -167,38 +169,6 @@ def _count(rate: float, seconds: float) -> int:
 def _slots(rate: float, seconds: float) -> int:
     """Requests of a schedule at ``rate`` from 0 due strictly before ``seconds``."""
     return max(0, math.ceil(rate * seconds - _EPSILON))
-
-
-_CREDIT_FLOOR = 1e-9
-"""Seconds: an oversleep shorter than this is float noise (the sim's clock), not time."""
-
-
-class _Work:
-    """A component's simulated work of ``seconds`` per item, by the loop's clock.
-
-    ``asyncio.sleep`` of 200 us takes a millisecond or more on a real loop (its timers
-    wake on millisecond ticks), which made a ``processing_us = 200`` subscriber five
-    times slower on zmq than the file says. What a sleep overran is credited to the
-    next items (at most :data:`_TICK`: the timer's granularity, not a stall of the
-    machine), so the work rate is the file's. On the sim each sleep is exact and
-    nothing changes.
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.credit = 0.0
-
-    async def do(self) -> None:
-        """Spend one item's work (sleep, less the credit)."""
-        owed = self.seconds - self.credit
-        if owed <= 0:
-            self.credit = -owed
-            return
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.sleep(owed)
-        over = loop.time() - start - owed
-        self.credit = min(over, _TICK) if over > _CREDIT_FLOOR else 0.0
 
 
 class _Offer:
@@ -348,7 +318,7 @@ async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: Run
     stream = ctx.metrics.stream(p.source, "PUB/SUB")
     receipt = stream.receiver(name)
     topics = _expect(ctx, name, p)
-    work = _Work(p.processing_us / 1e6) if p.processing_us else None
+    work = Work(p.processing_us / 1e6) if p.processing_us else None
     last: dict[str, int] = {}
     with net.subscriber(connect=p.connect, topics=topics, options=p.options) as sub:
         ctx.track(p.source, sub)
@@ -401,8 +371,15 @@ def _parse_risk_server(t: Table) -> RiskServerParams:
 async def _run_risk_server(net: Network, name: str, p: RiskServerParams, ctx: RunContext) -> None:
     book = RiskBook(RiskLimits(capital=p.capital, default_max_position=p.max_position))
     ctx.objects[name] = book
+    stop = GracefulStop()
     with net.worker(bind=p.bind, options=risk_server_options(p.options)) as rep:
-        await serve_lazy_pirate(rep, risk_handler(book, service_time=p.service_us / 1e6))
+        ctx.serving(name, stop.shutdown)
+        try:
+            await serve_lazy_pirate(
+                rep, risk_handler(book, service_time=p.service_us / 1e6), stop=stop
+            )
+        finally:
+            ctx.done_serving(name, stop.shutdown)
 
 
 @dataclass(frozen=True)
@@ -523,9 +500,11 @@ async def _run_queue(net: Network, name: str, p: QueueParams, ctx: RunContext) -
         liveness=p.liveness,
     )
     ctx.objects[name] = queue
+    ctx.serving(name, queue.shutdown)
     try:
         await queue.run()
     finally:
+        ctx.done_serving(name, queue.shutdown)
         queue.close()
 
 
@@ -553,7 +532,7 @@ def _parse_worker(t: Table) -> WorkerParams:
 async def _run_worker(net: Network, name: str, p: WorkerParams, ctx: RunContext) -> None:
     processed: Counter[str] = ctx.objects.setdefault(f"{p.stream}.processed", Counter())
     stream = ctx.metrics.stream(p.stream, "REQ/REP")
-    work = _Work(p.service_us / 1e6) if p.service_us else None
+    work = Work(p.service_us / 1e6) if p.service_us else None
 
     async def handle(body: list[bytes]) -> list[bytes]:
         if work is not None:
@@ -642,37 +621,41 @@ async def _run_clone_server(net: Network, name: str, p: CloneServerParams, ctx: 
         extensions=True,
     ) as server:
         ctx.objects[name] = server
-        interval = 1.0 / p.rate
-        origin = loop.time()
-        end = ctx.start + ctx.duration
-        sent = behind = 0
+        ctx.serving(name, server.shutdown)
         try:
-            while ctx.loading():
-                # By the loop's clock: the updates due since it started (the first at
-                # once), each wake-up; a late one is made up, in slices.
-                now = loop.time()
-                due = _count(p.rate, min(now, end) - origin) + 1
-                behind = max(behind, due - sent - 1)
-                offer.set(due, now - origin, behind)
-                slice_end = now + _SLICE
-                while sent < due:
-                    symbol = p.symbols[rng.randrange(len(p.symbols))]
-                    await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
-                    stream.sent += 1
-                    sent += 1
-                    if loop.time() >= slice_end and sent < due:
-                        await asyncio.sleep(0)
-                        if not ctx.loading():
-                            break
-                        slice_end = loop.time() + _SLICE
-                await asyncio.sleep(interval)
+            interval = 1.0 / p.rate
+            origin = loop.time()
+            end = ctx.start + ctx.duration
+            sent = behind = 0
+            try:
+                while ctx.loading():
+                    # By the loop's clock: the updates due since it started (the first at
+                    # once), each wake-up; a late one is made up, in slices.
+                    now = loop.time()
+                    due = _count(p.rate, min(now, end) - origin) + 1
+                    behind = max(behind, due - sent - 1)
+                    offer.set(due, now - origin, behind)
+                    slice_end = now + _SLICE
+                    while sent < due:
+                        symbol = p.symbols[rng.randrange(len(p.symbols))]
+                        await server.set(topic_for(symbol), b"%.2f" % rng.uniform(50, 150))
+                        stream.sent += 1
+                        sent += 1
+                        if loop.time() >= slice_end and sent < due:
+                            await asyncio.sleep(0)
+                            if not ctx.loading():
+                                break
+                            slice_end = loop.time() + _SLICE
+                    await asyncio.sleep(interval)
+            finally:
+                stop = min(loop.time(), end)
+                offered = _slots(p.rate, stop - origin)
+                if stop < end:  # crashed: a wake-up at that very moment may have sent it
+                    offered = max(offered, sent)
+                offer.set(offered, max(0.0, stop - origin), behind)
+            await asyncio.sleep(math.inf)
         finally:
-            stop = min(loop.time(), end)
-            offered = _slots(p.rate, stop - origin)
-            if stop < end:  # crashed: a wake-up at that very moment may have sent it
-                offered = max(offered, sent)
-            offer.set(offered, max(0.0, stop - origin), behind)
-        await asyncio.sleep(math.inf)
+            ctx.done_serving(name, server.shutdown)
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,20 @@ from transportkit.sim_backend._loop import schedule_call
 from transportkit.testing import ChildProcess, FaultProxy
 from transportkit.zmq_backend import ZmqNetwork
 
-__all__ = ["RunResult", "load", "run_scenario"]
+__all__ = ["SERVER_SHUTDOWN_TIMEOUT", "RunResult", "load", "run_scenario", "shutdown_servers"]
 
 STOP_TIMEOUT = 2.0
 """Seconds a stopped node's cancelled components get to end on zmq."""
+
+SERVER_SHUTDOWN_TIMEOUT = 0.5
+"""Seconds (of the loop's clock: virtual on the sim) each server component (a risk
+server, a Paranoid Pirate queue, a Clone server) gets at the end of the drain to stop
+gracefully, ``shutdown(timeout)``: it takes no new request and answers what is in
+flight, while the other components still run; only then is what is left cancelled."""
+
+REPLY_SETTLE = 0.1
+"""Seconds the clients get, after a graceful stop that took time (something in flight
+was finished), for the replies just sent to reach them before they are cancelled."""
 
 PROXY_BUFFER_BYTES = 16 * 1024
 """What the fault proxy holds per direction of a routed connection in a zmq run
@@ -152,6 +162,33 @@ async def guarded(spec: ComponentSpec, net: Network, ctx: RunContext) -> None:
         ctx.errors.append((spec.name, f"{type(exc).__name__}: {exc}"))
 
 
+async def shutdown_servers(ctx: RunContext, timeout: float = SERVER_SHUTDOWN_TIMEOUT) -> None:
+    """Stop every server component running now gracefully (``ctx.servers``, in name
+    order, concurrently): each answers what it has in flight within ``timeout``
+    seconds (its ``shutdown`` returns within ``timeout`` plus
+    :data:`~transportkit.patterns.SHUTDOWN_GRACE`), then, if that took any time, the
+    clients get :data:`REPLY_SETTLE` for those replies. Whether each was clean is kept
+    in ``ctx.shutdowns``; a shutdown that raised is one of ``ctx.errors``.
+    """
+    servers = sorted(ctx.servers.items())
+    if not servers:
+        return
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    results = await asyncio.gather(
+        *(shutdown(timeout) for _, shutdown in servers), return_exceptions=True
+    )
+    if loop.time() > began:  # on the sim: only when something in flight was finished
+        await asyncio.sleep(REPLY_SETTLE)
+    for (name, _), result in zip(servers, results, strict=True):
+        if isinstance(result, asyncio.CancelledError):
+            raise result
+        if isinstance(result, BaseException):
+            ctx.errors.append((name, f"shutdown failed: {type(result).__name__}: {result}"))
+        else:
+            ctx.shutdowns[name] = result
+
+
 def _by_node(scenario: Scenario) -> dict[str, list[ComponentSpec]]:
     nodes: dict[str, list[ComponentSpec]] = {}
     for spec in scenario.components:
@@ -189,6 +226,11 @@ def run_scenario(
     scheduler: str | Scheduler = "fifo",
 ) -> RunResult:
     """Run ``scenario`` and evaluate its invariants.
+
+    At the end of the drain the server components are stopped gracefully
+    (:func:`shutdown_servers`, :data:`SERVER_SHUTDOWN_TIMEOUT` each) while the other
+    components still run, so what they have in flight is answered; then the rest is
+    cancelled. A ``crash`` fault stays a hard stop.
 
     Args:
         scenario: A scenario from :func:`load`.
@@ -255,7 +297,17 @@ def _run_sim(
     total = scenario.duration + scenario.drain
     if progress is not None:
         _progress_ticks(sim, total, progress)
-    sim.run(asyncio.sleep(total))
+
+    async def run_and_drain() -> None:
+        await asyncio.sleep(total)
+        await shutdown_servers(ctx)  # the servers answer what is in flight
+
+    try:
+        sim.run(run_and_drain())
+    except BaseException:
+        with contextlib.suppress(Exception):  # the run's own error is the one to see
+            sim.close()
+        raise
     sim.close()  # the components' tasks end (and count what they saw) before the verdicts
     verdicts = _finish(scenario, ctx, "sim")
     faults = [(at, fault, "applied") for at, fault in scenario.faults]
@@ -419,6 +471,8 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
         # ``finally``) before the network closes and before the verdicts: bounded, so
         # a component that does not end cannot hang the run.
         node_tasks = tasks.pop(node, [])
+        for spec in nodes[node]:  # crashed: no graceful stop for them at the end
+            ctx.servers.pop(spec.name, None)
         for task in node_tasks:
             task.cancel()
         if node_tasks:
@@ -473,6 +527,11 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
         for task in fault_tasks:
             task.cancel()
         await asyncio.gather(*fault_tasks, return_exceptions=True)
+        if children is not None:
+            children.terminate()  # they stop their servers gracefully, as below
+        await shutdown_servers(ctx)
+        if children is not None:  # this process's clients wait for their servers' replies
+            await children.wait_exited(_Children.TERM_TIMEOUT)
     finally:
         try:
             for node in list(networks):
@@ -610,12 +669,35 @@ class _Children:
             "counted after that is lost"
         )
 
-    async def stop_all(self) -> list[dict[str, Any]]:
-        """SIGTERM every running child, wait (bounded), SIGKILL stragglers; return the
-        last snapshot of every child that ever ran, in start order.
+    def terminate(self) -> None:
+        """SIGTERM every running child (each stops its servers gracefully, then the
+        rest of its components, writes its last snapshot and exits); see
+        :meth:`stop_all`.
         """
         for incarnation in self.current.values():
             child = incarnation.child
+            if child.running and child.pid is not None and not incarnation.stopping:
+                incarnation.stopping = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+
+    async def wait_exited(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until no child of this run is running."""
+        deadline = wallclock.monotonic() + timeout
+        while wallclock.monotonic() < deadline and any(
+            inc.child.running for inc in self.current.values()
+        ):
+            await asyncio.sleep(0.02)
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        """SIGTERM every running child (unless :meth:`terminate` did), wait (bounded),
+        SIGKILL stragglers; return the last snapshot of every child that ever ran, in
+        start order.
+        """
+        for incarnation in self.current.values():
+            child = incarnation.child
+            if incarnation.stopping:
+                continue
             if not child.running:
                 tail = " | ".join(child.lines[-3:])
                 self.ctx.errors.append(
@@ -625,11 +707,7 @@ class _Children:
                 incarnation.stopping = True
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGTERM)
-        deadline = wallclock.monotonic() + self.TERM_TIMEOUT
-        while wallclock.monotonic() < deadline and any(
-            inc.child.running for inc in self.current.values()
-        ):
-            await asyncio.sleep(0.02)
+        await self.wait_exited(self.TERM_TIMEOUT)
         for incarnation in self.all:
             if incarnation.stopping and incarnation.child.running:
                 self.ctx.errors.append(

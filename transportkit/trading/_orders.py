@@ -12,7 +12,7 @@ from typing import Final, TypeAlias
 from transportkit import ProtocolError, Puller, Pusher
 from transportkit._log import limited
 from transportkit.trading._codec import parse, single_frame
-from transportkit.trading._loop import recv_or_stop
+from transportkit.trading._loop import LoopStop
 from transportkit.trading._pb.trading_pb2 import Order
 
 logger = logging.getLogger(__name__)
@@ -92,26 +92,27 @@ async def run_order_worker(
         The counters. The loop also returns when ``puller`` is closed.
     """
     stats = OrderWorkerStats(worker_id) if stats is None else stats
-    while max_orders is None or stats.processed < max_orders:
-        message = await recv_or_stop(puller, stop)
-        if message is None:
-            break
-        try:
-            order = parse(Order, single_frame(message, "order"), "order")
-        except ProtocolError as exc:
-            stats.malformed += 1
-            limited(
-                logger,
-                logging.WARNING,
-                "malformed",
-                "malformed order: %s",
-                exc,
-                extra={"reason": str(exc), "counter": "malformed"},
-            )
-            continue
-        outcome = handle(order)
-        if inspect.isawaitable(outcome):
-            await outcome
-        stats.processed += 1
-        stats.order_ids.append(order.id)
+    with LoopStop(stop) as watched:
+        while max_orders is None or stats.processed < max_orders:
+            message = await watched.recv(puller)
+            if message is None:
+                break
+            try:
+                order = parse(Order, single_frame(message, "order"), "order")
+            except ProtocolError as exc:
+                stats.malformed += 1
+                limited(
+                    logger,
+                    logging.WARNING,
+                    "malformed",
+                    "malformed order: %s",
+                    exc,
+                    extra={"reason": str(exc), "counter": "malformed"},
+                )
+                continue
+            outcome = handle(order)
+            if inspect.isawaitable(outcome):
+                await outcome
+            stats.processed += 1
+            stats.order_ids.append(order.id)
     return stats

@@ -40,8 +40,9 @@ from transportkit.patterns._limits import (
 from transportkit.patterns._shutdown import GracefulStop
 from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.trading._codec import parse, single_frame
-from transportkit.trading._loop import recv_or_stop
+from transportkit.trading._loop import LoopStop
 from transportkit.trading._pb.trading_pb2 import SIDE_BUY, SIDE_SELL, Order, ValidationResult
+from transportkit.trading._work import Work
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ __all__ = [
     "INVALID_SYMBOL",
     "MALFORMED_ORDER",
     "MAX_POSITION_LIMIT",
+    "MAX_SERVICE_TIME",
     "MISSING_ID",
     "MISSING_SYMBOL",
     "NOTIONAL_LIMIT_EXCEEDED",
@@ -146,6 +148,9 @@ INVALID_PRICE: Final = INVALID_ORDER_PREFIX + "price must be finite and positive
 MAX_POSITION_LIMIT: Final = 2**63 - 1
 """The largest position limit a :class:`RiskLimits` accepts: the int64 range of the
 schema's ``quantity``, so every position the book holds fits that field."""
+
+MAX_SERVICE_TIME: Final = 60.0
+"""The longest ``service_time`` :func:`risk_handler` accepts, in seconds (a minute)."""
 
 DEFAULT_MAX_ORDER_NOTIONAL: Final = 1e9
 """Default :attr:`RiskLimits.max_order_notional`: one billion price units per order."""
@@ -523,19 +528,19 @@ async def serve_risk(
     limit = check_message_limit(max_message_bytes)
     stats = RiskServerStats() if stats is None else stats
     graceful = stop if isinstance(stop, GracefulStop) else None
-    event = stop.event if isinstance(stop, GracefulStop) else stop
     if graceful is not None:
         graceful.started()
     try:
-        while max_requests is None or stats.requests < max_requests:
-            request = await recv_or_stop(worker, event)
-            if request is None:
-                break
-            result = judge(book, request, stats, max_message_bytes=limit)
-            try:
-                await worker.send([result.SerializeToString()])
-            except ClosedError:
-                break
+        with LoopStop(stop) as watched:
+            while max_requests is None or stats.requests < max_requests:
+                request = await watched.recv(worker)
+                if request is None:
+                    break
+                result = judge(book, request, stats, max_message_bytes=limit)
+                try:
+                    await worker.send([result.SerializeToString()])
+                except ClosedError:
+                    break
     finally:
         if graceful is not None:
             graceful.finished()
@@ -644,6 +649,14 @@ def risk_handler(
     """A request handler for :func:`~transportkit.patterns.serve_lazy_pirate` (or any
     reply loop): judges each request with ``book``, after ``service_time`` seconds.
 
+    ``service_time`` (default 0: none) is simulated work by the loop's clock (virtual
+    on the sim): what a sleep overran is credited to the next requests (at most 1 ms
+    per sleep), so on a real event loop, whose timers wake on millisecond ticks, N
+    requests cost about ``N * service_time`` of service rather than N ms; a single
+    request may then be served in less than ``service_time``. On the sim each
+    request sleeps exactly ``service_time``. One handler paces one loop: give each
+    server its own.
+
     Each reply names the order it judges, so a :class:`ReliableRiskClient` checks that
     it answers the order sent (:func:`verdict_for`); the plain Lazy Pirate wire format
     (the default) needs nothing more, and the request is the seed's one frame, so the
@@ -653,14 +666,26 @@ def risk_handler(
     REP socket :func:`risk_server_options`.
 
     Raises:
-        ValueError: ``max_message_bytes`` is not None or an int >= 1.
+        ValueError: ``max_message_bytes`` is not None or an int >= 1, or
+            ``service_time`` is not a number of seconds from 0 to
+            :data:`MAX_SERVICE_TIME`.
     """
     limit = check_message_limit(max_message_bytes)
+    if (
+        isinstance(service_time, bool)
+        or not isinstance(service_time, int | float)
+        or not 0 <= service_time <= MAX_SERVICE_TIME
+    ):
+        raise ValueError(
+            f"service_time must be a number of seconds from 0 to {MAX_SERVICE_TIME:g},"
+            f" got {service_time!r}"
+        )
     counters = RiskServerStats() if stats is None else stats
+    work = Work(float(service_time)) if service_time else None
 
     async def handle(request: Message) -> list[bytes]:
-        if service_time:
-            await asyncio.sleep(service_time)
+        if work is not None:
+            await work.do()
         return [judge(book, request, counters, max_message_bytes=limit).SerializeToString()]
 
     return handle

@@ -1,0 +1,46 @@
+"""A ``poll`` left waiting when its task is dropped ends quietly when its coroutine is
+closed: it used to await in its ``finally``, so closing it (a simulation garbage
+collected without ``close()``, a loop dropped with the task pending) made Python report
+"coroutine ignored GeneratorExit", which failed a pytest session at its end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+REPRODUCTION = textwrap.dedent(
+    """
+    import asyncio, gc
+    from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue
+    from transportkit.sim_backend import Simulation
+
+    def run():
+        sim = Simulation(seed=2)  # never closed: its tasks are freed with it
+
+        async def queue(node):
+            with ParanoidPirateQueue(node, frontend="tcp://*:5555", backend="tcp://*:5556") as q:
+                await q.run()  # waits in poll()
+
+        sim.node("queue", main=queue)
+        sim.run(asyncio.sleep(0.5))
+
+    run()
+    gc.collect()
+    print("done")
+    """
+)
+
+
+def test_a_dropped_simulation_with_a_queue_in_poll_exits_cleanly() -> None:
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", REPRODUCTION],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "done"
+    assert "GeneratorExit" not in out.stderr, out.stderr
+    assert "Exception ignored" not in out.stderr, out.stderr
