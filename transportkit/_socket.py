@@ -403,6 +403,12 @@ class Subscriber(Receiver):
     """SUB: receives the messages whose frame 0 starts with one of its prefixes.
 
     Frame 0 of every received message is its topic. ``b""`` subscribes to everything.
+
+    On the zmq backend a SUB that reconnects (its connection dropped) sends its
+    subscriptions again only when it is next used: what is published before then is
+    not sent to it. A receive waiting on it (a loop over ``recv``) resubscribes as
+    soon as the reconnect happens (see :class:`XPublisher`); the sim resubscribes at
+    once.
     """
 
     kind = SocketKind.SUB
@@ -492,7 +498,14 @@ class XPublisher(Sender, Receiver):
     welcome message) at the XPUB's next send, receive or poll, and a subscriber that
     went away is unsubscribed after two such rounds. Keep a receive waiting on it (a
     loop over ``recv``), as a forwarder does, and both happen as they arrive; the sim
-    does both at once.
+    does both at once. The subscriber's side of a reconnect follows the same rule:
+    when a connecting SUB or XSUB loses its connection, libzmq reconnects it in the
+    background, but it resends its subscriptions only when its own thread next uses
+    it (a receive, send or poll; a receive waiting on it does so at once). Until
+    then the XPUB has the new connection and no subscription on it, and sends that
+    subscriber nothing: keep a receive waiting on every SUB whose feed matters
+    across a reconnect (a SUB that has once waited in asyncio is then also served
+    by its event loop, but do not rely on that). The sim resubscribes at once.
     """
 
     kind = SocketKind.XPUB

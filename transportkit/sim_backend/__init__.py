@@ -94,9 +94,10 @@ What is modelled, and how (the choices where libzmq is inexact):
   when its connection ends on the binding side (a subscriber's disconnect, close,
   crash or dropped connection) or its endpoint is given up on the connecting side; an
   XPUB then sees the unsubscriptions of the prefixes only that pipe held (all of them
-  with ``xpub_verboser``). Not modelled: libzmq completes a ``disconnect()``, and
-  attaches an accepted connection (so sends an XPUB's welcome), only when that
-  socket's thread next uses it; the sim does both at once. While a connecting SUB is
+  with ``xpub_verboser``). Not modelled: libzmq completes a ``disconnect()``,
+  attaches an accepted connection (so sends an XPUB's welcome), and has a connecting
+  SUB or XSUB resend its subscriptions after a reconnect, only when that socket's
+  thread next uses it; the sim does all three at once. While a connecting SUB is
   disconnected it sends nothing: on the reconnect it sends what it is subscribed to
   then, so a subscription made and undone meanwhile never reaches the XPUB (libzmq
   queues both in the pipe and delivers them). An XPUB's received messages are not bounded
