@@ -754,7 +754,7 @@ def test_zmq_three_peers_that_never_read_do_not_delay_a_good_clients_sync() -> N
                     net, snapshot="inproc://clone-snap", updates="inproc://clone-pub"
                 )
                 async with client:
-                    await client.wait_for(lambda c: c.synced, 4.0)
+                    await client.wait_for(lambda c: c.synced, 12.0)
                     took = loop.time() - start
                     assert client.state == server.values
             finally:
@@ -763,8 +763,10 @@ def test_zmq_three_peers_that_never_read_do_not_delay_a_good_clients_sync() -> N
         return took
 
     with ZmqNetwork(name="clone-stuck") as net:
-        took = asyncio.run(asyncio.wait_for(main(net), 20.0))
-    assert took < 2.0  # sequential serving: 3 x snapshot_timeout (15 s)
+        took = asyncio.run(asyncio.wait_for(main(net), 30.0))
+    # Sequential serving would take 3 x snapshot_timeout (15 s); side by side it takes
+    # about 50 ms here, but a loaded CI machine once needed more than 4 s.
+    assert took < 10.0
 
 
 # -- zmq: a real crash ---------------------------------------------------------------------

@@ -74,7 +74,10 @@ class CapturingRelay:
         self._selector.register(server, selectors.EVENT_READ, None)
 
     def _forward(self, sock: socket.socket) -> None:
-        other, record = self._peers[sock]
+        pair = self._peers.get(sock)
+        if pair is None:  # closed earlier in this same batch of ready sockets
+            return
+        other, record = pair
         try:
             data = sock.recv(65536)
         except OSError:
