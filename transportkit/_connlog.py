@@ -13,7 +13,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Final
 
-__all__ = ["EVENT_LEVELS", "LOGGED_EVENTS", "log_event"]
+__all__ = ["EVENT_LEVELS", "LOGGED_EVENTS", "MAX_KEYS", "log_event"]
+
+MAX_KEYS: Final = 1024
+"""Keys (event, socket, endpoint) a connection log's rate limiter keeps state for (a
+few ints each); past it, new keys share one, as in :class:`RateLimitedLog`."""
 
 EVENT_LEVELS: Final[Mapping[str, int]] = {
     "CONNECTED": logging.INFO,
@@ -55,7 +59,7 @@ def log_event(
     peer: str | None,
     value: int,
 ) -> bool:
-    """Write one line for a monitor event, rate-limited per event and endpoint.
+    """Write one line for a monitor event, rate-limited per event, socket and endpoint.
 
     The line: ``EVENT KIND SOCKET endpoint=ENDPOINT peer=PEER`` (``peer=-`` when not
     known), then ``retry_ms=N`` for ``CONNECT_RETRIED`` or ``error=N`` for a failure.
@@ -80,7 +84,7 @@ def log_event(
         return False
     return log(
         level,
-        f"{event} {endpoint}",
+        f"{event} {socket} {endpoint}",
         "%s %s %s endpoint=%s peer=%s%s",
         event,
         kind,

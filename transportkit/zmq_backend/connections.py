@@ -30,11 +30,12 @@ errno, or 400 for a ZAP refusal)
 ``CONNECT_DELAYED``, ``HANDSHAKE_SUCCEEDED``
 ========================================  ========
 
-Every line is rate-limited (:mod:`transportkit._log`): at most 5 lines per event and
-endpoint in each 10 s, then one line with the count of those suppressed. A peer down
-for an hour, retried every 100 ms, writes at most 6 retry lines per 10 s (2,160 in the
-hour instead of 36,000); other endpoints' lines are not held back by it (up to 64 keys,
-then the rest share one). Records have ``extra`` fields ``event``, ``socket_kind``,
+Every line is rate-limited (a :class:`~transportkit._log.RateLimitedLog` per network
+or simulation): at most 5 lines per event, socket and endpoint in each 10 s, then one
+line with the count of those suppressed. A peer down for an hour, retried every
+100 ms, writes at most 6 retry lines per 10 s (2,160 in the hour instead of 36,000);
+other sockets' and endpoints' lines are not held back by it (state for up to 1,024
+keys, then the rest share one). Records have ``extra`` fields ``event``, ``socket_kind``,
 ``socket``, ``endpoint``, ``peer`` and ``value``.
 
 libzmq reports nothing about inproc connections, so neither does the log (on either
@@ -53,7 +54,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import itertools
 import logging
 import os
@@ -65,8 +65,8 @@ from typing import Final
 
 import zmq
 
-from transportkit._connlog import log_event
-from transportkit._log import limited
+from transportkit._connlog import MAX_KEYS, log_event
+from transportkit._log import RateLimitedLog
 
 __all__ = ["ConnectionLog", "logger"]
 
@@ -84,7 +84,6 @@ _STOPPED: Final = int(zmq.EVENT_MONITOR_STOPPED)
 _WITH_PEER: Final = frozenset({int(zmq.EVENT_CONNECTED), int(zmq.EVENT_ACCEPTED)})
 _FD_GONE: Final = frozenset({int(zmq.EVENT_DISCONNECTED), int(zmq.EVENT_CLOSED)})
 _ids = itertools.count()
-_log = functools.partial(limited, logger)
 
 
 def peer_of(fd: int) -> str | None:
@@ -150,6 +149,9 @@ class ConnectionLog:
         self._stopping = False
         self.events = 0
         """Monitor events read (logged or not), for tests and measurements."""
+        self.watched = 0
+        """Sockets whose monitors the thread reads (updated by the thread)."""
+        self._limiter = RateLimitedLog(logger, max_keys=MAX_KEYS, clock=time.monotonic)
         wake = f"inproc://transportkit.connlog.{id(self):x}.{next(_ids)}"
         self._wake_rx: zmq.Socket[bytes] = context.socket(zmq.PAIR)
         self._wake_tx: zmq.Socket[bytes] = context.socket(zmq.PAIR)
@@ -273,6 +275,7 @@ class ConnectionLog:
                     if reader in ready and not self._drain(watches[reader], watches, poller):
                         del watches[reader]
                         poller.unregister(reader)
+                self.watched = len(watches)
         except zmq.ZMQError:
             return  # the context was shut down under us: close what we hold
         finally:
@@ -285,7 +288,9 @@ class ConnectionLog:
                     watches[watch.reader] = watch
             for watch in watches.values():
                 self._end(watch)
+            self.watched = 0
             self._wake_rx.close(linger=0)
+            self._limiter.flush()
 
     def _drain(
         self, watch: _Watch, watches: dict[zmq.Socket[bytes], _Watch], poller: zmq.Poller
@@ -319,7 +324,7 @@ class ConnectionLog:
             else:
                 found = None
             log_event(
-                _log,
+                self._limiter.log,
                 event=_NAMES.get(event, f"EVENT_{event:#x}"),
                 kind=watch.kind,
                 socket=watch.name,
