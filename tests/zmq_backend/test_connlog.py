@@ -296,3 +296,16 @@ def test_inproc_is_not_logged(run: Callable[..., object]) -> None:
 def test_log_connections_must_be_a_bool() -> None:
     with pytest.raises(Exception, match="log_connections must be a bool"):
         ZmqNetwork(log_connections=1)  # type: ignore[arg-type]
+
+
+def test_a_close_with_no_time_to_wait_still_ends_the_log_and_terminates_the_context() -> None:
+    net = ZmqNetwork(name="hasty", log_connections=True)
+    log = net.connection_log
+    assert log is not None
+    net.blocking(SocketKind.PULL, bind="tcp://127.0.0.1:*", options=FAST)
+    wait_until(lambda: log.watched == 1, "the watched socket")
+    began = time.monotonic()
+    net.close(timeout=0)  # no grace for the log: the context's shutdown ends its thread
+    assert time.monotonic() - began < 1.0
+    wait_until(lambda: not log.alive, "the log's thread to end")
+    assert net.context.closed

@@ -277,8 +277,6 @@ class Simulation:
         kernel_buffers: bool = True,
         log_connections: bool = False,
     ) -> None:
-        if not isinstance(log_connections, bool):
-            raise OptionError(f"log_connections must be a bool, got {log_connections!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
         self.seed = seed
@@ -312,6 +310,8 @@ class Simulation:
         self.schedule = Schedule(self.scheduler.name, seed)
         """The record of this run's scheduling choices that differ from FIFO."""
         self._invariants = Invariants(lambda: float(self.env._now), seed, self.trace)
+        if not isinstance(log_connections, bool):
+            raise OptionError(f"log_connections must be a bool, got {log_connections!r}")
         self.connection_log: ConnectionLog | None = (
             ConnectionLog(lambda: float(self.env._now)) if log_connections else None
         )

@@ -395,6 +395,9 @@ class ZmqNetwork(Network):
         # then closes its monitor sockets itself (they are its alone).
         self._stop_connection_log(deadline)
         shut_down = shutdown_context(self._ctx)
+        # A log thread still reading (no time was left) ends at once on the shutdown:
+        # let it close its own sockets before the raw sockets' step could.
+        self._stop_connection_log(wallclock.monotonic() + CLOSE_TIMEOUT)
         released = self._wait_released(deadline)
         # After the sockets (no CURVE server outlives its handler), before the raw
         # sockets: the handler's socket is one, and its thread alone may close it.

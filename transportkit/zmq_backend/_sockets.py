@@ -404,7 +404,10 @@ class ZmqSocket(_AsyncEnd, Socket):
         """Start streaming this socket's libzmq lifecycle events.
 
         A socket has at most one monitor: starting another closes the previous one.
-        The monitor is closed with the socket.
+        The monitor is closed with the socket. On a network with
+        ``log_connections=True``, libzmq's one monitor of the socket is the connection
+        log's, whose thread hands each event on to this monitor too (events already
+        queued when it starts may be among them); closing it leaves the log running.
 
         Raises:
             ClosedError: The socket is closed.

@@ -176,7 +176,7 @@ class ConnectionLog:
             zmq.ZMQError: libzmq refused the monitor (the socket is closed).
         """
         with self._lock:
-            if self._closed:
+            if self._closed or self._stopping:
                 raise zmq.ZMQError(errno.ENOTSOCK, "the connection log is closed")
             name = f"{self._network}/{kind.lower()}{next(self._counter)}"
         address = f"inproc://transportkit.connmon.{id(target):x}.{next(_ids)}"
@@ -214,7 +214,8 @@ class ConnectionLog:
 
     def close(self, timeout: float = 1.0) -> bool:
         """Stop the thread: it reads what closed sockets still report for up to
-        :data:`STOP_GRACE` seconds, then closes every monitor socket. Idempotent.
+        :data:`STOP_GRACE` seconds (less if the context is shut down meanwhile), then
+        closes every monitor socket and its own. Idempotent.
 
         Returns:
             Whether the thread ended within ``timeout`` seconds.
@@ -222,16 +223,11 @@ class ConnectionLog:
         with self._lock:
             first = not self._stopping
             self._stopping = True
-            if first:
+            if first and not self._closed:
                 with contextlib.suppress(zmq.ZMQError):
                     self._wake_tx.send(b"", zmq.NOBLOCK)
         self._thread.join(timeout)
-        done = not self._thread.is_alive()
-        with self._lock:
-            if done and not self._closed:
-                self._closed = True
-                self._wake_tx.close(linger=0)
-        return done
+        return not self._thread.is_alive()
 
     # -- the thread -------------------------------------------------------------------
 
@@ -281,6 +277,8 @@ class ConnectionLog:
         finally:
             with self._lock:
                 ops, self._ops = self._ops, []
+                self._closed = True  # later posts close their sockets themselves
+                self._wake_tx.close(linger=0)  # used under the lock only: ours now
             for op, watch, to in ops:
                 if to is not None:
                     to.close(linger=0)
