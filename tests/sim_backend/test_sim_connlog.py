@@ -7,7 +7,9 @@ lines; the default logs nothing; the log changes nothing in the trace.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -163,3 +165,18 @@ def test_log_connections_must_be_a_bool() -> None:
     with pytest.raises(OptionError, match="log_connections must be a bool"):
         Simulation(log_connections="yes")  # type: ignore[arg-type]
     assert SocketOptions().reconnect_ivl == 100  # the retry interval the tests above assume
+
+
+def test_a_simulation_refused_for_a_bad_argument_is_collected_without_an_error() -> None:
+    """On the old code its ``__del__`` raised AttributeError (no ``_closed`` yet),
+    reported as an unraisable exception each time a bad ``seed`` was refused."""
+    seen: list[object] = []
+    old = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        with pytest.raises(OptionError, match="seed must be an int"):
+            Simulation(seed="1")  # type: ignore[arg-type]
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert seen == []

@@ -620,8 +620,9 @@ class Simulation:
         # Garbage collected without close(): end the tasks' coroutines here, in creation
         # order, rather than let Python close them one by one as it frees them (an
         # ``await`` in a ``finally`` block would then print "coroutine ignored
-        # GeneratorExit"). Nothing runs on the loop any more.
-        if self._closed or self.loop is None:
+        # GeneratorExit"). Nothing runs on the loop any more. A simulation whose
+        # __init__ raised (a bad argument) has none of this.
+        if getattr(self, "_closed", True) or getattr(self, "loop", None) is None:
             return
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):  # a finalizer: nowhere to report to
