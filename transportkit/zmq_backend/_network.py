@@ -325,6 +325,10 @@ class ZmqNetwork(Network):
            Sockets no thread is using are closed at once. An asyncio socket whose
            event loop runs in another thread is closed by that loop (its waiting
            ``recv`` or ``send`` raises ClosedError there), within ``timeout / 2``.
+           With ``log_connections``, the connection log's thread then gets up to
+           0.25 s (within ``timeout``) to log the closed sockets' last events, and
+           closes every monitor socket it reads.
+
         2. If the network created the context, it is shut down
            (``zmq_ctx_shutdown``): every call blocked on one of its sockets, with or
            without a timeout, returns at once, raising ClosedError naming its socket,
