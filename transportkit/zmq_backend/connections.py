@@ -13,9 +13,12 @@ time), as::
 
 The socket is named ``NETWORK/KINDn`` (the network's or node's name, the kind, a
 counter of the network's sockets). The peer is the remote address where it is known:
-on tcp, the address of the connection's other end (asked of the kernel when the
-connection is reported; ``-`` for a retry, an event about a listener, or a connection
-already gone by then); in a simulation, the other node's name on tcp.
+on tcp, the address of the connection's other end, asked of the kernel (by its file
+descriptor) when the log's thread reads the ``CONNECTED`` or ``ACCEPTED`` event and
+remembered for its ``DISCONNECTED``; ``-`` for a retry, an event about a listener, or
+a connection already gone when its event was read (and, rarely, if its descriptor was
+already reused by a new connection then, that one's address). In a simulation: the
+other node's name on tcp.
 
 ========================================  ========
 event                                     level
