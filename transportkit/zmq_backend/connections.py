@@ -46,7 +46,10 @@ backend). The simulator reports no ``CLOSED`` (it models no file descriptors).
 
 Cost on the zmq backend: one thread per network (asleep in a poll until an event
 comes), and per socket libzmq's monitor (an inproc PAIR pair: two sockets, two file
-descriptors); see the README for measured figures. :meth:`ZmqSocket.monitor
+descriptors). Measured on a shared 2-core VM (``benchmarks/connlog_cost.py``): 2
+more file descriptors per socket, 0.1-0.3 ms more to make one and 0.04-0.14 ms more
+to close it, 20-45 us of CPU per monitor event read (a reconnect attempt makes three),
+no CPU while nothing happens. :meth:`ZmqSocket.monitor
 <transportkit.zmq_backend.ZmqSocket.monitor>` still works on a logged socket: the
 log's thread hands the monitor the same events. Closing a socket ends its monitor;
 closing the network stops the thread and closes every monitor socket before the
