@@ -104,6 +104,11 @@ logger (``transportkit.`` + ...)          what it logs                          
 \                                         the risk book raised, with the traceback      ERROR*
 ``trading._orders``, ``._market_data``    a malformed order or update                   WARNING*
 ``sim_backend._faults``                   each fault of a schedule as it is applied     INFO
+``zmq_backend.connections``,              with ``log_connections=True`` only: each      INFO,
+``sim_backend.connections``               socket's connects and accepts (INFO),         WARNING*
+                                          disconnects, retries, failed handshakes
+                                          (WARNING), closes (DEBUG); see
+                                          :mod:`transportkit.zmq_backend.connections`
 ========================================  ============================================  ========
 
 Give-ups and retries are not rate-limited: each is one line per request (at most

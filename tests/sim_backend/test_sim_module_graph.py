@@ -20,7 +20,7 @@ SOURCE = Path(sim_backend.__file__).parent
 
 # Each module may import at runtime only modules of a lower layer.
 LAYERS = [
-    ["_trace", "_latency", "_guards", "_sched"],
+    ["_trace", "_latency", "_guards", "_sched", "connections"],
     ["_invariants"],
     ["_loop", "_topology", "_faults", "_perfetto"],
     ["_pipes", "_shrink", "_run", "_auth"],

@@ -44,12 +44,13 @@ What is modelled, and how (the choices where libzmq is inexact):
   even to a new binder of the name, unless ``connect()`` is called again (the old
   endpoint is forgotten: ``disconnect()`` raises EndpointError). What either side
   wrote before closing stays readable by the other, whatever the linger (one pipe),
-  unless the node crashed. Monitors report nothing for inproc, as in libzmq (the trace
-  still records connects and disconnects). inproc has no handshake: a connecter of a
-  kind the binder cannot talk to (a PUSH to a PUB), or a DEALER whose routing id the
-  binding ROUTER already has, gets a pipe nobody reads, so what it queues (up to its
-  SNDHWM; libzmq takes SNDHWM plus the binder's RCVHWM) is counted as dropped; a
-  second PAIR's pipe ends as when the binder closes.
+  unless the node crashed. Monitors (and ``log_connections``) report nothing for
+  inproc, as in libzmq (the trace still records connects and disconnects). inproc
+  has no handshake: a connecter of a kind the binder cannot talk to (a PUSH to a
+  PUB), or a DEALER whose routing id the binding ROUTER already has, gets a pipe
+  nobody reads, so what it queues (up to its SNDHWM; libzmq takes SNDHWM plus the
+  binder's RCVHWM) is counted as dropped; a second PAIR's pipe ends as when the
+  binder closes.
 - No queue that can no longer drain takes a message silently. Over ipc/tcp with
   ``reconnect_ivl`` 0 or -1 a dropped connection ends its pipe as over inproc (its
   queue is lost and counted, sends no longer go there); a connect whose only attempt

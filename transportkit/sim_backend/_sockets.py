@@ -543,16 +543,22 @@ class SimSocket(Socket):
         self._next_routing_id += 1
         return rid
 
-    def emit(self, name: str, endpoint: str, value: int = 0) -> None:
-        """Record a lifecycle event and hand it to monitors (not for inproc: libzmq
-        4.3 reports no monitor event of an inproc bind, connection or disconnection;
-        the trace still records them).
+    def emit(self, name: str, endpoint: str, value: int = 0, peer: str | None = None) -> None:
+        """Record a lifecycle event and hand it to monitors and the connection log (not
+        for inproc: libzmq 4.3 reports no monitor event of an inproc bind, connection
+        or disconnection; the trace still records them). ``peer``: the other end's
+        address, for the connection log only.
         """
         self.sim.trace.add(self.sim.env.now, name.lower(), self.name, endpoint)
-        if self.monitors and not endpoint.startswith("inproc:"):
+        if endpoint.startswith("inproc:"):
+            return
+        if self.monitors:
             event = MonitorEvent(name, endpoint, value)
             for mon in self.monitors:
                 mon.push(event)
+        log = self.sim.connection_log
+        if log is not None:
+            log.event(self.kind.value, self.name, name, endpoint, value=value, peer=peer)
 
     # -- per-kind behaviour -----------------------------------------------------------
 

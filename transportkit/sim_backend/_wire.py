@@ -66,6 +66,13 @@ class _Handshake:
         self.finished: list[SimSocket] = []
 
 
+def _peer_of(endpoint: str, other: SimSocket) -> str | None:
+    """The peer address the connection log shows for ``other``'s end: its node's name
+    on tcp (what the sim's ZAP handler is given), None elsewhere.
+    """
+    return other.node.name if endpoint.startswith("tcp://") else None
+
+
 def _nameable(node: str) -> bool:
     """Whether a node's name can stand as the host of a tcp endpoint."""
     return bool(node) and not any(c.isspace() or c in "/[]" for c in node)
@@ -358,8 +365,8 @@ class Wire:
         connecter.ivl = sock.options.reconnect_ivl
         self.trace.add(now, "connect", sock.name, f"{target.name} via {connecter.endpoint}")
         if not handshaken:
-            sock.emit("CONNECTED", connecter.endpoint)
-            target.emit("ACCEPTED", connecter.endpoint)
+            sock.emit("CONNECTED", connecter.endpoint, peer=_peer_of(connecter.endpoint, target))
+            target.emit("ACCEPTED", connecter.endpoint, peer=_peer_of(connecter.endpoint, sock))
             sock.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
             target.emit("HANDSHAKE_SUCCEEDED", connecter.endpoint)
         sock.attached(a)
@@ -418,8 +425,8 @@ class Wire:
         """
         sock = connecter.sock
         ep = connecter.endpoint
-        sock.emit("CONNECTED", ep)
-        target.emit("ACCEPTED", ep)
+        sock.emit("CONNECTED", ep, peer=_peer_of(ep, target))
+        target.emit("ACCEPTED", ep, peer=_peer_of(ep, sock))
         hs = _Handshake(connecter, target)
         mine, theirs = _auth.mechanism(sock.options), _auth.mechanism(target.options)
         self.trace.add(self.env.now, "handshake", sock.name, f"{ep} {mine} to {theirs}")
@@ -639,7 +646,8 @@ class Wire:
         if protocol is None:
             return
         hs.finished.append(end)
-        end.emit("DISCONNECTED", ep)
+        other = hs.target if end is hs.connecter.sock else hs.connecter.sock
+        end.emit("DISCONNECTED", ep, peer=_peer_of(ep, other))
         connecter = hs.connecter
         if end is not connecter.sock:
             return  # an accepted connection has no pipe before its handshake succeeds
@@ -678,7 +686,9 @@ class Wire:
             if sock.destroyed:
                 continue
             sock.detached(peer)
-            sock.emit("DISCONNECTED", peer.endpoint)
+            sock.emit(
+                "DISCONNECTED", peer.endpoint, peer=_peer_of(peer.endpoint, conn.other(peer).sock)
+            )
             if peer.connecter:
                 connecter = sock.connecters.get(peer.endpoint)
                 if connecter is not None and connecter.peer is peer:

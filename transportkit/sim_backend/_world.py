@@ -51,6 +51,7 @@ from transportkit.sim_backend._sockets import SOCKET_CLASSES, SimSocket
 from transportkit.sim_backend._topology import Link, Topology
 from transportkit.sim_backend._trace import Trace
 from transportkit.sim_backend._wire import Wire
+from transportkit.sim_backend.connections import ConnectionLog
 
 __all__ = ["Link", "Node", "Simulation"]
 
@@ -244,6 +245,13 @@ class Simulation:
             and libzmq's pipe notifications (the default; README, "Kernel socket
             buffers"). False gives every transport inproc's path capacity, exactly
             SNDHWM + RCVHWM messages, for tests about the HWMs alone.
+        log_connections: Log every socket's monitor events (connects, accepts,
+            disconnects, retries, failed handshakes) on
+            ``transportkit.sim_backend.connections``, with the zmq backend's
+            ``log_connections`` lines and levels, in virtual time, the same on every
+            run of a seed (default False; see
+            :mod:`transportkit.sim_backend.connections`). Opens no monitor and does
+            not change the trace.
 
     Raises:
         OptionError: ``seed`` is not an int, or ``scheduler`` is not one of the above.
@@ -267,6 +275,7 @@ class Simulation:
         shuffle_ties: bool = False,
         scheduler: str | Scheduler = "fifo",
         kernel_buffers: bool = True,
+        log_connections: bool = False,
     ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise OptionError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
@@ -301,6 +310,12 @@ class Simulation:
         self.schedule = Schedule(self.scheduler.name, seed)
         """The record of this run's scheduling choices that differ from FIFO."""
         self._invariants = Invariants(lambda: float(self.env._now), seed, self.trace)
+        if not isinstance(log_connections, bool):
+            raise OptionError(f"log_connections must be a bool, got {log_connections!r}")
+        self.connection_log: ConnectionLog | None = (
+            ConnectionLog(lambda: float(self.env._now)) if log_connections else None
+        )
+        """The connection log while ``log_connections`` is on, else None."""
 
     # -- topology ---------------------------------------------------------------------
 
@@ -590,6 +605,8 @@ class Simulation:
                     if isinstance(outcome, Exception):  # not the CancelledError asked for
                         tracker.failed(owners.get(task), task.get_name(), outcome)
             loop.run_until_complete(loop.shutdown_asyncgens())
+            if self.connection_log is not None:
+                self.connection_log.flush()
 
         try:
             self._call(finish, closing=True)
@@ -603,8 +620,9 @@ class Simulation:
         # Garbage collected without close(): end the tasks' coroutines here, in creation
         # order, rather than let Python close them one by one as it frees them (an
         # ``await`` in a ``finally`` block would then print "coroutine ignored
-        # GeneratorExit"). Nothing runs on the loop any more.
-        if self._closed or self.loop is None:
+        # GeneratorExit"). Nothing runs on the loop any more. A simulation whose
+        # __init__ raised (a bad argument) has none of this.
+        if getattr(self, "_closed", True) or getattr(self, "loop", None) is None:
             return
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):  # a finalizer: nowhere to report to

@@ -12,7 +12,9 @@ optionally shared between threads (:class:`ThreadSafeSocket`).
 :meth:`ZmqNetwork.start_authenticator` runs the network's ZAP handler
 (:class:`ZmqAuthenticator`) for CURVE servers. Their send and receive
 use an optional C accelerator, built at install when a C compiler is present;
-:func:`accelerated` says whether it is in use.
+:func:`accelerated` says whether it is in use. ``ZmqNetwork(log_connections=True)``
+logs every socket's connects, drops and retries
+(:mod:`transportkit.zmq_backend.connections`).
 """
 
 from transportkit.zmq_backend._accel import accelerated

@@ -23,6 +23,7 @@ from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._libzmq import shutdown_context
 from transportkit.zmq_backend._options import ZMQ_TYPES, EndpointMap, apply_options
 from transportkit.zmq_backend._sockets import SOCKET_CLASSES, ZmqSocket
+from transportkit.zmq_backend.connections import ConnectionLog
 
 __all__ = ["ZmqNetwork"]
 
@@ -57,6 +58,10 @@ class ZmqNetwork(Network):
         endpoint_map: Sees every bind of the network's sockets and chooses the
             endpoint each connect really uses (:class:`EndpointMap`; default none:
             endpoints are used as given). The testing kit's fault proxy uses it.
+        log_connections: Log every socket's connects, accepts, disconnects and
+            retries on ``transportkit.zmq_backend.connections`` (default False; see
+            :mod:`transportkit.zmq_backend.connections`). Costs a thread per network
+            and a libzmq monitor (two inproc sockets) per socket.
 
     Raises:
         OptionError: ``io_threads`` is not an int >= 1, ``context`` is not a
@@ -71,7 +76,10 @@ class ZmqNetwork(Network):
         name: str = "zmq",
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         endpoint_map: EndpointMap | None = None,
+        log_connections: bool = False,
     ) -> None:
+        if not isinstance(log_connections, bool):
+            raise OptionError(f"log_connections must be a bool, got {log_connections!r}")
         if isinstance(io_threads, bool) or not isinstance(io_threads, int) or io_threads < 1:
             raise OptionError(f"io_threads must be an int >= 1, got {io_threads!r}")
         if context is None:
@@ -101,6 +109,7 @@ class ZmqNetwork(Network):
         self._close_done = threading.Event()
         self._terminate_when_released = False
         self._authenticator: ZmqAuthenticator | None = None
+        self._connlog = ConnectionLog(self._ctx, name) if log_connections else None
 
     @property
     def name(self) -> str:
@@ -141,6 +150,8 @@ class ZmqNetwork(Network):
             apply_options(asock, untimed, f"{kind.value} socket")
             sock = SOCKET_CLASSES[kind](asock, options, self._forget)
             sock._endpoint_map = self._endpoint_map
+            if self._connlog is not None:
+                sock._connwatch = self._connlog.watch(sock._sock, kind.value)
         except BaseException:
             asock.close(linger=0)
             raise
@@ -251,6 +262,8 @@ class ZmqNetwork(Network):
             apply_options(raw, opts, f"blocking {kind.value} socket")
             sock = cls(raw, kind, opts, self._forget, spin=spin)
             sock._endpoint_map = self._endpoint_map
+            if self._connlog is not None:
+                self._connlog.watch(raw, kind.value)
         except BaseException:
             raw.close(linger=0)
             raise
@@ -312,6 +325,10 @@ class ZmqNetwork(Network):
            Sockets no thread is using are closed at once. An asyncio socket whose
            event loop runs in another thread is closed by that loop (its waiting
            ``recv`` or ``send`` raises ClosedError there), within ``timeout / 2``.
+           With ``log_connections``, the connection log's thread then gets up to
+           0.25 s (within ``timeout``) to log the closed sockets' last events, and
+           closes every monitor socket it reads.
+
         2. If the network created the context, it is shut down
            (``zmq_ctx_shutdown``): every call blocked on one of its sockets, with or
            without a timeout, returns at once, raising ClosedError naming its socket,
@@ -376,8 +393,15 @@ class ZmqNetwork(Network):
             )
         if not self._owns_context:
             self._stop_authenticator()
+            self._stop_connection_log(deadline)
             return
+        # Before the shutdown: the log's thread reads the closed sockets' last events,
+        # then closes its monitor sockets itself (they are its alone).
+        self._stop_connection_log(deadline)
         shut_down = shutdown_context(self._ctx)
+        # A log thread still reading (no time was left) ends at once on the shutdown:
+        # let it close its own sockets before the raw sockets' step could.
+        self._stop_connection_log(wallclock.monotonic() + CLOSE_TIMEOUT)
         released = self._wait_released(deadline)
         # After the sockets (no CURVE server outlives its handler), before the raw
         # sockets: the handler's socket is one, and its thread alone may close it.
@@ -387,6 +411,15 @@ class ZmqNetwork(Network):
             self._ctx.term()
         else:
             self._leave_to_last_socket(shut_down)
+
+    def _stop_connection_log(self, deadline: float) -> None:
+        if self._connlog is not None:
+            self._connlog.close(max(0.0, deadline - wallclock.monotonic()))
+
+    @property
+    def connection_log(self) -> ConnectionLog | None:
+        """The network's connection log while ``log_connections`` is on, else None."""
+        return self._connlog
 
     def _wait_released(self, deadline: float, *, asyncio_only: bool = False) -> bool:
         """Wait until the network's sockets are all closed; False if ``deadline`` passed."""

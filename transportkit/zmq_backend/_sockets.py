@@ -52,6 +52,7 @@ from transportkit.zmq_backend._options import (
     check_conflatable,
     check_topic,
 )
+from transportkit.zmq_backend.connections import _Watch
 
 __all__ = [
     "SOCKET_CLASSES",
@@ -283,6 +284,7 @@ class ZmqSocket(_AsyncEnd, Socket):
         self._last_endpoint: str | None = None
         self._monitor: ZmqMonitor | None = None
         self._endpoint_map: EndpointMap | None = None  # set by the network
+        self._connwatch: _Watch | None = None  # set by the network: connections logged
 
     def _where(self) -> str:
         return f"{self.kind.value} socket ({self._last_endpoint or 'unattached'})"
@@ -402,7 +404,10 @@ class ZmqSocket(_AsyncEnd, Socket):
         """Start streaming this socket's libzmq lifecycle events.
 
         A socket has at most one monitor: starting another closes the previous one.
-        The monitor is closed with the socket.
+        The monitor is closed with the socket. On a network with
+        ``log_connections=True``, libzmq's one monitor of the socket is the connection
+        log's, whose thread hands each event on to this monitor too (events already
+        queued when it starts may be among them); closing it leaves the log running.
 
         Raises:
             ClosedError: The socket is closed.
@@ -412,6 +417,8 @@ class ZmqSocket(_AsyncEnd, Socket):
         if self._monitor is not None:
             self._monitor.close()
         address = f"inproc://transportkit.monitor.{id(self):x}.{next(_monitor_ids)}"
+        if self._connwatch is not None:
+            return self._forwarded_monitor(address, self._connwatch)
         with mapped_errors(self._where(), "monitor"):
             self._sock.monitor(address, zmq.EVENT_ALL)
             pair = self._async.context.socket(zmq.PAIR)
@@ -425,9 +432,37 @@ class ZmqSocket(_AsyncEnd, Socket):
         self._monitor = ZmqMonitor(pair, self)
         return self._monitor
 
+    def _forwarded_monitor(self, address: str, watch: _Watch) -> ZmqMonitor:
+        """A monitor of a socket whose connections are logged: libzmq's one monitor
+        is the log's, whose thread hands each event on to a PAIR bound at ``address``.
+        """
+        with mapped_errors(self._where(), "monitor"):
+            source: zmq.Socket[bytes] = zmq.Context.shadow(self._async.context.underlying).socket(
+                zmq.PAIR
+            )
+            source.setsockopt(zmq.LINGER, 0)
+            try:
+                source.bind(address)
+                pair = self._async.context.socket(zmq.PAIR)
+            except BaseException:
+                source.close()
+                raise
+            pair.setsockopt(zmq.LINGER, 0)
+            try:
+                pair.connect(address)
+            except BaseException:
+                pair.close()
+                source.close()
+                raise
+        watch.log.forward(watch, source)
+        self._monitor = ZmqMonitor(pair, self)
+        return self._monitor
+
     def _monitor_closed(self, monitor: ZmqMonitor) -> None:
         if self._monitor is monitor:
-            if not self._closed:
+            if self._connwatch is not None:
+                self._connwatch.log.forward(self._connwatch, None)
+            elif not self._closed:
                 self._sock.disable_monitor()
             self._monitor = None
 
