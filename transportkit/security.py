@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import datetime
+import logging
 import os
 import re
 import secrets
@@ -52,6 +53,9 @@ __all__ = [
 class CurveKeyPair:
     """A CURVE key pair in Z85 form (40 ASCII bytes each).
 
+    Its ``repr`` shows the public key only (``secret=<hidden>``), so a pair in a log
+    line, a traceback or a debugger's listing does not give the secret away.
+
     Attributes:
         public: The public key: give it to peers (a client's ``curve_serverkey``, a
             server's allow-list).
@@ -68,6 +72,11 @@ class CurveKeyPair:
             object.__setattr__(self, "secret", secret)
             if curve_public(secret) != self.public:
                 raise OptionError("the public key does not belong to the secret key")
+
+    def __repr__(self) -> str:
+        """The public key and whether there is a secret: never the secret itself."""
+        secret = "None" if self.secret is None else "<hidden>"
+        return f"CurveKeyPair(public={self.public!r}, secret={secret})"
 
 
 def generate_keypair() -> CurveKeyPair:
@@ -165,10 +174,36 @@ class AuthPolicy:
             return "allowed"
         return "denied_key"
 
+    def reason(self, decision: AuthDecision, *, domain: str) -> str:
+        """Why :meth:`decide` gave ``decision`` for a handshake of ``domain``, in words
+        for a log line (the backends' refusal warnings use it).
+
+        It names the rule, never a key: ``"allowed"``, ``"address not in allow_ips"``,
+        ``"address in deny_ips"``, ``"key not in allow_keys"``, or ``"ZAP domain 'x'
+        not served (the policy answers 'y')"`` for a refusal by rule 1.
+
+        Raises:
+            OptionError: ``decision`` is not an :data:`AuthDecision`.
+        """
+        if decision == "allowed":
+            return "allowed"
+        if decision == "denied_ip":
+            return "address not in allow_ips" if self.allow_ips else "address in deny_ips"
+        if decision == "denied_key":
+            if self.domain not in ("*", domain):
+                return f"ZAP domain {domain!r} not served (the policy answers {self.domain!r})"
+            return "key not in allow_keys"
+        raise OptionError(f"not an authentication decision: {decision!r}")
+
 
 @dataclass(slots=True)
 class AuthStats:
     """What an authenticator decided, counted.
+
+    The same on both backends: each ZAP request (one per handshake attempt, so a
+    client that retries is counted at each try) adds one to exactly one counter.
+    Handshakes that fail before the authenticator is asked (a plaintext client of a
+    CURVE server, a wrong ``curve_serverkey``) are in none of them.
 
     Attributes:
         allowed: Handshakes let in.
@@ -176,11 +211,20 @@ class AuthStats:
             ``zap_domain`` is not the policy's ``domain`` (a client with no key at all
             never reaches the authenticator: libzmq refuses it in the handshake).
         denied_ip: Refused by ``allow_ips``/``deny_ips``.
+        malformed: ZAP requests refused without a decision because they follow no
+            protocol (not RFC 27's form, bad CURVE credentials, a mechanism other than
+            NULL and CURVE). libzmq never sends one, only a raw socket connected to
+            the handler's endpoint could: always 0 on the sim.
+        handler_errors: Handshakes refused because the policy's ``decide`` raised or
+            returned something other than an :data:`AuthDecision` (a subclass's
+            bug): a broken policy refuses, it never lets in.
     """
 
     allowed: int = 0
     denied_key: int = 0
     denied_ip: int = 0
+    malformed: int = 0
+    handler_errors: int = 0
 
 
 class Authenticator(Closeable):
@@ -208,6 +252,51 @@ class Authenticator(Closeable):
     @abc.abstractmethod
     def stats(self) -> AuthStats:
         """Counters of the decisions made."""
+
+
+def _key_text(key: bytes | None) -> str:
+    """A client's public key for a log line: its Z85 text, ``"-"`` for none (NULL)."""
+    if key is None:
+        return "-"
+    try:
+        return key_z85("key", key).decode("ascii")
+    except OptionError:
+        return f"<not a key: {len(key)} bytes>"
+
+
+_REFUSAL_MESSAGE: Final = "handshake refused (%s): %s, from address %r, key %s, ZAP domain %r"
+
+
+def _refusal_record(
+    counter: str, reason: str, *, address: str, key: bytes | None, domain: str
+) -> tuple[int, tuple[object, ...], dict[str, object]]:
+    """The level, ``%`` arguments (for :data:`_REFUSAL_MESSAGE`) and ``extra`` fields
+    of a refused handshake's log line, the same on both backends: a WARNING (an ERROR
+    for ``handler_errors``, a policy that raised). The backends write it through
+    :func:`transportkit._log.limited`, keyed by ``counter``.
+
+    ``key`` is the client's public key (public by definition); no secret ever reaches
+    an authenticator, so none can reach this line.
+    """
+    level = logging.ERROR if counter == "handler_errors" else logging.WARNING
+    text = _key_text(key)
+    extra: dict[str, object] = {
+        "counter": counter,
+        "reason": reason,
+        "address": address,
+        "key": text,
+        "domain": domain,
+    }
+    return level, (counter, reason, address, text, domain), extra
+
+
+def _describe(policy: AuthPolicy) -> str:
+    """A policy in one line for logs and traces: sizes and the domain, never keys."""
+    keys = "any" if policy.allow_keys is None else str(len(policy.allow_keys))
+    return (
+        f"keys={keys} allow_ips={len(policy.allow_ips)} deny_ips={len(policy.deny_ips)} "
+        f"domain={policy.domain!r}"
+    )
 
 
 # Certificates: the ZPL text files of czmq's zcert and pyzmq's zmq.auth.
