@@ -251,7 +251,14 @@ class Authenticator(Closeable):
     @property
     @abc.abstractmethod
     def stats(self) -> AuthStats:
-        """Counters of the decisions made."""
+        """Counters of the decisions made (a snapshot)."""
+
+    @property
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """True while it answers handshakes (exported as the ``running`` gauge by
+        :meth:`MetricsRegistry.watch <transportkit.metrics.MetricsRegistry.watch>`).
+        """
 
 
 def _key_text(key: bytes | None) -> str:

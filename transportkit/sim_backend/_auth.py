@@ -200,25 +200,41 @@ class SimAuthenticator(Authenticator):
         backend answers ZAP status 500.
         """
         policy = self._policy
-        outcome: Decision
         try:
             decided = policy.decide(domain=domain, address=address, key=key)
             if decided not in _DECISIONS:
                 raise OptionError(f"decide() returned {decided!r}, not an AuthDecision")
-            outcome = decided
             reason = policy.reason(decided, domain=domain)
-            failed = False
         except Exception as exc:
-            outcome = "handler_errors"
-            reason = f"the policy's decide() raised {type(exc).__name__}"
-            failed = True
-        setattr(self._stats, outcome, getattr(self._stats, outcome) + 1)
-        if outcome != "allowed":
-            level, args, extra = _refusal_record(
-                outcome, reason, address=address, key=key, domain=domain
+            self._stats.handler_errors += 1
+            self._log(
+                "handler_errors",
+                f"the policy's decide() raised {type(exc).__name__}",
+                address=address,
+                key=key,
+                domain=domain,
+                exc_info=True,
             )
-            limited(logger, level, outcome, _REFUSAL_MESSAGE, *args, exc_info=failed, extra=extra)
-        return outcome
+            return "handler_errors"
+        setattr(self._stats, decided, getattr(self._stats, decided) + 1)
+        if decided != "allowed":
+            self._log(decided, reason, address=address, key=key, domain=domain)
+        return decided
+
+    @staticmethod
+    def _log(
+        counter: str,
+        reason: str,
+        *,
+        address: str,
+        key: bytes | None,
+        domain: str,
+        exc_info: bool = False,
+    ) -> None:
+        level, args, extra = _refusal_record(
+            counter, reason, address=address, key=key, domain=domain
+        )
+        limited(logger, level, counter, _REFUSAL_MESSAGE, *args, exc_info=exc_info, extra=extra)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"

@@ -238,13 +238,13 @@ class ZmqAuthenticator(Authenticator):
         """
         try:
             return self._answer(request)
-        except Exception:
+        except Exception as exc:
             self._count("handler_errors")
             frames = request + [b""] * 6
             key = frames[6] if len(request) == 7 and len(frames[6]) == 32 else None
             level, args, extra = _refusal_record(
                 "handler_errors",
-                "the policy's decide() raised",
+                f"the policy's decide() raised {type(exc).__name__}",
                 address=frames[3].decode("utf-8", "replace"),
                 key=key,
                 domain=frames[2].decode("utf-8", "replace"),
