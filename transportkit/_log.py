@@ -98,6 +98,14 @@ logger (``transportkit.`` + ...)          what it logs                          
 \                                         the risk book raised, with the traceback      ERROR*
 ``trading._orders``, ``._market_data``    a malformed order or update                   WARNING*
 ``sim_backend._faults``                   each fault of a schedule as it is applied     INFO
+``sim_backend._auth``                     an authenticator started, updated, stopped    INFO
+\                                         a handshake refused (``denied_key``,          WARNING*
+                                          ``denied_ip``), with the client's address,
+                                          its Z85 public key and the reason
+\                                         the policy's ``decide`` raised, with the      ERROR*
+                                          traceback (``handler_errors``)
+``zmq_backend._auth``                     the same lines (from the handler's thread)    as above
+\                                         a malformed ZAP request (``malformed``)       WARNING*
 ========================================  ============================================  ========
 
 Give-ups and retries are not rate-limited: each is one line per request (at most

@@ -232,9 +232,20 @@ class Authenticator(Closeable):
     :meth:`~transportkit.Network.start_authenticator` and closed with the network.
 
     While it runs, every CURVE server socket of the network (``curve_server=True``)
-    admits only the clients its policy allows; a refused client never delivers a
-    message and its monitor reports ``HANDSHAKE_FAILED_AUTH``. Without an authenticator
-    a CURVE server admits any client with a valid handshake (libzmq's behaviour).
+    admits only the clients its policy allows (:meth:`AuthPolicy.decide`, on both
+    backends); a refused client never delivers a message, both monitors report
+    ``HANDSHAKE_FAILED_AUTH``, and the client does not retry (libzmq ends its session;
+    on real sockets a loaded client may see the close first and retry, see
+    :meth:`ZmqNetwork.start_authenticator
+    <transportkit.zmq_backend.ZmqNetwork.start_authenticator>`). Without an
+    authenticator a CURVE server admits any client with a valid handshake (libzmq's
+    behaviour).
+
+    Each refusal is logged at WARNING (rate-limited through
+    :func:`transportkit._log.limited`) with the client's address, its Z85 public key
+    and the reason; the start, each :meth:`update` and the stop at INFO.
+    :meth:`MetricsRegistry.watch <transportkit.metrics.MetricsRegistry.watch>` exports
+    :attr:`stats` and :attr:`running`, with the same names on both backends.
     """
 
     @property
