@@ -24,7 +24,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -110,9 +110,18 @@ def _keys(values: Iterable[bytes | str] | None) -> frozenset[bytes] | None:
     return frozenset(key_z85("allow_keys", v) for v in values)
 
 
-@dataclass(frozen=True, slots=True)
+def _addresses(name: str, values: Iterable[str]) -> frozenset[str]:
+    if isinstance(values, (bytes, str)):
+        raise OptionError(f"{name} must be a collection of addresses, not one address")
+    return frozenset(str(v) for v in values)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class AuthPolicy:
     """Who may connect to the CURVE servers of one network (one ZAP handler).
+
+    Made with any collections (lists, sets, tuples, generators); stored as frozensets,
+    so a policy is immutable and hashable, and ``dataclasses.replace`` works.
 
     Attributes:
         allow_keys: Client public keys (Z85 or raw) allowed in; None allows any client
@@ -123,22 +132,31 @@ class AuthPolicy:
         deny_ips: Peers from these IP addresses are refused.
         domain: The ZAP domain this policy answers for; ``"*"`` answers every domain.
             A socket's domain is its ``zap_domain`` option.
+
+    Raises:
+        OptionError: A key is not a CURVE key, one key or one address is given where
+            a collection is expected, or ``domain`` is not a str.
     """
 
-    allow_keys: frozenset[bytes] | None = None
-    allow_ips: frozenset[str] = field(default_factory=frozenset)
-    deny_ips: frozenset[str] = field(default_factory=frozenset)
-    domain: str = "*"
+    allow_keys: frozenset[bytes] | None
+    allow_ips: frozenset[str]
+    deny_ips: frozenset[str]
+    domain: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allow_keys", _keys(self.allow_keys))
-        for name in ("allow_ips", "deny_ips"):
-            value = getattr(self, name)
-            if isinstance(value, (bytes, str)):
-                raise OptionError(f"{name} must be a collection of addresses, not one address")
-            object.__setattr__(self, name, frozenset(str(v) for v in value))
-        if not isinstance(self.domain, str):
+    def __init__(
+        self,
+        allow_keys: Iterable[bytes | str] | None = None,
+        allow_ips: Iterable[str] = (),
+        deny_ips: Iterable[str] = (),
+        domain: str = "*",
+    ) -> None:
+        """Make the policy (see the class for the arguments)."""
+        object.__setattr__(self, "allow_keys", _keys(allow_keys))
+        object.__setattr__(self, "allow_ips", _addresses("allow_ips", allow_ips))
+        object.__setattr__(self, "deny_ips", _addresses("deny_ips", deny_ips))
+        if not isinstance(domain, str):
             raise OptionError("domain must be a str")
+        object.__setattr__(self, "domain", domain)
 
     def decide(self, *, domain: str, address: str, key: bytes | None) -> AuthDecision:
         """What this policy says of one handshake: the :class:`AuthStats` field to count.
