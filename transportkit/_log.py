@@ -109,6 +109,14 @@ logger (``transportkit.`` + ...)          what it logs                          
                                           disconnects, retries, failed handshakes
                                           (WARNING), closes (DEBUG); see
                                           :mod:`transportkit.zmq_backend.connections`
+``sim_backend._auth``                     an authenticator started, updated, stopped    INFO
+\                                         a handshake refused (``denied_key``,          WARNING*
+                                          ``denied_ip``), with the client's address,
+                                          its Z85 public key and the reason
+\                                         the policy's ``decide`` raised, with the      ERROR*
+                                          traceback (``handler_errors``)
+``zmq_backend._auth``                     the same lines (from the handler's thread)    as above
+\                                         a malformed ZAP request (``malformed``)       WARNING*
 ========================================  ============================================  ========
 
 Give-ups and retries are not rate-limited: each is one line per request (at most

@@ -72,10 +72,14 @@ class Network(Closeable):
 
         One authenticator per network: a second call raises. Start it before the CURVE
         server sockets accept connections (handshakes before it runs are not
-        authenticated, as with libzmq).
+        authenticated, as with libzmq). Both backends implement it, decide with
+        :meth:`AuthPolicy.decide <transportkit.security.AuthPolicy.decide>`, count in
+        the same :class:`~transportkit.security.AuthStats` and log each refusal at
+        WARNING.
 
         Raises:
-            UnsupportedError: This backend has no authenticator.
+            UnsupportedError: This backend has no authenticator (neither built-in
+                backend raises it).
             ClosedError: The network is closed.
             OptionError: The network already has an authenticator.
         """

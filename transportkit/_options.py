@@ -130,16 +130,19 @@ class SocketOptions:
             runs, decides which clients get in. Applies to ipc and tcp; inproc is
             never encrypted (libzmq).
         curve_secretkey: This socket's CURVE secret key: 40 Z85 characters or 32 raw
-            bytes (stored as Z85 bytes).
+            bytes (stored as Z85 bytes). Never shown: not in the options' ``repr``,
+            an error message, a log line or the sim's trace.
         curve_publickey: This socket's CURVE public key (Z85 or raw). Optional: it is
             derived from ``curve_secretkey`` when left out, and must match it when
             given.
         curve_serverkey: On a CURVE client, the server's public key (Z85 or raw).
             Setting it (with ``curve_secretkey``) makes this socket a CURVE client; a
             client whose server key is wrong never completes a handshake.
-        zap_domain: The ZAP domain (ZMQ_ZAP_DOMAIN) a CURVE server asks its network's
-            authenticator about; an authenticator for domain ``"*"`` answers every
-            domain. At most 254 characters.
+        zap_domain: The ZAP domain (ZMQ_ZAP_DOMAIN) a server socket asks its
+            network's authenticator about (a CURVE server always asks; a plaintext
+            socket asks, about the peer's address only, when this is set); an
+            authenticator for domain ``"*"`` answers every domain, one for another
+            domain refuses the rest (``denied_key``). At most 254 characters.
         tcp_nodelay: Always True. libzmq sets TCP_NODELAY on every TCP connection and
             offers no way to clear it; this field exists so that asking for False
             fails loudly instead of being silently ignored.

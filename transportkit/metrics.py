@@ -43,6 +43,15 @@ What is exported:
   pending requests, waiting workers, snapshots queued...; per service for a
   Majordomo broker). The counters ``malformed``, ``over_limit`` and
   ``handler_errors`` mean the same in every pattern.
+- **Authenticators** (a network's ZAP handler, from
+  :meth:`~transportkit.Network.start_authenticator`) registered with
+  :meth:`MetricsRegistry.watch`: the same names on both backends (the prefix
+  :data:`AUTHENTICATOR_PATTERN`), ``transportkit_authenticator_allowed_total``,
+  ``..._denied_key_total``, ``..._denied_ip_total``, ``..._malformed_total`` and
+  ``..._handler_errors_total`` (every :class:`~transportkit.security.AuthStats`
+  counter), and the gauge ``transportkit_authenticator_running`` (0 once it stopped:
+  worth an alert, since its CURVE servers then admit any client that knows their
+  key).
 - **Request latency** of the Lazy Pirate, Majordomo and Freelance clients: their
   ``latency_observer`` hook (None by default: nothing measured, nothing paid) is given
   a :class:`LatencyHistogram` by :meth:`MetricsRegistry.watch`. It keeps an HDR
@@ -87,6 +96,7 @@ from __future__ import annotations
 import array
 import bisect
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -103,12 +113,14 @@ from transportkit._closing import Closeable
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._socket import Socket, SocketStats
+from transportkit.security import Authenticator
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
     from prometheus_client.samples import Sample
 
 __all__ = [
+    "AUTHENTICATOR_PATTERN",
     "DEFAULT_LATENCY_BUCKETS",
     "LATENCY_QUANTILES",
     "PATTERN_GAUGES",
@@ -174,6 +186,17 @@ an attribute that raises is skipped. A Majordomo broker also gets, per service,
 server ``publisher_dropped`` (a counter: updates its PUB dropped at a HWM, where the
 backend knows).
 """
+
+AUTHENTICATOR_PATTERN: Final = "authenticator"
+"""The metric prefix of a watched :class:`~transportkit.security.Authenticator`, on
+both backends: ``transportkit_authenticator_<counter>_total{name=...}`` for each
+:class:`~transportkit.security.AuthStats` counter, and the gauge
+``transportkit_authenticator_running``.
+"""
+_AUTHENTICATOR_RUNNING_HELP: Final = (
+    "1 while the authenticator answers handshakes, else 0 (its CURVE servers then admit "
+    "any client with a valid handshake)"
+)
 
 _MISSING_EXTRA: Final = (
     "transportkit.metrics: Prometheus output needs the prometheus-client package, "
@@ -654,9 +677,11 @@ class MetricsRegistry:
 
         Args:
             obj: A server or client with a ``stats`` dataclass (``LazyPirateClient``,
-                ``MajordomoBroker``, ``RiskServer``...), or a stats dataclass itself
-                (the ``ServeStats`` given to a serve loop). Read at each scrape,
-                never copied; held until :meth:`unwatch`.
+                ``MajordomoBroker``, ``RiskServer``...), a network's authenticator
+                (prefix :data:`AUTHENTICATOR_PATTERN` on both backends, with the
+                ``running`` gauge), or a stats dataclass itself (the ``ServeStats``
+                given to a serve loop). Read at each scrape, never copied; held until
+                :meth:`unwatch`.
             name: The ``name`` label, unique in this registry.
             pattern: The metric prefix (default: the class name in snake case, a
                 stats class without its ``Stats`` suffix): ``[a-z_][a-z0-9_]*``.
@@ -678,6 +703,11 @@ class MetricsRegistry:
                 f"{type(obj).__name__} has no stats dataclass to export (watch a pattern "
                 "with a 'stats' attribute, or a stats dataclass)"
             )
+        extra = dict(gauges or {})
+        if isinstance(obj, Authenticator):
+            if pattern is None:
+                pattern = AUTHENTICATOR_PATTERN
+            extra.setdefault("running", functools.partial(_authenticator_running, obj))
         if pattern is None:
             cls = type(obj).__name__
             if obj is stats and cls.endswith("Stats") and len(cls) > len("Stats"):
@@ -688,7 +718,6 @@ class MetricsRegistry:
                 f"pattern must match [a-z_][a-z0-9_]*, and not be one of "
                 f"{sorted(_RESERVED_PATTERNS)}, got {pattern!r}"
             )
-        extra = dict(gauges or {})
         taken = {f.name for f in dataclasses.fields(stats)} | {"publisher_dropped"}
         for suffix, read in extra.items():
             if not isinstance(suffix, str) or not _NAME.match(suffix) or not callable(read):
@@ -882,6 +911,10 @@ class MetricsRegistry:
         return _Collector(self)
 
 
+def _authenticator_running(auth: Authenticator) -> int:
+    return int(auth.running)
+
+
 def _read_attr(obj: object, attr: str) -> float | None:
     try:
         value = getattr(obj, attr, None)
@@ -1014,6 +1047,8 @@ class _Collector:
                 doc = docs.get(counter) or f"{w.pattern} stats: {counter}"
                 family_of(f"{prefix}_{counter}", doc, CounterMetricFamily).add_metric([name], value)
             helps = {suffix: doc for _attr, suffix, doc in PATTERN_GAUGES}
+            if isinstance(w.obj, Authenticator):
+                helps["running"] = _AUTHENTICATOR_RUNNING_HELP
             for suffix, value in gauges.items():
                 doc = helps.get(suffix, f"{w.pattern}: {suffix}")
                 family_of(f"{prefix}_{suffix}", doc, GaugeMetricFamily).add_metric([name], value)

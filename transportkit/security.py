@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import abc
 import datetime
+import logging
 import os
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -52,6 +53,9 @@ __all__ = [
 class CurveKeyPair:
     """A CURVE key pair in Z85 form (40 ASCII bytes each).
 
+    Its ``repr`` shows the public key only (``secret=<hidden>``), so a pair in a log
+    line, a traceback or a debugger's listing does not give the secret away.
+
     Attributes:
         public: The public key: give it to peers (a client's ``curve_serverkey``, a
             server's allow-list).
@@ -68,6 +72,11 @@ class CurveKeyPair:
             object.__setattr__(self, "secret", secret)
             if curve_public(secret) != self.public:
                 raise OptionError("the public key does not belong to the secret key")
+
+    def __repr__(self) -> str:
+        """The public key and whether there is a secret: never the secret itself."""
+        secret = "None" if self.secret is None else "<hidden>"
+        return f"CurveKeyPair(public={self.public!r}, secret={secret})"
 
 
 def generate_keypair() -> CurveKeyPair:
@@ -101,9 +110,18 @@ def _keys(values: Iterable[bytes | str] | None) -> frozenset[bytes] | None:
     return frozenset(key_z85("allow_keys", v) for v in values)
 
 
-@dataclass(frozen=True, slots=True)
+def _addresses(name: str, values: Iterable[str]) -> frozenset[str]:
+    if isinstance(values, (bytes, str)):
+        raise OptionError(f"{name} must be a collection of addresses, not one address")
+    return frozenset(str(v) for v in values)
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class AuthPolicy:
     """Who may connect to the CURVE servers of one network (one ZAP handler).
+
+    Made with any collections (lists, sets, tuples, generators); stored as frozensets,
+    so a policy is immutable and hashable, and ``dataclasses.replace`` works.
 
     Attributes:
         allow_keys: Client public keys (Z85 or raw) allowed in; None allows any client
@@ -114,22 +132,31 @@ class AuthPolicy:
         deny_ips: Peers from these IP addresses are refused.
         domain: The ZAP domain this policy answers for; ``"*"`` answers every domain.
             A socket's domain is its ``zap_domain`` option.
+
+    Raises:
+        OptionError: A key is not a CURVE key, one key or one address is given where
+            a collection is expected, or ``domain`` is not a str.
     """
 
-    allow_keys: frozenset[bytes] | None = None
-    allow_ips: frozenset[str] = field(default_factory=frozenset)
-    deny_ips: frozenset[str] = field(default_factory=frozenset)
-    domain: str = "*"
+    allow_keys: frozenset[bytes] | None
+    allow_ips: frozenset[str]
+    deny_ips: frozenset[str]
+    domain: str
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allow_keys", _keys(self.allow_keys))
-        for name in ("allow_ips", "deny_ips"):
-            value = getattr(self, name)
-            if isinstance(value, (bytes, str)):
-                raise OptionError(f"{name} must be a collection of addresses, not one address")
-            object.__setattr__(self, name, frozenset(str(v) for v in value))
-        if not isinstance(self.domain, str):
+    def __init__(
+        self,
+        allow_keys: Iterable[bytes | str] | None = None,
+        allow_ips: Iterable[str] = (),
+        deny_ips: Iterable[str] = (),
+        domain: str = "*",
+    ) -> None:
+        """Make the policy (see the class for the arguments)."""
+        object.__setattr__(self, "allow_keys", _keys(allow_keys))
+        object.__setattr__(self, "allow_ips", _addresses("allow_ips", allow_ips))
+        object.__setattr__(self, "deny_ips", _addresses("deny_ips", deny_ips))
+        if not isinstance(domain, str):
             raise OptionError("domain must be a str")
+        object.__setattr__(self, "domain", domain)
 
     def decide(self, *, domain: str, address: str, key: bytes | None) -> AuthDecision:
         """What this policy says of one handshake: the :class:`AuthStats` field to count.
@@ -165,10 +192,36 @@ class AuthPolicy:
             return "allowed"
         return "denied_key"
 
+    def reason(self, decision: AuthDecision, *, domain: str) -> str:
+        """Why :meth:`decide` gave ``decision`` for a handshake of ``domain``, in words
+        for a log line (the backends' refusal warnings use it).
+
+        It names the rule, never a key: ``"allowed"``, ``"address not in allow_ips"``,
+        ``"address in deny_ips"``, ``"key not in allow_keys"``, or ``"ZAP domain 'x'
+        not served (the policy answers 'y')"`` for a refusal by rule 1.
+
+        Raises:
+            OptionError: ``decision`` is not an :data:`AuthDecision`.
+        """
+        if decision == "allowed":
+            return "allowed"
+        if decision == "denied_ip":
+            return "address not in allow_ips" if self.allow_ips else "address in deny_ips"
+        if decision == "denied_key":
+            if self.domain not in ("*", domain):
+                return f"ZAP domain {domain!r} not served (the policy answers {self.domain!r})"
+            return "key not in allow_keys"
+        raise OptionError(f"not an authentication decision: {decision!r}")
+
 
 @dataclass(slots=True)
 class AuthStats:
     """What an authenticator decided, counted.
+
+    The same on both backends: each ZAP request (one per handshake attempt, so a
+    client that retries is counted at each try) adds one to exactly one counter.
+    Handshakes that fail before the authenticator is asked (a plaintext client of a
+    CURVE server, a wrong ``curve_serverkey``) are in none of them.
 
     Attributes:
         allowed: Handshakes let in.
@@ -176,11 +229,20 @@ class AuthStats:
             ``zap_domain`` is not the policy's ``domain`` (a client with no key at all
             never reaches the authenticator: libzmq refuses it in the handshake).
         denied_ip: Refused by ``allow_ips``/``deny_ips``.
+        malformed: ZAP requests refused without a decision because they follow no
+            protocol (not RFC 27's form, bad CURVE credentials, a mechanism other than
+            NULL and CURVE). libzmq never sends one, only a raw socket connected to
+            the handler's endpoint could: always 0 on the sim.
+        handler_errors: Handshakes refused because the policy's ``decide`` raised or
+            returned something other than an :data:`AuthDecision` (a subclass's
+            bug): a broken policy refuses, it never lets in.
     """
 
     allowed: int = 0
     denied_key: int = 0
     denied_ip: int = 0
+    malformed: int = 0
+    handler_errors: int = 0
 
 
 class Authenticator(Closeable):
@@ -188,9 +250,20 @@ class Authenticator(Closeable):
     :meth:`~transportkit.Network.start_authenticator` and closed with the network.
 
     While it runs, every CURVE server socket of the network (``curve_server=True``)
-    admits only the clients its policy allows; a refused client never delivers a
-    message and its monitor reports ``HANDSHAKE_FAILED_AUTH``. Without an authenticator
-    a CURVE server admits any client with a valid handshake (libzmq's behaviour).
+    admits only the clients its policy allows (:meth:`AuthPolicy.decide`, on both
+    backends); a refused client never delivers a message, both monitors report
+    ``HANDSHAKE_FAILED_AUTH``, and the client does not retry (libzmq ends its session;
+    on real sockets a loaded client may see the close first and retry, see
+    :meth:`ZmqNetwork.start_authenticator
+    <transportkit.zmq_backend.ZmqNetwork.start_authenticator>`). Without an
+    authenticator a CURVE server admits any client with a valid handshake (libzmq's
+    behaviour).
+
+    Each refusal is logged at WARNING (rate-limited through
+    :func:`transportkit._log.limited`) with the client's address, its Z85 public key
+    and the reason; the start, each :meth:`update` and the stop at INFO.
+    :meth:`MetricsRegistry.watch <transportkit.metrics.MetricsRegistry.watch>` exports
+    :attr:`stats` and :attr:`running`, with the same names on both backends.
     """
 
     @property
@@ -207,7 +280,59 @@ class Authenticator(Closeable):
     @property
     @abc.abstractmethod
     def stats(self) -> AuthStats:
-        """Counters of the decisions made."""
+        """Counters of the decisions made (a snapshot)."""
+
+    @property
+    @abc.abstractmethod
+    def running(self) -> bool:
+        """True while it answers handshakes (exported as the ``running`` gauge by
+        :meth:`MetricsRegistry.watch <transportkit.metrics.MetricsRegistry.watch>`).
+        """
+
+
+def _key_text(key: bytes | None) -> str:
+    """A client's public key for a log line: its Z85 text, ``"-"`` for none (NULL)."""
+    if key is None:
+        return "-"
+    try:
+        return key_z85("key", key).decode("ascii")
+    except OptionError:
+        return f"<not a key: {len(key)} bytes>"
+
+
+_REFUSAL_MESSAGE: Final = "handshake refused (%s): %s, from address %r, key %s, ZAP domain %r"
+
+
+def _refusal_record(
+    counter: str, reason: str, *, address: str, key: bytes | None, domain: str
+) -> tuple[int, tuple[object, ...], dict[str, object]]:
+    """The level, ``%`` arguments (for :data:`_REFUSAL_MESSAGE`) and ``extra`` fields
+    of a refused handshake's log line, the same on both backends: a WARNING (an ERROR
+    for ``handler_errors``, a policy that raised). The backends write it through
+    :func:`transportkit._log.limited`, keyed by ``counter``.
+
+    ``key`` is the client's public key (public by definition); no secret ever reaches
+    an authenticator, so none can reach this line.
+    """
+    level = logging.ERROR if counter == "handler_errors" else logging.WARNING
+    text = _key_text(key)
+    extra: dict[str, object] = {
+        "counter": counter,
+        "reason": reason,
+        "address": address,
+        "key": text,
+        "domain": domain,
+    }
+    return level, (counter, reason, address, text, domain), extra
+
+
+def _describe(policy: AuthPolicy) -> str:
+    """A policy in one line for logs and traces: sizes and the domain, never keys."""
+    keys = "any" if policy.allow_keys is None else str(len(policy.allow_keys))
+    return (
+        f"keys={keys} allow_ips={len(policy.allow_ips)} deny_ips={len(policy.deny_ips)} "
+        f"domain={policy.domain!r}"
+    )
 
 
 # Certificates: the ZPL text files of czmq's zcert and pyzmq's zmq.auth.

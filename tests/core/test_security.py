@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import zmq
 import zmq.utils.z85
+from mypy import api as mypy_api
 
 from transportkit import OptionError, SocketOptions
 from transportkit._curve import curve_public, z85_decode, z85_encode
@@ -82,3 +86,25 @@ def test_auth_policy_normalises_keys() -> None:
         AuthPolicy(allow_keys=pair.public)  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="not one address"):
         AuthPolicy(allow_ips="127.0.0.1")  # type: ignore[arg-type]
+
+
+def test_a_policy_is_made_from_any_collection_and_type_checks(tmp_path: Path) -> None:
+    """Lists, sets and generators are what callers pass; the fields were typed as
+    frozensets, so ``AuthPolicy(allow_keys=[key])`` failed strict mypy in user code."""
+    key = generate_keypair().public
+    made = AuthPolicy(allow_keys=[key], allow_ips=(a for a in ["10.0.0.1"]), deny_ips={"x"})
+    assert made == AuthPolicy(allow_keys=frozenset({key}), allow_ips={"10.0.0.1"}, deny_ips=["x"])
+    assert hash(made) == hash(dataclasses.replace(made))
+    assert isinstance(made.allow_keys, frozenset) and isinstance(made.allow_ips, frozenset)
+    snippet = tmp_path / "user_code.py"
+    snippet.write_text(
+        "from transportkit.security import AuthPolicy\n"
+        'p = AuthPolicy(allow_keys=[b"k"], allow_ips=["127.0.0.1"], deny_ips={"10.0.0.1"})\n'
+        "keys: frozenset[bytes] | None = p.allow_keys\n"
+        "ips: frozenset[str] = p.allow_ips\n",
+        encoding="utf-8",
+    )
+    out, err, status = mypy_api.run(
+        ["--strict", "--cache-dir", str(tmp_path / "cache"), str(snippet)]
+    )
+    assert status == 0, out + err

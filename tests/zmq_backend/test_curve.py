@@ -621,7 +621,7 @@ def test_malformed_requests_are_refused_and_counted(net: ZmqNetwork) -> None:
     finally:
         req.close(linger=0)
     assert auth.malformed == 3
-    assert auth.stats == AuthStats(allowed=1)
+    assert auth.stats == AuthStats(allowed=1, malformed=3)
 
 
 def test_stats_are_a_snapshot(net: ZmqNetwork) -> None:
@@ -703,4 +703,4 @@ def test_a_policy_that_raises_refuses_and_the_handler_goes_on(net: ZmqNetwork) -
     finally:
         req.close(linger=0)
     assert auth.handler_errors == 1 and auth.running
-    assert auth.stats == AuthStats(allowed=1)
+    assert auth.stats == AuthStats(allowed=1, handler_errors=1)

@@ -74,10 +74,10 @@ class CapturingRelay:
         self._selector.register(server, selectors.EVENT_READ, None)
 
     def _forward(self, sock: socket.socket) -> None:
-        pair = self._peers.get(sock)
-        if pair is None:  # closed earlier in this same batch of ready sockets
+        found = self._peers.get(sock)
+        if found is None:  # closed with its other end earlier in this select batch
             return
-        other, record = pair
+        other, record = found
         try:
             data = sock.recv(65536)
         except OSError:
@@ -163,3 +163,22 @@ def test_plaintext_traffic_carries_the_marker(
     wire = _round_trip(run, net, relay_for, SocketOptions(), SocketOptions())
     assert b"NULL" in wire
     assert wire.count(MARKER) == 2
+
+
+def test_the_relay_skips_a_socket_closed_earlier_in_the_same_batch() -> None:
+    """Both ends of a relayed connection can be ready in one select batch: the first
+    one's EOF closes both, and the second must be skipped (it raised KeyError in the
+    relay's thread, which failed a test's teardown once in a few runs)."""
+    with socket.create_server(("127.0.0.1", 0)) as target:
+        relay = CapturingRelay(target.getsockname()[:2])
+        try:
+            client = socket.create_connection(("127.0.0.1", relay.port), timeout=2.0)
+            accepted, _ = target.accept()
+            client.close()
+            accepted.close()
+            relay._thread.join(0.5)  # the thread forwards the EOFs (or is still running)
+            orphan, spare = socket.socketpair()
+            with orphan, spare:
+                relay._forward(orphan)  # not a relayed socket (any more): nothing happens
+        finally:
+            relay.close()

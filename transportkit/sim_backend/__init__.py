@@ -78,8 +78,10 @@ What is modelled, and how (the choices where libzmq is inexact):
   must be the server's public key (else ``HANDSHAKE_FAILED_PROTOCOL`` on the server,
   ``HANDSHAKE_FAILED_NO_DETAIL`` on the client, which retries), and the server's
   node's authenticator, if one runs, must allow the client's key and address (the
-  client node's name over tcp, empty over ipc; else ``HANDSHAKE_FAILED_AUTH`` (400)
-  on both ends). The handshake (HELLO, WELCOME, INITIATE, READY) takes two round
+  client node's name over tcp, empty over ipc; else ``HANDSHAKE_FAILED_AUTH`` (400,
+  or 500 if the policy's ``decide`` raised) on both ends, decided by
+  :meth:`AuthPolicy.decide <transportkit.security.AuthPolicy.decide>` as on the zmq
+  backend). The handshake (HELLO, WELCOME, INITIATE, READY) takes two round
   trips of the links after the connection forms. A refused or mismatched client does
   not retry (libzmq ends the session after a protocol error): its queue is lost,
   counted in ``stats.dropped``. Nothing passes before a handshake succeeds; each

@@ -3,33 +3,41 @@
 What a handshake does (its steps in virtual time) is the wire's
 (:meth:`Wire._handshake <transportkit.sim_backend._wire.Wire._handshake>`); this module
 says which mechanism a socket speaks, what libzmq 4.3 reports when a handshake fails,
-and what a node's authenticator (its ZAP handler, RFC 27) decides. The rules of the
-decision are those of pyzmq's authenticator, which the zmq backend's follows too:
-
-1. a ZAP domain the policy does not answer for (its ``domain`` is neither ``"*"`` nor
-   the server socket's ``zap_domain``) is refused as ``denied_key``;
-2. with ``allow_ips`` not empty, an address not in it is refused (``denied_ip``);
-   otherwise an address in ``deny_ips`` is;
-3. a client key is let in if ``allow_keys`` is None or holds it (``denied_key``
-   otherwise): an allowed address never replaces the key check. A plaintext (NULL)
-   peer, asked about by a socket with a ``zap_domain``, has no key: rules 1 and 2
-   decide.
+and what a node's authenticator (its ZAP handler, RFC 27) decides: that is
+:meth:`AuthPolicy.decide <transportkit.security.AuthPolicy.decide>`, the very method
+the zmq backend's authenticator calls, so both backends decide and count alike.
 
 The address a simulated peer has is the name of its node over tcp (node names are the
 sim's hosts, as in ``tcp://exchange:5556``: its "DNS" maps a name to itself) and the
 empty string over ipc (a local socket has no IP address, as in libzmq).
+
+Logging (logger ``transportkit.sim_backend._auth``), with the virtual time of the run:
+INFO when an authenticator starts, takes a new policy or stops; a WARNING for each
+refused handshake (rate-limited by virtual time through
+:func:`transportkit._log.limited`, keyed by the counter) with the client's address,
+its public key in Z85 and the reason; an ERROR, with the traceback, when the policy
+raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 from collections.abc import Callable
 from typing import Final, Literal
 
 from transportkit._errors import ClosedError, OptionError
+from transportkit._log import limited
 from transportkit._options import SocketOptions
-from transportkit.security import Authenticator, AuthPolicy, AuthStats
+from transportkit.security import (
+    _REFUSAL_MESSAGE,
+    Authenticator,
+    AuthPolicy,
+    AuthStats,
+    _describe,
+    _refusal_record,
+)
 from transportkit.sim_backend._trace import Trace
 
 __all__ = [
@@ -39,18 +47,27 @@ __all__ = [
     "PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND",
     "RESET_ERRNO",
     "ZAP_DENIED",
+    "ZAP_INTERNAL_ERROR",
     "Decision",
     "Mechanism",
     "SimAuthenticator",
-    "decide",
     "mechanism",
     "peer_address",
 ]
 
+logger = logging.getLogger(__name__)
+
 Mechanism = Literal["NULL", "CURVE-server", "CURVE-client"]
 """The security mechanism a socket speaks on ipc and tcp (its CURVE role, if any)."""
-Decision = Literal["allowed", "denied_key", "denied_ip"]
-"""A ZAP decision, named by the :class:`~transportkit.security.AuthStats` counter."""
+Decision = Literal["allowed", "denied_key", "denied_ip", "handler_errors"]
+"""What :meth:`SimAuthenticator.check` says of a handshake, named by the
+:class:`~transportkit.security.AuthStats` counter it adds to: the policy's
+:data:`~transportkit.security.AuthDecision`, or ``"handler_errors"`` when the policy
+failed to decide (refused, as libzmq refuses on a ZAP status 500)."""
+ZAP_INTERNAL_ERROR: Final = 500
+"""The ZAP status code of a handler that failed (``HANDSHAKE_FAILED_AUTH``'s value)."""
+
+_DECISIONS: Final = frozenset({"allowed", "denied_key", "denied_ip"})
 
 # libzmq 4.3's monitor event values (zmq.h), as measured on 4.3.5 for each case.
 PROTOCOL_ERROR_ZMTP_UNEXPECTED_COMMAND: Final = 0x10000001
@@ -87,33 +104,6 @@ def peer_address(transport: str, node: str) -> str:
     return node if transport == "tcp" else ""
 
 
-def decide(policy: AuthPolicy, *, domain: str, address: str, key: bytes | None) -> Decision:
-    """What ``policy`` says of a CURVE client with Z85 public ``key`` from ``address``,
-    asked by a server socket whose ``zap_domain`` is ``domain`` (rules in the module);
-    ``key`` None is a plaintext (NULL) peer, asked about by a socket with a
-    ``zap_domain``: only the domain and address rules apply.
-    """
-    if policy.domain not in ("*", domain):
-        return "denied_key"
-    if policy.allow_ips:
-        if address not in policy.allow_ips:
-            return "denied_ip"
-    elif address in policy.deny_ips:
-        return "denied_ip"
-    allowed = policy.allow_keys
-    if key is None or allowed is None or key in allowed:
-        return "allowed"
-    return "denied_key"
-
-
-def _describe(policy: AuthPolicy) -> str:
-    keys = "any" if policy.allow_keys is None else str(len(policy.allow_keys))
-    return (
-        f"keys={keys} allow_ips={len(policy.allow_ips)} deny_ips={len(policy.deny_ips)} "
-        f"domain={policy.domain!r}"
-    )
-
-
 class SimAuthenticator(Authenticator):
     """The ZAP handler of one simulated node (:meth:`Node.start_authenticator
     <transportkit.sim_backend.Node.start_authenticator>`).
@@ -124,7 +114,7 @@ class SimAuthenticator(Authenticator):
     already made stay. It stops when it is closed, when its node's network is closed
     and when its node crashes (a restarted node has none until it starts one again);
     the node's CURVE servers then admit any client with a valid handshake, as libzmq
-    does without a handler.
+    does without a handler. What it logs is in the module's docstring.
 
     Raises:
         OptionError: ``policy`` is not an AuthPolicy.
@@ -141,6 +131,12 @@ class SimAuthenticator(Authenticator):
         self._clock = clock
         self._closed = False
         trace.add(clock(), "auth-start", node, _describe(policy))
+        logger.info(
+            "authenticator of node %r started: %s",
+            node,
+            _describe(policy),
+            extra={"node": node, "reason": "start"},
+        )
 
     @property
     def policy(self) -> AuthPolicy:
@@ -159,6 +155,12 @@ class SimAuthenticator(Authenticator):
             raise ClosedError(f"the authenticator of node {self._node!r} is closed")
         self._policy = policy
         self._trace.add(self._clock(), "auth-update", self._node, _describe(policy))
+        logger.info(
+            "authenticator of node %r updated: %s",
+            self._node,
+            _describe(policy),
+            extra={"node": self._node, "reason": "update"},
+        )
 
     @property
     def stats(self) -> AuthStats:
@@ -170,17 +172,69 @@ class SimAuthenticator(Authenticator):
         """True once closed (by :meth:`close`, its node's ``close`` or a crash)."""
         return self._closed
 
+    @property
+    def running(self) -> bool:
+        """True while it answers (not :attr:`closed`), as ``ZmqAuthenticator.running``."""
+        return not self._closed
+
     def close(self, reason: str = "close") -> None:
         """Stop answering: later handshakes are not authenticated. Idempotent."""
         if not self._closed:
             self._closed = True
             self._trace.add(self._clock(), "auth-stop", self._node, reason)
+            logger.info(
+                "authenticator of node %r stopped (%s): its CURVE servers now admit "
+                "any client with a valid handshake",
+                self._node,
+                reason,
+                extra={"node": self._node, "reason": reason},
+            )
 
     def check(self, *, domain: str, address: str, key: bytes | None) -> Decision:
-        """Decide one handshake and count it (called by the wire)."""
-        decision = decide(self._policy, domain=domain, address=address, key=key)
-        setattr(self._stats, decision, getattr(self._stats, decision) + 1)
-        return decision
+        """Decide one handshake with :meth:`AuthPolicy.decide
+        <transportkit.security.AuthPolicy.decide>`, count it, and log a refusal
+        (called by the wire).
+
+        A policy that raises, or answers something other than an ``AuthDecision``,
+        refuses: ``"handler_errors"`` (counted there, logged at ERROR), as the zmq
+        backend answers ZAP status 500.
+        """
+        policy = self._policy
+        try:
+            decided = policy.decide(domain=domain, address=address, key=key)
+            if decided not in _DECISIONS:
+                raise OptionError(f"decide() returned {decided!r}, not an AuthDecision")
+            reason = policy.reason(decided, domain=domain)
+        except Exception as exc:
+            self._stats.handler_errors += 1
+            self._log(
+                "handler_errors",
+                f"the policy's decide() raised {type(exc).__name__}",
+                address=address,
+                key=key,
+                domain=domain,
+                exc_info=True,
+            )
+            return "handler_errors"
+        setattr(self._stats, decided, getattr(self._stats, decided) + 1)
+        if decided != "allowed":
+            self._log(decided, reason, address=address, key=key, domain=domain)
+        return decided
+
+    @staticmethod
+    def _log(
+        counter: str,
+        reason: str,
+        *,
+        address: str,
+        key: bytes | None,
+        domain: str,
+        exc_info: bool = False,
+    ) -> None:
+        level, args, extra = _refusal_record(
+            counter, reason, address=address, key=key, domain=domain
+        )
+        limited(logger, level, counter, _REFUSAL_MESSAGE, *args, exc_info=exc_info, extra=extra)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running"

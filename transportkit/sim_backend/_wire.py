@@ -555,19 +555,20 @@ class Wire:
     def _hs_denied(
         self, hs: _Handshake, server: SimSocket, client: SimSocket, decision: str
     ) -> None:
-        """The authenticator refused the client: ERROR to it, then it closes."""
+        """The authenticator refused the client: ERROR to it, then it closes (ZAP
+        status 400, or 500 when the policy failed to decide).
+        """
         to_server = self.topology.link(client.node.name, server.node.name)
         to_client = self.topology.link(server.node.name, client.node.name)
         reason = f"zap {decision}"
-        self._hs_fail(hs, server, "HANDSHAKE_FAILED_AUTH", _auth.ZAP_DENIED, reason, protocol=None)
+        status = _auth.ZAP_INTERNAL_ERROR if decision == "handler_errors" else _auth.ZAP_DENIED
+        self._hs_fail(hs, server, "HANDSHAKE_FAILED_AUTH", status, reason, protocol=None)
 
         def closed_by_client() -> None:
             self._hs_fail(hs, server, None, 0, "closed by the client", protocol=False)
 
         def error_arrives() -> None:
-            self._hs_fail(
-                hs, client, "HANDSHAKE_FAILED_AUTH", _auth.ZAP_DENIED, reason, protocol=True
-            )
+            self._hs_fail(hs, client, "HANDSHAKE_FAILED_AUTH", status, reason, protocol=True)
             self._hs_over(hs, to_server, closed_by_client, after_failure=True)
 
         self._hs_over(hs, to_client, error_arrives, after_failure=True)

@@ -107,15 +107,23 @@ class Node(Network):
         client's INITIATE arrives (see :mod:`transportkit.sim_backend._auth` for the
         rules): by the client's public key, its ZAP domain, and its address, which on
         the sim is the name of the client's node over tcp (``allow_ips=["trader"]``)
-        and the empty string over ipc. A refused client never delivers a message:
-        both monitors report ``HANDSHAKE_FAILED_AUTH`` (value 400) and, as libzmq
-        4.3.5 does, the client does not retry that connection (its session ends, and
-        what it queued is dropped); ``disconnect()`` and ``connect()`` again, after an
-        :meth:`~transportkit.security.Authenticator.update`, try afresh. Handshakes
-        decided before the authenticator runs were not authenticated. A plaintext
-        socket of the node with a ``zap_domain`` asks it too, about every peer (the
-        domain and address rules only: there is no key), as libzmq's NULL mechanism
-        does.
+        and the empty string over ipc. The decision is :meth:`AuthPolicy.decide
+        <transportkit.security.AuthPolicy.decide>`, as on the zmq backend. A refused
+        client never delivers a message: both monitors report
+        ``HANDSHAKE_FAILED_AUTH`` (value 400; 500 if the policy's ``decide`` raised)
+        and, as libzmq 4.3.5 does (measured: no retry in 800 refused CURVE clients),
+        the client does not retry that connection (its session ends, and what it
+        queued is dropped); ``disconnect()`` and ``connect()`` again, after an
+        :meth:`~transportkit.security.Authenticator.update`, try afresh. (On real
+        sockets a loaded client can see the server's close before the refusal and
+        retry instead: :meth:`ZmqNetwork.start_authenticator
+        <transportkit.zmq_backend.ZmqNetwork.start_authenticator>`; the sim does not
+        model that race.) Handshakes decided before the authenticator runs were not
+        authenticated. A plaintext socket of the node with a ``zap_domain`` asks it
+        too, about every peer (the domain and address rules only: there is no key),
+        as libzmq's NULL mechanism does. Refusals are logged at WARNING
+        (rate-limited by virtual time), the start, updates and stop at INFO (logger
+        ``transportkit.sim_backend._auth``).
 
         It stops when closed, when the node's network is closed (:meth:`close`) and
         when the node crashes; a restarted node has none until it starts one again.

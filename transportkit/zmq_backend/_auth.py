@@ -10,12 +10,21 @@ user code blocks (a synchronous socket's ``recv``, a busy event loop).
 The thread owns its REP socket from the moment it starts; the only other thing it
 shares is a wake-up socket pair (a byte written by :meth:`ZmqAuthenticator.close`),
 the policy (swapped whole under a lock) and the counters (under the same lock).
+
+Logging (logger ``transportkit.zmq_backend._auth``): INFO when an authenticator
+starts, takes a new policy or stops; from the handler's thread a WARNING for each
+refused handshake and each malformed request (rate-limited by wall-clock time through
+:func:`transportkit._log.limited`, keyed by the counter: ``denied_key``,
+``denied_ip``, ``malformed``) with the client's address, its public key in Z85 and
+the reason, and an ERROR with the traceback when the policy raised
+(``handler_errors``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import socket
 import threading
 import warnings
@@ -25,9 +34,20 @@ import zmq
 
 from transportkit._curve import z85_encode
 from transportkit._errors import ClosedError, OptionError
-from transportkit.security import AuthDecision, Authenticator, AuthPolicy, AuthStats
+from transportkit._log import limited
+from transportkit.security import (
+    _REFUSAL_MESSAGE,
+    AuthDecision,
+    Authenticator,
+    AuthPolicy,
+    AuthStats,
+    _describe,
+    _refusal_record,
+)
 
 __all__ = ["STOP_TIMEOUT", "ZAP_ENDPOINT", "ZmqAuthenticator"]
+
+logger = logging.getLogger(__name__)
 
 ZAP_ENDPOINT: Final = "inproc://zeromq.zap.01"
 """Where RFC 27 puts the handler of a context."""
@@ -36,6 +56,7 @@ STOP_TIMEOUT: Final = 1.0
 """Seconds :meth:`ZmqAuthenticator.close` waits for its thread (it needs milliseconds)."""
 MAX_REQUEST_FRAMES: Final = 16
 """More frames than any mechanism sends: such a request is refused as malformed."""
+_DECISIONS: Final = frozenset({"allowed", "denied_key", "denied_ip"})
 
 
 class ZmqAuthenticator(Authenticator):
@@ -59,8 +80,6 @@ class ZmqAuthenticator(Authenticator):
         self._lock = threading.Lock()
         self._policy = policy
         self._stats = AuthStats()
-        self._malformed = 0
-        self._handler_errors = 0
         self._closed = False
         zap = context.socket(zmq.REP)
         zap.linger = 0
@@ -84,6 +103,12 @@ class ZmqAuthenticator(Authenticator):
             target=self._serve, args=(zap,), name=f"transportkit-zap-{name}", daemon=True
         )
         self._thread.start()
+        logger.info(
+            "authenticator of network %r started: %s",
+            name,
+            _describe(policy),
+            extra={"network": name, "reason": "start"},
+        )
 
     @property
     def policy(self) -> AuthPolicy:
@@ -106,6 +131,12 @@ class ZmqAuthenticator(Authenticator):
             if self._closed:
                 raise ClosedError(f"the authenticator of network {self._name!r} is closed")
             self._policy = policy
+        logger.info(
+            "authenticator of network %r updated: %s",
+            self._name,
+            _describe(policy),
+            extra={"network": self._name, "reason": "update"},
+        )
 
     @property
     def stats(self) -> AuthStats:
@@ -115,24 +146,25 @@ class ZmqAuthenticator(Authenticator):
 
     @property
     def malformed(self) -> int:
-        """ZAP requests refused with status 400 without a decision: not in RFC 27's
-        form (version ``1.0``, six frames and the credentials), CURVE credentials
-        that are not one 32-byte key, or a mechanism other than NULL and CURVE
-        (transportkit sets neither PLAIN nor GSSAPI).
+        """``stats.malformed``: ZAP requests refused with status 400 without a
+        decision: not in RFC 27's form (version ``1.0``, six frames and the
+        credentials), CURVE credentials that are not one 32-byte key, or a mechanism
+        other than NULL and CURVE (transportkit sets neither PLAIN nor GSSAPI).
 
         libzmq never sends a malformed one; a raw socket of the application
         connected to the handler's endpoint could.
         """
         with self._lock:
-            return self._malformed
+            return self._stats.malformed
 
     @property
     def handler_errors(self) -> int:
-        """Requests whose decision raised (a policy whose ``decide`` fails): each was
-        answered with status 500, which fails the handshake.
+        """``stats.handler_errors``: requests whose decision raised, or was not an
+        ``AuthDecision`` (a policy whose ``decide`` fails): each was answered with
+        status 500, which fails the handshake.
         """
         with self._lock:
-            return self._handler_errors
+            return self._stats.handler_errors
 
     @property
     def closed(self) -> bool:
@@ -160,6 +192,13 @@ class ZmqAuthenticator(Authenticator):
                 self._wake_w.send(b"x")
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+        if first:
+            logger.info(
+                "authenticator of network %r stopped: its CURVE servers now admit any "
+                "client with a valid handshake",
+                self._name,
+                extra={"network": self._name, "reason": "close"},
+            )
         if first and not self._thread.is_alive():
             self._wake_w.close()
         elif first:  # pragma: no cover - the thread needs milliseconds
@@ -199,20 +238,52 @@ class ZmqAuthenticator(Authenticator):
         """
         try:
             return self._answer(request)
-        except Exception:
-            with self._lock:
-                self._handler_errors += 1
+        except Exception as exc:
+            self._count("handler_errors")
+            frames = request + [b""] * 6
+            key = frames[6] if len(request) == 7 and len(frames[6]) == 32 else None
+            level, args, extra = _refusal_record(
+                "handler_errors",
+                f"the policy's decide() raised {type(exc).__name__}",
+                address=frames[3].decode("utf-8", "replace"),
+                key=key,
+                domain=frames[2].decode("utf-8", "replace"),
+            )
+            limited(
+                logger,
+                level,
+                "handler_errors",
+                _REFUSAL_MESSAGE,
+                *args,
+                exc_info=True,
+                extra=extra,
+            )
             request_id = request[1] if len(request) > 1 else b""
             return [ZAP_VERSION, request_id, b"500", b"internal error", b"", b""]
+
+    def _count(self, counter: str) -> None:
+        with self._lock:
+            setattr(self._stats, counter, getattr(self._stats, counter) + 1)
+
+    def _malformed_reply(self, request: list[bytes], text: bytes) -> list[bytes]:
+        self._count("malformed")
+        limited(
+            logger,
+            logging.WARNING,
+            "malformed",
+            "ZAP request refused as malformed (%s): %d frames",
+            text.decode("ascii"),
+            len(request),
+            extra={"counter": "malformed", "reason": text.decode("ascii")},
+        )
+        request_id = request[1] if len(request) > 1 else b""
+        return [ZAP_VERSION, request_id, b"400", text, b"", b""]
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
         """The reply frames (RFC 27: version, request id, status, text, user id, metadata)."""
         if len(request) < 6 or len(request) > MAX_REQUEST_FRAMES or request[0] != ZAP_VERSION:
-            with self._lock:
-                self._malformed += 1
-            request_id = request[1] if len(request) > 1 else b""
-            return [ZAP_VERSION, request_id, b"400", b"malformed ZAP request", b"", b""]
-        _version, request_id, domain, address, _identity, mechanism = request[:6]
+            return self._malformed_reply(request, b"malformed ZAP request")
+        _version, request_id, raw_domain, raw_address, _identity, mechanism = request[:6]
         credentials = request[6:]
         key: bytes | None
         if mechanism == b"NULL" and not credentials:
@@ -220,26 +291,28 @@ class ZmqAuthenticator(Authenticator):
         elif mechanism == b"CURVE" and len(credentials) == 1 and len(credentials[0]) == 32:
             key = credentials[0]
         else:
-            with self._lock:
-                self._malformed += 1
             text = (
                 b"mechanism not supported"
                 if mechanism not in (b"NULL", b"CURVE")
                 else (b"malformed credentials")
             )
-            return [ZAP_VERSION, request_id, b"400", text, b"", b""]
+            return self._malformed_reply(request, text)
         with self._lock:
             policy = self._policy
-        decision: AuthDecision = policy.decide(
-            domain=domain.decode("utf-8", "replace"),
-            address=address.decode("utf-8", "replace"),
-            key=key,
-        )
-        with self._lock:
-            setattr(self._stats, decision, getattr(self._stats, decision) + 1)
+        domain = raw_domain.decode("utf-8", "replace")
+        address = raw_address.decode("utf-8", "replace")
+        decision: AuthDecision = policy.decide(domain=domain, address=address, key=key)
+        if decision not in _DECISIONS:
+            raise OptionError(f"decide() returned {decision!r}, not an AuthDecision")
+        reason = policy.reason(decision, domain=domain)
+        self._count(decision)
         if decision == "allowed":
             user = b"" if key is None else z85_encode(key)
             return [ZAP_VERSION, request_id, b"200", b"OK", user, b""]
+        level, args, extra = _refusal_record(
+            decision, reason, address=address, key=key, domain=domain
+        )
+        limited(logger, level, decision, _REFUSAL_MESSAGE, *args, extra=extra)
         text = b"address not allowed" if decision == "denied_ip" else b"key not allowed"
         return [ZAP_VERSION, request_id, b"400", text, b"", b""]
 

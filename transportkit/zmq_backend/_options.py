@@ -18,6 +18,7 @@ from transportkit.zmq_backend._errors import mapped_errors
 
 __all__ = [
     "NOT_SOCKOPTS",
+    "SECRET_OPTIONS",
     "SOCKOPTS",
     "ZMQ_TYPES",
     "EndpointMap",
@@ -71,6 +72,8 @@ SOCKOPTS: Final[dict[str, int]] = {
 
 NOT_SOCKOPTS: Final = frozenset({"tcp_nodelay"})
 """Fields with no libzmq option (libzmq always sets TCP_NODELAY)."""
+SECRET_OPTIONS: Final = frozenset({"curve_secretkey"})
+"""Fields whose value an error message never shows."""
 
 
 def apply_options(sock: zmq.Socket[object], options: SocketOptions, where: str) -> None:
@@ -94,8 +97,9 @@ def apply_options(sock: zmq.Socket[object], options: SocketOptions, where: str) 
         try:
             sock.setsockopt(SOCKOPTS[name], raw)
         except zmq.ZMQError as exc:
+            shown = "<secret>" if name in SECRET_OPTIONS else repr(value)
             raise OptionError(
-                f"{where}: libzmq refused option {name!r} = {value!r}: {exc.strerror}"
+                f"{where}: libzmq refused option {name!r} = {shown}: {exc.strerror}"
             ) from exc
 
 
