@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 from transportkit._errors import ClosedError, Timeout
@@ -57,6 +57,7 @@ __all__ = [
     "DrainTimeout",
     "GracefulStop",
     "check_shutdown_timeout",
+    "stop_then_close",
 ]
 
 T = TypeVar("T")
@@ -88,6 +89,27 @@ def check_shutdown_timeout(timeout: object) -> float:
             f" got {timeout!r}"
         )
     return float(timeout)
+
+
+async def stop_then_close(
+    graceful: GracefulStop, timeout: float, close: Callable[[], object]
+) -> bool:
+    """The body every server's ``shutdown(timeout)`` shares: check ``timeout``, stop
+    ``graceful`` (the server's run loop drains within ``timeout``), then ``close()``
+    (awaited when it is a coroutine function's result) whether or not the loop ran.
+
+    Returns:
+        True if nothing in flight was dropped at the deadline.
+
+    Raises:
+        ValueError: ``timeout`` is not from 0 to :data:`MAX_SHUTDOWN_TIMEOUT` seconds.
+    """
+    check_shutdown_timeout(timeout)
+    clean = await graceful.shutdown(timeout)
+    closing = close()
+    if inspect.isawaitable(closing):
+        await closing
+    return clean
 
 
 class DrainTimeout(Exception):

@@ -78,7 +78,7 @@ from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DrainTimeout,
     GracefulStop,
-    check_shutdown_timeout,
+    stop_then_close,
 )
 
 logger = logging.getLogger(__name__)
@@ -396,10 +396,7 @@ class BinaryStarServer(Service):
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        await self.close()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.close)
 
     async def _publish_state(self) -> None:
         await self._state_pub.send([str(int(self.state)).encode()])

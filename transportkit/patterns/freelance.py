@@ -77,7 +77,7 @@ from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DrainTimeout,
     GracefulStop,
-    check_shutdown_timeout,
+    stop_then_close,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 
@@ -639,10 +639,7 @@ class FreelanceServer(Closeable):
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        self.close()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.close)
 
     async def _handle(self, msg: Message) -> None:
         client, content = msg[0], msg[1:]

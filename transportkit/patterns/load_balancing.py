@@ -55,7 +55,7 @@ from transportkit.patterns._limits import (
 from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     GracefulStop,
-    check_shutdown_timeout,
+    stop_then_close,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 
@@ -240,10 +240,7 @@ class LoadBalancingBroker(RouterPair):
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        self.close()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.close)
 
     def _from_worker(self) -> None:
         msg = self.backend.try_recv()

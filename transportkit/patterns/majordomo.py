@@ -86,6 +86,7 @@ from transportkit.patterns._shutdown import (
     DrainTimeout,
     GracefulStop,
     check_shutdown_timeout,
+    stop_then_close,
 )
 
 logger = logging.getLogger(__name__)
@@ -1398,10 +1399,7 @@ class MajordomoWorker:
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        await self.aclose()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.aclose)
 
     def close(self) -> None:
         """Stop the conversation, close the socket and wake a waiting :meth:`recv`.

@@ -47,7 +47,7 @@ from transportkit.patterns._limits import (
 from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     GracefulStop,
-    check_shutdown_timeout,
+    stop_then_close,
 )
 from transportkit.patterns.lazy_pirate import Handler, reply_or_none
 from transportkit.patterns.load_balancing import DEFAULT_MAX_WORKERS, split_envelope
@@ -296,10 +296,7 @@ class ParanoidPirateQueue(RouterPair):
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        self.close()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.close)
 
     def _from_worker(self, now: float) -> None:
         msg = self.backend.try_recv()

@@ -33,7 +33,7 @@ from transportkit.patterns._serving import SnapshotSender
 from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     GracefulStop,
-    check_shutdown_timeout,
+    stop_then_close,
 )
 from transportkit.patterns.clone._kvmsg import (
     HUGZ,
@@ -474,10 +474,7 @@ class CloneServer(Service):
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        await self.close()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.close)
 
     async def _stop(self, helpers: list[asyncio.Task[None]]) -> None:
         for helper in helpers:
