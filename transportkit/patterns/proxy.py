@@ -45,9 +45,22 @@ What it does, as libzmq's ``proxy.cpp`` does it:
   reads nothing more from that side until it is sent, while the other direction goes
   on. libzmq does the same, except that it waits for ``POLLOUT`` before reading, so
   the held message stays in libzmq's queue rather than in the proxy; here at most one
-  message per direction is held, and if the proxy stops while holding it the message
-  is dropped and counted in :attr:`ProxyStats.abandoned`. A destination that drops at
-  its HWM (PUB, XPUB, ROUTER) drops there, as it does for any sender.
+  message per direction is held. A graceful stop (:meth:`Proxy.shutdown`) delivers
+  it within its bound, or drops it at the deadline, counted in
+  :attr:`ProxyStats.shutdown_dropped`; a hard stop (``TERMINATE``, :meth:`Proxy.stop`,
+  a socket closed, the task cancelled) drops it at once, counted in
+  :attr:`ProxyStats.abandoned`. A destination that drops at its HWM (PUB, XPUB,
+  ROUTER) drops there, as it does for any sender.
+- **Graceful stop.** ``await proxy.shutdown(timeout)`` keeps the contract of every
+  server here (:mod:`transportkit.patterns._shutdown`): from the request on, nothing
+  more is read from the frontend, the backend or the control socket (what waits in
+  their queues was never taken, and goes with the sockets); the message being
+  forwarded when the request came is finished (a capture copy waiting at the capture
+  socket's HWM waits at most until the deadline, then is lost and counted in
+  :attr:`ProxyStats.capture_dropped`); each held message is sent if its destination
+  takes it before the deadline, paused or not, else dropped and counted in
+  :attr:`ProxyStats.shutdown_dropped`; then the sockets are closed with their own
+  ``linger``, the state becomes TERMINATED and :meth:`Proxy.run` returns.
 
 A ROUTER destination with ``router_mandatory`` that has no such peer raises in libzmq's
 proxy and ends it; here the message is dropped and counted in
@@ -91,6 +104,12 @@ from transportkit.patterns._limits import (
     message_bytes,
     too_large,
 )
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
+    GracefulStop,
+    check_shutdown_timeout,
+)
 
 __all__ = [
     "DEFAULT_PROXY_BURST",
@@ -123,6 +142,9 @@ DEFAULT_PROXY_BURST: Final = 1000
 logger = logging.getLogger(__name__)
 
 _STAT = struct.Struct("<Q")
+_RETRY: Final = 0.001
+"""Seconds a graceful stop waits before it sends again a held message whose send timed
+out (``sndtimeo``), so that a short ``sndtimeo`` never spins the loop."""
 _CONTROL_KINDS: Final = frozenset({SocketKind.REP, SocketKind.PAIR})
 
 
@@ -156,7 +178,13 @@ class ProxyStats:
         capture_dropped: Copies the capture socket did not take within its
             ``sndtimeo``.
         unroutable: Messages a ``router_mandatory`` ROUTER destination had no peer for.
-        abandoned: Messages held at a blocked destination when the proxy stopped.
+        abandoned: Messages held at a blocked destination when a hard stop
+            (``TERMINATE``, :meth:`Proxy.stop`, a closed socket, cancellation) ended
+            the run.
+        shutdown_dropped: Messages held at a blocked destination that a graceful stop
+            (:meth:`Proxy.shutdown`) could not deliver before its deadline. A held
+            message that is lost counts in exactly one of ``abandoned`` and
+            ``shutdown_dropped``.
         over_limit: Messages over ``max_message_bytes``, dropped.
         malformed: Control messages that are not one of the four commands, and
             messages the destination refused as ill-formed for its kind (an XSUB
@@ -179,6 +207,7 @@ class ProxyStats:
     capture_dropped: int = 0
     unroutable: int = 0
     abandoned: int = 0
+    shutdown_dropped: int = 0
     over_limit: int = 0
     malformed: int = 0
     commands: int = 0
@@ -307,6 +336,7 @@ class Proxy(Closeable):
         self._state = ProxyState.ACTIVE
         self._running = False
         self._wake = asyncio.Event()
+        self._graceful = GracefulStop()
 
     @property
     def state(self) -> ProxyState:
@@ -350,36 +380,129 @@ class Proxy(Closeable):
         return True
 
     async def run(self) -> None:
-        """Forward until ``TERMINATE`` (or :meth:`stop`), a socket is closed, or the
-        task is cancelled; then return (cancellation propagates).
+        """Forward until ``TERMINATE`` (or :meth:`stop`), a graceful stop
+        (:meth:`shutdown`), a socket is closed, or the task is cancelled; then return
+        (cancellation propagates).
 
         Nothing the peers send makes it raise: bad control messages, unroutable,
         refused and oversized messages are counted. A socket closed under it ends the
-        run. After ``TERMINATE`` a new :meth:`run` returns at once.
+        run. After ``TERMINATE`` or :meth:`shutdown` a new :meth:`run` returns at once.
 
         Raises:
             StateError: The proxy is already running (in another task).
         """
         if self._running:
             raise StateError("this proxy is already running")
+        graceful = self._graceful
+        if graceful.requested:
+            return
         self._running = True
+        graceful.started()
         try:
             while self._state is not ProxyState.TERMINATED:
+                if graceful.requested:
+                    await self._drain()
+                    break
                 await self._step()
         except ClosedError:
             return
         finally:
             self._running = False
             await self._release()
+            if graceful.requested:
+                self._terminated()
+                self.close()
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully: read nothing more, deliver the held messages within
+        ``timeout`` seconds of the loop's clock, close the sockets with their
+        ``linger``, make :meth:`run` return (see the module docstring).
+
+        Idempotent (a second call waits for the first; a shorter ``timeout`` brings the
+        deadline forward). On a proxy that is not running it closes the sockets at
+        once, and a later :meth:`run` returns at once. It returns within ``timeout``
+        plus :data:`~transportkit.patterns.SHUTDOWN_GRACE`.
+
+        Returns:
+            True if nothing the proxy had taken was lost: every held message was
+            delivered and no capture copy was cut at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        graceful = self._graceful
+        if not self._running:
+            graceful.request(timeout)
+            self._terminated()
+            self.close()
+            return True
+        graceful.request(timeout)
+        self._wake.set()
+        clean = await graceful.shutdown(timeout)
+        self.close()
+        return clean
+
+    def _terminated(self) -> None:
+        if self._state is not ProxyState.TERMINATED:
+            logger.info("proxy %s -> %s", self._state.value, ProxyState.TERMINATED.value)
+            self._state = ProxyState.TERMINATED
+
+    async def _drain(self) -> None:
+        """The graceful stop: send the held messages until the deadline (or a hard
+        stop), then drop and count what is still held.
+        """
+        graceful = self._graceful
+        while self._state is not ProxyState.TERMINATED:
+            holding = [way for way in self._directions if way.held is not None]
+            if not holding or graceful.expired():
+                break
+            for way in holding:
+                if way.sending is None:
+                    way.sending = asyncio.ensure_future(self._send_held(way))
+            self._wake.clear()
+            wake = asyncio.ensure_future(self._wake.wait())
+            sending = [cast("asyncio.Future[object]", way.sending) for way in holding]
+            try:
+                await asyncio.wait(
+                    [cast("asyncio.Future[object]", wake), *sending],
+                    timeout=graceful.remaining(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                wake.cancel()
+                await asyncio.gather(wake, return_exceptions=True)
+            for way in holding:
+                if way.sending is not None and way.sending.done():
+                    task, way.sending = way.sending, None
+                    task.result()  # a ClosedError ends the run
+                    if way.held is not None:  # ``sndtimeo`` elapsed: try again soon
+                        await asyncio.sleep(min(_RETRY, graceful.remaining()))
+        if self._state is ProxyState.TERMINATED:
+            return  # a hard stop: what is held is abandoned
+        for way in self._directions:
+            if way.sending is not None:
+                way.sending.cancel()
+                await asyncio.gather(way.sending, return_exceptions=True)
+                way.sending = None
+            if way.held is not None:
+                way.held = None
+                self.stats.shutdown_dropped += 1
+                graceful.clean = False
+                self._warn(
+                    "shutdown_dropped",
+                    f"graceful stop's deadline: the message held for the {way.name} way dropped",
+                )
 
     async def _step(self) -> None:
         if self.control is not None:
             self._serve_control()
         if self._state is ProxyState.ACTIVE:
             for way in self._directions:
-                if way.held is None and way.sending is None:
+                if way.held is None and way.sending is None and not self._graceful.requested:
                     await self._forward(way)
-        if self._state is ProxyState.TERMINATED:
+        if self._state is ProxyState.TERMINATED or self._graceful.requested:
             return
         await self._wait()
 
@@ -436,7 +559,7 @@ class Proxy(Closeable):
         """Forward up to a burst of waiting messages on ``way``."""
         stats = self.stats
         for _ in range(self._burst):
-            if self._state is not ProxyState.ACTIVE:
+            if self._state is not ProxyState.ACTIVE or self._graceful.requested:
                 return
             message = way.src.try_recv()
             if message is None:
@@ -470,10 +593,15 @@ class Proxy(Closeable):
             capture.try_send(message)
         except WouldBlock:
             try:
-                await capture.send(message)  # libzmq's blocking send, up to sndtimeo
+                # libzmq's blocking send, up to sndtimeo (and a graceful stop's deadline)
+                await self._graceful.bounded(capture.send(message))
             except Timeout:
                 self.stats.capture_dropped += 1
                 self._warn("capture_dropped", "the capture socket's sndtimeo elapsed, copy lost")
+                return
+            except DrainTimeout:
+                self.stats.capture_dropped += 1
+                self._warn("capture_dropped", "graceful stop's deadline: capture copy lost")
                 return
         self.stats.captured += 1
 
