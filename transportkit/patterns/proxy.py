@@ -75,6 +75,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -93,7 +94,6 @@ from transportkit._kinds import SocketKind
 from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
-from transportkit._poll import poll
 from transportkit._socket import Message, Receiver, Sender, Socket
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -335,8 +335,12 @@ class Proxy(Closeable):
             )
         self._state = ProxyState.ACTIVE
         self._running = False
-        self._wake = asyncio.Event()
         self._graceful = GracefulStop()
+        # The run's waits (see _wait): one poll task per socket it would read, kept
+        # from one wait to the next until its socket is ready, and the future the
+        # run task sleeps on, resolved by any of them, a held send, or a command.
+        self._watchers: dict[int, asyncio.Task[bool]] = {}
+        self._signal: asyncio.Future[None] | None = None
 
     @property
     def state(self) -> ProxyState:
@@ -376,7 +380,7 @@ class Proxy(Closeable):
             if state is not self._state:
                 logger.info("proxy %s -> %s", self._state.value, state.value)
             self._state = state
-        self._wake.set()
+        self._poke()
         return True
 
     async def run(self) -> None:
@@ -439,7 +443,7 @@ class Proxy(Closeable):
             self.close()
             return True
         graceful.request(timeout)
-        self._wake.set()
+        self._poke()
         clean = await graceful.shutdown(timeout)
         self.close()
         return clean
@@ -460,19 +464,9 @@ class Proxy(Closeable):
                 break
             for way in holding:
                 if way.sending is None:
-                    way.sending = asyncio.ensure_future(self._send_held(way))
-            self._wake.clear()
-            wake = asyncio.ensure_future(self._wake.wait())
-            sending = [cast("asyncio.Future[object]", way.sending) for way in holding]
-            try:
-                await asyncio.wait(
-                    [cast("asyncio.Future[object]", wake), *sending],
-                    timeout=graceful.remaining(),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                wake.cancel()
-                await asyncio.gather(wake, return_exceptions=True)
+                    way.sending = self._start_send(way)
+            if not any(way.sending is not None and way.sending.done() for way in holding):
+                await self._sleep(graceful.remaining())
             for way in holding:
                 if way.sending is not None and way.sending.done():
                     task, way.sending = way.sending, None
@@ -509,37 +503,66 @@ class Proxy(Closeable):
     async def _wait(self) -> None:
         """Wait until something can be done: a message on a side that may be read, a
         held message sent, a control message, or a method call.
+
+        A socket's poll task lives until that socket is ready, so an idle side costs
+        nothing per message on the other: one message costs one poll task and one
+        future, not a task per socket and per wait (which made a forwarder at 2,000
+        updates/s spend about 0.35 ms of CPU on each).
         """
-        readable: list[Receiver] = []
+        watch: list[Receiver] = []
         if self.control is not None:
-            readable.append(cast(Receiver, self.control))
-        waits: list[asyncio.Future[object]] = []
+            watch.append(cast(Receiver, self.control))
         if self._state is ProxyState.ACTIVE:
             for way in self._directions:
                 if way.held is not None and way.sending is None:
-                    way.sending = asyncio.ensure_future(self._send_held(way))
-                if way.sending is not None:
-                    waits.append(cast("asyncio.Future[object]", way.sending))
-                else:
-                    readable.append(way.src)
-        self._wake.clear()
-        wake = asyncio.ensure_future(self._wake.wait())
-        polling = asyncio.ensure_future(poll(readable)) if readable else None
-        mine: list[asyncio.Future[object]] = [cast("asyncio.Future[object]", wake)]
-        if polling is not None:
-            mine.append(cast("asyncio.Future[object]", polling))
-        try:
-            await asyncio.wait([*mine, *waits], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in mine:
-                future.cancel()
-            await asyncio.gather(*mine, return_exceptions=True)
-        if polling is not None and polling.done() and not polling.cancelled():
-            polling.result()  # a ClosedError ends the run
+                    way.sending = self._start_send(way)
+                if way.sending is None:
+                    watch.append(way.src)
+        watchers = self._watchers
+        ready = False
+        for sock in watch:
+            task = watchers.get(id(sock))
+            if task is None:
+                task = asyncio.ensure_future(sock.poll(math.inf))
+                task.add_done_callback(self._poke)
+                watchers[id(sock)] = task
+            ready = ready or task.done()
+        sending = any(way.sending is not None and way.sending.done() for way in self._directions)
+        if not ready and not sending:
+            await self._sleep(math.inf)
+        for key, task in list(watchers.items()):
+            if task.done():
+                del watchers[key]
+                if not task.cancelled():
+                    task.result()  # a ClosedError ends the run
         for way in self._directions:
             if way.sending is not None and way.sending.done():
-                task, way.sending = way.sending, None
-                task.result()  # a ClosedError ends the run
+                done, way.sending = way.sending, None
+                done.result()  # a ClosedError ends the run
+
+    def _start_send(self, way: _Direction) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(self._send_held(way))
+        task.add_done_callback(self._poke)
+        return task
+
+    def _poke(self, _: object = None) -> None:
+        """Wake the run task from :meth:`_sleep` (something changed)."""
+        signal = self._signal
+        if signal is not None and not signal.done():
+            signal.set_result(None)
+
+    async def _sleep(self, timeout: float) -> None:
+        """Sleep until :meth:`_poke` or ``timeout`` seconds."""
+        signal = asyncio.get_running_loop().create_future()
+        self._signal = signal
+        try:
+            if math.isinf(timeout):
+                await signal
+            else:
+                await asyncio.wait([signal], timeout=timeout)
+        finally:
+            self._signal = None
+            signal.cancel()
 
     async def _send_held(self, way: _Direction) -> None:
         """Send the one held message, waiting at the destination's HWM."""
@@ -655,6 +678,11 @@ class Proxy(Closeable):
             control.try_send(reply)
 
     async def _release(self) -> None:
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         for way in self._directions:
             if way.sending is not None:
                 way.sending.cancel()
