@@ -426,7 +426,7 @@ class Proxy(Closeable):
         Idempotent (a second call waits for the first; a shorter ``timeout`` brings the
         deadline forward). On a proxy that is not running it closes the sockets at
         once, and a later :meth:`run` returns at once. It returns within ``timeout``
-        plus :data:`~transportkit.patterns.SHUTDOWN_GRACE`.
+        plus :data:`~transportkit.patterns._shutdown.SHUTDOWN_GRACE` (1 s).
 
         Returns:
             True if nothing the proxy had taken was lost: every held message was
