@@ -265,6 +265,9 @@ class Proxy(Closeable):
     Written against transportkit's interfaces only, so it runs on every backend.
 
     The proxy owns the sockets it is given: :meth:`close` closes them all.
+    ``await proxy.shutdown(timeout)`` stops it gracefully (the held messages delivered
+    within ``timeout``, see the module docstring); :meth:`stop` and :meth:`close` are
+    the hard stops.
 
     Attributes:
         frontend: The frontend socket.
@@ -359,8 +362,9 @@ class Proxy(Closeable):
         self._command(RESUME)
 
     def stop(self) -> None:
-        """Make :meth:`run` return (``TERMINATE``); the sockets stay open until
-        :meth:`close`. Idempotent.
+        """Make :meth:`run` return at once (``TERMINATE``, the hard stop: a held
+        message is dropped, counted in :attr:`ProxyStats.abandoned`); the sockets stay
+        open until :meth:`close`. Idempotent. See :meth:`shutdown` for the graceful stop.
         """
         self._command(TERMINATE)
 
