@@ -96,10 +96,12 @@ logger (``transportkit.`` + ...)          what it logs                          
 ``patterns.conflation``                   a malformed update (``ConflatingSubscriber``) WARNING*
 \                                         last-value cache: a non-subscription on its   WARNING*
                                           XPUB, a replay cut at ``max_replay_topics``
+                                          or refused at ``max_pending_replays``
 ``patterns.proxy``                        a state change (pause, resume, terminate)     INFO
 \                                         too large, unroutable, refused by the         WARNING*
                                           destination, an unknown control command, a
                                           capture copy lost, a held message abandoned
+                                          or dropped at a graceful stop's deadline
 ``trading._risk``                         a malformed or too large order request        WARNING*
 \                                         the risk book raised, with the traceback      ERROR*
 ``trading._orders``, ``._market_data``    a malformed order or update                   WARNING*

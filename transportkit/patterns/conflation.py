@@ -45,10 +45,12 @@ What the cache holds, and for whom, is bounded: see :class:`LastValueCache`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import itertools
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from types import MappingProxyType
@@ -87,12 +89,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_LVC_MAX_CACHE_BYTES",
+    "DEFAULT_LVC_MAX_PENDING_REPLAYS",
     "DEFAULT_LVC_MAX_PENDING_SNAPSHOTS",
     "DEFAULT_LVC_MAX_PREFIX_BYTES",
     "DEFAULT_LVC_MAX_REPLAY_TOPICS",
     "DEFAULT_LVC_MAX_SNAPSHOTS",
     "DEFAULT_LVC_MAX_TOKEN_BYTES",
     "DEFAULT_LVC_MAX_TOPICS",
+    "DEFAULT_LVC_REPLAY_BUDGET",
     "DEFAULT_LVC_SNAPSHOT_HWM",
     "LVC_SYNC_TOPIC",
     "SNAPSHOT_END",
@@ -335,8 +339,84 @@ DEFAULT_LVC_MAX_TOPICS: Final = 100_000
 DEFAULT_LVC_MAX_CACHE_BYTES: Final = 1 << 28
 """Bytes of messages (all frames) a last-value cache, or a subscriber, holds by default."""
 
+DEFAULT_LVC_REPLAY_BUDGET: Final = 256
+"""Cached values a :class:`LastValueCache` replays per turn of its loop by default, all
+replays together (the rest wait for the next turns, after the socket batches)."""
+DEFAULT_LVC_MAX_PENDING_REPLAYS: Final = 1024
+"""Replays a :class:`LastValueCache` keeps waiting by default."""
+
 _BATCH: Final = 256
 """Messages the cache takes from one socket before it looks at the other."""
+
+
+class _TopicIndex:
+    """The topics of a dict, sorted, for prefix ranges by bisection.
+
+    Kept lazily: a new topic is appended to ``fresh`` (O(1)); a removal only marks the
+    index stale. :meth:`keys` merges ``fresh`` in (Timsort merges the two sorted runs
+    in linear time) or, after a removal, rebuilds from the dict, and only when asked:
+    a feed that keeps adding topics costs one merge per replay, and a replay with
+    nothing new costs a bisection.
+    """
+
+    __slots__ = ("_fresh", "_keys", "_source", "_stale")
+
+    def __init__(self, source: dict[bytes, Message]) -> None:
+        self._source = source
+        self._keys: list[bytes] = []
+        self._fresh: list[bytes] = []
+        self._stale = False
+
+    def added(self, topic: bytes) -> None:
+        self._fresh.append(topic)
+
+    def removed(self) -> None:
+        self._stale = True
+
+    def keys(self) -> list[bytes]:
+        """Every topic of the source, sorted."""
+        if self._stale:
+            self._keys = sorted(self._source)
+            self._fresh.clear()
+            self._stale = False
+        elif self._fresh:
+            self._keys.extend(self._fresh)
+            self._keys.sort()
+            self._fresh.clear()
+        return self._keys
+
+    def span(self, prefix: bytes, after: bytes | None = None) -> tuple[list[bytes], int, int]:
+        """The sorted topics and the slice ``[start, end)`` of those that start with
+        ``prefix`` (and come after ``after``, if given): two bisections.
+        """
+        keys = self.keys()
+        start = bisect.bisect_left(keys, prefix)
+        if after is not None:
+            start = max(start, bisect.bisect_right(keys, after))
+        bound = _prefix_end(prefix)
+        end = len(keys) if bound is None else bisect.bisect_left(keys, bound, lo=start)
+        return keys, start, max(start, end)
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The least bytes string greater than every string that starts with ``prefix``
+    (None if there is none: ``prefix`` is empty or all 0xff bytes).
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+class _Replay:
+    """A subscription's replay in progress: where it is, how much it may still send."""
+
+    __slots__ = ("after", "left", "prefix")
+
+    def __init__(self, prefix: bytes, left: int) -> None:
+        self.prefix = prefix
+        self.after: bytes | None = None
+        self.left = left
 
 
 class _BoundedValues:
@@ -346,13 +426,14 @@ class _BoundedValues:
     with it: a view may lack a topic, never hold a stale value for it.
     """
 
-    __slots__ = ("max_bytes", "max_topics", "nbytes", "values")
+    __slots__ = ("index", "max_bytes", "max_topics", "nbytes", "values")
 
-    def __init__(self, max_topics: int, max_bytes: int) -> None:
+    def __init__(self, max_topics: int, max_bytes: int, *, indexed: bool = False) -> None:
         self.max_topics = max_topics
         self.max_bytes = max_bytes
         self.values: dict[bytes, Message] = {}
         self.nbytes = 0
+        self.index = _TopicIndex(self.values) if indexed else None
 
     def put(self, topic: bytes, message: Message) -> bool:
         """Keep ``message`` as ``topic``'s newest; False (topic dropped) if it does not fit."""
@@ -363,9 +444,13 @@ class _BoundedValues:
             if old is not None:
                 del self.values[topic]
                 self.nbytes -= old_size
+                if self.index is not None:
+                    self.index.removed()
             return False
         self.values[topic] = message
         self.nbytes = size
+        if old is None and self.index is not None:
+            self.index.added(topic)
         return True
 
 
@@ -400,6 +485,17 @@ class LastValueCache(Closeable):
       HWM: the XPUB drops what a subscriber's pipe cannot hold, and every subscriber
       of those topics receives the replay); past that the rest are not sent and the
       subscription is counted in :attr:`replays_truncated`.
+    - Replays are paced: all of them together send at most ``replay_budget`` messages
+      (default 256) per turn of the cache's loop, after that turn's batches of
+      updates, subscriptions and requests, so a subscription to a wide prefix never
+      holds up the live stream for long. Each message is the topic's newest value when
+      it is sent (a topic updated meanwhile is replayed at its new value, never an
+      older one). Replays wait in order of subscription, at most
+      ``max_pending_replays`` (default 1024); past that a subscription gets no replay
+      and is counted in :attr:`replays_refused`. A subscription to a prefix whose
+      replay has not started yet shares it (:attr:`replays_coalesced`: the XPUB sends
+      it to both subscribers anyway). Matching costs two bisections of the sorted
+      topics, not a scan of the cache.
 
     Bounds (see :mod:`transportkit.patterns._limits`):
 
@@ -429,6 +525,10 @@ class LastValueCache(Closeable):
         unsubscriptions: Unsubscriptions seen on the XPUB.
         replayed: Cached messages sent by replays.
         replays_truncated: Replays cut at ``max_replay_topics``.
+        replays_refused: Subscriptions given no replay because
+            ``max_pending_replays`` replays were waiting.
+        replays_coalesced: Subscriptions served by a replay of the same prefix that
+            was waiting to start.
         snapshots_served: Snapshots sent whole.
         snapshot_failures: Snapshots abandoned (the subscriber vanished, or stayed at
             its high-water mark for ``snapshot_timeout``).
@@ -436,17 +536,19 @@ class LastValueCache(Closeable):
             ``[b"LVC?", prefix, token]``, XPUB messages that are not subscriptions,
             and upstream messages on the reserved :data:`LVC_SYNC_TOPIC`.
         over_limit: Messages refused by a bound: too large, a prefix or token too
-            long, ``snapshots_refused``, ``uncached``, ``replays_truncated``.
+            long, ``snapshots_refused``, ``uncached``, ``replays_truncated``,
+            ``replays_refused``.
         snapshots_refused: Requests refused because ``max_snapshots`` were in progress
             and ``max_pending_snapshots`` waiting, or the subscriber had one already.
         uncached: Updates forwarded but not cached (past ``max_topics`` or
             ``max_cache_bytes``).
         shutdown_dropped: Snapshots a graceful stop (:meth:`shutdown`) cut at its
-            deadline (in progress or waiting).
+            deadline (in progress or waiting), and replays it left unfinished.
 
     ``await cache.shutdown(timeout)`` stops it gracefully: nothing more is read or
     forwarded, the snapshots in progress or waiting get ``timeout`` seconds (default
-    5) to finish, the rest are cut, and the sockets are closed with their ``linger``.
+    5) to finish, the rest are cut, replays not finished are dropped (both counted in
+    ``shutdown_dropped``), and the sockets are closed with their ``linger``.
     :meth:`close` is the hard stop.
     """
 
@@ -461,6 +563,8 @@ class LastValueCache(Closeable):
         options: SocketOptions | None = None,
         max_message_bytes: int | None = DEFAULT_MAX_MESSAGE_BYTES,
         max_replay_topics: int = DEFAULT_LVC_MAX_REPLAY_TOPICS,
+        replay_budget: int = DEFAULT_LVC_REPLAY_BUDGET,
+        max_pending_replays: int = DEFAULT_LVC_MAX_PENDING_REPLAYS,
         snapshot_hwm: int = DEFAULT_LVC_SNAPSHOT_HWM,
         snapshot_timeout: float = 5.0,
         max_snapshots: int = DEFAULT_LVC_MAX_SNAPSHOTS,
@@ -488,6 +592,9 @@ class LastValueCache(Closeable):
                 1 MiB; None: no limit).
             max_replay_topics: Most cached messages sent for one subscription
                 (default 1000).
+            replay_budget: Most cached messages replayed per turn of the loop, all
+                replays together (default 256).
+            max_pending_replays: Most replays waiting or in progress (default 1024).
             snapshot_hwm: The ROUTER's ``sndhwm`` (default 1000).
             snapshot_timeout: Seconds a snapshot may wait on a subscriber at its
                 high-water mark before it is abandoned (default 5).
@@ -500,7 +607,8 @@ class LastValueCache(Closeable):
             max_cache_bytes: Most bytes of messages cached (default 256 MiB).
 
         Raises:
-            ValueError: A bound is not an int >= 1 (``max_pending_snapshots`` >= 0,
+            ValueError: A bound is not an int >= 1 (``max_pending_snapshots`` and
+                ``max_pending_replays`` >= 0,
                 ``max_message_bytes`` may be None), ``snapshot_timeout`` is not
                 positive, or an HWM in ``options`` is 0.
             TransportError: Making a socket failed (nothing is left open).
@@ -511,19 +619,29 @@ class LastValueCache(Closeable):
             raise ValueError(f"snapshot_timeout must be > 0 seconds, got {snapshot_timeout!r}")
         self.max_message_bytes = check_message_limit(max_message_bytes)
         self.max_replay_topics = check_bound("max_replay_topics", max_replay_topics)
+        self.replay_budget = check_bound("replay_budget", replay_budget)
+        self.max_pending_replays = check_bound(
+            "max_pending_replays", max_pending_replays, minimum=0
+        )
         check_bound("snapshot_hwm", snapshot_hwm)
         check_bound("max_snapshots", max_snapshots)
         check_bound("max_pending_snapshots", max_pending_snapshots, minimum=0)
         self.max_prefix_bytes = check_bound("max_prefix_bytes", max_prefix_bytes)
         self.max_token_bytes = check_bound("max_token_bytes", max_token_bytes)
         self._cache = _BoundedValues(
-            check_bound("max_topics", max_topics), check_bound("max_cache_bytes", max_cache_bytes)
+            check_bound("max_topics", max_topics),
+            check_bound("max_cache_bytes", max_cache_bytes),
+            indexed=True,
         )
+        self._replays: deque[_Replay] = deque()
+        self._unstarted: set[bytes] = set()  # prefixes of the replays not started yet
         self.forwarded = 0
         self.subscriptions = 0
         self.unsubscriptions = 0
         self.replayed = 0
         self.replays_truncated = 0
+        self.replays_refused = 0
+        self.replays_coalesced = 0
         self.snapshots_served = 0
         self.snapshot_failures = 0
         self.malformed = 0
@@ -575,6 +693,11 @@ class LastValueCache(Closeable):
         return self._cache.nbytes
 
     @property
+    def replays_pending(self) -> int:
+        """Replays waiting or in progress."""
+        return len(self._replays)
+
+    @property
     def snapshots_in_progress(self) -> int:
         """Snapshots being sent now (0 without ``snapshots``)."""
         return 0 if self._sender is None else self._sender.active
@@ -588,8 +711,8 @@ class LastValueCache(Closeable):
         """Serve until a socket is closed (then return) or the task is cancelled.
 
         One task takes updates, subscriptions and requests, a bounded batch from each
-        in turn, and never waits on a subscriber; snapshots are sent by their own
-        tasks.
+        in turn, then sends at most ``replay_budget`` replayed values, and never waits
+        on a subscriber; snapshots are sent by their own tasks.
         """
         graceful = self._graceful
         if graceful.requested:
@@ -600,8 +723,14 @@ class LastValueCache(Closeable):
             watched.append(self.snapshots)
         try:
             while True:
-                ready = await graceful.interruptible(poll(watched))
+                replaying = bool(self._replays)
+                ready = await graceful.interruptible(poll(watched, 0.0 if replaying else math.inf))
                 if ready is None:  # a graceful stop
+                    if self._replays:
+                        self.shutdown_dropped += len(self._replays)
+                        graceful.clean = False
+                        self._replays.clear()
+                        self._unstarted.clear()
                     if self._sender is not None:
                         cut = await self._sender.drain(graceful.remaining())
                         if cut:
@@ -615,6 +744,8 @@ class LastValueCache(Closeable):
                     self._serve_subscriptions()
                 if self.snapshots is not None and self.snapshots in ready:
                     self._serve_requests()
+                if self._replays:
+                    self._serve_replays()
                 await asyncio.sleep(0)  # let the snapshots progress under a busy feed
         except ClosedError:
             return
@@ -679,26 +810,72 @@ class LastValueCache(Closeable):
                 self._replay(message[0][1:])
 
     def _replay(self, prefix: bytes) -> None:
-        """Send the newest value of every cached topic under ``prefix``, in order."""
-        cache = self._cache.values
-        matching = sorted(t for t in cache if t.startswith(prefix))
-        if len(matching) > self.max_replay_topics:
+        """Queue the replay of every cached topic under ``prefix`` (see the class
+        docstring); :meth:`_serve_replays` sends it.
+        """
+        if prefix in self._unstarted:
+            self.replays_coalesced += 1
+            return
+        index = self._cache.index
+        assert index is not None
+        _, start, end = index.span(prefix)
+        if start == end:
+            return  # nothing cached under it
+        if len(self._replays) >= self.max_pending_replays:
+            self.replays_refused += 1
+            self.over_limit += 1
+            limited(
+                logger,
+                logging.WARNING,
+                "over_limit",
+                "last-value cache: %d replays waiting, no replay for a subscription to %r",
+                len(self._replays),
+                prefix[:64],
+                extra={"reason": "max_pending_replays", "counter": "over_limit"},
+            )
+            return
+        if end - start > self.max_replay_topics:
             limited(
                 logger,
                 logging.WARNING,
                 "over_limit",
                 "last-value cache: a subscription to %r matches %d topics, replaying %d",
                 prefix[:64],
-                len(matching),
+                end - start,
                 self.max_replay_topics,
                 extra={"reason": "max_replay_topics", "counter": "over_limit"},
             )
-            del matching[self.max_replay_topics :]
             self.replays_truncated += 1
             self.over_limit += 1
-        for topic in matching:
-            self.downstream.try_send(cache[topic])
-        self.replayed += len(matching)
+        self._replays.append(_Replay(prefix, self.max_replay_topics))
+        self._unstarted.add(prefix)
+
+    def _serve_replays(self) -> None:
+        """Send up to ``replay_budget`` replayed values, oldest replay first, each the
+        topic's newest value now.
+        """
+        index = self._cache.index
+        assert index is not None
+        cache = self._cache.values
+        budget = self.replay_budget
+        replays = self._replays
+        while budget and replays:
+            replay = replays[0]
+            if replay.after is None:
+                self._unstarted.discard(replay.prefix)
+            keys, start, end = index.span(replay.prefix, replay.after)
+            stop = min(end, start + budget, start + replay.left)
+            for position in range(start, stop):
+                topic = keys[position]
+                self.downstream.try_send(cache[topic])  # an XPUB never waits
+            sent = stop - start
+            self.replayed += sent
+            budget -= sent
+            replay.left -= sent
+            if sent:
+                replay.after = keys[stop - 1]
+            if stop >= end or replay.left <= 0:
+                replays.popleft()
 
     def _serve_requests(self) -> None:
         assert self.snapshots is not None
@@ -727,7 +904,10 @@ class LastValueCache(Closeable):
     def _snapshot(self, prefix: bytes, token: bytes) -> Iterator[list[bytes]]:
         """The cut: the cached values under ``prefix`` now, and the marker, now."""
         cache = self._cache.values
-        entries = [cache[topic] for topic in sorted(t for t in cache if t.startswith(prefix))]
+        index = self._cache.index
+        assert index is not None
+        keys, start, end = index.span(prefix)
+        entries = [cache[topic] for topic in keys[start:end]]
         self.downstream.try_send([LVC_SYNC_TOPIC, token])
         return itertools.chain(
             ([SNAPSHOT_VALUE, *message] for message in entries),

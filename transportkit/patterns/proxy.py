@@ -45,9 +45,22 @@ What it does, as libzmq's ``proxy.cpp`` does it:
   reads nothing more from that side until it is sent, while the other direction goes
   on. libzmq does the same, except that it waits for ``POLLOUT`` before reading, so
   the held message stays in libzmq's queue rather than in the proxy; here at most one
-  message per direction is held, and if the proxy stops while holding it the message
-  is dropped and counted in :attr:`ProxyStats.abandoned`. A destination that drops at
-  its HWM (PUB, XPUB, ROUTER) drops there, as it does for any sender.
+  message per direction is held. A graceful stop (:meth:`Proxy.shutdown`) delivers
+  it within its bound, or drops it at the deadline, counted in
+  :attr:`ProxyStats.shutdown_dropped`; a hard stop (``TERMINATE``, :meth:`Proxy.stop`,
+  a socket closed, the task cancelled) drops it at once, counted in
+  :attr:`ProxyStats.abandoned`. A destination that drops at its HWM (PUB, XPUB,
+  ROUTER) drops there, as it does for any sender.
+- **Graceful stop.** ``await proxy.shutdown(timeout)`` keeps the contract of every
+  server here (:mod:`transportkit.patterns._shutdown`): from the request on, nothing
+  more is read from the frontend, the backend or the control socket (what waits in
+  their queues was never taken, and goes with the sockets); the message being
+  forwarded when the request came is finished (a capture copy waiting at the capture
+  socket's HWM waits at most until the deadline, then is lost and counted in
+  :attr:`ProxyStats.capture_dropped`); each held message is sent if its destination
+  takes it before the deadline, paused or not, else dropped and counted in
+  :attr:`ProxyStats.shutdown_dropped`; then the sockets are closed with their own
+  ``linger``, the state becomes TERMINATED and :meth:`Proxy.run` returns.
 
 A ROUTER destination with ``router_mandatory`` that has no such peer raises in libzmq's
 proxy and ends it; here the message is dropped and counted in
@@ -62,6 +75,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
@@ -80,7 +94,6 @@ from transportkit._kinds import SocketKind
 from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
-from transportkit._poll import poll
 from transportkit._socket import Message, Receiver, Sender, Socket
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -90,6 +103,12 @@ from transportkit.patterns._limits import (
     check_message_limit,
     message_bytes,
     too_large,
+)
+from transportkit.patterns._shutdown import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DrainTimeout,
+    GracefulStop,
+    check_shutdown_timeout,
 )
 
 __all__ = [
@@ -123,6 +142,9 @@ DEFAULT_PROXY_BURST: Final = 1000
 logger = logging.getLogger(__name__)
 
 _STAT = struct.Struct("<Q")
+_RETRY: Final = 0.001
+"""Seconds a graceful stop waits before it sends again a held message whose send timed
+out (``sndtimeo``), so that a short ``sndtimeo`` never spins the loop."""
 _CONTROL_KINDS: Final = frozenset({SocketKind.REP, SocketKind.PAIR})
 
 
@@ -156,7 +178,13 @@ class ProxyStats:
         capture_dropped: Copies the capture socket did not take within its
             ``sndtimeo``.
         unroutable: Messages a ``router_mandatory`` ROUTER destination had no peer for.
-        abandoned: Messages held at a blocked destination when the proxy stopped.
+        abandoned: Messages held at a blocked destination when a hard stop
+            (``TERMINATE``, :meth:`Proxy.stop`, a closed socket, cancellation) ended
+            the run.
+        shutdown_dropped: Messages held at a blocked destination that a graceful stop
+            (:meth:`Proxy.shutdown`) could not deliver before its deadline. A held
+            message that is lost counts in exactly one of ``abandoned`` and
+            ``shutdown_dropped``.
         over_limit: Messages over ``max_message_bytes``, dropped.
         malformed: Control messages that are not one of the four commands, and
             messages the destination refused as ill-formed for its kind (an XSUB
@@ -179,6 +207,7 @@ class ProxyStats:
     capture_dropped: int = 0
     unroutable: int = 0
     abandoned: int = 0
+    shutdown_dropped: int = 0
     over_limit: int = 0
     malformed: int = 0
     commands: int = 0
@@ -236,6 +265,9 @@ class Proxy(Closeable):
     Written against transportkit's interfaces only, so it runs on every backend.
 
     The proxy owns the sockets it is given: :meth:`close` closes them all.
+    ``await proxy.shutdown(timeout)`` stops it gracefully (the held messages delivered
+    within ``timeout``, see the module docstring); :meth:`stop` and :meth:`close` are
+    the hard stops.
 
     Attributes:
         frontend: The frontend socket.
@@ -306,7 +338,12 @@ class Proxy(Closeable):
             )
         self._state = ProxyState.ACTIVE
         self._running = False
-        self._wake = asyncio.Event()
+        self._graceful = GracefulStop()
+        # The run's waits (see _wait): one poll task per socket it would read, kept
+        # from one wait to the next until its socket is ready, and the future the
+        # run task sleeps on, resolved by any of them, a held send, or a command.
+        self._watchers: dict[int, asyncio.Task[bool]] = {}
+        self._signal: asyncio.Future[None] | None = None
 
     @property
     def state(self) -> ProxyState:
@@ -325,8 +362,9 @@ class Proxy(Closeable):
         self._command(RESUME)
 
     def stop(self) -> None:
-        """Make :meth:`run` return (``TERMINATE``); the sockets stay open until
-        :meth:`close`. Idempotent.
+        """Make :meth:`run` return at once (``TERMINATE``, the hard stop: a held
+        message is dropped, counted in :attr:`ProxyStats.abandoned`); the sockets stay
+        open until :meth:`close`. Idempotent. See :meth:`shutdown` for the graceful stop.
         """
         self._command(TERMINATE)
 
@@ -346,77 +384,189 @@ class Proxy(Closeable):
             if state is not self._state:
                 logger.info("proxy %s -> %s", self._state.value, state.value)
             self._state = state
-        self._wake.set()
+        self._poke()
         return True
 
     async def run(self) -> None:
-        """Forward until ``TERMINATE`` (or :meth:`stop`), a socket is closed, or the
-        task is cancelled; then return (cancellation propagates).
+        """Forward until ``TERMINATE`` (or :meth:`stop`), a graceful stop
+        (:meth:`shutdown`), a socket is closed, or the task is cancelled; then return
+        (cancellation propagates).
 
         Nothing the peers send makes it raise: bad control messages, unroutable,
         refused and oversized messages are counted. A socket closed under it ends the
-        run. After ``TERMINATE`` a new :meth:`run` returns at once.
+        run. After ``TERMINATE`` or :meth:`shutdown` a new :meth:`run` returns at once.
 
         Raises:
             StateError: The proxy is already running (in another task).
         """
         if self._running:
             raise StateError("this proxy is already running")
+        graceful = self._graceful
+        if graceful.requested:
+            return
         self._running = True
+        graceful.started()
         try:
             while self._state is not ProxyState.TERMINATED:
+                if graceful.requested:
+                    await self._drain()
+                    break
                 await self._step()
         except ClosedError:
             return
         finally:
             self._running = False
             await self._release()
+            if graceful.requested:
+                self._terminated()
+                self.close()
+            graceful.finished()
+
+    async def shutdown(self, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT) -> bool:
+        """Stop gracefully: read nothing more, deliver the held messages within
+        ``timeout`` seconds of the loop's clock, close the sockets with their
+        ``linger``, make :meth:`run` return (see the module docstring).
+
+        Idempotent (a second call waits for the first; a shorter ``timeout`` brings the
+        deadline forward). On a proxy that is not running it closes the sockets at
+        once, and a later :meth:`run` returns at once. It returns within ``timeout``
+        plus :data:`~transportkit.patterns._shutdown.SHUTDOWN_GRACE` (1 s).
+
+        Returns:
+            True if nothing the proxy had taken was lost: every held message was
+            delivered and no capture copy was cut at the deadline.
+
+        Raises:
+            ValueError: ``timeout`` is not from 0 to 3600 seconds.
+        """
+        check_shutdown_timeout(timeout)
+        graceful = self._graceful
+        if not self._running:
+            graceful.request(timeout)
+            self._terminated()
+            self.close()
+            return True
+        graceful.request(timeout)
+        self._poke()
+        clean = await graceful.shutdown(timeout)
+        self.close()
+        return clean
+
+    def _terminated(self) -> None:
+        if self._state is not ProxyState.TERMINATED:
+            logger.info("proxy %s -> %s", self._state.value, ProxyState.TERMINATED.value)
+            self._state = ProxyState.TERMINATED
+
+    async def _drain(self) -> None:
+        """The graceful stop: send the held messages until the deadline (or a hard
+        stop), then drop and count what is still held.
+        """
+        graceful = self._graceful
+        while self._state is not ProxyState.TERMINATED:
+            holding = [way for way in self._directions if way.held is not None]
+            if not holding or graceful.expired():
+                break
+            for way in holding:
+                if way.sending is None:
+                    way.sending = self._start_send(way)
+            if not any(way.sending is not None and way.sending.done() for way in holding):
+                await self._sleep(graceful.remaining())
+            for way in holding:
+                if way.sending is not None and way.sending.done():
+                    task, way.sending = way.sending, None
+                    task.result()  # a ClosedError ends the run
+                    if way.held is not None:  # ``sndtimeo`` elapsed: try again soon
+                        await asyncio.sleep(min(_RETRY, graceful.remaining()))
+        if self._state is ProxyState.TERMINATED:
+            return  # a hard stop: what is held is abandoned
+        for way in self._directions:
+            if way.sending is not None:
+                way.sending.cancel()
+                await asyncio.gather(way.sending, return_exceptions=True)
+                way.sending = None
+            if way.held is not None:
+                way.held = None
+                self.stats.shutdown_dropped += 1
+                graceful.clean = False
+                self._warn(
+                    "shutdown_dropped",
+                    f"graceful stop's deadline: the message held for the {way.name} way dropped",
+                )
 
     async def _step(self) -> None:
         if self.control is not None:
             self._serve_control()
         if self._state is ProxyState.ACTIVE:
             for way in self._directions:
-                if way.held is None and way.sending is None:
+                if way.held is None and way.sending is None and not self._graceful.requested:
                     await self._forward(way)
-        if self._state is ProxyState.TERMINATED:
+        if self._state is ProxyState.TERMINATED or self._graceful.requested:
             return
         await self._wait()
 
     async def _wait(self) -> None:
         """Wait until something can be done: a message on a side that may be read, a
         held message sent, a control message, or a method call.
+
+        A socket's poll task lives until that socket is ready, so an idle side costs
+        nothing per message on the other: one message costs one poll task and one
+        future, not a task per socket and per wait (which made a forwarder at 2,000
+        updates/s spend about 0.35 ms of CPU on each).
         """
-        readable: list[Receiver] = []
+        watch: list[Receiver] = []
         if self.control is not None:
-            readable.append(cast(Receiver, self.control))
-        waits: list[asyncio.Future[object]] = []
+            watch.append(cast(Receiver, self.control))
         if self._state is ProxyState.ACTIVE:
             for way in self._directions:
                 if way.held is not None and way.sending is None:
-                    way.sending = asyncio.ensure_future(self._send_held(way))
-                if way.sending is not None:
-                    waits.append(cast("asyncio.Future[object]", way.sending))
-                else:
-                    readable.append(way.src)
-        self._wake.clear()
-        wake = asyncio.ensure_future(self._wake.wait())
-        polling = asyncio.ensure_future(poll(readable)) if readable else None
-        mine: list[asyncio.Future[object]] = [cast("asyncio.Future[object]", wake)]
-        if polling is not None:
-            mine.append(cast("asyncio.Future[object]", polling))
-        try:
-            await asyncio.wait([*mine, *waits], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in mine:
-                future.cancel()
-            await asyncio.gather(*mine, return_exceptions=True)
-        if polling is not None and polling.done() and not polling.cancelled():
-            polling.result()  # a ClosedError ends the run
+                    way.sending = self._start_send(way)
+                if way.sending is None:
+                    watch.append(way.src)
+        watchers = self._watchers
+        ready = False
+        for sock in watch:
+            task = watchers.get(id(sock))
+            if task is None:
+                task = asyncio.ensure_future(sock.poll(math.inf))
+                task.add_done_callback(self._poke)
+                watchers[id(sock)] = task
+            ready = ready or task.done()
+        sending = any(way.sending is not None and way.sending.done() for way in self._directions)
+        if not ready and not sending:
+            await self._sleep(math.inf)
+        for key, task in list(watchers.items()):
+            if task.done():
+                del watchers[key]
+                if not task.cancelled():
+                    task.result()  # a ClosedError ends the run
         for way in self._directions:
             if way.sending is not None and way.sending.done():
-                task, way.sending = way.sending, None
-                task.result()  # a ClosedError ends the run
+                done, way.sending = way.sending, None
+                done.result()  # a ClosedError ends the run
+
+    def _start_send(self, way: _Direction) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(self._send_held(way))
+        task.add_done_callback(self._poke)
+        return task
+
+    def _poke(self, _: object = None) -> None:
+        """Wake the run task from :meth:`_sleep` (something changed)."""
+        signal = self._signal
+        if signal is not None and not signal.done():
+            signal.set_result(None)
+
+    async def _sleep(self, timeout: float) -> None:
+        """Sleep until :meth:`_poke` or ``timeout`` seconds."""
+        signal = asyncio.get_running_loop().create_future()
+        self._signal = signal
+        try:
+            if math.isinf(timeout):
+                await signal
+            else:
+                await asyncio.wait([signal], timeout=timeout)
+        finally:
+            self._signal = None
+            signal.cancel()
 
     async def _send_held(self, way: _Direction) -> None:
         """Send the one held message, waiting at the destination's HWM."""
@@ -436,7 +586,7 @@ class Proxy(Closeable):
         """Forward up to a burst of waiting messages on ``way``."""
         stats = self.stats
         for _ in range(self._burst):
-            if self._state is not ProxyState.ACTIVE:
+            if self._state is not ProxyState.ACTIVE or self._graceful.requested:
                 return
             message = way.src.try_recv()
             if message is None:
@@ -470,10 +620,15 @@ class Proxy(Closeable):
             capture.try_send(message)
         except WouldBlock:
             try:
-                await capture.send(message)  # libzmq's blocking send, up to sndtimeo
+                # libzmq's blocking send, up to sndtimeo (and a graceful stop's deadline)
+                await self._graceful.bounded(capture.send(message))
             except Timeout:
                 self.stats.capture_dropped += 1
                 self._warn("capture_dropped", "the capture socket's sndtimeo elapsed, copy lost")
+                return
+            except DrainTimeout:
+                self.stats.capture_dropped += 1
+                self._warn("capture_dropped", "graceful stop's deadline: capture copy lost")
                 return
         self.stats.captured += 1
 
@@ -527,6 +682,11 @@ class Proxy(Closeable):
             control.try_send(reply)
 
     async def _release(self) -> None:
+        watchers = list(self._watchers.values())
+        self._watchers.clear()
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         for way in self._directions:
             if way.sending is not None:
                 way.sending.cancel()

@@ -10,8 +10,12 @@ subscriptions); ``--control`` binds a REP taking ``PAUSE``, ``RESUME``,
 ``STATISTICS`` and ``TERMINATE`` (see :mod:`transportkit.patterns.proxy`).
 
 It prints ``READY <xsub> <xpub> <control>`` once bound: the XSUB's endpoint (the last
-it bound or connected to), the XPUB's, and the control REP's (``-`` without one). On
-``TERMINATE`` it prints ``STATISTICS`` and libzmq's eight counters, then exits 0.
+it bound or connected to), the XPUB's, and the control REP's (``-`` without one).
+SIGTERM or SIGINT stops it gracefully (:meth:`~transportkit.patterns.proxy.Proxy.shutdown`:
+nothing more is read, a message it holds is delivered within ``--shutdown-timeout``,
+the sockets close with ``--linger``), as ``TERMINATE`` on the control socket stops it at
+once; either way it prints ``STATISTICS`` and libzmq's eight counters, then exits 0 (a
+second signal forces the stop: exit 143 or 130).
 """
 
 from __future__ import annotations
@@ -20,7 +24,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from transportkit.patterns.examples._main import run_main
+from transportkit.patterns.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
 from transportkit.patterns.proxy import forwarder
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -42,6 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--capture", default=None, help="capture PUB endpoint to bind")
     parser.add_argument("--control", default=None, help="control REP endpoint to bind")
+    add_shutdown_option(parser)
     args = parser.parse_args(argv)
     if not args.upstream and not args.frontend:
         args.upstream = ["tcp://localhost:5556"]
@@ -49,7 +59,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Bind, announce READY, and forward until TERMINATE (exit 0) or killed."""
+    """Bind, announce READY, and forward until TERMINATE or a signal (exit 0)."""
     with (
         ZmqNetwork(name="mdforwarder") as net,
         forwarder(
@@ -59,15 +69,19 @@ async def serve(args: argparse.Namespace) -> int:
             backend=args.backend,
             capture=args.capture,
             control=args.control,
+            options=shutdown_options(args),
         ) as proxy,
     ):
         control = "-" if proxy.control is None else proxy.control.last_endpoint
         frontend = proxy.frontend.last_endpoint
-        print(f"READY {frontend} {proxy.backend.last_endpoint} {control}", flush=True)
-        await proxy.run()
+        status = await serve_until_signalled(
+            proxy.run(),
+            lambda: proxy.shutdown(args.shutdown_timeout),
+            ready=f"READY {frontend} {proxy.backend.last_endpoint} {control}",
+        )
         counters = " ".join(str(n) for n in proxy.stats.libzmq_counters())
         print(f"STATISTICS {counters}", flush=True)
-    return 0
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
