@@ -82,7 +82,7 @@ from transportkit.patterns._serving import SnapshotSender
 from transportkit.patterns._shutdown import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     GracefulStop,
-    check_shutdown_timeout,
+    stop_then_close,
 )
 
 logger = logging.getLogger(__name__)
@@ -764,10 +764,7 @@ class LastValueCache(Closeable):
         Raises:
             ValueError: ``timeout`` is not from 0 to 3600 seconds.
         """
-        check_shutdown_timeout(timeout)
-        clean = await self._graceful.shutdown(timeout)
-        self.close()
-        return clean
+        return await stop_then_close(self._graceful, timeout, self.close)
 
     def _forward(self) -> None:
         for _ in range(_BATCH):
