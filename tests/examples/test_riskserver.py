@@ -4,6 +4,7 @@ order is being judged, CURVE between the two programs over tcp, the metrics endp
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -79,6 +80,51 @@ def test_sigterm_answers_the_order_in_flight_refuses_new_ones_and_exits_0() -> N
         assert child.wait(EXIT_BOUND) == 0
         assert "STOPPED clean" in child.lines
         assert "I: 1 requests, 1 approved, 0 rejected" in child.lines
+
+
+@pytest.mark.slow
+def test_sigterm_past_the_shutdown_timeout_fails_the_order_with_the_error_reply() -> None:
+    with server(
+        "riskserver", "--bind", "tcp://127.0.0.1:*", "--service-time", "30",
+        "--shutdown-timeout", "0.3",
+    ) as child:  # fmt: skip
+        assert child.ready_line is not None
+
+        def signal_when_busy() -> None:
+            child.wait_for_line("I: request in service", 10.0)
+            terminate(child)
+
+        reply, second_answered = run_real(
+            _in_flight_then_new(_endpoint(child.ready_line), signal_when_busy)
+        )
+        assert reply == b""  # the plain Lazy Pirate error reply: no verdict
+        assert not second_answered
+        assert child.wait(EXIT_BOUND) == 0
+        assert "STOPPED dropped" in child.lines
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_forces_the_stop() -> None:
+    with server(
+        "riskserver", "--bind", "tcp://127.0.0.1:*", "--service-time", "30",
+        "--shutdown-timeout", "60",
+    ) as child:  # fmt: skip
+        assert child.ready_line is not None
+
+        def signal_twice() -> None:
+            child.wait_for_line("I: request in service", 10.0)
+            terminate(child)
+            child.send_signal(signal.SIGTERM)
+
+        async def go() -> None:
+            with ZmqNetwork(name="riskserver-test") as net:
+                req = net.requester(connect=_endpoint(child.ready_line or ""), options=OPTIONS)
+                await req.send([_order("in-flight")])
+                await asyncio.to_thread(signal_twice)
+
+        run_real(go())
+        assert child.wait(EXIT_BOUND) == 128 + signal.SIGTERM
+        assert any(line.startswith("FORCED") for line in child.lines)
 
 
 def test_curve_pair_over_tcp_and_an_unlisted_client_refused(tmp_path: Path) -> None:
