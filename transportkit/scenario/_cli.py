@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         "sim with their virtual time, t=seconds); default: none",
     )
     parser.add_argument(
+        "--log-connections",
+        action="store_true",
+        help="log every socket's connects, accepts, disconnects and handshake failures "
+        "(both backends; nodes run as processes excepted); shown at --log-level, INFO "
+        "if none is given",
+    )
+    parser.add_argument(
         "--max-events",
         type=int_argument(1, MAX_EVENTS_ALLOWED),
         default=MAX_EVENTS,
@@ -246,7 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ScenarioError, ValueError) as exc:
         return _fail(str(exc))
     record = True if args.trace else None
-    undo_logging = _log_to_stderr(args.log_level) if args.log_level is not None else None
+    level = args.log_level
+    if level is None and args.log_connections:
+        level = "INFO"  # the connection log's connects and accepts; its warnings too
+    undo_logging = _log_to_stderr(level) if level is not None else None
     hook, bar = _progress_bar(not args.no_progress and not args.json)
     try:
         result = run_scenario(
@@ -256,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=hook,
             record_trace=record,
             scheduler=args.scheduler,
+            log_connections=args.log_connections,
         )
     except ScenarioError as exc:  # refused before it started (see run_scenario)
         return _fail(str(exc))

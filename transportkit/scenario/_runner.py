@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from transportkit import _wallclock as wallclock
+from transportkit._errors import OptionError
 from transportkit._network import Network
 from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._budget import check_budget, check_open_files
@@ -224,6 +225,7 @@ def run_scenario(
     progress: ProgressHook | None = None,
     record_trace: bool | None = None,
     scheduler: str | Scheduler = "fifo",
+    log_connections: bool = False,
 ) -> RunResult:
     """Run ``scenario`` and evaluate its invariants.
 
@@ -252,6 +254,13 @@ def run_scenario(
         scheduler: The sim's scheduler (``Simulation(scheduler=...)``): ``"fifo"``,
             the default, which the golden reports use; ``"random"`` or ``"pct"`` to
             explore other interleavings. Ignored on zmq.
+        log_connections: Log every socket's connects, accepts, disconnects and
+            handshake failures (default False): ``Simulation(log_connections=True)``
+            on the sim (virtual time, part of no trace), ``ZmqNetwork(
+            log_connections=True)`` for each node run in this process on zmq (nodes
+            run as processes are not logged). The records go to the
+            ``transportkit.*.connections`` loggers; nothing is shown unless logging is
+            configured (``transportkit run --log-connections`` does).
 
     Raises:
         ScenarioError: Before anything runs: ``record_trace`` asks to keep the trace of
@@ -259,16 +268,24 @@ def run_scenario(
             process may have, or nodes run as processes but the scenario was not loaded
             from a file.
         ValueError: ``backend`` is neither ``"sim"`` nor ``"zmq"``.
+        OptionError: ``log_connections`` is not a bool.
     """
+    if not isinstance(log_connections, bool):
+        raise OptionError(f"log_connections must be a bool, got {log_connections!r}")
     if backend == "sim":
         if record_trace and not scenario.record_trace:
             check_budget(scenario, record_trace=True)
         return _run_sim(
-            scenario, scenario.seed if seed is None else seed, progress, record_trace, scheduler
+            scenario,
+            scenario.seed if seed is None else seed,
+            progress,
+            record_trace,
+            scheduler,
+            log_connections=log_connections,
         )
     if backend == "zmq":
         check_open_files(scenario, _open_files_limit())
-        return asyncio.run(_run_zmq(scenario, progress))
+        return asyncio.run(_run_zmq(scenario, progress, log_connections))
     raise ValueError(f"unknown backend {backend!r}: expected 'sim' or 'zmq'")
 
 
@@ -278,10 +295,18 @@ def _run_sim(
     progress: ProgressHook | None,
     record_trace: bool | None,
     scheduler: str | Scheduler = "fifo",
+    *,
+    log_connections: bool = False,
 ) -> RunResult:
     wall = wallclock.perf_counter()
     record = scenario.record_trace if record_trace is None else record_trace
-    sim = Simulation(seed, latency=scenario.latency, record_trace=record, scheduler=scheduler)
+    sim = Simulation(
+        seed,
+        latency=scenario.latency,
+        record_trace=record,
+        scheduler=scheduler,
+        log_connections=log_connections,
+    )
     for link in scenario.links:
         sim.link(link.a, link.b).latency = link.latency
         if link.both_ways:
@@ -437,7 +462,9 @@ def _open_routes(
     return routes
 
 
-async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResult:
+async def _run_zmq(
+    scenario: Scenario, progress: ProgressHook | None, log_connections: bool = False
+) -> RunResult:
     wall = wallclock.perf_counter()
     loop = asyncio.get_running_loop()
     if scenario.process_nodes and not Path(scenario.source).is_file():
@@ -457,7 +484,7 @@ async def _run_zmq(scenario: Scenario, progress: ProgressHook | None) -> RunResu
     routes: dict[tuple[str, str, int], str] = {}
 
     def start(node: str) -> None:
-        net = networks[node] = ZmqNetwork(name=node)
+        net = networks[node] = ZmqNetwork(name=node, log_connections=log_connections)
         tasks[node] = []
         for spec in nodes[node]:
             real = ComponentSpec(

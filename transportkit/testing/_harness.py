@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 from transportkit import _wallclock as wallclock
-from transportkit._errors import ClosedError, Timeout, UnsupportedError
+from transportkit._errors import ClosedError, OptionError, Timeout, UnsupportedError
 from transportkit._network import Network
 from transportkit.sim_backend import (
     Crash,
@@ -278,6 +278,12 @@ class ZmqHarness(Harness):
         faults: Route tcp between networks through a fault proxy (default False:
             direct connections, and network faults raise UnsupportedError).
         seed: Seeds the proxy's latency draws.
+        log_connections: Make every network with ``ZmqNetwork(log_connections=True)``
+            (default False): its sockets' connects, accepts, disconnects and handshake
+            failures go to the ``transportkit.zmq_backend.connections`` logger.
+
+    Raises:
+        OptionError: ``log_connections`` is not a bool.
     """
 
     name = "zmq"
@@ -285,8 +291,11 @@ class ZmqHarness(Harness):
     exact_drops = False
     virtual_time = False
 
-    def __init__(self, *, faults: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, *, faults: bool = False, seed: int = 0, log_connections: bool = False
+    ) -> None:
         super().__init__()
+        self._log_connections = _check_log_connections(log_connections)
         self._nets: dict[str, ZmqNetwork] = {}
         self._down: set[str] = set()
         self._owners: dict[int, str] = {}
@@ -319,7 +328,9 @@ class ZmqHarness(Harness):
         net = self._nets.get(name)
         if net is None:
             routes = _ProxyRoutes(self, name) if self._proxy is not None else None
-            net = self._nets[name] = ZmqNetwork(name=name, endpoint_map=routes)
+            net = self._nets[name] = ZmqNetwork(
+                name=name, endpoint_map=routes, log_connections=self._log_connections
+            )
         return net
 
     def endpoint(self, transport: str = "tcp") -> str:
@@ -510,18 +521,36 @@ def run_in_own_loop(main: Coroutine[Any, Any, T]) -> T:
             loop.close()
 
 
+def _check_log_connections(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise OptionError(f"log_connections must be a bool, got {value!r}")
+    return value
+
+
 @contextmanager
-def open_harness(backend: str, *, seed: int = 0, faults: bool = False) -> Iterator[Harness]:
+def open_harness(
+    backend: str, *, seed: int = 0, faults: bool = False, log_connections: bool = False
+) -> Iterator[Harness]:
     """A harness for ``backend`` (``"sim"`` or ``"zmq"``), closed on exit.
 
     ``faults=True`` makes a zmq harness route tcp between its networks through a fault
     proxy (:class:`ZmqHarness`); the sim always realises every fault.
+    ``log_connections=True`` (default False) turns on the connection log of every
+    network: ``Simulation(log_connections=True)`` on the sim (virtual time; the trace
+    is unchanged), ``ZmqNetwork(log_connections=True)`` on zmq; the records go to the
+    ``transportkit.sim_backend.connections`` or ``transportkit.zmq_backend.connections``
+    logger.
+
+    Raises:
+        ValueError: ``backend`` is not one of :data:`BACKENDS`.
+        OptionError: ``log_connections`` is not a bool (before anything is made).
     """
+    _check_log_connections(log_connections)
     harness: Harness
     if backend == "sim":
-        harness = SimHarness(seed)
+        harness = SimHarness(seed, log_connections=log_connections)
     elif backend == "zmq":
-        harness = ZmqHarness(faults=faults, seed=seed)
+        harness = ZmqHarness(faults=faults, seed=seed, log_connections=log_connections)
     else:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     try:
