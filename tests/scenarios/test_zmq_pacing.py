@@ -290,6 +290,7 @@ options = {{ rcvhwm = 200, rcvbuf = 0 }}
 """
 
 
+@pytest.mark.slow  # a loaded clean-clone CI run starved the subscriber: 821 of 4,969, 0 gaps
 @pytest.mark.timeout(60)
 def test_a_slow_subscriber_behind_a_link_loses_updates_at_its_hwm_on_zmq(
     tmp_path: Path,
