@@ -170,9 +170,13 @@ class CloneClient(Service):
     server, which made every HUGZ of the Guide's servers a restart.) What it cannot
     see: a restart whose first updates arrive within that window after a snapshot and
     before any newer message, and whose sequences stay below the snapshot's, is taken
-    for old updates (discarded) until the rule above applies; and with CHP's HUGZ
+    for old updates (discarded) until the rule above applies; with CHP's HUGZ
     (sequence 0) a restarted server that publishes nothing is noticed only by the
-    silence, if it lasted over two heartbeats.
+    silence, if it lasted over two heartbeats; and, whatever the HUGZ, a restart
+    within less than two heartbeats of silence whose updates were all sent before the
+    client's SUB reconnected (a PUB drops what it sends before a subscriber joins),
+    and whose sequence is back at the client's by then, shows nothing at all: the
+    client keeps the old map until an update or a HUGZ shows a sequence out of order.
 
     With a narrower ``subtree`` the server's sequence numbers still count every key,
     so jumps are normal and are not treated as gaps: the client then applies any newer
