@@ -1,58 +1,14 @@
 """The trading loops receive through GracefulStop.recv (trading._loop.LoopStop): a
-stop by event, by GracefulStop or by closing the socket ends them, and a loop left
-waiting when its simulation is dropped ends quietly (the old receive step awaited in
-its ``finally``: "coroutine ignored GeneratorExit")."""
+stop by event, by GracefulStop or by closing the socket ends them. That a loop left
+waiting when its simulation is dropped ends quietly is checked with ``poll``'s case in
+``tests/core/test_poll_close.py``."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import textwrap
 
 from transportkit.sim_backend import Simulation
 from transportkit.trading import RiskBook, RiskLimits, run_order_worker, serve_risk
-
-REPRODUCTION = textwrap.dedent(
-    """
-    import asyncio, gc
-    from transportkit.sim_backend import Simulation
-    from transportkit.trading import RiskBook, RiskLimits, run_order_worker, serve_risk
-
-    def run():
-        sim = Simulation(seed=2)  # never closed: its tasks are freed with it
-
-        async def risk(node):
-            with node.worker(bind="tcp://*:5555") as rep:
-                await serve_risk(rep, RiskBook(RiskLimits(capital=1.0)), stop=asyncio.Event())
-
-        async def orders(node):
-            with node.puller(bind="tcp://*:5556") as pull:
-                await run_order_worker(pull, "w", lambda order: None, stop=asyncio.Event())
-
-        sim.node("risk", main=risk)
-        sim.node("orders", main=orders)
-        sim.run(asyncio.sleep(0.5))
-
-    run()
-    gc.collect()
-    print("done")
-    """
-)
-
-
-def test_dropped_simulation_with_trading_loops_waiting_exits_cleanly() -> None:
-    out = subprocess.run(
-        [sys.executable, "-X", "dev", "-c", REPRODUCTION],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "done"
-    assert "GeneratorExit" not in out.stderr, out.stderr
-    assert "Exception ignored" not in out.stderr, out.stderr
 
 
 def test_an_event_set_while_the_loop_waits_ends_it_and_one_set_before_never_starts_it() -> None:
