@@ -4,7 +4,7 @@ Each session makes its own virtualenv with that interpreter (found on PATH as
 ``python3.11``, ``python3.12``, ``python3.13``), installs transportkit with its test
 extras (building the C accelerator for that interpreter), and runs the README's test
 command, ``pytest``, passing on any arguments: ``nox -s tests-3.12 -- -x -k golden``.
-The golden trace hashes in ``scenarios/golden`` are shared by all three.
+The golden trace hashes in ``tests/scenarios/golden`` are shared by all three.
 """
 
 from __future__ import annotations

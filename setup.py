@@ -10,7 +10,7 @@ setup(
     ext_modules=[
         Extension(
             "transportkit.zmq_backend._accel_c",
-            ["transportkit/zmq_backend/_accel_c.c"],
+            ["src/transportkit/zmq_backend/_accel_c.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -1,4 +1,5 @@
-"""DESIGN.md's rooms: patterns and trading code know the interfaces only."""
+"""The layers: patterns and trading code know the interfaces only (the example programs,
+which choose a backend, live in ``transportkit.examples``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "transportkit"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "transportkit"
 BACKEND_FREE = ["patterns", "trading"]
 FORBIDDEN = ("zmq", "simpy", "transportkit.zmq_backend", "transportkit.sim_backend")
 
@@ -27,8 +28,6 @@ def imported_modules(path: Path) -> set[str]:
 def test_backend_free_rooms_import_no_backend(room: str) -> None:
     offenders = []
     for path in sorted((PACKAGE / room).rglob("*.py")):
-        if "examples" in path.parts:
-            continue  # command-line programs choose a backend, by design
         for name in imported_modules(path):
             if any(name == f or name.startswith(f + ".") for f in FORBIDDEN):
                 offenders.append(f"{path.relative_to(PACKAGE)} imports {name}")

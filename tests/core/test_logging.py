@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import transportkit
 from transportkit import Network, ServiceUnavailableError, SocketOptions
 from transportkit._log import (
     DEFAULT_BURST,
@@ -24,6 +25,8 @@ from transportkit.patterns.lazy_pirate import LazyPirateClient
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.sim_backend import Crash, Node, Simulation, schedule_faults
 from transportkit.zmq_backend import ZmqNetwork
+
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"  # the scenario files in the package
 
 PP = "transportkit.patterns.paranoid_pirate"
 BSTAR = "transportkit.patterns.binary_star"
@@ -399,7 +402,7 @@ def test_transportkit_run_log_level_writes_records_with_virtual_time_to_stderr(
 
     package = logging.getLogger("transportkit")
     handlers = list(package.handlers)
-    scenario = str(Path(__file__).parents[2] / "scenarios" / "risk_server_crash.toml")
+    scenario = str(SHIPPED / "risk_server_crash.toml")
     status = main([scenario, "--log-level", "WARNING", "--no-progress"])
     err = capsys.readouterr().err.splitlines()
     assert status == 0

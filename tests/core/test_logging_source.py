@@ -19,7 +19,7 @@ PRINT_ALLOWED = (
     "scenario/_cli.py",
     "scenario/_sweep_cli.py",
     "_bench/",
-    "patterns/examples/",
+    "examples/",
     # Command-line mains too (``python -m ...``): the scenario runner's child process,
     # whose stdout line READY is its protocol with the parent, and the protobuf code
     # generator for developers.

@@ -11,7 +11,7 @@ from transportkit.testing import ChildProcess
 
 T = TypeVar("T")
 
-EXAMPLES = "transportkit.patterns.examples"
+EXAMPLES = "transportkit.examples"
 EXIT_BOUND = 10.0
 """Seconds a stopped server program may take to exit (generous: the machine is shared)."""
 

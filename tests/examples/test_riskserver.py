@@ -14,9 +14,9 @@ import pytest
 from _sigterm_helpers import EXAMPLES, EXIT_BOUND, run_real, server, terminate
 
 from transportkit import SocketOptions, Timeout
+from transportkit.examples import keygen, riskclient, riskserver
+from transportkit.examples._security import server_security
 from transportkit.patterns._limits import DEFAULT_MAX_MESSAGE_BYTES
-from transportkit.patterns.examples import keygen, riskclient, riskserver
-from transportkit.patterns.examples._security import server_security
 from transportkit.trading import DEMO_LIMITS, SIDE_BUY, Order, ValidationResult
 from transportkit.zmq_backend import ZmqNetwork
 

@@ -18,7 +18,7 @@ from transportkit.testing import free_tcp_endpoint
 
 T = TypeVar("T")
 
-EXAMPLES = "transportkit.patterns.examples"
+EXAMPLES = "transportkit.examples"
 
 
 def example_argv(name: str) -> tuple[str, str]:

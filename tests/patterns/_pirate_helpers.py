@@ -11,7 +11,7 @@ from transportkit.testing import free_tcp_endpoint
 
 T = TypeVar("T")
 
-EXAMPLES = "transportkit.patterns.examples"
+EXAMPLES = "transportkit.examples"
 
 
 def run_real(main: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:

@@ -416,7 +416,7 @@ def short_tmp(tmp_path: Path) -> Iterator[Path]:
 def bstarsrv(role: str, front: str, pub: str, sub: str) -> ChildProcess:
     return ChildProcess(
         "-m",
-        "transportkit.patterns.examples.bstarsrv",
+        "transportkit.examples.bstarsrv",
         f"--{role}",
         "--frontend",
         front,

@@ -14,6 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from transportkit import ProtocolError, SocketOptions
+from transportkit.examples.clonesrv import DEFAULT_SYMBOLS, expected_state
 from transportkit.patterns.clone import (
     HUGZ,
     ICANHAZ,
@@ -23,7 +24,6 @@ from transportkit.patterns.clone import (
     CloneServer,
     KVMsg,
 )
-from transportkit.patterns.examples.clonesrv import DEFAULT_SYMBOLS, expected_state
 from transportkit.sim_backend import (
     Constant,
     Crash,
@@ -946,7 +946,7 @@ def endpoints(transport: str, tmp_path: Path) -> tuple[str, str]:
 def clonesrv(snapshot: str, publisher: str, seed: int) -> ChildProcess:
     return ChildProcess(
         "-m",
-        "transportkit.patterns.examples.clonesrv",
+        "transportkit.examples.clonesrv",
         "--snapshot",
         snapshot,
         "--publisher",

@@ -20,8 +20,8 @@ import zmq
 import zmq.asyncio
 
 from transportkit import SocketKind, SocketOptions, Timeout
+from transportkit.examples import clonecli, clonesrv
 from transportkit.patterns.clone import CloneClient, CloneEvent, CloneServer
-from transportkit.patterns.examples import clonecli, clonesrv
 from transportkit.testing import Harness, free_tcp_endpoint, open_harness
 from transportkit.zmq_backend import ZmqNetwork
 

@@ -908,7 +908,7 @@ def test_the_lvcache_example_serves_the_guides_raw_pyzmq_client() -> None:
         pub = sock(zmq.PUB)
         pub.bind("tcp://127.0.0.1:*")
         args = ("--upstream", pub.last_endpoint.decode(), "--downstream", "tcp://127.0.0.1:*")
-        with ChildProcess("-m", "transportkit.patterns.examples.lvcache", *args) as child:
+        with ChildProcess("-m", "transportkit.examples.lvcache", *args) as child:
             assert child.ready_line is not None
             _, downstream, snapshots = child.ready_line.split()
             assert snapshots == "-"

@@ -12,7 +12,7 @@ from _guide_peers import PeerThread
 from _pirate_helpers import cancel, example, run_real
 
 from transportkit import Message, ServiceUnavailableError, SocketOptions
-from transportkit.patterns.examples import flclient, flserver
+from transportkit.examples import flclient, flserver
 from transportkit.patterns.freelance import (
     PING,
     PONG,
@@ -343,7 +343,7 @@ def test_example_programs_explain_themselves(
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])  # type: ignore[attr-defined]
     assert exit_info.value.code == 0
-    assert "usage: python -m transportkit.patterns.examples." in capsys.readouterr().out
+    assert "usage: python -m transportkit.examples." in capsys.readouterr().out
 
 
 def test_two_replies_read_together_the_first_is_the_answer_and_the_second_is_counted() -> None:

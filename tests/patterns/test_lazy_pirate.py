@@ -10,7 +10,7 @@ from _pirate_helpers import example, real_endpoint, run_real
 from hypothesis import given, settings
 
 from transportkit import Message, Network, Requester, ServiceUnavailableError, SocketOptions
-from transportkit.patterns.examples import lpclient, lpserver
+from transportkit.examples import lpclient, lpserver
 from transportkit.patterns.lazy_pirate import (
     NOT_AN_ANSWER,
     LazyPirateClient,
@@ -397,4 +397,4 @@ def test_example_programs_explain_themselves(
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])  # type: ignore[attr-defined]
     assert exit_info.value.code == 0
-    assert "usage: python -m transportkit.patterns.examples." in capsys.readouterr().out
+    assert "usage: python -m transportkit.examples." in capsys.readouterr().out

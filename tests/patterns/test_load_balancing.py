@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transportkit import Message, Network, ServiceUnavailableError, SocketOptions
-from transportkit.patterns.examples import lbbroker, spqueue, spworker
+from transportkit.examples import lbbroker, spqueue, spworker
 from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient
 from transportkit.patterns.load_balancing import (
     LoadBalancingBroker,
@@ -322,7 +322,7 @@ def test_example_programs_explain_themselves(
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])  # type: ignore[attr-defined]
     assert exit_info.value.code == 0
-    assert "usage: python -m transportkit.patterns.examples." in capsys.readouterr().out
+    assert "usage: python -m transportkit.examples." in capsys.readouterr().out
 
 
 def test_lbbroker_demo_serves_a_real_client(tmp_path: Path) -> None:

@@ -1350,7 +1350,7 @@ def test_examples_show_their_help() -> None:
             timeout=30,
             check=True,
         )
-        assert result.stdout.startswith(f"usage: python -m transportkit.patterns.examples.{name}")
+        assert result.stdout.startswith(f"usage: python -m transportkit.examples.{name}")
 
 
 def test_example_client_prints_replies_from_an_example_worker(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from _mdp_helpers import (
 )
 
 from transportkit import ClosedError, FrameError, Message, ProtocolError, Timeout
+from transportkit.examples import mdclient2
 from transportkit.patterns import AsyncMajordomoClient, MajordomoClient, MajordomoReply
-from transportkit.patterns.examples import mdclient2
 from transportkit.sim_backend import Constant, Simulation
 from transportkit.testing import ChildProcess, open_harness
 from transportkit.zmq_backend import ZmqNetwork

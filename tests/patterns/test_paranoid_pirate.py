@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from transportkit import Message, Network, SocketOptions
-from transportkit.patterns.examples import ppqueue, ppworker
+from transportkit.examples import ppqueue, ppworker
 from transportkit.patterns.lazy_pirate import Handler, LazyPirateClient
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.sim_backend import Constant, Crash, Node, Restart, Simulation, schedule_faults
@@ -268,4 +268,4 @@ def test_example_programs_explain_themselves(
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])  # type: ignore[attr-defined]
     assert exit_info.value.code == 0
-    assert "usage: python -m transportkit.patterns.examples." in capsys.readouterr().out
+    assert "usage: python -m transportkit.examples." in capsys.readouterr().out

@@ -150,7 +150,7 @@ def test_the_mdforwarder_example_forwards_and_terminates_on_command() -> None:
         upstream = pub.last_endpoint.decode()
         child = ChildProcess(
             "-m",
-            "transportkit.patterns.examples.mdforwarder",
+            "transportkit.examples.mdforwarder",
             "--upstream",
             upstream,
             "--backend",
@@ -196,7 +196,13 @@ def test_the_mdforwarder_example_forwards_and_terminates_on_command() -> None:
 
 # -- the scenario component ----------------------------------------------------------------
 
-SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "market_data_forwarder.toml"
+SCENARIO = (
+    Path(__file__).resolve().parents[2]
+    / "src"
+    / "transportkit"
+    / "scenarios"
+    / "market_data_forwarder.toml"
+)
 
 
 def test_the_forwarder_scenario_passes_on_the_sim() -> None:

@@ -373,7 +373,7 @@ def test_snail_skips_messages_without_a_timestamp() -> None:
 def _hbpublisher(endpoint: str) -> ChildProcess:
     return ChildProcess(
         "-m",
-        "transportkit.patterns.examples.hbpublisher",
+        "transportkit.examples.hbpublisher",
         "--bind",
         endpoint,
         "--interval",

@@ -26,9 +26,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from transportkit import Message, Network, Requester
+from transportkit.examples import ticlient as ticlient_example
+from transportkit.examples import titanic as titanic_example
 from transportkit.patterns import Titanic, TitanicClient, TitanicError
-from transportkit.patterns.examples import ticlient as ticlient_example
-from transportkit.patterns.examples import titanic as titanic_example
 from transportkit.patterns.majordomo import MajordomoBroker, MajordomoWorker
 from transportkit.sim_backend import Constant, Crash, Node, Restart, Simulation, schedule_faults
 from transportkit.testing import ChildProcess, open_harness

@@ -23,12 +23,15 @@ from typing import Any
 
 import pytest
 
+import transportkit
 from transportkit import SocketOptions
 from transportkit.scenario import load, report_dict, run_scenario
 from transportkit.testing import free_tcp_endpoint
 
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"  # the scenario files in the package
+
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ROOT / "scenarios"
+SCENARIOS = SHIPPED
 
 _PORT = re.compile(r"(tcp://[^:\"/]+):(\d+)")
 

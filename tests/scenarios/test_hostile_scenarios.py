@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import transportkit
 from transportkit.cli import main
 from transportkit.scenario import _budget, _runner, _spec
 from transportkit.scenario._bounds import (
@@ -31,6 +32,8 @@ from transportkit.scenario._bounds import (
 )
 from transportkit.scenario._runner import load
 from transportkit.scenario._spec import ScenarioError
+
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"  # the scenario files in the package
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -347,7 +350,7 @@ def test_the_nesting_scan_is_not_fooled(text: str) -> None:
 
 
 def test_the_shipped_scenarios_pass_the_nesting_scan() -> None:
-    for path in sorted(Path(__file__).resolve().parents[2].glob("scenarios/*.toml")):
+    for path in sorted(SHIPPED.glob("*.toml")):
         _spec.check_nesting(path.read_text(encoding="utf-8"), str(path))
 
 

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
+import transportkit
 from transportkit._endpoint import parse_endpoint
 from transportkit.scenario import load, run_scenario
 from transportkit.scenario._runner import _real_endpoint
 
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"  # the scenario files in the package
+
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+SCENARIOS = sorted((SHIPPED).glob("*.toml"))
 LOCAL = {"*", "0.0.0.0", "::", "127.0.0.1", "localhost", "::1"}
 
 
@@ -38,7 +41,7 @@ def test_every_tcp_endpoint_of_a_scenario_names_a_node_or_is_local(path: Path) -
 
 
 def test_a_typo_in_a_scenarios_connect_fails_its_invariants(tmp_path: Path) -> None:
-    text = (ROOT / "scenarios" / "market_data_fanout.toml").read_text(encoding="utf-8")
+    text = (SHIPPED / "market_data_fanout.toml").read_text(encoding="utf-8")
     good = 'node = "trader-1"\nsource = "feed"\nconnect = "tcp://exchange:5556"'
     assert good in text
     typo = tmp_path / "typo.toml"

@@ -10,7 +10,13 @@ import pytest
 from transportkit.cli import main
 from transportkit.scenario import load, run_scenario
 
-SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "risk_server_crash.toml"
+SCENARIO = (
+    Path(__file__).resolve().parents[2]
+    / "src"
+    / "transportkit"
+    / "scenarios"
+    / "risk_server_crash.toml"
+)
 
 
 def test_fifo_is_the_default_and_the_other_modes_explore_other_runs() -> None:

@@ -17,7 +17,13 @@ from transportkit.cli import main
 from transportkit.scenario import load, run_scenario
 from transportkit.sim_backend import VIRTUAL_EPOCH
 
-SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "risk_latency_spike.toml"
+SCENARIO = (
+    Path(__file__).resolve().parents[2]
+    / "src"
+    / "transportkit"
+    / "scenarios"
+    / "risk_latency_spike.toml"
+)
 
 
 def test_a_run_with_a_progress_bar_measures_real_time_and_reaches_100_percent() -> None:

@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 
+import transportkit
 from transportkit.cli import main
 from transportkit.scenario import load, report_dict, run_scenario
 
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"  # the scenario files in the package
+
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = ROOT / "scenarios"
-GOLDEN = SCENARIOS / "golden"
+SCENARIOS = SHIPPED
+GOLDEN = Path(__file__).resolve().parent / "golden"
 FAST = sorted(p for p in SCENARIOS.glob("*.toml") if "million" not in p.name)
 REGENERATE = os.environ.get("TRANSPORTKIT_REGENERATE_GOLDEN") == "1"
 

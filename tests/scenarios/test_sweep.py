@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import transportkit
 import transportkit.scenario._sweep as sweep_module
 from transportkit.cli import main
 from transportkit.scenario import (
@@ -34,6 +35,8 @@ from transportkit.scenario import (
     sweep,
 )
 from transportkit.scenario._sweep_child import run_task
+
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"  # the scenario files in the package
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -532,8 +535,8 @@ def test_an_unknown_scheduler_is_refused_before_any_seed_runs(scenario_file: Pat
 
 
 def test_the_default_wall_budget_follows_the_estimated_cost() -> None:
-    assert default_wall_budget(load(ROOT / "scenarios" / "trading_day.toml")) == 120.0
-    million = load(ROOT / "scenarios" / "market_data_million.toml")
+    assert default_wall_budget(load(SHIPPED / "trading_day.toml")) == 120.0
+    million = load(SHIPPED / "market_data_million.toml")
     assert default_wall_budget(million) > 120.0
 
 

@@ -5,7 +5,7 @@ runs its awaitable in a new task, and ``gather`` takes arguments that are alread
 at once instead of through the loop. Inside a simulation both behave as on 3.12 on every
 interpreter (on 3.11 the run's guards redirect them), and transportkit's own code uses
 :func:`transportkit._timeouts.wait_for`, which is 3.12's on every interpreter. The
-golden scenario reports (``scenarios/golden``), shared by all interpreters, check the
+golden scenario reports (``tests/scenarios/golden``), shared by all interpreters, check the
 whole; these tests check each mechanism, and fail on 3.11 without it.
 """
 

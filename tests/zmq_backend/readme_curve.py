@@ -50,7 +50,7 @@ async def check_order(
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        # Once per deployment (or: python -m transportkit.patterns.examples.keygen DIR NAME).
+        # Once per deployment (or: python -m transportkit.examples.keygen DIR NAME).
         keys = Path(tmp)
         (keys / "traders").mkdir()
         for name in ("risk", "alice", "mallory"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from transportkit.patterns.examples import (
+from transportkit.examples import (
     keygen,
     lpclient,
     mdbroker,
@@ -50,7 +50,7 @@ def test_lpserver_admits_only_listed_clients(
     endpoint = free_tcp_endpoint()
     server_argv = [
         "-m",
-        "transportkit.patterns.examples.lpserver",
+        "transportkit.examples.lpserver",
         "--bind",
         endpoint,
         "--quiet",
@@ -79,7 +79,7 @@ def test_lpserver_with_a_secret_and_no_list_admits_any_client_with_its_key(
     certs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     endpoint = free_tcp_endpoint()
-    argv = ["-m", "transportkit.patterns.examples.lpserver", "--bind", endpoint, "--quiet"]
+    argv = ["-m", "transportkit.examples.lpserver", "--bind", endpoint, "--quiet"]
     with ChildProcess(*argv, "--curve-secret", str(certs / "server.key_secret")):
         base = ["--connect", endpoint, "--requests", "1", "--timeout", "0.5", "--retries", "2"]
         assert lpclient.main([*base, "--curve-server-key", str(certs / "server.key")]) == 0

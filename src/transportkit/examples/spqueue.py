@@ -1,0 +1,64 @@
+"""Simple Pirate queue (the Guide's ``spqueue``): the load-balancing broker, unchanged.
+
+Run ``python -m transportkit.examples.spqueue`` with ``spworker`` workers on
+``--backend`` and ``lpclient`` clients on ``--frontend``; clients retry what a crashed
+worker lost. Prints ``READY <frontend> <backend>`` once bound.
+SIGTERM or SIGINT stops it gracefully (``shutdown``): the front end is no longer read,
+the replies to the requests workers hold are forwarded within ``--shutdown-timeout``,
+and it exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from transportkit.examples._main import (
+    add_shutdown_option,
+    run_main,
+    serve_until_signalled,
+    shutdown_options,
+)
+from transportkit.patterns.load_balancing import SimplePirateQueue
+from transportkit.zmq_backend import ZmqNetwork
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m transportkit.examples.spqueue",
+        description="Simple Pirate queue: a load-balancing broker for Lazy Pirate clients.",
+    )
+    parser.add_argument(
+        "--frontend", default="tcp://*:5555", help="endpoint for clients (%(default)s)"
+    )
+    parser.add_argument(
+        "--backend", default="tcp://*:5556", help="endpoint for workers (%(default)s)"
+    )
+    add_shutdown_option(parser)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Bind, announce READY, and queue until stopped by a signal."""
+    with (
+        ZmqNetwork(name="spqueue") as net,
+        SimplePirateQueue(
+            net, frontend=args.frontend, backend=args.backend, options=shutdown_options(args)
+        ) as queue,
+    ):
+        return await serve_until_signalled(
+            queue.run(),
+            lambda: queue.shutdown(args.shutdown_timeout),
+            ready=f"READY {queue.frontend_endpoint} {queue.backend_endpoint}",
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    return run_main(parse_args, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
