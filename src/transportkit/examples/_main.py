@@ -18,12 +18,20 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from transportkit._options import SocketOptions
 from transportkit.patterns._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, check_shutdown_timeout
 
-__all__ = ["add_shutdown_option", "run_main", "serve_until_signalled", "shutdown_options"]
+__all__ = [
+    "Servable",
+    "add_shutdown_option",
+    "program_parser",
+    "run_main",
+    "serve_server",
+    "serve_until_signalled",
+    "shutdown_options",
+]
 
 DEFAULT_LINGER_MS = 1000
 """The server programs' ``linger``: transportkit's default of 0 would discard, over tcp
@@ -34,6 +42,37 @@ MAX_LINGER_MS = 60_000
 
 STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
 """The signals that stop a server program."""
+
+
+class Servable(Protocol):
+    """A server with a serve loop and a graceful stop (every server pattern has both)."""
+
+    def run(self) -> Awaitable[object]:
+        """Serve until stopped."""
+        ...
+
+    def shutdown(self, timeout: float) -> Awaitable[bool]:
+        """Stop gracefully within ``timeout`` seconds; True if nothing was dropped."""
+        ...
+
+
+def program_parser(program: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of the example ``program``, run as ``python -m
+    transportkit.examples.<program>``.
+    """
+    return argparse.ArgumentParser(
+        prog=f"python -m transportkit.examples.{program}", description=description
+    )
+
+
+async def serve_server(server: Servable, args: argparse.Namespace, ready: str) -> int:
+    """Run ``server`` under :func:`serve_until_signalled`: a signal stops it with
+    ``server.shutdown(args.shutdown_timeout)``; ``ready`` is printed once the signal
+    handlers are in place. Returns the program's exit status.
+    """
+    return await serve_until_signalled(
+        server.run(), lambda: server.shutdown(args.shutdown_timeout), ready=ready
+    )
 
 
 def run_main(

@@ -13,16 +13,16 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.binary_star import BinaryStarClient
 from transportkit.zmq_backend import ZmqNetwork
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.bstarcli",
-        description="Binary Star client with Lazy Pirate failover.",
+    parser = program_parser(
+        "bstarcli",
+        "Binary Star client with Lazy Pirate failover.",
     )
     parser.add_argument("--primary", default="tcp://127.0.0.1:5001", help="(%(default)s)")
     parser.add_argument("--backup", default="tcp://127.0.0.1:5002", help="(%(default)s)")

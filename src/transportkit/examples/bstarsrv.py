@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from transportkit import Message
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.binary_star import (
@@ -40,9 +41,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.bstarsrv",
-        description="Binary Star echo server (primary or backup).",
+    parser = program_parser(
+        "bstarsrv",
+        "Binary Star echo server (primary or backup).",
     )
     role = parser.add_mutually_exclusive_group(required=True)
     role.add_argument("--primary", action="store_true", help="run as the primary")
@@ -94,11 +95,7 @@ async def serve(args: argparse.Namespace) -> int:
         )
 
         try:
-            return await serve_until_signalled(
-                server.run(),
-                lambda: server.shutdown(args.shutdown_timeout),
-                ready=f"READY {server.frontend_endpoint}",
-            )
+            return await serve_server(server, args, f"READY {server.frontend_endpoint}")
         except SplitBrainError:
             return 1
         finally:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import SocketKind, Timeout
+from transportkit.examples._main import program_parser
 from transportkit.patterns.clone import CloneClient, CloneEvent
 from transportkit.trading import MarketData
 from transportkit.zmq_backend import ZmqNetwork
@@ -33,9 +34,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.clonecli",
-        description="Clone (12/CHP) client mirroring a market-data last-value cache.",
+    parser = program_parser(
+        "clonecli",
+        "Clone (12/CHP) client mirroring a market-data last-value cache.",
     )
     parser.add_argument(
         "--snapshot", default="tcp://127.0.0.1:5556", help="server ROUTER (%(default)s)"

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from transportkit import SocketKind, SocketOptions
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
     serve_until_signalled,
     shutdown_options,
@@ -72,9 +73,9 @@ def expected_state(seed: int, count: int, symbols: Sequence[str]) -> dict[bytes,
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.clonesrv",
-        description="Clone (12/CHP) server publishing a market-data last-value cache.",
+    parser = program_parser(
+        "clonesrv",
+        "Clone (12/CHP) server publishing a market-data last-value cache.",
     )
     parser.add_argument("--snapshot", help="ROUTER endpoint (tcp://*:5556; backup: 5566)")
     parser.add_argument("--publisher", help="PUB endpoint (tcp://*:5557; backup: 5567)")

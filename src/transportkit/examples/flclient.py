@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.freelance import (
     GLOBAL_TIMEOUT,
     PING_INTERVAL,
@@ -26,9 +26,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.flclient",
-        description="Freelance client (10/FLP): one ROUTER connected to every server.",
+    parser = program_parser(
+        "flclient",
+        "Freelance client (10/FLP): one ROUTER connected to every server.",
     )
     parser.add_argument(
         "--connect",

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from transportkit import Message
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.freelance import FreelanceServer
@@ -27,9 +28,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.flserver",
-        description="Freelance server (10/FLP): a ROUTER whose identity is its endpoint.",
+    parser = program_parser(
+        "flserver",
+        "Freelance server (10/FLP): a ROUTER whose identity is its endpoint.",
     )
     parser.add_argument("--bind", default="tcp://*:5555", help="endpoint to bind (%(default)s)")
     parser.add_argument(
@@ -63,11 +64,7 @@ async def run(args: argparse.Namespace) -> int:
             options=shutdown_options(args),
         ) as server,
     ):
-        return await serve_until_signalled(
-            server.run(),
-            lambda: server.shutdown(args.shutdown_timeout),
-            ready=f"READY {server.endpoint}",
-        )
+        return await serve_server(server, args, f"READY {server.endpoint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,16 +16,16 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from transportkit.examples._main import run_main, serve_until_signalled
+from transportkit.examples._main import program_parser, run_main, serve_until_signalled
 from transportkit.patterns.resilience import HeartbeatPublisher, StampedPublisher
 from transportkit.zmq_backend import ZmqNetwork
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.hbpublisher",
-        description="Publish heartbeats (and optional data) on a PUB socket.",
+    parser = program_parser(
+        "hbpublisher",
+        "Publish heartbeats (and optional data) on a PUB socket.",
     )
     parser.add_argument("--bind", default="tcp://*:5556", help="endpoint to bind (%(default)s)")
     parser.add_argument(

@@ -15,14 +15,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from transportkit.examples._main import program_parser
 from transportkit.security import CertificateError, generate_keypair, save_certificate
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.keygen",
-        description="Write a CURVE key pair as NAME.key and NAME.key_secret for each NAME.",
+    parser = program_parser(
+        "keygen",
+        "Write a CURVE key pair as NAME.key and NAME.key_secret for each NAME.",
     )
     parser.add_argument("directory", help="an existing directory to write into")
     parser.add_argument("names", nargs="+", metavar="NAME", help="certificate base names")

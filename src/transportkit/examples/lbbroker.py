@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from transportkit import Message
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.load_balancing import LoadBalancingBroker, run_load_balancing_worker
@@ -29,9 +30,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.lbbroker",
-        description="Load-balancing broker: ROUTER front end for clients, ROUTER back end "
+    parser = program_parser(
+        "lbbroker",
+        "Load-balancing broker: ROUTER front end for clients, ROUTER back end "
         "for workers that say READY.",
     )
     parser.add_argument(
@@ -69,10 +70,8 @@ async def run(args: argparse.Namespace) -> int:
             for _ in range(args.workers)
         ]
         try:
-            return await serve_until_signalled(
-                broker.run(),
-                lambda: broker.shutdown(args.shutdown_timeout),
-                ready=f"READY {broker.frontend_endpoint} {broker.backend_endpoint}",
+            return await serve_server(
+                broker, args, f"READY {broker.frontend_endpoint} {broker.backend_endpoint}"
             )
         finally:
             for task in workers:

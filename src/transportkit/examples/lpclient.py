@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.examples._security import add_client_security, client_security
 from transportkit.patterns.lazy_pirate import (
     REQUEST_RETRIES,
@@ -31,9 +31,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.lpclient",
-        description="Lazy Pirate client: sends numbered requests, retrying on timeouts.",
+    parser = program_parser(
+        "lpclient",
+        "Lazy Pirate client: sends numbered requests, retrying on timeouts.",
     )
     parser.add_argument(
         "--connect", default="tcp://localhost:5555", help="server endpoint (%(default)s)"

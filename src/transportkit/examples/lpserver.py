@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from transportkit import Frame, Message
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
     serve_until_signalled,
     shutdown_options,
@@ -39,9 +40,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.lpserver",
-        description="Lazy Pirate echo server (REP) that can simulate crashes and overload.",
+    parser = program_parser(
+        "lpserver",
+        "Lazy Pirate echo server (REP) that can simulate crashes and overload.",
     )
     parser.add_argument("--bind", default="tcp://*:5555", help="endpoint to bind (%(default)s)")
     parser.add_argument(

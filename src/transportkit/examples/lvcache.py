@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.conflation import LastValueCache
@@ -30,9 +31,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.lvcache",
-        description="Cache the newest value per topic; send it to each new subscriber.",
+    parser = program_parser(
+        "lvcache",
+        "Cache the newest value per topic; send it to each new subscriber.",
     )
     parser.add_argument(
         "--upstream", default="tcp://localhost:5557", help="publisher endpoint (%(default)s)"
@@ -65,10 +66,8 @@ async def serve(args: argparse.Namespace) -> int:
         ) as cache,
     ):
         snapshots = "-" if cache.snapshots is None else cache.snapshots.last_endpoint
-        return await serve_until_signalled(
-            cache.run(),
-            lambda: cache.shutdown(args.shutdown_timeout),
-            ready=f"READY {cache.downstream.last_endpoint} {snapshots}",
+        return await serve_server(
+            cache, args, f"READY {cache.downstream.last_endpoint} {snapshots}"
         )
 
 

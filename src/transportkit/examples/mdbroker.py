@@ -24,8 +24,9 @@ from collections.abc import Sequence
 
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.examples._security import add_server_security, server_security
@@ -41,9 +42,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.mdbroker",
-        description="Majordomo (7/MDP) broker: routes client requests to service workers.",
+    parser = program_parser(
+        "mdbroker",
+        "Majordomo (7/MDP) broker: routes client requests to service workers.",
     )
     parser.add_argument("--bind", default="tcp://*:5555", help="endpoint to bind (%(default)s)")
     parser.add_argument(
@@ -100,11 +101,7 @@ async def run(args: argparse.Namespace) -> int:
             **{name: getattr(args, name) for name in _PENDING_BOUNDS},
             options=server_security(args, net, shutdown_options(args)),
         )
-        return await serve_until_signalled(
-            broker.run(),
-            lambda: broker.shutdown(args.shutdown_timeout),
-            ready=f"READY {broker.bind()}",
-        )
+        return await serve_server(broker, args, f"READY {broker.bind()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

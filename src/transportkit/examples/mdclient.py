@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.examples._security import add_client_security, client_security
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL, MajordomoClient
 from transportkit.trading import ValidationResult, demo_orders
@@ -23,9 +23,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.mdclient",
-        description="Majordomo (7/MDP) client: sends requests to a service and prints replies.",
+    parser = program_parser(
+        "mdclient",
+        "Majordomo (7/MDP) client: sends requests to a service and prints replies.",
     )
     parser.add_argument(
         "--broker", default="tcp://localhost:5555", help="broker endpoint (%(default)s)"

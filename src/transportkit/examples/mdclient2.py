@@ -17,16 +17,16 @@ import time
 from collections.abc import Sequence
 
 from transportkit import Timeout
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL, AsyncMajordomoClient
 from transportkit.zmq_backend import ZmqNetwork
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.mdclient2",
-        description="Asynchronous Majordomo (7/MDP) client: pipelines requests to a service.",
+    parser = program_parser(
+        "mdclient2",
+        "Asynchronous Majordomo (7/MDP) client: pipelines requests to a service.",
     )
     parser.add_argument(
         "--broker", default="tcp://localhost:5555", help="broker endpoint (%(default)s)"

@@ -26,8 +26,9 @@ from collections.abc import Sequence
 
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.proxy import forwarder
@@ -36,9 +37,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.mdforwarder",
-        description="Forward market data from feeds (XSUB) to traders (XPUB).",
+    parser = program_parser(
+        "mdforwarder",
+        "Forward market data from feeds (XSUB) to traders (XPUB).",
     )
     parser.add_argument(
         "--upstream", action="append", default=[], help="feed endpoint to connect to (repeat)"
@@ -74,10 +75,8 @@ async def serve(args: argparse.Namespace) -> int:
     ):
         control = "-" if proxy.control is None else proxy.control.last_endpoint
         frontend = proxy.frontend.last_endpoint
-        status = await serve_until_signalled(
-            proxy.run(),
-            lambda: proxy.shutdown(args.shutdown_timeout),
-            ready=f"READY {frontend} {proxy.backend.last_endpoint} {control}",
+        status = await serve_server(
+            proxy, args, f"READY {frontend} {proxy.backend.last_endpoint} {control}"
         )
         counters = " ".join(str(n) for n in proxy.stats.libzmq_counters())
         print(f"STATISTICS {counters}", flush=True)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from transportkit import Frame, Message
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
     serve_until_signalled,
     shutdown_options,
@@ -37,9 +38,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.mdworker",
-        description="Majordomo (7/MDP) worker: registers a service and answers its requests.",
+    parser = program_parser(
+        "mdworker",
+        "Majordomo (7/MDP) worker: registers a service and answers its requests.",
     )
     parser.add_argument(
         "--broker", default="tcp://localhost:5555", help="broker endpoint (%(default)s)"

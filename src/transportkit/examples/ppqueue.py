@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.paranoid_pirate import (
@@ -30,9 +31,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.ppqueue",
-        description="Paranoid Pirate queue: load balancing with heartbeats both ways.",
+    parser = program_parser(
+        "ppqueue",
+        "Paranoid Pirate queue: load balancing with heartbeats both ways.",
     )
     parser.add_argument(
         "--frontend", default="tcp://*:5555", help="endpoint for clients (%(default)s)"
@@ -71,10 +72,8 @@ async def run(args: argparse.Namespace) -> int:
             options=shutdown_options(args),
         ) as queue,
     ):
-        return await serve_until_signalled(
-            queue.run(),
-            lambda: queue.shutdown(args.shutdown_timeout),
-            ready=f"READY {queue.frontend_endpoint} {queue.backend_endpoint}",
+        return await serve_server(
+            queue, args, f"READY {queue.frontend_endpoint} {queue.backend_endpoint}"
         )
 
 

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.paranoid_pirate import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_LIVENESS,
@@ -35,9 +35,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.ppworker",
-        description="Paranoid Pirate worker (DEALER, heartbeats, reconnect back-off).",
+    parser = program_parser(
+        "ppworker",
+        "Paranoid Pirate worker (DEALER, heartbeats, reconnect back-off).",
     )
     parser.add_argument(
         "--connect", default="tcp://localhost:5556", help="queue back end (%(default)s)"

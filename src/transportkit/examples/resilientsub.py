@@ -12,16 +12,16 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Message
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.resilience import ResilientSubscriber
 from transportkit.zmq_backend import ZmqNetwork
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.resilientsub",
-        description="Subscribe, hide heartbeats, reconnect after a silence.",
+    parser = program_parser(
+        "resilientsub",
+        "Subscribe, hide heartbeats, reconnect after a silence.",
     )
     parser.add_argument(
         "--connect", default="tcp://localhost:5556", help="publisher endpoint (%(default)s)"

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from transportkit import ProtocolError, ServiceUnavailableError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.examples._security import add_client_security, client_security
 from transportkit.patterns.lazy_pirate import REQUEST_RETRIES, REQUEST_TIMEOUT
 from transportkit.trading import SIDE_BUY, SIDE_SELL, Order, ReliableRiskClient
@@ -55,9 +55,9 @@ def _positive_float(text: str) -> float:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (exit status 2 for a bad flag)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.riskclient",
-        description="Send orders to a risk server and print each verdict.",
+    parser = program_parser(
+        "riskclient",
+        "Send orders to a risk server and print each verdict.",
     )
     parser.add_argument(
         "--connect", default="tcp://localhost:5555", help="server endpoint (%(default)s)"

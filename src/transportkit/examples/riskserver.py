@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Sequence
 from transportkit import Message
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
     serve_until_signalled,
     shutdown_options,
@@ -99,9 +100,9 @@ def _message_bytes(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (exit status 2 for a bad flag or impossible limits)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.riskserver",
-        description="Pre-trade risk server (REP): judges Orders against a risk book.",
+    parser = program_parser(
+        "riskserver",
+        "Pre-trade risk server (REP): judges Orders against a risk book.",
     )
     parser.add_argument("--bind", default="tcp://*:5555", help="endpoint to bind (%(default)s)")
     limits = parser.add_argument_group("risk limits (default: the demo's)")

@@ -15,16 +15,16 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import StaleDataError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.resilience import StampedPublisher, SuicidalSubscriber
 from transportkit.zmq_backend import ZmqNetwork
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.snail",
-        description="A publisher and a slow subscriber that kills itself when it lags.",
+    parser = program_parser(
+        "snail",
+        "A publisher and a slow subscriber that kills itself when it lags.",
     )
     parser.add_argument(
         "--endpoint", default="inproc://snail", help="endpoint to use (%(default)s)"

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
     shutdown_options,
 )
 from transportkit.patterns.load_balancing import SimplePirateQueue
@@ -26,9 +27,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.spqueue",
-        description="Simple Pirate queue: a load-balancing broker for Lazy Pirate clients.",
+    parser = program_parser(
+        "spqueue",
+        "Simple Pirate queue: a load-balancing broker for Lazy Pirate clients.",
     )
     parser.add_argument(
         "--frontend", default="tcp://*:5555", help="endpoint for clients (%(default)s)"
@@ -48,10 +49,8 @@ async def run(args: argparse.Namespace) -> int:
             net, frontend=args.frontend, backend=args.backend, options=shutdown_options(args)
         ) as queue,
     ):
-        return await serve_until_signalled(
-            queue.run(),
-            lambda: queue.shutdown(args.shutdown_timeout),
-            ready=f"READY {queue.frontend_endpoint} {queue.backend_endpoint}",
+        return await serve_server(
+            queue, args, f"READY {queue.frontend_endpoint} {queue.backend_endpoint}"
         )
 
 

@@ -15,16 +15,16 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import Frame, Message, SocketOptions
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.load_balancing import run_load_balancing_worker
 from transportkit.zmq_backend import ZmqNetwork
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.spworker",
-        description="Simple Pirate worker (REQ, says READY, echoes requests).",
+    parser = program_parser(
+        "spworker",
+        "Simple Pirate worker (REQ, says READY, echoes requests).",
     )
     parser.add_argument(
         "--connect", default="tcp://localhost:5556", help="queue back end (%(default)s)"

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import run_main
+from transportkit.examples._main import program_parser, run_main
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL
 from transportkit.patterns.titanic import TitanicClient, TitanicError
 from transportkit.zmq_backend import ZmqNetwork
@@ -24,9 +24,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.ticlient",
-        description="Titanic (9/TSP) client: one request, stored, served whenever possible.",
+    parser = program_parser(
+        "ticlient",
+        "Titanic (9/TSP) client: one request, stored, served whenever possible.",
     )
     parser.add_argument(
         "--broker", default="tcp://localhost:5555", help="broker endpoint (%(default)s)"

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 from transportkit.examples._main import (
     add_shutdown_option,
+    program_parser,
     run_main,
-    serve_until_signalled,
+    serve_server,
 )
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL
 from transportkit.patterns.titanic import Titanic
@@ -28,9 +29,9 @@ from transportkit.zmq_backend import ZmqNetwork
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m transportkit.examples.titanic",
-        description="Titanic (9/TSP) server: stores requests on disk and serves them later.",
+    parser = program_parser(
+        "titanic",
+        "Titanic (9/TSP) server: stores requests on disk and serves them later.",
     )
     parser.add_argument(
         "--broker", default="tcp://localhost:5555", help="broker endpoint (%(default)s)"
@@ -72,11 +73,7 @@ async def run(args: argparse.Namespace) -> int:
         )
         stored = titanic.load()
         print(f"I: {stored} requests stored in {args.directory}", flush=True)
-        return await serve_until_signalled(
-            titanic.run(),
-            lambda: titanic.shutdown(args.shutdown_timeout),
-            ready=f"READY {args.broker}",
-        )
+        return await serve_server(titanic, args, f"READY {args.broker}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
