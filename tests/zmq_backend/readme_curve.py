@@ -1,3 +1,5 @@
+"""The refusal example of docs/production.md, shown there exactly as here."""
+
 import asyncio
 import shutil
 import tempfile
