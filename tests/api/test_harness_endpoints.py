@@ -86,3 +86,16 @@ def test_a_wildcard_bind_endpoint_connects_through_what_bind_returned(backend: s
                     return await pull.recv(timeout=2.0)
 
         assert h.run(main(), timeout=10.0) == [b"y"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_connecting_to_a_wildcard_port_is_refused_on_both_backends(backend: str) -> None:
+    # libzmq refuses it (EINVAL); the sim used to accept it and retry for ever.
+    with open_harness(backend) as h:
+        net = h.network("cli")
+
+        async def main() -> None:
+            with pytest.raises(EndpointError, match=r"tcp://127\.0\.0\.1:\*"):
+                net.pusher(connect=h.bind_endpoint("tcp"))
+
+        h.run(main(), timeout=5.0)
