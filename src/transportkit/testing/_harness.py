@@ -294,7 +294,9 @@ class ZmqHarness(Harness):
 
     With ``faults=True``, every tcp connect from one of the harness's networks to a
     loopback port that another of its networks bound before (``bind()`` first, then
-    connect to what it returned, as the harness's endpoints require anyway) goes
+    connect: to what it returned, as :meth:`bind_endpoint`'s wildcard requires anyway,
+    or to an :meth:`endpoint`, which could be connected before the bind but is
+    faultable only after it) goes
     through a :class:`~transportkit.testing.FaultProxy`, so that
     :meth:`apply`/:meth:`schedule_faults` realise every network fault between the
     two networks (partitions, holds, dropped connections, latency; what each means
