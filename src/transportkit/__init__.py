@@ -27,6 +27,7 @@ from transportkit._errors import (
     TaskFailed,
     Timeout,
     TransportError,
+    UnknownOptionError,
     UnsupportedError,
     WouldBlock,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "TaskFailed",
     "Timeout",
     "TransportError",
+    "UnknownOptionError",
     "UnsupportedError",
     "Worker",
     "WouldBlock",

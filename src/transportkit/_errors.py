@@ -30,6 +30,7 @@ __all__ = [
     "TaskFailed",
     "Timeout",
     "TransportError",
+    "UnknownOptionError",
     "UnsupportedError",
     "WouldBlock",
 ]
@@ -68,6 +69,15 @@ class StateError(TransportError):
 
 class OptionError(TransportError, ValueError):
     """A socket or network option is unknown, has the wrong type, or is out of range."""
+
+
+class UnknownOptionError(OptionError, TypeError):
+    """An option name that does not exist (a typo, say); the message suggests the
+    closest known name.
+
+    An :class:`OptionError`, and also a :class:`TypeError`, which is what Python raises
+    for an unknown keyword argument: ``except TypeError`` still catches it.
+    """
 
 
 class EndpointError(TransportError, ValueError):

@@ -122,7 +122,7 @@ logger (``transportkit.`` + ...)          what it logs                          
 ========================================  ============================================  ========
 
 Give-ups and retries are not rate-limited: each is one line per request (at most
-``retries`` lines), so their rate is the application's own request rate.
+``attempts`` lines), so their rate is the application's own request rate.
 
 Rate-limited records go through :func:`limited` (a :class:`RateLimitedLog` per logger
 and event loop; the key is the kind of event, ``"malformed"``, ``"over_limit"``...):

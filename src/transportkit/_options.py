@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from transportkit._curve import curve_public, key_z85
-from transportkit._errors import OptionError
+from transportkit._errors import OptionError, UnknownOptionError
 from transportkit._kinds import SocketKind
 
 __all__ = [
@@ -49,7 +49,10 @@ class SocketOptions:
 
     Construct with keywords (``SocketOptions(sndhwm=10_000, linger=0)``), derive with
     :meth:`replace`, or load from plain data with :meth:`from_mapping`. Every invalid
-    value raises :class:`~transportkit.OptionError` naming the option and the problem.
+    value raises :class:`~transportkit.OptionError` naming the option and the problem;
+    an unknown name (``SocketOptions(sndhvm=1)``), in any of the three, raises
+    :class:`~transportkit.UnknownOptionError` (an OptionError and a TypeError) that
+    suggests the closest known one ("did you mean 'sndhwm'?").
 
     Attributes:
         sndhwm: Messages queued per outgoing pipe before the socket's HWM action
@@ -207,6 +210,12 @@ class SocketOptions:
     xpub_manual: bool = False
     xpub_welcome_msg: bytes | None = None
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> SocketOptions:
+        # Runs before the generated __init__, so that an unknown keyword gets the same
+        # suggestion as replace() and from_mapping() instead of Python's bare TypeError.
+        _check_names(kwargs)
+        return object.__new__(cls)
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -277,13 +286,25 @@ class SocketOptions:
         return self.heartbeat_ivl if self.heartbeat_timeout == -1 else self.heartbeat_timeout
 
     def replace(self, **changes: Any) -> SocketOptions:
-        """Return a copy with ``changes`` applied; unknown names raise OptionError."""
+        """Return a copy with ``changes`` applied.
+
+        Raises:
+            UnknownOptionError: A name in ``changes`` is not an option (an OptionError
+                and a TypeError; the message suggests the closest name).
+            OptionError: A value is invalid.
+        """
         _check_names(changes)
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SocketOptions:
-        """Build options from plain data (a TOML table, say); unknown names raise."""
+        """Build options from plain data (a TOML table, say).
+
+        Raises:
+            UnknownOptionError: A key is not an option (the message suggests the
+                closest name).
+            OptionError: A value is invalid.
+        """
         _check_names(values)
         return cls(**dict(values))
 
@@ -373,7 +394,7 @@ def _check_names(values: Mapping[str, Any]) -> None:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             if name == "io_threads":
                 hint = "; I/O threads are an option of the network, not of a socket"
-            raise OptionError(f"unknown socket option {name!r}{hint}")
+            raise UnknownOptionError(f"unknown socket option {name!r}{hint}")
 
 
 _DEFAULTS: Final = SocketOptions()

@@ -110,6 +110,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from hdrh.histogram import HdrHistogram
 
 from transportkit._closing import Closeable
+from transportkit._keywords import accepted_keywords, check_keywords
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._socket import Socket, SocketStats
@@ -759,11 +760,14 @@ class MetricsRegistry:
 
         Raises:
             ValueError: ``options`` given for a histogram that already exists, or bad.
+            TypeError: An option that LatencyHistogram does not take (the message
+                suggests the closest).
         """
         _check_name("name", name)
         with self._lock:
             histogram = self._latency.get(name)
             if histogram is None:
+                check_keywords(options, accepted_keywords(LatencyHistogram), where="latency()")
                 histogram = self._latency[name] = LatencyHistogram(**options)
             elif options:
                 raise ValueError(f"the latency histogram {name!r} already exists")

@@ -48,7 +48,7 @@ def test_a_frame_over_the_limit_drops_the_connection_and_a_connecting_sender_rec
         rx_net, tx_net = tk_harness.network("rx"), tk_harness.network("tx")
         pull = rx_net.puller(options=SocketOptions(maxmsgsize=LIMIT))
         monitor = pull.monitor()
-        endpoint = pull.bind(tk_harness.endpoint(transport))
+        endpoint = pull.bind(tk_harness.bind_endpoint(transport))
         push = tx_net.pusher(connect=endpoint, options=SocketOptions(reconnect_ivl=50))
         events = await _events_until(monitor, "HANDSHAKE_SUCCEEDED")
         await push.send([b"a" * LIMIT])  # exactly the limit
@@ -87,7 +87,7 @@ def test_a_connecting_receiver_does_not_reconnect_after_a_frame_over_the_limit(
 ) -> None:
     async def program() -> dict[str, Any]:
         rx_net, tx_net = tk_harness.network("rx"), tk_harness.network("tx")
-        push = tx_net.pusher(bind=tk_harness.endpoint("tcp"))
+        push = tx_net.pusher(bind=tk_harness.bind_endpoint("tcp"))
         assert push.last_endpoint is not None
         pull = rx_net.puller(options=SocketOptions(maxmsgsize=LIMIT, reconnect_ivl=50))
         monitor = pull.monitor()
@@ -116,7 +116,9 @@ def test_a_connecting_receiver_does_not_reconnect_after_a_frame_over_the_limit(
 def test_inproc_ignores_the_limit(tk_harness: Harness) -> None:
     async def program() -> list[list[int]]:
         net = tk_harness.network()
-        pull = net.puller(bind=tk_harness.endpoint("inproc"), options=SocketOptions(maxmsgsize=8))
+        pull = net.puller(
+            bind=tk_harness.bind_endpoint("inproc"), options=SocketOptions(maxmsgsize=8)
+        )
         assert pull.last_endpoint is not None
         push = net.pusher(connect=pull.last_endpoint)
         await asyncio.sleep(tk_harness.settle)

@@ -89,7 +89,7 @@ def test_req_rep_calls_follow_the_lockstep_model(
 
     async def body() -> None:
         with ExitStack() as stack:
-            rep = stack.enter_context(h.network("server").worker(bind=h.endpoint("tcp")))
+            rep = stack.enter_context(h.network("server").worker(bind=h.bind_endpoint("tcp")))
             assert rep.last_endpoint is not None
             req = stack.enter_context(h.network("client").requester(connect=rep.last_endpoint))
             req_may_send, rep_may_recv = True, True
@@ -160,7 +160,7 @@ def test_async_iteration_yields_every_message_then_stops_on_close(
 ) -> None:
     async def body() -> list[list[bytes]]:
         net = h.network("local")
-        with net.pusher(bind=h.endpoint("inproc")) as push:
+        with net.pusher(bind=h.bind_endpoint("inproc")) as push:
             assert push.last_endpoint is not None
             pull = net.puller(connect=push.last_endpoint)
             for msg in msgs:

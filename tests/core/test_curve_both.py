@@ -89,7 +89,7 @@ def test_an_allowed_client_is_served(tk_harness: Harness) -> None:
         )
         with srv.puller(options=_server_options()) as pull:
             monitor = pull.monitor()
-            endpoint = pull.bind(h.endpoint("tcp"))
+            endpoint = pull.bind(h.bind_endpoint("tcp"))
             with cli.pusher(connect=endpoint, options=_client_options()) as push:
                 await push.send([b"order-1"])
                 got = await pull.recv(timeout=WAIT)
@@ -146,7 +146,7 @@ def test_a_refused_client_never_delivers(tk_harness: Harness, case: str) -> None
         auth = srv.start_authenticator(policy)
         with srv.puller(options=_server_options()) as pull:
             srv_monitor = pull.monitor()
-            endpoint = pull.bind(h.endpoint("tcp"))
+            endpoint = pull.bind(h.bind_endpoint("tcp"))
             with cli.pusher(options=client_options) as push:
                 cli_monitor = push.monitor()
                 push.connect(endpoint)
@@ -195,7 +195,7 @@ def test_a_plaintext_server_with_a_zap_domain_refuses_a_denied_address(
         auth = srv.start_authenticator(AuthPolicy(deny_ips=[_client_address(h)]))
         with srv.puller(options=SocketOptions(zap_domain="global", linger=0)) as pull:
             srv_monitor = pull.monitor()
-            endpoint = pull.bind(h.endpoint("tcp"))
+            endpoint = pull.bind(h.bind_endpoint("tcp"))
             with cli.pusher(options=SocketOptions(linger=0, reconnect_ivl=50)) as push:
                 cli_monitor = push.monitor()
                 push.connect(endpoint)
@@ -247,7 +247,7 @@ async def _refused_once(
     srv, cli = h.network("srv"), h.network("cli")
     with srv.puller(options=server_options) as pull:
         srv_monitor = pull.monitor()
-        endpoint = pull.bind(h.endpoint("tcp"))
+        endpoint = pull.bind(h.bind_endpoint("tcp"))
         with cli.pusher(options=_client_options(client)) as push:
             cli_monitor = push.monitor()
             push.connect(endpoint)
@@ -366,7 +366,7 @@ def test_a_flood_of_refusals_is_rate_limited_on_both(
         auth = h.network("srv").start_authenticator(AuthPolicy(allow_keys=[]))
         with h.network("srv").puller(options=_server_options()) as pull:
             monitor = pull.monitor()
-            endpoint = pull.bind(h.endpoint("tcp"))
+            endpoint = pull.bind(h.bind_endpoint("tcp"))
             pushers = [
                 h.network("cli").pusher(connect=endpoint, options=_client_options(c))
                 for c in clients

@@ -63,7 +63,7 @@ def test_no_secret_reaches_logs_reprs_or_the_trace(
         auth.update(AuthPolicy(allow_keys=[client.public]))
         with srv.puller(options=server_options) as pull:
             monitor = pull.monitor()
-            endpoint = pull.bind(h.endpoint("tcp"))
+            endpoint = pull.bind(h.bind_endpoint("tcp"))
             with (
                 cli.pusher(connect=endpoint, options=client_options(client)) as good,
                 cli.pusher(connect=endpoint, options=client_options(stranger)),

@@ -120,7 +120,7 @@ def test_a_lazy_pirate_give_up_logs_once_and_each_retry_at_info(
     sim.node("srv")  # nobody answers
 
     async def main() -> None:
-        async with LazyPirateClient(cli, "tcp://srv:5555", timeout=0.5, retries=3) as client:
+        async with LazyPirateClient(cli, "tcp://srv:5555", timeout=0.5, attempts=3) as client:
             with pytest.raises(ServiceUnavailableError):
                 await client.request([b"order"])
 
@@ -320,7 +320,7 @@ def _purge_run(seed: int) -> list[tuple[float, float, str, str]]:
 
         async def main() -> None:
             await asyncio.sleep(1.0)
-            async with LazyPirateClient(cli, "tcp://queue:5555", timeout=1.0, retries=3) as c:
+            async with LazyPirateClient(cli, "tcp://queue:5555", timeout=1.0, attempts=3) as c:
                 await c.request([b"before"])
                 await asyncio.sleep(5.0)  # w1 crashes at 1.5 s and is purged
                 with pytest.raises(ServiceUnavailableError):

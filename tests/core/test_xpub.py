@@ -81,7 +81,7 @@ async def keep_polling(sock: Receiver) -> None:
 def xpub(h: Harness, stack: ExitStack, transport: str = "tcp", **options: Any) -> XPublisher:
     net = h.network("local" if transport == "inproc" else "pub")
     sock = stack.enter_context(
-        net.xpublisher(bind=h.endpoint(transport), options=SocketOptions(**options))
+        net.xpublisher(bind=h.bind_endpoint(transport), options=SocketOptions(**options))
     )
     return sock
 
@@ -256,7 +256,7 @@ def test_xsub_subscription_goes_upstream_to_a_pub(tk_harness: Harness) -> None:
     h = tk_harness
 
     async def body(stack: ExitStack) -> None:
-        pub = stack.enter_context(h.network("pub").publisher(bind=h.endpoint()))
+        pub = stack.enter_context(h.network("pub").publisher(bind=h.bind_endpoint()))
         xsub = stack.enter_context(
             h.network("xsub").xsubscriber(connect=pub.last_endpoint, topics=[b"A"])
         )
@@ -318,9 +318,9 @@ def test_forwarding_subscriptions_and_data_through_xpub_and_xsub(tk_harness: Har
     h = tk_harness
 
     async def body(stack: ExitStack) -> None:
-        pub = stack.enter_context(h.network("source").publisher(bind=h.endpoint()))
+        pub = stack.enter_context(h.network("source").publisher(bind=h.bind_endpoint()))
         proxy = h.network("proxy")
-        front = stack.enter_context(proxy.xpublisher(bind=h.endpoint()))
+        front = stack.enter_context(proxy.xpublisher(bind=h.bind_endpoint()))
         back = stack.enter_context(proxy.xsubscriber(connect=pub.last_endpoint))
         sub = stack.enter_context(
             h.network("sub").subscriber(connect=front.last_endpoint, topics=[b"AAPL"])
@@ -505,7 +505,7 @@ def test_a_connecting_xpub_keeps_its_pipe_and_subscriptions_across_a_reconnect(
 
         async def body(stack: ExitStack) -> None:
             sub = stack.enter_context(
-                h.network("sub").subscriber(bind=h.endpoint(), topics=[b"A", b"W"])
+                h.network("sub").subscriber(bind=h.bind_endpoint(), topics=[b"A", b"W"])
             )
             pub = stack.enter_context(
                 h.network("pub").xpublisher(
@@ -606,7 +606,7 @@ def test_xsub_queues_to_a_pipe_still_connecting(tk_harness: Harness) -> None:
 
     async def body(stack: ExitStack) -> None:
         net = h.network("local")
-        endpoint = h.endpoint("inproc")
+        endpoint = h.bind_endpoint("inproc")
         xsub = stack.enter_context(net.xsubscriber(connect=endpoint))
         xsub.subscribe(b"A")
         await xsub.send([b"early data"])

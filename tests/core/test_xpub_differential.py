@@ -73,7 +73,9 @@ async def _settle(h: Harness, pub: Any) -> list[Message]:
 async def _play(h: Harness, steps: list[Step], options: SocketOptions) -> Seen:
     seen: Seen = []
     with ExitStack() as stack:
-        pub = stack.enter_context(h.network("pub").xpublisher(bind=h.endpoint(), options=options))
+        pub = stack.enter_context(
+            h.network("pub").xpublisher(bind=h.bind_endpoint(), options=options)
+        )
         endpoint = pub.last_endpoint
         subs: dict[int, Subscriber] = {}
         xsub = stack.enter_context(h.network("xsub").xsubscriber())

@@ -151,7 +151,7 @@ def test_curve_pair_over_tcp_and_an_unlisted_client_refused(tmp_path: Path) -> N
 
         intruder = _client(
             *common, "--curve-secret", str(keys / "intruder.key_secret"),
-            "--timeout", "0.3", "--retries", "2",
+            "--timeout", "0.3", "--attempts", "2",
         )  # fmt: skip
         assert intruder.returncode == 1, intruder.stdout + intruder.stderr
         assert "VERDICT" not in intruder.stdout
@@ -202,7 +202,7 @@ def test_bad_flags_are_usage_errors(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--count", "0"], ["--timeout", "nan"], ["--retries", "0"], ["--side", "x"]]
+    "args", [["--count", "0"], ["--timeout", "nan"], ["--attempts", "0"], ["--side", "x"]]
 )
 def test_bad_client_flags_are_usage_errors(args: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:

@@ -34,8 +34,8 @@ def test_sigterm_forwards_the_reply_in_flight_refuses_new_requests_and_exits_0()
                     net, endpoint, b"slow", heartbeat_interval=0.5, options=OPTIONS
                 )
                 serving = asyncio.ensure_future(worker.serve(slow))
-                first = MajordomoClient(net, endpoint, timeout=8.0, retries=1, options=OPTIONS)
-                second = MajordomoClient(net, endpoint, timeout=1.0, retries=1, options=OPTIONS)
+                first = MajordomoClient(net, endpoint, timeout=8.0, attempts=1, options=OPTIONS)
+                second = MajordomoClient(net, endpoint, timeout=1.0, attempts=1, options=OPTIONS)
                 try:
                     in_flight = asyncio.ensure_future(first.request(b"slow", [b"order-1"]))
                     await asyncio.wait_for(started.wait(), 10.0)

@@ -20,7 +20,7 @@ def test_sigterm_answers_the_request_held_then_disconnects_and_exits_0() -> None
             endpoint = broker.bind()
             running = asyncio.ensure_future(broker.run())
             client = MajordomoClient(
-                net, endpoint, timeout=8.0, retries=1, options=SocketOptions(linger=0)
+                net, endpoint, timeout=8.0, attempts=1, options=SocketOptions(linger=0)
             )
             child = server("mdworker", "--broker", endpoint, "--delay", "0.5")
             try:

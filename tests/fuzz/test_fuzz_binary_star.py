@@ -77,14 +77,14 @@ class BinaryStar(Server):
 
     async def start(self) -> None:
         self.state_pub = self.peer(
-            self.hostile_net.publisher(bind=self.h.endpoint()), "the hostile peer's state PUB"
+            self.hostile_net.publisher(bind=self.h.bind_endpoint()), "the hostile peer's state PUB"
         )
         self.handler = FuzzHandler()
         self.server = BinaryStarServer(
             self.server_net,
             primary=self.primary,
-            frontend=self.h.endpoint(),
-            state_pub=self.h.endpoint(),
+            frontend=self.h.bind_endpoint(),
+            state_pub=self.h.bind_endpoint(),
             state_sub=self.state_pub.sock.last_endpoint,
             handler=self.handler,
             heartbeat=HEARTBEAT,
@@ -106,7 +106,7 @@ class BinaryStar(Server):
             (self.server.frontend_endpoint, self.server.frontend_endpoint),
             timeout=0.3,
             settle_delay=0.01,
-            retries=8,
+            attempts=9,
         )
         self.closing(self.client.close)
         await self.prepare()

@@ -108,8 +108,8 @@ class CloneServerServer(Server):
     async def start(self) -> None:
         self.server = CloneServer(
             self.server_net,
-            publisher=self.h.endpoint(),
-            snapshot=self.h.endpoint(),
+            publisher=self.h.bind_endpoint(),
+            snapshot=self.h.bind_endpoint(),
             heartbeat=HEARTBEAT,
         )
         self.closing(self.server.close)
@@ -270,8 +270,10 @@ class CloneClientServer(Server):
         return {"updates"}
 
     async def start(self) -> None:
-        self.pub = self.peer(self.hostile_net.publisher(bind=self.h.endpoint()), "hostile PUB")
-        self.router = self.peer(self.hostile_net.router(bind=self.h.endpoint()), "hostile ROUTER")
+        self.pub = self.peer(self.hostile_net.publisher(bind=self.h.bind_endpoint()), "hostile PUB")
+        self.router = self.peer(
+            self.hostile_net.router(bind=self.h.bind_endpoint()), "hostile ROUTER"
+        )
         self.largest_state = 0
         self.client = CloneClient(
             self.server_net,
@@ -406,9 +408,9 @@ class CloneCollectorServer(Server):
     async def start(self) -> None:
         self.server = CloneServer(
             self.server_net,
-            publisher=self.h.endpoint(),
-            snapshot=self.h.endpoint(),
-            collector=self.h.endpoint(),
+            publisher=self.h.bind_endpoint(),
+            snapshot=self.h.bind_endpoint(),
+            collector=self.h.bind_endpoint(),
             collector_kind=self.collector_kind,
             heartbeat=HEARTBEAT,
         )

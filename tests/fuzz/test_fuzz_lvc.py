@@ -94,13 +94,13 @@ class LastValueCacheServer(Server):
         in_kernel = capacity("tcp", 0, 0) // wire_bytes([b"BULK.0", b"value"]) + 1
         self.held_bound = DEFAULT_SNDHWM + HOSTILE_RCVHWM + in_kernel + self.bulk + 1
         self.upstream = self.peer(
-            self.hostile_net.publisher(bind=self.h.endpoint()), "hostile upstream PUB"
+            self.hostile_net.publisher(bind=self.h.bind_endpoint()), "hostile upstream PUB"
         )
         self.lvc = LastValueCache(
             self.server_net,
             upstream=self.upstream.sock.last_endpoint,
-            downstream=self.h.endpoint(),
-            snapshots=self.h.endpoint(),
+            downstream=self.h.bind_endpoint(),
+            snapshots=self.h.bind_endpoint(),
             options=buffers,
         )
         self.closing(self.lvc.close)

@@ -62,7 +62,7 @@ class Toy(Server):
     declares_refusals = True  # says how many it refused (Server.refused)
 
     async def start(self) -> None:
-        self.router = self.server_net.router(bind=self.h.endpoint())
+        self.router = self.server_net.router(bind=self.h.bind_endpoint())
         self.closing(self.router.close)
         self.malformed = 0
         self.refusals = 0

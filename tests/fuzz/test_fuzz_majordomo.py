@@ -109,7 +109,7 @@ class MajordomoBrokerServer(Server):
 
     async def start(self) -> None:
         self.broker = MajordomoBroker(
-            self.server_net, self.h.endpoint(), heartbeat_interval=HEARTBEAT_INTERVAL
+            self.server_net, self.h.bind_endpoint(), heartbeat_interval=HEARTBEAT_INTERVAL
         )
         self.closing(self.broker.stop)
         endpoint = self.broker.bind()
@@ -122,7 +122,7 @@ class MajordomoBrokerServer(Server):
         await worker.start()
         self.spawn(worker.serve(self.handler), "good-worker")
         # A hostile READY for the same service may take a request: the client retries.
-        self.client = MajordomoClient(self.good_net, endpoint, timeout=0.25, retries=8)
+        self.client = MajordomoClient(self.good_net, endpoint, timeout=0.25, attempts=8)
         self.closing(self.client.close)
         options = SocketOptions(routing_id=b"hostile", rcvhwm=HOSTILE_RCVHWM)
         self.hostile = self.peer(
@@ -233,7 +233,9 @@ class MajordomoWorkerServer(Server):
     }
 
     async def start(self) -> None:
-        self.router = self.peer(self.hostile_net.router(bind=self.h.endpoint()), "hostile broker")
+        self.router = self.peer(
+            self.hostile_net.router(bind=self.h.bind_endpoint()), "hostile broker"
+        )
         endpoint = self.router.sock.last_endpoint
         self.handler = FuzzHandler()
         self.worker = MajordomoWorker(

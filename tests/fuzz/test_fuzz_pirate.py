@@ -140,7 +140,7 @@ class Broker(Server):
         )
         # The hostile back end may be the next worker in line: its request is lost and
         # the client retries (the next attempt goes to the well-behaved worker).
-        self.client = LazyPirateClient(self.good_net, frontend, timeout=0.1, retries=20)
+        self.client = LazyPirateClient(self.good_net, frontend, timeout=0.1, attempts=20)
         self.closing(self.client.close)
 
     def reply_via_backend(self, body: bytes) -> list[bytes]:
@@ -209,8 +209,8 @@ class ParanoidPirateQueueServer(Broker):
     async def start(self) -> None:
         self.queue = ParanoidPirateQueue(
             self.server_net,
-            frontend=self.h.endpoint(),
-            backend=self.h.endpoint(),
+            frontend=self.h.bind_endpoint(),
+            backend=self.h.bind_endpoint(),
             heartbeat_interval=HEARTBEAT_INTERVAL,
         )
         self.closing(self.queue.close)
@@ -252,7 +252,9 @@ class ParanoidPirateWorkerServer(Server):
     }
 
     async def start(self) -> None:
-        self.router = self.peer(self.hostile_net.router(bind=self.h.endpoint()), "hostile queue")
+        self.router = self.peer(
+            self.hostile_net.router(bind=self.h.bind_endpoint()), "hostile queue"
+        )
         self.handler = FuzzHandler()
         worker = ParanoidPirateWorker(
             self.server_net,
@@ -337,7 +339,7 @@ class LoadBalancingBrokerServer(Broker):
 
     async def start(self) -> None:
         self.broker = LoadBalancingBroker(
-            self.server_net, frontend=self.h.endpoint(), backend=self.h.endpoint()
+            self.server_net, frontend=self.h.bind_endpoint(), backend=self.h.bind_endpoint()
         )
         self.closing(self.broker.close)
         self.task = self.spawn(self.broker.run(), "broker")
@@ -376,7 +378,9 @@ class LoadBalancingWorkerServer(Server):
     }
 
     async def start(self) -> None:
-        self.router = self.peer(self.hostile_net.router(bind=self.h.endpoint()), "hostile broker")
+        self.router = self.peer(
+            self.hostile_net.router(bind=self.h.bind_endpoint()), "hostile broker"
+        )
         self.handler = FuzzHandler()
         self.stats = LoadBalancingWorkerStats()
         self.task = self.spawn(

@@ -115,7 +115,7 @@ class Risk(Server):
     def book_setup(self) -> None:
         self.book = RiskBook(LIMITS)
         self.stats = RiskServerStats()
-        self.rep = self.server_net.worker(bind=self.h.endpoint())
+        self.rep = self.server_net.worker(bind=self.h.bind_endpoint())
         self.closing(self.rep.close)
         self.endpoint = self.rep.last_endpoint
         self.hostile = self.peer(self.hostile_net.dealer(connect=self.endpoint), "hostile DEALER")
@@ -245,7 +245,7 @@ class RiskLazyPirateServer(Risk):
 
     async def serve_check(self) -> None:
         client = LazyPirateClient(
-            self.good_net, self.endpoint, timeout=0.5, retries=4, wire=LazyPirateWire.SEQUENCED
+            self.good_net, self.endpoint, timeout=0.5, attempts=4, wire=LazyPirateWire.SEQUENCED
         )
         self.closing(client.close)
         try:

@@ -178,7 +178,7 @@ class TitanicServer(Server):
         self.closing(lambda: shutil.rmtree(self.root, ignore_errors=True))
         self.store = self.root / "store"
         self.broker = MajordomoBroker(
-            self.server_net, self.h.endpoint(), heartbeat_interval=HEARTBEAT
+            self.server_net, self.h.bind_endpoint(), heartbeat_interval=HEARTBEAT
         )
         self.closing(self.broker.stop)
         endpoint = self.broker.bind()
@@ -202,7 +202,7 @@ class TitanicServer(Server):
         )
         self.closing(worker.aclose)
         self.spawn(worker.serve(self.handler), "good-worker")
-        self.client = TitanicClient(self.good_net, endpoint, timeout=0.5, retries=8)
+        self.client = TitanicClient(self.good_net, endpoint, timeout=0.5, attempts=8)
         self.closing(self.client.close)
         options = SocketOptions(rcvhwm=HOSTILE_RCVHWM)
         self.hostile = self.peer(
@@ -501,7 +501,7 @@ def run_hostile_worker(seed: int, actions: list[tuple[str, list[bytes]]], reques
             )
         )
         cli = sim.node("cli")
-        async with TitanicClient(cli, endpoint, timeout=0.5, retries=8) as client:
+        async with TitanicClient(cli, endpoint, timeout=0.5, attempts=8) as client:
             uuids = {}
             for n in range(requests):
                 body = b"request-%d" % n
@@ -598,7 +598,7 @@ def run_titanic_client(seed: int, calls: list[tuple[str, list[bytes]]]) -> None:
 
     async def main() -> None:
         with broker.router(bind="tcp://*:5555") as router:
-            async with TitanicClient(cli, "tcp://broker:5555", timeout=0.5, retries=1) as client:
+            async with TitanicClient(cli, "tcp://broker:5555", timeout=0.5, attempts=1) as client:
                 for method, template in calls:
                     service = {"request": T_REQUEST, "reply": T_REPLY, "close": T_CLOSE}[method]
                     answer = [service if f == b"{service}" else f for f in template]

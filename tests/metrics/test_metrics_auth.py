@@ -75,7 +75,7 @@ def test_a_scrape_shows_the_authenticator_counters_on_both(tk_harness: Harness) 
         registry.watch(auth, name="zap")
         with srv.puller(options=server_options) as pull:
             monitor = pull.monitor()
-            endpoint = pull.bind(h.endpoint("tcp"))
+            endpoint = pull.bind(h.bind_endpoint("tcp"))
             with (
                 cli.pusher(connect=endpoint, options=client(ALLOWED)) as good,
                 cli.pusher(connect=endpoint, options=client(STRANGER)),

@@ -91,7 +91,7 @@ def lazy_pirate_traffic(
     registry.watch(stats, name="echo-server")
 
     async def main() -> tuple[LazyPirateClient, Socket, asyncio.Task[Any]]:
-        rep = srv.worker(bind=harness.endpoint())
+        rep = srv.worker(bind=harness.bind_endpoint())
         endpoint = rep.last_endpoint
         assert endpoint is not None
         task = asyncio.ensure_future(serve_requests(rep, echo, stats=stats))
@@ -573,7 +573,7 @@ def test_network_totals_count_the_sockets_closed_between_two_scrapes(
     """Short-lived sockets (a Lazy Pirate retry opens a new REQ) still count."""
     srv, cli = tk_harness.network("srv"), tk_harness.network("cli")
     registry.watch_network(cli)
-    puller = srv.puller(bind=tk_harness.endpoint())
+    puller = srv.puller(bind=tk_harness.bind_endpoint())
     endpoint = puller.last_endpoint
     assert endpoint is not None
 

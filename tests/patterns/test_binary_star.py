@@ -128,7 +128,7 @@ def test_binary_star_request_reply_works_with_both_servers_up(tk_backend: str) -
                     (eps["p_front"], eps["b_front"]),
                     timeout=0.5,
                     settle_delay=0.1,
-                    retries=10,
+                    attempts=11,
                 )
                 with client:
                     for i in range(10):
@@ -202,7 +202,7 @@ class Pair:
             ("tcp://p:7211", "tcp://b:7212"),
             timeout=0.3,
             settle_delay=0.3,
-            retries=self.retries,
+            attempts=self.retries + 1,
         )
         with client:
             for i in range(self.requests):
@@ -230,7 +230,7 @@ class Pair:
         horizon=6.0,
         max_outage=8.0,
         max_faults=3,
-        kinds=("crash", "drop"),
+        kinds=("crash", "drop_connection"),
     ),
 )
 def test_binary_star_never_has_two_active_servers(seed: int, schedule: FaultSchedule) -> None:
@@ -451,7 +451,7 @@ def test_a_killed_primary_process_is_replaced_by_the_backup(
         await wait_for_line(primary, "STATE PRIMARY ACTIVE PEER_BACKUP", 10.0)
         await wait_for_line(backup, "STATE BACKUP PASSIVE PEER_ACTIVE", 10.0)
         client = BinaryStarClient(
-            net, (eps["p_front"], eps["b_front"]), timeout=0.5, settle_delay=0.3, retries=6
+            net, (eps["p_front"], eps["b_front"]), timeout=0.5, settle_delay=0.3, attempts=7
         )
         with client:
             for i in range(5):

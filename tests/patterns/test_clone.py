@@ -108,7 +108,7 @@ def test_clone_client_converges_to_the_server_state(tk_backend: str) -> None:
 
         async def main() -> None:
             server = CloneServer(
-                srv_net, publisher=h.endpoint(), snapshot=h.endpoint(), heartbeat=0.05
+                srv_net, publisher=h.bind_endpoint(), snapshot=h.bind_endpoint(), heartbeat=0.05
             )
             async with server:
                 for i in range(12):  # state before the client joins: from the snapshot
@@ -327,7 +327,7 @@ def with_server_outages_of_at_least(least: float, schedule: FaultSchedule) -> Fa
         horizon=4.0,
         max_outage=30.0,
         max_faults=3,
-        kinds=("crash", "partition", "drop", "spike"),
+        kinds=("crash", "partition", "drop_connection", "set_latency"),
     ).map(lambda schedule: with_server_outages_of_at_least(SERVER_OUTAGE, schedule)),
 )
 @example(
@@ -669,8 +669,8 @@ def test_a_snapshot_request_that_cannot_be_sent_counts_as_silence(tk_backend: st
 
     async def main(h: Harness) -> CloneClient:
         server = h.network("server")
-        with server.publisher(bind=h.endpoint()) as pub:
-            dead = server.router(bind=h.endpoint())
+        with server.publisher(bind=h.bind_endpoint()) as pub:
+            dead = server.router(bind=h.bind_endpoint())
             snapshot = dead.last_endpoint
             dead.close()  # nobody answers there any more
             assert pub.last_endpoint and snapshot

@@ -42,7 +42,7 @@ def unserved_endpoint(h: Harness, backend: str) -> str:
     PUSH that reached one would lose its queue with it)."""
     if backend == "zmq":
         return free_tcp_endpoint()
-    probe = h.network("srv").puller(bind=h.endpoint())
+    probe = h.network("srv").puller(bind=h.bind_endpoint())
     endpoint = probe.last_endpoint
     probe.close()
     assert endpoint
@@ -55,9 +55,9 @@ def test_a_push_client_updates_a_pull_collector_which_sequences_and_expires_them
     async def main(h: Harness) -> tuple[CloneServer, CloneClient]:
         server = CloneServer(
             h.network("srv"),
-            publisher=h.endpoint(),
-            snapshot=h.endpoint(),
-            collector=h.endpoint(),
+            publisher=h.bind_endpoint(),
+            snapshot=h.bind_endpoint(),
+            collector=h.bind_endpoint(),
             collector_kind=SocketKind.PULL,
             heartbeat=0.05,
         )
@@ -109,17 +109,17 @@ def test_a_push_client_sends_every_update_to_each_of_its_collectors(tk_backend: 
         servers = [
             CloneServer(
                 h.network(f"srv{i}"),
-                publisher=h.endpoint(),
-                snapshot=h.endpoint(),
-                collector=h.endpoint(),
+                publisher=h.bind_endpoint(),
+                snapshot=h.bind_endpoint(),
+                collector=h.bind_endpoint(),
                 collector_kind=SocketKind.PULL,
             )
             for i in range(2)
         ]
         client = CloneClient(
             h.network("cli"),
-            snapshot=h.endpoint(),
-            updates=h.endpoint(),
+            snapshot=h.bind_endpoint(),
+            updates=h.bind_endpoint(),
             collector=[str(s.collector_endpoint) for s in servers],
             collector_kind=SocketKind.PUSH,
             timeout=1.0,
@@ -154,8 +154,8 @@ def test_a_push_set_made_before_the_server_binds_is_collected_when_it_comes(
         endpoint = unserved_endpoint(h, tk_backend)
         client = CloneClient(
             h.network("cli"),
-            snapshot=h.endpoint(),
-            updates=h.endpoint(),
+            snapshot=h.bind_endpoint(),
+            updates=h.bind_endpoint(),
             collector=endpoint,
             collector_kind=SocketKind.PUSH,
             timeout=0.5,
@@ -166,8 +166,8 @@ def test_a_push_set_made_before_the_server_binds_is_collected_when_it_comes(
             bind = endpoint.replace("127.0.0.1", "*") if tk_backend == "sim" else endpoint
             server = CloneServer(
                 srv,
-                publisher=h.endpoint(),
-                snapshot=h.endpoint(),
+                publisher=h.bind_endpoint(),
+                snapshot=h.bind_endpoint(),
                 collector=bind,
                 collector_kind=SocketKind.PULL,
             )
@@ -193,8 +193,8 @@ def test_a_push_set_that_no_collector_takes_raises_timeout_within_the_client_tim
         endpoint = unserved_endpoint(h, tk_backend)
         client = CloneClient(
             h.network("cli"),
-            snapshot=h.endpoint(),
-            updates=h.endpoint(),
+            snapshot=h.bind_endpoint(),
+            updates=h.bind_endpoint(),
             collector=endpoint,
             collector_kind=SocketKind.PUSH,
             timeout=0.2,
@@ -220,8 +220,8 @@ async def _model5_server(h: Harness, stop: asyncio.Event) -> tuple[str, str, lis
     it answers only those whose subtree is non-empty, and sends no HUGZ (it publishes
     an update every 20 ms, so the client's update stream is not silent)."""
     net = h.network("srv5")
-    router = net.router(bind=h.endpoint())
-    pub = net.publisher(bind=h.endpoint())
+    router = net.router(bind=h.bind_endpoint())
+    pub = net.publisher(bind=h.bind_endpoint())
     asked: list[bytes] = []
 
     async def serve() -> None:
@@ -283,7 +283,12 @@ def test_collector_kinds_are_validated() -> None:
         net = h.network("n")
         for kind in (SocketKind.PUB, SocketKind.PUSH, SocketKind.ROUTER, "pull"):
             with pytest.raises(ValueError, match="collector_kind"):
-                CloneServer(net, publisher=h.endpoint(), snapshot=h.endpoint(), collector_kind=kind)  # type: ignore[arg-type]
+                CloneServer(
+                    net,
+                    publisher=h.bind_endpoint(),
+                    snapshot=h.bind_endpoint(),
+                    collector_kind=kind,
+                )  # type: ignore[arg-type]
         for kind in (SocketKind.SUB, SocketKind.PULL, SocketKind.DEALER, "push"):
             with pytest.raises(ValueError, match="collector_kind"):
                 CloneClient(net, snapshot="inproc://s", updates="inproc://u", collector_kind=kind)  # type: ignore[arg-type]

@@ -55,9 +55,9 @@ def test_collector_updates_are_sequenced_republished_and_expire(tk_backend: str)
         async def main() -> None:
             server = CloneServer(
                 srv_net,
-                publisher=h.endpoint(),
-                snapshot=h.endpoint(),
-                collector=h.endpoint(),
+                publisher=h.bind_endpoint(),
+                snapshot=h.bind_endpoint(),
+                collector=h.bind_endpoint(),
                 heartbeat=0.05,
                 max_keys=3,
             )

@@ -68,7 +68,7 @@ def test_conflating_subscriber_keeps_the_latest_update_per_symbol(tk_backend: st
 
         async def body() -> None:
             with ExitStack() as stack:
-                pub = stack.enter_context(h.network("pub").publisher(bind=h.endpoint()))
+                pub = stack.enter_context(h.network("pub").publisher(bind=h.bind_endpoint()))
                 assert pub.last_endpoint is not None
                 sub = stack.enter_context(
                     h.network("sub").subscriber(connect=pub.last_endpoint, topics=[b"MARKET."])
@@ -169,7 +169,7 @@ def test_conflated_subscriber_holds_only_the_newest_message_of_its_topic(tk_back
 
         async def body() -> None:
             with ExitStack() as stack:
-                pub = stack.enter_context(h.network("pub").publisher(bind=h.endpoint()))
+                pub = stack.enter_context(h.network("pub").publisher(bind=h.bind_endpoint()))
                 assert pub.last_endpoint is not None
                 sub = stack.enter_context(
                     conflated_subscriber(h.network("sub"), connect=pub.last_endpoint, topic=b"PX")
@@ -201,7 +201,7 @@ def test_conflated_subscriber_refuses_a_second_subscription(tk_backend: str) -> 
 
 def test_conflated_subscriber_refuses_a_text_topic(tk_backend: str) -> None:
     with open_harness(tk_backend) as h, pytest.raises(FrameError, match="bytes"):
-        conflated_subscriber(h.network(), connect=h.endpoint(), topic="A")  # type: ignore[arg-type]
+        conflated_subscriber(h.network(), connect=h.bind_endpoint(), topic="A")  # type: ignore[arg-type]
 
 
 def test_conflated_subscriber_never_hands_out_a_multipart_message(tk_backend: str) -> None:
@@ -211,7 +211,7 @@ def test_conflated_subscriber_never_hands_out_a_multipart_message(tk_backend: st
 
         async def body() -> None:
             with ExitStack() as stack:
-                pub = stack.enter_context(h.network("pub").publisher(bind=h.endpoint()))
+                pub = stack.enter_context(h.network("pub").publisher(bind=h.bind_endpoint()))
                 assert pub.last_endpoint is not None
                 sub = stack.enter_context(
                     conflated_subscriber(h.network("sub"), connect=pub.last_endpoint, topic=b"PX")
@@ -246,13 +246,13 @@ def test_lvc_gives_a_late_joiner_every_current_value_at_once_then_live_updates(
 
         async def body() -> None:
             with ExitStack() as stack:
-                pub = stack.enter_context(h.network("pub").publisher(bind=h.endpoint()))
+                pub = stack.enter_context(h.network("pub").publisher(bind=h.bind_endpoint()))
                 assert pub.last_endpoint is not None
                 cache = LastValueCache(
                     h.network("lvc"),
                     upstream=pub.last_endpoint,
-                    downstream=h.endpoint(),
-                    snapshots=h.endpoint(),
+                    downstream=h.bind_endpoint(),
+                    snapshots=h.bind_endpoint(),
                 )
                 stack.callback(cache.close)
                 serving = asyncio.ensure_future(cache.run())
@@ -312,7 +312,7 @@ def test_lvc_subscriber_sync_times_out_when_its_request_cannot_even_be_sent(
     with open_harness(tk_backend) as h:
 
         async def body() -> float:
-            gone = h.network("cache").router(bind=h.endpoint())
+            gone = h.network("cache").router(bind=h.bind_endpoint())
             snapshots = gone.last_endpoint
             gone.close()
             assert snapshots
@@ -723,12 +723,12 @@ async def _cache_with_values(
 ) -> tuple[Publisher, LastValueCache, asyncio.Future[None]]:
     """A publisher and a cache (no snapshot ROUTER) holding MARKET.ZZZ and 40 updates:
     MSFT 36, GOOG 37, TSLA 38, IBM 39, AAPL 40."""
-    pub = h.network("pub").publisher(bind=h.endpoint())
+    pub = h.network("pub").publisher(bind=h.bind_endpoint())
     assert pub.last_endpoint is not None
     cache = LastValueCache(
         h.network("lvc"),
         upstream=pub.last_endpoint,
-        downstream=h.endpoint(),
+        downstream=h.bind_endpoint(),
         **kwargs,  # type: ignore[arg-type]
     )
     serving = asyncio.ensure_future(cache.run())
@@ -862,7 +862,7 @@ def test_lvc_subscriber_drops_the_repeats_other_subscribers_cause(tk_backend: st
     with open_harness(tk_backend) as h:
 
         async def body() -> None:
-            pub, cache, serving = await _cache_with_values(h, snapshots=h.endpoint())
+            pub, cache, serving = await _cache_with_values(h, snapshots=h.bind_endpoint())
             assert cache.snapshots is not None
             downstream = cache.downstream.last_endpoint
             late = LastValueSubscriber(

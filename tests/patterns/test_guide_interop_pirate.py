@@ -84,7 +84,7 @@ def test_the_lazy_pirate_client_works_against_the_guides_lpserver() -> None:
         async def main() -> list[Message]:
             with ZmqNetwork(name="client") as net:
                 async with LazyPirateClient(
-                    net, record.endpoint, timeout=1.0, retries=2, options=OPTS
+                    net, record.endpoint, timeout=1.0, attempts=2, options=OPTS
                 ) as client:
                     return [await client.request([b"order %d" % i]) for i in range(3)]
 
@@ -102,7 +102,7 @@ def test_the_lazy_pirate_client_sends_the_callers_frames_to_a_plain_rep_echo() -
         async def main() -> list[Message]:
             with ZmqNetwork(name="client") as net:
                 async with LazyPirateClient(
-                    net, record.endpoint, timeout=1.0, retries=2, options=OPTS
+                    net, record.endpoint, timeout=1.0, attempts=2, options=OPTS
                 ) as client:
                     return [await client.request([b"AAPL", b"%d" % q]) for q in (100, 5000)]
 
@@ -139,7 +139,7 @@ def test_our_worker_behind_the_guides_spqueue_says_ready_as_it_expects() -> None
                 )
                 try:
                     async with LazyPirateClient(
-                        net, record.frontend, timeout=1.0, retries=3, options=OPTS
+                        net, record.frontend, timeout=1.0, attempts=3, options=OPTS
                     ) as client:
                         return [await client.request([b"%d" % i]) for i in range(3)]
                 finally:
@@ -177,7 +177,7 @@ def test_the_guides_spworker_behind_our_broker_is_listed_and_serves() -> None:
             try:
                 with PeerThread(spworker(broker.backend_endpoint, b"0A1B-2C3D")):
                     async with LazyPirateClient(
-                        net, broker.frontend_endpoint, timeout=1.0, retries=2, options=OPTS
+                        net, broker.frontend_endpoint, timeout=1.0, attempts=2, options=OPTS
                     ) as client:
                         replies = [await client.request([b"%d" % i]) for i in range(3)]
             finally:

@@ -61,7 +61,7 @@ def run_through_faults(schedule: FaultSchedule, after: int = 5) -> tuple[list[Ou
 
     async def main() -> list[Outcome]:
         outcomes: list[Outcome] = []
-        with LazyPirateClient(cli, SERVER, timeout=1.0, retries=3) as client:
+        with LazyPirateClient(cli, SERVER, timeout=1.0, attempts=3) as client:
             i = 0
             while len(outcomes) < after or outcomes[-after][2] <= quiet:
                 start = sim.now
@@ -150,7 +150,7 @@ def test_a_sequenced_reply_carrying_another_sequence_number_is_never_accepted() 
 
     async def main() -> None:
         async with LazyPirateClient(
-            cli, SERVER, timeout=1.0, retries=2, wire=LazyPirateWire.SEQUENCED
+            cli, SERVER, timeout=1.0, attempts=2, wire=LazyPirateWire.SEQUENCED
         ) as client:
             for _ in range(3):
                 with pytest.raises(ServiceUnavailableError, match="did not carry the sequence"):
@@ -192,7 +192,7 @@ def test_plain_requests_go_unchanged_and_every_unanswered_attempt_gets_a_new_soc
 
     async def main() -> list[Message | str]:
         replies: list[Message | str] = []
-        async with LazyPirateClient(cli, SERVER, timeout=1.0, retries=2) as client:  # type: ignore[arg-type]
+        async with LazyPirateClient(cli, SERVER, timeout=1.0, attempts=2) as client:  # type: ignore[arg-type]
             replies += [await client.request([b"AAPL", b"100"]) for _ in range(2)]
             assert len(cli.made) == 1  # an answered request keeps its socket
             await asyncio.sleep(2.0)  # the server is down now
@@ -270,7 +270,7 @@ def test_a_sequenced_client_of_a_plain_server_fails_with_a_clear_error_not_a_han
 
     async def main() -> str:
         async with LazyPirateClient(
-            cli, SERVER, timeout=1.0, retries=2, wire=LazyPirateWire.SEQUENCED
+            cli, SERVER, timeout=1.0, attempts=2, wire=LazyPirateWire.SEQUENCED
         ) as client:
             with pytest.raises(ServiceUnavailableError) as info:
                 await client.request([b"order"])
@@ -300,7 +300,7 @@ def test_a_late_reply_is_retried_and_the_answer_belongs_to_the_request() -> None
     sim.node("srv", main=server)
 
     async def main() -> list[Message]:
-        async with LazyPirateClient(cli, SERVER, timeout=1.0, retries=3) as client:
+        async with LazyPirateClient(cli, SERVER, timeout=1.0, attempts=3) as client:
             replies = [await client.request([b"a"]), await client.request([b"b"])]
             assert client.stats.retries == 1
             return replies
@@ -320,7 +320,7 @@ def test_sequenced_handler_echoes_the_sequence_frame() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"timeout": 0}, "timeout"), ({"retries": 0}, "retries"), ({"wire": "plain"}, "wire")],
+    [({"timeout": 0}, "timeout"), ({"attempts": 0}, "attempts"), ({"wire": "plain"}, "wire")],
 )
 def test_bad_client_parameters_are_refused(kwargs: dict[str, float], match: str) -> None:
     with open_harness("sim") as h, pytest.raises(ValueError, match=match):
@@ -332,7 +332,7 @@ def test_lazy_pirate_request_reply(tk_backend: str) -> None:
         srv, cli = h.network("srv"), h.network("cli")
 
         async def main() -> list[Message]:
-            with srv.worker(bind=h.endpoint("tcp")) as rep:
+            with srv.worker(bind=h.bind_endpoint("tcp")) as rep:
                 endpoint = rep.last_endpoint
                 assert endpoint is not None
                 server = asyncio.ensure_future(serve_lazy_pirate(rep, echo, max_requests=3))
@@ -356,7 +356,7 @@ def test_a_killed_server_gives_service_unavailable_and_a_restarted_one_replies(
             with ZmqNetwork(name="test-client") as net:
                 opts = SocketOptions(linger=0)
                 async with LazyPirateClient(
-                    net, endpoint, timeout=0.3, retries=2, options=opts
+                    net, endpoint, timeout=0.3, attempts=2, options=opts
                 ) as client:
                     assert await client.request([b"before"]) == [b"before"]
                     server.kill()
@@ -377,7 +377,7 @@ def test_a_server_that_crashes_itself_mid_run_is_survived_after_restart(tmp_path
         async def main() -> list[str]:
             outcomes = []
             with ZmqNetwork(name="test-client") as net:
-                async with LazyPirateClient(net, endpoint, timeout=0.3, retries=2) as client:
+                async with LazyPirateClient(net, endpoint, timeout=0.3, attempts=2) as client:
                     for i in range(5):
                         try:
                             await client.request([b"%d" % i])

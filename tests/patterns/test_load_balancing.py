@@ -161,14 +161,14 @@ def test_split_envelope_finds_the_first_empty_frame() -> None:
 
 # Crashes, partitions, holds and spikes: not dropped connections, which Simple Pirate
 # cannot survive (a worker whose connection drops with a request on the wire is lost
-# for good: see the test below, found by this property when "drop" was among the kinds).
+# for good: see the test below, found by this property when "drop_connection" was among the kinds).
 SP_FAULTS = fault_schedules(
     ["broker", "w0", "w1"],
     crashable=["w0", "w1"],
     horizon=15.0,
     max_outage=6.0,
     max_faults=3,
-    kinds=("crash", "partition", "hold", "spike"),
+    kinds=("crash", "partition", "hold", "set_latency"),
 )
 
 
@@ -193,7 +193,7 @@ def test_simple_pirate_clients_get_their_own_answers_through_worker_crashes(
 
     async def main() -> list[tuple[float, str]]:
         log = []
-        async with LazyPirateClient(cli, FRONTEND, timeout=1.0, retries=4) as client:
+        async with LazyPirateClient(cli, FRONTEND, timeout=1.0, attempts=4) as client:
             i = 0
             while sim.now <= quiet + 5.0:
                 start = sim.now
@@ -231,7 +231,7 @@ def test_a_worker_whose_connection_drops_mid_request_is_lost_for_good() -> None:
 
     async def main() -> list[str]:
         log = []
-        async with LazyPirateClient(cli, FRONTEND, timeout=1.0, retries=4) as client:
+        async with LazyPirateClient(cli, FRONTEND, timeout=1.0, attempts=4) as client:
             while sim.now <= 7.0:
                 try:
                     await client.request([b"x"])
@@ -252,7 +252,7 @@ def test_load_balancing_broker_request_reply(tk_backend: str) -> None:
 
         async def main() -> list[Message]:
             with LoadBalancingBroker(
-                net, frontend=h.endpoint("tcp"), backend=h.endpoint("tcp")
+                net, frontend=h.bind_endpoint("tcp"), backend=h.bind_endpoint("tcp")
             ) as broker:
                 tasks = [
                     asyncio.ensure_future(broker.run()),
@@ -300,7 +300,7 @@ def test_simple_pirate_survives_a_real_worker_kill(transport: str, tmp_path: Pat
                     ChildProcess(*argv, "--identity", "A") as a,
                     ChildProcess(*argv, "--identity", "B"),
                 ):
-                    async with LazyPirateClient(net, front, timeout=0.5, retries=3) as client:
+                    async with LazyPirateClient(net, front, timeout=0.5, attempts=3) as client:
                         for i in range(4):
                             assert await client.request([b"%d" % i]) == [b"%d" % i]
                         a.kill()  # SIGKILL: a dead worker stays in the queue

@@ -22,12 +22,12 @@ async def _cache(
     h: Harness, **kwargs: object
 ) -> tuple[Publisher, LastValueCache, asyncio.Task[None]]:
     """A cache holding ``TOPICS`` topics ``T.000`` ... and nothing else."""
-    pub = h.network("pub").publisher(bind=h.endpoint())
+    pub = h.network("pub").publisher(bind=h.bind_endpoint())
     assert pub.last_endpoint is not None
     cache = LastValueCache(
         h.network("lvc"),
         upstream=pub.last_endpoint,
-        downstream=h.endpoint(),
+        downstream=h.bind_endpoint(),
         **kwargs,  # type: ignore[arg-type]
     )
     serving = asyncio.ensure_future(cache.run())

@@ -97,8 +97,8 @@ def test_bad_arguments_are_refused_with_clear_errors() -> None:
             MajordomoBroker(net, "tcp://*:1", heartbeat_interval=0)
         with pytest.raises(ValueError, match="heartbeat_liveness"):
             MajordomoWorker(net, BROKER, b"echo", heartbeat_liveness=0)
-        with pytest.raises(ValueError, match="retries"):
-            MajordomoClient(net, BROKER, retries=0)
+        with pytest.raises(ValueError, match="attempts"):
+            MajordomoClient(net, BROKER, attempts=0)
         with pytest.raises(ValueError, match="timeout"):
             MajordomoClient(net, BROKER, timeout=float("nan"))
         with pytest.raises(FrameError, match="encode"):
@@ -130,7 +130,7 @@ def test_broker_relays_spec_frames_between_a_raw_req_client_and_a_raw_dealer_wor
     with open_harness(tk_backend) as h:
 
         async def main() -> None:
-            async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
+            async with running_broker(h.network("broker"), h.bind_endpoint()) as (broker, ep):
                 with (
                     h.network("worker").dealer(connect=ep) as worker,
                     h.network("client").requester(connect=ep) as client,
@@ -157,7 +157,7 @@ def test_a_raw_dealer_client_sends_and_gets_the_empty_delimiter_and_mmi_answers(
     with open_harness(tk_backend) as h:
 
         async def main() -> None:
-            async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
+            async with running_broker(h.network("broker"), h.bind_endpoint()) as (broker, ep):
                 with (
                     h.network("worker").dealer(connect=ep) as worker,
                     h.network("client").dealer(connect=ep) as client,
@@ -188,7 +188,7 @@ def test_our_worker_sends_spec_frames_to_a_raw_router_broker(tk_backend: str) ->
 
         async def main() -> None:
             with h.network("broker").router() as router:
-                ep = router.bind(h.endpoint())
+                ep = router.bind(h.bind_endpoint())
                 worker = MajordomoWorker(h.network("worker"), ep, b"echo", heartbeat_interval=0.2)
                 await worker.start()
                 wid, *ready = await recv_frames(router)
@@ -214,8 +214,8 @@ def test_our_client_sends_spec_frames_and_rejects_malformed_replies(tk_backend: 
 
         async def main() -> None:
             with h.network("broker").router() as router:
-                ep = router.bind(h.endpoint())
-                client = MajordomoClient(h.network("client"), ep, timeout=5.0, retries=1)
+                ep = router.bind(h.bind_endpoint())
+                client = MajordomoClient(h.network("client"), ep, timeout=5.0, attempts=1)
 
                 async def exchange(reply: list[bytes]) -> Message:
                     task = asyncio.ensure_future(client.request(b"echo", [b"q", b"2"]))
@@ -255,7 +255,7 @@ def test_broker_disconnects_workers_that_send_invalid_or_unexpected_commands(
         async def main() -> None:
             # A long heartbeat interval: nothing but the DISCONNECT comes back.
             async with running_broker(
-                h.network("broker"), h.endpoint(), heartbeat_interval=60.0
+                h.network("broker"), h.bind_endpoint(), heartbeat_interval=60.0
             ) as (broker, ep):
                 for i, commands in enumerate(violations):
                     with h.network(f"w{i}").dealer(connect=ep) as worker:
@@ -334,7 +334,7 @@ def test_clients_get_the_reply_of_the_service_they_asked_for(tk_backend: str) ->
 
         async def main() -> None:
             async with (
-                running_broker(h.network("broker"), h.endpoint()) as (broker, ep),
+                running_broker(h.network("broker"), h.bind_endpoint()) as (broker, ep),
                 serving_worker(h.network("w1"), ep, b"echo", tagged(b"echo-1")),
                 serving_worker(h.network("w2"), ep, b"echo", tagged(b"echo-2")),
                 serving_worker(h.network("w3"), ep, b"upper", lambda r: [f.upper() for f in r]),
@@ -441,7 +441,7 @@ def test_a_request_whose_worker_dies_mid_request_is_given_to_another_worker() ->
         async with running_broker(broker_node, "tcp://*:5555") as (broker, _):
             slow.spawn(MajordomoWorker(slow, BROKER, b"echo").serve(never))
             await asyncio.sleep(1.0)
-            client = MajordomoClient(client_node, BROKER, timeout=30.0, retries=1)
+            client = MajordomoClient(client_node, BROKER, timeout=30.0, attempts=1)
             task = asyncio.ensure_future(client.request(b"echo", [b"job"]))
             await asyncio.sleep(1.0)
             assert broker.stats.dispatched == 1  # the slow worker has it
@@ -515,7 +515,7 @@ def test_a_client_gives_up_after_retries_times_timeout_and_a_late_reply_is_not_t
     async def main() -> None:
         async with (
             running_broker(broker_node, "tcp://*:5555") as (broker, _),
-            MajordomoClient(client_node, BROKER, timeout=2.5, retries=3) as client,
+            MajordomoClient(client_node, BROKER, timeout=2.5, attempts=3) as client,
         ):
             start = sim.now
             with pytest.raises(ServiceUnavailableError, match="3 attempts"):
@@ -540,7 +540,7 @@ def test_requests_wait_for_a_worker_and_expire_after_the_request_ttl() -> None:
     async def main() -> None:
         async with (
             running_broker(broker_node, "tcp://*:5555", request_ttl=5.0) as (broker, _),
-            MajordomoClient(client_node, BROKER, timeout=60.0, retries=1) as client,
+            MajordomoClient(client_node, BROKER, timeout=60.0, attempts=1) as client,
         ):
 
             async def worker_arrives(after: float) -> None:
@@ -630,7 +630,7 @@ def test_a_thirty_second_outage_costs_no_wall_time_to_wait_out() -> None:
     async def main() -> float:
         await asyncio.sleep(31.0)
         sim.restart("w1")
-        async with MajordomoClient(world.client, BROKER, timeout=2.5, retries=5) as client:
+        async with MajordomoClient(world.client, BROKER, timeout=2.5, attempts=5) as client:
             assert (await client.request(b"echo", [b"x"]))[1:] == [b"x"]
         return sim.now
 
@@ -660,7 +660,7 @@ def test_a_failing_handler_is_counted_the_worker_serves_on_and_its_client_fails_
         async with (
             running_broker(broker_node, "tcp://*:5555") as (broker, _),
             serving_worker(worker_node, BROKER, b"echo", handler) as worker,
-            MajordomoClient(client_node, BROKER, timeout=1.0, retries=2) as client,
+            MajordomoClient(client_node, BROKER, timeout=1.0, attempts=2) as client,
         ):
             await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
             for bad in (b"raise", b"empty", b"text"):
@@ -699,10 +699,10 @@ def test_on_error_turns_a_handler_error_into_a_reply_and_abandon_hands_the_reque
     with open_harness(tk_backend) as h:
 
         async def main() -> None:
-            async with running_broker(h.network("broker"), h.endpoint()) as (broker, ep):
+            async with running_broker(h.network("broker"), h.bind_endpoint()) as (broker, ep):
                 w1 = MajordomoWorker(h.network("w1"), ep, b"echo")
                 task = asyncio.ensure_future(w1.serve(handler, on_error=on_error))
-                async with MajordomoClient(h.network("c"), ep, timeout=1.0, retries=1) as c:
+                async with MajordomoClient(h.network("c"), ep, timeout=1.0, attempts=1) as c:
                     await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
                     assert await c.request(b"echo", [b"one"]) == [b"ERROR", b"ValueError"]
                     assert (w1.stats.handler_errors, w1.stats.error_replies) == (1, 1)
@@ -763,7 +763,7 @@ def test_a_request_that_kills_every_worker_it_reaches_is_dropped_after_max_reque
                 worker = MajordomoWorker(node, BROKER, b"echo", heartbeat_interval=interval)
                 node.spawn(worker.serve(handler_for(name)))
             await eventually(lambda: broker.worker_count(b"echo") == 4, 5.0)
-            async with MajordomoClient(client_node, BROKER, timeout=30.0, retries=1) as client:
+            async with MajordomoClient(client_node, BROKER, timeout=30.0, attempts=1) as client:
                 with pytest.raises(ServiceUnavailableError):
                     await client.request(b"echo", [b"poison"])
                 # The survivor still serves.
@@ -784,9 +784,9 @@ def test_a_body_of_one_empty_frame_is_a_valid_request_and_reply_and_no_frame_is_
 
         async def main() -> None:
             async with (
-                running_broker(h.network("broker"), h.endpoint()) as (broker, ep),
+                running_broker(h.network("broker"), h.bind_endpoint()) as (broker, ep),
                 serving_worker(h.network("w"), ep, b"echo", lambda request: request),
-                MajordomoClient(h.network("c"), ep, timeout=5.0, retries=1) as client,
+                MajordomoClient(h.network("c"), ep, timeout=5.0, attempts=1) as client,
             ):
                 await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
                 assert await client.request(b"echo", [b""]) == [b""]
@@ -816,7 +816,7 @@ def test_with_router_mandatory_a_reply_to_a_vanished_client_is_dropped_and_count
         async def main() -> None:
             mandatory = SocketOptions(router_mandatory=True)
             async with (
-                running_broker(h.network("broker"), h.endpoint(), options=mandatory) as (
+                running_broker(h.network("broker"), h.bind_endpoint(), options=mandatory) as (
                     broker,
                     ep,
                 ),
@@ -828,7 +828,7 @@ def test_with_router_mandatory_a_reply_to_a_vanished_client_is_dropped_and_count
                 await eventually(lambda: broker.stats.dispatched == 1, 5.0)
                 gone.close()
                 await eventually(lambda: broker.stats.replies == 1, 5.0)
-                async with MajordomoClient(h.network("c"), ep, timeout=5.0, retries=1) as c:
+                async with MajordomoClient(h.network("c"), ep, timeout=5.0, attempts=1) as c:
                     assert await c.request(b"echo", [b"still here"]) == [b"still here"]
                 assert broker.stats.undeliverable == 1
 
@@ -864,7 +864,7 @@ def test_with_router_mandatory_a_worker_that_never_reads_neither_wedges_nor_ends
 
                 beating = rogue.spawn(beat())
                 await asyncio.sleep(2.0)  # its 4 places (sndhwm + rcvhwm) filled long ago
-                async with MajordomoClient(sim.node("c"), BROKER, timeout=1.0, retries=1) as c:
+                async with MajordomoClient(sim.node("c"), BROKER, timeout=1.0, attempts=1) as c:
                     assert await c.request(b"echo", [b"x"]) == [b"good", b"x"]
                 await cancel(beating)
             assert broker.worker_count(b"stuck") == 0
@@ -906,7 +906,7 @@ def test_a_worker_whose_broker_is_gone_never_waits_to_send_and_keeps_reconnectin
     heartbeat or READY would then wait for ever. The worker's sends never wait."""
 
     async def main(h: Any) -> MajordomoWorker:
-        gone = h.network("broker").router(bind=h.endpoint())
+        gone = h.network("broker").router(bind=h.bind_endpoint())
         endpoint = gone.last_endpoint
         gone.close()
         worker = MajordomoWorker(
@@ -1152,14 +1152,14 @@ def test_real_sockets_a_ten_megabyte_request_never_reaches_the_brokers_queues(
 
         async def main() -> None:
             async with (
-                running_broker(h.network("main"), h.endpoint(transport)) as (broker, ep),
+                running_broker(h.network("main"), h.bind_endpoint(transport)) as (broker, ep),
                 serving_worker(h.network("main"), ep, b"echo", lambda r: r),
             ):
                 await eventually(lambda: broker.worker_count(b"echo") == 1, 5.0)
                 net = h.network("main")
                 with net.dealer(connect=ep) as flood:
                     await flood.send([b"", b"MDPC01", b"echo", b"x" * 10_000_000])
-                    async with MajordomoClient(net, ep, timeout=5.0, retries=1) as client:
+                    async with MajordomoClient(net, ep, timeout=5.0, attempts=1) as client:
                         assert await client.request(b"echo", [b"small"]) == [b"small"]
                     await asyncio.sleep(0.2)
                 assert broker.stats.requests == 1  # the small one only
@@ -1322,7 +1322,7 @@ def test_real_crashes_a_killed_worker_expires_and_restarted_processes_serve_agai
             ChildProcess(*broker_argv) as broker,
             ChildProcess(*worker_argv, "--quiet") as worker,
         ):
-            async with MajordomoClient(net, endpoint, timeout=1.0, retries=5) as client:
+            async with MajordomoClient(net, endpoint, timeout=1.0, attempts=5) as client:
                 assert await client.request(b"echo", [b"1"]) == [b"1"]
                 await asyncio.to_thread(worker.kill)
                 killed = asyncio.get_running_loop().time()

@@ -40,7 +40,7 @@ def test_the_client_sends_and_takes_exactly_the_spec_frames_over_a_dealer(
 
         async def main() -> None:
             with h.network("broker").router() as router:
-                ep = router.bind(h.endpoint())
+                ep = router.bind(h.bind_endpoint())
                 async with AsyncMajordomoClient(h.network("client"), ep, timeout=0.5) as client:
                     await client.send(b"echo", [b"one"])
                     await client.send(b"quote", [b"AAPL", b""])
@@ -100,7 +100,7 @@ def test_reconnect_drops_the_replies_to_what_was_sent_before(tk_backend: str) ->
 
         async def main() -> None:
             with h.network("broker").router() as router:
-                ep = router.bind(h.endpoint())
+                ep = router.bind(h.bind_endpoint())
                 async with AsyncMajordomoClient(h.network("client"), ep, timeout=0.5) as client:
                     await client.send(b"echo", [b"old"])
                     old, *_ = await recv_frames(router)
@@ -123,7 +123,10 @@ def test_hundreds_of_requests_in_flight_through_our_broker_all_come_back(tk_back
 
         async def main() -> None:
             bound = {"max_pending_per_client": n}
-            async with running_broker(h.network("broker"), h.endpoint(), **bound) as (broker, ep):
+            async with running_broker(h.network("broker"), h.bind_endpoint(), **bound) as (
+                broker,
+                ep,
+            ):
                 async with (
                     serving_worker(h.network("w1"), ep, b"echo", echo),
                     serving_worker(h.network("w2"), ep, b"echo", echo),

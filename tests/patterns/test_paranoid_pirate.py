@@ -76,7 +76,7 @@ def test_a_dead_worker_is_purged_within_liveness_plus_one_interval_and_the_other
     async def main() -> list[tuple[float, bytes]]:
         checker = world.client.spawn(check())
         signed = []
-        async with LazyPirateClient(world.client, FRONTEND, timeout=2.5, retries=3) as client:
+        async with LazyPirateClient(world.client, FRONTEND, timeout=2.5, attempts=3) as client:
             while sum(when > deadline for when, _ in signed) < 3:
                 reply = await client.request([b"%d" % len(signed)])  # w2 lives: never fails
                 assert reply[1:] == [b"%d" % len(signed)]
@@ -118,7 +118,7 @@ def test_a_worker_reconnects_with_doubling_backoff_and_is_used_after_the_queue_r
 
     async def main() -> tuple[float, Message]:
         await asyncio.sleep(restart_at)
-        async with LazyPirateClient(world.client, FRONTEND, timeout=2.5, retries=30) as client:
+        async with LazyPirateClient(world.client, FRONTEND, timeout=2.5, attempts=30) as client:
             reply = await client.request([b"back"])
             return sim.now, reply
 
@@ -171,7 +171,7 @@ def test_paranoid_pirate_request_reply(tk_backend: str) -> None:
 
         async def main() -> list[Message]:
             with ParanoidPirateQueue(
-                net, frontend=h.endpoint("tcp"), backend=h.endpoint("tcp")
+                net, frontend=h.bind_endpoint("tcp"), backend=h.bind_endpoint("tcp")
             ) as queue:
                 workers = [
                     ParanoidPirateWorker(
@@ -216,7 +216,7 @@ def test_a_killed_worker_process_is_purged_and_the_other_serves(
                 with ChildProcess(*argv, "--name", "A") as a, ChildProcess(*argv, "--name", "B"):
                     while len(queue.workers) < 2:
                         await asyncio.sleep(0.05)
-                    async with LazyPirateClient(net, front, timeout=0.5, retries=3) as client:
+                    async with LazyPirateClient(net, front, timeout=0.5, attempts=3) as client:
                         a.kill()
                         killed = asyncio.get_running_loop().time()
                         while len(queue.workers) > 1 or queue.stats.purged == 0:
@@ -247,7 +247,7 @@ def test_a_worker_reconnects_to_a_restarted_queue_process(transport: str, tmp_pa
             )  # fmt: skip
             task = asyncio.ensure_future(worker.run())
             try:
-                async with LazyPirateClient(net, front, timeout=0.5, retries=4) as client:
+                async with LazyPirateClient(net, front, timeout=0.5, attempts=4) as client:
                     assert await client.request([b"1"]) == [b"me", b"1"]
                     await asyncio.to_thread(queue.kill)
                     await asyncio.sleep(1.5)  # several silent periods: backing off

@@ -262,7 +262,7 @@ def test_serve_lazy_pirate_answers_what_it_cannot_answer_with_no_answer_and_goes
                     )
                 ]
             lazy = LazyPirateClient(
-                client, "tcp://server:5555", timeout=0.5, retries=2, wire=SEQUENCED
+                client, "tcp://server:5555", timeout=0.5, attempts=2, wire=SEQUENCED
             )
             with pytest.raises(ServiceUnavailableError):
                 await lazy.request([b"boom"])
@@ -307,7 +307,7 @@ def test_plain_serve_lazy_pirate_answers_what_it_cannot_answer_with_one_empty_fr
             task = server.spawn(
                 serve_lazy_pirate(rep, fails_on_boom, max_message_bytes=100, stats=stats)
             )
-            lazy = LazyPirateClient(client, "tcp://server:5555", timeout=0.5, retries=2)
+            lazy = LazyPirateClient(client, "tcp://server:5555", timeout=0.5, attempts=2)
             replies = [
                 await lazy.request(body)
                 for body in ([b"boom"], [b"x" * 60, b"x" * 60], [b"a"], [b"no sequence"])

@@ -45,7 +45,10 @@ def test_queue_device_carries_requests_and_replies_whole(tk_harness: Harness) ->
 
     async def main() -> None:
         with queue_device(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             workers = []
@@ -87,7 +90,10 @@ def test_streamer_forwards_multipart_messages_whole_and_in_order(tk_harness: Har
 
     async def main() -> list[list[bytes]]:
         with streamer(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with (
@@ -111,9 +117,9 @@ def test_capture_gets_every_message_in_both_directions_whole(tk_harness: Harness
     async def main() -> None:
         with queue_device(
             net,
-            frontend=tk_harness.endpoint(),
-            backend=tk_harness.endpoint(),
-            capture=tk_harness.endpoint(),
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            capture=tk_harness.bind_endpoint(),
             options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
@@ -151,9 +157,9 @@ def test_control_socket_pauses_resumes_reports_and_terminates(tk_harness: Harnes
     async def main() -> None:
         with streamer(
             net,
-            frontend=tk_harness.endpoint(),
-            backend=tk_harness.endpoint(),
-            control=tk_harness.endpoint(),
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            control=tk_harness.bind_endpoint(),
             options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
@@ -196,9 +202,9 @@ def test_pair_control_answers_statistics_only(tk_harness: Harness) -> None:
     net = tk_harness.network()
 
     async def main() -> None:
-        pull = net.puller(bind=tk_harness.endpoint(), options=OPTS)
-        push = net.pusher(bind=tk_harness.endpoint(), options=OPTS)
-        control = net.pair(bind=tk_harness.endpoint(), options=OPTS)
+        pull = net.puller(bind=tk_harness.bind_endpoint(), options=OPTS)
+        push = net.pusher(bind=tk_harness.bind_endpoint(), options=OPTS)
+        control = net.pair(bind=tk_harness.bind_endpoint(), options=OPTS)
         with Proxy(pull, push, control=control) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with net.pair(connect=endpoint_of(control), options=OPTS) as ctl:
@@ -219,7 +225,10 @@ def test_methods_pause_resume_and_stop(tk_harness: Harness) -> None:
 
     async def main() -> None:
         with streamer(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with (
@@ -247,7 +256,10 @@ def test_a_blocked_backend_blocks_the_stream_and_loses_nothing(tk_harness: Harne
 
     async def main() -> None:
         with streamer(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with net.pusher(connect=endpoint_of(proxy.frontend), options=OPTS) as push:
@@ -273,7 +285,10 @@ def test_a_blocked_direction_does_not_stop_the_other(tk_harness: Harness) -> Non
 
     async def main() -> None:
         with queue_device(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with (
@@ -305,8 +320,8 @@ def test_oversized_messages_are_dropped_and_counted(tk_harness: Harness) -> None
     async def main() -> None:
         with streamer(
             net,
-            frontend=tk_harness.endpoint(),
-            backend=tk_harness.endpoint(),
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
             options=OPTS.replace(maxmsgsize=1000),  # let the big one reach the proxy
             max_message_bytes=100,
         ) as proxy:
@@ -329,7 +344,9 @@ def test_a_closed_socket_ends_the_run(tk_harness: Harness) -> None:
     net = tk_harness.network()
 
     async def main() -> None:
-        proxy = streamer(net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint())
+        proxy = streamer(
+            net, frontend=tk_harness.bind_endpoint(), backend=tk_harness.bind_endpoint()
+        )
         running = asyncio.ensure_future(proxy.run())
         await asyncio.sleep(tk_harness.settle)
         proxy.close()
@@ -369,7 +386,10 @@ def test_at_the_backends_hwm_a_streamer_waits_and_drops_nothing(tk_harness: Harn
 
     async def main() -> list[list[bytes]]:
         with streamer(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=small
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=small,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with (
@@ -403,8 +423,8 @@ def test_a_message_the_destination_refuses_is_dropped_and_counted(tk_harness: Ha
     net = tk_harness.network()
 
     async def main() -> None:
-        pull = net.puller(bind=tk_harness.endpoint(), options=OPTS)
-        push = net.pusher(bind=tk_harness.endpoint(), options=OPTS.replace(conflate=True))
+        pull = net.puller(bind=tk_harness.bind_endpoint(), options=OPTS)
+        push = net.pusher(bind=tk_harness.bind_endpoint(), options=OPTS.replace(conflate=True))
         with Proxy(pull, push) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with (
@@ -426,7 +446,9 @@ def test_one_run_at_a_time(tk_harness: Harness) -> None:
     net = tk_harness.network()
 
     async def main() -> None:
-        with streamer(net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint()) as proxy:
+        with streamer(
+            net, frontend=tk_harness.bind_endpoint(), backend=tk_harness.bind_endpoint()
+        ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             await asyncio.sleep(0)
             with pytest.raises(StateError, match="already running"):
@@ -446,7 +468,7 @@ async def test_a_queue_device_under_any_scheduling_answers_each_client_once(
     client exactly once, the counters add up."""
     net = tk_harness.network("proxy")
     with queue_device(
-        net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+        net, frontend=tk_harness.bind_endpoint(), backend=tk_harness.bind_endpoint(), options=OPTS
     ) as proxy:
         running = asyncio.ensure_future(proxy.run())
         workers = [

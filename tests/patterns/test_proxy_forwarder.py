@@ -56,12 +56,12 @@ def test_updates_flow_down_and_subscriptions_up(tk_harness: Harness) -> None:
 
     async def main() -> None:
         with (
-            net.publisher(bind=tk_harness.endpoint(), options=OPTS) as pub,
+            net.publisher(bind=tk_harness.bind_endpoint(), options=OPTS) as pub,
             forwarder(
                 net,
                 upstream=endpoint_of(pub),
-                backend=tk_harness.endpoint(),
-                capture=tk_harness.endpoint(),
+                backend=tk_harness.bind_endpoint(),
+                capture=tk_harness.bind_endpoint(),
                 options=OPTS,
             ) as proxy,
             net.subscriber(connect=endpoint_of(proxy.capture), options=OPTS) as tap,
@@ -107,7 +107,10 @@ def test_publishers_that_connect_to_a_bound_frontend(tk_harness: Harness) -> Non
 
     async def main() -> None:
         with forwarder(
-            net, frontend=tk_harness.endpoint(), backend=tk_harness.endpoint(), options=OPTS
+            net,
+            frontend=tk_harness.bind_endpoint(),
+            backend=tk_harness.bind_endpoint(),
+            options=OPTS,
         ) as proxy:
             running = asyncio.ensure_future(proxy.run())
             with (

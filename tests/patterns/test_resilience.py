@@ -43,7 +43,7 @@ def test_resilient_subscriber_receives_data_and_hides_heartbeats(tk_backend: str
         async def body() -> None:
             with ExitStack() as stack:
                 net = h.network("pub")
-                pub = stack.enter_context(net.publisher(bind=h.endpoint()))
+                pub = stack.enter_context(net.publisher(bind=h.bind_endpoint()))
                 assert pub.last_endpoint is not None
                 beats = HeartbeatPublisher(pub, net.time_ns, interval=0.02)
                 beating = asyncio.ensure_future(beats.run())
@@ -285,7 +285,7 @@ def test_snail_raises_stale_data_when_the_consumer_sleeps_past_max_delay(tk_back
         async def body() -> None:
             with ExitStack() as stack:
                 net = h.network("pub")
-                pub = stack.enter_context(net.publisher(bind=h.endpoint()))
+                pub = stack.enter_context(net.publisher(bind=h.bind_endpoint()))
                 assert pub.last_endpoint is not None
                 sub_net = h.network("sub")
                 sub = stack.enter_context(sub_net.subscriber(connect=pub.last_endpoint))

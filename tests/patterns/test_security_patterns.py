@@ -99,7 +99,7 @@ def test_lazy_pirate_over_curve(nets: tuple[ZmqNetwork, ZmqNetwork]) -> None:
                     client_net,
                     rep.last_endpoint,
                     timeout=0.2,
-                    retries=1,
+                    attempts=1,
                     options=curve_client(STRANGER),
                 )
                 with stranger, pytest.raises(ServiceUnavailableError):
@@ -127,7 +127,7 @@ def test_majordomo_over_curve(nets: tuple[ZmqNetwork, ZmqNetwork]) -> None:
                     await async_client.send(b"risk", [b"a"])
                     assert await async_client.recv() == [b"echo", b"a"]
                 stranger = MajordomoClient(
-                    client_net, endpoint, timeout=0.2, retries=1, options=curve_client(STRANGER)
+                    client_net, endpoint, timeout=0.2, attempts=1, options=curve_client(STRANGER)
                 )
                 with stranger, pytest.raises(ServiceUnavailableError):
                     await stranger.request(b"risk", [b"q"])

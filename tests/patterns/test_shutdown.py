@@ -186,8 +186,8 @@ def test_majordomo_forwards_the_reply_in_flight_drops_new_requests_and_disconnec
 
     async def main() -> tuple[Message, bool, bool, float]:
         await asyncio.sleep(0.5)
-        first = MajordomoClient(sim.node("c1"), endpoint, timeout=10.0, retries=1)
-        second = MajordomoClient(sim.node("c2"), endpoint, timeout=1.0, retries=1)
+        first = MajordomoClient(sim.node("c1"), endpoint, timeout=10.0, attempts=1)
+        second = MajordomoClient(sim.node("c2"), endpoint, timeout=1.0, attempts=1)
         in_flight = asyncio.ensure_future(first.request(b"risk", [b"a"]))
         await asyncio.sleep(0.5)
         stopping = asyncio.ensure_future(broker.shutdown(5.0))
@@ -219,7 +219,7 @@ def test_majordomo_drops_what_is_pending_at_the_deadline() -> None:
 
     async def main() -> tuple[bool, float, int]:
         # No worker for the service: the request waits in its queue.
-        client = MajordomoClient(sim.node("c"), endpoint, timeout=30.0, retries=1)
+        client = MajordomoClient(sim.node("c"), endpoint, timeout=30.0, attempts=1)
         waiting = asyncio.ensure_future(client.request(b"nobody", [b"x"]))
         await asyncio.sleep(1.0)
         clean = await broker.shutdown(0.5)
@@ -260,7 +260,7 @@ def test_majordomo_shutdown_on_real_sockets() -> None:
 
             serving = asyncio.ensure_future(worker.serve(slow))
             client = MajordomoClient(
-                net, endpoint, timeout=5.0, retries=1, options=SocketOptions(linger=0)
+                net, endpoint, timeout=5.0, attempts=1, options=SocketOptions(linger=0)
             )
             try:
                 in_flight = asyncio.ensure_future(client.request(b"risk", [b"a"]))
@@ -689,7 +689,7 @@ def test_majordomo_worker_answers_the_request_it_holds_then_disconnects() -> Non
 
     async def main() -> tuple[Message, bool, float, int]:
         await asyncio.sleep(0.5)
-        client = MajordomoClient(sim.node("c"), endpoint, timeout=5.0, retries=1)
+        client = MajordomoClient(sim.node("c"), endpoint, timeout=5.0, attempts=1)
         in_flight = asyncio.ensure_future(client.request(b"risk", [b"a"]))
         await asyncio.sleep(0.2)
         clean = await worker.shutdown(5.0)
@@ -720,7 +720,7 @@ def test_majordomo_worker_gives_the_request_back_at_the_deadline() -> None:
 
     async def main() -> tuple[Message, bool]:
         await asyncio.sleep(0.5)
-        client = MajordomoClient(sim.node("c"), endpoint, timeout=10.0, retries=1)
+        client = MajordomoClient(sim.node("c"), endpoint, timeout=10.0, attempts=1)
         in_flight = asyncio.ensure_future(client.request(b"risk", [b"a"]))
         await asyncio.sleep(0.2)
         helper = MajordomoWorker(sim.node("w2"), endpoint, b"risk")

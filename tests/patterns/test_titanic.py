@@ -72,7 +72,10 @@ def test_the_tsp_services_answer_the_specs_frames_and_a_request_waits_for_its_wo
     with open_harness(tk_backend) as h:
 
         async def main() -> None:
-            async with running_broker(h.network("broker"), h.endpoint(), **BEAT) as (broker, ep):
+            async with running_broker(h.network("broker"), h.bind_endpoint(), **BEAT) as (
+                broker,
+                ep,
+            ):
                 async with (
                     running_titanic(h.network("titanic"), ep, tmp_path) as titanic,
                     h.network("client").requester(connect=ep) as req,
@@ -172,7 +175,7 @@ def test_a_titanic_crash_and_restart_loses_no_accepted_request(tmp_path: Path) -
 
     async def main() -> list[Message]:
         await asyncio.sleep(1.0)
-        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=30) as client:
+        async with TitanicClient(world.client, BROKER, timeout=1.0, attempts=30) as client:
             uuids = [await client.request(b"upper", [b"job-%d" % i]) for i in range(8)]
             await asyncio.sleep(10.0)  # Titanic is down now; the worker comes up after
             assert sim.now > 5.0 and len(world.titanics) == 1
@@ -211,7 +214,7 @@ def test_a_crash_while_a_request_is_being_served_resends_it_after_the_restart(
     async def main() -> Message:
         world.worker.spawn(MajordomoWorker(world.worker, BROKER, b"upper").serve(slow))
         await asyncio.sleep(1.0)
-        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=30) as client:
+        async with TitanicClient(world.client, BROKER, timeout=1.0, attempts=30) as client:
             return await client.call(b"upper", [b"x"], poll_interval=1.0)
 
     assert sim.run(main(), timeout=120.0) == [b"X"]
@@ -238,7 +241,7 @@ def test_under_a_crash_at_any_time_every_accepted_request_gets_its_reply(
         world.worker.spawn(_serve_later(world.worker, worker_at))
         await asyncio.sleep(0.5)
         replies: dict[bytes, Message] = {}
-        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=20) as client:
+        async with TitanicClient(world.client, BROKER, timeout=1.0, attempts=20) as client:
             uuids = []
             for i in range(6):
                 uuids.append((await client.request(b"upper", [b"job-%d" % i]), i))
@@ -262,7 +265,10 @@ def test_malformed_tsp_requests_are_answered_400_and_counted(
     with open_harness(tk_backend) as h:
 
         async def main() -> None:
-            async with running_broker(h.network("broker"), h.endpoint(), **BEAT) as (broker, ep):
+            async with running_broker(h.network("broker"), h.bind_endpoint(), **BEAT) as (
+                broker,
+                ep,
+            ):
                 async with (
                     running_titanic(h.network("titanic"), ep, tmp_path) as titanic,
                     h.network("client").requester(connect=ep) as req,
@@ -341,7 +347,7 @@ def test_files_are_written_atomically_and_a_restart_cleans_up_and_skips_corrupt_
 
     async def main() -> None:
         await asyncio.sleep(1.0)
-        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=10) as client:
+        async with TitanicClient(world.client, BROKER, timeout=1.0, attempts=10) as client:
             kept = await client.request(b"upper", [b"kept"])
             monkeypatch.setattr(os, "replace", failing_replace)
             with pytest.raises(TitanicError) as refused:
@@ -395,7 +401,7 @@ def test_our_titanic_between_the_guides_broker_and_a_guide_style_ticlient(tmp_pa
             titanic = Titanic(net, endpoint, tmp_path, **FAST)
             task = asyncio.ensure_future(titanic.run())
             try:
-                async with TitanicClient(net, endpoint, timeout=1.0, retries=10) as client:
+                async with TitanicClient(net, endpoint, timeout=1.0, attempts=10) as client:
                     uuid = await client.request(b"upper", [b"via", b"guide"])
                     async with serving_worker(
                         net, endpoint, b"upper", upper, heartbeat_interval=0.25
@@ -429,7 +435,7 @@ def test_a_broker_crash_loses_no_stored_request(tmp_path: Path) -> None:
 
     async def main() -> list[Message]:
         await asyncio.sleep(1.0)
-        async with TitanicClient(world.client, BROKER, timeout=1.0, retries=60) as client:
+        async with TitanicClient(world.client, BROKER, timeout=1.0, attempts=60) as client:
             uuids = [await client.request(b"upper", [b"%d" % i]) for i in range(3)]
             await asyncio.sleep(5.0)  # the broker is gone; the worker comes meanwhile
             world.worker.spawn(MajordomoWorker(world.worker, BROKER, b"upper").serve(upper))
@@ -466,7 +472,7 @@ def test_real_processes_a_killed_titanic_restarted_on_its_directory_serves_what_
 
     async def main(titanic: ChildProcess) -> tuple[list[Message], str]:
         with ZmqNetwork(name="test") as net:
-            async with TitanicClient(net, endpoint, timeout=1.0, retries=10) as client:
+            async with TitanicClient(net, endpoint, timeout=1.0, attempts=10) as client:
                 uuids = [await client.request(b"echo", [b"%d" % i]) for i in range(3)]
                 await asyncio.to_thread(titanic.kill)
                 await asyncio.to_thread(titanic.restart)

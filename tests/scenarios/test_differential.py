@@ -130,7 +130,7 @@ node = "desk"
 connect = "tcp://exchange:{risk}"
 rate = 50
 timeout_ms = 100
-retries = 1
+attempts = 1
 
 [[fault]]
 at = 0.4
@@ -325,7 +325,7 @@ node = "strategy"
 connect = "tcp://risk-host:{port}"
 rate = 50
 timeout_ms = 100
-retries = 1
+attempts = 1
 
 [[fault]]
 at = 0.6

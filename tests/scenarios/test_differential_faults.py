@@ -129,11 +129,11 @@ async def traffic(h: Harness, pattern: str, count: int) -> Run:
     receivers, senders = {}, {}
     if pattern == "push":
         for r in RECEIVERS:
-            pull = receivers[r] = h.network(r).puller(bind=h.endpoint(), options=options)
+            pull = receivers[r] = h.network(r).puller(bind=h.bind_endpoint(), options=options)
             assert pull.last_endpoint is not None
             senders[r] = src.pusher(connect=pull.last_endpoint, options=options)
     else:
-        pub = src.publisher(bind=h.endpoint(), options=options)
+        pub = src.publisher(bind=h.bind_endpoint(), options=options)
         assert pub.last_endpoint is not None
         for r in RECEIVERS:
             receivers[r] = h.network(r).subscriber(connect=pub.last_endpoint, options=options)

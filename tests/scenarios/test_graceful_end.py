@@ -35,7 +35,7 @@ node = "desk"
 connect = "tcp://risk-host:{port}"
 rate = 1.25
 timeout_ms = 3000
-retries = 1
+attempts = 1
 
 [[invariant]]
 kind = "every_request_answered"

@@ -34,7 +34,7 @@ node = "desk"
 connect = "tcp://risk-host:{port}"
 rate = 10
 timeout_ms = 2000
-retries = 1
+attempts = 1
 
 [[invariant]]
 kind = "every_request_answered"

@@ -159,7 +159,7 @@ node = "strategy"
 connect = "tcp://risk-host:{port}"
 rate = 100
 timeout_ms = 100
-retries = 2
+attempts = 2
 
 [[fault]]
 at = 0.5

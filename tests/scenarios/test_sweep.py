@@ -64,14 +64,14 @@ connect = "tcp://exchange:5556"
 
 [[fault]]
 at = 0.2
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk"
 latency = { model = "constant", delay_us = 5000 }
 
 [[fault]]
 at = 0.3
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk"
 
@@ -135,7 +135,7 @@ def test_swarm_seeds_pick_their_fault_kinds_and_fail_exactly_when_faults_are_on(
     scenario = load(scenario_file)
     assert swarm_sweep.seeds == 4 and swarm_sweep.not_run == 0
     assert [r.seed for r in swarm_sweep.results] == list(range(10, 14))
-    assert swarm_sweep.fault_kinds == ("crash", "latency")
+    assert swarm_sweep.fault_kinds == ("crash", "set_latency")
     subsets = set()
     for result in swarm_sweep.results:
         assert result.fault_kinds == swarm_fault_kinds(scenario, result.seed)
@@ -143,13 +143,13 @@ def test_swarm_seeds_pick_their_fault_kinds_and_fail_exactly_when_faults_are_on(
         assert result.passed == (result.fault_kinds == ()), result
         failed = {name for name, _ in result.failed_invariants}
         expected = set()
-        if result.fault_kinds and "latency" in result.fault_kinds:
+        if result.fault_kinds and "set_latency" in result.fault_kinds:
             expected.add(LATENCY_INVARIANT)
         if result.fault_kinds and "crash" in result.fault_kinds:
             expected.add(RESTART_INVARIANT)
         assert failed == expected
         assert result.trace_hash is not None and len(result.trace_hash) == 32
-    assert subsets == {(), ("latency",), ("crash", "latency")}
+    assert subsets == {(), ("set_latency",), ("crash", "set_latency")}
     counts = swarm_sweep.invariant_failures()
     assert counts == {
         name: sum(name in {n for n, _ in r.failed_invariants} for r in swarm_sweep.results)
@@ -172,7 +172,7 @@ def test_the_replay_command_reproduces_the_seed_exactly(
         assert report["passed"] == result.passed
     # The fault kinds in the command matter: without them a seed that had some of its
     # faults turned off runs every fault, another run.
-    partial = next(r for r in swarm_sweep.results if r.fault_kinds != ("crash", "latency"))
+    partial = next(r for r in swarm_sweep.results if r.fault_kinds != ("crash", "set_latency"))
     words = shlex.split(partial.replay)
     cut = words.index("--faults")
     _, everything = replay_json(shlex.join(words[:cut] + words[cut + 2 :]), capsys)
@@ -272,13 +272,13 @@ def test_swarm_choices_are_a_function_of_the_seed_alone(scenario_file: Path) -> 
     chosen = [swarm_fault_kinds(scenario, seed) for seed in range(8)]
     # The same on every machine and Python version (random.Random seeded with a str).
     assert chosen == [
-        ("latency",),
-        ("latency",),
+        ("set_latency",),
+        ("set_latency",),
         (),
-        ("latency",),
+        ("set_latency",),
         ("crash",),
-        ("latency",),
-        ("latency",),
+        ("set_latency",),
+        ("set_latency",),
         ("crash",),
     ]
 
@@ -553,7 +553,7 @@ def test_the_child_reports_an_exception_of_the_run(scenario_file: Path) -> None:
 def test_run_faults_keeps_only_the_named_kinds(
     scenario_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, report = replay_json(f"transportkit run {scenario_file} --faults latency", capsys)
+    status, report = replay_json(f"transportkit run {scenario_file} --faults set_latency", capsys)
     assert status == 1
     assert [f["fault"].split("(")[0] for f in report["faults"]] == ["SetLatency", "SetLatency"]
     status, report = replay_json(f"transportkit run {scenario_file} --faults none", capsys)

@@ -34,7 +34,7 @@ node = "strategy"
 connect = "tcp://risk-host:{port}"
 rate = 20
 timeout_ms = 1000
-retries = 1
+attempts = 1
 
 [[invariant]]
 kind = "every_request_answered"

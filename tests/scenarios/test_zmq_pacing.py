@@ -51,7 +51,7 @@ node = "desk"
 connect = "tcp://exchange:{risk}"
 rate = 100
 timeout_ms = 200
-retries = 1
+attempts = 1
 
 [[component]]
 name = "risk"

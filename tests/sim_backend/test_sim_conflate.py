@@ -175,7 +175,7 @@ def test_a_plain_push_to_a_conflating_pull_keeps_the_last_frame_and_the_sim_coun
 
     async def body() -> tuple[list[bytes], list[bytes], int | None, int]:
         pull = tk_harness.network("desk").puller(
-            bind=tk_harness.endpoint(transport), options=CONFLATE
+            bind=tk_harness.bind_endpoint(transport), options=CONFLATE
         )
         assert pull.last_endpoint is not None
         push = tk_harness.network("feed").pusher(connect=pull.last_endpoint)
@@ -193,7 +193,9 @@ def test_a_plain_push_to_a_conflating_pull_keeps_the_last_frame_and_the_sim_coun
 
 def test_the_conflating_socket_itself_still_refuses_multipart_sends(tk_harness: Harness) -> None:
     async def body() -> None:
-        push = tk_harness.network("feed").pusher(bind=tk_harness.endpoint("tcp"), options=CONFLATE)
+        push = tk_harness.network("feed").pusher(
+            bind=tk_harness.bind_endpoint("tcp"), options=CONFLATE
+        )
         with pytest.raises(FrameError, match="conflate"):
             await push.send([b"a", b"b"])
 

@@ -68,8 +68,8 @@ def test_each_direction_gets_its_own_latency_back() -> None:
     assert sim.link("b", "a").latency == Constant(0.002)
     faults = [(e.time, e.subject, e.detail) for e in sim.trace.events if e.kind == "fault"]
     assert faults[-2:] == [
-        (3.0, "a->b", "latency Constant(delay=0.005)"),
-        (3.0, "b->a", "latency Constant(delay=0.002)"),
+        (3.0, "a->b", "set_latency Constant(delay=0.005)"),
+        (3.0, "b->a", "set_latency Constant(delay=0.002)"),
     ]
 
 
@@ -127,14 +127,14 @@ connect = "tcp://exchange:5556"
 
 [[fault]]
 at = 1.0
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk"
 latency = { model = "constant", delay_us = 20000 }
 
 [[fault]]
 at = 2.0
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk"
 """
@@ -151,4 +151,4 @@ def test_a_scenario_latency_fault_without_a_model_restores_the_link_s_own(tmp_pa
     assert sim.link("exchange", "desk").latency == Constant(0.005)
     assert sim.link("desk", "exchange").latency == Constant(0.005)
     ends = [e.detail for e in sim.trace.events if e.kind == "fault" and e.time == 2.0]
-    assert ends == ["latency Constant(delay=0.005)"]
+    assert ends == ["set_latency Constant(delay=0.005)"]

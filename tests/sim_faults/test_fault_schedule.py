@@ -86,7 +86,7 @@ def test_a_latency_spike_times_out_requests_until_it_ends() -> None:
     # Under the spike a round trip (connect + request + reply) takes 1.2 s > 0.5 s.
     assert [kind for _, kind in out] == ["reply", "reply", "timeout", "reply", "reply"]
     details = [e.detail for e in sim.trace.events if e.kind == "fault"]
-    assert details == ["latency Constant(delay=0.4)", "latency Constant(delay=0.0001)"]
+    assert details == ["set_latency Constant(delay=0.4)", "set_latency Constant(delay=0.0001)"]
 
 
 def test_a_dropped_connection_is_reestablished_by_the_connecting_side() -> None:

@@ -41,7 +41,7 @@ def _captured(backend: str) -> Iterator[_Records]:
 
 
 async def _one_message(h: Harness) -> bytes:
-    with h.network("srv").puller(bind=h.endpoint("tcp"), options=OPTIONS) as pull:
+    with h.network("srv").puller(bind=h.bind_endpoint("tcp"), options=OPTIONS) as pull:
         endpoint = pull.last_endpoint
         assert endpoint is not None
         with h.network("cli").pusher(connect=endpoint, options=OPTIONS) as push:

@@ -305,7 +305,7 @@ def test_the_same_body_runs_per_seed_on_sim_and_once_on_zmq(pytester: pytest.Pyt
         async def test_round_trip(tk_harness, tk_seed):
             RUNS.append((tk_harness.name, tk_seed))
             net = tk_harness.network("main")
-            with net.puller(bind=tk_harness.endpoint()) as sink:
+            with net.puller(bind=tk_harness.bind_endpoint()) as sink:
                 with net.pusher(connect=sink.last_endpoint) as source:
                     await source.send([b"order", b"%d" % tk_seed])
                     assert await sink.recv() == [b"order", b"%d" % tk_seed]

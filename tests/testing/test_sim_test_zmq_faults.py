@@ -51,7 +51,7 @@ async def orders(h, *, patient):
     loop = asyncio.get_running_loop()
     start = loop.time()
     srv, cli = h.network("srv"), h.network("cli")
-    with srv.worker(bind=h.endpoint()) as rep:
+    with srv.worker(bind=h.bind_endpoint()) as rep:
         server = asyncio.ensure_future(serve(rep))
         try:
             answers = []
@@ -120,7 +120,7 @@ SERVED = []
 
 async def ping(h, transport="tcp"):
     srv, cli = h.network("srv"), h.network("cli")
-    with srv.puller(bind=h.endpoint(transport)) as pull:
+    with srv.puller(bind=h.bind_endpoint(transport)) as pull:
         with cli.pusher(connect=pull.last_endpoint) as push:
             await push.send([b"order"])
             assert await pull.recv(timeout=2.0) == [b"order"]
@@ -148,7 +148,7 @@ async def test_nobody(tk_harness):
 @sim_test(seeds=1, backends=("sim", "zmq"))
 async def test_own(tk_harness):
     srv, cli = tk_harness.network("srv"), tk_harness.network("cli")
-    with srv.puller(bind=tk_harness.endpoint()) as pull:
+    with srv.puller(bind=tk_harness.bind_endpoint()) as pull:
         with cli.pusher(connect=pull.last_endpoint) as push:
             await push.send([b"1"])
             assert await pull.recv(timeout=2.0) == [b"1"]

@@ -23,7 +23,7 @@ class System:
 
     def endpoint(self, transport: str = "tcp") -> str:
         """A fresh endpoint to bind."""
-        return self.harness.endpoint(transport)
+        return self.harness.bind_endpoint(transport)
 
     def run(self, body: Callable[[Sequence[Network]], Awaitable[T]], nodes: Sequence[str]) -> T:
         """Run ``body(networks)``, one network per name in ``nodes``, within 10 s."""

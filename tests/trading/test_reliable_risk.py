@@ -32,7 +32,7 @@ def test_reliable_client_gets_each_orders_own_verdict(tk_backend: str) -> None:
         async def body() -> list[tuple[str, bool]]:
             book = RiskBook(RiskLimits(capital=1e6, default_max_position=25))
             with ExitStack() as stack:
-                rep = stack.enter_context(h.network("risk").worker(bind=h.endpoint()))
+                rep = stack.enter_context(h.network("risk").worker(bind=h.bind_endpoint()))
                 assert rep.last_endpoint is not None
                 server = asyncio.ensure_future(serve_lazy_pirate(rep, risk_handler(book)))
                 client = ReliableRiskClient(h.network("desk"), rep.last_endpoint, timeout=2.0)
@@ -56,7 +56,7 @@ def test_reliable_client_fails_typed_while_the_server_is_down_then_recovers() ->
 
     sim.node("risk", main=risk)
     schedule_faults(sim, [(1.0, Crash("risk")), (3.0, Restart("risk"))])
-    client = ReliableRiskClient(sim.node("desk"), "tcp://risk:5555", timeout=0.1, retries=3)
+    client = ReliableRiskClient(sim.node("desk"), "tcp://risk:5555", timeout=0.1, attempts=3)
 
     async def main() -> list[str]:
         outcomes = []
@@ -78,8 +78,8 @@ def test_reliable_client_fails_typed_while_the_server_is_down_then_recovers() ->
 
 def test_reliable_client_parameters_are_checked() -> None:
     sim = Simulation()
-    with pytest.raises(ValueError, match="retries"):
-        ReliableRiskClient(sim.node("desk"), "tcp://risk:1", retries=0)
+    with pytest.raises(ValueError, match="attempts"):
+        ReliableRiskClient(sim.node("desk"), "tcp://risk:1", attempts=0)
 
 
 def test_reliable_client_works_against_the_seeds_one_frame_rep_risk_server(
@@ -93,7 +93,7 @@ def test_reliable_client_works_against_the_seeds_one_frame_rep_risk_server(
         async def body() -> list[tuple[str, bool, str]]:
             book = RiskBook(RiskLimits(capital=1e6, default_max_position=25))
             with ExitStack() as stack:
-                rep = stack.enter_context(h.network("risk").worker(bind=h.endpoint()))
+                rep = stack.enter_context(h.network("risk").worker(bind=h.bind_endpoint()))
                 assert rep.last_endpoint is not None
                 server = asyncio.ensure_future(serve_risk(rep, book, max_requests=3))
                 client = ReliableRiskClient(h.network("desk"), rep.last_endpoint, timeout=2.0)

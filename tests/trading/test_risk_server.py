@@ -301,7 +301,7 @@ def test_lazy_pirate_risk_server_survives_bad_requests(bounded_socket: bool) -> 
 
     sim.node("risk", main=risk)
     mallory = sim.node("mallory")
-    client = ReliableRiskClient(sim.node("desk"), "tcp://risk:5555", timeout=0.5, retries=2)
+    client = ReliableRiskClient(sim.node("desk"), "tcp://risk:5555", timeout=0.5, attempts=2)
 
     async def main() -> tuple[list[Message], bool, ValidationResult]:
         await asyncio.sleep(0.01)
@@ -347,7 +347,7 @@ def test_the_scenario_risk_server_socket_drops_oversized_requests() -> None:
         await COMPONENTS["risk_server"].run(node, "risk", params, ctx)
 
     sim.node("risk", main=risk)
-    client = ReliableRiskClient(sim.node("desk"), "tcp://risk:5555", timeout=0.5, retries=2)
+    client = ReliableRiskClient(sim.node("desk"), "tcp://risk:5555", timeout=0.5, attempts=2)
 
     async def main() -> tuple[bool, ValidationResult]:
         await asyncio.sleep(0.01)

@@ -59,7 +59,7 @@ def test_lpserver_admits_only_listed_clients(
         "--allow-keys",
         str(certs / "allowed"),
     ]
-    base = ["--connect", endpoint, "--requests", "2", "--timeout", "0.15", "--retries", "2"]
+    base = ["--connect", endpoint, "--requests", "2", "--timeout", "0.15", "--attempts", "2"]
     server_key = ["--curve-server-key", str(certs / "server.key")]
     with ChildProcess(*server_argv) as server:
         assert server.ready_line == f"READY {endpoint}"
@@ -81,7 +81,7 @@ def test_lpserver_with_a_secret_and_no_list_admits_any_client_with_its_key(
     endpoint = free_tcp_endpoint()
     argv = ["-m", "transportkit.examples.lpserver", "--bind", endpoint, "--quiet"]
     with ChildProcess(*argv, "--curve-secret", str(certs / "server.key_secret")):
-        base = ["--connect", endpoint, "--requests", "1", "--timeout", "0.5", "--retries", "2"]
+        base = ["--connect", endpoint, "--requests", "1", "--timeout", "0.5", "--attempts", "2"]
         assert lpclient.main([*base, "--curve-server-key", str(certs / "server.key")]) == 0
         wrong = ["--curve-server-key", str(certs / "stranger.key")]
         assert lpclient.main([*base, *wrong]) == 1

@@ -299,7 +299,7 @@ def test_the_zmq_harness_routes_tcp_between_its_networks_through_the_proxy() -> 
         srv, cli = h.network("srv"), h.network("cli")
 
         async def main() -> list[bytes]:
-            with srv.puller(bind=h.endpoint()) as pull:
+            with srv.puller(bind=h.bind_endpoint()) as pull:
                 assert pull.last_endpoint is not None
                 options = SocketOptions(reconnect_ivl=20)
                 with cli.pusher(connect=pull.last_endpoint, options=options) as push:
@@ -419,7 +419,7 @@ def test_the_zmq_harness_refuses_the_faults_the_proxy_cannot_realise() -> None:
         with pytest.raises(UnsupportedError, match="cannot reach into libzmq's queues"):
             h.schedule_faults([(0.1, drop)])
         # Networks joined over ipc: no fault between them can be realised.
-        pull = srv.puller(bind=h.endpoint("ipc"))
+        pull = srv.puller(bind=h.bind_endpoint("ipc"))
         assert pull.last_endpoint is not None
         cli.pusher(connect=pull.last_endpoint)
         with pytest.raises(
@@ -427,7 +427,7 @@ def test_the_zmq_harness_refuses_the_faults_the_proxy_cannot_realise() -> None:
         ):
             h.apply(Partition("cli", "srv"))
         # Once a fault between two networks is scheduled, such a connect is refused.
-        other = h.network("other").puller(bind=h.endpoint("ipc"))
+        other = h.network("other").puller(bind=h.bind_endpoint("ipc"))
         assert other.last_endpoint is not None
         h.schedule_faults([(60.0, Hold("cli", "other"))])
         with pytest.raises(UnsupportedError, match=r"cannot sit in .* but Hold\(a='cli'"):

@@ -25,6 +25,7 @@ from transportkit.patterns._shutdown import DEFAULT_SHUTDOWN_TIMEOUT, check_shut
 
 __all__ = [
     "Servable",
+    "add_attempts_option",
     "add_shutdown_option",
     "program_parser",
     "run_main",
@@ -88,6 +89,57 @@ def run_main(
         return asyncio.run(run(parse_args(argv)))
     except KeyboardInterrupt:
         return 130
+
+
+class _RenamedRetries(argparse.Action):
+    """``--retries N``: an error that says to write ``--attempts`` (the option's old
+    name, for the client programs; ``convert`` gives the equivalent count).
+    """
+
+    def __init__(self, *args: Any, convert: Callable[[int], int], why: str, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.convert = convert
+        self.why = why
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        try:
+            advice = f": write --attempts {self.convert(int(values))}"
+        except ValueError:
+            advice = ""
+        parser.error(f"--retries is now --attempts ({self.why}){advice}")
+
+
+def add_attempts_option(
+    parser: argparse.ArgumentParser,
+    *,
+    default: int,
+    type: Callable[[str], int] = int,
+    retries_meant: Callable[[int], int] = lambda n: n,
+    why: str = "it counts every send of a request, the first included, as it always did",
+) -> None:
+    """Add ``--attempts N`` (sends of each request, the first included), and make the
+    old ``--retries N`` an error naming the ``--attempts`` to write instead.
+    """
+    parser.add_argument(
+        "--attempts",
+        type=type,
+        default=default,
+        metavar="N",
+        help="sends of each request before giving up, the first included (%(default)s)",
+    )
+    parser.add_argument(
+        "--retries",
+        action=_RenamedRetries,
+        convert=retries_meant,
+        why=why,
+        help=argparse.SUPPRESS,
+    )
 
 
 def _timeout(text: str) -> float:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import program_parser, run_main
+from transportkit.examples._main import add_attempts_option, program_parser, run_main
 from transportkit.patterns.binary_star import BinaryStarClient
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -32,7 +32,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--settle-delay", type=float, default=2.0, help="seconds after a switch (%(default)s)"
     )
-    parser.add_argument("--retries", type=int, default=3, help="attempts after the first")
+    add_attempts_option(
+        parser,
+        default=4,
+        retries_meant=lambda n: n + 1,
+        why="it counts every send, the first included; --retries counted those after it",
+    )
     parser.add_argument("--count", type=int, default=10, help="requests to send (%(default)s)")
     parser.add_argument(
         "--interval", type=float, default=1.0, help="seconds between requests (%(default)s)"
@@ -48,7 +53,7 @@ async def run(args: argparse.Namespace) -> int:
             (args.primary, args.backup),
             timeout=args.timeout,
             settle_delay=args.settle_delay,
-            retries=args.retries,
+            attempts=args.attempts,
         )
         with client:
             for n in range(1, args.count + 1):

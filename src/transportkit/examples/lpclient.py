@@ -18,10 +18,10 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import program_parser, run_main
+from transportkit.examples._main import add_attempts_option, program_parser, run_main
 from transportkit.examples._security import add_client_security, client_security
 from transportkit.patterns.lazy_pirate import (
-    REQUEST_RETRIES,
+    REQUEST_ATTEMPTS,
     REQUEST_TIMEOUT,
     LazyPirateClient,
     LazyPirateWire,
@@ -48,13 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="seconds to wait for each reply (%(default)s)",
     )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=REQUEST_RETRIES,
-        metavar="N",
-        help="attempts per request (%(default)s)",
-    )
+    add_attempts_option(parser, default=REQUEST_ATTEMPTS)
     parser.add_argument(
         "--sequenced",
         action="store_true",
@@ -71,7 +65,7 @@ async def run(args: argparse.Namespace) -> int:
             net,
             args.connect,
             timeout=args.timeout,
-            retries=args.retries,
+            attempts=args.attempts,
             wire=LazyPirateWire.SEQUENCED if args.sequenced else LazyPirateWire.PLAIN,
             options=client_security(args),
         ) as client:

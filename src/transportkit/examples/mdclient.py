@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from transportkit import ServiceUnavailableError
-from transportkit.examples._main import program_parser, run_main
+from transportkit.examples._main import add_attempts_option, program_parser, run_main
 from transportkit.examples._security import add_client_security, client_security
 from transportkit.patterns.majordomo import MDP_HEARTBEAT_INTERVAL, MajordomoClient
 from transportkit.trading import ValidationResult, demo_orders
@@ -44,9 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=MDP_HEARTBEAT_INTERVAL, metavar="S",
         help="seconds to wait for each reply (%(default)s)",
     )  # fmt: skip
-    parser.add_argument(
-        "--retries", type=int, default=3, metavar="N", help="attempts per request (%(default)s)"
-    )
+    add_attempts_option(parser, default=3)
     add_client_security(parser)
     return parser.parse_args(argv)
 
@@ -60,7 +58,7 @@ async def run(args: argparse.Namespace) -> int:
             net,
             args.broker,
             timeout=args.timeout,
-            retries=args.retries,
+            attempts=args.attempts,
             options=client_security(args),
         ) as client:
             for n in range(1, args.requests + 1):

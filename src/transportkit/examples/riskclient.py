@@ -3,7 +3,7 @@
 Run ``python -m transportkit.examples.riskclient --connect tcp://localhost:5555
 --count 5 --symbol AAPL --quantity 100 --price 190``. Each order goes through
 :class:`~transportkit.trading.ReliableRiskClient` (Lazy Pirate: ``--timeout`` seconds
-per attempt, ``--retries`` attempts), and the program prints one line per verdict::
+per attempt, ``--attempts`` sends), and the program prints one line per verdict::
 
     VERDICT rc-1 approved
     VERDICT rc-2 rejected: Position limit exceeded
@@ -24,9 +24,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from transportkit import ProtocolError, ServiceUnavailableError
-from transportkit.examples._main import program_parser, run_main
+from transportkit.examples._main import add_attempts_option, program_parser, run_main
 from transportkit.examples._security import add_client_security, client_security
-from transportkit.patterns.lazy_pirate import REQUEST_RETRIES, REQUEST_TIMEOUT
+from transportkit.patterns.lazy_pirate import REQUEST_ATTEMPTS, REQUEST_TIMEOUT
 from transportkit.trading import SIDE_BUY, SIDE_SELL, Order, ReliableRiskClient
 from transportkit.zmq_backend import ZmqNetwork
 
@@ -88,13 +88,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="seconds to wait for each reply (%(default)s)",
     )
-    parser.add_argument(
-        "--retries",
-        type=_bounded_int(1, 100),
-        default=REQUEST_RETRIES,
-        metavar="N",
-        help="attempts per order (%(default)s)",
-    )
+    add_attempts_option(parser, default=REQUEST_ATTEMPTS, type=_bounded_int(1, 100))
     add_client_security(parser)
     return parser.parse_args(argv)
 
@@ -108,7 +102,7 @@ async def run(args: argparse.Namespace) -> int:
             net,
             args.connect,
             timeout=args.timeout,
-            retries=args.retries,
+            attempts=args.attempts,
             options=client_security(args),
         )
         try:

@@ -61,6 +61,7 @@ from transportkit._errors import (
     Timeout,
     WouldBlock,
 )
+from transportkit._keywords import renamed
 from transportkit._log import limited, peer
 from transportkit._network import Network
 from transportkit._options import SocketOptions
@@ -598,10 +599,26 @@ class BinaryStarClient(Closeable):
         endpoints: The primary's and the backup's front ends, in that order.
         timeout: Seconds to wait for each reply (the Guide's 1 s).
         settle_delay: Seconds to wait after switching servers (the Guide's 2 s).
-        retries: Attempts after the first before giving up.
+        attempts: Sends of each request before giving up, the first included (default
+            4: each server twice). It replaces ``retries``, which counted the sends
+            *after* the first (``retries=3`` was four sends), unlike every other
+            client: passing ``retries=`` raises a TypeError that gives the
+            ``attempts`` to write (one more).
         options: Options of the REQ sockets.
+
+    Raises:
+        ValueError: Not two endpoints, ``timeout`` not positive, ``settle_delay``
+            negative, or ``attempts`` not an int >= 1.
+        TypeError: The removed keyword ``retries`` was given (use ``attempts``).
     """
 
+    @renamed(
+        "retries",
+        "attempts",
+        "attempts counts every send, the first included, as on the other clients; "
+        "retries counted the sends after the first",
+        convert=lambda retries: retries + 1,
+    )
     def __init__(
         self,
         network: Network,
@@ -609,18 +626,21 @@ class BinaryStarClient(Closeable):
         *,
         timeout: float = 1.0,
         settle_delay: float = 2.0,
-        retries: int = 3,
+        attempts: int = 4,
         options: SocketOptions | None = None,
     ) -> None:
         if len(endpoints) != 2:
             raise ValueError(f"a Binary Star client needs two endpoints, got {endpoints!r}")
-        if not timeout > 0 or settle_delay < 0 or retries < 0:
-            raise ValueError("timeout must be > 0, settle_delay and retries >= 0")
+        if not timeout > 0 or settle_delay < 0:
+            raise ValueError("timeout must be > 0 and settle_delay >= 0")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
         self._network = network
         self.endpoints = (endpoints[0], endpoints[1])
         self.timeout = timeout
         self.settle_delay = settle_delay
-        self.retries = retries
+        self.attempts = attempts
+        """Sends of each request, the first included, before giving up."""
         self._options = options
         self.stats = BinaryStarClientStats()
         self._server = 0
@@ -635,11 +655,11 @@ class BinaryStarClient(Closeable):
         """Send ``frames`` and return the reply, failing over as needed.
 
         Raises:
-            ServiceUnavailableError: No reply after ``retries`` + 1 attempts.
+            ServiceUnavailableError: No reply after ``attempts`` sends.
             ClosedError: The client was closed.
         """
         self.stats.requests += 1
-        for attempt in range(self.retries + 1):
+        for attempt in range(1, self.attempts + 1):
             if self._req is None:
                 self._req = self._network.requester(connect=self.endpoint, options=self._options)
             try:
@@ -648,11 +668,11 @@ class BinaryStarClient(Closeable):
                 self.stats.timeouts += 1
                 self._req.close()
                 self._req = None
-                if attempt == self.retries:
+                if attempt == self.attempts:
                     logger.warning(
                         "giving up: no reply from either Binary Star server %s after %d attempts",
                         self.endpoints,
-                        self.retries + 1,
+                        self.attempts,
                         extra={"endpoint": self.endpoint, "counter": "timeouts"},
                     )
                     break
@@ -670,7 +690,7 @@ class BinaryStarClient(Closeable):
             return reply
         raise ServiceUnavailableError(
             f"no reply from either Binary Star server {self.endpoints} "
-            f"after {self.retries + 1} attempts"
+            f"after {self.attempts} attempts"
         )
 
     def close(self) -> None:

@@ -3,7 +3,8 @@
 The client sends a request on a REQ socket and waits ``timeout`` seconds for the reply.
 If none comes it closes the socket (a REQ that got no reply is stuck in its lockstep, and
 its queue may hold the lost request), opens a fresh one and sends again, up to
-``retries`` attempts; then it gives up with :class:`~transportkit.ServiceUnavailableError`.
+``attempts`` sends in all (the first included); then it gives up with
+:class:`~transportkit.ServiceUnavailableError`.
 
 Two wire formats (:class:`LazyPirateWire`), chosen with the ``wire`` keyword of
 :class:`LazyPirateClient` and :func:`serve_lazy_pirate`:
@@ -58,6 +59,7 @@ from transportkit._errors import (
     FrameError,
     ServiceUnavailableError,
 )
+from transportkit._keywords import RETRIES_COUNTED_ATTEMPTS, renamed
 from transportkit._log import limited
 from transportkit._network import Network
 from transportkit._options import SocketOptions
@@ -76,7 +78,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "EMPTY_ANSWER",
     "NOT_AN_ANSWER",
-    "REQUEST_RETRIES",
+    "REQUEST_ATTEMPTS",
     "REQUEST_TIMEOUT",
     "WIRE_DEFAULT",
     "Handler",
@@ -97,8 +99,10 @@ __all__ = [
 REQUEST_TIMEOUT = 2.5
 """Seconds the Guide's ``lpclient`` waits for each reply."""
 
-REQUEST_RETRIES = 3
-"""Attempts the Guide's ``lpclient`` makes before abandoning a request."""
+REQUEST_ATTEMPTS = 3
+"""Sends of one request, the first included, before the Guide's ``lpclient`` abandons
+it (the Guide calls this ``REQUEST_RETRIES``, but it counts every send: three sends, two
+of them retries)."""
 
 Handler: TypeAlias = Callable[[Message], Sequence[Frame] | Awaitable[Sequence[Frame]]]
 """Turns a request's body frames into the reply's frames (plain or ``async`` function)."""
@@ -513,7 +517,7 @@ class LazyPirateClient(Closeable):
     """A request/reply client that survives a dead, slow or restarted server.
 
     Contract: every :meth:`request` ends in exactly one of two ways, within about
-    ``timeout * retries`` seconds: the reply to *that* request, or
+    ``timeout * attempts`` seconds: the reply to *that* request, or
     :class:`~transportkit.ServiceUnavailableError`. It never hangs, never returns a reply
     meant for an earlier request, and never loses a request silently. The server may
     see a request more than once (after a lost reply); make requests idempotent.
@@ -530,8 +534,10 @@ class LazyPirateClient(Closeable):
         network: Where the REQ sockets come from.
         endpoint: The server (or queue) to connect to.
         timeout: Seconds to wait for each attempt's reply (the Guide's 2.5 s).
-        retries: Attempts per request before giving up (the Guide's 3: the request is
-            sent at most three times).
+        attempts: Sends of each request before giving up, the first included (the
+            Guide's 3: the request is sent at most three times, so at most two of
+            them are retries). Formerly ``retries``, which counted the same thing:
+            passing ``retries=`` raises a TypeError that says what to write.
         options: Options of the REQ sockets (default: transportkit's, linger 0).
         wire: :attr:`LazyPirateWire.PLAIN` (default: the frames as given, any REP
             server) or :attr:`LazyPirateWire.SEQUENCED` (a sequence frame first, for a
@@ -542,17 +548,19 @@ class LazyPirateClient(Closeable):
             raise. :class:`transportkit.metrics.LatencyHistogram` is one.
 
     Raises:
-        ValueError: ``timeout`` is not positive, ``retries`` is below 1, or ``wire``
-            is not a LazyPirateWire.
+        ValueError: ``timeout`` is not positive, ``attempts`` is not an int >= 1, or
+            ``wire`` is not a LazyPirateWire.
+        TypeError: The removed keyword ``retries`` was given (use ``attempts``).
     """
 
+    @renamed("retries", "attempts", RETRIES_COUNTED_ATTEMPTS)
     def __init__(
         self,
         network: Network,
         endpoint: str,
         *,
         timeout: float = REQUEST_TIMEOUT,
-        retries: int = REQUEST_RETRIES,
+        attempts: int = REQUEST_ATTEMPTS,
         options: SocketOptions | None = None,
         wire: LazyPirateWire = LazyPirateWire.PLAIN,
         latency_observer: Callable[[float], object] | None = None,
@@ -560,12 +568,13 @@ class LazyPirateClient(Closeable):
         self.wire: Final = _check_wire(wire)
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 1:
-            raise ValueError(f"retries must be an int >= 1, got {retries!r}")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
         self.network = network
         self.endpoint = endpoint
         self.timeout = float(timeout)
-        self.retries = retries
+        self.attempts = attempts
+        """Sends of each request, the first included, before giving up."""
         self.options = SocketOptions() if options is None else options
         self.stats = LazyPirateStats()
         self.latency_observer = latency_observer
@@ -586,7 +595,7 @@ class LazyPirateClient(Closeable):
         the reply that carries the request's sequence frame).
 
         Raises:
-            ServiceUnavailableError: No (matching) reply after ``retries`` attempts; the
+            ServiceUnavailableError: No (matching) reply after ``attempts`` sends; the
                 message names the endpoint and the attempts, and how many replies did
                 not carry the sequence frame, if any did not.
             FrameError: ``frames`` is not a non-empty sequence of bytes frames.
@@ -602,7 +611,7 @@ class LazyPirateClient(Closeable):
             mismatched = self.stats.mismatched
             observer = self.latency_observer
             started = asyncio.get_running_loop().time() if observer is not None else 0.0
-            for attempt in range(1, self.retries + 1):
+            for attempt in range(1, self.attempts + 1):
                 if attempt > 1:
                     self.stats.retries += 1
                     logger.info(
@@ -611,7 +620,7 @@ class LazyPirateClient(Closeable):
                         self._sequence,
                         self.timeout,
                         attempt,
-                        self.retries,
+                        self.attempts,
                         extra={"endpoint": self.endpoint, "counter": "retries"},
                     )
                 reply = await self._attempt(message)
@@ -625,7 +634,7 @@ class LazyPirateClient(Closeable):
                 "giving up on request %d to %s after %d attempt(s) of %g s",
                 self._sequence,
                 self.endpoint,
-                self.retries,
+                self.attempts,
                 self.timeout,
                 extra={"endpoint": self.endpoint, "counter": "failures"},
             )
@@ -639,7 +648,7 @@ class LazyPirateClient(Closeable):
             )
             raise ServiceUnavailableError(
                 f"no reply from {self.endpoint} to request {self._sequence} after "
-                f"{self.retries} attempt(s) of {self.timeout:g} s each{why}"
+                f"{self.attempts} attempt(s) of {self.timeout:g} s each{why}"
             )
 
     async def _attempt(self, message: list[Frame]) -> Message | None:

@@ -69,6 +69,7 @@ from transportkit import (
     WouldBlock,
 )
 from transportkit._closing import Closeable
+from transportkit._keywords import RETRIES_COUNTED_ATTEMPTS, renamed
 from transportkit._log import limited, peer
 from transportkit._socket import check_frames
 from transportkit._timeouts import wait_for
@@ -1682,28 +1683,37 @@ class MajordomoClient(Closeable):
     Each attempt sends ``[MDPC01, service, body...]`` on a REQ socket and waits
     ``timeout`` seconds for the reply; after a timeout the socket is closed (so a late
     reply can never be taken for the next one) and a new one sends the request again,
-    up to ``retries`` attempts in all (the Guide's REQUEST_RETRIES). Workers must be
+    up to ``attempts`` sends in all, the first included (the Guide's REQUEST_RETRIES,
+    which counts the same way). Workers must be
     idempotent: a request may be served more than once.
 
     Args:
         network: The network that makes the REQ sockets.
         broker: The broker's endpoint.
         timeout: Seconds to wait for each attempt's reply.
-        retries: Attempts in all before giving up (at least 1).
+        attempts: Sends of each request before giving up, the first included (at
+            least 1; default 3). Formerly ``retries``, which counted the same thing:
+            passing ``retries=`` raises a TypeError that says what to write.
         options: Options of the REQ sockets.
         latency_observer: Called with the seconds (event-loop time: virtual in a
             simulation) from a request's first send to its valid reply, retries
             included; None (default) measures nothing. It must not raise.
             :class:`transportkit.metrics.LatencyHistogram` is one.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number, or ``attempts`` is not an
+            int >= 1.
+        TypeError: The removed keyword ``retries`` was given (use ``attempts``).
     """
 
+    @renamed("retries", "attempts", RETRIES_COUNTED_ATTEMPTS)
     def __init__(
         self,
         network: Network,
         broker: str,
         *,
         timeout: float = MDP_HEARTBEAT_INTERVAL,
-        retries: int = 3,
+        attempts: int = 3,
         options: SocketOptions | None = None,
         latency_observer: Callable[[float], object] | None = None,
     ) -> None:
@@ -1711,7 +1721,8 @@ class MajordomoClient(Closeable):
         self.network: Final = network
         self.broker: Final = broker
         self.timeout: Final = float(timeout)
-        self.retries: Final = _check_count("retries", retries)
+        self.attempts: Final = _check_count("attempts", attempts)
+        """Sends of each request, the first included, before giving up."""
         self.stats: Final = MajordomoClientStats()
         self.latency_observer = latency_observer
         self._options = options
@@ -1732,7 +1743,7 @@ class MajordomoClient(Closeable):
             frames: The request body: a non-empty sequence of bytes-like frames.
 
         Raises:
-            ServiceUnavailableError: No reply after ``retries`` attempts.
+            ServiceUnavailableError: No reply after ``attempts`` sends.
             ProtocolError: The reply lacks the MDPC01 header or names another service.
             FrameError: ``service`` or ``frames`` is malformed.
             StateError: Another request of this client is in progress.
@@ -1748,7 +1759,7 @@ class MajordomoClient(Closeable):
         observer = self.latency_observer
         started = _now() if observer is not None else 0.0
         try:
-            for _ in range(self.retries):
+            for _ in range(self.attempts):
                 reply = await self._attempt([MDPC01, name, *body])
                 if reply is not None:
                     answer = self._check_reply(reply, name)
@@ -1760,13 +1771,13 @@ class MajordomoClient(Closeable):
                 "giving up on service %r at %s after %d attempts of %g s",
                 name,
                 self.broker,
-                self.retries,
+                self.attempts,
                 self.timeout,
                 extra={"endpoint": self.broker, "service": name, "counter": "failures"},
             )
             raise ServiceUnavailableError(
                 f"Majordomo service {name!r} at {self.broker}: no reply after "
-                f"{self.retries} attempts of {self.timeout} s"
+                f"{self.attempts} attempts of {self.timeout} s"
             )
         finally:
             self._busy = False

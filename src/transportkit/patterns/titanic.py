@@ -75,6 +75,7 @@ from transportkit import (
     TransportError,
 )
 from transportkit._closing import Closeable
+from transportkit._keywords import RETRIES_COUNTED_ATTEMPTS, renamed
 from transportkit._log import limited
 from transportkit._socket import check_frames
 from transportkit._timeouts import wait_for
@@ -645,7 +646,7 @@ class Titanic:
             self.network,
             self.broker,
             timeout=self.request_timeout,
-            retries=1,
+            attempts=1,
             options=self._options,
         )
         try:
@@ -808,21 +809,29 @@ class TitanicClient(Closeable):
         network: The network that makes the REQ sockets.
         broker: The Majordomo broker's endpoint (Titanic registers there).
         timeout: Seconds to wait for each attempt of a call.
-        retries: Attempts per call.
+        attempts: Sends of each call before giving up, the first included (default
+            3). Formerly ``retries``, which counted the same thing: passing
+            ``retries=`` raises a TypeError that says what to write.
         options: Options of the REQ sockets.
+
+    Raises:
+        ValueError: ``timeout`` is not a positive number, or ``attempts`` is not an
+            int >= 1.
+        TypeError: The removed keyword ``retries`` was given (use ``attempts``).
     """
 
+    @renamed("retries", "attempts", RETRIES_COUNTED_ATTEMPTS)
     def __init__(
         self,
         network: Network,
         broker: str,
         *,
         timeout: float = MDP_HEARTBEAT_INTERVAL,
-        retries: int = 3,
+        attempts: int = 3,
         options: SocketOptions | None = None,
     ) -> None:
         self._client = MajordomoClient(
-            network, broker, timeout=timeout, retries=retries, options=options
+            network, broker, timeout=timeout, attempts=attempts, options=options
         )
 
     @property

@@ -111,8 +111,8 @@ MIN_INTERVAL_MS: Final = 0.01
 MAX_INTERVAL_MS: Final = MAX_RUN_SECONDS * 1000
 """Longest timeout, heartbeat or polling interval in milliseconds (the longest run)."""
 
-MAX_RETRIES: Final = 100
-"""Most attempts of a Lazy Pirate request."""
+MAX_ATTEMPTS: Final = 100
+"""Most sends of a Lazy Pirate request (a request client's ``attempts``)."""
 
 MAX_LIVENESS: Final = 100
 """Largest Paranoid Pirate liveness (heartbeats missed before a peer is dead)."""

@@ -14,7 +14,7 @@ estimates, as upper bounds:
     after each restart of its node), 1 each, and ticks every millisecond, 1 each;
     each update costs every subscriber of the publisher 1 (3 with ``processing_us``,
     which adds a timer per update);
-  - a request client makes ``rate x duration`` requests of up to ``retries`` attempts,
+  - a request client makes ``rate x duration`` requests of up to ``attempts`` sends,
     each 20 (``risk_client``) or 40 (``order_client``, through a Paranoid Pirate queue
     and a worker);
   - a Paranoid Pirate queue heartbeats each worker every ``heartbeat_ms`` and each
@@ -227,8 +227,8 @@ def estimate_events(scenario: Scenario) -> list[Share]:
             attempt = _ATTEMPT.get(spec.kind, max(_ATTEMPT.values()))
             shares.append(
                 Share(
-                    p.rate * load * p.retries * attempt, where, "rate",
-                    f"rate {p.rate:g}/s x {load:g} s of load, up to {p.retries} attempt(s) "
+                    p.rate * load * p.attempts * attempt, where, "rate",
+                    f"rate {p.rate:g}/s x {load:g} s of load, up to {p.attempts} attempt(s) "
                     f"per request costing {attempt} each",
                 )
             )  # fmt: skip

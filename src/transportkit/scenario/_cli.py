@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         "--faults",
         metavar="KINDS",
         help="keep only these kinds of the scenario's faults, comma-separated, or none "
-        "(crash, partition, hold, drop_connection, latency: what a swarm sweep's replay "
+        "(crash, partition, hold, drop_connection, set_latency: what a swarm sweep's replay "
         "command passes)",
     )
     parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")

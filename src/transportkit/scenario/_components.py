@@ -25,6 +25,7 @@ from transportkit.patterns.lazy_pirate import serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
 from transportkit.patterns.proxy import forwarder
 from transportkit.scenario._bounds import (
+    MAX_ATTEMPTS,
     MAX_BURSTS,
     MAX_CAPITAL,
     MAX_EVENTS,
@@ -33,7 +34,6 @@ from transportkit.scenario._bounds import (
     MAX_PUBLISH_RATE,
     MAX_QUANTITY,
     MAX_REQUEST_RATE,
-    MAX_RETRIES,
     MAX_SERVICE_US,
     MIN_HEARTBEAT_MS,
     MIN_INTERVAL_MS,
@@ -390,9 +390,24 @@ class RiskClientParams:
     rate: float
     symbols: tuple[str, ...]
     timeout_ms: float
-    retries: int
+    attempts: int
     max_quantity: int
     options: SocketOptions
+
+
+def _attempts(t: Table) -> int:
+    """``attempts``: sends of a request, the first included (as the clients'
+    ``attempts=``); the old name ``retries`` is refused with the key to write.
+    """
+    if t.has("retries"):
+        old = t.integer("retries", REQUIRED, minimum=0)
+        raise t.error(
+            "retries",
+            f"is now 'attempts' (sends of a request, the first included, as it always "
+            f"counted): write attempts = {old}",
+        )
+    value: int = t.integer("attempts", 3, minimum=1, maximum=MAX_ATTEMPTS)
+    return value
 
 
 def _parse_risk_client(t: Table) -> RiskClientParams:
@@ -401,7 +416,7 @@ def _parse_risk_client(t: Table) -> RiskClientParams:
         rate=t.number("rate", 100.0, positive=True, maximum=MAX_REQUEST_RATE),
         symbols=_symbols(t, DEFAULT_SYMBOLS) or DEFAULT_SYMBOLS,
         timeout_ms=_interval_ms(t, "timeout_ms", 2500.0),
-        retries=t.integer("retries", 3, minimum=1, maximum=MAX_RETRIES),
+        attempts=_attempts(t),
         max_quantity=t.integer("max_quantity", 100, minimum=1, maximum=MAX_QUANTITY),
         options=t.options(),
     )
@@ -410,7 +425,7 @@ def _parse_risk_client(t: Table) -> RiskClientParams:
 async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: RunContext) -> None:
     """Send an order every ``1 / rate`` s by the loop's clock, one in flight.
 
-    A closed loop: while it waits for a reply (or a timeout and its retries) its
+    A closed loop: while it waits for a reply (or its attempts' timeouts) its
     schedule goes on, and it sends the orders that came due as soon as it can,
     back to back; what the load period ended before it could send is the stream's
     shortfall (:class:`~transportkit.scenario._metrics.Load`, ``closed_loop``).
@@ -420,7 +435,7 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
     rng = ctx.rng(name)
     loop = asyncio.get_running_loop()
     client = ReliableRiskClient(
-        net, p.connect, timeout=p.timeout_ms / 1000, retries=p.retries, options=p.options
+        net, p.connect, timeout=p.timeout_ms / 1000, attempts=p.attempts, options=p.options
     )
     ctx.objects[name] = client
     interval = 1.0 / p.rate
@@ -866,7 +881,7 @@ COMPONENTS: dict[str, ComponentKind] = {
     "risk_client": ComponentKind(
         _parse_risk_client,
         _run_risk_client,
-        "Lazy Pirate client sending orders at `rate`; failures after `retries` timeouts",
+        "Lazy Pirate client sending orders at `rate`; failures after `attempts` timeouts",
     ),
     "order_client": ComponentKind(
         _parse_risk_client,

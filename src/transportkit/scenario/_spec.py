@@ -425,15 +425,31 @@ def latency_model(table: Table) -> LatencyModel:
 
 _MODELS = ("constant", "uniform", "normal", "lognormal", "empirical")
 _FAULT_KINDS = (
-    "crash", "restart", "partition", "repair", "hold", "release", "drop_connection", "latency",
+    "crash", "restart", "partition", "repair", "hold", "release", "drop_connection", "set_latency",
 )  # fmt: skip
+"""The ``kind`` of a ``[[fault]]``: each fault class's name in snake case
+(:data:`transportkit.sim_backend.FAULT_KINDS`)."""
+
+_RENAMED_FAULT_KINDS = {"latency": "set_latency", "spike": "set_latency", "drop": "drop_connection"}
+"""Old or other names of fault kinds, refused with the one to write."""
 
 
 def _fault(table: Table, nodes: Mapping[str, object], end: float) -> tuple[float, Fault]:
     at = table.number("at", REQUIRED, maximum=MAX_RUN_SECONDS)
     if at > end:
         raise table.error("at", f"is {at:g} s, after the run ends at {end:g} s (duration + drain)")
-    kind = table.text("kind", REQUIRED, choices=_FAULT_KINDS)
+    kind = table.text("kind", REQUIRED)
+    if kind in _RENAMED_FAULT_KINDS:
+        new = _RENAMED_FAULT_KINDS[kind]
+        raise table.error(
+            "kind",
+            f"{show(kind)} is now {show(new)} (each fault kind is its fault class's name "
+            f'in snake case): write kind = "{new}"',
+        )
+    if kind not in _FAULT_KINDS:
+        raise table.error(
+            "kind", f"must be one of {', '.join(map(repr, _FAULT_KINDS))}, got {show(kind)}"
+        )
 
     def node(key: str) -> str:
         value: str = table.name(key, REQUIRED)

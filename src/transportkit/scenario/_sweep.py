@@ -93,11 +93,18 @@ __all__ = [
     "with_fault_kinds",
 ]
 
-FAULT_KINDS: Final = ("crash", "partition", "hold", "drop_connection", "latency")
-"""The fault kinds swarm testing and ``--faults`` turn on and off. A kind takes its
-healing with it: ``crash`` is the crashes and the restarts, ``partition`` the
-partitions and repairs, ``hold`` the holds and releases, ``latency`` the latency
+FAULT_KINDS: Final = ("crash", "partition", "hold", "drop_connection", "set_latency")
+"""The fault kinds swarm testing and ``--faults`` turn on and off, named by the fault
+that starts each outage (:data:`transportkit.sim_backend.FAULT_KINDS`). A kind takes
+its healing with it: ``crash`` is the crashes and the restarts, ``partition`` the
+partitions and repairs, ``hold`` the holds and releases, ``set_latency`` the latency
 changes and the returns to normal."""
+
+_RENAMED_KINDS: Final = {
+    "latency": "set_latency",
+    "spike": "set_latency",
+    "drop": "drop_connection",
+}
 
 _KIND_OF: Final[dict[type, str]] = {
     Crash: "crash",
@@ -107,7 +114,7 @@ _KIND_OF: Final[dict[type, str]] = {
     Hold: "hold",
     Release: "hold",
     DropConnection: "drop_connection",
-    SetLatency: "latency",
+    SetLatency: "set_latency",
 }
 
 SCHEDULERS: Final = MODES
@@ -166,12 +173,18 @@ def parse_fault_kinds(text: str) -> tuple[str, ...]:
     """Parse ``--faults``: comma-separated kinds of :data:`FAULT_KINDS`, or ``none``.
 
     Raises:
-        ValueError: An unknown or repeated kind; the message lists the known ones.
+        ValueError: An unknown or repeated kind; the message lists the known ones (or,
+            for an old name such as ``latency``, gives the new one).
     """
     if text.strip() == "none":
         return ()
     kinds = tuple(part.strip() for part in text.split(","))
     for kind in kinds:
+        if kind in _RENAMED_KINDS:
+            raise ValueError(
+                f"fault kind {kind!r} is now {_RENAMED_KINDS[kind]!r} (each kind is the name "
+                "of the fault class that starts the outage, in snake case)"
+            )
         if kind not in FAULT_KINDS:
             raise ValueError(
                 f"unknown fault kind {kind[:40]!r}: expected 'none' or a comma-separated "

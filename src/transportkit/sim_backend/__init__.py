@@ -180,6 +180,7 @@ is the same on 3.11, 3.12 and 3.13. The details are in
 
 from transportkit.sim_backend._auth import SimAuthenticator
 from transportkit.sim_backend._faults import (
+    FAULT_KINDS,
     Crash,
     DropConnection,
     Fault,
@@ -218,6 +219,7 @@ from transportkit.sim_backend._trace import Trace, TraceEvent
 from transportkit.sim_backend._world import Node, Simulation
 
 __all__ = [
+    "FAULT_KINDS",
     "VIRTUAL_EPOCH",
     "Constant",
     "Crash",

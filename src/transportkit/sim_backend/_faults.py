@@ -3,16 +3,31 @@
 A fault is a frozen dataclass naming what breaks; a :data:`FaultSchedule` is a list of
 ``(virtual time, fault)`` pairs. Being data, schedules can be written in files, compared,
 and generated and shrunk by Hypothesis (``transportkit.testing.strategies``).
+
+One vocabulary names the faults everywhere: each class's :attr:`kind` is its name in
+snake case (:data:`FAULT_KINDS`), and that is the ``kind`` of a scenario file's
+``[[fault]]``, the first word of the fault's events in the sim's trace, and, for the
+faults that start an outage, the name of the outage in the Hypothesis strategies'
+``kinds`` and the scenario runner's ``--faults``. Each fault's :meth:`describe` says what
+it does in words (``"latency on exchange->desk-1 set to 20 ms, both ways"``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
 
-from transportkit.sim_backend._latency import LatencyModel
+from transportkit.sim_backend._latency import (
+    Constant,
+    Empirical,
+    LatencyModel,
+    LogNormal,
+    Normal,
+    Uniform,
+)
 
 if TYPE_CHECKING:
     from transportkit.sim_backend._world import Simulation
@@ -20,6 +35,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FAULT_KINDS",
     "Crash",
     "DropConnection",
     "Fault",
@@ -36,54 +52,145 @@ __all__ = [
 ]
 
 
+FAULT_KINDS: Final = (
+    "crash", "restart", "partition", "repair", "hold", "release", "drop_connection", "set_latency",
+)  # fmt: skip
+"""Every fault's :attr:`kind`: its class's name in snake case, in the order of the
+classes (:class:`Crash` ... :class:`SetLatency`)."""
+
+
+def _seconds(value: float) -> str:
+    """A duration as a person writes it: ``20 ms``, ``150 us``, ``2.5 s``."""
+    if value == 0:
+        return "0 s"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(value) >= scale:
+            return f"{value / scale:.4g} {unit}"
+    return f"{value * 1e9:.4g} ns"
+
+
+def describe_latency(model: LatencyModel) -> str:
+    """A latency model in words: ``20 ms``, ``uniform 1 ms to 3 ms``, ..."""
+    match model:
+        case Constant(delay):
+            return _seconds(delay)
+        case Uniform(low, high):
+            return f"uniform {_seconds(low)} to {_seconds(high)}"
+        case Normal(mean, stddev, minimum):
+            floor = f", at least {_seconds(minimum)}" if minimum else ""
+            return f"normal, mean {_seconds(mean)}, stddev {_seconds(stddev)}{floor}"
+        case LogNormal(mu, sigma, minimum):
+            floor = f" above {_seconds(minimum)}" if minimum else ""
+            return f"log-normal, median {_seconds(math.exp(mu))}{floor}, sigma {sigma:g}"
+        case Empirical(samples):
+            return f"one of {len(samples)} measured samples"
+    return repr(model)
+
+
+def _link(a: str, b: str, both_ways: bool) -> str:
+    return f"{a}->{b}, {'both ways' if both_ways else 'one way'}"
+
+
 @dataclass(frozen=True, slots=True)
 class Crash:
     """Kill a node: its tasks are cancelled, its sockets and queues vanish."""
 
+    kind: ClassVar[str] = "crash"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
+
     node: str
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"crash of exchange"``)."""
+        return f"crash of {self.node}"
 
 
 @dataclass(frozen=True, slots=True)
 class Restart:
     """Bring a crashed node back (its ``main`` runs again)."""
 
+    kind: ClassVar[str] = "restart"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
+
     node: str
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"restart of exchange"``)."""
+        return f"restart of {self.node}"
 
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    """Cut the link between two nodes (one way: only ``a`` to ``b``)."""
+    """Cut the link between two nodes: both directions by default, or with
+    ``both_ways=False`` only ``a`` to ``b``.
+    """
+
+    kind: ClassVar[str] = "partition"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
 
     a: str
     b: str
     both_ways: bool = True
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"partition of a->b, both ways"``)."""
+        return f"partition of {_link(self.a, self.b, self.both_ways)}"
 
 
 @dataclass(frozen=True, slots=True)
 class Repair:
-    """Heal a partition between two nodes."""
+    """Heal a partition between two nodes (both directions by default, or with
+    ``both_ways=False`` only ``a`` to ``b``).
+    """
+
+    kind: ClassVar[str] = "repair"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
 
     a: str
     b: str
     both_ways: bool = True
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"repair of a->b, both ways"``)."""
+        return f"repair of {_link(self.a, self.b, self.both_ways)}"
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Stall the link between two nodes: traffic waits, connections stay up."""
+    """Stall the link between two nodes: traffic waits, connections stay up (both
+    directions by default, or with ``both_ways=False`` only ``a`` to ``b``).
+    """
+
+    kind: ClassVar[str] = "hold"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
 
     a: str
     b: str
     both_ways: bool = True
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"hold on a->b (traffic waits), both ways"``)."""
+        return f"hold on {self.a}->{self.b} (traffic waits), " + (
+            "both ways" if self.both_ways else "one way"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Release:
-    """End a :class:`Hold`: what waited is delivered in order."""
+    """End a :class:`Hold`: what waited is delivered in order (both directions by
+    default, or with ``both_ways=False`` only ``a`` to ``b``).
+    """
+
+    kind: ClassVar[str] = "release"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
 
     a: str
     b: str
     both_ways: bool = True
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"release of a->b, both ways"``)."""
+        return f"release of {_link(self.a, self.b, self.both_ways)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +201,19 @@ class DropConnection:
     (or its ``reconnect_ivl`` is 0 or -1: then it does not reconnect, and loses it).
     """
 
+    kind: ClassVar[str] = "drop_connection"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
+
     a: str
     b: str
     discard_queues: bool = False
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"connections between a and b dropped
+        (they reconnect)"``).
+        """
+        after = "queues discarded" if self.discard_queues else "they reconnect"
+        return f"connections between {self.a} and {self.b} dropped ({after})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +227,26 @@ class SetLatency:
     simulation's default.
     """
 
+    kind: ClassVar[str] = "set_latency"
+    """The fault's name in the vocabulary (:data:`FAULT_KINDS`)."""
+
     a: str
     b: str
     latency: LatencyModel | None
     both_ways: bool = True
+
+    def describe(self) -> str:
+        """What the fault does, in words (``"latency on a->b set to 20 ms, both
+        ways"``, or ``"latency on a->b back to what it was, both ways"``).
+        """
+        to = (
+            "back to what it was"
+            if self.latency is None
+            else f"set to {describe_latency(self.latency)}"
+        )
+        return f"latency on {self.a}->{self.b} {to}, " + (
+            "both ways" if self.both_ways else "one way"
+        )
 
 
 Fault: TypeAlias = (

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 from transportkit._endpoint import parse_endpoint
 from transportkit._errors import (
     ClosedError,
+    EndpointError,
     FrameError,
     HostUnreachableError,
     StateError,
@@ -244,6 +245,13 @@ class SimSocket(Socket):
     def connect(self, endpoint: str) -> None:
         self._check_open()
         parsed = parse_endpoint(endpoint)
+        if parsed.transport == "tcp" and endpoint.endswith(":*"):
+            # libzmq refuses it (EINVAL), as the zmq backend does; it used to be retried
+            # here for ever, silently.
+            raise EndpointError(
+                f"{self.name}: cannot connect to {endpoint}: a wildcard port is for bind() "
+                "only; connect to the endpoint bind() returned"
+            )
         self.wire.connect(self, parsed)
         self._last_endpoint = str(parsed)
 

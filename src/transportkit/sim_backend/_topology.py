@@ -86,7 +86,7 @@ class Topology:
             link = self.link(src, dst)
             link.latency = model
             link.spiked_from = None
-        self.trace.add(now, "fault", f"{a}->{b}", f"latency {model}")
+        self.trace.add(now, "fault", f"{a}->{b}", f"set_latency {model}")
 
     def spike_latency(
         self, now: float, a: str, b: str, model: LatencyModel, *, both_ways: bool
@@ -99,7 +99,7 @@ class Topology:
             if link.spiked_from is None:
                 link.spiked_from = link.latency
             link.latency = model
-        self.trace.add(now, "fault", f"{a}->{b}", f"latency {model}")
+        self.trace.add(now, "fault", f"{a}->{b}", f"set_latency {model}")
 
     def end_latency_spike(self, now: float, a: str, b: str, *, both_ways: bool) -> None:
         """Give each direction back the latency it had before its spike (a direction
@@ -114,9 +114,9 @@ class Topology:
             if link.spiked_from is not None:
                 link.latency, link.spiked_from = link.spiked_from, None
             restored.append(link.latency)
-        self.trace.add(now, "fault", f"{a}->{b}", f"latency {restored[0]}")
+        self.trace.add(now, "fault", f"{a}->{b}", f"set_latency {restored[0]}")
         if len(restored) == 2 and restored[1] != restored[0]:
-            self.trace.add(now, "fault", f"{b}->{a}", f"latency {restored[1]}")
+            self.trace.add(now, "fault", f"{b}->{a}", f"set_latency {restored[1]}")
 
     def partition(
         self, now: float, a: str, b: str, *, both_ways: bool, on_cut: Callable[[Link], None]

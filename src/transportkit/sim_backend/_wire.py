@@ -814,7 +814,7 @@ class Wire:
         """
         broken = 0
         for conn in self._connections_between(a, b):
-            detail = "drop-connection" + (" discard-queues" if discard_queues else "")
+            detail = "drop_connection" + (" discard_queues" if discard_queues else "")
             self.trace.add(self.env.now, "fault", f"{a}<->{b}", detail)
             connecter = conn.a
             self.break_connection(conn)

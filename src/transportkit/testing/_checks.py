@@ -158,7 +158,7 @@ async def _collect_pub_sub(
     expected = expected_pub_sub(subscriptions, messages)
     pub_net = _net(h, transport, "publisher")
     with ExitStack() as stack:
-        pub = stack.enter_context(pub_net.publisher(bind=h.endpoint(transport)))
+        pub = stack.enter_context(pub_net.publisher(bind=h.bind_endpoint(transport)))
         endpoint = pub.last_endpoint
         assert endpoint is not None
         subs = [
@@ -223,7 +223,7 @@ def check_slow_joiner(h: Harness, *, count: int = 100, transport: str = "tcp") -
     async def body() -> list[int]:
         with ExitStack() as stack:
             pub = stack.enter_context(
-                _net(h, transport, "pub").publisher(bind=h.endpoint(transport))
+                _net(h, transport, "pub").publisher(bind=h.bind_endpoint(transport))
             )
             assert pub.last_endpoint is not None
             sub = stack.enter_context(
@@ -261,7 +261,7 @@ def check_req_rep(
     async def body() -> None:
         with ExitStack() as stack:
             rep = stack.enter_context(
-                _net(h, transport, "server").worker(bind=h.endpoint(transport))
+                _net(h, transport, "server").worker(bind=h.bind_endpoint(transport))
             )
             assert rep.last_endpoint is not None
             req = stack.enter_context(
@@ -319,7 +319,7 @@ def check_push_pull(
     async def body() -> list[list[int]]:
         with ExitStack() as stack:
             push = stack.enter_context(
-                _net(h, transport, "producer").pusher(bind=h.endpoint(transport))
+                _net(h, transport, "producer").pusher(bind=h.bind_endpoint(transport))
             )
             mon = push.monitor()
             stack.callback(mon.close)
@@ -379,7 +379,7 @@ def check_pair(h: Harness, *, count: int = 20, transport: str = "tcp") -> None:
 
     async def body() -> None:
         with ExitStack() as stack:
-            a = stack.enter_context(_net(h, transport, "a").pair(bind=h.endpoint(transport)))
+            a = stack.enter_context(_net(h, transport, "a").pair(bind=h.bind_endpoint(transport)))
             assert a.last_endpoint is not None
             b = stack.enter_context(_net(h, transport, "b").pair(connect=a.last_endpoint))
             for i in range(count):
@@ -409,7 +409,7 @@ def check_dealer_router(
     async def body() -> None:
         with ExitStack() as stack:
             router = stack.enter_context(
-                _net(h, transport, "broker").router(bind=h.endpoint(transport))
+                _net(h, transport, "broker").router(bind=h.bind_endpoint(transport))
             )
             mon = router.monitor()
             stack.callback(mon.close)
@@ -451,7 +451,7 @@ def check_dealer_router(
                 assert router.stats.dropped == before + 1, "unroutable send not counted"
             strict = stack.enter_context(
                 _net(h, transport, "broker").router(
-                    bind=h.endpoint(transport), options=SocketOptions(router_mandatory=True)
+                    bind=h.bind_endpoint(transport), options=SocketOptions(router_mandatory=True)
                 )
             )
             try:
@@ -474,7 +474,7 @@ def check_hwm(h: Harness, *, hwm: int = 10) -> None:
         net = h.network("local")
         opts = SocketOptions(sndhwm=hwm, rcvhwm=hwm, sndtimeo=50)
         with ExitStack() as stack:
-            pub = stack.enter_context(net.publisher(bind=h.endpoint("inproc"), options=opts))
+            pub = stack.enter_context(net.publisher(bind=h.bind_endpoint("inproc"), options=opts))
             assert pub.last_endpoint is not None
             sub = stack.enter_context(net.subscriber(connect=pub.last_endpoint, options=opts))
             published = 50 * hwm
@@ -495,7 +495,7 @@ def check_hwm(h: Harness, *, hwm: int = 10) -> None:
                     f"expected {published - len(delivered)}"
                 )
 
-            push = stack.enter_context(net.pusher(bind=h.endpoint("inproc"), options=opts))
+            push = stack.enter_context(net.pusher(bind=h.bind_endpoint("inproc"), options=opts))
             assert push.last_endpoint is not None
             stack.enter_context(net.puller(connect=push.last_endpoint, options=opts))
             accepted = 0
@@ -527,7 +527,7 @@ def check_conflate(h: Harness, *, count: int = 50, transport: str = "tcp") -> No
     async def body() -> None:
         with ExitStack() as stack:
             pub = stack.enter_context(
-                _net(h, transport, "pub").publisher(bind=h.endpoint(transport))
+                _net(h, transport, "pub").publisher(bind=h.bind_endpoint(transport))
             )
             assert pub.last_endpoint is not None
             sub = stack.enter_context(
@@ -544,7 +544,7 @@ def check_conflate(h: Harness, *, count: int = 50, transport: str = "tcp") -> No
             assert _drain(sub) == [], f"[{h.name}] conflate kept more than one message"
             conflating = stack.enter_context(
                 _net(h, transport, "pub").publisher(
-                    bind=h.endpoint(transport), options=SocketOptions(conflate=True)
+                    bind=h.bind_endpoint(transport), options=SocketOptions(conflate=True)
                 )
             )
             try:
@@ -582,7 +582,7 @@ def check_bad_input(h: Harness) -> None:
                     made.close()
                 raise AssertionError(f"[{h.name}] expected {error.__name__}")
         with ExitStack() as stack:
-            pub = stack.enter_context(net.publisher(bind=h.endpoint("tcp")))
+            pub = stack.enter_context(net.publisher(bind=h.bind_endpoint("tcp")))
             assert pub.last_endpoint is not None
             for frames in ([b"ok", "text"], [], b"bytes-not-a-list", [b"x", 3]):
                 try:
@@ -598,7 +598,7 @@ def check_bad_input(h: Harness) -> None:
                 pass
             else:
                 raise AssertionError(f"[{h.name}] binding a used endpoint did not raise")
-            pull = stack.enter_context(net.puller(bind=h.endpoint("tcp")))
+            pull = stack.enter_context(net.puller(bind=h.bind_endpoint("tcp")))
             waiter = asyncio.ensure_future(pull.recv())
             await asyncio.sleep(0.01)
             pull.close()
@@ -608,7 +608,7 @@ def check_bad_input(h: Harness) -> None:
                 pass
             else:
                 raise AssertionError(f"[{h.name}] recv waiting on a closed socket returned")
-            for action in (pull.try_recv, lambda: pull.bind(h.endpoint("tcp"))):
+            for action in (pull.try_recv, lambda: pull.bind(h.bind_endpoint("tcp"))):
                 try:
                     action()
                 except ClosedError:
@@ -636,7 +636,7 @@ def check_poll(h: Harness, *, transport: str = "tcp") -> None:
             pushes, pulls = [], []
             for i in range(2):
                 push = stack.enter_context(
-                    _net(h, transport, "producer").pusher(bind=h.endpoint(transport))
+                    _net(h, transport, "producer").pusher(bind=h.bind_endpoint(transport))
                 )
                 assert push.last_endpoint is not None
                 pushes.append(push)
@@ -688,7 +688,7 @@ def check_xpub_subscriptions(h: Harness, *, transport: str = "tcp") -> None:
     async def body() -> None:
         with ExitStack() as stack:
             pub = stack.enter_context(
-                _net(h, transport, "pub").xpublisher(bind=h.endpoint(transport))
+                _net(h, transport, "pub").xpublisher(bind=h.bind_endpoint(transport))
             )
             endpoint = pub.last_endpoint
             assert endpoint is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from transportkit._keywords import accepted_keywords, check_keywords
 from transportkit.sim_backend import Simulation
 
 __all__ = ["check_determinism"]
@@ -27,7 +28,16 @@ def check_determinism(
 
     Raises:
         AssertionError: Two runs differed; the message shows the first differing event.
+        TypeError: A keyword is neither one of these nor a ``Simulation`` option (the
+            message suggests the closest).
+        ValueError: ``runs`` is below 2.
     """
+    check_keywords(
+        simulation_options,
+        [n for n in accepted_keywords(Simulation) if n != "seed"]
+        + ["build", "seed", "runs", "timeout"],
+        where="check_determinism()",
+    )
     if runs < 2:
         raise ValueError(f"a determinism check needs at least 2 runs, got {runs}")
     reference: Simulation | None = None

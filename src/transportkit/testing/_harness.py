@@ -46,6 +46,7 @@ from transportkit.sim_backend import (
 )
 from transportkit.sim_backend._faults import sorted_schedule
 from transportkit.testing._faultproxy import FaultProxy
+from transportkit.testing._ports import free_tcp_endpoint
 from transportkit.zmq_backend import ZmqNetwork
 
 __all__ = [
@@ -89,8 +90,37 @@ class Harness(abc.ABC):
         """
 
     @abc.abstractmethod
-    def endpoint(self, transport: str = "tcp") -> str:
-        """A fresh endpoint to bind: use the string ``bind()`` returns to connect."""
+    def bind_endpoint(self, transport: str = "tcp") -> str:
+        """A fresh endpoint to *bind*; connect to the string ``bind()`` returns.
+
+        tcp gets a wildcard port on loopback (``tcp://127.0.0.1:*``: ``bind()`` picks
+        a free port, so there is no race with other processes), which cannot itself be
+        connected to; ipc a fresh path; inproc a fresh name. Use :meth:`endpoint` when
+        the connecting side needs the address before (or without) the bind.
+
+        Args:
+            transport: ``"tcp"`` (default), ``"ipc"`` or ``"inproc"``.
+        """
+
+    @abc.abstractmethod
+    def endpoint(self, transport: str = "tcp", *, network: str = "main") -> str:
+        """A fresh, concrete endpoint that a socket of the network called ``network``
+        can bind, and that the harness's networks can connect to as it is, before or
+        after the bind.
+
+        tcp: on the sim ``tcp://{network}:{port}`` (a port unique in this harness, on
+        that node: any node can connect to it); on zmq ``tcp://127.0.0.1:{port}``, a
+        port that was free a moment ago (another process could take it before the
+        bind: rare, but :meth:`bind_endpoint` has no such race). ipc: a fresh path,
+        reachable from every network. inproc: a fresh name, reachable from the same
+        network only (as inproc reaches only its own process).
+
+        Args:
+            transport: ``"tcp"`` (default), ``"ipc"`` or ``"inproc"``.
+            network: The network whose socket will bind it (default ``"main"``, as
+                :meth:`network`'s). It matters on the sim only, where a tcp host is a
+                node's name; binding it from another node raises EndpointError.
+        """
 
     @abc.abstractmethod
     def run(self, main: Coroutine[Any, Any, T], *, timeout: float = 10.0) -> T:
@@ -155,13 +185,19 @@ class SimHarness(Harness):
     def network(self, name: str = "main") -> Network:
         return self.sim.node(name)
 
-    def endpoint(self, transport: str = "tcp") -> str:
+    def bind_endpoint(self, transport: str = "tcp") -> str:
         n = self._unique()
         if transport == "tcp":
             return "tcp://127.0.0.1:*"
         if transport == "ipc":
             return f"ipc://@transportkit-sim-{n}"
         return f"{transport}://ep{n}"
+
+    def endpoint(self, transport: str = "tcp", *, network: str = "main") -> str:
+        if transport == "tcp":
+            # Below the sim's wildcard ports (49152 up), so the two never meet.
+            return f"tcp://{network}:{_FIRST_SIM_PORT + self._unique()}"
+        return self.bind_endpoint(transport)
 
     def run(self, main: Coroutine[Any, Any, T], *, timeout: float = 10.0) -> T:
         return self.sim.run(main, timeout=timeout)
@@ -182,6 +218,9 @@ class SimHarness(Harness):
         """
         schedule_faults(self.sim, schedule)
 
+
+_FIRST_SIM_PORT: Final = 20000
+"""The first tcp port :meth:`SimHarness.endpoint` gives (then 20001, ...)."""
 
 _LOOPBACK_TCP = re.compile(r"^tcp://(?:127\.0\.0\.1|localhost):(\d+)$")
 _BOUND_TCP = re.compile(r"^tcp://(?:127\.0\.0\.1|localhost|0\.0\.0\.0|\*):(\d+)$")
@@ -255,7 +294,9 @@ class ZmqHarness(Harness):
 
     With ``faults=True``, every tcp connect from one of the harness's networks to a
     loopback port that another of its networks bound before (``bind()`` first, then
-    connect to what it returned, as the harness's endpoints require anyway) goes
+    connect: to what it returned, as :meth:`bind_endpoint`'s wildcard requires anyway,
+    or to an :meth:`endpoint`, which could be connected before the bind but is
+    faultable only after it) goes
     through a :class:`~transportkit.testing.FaultProxy`, so that
     :meth:`apply`/:meth:`schedule_faults` realise every network fault between the
     two networks (partitions, holds, dropped connections, latency; what each means
@@ -333,13 +374,18 @@ class ZmqHarness(Harness):
             )
         return net
 
-    def endpoint(self, transport: str = "tcp") -> str:
+    def bind_endpoint(self, transport: str = "tcp") -> str:
         n = self._unique()
         if transport == "tcp":
             return "tcp://127.0.0.1:*"
         if transport == "ipc":
             return f"ipc://{self._tmp}/ep{n}.ipc"
         return f"{transport}://ep{n}-{id(self)}"
+
+    def endpoint(self, transport: str = "tcp", *, network: str = "main") -> str:
+        if transport == "tcp":
+            return free_tcp_endpoint("127.0.0.1")
+        return self.bind_endpoint(transport)
 
     def apply(self, fault: Fault) -> str:
         """Apply ``fault`` now: a crash closes the network, a restart lets
@@ -424,7 +470,7 @@ class ZmqHarness(Harness):
         return (
             f"{what}, which the fault proxy cannot sit in (only tcp connects to a port "
             f"another network bound before go through it), but {fault} is to act "
-            "between the two: use a tcp endpoint bound first (harness.endpoint('tcp')), "
+            "between the two: use a tcp endpoint bound first (harness.bind_endpoint('tcp')), "
             "or run on the sim only"
         )
 

@@ -46,6 +46,7 @@ from typing import Any, Final, overload
 
 from transportkit import _wallclock
 from transportkit._errors import Timeout
+from transportkit._keywords import accepted_keywords, check_keywords
 from transportkit._network import Network
 from transportkit.sim_backend import (
     Crash,
@@ -176,7 +177,8 @@ def sim_test(
     parameters named ``tk_sim`` (the run's :class:`~transportkit.sim_backend.Simulation`),
     ``tk_seed`` (its seed), ``tk_faults`` (the fault schedule it runs with) and
     ``tk_harness`` (a :class:`~transportkit.testing.Harness` on the run's backend:
-    ``network(name)`` and ``endpoint()``, not ``run``, since the body already runs)
+    ``network(name)``, ``bind_endpoint()`` and ``endpoint()``, not ``run``, since the
+    body already runs)
     are filled in per run; every other parameter is a pytest fixture,
     set up once per test item (not per seed: keep per-seed state in the body). The test
     runs once per backend, with ids ``[sim]`` and ``[zmq]``.
@@ -369,6 +371,14 @@ class _Spec:
             )
         if "seed" in simulation_options:
             raise TypeError("the seed comes from seeds=, not from a Simulation option")
+        # A typo of one of sim_test's own keywords lands here too: check now, against
+        # both sets, rather than let Simulation() blame itself when the test runs.
+        check_keywords(
+            simulation_options,
+            [n for n in accepted_keywords(Simulation) if n != "seed"]
+            + list(accepted_keywords(sim_test)),
+            where="sim_test()",
+        )
         node_items: list[tuple[str, NodeMain]] = []
         for name, main in (nodes or {}).items():
             if not isinstance(name, str) or not callable(main):

@@ -55,7 +55,7 @@ HEARTBEAT = 0.25
 """Seconds between Majordomo heartbeats (the Guide's 2.5 s, scaled down)."""
 TIMEOUT = 0.5
 """Seconds a client waits for each attempt's reply."""
-RETRIES = 3
+ATTEMPTS = 3
 """Attempts of a client in all."""
 STEP = 0.25
 """Virtual seconds every rule lets pass after acting."""
@@ -149,7 +149,7 @@ class MajordomoMachine(RuleBasedStateMachine):
 
     async def _request(self, client: str, body: bytes) -> None:
         outcome = self.outcomes[body]
-        mdp = MajordomoClient(self.sim.nodes[client], BROKER, timeout=TIMEOUT, retries=RETRIES)
+        mdp = MajordomoClient(self.sim.nodes[client], BROKER, timeout=TIMEOUT, attempts=ATTEMPTS)
         try:
             outcome.reply = await mdp.request(SERVICE, [body])
         except ServiceUnavailableError:
@@ -218,7 +218,7 @@ class MajordomoMachine(RuleBasedStateMachine):
     @invariant()
     def every_request_ends_once_and_in_bounded_time(self) -> None:
         """A reply or a typed failure, once, within the client's retries (plus slack)."""
-        bound = RETRIES * TIMEOUT + 2 * STEP
+        bound = ATTEMPTS * TIMEOUT + 2 * STEP
         for body, outcome in self.outcomes.items():
             assert outcome.ends <= 1, body
             assert outcome.reply is None or not outcome.failed, body
@@ -241,7 +241,7 @@ class MajordomoMachine(RuleBasedStateMachine):
             self.sim.run_for(4 * HEARTBEAT * 3)
             body = b"after-repair"
             self.outcomes[body] = Outcome(self.sim.now)
-            self.sim.run(self._request(CLIENTS[0], body), timeout=RETRIES * TIMEOUT + 1)
+            self.sim.run(self._request(CLIENTS[0], body), timeout=ATTEMPTS * TIMEOUT + 1)
             assert self.outcomes[body].reply == [b"echo", body], "not served after repair"
         finally:
             self.sim.close()

@@ -30,6 +30,7 @@ from transportkit.sim_backend import (
 )
 
 __all__ = [
+    "OUTAGE_KINDS",
     "fault_schedules",
     "frames",
     "latency_models",
@@ -41,6 +42,12 @@ __all__ = [
 ]
 
 _TOPIC_ALPHABET = "AB."
+
+OUTAGE_KINDS = ("crash", "partition", "hold", "drop_connection", "set_latency")
+"""The outages :func:`fault_schedules` draws, each named by the fault that starts it
+(:data:`transportkit.sim_backend.FAULT_KINDS`)."""
+
+_RENAMED_KINDS = {"drop": "drop_connection", "spike": "set_latency", "latency": "set_latency"}
 
 
 def seeds() -> st.SearchStrategy[int]:
@@ -100,7 +107,7 @@ def fault_schedules(
     horizon: float = 30.0,
     max_faults: int = 4,
     max_outage: float = 10.0,
-    kinds: Sequence[str] = ("crash", "partition", "hold", "drop", "spike"),
+    kinds: Sequence[str] = OUTAGE_KINDS,
 ) -> st.SearchStrategy[FaultSchedule]:
     """Schedules of up to ``max_faults`` outages within ``horizon`` virtual seconds.
 
@@ -116,9 +123,28 @@ def fault_schedules(
         horizon: Latest start of an outage, in virtual seconds.
         max_faults: Most outages in one schedule.
         max_outage: Longest outage, in virtual seconds.
-        kinds: Which outages to draw from: ``crash``, ``partition``, ``hold``,
-            ``drop``, ``spike``.
+        kinds: Which outages to draw from (:data:`OUTAGE_KINDS`, the default: all),
+            each named by the fault that starts it: ``crash`` (a :class:`Crash` and
+            its :class:`Restart`), ``partition`` (a Partition and its Repair),
+            ``hold`` (a Hold and its Release), ``drop_connection`` (a
+            DropConnection), ``set_latency`` (a SetLatency spike of 10 ms to 2 s and
+            the SetLatency that ends it).
+
+    Raises:
+        ValueError: A kind is not one of :data:`OUTAGE_KINDS` (an old name such as
+            ``drop`` or ``spike`` is told the new one), ``kinds`` is empty, or a link
+            fault is asked for with fewer than two nodes.
     """
+    for kind in kinds:
+        if kind in _RENAMED_KINDS:
+            raise ValueError(
+                f"fault kind {kind!r} is now {_RENAMED_KINDS[kind]!r} (the name of the fault "
+                "class that starts the outage, in snake case)"
+            )
+        if kind not in OUTAGE_KINDS:
+            raise ValueError(
+                f"unknown fault kind {kind!r}: kinds are {', '.join(map(repr, OUTAGE_KINDS))}"
+            )
     names = list(nodes)
     victims = names if crashable is None else list(crashable)
     if len(names) < 2 and set(kinds) - {"crash"}:
@@ -152,9 +178,9 @@ def fault_schedules(
         outages.append(st.builds(partition, starts, lengths, pairs, st.booleans()))
     if "hold" in kinds:
         outages.append(st.builds(hold, starts, lengths, pairs, st.booleans()))
-    if "drop" in kinds:
+    if "drop_connection" in kinds:
         outages.append(st.builds(drop, starts, pairs))
-    if "spike" in kinds:
+    if "set_latency" in kinds:
         outages.append(st.builds(spike, starts, lengths, pairs, st.floats(0.01, 2.0)))
     if not outages:
         raise ValueError(f"no fault kind to draw from in {kinds!r}")

@@ -30,6 +30,7 @@ from transportkit import (
     SocketOptions,
     Worker,
 )
+from transportkit._keywords import RETRIES_COUNTED_ATTEMPTS, renamed
 from transportkit._log import limited
 from transportkit.patterns._limits import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -747,7 +748,7 @@ class ReliableRiskClient:
 
     Built on :class:`~transportkit.patterns.LazyPirateClient`: each check ends in the
     verdict for *that* order, or :class:`~transportkit.ServiceUnavailableError` after
-    ``retries`` attempts of ``timeout`` seconds; never a hang. It speaks the plain Lazy
+    ``attempts`` sends of ``timeout`` seconds each; never a hang. It speaks the plain Lazy
     Pirate wire format (the order as the only frame, the verdict as the only frame of
     the reply), so the server is any REP risk server: :func:`serve_risk` (the seed's),
     or :func:`~transportkit.patterns.serve_lazy_pirate` with :func:`risk_handler`.
@@ -756,28 +757,35 @@ class ReliableRiskClient:
         network: Where the REQ sockets come from.
         endpoint: The risk server.
         timeout: Seconds per attempt (the seed uses 0.1, the Guide 2.5).
-        retries: Attempts per order (the seed's and the Guide's 3).
+        attempts: Sends of each order before giving up, the first included (default
+            3, the Guide's). Formerly ``retries``, which counted the same thing:
+            passing ``retries=`` raises a TypeError that says what to write.
         options: Options of the REQ sockets.
+
+    Raises:
+        ValueError: ``timeout`` is not positive or ``attempts`` is not an int >= 1.
+        TypeError: The removed keyword ``retries`` was given (use ``attempts``).
     """
 
+    @renamed("retries", "attempts", RETRIES_COUNTED_ATTEMPTS)
     def __init__(
         self,
         network: Network,
         endpoint: str,
         *,
         timeout: float = 0.1,
-        retries: int = 3,
+        attempts: int = 3,
         options: SocketOptions | None = None,
     ) -> None:
         self.client: Final = LazyPirateClient(
-            network, endpoint, timeout=timeout, retries=retries, options=options
+            network, endpoint, timeout=timeout, attempts=attempts, options=options
         )
 
     async def validate(self, order: Order) -> ValidationResult:
         """The verdict on ``order``.
 
         Raises:
-            ServiceUnavailableError: No verdict after every retry.
+            ServiceUnavailableError: No verdict after ``attempts`` sends.
             ProtocolError: The verdict does not decode or is for another order.
         """
         reply = await self.client.request([order.SerializeToString()])

@@ -165,7 +165,8 @@ def check_endpoint(endpoint: str, where: str) -> str:
         raise UnsupportedError(
             f"{where}: cannot use {endpoint!r}: this pyzmq/libzmq was built without OpenPGM "
             "(PyPI wheels are), so pgm:// and epgm:// multicast are unavailable; use tcp:// "
-            "(one PUB, many SUBs) or the sim backend, which models multicast"
+            "or ipc:// (one PUB, many SUBs; the sim backend does not model multicast "
+            "either)"
         )
     return endpoint
 
