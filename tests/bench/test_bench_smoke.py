@@ -1,6 +1,6 @@
 """The benchmark runs end to end with tiny counts and reports every figure's shape.
 
-No timing is asserted: the machine is shared and noisy; the figures live in the README.
+No timing is asserted: the machine is shared and noisy; the figures live in docs/performance.md.
 """
 
 from __future__ import annotations
