@@ -35,6 +35,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK_TIMEOUT = 30.0  # seconds; each block should take well under one
 RUN_TIMEOUT = 20.0  # seconds for a command that is run (they take about one)
@@ -90,8 +92,10 @@ PRINTS: dict[tuple[str, str], list[str]] = {
         "[b'approved', b'Position limit exceeded']",
         "[b'approved', b'Position limit exceeded']",
     ],
-    ("docs/getting-started.md", "Simulation(seed=1"): ["[b'approved', b'rejected']"],
-    ("docs/getting-started.md", "ZmqNetwork"): ["[b'approved', b'rejected']"],
+    ("docs/getting-started.md", "async def trading"): [
+        "[b'approved', b'rejected']",
+        "[b'approved', b'rejected']",
+    ],
     ("docs/backends.md", "def one_quote"): ["[b'187.20', b'187.25']", "[b'187.20', b'187.25']"],
     ("docs/testing.md", "def echo_once"): ["sim [b'ping']", "zmq [b'ping']"],
     ("docs/testing.md", "def two_tasks"): ["0", "FIFO except step 1 (index 1)", "never short 0.5"],
@@ -265,3 +269,46 @@ def test_the_command_check_refuses_an_unknown_option() -> None:
 
 def test_sh_blocks_with_commands_are_found() -> None:
     assert any(argv[:1] == ["run"] for _, argv in COMMANDS), COMMANDS
+
+
+# Tests shown in the docs that need pytest (plugin fixtures, @sim_test) run under pytest.
+
+FAILS_ON_PURPOSE = {("docs/testing.md", "def test_the_first_order_sent_is_the_first_booked")}
+"""A block that shows a failing test: tests/testing/test_sim_test.py runs it and checks
+the report the page shows."""
+
+
+def pytest_blocks() -> list[Block]:
+    """Blocks with a test that takes a ``tk_`` fixture or is a ``@sim_test`` (tests
+    without parameters, and Hypothesis ``@given`` tests, already ran as scripts)."""
+    return [
+        b
+        for b in PYTHON_BLOCKS
+        if (re.search(r"def test_\w+\([^)]*\btk_\w+", b.code) or "@sim_test" in b.code)
+        and not any(b.path == p and m in b.code for p, m in FAILS_ON_PURPOSE)
+    ]
+
+
+def test_tests_shown_in_the_docs_pass_under_pytest(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    for name in ("CI", "BUILD_NUMBER"):  # the inner run's output, as on a developer's machine
+        monkeypatch.delenv(name, raising=False)
+    shown = pytest_blocks()
+    assert len(shown) >= 2  # getting-started and testing show some
+    names = [f"test_block_{number}" for number in range(len(shown))]
+    for name, block in zip(names, shown, strict=True):
+        pytester.makepyfile(**{name: block.code})
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q", "-rA")
+    lines = result.stdout.lines
+    for name, block in zip(names, shown, strict=True):
+        assert any(line.startswith(f"PASSED {name}.py") for line in lines), (block.id, lines)
+    assert not any(line.startswith(("FAILED", "ERROR")) for line in lines), lines
+
+
+def test_the_failing_example_is_the_one_the_report_test_runs() -> None:
+    source = (ROOT / "tests" / "testing" / "test_sim_test.py").read_text(encoding="utf-8")
+    for path, marker in FAILS_ON_PURPOSE:
+        assert any(b.path == path and marker in b.code for b in PYTHON_BLOCKS), (path, marker)
+        assert path in source
