@@ -5,8 +5,9 @@ reference renders (mkdocstrings with griffe, Google style). Strict mode turns ea
 warning into a failure: a link to a page or an anchor that does not exist, a page left
 out of the navigation, a docstring griffe cannot read. The second test builds a small
 site of its own in ``tmp_path`` with the same theme, extensions and plugins: correct,
-it builds; with a broken link and a docstring that documents a parameter the function
-does not have, the same command fails and names both.
+it builds; with a link to a missing page, a link to a missing heading and a docstring
+that documents a parameter the function does not have, the same command fails and
+names all three.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def _small_site(tmp_path: Path, *, broken: bool) -> Path:
             "        quantity: Shares.\n        price: Not a parameter.",
         )
         page += "\nAnd [a page that does not exist](no-such-page.md).\n"
+        page += "\nAnd [a heading it does not have](reference.md#no-such-heading).\n"
     (src / "tk_docs_probe.py").write_text(textwrap.dedent(module), encoding="utf-8")
     (docs / "index.md").write_text(page, encoding="utf-8")
     (docs / "reference.md").write_text("# Reference\n\n::: tk_docs_probe\n", encoding="utf-8")
@@ -126,4 +128,5 @@ def test_a_broken_link_or_docstring_fails_the_strict_build(tmp_path: Path, broke
         return
     assert result.returncode != 0, output
     assert "no-such-page.md" in output, output
+    assert "no-such-heading" in output, output
     assert "price" in output, output  # griffe: a documented parameter the function lacks
