@@ -67,7 +67,15 @@ def text_files() -> list[Path]:
 
 
 def offenders(text: str) -> list[str]:
-    return [m.group(0) for m in PATTERN.finditer(" ".join(text.split()))]
+    """The guide-sense phrases in ``text`` (line breaks and indentation as spaces)."""
+    flat = " ".join(text.split())
+    found: dict[tuple[int, int], str] = {}
+    for anchor in re.finditer(r"seed|DESIGN", flat):  # search only near these: fast
+        start = max(0, anchor.start() - 40)
+        window = flat[start : anchor.end() + 200]
+        for match in PATTERN.finditer(window):
+            found[(start + match.start(), start + match.end())] = match.group(0)
+    return [found[span] for span in sorted(found)]
 
 
 def test_no_text_cites_design_md_or_the_guide_as_the_seed() -> None:
