@@ -1,4 +1,4 @@
-"""Typed, validated socket options, with the seed document's HFT presets.
+"""Typed, validated socket options, with presets for trading systems.
 
 Option names and units are libzmq's (``sndhwm``, ``reconnect_ivl`` in milliseconds, -1 for
 "infinite" or "OS default"), so the ZeroMQ documentation applies as written. One default
@@ -121,7 +121,7 @@ class SocketOptions:
             bookkeeping, caps it at ``net.core.wmem_max`` and turns the send buffer's
             autotuning off for that socket (by default it grows up to
             ``net.ipv4.tcp_wmem``'s maximum, 4 MiB). 0 asks for the kernel's minimum.
-            The sim backend models these buffers (README, "Kernel socket buffers"):
+            The sim backend models these buffers (docs/simulator.md, "Kernel socket buffers"):
             on tcp a bigger buffer lets more messages wait beyond the two HWMs.
         rcvbuf: ZMQ_RCVBUF: the kernel receive buffer (SO_RCVBUF) in bytes of each tcp
             connection, or None for the OS default (``net.ipv4.tcp_rmem``'s default,
@@ -400,10 +400,10 @@ def _check_names(values: Mapping[str, Any]) -> None:
 _DEFAULTS: Final = SocketOptions()
 
 LOW_LATENCY: Final = SocketOptions(sndhwm=5000, rcvhwm=5000, linger=0)
-"""The seed's "optimized configuration for HFT" publisher/subscriber: HWM 5000, linger 0."""
+"""A low-latency publisher/subscriber configuration: HWM 5000, linger 0."""
 
 HIGH_THROUGHPUT: Final = SocketOptions(sndhwm=100_000, rcvhwm=100_000, linger=0)
-"""Deep queues for bursts (the seed's "higher for throughput" guideline, 10k-100k)."""
+"""Deep queues for bursts: HWMs of 100,000, linger 0."""
 
 RELIABLE_REQUEST_REPLY: Final = SocketOptions(
     sndtimeo=100,
@@ -414,5 +414,5 @@ RELIABLE_REQUEST_REPLY: Final = SocketOptions(
     tcp_keepalive_intvl=10,
     tcp_keepalive_cnt=3,
 )
-"""The seed's requester (100 ms send/receive timeouts, linger 0) plus its TCP keepalive
-settings (idle 60 s, probe every 10 s, 3 probes), so a dead peer is noticed."""
+"""A requester that gives up quickly (100 ms send/receive timeouts, linger 0), with TCP
+keepalive (idle 60 s, probe every 10 s, 3 probes), so a dead peer is noticed."""

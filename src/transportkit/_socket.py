@@ -395,7 +395,7 @@ class Publisher(Sender):
     kind = SocketKind.PUB
 
     async def publish(self, topic: bytes, *frames: Frame) -> None:
-        """Send ``[topic, *frames]`` (the seed's ``[topic][timestamp][data]`` shape)."""
+        """Send ``[topic, *frames]`` (market data's ``[topic][timestamp][data]`` shape)."""
         await self.send([topic, *frames])
 
 

@@ -4,7 +4,7 @@
 - ``transportkit sweep SCENARIO --seeds N --jobs J``: run it once per seed in parallel
   processes (or on a Dask cluster: ``--dask ADDRESS``) and report the failing seeds
   with their replay commands.
-- ``transportkit`` (or ``transportkit demo``): run the seed's market-data and risk
+- ``transportkit`` (or ``transportkit demo``): run the market-data and risk
   examples in a deterministic simulation; ``--backend zmq`` runs them on real sockets.
 """
 
@@ -170,7 +170,7 @@ def _micros(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transportkit",
-        description="Run the seed's trading examples (market data PUB/SUB and risk "
+        description="Run the trading examples (market data PUB/SUB and risk "
         "validation REQ/REP) on the simulated or the real ZeroMQ backend. "
         "See also: transportkit run SCENARIO (transportkit run --help) and transportkit "
         "sweep SCENARIO (transportkit sweep --help).",

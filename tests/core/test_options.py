@@ -1,4 +1,4 @@
-"""SocketOptions: validated, typed, with presets from the seed document."""
+"""SocketOptions: validated, typed, with presets for trading systems."""
 
 from __future__ import annotations
 

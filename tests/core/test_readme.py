@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import re
 from pathlib import Path
@@ -40,24 +39,32 @@ def test_ci_runs_the_readme_test_command_on_three_interpreters() -> None:
     assert 'session.run("pytest", *session.posargs)' in noxfile
 
 
-def test_python_examples_run_and_print_what_the_text_promises() -> None:
-    """Every Python block runs; test functions without parameters in them run too."""
+def test_the_two_backends_example_prints_what_the_text_promises() -> None:
+    """The README's one Python block runs on both backends and prints what it says.
+
+    (Every Python block of the README and of docs/ also runs in tests/docs/.)"""
+    (code,) = blocks("python")
     out = io.StringIO()
-    ran = []
-    for code in blocks("python"):
-        namespace: dict[str, object] = {"__name__": "readme"}
-        with contextlib.redirect_stdout(out):
-            exec(compile(code, str(README), "exec"), namespace)
-            for name, value in namespace.items():
-                if name.startswith("test_") and callable(value):
-                    params = inspect.signature(value).parameters
-                    if not params:
-                        value()
-                        ran.append(name)
-    assert "test_every_order_gets_a_verdict_or_a_typed_failure" in ran
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, str(README), "exec"), namespace)
     printed = out.getvalue().splitlines()
     assert printed[0] == "[b'approved', b'Position limit exceeded']"
     assert printed[1] == "[b'approved', b'Position limit exceeded']"
     assert printed[2].startswith("virtual time ")
-    assert "FIFO except step 1 (index 1)" in printed  # the scheduler section
-    assert "never short 0.5" in printed
+    assert "Both runs print `[b'approved', b'Position limit exceeded']`" in TEXT
+
+
+def test_the_readme_links_every_page_of_the_site() -> None:
+    """The README's table of contents names every page of mkdocs.yml's navigation, and
+    each link points to a file that exists."""
+    root = README.parent
+    section = TEXT.split("## Documentation", 1)[1].split("\n## ", 1)[0]
+    links = re.findall(r"\]\((docs/[^)#]+\.md)\)", section)
+    assert links, section
+    for link in links:
+        assert (root / link).is_file(), link
+    nav = (root / "mkdocs.yml").read_text(encoding="utf-8").split("\nnav:", 1)[1]
+    pages = re.findall(r"([\w/.-]+\.md)\s*$", nav, flags=re.M)
+    top_pages = {p for p in pages if "/" not in p or p.endswith("/index.md")}  # not sub-pages
+    assert top_pages <= {link.removeprefix("docs/") for link in links}, top_pages

@@ -1,4 +1,4 @@
-"""High-water marks per socket kind (DESIGN.md section 3).
+"""High-water marks per socket kind (libzmq 4.3's rules, docs/simulator.md).
 
 inproc's path capacity is exactly SNDHWM + RCVHWM. ipc and tcp add the kernel's socket
 buffers (``sim_backend/_kernel.py``, tested against real libzmq in

@@ -134,7 +134,7 @@ def test_a_dropped_connection_keeps_or_discards_the_connecting_sides_queue(
     discard: bool, delivered: int
 ) -> None:
     """libzmq keeps the connecting side's queue across a reconnect (the default);
-    ``discard_queues`` destroys both pipes, as DESIGN.md section 4 words it. tcp's
+    ``discard_queues`` destroys both pipes. tcp's
     kernel buffers are off, so that 5 messages wait in the PUSH's pipe."""
     sim = Simulation(seed=3, latency=Constant(1e-3), kernel_buffers=False)
     srv, cli = sim.node("srv"), sim.node("cli")

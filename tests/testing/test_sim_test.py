@@ -405,12 +405,12 @@ def test_sim_test_functions_are_plain_functions_for_pytest() -> None:
     assert test_body.__name__ == "test_body"
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TESTING_PAGE = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 
 
-def test_the_readme_walk_through_prints_what_the_readme_shows(pytester: pytest.Pytester) -> None:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("### One test, many seeds: `@sim_test`", 1)[1].split("\n### ", 1)[0]
+def test_the_docs_walk_through_prints_what_the_docs_show(pytester: pytest.Pytester) -> None:
+    text = TESTING_PAGE.read_text(encoding="utf-8")
+    section = text.split("## One test, many seeds: `@sim_test`", 1)[1].split("\n## ", 1)[0]
     (example,) = [b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "@sim_test" in b]
     (shown,) = re.findall(r"```text\n(.*?)```", section, re.S)
     pytester.mkdir("tests")
@@ -424,12 +424,14 @@ def test_the_readme_walk_through_prints_what_the_readme_shows(pytester: pytest.P
     notes = shown_lines[:header]  # the E lines under the assertion
     expected = [line for line in shown_lines[header + 1 :] if line.strip() != "..."]
     got = report.splitlines()
-    for line in expected:  # the README's lines, in order, in the real report
-        assert line in got, f"README shows {line!r}; the report is:\n{report}"
+    for line in expected:  # the page's lines, in order, in the real report
+        assert line in got, f"docs/testing.md shows {line!r}; the report is:\n{report}"
         got = got[got.index(line) + 1 :]
     real_notes = [line[1:].strip() for line in out.splitlines() if line.startswith("E ")]
     for line in notes:
-        assert line[1:].strip() in real_notes, f"README shows {line!r}; the notes are {real_notes}"
+        assert line[1:].strip() in real_notes, (
+            f"docs/testing.md shows {line!r}; the notes are {real_notes}"
+        )
     assert replay_line(out) == notes[0].split("replay: ", 1)[1]
     assert (pytester.path / notes[1].rsplit(": ", 1)[1]).is_dir()
     (shrunk_command,) = [n for n in notes if "replay shrunk: " in n]

@@ -1,4 +1,4 @@
-"""The seed's example systems run, unchanged, on every system."""
+"""The example systems run, unchanged, on every backend."""
 
 from __future__ import annotations
 

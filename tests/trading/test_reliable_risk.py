@@ -1,4 +1,4 @@
-"""The seed's ReliableRiskClient: a verdict or a typed failure, on both backends."""
+"""ReliableRiskClient: a verdict or a typed failure, on both backends."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_reliable_client_parameters_are_checked() -> None:
 def test_reliable_client_works_against_the_seeds_one_frame_rep_risk_server(
     tk_backend: str,
 ) -> None:
-    # serve_risk is the seed's RiskValidationServer: a REP that reads one Order frame.
+    # serve_risk is a plain REP risk server that reads one Order frame.
     # The plain Lazy Pirate wire format sends it exactly that (a sequence frame first
     # made every order malformed).
     with open_harness(tk_backend) as h:

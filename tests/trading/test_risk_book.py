@@ -1,4 +1,4 @@
-"""RiskBook: the position, notional, capital and symbol checks of the seed's risk server,
+"""RiskBook: the position, notional, capital and symbol checks of the risk server,
 as pure logic, and the limits it holds under any sequence of orders, extreme ones included.
 """
 

@@ -1,4 +1,4 @@
-"""Blocking sockets: round trips, timeouts, thread-safe sharing, and the seed's
+"""Blocking sockets: round trips, timeouts, thread-safe sharing, and the
 multi-threading strategies (section 7) on one shared network.
 """
 

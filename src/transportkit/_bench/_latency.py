@@ -1,4 +1,4 @@
-"""The seed's latency table: REQ/REP round trips of 100-byte messages.
+"""The latency table: REQ/REP round trips of 100-byte messages.
 
 Every variant talks to the same raw pyzmq REP echo: a process of its own for ipc and
 tcp (:mod:`transportkit._bench._peer`), a thread for inproc (which needs one context).

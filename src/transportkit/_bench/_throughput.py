@@ -1,7 +1,7 @@
 """Throughput of 1 KB messages (PUSH/PULL, PUB/SUB) and of 1 MB messages (zero-copy).
 
-Senders run in the calling thread, receivers in threads of the same process (as in the
-seed's benchmark), over ipc unless said otherwise. A run's rate is messages divided by
+Senders run in the calling thread, receivers in threads of the same process, over
+ipc unless said otherwise. A run's rate is messages divided by
 the time from the first send to the last receive (the slowest subscriber's).
 """
 

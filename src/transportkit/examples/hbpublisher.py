@@ -1,4 +1,4 @@
-"""Heartbeat publisher (the seed's ``HeartbeatServer``): heartbeats and data on one PUB.
+"""Heartbeat publisher (``HeartbeatPublisher``): heartbeats and data on one PUB.
 
 Run ``python -m transportkit.examples.hbpublisher --bind tcp://*:5556`` next to
 ``resilientsub``. It publishes ``[HEARTBEAT, timestamp]`` every ``--interval`` seconds

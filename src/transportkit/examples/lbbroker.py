@@ -1,4 +1,4 @@
-"""Load-balancing broker (the Guide's ``lbbroker``, the seed's LoadBalancingBroker).
+"""Load-balancing broker (the Guide's ``lbbroker``, as ``LoadBalancingBroker``).
 
 Run ``python -m transportkit.examples.lbbroker --workers 3`` for a
 self-contained demo (echo workers in the same process), or start workers separately

@@ -2,7 +2,7 @@
 
 Run ``python -m transportkit.examples.mdclient --broker tcp://localhost:5555
 --service echo --requests 10`` against ``mdbroker`` and an ``mdworker``. ``--risk``
-sends the seed's demo orders (to a ``--handler risk`` worker) and prints the verdicts;
+sends the demo's orders (to a ``--handler risk`` worker) and prints the verdicts;
 ``--service mmi.service --body echo`` asks the broker whether ``echo`` has workers.
 Exits with status 1 when the service stays silent through every retry.
 """
@@ -38,7 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--body", default="Hello world", help="request body; '{n}' becomes its number"
     )
     parser.add_argument(
-        "--risk", action="store_true", help="send the seed's demo orders instead of --body"
+        "--risk", action="store_true", help="send the demo's orders instead of --body"
     )
     parser.add_argument(
         "--timeout", type=float, default=MDP_HEARTBEAT_INTERVAL, metavar="S",

@@ -2,7 +2,7 @@
 the traders, subscriptions flowing upstream through it.
 
 Run ``python -m transportkit.examples.mdforwarder --upstream tcp://localhost:5556``
-to forward a feed that binds (the seed's exchange publisher), or ``--frontend
+to forward a feed that binds (such as the market-data example's exchange publisher), or ``--frontend
 tcp://*:5569`` for feeds that connect. Traders connect their SUB to ``--backend``
 (default ``tcp://*:5570``); a feed only sends the topics some trader subscribed to.
 ``--capture`` binds a PUB that copies every message in both directions (updates and

@@ -1,7 +1,7 @@
 """Majordomo worker (the Guide's ``mdworker``): serves one named service.
 
 Run ``python -m transportkit.examples.mdworker --broker tcp://localhost:5555``
-for an ``echo`` service, or ``--service risk --handler risk`` for the seed's pre-trade
+for an ``echo`` service, or ``--service risk --handler risk`` for the pre-trade
 risk check (one Order frame in, one ValidationResult frame out, against the demo
 limits). Prints ``READY <broker endpoint>`` once it has sent READY. SIGTERM or SIGINT
 stops it gracefully (:meth:`~transportkit.patterns.MajordomoWorker.shutdown`): the
@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--service", default="echo", help="service name (%(default)s)")
     parser.add_argument(
         "--handler", choices=("echo", "risk"), default="echo",
-        help="echo the request, or run the seed's risk check (%(default)s)",
+        help="echo the request, or run the pre-trade risk check (%(default)s)",
     )  # fmt: skip
     parser.add_argument(
         "--heartbeat-interval", type=float, default=MDP_HEARTBEAT_INTERVAL, metavar="S",

@@ -1,4 +1,4 @@
-"""Resilient subscriber (the seed's section 8): reconnects when the publisher is silent.
+"""Resilient subscriber (``ResilientSubscriber``): reconnects when the publisher is silent.
 
 Run ``python -m transportkit.examples.resilientsub --connect tcp://localhost:5556``
 next to ``hbpublisher``. Heartbeats are hidden; data messages are printed, and so is every

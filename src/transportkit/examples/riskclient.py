@@ -1,4 +1,4 @@
-"""Risk client: sends orders to ``riskserver`` through the seed's ReliableRiskClient.
+"""Risk client: sends orders to ``riskserver`` through ReliableRiskClient.
 
 Run ``python -m transportkit.examples.riskclient --connect tcp://localhost:5555
 --count 5 --symbol AAPL --quantity 100 --price 190``. Each order goes through

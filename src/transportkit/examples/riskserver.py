@@ -6,7 +6,7 @@ Run ``python -m transportkit.examples.riskserver --bind tcp://*:5555`` next to
 (:data:`~transportkit.trading.DEMO_LIMITS`: one million of capital, AAPL 1000, MSFT
 500, 1000 for any other symbol); ``--max-position SYMBOL=N`` (repeatable) replaces the
 per-symbol limits. Each request is one Order frame and gets one ValidationResult
-frame, so any REQ client of the seed's risk protocol (``RiskClient``,
+frame, so any REQ client of this risk protocol (``RiskClient``,
 ``ReliableRiskClient``) is served. Requests are bounded by ``--max-message-bytes``
 (default 1 MiB, also the socket's ``maxmsgsize``).
 

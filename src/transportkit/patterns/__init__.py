@@ -1,4 +1,4 @@
-"""Reliability patterns of the ZeroMQ Guide (chapters 4 and 5) and the seed document.
+"""Reliability patterns of the ZeroMQ Guide (chapters 3 to 5), and market-data resilience.
 
 Every pattern is written only against transportkit's interfaces, so it runs on the zmq
 backend and in the simulator alike. Parameters default to the Guide's constants.

@@ -1,9 +1,9 @@
 """Conflation and last-value caching: keep the newest value per topic, drop the rest.
 
-Three tools, from the seed's ``ConflatingSubscriber`` and the Guide's chapter 5:
+Three tools, an application-level ``ConflatingSubscriber`` and the Guide's chapter 5:
 
 - :class:`ConflatingSubscriber` conflates in the application: it reads an ordinary
-  multipart SUB stream (the seed's ``[topic][timestamp][data]``) and keeps the latest
+  multipart SUB stream (the market-data example's ``[topic][timestamp][data]``) and keeps the latest
   message per key. It works for any message shape and loses nothing it was given.
 - :func:`conflated_subscriber` makes a libzmq ``ZMQ_CONFLATE`` SUB the one way it works:
   a single subscription set before connecting, single-frame messages only. The socket
@@ -129,7 +129,7 @@ def topic_key(message: Message) -> bytes:
 
 
 class ConflatingSubscriber:
-    """Keeps the latest message per key from an ordinary SUB stream (the seed's).
+    """Keeps the latest message per key from an ordinary SUB stream.
 
     The subscriber socket is not conflating: every message reaches the process and the
     newest one per key wins. So the final value of every key is never lost, whatever the

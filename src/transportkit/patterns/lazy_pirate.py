@@ -15,8 +15,8 @@ Two wire formats (:class:`LazyPirateWire`), chosen with the ``wire`` keyword of
         request: [*body]                  reply: [*reply body]
 
     This is what the Guide's ``lpclient`` and ``lpserver`` exchange, and it works with
-    any REP server (the seed's one-frame risk server, a plain echo). It needs no
-    sequence frame to be correct: the client closes its REQ socket after every attempt
+    any REP server (``transportkit.trading``'s one-frame risk server, a plain echo). It
+    needs no sequence frame to be correct: the client closes its REQ socket after every attempt
     that got no reply (a timeout, a broken connection, a cancelled call) and sends the
     retry on a new socket, with a new connection, so a reply to an earlier attempt has
     nowhere to arrive; and a REQ socket takes exactly one reply per request. The socket

@@ -1,6 +1,6 @@
 r"""The load-balancing broker and Simple Pirate (ZeroMQ Guide, chapters 3 and 4).
 
-:class:`LoadBalancingBroker` is the seed's broker: a ROUTER front end for clients (REQ),
+:class:`LoadBalancingBroker` is the Guide's broker: a ROUTER front end for clients (REQ),
 a ROUTER back end for workers, and a queue of the workers ready for work, least
 recently used first. A worker announces itself with ``READY`` and after that every
 reply it sends also says it is ready again. The front end is only read while a worker
@@ -21,8 +21,8 @@ envelope is the client's routing id and the empty delimiter (``[client, b""]``).
 
 READY comes in two spellings in the Guide: ``b"\x01"`` (:data:`READY`, the Simple
 Pirate ``spworker``/``spqueue``, and the same byte as Paranoid Pirate's ``PPP_READY``)
-and ``b"READY"`` (:data:`READY_TEXT`, the chapter 3 ``lbbroker`` and the seed's
-broker). The broker accepts both and counts neither as malformed. The worker sends
+and ``b"READY"`` (:data:`READY_TEXT`, the chapter 3 ``lbbroker`` and
+its Python ports). The broker accepts both and counts neither as malformed. The worker sends
 ``b"\x01"`` unless told otherwise (``ready=READY_TEXT``): the Guide's ``spqueue`` takes
 only that byte for READY (it forwards anything else to the front end as a reply), while
 the Guide's ``lbbroker`` takes any short first message for READY, so ``b"\x01"`` is
@@ -78,8 +78,8 @@ READY: Final = b"\x01"
 ``LRU_READY``/``WORKER_READY``, ``"\\001"``)."""
 
 READY_TEXT: Final = b"READY"
-"""The other READY the broker accepts (the Guide's chapter 3 ``lbbroker``, the seed's
-broker); a worker sends it when given ``ready=READY_TEXT``."""
+"""The other READY the broker accepts (the Guide's chapter 3 ``lbbroker`` and its
+Python ports); a worker sends it when given ``ready=READY_TEXT``."""
 
 _READY_SIGNALS: Final = frozenset({READY, READY_TEXT})
 

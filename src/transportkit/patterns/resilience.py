@@ -1,7 +1,7 @@
 """Subscriber resilience: heartbeats, silence-driven reconnects and the Suicidal Snail.
 
-From the seed's section 8 (``ResilientSubscriber``, ``HeartbeatServer``) and the
-Guide's chapter 5:
+Market-data resilience (a subscriber that reconnects, heartbeats on the data's PUB) and
+the Guide's chapter 5:
 
 - :class:`HeartbeatPublisher` sends ``[topic, timestamp]`` (default topic
   ``b"HEARTBEAT"``) every ``interval`` on the PUB that carries the data, so that a quiet
@@ -17,7 +17,7 @@ Guide's chapter 5:
 
 Timestamps are frame 1 of ``[topic, timestamp, *data]``, an unsigned 64-bit
 little-endian count of nanoseconds from :meth:`~transportkit.Network.time_ns`, as in the
-seed's market data (virtual time in a simulation). A heartbeat is exactly
+market-data example (virtual time in a simulation). A heartbeat is exactly
 ``[topic, timestamp]``; anything else on the heartbeat topic is counted as malformed and
 is never handed to the application as data.
 """
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_HEARTBEAT_TOPIC: Final = b"HEARTBEAT"
-"""The seed's heartbeat message, used as the heartbeat topic."""
+"""The default heartbeat topic (frame 0 of every heartbeat)."""
 
 _TIMESTAMP: Final = struct.Struct("<Q")
 
@@ -232,11 +232,11 @@ MessageHandler = Callable[[Message], Awaitable[None] | None]
 
 
 class ResilientSubscriber(Closeable):
-    """A SUB that reconnects when its publisher falls silent (the seed's section 8).
+    """A SUB that reconnects when its publisher falls silent.
 
-    Receives with a ``recv_timeout`` (5 s, the seed's ``rcvtimeo``); when nothing at all,
-    heartbeats included, has been heard for ``silence`` seconds (10 s, the seed's
-    threshold), it closes its SUB and opens a fresh one, connected and subscribed as
+    Receives with a ``recv_timeout`` (default 5 s); when nothing at all,
+    heartbeats included, has been heard for ``silence`` seconds (default
+    10 s), it closes its SUB and opens a fresh one, connected and subscribed as
     before, and counts it in :attr:`reconnects`. The reconnect happens exactly when
     the silence reaches the threshold, then again every ``silence`` seconds while the
     publisher stays quiet. Heartbeats are liveness only: the application never sees

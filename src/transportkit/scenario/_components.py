@@ -903,7 +903,7 @@ COMPONENTS: dict[str, ComponentKind] = {
     "conflating_subscriber": ComponentKind(
         _parse_conflating,
         _run_conflating,
-        "the seed's ConflatingSubscriber, draining every `poll_ms`",
+        "an application-level ConflatingSubscriber, draining every `poll_ms`",
     ),
     "forwarder": ComponentKind(
         _parse_forwarder,

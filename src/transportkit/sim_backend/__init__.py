@@ -19,7 +19,7 @@ What is modelled, and how (the choices where libzmq is inexact):
   charged its ZMTP bytes (ipc: the kernel's per-write overhead too), and a sender sees
   what left its pipe only every ``(hwm + 1) // 2`` messages (libzmq's pipe
   notifications). See ``_kernel`` for the model and its stated tolerance against real
-  libzmq (README, "Kernel socket buffers").
+  libzmq (docs/simulator.md, "Kernel socket buffers").
 - A tcp endpoint's host is checked. On connect it must name a node, or be
   ``localhost``/``127.0.0.1``/``::1``/``*``/``0.0.0.0`` for the connecting node itself;
   a host that names no node (resolved again at each attempt, so a node created later

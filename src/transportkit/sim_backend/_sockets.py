@@ -1,8 +1,9 @@
 """Simulated sockets: libzmq's per-type behaviour on top of the pipe model.
 
-The table this follows is DESIGN.md section 3: PUB fans out and drops at the HWM, PUSH,
-DEALER, REQ and PAIR round-robin and block, ROUTER routes by id and drops (or raises with
-``router_mandatory``), receivers fair-queue, REQ/REP keep their lockstep and envelopes.
+The table this follows is libzmq 4.3's (docs/simulator.md): PUB fans out and drops at
+the HWM, PUSH, DEALER, REQ and PAIR round-robin and block, ROUTER routes by id and
+drops (or raises with ``router_mandatory``), receivers fair-queue, REQ/REP keep their
+lockstep and envelopes.
 """
 
 from __future__ import annotations

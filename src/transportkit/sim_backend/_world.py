@@ -250,8 +250,8 @@ class Simulation:
             per-pipe FIFO and multipart atomicity hold in every mode. Non-FIFO
             choices are recorded in :attr:`schedule` and in the trace (so in its hash).
         kernel_buffers: Model the kernel's socket buffers on ipc and tcp connections
-            and libzmq's pipe notifications (the default; README, "Kernel socket
-            buffers"). False gives every transport inproc's path capacity, exactly
+            and libzmq's pipe notifications (the default; docs/simulator.md, "Kernel
+            socket buffers"). False gives every transport inproc's path capacity, exactly
             SNDHWM + RCVHWM messages, for tests about the HWMs alone.
         log_connections: Log every socket's monitor events (connects, accepts,
             disconnects, retries, failed handshakes) on
@@ -448,8 +448,8 @@ class Simulation:
 
         Both sides lose what was in flight and the binding side loses its queue to the
         peer; the connecting side reconnects. By default it keeps its queue across the
-        reconnect, as libzmq does (DESIGN.md section 3); with ``discard_queues`` it loses
-        it too (both pipes destroyed, DESIGN.md section 4), counted as drops. A
+        reconnect, as libzmq does; with ``discard_queues`` it loses
+        it too (both pipes destroyed), counted as drops. A
         connecting socket whose ``reconnect_ivl`` is 0 or -1 does not reconnect: its
         pipe ends and its queue is lost, counted as drops, as libzmq does.
         """

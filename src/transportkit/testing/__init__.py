@@ -10,7 +10,8 @@ from any test runner, with a harness for the backend under test::
 
 :func:`sim_test` runs an ``async def`` pytest test body in a fresh simulation once per
 seed, with a replay line, a failure folder and a shrunk, replayable run for the first
-seed that fails (its docstring and the README's "Testing with transportkit" say how).
+seed that fails (its docstring and the documentation's Testing page, docs/testing.md,
+say how).
 
 The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatically
 when transportkit is installed) provides a ``tk_backend`` fixture parametrized over

@@ -1,9 +1,9 @@
-"""The seed's trading components, written once against transportkit's interfaces.
+"""Trading components, written once against transportkit's interfaces.
 
 - Risk validation over REQ/REP: :class:`RiskBook` (with :class:`RiskLimits` and the
   rejection reasons, which are part of the wire protocol), :func:`serve_risk` (its
   socket made with :func:`risk_server_options`), :class:`RiskClient`; and over Lazy
-  Pirate: :func:`risk_handler` and the seed's :class:`ReliableRiskClient`.
+  Pirate: :func:`risk_handler` and :class:`ReliableRiskClient`.
 - Market data over PUB/SUB: :class:`MarketDataPublisher`, :class:`MarketDataSubscriber`,
   :func:`topic_for`.
 - Orders over PUSH/PULL: :class:`OrderProducer`, :func:`run_order_worker`.

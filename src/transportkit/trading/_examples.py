@@ -1,4 +1,4 @@
-"""End-to-end example systems from the seed, written once for every backend.
+"""End-to-end example systems (market data, risk, orders, PAIR), written once for every backend.
 
 Each example is an ``async def`` that receives the networks to use and the endpoint to
 bind (dependency injection), builds its sockets, runs, closes its sockets and returns a

@@ -1,4 +1,4 @@
-"""Market data over publish/subscribe (the seed's pattern 2).
+"""Market data over publish/subscribe (the market-data example).
 
 Every update is the three-frame message ``[topic, timestamp, data]``: ``topic`` is
 ``b"MARKET.<symbol>"``, ``timestamp`` the publisher's clock in nanoseconds as an 8-byte

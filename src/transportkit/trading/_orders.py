@@ -1,4 +1,4 @@
-"""Order distribution over push/pull (the seed's pattern 3): one producer, many workers."""
+"""Order distribution over push/pull (the order pipeline): one producer, many workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A control channel over an exclusive pair (the seed's pattern 4)."""
+"""A control channel over an exclusive pair (the PAIR example)."""
 
 from __future__ import annotations
 

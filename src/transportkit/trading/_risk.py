@@ -1,4 +1,4 @@
-"""Pre-trade risk validation over request/reply (the seed's pattern 1).
+"""Pre-trade risk validation over request/reply (the risk example).
 
 :class:`RiskBook` is the pure logic: position, notional, capital and symbol limits, with
 no I/O. :func:`serve_risk` runs it behind a REP socket; :class:`RiskClient` asks it over
@@ -660,7 +660,7 @@ def risk_handler(
 
     Each reply names the order it judges, so a :class:`ReliableRiskClient` checks that
     it answers the order sent (:func:`verdict_for`); the plain Lazy Pirate wire format
-    (the default) needs nothing more, and the request is the seed's one frame, so the
+    (the default) needs nothing more, and the request is the single Order frame, so the
     same client also works against :func:`serve_risk`. The handler never
     raises because of a request: each is answered by :func:`judge` (bounded by
     ``max_message_bytes``, default 1 MiB) and counted in ``stats``. Give the server's
@@ -744,19 +744,19 @@ def verdict_for(order: Order, reply: Message) -> ValidationResult:
 
 
 class ReliableRiskClient:
-    """The seed's ReliableRiskClient: risk checks that survive a dead or slow server.
+    """Risk checks that survive a dead or slow server.
 
     Built on :class:`~transportkit.patterns.LazyPirateClient`: each check ends in the
     verdict for *that* order, or :class:`~transportkit.ServiceUnavailableError` after
     ``attempts`` sends of ``timeout`` seconds each; never a hang. It speaks the plain Lazy
     Pirate wire format (the order as the only frame, the verdict as the only frame of
-    the reply), so the server is any REP risk server: :func:`serve_risk` (the seed's),
+    the reply), so the server is any REP risk server: :func:`serve_risk`,
     or :func:`~transportkit.patterns.serve_lazy_pirate` with :func:`risk_handler`.
 
     Args:
         network: Where the REQ sockets come from.
         endpoint: The risk server.
-        timeout: Seconds per attempt (the seed uses 0.1, the Guide 2.5).
+        timeout: Seconds per attempt (default 0.1; the Guide uses 2.5).
         attempts: Sends of each order before giving up, the first included (default
             3, the Guide's). Formerly ``retries``, which counted the same thing:
             passing ``retries=`` raises a TypeError that says what to write.

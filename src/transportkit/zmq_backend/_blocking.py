@@ -577,7 +577,7 @@ class _Wakeup:
 class ThreadSafeSocket(BlockingSocket):
     """A :class:`BlockingSocket` whose every call holds one ``threading.Lock``.
 
-    Any number of threads may share it (the seed's ``ThreadSafeSocket``). A call that
+    Any number of threads may share it. A call that
     waits (``recv``, ``recv_buffers``, a ``send`` at the HWM) holds the lock while it
     waits, so every other call on the socket waits too: share a socket for sending,
     or receive with a timeout (or ``try_recv``). :meth:`close` is the exception: it
