@@ -38,12 +38,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
 from transportkit import Message, ServiceUnavailableError
+from transportkit._extras import requires_extra
 from transportkit.patterns import MajordomoBroker, MajordomoClient, MajordomoWorker
 from transportkit.sim_backend import Node, Simulation
+
+with requires_extra("testing", "transportkit.testing.stateful"):
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        initialize,
+        invariant,
+        precondition,
+        rule,
+    )
 
 __all__ = ["MajordomoMachine", "Outcome"]
 
