@@ -29,17 +29,18 @@ SCENARIOS = sorted(
 )
 
 
-def _build_wheel(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+def _build_wheel(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[Path, str]:
+    """Build a wheel of a copy of the checkout: the wheel, and the build's output."""
     project = copy_project(tmp_path / "project")
     dist = tmp_path / "dist"
     python = make_venv(tmp_path / "build-venv")
-    run(
+    done = run(
         [
             str(python),
             "-m",
             "pip",
             "wheel",
-            "-q",
+            "-v",
             "--disable-pip-version-check",
             "--no-deps",
             "-w",
@@ -49,13 +50,15 @@ def _build_wheel(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
         env=env,
     )
     (wheel,) = dist.glob("transportkit-*.whl")
-    return wheel
+    return wheel, done.stdout + done.stderr
 
 
 def test_wheel_has_the_accelerator_and_runs_the_flagship_without_a_compiler(
     tmp_path: Path,
 ) -> None:
-    wheel = _build_wheel(tmp_path)
+    wheel, output = _build_wheel(tmp_path)
+    assert "building 'transportkit.zmq_backend._accel_c' extension" in output
+    assert "DeprecationWarning" not in output  # e.g. a licence given the old way
     assert re.fullmatch(r"transportkit-[^-]+-cp3\d+-cp3\d+-linux_\w+\.whl", wheel.name)
     names = zipfile.ZipFile(wheel).namelist()
     assert [n for n in names if re.fullmatch(r"transportkit/zmq_backend/_accel_c\..*\.so", n)]
@@ -108,7 +111,9 @@ def test_wheel_has_the_accelerator_and_runs_the_flagship_without_a_compiler(
 
 def test_a_failed_compile_gives_a_working_wheel_without_the_accelerator(tmp_path: Path) -> None:
     build_env = without_compiler_env(tmp_path / "build-venv" / "bin" / "python")
-    wheel = _build_wheel(tmp_path, env=build_env)
+    wheel, output = _build_wheel(tmp_path, env=build_env)
+    assert "building 'transportkit.zmq_backend._accel_c' extension" in output
+    assert "DeprecationWarning" not in output
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
     assert "transportkit/py.typed" in names

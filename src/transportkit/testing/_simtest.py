@@ -456,8 +456,8 @@ def _positive(value: float, what: str) -> float:
 
 def _is_strategy(value: object) -> bool:
     try:
-        from hypothesis.strategies import SearchStrategy  # noqa: PLC0415 - test extra only
-    except ImportError:  # pragma: no cover - Hypothesis is in the test extra
+        from hypothesis.strategies import SearchStrategy  # noqa: PLC0415 - testing extra
+    except ImportError:  # no Hypothesis: then no strategy either
         return False
     return isinstance(value, SearchStrategy)
 

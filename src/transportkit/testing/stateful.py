@@ -20,7 +20,7 @@ of its client node. The properties:
 A task that fails (a bug in the code under test) fails the step with
 :class:`~transportkit.TaskFailed`, which Hypothesis shrinks like any other failure.
 
-Run it from a test (Hypothesis is a test-only dependency, imported by this module)::
+Run it from a test (this module imports Hypothesis: the ``testing`` extra)::
 
     from hypothesis import settings
     from transportkit.testing.stateful import MajordomoMachine
