@@ -12,7 +12,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CORE_CHECK = Path(__file__).resolve().parent / "_core_check.py"
-PROJECT_FILES = ("pyproject.toml", "setup.py", "README.md", "LICENSE")
+PROJECT_FILES = (
+    "pyproject.toml",
+    "setup.py",
+    "MANIFEST.in",
+    "README.md",
+    "LICENSE",
+    "CHANGELOG.md",
+)
 PIP_TIMEOUT = 600
 
 # A user's program: uses the public API, and has one deliberate type error. If mypy

@@ -7,6 +7,9 @@ and installs it into a fresh virtualenv whose PATH holds no compiler (``CC=/bin/
 from __future__ import annotations
 
 import re
+import shutil
+import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -128,3 +131,33 @@ def test_a_failed_compile_gives_a_working_wheel_without_the_accelerator(tmp_path
         False,
         "the C extension was not built (no C compiler at install?)",
     ]
+
+
+def test_sdist_has_what_a_build_needs_and_installs(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    dist = tmp_path / "dist"
+    run([sys.executable, "-m", "build", "--sdist", "-o", str(dist), str(project)])
+    (sdist,) = dist.glob("transportkit-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    expected = {
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "LICENSE",
+        "CHANGELOG.md",
+        "src/transportkit/py.typed",
+        "src/transportkit/zmq_backend/_accel_c.c",
+    }
+    assert expected <= names
+    assert {
+        n.rsplit("/", 1)[1]
+        for n in names
+        if n.startswith("src/transportkit/scenarios/") and n.endswith(".toml")
+    } == set(SCENARIOS)
+    python = make_venv(tmp_path / "venv")
+    pip_install(python, str(sdist))
+    report = core_check(python, cwd=tmp_path)
+    assert report["sim"] == report["zmq"] == ["AAPL", "approved"]
+    if shutil.which("cc") or shutil.which("gcc"):  # built from the sdist with it
+        assert report["accelerated"] == [True, True, ""]

@@ -17,8 +17,9 @@ when transportkit is installed) provides a ``tk_backend`` fixture parametrized o
 ``sim`` and ``zmq`` and a ``tk_harness`` fixture on it (all its names start with
 ``tk_``, so a project's own fixtures keep theirs). Hypothesis strategies live in
 :mod:`transportkit.testing.strategies` (imported separately: Hypothesis comes with
-the ``testing`` extra, ``pip install 'transportkit[testing]'``), and an example ``RuleBasedStateMachine`` that steps a
-simulated Majordomo deployment through traffic and faults, to copy, in
+the ``testing`` extra, ``pip install 'transportkit[testing]'``), and an example
+``RuleBasedStateMachine`` that steps a simulated Majordomo deployment through traffic
+and faults, to copy, in
 :mod:`transportkit.testing.stateful`.
 """
 
