@@ -31,6 +31,7 @@ from transportkit._errors import (
     UnsupportedError,
     WouldBlock,
 )
+from transportkit._extras import MissingExtraError
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._options import (
@@ -63,7 +64,8 @@ from transportkit._socket import (
     parse_subscription,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
+"""The distribution's version (PEP 440), the one source: ``pyproject.toml`` reads it."""
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())  # a library configures no logging
 
@@ -82,6 +84,7 @@ __all__ = [
     "HostUnreachableError",
     "InvariantViolation",
     "Message",
+    "MissingExtraError",
     "Monitor",
     "MonitorEvent",
     "Network",

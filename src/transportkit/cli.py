@@ -17,16 +17,12 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from transportkit import Network
-from transportkit.trading import (
-    MarketDataSummary,
-    RiskSummary,
-    demo_orders,
-    run_market_data_example,
-    run_risk_example,
-)
+from transportkit import MissingExtraError, Network
+
+if TYPE_CHECKING:  # imported when the demo runs: the trading extra may be missing
+    from transportkit.trading import MarketDataSummary, RiskSummary
 
 __all__ = ["MAX_SEED", "int_argument", "main", "seed_argument"]
 
@@ -55,6 +51,12 @@ async def _demo(
     endpoint: Callable[[str], str],
     updates: int,
 ) -> _DemoResult:
+    from transportkit.trading import (  # noqa: PLC0415 - needs the trading extra
+        demo_orders,
+        run_market_data_example,
+        run_risk_example,
+    )
+
     market_data = await run_market_data_example(
         exchange, traders, endpoint("market_data"), updates=updates
     )
@@ -229,10 +231,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``transportkit`` command line; return the process exit status (0: success).
 
+    A command that needs an extra that is not installed prints which one
+    (:class:`~transportkit.MissingExtraError`'s message) on stderr and returns 2.
+
     Args:
         argv: Arguments without the program name; None reads ``sys.argv``.
     """
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except MissingExtraError as exc:  # the message says what to install
+        print(f"transportkit: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(arguments: list[str]) -> int:
     if arguments[:1] == ["run"]:
         from transportkit.scenario._cli import main as run_main  # noqa: PLC0415
 

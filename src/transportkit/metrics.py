@@ -3,10 +3,11 @@
 A :class:`MetricsRegistry` reads counters where they already live, when it is read
 (a Prometheus scrape or :meth:`MetricsRegistry.as_dict`): nothing is copied on the
 path of a message. It gives two outputs, a plain JSON-serialisable dict and
-Prometheus metrics through the official ``prometheus-client`` package, an optional
-extra (``pip install 'transportkit[metrics]'``). This module imports without it; only
-the Prometheus calls need it, and raise :class:`ImportError` naming the extra if it is
-missing::
+Prometheus metrics through the official ``prometheus-client`` package. It and
+``hdrhistogram`` come with the ``metrics`` extra (``pip install 'transportkit[metrics]'``).
+The module needs ``hdrhistogram`` to import; only the Prometheus calls need
+``prometheus-client``, and raise :class:`~transportkit.MissingExtraError` (an
+:class:`ImportError`) naming the extra if it is missing::
 
     from transportkit.metrics import MetricsRegistry, start_http_server
 
@@ -107,14 +108,16 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from hdrh.histogram import HdrHistogram
-
 from transportkit._closing import Closeable
+from transportkit._extras import requires_extra
 from transportkit._keywords import accepted_keywords, check_keywords
 from transportkit._kinds import SocketKind
 from transportkit._network import Network
 from transportkit._socket import Socket, SocketStats
 from transportkit.security import Authenticator
+
+with requires_extra("metrics", "transportkit.metrics"):
+    from hdrh.histogram import HdrHistogram
 
 if TYPE_CHECKING:
     from prometheus_client.registry import Collector
@@ -199,10 +202,8 @@ _AUTHENTICATOR_RUNNING_HELP: Final = (
     "any client with a valid handshake)"
 )
 
-_MISSING_EXTRA: Final = (
-    "transportkit.metrics: Prometheus output needs the prometheus-client package, "
-    f"which the '{PROMETHEUS_EXTRA}' extra installs: pip install "
-    f"'transportkit[{PROMETHEUS_EXTRA}]' (MetricsRegistry.as_dict() works without it)"
+_PROMETHEUS_FEATURE: Final = (
+    "Prometheus output of transportkit.metrics (MetricsRegistry.as_dict() works without it)"
 )
 _RESERVED_PATTERNS: Final = frozenset({"network", "request", "socket", "sockets"})
 _NO_MIN: Final = 1 << 62
@@ -909,7 +910,8 @@ class MetricsRegistry:
         to serve these metrics next to yours; :func:`start_http_server` makes one.
 
         Raises:
-            ImportError: ``prometheus-client`` is not installed (the ``metrics`` extra).
+            MissingExtraError: ``prometheus-client`` is not installed (the ``metrics``
+                extra).
         """
         _prometheus()
         return _Collector(self)
@@ -962,17 +964,15 @@ def _services(obj: object) -> dict[str, dict[str, int]]:
 
 
 def _prometheus() -> Any:
-    try:
+    with requires_extra(PROMETHEUS_EXTRA, _PROMETHEUS_FEATURE):
         import prometheus_client  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImportError(_MISSING_EXTRA) from exc
     return prometheus_client
 
 
 def _go_float(value: float) -> str:
     """A bound or quantile as ``prometheus_client`` writes it (``0.0025``, ``1e-05``)."""
-    from prometheus_client.utils import floatToGoString  # noqa: PLC0415
-
+    with requires_extra(PROMETHEUS_EXTRA, _PROMETHEUS_FEATURE):
+        from prometheus_client.utils import floatToGoString  # noqa: PLC0415
     return str(floatToGoString(value))  # type: ignore[no-untyped-call]
 
 
@@ -988,13 +988,14 @@ class _Collector:
 
     def collect(self) -> Iterator[Any]:
         """The metrics, read now."""
-        from prometheus_client.core import (  # noqa: PLC0415
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-            Metric,
-        )
-        from prometheus_client.samples import Sample  # noqa: PLC0415
+        with requires_extra(PROMETHEUS_EXTRA, _PROMETHEUS_FEATURE):
+            from prometheus_client.core import (  # noqa: PLC0415
+                CounterMetricFamily,
+                GaugeMetricFamily,
+                HistogramMetricFamily,
+                Metric,
+            )
+            from prometheus_client.samples import Sample  # noqa: PLC0415
 
         registry = self._registry
         labels = ["network", "kind", "socket", "endpoint"]
@@ -1155,7 +1156,8 @@ def start_http_server(
         The running server; close it to stop.
 
     Raises:
-        ImportError: ``prometheus-client`` is not installed (the ``metrics`` extra).
+        MissingExtraError: ``prometheus-client`` is not installed (the ``metrics``
+            extra).
         OSError: The address cannot be bound (a port in use, say).
         TypeError: ``registry`` is not a MetricsRegistry.
     """

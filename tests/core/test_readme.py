@@ -30,12 +30,12 @@ def test_ci_runs_the_readme_test_command_on_three_interpreters() -> None:
     noxfile = (README.parent / "noxfile.py").read_text(encoding="utf-8")
     test_command = blocks("sh")[1].strip()
     assert test_command == (
-        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest"
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' && .venv/bin/pytest"
     )
     assert ci.strip().splitlines()[-1] == ".venv-ci/bin/nox"
     assert 'PYTHONS = ["3.11", "3.12", "3.13"]' in noxfile
     assert "@nox.session(python=PYTHONS)" in noxfile
-    assert 'session.install("-q", "-e", ".[test]")' in noxfile
+    assert 'session.install("-q", "-e", ".[dev]")' in noxfile
     assert 'session.run("pytest", *session.posargs)' in noxfile
 
 

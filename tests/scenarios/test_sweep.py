@@ -570,7 +570,7 @@ def test_dask_without_distributed_names_the_extra(
 
     def no_distributed(name: str, package: str | None = None) -> Any:
         if name == "distributed":
-            raise ImportError("No module named 'distributed'")
+            raise ModuleNotFoundError("No module named 'distributed'", name="distributed")
         return real(name, package)
 
     monkeypatch.setattr(importlib, "import_module", no_distributed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 PYTESTER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
-"""An inner project's ini: without it, pytest-asyncio (in the test extra) warns that
+"""An inner project's ini: without it, pytest-asyncio (in the dev extra) warns that
 ``asyncio_default_fixture_loop_scope`` is unset in every inner run."""
 
 

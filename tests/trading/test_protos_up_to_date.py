@@ -16,7 +16,7 @@ def test_generated_protobuf_code_is_up_to_date(tmp_path: Path) -> None:
     if importlib.util.find_spec("grpc_tools") is None:
         pytest.fail(
             "grpcio-tools is needed to check that transportkit/trading/_pb is up to date: "
-            "pip install -e '.[test]'"
+            "pip install -e '.[dev]'"
         )
     _codegen.generate(tmp_path)
     stale = []

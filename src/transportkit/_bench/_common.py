@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import zmq
 
+from transportkit._extras import requires_extra
+
 __all__ = [
     "BenchConfig",
     "Percentiles",
@@ -89,7 +91,8 @@ class Percentiles:
 
 def percentiles(samples_ns: Sequence[int]) -> Percentiles:
     """P50/P99/P99.9 of ``samples_ns`` from an HDR histogram (3 significant digits)."""
-    from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
+    with requires_extra("scenarios", "transportkit bench"):
+        from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped,unused-ignore]  # noqa: PLC0415
 
     hist = HdrHistogram(_LOWEST_NS, _HIGHEST_NS, _SIGNIFICANT_DIGITS)
     for value in samples_ns:
@@ -169,7 +172,7 @@ def machine() -> dict[str, Any]:
 
     from transportkit.zmq_backend import accelerated  # noqa: PLC0415
 
-    on, why = accelerated()
+    acceleration = accelerated()
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -179,5 +182,5 @@ def machine() -> dict[str, Any]:
         "pyzmq": zmq.__version__,
         "libzmq": zmq.zmq_version(),
         "simpy": simpy.__version__,
-        "accelerator": "C" if on else f"none ({why})",
+        "accelerator": "C" if acceleration else f"none ({acceleration.reason})",
     }

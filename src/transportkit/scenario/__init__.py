@@ -11,23 +11,26 @@ returns a :class:`SweepResult` whose failures carry their replay commands; its
 command line is ``transportkit sweep SCENARIO --seeds N --jobs J``.
 """
 
-from transportkit.scenario._components import COMPONENTS, ComponentKind
-from transportkit.scenario._export import write_chrome_trace, write_plot
-from transportkit.scenario._invariants import CUSTOM_CHECKS, INVARIANTS, Verdict
-from transportkit.scenario._metrics import Load, Metrics, Receipt, Stream
-from transportkit.scenario._report import report_dict, report_json, report_text
-from transportkit.scenario._runner import RunResult, load, run_scenario
-from transportkit.scenario._spec import Scenario, ScenarioError
-from transportkit.scenario._sweep import (
-    FAULT_KINDS,
-    SweepResult,
-    default_wall_budget,
-    replay_command,
-    swarm_fault_kinds,
-    sweep,
-    with_fault_kinds,
-)
-from transportkit.scenario._sweep_types import SeedResult
+from transportkit._extras import requires_extra as _requires_extra
+
+with _requires_extra("scenarios", "transportkit.scenario"):
+    from transportkit.scenario._components import COMPONENTS, ComponentKind
+    from transportkit.scenario._export import write_chrome_trace, write_plot
+    from transportkit.scenario._invariants import CUSTOM_CHECKS, INVARIANTS, Verdict
+    from transportkit.scenario._metrics import Load, Metrics, Receipt, Stream
+    from transportkit.scenario._report import report_dict, report_json, report_text
+    from transportkit.scenario._runner import RunResult, load, run_scenario
+    from transportkit.scenario._spec import Scenario, ScenarioError
+    from transportkit.scenario._sweep import (
+        FAULT_KINDS,
+        SweepResult,
+        default_wall_budget,
+        replay_command,
+        swarm_fault_kinds,
+        sweep,
+        with_fault_kinds,
+    )
+    from transportkit.scenario._sweep_types import SeedResult
 
 __all__ = [
     "COMPONENTS",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from transportkit._extras import requires_extra
 from transportkit._log import TimeFormatter
 from transportkit.cli import int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS
@@ -185,7 +186,8 @@ def _progress_bar(enabled: bool) -> tuple[ProgressHook | None, Any]:
     """A tqdm bar shown only if the run lasts more than two seconds (on stderr)."""
     if not enabled:
         return None, None
-    from tqdm import tqdm  # noqa: PLC0415 - only when a bar may be shown
+    with requires_extra("scenarios", "the progress bar"):
+        from tqdm import tqdm  # noqa: PLC0415 - only when a bar may be shown
 
     bar = tqdm(total=100, delay=2.0, unit="%", leave=False, file=sys.stderr)
 
@@ -293,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.plot:
         try:
             write_plot(result, args.plot)
-        except (RuntimeError, OSError) as exc:
+        except (ImportError, OSError) as exc:
             status = _fail(f"--plot: {exc}")
         else:
             print(f"wrote plot to {args.plot}", file=sys.stderr)

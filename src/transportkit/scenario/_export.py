@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from transportkit._extras import requires_extra
 from transportkit.scenario._runner import RunResult
 from transportkit.sim_backend._perfetto import chrome_trace, write_trace_json
 
@@ -51,15 +52,14 @@ def write_plot(result: RunResult, path: str | Path) -> None:
     latency distribution of each stream.
 
     Raises:
-        RuntimeError: matplotlib is missing (``pip install 'transportkit[plot]'``).
+        MissingExtraError: matplotlib is missing (an :class:`ImportError` whose message
+            says ``pip install 'transportkit[plot]'``).
     """
-    try:
+    with requires_extra("plot", "--plot"):
         import matplotlib  # noqa: PLC0415 - optional dependency, loaded on demand
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError as exc:
-        raise RuntimeError("--plot needs matplotlib: pip install 'transportkit[plot]'") from exc
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8))
     end = max(result.elapsed, 1e-9)
     bins = 100

@@ -15,6 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import replace
 from typing import Any
 
+from transportkit._extras import MissingExtraError, requires_extra
 from transportkit.cli import int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS, MAX_SEED
 from transportkit.scenario._cli import MAX_EVENTS_ALLOWED, _same_file, check_output_path
@@ -152,11 +153,10 @@ def dask_executor(address: str) -> tuple[Any, Executor, int]:
             or the scheduler cannot be reached within :data:`DASK_CONNECT_TIMEOUT`.
     """
     try:
-        distributed: Any = importlib.import_module("distributed")  # an optional extra
-    except ImportError:
-        raise RuntimeError(
-            "--dask needs Dask distributed: pip install 'transportkit[dask]'"
-        ) from None
+        with requires_extra("dask", "--dask"):
+            distributed: Any = importlib.import_module("distributed")
+    except MissingExtraError as exc:
+        raise RuntimeError(str(exc)) from None
     try:
         client = distributed.Client(address, timeout=DASK_CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -168,7 +168,8 @@ def dask_executor(address: str) -> tuple[Any, Executor, int]:
 def _progress(enabled: bool, total: int) -> tuple[Any, Any]:
     if not enabled:
         return None, None
-    from tqdm import tqdm  # noqa: PLC0415 - only when a bar may be shown
+    with requires_extra("scenarios", "the progress bar"):
+        from tqdm import tqdm  # noqa: PLC0415 - only when a bar may be shown
 
     bar = tqdm(total=total, delay=2.0, unit="seed", leave=False, file=sys.stderr)
     failed = 0

@@ -17,9 +17,10 @@ The pytest plugin (``transportkit.testing.pytest_plugin``, registered automatica
 when transportkit is installed) provides a ``tk_backend`` fixture parametrized over
 ``sim`` and ``zmq`` and a ``tk_harness`` fixture on it (all its names start with
 ``tk_``, so a project's own fixtures keep theirs). Hypothesis strategies live in
-:mod:`transportkit.testing.strategies` (imported separately, since Hypothesis is a
-test-only dependency), and an example ``RuleBasedStateMachine`` that steps a
-simulated Majordomo deployment through traffic and faults, to copy, in
+:mod:`transportkit.testing.strategies` (imported separately: Hypothesis comes with
+the ``testing`` extra, ``pip install 'transportkit[testing]'``), and an example
+``RuleBasedStateMachine`` that steps a simulated Majordomo deployment through traffic
+and faults, to copy, in
 :mod:`transportkit.testing.stateful`.
 """
 

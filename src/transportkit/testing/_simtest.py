@@ -46,6 +46,7 @@ from typing import Any, Final, overload
 
 from transportkit import _wallclock
 from transportkit._errors import Timeout
+from transportkit._extras import requires_extra
 from transportkit._keywords import accepted_keywords, check_keywords
 from transportkit._network import Network
 from transportkit.sim_backend import (
@@ -465,8 +466,8 @@ def _positive(value: float, what: str) -> float:
 
 def _is_strategy(value: object) -> bool:
     try:
-        from hypothesis.strategies import SearchStrategy  # noqa: PLC0415 - test extra only
-    except ImportError:  # pragma: no cover - Hypothesis is in the test extra
+        from hypothesis.strategies import SearchStrategy  # noqa: PLC0415 - testing extra
+    except ImportError:  # no Hypothesis: then no strategy either
         return False
     return isinstance(value, SearchStrategy)
 
@@ -512,8 +513,9 @@ def _draw(strategy: Any, seed: int) -> FaultSchedule:
     are the simplest (an empty schedule), so the third is taken, or the last one there
     is when the strategy has fewer.
     """
-    from hypothesis import HealthCheck, Phase, find, settings  # noqa: PLC0415
-    from hypothesis.errors import NoSuchExample  # noqa: PLC0415
+    with requires_extra("testing", "sim_test(faults=<a Hypothesis strategy>)"):
+        from hypothesis import HealthCheck, Phase, find, settings  # noqa: PLC0415
+        from hypothesis.errors import NoSuchExample  # noqa: PLC0415
 
     calls = 0
 

@@ -20,7 +20,7 @@ of its client node. The properties:
 A task that fails (a bug in the code under test) fails the step with
 :class:`~transportkit.TaskFailed`, which Hypothesis shrinks like any other failure.
 
-Run it from a test (Hypothesis is a test-only dependency, imported by this module)::
+Run it from a test (this module imports Hypothesis: the ``testing`` extra)::
 
     from hypothesis import settings
     from transportkit.testing.stateful import MajordomoMachine
@@ -38,12 +38,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
 from transportkit import Message, ServiceUnavailableError
+from transportkit._extras import requires_extra
 from transportkit.patterns import MajordomoBroker, MajordomoClient, MajordomoWorker
 from transportkit.sim_backend import Node, Simulation
+
+with requires_extra("testing", "transportkit.testing.stateful"):
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        initialize,
+        invariant,
+        precondition,
+        rule,
+    )
 
 __all__ = ["MajordomoMachine", "Outcome"]
 

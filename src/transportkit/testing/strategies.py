@@ -1,4 +1,4 @@
-"""Hypothesis strategies for transportkit tests (requires the ``test`` extra).
+"""Hypothesis strategies for transportkit tests (``pip install 'transportkit[testing]'``).
 
 They generate plain data (bytes, lists, latency models) so that a failing example
 shrinks to something short and readable.
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hypothesis import strategies as st
-
+from transportkit._extras import requires_extra
 from transportkit.sim_backend import (
     Constant,
     Crash,
@@ -28,6 +27,9 @@ from transportkit.sim_backend import (
     SetLatency,
     Uniform,
 )
+
+with requires_extra("testing", "transportkit.testing.strategies"):
+    from hypothesis import strategies as st
 
 __all__ = [
     "OUTAGE_KINDS",

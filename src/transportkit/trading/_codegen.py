@@ -1,8 +1,8 @@
 """Regenerate the checked-in protobuf code from ``protos/`` (a developer tool).
 
 Run ``python -m transportkit.trading._codegen`` from the repository root after editing
-``protos/transportkit/trading/v1/trading.proto``. It needs grpcio-tools (the ``dev`` and
-``test`` extras), which bundles ``protoc``; the protobuf runtime must be at least as new
+``protos/transportkit/trading/v1/trading.proto``. It needs grpcio-tools (in the ``dev``
+extra), which bundles ``protoc``; the protobuf runtime must be at least as new
 as the ``protoc`` that generated the code (the generated module checks this on import).
 """
 

@@ -17,7 +17,7 @@ logs every socket's connects, drops and retries
 (:mod:`transportkit.zmq_backend.connections`).
 """
 
-from transportkit.zmq_backend._accel import accelerated
+from transportkit.zmq_backend._accel import Acceleration, accelerated
 from transportkit.zmq_backend._auth import ZmqAuthenticator
 from transportkit.zmq_backend._blocking import BlockingSocket, ThreadSafeSocket
 from transportkit.zmq_backend._network import ZmqNetwork
@@ -39,6 +39,7 @@ from transportkit.zmq_backend._sockets import (
 )
 
 __all__ = [
+    "Acceleration",
     "BlockingSocket",
     "EndpointMap",
     "ThreadSafeSocket",

@@ -40,7 +40,9 @@ loaded (:func:`~transportkit.zmq_backend._libzmq.loaded_libzmq`: never a second 
 version checked against pyzmq's), hands the function
 addresses to the extension and round-trips a message through it before using it.
 Any failure falls back to pyzmq with a :class:`RuntimeWarning`. Set
-``TRANSPORTKIT_PURE_PYTHON=1`` to use the fallback regardless.
+``TRANSPORTKIT_PURE_PYTHON=1`` to use the fallback regardless. On Windows the
+fallback is used, without a warning: a DLL's symbols are not looked up through the
+modules that load it, so pyzmq's backend module does not lead to libzmq there.
 """
 
 from __future__ import annotations
@@ -50,10 +52,11 @@ import errno
 import math
 import os
 import select
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 from zmq.backend import Socket as _BackendSocket
@@ -63,6 +66,7 @@ from transportkit._socket import check_frames
 from transportkit.zmq_backend._libzmq import loaded_libzmq
 
 __all__ = [
+    "Acceleration",
     "accelerated",
     "py_recv_message",
     "py_send_message",
@@ -447,10 +451,36 @@ def _check(module: Any) -> None:
         ctx.term()
 
 
+class Acceleration(NamedTuple):
+    """Whether the zmq sockets use the C accelerator (what :func:`accelerated` returns).
+
+    Its truth value is :attr:`active`: ``if accelerated():`` means "the C accelerator is
+    in use". It is also the pair ``(active, reason)``, so ``on, why = accelerated()``
+    and ``accelerated()[0]`` work too (unlike a plain tuple, ``(False, "...")`` is
+    false).
+
+    Attributes:
+        active: True if the C extension was built, loaded and passed its start-up check.
+        reason: Why not, when not (``TRANSPORTKIT_PURE_PYTHON`` set, not built, failed
+            its check); empty when active.
+    """
+
+    active: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.active
+
+
 def _load() -> tuple[Any, str]:
     """The initialised extension (or None) and why it is not used."""
     if os.environ.get("TRANSPORTKIT_PURE_PYTHON"):
         return None, "TRANSPORTKIT_PURE_PYTHON is set"
+    if sys.platform == "win32":  # the extension builds, but cannot find libzmq yet
+        return None, (
+            "not used on Windows: libzmq's functions cannot be looked up through "
+            "pyzmq's backend module there"
+        )
     try:
         from transportkit.zmq_backend import _accel_c  # type: ignore[attr-defined]  # noqa: PLC0415
     except ImportError:
@@ -469,6 +499,7 @@ def _load() -> tuple[Any, str]:
 
 
 _MODULE, _WHY_NOT = _load()
+_ACCELERATION = Acceleration(_MODULE is not None, _WHY_NOT)
 
 recv_message: Callable[..., list[bytes]] = (
     _MODULE.recv_message if _MODULE is not None else py_recv_message
@@ -477,6 +508,11 @@ send_message: Callable[..., None] = _MODULE.send_message if _MODULE is not None 
 wait: Callable[[zmq.Socket[Any], int, int], bool] = _MODULE.wait if _MODULE is not None else py_wait
 
 
-def accelerated() -> tuple[bool, str]:
-    """Whether the zmq sockets use the C accelerator, and if not, why not."""
-    return _MODULE is not None, _WHY_NOT
+def accelerated() -> Acceleration:
+    """Whether the zmq sockets use the C accelerator, and if not, why not.
+
+    Returns:
+        An :class:`Acceleration`, true exactly when the accelerator is in use. Decided
+        once, when the zmq backend is first imported.
+    """
+    return _ACCELERATION
