@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["fifo", "random", "pct"],
         default="fifo",
         help="order of simultaneously ready tasks (sim only): fifo (default, the golden "
-        "files' order), random or pct to explore other interleavings of the seed",
+        "files' order), random or pct to explore other interleavings with the same seed",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(

@@ -73,12 +73,12 @@ class ProgressLine:
         unit: str,
         *,
         terminal: bool | None = None,
-        delay: float = DELAY,
+        delay: float | None = None,
     ) -> None:
         self._stream = stream
         self._unit = unit
         self._terminal = is_terminal(stream) if terminal is None else terminal
-        self._delay = delay
+        self._delay = DELAY if delay is None else delay
         self._started = wallclock.monotonic()
         self._last_drawn: float | None = None
         self._width = 0
@@ -112,7 +112,7 @@ class ProgressLine:
         elapsed = now - self._started
         if elapsed < self._delay:
             return
-        interval = REDRAW_INTERVAL if self._terminal else LOG_INTERVAL
+        interval = REDRAW_INTERVAL if self._terminal else LOG_INTERVAL  # read at each call
         final = done >= total
         if self._last_drawn is not None and now - self._last_drawn < interval and not final:
             return

@@ -116,7 +116,13 @@ _KINDS: dict[type, str] = {
 def _link(fault: Any) -> str:
     if getattr(fault, "both_ways", True):
         return f"between {fault.a} and {fault.b}"
-    return f"from {fault.a} to {fault.b} (one way)"
+    return f"from {fault.a} to {fault.b}"
+
+
+def _notes(fault: Any, *notes: str) -> str:
+    """`` (one way; cut for 3 s)``: the notes that apply, in parentheses, or nothing."""
+    said = (["one way"] if not getattr(fault, "both_ways", True) else []) + [n for n in notes if n]
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _target(fault: Fault) -> str:
@@ -180,33 +186,32 @@ def fault_text(fault: Fault, *, lasted: float | None = None, ended: bool = False
             says "until the end" when ``lasted`` is None).
     """
     span = "" if lasted is None else seconds_text(lasted)
+    lasting = f" for {span}" if span else (" until the end" if not ended else "")
     match fault:
         case Crash(node):
             return f"crash {node}" + (f" for {span}" if span else " (not restarted)")
         case Restart(node):
             return f"restart {node}" + (f" (down for {span})" if span else "")
         case Partition():
-            return f"partition {_link(fault)}" + (f" for {span}" if span else " until the end")
+            return f"partition {_link(fault)}{lasting}{_notes(fault)}"
         case Repair():
-            return f"repair the partition {_link(fault)}" + (f" (cut for {span})" if span else "")
+            cut = f"cut for {span}" if span else ""
+            return f"repair the partition {_link(fault)}{_notes(fault, cut)}"
         case Hold():
-            return f"hold the traffic {_link(fault)}" + (
-                f" for {span}" if span else " until the end"
-            )
+            return f"hold the traffic {_link(fault)}{lasting}{_notes(fault)}"
         case Release():
-            return f"release the traffic held {_link(fault)}" + (
-                f" (held for {span})" if span else ""
-            )
+            held = f"held for {span}" if span else ""
+            return f"release the traffic held {_link(fault)}{_notes(fault, held)}"
         case DropConnection(_, _, discard):
             queues = ", discarding the connecting side's queue" if discard else ""
             return f"drop the connections between {fault.a} and {fault.b}{queues}"
         case SetLatency(_, _, None):
-            back = f" (spiked for {span})" if span else ""
-            return f"latency {_link(fault)} back to what it was{back}"
+            spiked = f"spiked for {span}" if span else ""
+            return f"latency {_link(fault)} back to what it was{_notes(fault, spiked)}"
         case SetLatency(_, _, model):
             assert model is not None
-            how = f" for {span}" if span else (" until the end" if not ended else "")
-            return f"latency {_link(fault)} set to {latency_text(model)}{how}"
+            text = latency_text(model)
+            return f"latency {_link(fault)} set to {text}{lasting}{_notes(fault)}"
     return repr(fault)  # a fault class this module does not know yet
 
 
