@@ -24,16 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from transportkit import Network
-from transportkit.trading import (
-    MarketDataSummary,
-    RiskSummary,
-    demo_orders,
-    run_market_data_example,
-    run_risk_example,
-)
+if TYPE_CHECKING:  # the demo's modules load when it runs: --help needs no trading extra
+    from transportkit import Network
+    from transportkit.trading import MarketDataSummary, RiskSummary
 
 __all__ = [
     "COMMANDS",
@@ -112,6 +107,12 @@ async def _demo(
     endpoint: Callable[[str], str],
     updates: int,
 ) -> _DemoResult:
+    from transportkit.trading import (  # noqa: PLC0415
+        demo_orders,
+        run_market_data_example,
+        run_risk_example,
+    )
+
     market_data = await run_market_data_example(
         exchange, traders, endpoint("market_data"), updates=updates
     )

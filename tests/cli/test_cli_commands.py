@@ -125,3 +125,21 @@ def test_resolve_scenario_finds_a_shipped_file_and_leaves_paths_alone(tmp_path: 
     assert found.parent == Path(transportkit.__file__).parent / "scenarios"
     assert resolve_scenario(str(tmp_path / "mine.toml")) == tmp_path / "mine.toml"
     assert resolve_scenario("mine.toml") == Path("mine.toml")  # a path, even if missing
+
+
+def test_the_command_loads_no_optional_dependency_until_a_subcommand_needs_it() -> None:
+    """``transportkit --help`` and ``--version`` work with the core alone: the demo's
+    trading components (protobuf) and the runner's histograms load when they run."""
+    code = (
+        "import sys; from transportkit.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "print(','.join(m for m in ('transportkit.trading', 'google.protobuf', "
+        "'hdrhistogram', 'tqdm', 'transportkit.scenario') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    version, loaded = proc.stdout.splitlines()
+    assert version == f"transportkit {transportkit.__version__}"
+    assert loaded == "", loaded
