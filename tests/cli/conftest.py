@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from transportkit.scenario import _catalog
-
 TINY = """
 [scenario]
 name = "tiny"
@@ -134,5 +132,7 @@ def shipped_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     (folder / "tiny.toml").write_text(TINY, encoding="utf-8")
     (folder / "failing.toml").write_text(FAILING, encoding="utf-8")
+    from transportkit.scenario import _catalog  # noqa: PLC0415 - after conftest loads
+
     monkeypatch.setattr(_catalog, "_folder", lambda: folder)
     return folder

@@ -143,3 +143,10 @@ def test_the_command_loads_no_optional_dependency_until_a_subcommand_needs_it() 
     version, loaded = proc.stdout.splitlines()
     assert version == f"transportkit {transportkit.__version__}"
     assert loaded == "", loaded
+
+
+def test_bench_rounds_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--rounds 0`` and ``--rounds -5`` ran one round, silently."""
+    for bad in ("0", "-5", "1001"):
+        assert exits(["bench", "--rounds", bad]) == ExitCode.USAGE
+        assert "--rounds: must be from 1 to 1,000" in capsys.readouterr().err
