@@ -108,6 +108,17 @@ def test_no_progress_on_a_terminal_writes_nothing(tiny: Path, at_once: None) -> 
         assert read_all(terminal, timeout=0.2) == b""
 
 
+def test_with_a_log_on_stderr_it_is_shown_only_if_asked(tiny: Path, at_once: None) -> None:
+    """Log records would land in the middle of the redrawn line."""
+    with stderr_on("pty") as terminal:
+        assert main(["run", str(tiny), "--log-level", "ERROR"]) == 0
+        sys.stderr.flush()
+        assert "\r" not in read_all(terminal, timeout=0.2).decode("utf-8")
+        assert main(["run", str(tiny), "--log-level", "ERROR", "--progress"]) == 0
+        sys.stderr.flush()
+        assert "virtual s per wall s" in read_all(terminal).decode("utf-8")
+
+
 def test_sweep_shows_seeds_per_second_and_failures(shipped_tiny: Path, at_once: None) -> None:
     with stderr_on("pty") as terminal:
         assert main(["sweep", "failing", "--seeds", "2", "--jobs", "1"]) == 1

@@ -284,7 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = "INFO"  # the connection log's connects and accepts; its warnings too
     undo_logging = _log_to_stderr(level) if level is not None else None
     unit = "s virtual" if args.backend == "sim" else "s"
-    hook, bar = _progress_line(progress_enabled(args.progress), unit)
+    # Log records on stderr would land in the middle of a redrawn line: with a log,
+    # progress is shown only if asked for.
+    shown = progress_enabled(args.progress) if level is None else bool(args.progress)
+    hook, bar = _progress_line(shown, unit)
     try:
         result = run_scenario(
             scenario,
