@@ -284,20 +284,22 @@ def _version() -> str:
 
 
 def _top_parser() -> argparse.ArgumentParser:
+    width = max(len(name) for name in COMMANDS)
+    listed = "\n".join(f"  {name:<{width}}  {text}" for name, text in COMMANDS.items())
     parser = argparse.ArgumentParser(
         prog="transportkit",
+        usage="transportkit [-h] [--version] COMMAND [OPTIONS]",
         description="Trading code over ZeroMQ-style sockets, on real pyzmq or in a "
-        "deterministic simulation. `transportkit COMMAND --help` describes each command; "
-        "`transportkit` alone runs the demo.",
+        "deterministic simulation.\n\ncommands:\n"
+        + listed
+        + "\n\n`transportkit COMMAND --help` describes each; `transportkit` alone runs "
+        "the demo.",
         epilog=EXIT_STATUS_HELP + "\n\nexamples:\n  transportkit scenarios\n"
         "  transportkit run trading_day\n  transportkit run trading_day --backend zmq\n"
         "  transportkit sweep risk_server_crash --seeds 100",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=_version())
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
-    for name, text in COMMANDS.items():
-        commands.add_parser(name, help=text, add_help=False)
     return parser
 
 
@@ -331,7 +333,7 @@ def _unknown_command(word: str) -> int:
     if not close and not word.startswith("-"):
         hint = f"; to run a scenario: transportkit run {shown}"
     print(
-        f"usage: transportkit [-h] [--version] COMMAND ...\n"
+        f"usage: transportkit [-h] [--version] COMMAND [OPTIONS]\n"
         f"transportkit: unknown command {shown!r} (commands: {', '.join(COMMANDS)}){hint}",
         file=sys.stderr,
     )

@@ -459,11 +459,11 @@ def _load_lines(result: RunResult) -> list[str]:
     for name, load, row in rows:
         loop = "closed loop" if load.closed_loop else "open loop"
         achieved = "-" if row["achieved_rate"] is None else f"{row['achieved_rate']:.1f}"
-        shortfall = f"{row['shortfall']} ({100 * row['shortfall_fraction']:.1f}%)"
+        shortfall = f"{row['shortfall']:,} ({100 * row['shortfall_fraction']:.1f}%)"
         behind = f"{1000 * load.max_behind / load.rate:.1f}ms" if load.rate else "-"
         lines.append(
-            f"  {name + ' (' + loop + ')':<30} {load.rate:>9g} {row['offered']:>9} "
-            f"{row['sent']:>9} {achieved:>10} {shortfall:>16} {behind:>9}"
+            f"  {name + ' (' + loop + ')':<30} {load.rate:>9g} {row['offered']:>9,} "
+            f"{row['sent']:>9,} {achieved:>10} {shortfall:>16} {behind:>9}"
         )
         if not load.closed_loop and row["shortfall_fraction"] > tolerance:
             warnings.append(
