@@ -25,6 +25,7 @@ the scheduler too.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -480,6 +481,19 @@ def _describe(executor: Executor) -> str:
     return type(executor).__name__
 
 
+def _stop_workers(pool: Executor) -> None:
+    """Kill the workers of this sweep's own process pool (each one's helper then kills
+    the seed it runs: its standard input closes). A worker catches the KeyboardInterrupt
+    of a seed it waits for and goes on with the seed the pool had already queued for
+    it, which cancelling cannot take back: without this, Ctrl-C waited for a whole
+    seed more (8 s of the flagship).
+    """
+    processes: dict[Any, Any] = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
 def sweep(
     scenario: str | os.PathLike[str],
     seeds: Iterable[int],
@@ -630,9 +644,11 @@ def sweep(
                     stop = True
                     for other in pending:
                         other.cancel()
-    except BaseException:
+    except BaseException:  # Ctrl-C: no seed may go on running
         for future in pending:
             future.cancel()
+        if own:
+            _stop_workers(pool)
         raise
     finally:
         if own:
