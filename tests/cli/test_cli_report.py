@@ -206,3 +206,13 @@ def test_every_golden_report_has_the_schema(tmp_path: Path) -> None:
                 assert isinstance(verdict["value"], (int, float)), (path.name, verdict)
         for fault in report["faults"]:
             assert {"at_s", "kind", "target", "text", "outcome"} <= set(fault), path.name
+
+
+def test_a_zmq_outcome_follows_the_sentence(tiny: Path) -> None:
+    """On zmq each fault says what the runner did (on the sim, always "applied")."""
+    result = run_scenario(load(tiny))
+    result.faults = [(at, fault, f"applied: step {i}") for i, (at, fault, _) in
+                     enumerate(result.faults)]  # fmt: skip
+    lines = report_text(result).splitlines()
+    assert "    at    0.500 s: crash desk-1 for 300 ms; applied: step 0" in lines
+    assert report_dict(result)["faults"][0]["outcome"] == "applied: step 0"

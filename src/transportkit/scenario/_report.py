@@ -419,7 +419,7 @@ def report_text(result: RunResult) -> str:
         for (at, _fault, outcome), (text, _until) in zip(
             result.faults, _described(result.faults), strict=True
         ):
-            said = "" if outcome == "applied" else f" ({outcome})"
+            said = "" if outcome == "applied" else f"; {outcome}"
             lines.append(f"    at {at:>8.3f} s: {text}{said}")
     if result.links:
         lines += ["", "  links"]
