@@ -23,7 +23,7 @@ __all__ = ["EXTRAS", "MissingExtraError", "missing_packages", "requires_extra"]
 
 EXTRAS: Final[Mapping[str, tuple[tuple[str, str], ...]]] = {
     "trading": (("google.protobuf", "protobuf"),),
-    "scenarios": (("hdrh", "hdrhistogram"), ("tqdm", "tqdm"), ("google.protobuf", "protobuf")),
+    "scenarios": (("hdrh", "hdrhistogram"), ("google.protobuf", "protobuf")),
     "plot": (("matplotlib", "matplotlib"),),
     "testing": (("hypothesis", "hypothesis"),),
     "metrics": (("hdrh", "hdrhistogram"), ("prometheus_client", "prometheus-client")),

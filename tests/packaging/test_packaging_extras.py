@@ -96,7 +96,7 @@ def test_extras_map_matches_pyproject() -> None:
 MESSAGES = {
     "transportkit.trading": "transportkit.trading needs protobuf: "
     "pip install 'transportkit[trading]'",
-    "transportkit.scenario": "transportkit.scenario needs hdrhistogram, tqdm and protobuf: "
+    "transportkit.scenario": "transportkit.scenario needs hdrhistogram and protobuf: "
     "pip install 'transportkit[scenarios]'",
     "transportkit.metrics": "transportkit.metrics needs hdrhistogram and prometheus-client: "
     "pip install 'transportkit[metrics]'",
@@ -177,9 +177,9 @@ def test_command_line_help_works_and_commands_name_their_extra() -> None:
     assert "usage: transportkit" in out.stdout
     assert out.stderr.splitlines() == [
         "transportkit: transportkit.trading needs protobuf: pip install 'transportkit[trading]'",
-        "transportkit: transportkit.scenario needs hdrhistogram, tqdm and protobuf: "
+        "transportkit: transportkit.scenario needs hdrhistogram and protobuf: "
         "pip install 'transportkit[scenarios]'",
-        "transportkit: transportkit.scenario needs hdrhistogram, tqdm and protobuf: "
+        "transportkit: transportkit.scenario needs hdrhistogram and protobuf: "
         "pip install 'transportkit[scenarios]'",
     ]
 

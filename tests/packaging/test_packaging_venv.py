@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 EXTRA_MESSAGES = {
     "transportkit.trading": "transportkit.trading needs protobuf: "
     "pip install 'transportkit[trading]'",
-    "transportkit.scenario": "transportkit.scenario needs hdrhistogram, tqdm and protobuf: "
+    "transportkit.scenario": "transportkit.scenario needs hdrhistogram and protobuf: "
     "pip install 'transportkit[scenarios]'",
     "transportkit.metrics": "transportkit.metrics needs hdrhistogram and prometheus-client: "
     "pip install 'transportkit[metrics]'",

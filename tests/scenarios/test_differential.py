@@ -65,7 +65,7 @@ def run_both(path: Path, tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def assert_every_fault_applied(report: dict[str, Any]) -> None:
-    outcomes = [(f["fault"], f["outcome"]) for f in report["faults"]]
+    outcomes = [(f["text"], f["outcome"]) for f in report["faults"]]
     assert outcomes, "the scenario has faults"
     assert all(outcome.startswith("applied") for _, outcome in outcomes), outcomes
 

@@ -736,12 +736,13 @@ def test_a_zmq_run_needing_more_open_files_than_allowed_is_refused(
 
 
 def test_a_report_that_cannot_be_written_is_one_message(scenario_file: Path) -> None:
-    """stdout on a full disk (/dev/full): one message and exit 2, not a traceback."""
+    """stdout on a full disk (/dev/full): one message and exit 4 (an output failed after
+    the run; it was 2, the status of an invalid file), not a traceback."""
     if not Path("/dev/full").exists():
         pytest.skip("needs /dev/full (Linux)")
     with open("/dev/full", "w", encoding="utf-8") as full:
         proc = run_child("run", str(scenario_file), "--json", stdout=full, stderr=subprocess.PIPE)
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 4, proc.stderr
     assert_one_clear_message(proc.stderr, "cannot write the report", "No space left")
 
 

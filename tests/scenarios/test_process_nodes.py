@@ -198,7 +198,7 @@ def test_a_risk_server_process_is_killed_and_restarted_under_lazy_pirate(tmp_pat
     # answered some, not a throughput floor.
     assert orders["delivered"] >= 51 + 5
     crash, restart = report["faults"]
-    assert crash["fault"] == "Crash(risk-host)"
+    assert (crash["kind"], crash["target"]) == ("crash", "risk-host")
     assert "killed with SIGKILL" in crash["outcome"], crash
     assert "lost" in crash["outcome"]
     assert "new child process" in restart["outcome"], restart

@@ -16,6 +16,7 @@ from typing import Any, Final
 from transportkit import _wallclock as wallclock
 from transportkit._bench._common import BenchConfig, machine
 from transportkit._bench._report import format_report, targets
+from transportkit.cli import EXIT_STATUS_HELP, int_argument
 
 __all__ = ["FIGURES", "BenchConfig", "main", "run"]
 
@@ -72,9 +73,15 @@ def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return {field: getattr(config, field) for field in config.__slots__}
 
 
+MAX_ROUNDS = 1000
+"""The most ``--rounds`` (each round runs every figure once more)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transportkit bench",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure transportkit side by side with raw pyzmq and bare SimPy.",
     )
     group = parser
@@ -90,7 +97,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"run only this figure (repeatable): {', '.join(FIGURES)}",
     )
-    group.add_argument("--rounds", type=int, default=None, help="interleaved rounds per figure")
+    group.add_argument(
+        "--rounds",
+        type=int_argument(1, MAX_ROUNDS),
+        default=None,
+        metavar="N",
+        help=f"interleaved rounds per figure (1 to {MAX_ROUNDS})",
+    )
     return parser
 
 
@@ -99,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = BenchConfig.quick() if args.quick else BenchConfig()
     if args.rounds is not None:
-        config = BenchConfig(**{**_config_dict(config), "rounds": max(1, args.rounds)})
+        config = BenchConfig(**{**_config_dict(config), "rounds": args.rounds})
     report = run(config, args.only)
     if args.json:
         print(json.dumps(report, indent=2, default=_jsonable, allow_nan=True))

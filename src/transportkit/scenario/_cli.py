@@ -1,4 +1,6 @@
-"""``transportkit run SCENARIO``: run a scenario file and report on it."""
+"""``transportkit run SCENARIO``: run a scenario and report on it; ``transportkit
+scenarios``: list the shipped ones.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +12,25 @@ import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from transportkit._extras import requires_extra
 from transportkit._log import TimeFormatter
-from transportkit.cli import int_argument, seed_argument
+from transportkit.cli import EXIT_STATUS_HELP, ExitCode, int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS
+from transportkit.scenario._catalog import resolve_scenario, shipped_scenarios
 from transportkit.scenario._export import write_chrome_trace, write_plot
+from transportkit.scenario._progress import ProgressLine, is_terminal
 from transportkit.scenario._report import report_json, report_text
 from transportkit.scenario._runner import ProgressHook, load, run_scenario
 from transportkit.scenario._spec import ScenarioError
 from transportkit.scenario._sweep import parse_fault_kinds, with_fault_kinds
 
-__all__ = ["check_output_path", "main"]
+__all__ = ["check_output_path", "main", "progress_enabled", "scenarios_main"]
 
-EXIT_OK = 0
-EXIT_INVARIANT_FAILED = 1
-EXIT_BAD_SCENARIO = 2
-EXIT_NOT_REPRESENTATIVE = 3
+EXIT_OK = ExitCode.OK
+EXIT_INVARIANT_FAILED = ExitCode.FAILED
+EXIT_BAD_SCENARIO = ExitCode.USAGE
+EXIT_NOT_REPRESENTATIVE = ExitCode.NOT_REPRESENTATIVE
+EXIT_OUTPUT_FAILED = ExitCode.OUTPUT_FAILED
 
 MAX_EVENTS_ALLOWED = 10**12
 """The largest ``--max-events`` (a million times the default: a run of months)."""
@@ -37,14 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transportkit run",
         description="Run a scenario (topology, load, faults, invariants) and report per "
-        "stream: sent, delivered, dropped, gaps, latency percentiles, and each invariant. "
-        "Exit status 1 when an invariant fails, 2 when the scenario file or the command "
-        "line is invalid (checked before the run, output files included) or an output "
-        "could not be written, 3 when the run was not representative: a publisher sent "
-        "less than it offered by more than the file's load_tolerance (the machine could "
-        "not keep up; whatever the invariants say).",
+        "stream: sent, delivered, dropped, gaps, latency percentiles, the load offered "
+        "and achieved, each invariant, the faults. Everything on the command line and in "
+        "the file (output paths included) is checked before the run starts.",
+        epilog=EXIT_STATUS_HELP + "\n\nexamples:\n  transportkit run trading_day\n"
+        "  transportkit run trading_day --seed 7 --json > run.json\n"
+        "  transportkit run ./my_scenario.toml --trace run.trace.json --plot run.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/*.toml")
+    parser.add_argument(
+        "scenario",
+        help="a shipped scenario by name (trading_day; transportkit scenarios lists them) "
+        "or a scenario file's path (./my.toml)",
+    )
     parser.add_argument(
         "--backend",
         choices=["sim", "zmq"],
@@ -59,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["fifo", "random", "pct"],
         default="fifo",
         help="order of simultaneously ready tasks (sim only): fifo (default, the golden "
-        "files' order), random or pct to explore other interleavings of the seed",
+        "files' order), random or pct to explore other interleavings with the same seed",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
@@ -77,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "(crash, partition, hold, drop_connection, set_latency: what a swarm sweep's replay "
         "command passes)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    add_progress_option(parser, "virtual seconds run per wall second and an ETA")
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -100,6 +108,22 @@ def _parser() -> argparse.ArgumentParser:
         "about 50 s on the sim); raise it to run a long scenario on purpose",
     )
     return parser
+
+
+def add_progress_option(parser: argparse.ArgumentParser, shows: str) -> None:
+    """``--progress`` / ``--no-progress`` (default: shown if stderr is a terminal)."""
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"show a progress line on stderr ({shows}); default: only when stderr is a "
+        "terminal, never in redirected output",
+    )
+
+
+def progress_enabled(choice: bool | None) -> bool:
+    """``--progress``: forced on (True), off (False), or on when stderr is a terminal."""
+    return is_terminal(sys.stderr) if choice is None else choice
 
 
 def check_output_path(path: str) -> str | None:
@@ -159,7 +183,7 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _command_line_problem(args: argparse.Namespace) -> str | None:
+def _command_line_problem(args: argparse.Namespace, scenario: str) -> str | None:
     """What is wrong with the command line (outputs included), before anything runs."""
     if args.backend == "zmq" and args.seed is not None:
         return "--seed applies to the sim backend only"
@@ -170,7 +194,7 @@ def _command_line_problem(args: argparse.Namespace) -> str | None:
     outputs = [(name, path) for name, path in (("--trace", args.trace), ("--plot", args.plot))]
     outputs = [(name, path) for name, path in outputs if path is not None]
     for name, path in outputs:
-        if _same_file(path, args.scenario):
+        if _same_file(path, scenario):
             return f"{name}: {path} is the scenario file"
         problem = check_output_path(path)
         if problem is not None:
@@ -182,21 +206,12 @@ def _command_line_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _progress_bar(enabled: bool) -> tuple[ProgressHook | None, Any]:
-    """A tqdm bar shown only if the run lasts more than two seconds (on stderr)."""
+def _progress_line(enabled: bool, unit: str) -> tuple[ProgressHook | None, ProgressLine | None]:
+    """A progress line on stderr, shown after a second of running (if enabled)."""
     if not enabled:
         return None, None
-    with requires_extra("scenarios", "the progress bar"):
-        from tqdm import tqdm  # noqa: PLC0415 - only when a bar may be shown
-
-    bar = tqdm(total=100, delay=2.0, unit="%", leave=False, file=sys.stderr)
-
-    def hook(done: float, total: float) -> None:
-        target = int(100 * done / total) if total else 100
-        if target > bar.n:
-            bar.update(target - bar.n)
-
-    return hook, bar
+    line = ProgressLine(sys.stderr, unit)
+    return line.update, line
 
 
 def _discard_stdout() -> None:
@@ -232,24 +247,33 @@ def _log_to_stderr(level: str) -> Callable[[], None]:
     return undo
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``transportkit run``; return the exit status.
+def _output_failed(message: str) -> int:
+    print(f"transportkit run: {message}", file=sys.stderr)
+    return EXIT_OUTPUT_FAILED
 
-    0: every invariant held; 1: an invariant failed; 2: the scenario file or the
-    command line is invalid (found before the run: the file's form and bounds, the
-    options, the output files), or an output could not be written after the run;
-    3: the run was not representative (an open-loop source fell short of the load
-    it offered by more than ``load_tolerance``: see
-    :attr:`~transportkit.scenario.RunResult.representative`), whatever the
-    invariants say (2 still wins when an output could not be written).
-    Every error is one line on stderr, without a traceback.
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``transportkit run``; return the exit status (:class:`~transportkit.cli.ExitCode`).
+
+    0: every invariant held; 1: an invariant failed; 2: the scenario name, the file or
+    the command line is invalid (found before the run: the file's form and bounds, the
+    options, the output files, matplotlib for ``--plot``); 3: the run was not
+    representative (an open-loop source fell short of the load it offered by more than
+    ``load_tolerance``: see :attr:`~transportkit.scenario.RunResult.representative`),
+    whatever the invariants say; 4: an output could not be written after the run (the
+    report, ``--trace``, ``--plot``), which wins over 1 and 3. Every error is one line
+    on stderr, without a traceback.
     """
     args = _parser().parse_args(argv)
-    problem = _command_line_problem(args)
+    try:
+        path = resolve_scenario(args.scenario)
+    except ScenarioError as exc:
+        return _fail(str(exc))
+    problem = _command_line_problem(args, str(path))
     if problem is not None:
         return _fail(problem)
     try:
-        scenario = load(args.scenario, max_events=args.max_events)
+        scenario = load(path, max_events=args.max_events)
         if args.faults is not None:
             scenario = with_fault_kinds(scenario, parse_fault_kinds(args.faults))
     except (ScenarioError, ValueError) as exc:
@@ -259,7 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if level is None and args.log_connections:
         level = "INFO"  # the connection log's connects and accepts; its warnings too
     undo_logging = _log_to_stderr(level) if level is not None else None
-    hook, bar = _progress_bar(not args.no_progress and not args.json)
+    unit = "s virtual" if args.backend == "sim" else "s"
+    # Log records on stderr would land in the middle of a redrawn line: with a log,
+    # progress is shown only if asked for.
+    shown = progress_enabled(args.progress) if level is None else bool(args.progress)
+    hook, bar = _progress_line(shown, unit)
     try:
         result = run_scenario(
             scenario,
@@ -277,26 +305,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.close()
         if undo_logging is not None:
             undo_logging()
-    status = EXIT_OK if result.passed else EXIT_INVARIANT_FAILED
+    status: int = EXIT_OK if result.passed else EXIT_INVARIANT_FAILED
     if not result.representative:
         status = EXIT_NOT_REPRESENTATIVE
     try:
         print(report_json(result) if args.json else report_text(result), flush=True)
     except OSError as exc:
         _discard_stdout()
-        return _fail(f"cannot write the report: {exc.strerror or exc}")
+        return _output_failed(f"cannot write the report: {exc.strerror or exc}")
     if args.trace:
         try:
             count = write_chrome_trace(result, args.trace)
         except (ValueError, OSError) as exc:
-            status = _fail(f"--trace: {exc}")
+            status = _output_failed(f"--trace: {exc}")
         else:
             print(f"wrote {count} trace events to {args.trace}", file=sys.stderr)
     if args.plot:
         try:
             write_plot(result, args.plot)
         except (ImportError, OSError) as exc:
-            status = _fail(f"--plot: {exc}")
+            status = _output_failed(f"--plot: {exc}")
         else:
             print(f"wrote plot to {args.plot}", file=sys.stderr)
     return status
+
+
+def _scenarios_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transportkit scenarios",
+        description="List the scenarios shipped with transportkit, one line each: the "
+        "name transportkit run and transportkit sweep take, and the file's description.",
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="print each file's path instead of its description (to copy one and edit it)",
+    )
+    return parser
+
+
+def scenarios_main(argv: Sequence[str] | None = None) -> int:
+    """Run ``transportkit scenarios``: one line per shipped scenario; return 0."""
+    args = _scenarios_parser().parse_args(argv)
+    shipped = shipped_scenarios()
+    width = max((len(s.name) for s in shipped), default=0)
+    lines = []
+    for item in shipped:
+        said = str(resolve_scenario(item.name)) if args.paths else item.description
+        lines.append(f"{item.name:<{width}}  {said}".rstrip())
+    try:
+        print("\n".join(lines), flush=True)
+    except OSError as exc:
+        _discard_stdout()
+        return _output_failed(f"cannot write the list: {exc.strerror or exc}")
+    return EXIT_OK

@@ -1,26 +1,289 @@
-"""Reports of a scenario run: a table for people, JSON for machines."""
+"""Reports of a scenario run: a table for people, JSON for machines.
+
+The JSON (:func:`report_dict`) has a ``schema_version``: :data:`SCHEMA_VERSION`, raised
+whenever a key changes meaning or goes away (adding a key does not raise it).
+Faults are written as a person would (:func:`fault_text`, keyed by the fault's class)
+and as data (:func:`fault_dict`); each invariant carries its number, its limit, the
+comparison and the unit besides its sentence.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from typing import Any
 
-from transportkit.scenario._metrics import latency_summary
+from transportkit.scenario._metrics import Stream, latency_summary
 from transportkit.scenario._runner import RunResult
+from transportkit.sim_backend import (
+    Constant,
+    Crash,
+    DropConnection,
+    Empirical,
+    Fault,
+    Hold,
+    LogNormal,
+    Normal,
+    Partition,
+    Release,
+    Repair,
+    Restart,
+    SetLatency,
+    Uniform,
+)
+from transportkit.sim_backend._latency import LatencyModel
 
-__all__ = ["report_dict", "report_json", "report_text"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "fault_dict",
+    "fault_text",
+    "report_dict",
+    "report_json",
+    "report_text",
+]
+
+SCHEMA_VERSION = 1
+"""The version of :func:`report_dict`'s form (its ``schema_version`` key)."""
+
+Schedule = Sequence[tuple[float, Fault, str]]
 
 
-def _fault_text(fault: object) -> str:
-    name = type(fault).__name__
-    fields = ", ".join(f"{v}" for v in vars(fault).values()) if hasattr(fault, "__dict__") else ""
-    if not fields:
-        fields = ", ".join(str(getattr(fault, f)) for f in getattr(fault, "__slots__", ()))
-    return f"{name}({fields})"
+def _number(value: float) -> float:
+    """``value`` rounded to the nanosecond, so that 0.1 + 0.2 prints as 0.3."""
+    return round(value, 9)
+
+
+def seconds_text(value: float) -> str:
+    """A duration in seconds as a person writes it: ``3 s``, ``20 ms``, ``150 us``."""
+    value = _number(value)
+    if value == 0 or abs(value) >= 1:
+        return f"{value:g} s"
+    if abs(value) >= 1e-3:
+        return f"{_number(value * 1e3):g} ms"
+    return f"{_number(value * 1e6):g} us"
+
+
+def latency_text(model: LatencyModel) -> str:
+    """A latency model as a person writes it: ``20 ms``, ``uniform 1 ms to 3 ms``."""
+    match model:
+        case Constant(delay):
+            return seconds_text(delay)
+        case Uniform(low, high):
+            return f"uniform {seconds_text(low)} to {seconds_text(high)}"
+        case Normal(mean, stddev, minimum):
+            floor = f", at least {seconds_text(minimum)}" if minimum else ""
+            return f"normal, mean {seconds_text(mean)}, sd {seconds_text(stddev)}{floor}"
+        case LogNormal(mu, sigma, minimum):
+            above = f" above {seconds_text(minimum)}" if minimum else ""
+            return f"lognormal, median {seconds_text(math.exp(mu))}{above}, sigma {sigma:g}"
+        case Empirical(samples):
+            return f"empirical, {len(samples):,} samples"
+    return repr(model)
+
+
+def latency_dict(model: LatencyModel) -> dict[str, Any]:
+    """A latency model as data: ``model`` (its TOML name) and its parameters in seconds."""
+    match model:
+        case Constant(delay):
+            return {"model": "constant", "delay_s": _number(delay)}
+        case Uniform(low, high):
+            return {"model": "uniform", "low_s": _number(low), "high_s": _number(high)}
+        case Normal(mean, stddev, minimum):
+            return {"model": "normal", "mean_s": _number(mean), "stddev_s": _number(stddev),
+                    "minimum_s": _number(minimum)}  # fmt: skip
+        case LogNormal(mu, sigma, minimum):
+            return {"model": "lognormal", "median_s": _number(math.exp(mu)), "sigma": sigma,
+                    "minimum_s": _number(minimum)}  # fmt: skip
+        case Empirical(samples):
+            return {"model": "empirical", "samples": len(samples)}
+    return {"model": type(model).__name__.lower()}
+
+
+_KINDS: dict[type, str] = {
+    Crash: "crash",
+    Restart: "restart",
+    Partition: "partition",
+    Repair: "repair",
+    Hold: "hold",
+    Release: "release",
+    DropConnection: "drop_connection",
+    SetLatency: "latency",
+}
+"""Each fault class's kind, as a scenario file's ``[[fault]] kind`` names it."""
+
+
+def _link(fault: Any) -> str:
+    if getattr(fault, "both_ways", True):
+        return f"between {fault.a} and {fault.b}"
+    return f"from {fault.a} to {fault.b}"
+
+
+def _notes(fault: Any, *notes: str) -> str:
+    """`` (one way; cut for 3 s)``: the notes that apply, in parentheses, or nothing."""
+    said = (["one way"] if not getattr(fault, "both_ways", True) else []) + [n for n in notes if n]
+    return f" ({'; '.join(said)})" if said else ""
+
+
+def _target(fault: Fault) -> str:
+    if isinstance(fault, (Crash, Restart)):
+        return fault.node
+    both = getattr(fault, "both_ways", True)
+    return f"{fault.a}{'<->' if both else '->'}{fault.b}"
+
+
+def _same_link(a: Any, b: Any) -> bool:
+    if (a.a, a.b) == (b.a, b.b):
+        return True
+    return bool(getattr(a, "both_ways", True)) and (a.a, a.b) == (b.b, b.a)
+
+
+def _ends(start: Fault, later: Fault) -> bool:
+    """Whether ``later`` ends what ``start`` began (a restart ends a crash...)."""
+    match start, later:
+        case Crash(node), Restart(other):
+            return node == other
+        case Partition(), Repair():
+            return _same_link(start, later)
+        case Hold(), Release():
+            return _same_link(start, later)
+        case SetLatency(), SetLatency():
+            return later.latency is None and _same_link(start, later)
+    return False
+
+
+def _starts(fault: Fault) -> bool:
+    return isinstance(fault, (Crash, Partition, Hold)) or (
+        isinstance(fault, SetLatency) and fault.latency is not None
+    )
+
+
+def _pairs(schedule: Schedule) -> dict[int, int]:
+    """Index of each fault that begins something to the index of the one ending it
+    (and back), in schedule order.
+    """
+    pairs: dict[int, int] = {}
+    for i, (at, fault, _) in enumerate(schedule):
+        if not _starts(fault):
+            continue
+        for j in range(i + 1, len(schedule)):
+            later_at, later, _ = schedule[j]
+            if later_at >= at and j not in pairs and _ends(fault, later):
+                pairs[i], pairs[j] = j, i
+                break
+    return pairs
+
+
+def fault_text(fault: Fault, *, lasted: float | None = None, ended: bool = False) -> str:
+    """A fault as a person writes it: ``crash risk-host for 5 s``.
+
+    Args:
+        fault: The fault.
+        lasted: For a fault that begins something (a crash, a partition, a hold, a
+            latency spike), how long it lasted, if a later fault ended it; for the
+            fault ending it, how long what it ended had lasted.
+        ended: For a fault that begins something: whether a later one ended it (False
+            says "until the end" when ``lasted`` is None).
+    """
+    span = "" if lasted is None else seconds_text(lasted)
+    lasting = f" for {span}" if span else (" until the end" if not ended else "")
+    match fault:
+        case Crash(node):
+            return f"crash {node}" + (f" for {span}" if span else " (not restarted)")
+        case Restart(node):
+            return f"restart {node}" + (f" (down for {span})" if span else "")
+        case Partition():
+            return f"partition {_link(fault)}{lasting}{_notes(fault)}"
+        case Repair():
+            cut = f"cut for {span}" if span else ""
+            return f"repair the partition {_link(fault)}{_notes(fault, cut)}"
+        case Hold():
+            return f"hold the traffic {_link(fault)}{lasting}{_notes(fault)}"
+        case Release():
+            held = f"held for {span}" if span else ""
+            return f"release the traffic held {_link(fault)}{_notes(fault, held)}"
+        case DropConnection(_, _, discard):
+            queues = ", discarding the connecting side's queue" if discard else ""
+            return f"drop the connections between {fault.a} and {fault.b}{queues}"
+        case SetLatency(_, _, None):
+            spiked = f"spiked for {span}" if span else ""
+            return f"latency {_link(fault)} back to what it was{_notes(fault, spiked)}"
+        case SetLatency(_, _, model):
+            assert model is not None
+            text = latency_text(model)
+            return f"latency {_link(fault)} set to {text}{lasting}{_notes(fault)}"
+    return repr(fault)  # a fault class this module does not know yet
+
+
+def _described(schedule: Schedule) -> list[tuple[str, float | None]]:
+    """Each fault's text and, for one that begins something, when it ended (or None)."""
+    pairs = _pairs(schedule)
+    out: list[tuple[str, float | None]] = []
+    for i, (at, fault, _) in enumerate(schedule):
+        j = pairs.get(i)
+        other_at = None if j is None else schedule[j][0]
+        lasted = None if other_at is None else abs(at - other_at)
+        text = fault_text(fault, lasted=lasted, ended=j is not None)
+        out.append((text, other_at if _starts(fault) else None))
+    return out
+
+
+def fault_dict(
+    at: float, fault: Fault, outcome: str, *, text: str | None = None, until: float | None = None
+) -> dict[str, Any]:
+    """A fault of a run as data (one entry of the JSON report's ``faults``).
+
+    Keys: ``at_s``, ``kind`` (the scenario file's name for it: ``crash``,
+    ``latency``...), ``target`` (a node, or ``a<->b`` / ``a->b`` for a link), ``text``
+    (as :func:`fault_text` writes it), ``outcome``; ``node`` for a crash or a restart;
+    ``a``, ``b`` and ``both_ways`` for a link fault (``discard_queues`` for
+    ``drop_connection``, ``latency`` for ``latency``: its model as data, or None when
+    it ends a spike); ``until_s`` for a fault that begins something (a crash, a
+    partition, a hold, a spike): when a later fault ended it, or None.
+    """
+    entry: dict[str, Any] = {
+        "at_s": _number(at),
+        "kind": _KINDS.get(type(fault), type(fault).__name__),
+        "target": _target(fault),
+    }
+    if isinstance(fault, (Crash, Restart)):
+        entry["node"] = fault.node
+    else:
+        entry |= {"a": fault.a, "b": fault.b, "both_ways": getattr(fault, "both_ways", True)}
+    if isinstance(fault, DropConnection):
+        entry["discard_queues"] = fault.discard_queues
+    if isinstance(fault, SetLatency):
+        entry["latency"] = None if fault.latency is None else latency_dict(fault.latency)
+    if _starts(fault):
+        entry["until_s"] = None if until is None else _number(until)
+    entry["text"] = fault_text(fault) if text is None else text
+    entry["outcome"] = outcome
+    return entry
+
+
+def _invariant_dict(verdict: Any) -> dict[str, Any]:
+    limit = verdict.limit
+    return {
+        "name": verdict.name,
+        "kind": verdict.kind,
+        "description": verdict.description,
+        "passed": verdict.passed,
+        "value": verdict.value,
+        "limit": list(limit) if isinstance(limit, tuple) else limit,
+        "comparison": verdict.comparison,
+        "unit": verdict.unit,
+        "detail": verdict.detail,
+    }
 
 
 def report_dict(result: RunResult) -> dict[str, Any]:
-    """The run as plain data (what ``--json`` prints).
+    """The run as plain data (what ``--json`` prints); see ``docs/reports.md``.
+
+    ``schema_version`` is :data:`SCHEMA_VERSION`. Each invariant is ``name``,
+    ``kind``, ``description``, ``passed``, ``value`` (a number, or None), ``limit``
+    (a number, ``[low, high]`` for ``between``, or None), ``comparison`` (``>=``,
+    ``<=``, ``between``, ``holds``), ``unit`` and ``detail`` (a sentence). Each fault
+    is :func:`fault_dict`.
 
     A zmq run with ``[[link]]`` latencies also has ``links``: what the fault proxy did
     for each (the sim models links itself and has no such key).
@@ -38,7 +301,9 @@ def report_dict(result: RunResult) -> dict[str, Any]:
     sim backend, so two runs compare equal key by key.
     """
     scenario = result.scenario
+    described = _described(result.faults)
     return {
+        "schema_version": SCHEMA_VERSION,
         "scenario": scenario.name,
         "source": scenario.source,
         "backend": result.backend,
@@ -53,13 +318,10 @@ def report_dict(result: RunResult) -> dict[str, Any]:
             "short_of_load": result.short_of_load,
         },
         "streams": {name: s.as_dict() for name, s in sorted(result.metrics.streams.items())},
-        "invariants": [
-            {"kind": v.kind, "description": v.description, "passed": v.passed, "detail": v.detail}
-            for v in result.verdicts
-        ],
+        "invariants": [_invariant_dict(v) for v in result.verdicts],
         "faults": [
-            {"at": at, "fault": _fault_text(fault), "outcome": outcome}
-            for at, fault, outcome in result.faults
+            fault_dict(at, fault, outcome, text=text, until=until)
+            for (at, fault, outcome), (text, until) in zip(result.faults, described, strict=True)
         ],
         "trace_hash": result.trace_hash,
         **(
@@ -83,8 +345,32 @@ def _us(value: float | None) -> str:
     return f"{value:.1f}us"
 
 
+def _fanout_line(stream: Stream) -> str | None:
+    """For a stream with several receivers, what its delivered count adds up: sent to
+    how many receivers, the deliveries of them all, and of how many expected.
+    """
+    receipts = list(stream.receivers.values())
+    if len(receipts) < 2:
+        return None
+    delivered = sum(r.delivered for r in receipts)
+    line = f"{stream.sent:,} sent to {len(receipts)} receivers: {delivered:,} deliveries"
+    expected = [r.expected for r in receipts]
+    if all(e is not None for e in expected):
+        total = sum(e for e in expected if e is not None)
+        share = f" ({100 * delivered / total:.2f}%)" if total else ""
+        line += f" of the {total:,} expected{share}"
+    return line
+
+
 def report_text(result: RunResult) -> str:
-    """A readable report: per stream and receiver, then invariants and faults."""
+    """A readable report: per stream and receiver, the load, the invariants (each
+    PASS or FAIL with what was measured), the faults as sentences, the trace hash.
+
+    A stream's ``delivered`` is a receiver's count (``33,996/34,000``: of what it was
+    expected to get); a stream with several receivers gets a line adding them up
+    instead of a sum in the column (a feed sending 34,000 to two receivers has up to
+    68,000 deliveries, which read as more delivered than sent).
+    """
     scenario = result.scenario
     time_kind = "virtual" if result.backend == "sim" else "real"
     seed = f", seed {result.seed}" if result.backend == "sim" else ""
@@ -95,38 +381,46 @@ def report_text(result: RunResult) -> str:
     if scenario.description:
         lines.append(f"  {scenario.description}")
     header = (
-        f"  {'stream / receiver':<30} {'sent':>9} {'delivered':>10} {'dropped':>8} "
+        f"  {'stream / receiver':<30} {'sent':>9} {'delivered':>15} {'dropped':>8} "
         f"{'gaps':>6} {'fail':>5} {'p50':>9} {'p99':>9} {'p99.9':>9} {'max':>9}"
     )
     lines += ["", header, "  " + "-" * (len(header) - 2)]
     for name, stream in sorted(result.metrics.streams.items()):
         lat = latency_summary(stream.latency)
-        dropped = "n/a" if stream.dropped is None else str(stream.dropped)
+        dropped = "n/a" if stream.dropped is None else f"{stream.dropped:,}"
+        fanout = _fanout_line(stream)
+        delivered = "" if fanout is not None else f"{stream.delivered:,}"
         lines.append(
-            f"  {name + ' (' + stream.pattern + ')':<30} {stream.sent:>9} {stream.delivered:>10} "
-            f"{dropped:>8} {stream.gaps:>6} {stream.failures:>5} {_us(lat['p50_us']):>9} "
+            f"  {name + ' (' + stream.pattern + ')':<30} {stream.sent:>9,} {delivered:>15} "
+            f"{dropped:>8} {stream.gaps:>6,} {stream.failures:>5,} {_us(lat['p50_us']):>9} "
             f"{_us(lat['p99_us']):>9} {_us(lat['p99_9_us']):>9} {_us(lat['max_us']):>9}"
         )
         for rname, receipt in sorted(stream.receivers.items()):
             rl = latency_summary(receipt.latency)
-            expected = "" if receipt.expected is None else f"/{receipt.expected}"
+            expected = "" if receipt.expected is None else f"/{receipt.expected:,}"
             lines.append(
-                f"    -> {rname:<25} {'':>9} {str(receipt.delivered) + expected:>10} {'':>8} "
-                f"{receipt.gaps:>6} {'':>5} {_us(rl['p50_us']):>9} {_us(rl['p99_us']):>9} "
-                f"{_us(rl['p99_9_us']):>9} {_us(rl['max_us']):>9}"
+                f"    -> {rname:<25} {'':>9} {f'{receipt.delivered:,}' + expected:>15} "
+                f"{'':>8} {receipt.gaps:>6,} {'':>5} {_us(rl['p50_us']):>9} "
+                f"{_us(rl['p99_us']):>9} {_us(rl['p99_9_us']):>9} {_us(rl['max_us']):>9}"
             )
+        if fanout is not None:
+            lines.append(f"       {fanout}")
         if stream.counters:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(stream.counters.items()))
+            counts = ", ".join(f"{k} {v:,}" for k, v in sorted(stream.counters.items()))
             lines.append(f"       {counts}")
     lines += _load_lines(result)
     lines += ["", "  invariants"]
     for verdict in result.verdicts:
         mark = "PASS" if verdict.passed else "FAIL"
-        lines.append(f"    {mark}  {verdict.description}: {verdict.detail}")
+        lines.append(f"    {mark}  {verdict.description}")
+        lines.append(f"          {verdict.detail}")
     if result.faults:
         lines += ["", "  faults"]
-        for at, fault, outcome in result.faults:
-            lines.append(f"    {at:>8.3f} s  {_fault_text(fault)}  ({outcome})")
+        for (at, _fault, outcome), (text, _until) in zip(
+            result.faults, _described(result.faults), strict=True
+        ):
+            said = "" if outcome == "applied" else f"; {outcome}"
+            lines.append(f"    at {at:>8.3f} s: {text}{said}")
     if result.links:
         lines += ["", "  links"]
         for a, b, text in result.links:
@@ -165,11 +459,11 @@ def _load_lines(result: RunResult) -> list[str]:
     for name, load, row in rows:
         loop = "closed loop" if load.closed_loop else "open loop"
         achieved = "-" if row["achieved_rate"] is None else f"{row['achieved_rate']:.1f}"
-        shortfall = f"{row['shortfall']} ({100 * row['shortfall_fraction']:.1f}%)"
+        shortfall = f"{row['shortfall']:,} ({100 * row['shortfall_fraction']:.1f}%)"
         behind = f"{1000 * load.max_behind / load.rate:.1f}ms" if load.rate else "-"
         lines.append(
-            f"  {name + ' (' + loop + ')':<30} {load.rate:>9g} {row['offered']:>9} "
-            f"{row['sent']:>9} {achieved:>10} {shortfall:>16} {behind:>9}"
+            f"  {name + ' (' + loop + ')':<30} {load.rate:>9g} {row['offered']:>9,} "
+            f"{row['sent']:>9,} {achieved:>10} {shortfall:>16} {behind:>9}"
         )
         if not load.closed_loop and row["shortfall_fraction"] > tolerance:
             warnings.append(

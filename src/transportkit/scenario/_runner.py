@@ -20,6 +20,7 @@ from transportkit._errors import OptionError
 from transportkit._network import Network
 from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._budget import check_budget, check_open_files
+from transportkit.scenario._catalog import resolve_scenario
 from transportkit.scenario._components import COMPONENTS, register_expectations
 from transportkit.scenario._context import RunContext
 from transportkit.scenario._invariants import INVARIANTS, Verdict, evaluate
@@ -129,14 +130,17 @@ def load(path: str | Path, *, max_events: int = MAX_EVENTS) -> Scenario:
     a scenario that loads runs to its end in bounded time and memory.
 
     Args:
-        path: The scenario file.
+        path: The scenario file, or a shipped scenario's name (``"trading_day"``:
+            :func:`~transportkit.scenario.resolve_scenario`).
         max_events: The most events an untraced run may cost (about 10 us each on the
             sim): raise it to run a long scenario on purpose.
 
     Raises:
         ScenarioError: The file is not a valid scenario, or asks for more than the
-            runner can do; the message names the file, the key and the problem.
+            runner can do; the message names the file, the key and the problem. Or a
+            bare name is not a shipped scenario (the message lists them).
     """
+    path = resolve_scenario(path)
     parsers = {kind: comp.parse for kind, comp in COMPONENTS.items()}
     checks = {kind: parse for kind, (parse, _) in INVARIANTS.items()}
     scenario = load_scenario(path, parsers, checks)

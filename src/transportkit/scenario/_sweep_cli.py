@@ -16,9 +16,18 @@ from dataclasses import replace
 from typing import Any
 
 from transportkit._extras import MissingExtraError, requires_extra
-from transportkit.cli import int_argument, seed_argument
+from transportkit.cli import EXIT_STATUS_HELP, ExitCode, int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS, MAX_SEED
-from transportkit.scenario._cli import MAX_EVENTS_ALLOWED, _same_file, check_output_path
+from transportkit.scenario._catalog import resolve_scenario
+from transportkit.scenario._cli import (
+    MAX_EVENTS_ALLOWED,
+    _discard_stdout,
+    _same_file,
+    add_progress_option,
+    check_output_path,
+    progress_enabled,
+)
+from transportkit.scenario._progress import ProgressLine
 from transportkit.scenario._spec import ScenarioError
 from transportkit.scenario._sweep import (
     DEFAULT_MAX_SHOWN,
@@ -32,9 +41,10 @@ from transportkit.scenario._sweep import (
 
 __all__ = ["DASK_CONNECT_TIMEOUT", "main"]
 
-EXIT_OK = 0
-EXIT_SEED_FAILED = 1
-EXIT_BAD_INPUT = 2
+EXIT_OK = ExitCode.OK
+EXIT_SEED_FAILED = ExitCode.FAILED
+EXIT_BAD_INPUT = ExitCode.USAGE
+EXIT_OUTPUT_FAILED = ExitCode.OUTPUT_FAILED
 
 DASK_CONNECT_TIMEOUT = 30.0
 """Seconds to reach a Dask scheduler before giving up."""
@@ -62,11 +72,18 @@ def _parser() -> argparse.ArgumentParser:
         "processes (or on a Dask cluster), and print each failing seed with the command "
         "that replays it, then a summary. A seed fails when an invariant does not hold, "
         "the run raises (an InvariantViolation of the simulation counts under the "
-        "invariant's name), its process dies, or it runs past its wall budget. Exit status "
-        "0 when every seed passed, 1 when one failed or was not run, 2 when the scenario "
-        "file or the command line is invalid.",
+        "invariant's name), its process dies, or it runs past its wall budget. Everything "
+        "on the command line and the file are checked before any seed runs.",
+        epilog=EXIT_STATUS_HELP + "\n\nexamples:\n"
+        "  transportkit sweep risk_server_crash --seeds 200 --jobs 2\n"
+        "  transportkit sweep trading_day --swarm --seeds 50 --json sweep.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/*.toml")
+    parser.add_argument(
+        "scenario",
+        help="a shipped scenario by name (transportkit scenarios lists them) or a scenario "
+        "file's path; the replay commands repeat it as given",
+    )
     parser.add_argument(
         "--seeds",
         type=int_argument(1, MAX_SWEEP_SEEDS),
@@ -136,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"failing seeds printed in full (default {DEFAULT_MAX_SHOWN}); the rest are "
         "counted, and all are in the --json file",
     )
-    parser.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    add_progress_option(parser, "seeds done, seeds per wall second, failures and an ETA")
     return parser
 
 
@@ -165,36 +182,39 @@ def dask_executor(address: str) -> tuple[Any, Executor, int]:
     return client, client.get_executor(pure=False), max(1, threads)
 
 
-def _progress(enabled: bool, total: int) -> tuple[Any, Any]:
+def _progress(enabled: bool, total: int) -> tuple[Any, ProgressLine | None]:
     if not enabled:
         return None, None
-    with requires_extra("scenarios", "the progress bar"):
-        from tqdm import tqdm  # noqa: PLC0415 - only when a bar may be shown
-
-    bar = tqdm(total=total, delay=2.0, unit="seed", leave=False, file=sys.stderr)
-    failed = 0
+    line = ProgressLine(sys.stderr, "seeds")
+    done = failed = 0
 
     def hook(result: SeedResult) -> None:
-        nonlocal failed
+        nonlocal done, failed
+        done += 1
         failed += not result.passed
-        bar.set_postfix_str(f"{failed} failed", refresh=False)
-        bar.update(1)
+        line.suffix = f"{failed:,} failed" if failed else ""
+        line.update(done, total)
 
-    return hook, bar
+    return hook, line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``transportkit sweep``; return the exit status.
 
     0: every seed passed; 1: a seed failed (an invariant, an error, a crash, a
-    timeout) or was not run; 2: the scenario file or the command line is invalid,
-    checked before any seed runs, or an output could not be written.
+    timeout) or was not run; 2: the scenario name, the file or the command line is
+    invalid, checked before any seed runs; 4: the report or ``--json`` could not be
+    written after the sweep (see :class:`~transportkit.cli.ExitCode`).
     """
     args = _parser().parse_args(argv)
+    try:
+        path = str(resolve_scenario(args.scenario))
+    except ScenarioError as exc:
+        return _fail(str(exc))
     if args.seed_start + args.seeds - 1 > MAX_SEED:
         return _fail(f"--seed-start + --seeds - 1 must be at most {MAX_SEED}")
     if args.json is not None:
-        if os.path.exists(args.json) and _same_file(args.json, args.scenario):
+        if os.path.exists(args.json) and _same_file(args.json, path):
             return _fail(f"--json: {args.json} is the scenario file")
         problem = check_output_path(args.json)
         if problem is not None:
@@ -208,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             return _fail(str(exc))
         jobs = jobs or threads
-    hook, bar = _progress(not args.no_progress, args.seeds)
+    hook, bar = _progress(progress_enabled(args.progress), args.seeds)
     try:
         result = sweep(
             args.scenario,
@@ -231,14 +251,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             client.close()
     if args.dask:
         result = replace(result, executor=f"dask {args.dask}")
-    print(result.report_text(args.max_shown), flush=True)
-    status = EXIT_OK if result.passed else EXIT_SEED_FAILED
+    try:
+        print(result.report_text(args.max_shown), flush=True)
+    except OSError as exc:
+        _discard_stdout()
+        message = f"cannot write the report: {exc.strerror or exc}"
+        print(f"transportkit sweep: {message}", file=sys.stderr)
+        return EXIT_OUTPUT_FAILED
+    status: int = EXIT_OK if result.passed else EXIT_SEED_FAILED
     if args.json is not None:
         try:
             with open(args.json, "w", encoding="utf-8") as file:
                 json.dump(result.to_dict(), file, indent=2)
                 file.write("\n")
         except OSError as exc:
-            return _fail(f"--json: cannot write {args.json}: {exc.strerror or exc}")
+            message = f"--json: cannot write {args.json}: {exc.strerror or exc}"
+            print(f"transportkit sweep: {message}", file=sys.stderr)
+            return EXIT_OUTPUT_FAILED
         print(f"wrote the sweep to {args.json}", file=sys.stderr)
     return status
