@@ -205,7 +205,7 @@ def test_a_dropped_connection_is_traced_as_drop_connection() -> None:
         (SetLatency("a", "b", Normal(1e-3, 2e-4)), "latency on a->b set to normal, mean 1 ms, "
          "stddev 200 us, both ways"),
         (SetLatency("a", "b", LogNormal.from_median(150e-6, 0.5)), "latency on a->b set to "
-         "log-normal, median 150 us, sigma 0.5, both ways"),
+         "lognormal, median 150 us, sigma 0.5, both ways"),
     ],
 )  # fmt: skip
 def test_every_fault_describes_itself_as_a_person_would(fault: Fault, text: str) -> None:

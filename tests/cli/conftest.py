@@ -79,14 +79,14 @@ b = "exchange"
 
 [[fault]]
 at = 1.6
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk-1"
 latency = { model = "constant", delay_us = 20000 }
 
 [[fault]]
 at = 1.8
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk-1"
 

@@ -68,7 +68,7 @@ def tiny_report(tiny: Path) -> tuple[dict[str, Any], str]:
         (SetLatency("x", "y", Uniform(0.001, 0.003)), None,
          "latency between x and y set to uniform 1 ms to 3 ms until the end"),
         (SetLatency("x", "y", Normal(0.001, 0.0002)), 1.0,
-         "latency between x and y set to normal, mean 1 ms, sd 200 us for 1 s"),
+         "latency between x and y set to normal, mean 1 ms, stddev 200 us for 1 s"),
         (SetLatency("x", "y", LogNormal.from_median(50e-6, 0.4, 15e-6)), 1.0,
          "latency between x and y set to lognormal, median 50 us above 15 us, sigma 0.4 "
          "for 1 s"),
@@ -151,7 +151,7 @@ def test_the_json_faults_are_data_with_a_text(tiny_report: tuple[dict[str, Any],
     faults = report["faults"]
     assert [f["kind"] for f in faults] == [
         "crash", "restart", "partition", "repair", "hold", "release", "drop_connection",
-        "latency", "latency",
+        "set_latency", "set_latency",
     ]  # fmt: skip
     crash, restart, partition = faults[:3]
     assert crash == {

@@ -32,6 +32,7 @@ from transportkit.sim_backend import (
     SetLatency,
     Uniform,
 )
+from transportkit.sim_backend._faults import describe_latency, seconds_text
 from transportkit.sim_backend._latency import LatencyModel
 
 __all__ = [
@@ -54,34 +55,6 @@ def _number(value: float) -> float:
     return round(value, 9)
 
 
-def seconds_text(value: float) -> str:
-    """A duration in seconds as a person writes it: ``3 s``, ``20 ms``, ``150 us``."""
-    value = _number(value)
-    if value == 0 or abs(value) >= 1:
-        return f"{value:g} s"
-    if abs(value) >= 1e-3:
-        return f"{_number(value * 1e3):g} ms"
-    return f"{_number(value * 1e6):g} us"
-
-
-def latency_text(model: LatencyModel) -> str:
-    """A latency model as a person writes it: ``20 ms``, ``uniform 1 ms to 3 ms``."""
-    match model:
-        case Constant(delay):
-            return seconds_text(delay)
-        case Uniform(low, high):
-            return f"uniform {seconds_text(low)} to {seconds_text(high)}"
-        case Normal(mean, stddev, minimum):
-            floor = f", at least {seconds_text(minimum)}" if minimum else ""
-            return f"normal, mean {seconds_text(mean)}, sd {seconds_text(stddev)}{floor}"
-        case LogNormal(mu, sigma, minimum):
-            above = f" above {seconds_text(minimum)}" if minimum else ""
-            return f"lognormal, median {seconds_text(math.exp(mu))}{above}, sigma {sigma:g}"
-        case Empirical(samples):
-            return f"empirical, {len(samples):,} samples"
-    return repr(model)
-
-
 def latency_dict(model: LatencyModel) -> dict[str, Any]:
     """A latency model as data: ``model`` (its TOML name) and its parameters in seconds."""
     match model:
@@ -98,19 +71,6 @@ def latency_dict(model: LatencyModel) -> dict[str, Any]:
         case Empirical(samples):
             return {"model": "empirical", "samples": len(samples)}
     return {"model": type(model).__name__.lower()}
-
-
-_KINDS: dict[type, str] = {
-    Crash: "crash",
-    Restart: "restart",
-    Partition: "partition",
-    Repair: "repair",
-    Hold: "hold",
-    Release: "release",
-    DropConnection: "drop_connection",
-    SetLatency: "latency",
-}
-"""Each fault class's kind, as a scenario file's ``[[fault]] kind`` names it."""
 
 
 def _link(fault: Any) -> str:
@@ -210,9 +170,9 @@ def fault_text(fault: Fault, *, lasted: float | None = None, ended: bool = False
             return f"latency {_link(fault)} back to what it was{_notes(fault, spiked)}"
         case SetLatency(_, _, model):
             assert model is not None
-            text = latency_text(model)
+            text = describe_latency(model)
             return f"latency {_link(fault)} set to {text}{lasting}{_notes(fault)}"
-    return repr(fault)  # a fault class this module does not know yet
+    return fault.describe()  # a fault class this module does not pair
 
 
 def _described(schedule: Schedule) -> list[tuple[str, float | None]]:
@@ -243,7 +203,7 @@ def fault_dict(
     """
     entry: dict[str, Any] = {
         "at_s": _number(at),
-        "kind": _KINDS.get(type(fault), type(fault).__name__),
+        "kind": fault.kind,
         "target": _target(fault),
     }
     if isinstance(fault, (Crash, Restart)):

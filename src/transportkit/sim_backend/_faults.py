@@ -47,7 +47,9 @@ __all__ = [
     "Restart",
     "SetLatency",
     "apply_fault",
+    "describe_latency",
     "schedule_faults",
+    "seconds_text",
     "sorted_schedule",
 ]
 
@@ -59,31 +61,33 @@ FAULT_KINDS: Final = (
 classes (:class:`Crash` ... :class:`SetLatency`)."""
 
 
-def _seconds(value: float) -> str:
-    """A duration as a person writes it: ``20 ms``, ``150 us``, ``2.5 s``."""
-    if value == 0:
-        return "0 s"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(value) >= scale:
-            return f"{value / scale:.4g} {unit}"
-    return f"{value * 1e9:.4g} ns"
+def seconds_text(value: float) -> str:
+    """A duration in seconds as a person writes it: ``3 s``, ``20 ms``, ``150 us``
+    (rounded to the nanosecond first, so that 0.1 + 0.2 prints as ``0.3 s``).
+    """
+    value = round(value, 9)
+    if value == 0 or abs(value) >= 1:
+        return f"{value:g} s"
+    if abs(value) >= 1e-3:
+        return f"{round(value * 1e3, 9):g} ms"
+    return f"{round(value * 1e6, 9):g} us"
 
 
 def describe_latency(model: LatencyModel) -> str:
     """A latency model in words: ``20 ms``, ``uniform 1 ms to 3 ms``, ..."""
     match model:
         case Constant(delay):
-            return _seconds(delay)
+            return seconds_text(delay)
         case Uniform(low, high):
-            return f"uniform {_seconds(low)} to {_seconds(high)}"
+            return f"uniform {seconds_text(low)} to {seconds_text(high)}"
         case Normal(mean, stddev, minimum):
-            floor = f", at least {_seconds(minimum)}" if minimum else ""
-            return f"normal, mean {_seconds(mean)}, stddev {_seconds(stddev)}{floor}"
+            floor = f", at least {seconds_text(minimum)}" if minimum else ""
+            return f"normal, mean {seconds_text(mean)}, stddev {seconds_text(stddev)}{floor}"
         case LogNormal(mu, sigma, minimum):
-            floor = f" above {_seconds(minimum)}" if minimum else ""
-            return f"log-normal, median {_seconds(math.exp(mu))}{floor}, sigma {sigma:g}"
+            floor = f" above {seconds_text(minimum)}" if minimum else ""
+            return f"lognormal, median {seconds_text(math.exp(mu))}{floor}, sigma {sigma:g}"
         case Empirical(samples):
-            return f"one of {len(samples)} measured samples"
+            return f"empirical, {len(samples):,} samples"
     return repr(model)
 
 
