@@ -1,0 +1,339 @@
+"""The plot of a run (``transportkit run --plot FILE``): one PNG for a post-mortem.
+
+Three panels, one colour per stream throughout:
+
+1. deliveries per second of every stream over run time;
+2. what went wrong over run time, per stream: typed failures, rejections, sequence
+   gaps, and (on the sim, from its trace) messages dropped by sockets;
+3. the latency distribution of every stream, HDR style: latency (log) against the
+   percentile on a ``1 / (1 - p)`` axis, so the tail from P90 to the maximum is as
+   wide as the body.
+
+The faults are shaded bands (a fault with a duration) or lines (an instant one) on the
+two time panels, numbered, with their times and descriptions in a table beside the
+panels. The title names the scenario, the seed, the backend and the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transportkit.scenario._metrics import Timeline
+from transportkit.scenario._runner import RunResult
+from transportkit.scenario._spans import FaultSpan, fault_spans
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["PLOT_BINS", "make_figure", "write_plot"]
+
+PLOT_BINS = 200
+"""About how many time bins the time panels have (the timeline's bins are merged)."""
+
+_FAILURES = ("failed", "rejected", "gap", "dropped")
+_FAILURE_STYLE = {
+    "failed": ("X", "typed failures"),
+    "rejected": ("v", "rejected"),
+    "gap": ("o", "sequence gaps"),
+    "dropped": ("s", "dropped by sockets"),
+}
+_OTHER_SOCKETS = "other sockets"
+_FAULT_COLOURS = {
+    "crashed": "tab:red",
+    "partitioned": "tab:purple",
+    "held": "tab:brown",
+    "latency": "tab:orange",
+}
+_PERCENTILE_TICKS = (0.0, 90.0, 99.0, 99.9, 99.99, 99.999, 99.9999, 99.99999)
+
+
+def _fault_colour(span: FaultSpan) -> str:
+    for word, colour in _FAULT_COLOURS.items():
+        if word in span.label:
+            return colour
+    return "tab:gray"
+
+
+def _drops(result: RunResult, timeline: Timeline) -> Timeline:
+    """``timeline`` plus the sim trace's drops per stream (``dropped``), if recorded."""
+    sim = result.simulation
+    if sim is None or not sim.trace.record:
+        return timeline
+    merged = Timeline(bin_seconds=timeline.bin_seconds)
+    merged.merge(timeline)
+    streams = result.metrics.socket_streams
+    for event in sim.trace.events:
+        if event.kind != "drop":
+            continue
+        parts = event.detail.split()
+        count = int(parts[1][1:]) if len(parts) > 1 and parts[1][1:].isdigit() else 1
+        merged.add(event.time, streams.get(event.subject, _OTHER_SOCKETS), "dropped", count)
+    return merged
+
+
+def _rebinned(bins: Counter[int], width: float, factor: int, n: int) -> list[float]:
+    out = [0.0] * n
+    for index, count in bins.items():
+        slot = index // factor
+        if slot < n:
+            out[slot] += count
+    return out
+
+
+def _percentile_curve(hist: Any) -> tuple[list[float], list[float]]:
+    """(x = 1 / (1 - p), latency in us) along an HDR histogram, to its maximum."""
+    total = hist.get_total_count()
+    top = max(float(total), 10.0)
+    steps = 160
+    xs: list[float] = []
+    ys: list[float] = []
+    for i in range(steps + 1):
+        x = top ** (i / steps)
+        percentile = 100.0 * (1.0 - 1.0 / x)
+        xs.append(x)
+        ys.append(max(hist.get_value_at_percentile(percentile) / 1000, 1e-3))
+    xs.append(top)
+    ys.append(max(hist.get_max_value() / 1000, 1e-3))
+    return xs, ys
+
+
+def _latency_text(us: float) -> str:
+    if us >= 1000:
+        return f"{us / 1000:.3g} ms"
+    return f"{us:.3g} µs"
+
+
+def _verdict(result: RunResult) -> str:
+    failed = sum(1 for v in result.verdicts if not v.passed)
+    total = len(result.verdicts)
+    if failed:
+        return f"FAILED: {failed} of {total} invariants"
+    if not result.representative:
+        return "NOT REPRESENTATIVE (load not offered)"
+    return f"PASSED: {total} invariants"
+
+
+def _stagger(spans: list[FaultSpan], end: float, levels: int = 3) -> list[int]:
+    """A height level per span, so that number tags close in time do not overlap."""
+    placed: list[tuple[float, int]] = []
+    out: list[int] = []
+    for span in spans:
+        taken = {level for at, level in placed if abs(at - span.start) < 0.04 * end}
+        level = next((lv for lv in range(levels) if lv not in taken), len(out) % levels)
+        placed.append((span.start, level))
+        out.append(level)
+    return out
+
+
+def make_figure(result: RunResult) -> Figure:
+    """Build the run's figure (see the module docstring) without writing it.
+
+    Raises:
+        RuntimeError: matplotlib is missing (``pip install 'transportkit[plot]'``).
+    """
+    try:
+        import matplotlib  # noqa: PLC0415 - optional dependency, loaded on demand
+
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure  # noqa: PLC0415
+        from matplotlib.lines import Line2D  # noqa: PLC0415
+        from matplotlib.patches import Patch  # noqa: PLC0415
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: PLC0415
+    except ImportError as exc:
+        raise RuntimeError("--plot needs matplotlib: pip install 'transportkit[plot]'") from exc
+
+    end = max(result.elapsed, 1e-9)
+    streams = sorted(result.metrics.streams)
+    palette = [f"C{i}" for i in range(10)]
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(streams)}
+    timeline = _drops(result, result.metrics.timeline)
+    width = timeline.bin_seconds
+    factor = max(1, math.ceil(end / PLOT_BINS / width))
+    plot_width = width * factor
+    n = max(1, math.ceil(end / plot_width) + 1)
+    times = [i * plot_width for i in range(n)]
+    spans = fault_spans(result.faults, end)
+
+    fig = Figure(figsize=(13, 11), dpi=100, layout="constrained")
+    grid = fig.add_gridspec(3, 2, width_ratios=(3.0, 1.25), height_ratios=(1, 1, 1.25))
+    deliveries = fig.add_subplot(grid[0, 0])
+    failures = fig.add_subplot(grid[1, 0], sharex=deliveries)
+    latency = fig.add_subplot(grid[2, 0])
+    side = [fig.add_subplot(grid[row, 1]) for row in range(3)]
+    for ax in side:
+        ax.set_axis_off()
+
+    # 1. Deliveries per second.
+    for name in streams:
+        bins = timeline.series.get((name, "delivered"))
+        if not bins:
+            continue
+        counts = _rebinned(bins, width, factor, n)
+        deliveries.step(
+            times, [c / plot_width for c in counts], where="post", color=colour[name],
+            linewidth=1.2, label=f"{name} ({sum(bins.values()):,})",
+        )  # fmt: skip
+    deliveries.set_yscale("symlog", linthresh=1.0)
+    deliveries.set_ylim(bottom=0)
+    deliveries.set_ylabel("deliveries per second")
+    deliveries.set_title("deliveries over time (all receivers of each stream)", loc="left")
+
+    # 2. Failures, rejections, gaps, drops.
+    shown_failures = []
+    highest = 2.0
+    for name in streams + sorted({s for s, _ in timeline.series} - set(streams)):
+        for what in _FAILURES:
+            bins = timeline.series.get((name, what))
+            if not bins:
+                continue
+            marker, words = _FAILURE_STYLE[what]
+            counts = _rebinned(bins, width, factor, n)
+            hit = [(t + plot_width / 2, c) for t, c in zip(times, counts, strict=True) if c]
+            highest = max([highest] + [c for _, c in hit])
+            failures.plot(
+                [t for t, _ in hit], [c for _, c in hit], linestyle="none", marker=marker,
+                markersize=6, color=colour.get(name, "black"),
+                markerfacecolor="none" if what in ("gap", "dropped") else colour.get(name, "black"),
+                label=f"{name}: {words} ({sum(bins.values()):,})",
+            )  # fmt: skip
+            shown_failures.append((name, what))
+    failures.set_yscale("symlog", linthresh=1.0)
+    failures.set_ylim(bottom=0, top=highest * 1.6)
+    failures.set_ylabel(f"events per {plot_width * 1e3:.0f} ms")
+    failures.set_xlabel("run time (s)")
+    failures.set_title("failures, rejections, gaps and drops over time", loc="left")
+    if not shown_failures:
+        failures.text(
+            0.5, 0.5, "no failures, rejections, gaps or drops recorded",
+            transform=failures.transAxes, ha="center", va="center", color="gray",
+        )  # fmt: skip
+    deliveries.set_xlim(0, end)
+    deliveries.tick_params(labelbottom=True)
+    deliveries.set_xlabel("run time (s)")
+    load_end = result.scenario.duration
+    for ax in (deliveries, failures):
+        if load_end < end:
+            ax.axvline(load_end, color="black", linestyle=(0, (1, 3)), linewidth=0.8)
+    if load_end < end:
+        deliveries.text(
+            load_end, 0.02, " load ends", transform=deliveries.get_xaxis_transform(),
+            fontsize=7, ha="left", va="bottom", color="black",
+        )  # fmt: skip
+
+    # Faults: bands and lines, numbered; the table is beside the panels.
+    levels = _stagger(spans, end)
+    for number, (span, level) in enumerate(zip(spans, levels, strict=True), start=1):
+        shade = _fault_colour(span)
+        for ax in (deliveries, failures):
+            if span.end is None:
+                ax.axvline(span.start, color=shade, linewidth=1.2, linestyle="--")
+            else:
+                ax.axvspan(
+                    span.start, span.end, color=shade, alpha=0.14, linewidth=0,
+                    hatch="//" if span.open_ended else None,
+                )  # fmt: skip
+        deliveries.text(
+            span.start, 0.97 - 0.1 * level, f" {number} ",
+            transform=deliveries.get_xaxis_transform(),
+            fontsize=8, fontweight="bold", ha="left", va="top", color="white",
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": shade, "edgecolor": "none"},
+        )  # fmt: skip
+
+    stream_handles = [Line2D([], [], color=colour[name], linewidth=2) for name in streams]
+    side[0].legend(
+        stream_handles, [f"{name} ({result.metrics.streams[name].pattern})" for name in streams],
+        title="streams", loc="upper left", fontsize=8, title_fontsize=9, frameon=False,
+    )  # fmt: skip
+    if shown_failures:
+        side[1].add_artist(
+            side[1].legend(
+                *failures.get_legend_handles_labels(), title="failures", loc="upper left",
+                fontsize=8, title_fontsize=9, frameon=False,
+            )
+        )  # fmt: skip
+    if spans:
+        fault_handles = [
+            Patch(facecolor=_fault_colour(s), alpha=0.5 if s.end is not None else 1.0)
+            for s in spans
+        ]
+        fault_labels = []
+        for number, span in enumerate(spans, start=1):
+            if span.end is None:
+                when = f"{span.start:g} s"
+            else:
+                when = f"{span.start:g}-{span.end:g} s" + (
+                    " (to the end)" if span.open_ended else ""
+                )
+            note = "" if span.outcome.startswith("applied") else f" [{span.outcome}]"
+            fault_labels.append(f"{number}. {when}: {span.label}{note}")
+        side[1].add_artist(
+            side[1].legend(
+                fault_handles, fault_labels, title="faults", loc="lower left", fontsize=8,
+                title_fontsize=9, frameon=False,
+            )
+        )  # fmt: skip
+
+    # 3. Latency percentile distribution, HDR style.
+    most = 10.0
+    lines = 0
+    for name in streams:
+        hist = result.metrics.streams[name].latency
+        total = hist.get_total_count()
+        if total == 0:
+            continue
+        xs, ys = _percentile_curve(hist)
+        most = max(most, xs[-1])
+        latency.plot(
+            xs, ys, color=colour[name], linewidth=1.5,
+            label=f"{name}: P99 {_latency_text(hist.get_value_at_percentile(99.0) / 1000)}, "
+            f"max {_latency_text(hist.get_max_value() / 1000)} ({total:,})",
+        )  # fmt: skip
+        lines += 1
+    latency.set_xscale("log")
+    latency.set_yscale("log")
+    ticks = [p for p in _PERCENTILE_TICKS if 1.0 / (1.0 - p / 100.0) <= most * 1.0001]
+    latency.xaxis.set_major_locator(FixedLocator([1.0 / (1.0 - p / 100.0) for p in ticks]))
+    latency.xaxis.set_minor_locator(NullLocator())
+    latency.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{100 * (1 - 1 / x):.10g}"))
+    latency.yaxis.set_major_formatter(FuncFormatter(lambda y, _pos: _latency_text(y)))
+    latency.set_xlim(1.0, most)
+    latency.grid(True, which="major", alpha=0.3)
+    latency.set_xlabel("percentile (%)")
+    latency.set_ylabel("latency")
+    latency.set_title("latency by percentile (HDR histograms, all receivers)", loc="left")
+    if lines:
+        side[2].legend(
+            *latency.get_legend_handles_labels(), title="latency", loc="upper left",
+            fontsize=8, title_fontsize=9, frameon=False,
+        )  # fmt: skip
+    else:
+        latency.text(
+            0.5, 0.5, "no latency recorded", transform=latency.transAxes,
+            ha="center", va="center", color="gray",
+        )  # fmt: skip
+    good = result.passed and result.representative
+    side[0].text(
+        0.0, 0.0, _verdict(result), transform=side[0].transAxes, fontsize=11,
+        fontweight="bold", color="tab:green" if good else "tab:red",
+        ha="left", va="bottom",
+    )  # fmt: skip
+    fig.suptitle(
+        f"{result.scenario.name}: seed {result.seed}, {result.backend} backend, "
+        f"{end:g} s of run time",
+        fontsize=13,
+    )
+    return fig
+
+
+def write_plot(result: RunResult, path: str | Path) -> None:
+    """Write the run's figure (see :func:`make_figure`) as a PNG to ``path``.
+
+    Raises:
+        RuntimeError: matplotlib is missing (``pip install 'transportkit[plot]'``).
+        OSError: ``path`` could not be written.
+    """
+    fig = make_figure(result)
+    fig.savefig(path, format="png")
