@@ -33,6 +33,12 @@ __all__ = ["PLOT_BINS", "make_figure", "write_plot"]
 PLOT_BINS = 200
 """About how many time bins the time panels have (the timeline's bins are merged)."""
 
+MIN_PER_BIN = 8
+"""A stream's deliveries panel bins hold this many deliveries on average, at least..."""
+
+MIN_BINS = 25
+"""...unless that leaves fewer than this many bins over the run."""
+
 _FAILURES = ("failed", "rejected", "gap", "dropped")
 _FAILURE_STYLE = {
     "failed": ("X", "typed failures"),
@@ -171,10 +177,16 @@ def make_figure(result: RunResult) -> Figure:
         bins = timeline.series.get((name, "delivered"))
         if not bins:
             continue
-        counts = _rebinned(bins, width, factor, n)
+        # A slow stream gets wider bins (some MIN_PER_BIN deliveries each, on average),
+        # so that its rate reads as a rate, not as a comb of zeros and ones.
+        total = sum(bins.values())
+        wide = max(factor, math.ceil(MIN_PER_BIN * end / max(total, 1) / width))
+        wide = min(wide, max(factor, math.ceil(end / MIN_BINS / width)))
+        slots = max(1, math.ceil(end / (wide * width)) + 1)
+        counts = _rebinned(bins, width, wide, slots)
         deliveries.step(
-            times, [c / plot_width for c in counts], where="post", color=colour[name],
-            linewidth=1.2, label=f"{name} ({sum(bins.values()):,})",
+            [i * wide * width for i in range(slots)], [c / (wide * width) for c in counts],
+            where="post", color=colour[name], linewidth=1.2, label=f"{name} ({total:,})",
         )  # fmt: skip
     deliveries.set_yscale("symlog", linthresh=1.0)
     deliveries.set_ylim(bottom=0)
@@ -229,11 +241,11 @@ def make_figure(result: RunResult) -> Figure:
         shade = _fault_colour(span)
         for ax in (deliveries, failures):
             if span.end is None:
-                ax.axvline(span.start, color=shade, linewidth=1.2, linestyle="--")
+                ax.axvline(span.start, color=shade, linewidth=1.2, linestyle="--", gid="fault")
             else:
                 ax.axvspan(
                     span.start, span.end, color=shade, alpha=0.14, linewidth=0,
-                    hatch="//" if span.open_ended else None,
+                    hatch="//" if span.open_ended else None, gid="fault",
                 )  # fmt: skip
         deliveries.text(
             span.start, 0.97 - 0.1 * level, f" {number} ",
