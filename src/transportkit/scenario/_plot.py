@@ -46,7 +46,9 @@ _FAILURE_STYLE = {
     "gap": ("o", "sequence gaps"),
     "dropped": ("s", "dropped by sockets"),
 }
-_OTHER_SOCKETS = "other sockets"
+_NO_STREAM = "{node} (no stream)"
+"""How drops of a socket no stream tracks are shown (a Lazy Pirate client's discarded
+request sockets, a Clone server's publisher...): by the node of the socket."""
 _FAULT_COLOURS = {
     "crashed": "tab:red",
     "partitioned": "tab:purple",
@@ -76,7 +78,10 @@ def _drops(result: RunResult, timeline: Timeline) -> Timeline:
             continue
         parts = event.detail.split()
         count = int(parts[1][1:]) if len(parts) > 1 and parts[1][1:].isdigit() else 1
-        merged.add(event.time, streams.get(event.subject, _OTHER_SOCKETS), "dropped", count)
+        stream = streams.get(event.subject)
+        if stream is None:
+            stream = _NO_STREAM.format(node=event.subject.split("/", 1)[0].split("->", 1)[0])
+        merged.add(event.time, stream, "dropped", count)
     return merged
 
 
@@ -106,10 +111,23 @@ def _percentile_curve(hist: Any) -> tuple[list[float], list[float]]:
     return xs, ys
 
 
+def _number(value: float) -> str:
+    """Three significant digits, never in exponent form (``1000``, not ``1e+03``)."""
+    text = f"{value:.3g}"
+    return f"{value:.0f}" if "e" in text else text
+
+
 def _latency_text(us: float) -> str:
+    if us >= 1e6:
+        return f"{_number(us / 1e6)} s"
     if us >= 1000:
-        return f"{us / 1000:.3g} ms"
-    return f"{us:.3g} µs"
+        return f"{_number(us / 1000)} ms"
+    return f"{_number(us)} µs"
+
+
+def _seconds(value: float) -> str:
+    """A time in seconds to the millisecond, without trailing zeros (``22.613``, ``5``)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _verdict(result: RunResult) -> str:
@@ -274,11 +292,10 @@ def make_figure(result: RunResult) -> Figure:
         fault_labels = []
         for number, span in enumerate(spans, start=1):
             if span.end is None:
-                when = f"{span.start:g} s"
+                when = f"{_seconds(span.start)} s"
             else:
-                when = f"{span.start:g}-{span.end:g} s" + (
-                    " (to the end)" if span.open_ended else ""
-                )
+                when = f"{_seconds(span.start)}-{_seconds(span.end)} s"
+                when += " (to the end)" if span.open_ended else ""
             note = "" if span.outcome.startswith("applied") else f" [{span.outcome}]"
             fault_labels.append(f"{number}. {when}: {span.label}{note}")
         side[1].add_artist(
@@ -326,6 +343,10 @@ def make_figure(result: RunResult) -> Figure:
             0.5, 0.5, "no latency recorded", transform=latency.transAxes,
             ha="center", va="center", color="gray",
         )  # fmt: skip
+        latency.set_xticks([])
+        latency.set_yticks([])
+        latency.xaxis.set_minor_locator(NullLocator())
+        latency.yaxis.set_minor_locator(NullLocator())
     good = result.passed and result.representative
     side[0].text(
         0.0, 0.0, _verdict(result), transform=side[0].transAxes, fontsize=11,
@@ -334,7 +355,7 @@ def make_figure(result: RunResult) -> Figure:
     )  # fmt: skip
     fig.suptitle(
         f"{result.scenario.name}: seed {result.seed}, {result.backend} backend, "
-        f"{end:g} s of run time",
+        f"{_seconds(end)} s of run time",
         fontsize=13,
     )
     return fig
