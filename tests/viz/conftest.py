@@ -107,8 +107,6 @@ kind = "every_request_answered"
 stream = "desk-risk"
 """
 
-SPANS_WITH_DURATION = 4  # crash-restart, latency spike, partition-repair, crash to the end
-
 
 @pytest.fixture(scope="session")
 def scenario_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -120,3 +118,10 @@ def scenario_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_run(scenario_file: Path) -> RunResult:
     return run_scenario(load(scenario_file))
+
+
+@pytest.fixture
+def spans_with_duration() -> int:
+    """The faults of SCENARIO with a duration: crash-restart, the latency spike,
+    partition-repair, and the crash never undone (to the end)."""
+    return 4

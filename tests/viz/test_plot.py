@@ -13,7 +13,6 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from conftest import SPANS_WITH_DURATION
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -89,10 +88,12 @@ def test_failures_of_every_kind_are_plotted_over_time(figure: Figure) -> None:
     assert any(label.startswith("feed: sequence gaps") for label in labels), labels
 
 
-def test_faults_with_a_duration_are_bands_and_instants_are_lines(figure: Figure) -> None:
+def test_faults_with_a_duration_are_bands_and_instants_are_lines(
+    figure: Figure, spans_with_duration: int
+) -> None:
     for words in ("deliveries over time", "failures"):
         ax = _panel(figure, words)
-        assert len(_bands(ax)) == SPANS_WITH_DURATION
+        assert len(_bands(ax)) == spans_with_duration
         lines = [line for line in ax.get_lines() if line.get_gid() == "fault"]
         assert len(lines) == 1  # the dropped connection
     table = [t.get_text() for t in figure.findobj(Text) if t.get_text().startswith(("1.", "5."))]

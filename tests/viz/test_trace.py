@@ -168,3 +168,10 @@ def test_the_flagship_trace_is_whole_and_bounded_by_default(tmp_path: Path) -> N
     assert account["left_out"] == {}
     assert account["bytes"] < 16_000_000
     validate(json.loads((tmp_path / "flagship.json").read_text(encoding="utf-8")))
+
+
+def test_trace_text_uses_the_same_names_as_the_export(small_run: RunResult) -> None:
+    assert small_run.simulation is not None
+    text = small_run.simulation.trace.format()
+    assert " connect-retried " in text and "connect_retried" not in text
+    assert " handshake-succeeded " in text

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from transportkit.sim_backend._trace import TraceEvent
+from transportkit.sim_backend._trace import TraceEvent, event_name
 
 __all__ = [
     "ALWAYS_KEPT",
@@ -78,13 +78,6 @@ class TraceSpan(NamedTuple):
     track: str
     name: str
     args: Mapping[str, Any]
-
-
-def event_name(kind: str) -> str:
-    """The name an event kind has in exports: kebab case (``connect_retried`` becomes
-    ``connect-retried``; a kind already in kebab case is unchanged).
-    """
-    return kind.replace("_", "-").lower()
 
 
 def _always_kept(name: str) -> bool:
