@@ -81,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         help="--trace writes only this fraction of the messages (0 < R <= 1, default 1)",
     )
     parser.add_argument(
-        "--plot", metavar="FILE", help="write a PNG: deliveries and faults over time, latencies"
+        "--plot",
+        metavar="FILE",
+        help="write a PNG: each stream's deliveries and failures over time with the "
+        "faults as bands, and its latency percentiles",
     )
     parser.add_argument(
         "--faults",
