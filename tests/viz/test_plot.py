@@ -19,7 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.text import Text
 
+import transportkit
 from transportkit.scenario import RunResult, load, run_scenario, write_plot
+from transportkit.scenario._spans import fault_spans
 
 
 def _saved_figure(result: RunResult, path: Path, monkeypatch: pytest.MonkeyPatch) -> Figure:
@@ -41,6 +43,24 @@ def _panel(fig: Figure, words: str) -> Axes:
     found = [ax for ax in fig.axes if words in ax.get_title(loc="left")]
     assert len(found) == 1, [ax.get_title(loc="left") for ax in fig.axes]
     return found[0]
+
+
+def _drawn_texts(fig: Figure) -> list[Text]:
+    """The figure's visible, non-empty texts, less the labels of ticks outside their
+    axis's view (matplotlib keeps those objects but does not draw them)."""
+    hidden: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            span = (high - low) * 1e-9
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - span <= tick.get_loc() <= high + span:
+                    hidden.update((id(tick.label1), id(tick.label2)))
+    return [
+        t
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and id(t) not in hidden
+    ]
 
 
 def _bands(ax: Axes) -> list[Rectangle]:
@@ -101,15 +121,19 @@ def test_faults_with_a_duration_are_bands_and_instants_are_lines(
     assert any("to the end" in t and "spare crashed" in t for t in table), table
 
 
-def test_no_text_is_outside_the_figure_and_fault_tags_do_not_overlap(figure: Figure) -> None:
+def test_no_text_is_outside_the_figure_and_no_two_texts_overlap(figure: Figure) -> None:
     renderer = FigureCanvasAgg(figure).get_renderer()
     bounds = figure.bbox
-    texts = [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    texts = _drawn_texts(figure)
     assert len(texts) > 20
     for text in texts:
         box = text.get_window_extent(renderer)
         assert box.x0 >= bounds.x0 - 1 and box.x1 <= bounds.x1 + 1, text.get_text()
         assert box.y0 >= bounds.y0 - 1 and box.y1 <= bounds.y1 + 1, text.get_text()
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    for i, (first, a) in enumerate(boxes):
+        for second, b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (first, second)
     tags = [t for t in texts if t.get_text().strip().isdigit() and t.get_bbox_patch() is not None]
     assert len(tags) == 5
     boxes = [t.get_window_extent(renderer) for t in tags]
@@ -123,7 +147,7 @@ def test_the_title_names_scenario_seed_backend_and_the_verdict_is_shown(
 ) -> None:
     title = figure.get_suptitle()
     assert "viz-small" in title and "seed 11" in title and "sim backend" in title
-    assert any(t.get_text().startswith("PASSED") for t in figure.findobj(Text))
+    assert title.endswith("PASSED: 2 invariants")
 
 
 def test_a_zmq_run_is_plotted_from_its_metrics(
@@ -180,3 +204,61 @@ b = "trader"
     latency = _panel(fig, "latency")
     assert latency.get_xscale() == "log" and len(latency.get_lines()) >= 1
     assert len(_bands(_panel(fig, "deliveries over time"))) == 1
+
+
+SHIPPED = sorted(
+    p
+    for p in (Path(transportkit.__file__).parent / "scenarios").glob("*.toml")
+    if "million" not in p.stem
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_scenario_plots_within_the_figure(
+    scenario: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = run_scenario(load(scenario))
+    fig = _saved_figure(result, tmp_path / "run.png", monkeypatch)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    for text in _drawn_texts(fig):
+        box = text.get_window_extent(renderer)
+        assert fig.bbox.x0 - 1 <= box.x0 and box.x1 <= fig.bbox.x1 + 1, text.get_text()
+        assert fig.bbox.y0 - 1 <= box.y0 and box.y1 <= fig.bbox.y1 + 1, text.get_text()
+    spans = [s for s in fault_spans(result.faults, result.elapsed) if s.end is not None]
+    assert len(_bands(_panel(fig, "deliveries over time"))) == len(spans)
+    with_latency = [s for s in result.metrics.streams.values() if s.latency.get_total_count()]
+    assert len(_panel(fig, "latency").get_lines()) == len(with_latency)
+
+
+@pytest.mark.slow
+def test_many_faults_close_together_stay_readable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import SCENARIO  # noqa: PLC0415
+
+    drop = '\n[[fault]]\nat = {:.2f}\nkind = "drop_connection"\na = "exchange"\nb = "desk"\n'
+    extra = "".join(drop.format(0.1 + 0.05 * i) for i in range(14))
+    path = tmp_path / "many.toml"
+    path.write_text(
+        SCENARIO.replace("[[invariant]]", extra + "\n[[invariant]]", 1), encoding="utf-8"
+    )
+    result = run_scenario(load(path))
+    fig = _saved_figure(result, tmp_path / "many.png", monkeypatch)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    texts = _drawn_texts(fig)
+    spans = fault_spans(result.faults, result.elapsed)
+    assert len(spans) == 19  # 22 faults, three of them pairs
+    assert any(t.get_text().startswith("... and 7 more") for t in texts)
+    tags = [t for t in texts if t.get_text().strip().isdigit() and t.get_bbox_patch() is not None]
+    assert len(tags) == 19
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    for i, (first, a) in enumerate(boxes):
+        assert fig.bbox.x0 - 1 <= a.x0 and a.x1 <= fig.bbox.x1 + 1, first
+        assert fig.bbox.y0 - 1 <= a.y0 and a.y1 <= fig.bbox.y1 + 1, first
+        for second, b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (first, second)

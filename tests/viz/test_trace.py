@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+import transportkit
 from transportkit.cli import main
 from transportkit.scenario import RunResult
 from transportkit.scenario._export import write_chrome_trace
 from transportkit.sim_backend._perfetto import ALWAYS_KEPT, event_name
 
+SHIPPED = Path(transportkit.__file__).parent / "scenarios"
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -48,7 +50,9 @@ def validate(doc: dict[str, Any]) -> list[dict[str, Any]]:
         assert (e["pid"], e["tid"]) in named_tids, e
         if e["ph"] == "X":
             assert isinstance(e["dur"], (int, float)) and e["dur"] >= 0, e
-    starts = {e["bind_id"]: e for e in body if e.get("flow_out")}
+    outs = [e for e in body if e.get("flow_out")]
+    starts = {e["bind_id"]: e for e in outs}
+    assert len(starts) == len(outs)  # one start per flow: Perfetto drops a duplicate id
     ends = [e for e in body if e.get("flow_in")]
     ended = {e["bind_id"] for e in ends}
     assert set(starts) == ended  # every flow start has an end, and every end a start
@@ -158,11 +162,28 @@ def test_the_cli_bounds_the_trace_and_refuses_a_limit_without_a_trace(
 
 
 @pytest.mark.slow
-def test_the_flagship_trace_is_whole_and_bounded_by_default(tmp_path: Path) -> None:
-    import transportkit  # noqa: PLC0415
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.stem
+        for p in SHIPPED.glob("*.toml")
+        if "million" not in p.stem and "trading_day" not in p.stem
+    ),
+)
+def test_every_shipped_scenario_exports_a_valid_trace(name: str, tmp_path: Path) -> None:
     from transportkit.scenario import load, run_scenario  # noqa: PLC0415
 
-    scenario = Path(transportkit.__file__).parent / "scenarios" / "trading_day.toml"
+    scenario = SHIPPED / f"{name}.toml"
+    result = run_scenario(load(scenario))
+    write_chrome_trace(result, tmp_path / "run.json")
+    validate(json.loads((tmp_path / "run.json").read_text(encoding="utf-8")))
+
+
+@pytest.mark.slow
+def test_the_flagship_trace_is_whole_and_bounded_by_default(tmp_path: Path) -> None:
+    from transportkit.scenario import load, run_scenario  # noqa: PLC0415
+
+    scenario = SHIPPED / "trading_day.toml"
     result = run_scenario(load(scenario))
     account = write_chrome_trace(result, tmp_path / "flagship.json")
     assert account["left_out"] == {}

@@ -33,6 +33,13 @@ __all__ = ["PLOT_BINS", "make_figure", "write_plot"]
 PLOT_BINS = 200
 """About how many time bins the time panels have (the timeline's bins are merged)."""
 
+MAX_FAULTS_LISTED = 12
+"""The fault table beside the panels lists this many faults at most (the report has
+them all); the bands and their numbers are all drawn."""
+
+MAX_LABEL = 60
+"""Longer fault descriptions are cut, with an ellipsis, in the table."""
+
 MIN_PER_BIN = 8
 """A stream's deliveries panel bins hold this many deliveries on average, at least..."""
 
@@ -130,6 +137,10 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 3] + "..."
+
+
 def _verdict(result: RunResult) -> str:
     failed = sum(1 for v in result.verdicts if not v.passed)
     total = len(result.verdicts)
@@ -140,7 +151,7 @@ def _verdict(result: RunResult) -> str:
     return f"PASSED: {total} invariants"
 
 
-def _stagger(spans: list[FaultSpan], end: float, levels: int = 3) -> list[int]:
+def _stagger(spans: list[FaultSpan], end: float, levels: int = 4) -> list[int]:
     """A height level per span, so that number tags close in time do not overlap."""
     placed: list[tuple[float, int]] = []
     out: list[int] = []
@@ -172,8 +183,9 @@ def make_figure(result: RunResult) -> Figure:
     end = max(result.elapsed, 1e-9)
     streams = sorted(result.metrics.streams)
     palette = [f"C{i}" for i in range(10)]
-    colour = {name: palette[i % len(palette)] for i, name in enumerate(streams)}
     timeline = _drops(result, result.metrics.timeline)
+    others = sorted({stream for stream, _ in timeline.series} - set(streams))
+    colour = {name: palette[i % len(palette)] for i, name in enumerate(streams + others)}
     width = timeline.bin_seconds
     factor = max(1, math.ceil(end / PLOT_BINS / width))
     plot_width = width * factor
@@ -214,7 +226,7 @@ def make_figure(result: RunResult) -> Figure:
     # 2. Failures, rejections, gaps, drops.
     shown_failures = []
     highest = 2.0
-    for name in streams + sorted({s for s, _ in timeline.series} - set(streams)):
+    for name in streams + others:
         for what in _FAILURES:
             bins = timeline.series.get((name, what))
             if not bins:
@@ -277,33 +289,36 @@ def make_figure(result: RunResult) -> Figure:
         stream_handles, [f"{name} ({result.metrics.streams[name].pattern})" for name in streams],
         title="streams", loc="upper left", fontsize=8, title_fontsize=9, frameon=False,
     )  # fmt: skip
-    if shown_failures:
-        side[1].add_artist(
-            side[1].legend(
-                *failures.get_legend_handles_labels(), title="failures", loc="upper left",
-                fontsize=8, title_fontsize=9, frameon=False,
-            )
-        )  # fmt: skip
+    # One legend beside the failures panel: what each mark is, then the fault table.
+    handles, labels = failures.get_legend_handles_labels()
+    entries: list[tuple[Any, str]] = []
+    if handles:
+        entries.append((Patch(visible=False), "failures"))
+        entries.extend(zip(handles, labels, strict=True))
     if spans:
-        fault_handles = [
-            Patch(facecolor=_fault_colour(s), alpha=0.5 if s.end is not None else 1.0)
-            for s in spans
-        ]
-        fault_labels = []
-        for number, span in enumerate(spans, start=1):
+        entries.append((Patch(visible=False), "faults"))
+        for number, span in enumerate(spans[:MAX_FAULTS_LISTED], start=1):
             if span.end is None:
                 when = f"{_seconds(span.start)} s"
             else:
                 when = f"{_seconds(span.start)}-{_seconds(span.end)} s"
                 when += " (to the end)" if span.open_ended else ""
             note = "" if span.outcome.startswith("applied") else f" [{span.outcome}]"
-            fault_labels.append(f"{number}. {when}: {span.label}{note}")
-        side[1].add_artist(
-            side[1].legend(
-                fault_handles, fault_labels, title="faults", loc="lower left", fontsize=8,
-                title_fontsize=9, frameon=False,
+            swatch = Patch(
+                facecolor=_fault_colour(span), alpha=0.5 if span.end is not None else 1.0
             )
+            entries.append((swatch, f"{number}. {when}: {_clip(span.label + note)}"))
+        if len(spans) > MAX_FAULTS_LISTED:
+            more = len(spans) - MAX_FAULTS_LISTED
+            entries.append((Patch(visible=False), f"... and {more} more (see the report)"))
+    if entries:
+        table = side[1].legend(
+            [h for h, _ in entries], [t for _, t in entries], loc="upper left",
+            fontsize=8 if len(entries) <= 12 else 7, frameon=False,
         )  # fmt: skip
+        for text in table.get_texts():
+            if text.get_text() in ("failures", "faults"):
+                text.set_fontweight("bold")
 
     # 3. Latency percentile distribution, HDR style.
     most = 10.0
@@ -347,15 +362,9 @@ def make_figure(result: RunResult) -> Figure:
         latency.set_yticks([])
         latency.xaxis.set_minor_locator(NullLocator())
         latency.yaxis.set_minor_locator(NullLocator())
-    good = result.passed and result.representative
-    side[0].text(
-        0.0, 0.0, _verdict(result), transform=side[0].transAxes, fontsize=11,
-        fontweight="bold", color="tab:green" if good else "tab:red",
-        ha="left", va="bottom",
-    )  # fmt: skip
     fig.suptitle(
         f"{result.scenario.name}: seed {result.seed}, {result.backend} backend, "
-        f"{_seconds(end)} s of run time",
+        f"{_seconds(end)} s of run time: {_verdict(result)}",
         fontsize=13,
     )
     return fig
