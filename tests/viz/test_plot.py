@@ -6,6 +6,7 @@ checks run against any implementation of ``write_plot``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,21 @@ def test_the_title_names_scenario_seed_backend_and_the_verdict_is_shown(
     assert title.endswith("PASSED: 2 invariants")
 
 
+def test_a_run_without_a_trace_is_plotted_from_its_metrics(
+    small_run: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a zmq run gives the plot: metrics and faults, no simulation (the real run
+    is the slow test below)."""
+    result = dataclasses.replace(small_run, simulation=None, backend="zmq")
+    fig = _saved_figure(result, tmp_path / "untraced.png", monkeypatch)
+    assert "zmq backend" in fig.get_suptitle()
+    assert len(_panel(fig, "latency").get_lines()) == 2
+    labels = [str(line.get_label()) for line in _panel(fig, "failures").get_lines()]
+    assert any(label.startswith("desk-risk: typed failures") for label in labels)
+    assert not any("dropped by sockets" in label for label in labels)  # from the sim trace
+
+
+@pytest.mark.slow
 def test_a_zmq_run_is_plotted_from_its_metrics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
