@@ -48,11 +48,11 @@ def _counters(result: RunResult) -> dict[str, list[tuple[float, dict[str, float]
                 points.append(
                     (
                         slot * step,
-                        {f"{w} per s": round(v, 3) for w, v in zip(whats, row, strict=True)},
+                        {f"{w}/s": round(v, 3) for w, v in zip(whats, row, strict=True)},
                     )
                 )
                 previous = row
-        tracks[f"{stream} per s"] = points
+        tracks[stream] = points
     return tracks
 
 
