@@ -205,9 +205,11 @@ def chrome_trace(
         spans: The faults as spans for the ``faults`` tracks; by default they are
             paired from the trace's own fault events (crash to restart, partition to
             repair, hold to release; the others are instants).
-        limit: Write at most this many trace events (metadata aside), or any number
-            with None. Faults and errors (:data:`ALWAYS_KEPT`) are always written,
-            even past the limit; then the other connection events, in time order;
+        limit: Write at most this many of ``events``, or all with None (the fault
+            slices, the counters, the ``trace-sampled`` note and the metadata come
+            on top: a few per fault, at most ``len(counters)`` times their points).
+            Faults and errors (:data:`ALWAYS_KEPT`) are always written, even past
+            the limit; then the other connection events, in time order;
             then whole messages (a send and all its deliveries, so every flow has its
             two ends), chosen by :func:`sample_rank`.
         sample: Write only this fraction of the messages (0 to 1; 1: all), chosen by
