@@ -53,7 +53,9 @@ class Trace:
 
     A detail that is an ``int`` is a message id; it is shown as ``m<id>`` in
     :attr:`events` (formatting it only when events are kept saves the hot path a
-    string per message).
+    string per message). Kinds are kept as recorded (libzmq's monitor events lowered:
+    ``connect_retried``); :meth:`format` and the Perfetto export show every kind in
+    kebab case (:func:`event_name`).
     """
 
     __slots__ = ("_counts", "_events", "_hash", "pending", "record")
