@@ -38,7 +38,6 @@ FLUSH_EVERY = 0.2
 GO_TIMEOUT = 60.0
 STOP_TIMEOUT = 2.0
 OVERSTAY = 30.0
-TIMELINE_LIMIT = 20_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +89,6 @@ async def run_node(args: argparse.Namespace) -> int:
         if wall_start is None:
             return 0
         metrics = Metrics()
-        metrics.timeline.limit = TIMELINE_LIMIT
         start = loop.time() - (wallclock.time() - wall_start)
         ctx = RunContext(metrics, scenario.duration, scenario.seed, start=start)
         tasks = [loop.create_task(guarded(spec, net, ctx)) for spec in real]

@@ -17,7 +17,7 @@ from transportkit._log import TimeFormatter
 from transportkit.cli import EXIT_STATUS_HELP, ExitCode, int_argument, seed_argument
 from transportkit.scenario._bounds import MAX_EVENTS
 from transportkit.scenario._catalog import resolve_scenario, shipped_scenarios
-from transportkit.scenario._export import write_chrome_trace, write_plot
+from transportkit.scenario._export import DEFAULT_TRACE_LIMIT, write_chrome_trace, write_plot
 from transportkit.scenario._progress import ProgressLine, is_terminal
 from transportkit.scenario._report import report_json, report_text
 from transportkit.scenario._runner import ProgressHook, load, run_scenario
@@ -76,7 +76,24 @@ def _parser() -> argparse.ArgumentParser:
         help="write the run as Chrome trace-event JSON (Perfetto; sim only)",
     )
     parser.add_argument(
-        "--plot", metavar="FILE", help="write a PNG: deliveries and faults over time, latencies"
+        "--trace-limit",
+        type=int_argument(0, MAX_EVENTS_ALLOWED),
+        metavar="N",
+        help=f"--trace writes at most N events (default {DEFAULT_TRACE_LIMIT:,}, about 19 MB; "
+        "0: no limit): faults and errors always, then whole messages, sampled; the file "
+        "says what it left out",
+    )
+    parser.add_argument(
+        "--trace-sample",
+        type=_fraction,
+        metavar="R",
+        help="--trace writes only this fraction of the messages (0 < R <= 1, default 1)",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE",
+        help="write a PNG: each stream's deliveries and failures over time with the "
+        "faults as bands, and its latency percentiles",
     )
     parser.add_argument(
         "--faults",
@@ -124,6 +141,17 @@ def add_progress_option(parser: argparse.ArgumentParser, shows: str) -> None:
 def progress_enabled(choice: bool | None) -> bool:
     """``--progress``: forced on (True), off (False), or on when stderr is a terminal."""
     return is_terminal(sys.stderr) if choice is None else choice
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number above 0 and at most 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text[:40]!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text[:40]}")
+    return value
 
 
 def check_output_path(path: str) -> str | None:
@@ -189,6 +217,8 @@ def _command_line_problem(args: argparse.Namespace, scenario: str) -> str | None
         return "--seed applies to the sim backend only"
     if args.backend == "zmq" and args.scheduler != "fifo":
         return "--scheduler applies to the sim backend only"
+    if args.trace is None and (args.trace_limit is not None or args.trace_sample is not None):
+        return "--trace-limit and --trace-sample apply to --trace only"
     if args.backend == "zmq" and args.trace:
         return "--trace applies to the sim backend only (a zmq run records no trace)"
     outputs = [(name, path) for name, path in (("--trace", args.trace), ("--plot", args.plot))]
@@ -315,11 +345,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _output_failed(f"cannot write the report: {exc.strerror or exc}")
     if args.trace:
         try:
-            count = write_chrome_trace(result, args.trace)
+            written = write_chrome_trace(
+                result,
+                args.trace,
+                limit=DEFAULT_TRACE_LIMIT if args.trace_limit is None else args.trace_limit or None,
+                sample=1.0 if args.trace_sample is None else args.trace_sample,
+            )
         except (ValueError, OSError) as exc:
             status = _output_failed(f"--trace: {exc}")
         else:
-            print(f"wrote {count} trace events to {args.trace}", file=sys.stderr)
+            left = sum(written["left_out"].values())
+            note = f" ({left:,} left out: see the file's otherData.export)" if left else ""
+            print(
+                f"wrote {written['events_written']:,} trace events, {written['bytes']:,} bytes, "
+                f"to {args.trace}{note}",
+                file=sys.stderr,
+            )
     if args.plot:
         try:
             write_plot(result, args.plot)

@@ -19,7 +19,7 @@ from transportkit._errors import ProtocolError, ServiceUnavailableError
 from transportkit._network import Network
 from transportkit._options import SocketOptions
 from transportkit.patterns._shutdown import GracefulStop
-from transportkit.patterns.clone import CloneClient, CloneServer
+from transportkit.patterns.clone import CloneClient, CloneClientStats, CloneServer
 from transportkit.patterns.conflation import ConflatingSubscriber
 from transportkit.patterns.lazy_pirate import serve_lazy_pirate
 from transportkit.patterns.paranoid_pirate import ParanoidPirateQueue, ParanoidPirateWorker
@@ -337,6 +337,7 @@ async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: Run
                 if seq > previous + 1:
                     receipt.gaps += 1
                     stream.counters["missing"] += seq - previous - 1
+                    ctx.metrics.timeline.add(ctx.elapsed(), p.source, "gap")
                 elif seq <= previous:
                     stream.counters["sequence_restarts"] += 1
             last[update.data.symbol] = seq
@@ -463,10 +464,14 @@ async def _run_risk_client(net: Network, name: str, p: RiskClientParams, ctx: Ru
                 result = await client.validate(order)
             except ServiceUnavailableError:
                 stream.failures += 1
+                ctx.metrics.timeline.add(ctx.elapsed(), name, "failed")
             else:
                 stream.deliver("replies", net.time_ns() - sent_ns)
+                ctx.metrics.timeline.delivered(ctx.elapsed(), name)
                 ctx.objects.setdefault(f"{name}.answered", set()).add(order.id)
                 stream.counters["approved" if result.approved else "rejected"] += 1
+                if not result.approved:
+                    ctx.metrics.timeline.add(ctx.elapsed(), name, "rejected")
             in_flight = False
             next_at += interval
             now = loop.time()
@@ -692,10 +697,32 @@ def _parse_clone_client(t: Table) -> CloneClientParams:
     )
 
 
+class _TimedCloneStats(CloneClientStats):
+    """A Clone client's counters that also count its updates (``delivered``) and gaps
+    (``gap``) into the run's timeline as they happen (the client has no callback).
+    """
+
+    __slots__ = ("_count",)
+    _count: Callable[[str, int], None]
+
+    def __init__(self, count: Callable[[str, int], None]) -> None:
+        object.__setattr__(self, "_count", count)
+        super().__init__()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("updates", "gaps"):
+            grew = value - getattr(self, name, 0)
+            if grew > 0:
+                self._count("delivered" if name == "updates" else "gap", grew)
+        super().__setattr__(name, value)
+
+
 async def _run_clone_client(net: Network, name: str, p: CloneClientParams, ctx: RunContext) -> None:
     stream = ctx.metrics.stream(p.source, "CHP")
     receipt = stream.receiver(name)
     client = CloneClient(net, snapshot=p.snapshot, updates=p.updates, timeout=p.timeout_ms / 1000)
+    timeline = ctx.metrics.timeline
+    client.stats = _TimedCloneStats(lambda what, n: timeline.add(ctx.elapsed(), p.source, what, n))
     ctx.objects[name] = client
     ctx.objects.setdefault("clone.pairs", []).append((name, p.source))
     try:
@@ -758,6 +785,7 @@ async def _run_conflating(net: Network, name: str, p: ConflatingParams, ctx: Run
                 for message in conflating.receive_latest().values():
                     update = decode_market_data(message)
                     stream.deliver(name, net.time_ns() - update.timestamp_ns)
+                    ctx.metrics.timeline.delivered(ctx.elapsed(), p.source)
         finally:
             stream.counters[f"{name} superseded"] = conflating.superseded
 

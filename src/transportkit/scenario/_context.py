@@ -62,6 +62,9 @@ class RunContext:
     def track(self, stream: str, sock: Socket) -> None:
         """Remember ``sock`` as part of ``stream`` (its drops count for the stream)."""
         self.sockets.setdefault(stream, []).append(sock)
+        name = getattr(sock, "name", None)  # a sim socket's name is its trace subject
+        if isinstance(name, str):
+            self.metrics.socket_streams[name] = stream
 
     def serving(self, name: str, shutdown: Callable[[float], Awaitable[bool]]) -> None:
         """Register the graceful stop of server component ``name`` (while it serves;

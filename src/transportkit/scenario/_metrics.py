@@ -12,7 +12,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-__all__ = ["Load", "Metrics", "Receipt", "Stream", "Timeline"]
+__all__ = ["TIMELINE_BINS", "Load", "Metrics", "Receipt", "Stream", "Timeline"]
 
 _LOWEST_NS = 1
 _HIGHEST_NS = 3_600_000_000_000
@@ -198,18 +198,91 @@ class Stream:
         }
 
 
+TIMELINE_BINS = 4096
+"""The most bins a :class:`Timeline` keeps per series (its memory bound)."""
+
+TIMELINE_FIRST_BIN = 0.001
+"""A new :class:`Timeline`'s bin width, in seconds (doubled as the run grows)."""
+
+
 @dataclass
 class Timeline:
-    """Coarse events over virtual time for plots: (time, stream, what)."""
+    """What happened to each stream over run time, counted in bins, for plots.
 
-    deliveries: list[tuple[float, str]] = field(default_factory=list)
-    faults: list[tuple[float, str]] = field(default_factory=list)
-    limit: int = 200_000
+    A series is ``(stream, what)``: ``what`` is ``"delivered"`` (a receiver got a
+    message or a reply), ``"failed"`` (a request ended in a typed failure after its
+    retries), ``"rejected"`` (a risk check said no) or ``"gap"`` (a receiver saw a
+    sequence gap: updates lost). Every series shares one bin width: it starts
+    at :data:`TIMELINE_FIRST_BIN` and doubles (neighbouring bins merge) whenever an
+    event falls past :data:`TIMELINE_BINS` bins, so a run of any length costs at most
+    that many counts per series and nothing is dropped.
+
+    Attributes:
+        bin_seconds: The width of one bin now.
+        series: Counts by bin index (time ``index * bin_seconds``), per series.
+    """
+
+    bin_seconds: float = TIMELINE_FIRST_BIN
+    series: dict[tuple[str, str], Counter[int]] = field(default_factory=dict)
+    max_bins: int = TIMELINE_BINS
+
+    def add(self, when: float, stream: str, what: str, count: int = 1) -> None:
+        """Count ``count`` events ``what`` of ``stream`` at ``when`` seconds.
+
+        A negative time counts at 0; a count of 0 or less is ignored.
+        """
+        if count <= 0:
+            return
+        index = int(max(when, 0.0) / self.bin_seconds)
+        while index >= self.max_bins:
+            self._coarsen()
+            index //= 2
+        bins = self.series.get((stream, what))
+        if bins is None:
+            bins = self.series[(stream, what)] = Counter()
+        bins[index] += count
 
     def delivered(self, when: float, stream: str) -> None:
-        """Note a delivery (only the first ``limit`` are kept, for plotting)."""
-        if len(self.deliveries) < self.limit:
-            self.deliveries.append((when, stream))
+        """Count one delivery of ``stream`` at ``when``."""
+        self.add(when, stream, "delivered")
+
+    def _coarsen(self) -> None:
+        self.bin_seconds *= 2
+        for key, bins in self.series.items():
+            merged: Counter[int] = Counter()
+            for index, count in bins.items():
+                merged[index // 2] += count
+            self.series[key] = merged
+
+    def merge(self, other: Timeline) -> None:
+        """Add ``other``'s counts (re-binned to the coarser of the two widths)."""
+        for (stream, what), bins in sorted(other.series.items()):
+            for index, count in sorted(bins.items()):
+                self.add((index + 0.5) * other.bin_seconds, stream, what, count)
+
+    def total(self, stream: str, what: str) -> int:
+        """All the counts of one series."""
+        return sum(self.series.get((stream, what), Counter()).values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The timeline as JSON-ready data (see :meth:`from_dict`)."""
+        return {
+            "bin_seconds": self.bin_seconds,
+            "series": [
+                [stream, what, sorted(bins.items())]
+                for (stream, what), bins in sorted(self.series.items())
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Timeline:
+        """The timeline :meth:`as_dict` gave."""
+        timeline = cls(bin_seconds=float(data["bin_seconds"]))
+        for stream, what, bins in data["series"]:
+            timeline.series[(str(stream), str(what))] = Counter(
+                {int(index): int(count) for index, count in bins}
+            )
+        return timeline
 
 
 @dataclass
@@ -218,6 +291,9 @@ class Metrics:
 
     streams: dict[str, Stream] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
+    socket_streams: dict[str, str] = field(default_factory=dict)
+    """The stream of each tracked socket, by the socket's name where it has one (sim
+    sockets: the subject of their trace events, so drops can be told per stream)."""
 
     def stream(self, name: str, pattern: str) -> Stream:
         """The stream called ``name`` (created on first use)."""

@@ -3,7 +3,7 @@
 A child process running a node's components writes a *snapshot* of its
 :class:`RunContext` to a JSON file, regularly and when it stops: stream counts,
 counters, per-receiver deliveries and gaps, latency histograms (HDR, encoded), drop
-counts, what each rate-driven source offered, component errors, timeline deliveries,
+counts, what each rate-driven source offered, component errors, the timeline,
 and what the custom checks need (orders answered and processed, Clone maps, conflated
 latest updates, publisher sequences).
 At the end of the run the parent adds every snapshot to its own context with
@@ -26,11 +26,12 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from transportkit.scenario._context import RunContext
+from transportkit.scenario._metrics import Timeline
 from transportkit.scenario._spec import ComponentSpec
 
 __all__ = ["merge", "read_snapshot", "snapshot", "write_atomic"]
 
-FORMAT = 1
+FORMAT = 2
 
 
 def _b64(data: bytes) -> str:
@@ -130,7 +131,7 @@ def snapshot(
         "final": final,
         "streams": _streams(ctx),
         "errors": [list(error) for error in ctx.errors],
-        "timeline": [list(item) for item in ctx.metrics.timeline.deliveries],
+        "timeline": ctx.metrics.timeline.as_dict(),
         "objects": _objects(ctx, specs),
     }
 
@@ -208,7 +209,5 @@ def merge(ctx: RunContext, data: Mapping[str, Any]) -> None:
     """
     _merge_streams(ctx, data["streams"])
     ctx.errors.extend((str(name), str(error)) for name, error in data["errors"])
-    timeline = ctx.metrics.timeline
-    for when, stream in data["timeline"]:
-        timeline.delivered(float(when), str(stream))
+    ctx.metrics.timeline.merge(Timeline.from_dict(data["timeline"]))
     _merge_objects(ctx, data["objects"])

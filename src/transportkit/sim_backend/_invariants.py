@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from transportkit._errors import InvariantViolation, OptionError
+from transportkit.sim_backend._trace import event_name
 
 if TYPE_CHECKING:
     from transportkit.sim_backend._trace import Trace
@@ -110,7 +111,9 @@ class Invariants:
         events = tuple(trace.events[-LAST_EVENTS:]) if trace.record else ()
         message = f"{what} at t={now:.6f}s (seed {self._seed})"
         if events:
-            shown = "\n".join(f"  {e.time:.9f} {e.kind:<12} {e.subject} {e.detail}" for e in events)
+            shown = "\n".join(
+                f"  {e.time:.9f} {event_name(e.kind):<12} {e.subject} {e.detail}" for e in events
+            )
             message += f"; last trace events:\n{shown}"
         raise InvariantViolation(
             message, name=name, kind=kind, time=now, seed=self._seed, events=events

@@ -8,12 +8,22 @@ from array import array
 from collections import Counter
 from typing import NamedTuple
 
-__all__ = ["TRACE_BATCH", "Trace", "TraceEvent"]
+__all__ = ["TRACE_BATCH", "Trace", "TraceEvent", "event_name"]
 
 TRACE_BATCH = 2048
 """Events are hashed once this many are pending (see :attr:`Trace.pending`)."""
 _STREAMS = 4  # times, kinds, subjects, details
 _BIG_ENDIAN = sys.byteorder == "big"
+
+
+def event_name(kind: str) -> str:
+    """The name an event kind is shown with (:meth:`Trace.format`, the Perfetto export):
+    kebab case. The simulator records its monitor events as libzmq names them,
+    lowered (``connect_retried``, ``handshake_succeeded``); they are shown as
+    ``connect-retried``, ``handshake-succeeded``, like every other kind. The recorded
+    kinds, and so the trace hash, are unchanged.
+    """
+    return kind.replace("_", "-").lower()
 
 
 class TraceEvent(NamedTuple):
@@ -43,7 +53,9 @@ class Trace:
 
     A detail that is an ``int`` is a message id; it is shown as ``m<id>`` in
     :attr:`events` (formatting it only when events are kept saves the hot path a
-    string per message).
+    string per message). Kinds are kept as recorded (libzmq's monitor events lowered:
+    ``connect_retried``); :meth:`format` and the Perfetto export show every kind in
+    kebab case (:func:`event_name`).
     """
 
     __slots__ = ("_counts", "_events", "_hash", "pending", "record")
@@ -109,7 +121,11 @@ class Trace:
         return sum(self.counts.values())
 
     def format(self, limit: int | None = None) -> str:
-        """The recorded events as text, one per line (for failure messages)."""
+        """The recorded events as text, one per line (for failure messages), each kind
+        by its :func:`event_name`.
+        """
         events = self.events
         shown = events if limit is None else events[:limit]
-        return "\n".join(f"{e.time:.9f} {e.kind:<12} {e.subject} {e.detail}" for e in shown)
+        return "\n".join(
+            f"{e.time:.9f} {event_name(e.kind):<12} {e.subject} {e.detail}" for e in shown
+        )

@@ -50,6 +50,7 @@ from transportkit.sim_backend import (
     Uniform,
 )
 from transportkit.sim_backend._perfetto import chrome_trace, write_trace_json
+from transportkit.sim_backend._trace import event_name
 
 __all__ = [
     "DEFAULT_FAILURES_DIR",
@@ -176,7 +177,8 @@ class FailureRecord:
             where = "before the failure" if self.failed_at is not None else "of the run"
             lines.append(f"last {len(tail)} trace events {where} (of {end}):")
             lines.extend(
-                f"  {e.time:.9f} {e.kind:<12} {e.subject} {e.detail}".rstrip() for e in tail
+                f"  {e.time:.9f} {event_name(e.kind):<12} {e.subject} {e.detail}".rstrip()
+                for e in tail
             )
             after = len(self.events) - end
             if after:
