@@ -555,7 +555,7 @@ def test_run_faults_keeps_only_the_named_kinds(
 ) -> None:
     status, report = replay_json(f"transportkit run {scenario_file} --faults set_latency", capsys)
     assert status == 1
-    assert [f["kind"] for f in report["faults"]] == ["latency", "latency"]
+    assert [f["kind"] for f in report["faults"]] == ["set_latency", "set_latency"]
     status, report = replay_json(f"transportkit run {scenario_file} --faults none", capsys)
     assert status == 0 and report["faults"] == []
     for bad, message in (("crsh", "unknown fault kind 'crsh'"), ("hold", "no fault of that kind")):

@@ -47,7 +47,7 @@ node = "desk"
 connect = "tcp://risk-host:5555"
 rate = 50
 timeout_ms = 100
-retries = 2
+attempts = 2
 
 [[component]]
 name = "spare"
@@ -68,14 +68,14 @@ node = "risk-host"
 
 [[fault]]
 at = 1.2
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk"
 latency = { model = "constant", delay_us = 5000 }
 
 [[fault]]
 at = 1.6
-kind = "latency"
+kind = "set_latency"
 a = "exchange"
 b = "desk"
 
