@@ -51,13 +51,12 @@ def test_three_when_the_run_is_not_representative(
 
 
 @needs_dev_full
-@pytest.mark.parametrize("option", ["--trace"])
+@pytest.mark.parametrize("option", ["--trace", "--plot"])
 def test_four_when_an_output_fails_after_the_run(
     option: str, tiny: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """/dev/full passes every check before the run (a writable file) and fails to take
-    the bytes after it. It was 2, the status of an invalid file. (Not --plot: matplotlib
-    3.11's savefig reports no error writing to /dev/full.)"""
+    the bytes after it. It was 2, the status of an invalid file."""
     status = main(["run", str(tiny), option, str(DEV_FULL), "--no-progress"])
     captured = capsys.readouterr()
     assert status == ExitCode.OUTPUT_FAILED == 4

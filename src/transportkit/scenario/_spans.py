@@ -11,17 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from transportkit.sim_backend import (
-    Constant,
     Crash,
     DropConnection,
     Hold,
-    LatencyModel,
     Partition,
     Release,
     Repair,
     Restart,
     SetLatency,
 )
+from transportkit.sim_backend._faults import describe_latency
 
 __all__ = ["FaultSpan", "fault_spans"]
 
@@ -63,14 +62,6 @@ def _key(kind: str, a: str, b: str, both_ways: bool) -> tuple[str, str, str]:
     return (kind, first, second + ("<->" if both_ways else "->"))
 
 
-def latency_text(model: LatencyModel) -> str:
-    """A latency model in words: ``20 ms`` for a constant delay, else its repr."""
-    if isinstance(model, Constant):
-        delay = model.delay
-        return f"{delay * 1e3:g} ms" if delay >= 1e-3 else f"{delay * 1e6:g} us"
-    return repr(model)
-
-
 def fault_spans(faults: Iterable[tuple[float, object, str]], end: float) -> list[FaultSpan]:
     """Pair a run's faults into spans, in order of start.
 
@@ -78,7 +69,7 @@ def fault_spans(faults: Iterable[tuple[float, object, str]], end: float) -> list
     release, a latency spike at its end (``SetLatency`` without a model) or at the
     next spike of the same link; what never ends is ``open_ended``, to ``end``. A
     dropped connection, and an end with nothing to end, are instants. A fault of an
-    unknown kind is an instant labelled with its repr.
+    unknown kind is an instant labelled with its ``describe()``.
 
     Args:
         faults: ``(time, fault, outcome)``, as :attr:`RunResult.faults` holds them.
@@ -132,13 +123,13 @@ def fault_spans(faults: Iterable[tuple[float, object, str]], end: float) -> list
                     instant(at, link, f"{link} latency spike ended", outcome)
             case SetLatency(a, b, model, both_ways) if model is not None:
                 link = _link(a, b, both_ways)
-                label = f"{link} latency {latency_text(model)}"
+                label = f"{link} latency {describe_latency(model)}"
                 begin(_key("latency", a, b, both_ways), at, link, label, outcome)
             case DropConnection(a, b, discard):
                 label = f"{a}<->{b} connections dropped" + (", queues discarded" if discard else "")
                 instant(at, f"{a}<->{b}", label, outcome)
             case _:
-                instant(at, "", repr(fault), outcome)
+                instant(at, "", getattr(fault, "describe", fault.__repr__)(), outcome)
     for start, target, label, outcome in open_.values():
         spans.append(FaultSpan(start, end, target, label, open_ended=True, outcome=outcome))
     spans.sort(key=lambda s: (s.start, s.end is None, s.target, s.label))
