@@ -70,7 +70,7 @@ def test_a_20_ms_link_makes_every_zmq_round_trip_at_least_40_ms(tmp_path: Path) 
     # The report says the link's latency was applied, in the JSON and the text.
     assert [(link["a"], link["b"]) for link in real["links"]] == [("strategy", "risk-host")]
     assert real["links"][0]["outcome"].startswith(
-        "applied: strategy->risk-host and risk-host->strategy: +Constant"
+        "applied: strategy->risk-host and risk-host->strategy: +20 ms per chunk"
     ), real["links"]
     assert "links" not in sim
     text = report_text(result)

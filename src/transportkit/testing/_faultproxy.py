@@ -102,6 +102,7 @@ from transportkit.sim_backend._faults import (
     Repair,
     Restart,
     SetLatency,
+    describe_latency,
     sorted_schedule,
 )
 from transportkit.sim_backend._latency import LatencyModel
@@ -590,12 +591,14 @@ class FaultProxy:
             return self._none_routed(a, b)
         count = sum(len(r.connections) for r in routes)
         if model is not None:
-            what = f"+{model} per chunk"
+            what = f"+{describe_latency(model)} per chunk"
         elif any(link.base is not None for link in links):
-            what = "back to the link's own added delay (" + ", ".join(
-                f"{link.src}->{link.dst} +{link.base}" if link.base is not None else
-                f"{link.src}->{link.dst} none" for link in links
-            ) + ")"  # fmt: skip
+            each = [
+                f"{link.src}->{link.dst} "
+                + ("none" if link.base is None else f"+{describe_latency(link.base)}")
+                for link in links
+            ]
+            what = "back to the link's own added delay (" + ", ".join(each) + ")"
         else:
             what = "added delay removed"
         return f"applied: {self._names(links)}: {what} ({count} connection(s) now)"
@@ -607,9 +610,9 @@ class FaultProxy:
         routes = self._between(a, b)
         count = sum(len(r.connections) for r in routes)
         return (
-            f"applied: {self._names(links)}: +{model} per chunk from now on, the link's "
-            f"own latency, on top of loopback's and the proxy's ({len(routes)} route(s), "
-            f"{count} connection(s) now)"
+            f"applied: {self._names(links)}: +{describe_latency(model)} per chunk from now on, "
+            f"the link's own latency, on top of loopback's and the proxy's "
+            f"({len(routes)} route(s), {count} connection(s) now)"
         )
 
     def _fire(self, at: float, fault: Fault) -> None:
