@@ -119,6 +119,14 @@ def test_an_unknown_kind_in_a_scenario_file_lists_the_kinds(tmp_path: Path) -> N
         load(_fault_file(tmp_path, "meltdown", 'node = "exchange"'))
 
 
+def test_a_dropped_connection_refuses_both_ways(tmp_path: Path) -> None:
+    """It was read and ignored (a dropped connection has no direction): a setting a file
+    can write must do something, or be refused."""
+    body = FAULT_TABLES["drop_connection"] + "\nboth_ways = false"
+    with pytest.raises(ScenarioError, match=r"key 'both_ways': does not apply"):
+        load(_fault_file(tmp_path, "drop_connection", body))
+
+
 @pytest.mark.parametrize(("old", "new"), [("drop", "drop_connection"), ("spike", "set_latency")])
 def test_an_old_strategy_kind_names_the_new_one(old: str, new: str) -> None:
     with pytest.raises(ValueError, match=f"fault kind '{old}' is now '{new}'"):

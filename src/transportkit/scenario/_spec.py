@@ -463,6 +463,14 @@ def _fault(table: Table, nodes: Mapping[str, object], end: float) -> tuple[float
     if kind in ("crash", "restart"):
         target = node("node")
         fault = Crash(target) if kind == "crash" else Restart(target)
+    elif kind == "drop_connection":
+        a, b = node("a"), node("b")
+        if table.has("both_ways"):
+            raise table.error(
+                "both_ways",
+                "does not apply: a dropped connection is dropped at both ends (remove it)",
+            )
+        fault = DropConnection(a, b, table.boolean("discard_queues", False))
     else:
         a, b = node("a"), node("b")
         both = table.boolean("both_ways", True)
@@ -474,8 +482,6 @@ def _fault(table: Table, nodes: Mapping[str, object], end: float) -> tuple[float
             fault = Hold(a, b, both)
         elif kind == "release":
             fault = Release(a, b, both)
-        elif kind == "drop_connection":
-            fault = DropConnection(a, b, table.boolean("discard_queues", False))
         else:
             sub = table.table("latency")
             fault = SetLatency(a, b, None if sub is None else latency_model(sub), both)
