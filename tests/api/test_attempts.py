@@ -167,3 +167,14 @@ def test_the_example_clients_say_attempts(
     err = capsys.readouterr().err
     assert "--retries is now --attempts" in err
     assert err.rstrip().endswith(write)
+
+
+def test_the_old_constant_name_still_reads_and_names_the_new_one() -> None:
+    """``REQUEST_RETRIES`` was removed without a word: an upgrade failed with a bare
+    ImportError. It reads as REQUEST_ATTEMPTS, with a warning that names it."""
+    from transportkit.patterns import lazy_pirate  # noqa: PLC0415
+
+    with pytest.warns(DeprecationWarning, match="REQUEST_RETRIES is now REQUEST_ATTEMPTS"):
+        assert lazy_pirate.REQUEST_RETRIES == lazy_pirate.REQUEST_ATTEMPTS == 3
+    with pytest.raises(AttributeError, match="no attribute 'REQUEST_SOMETHING'"):
+        _ = lazy_pirate.REQUEST_SOMETHING  # type: ignore[attr-defined]

@@ -48,6 +48,7 @@ import enum
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
@@ -103,6 +104,22 @@ REQUEST_ATTEMPTS = 3
 """Sends of one request, the first included, before the Guide's ``lpclient`` abandons
 it (the Guide calls this ``REQUEST_RETRIES``, but it counts every send: three sends, two
 of them retries)."""
+
+
+def __getattr__(name: str) -> object:
+    """``REQUEST_RETRIES``, the old name of :data:`REQUEST_ATTEMPTS`, still reads (with a
+    DeprecationWarning that names the new one) until the next minor release.
+    """
+    if name == "REQUEST_RETRIES":
+        warnings.warn(
+            "transportkit.patterns.lazy_pirate.REQUEST_RETRIES is now REQUEST_ATTEMPTS "
+            "(sends of a request, the first included, as it always counted)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return REQUEST_ATTEMPTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 Handler: TypeAlias = Callable[[Message], Sequence[Frame] | Awaitable[Sequence[Frame]]]
 """Turns a request's body frames into the reply's frames (plain or ``async`` function)."""
