@@ -107,8 +107,9 @@ def test_wheel_has_the_accelerator_and_runs_the_flagship_without_a_compiler(
     assert (accelerated, reason) == ("True", "-")
     installed = Path(location.strip()).parent
     assert installed.is_relative_to(tmp_path / "venv")
-    scenario = installed / "scenarios" / "trading_day.toml"
-    done = run([str(python.parent / "transportkit"), "run", str(scenario)], env=env, cwd=tmp_path)
+    assert (installed / "scenarios" / "trading_day.toml").is_file()
+    # By name, from the installed package (not a checkout: cwd is the test's tmp_path).
+    done = run([str(python.parent / "transportkit"), "run", "trading_day"], env=env, cwd=tmp_path)
     assert done.stdout.rstrip().endswith("PASSED"), done.stdout
 
 
