@@ -216,3 +216,12 @@ def test_a_zmq_outcome_follows_the_sentence(tiny: Path) -> None:
     lines = report_text(result).splitlines()
     assert "    at    0.500 s: crash desk-1 for 300 ms; applied: step 0" in lines
     assert report_dict(result)["faults"][0]["outcome"] == "applied: step 0"
+
+
+def test_large_limits_print_in_full_not_in_exponent_form(
+    failing: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bound of a billion read ``(want >= 1e+09)`` in the report's verdict line."""
+    assert main(["run", str(failing), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "(want >= 1000000000)" in out and "e+09" not in out

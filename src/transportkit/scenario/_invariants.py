@@ -175,10 +175,19 @@ def _check_bound(ctx: RunContext, p: Mapping[str, Any]) -> _Outcome:
         return _Outcome(False, detail, name, None, limit, comparison, unit)
     ok = (low is None or value >= low) and (high is None or value <= high)
     bounds = " and ".join(
-        f"{op} {bound:g}" for op, bound in ((">=", low), ("<=", high)) if bound is not None
+        f"{op} {_figure(bound)}" for op, bound in ((">=", low), ("<=", high)) if bound is not None
     )
-    detail = f"{where} {p['metric']} = {value:g} (want {bounds})"
+    detail = f"{where} {p['metric']} = {_figure(value)} (want {bounds})"
     return _Outcome(ok, detail, name, value, limit, comparison, unit)
+
+
+def _figure(value: float) -> str:
+    """A number as a report writes it: whole numbers in full (``1000000``, where ``:g``
+    wrote ``1e+06``), others in ``:g`` form (``0.999882``).
+    """
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}"
 
 
 def _check_latency(ctx: RunContext, p: Mapping[str, Any]) -> _Outcome:
@@ -190,7 +199,7 @@ def _check_latency(ctx: RunContext, p: Mapping[str, Any]) -> _Outcome:
         return _Outcome(False, f"{p['stream']} recorded no latency", name, None, limit, "<=", "us")
     value = hist.get_value_at_percentile(p["percentile"]) / 1000
     ok = value <= p["max_us"]
-    detail = f"{where} P{p['percentile']:g} = {value:.1f} us (want <= {p['max_us']:g})"
+    detail = f"{where} P{p['percentile']:g} = {value:.1f} us (want <= {_figure(p['max_us'])})"
     return _Outcome(ok, detail, name, value, limit, "<=", "us")
 
 
