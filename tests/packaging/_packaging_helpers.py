@@ -10,6 +10,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+MISSING_EXTRA_MESSAGES = {
+    "transportkit.trading": "transportkit.trading needs protobuf: "
+    "pip install 'transportkit[trading]'",
+    "transportkit.scenario": "transportkit.scenario needs hdrhistogram and protobuf: "
+    "pip install 'transportkit[scenarios]'",
+    "transportkit.metrics": "transportkit.metrics needs hdrhistogram and prometheus-client: "
+    "pip install 'transportkit[metrics]'",
+    "transportkit.testing.strategies": "transportkit.testing.strategies needs hypothesis: "
+    "pip install 'transportkit[testing]'",
+    "transportkit.testing.stateful": "transportkit.testing.stateful needs hypothesis: "
+    "pip install 'transportkit[testing]'",
+}
+"""What importing each optional module says when its extra is missing."""
+
 ROOT = Path(__file__).resolve().parents[2]
 CORE_CHECK = Path(__file__).resolve().parent / "_core_check.py"
 PROJECT_FILES = (

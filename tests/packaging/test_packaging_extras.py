@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from _packaging_helpers import MISSING_EXTRA_MESSAGES as MESSAGES
 
 import transportkit
 from transportkit import MissingExtraError
@@ -91,20 +92,6 @@ def test_extras_map_matches_pyproject() -> None:
         "pyyaml",
     } <= dev
     assert "test" not in OPTIONAL
-
-
-MESSAGES = {
-    "transportkit.trading": "transportkit.trading needs protobuf: "
-    "pip install 'transportkit[trading]'",
-    "transportkit.scenario": "transportkit.scenario needs hdrhistogram and protobuf: "
-    "pip install 'transportkit[scenarios]'",
-    "transportkit.metrics": "transportkit.metrics needs hdrhistogram and prometheus-client: "
-    "pip install 'transportkit[metrics]'",
-    "transportkit.testing.strategies": "transportkit.testing.strategies needs hypothesis: "
-    "pip install 'transportkit[testing]'",
-    "transportkit.testing.stateful": "transportkit.testing.stateful needs hypothesis: "
-    "pip install 'transportkit[testing]'",
-}
 
 
 def test_every_module_imports_with_the_core_alone_or_names_its_extra() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _packaging_helpers import (
+    MISSING_EXTRA_MESSAGES,
     USER_ERROR,
     copy_project,
     core_check,
@@ -22,19 +23,6 @@ from _packaging_helpers import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-EXTRA_MESSAGES = {
-    "transportkit.trading": "transportkit.trading needs protobuf: "
-    "pip install 'transportkit[trading]'",
-    "transportkit.scenario": "transportkit.scenario needs hdrhistogram and protobuf: "
-    "pip install 'transportkit[scenarios]'",
-    "transportkit.metrics": "transportkit.metrics needs hdrhistogram and prometheus-client: "
-    "pip install 'transportkit[metrics]'",
-    "transportkit.testing.strategies": "transportkit.testing.strategies needs hypothesis: "
-    "pip install 'transportkit[testing]'",
-    "transportkit.testing.stateful": "transportkit.testing.stateful needs hypothesis: "
-    "pip install 'transportkit[testing]'",
-}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +47,7 @@ def test_core_alone_works_on_both_backends_and_names_the_missing_extras(
     assert report["zmq"] == ["AAPL", "approved"]
     assert report["present"] == []  # hypothesis, protobuf, tqdm, hdrh, matplotlib
     assert {name: error[:2] for name, error in report["errors"].items()} == {
-        name: ["MissingExtraError", message] for name, message in EXTRA_MESSAGES.items()
+        name: ["MissingExtraError", message] for name, message in MISSING_EXTRA_MESSAGES.items()
     }
     assert all(error[2] for error in report["errors"].values())  # each is an ImportError
     assert Path(report["prefix"]) == core_venv.parent.parent
