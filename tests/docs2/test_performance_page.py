@@ -10,10 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("hdrh")
-
 from transportkit._bench._report import TARGETS
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "performance.md"

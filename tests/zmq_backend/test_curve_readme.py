@@ -12,8 +12,6 @@ import io
 import re
 from pathlib import Path
 
-import pytest
-
 EXAMPLE = Path(__file__).with_name("readme_curve.py")
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "production.md"
 
@@ -40,7 +38,6 @@ def test_the_curve_risk_example_admits_alice_and_refuses_mallory() -> None:
 
 
 def test_the_complete_production_program_prints_what_the_page_says() -> None:
-    pytest.importorskip("prometheus_client")
     programs = [code for code in page_blocks() if "async def production()" in code]
     assert len(programs) == 1
     printed = run(programs[0], f"{PAGE}:production")
