@@ -80,6 +80,8 @@ class FreelanceServerAdapter(Server):
     """The server; the hostile peer is a client's ROUTER (as 10/FLP requires)."""
 
     name = "flp-server"
+    barriers = 0
+    """Barrier requests sent so far (each has its own sequence frame)."""
     faces: ClassVar[Mapping[str, Face]] = {
         "router": Face(protocol_messages(server_template, TOKENS), judge_for_server)
     }
@@ -119,12 +121,19 @@ class FreelanceServerAdapter(Server):
         assert reply == [b"ok", b"order-1"], reply
 
     async def barrier(self) -> None:
-        """A PING answered PONG: the server handles its messages in order."""
+        """A request with a sequence frame of its own, answered: the server handles its
+        messages in order, and only the reply to this request ends the wait. (It was a
+        PING answered PONG, which a PING of the hostile plan could answer: on zmq, with
+        the plan's later messages delayed by the reconnect after an oversized one, the
+        barrier passed before they were handled and the count looked short.)
+        """
+        self.barriers += 1
+        token = b"barrier-%d" % self.barriers
         await self.hostile.wait_for(
-            lambda msg: list(msg[1:]) == [PONG],
+            lambda msg: len(msg) > 1 and msg[1] == token,
             self.timing.barrier,
-            "PONG",
-            resend=lambda: self._send([PING]),
+            "the barrier request's reply",
+            resend=lambda: self._send([token, b"barrier"]),
             every=self.timing.resend,
         )
 
@@ -140,9 +149,36 @@ class FreelanceServerAdapter(Server):
 
 # Not bugs found: inputs every run covers (a body over the limit, handler failures and
 # a one-frame message that is no FLP command).
+HALF = b"\x00" * 524_298  # two of them make a message over the 1 MiB limit
+
 SERVER_EXAMPLES = [
     case(("router", [b"1", big(b"order-1")])),
     case(("router", [b"1", b"RAISE"]), ("router", [b"2", b"NOTMSG"]), ("router", [b"x"])),
+    # A PING of the plan first, then an oversized message (the server drops the
+    # connection) and bad input after the reconnect: a PONG-answered barrier passed on
+    # that first PONG before the rest was handled (2 runs in 10 failed on zmq; a slow
+    # long run found it). Not a server bug: the barrier now waits for its own request.
+    case(
+        *(
+            ("router", frames)
+            for frames in (
+                [PING],
+                [b"", b"0_3", b"\xe9\xcfT/dR\x07\xe8\x0e\xfa", b"1", HALF, HALF],
+                [b"\x02\xe4\xff\xb8\xdd\x8f\xdd\x90\xa7"],
+                [b""],
+                [b"PIN"],
+                [b"", b"0_3", b"\xcf\x1fr\x84\x12", b"1", HALF, HALF],
+                [b"2", b"\xff" * 8, b"1", b""],
+                [b"hostile-fe", b"\x00", b"\xa0z\x06\x0eW\xc0b\x82\x9f\x96WB"],
+                [PING],
+                [b"PIN\x83", b"PIN\x83"],
+                [b"-3", b"\xff" * 8, b"\xe9\xcfT/dR\x07\xe8\x0e\xfa"],
+                [b"", b"order-1"],
+                [b""],
+                [PING],
+            )
+        )
+    ),
 ]
 
 test_freelance_survives_and_counts_bad_input, test_freelance_long_run = fuzz_tests(
