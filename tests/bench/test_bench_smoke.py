@@ -18,7 +18,7 @@ from transportkit._bench import BenchConfig, run
 from transportkit._bench._report import format_report
 from transportkit.cli import main
 
-TINY = BenchConfig(
+TINY = BenchConfig.quick(
     rounds=1,
     latency_samples=50,
     warmup=5,

@@ -76,7 +76,8 @@ def test_extras_map_matches_pyproject() -> None:
     """Every extra that ``_extras`` names installs the packages it says, and no more."""
     for extra, provided in EXTRAS.items():
         assert {dist for _, dist in provided} == _requirement_names(extra), extra
-    assert set(OPTIONAL) == {*EXTRAS, "docs", "all", "dev"}
+    assert set(OPTIONAL) == {*EXTRAS, "docs", "all", "dev", "bench"}
+    assert _requirement_names("bench") <= _requirement_names("dev")
     assert _requirement_names("all") == set().union(*(_requirement_names(e) for e in EXTRAS))
     dev = _requirement_names("dev")
     assert _requirement_names("all") | _requirement_names("docs") <= dev

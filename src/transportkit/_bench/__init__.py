@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from transportkit import _wallclock as wallclock
 from transportkit._bench._common import BenchConfig, machine
-from transportkit._bench._report import format_report, targets
+from transportkit._bench._report import FIGURE_MODULES, figure_module, format_report, targets
 from transportkit.cli import EXIT_STATUS_HELP, int_argument
 
 __all__ = ["FIGURES", "BenchConfig", "main", "run"]
@@ -45,11 +45,20 @@ def _sim(config: BenchConfig) -> dict[str, Any]:
     return run_sim(config)
 
 
+def _module_figure(name: str) -> Callable[[BenchConfig], dict[str, Any]]:
+    def run_figure(config: BenchConfig) -> dict[str, Any]:
+        result: dict[str, Any] = figure_module(name).run(config)
+        return result
+
+    return run_figure
+
+
 FIGURES: Final[dict[str, Callable[[BenchConfig], dict[str, Any]]]] = {
     "latency": _latency,
     "throughput": _throughput,
     "zerocopy": _zerocopy,
     "sim": _sim,
+    **{name: _module_figure(name) for name in FIGURE_MODULES},
 }
 """Every figure by name (``--only NAME``); busy polling is part of ``latency``."""
 

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from transportkit._extras import requires_extra
 __all__ = [
     "BenchConfig",
     "Percentiles",
+    "check_target",
     "endpoint_for",
     "interleaved",
     "machine",
@@ -37,9 +38,17 @@ _HIGHEST_NS = 60_000_000_000
 _SIGNIFICANT_DIGITS = 3
 
 
+def _knob(default: Any, quick: Any) -> Any:
+    """A :class:`BenchConfig` field: its full-size default and its ``--quick`` value."""
+    return field(default=default, metadata={"quick": quick})
+
+
 @dataclass(frozen=True, slots=True)
 class BenchConfig:
     """How much work each figure does.
+
+    Every field has a full-size default and a tiny ``--quick`` value
+    (:meth:`quick`); each figure reads only its own fields.
 
     Attributes:
         rounds: Interleaved rounds per figure (the report gives medians of rounds, and
@@ -51,33 +60,50 @@ class BenchConfig:
         sim_messages: Messages of the sim throughput runs.
         sim_scaling: Message counts of the sim cost-per-message runs.
         sim_memory_messages: Messages of the sim peak-memory run.
+        peers_echo_round_trips: Lockstep round trips of the peers figure's echo.
+        peers_fanout_messages: Messages per subscriber of the peers figure's fan-out.
+        peers_timer_wakeups: ``asyncio.sleep`` wake-ups in all of the peers figure's timers.
+        limit_samples: Round trips per variant per round of the C-limit figure.
+        limit_messages: 1 KB messages per throughput run of the C-limit figure.
+        multipart_messages: ``[topic][timestamp][data]`` messages per multipart run.
+        scenario_names: Shipped scenarios the scenario figure runs.
+        scenario_duration_s: Virtual seconds each of them runs (0: the file's own).
+        mmap_messages: Regions sent per run of the memory-mapped zero-copy figure.
         timeout_s: Upper bound of any single wait (nothing hangs).
     """
 
-    rounds: int = 7
-    latency_samples: int = 5_000
-    warmup: int = 500
-    throughput_messages: int = 200_000
-    zerocopy_messages: int = 400
-    sim_messages: int = 20_000
-    sim_scaling: tuple[int, ...] = (10_000, 100_000, 1_000_000)
-    sim_memory_messages: int = 1_000_000
-    timeout_s: float = 30.0
+    rounds: int = _knob(7, 2)
+    latency_samples: int = _knob(5_000, 200)
+    warmup: int = _knob(500, 20)
+    throughput_messages: int = _knob(200_000, 2_000)
+    zerocopy_messages: int = _knob(400, 10)
+    sim_messages: int = _knob(20_000, 500)
+    sim_scaling: tuple[int, ...] = _knob((10_000, 100_000, 1_000_000), (200, 1_000))
+    sim_memory_messages: int = _knob(1_000_000, 1_000)
+    # peers
+    peers_echo_round_trips: int = _knob(20_000, 200)
+    peers_fanout_messages: int = _knob(20_000, 200)
+    peers_timer_wakeups: int = _knob(100_000, 1_000)
+    # limit
+    limit_samples: int = _knob(5_000, 200)
+    limit_messages: int = _knob(200_000, 2_000)
+    # multipart
+    multipart_messages: int = _knob(200_000, 2_000)
+    # scenario
+    scenario_names: tuple[str, ...] = _knob(
+        ("trading_day", "market_data_fanout", "risk_server_crash"), ("trading_day",)
+    )
+    scenario_duration_s: float = _knob(0.0, 1.0)
+    # mmap
+    mmap_messages: int = _knob(400, 10)
+    # every figure
+    timeout_s: float = _knob(30.0, 10.0)
 
     @classmethod
-    def quick(cls) -> BenchConfig:
+    def quick(cls, **overrides: Any) -> BenchConfig:
         """Tiny counts: checks that every figure runs and has the report's shape."""
-        return cls(
-            rounds=2,
-            latency_samples=200,
-            warmup=20,
-            throughput_messages=2_000,
-            zerocopy_messages=10,
-            sim_messages=500,
-            sim_scaling=(200, 1_000),
-            sim_memory_messages=1_000,
-            timeout_s=10.0,
-        )
+        values = {f.name: f.metadata["quick"] for f in fields(cls)}
+        return cls(**{**values, **overrides})
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +164,18 @@ def paired_ratio(values: Sequence[float], references: Sequence[float]) -> float:
     of different states; the median of per-round ratios compares like with like.
     """
     return median([ratio(v, r) for v, r in zip(values, references, strict=True)])
+
+
+def check_target(
+    targets: Mapping[str, tuple[str, float]], name: str, figure: str, value: float
+) -> dict[str, Any]:
+    """One row of the report's targets: ``value`` of ``figure`` against ``targets[name]``.
+
+    A NaN value (a figure that could not be measured) is never met.
+    """
+    op, limit = targets[name]
+    met = value <= limit if op == "<=" else value >= limit
+    return {"target": name, "figure": figure, "value": value, "limit": f"{op} {limit}", "met": met}
 
 
 @contextmanager
