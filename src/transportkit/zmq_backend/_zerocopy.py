@@ -137,8 +137,11 @@ class PooledBuffer:
     Write the message into :attr:`view`, then either :meth:`BufferPool.send` it or
     :meth:`release` it unsent. Either gives it back: the view is released (any use of
     it raises ``ValueError``), and a second give-back raises
-    :class:`~transportkit.StateError`. Slices taken of the view (``view[:n]``) are
-    separate objects that cannot be revoked: do not keep them.
+    :class:`~transportkit.StateError`. An object holding an export of the view (a
+    numpy array over it, ``pickle.PickleBuffer``) makes the give-back raise
+    StateError until it is dropped. New views made from it (``view[:n]``,
+    ``memoryview(view)``) are separate objects that no pool can see or revoke: do not
+    keep them past the give-back.
     """
 
     __slots__ = ("_index", "_pool", "_view")
@@ -178,8 +181,8 @@ class PooledBuffer:
         """Give the buffer back unsent; it is free at once.
 
         Raises:
-            StateError: It was given back already, or a view of it is still exported
-                (``memoryview(view)``, a numpy array over it...): drop that first.
+            StateError: It was given back already, or its view is still exported (a
+                numpy array over it...): drop that first.
         """
         self._pool._give_back(self)
 
