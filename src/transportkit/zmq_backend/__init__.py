@@ -17,7 +17,8 @@ logs every socket's connects, drops and retries
 (:mod:`transportkit.zmq_backend.connections`). Zero-copy sends whose memory is never
 reused or unmapped while libzmq still holds it: :class:`BufferPool` (writable buffers
 handed out again only once released) and :class:`MappedFile` (regions of a file mapped
-read-only), over :meth:`BlockingSocket.send_tracked` (zmq backend only).
+read-only), each send returning libzmq's :class:`SendHold` on it (blocking sockets of the
+zmq backend only).
 """
 
 from transportkit.zmq_backend._accel import Acceleration, accelerated
@@ -40,7 +41,7 @@ from transportkit.zmq_backend._sockets import (
     ZmqXPublisher,
     ZmqXSubscriber,
 )
-from transportkit.zmq_backend._zerocopy import BufferPool, MappedFile, PooledBuffer
+from transportkit.zmq_backend._zerocopy import BufferPool, MappedFile, PooledBuffer, SendHold
 
 __all__ = [
     "Acceleration",
@@ -49,6 +50,7 @@ __all__ = [
     "EndpointMap",
     "MappedFile",
     "PooledBuffer",
+    "SendHold",
     "ThreadSafeSocket",
     "ZmqAuthenticator",
     "ZmqDealer",

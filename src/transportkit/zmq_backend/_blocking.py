@@ -60,7 +60,7 @@ from transportkit._errors import (
 from transportkit._kinds import SocketKind
 from transportkit._options import SocketOptions
 from transportkit._socket import Frame, Message, SocketStats
-from transportkit.zmq_backend import _accel, _zerocopy
+from transportkit.zmq_backend import _accel
 from transportkit.zmq_backend._errors import FRAME_ERRORS, frame_error, mapped_errors, translate
 from transportkit.zmq_backend._options import (
     EndpointMap,
@@ -250,35 +250,6 @@ class BlockingSocket(Closeable):
             if self._closed:
                 self._release()
         self._stats.sent += 1
-
-    def send_tracked(
-        self, frames: Sequence[Frame | zmq.Frame], *, copy_threshold: int | None = None
-    ) -> zmq.MessageTracker:
-        """Send one message without copying, and say when libzmq has let go of it.
-
-        As ``send(frames, copy=False)`` (same waits, same errors), but returns the
-        send's ``zmq.MessageTracker``: ``tracker.done`` is True once libzmq released
-        every frame it shares with the caller, and only then may their memory be
-        written again or unmapped. :class:`~transportkit.zmq_backend.BufferPool` and
-        :class:`~transportkit.zmq_backend.MappedFile` do that bookkeeping.
-
-        Args:
-            frames: The message's frames (a ``zmq.Frame`` made with ``track=True`` is
-                sent as it is).
-            copy_threshold: Frames smaller than this are copied (their part of the
-                tracker is done at once); None uses the pyzmq socket's
-                ``copy_threshold`` (64 KB by default).
-
-        Raises:
-            As :meth:`send`.
-        """
-        threshold = self._sock.copy_threshold if copy_threshold is None else copy_threshold
-        zmq_frames, tracker = _zerocopy.tracked_frames(frames, threshold)
-        try:
-            self.send(zmq_frames, copy=False)
-        finally:
-            del zmq_frames  # the tracker is done only once these are gone too
-        return tracker
 
     def try_send(self, frames: Sequence[Frame]) -> None:
         """Send without blocking; raise WouldBlock where :meth:`send` would block."""

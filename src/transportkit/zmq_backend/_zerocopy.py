@@ -1,134 +1,165 @@
 """Zero-copy sends whose buffers are never reused, or unmapped, while libzmq holds them.
 
-A zero-copy send (pyzmq ``copy=False``) hands libzmq a pointer into the caller's
-memory: libzmq reads it later, from its I/O thread, or, over ``inproc://``, the
-receiver reads it whenever it gets round to the message. Writing to that memory in
-the meantime changes the bytes the peer receives, and unmapping it leaves libzmq a
-dangling pointer. The seed's ``ZeroCopyPublisher`` does exactly that: it copies each
-message into one buffer and sends it without a copy, so a message still queued is
-overwritten by the next one.
+A zero-copy send (``BlockingSocket.send(frames, copy=False)``, pyzmq ``copy=False``)
+hands libzmq a pointer into the caller's memory: libzmq reads it later, from its I/O
+thread, or, over ``inproc://``, the receiver reads it whenever it gets round to the
+message. Writing to that memory in the meantime changes the bytes the peer receives,
+and unmapping it leaves libzmq a dangling pointer. The seed's ``ZeroCopyPublisher``
+does exactly that: it copies each message into one buffer and sends it without a
+copy, so a message still queued is overwritten by the next one.
 
 Two owners of such memory make the hazard impossible to reach by accident (zmq
-backend only, on :class:`~transportkit.zmq_backend.BlockingSocket`):
+backend, :class:`~transportkit.zmq_backend.BlockingSocket` only):
 
 - :class:`BufferPool`: N fixed-size writable buffers. :meth:`BufferPool.acquire`
-  hands one out only once libzmq has released it (a ``zmq.MessageTracker`` per send:
-  pyzmq sets it from its garbage-collection thread when libzmq's free callback runs);
-  :meth:`BufferPool.send` sends it and takes it back. A buffer given back cannot be
-  used again through its :class:`PooledBuffer` (its view is released).
+  hands one out only once libzmq has released it; :meth:`BufferPool.send` sends it
+  and takes it back. A buffer given back cannot be used again through its
+  :class:`PooledBuffer` (its view is released).
 - :class:`MappedFile`: a file mapped read-only; :meth:`MappedFile.send` sends a
   region of it as a frame without copying; :meth:`MappedFile.close` waits, bounded,
   until libzmq holds no region any more, and raises :class:`~transportkit.Timeout`
   (leaving the file mapped) rather than unmap memory a queued message points into.
 
-Frames smaller than the copy threshold (pyzmq's ``copy_threshold``, 64 KB by
-default) are copied by pyzmq at the send, as a copy is cheaper than tracking them;
-their buffer is free at once.
+How a release is seen: pyzmq keeps a reference to the object sent with
+``copy=False`` until libzmq's free callback runs (its garbage-collection thread then
+drops it; that is also when a ``zmq.MessageTracker`` is set). Each send here hands
+pyzmq a fresh ``memoryview`` slice and keeps only a weak reference to it, whose
+callback wakes any thread waiting in :meth:`BufferPool.acquire` or
+:meth:`MappedFile.close`: the slice is gone exactly when libzmq and pyzmq are done
+with it. That costs a weak reference per send instead of the ``threading.Event`` and
+tracker that ``track=True`` makes (measured: the tracked send made mapped-file sends
+over inproc about 3x slower). For a mapping, Python adds a second guard:
+``mmap.close()`` raises ``BufferError`` while any view of it is alive, and
+:meth:`MappedFile.close` never forces it.
+
+Frames smaller than the socket's copy threshold (pyzmq's ``copy_threshold``,
+``zmq.COPY_THRESHOLD``, 64 KB, unless set on ``sock.zmq_socket``) are copied by
+pyzmq at the send, as a copy is cheaper than sharing: their buffer is free at once.
 
 Why zmq only: the portable (asyncio) interfaces have no notion of a caller-owned
-buffer, and the sim backend copies every frame into ``bytes`` when it is sent, so
-the hazard does not exist there and a simulated tracker would prove nothing about
-libzmq. Given anything but a zmq blocking socket, these classes raise
-:class:`~transportkit.UnsupportedError`; they never send a copy silently.
+buffer, and the sim backend copies every frame into ``bytes`` when it is sent, so the
+hazard does not exist there and a simulated hold would prove nothing about libzmq.
+Given anything but a zmq blocking socket, these classes raise
+:class:`~transportkit.UnsupportedError`; they never fall back to a copy silently.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import mmap
 import os
 import threading
+import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, cast
-
-import zmq
+from typing import TYPE_CHECKING, Final
 
 from transportkit import _wallclock as wallclock
 from transportkit._errors import ClosedError, StateError, Timeout, UnsupportedError
-from transportkit._socket import Frame, check_frames
+from transportkit._socket import Frame
+from transportkit.zmq_backend._blocking import BlockingSocket
 
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["BufferPool", "MappedFile", "PooledBuffer", "tracked_frames"]
+__all__ = ["BufferPool", "MappedFile", "PooledBuffer", "SendHold"]
 
 _WAIT_SLICE_S: Final = 0.01
-"""Longest wait on one tracker before looking at the others again (seconds)."""
+"""Longest sleep of a wait before it looks again (bounds a wake-up lost to a race)."""
 _MAX_TIMEOUT_S: Final = 3600.0
 """The longest wait any call here accepts (seconds)."""
 
 
-class _TrackedSender(Protocol):
-    def send_tracked(
-        self, frames: Sequence[Frame | zmq.Frame], *, copy_threshold: int | None = None
-    ) -> zmq.MessageTracker: ...
-
-
-def tracked_frames(
-    frames: Sequence[Frame | zmq.Frame], copy_threshold: int
-) -> tuple[list[Frame], zmq.MessageTracker]:
-    """Wrap a message's frames as tracked ``zmq.Frame`` objects, not yet sent.
-
-    Frames of at least ``copy_threshold`` bytes share the caller's memory; smaller ones
-    are copied now (their part of the tracker is done at once). A frame that is a
-    ``zmq.Frame`` already is sent as it is (tracked if it was made with
-    ``track=True``). The tracker is done once libzmq has released every shared frame
-    *and* the returned ``zmq.Frame`` objects are gone: drop them once sent.
-
-    Raises:
-        FrameError: ``frames`` breaks :func:`transportkit._socket.check_frames`.
-    """
-    items = check_frames(frames)
-    wrapped = [
-        frame
-        if isinstance(frame, zmq.Frame)
-        else zmq.Frame(frame, track=True, copy_threshold=copy_threshold)
-        for frame in items
-    ]
-    tracker = zmq.MessageTracker(*(f for f in wrapped if f.tracker is not None))
-    # A zmq.Frame has the buffer protocol: to transportkit's send it is a frame.
-    return cast("list[Frame]", wrapped), tracker
-
-
-def _threshold(sock: Any, copy_threshold: int | None) -> int:
-    """The copy threshold of a send: the given one, else the pyzmq socket's."""
-    if copy_threshold is not None:
-        return copy_threshold
-    raw = getattr(sock, "zmq_socket", None)
-    return int(getattr(raw, "copy_threshold", zmq.COPY_THRESHOLD))
-
-
 def _check_timeout(timeout: float) -> float:
-    if not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
         raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
     return min(float(timeout), _MAX_TIMEOUT_S)
 
 
-def _sender(sock: object) -> _TrackedSender:
-    if not callable(getattr(sock, "send_tracked", None)):
+def _check_socket(sock: object) -> BlockingSocket:
+    if not isinstance(sock, BlockingSocket):
         raise UnsupportedError(
-            f"zero-copy sends need a zmq backend blocking socket "
-            f"(ZmqNetwork.blocking), not {type(sock).__name__}: the asyncio sockets and "
-            "the sim backend have no tracked sends; send bytes(...) there"
+            "zero-copy sends need a zmq backend blocking socket (ZmqNetwork.blocking), "
+            f"not {type(sock).__name__}: the asyncio sockets and the sim backend have "
+            "no zero-copy sends; send bytes(...) there"
         )
-    return sock  # type: ignore[return-value]
+    return sock
 
 
-def _wait_any(trackers: Sequence[zmq.MessageTracker], deadline: float) -> bool:
-    """Wait until one of ``trackers`` (oldest first) is done, or ``deadline`` passes."""
-    while True:
-        for tracker in trackers:
-            if tracker.done:
-                return True
-        left = deadline - wallclock.monotonic()
-        if left <= 0:
-            return False
-        with contextlib.suppress(zmq.NotDone):
-            trackers[0].wait(min(left, _WAIT_SLICE_S))
+class _Releases:
+    """Weak references to the views handed to libzmq, and a wake-up when one dies.
+
+    The callback may run in any thread (pyzmq's collector thread, or the sender's when
+    a failed send's exception goes), so it takes no lock: it only sets an Event, and
+    only when someone waits.
+    """
+
+    __slots__ = ("__weakref__", "_event", "_waiters")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._waiters = 0
+
+    def watch(self, view: memoryview) -> weakref.ref[memoryview]:
+        return weakref.ref(view, self._released)
+
+    def _released(self, _ref: weakref.ref[memoryview]) -> None:
+        if self._waiters:
+            self._event.set()
+
+    def wait_until(self, ready: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``ready()`` (checked after each release) or ``deadline``."""
+        self._waiters += 1
+        try:
+            while True:
+                self._event.clear()
+                if ready():
+                    return True
+                left = deadline - wallclock.monotonic()
+                if left <= 0:
+                    return False
+                self._event.wait(min(left, _WAIT_SLICE_S))
+        finally:
+            self._waiters -= 1
+
+
+class SendHold:
+    """libzmq's hold on the memory of one zero-copy send (what the sends here return).
+
+    :attr:`done` is True once libzmq has released it: the peer took it (inproc), it
+    was written to the kernel (ipc, tcp), or the socket dropped it. A frame that was
+    copied at the send is done at once.
+    """
+
+    __slots__ = ("_ref", "_releases")
+
+    def __init__(self, ref: weakref.ref[memoryview], releases: _Releases) -> None:
+        self._ref = ref
+        self._releases = releases
+
+    @property
+    def done(self) -> bool:
+        """True once libzmq no longer references the memory."""
+        return self._ref() is None
+
+    def wait(self, timeout: float = 1.0) -> bool:
+        """Wait up to ``timeout`` seconds (at most 3600) for :attr:`done`; return it.
+
+        Raises:
+            ValueError: ``timeout`` is negative or not a number.
+        """
+        deadline = wallclock.monotonic() + _check_timeout(timeout)
+        return self._releases.wait_until(lambda: self._ref() is None, deadline)
+
+    def __repr__(self) -> str:
+        return f"<SendHold {'done' if self.done else 'held by libzmq'}>"
 
 
 class PooledBuffer:
@@ -194,8 +225,8 @@ class PooledBuffer:
             self._view.release()
         except BufferError:
             raise StateError(
-                f"pooled buffer {self._index} is still exported (a memoryview or array "
-                "made from its view): drop it before giving the buffer back"
+                f"pooled buffer {self._index} is still exported (an array or buffer made "
+                "from its view): drop it before giving the buffer back"
             ) from None
         self._view = None
 
@@ -205,15 +236,15 @@ class PooledBuffer:
 
 
 class BufferPool:
-    """N fixed-size writable buffers for zero-copy sends, each reused only once libzmq
-    has let go of it.
+    """N fixed-size writable buffers for zero-copy sends, each handed out again only
+    once libzmq has let go of it.
 
-    Thread-safe. Each buffer is in one of three states: free, held by the caller
-    (:meth:`acquire`), or in flight (sent: libzmq may still read it). An in-flight
-    buffer becomes free when its tracker says libzmq released it: after the peer
-    received it (inproc) or it was written to the kernel (ipc, tcp), or when the socket
-    dropped it (close with ``linger``, HWM on PUB). A sent frame below the copy
-    threshold was copied, so its buffer is free at once.
+    Thread-safe. Each buffer is free, held by the caller (:meth:`acquire`), or in
+    flight (sent: libzmq may still read it). An in-flight buffer becomes free when
+    libzmq releases it: once the peer received it (inproc) or it was written to the
+    kernel (ipc, tcp), or when the socket dropped it (closed, ``linger`` over). A
+    frame below the socket's copy threshold (64 KB by default) was copied at the
+    send, so its buffer is free at once.
 
     Example::
 
@@ -225,37 +256,29 @@ class BufferPool:
     Args:
         count: How many buffers (1 .. 4096).
         size: Bytes per buffer (1 .. 2**31).
-        copy_threshold: Frames smaller than this many bytes are copied at the send;
-            None uses the socket's pyzmq ``copy_threshold`` (``zmq.COPY_THRESHOLD``,
-            64 KB, unless changed). 0 never copies.
 
     Raises:
-        ValueError: A count, size or threshold out of range.
+        ValueError: A count or size out of range.
     """
 
-    def __init__(self, count: int, size: int, *, copy_threshold: int | None = None) -> None:
-        if not isinstance(count, int) or not 1 <= count <= 4096:
+    def __init__(self, count: int, size: int) -> None:
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 4096:
             raise ValueError(f"count must be an int in 1..4096, got {count!r}")
-        if not isinstance(size, int) or not 1 <= size <= 2**31:
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 2**31:
             raise ValueError(f"size must be an int in 1..2**31, got {size!r}")
-        if copy_threshold is not None and (
-            not isinstance(copy_threshold, int) or copy_threshold < 0
-        ):
-            raise ValueError(f"copy_threshold must be an int >= 0 or None, got {copy_threshold!r}")
         self._size = size
-        self._copy_threshold = copy_threshold
-        self._memory = [bytearray(size) for _ in range(count)]
         # The pool's own views: frames are cut from these, never from the caller's.
-        self._bases = [memoryview(block) for block in self._memory]
+        self._bases = [memoryview(bytearray(size)) for _ in range(count)]
         self._free: deque[int] = deque(range(count))
-        self._in_flight: deque[tuple[int, zmq.MessageTracker]] = deque()
+        self._in_flight: deque[tuple[int, weakref.ref[memoryview]]] = deque()
+        self._releases = _Releases()
         self._lock = threading.Lock()
         self._closed = False
 
     @property
     def count(self) -> int:
         """How many buffers the pool has."""
-        return len(self._memory)
+        return len(self._bases)
 
     @property
     def size(self) -> int:
@@ -264,7 +287,7 @@ class BufferPool:
 
     @property
     def in_flight(self) -> int:
-        """Buffers sent and still held by libzmq (as of their last look)."""
+        """Buffers sent and still held by libzmq."""
         with self._lock:
             self._reap()
             return len(self._in_flight)
@@ -282,16 +305,27 @@ class BufferPool:
         return self._closed
 
     def _reap(self) -> None:
-        """Move every in-flight buffer that libzmq released to the free list (lock held)."""
-        if not self._in_flight:
+        """Move every in-flight buffer libzmq released to the free list (lock held)."""
+        flying = self._in_flight
+        if not flying:
             return
-        still: deque[tuple[int, zmq.MessageTracker]] = deque()
-        for index, tracker in self._in_flight:
-            if tracker.done:
+        if flying[0][1]() is None and (len(flying) == 1 or flying[-1][1]() is not None):
+            # The usual order (one socket: released as sent): only the front moved.
+            while flying and flying[0][1]() is None:
+                self._free.append(flying.popleft()[0])
+            return
+        still: deque[tuple[int, weakref.ref[memoryview]]] = deque()
+        for index, ref in flying:
+            if ref() is None:
                 self._free.append(index)
             else:
-                still.append((index, tracker))
+                still.append((index, ref))
         self._in_flight = still
+
+    def _has_free(self) -> bool:
+        with self._lock:
+            self._reap()
+            return bool(self._free) or self._closed
 
     def acquire(self, timeout: float = 1.0) -> PooledBuffer:
         """Take a free buffer, waiting up to ``timeout`` seconds for libzmq to release one.
@@ -316,22 +350,22 @@ class BufferPool:
                 if self._free:
                     index = self._free.popleft()
                     return PooledBuffer(self, index, self._bases[index][:])
-                trackers = [tracker for _, tracker in self._in_flight]
-            if not trackers or not _wait_any(trackers, deadline):
+                flying = len(self._in_flight)
+            if not flying or not self._releases.wait_until(self._has_free, deadline):
                 raise Timeout(
                     f"buffer pool: no buffer free after {timeout} s "
-                    f"({len(trackers)} of {self.count} held by libzmq, "
-                    f"{self.count - len(trackers)} by the caller)"
+                    f"({flying} of {self.count} held by libzmq, "
+                    f"{self.count - flying} by the caller)"
                 )
 
     def send(
         self,
-        sock: Any,
+        sock: BlockingSocket,
         buffer: PooledBuffer,
         length: int | None = None,
         *,
         prefix: Sequence[Frame] = (),
-    ) -> zmq.MessageTracker:
+    ) -> SendHold:
         """Send ``buffer[:length]`` without copying, as the last frame of one message.
 
         The buffer is given back whatever happens: it is in flight until libzmq
@@ -342,14 +376,14 @@ class BufferPool:
             buffer: A buffer of this pool, held by the caller.
             length: Bytes to send (0 .. size); None sends the whole buffer.
             prefix: Frames sent before it in the same message (a topic, a header),
-                copied or not by the same threshold.
+                sent as ``send(..., copy=False)`` sends them.
 
         Returns:
-            The send's tracker (``tracker.done``, ``tracker.wait(timeout)``).
+            libzmq's hold on the buffer (``hold.done``, ``hold.wait(timeout)``).
 
         Raises:
             UnsupportedError: ``sock`` is not a zmq blocking socket (the sim's and the
-                asyncio sockets have no tracked sends).
+                asyncio sockets have no zero-copy sends).
             StateError: ``buffer`` is not held (given back already), is another
                 pool's, or is still exported.
             ValueError: ``length`` out of range.
@@ -357,60 +391,54 @@ class BufferPool:
             Timeout: The socket's ``sndtimeo`` elapsed.
             FrameError: A prefix frame is not a frame.
         """
-        sender = _sender(sock)
+        target = _check_socket(sock)
         if buffer._pool is not self:
             raise StateError(f"{buffer!r} belongs to another pool")
         if length is None:
             length = self._size
-        if not isinstance(length, int) or not 0 <= length <= self._size:
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= self._size:
             raise ValueError(f"length must be an int in 0..{self._size}, got {length!r}")
-        if self._closed:
-            raise ClosedError("buffer pool: cannot send: it is closed")
-        # The frame is made first, so that its tracker is known even if the send fails
-        # (the frame then lives on in the exception's traceback, and so does the hold).
-        frame = zmq.Frame(
-            self._bases[buffer.index][:length],
-            track=True,
-            copy_threshold=_threshold(sock, self._copy_threshold),
-        )
-        tracker: zmq.MessageTracker = frame.tracker
         with self._lock:
+            if self._closed:
+                raise ClosedError("buffer pool: cannot send: it is closed")
             buffer._revoke()
-            self._in_flight.append((buffer.index, tracker))
+            frame = self._bases[buffer.index][:length]
+            ref = self._releases.watch(frame)
+            self._in_flight.append((buffer.index, ref))
         try:
-            sender.send_tracked([*prefix, frame], copy_threshold=self._copy_threshold)
+            target.send([*prefix, frame], copy=False)
         finally:
-            del frame
-        return tracker
+            del frame  # pyzmq's reference, if it took one, is now the only one
+        return SendHold(ref, self._releases)
 
     def _give_back(self, buffer: PooledBuffer) -> None:
         with self._lock:
             buffer._revoke()
             self._free.append(buffer.index)
 
+    def _all_released(self) -> bool:
+        with self._lock:
+            self._reap()
+            return not self._in_flight
+
     def close(self, timeout: float = 1.0) -> None:
         """Refuse further acquires and sends; wait up to ``timeout`` s for libzmq.
 
         Idempotent. Buffers still held by libzmq at the deadline stay allocated (the
-        pool object keeps them alive), so nothing is freed under libzmq.
+        pool keeps them alive), so nothing is freed under libzmq.
 
         Raises:
             Timeout: Some buffer was still in flight at the deadline (the pool is
                 closed all the same; call again to wait again).
+            ValueError: ``timeout`` is negative or not a number.
         """
         deadline = wallclock.monotonic() + _check_timeout(timeout)
         with self._lock:
             self._closed = True
-        while True:
-            with self._lock:
-                self._reap()
-                trackers = [tracker for _, tracker in self._in_flight]
-            if not trackers:
-                return
-            if not _wait_any(trackers, deadline):
-                raise Timeout(
-                    f"buffer pool: {len(trackers)} buffer(s) still held by libzmq after {timeout} s"
-                )
+        if not self._releases.wait_until(self._all_released, deadline):
+            raise Timeout(
+                f"buffer pool: {self.in_flight} buffer(s) still held by libzmq after {timeout} s"
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -430,27 +458,24 @@ class BufferPool:
 class MappedFile:
     """A file mapped read-only, whose regions are sent without a copy.
 
-    Each region sent is a frame that points into the mapping; the file is not
-    unmapped while libzmq holds any of them, and :meth:`close` never unmaps memory a
-    queued message points into: it waits, bounded, for libzmq to release every region,
-    and raises :class:`~transportkit.Timeout` (leaving the file mapped, and refusing
-    new sends) if one is still held. Thread-safe.
+    Each region sent is a frame that points into the mapping. The file is never
+    unmapped while libzmq holds a region: :meth:`close` waits, bounded, until every
+    region was released, and raises :class:`~transportkit.Timeout` (leaving the file
+    mapped, and refusing new sends) if one is still held. Thread-safe.
 
     The file must not be truncated by anyone while it is mapped (a read past the new
     end kills the process with SIGBUS; that is the operating system's rule).
 
     Args:
         path: The file to map (it must exist and be non-empty).
-        copy_threshold: As :class:`BufferPool`'s.
 
     Raises:
-        OSError: The file cannot be opened.
+        OSError: The file cannot be opened (``FileNotFoundError``...).
         ValueError: It is empty (an empty file cannot be mapped).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, copy_threshold: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
-        self._copy_threshold = copy_threshold
         fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             size = os.fstat(fd).st_size
@@ -461,7 +486,8 @@ class MappedFile:
             os.close(fd)  # the mapping keeps the file's pages; the descriptor is not needed
         self._size = size
         self._base: memoryview | None = memoryview(self._mmap)
-        self._in_flight: deque[zmq.MessageTracker] = deque()
+        self._in_flight: deque[weakref.ref[memoryview]] = deque()
+        self._releases = _Releases()
         self._lock = threading.Lock()
         self._closing = False
 
@@ -488,13 +514,14 @@ class MappedFile:
             return len(self._in_flight)
 
     def _reap(self) -> None:
-        while self._in_flight and self._in_flight[0].done:
-            self._in_flight.popleft()
-        if len(self._in_flight) > 64:  # not FIFO (several sockets): look at them all
-            self._in_flight = deque(t for t in self._in_flight if not t.done)
+        flying = self._in_flight
+        while flying and flying[0]() is None:
+            flying.popleft()
+        if len(flying) > 64 and flying[-1]() is None:  # not in order: look at them all
+            self._in_flight = deque(ref for ref in flying if ref() is not None)
 
     def _check_region(self, offset: int, length: int) -> None:
-        if not isinstance(offset, int) or not isinstance(length, int):
+        if type(offset) is not int or type(length) is not int:
             raise ValueError(f"offset and length must be ints, got {offset!r}, {length!r}")
         if offset < 0 or length < 0 or offset + length > self._size:
             raise ValueError(
@@ -515,8 +542,8 @@ class MappedFile:
             return bytes(self._base[offset : offset + length])
 
     def send(
-        self, sock: Any, offset: int, length: int, *, prefix: Sequence[Frame] = ()
-    ) -> zmq.MessageTracker:
+        self, sock: BlockingSocket, offset: int, length: int, *, prefix: Sequence[Frame] = ()
+    ) -> SendHold:
         """Send the region ``[offset, offset + length)`` without copying it.
 
         Args:
@@ -526,7 +553,7 @@ class MappedFile:
             prefix: Frames sent before it in the same message.
 
         Returns:
-            The send's tracker: done once libzmq released the region.
+            libzmq's hold on the region (``hold.done``, ``hold.wait(timeout)``).
 
         Raises:
             UnsupportedError: ``sock`` is not a zmq blocking socket.
@@ -535,31 +562,32 @@ class MappedFile:
             Timeout: The socket's ``sndtimeo`` elapsed.
             FrameError: A prefix frame is not a frame.
         """
-        sender = _sender(sock)
+        target = _check_socket(sock)
         self._check_region(offset, length)
         with self._lock:
             if self._base is None or self._closing:
                 raise ClosedError(f"mapped file {self._path}: cannot send: it is closed")
             self._reap()
-            frame = zmq.Frame(
-                self._base[offset : offset + length],
-                track=True,
-                copy_threshold=_threshold(sock, self._copy_threshold),
-            )
-            tracker: zmq.MessageTracker = frame.tracker
-            self._in_flight.append(tracker)
+            frame = self._base[offset : offset + length]
+            ref = self._releases.watch(frame)
+            self._in_flight.append(ref)
         try:
-            sender.send_tracked([*prefix, frame], copy_threshold=self._copy_threshold)
+            target.send([*prefix, frame], copy=False)
         finally:
             del frame
-        return tracker
+        return SendHold(ref, self._releases)
+
+    def _all_released(self) -> bool:
+        with self._lock:
+            self._reap()
+            return not self._in_flight
 
     def close(self, timeout: float = 1.0) -> None:
         """Unmap the file once libzmq holds none of its regions; idempotent.
 
-        New sends are refused from the start of the call. Waits up to ``timeout``
-        seconds for every region in flight to be released (delivered, written to the
-        kernel, or dropped by a socket closed with ``linger``), then unmaps.
+        New sends (and reads) are refused from the start of the call. Waits up to
+        ``timeout`` seconds for every region in flight to be released (delivered,
+        written to the kernel, or dropped by a closed socket), then unmaps.
 
         Args:
             timeout: Seconds to wait at most (0: do not wait; at most 3600).
@@ -575,35 +603,21 @@ class MappedFile:
             if self._mmap is None:
                 return
             self._closing = True
-        while True:
-            with self._lock:
-                self._reap()
-                trackers = list(self._in_flight)
-            if trackers and not _wait_any(trackers, deadline):
-                raise Timeout(
-                    f"mapped file {self._path}: {len(trackers)} region(s) still held by "
-                    f"libzmq after {timeout} s; the file stays mapped"
-                )
-            if not trackers and self._try_unmap():
-                return
-            if wallclock.monotonic() >= deadline:
-                raise Timeout(
-                    f"mapped file {self._path}: a region is still referenced after "
-                    f"{timeout} s; the file stays mapped"
-                )
-            if not trackers:
-                # Released by libzmq, not yet dropped by pyzmq's collector thread.
-                threading.Event().wait(0.001)
+        if not self._releases.wait_until(self._all_released, deadline) or not self._unmap():
+            raise Timeout(
+                f"mapped file {self._path}: {self.in_flight or 'a'} region(s) still held "
+                f"by libzmq after {timeout} s; the file stays mapped"
+            )
 
-    def _try_unmap(self) -> bool:
+    def _unmap(self) -> bool:
         with self._lock:
             if self._mmap is None:
                 return True
             assert self._base is not None
-            self._base.release()  # slices of it are separate views: mmap counts them
+            self._base.release()
             try:
                 self._mmap.close()
-            except BufferError:  # a frame's view is still alive
+            except BufferError:  # a view is alive after all: keep the mapping
                 self._base = memoryview(self._mmap)
                 return False
             self._mmap = None
