@@ -238,9 +238,9 @@ def test_the_sim_and_asyncio_sockets_refuse_loudly() -> None:
 def test_naive_reuse_corrupts_what_the_peer_receives(
     pair: tuple[BlockingSocket, BlockingSocket],
 ) -> None:
-    """The hazard the pool prevents, shown on purpose with raw pyzmq (the seed's
-    ``ZeroCopyPublisher``): one buffer, sent without a copy, overwritten by the next
-    message before the peer read the first.
+    """The hazard the pool prevents, shown on purpose with raw pyzmq (a zero-copy
+    publisher reusing one buffer): sent without a copy, the buffer is overwritten by
+    the next message before the peer read the first.
     """
     push, pull = pair
     buffer = bytearray(b"A" * MB)

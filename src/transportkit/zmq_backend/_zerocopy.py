@@ -4,9 +4,9 @@ A zero-copy send (``BlockingSocket.send(frames, copy=False)``, pyzmq ``copy=Fals
 hands libzmq a pointer into the caller's memory: libzmq reads it later, from its I/O
 thread, or, over ``inproc://``, the receiver reads it whenever it gets round to the
 message. Writing to that memory in the meantime changes the bytes the peer receives,
-and unmapping it leaves libzmq a dangling pointer. The seed's ``ZeroCopyPublisher``
-does exactly that: it copies each message into one buffer and sends it without a
-copy, so a message still queued is overwritten by the next one.
+and unmapping it leaves libzmq a dangling pointer. A publisher that copies each
+message into one reusable buffer and sends that without a copy does exactly this: a
+message still queued is overwritten by the next one.
 
 Two owners of such memory make the hazard impossible to reach by accident (zmq
 backend, :class:`~transportkit.zmq_backend.BlockingSocket` only):
