@@ -276,11 +276,13 @@ def test_pool_arguments_are_checked(pair: tuple[BlockingSocket, BlockingSocket])
     assert buf.held  # refused before it was given back
 
 
-def test_pyzmq_keeps_a_zero_copy_frame_until_libzmq_releases_it(
+def test_a_zero_copy_send_keeps_the_object_until_libzmq_releases_it(
     pair: tuple[BlockingSocket, BlockingSocket],
 ) -> None:
-    """The pyzmq contract the pool relies on: the object sent with ``copy=False``
-    stays referenced until libzmq's free callback ran, and no longer.
+    """The contract the pool relies on, through the blocking socket's own send path
+    (pure pyzmq or the accelerator): the very object sent with ``copy=False`` stays
+    referenced until libzmq's free callback ran, and no longer. A send path that kept
+    only a view derived from it would break the pool; this test would say so.
     """
     push, pull = pair
     view = memoryview(bytearray(MB))[:]
@@ -294,3 +296,42 @@ def test_pyzmq_keeps_a_zero_copy_frame_until_libzmq_releases_it(
     while ref() is not None and time.monotonic() < hold_ends:
         time.sleep(0.001)  # pyzmq's collector thread drops it
     assert ref() is None
+
+
+def test_over_tcp_buffers_stay_held_while_the_peer_is_full(
+    net: ZmqNetwork, endpoint_for: Callable[[str], str]
+) -> None:
+    """Over tcp the peer's libzmq reads ahead of the application, up to its HWM; past
+    that the kernel's buffers fill and the sender's libzmq keeps the frames. Two
+    buffers for up to 16 messages of 4 MB: the pool must make the sender wait rather
+    than overwrite a message still on its way (each arrives intact).
+    """
+    tight = SocketOptions(linger=0, sndhwm=1, rcvhwm=1, rcvtimeo=2000, sndtimeo=100)
+    size = 4 * MB
+    with (
+        net.blocking(SocketKind.PUSH, options=tight) as push,
+        net.blocking(SocketKind.PULL, options=tight) as pull,
+    ):
+        pull.connect(push.bind(endpoint_for("tcp")))
+        pool = BufferPool(2, size)
+        sent: list[int] = []
+        stopped_by: type[BaseException] | None = None
+        for i in range(16):
+            try:
+                buf = pool.acquire(0.3)
+            except Timeout as exc:
+                stopped_by = type(exc)
+                break  # both buffers are held by libzmq somewhere on the way
+            buf.view[:] = bytes([i]) * size
+            try:
+                pool.send(push, buf)
+            except Timeout as exc:  # at the HWM: this one was not sent
+                stopped_by = type(exc)
+                break
+            sent.append(i)
+        assert stopped_by is Timeout  # the peer's HWM and the kernel stopped the sender
+        assert len(sent) >= 2
+        for i in sent:
+            [frame] = pull.recv()
+            assert frame == bytes([i]) * size  # intact: no buffer was handed out early
+        pool.close(2.0)

@@ -101,11 +101,12 @@ class _Releases:
     only when someone waits.
     """
 
-    __slots__ = ("__weakref__", "_event", "_waiters")
+    __slots__ = ("__weakref__", "_count_lock", "_event", "_waiters")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._waiters = 0
+        self._count_lock = threading.Lock()  # never taken by the callback
 
     def watch(self, view: memoryview) -> weakref.ref[memoryview]:
         return weakref.ref(view, self._released)
@@ -116,7 +117,8 @@ class _Releases:
 
     def wait_until(self, ready: Callable[[], bool], deadline: float) -> bool:
         """Wait until ``ready()`` (checked after each release) or ``deadline``."""
-        self._waiters += 1
+        with self._count_lock:
+            self._waiters += 1
         try:
             while True:
                 self._event.clear()
@@ -127,7 +129,8 @@ class _Releases:
                     return False
                 self._event.wait(min(left, _WAIT_SLICE_S))
         finally:
-            self._waiters -= 1
+            with self._count_lock:
+                self._waiters -= 1
 
 
 class SendHold:
