@@ -70,6 +70,8 @@ _WAIT_SLICE_S: Final = 0.01
 """Longest sleep of a wait before it looks again (bounds a wake-up lost to a race)."""
 _MAX_TIMEOUT_S: Final = 3600.0
 """The longest wait any call here accepts (seconds)."""
+_REAP_FLOOR: Final = 64
+"""A mapped file's sends forget released regions once this many are listed (or more)."""
 
 
 def _check_timeout(timeout: float) -> float:
@@ -101,15 +103,16 @@ class _Releases:
     only when someone waits.
     """
 
-    __slots__ = ("__weakref__", "_count_lock", "_event", "_waiters")
+    __slots__ = ("__weakref__", "_callback", "_count_lock", "_event", "_waiters")
 
     def __init__(self) -> None:
+        self._callback = self._released  # one bound method, not one per send
         self._event = threading.Event()
         self._waiters = 0
         self._count_lock = threading.Lock()  # never taken by the callback
 
     def watch(self, view: memoryview) -> weakref.ref[memoryview]:
-        return weakref.ref(view, self._released)
+        return weakref.ref(view, self._callback)
 
     def _released(self, _ref: weakref.ref[memoryview]) -> None:
         if self._waiters:
@@ -409,7 +412,7 @@ class BufferPool:
             ref = self._releases.watch(frame)
             self._in_flight.append((buffer.index, ref))
         try:
-            target.send([*prefix, frame], copy=False)
+            target.send([*prefix, frame] if prefix else [frame], copy=False)
         finally:
             del frame  # pyzmq's reference, if it took one, is now the only one
         return SendHold(ref, self._releases)
@@ -490,6 +493,7 @@ class MappedFile:
         self._size = size
         self._base: memoryview | None = memoryview(self._mmap)
         self._in_flight: deque[weakref.ref[memoryview]] = deque()
+        self._reap_at = _REAP_FLOOR
         self._releases = _Releases()
         self._lock = threading.Lock()
         self._closing = False
@@ -517,11 +521,14 @@ class MappedFile:
             return len(self._in_flight)
 
     def _reap(self) -> None:
-        flying = self._in_flight
-        while flying and flying[0]() is None:
-            flying.popleft()
-        if len(flying) > 64 and flying[-1]() is None:  # not in order: look at them all
-            self._in_flight = deque(ref for ref in flying if ref() is not None)
+        """Forget the regions libzmq released (lock held).
+
+        Sends reap only once the list has doubled since the last time, so that it
+        stays within twice the regions in flight (plus 64) at a cost per send that
+        does not grow with them.
+        """
+        self._in_flight = deque(ref for ref in self._in_flight if ref() is not None)
+        self._reap_at = max(_REAP_FLOOR, 2 * len(self._in_flight))
 
     def _check_region(self, offset: int, length: int) -> None:
         if type(offset) is not int or type(length) is not int:
@@ -570,12 +577,13 @@ class MappedFile:
         with self._lock:
             if self._base is None or self._closing:
                 raise ClosedError(f"mapped file {self._path}: cannot send: it is closed")
-            self._reap()
+            if len(self._in_flight) >= self._reap_at:
+                self._reap()
             frame = self._base[offset : offset + length]
             ref = self._releases.watch(frame)
             self._in_flight.append(ref)
         try:
-            target.send([*prefix, frame], copy=False)
+            target.send([*prefix, frame] if prefix else [frame], copy=False)
         finally:
             del frame
         return SendHold(ref, self._releases)
