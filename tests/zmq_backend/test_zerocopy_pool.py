@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -334,4 +335,45 @@ def test_over_tcp_buffers_stay_held_while_the_peer_is_full(
         for i in sent:
             [frame] = pull.recv()
             assert frame == bytes([i]) * size  # intact: no buffer was handed out early
+        pool.close(2.0)
+
+
+def test_threads_share_a_pool_and_every_message_arrives_intact(
+    net: ZmqNetwork, endpoint_for: Callable[[str], str]
+) -> None:
+    """Four threads, two buffers, one thread-safe socket: acquires wait for releases,
+    and no buffer is written while a message in it is queued.
+    """
+    senders, each, size = 4, 15, 128 * 1024
+    with (
+        net.blocking(SocketKind.PUSH, options=OPTS, thread_safe=True) as push,
+        net.blocking(SocketKind.PULL, options=OPTS) as pull,
+    ):
+        pull.connect(push.bind(endpoint_for("inproc")))
+        pool = BufferPool(2, size)
+        errors: list[BaseException] = []
+
+        def send_all(who: int) -> None:
+            try:
+                for seq in range(each):
+                    buf = pool.acquire(5.0)
+                    buf.view[:] = bytes([who * 16 + seq % 16]) * size
+                    pool.send(push, buf, prefix=[bytes([who, seq])])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send_all, args=(w,), daemon=True) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        got: dict[int, list[int]] = {w: [] for w in range(senders)}
+        for _ in range(senders * each):
+            [head, body] = pull.recv_buffers(timeout=5.0)
+            who, seq = bytes(head)
+            assert bytes(body) == bytes([who * 16 + seq % 16]) * size, (who, seq)
+            got[who].append(seq)
+            del body  # gives the buffer back to libzmq, and so to the pool
+        for thread in threads:
+            thread.join(5.0)
+        assert not errors and not any(t.is_alive() for t in threads)
+        assert got == {w: list(range(each)) for w in range(senders)}
         pool.close(2.0)
