@@ -26,9 +26,10 @@ drops it; that is also when a ``zmq.MessageTracker`` is set). Each send here han
 pyzmq a fresh ``memoryview`` slice and keeps only a weak reference to it, whose
 callback wakes any thread waiting in :meth:`BufferPool.acquire` or
 :meth:`MappedFile.close`: the slice is gone exactly when libzmq and pyzmq are done
-with it. That costs a weak reference per send instead of the ``threading.Event`` and
-tracker that ``track=True`` makes (measured: the tracked send made mapped-file sends
-over inproc about 3x slower). For a mapping, Python adds a second guard:
+with it. That costs a weak reference per send (about 1 us) instead of the
+``threading.Event`` and tracker that ``track=True`` makes (``zmq.Frame(view,
+track=True)`` made and dropped took 55 us against 21 us untracked, timed on a loaded
+machine). For a mapping, Python adds a second guard:
 ``mmap.close()`` raises ``BufferError`` while any view of it is alive, and
 :meth:`MappedFile.close` never forces it.
 
