@@ -7,6 +7,9 @@ sent and received the regions it should, and that they arrived intact.
 from __future__ import annotations
 
 import math
+import mmap
+import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,3 +67,29 @@ def test_the_bench_runs_it_by_name() -> None:
     targets = [t for t in report["targets"] if t["target"] == "mmap_zerocopy_vs_copy"]
     assert len(targets) == 2
     assert "Memory-mapped file" in format_report(report)
+
+
+def test_the_raw_mapping_is_unmapped_once_its_last_view_goes(tmp_path: Path) -> None:
+    """The figure's raw copy=False variant leaves views of its mapping to pyzmq's
+    collector thread; the figure waits for them instead of failing with BufferError
+    (seen in a full run before the wait existed).
+    """
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * 4096)
+    with path.open("rb") as f:
+        raw_map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    held = [memoryview(raw_map)[:10]]
+    timer = threading.Timer(0.05, held.clear)  # another thread drops the view later
+    timer.start()
+    try:
+        fig._unmap(raw_map, 2.0)
+    finally:
+        timer.cancel()
+    assert raw_map.closed
+    with path.open("rb") as f:
+        stuck = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    view = memoryview(stuck)
+    with pytest.raises(BufferError):
+        fig._unmap(stuck, 0.05)  # bounded: a view that never goes is an error
+    view.release()
+    stuck.close()

@@ -24,6 +24,7 @@ import functools
 import mmap
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -186,6 +187,24 @@ def _one(measure: _Run, endpoint: Callable[[], str], count: int) -> dict[str, An
     return measure(endpoint(), count)
 
 
+def _unmap(raw_map: mmap.mmap, timeout_s: float) -> None:
+    """Unmap the raw variant's mapping once pyzmq dropped its last frame of it.
+
+    The raw ``copy=False`` sends keep no account of what libzmq still holds (the
+    hazard :class:`~transportkit.zmq_backend.MappedFile` removes): ``mmap.close()``
+    raises BufferError until pyzmq's collector thread has let go of every region.
+    """
+    deadline = wallclock.monotonic() + timeout_s
+    while True:
+        try:
+            raw_map.close()
+            return
+        except BufferError:
+            if wallclock.monotonic() >= deadline:
+                raise
+            time.sleep(0.001)
+
+
 def _prepare_file(path: Path) -> None:
     with path.open("wb") as f:
         for i in range(REGIONS):
@@ -231,7 +250,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             finally:
                 mapped.close(config.timeout_s)
                 view.release()
-                raw_map.close()
+                _unmap(raw_map, config.timeout_s)
     finally:
         net.close()
         ctx.destroy(linger=0)
