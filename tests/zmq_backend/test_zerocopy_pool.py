@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from transportkit import SocketKind, SocketOptions, StateError, Timeout, UnsupportedError
+from transportkit import (
+    ClosedError,
+    SocketKind,
+    SocketOptions,
+    StateError,
+    Timeout,
+    UnsupportedError,
+)
 from transportkit.sim_backend import Simulation
 from transportkit.zmq_backend import BlockingSocket, BufferPool, ZmqNetwork
 
@@ -378,3 +385,22 @@ def test_threads_share_a_pool_and_every_message_arrives_intact(
         assert not errors and not any(t.is_alive() for t in threads)
         assert got == {w: list(range(each)) for w in range(senders)}
         pool.close(2.0)
+
+
+def test_acquire_waits_for_another_threads_give_back_and_close_wakes_it() -> None:
+    pool = BufferPool(1, 64)
+    held = pool.acquire(0)
+    timer = threading.Timer(0.05, held.release)
+    timer.start()
+    try:
+        again = pool.acquire(2.0)  # nothing in flight: woken by the give-back
+    finally:
+        timer.cancel()
+    assert again.index == held.index
+    closer = threading.Timer(0.05, pool.close)
+    closer.start()
+    try:
+        with pytest.raises(ClosedError):
+            pool.acquire(2.0)  # woken by the close, not by its timeout
+    finally:
+        closer.cancel()

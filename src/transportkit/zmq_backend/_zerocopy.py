@@ -119,6 +119,11 @@ class _Releases:
         if self._waiters:
             self._event.set()
 
+    def notify(self) -> None:
+        """Wake the waiters (something other than a release made them ready)."""
+        if self._waiters:
+            self._event.set()
+
     def wait_until(self, ready: Callable[[], bool], deadline: float) -> bool:
         """Wait until ``ready()`` (checked after each release) or ``deadline``."""
         with self._count_lock:
@@ -357,8 +362,11 @@ class BufferPool:
                 if self._free:
                     index = self._free.popleft()
                     return PooledBuffer(self, index, self._bases[index][:])
-                flying = len(self._in_flight)
-            if not flying or not self._releases.wait_until(self._has_free, deadline):
+            # Woken by a release from libzmq, or by another thread's give-back.
+            if not self._releases.wait_until(self._has_free, deadline):
+                with self._lock:
+                    self._reap()
+                    flying = len(self._in_flight)
                 raise Timeout(
                     f"buffer pool: no buffer free after {timeout} s "
                     f"({flying} of {self.count} held by libzmq, "
@@ -422,6 +430,7 @@ class BufferPool:
         with self._lock:
             buffer._revoke()
             self._free.append(buffer.index)
+        self._releases.notify()
 
     def _all_released(self) -> bool:
         with self._lock:
@@ -442,6 +451,7 @@ class BufferPool:
         deadline = wallclock.monotonic() + _check_timeout(timeout)
         with self._lock:
             self._closed = True
+        self._releases.notify()  # an acquire waiting now raises ClosedError
         if not self._releases.wait_until(self._all_released, deadline):
             raise Timeout(
                 f"buffer pool: {self.in_flight} buffer(s) still held by libzmq after {timeout} s"
