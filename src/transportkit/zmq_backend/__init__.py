@@ -14,7 +14,11 @@ optionally shared between threads (:class:`ThreadSafeSocket`).
 use an optional C accelerator, built at install when a C compiler is present;
 :func:`accelerated` says whether it is in use. ``ZmqNetwork(log_connections=True)``
 logs every socket's connects, drops and retries
-(:mod:`transportkit.zmq_backend.connections`).
+(:mod:`transportkit.zmq_backend.connections`). Zero-copy sends whose memory is never
+reused or unmapped while libzmq still holds it: :class:`BufferPool` (writable buffers
+handed out again only once released) and :class:`MappedFile` (regions of a file mapped
+read-only), each send returning libzmq's :class:`SendHold` on it (blocking sockets of the
+zmq backend only).
 """
 
 from transportkit.zmq_backend._accel import Acceleration, accelerated
@@ -37,11 +41,16 @@ from transportkit.zmq_backend._sockets import (
     ZmqXPublisher,
     ZmqXSubscriber,
 )
+from transportkit.zmq_backend._zerocopy import BufferPool, MappedFile, PooledBuffer, SendHold
 
 __all__ = [
     "Acceleration",
     "BlockingSocket",
+    "BufferPool",
     "EndpointMap",
+    "MappedFile",
+    "PooledBuffer",
+    "SendHold",
     "ThreadSafeSocket",
     "ZmqAuthenticator",
     "ZmqDealer",
