@@ -5,15 +5,19 @@ No timing is asserted (the machine is shared).
 
 from __future__ import annotations
 
+import importlib
 import math
 import shutil
 from typing import Any
 
 import pytest
 
-from transportkit._bench import _fig_multipart, _throughput
+from transportkit._bench import _fig_multipart
 from transportkit._bench._common import BenchConfig
 from transportkit._bench._instructions import MARKET_DATA, PATHS, _check, _loop
+
+# The module (the package's own `_throughput` attribute is a function until it is imported).
+_throughput = importlib.import_module("transportkit._bench._throughput")
 
 TINY = BenchConfig.quick(rounds=1, multipart_messages=300, timeout_s=10.0)
 

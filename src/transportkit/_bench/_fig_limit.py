@@ -11,7 +11,8 @@ blocking socket, in interleaved rounds with paired ratios:
   carry the interpreter's cost on the far side, and the ratios would shrink towards 1.
 - **throughput**: 1 KB PUSH/PULL over ipc, a sender and a receiver in two processes
   for all three variants (C and C, raw pyzmq and raw pyzmq, transportkit and
-  transportkit: the Python ones are this module run as a program). The receiver
+  transportkit: the Python ones are this module's
+  :func:`worker_main`, each in a process of its own). The receiver
   binds; the sender connects and sends a one-byte probe; when the receiver has it,
   the sender is told to go, notes its start (``CLOCK_MONOTONIC``, which both C and
   Python's ``perf_counter_ns`` read on Linux) and sends; the rate is messages over
@@ -60,6 +61,7 @@ __all__ = [
     "find_libzmq",
     "format_lines",
     "run",
+    "worker_main",
 ]
 
 TARGETS: Final[dict[str, tuple[str, float]]] = {
@@ -234,7 +236,9 @@ def _tell(proc: subprocess.Popen[bytes], line: str) -> None:
 
 
 def _worker_command(role: str, impl: str, *args: object) -> list[str]:
-    return [sys.executable, "-m", "transportkit._bench._fig_limit", role, impl, *map(str, args)]
+    # -c, not -m: the package imports this module first, and runpy warns about that.
+    code = "from transportkit._bench._fig_limit import worker_main; worker_main()"
+    return [sys.executable, "-c", code, role, impl, *map(str, args)]
 
 
 # --- round trip -----------------------------------------------------------------
@@ -503,7 +507,7 @@ def checks(figure: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-# --- the Python sides of the throughput pairs (run as a program) -------------------
+# --- the Python sides of the throughput pairs (worker_main, each in its own process) ---
 
 
 def _wait_line(timeout_s: float) -> bool:
@@ -582,7 +586,13 @@ def _worker(role: str, impl: str, args: list[str]) -> int:
         ctx.destroy(linger=0)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 5 or sys.argv[1] not in ("send", "recv") or sys.argv[2] not in ("raw", "tk"):
-        sys.exit("usage: python -m transportkit._bench._fig_limit send|recv raw|tk ENDPOINT ...")
-    sys.exit(_worker(sys.argv[1], sys.argv[2], sys.argv[3:]))
+def worker_main(argv: Sequence[str] | None = None) -> None:
+    """Run one Python side of a throughput pair: ``send|recv raw|tk ENDPOINT COUNT ...``.
+
+    Exits with 0 when done, 3 when no go came on stdin in time; a failed receive
+    (timeout included) raises, which exits with 1.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 4 or args[0] not in ("send", "recv") or args[1] not in ("raw", "tk"):
+        sys.exit("usage: send|recv raw|tk ENDPOINT COUNT [SIZE] TIMEOUT_MS")
+    sys.exit(_worker(args[0], args[1], args[2:]))

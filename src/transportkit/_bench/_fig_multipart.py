@@ -29,7 +29,6 @@ from transportkit._bench._common import (
     paired_ratio,
     temp_dir,
 )
-from transportkit._bench._instructions import MARKET_DATA
 
 __all__ = ["PATTERNS", "TARGETS", "checks", "format_lines", "run"]
 
@@ -67,6 +66,9 @@ def run(config: BenchConfig) -> dict[str, Any]:
     """
     import zmq  # noqa: PLC0415
 
+    # Imported here: the figure modules are imported with the package, and
+    # _instructions is also run as a program (python -m), which must find it unloaded.
+    from transportkit._bench._instructions import MARKET_DATA  # noqa: PLC0415
     from transportkit._bench._throughput import _Ends, _run_stream  # noqa: PLC0415
     from transportkit.zmq_backend import ZmqNetwork  # noqa: PLC0415
 
