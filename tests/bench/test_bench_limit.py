@@ -183,6 +183,7 @@ def test_the_c_source_ships_in_the_package() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # two processes under memcheck
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
 def test_the_program_is_clean_under_memcheck(program: Path, tmp_path: Path) -> None:
     memcheck = ["valgrind", "--tool=memcheck", "--error-exitcode=9", "--leak-check=full", "-q"]

@@ -75,6 +75,7 @@ def test_the_instruction_loop_check_catches_a_wrong_message() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # four runs under callgrind
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="no valgrind")
 def test_the_figure_counts_instructions_under_callgrind() -> None:
     figure = _fig_multipart.run(

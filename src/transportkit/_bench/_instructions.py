@@ -36,6 +36,8 @@ PATHS: Final = {
 MARKET_DATA: Final = (b"MD.AAPL", (1_700_000_000_123_456_789).to_bytes(8, "little"), b"D" * 1024)
 """The market-data message of the ``*-md`` paths: ``[topic][timestamp][data]``."""
 
+_RUN_TIMEOUT_S = 1800
+"""Seconds one run under callgrind may take (about 50x slower than without it)."""
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -106,6 +108,7 @@ def callgrind_instructions(
 
     Raises:
         subprocess.CalledProcessError: The worker failed.
+        subprocess.TimeoutExpired: It ran for more than 30 minutes.
         RuntimeError: callgrind reported no count.
     """
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +127,7 @@ def callgrind_instructions(
             capture_output=True,
             text=True,
             check=True,
+            timeout=_RUN_TIMEOUT_S,
         )
     found = _COLLECTED.findall(result.stderr)
     if not found:
