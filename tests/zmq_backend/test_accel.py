@@ -331,3 +331,21 @@ def test_a_receive_of_many_frames_keeps_them_in_order(impl: Impl, pair: Any) -> 
     message = [bytes([i % 256]) * (i * 997 % 70_000) for i in range(40)]
     send_message(a, message)
     assert recv_message(b) == message
+
+
+def test_the_handle_is_found_on_an_object_whose_lookup_is_its_own(pair: Any) -> None:
+    """The C calls read `underlying` by the generic lookup (pyzmq's property) and fall
+    back to the full one: an object that only has it through __getattr__ still works."""
+    if not accelerated():
+        pytest.skip("the C accelerator is not in use")
+
+    class Wrapper:
+        def __init__(self, sock: zmq.Socket[bytes]) -> None:
+            self._sock = sock
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._sock, name)
+
+    a, b = pair
+    _accel.send_message(Wrapper(a), [b"via", b"wrapper"])
+    assert _accel.recv_message(Wrapper(b)) == [b"via", b"wrapper"]

@@ -66,6 +66,8 @@ class BenchConfig:
         limit_samples: Round trips per variant per round of the C-limit figure.
         limit_messages: 1 KB messages per throughput run of the C-limit figure.
         multipart_messages: ``[topic][timestamp][data]`` messages per multipart run.
+        multipart_instructions: Messages per callgrind run of the multipart figure's
+            instruction counts (0: not counted; they need valgrind and take a minute).
         scenario_names: Shipped scenarios the scenario figure runs.
         scenario_duration_s: Virtual seconds each of them runs (0: the file's own).
         mmap_messages: Regions sent per run of the memory-mapped zero-copy figure.
@@ -89,6 +91,7 @@ class BenchConfig:
     limit_messages: int = _knob(200_000, 2_000)
     # multipart
     multipart_messages: int = _knob(200_000, 2_000)
+    multipart_instructions: int = _knob(20_000, 0)
     # scenario
     scenario_names: tuple[str, ...] = _knob(
         ("trading_day", "market_data_fanout", "risk_server_crash"), ("trading_day",)

@@ -1,7 +1,8 @@
 """CPU instructions per message, counted by callgrind.
 
 Run ``python -m transportkit._bench._instructions [PATH ...]`` (needs valgrind). Each
-path sends and receives a 100-byte message through an inproc PAIR in one thread, so
+path sends and receives a 100-byte message (the ``*-md`` ones the market-data message
+:data:`MARKET_DATA`) through an inproc PAIR in one thread, so
 that nothing waits and the count is the CPU cost of the calls alone. It runs twice
 under ``valgrind --tool=callgrind``, with ``N`` and ``2N`` messages: the difference
 divided by ``N`` cancels the interpreter's start-up. Unlike wall time, these counts
@@ -26,9 +27,17 @@ PATHS: Final = {
     "tk-pure": "the same with TRANSPORTKIT_PURE_PYTHON=1",
     "tk-3": "transportkit blocking send of 3 frames + recv()",
     "raw-multipart": "raw pyzmq send_multipart([bytes]) + recv_multipart()",
+    "raw-md": "raw pyzmq send_multipart + recv_multipart of [topic][timestamp][1 KB data]",
+    "tk-md": "transportkit blocking send + recv() of [topic][timestamp][1 KB data]",
+    "tk-md-pure": "the same with TRANSPORTKIT_PURE_PYTHON=1",
 }
 """Every measured path and what it is."""
 
+MARKET_DATA: Final = (b"MD.AAPL", (1_700_000_000_123_456_789).to_bytes(8, "little"), b"D" * 1024)
+"""The market-data message of the ``*-md`` paths: ``[topic][timestamp][data]``."""
+
+_RUN_TIMEOUT_S = 1800
+"""Seconds one run under callgrind may take (about 50x slower than without it)."""
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -40,6 +49,7 @@ def _loop(path: str, count: int) -> None:
     from transportkit.zmq_backend import ZmqNetwork  # noqa: PLC0415
 
     payload = b"x" * 100
+    market_data = list(MARKET_DATA)
     with ZmqNetwork() as net:
         if path.startswith("raw"):
             ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(net.context.underlying)
@@ -57,26 +67,38 @@ def _loop(path: str, count: int) -> None:
 
             else:
                 send_m, recv_m = a.send_multipart, b.recv_multipart
-                message = [payload]
+                message = market_data if path == "raw-md" else [payload]
 
                 def step() -> object:
                     send_m(message)
                     return recv_m()
 
+            got: object = None
             for _ in range(count):
-                step()
+                got = step()
             a.close()
             b.close()
+            _check(got, payload if path == "raw" else message, count)
             return
         ta = net.blocking(SocketKind.PAIR, bind="inproc://instructions")
         tb = net.blocking(SocketKind.PAIR, connect="inproc://instructions")
         message = [payload] * (3 if path == "tk-3" else 1)
+        if path.startswith("tk-md"):
+            message = market_data
         tsend, trecv = ta.send, tb.recv
+        got = None
         for _ in range(count):
             tsend(message)
-            trecv()
+            got = trecv()
         ta.close()
         tb.close()
+        _check(got, message, count)
+
+
+def _check(got: object, sent: object, count: int) -> None:
+    """Raise unless the last message received is the one sent (``count`` > 0)."""
+    if count > 0 and got != sent:
+        raise RuntimeError(f"received {got!r:.100}, sent {sent!r:.100}")
 
 
 def callgrind_instructions(
@@ -86,6 +108,7 @@ def callgrind_instructions(
 
     Raises:
         subprocess.CalledProcessError: The worker failed.
+        subprocess.TimeoutExpired: It ran for more than 30 minutes.
         RuntimeError: callgrind reported no count.
     """
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,6 +127,7 @@ def callgrind_instructions(
             capture_output=True,
             text=True,
             check=True,
+            timeout=_RUN_TIMEOUT_S,
         )
     found = _COLLECTED.findall(result.stderr)
     if not found:
@@ -114,7 +138,7 @@ def callgrind_instructions(
 def _instructions(path: str, count: int, valgrind: str) -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
     env.pop("TRANSPORTKIT_PURE_PYTHON", None)
-    if path == "tk-pure":
+    if path.endswith("-pure"):
         env["TRANSPORTKIT_PURE_PYTHON"] = "1"
     return callgrind_instructions(
         valgrind, "transportkit._bench._instructions", [path, str(count)], env

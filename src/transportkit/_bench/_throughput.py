@@ -84,8 +84,11 @@ class _Ends:
 
 
 def _sender(
-    impl: str, sock: Any, *, zerocopy: bool = False, copy: bool = True
-) -> Callable[[bytes], None]:
+    impl: str, sock: Any, *, zerocopy: bool = False, copy: bool = True, multipart: bool = False
+) -> Callable[[Any], None]:
+    if multipart:
+        # a list of frames: raw pyzmq's multipart-correct call, or transportkit's one
+        return sock.send_multipart if impl == "raw" else sock.send  # type: ignore[no-any-return]
     if impl == "raw":
         if zerocopy:
             return lambda payload: sock.send(payload, copy=False)
@@ -95,7 +98,11 @@ def _sender(
     return lambda payload: sock.send([payload])
 
 
-def _receiver(impl: str, sock: Any, *, zerocopy: bool = False) -> Callable[[], Any]:
+def _receiver(
+    impl: str, sock: Any, *, zerocopy: bool = False, multipart: bool = False
+) -> Callable[[], Any]:
+    if multipart:
+        return sock.recv_multipart if impl == "raw" else sock.recv  # type: ignore[no-any-return]
     if impl == "raw":
         return (lambda: sock.recv(copy=False)) if zerocopy else sock.recv
     return sock.recv_buffers if zerocopy else sock.recv  # type: ignore[no-any-return]
@@ -111,8 +118,16 @@ def _run_stream(
     pubsub: bool,
     zerocopy: bool = False,
     copy: bool = True,
+    frames: list[bytes] | None = None,
+    last: list[Any] | None = None,
 ) -> float:
-    """Messages per second of one run: ``count`` messages of ``size`` bytes."""
+    """Messages per second of one run: ``count`` messages of ``size`` bytes.
+
+    With ``frames``, each message is those frames instead (sent and received by the
+    multipart calls: raw pyzmq's ``send_multipart``/``recv_multipart``), and the last
+    message each receiver got is appended to ``last``.
+    """
+    multipart = frames is not None
     out_kind, in_kind = (
         (SocketKind.PUB, SocketKind.SUB) if pubsub else (SocketKind.PUSH, SocketKind.PULL)
     )
@@ -122,13 +137,14 @@ def _run_stream(
         ready = [threading.Event() for _ in inputs]
         finished: list[float] = []
         errors: list[BaseException] = []
-        payload = b"D" * size
-        send = _sender(ends.impl, sender, zerocopy=zerocopy, copy=copy)
+        payload: Any = frames if multipart else b"D" * size
+        send = _sender(ends.impl, sender, zerocopy=zerocopy, copy=copy, multipart=multipart)
 
         def drain(sock: Any, seen: threading.Event) -> None:
-            recv = _receiver(ends.impl, sock, zerocopy=zerocopy)
+            recv = _receiver(ends.impl, sock, zerocopy=zerocopy, multipart=multipart)
             try:
                 got = 0
+                msg = None
                 while got < count:
                     msg = recv()
                     if _is_probe(msg):
@@ -136,6 +152,8 @@ def _run_stream(
                         continue
                     got += 1
                 finished.append(wallclock.perf_counter())
+                if last is not None:
+                    last.append(msg)
             except BaseException as exc:  # reported by the sender
                 errors.append(exc)
 

@@ -118,7 +118,17 @@ raise_zmq_error(int err)
 static int
 read_handle(PyObject *sock, void **handle)
 {
-    PyObject *value = PyObject_GetAttr(sock, underlying_name);
+    /* The generic lookup finds pyzmq's `underlying` property (a getter on its
+     * compiled base class) at once. PyObject_GetAttr would go through the
+     * __getattr__ hook of pyzmq's Python socket class (its option attributes), which
+     * costs several hundred instructions even when the attribute exists: it was a
+     * sixth of a three-frame send and receive. The full lookup stays as the fallback
+     * for a socket class whose attribute lookup is its own. */
+    PyObject *value = PyObject_GenericGetAttr(sock, underlying_name);
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        value = PyObject_GetAttr(sock, underlying_name);
+    }
     if (value == NULL) {
         return -1;
     }
