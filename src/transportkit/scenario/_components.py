@@ -245,7 +245,7 @@ async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunCo
         scheduled = 0
         cancelled = False
         try:
-            while ctx.loading():
+            while loop.time() - ctx.start < ctx.duration:  # ctx.loading(), on this loop
                 while bursts and ctx.elapsed() >= bursts[0].at:
                     count = bursts.pop(0).count
                     burst_owed += count

@@ -121,7 +121,10 @@ def decode_market_data(message: Sequence[bytes]) -> MarketDataUpdate:
             _SYMBOLS[topic] = symbol
     if len(stamp) != _TIMESTAMP.size:
         raise ProtocolError(f"market data timestamp must be 8 bytes, got {len(stamp)}")
-    data = parse(MarketData, payload, f"market data for {symbol!r}")
+    try:
+        data = MarketData.FromString(payload)
+    except Exception:  # parse again, to raise the ProtocolError that says what is wrong
+        data = parse(MarketData, payload, f"market data for {symbol!r}")
     if data.symbol != symbol:
         raise ProtocolError(f"market data for {data.symbol!r} arrived on topic {topic!r:.60}")
     (timestamp_ns,) = _TIMESTAMP.unpack(stamp)
