@@ -54,6 +54,10 @@ def test_rates_and_ratio_are_measured(figure: dict[str, Any]) -> None:
     for value in (fig["us_per_delivery"], sim["us_per_delivery"], fig["virtual_s_per_wall_s"]):
         assert math.isfinite(value) and value > 0
     assert fig["vs_sim_pubsub"] == pytest.approx(fig["us_per_delivery"] / sim["us_per_delivery"])
+    assert fig["cpu_us_per_delivery"] > 0 and sim["cpu_us_per_delivery"] > 0
+    assert fig["cpu_vs_sim_pubsub"] == pytest.approx(
+        fig["cpu_us_per_delivery"] / sim["cpu_us_per_delivery"]
+    )
     (check,) = fig_scenario.checks(figure)
     assert check["target"] == "scenario_per_delivery_vs_sim"
     assert check["value"] == fig["vs_sim_pubsub"] and check["limit"] == "<= 3.0"
