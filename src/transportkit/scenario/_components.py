@@ -210,26 +210,31 @@ async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunCo
         sequence = dict.fromkeys(p.symbols, 0)
         ctx.objects[name] = sequence
         price = {s: 100.0 + 10 * i for i, s in enumerate(p.symbols)}
+        symbols = p.symbols
+        topics = {s: topic_for(s) for s in symbols}
+        sent_by_topic = stream.sent_by_topic
+        uniform, randrange = rng.uniform, rng.randrange
+        send = pub.send
         turn = 0
 
-        async def publish_one() -> None:
+        def next_update() -> tuple[bytes, list[bytes]]:
+            # The next update's topic and frames (a plain call: no coroutine per
+            # update); the same draws of ``rng``, in the same order, as ever.
             nonlocal turn
-            symbol = p.symbols[turn % len(p.symbols)]
+            symbol = symbols[turn % len(symbols)]
             turn += 1
-            sequence[symbol] += 1
-            price[symbol] = max(0.01, price[symbol] + rng.uniform(-0.05, 0.05))
+            seq = sequence[symbol] = sequence[symbol] + 1
+            last = price[symbol] = max(0.01, price[symbol] + uniform(-0.05, 0.05))
             data = MarketData(
                 symbol=symbol,
-                bid=round(price[symbol] - 0.01, 2),
-                ask=round(price[symbol] + 0.01, 2),
-                last=round(price[symbol], 2),
-                bid_size=rng.randrange(1, 50) * 100,
-                ask_size=rng.randrange(1, 50) * 100,
-                sequence=sequence[symbol],
+                bid=round(last - 0.01, 2),
+                ask=round(last + 0.01, 2),
+                last=round(last, 2),
+                bid_size=randrange(1, 50) * 100,
+                ask_size=randrange(1, 50) * 100,
+                sequence=seq,
             )
-            await pub.send(encode_market_data(data, net.time_ns()))
-            stream.sent += 1
-            stream.sent_by_topic[topic_for(symbol)] += 1
+            return topics[symbol], encode_market_data(data, net.time_ns())
 
         bursts = list(p.bursts)
         origin = loop.time()
@@ -240,7 +245,7 @@ async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunCo
         scheduled = 0
         cancelled = False
         try:
-            while ctx.loading():
+            while loop.time() - ctx.start < ctx.duration:  # ctx.loading(), on this loop
                 while bursts and ctx.elapsed() >= bursts[0].at:
                     count = bursts.pop(0).count
                     burst_owed += count
@@ -251,7 +256,10 @@ async def _run_publisher(net: Network, name: str, p: PublisherParams, ctx: RunCo
                 offer.set(burst_offered + min(scheduled, whole), now - origin, behind)
                 slice_end = now + _SLICE
                 while burst_owed or by_rate < scheduled:
-                    await publish_one()
+                    topic, frames = next_update()
+                    await send(frames)
+                    stream.sent += 1
+                    sent_by_topic[topic] += 1
                     if burst_owed:
                         burst_owed -= 1
                     else:
@@ -320,27 +328,34 @@ async def _run_subscriber(net: Network, name: str, p: SubscriberParams, ctx: Run
     topics = _expect(ctx, name, p)
     work = Work(p.processing_us / 1e6) if p.processing_us else None
     last: dict[str, int] = {}
+    timeline = ctx.metrics.timeline
+    loop = asyncio.get_running_loop()
+    start, source, record = ctx.start, p.source, receipt.record
     with net.subscriber(connect=p.connect, topics=topics, options=p.options) as sub:
         ctx.track(p.source, sub)
+        recv = sub.recv
         while True:
-            msg = await sub.recv(timeout=math.inf)
+            msg = await recv(timeout=math.inf)
             try:
                 update = decode_market_data(msg)
             except ProtocolError:
                 stream.counters["malformed"] += 1
                 continue
-            stream.deliver(name, net.time_ns() - update.timestamp_ns)
-            ctx.metrics.timeline.delivered(ctx.elapsed(), p.source)
-            seq = update.data.sequence
-            previous = last.get(update.data.symbol)
+            record(net.time_ns() - update.timestamp_ns)
+            elapsed = loop.time() - start  # ctx.elapsed(): nothing ran since the receive
+            timeline.add(elapsed, source, "delivered")
+            data = update.data
+            seq = data.sequence
+            symbol = data.symbol
+            previous = last.get(symbol)
             if previous is not None:
                 if seq > previous + 1:
                     receipt.gaps += 1
                     stream.counters["missing"] += seq - previous - 1
-                    ctx.metrics.timeline.add(ctx.elapsed(), p.source, "gap")
+                    timeline.add(elapsed, source, "gap")
                 elif seq <= previous:
                     stream.counters["sequence_restarts"] += 1
-            last[update.data.symbol] = seq
+            last[symbol] = seq
             if work is not None:
                 await work.do()
 

@@ -36,21 +36,96 @@ def latency_summary(hist: HdrHistogram) -> dict[str, float | None]:
     }
 
 
+RECORD_BATCH = 1024
+"""Latencies a :class:`Receipt` holds before it counts them into its histogram."""
+
+
+def _layout(hist: HdrHistogram) -> tuple[int, int, int, int] | None:
+    """The counts-array layout of ``hist`` (mask, unit, shift, half), to count values
+    without hdrh's method calls; None (count through ``record_value``) unless this
+    arithmetic gives hdrh's own index across the whole range (an hdrh release that
+    lays its counts out otherwise).
+    """
+    try:
+        layout = (
+            int(hist.sub_bucket_mask),
+            int(hist.unit_magnitude),
+            int(hist.sub_bucket_half_count_magnitude),
+            int(hist.sub_bucket_half_count),
+        )
+        mask, unit, shift, half = layout
+        probes = (1, 2, 1023, 2047, 2048, 4095, 4096, 123_456, 10**6, 10**9, _HIGHEST_NS)
+        for value in probes:
+            bucket = (value | mask).bit_length() - unit - shift - 1
+            index = ((bucket + 1) << shift) + (value >> (bucket + unit)) - half
+            if index != hist.get_counts_array_index(value):
+                return None
+    except Exception:
+        return None
+    return layout
+
+
+def record_values(hist: HdrHistogram, values: list[int]) -> None:
+    """Count ``values`` (ints from 1 to 1 hour in ns) into ``hist``: the same counts,
+    total, minimum and maximum as ``record_value`` of each, at a fraction of the cost.
+    """
+    if not values:
+        return
+    layout = _layout(hist)
+    if layout is None:
+        for value in values:
+            hist.record_value(value)
+        return
+    mask, unit, shift, half = layout
+    base = unit + shift + 1
+    counts = hist.counts
+    for value in values:
+        bucket = (value | mask).bit_length() - base
+        counts[((bucket + 1) << shift) + (value >> (bucket + unit)) - half] += 1
+    hist.total_count += len(values)
+    low, high = min(values), max(values)
+    hist.min_value = min(hist.min_value, low)
+    hist.max_value = max(hist.max_value, high)
+
+
 @dataclass
 class Receipt:
-    """What one receiver of a stream got."""
+    """What one receiver of a stream got.
+
+    Latencies are counted into :attr:`latency` in batches of :data:`RECORD_BATCH`
+    (and whenever it is read), which costs a delivery a list append rather than an
+    HDR record: what is read is always complete.
+    """
 
     name: str
     delivered: int = 0
     gaps: int = 0
     expected: int | None = None
-    latency: HdrHistogram = field(default_factory=_histogram, repr=False)
+    _latency: HdrHistogram = field(default_factory=_histogram, init=False, repr=False)
+    _pending: list[int] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def latency(self) -> HdrHistogram:
+        """The latency histogram of this receiver's deliveries (ns from send)."""
+        if self._pending:
+            self._flush()
+        return self._latency
 
     def record(self, latency_ns: int) -> None:
-        """Count one delivery that took ``latency_ns`` from send."""
+        """Count one delivery that took ``latency_ns`` (an int) from send; a latency
+        of 0 or less is counted as a delivery, not in the histogram; one over an hour
+        as an hour.
+        """
         self.delivered += 1
         if latency_ns > 0:
-            self.latency.record_value(min(latency_ns, _HIGHEST_NS))
+            pending = self._pending
+            pending.append(latency_ns if latency_ns < _HIGHEST_NS else _HIGHEST_NS)
+            if len(pending) >= RECORD_BATCH:
+                self._flush()
+
+    def _flush(self) -> None:
+        record_values(self._latency, self._pending)
+        self._pending = []
 
 
 @dataclass
@@ -229,17 +304,18 @@ class Timeline:
     def add(self, when: float, stream: str, what: str, count: int = 1) -> None:
         """Count ``count`` events ``what`` of ``stream`` at ``when`` seconds.
 
-        A negative time counts at 0; a count of 0 or less is ignored.
+        A negative (or NaN) time counts at 0; a count of 0 or less is ignored.
         """
         if count <= 0:
             return
-        index = int(max(when, 0.0) / self.bin_seconds)
+        index = int(when / self.bin_seconds) if when > 0.0 else 0
         while index >= self.max_bins:
             self._coarsen()
             index //= 2
-        bins = self.series.get((stream, what))
+        key = (stream, what)
+        bins = self.series.get(key)
         if bins is None:
-            bins = self.series[(stream, what)] = Counter()
+            bins = self.series[key] = Counter()
         bins[index] += count
 
     def delivered(self, when: float, stream: str) -> None:

@@ -40,7 +40,14 @@ from transportkit.sim_backend._loop import schedule_call
 from transportkit.testing import ChildProcess, FaultProxy
 from transportkit.zmq_backend import ZmqNetwork
 
-__all__ = ["SERVER_SHUTDOWN_TIMEOUT", "RunResult", "load", "run_scenario", "shutdown_servers"]
+__all__ = [
+    "SERVER_SHUTDOWN_TIMEOUT",
+    "RunResult",
+    "load",
+    "run_scenario",
+    "shortened",
+    "shutdown_servers",
+]
 
 STOP_TIMEOUT = 2.0
 """Seconds a stopped node's cancelled components get to end on zmq."""
@@ -146,6 +153,28 @@ def load(path: str | Path, *, max_events: int = MAX_EVENTS) -> Scenario:
     scenario = load_scenario(path, parsers, checks)
     check_budget(scenario, max_events=max_events)
     return scenario
+
+
+def shortened(scenario: Scenario, duration: float) -> Scenario:
+    """``scenario`` with its load period cut to ``duration`` seconds (for a quick run,
+    such as ``transportkit bench --quick``).
+
+    The drain, the components, the links and the invariants are kept; the faults at
+    or after ``duration`` are left out (they would fall in the drain or after the run,
+    where the file never put them). A shorter run costs less, so the budget the file
+    passed still holds. Invariants written for the whole run (a fault's effect, a
+    count) may fail on the shortened one: it measures the machinery, not the system.
+
+    Raises:
+        ScenarioError: ``duration`` is not positive or is longer than the file's own.
+    """
+    if not 0 < duration <= scenario.duration:
+        raise ScenarioError(
+            f"{scenario.source}: a shortened run needs 0 < duration <= "
+            f"{scenario.duration:g} s (the file's), got {duration!r}"
+        )
+    faults = tuple((at, fault) for at, fault in scenario.faults if at < duration)
+    return replace(scenario, duration=float(duration), faults=faults)
 
 
 def _open_files_limit() -> int | None:

@@ -37,6 +37,13 @@ TOPIC_PREFIX: Final = b"MARKET."
 
 _TIMESTAMP: Final = struct.Struct("<Q")
 
+_CACHED_SYMBOLS: Final = 4096
+"""The most symbols whose topic (and back) is remembered: a feed's few symbols are
+turned into topics, and topics back into symbols, once each, not once per update
+(bounded, so a feed of ever new symbols costs no more memory than that)."""
+_TOPICS: dict[str, bytes] = {}
+_SYMBOLS: dict[bytes, str] = {}
+
 
 def topic_for(symbol: str) -> bytes:
     """The topic frame of ``symbol``'s updates: ``b"MARKET." + symbol`` in UTF-8.
@@ -47,9 +54,17 @@ def topic_for(symbol: str) -> bytes:
     Raises:
         ValueError: ``symbol`` is empty or contains whitespace.
     """
+    topic = _TOPICS.get(symbol) if type(symbol) is str else None
+    if topic is not None:
+        return topic
     if not symbol or any(c.isspace() for c in symbol):
         raise ValueError(f"a symbol must be non-empty and without whitespace, got {symbol!r}")
-    return TOPIC_PREFIX + symbol.encode()
+    topic = TOPIC_PREFIX + symbol.encode()
+    if type(symbol) is str and len(_TOPICS) < _CACHED_SYMBOLS:
+        _TOPICS[symbol] = topic
+        if len(_SYMBOLS) < _CACHED_SYMBOLS:
+            _SYMBOLS[topic] = symbol
+    return topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +107,24 @@ def decode_market_data(message: Sequence[bytes]) -> MarketDataUpdate:
             f"market data must be 3 frames [topic, timestamp, data], got {len(message)}"
         )
     topic, stamp, payload = message
-    if not topic.startswith(TOPIC_PREFIX):
-        raise ProtocolError(f"market data topic {topic!r:.60} does not start with {TOPIC_PREFIX!r}")
-    try:
-        symbol = topic[len(TOPIC_PREFIX) :].decode()
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"market data topic {topic!r:.60} is not UTF-8") from exc
+    symbol = _SYMBOLS.get(topic) if type(topic) is bytes else None
+    if symbol is None:
+        if not topic.startswith(TOPIC_PREFIX):
+            raise ProtocolError(
+                f"market data topic {topic!r:.60} does not start with {TOPIC_PREFIX!r}"
+            )
+        try:
+            symbol = topic[len(TOPIC_PREFIX) :].decode()
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"market data topic {topic!r:.60} is not UTF-8") from exc
+        if type(topic) is bytes and len(_SYMBOLS) < _CACHED_SYMBOLS:
+            _SYMBOLS[topic] = symbol
     if len(stamp) != _TIMESTAMP.size:
         raise ProtocolError(f"market data timestamp must be 8 bytes, got {len(stamp)}")
-    data = parse(MarketData, payload, f"market data for {symbol!r}")
+    try:
+        data = MarketData.FromString(payload)
+    except Exception:  # parse again, to raise the ProtocolError that says what is wrong
+        data = parse(MarketData, payload, f"market data for {symbol!r}")
     if data.symbol != symbol:
         raise ProtocolError(f"market data for {data.symbol!r} arrived on topic {topic!r:.60}")
     (timestamp_ns,) = _TIMESTAMP.unpack(stamp)
