@@ -63,6 +63,10 @@ class BenchConfig:
         peers_echo_round_trips: Lockstep round trips of the peers figure's echo.
         peers_fanout_messages: Messages per subscriber of the peers figure's fan-out.
         peers_timer_wakeups: ``asyncio.sleep`` wake-ups in all of the peers figure's timers.
+        peers_python: The interpreter of the peers figure's worker processes (empty:
+            the current one).
+        peers_run_timeout_s: Upper bound of one worker process of the peers figure
+            (one run of one workload on one library).
         limit_samples: Round trips per variant per round of the C-limit figure.
         limit_messages: 1 KB messages per throughput run of the C-limit figure.
         multipart_messages: ``[topic][timestamp][data]`` messages per multipart run.
@@ -86,6 +90,8 @@ class BenchConfig:
     peers_echo_round_trips: int = _knob(20_000, 200)
     peers_fanout_messages: int = _knob(20_000, 200)
     peers_timer_wakeups: int = _knob(100_000, 1_000)
+    peers_python: str = _knob("", "")
+    peers_run_timeout_s: float = _knob(600.0, 120.0)
     # limit
     limit_samples: int = _knob(5_000, 200)
     limit_messages: int = _knob(200_000, 2_000)
