@@ -20,6 +20,7 @@ from asyncio import format_helpers
 from collections import deque
 from collections.abc import Callable, Mapping, Sized
 from contextvars import copy_context
+from functools import partial
 from heapq import heappop, heappush
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -341,6 +342,9 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         # One attribute: a bigger instance dict would slow the lookups of every
         # call_soon (measured: +0.6% instructions per message in FIFO mode).
         self._exploring = _Exploring(scheduler, schedule, trace, invariants)
+        # create_future() answered by a C callable, without a Python frame: asyncio.sleep
+        # and every awaited receive make a future.
+        self.create_future = partial(_Future, loop=self)  # type: ignore[method-assign]
 
     def _needs_general(self) -> bool:
         invariants = self._exploring.invariants
@@ -466,7 +470,9 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         return timer  # type: ignore[no-any-return]
 
     def create_future(self) -> asyncio.Future[Any]:
-        """A future bound to this loop (asyncio's C ``Future``, without a Python layer)."""
+        """A future bound to this loop: asyncio's C ``Future`` (each loop answers this
+        with a ``functools.partial`` of it, set in ``__init__``, without a Python frame).
+        """
         return _Future(loop=self)
 
     def _run_once(self) -> None:
@@ -525,7 +531,8 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         env = self._env
         ready: deque[Any] = this._ready
         popleft = ready.popleft
-        advance_to = self._sim_selector.advance_to
+        queue: list[Any] = env._queue
+        idle = self._sim_selector.idle
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -544,7 +551,28 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             if not ready and not this._stopping:
                 deadline = scheduled[0].handle._when if scheduled else inf
                 if deadline > env._now:
-                    advance_to(deadline)
+                    # _VirtualSelector.advance_to inlined (a call per wait saved: every
+                    # awaited message waits here): SimPy events up to ``deadline``, stopping
+                    # at the first that makes asyncio work ready.
+                    forever = deadline == inf
+                    while queue:
+                        entry = queue[0]
+                        when = entry[0]
+                        if when > deadline or when == inf or (forever and len(queue) <= idle.count):
+                            break
+                        heappop(queue)
+                        env._now = when
+                        event: Any = entry[3]
+                        if type(event) is SimCall:
+                            event[0](*event[1])
+                        else:
+                            _process(event)
+                        if ready:
+                            break
+                    if not ready:
+                        if forever:
+                            _deadlock(env)
+                        env._now = max(env._now, deadline)
 
             # A timer runs when the clock has reached its time, never before: asyncio's
             # clock-resolution slack would let a deadline loop spin at a fixed time.
