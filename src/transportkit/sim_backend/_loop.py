@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from transportkit._errors import SimulationDeadlock, SimulationError
 from transportkit.sim_backend._guards import refuse
 from transportkit.sim_backend._sched import RandomScheduler
+from transportkit.sim_backend._trace import TRACE_BATCH
 
 if TYPE_CHECKING:
     import simpy
@@ -620,6 +621,9 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             record_steps = record._steps.append
             record_indices = record._indices.append
         trace = self._exploring.trace
+        # Trace.add inlined, as its docstring allows: append to ``pending`` (always the
+        # same list), flush once it holds TRACE_BATCH events.
+        pending = trace.pending if trace is not None else None
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -679,8 +683,10 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                     if index:
                         record_steps(step)
                         record_indices(index)
-                        if trace is not None:
-                            trace.add(env._now, "schedule", "", f"{step} {index}")
+                        if pending is not None:
+                            pending.append((env._now, "schedule", "", f"{step} {index}"))
+                            if len(pending) >= TRACE_BATCH:
+                                trace.flush()  # type: ignore[union-attr]
                         handle = ready[index]
                         del ready[index]
                         if index < old:
