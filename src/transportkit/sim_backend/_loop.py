@@ -48,7 +48,8 @@ _new_handle = object.__new__
 class TimerHandle(asyncio.TimerHandle):
     """The handle :meth:`SimEventLoop.call_at` and ``call_later`` return: asyncio's
     ``TimerHandle`` (same name, fields and repr) whose ``cancel`` takes one frame
-    instead of three. ``asyncio.sleep`` cancels its timer every time it returns.
+    instead of four (its own, the loop's ``_timer_handle_cancelled``,
+    ``Handle.cancel`` and ``get_debug``). ``asyncio.sleep`` cancels its timer every time it returns.
     """
 
     __slots__ = ()
