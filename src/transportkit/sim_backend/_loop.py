@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from transportkit._errors import SimulationDeadlock, SimulationError
 from transportkit.sim_backend._guards import refuse
+from transportkit.sim_backend._sched import RandomScheduler
+from transportkit.sim_backend._trace import TRACE_BATCH
 
 if TYPE_CHECKING:
     import simpy
@@ -41,6 +43,43 @@ _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 _NORMAL = 1  # simpy.events.NORMAL: the priority of a Timeout
 _new_handle = object.__new__
+
+
+class TimerHandle(asyncio.TimerHandle):
+    """The handle :meth:`SimEventLoop.call_at` and ``call_later`` return: asyncio's
+    ``TimerHandle`` (same name, fields and repr) whose ``cancel`` takes one frame
+    instead of four (its own, the loop's ``_timer_handle_cancelled``,
+    ``Handle.cancel`` and ``get_debug``). ``asyncio.sleep`` cancels its timer every time it returns.
+    """
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        """:meth:`asyncio.TimerHandle.cancel`, inlined."""
+        this: Any = self
+        if not this._cancelled:
+            loop = this._loop
+            if this._scheduled:
+                loop._timer_cancelled_count += 1
+            this._cancelled = True
+            if loop._debug:  # what get_debug() returns, without its frame
+                this._repr = repr(self)
+            this._callback = None
+            this._args = None
+
+
+class _TimerKey(float):
+    """A timer's place in the loop's heap: its time, as a float, and the handle.
+
+    asyncio's heap holds the handles themselves and orders them with
+    ``TimerHandle.__lt__``, a Python method called a few times per push and pop.
+    These keys compare as floats, in C, and give exactly the same answers (both
+    compare ``when`` alone), so the heap takes the same shape and timers set for the
+    same instant still run in the same order.
+    """
+
+    __slots__ = ("handle",)
+    handle: TimerHandle
 
 
 class SimCall(tuple[Callable[..., object], tuple[Any, ...]]):
@@ -361,8 +400,78 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         this._ready.append(handle)
         return handle  # type: ignore[no-any-return]
 
+    def call_at(  # type: ignore[override]
+        self, when: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        """:meth:`asyncio.BaseEventLoop.call_at`, the handle built in place (outside debug
+        mode) and the heap keyed by :class:`_TimerKey`.
+        """
+        this: Any = self
+        if when is None:
+            raise TypeError("when cannot be None")
+        if this._closed:
+            raise RuntimeError("Event loop is closed")
+        if this._debug:
+            this._check_thread()
+            this._check_callback(callback, "call_at")
+            timer: Any = TimerHandle(when, callback, args, self, context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+        else:
+            timer = _new_handle(TimerHandle)
+            timer._context = copy_context() if context is None else context
+            timer._loop = self
+            timer._callback = callback
+            timer._args = args
+            timer._cancelled = False
+            timer._repr = None
+            timer._source_traceback = None
+            timer._when = when
+        key = _TimerKey(when)
+        key.handle = timer
+        heappush(this._scheduled, key)
+        timer._scheduled = True
+        return timer  # type: ignore[no-any-return]
+
+    def call_later(  # type: ignore[override]
+        self, delay: float, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.TimerHandle:
+        """:meth:`asyncio.BaseEventLoop.call_later`: :meth:`call_at` ``time() + delay``
+        (the same sum, so the same instant), without the two calls in between.
+        """
+        this: Any = self
+        if delay is None:
+            raise TypeError("delay must not be None")
+        when = float(self._env._now) + delay
+        if this._debug:
+            timer: Any = self.call_at(when, callback, *args, context=context)
+            if timer._source_traceback:
+                del timer._source_traceback[-1]
+            return timer  # type: ignore[no-any-return]
+        if this._closed:
+            raise RuntimeError("Event loop is closed")
+        timer = _new_handle(TimerHandle)
+        timer._context = copy_context() if context is None else context
+        timer._loop = self
+        timer._callback = callback
+        timer._args = args
+        timer._cancelled = False
+        timer._repr = None
+        timer._source_traceback = None
+        timer._when = when
+        key = _TimerKey(when)
+        key.handle = timer
+        heappush(this._scheduled, key)
+        timer._scheduled = True
+        return timer  # type: ignore[no-any-return]
+
     def create_future(self) -> asyncio.Future[Any]:
-        """A future bound to this loop (asyncio's C ``Future``, without a Python layer)."""
+        """A future bound to this loop (asyncio's C ``Future``, without a Python layer).
+
+        Not a ``functools.partial`` in the instance's dict: that saved a frame per call
+        in isolation but cost about 2% more instructions per ``asyncio.sleep`` wake-up
+        in a run (callgrind).
+        """
         return _Future(loop=self)
 
     def _run_once(self) -> None:
@@ -377,11 +486,13 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         lookups per iteration (the wake-up of every awaited message). The wait is
         :meth:`_VirtualSelector.advance_to`, called directly instead of through
         ``select``.
+
+        Debug mode takes the same path: what asyncio's debug ``_run_once`` adds is a
+        warning for callbacks that take longer than ``slow_callback_duration`` by
+        ``time()``, and virtual time never passes during a callback. (The timer heap
+        holds :class:`_TimerKey` entries, which asyncio's own ``_run_once`` cannot read.)
         """
         this: Any = self  # asyncio internals (untyped)
-        if this._debug:
-            super()._run_once()  # type: ignore[misc]
-            return
         while True:
             if self._needs_general():
                 self._exploring.in_general = True
@@ -403,11 +514,12 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         """
         this: Any = self
         kept = []
-        for handle in this._scheduled:
+        for key in this._scheduled:
+            handle = key.handle
             if handle._cancelled:
                 handle._scheduled = False
             else:
-                kept.append(handle)
+                kept.append(key)
         heapq.heapify(kept)
         this._scheduled = kept
         this._timer_cancelled_count = 0
@@ -418,7 +530,8 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         env = self._env
         ready: deque[Any] = this._ready
         popleft = ready.popleft
-        advance_to = self._sim_selector.advance_to
+        queue: list[Any] = env._queue
+        idle = self._sim_selector.idle
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -430,24 +543,43 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             ):
                 scheduled = self._compact_timers()
             else:
-                while scheduled and scheduled[0]._cancelled:
+                while scheduled and scheduled[0].handle._cancelled:
                     this._timer_cancelled_count -= 1
-                    handle = heappop(scheduled)
-                    handle._scheduled = False
+                    heappop(scheduled).handle._scheduled = False
 
             if not ready and not this._stopping:
-                deadline = scheduled[0]._when if scheduled else inf
+                deadline = scheduled[0].handle._when if scheduled else inf
                 if deadline > env._now:
-                    advance_to(deadline)
+                    # _VirtualSelector.advance_to inlined (a call per wait saved: every
+                    # awaited message waits here): SimPy events up to ``deadline``, stopping
+                    # at the first that makes asyncio work ready.
+                    forever = deadline == inf
+                    while queue:
+                        entry = queue[0]
+                        when = entry[0]
+                        if when > deadline or when == inf or (forever and len(queue) <= idle.count):
+                            break
+                        heappop(queue)
+                        env._now = when
+                        event: Any = entry[3]
+                        if type(event) is SimCall:
+                            event[0](*event[1])
+                        else:
+                            _process(event)
+                        if ready:
+                            break
+                    if not ready:
+                        if forever:
+                            _deadlock(env)
+                        env._now = max(env._now, deadline)
 
             # A timer runs when the clock has reached its time, never before: asyncio's
             # clock-resolution slack would let a deadline loop spin at a fixed time.
             now = env._now
             while scheduled:
-                handle = scheduled[0]
-                if handle._when > now:
+                if scheduled[0] > now:
                     break
-                handle = heappop(scheduled)
+                handle = heappop(scheduled).handle
                 handle._scheduled = False
                 ready.append(handle)
 
@@ -477,8 +609,19 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         check = invariants.check if invariants is not None else _no_check
         scheduler = self._exploring.scheduler
         choose = scheduler.choose if scheduler is not None else None
+        # The random walk's choice, inlined (the same draw and arithmetic as
+        # RandomScheduler.choose, without a call per step); subclasses keep theirs.
+        draw = None
+        if type(scheduler) is RandomScheduler:
+            draw = scheduler._rng.random
         record = self._exploring.schedule
+        if record is not None:
+            record_steps = record._steps.append
+            record_indices = record._indices.append
         trace = self._exploring.trace
+        # Trace.add inlined, as its docstring allows: append to ``pending`` (always the
+        # same list), flush once it holds TRACE_BATCH events.
+        pending = trace.pending if trace is not None else None
         inf = math.inf
         while True:
             scheduled: list[Any] = this._scheduled
@@ -490,22 +633,23 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             ):
                 scheduled = self._compact_timers()
             else:
-                while scheduled and scheduled[0]._cancelled:
+                while scheduled and scheduled[0].handle._cancelled:
                     this._timer_cancelled_count -= 1
-                    handle = heappop(scheduled)
-                    handle._scheduled = False
+                    heappop(scheduled).handle._scheduled = False
 
             if not ready and not this._stopping:
-                deadline = scheduled[0]._when if scheduled else inf
+                deadline = scheduled[0].handle._when if scheduled else inf
                 if deadline > env._now:
-                    selector.advance_checked(deadline, check)
+                    if invariants is not None and (invariants._always or invariants._eventually):
+                        selector.advance_checked(deadline, check)
+                    else:
+                        selector.advance_to(deadline)
 
             now = env._now
             while scheduled:
-                handle = scheduled[0]
-                if handle._when > now:
+                if scheduled[0] > now:
                     break
-                handle = heappop(scheduled)
+                handle = heappop(scheduled).handle
                 handle._scheduled = False
                 ready.append(handle)
 
@@ -513,31 +657,47 @@ class SimEventLoop(asyncio.SelectorEventLoop):
             # asyncio); ``old`` of those have not run yet, the front of ``ready``.
             left = old = len(ready)
             while left:
+                left -= 1
                 index = 0
-                if choose is not None and len(ready) > 1:
+                size = len(ready)
+                if size > 1 and choose is not None:
                     assert record is not None
                     step = record.steps
-                    index = choose(step, ready, old)
-                    if index:
-                        if type(index) is not int or not 0 < index < len(ready):
+                    if draw is not None:
+                        weight = scheduler.fifo_weight  # type: ignore[union-attr]
+                        x = draw() * (weight + size - 1) - weight
+                        if x >= 0:
+                            index = 1 + int(x)
+                            if index >= size:
+                                index = size - 1
+                    else:
+                        index = choose(step, ready, old)
+                        if index and (type(index) is not int or not 0 < index < size):
                             self._exploring.scheduler = None  # FIFO for the clean-up that follows
                             raise SimulationError(
                                 f"scheduler {scheduler!r} chose {index!r} at step {step}: "
-                                f"an index from 0 to {len(ready) - 1} was expected"
+                                f"an index from 0 to {size - 1} was expected"
                             )
-                        record.add(step, index)
-                        if trace is not None:
-                            trace.add(env._now, "schedule", "", f"{step} {index}")
-                if index:
-                    handle = ready[index]
-                    del ready[index]
+                    if index:
+                        record_steps(step)
+                        record_indices(index)
+                        if pending is not None:
+                            pending.append((env._now, "schedule", "", f"{step} {index}"))
+                            if len(pending) >= TRACE_BATCH:
+                                trace.flush()  # type: ignore[union-attr]
+                        handle = ready[index]
+                        del ready[index]
+                        if index < old:
+                            old -= 1
+                    else:
+                        handle = popleft()
+                        old -= 1
+                    record.steps = step + 1
                 else:
                     handle = popleft()
-                if index < old:
                     old -= 1
-                left -= 1
-                if record is not None:
-                    record.steps += 1
+                    if record is not None:
+                        record.steps += 1
                 if handle._cancelled:
                     continue
                 try:
@@ -546,7 +706,9 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                     raise
                 except BaseException as exc:  # as asyncio.Handle._run reports it
                     _report(self, handle, exc)
-                check()
+                # Invariants.check does nothing while none is registered.
+                if invariants is not None and (invariants._always or invariants._eventually):
+                    check()
             if this._stopping:
                 return
 
