@@ -136,6 +136,9 @@ class Wire:
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
         self.kernel_buffers = True
         """Model ipc/tcp kernel buffers and pipe notifications (``_kernel``)."""
+        self.arrive = self._arrive
+        """The function of every scheduled arrival (one bound method for all: a receiver
+        recognizes its next arrival by it, see ``SimSocket.recv``)."""
 
     def _key(self, sock: SimSocket, ep: Endpoint) -> tuple[str, ...]:
         """Where ``ep`` is, seen from ``sock``: tcp by (host node, port), ipc by path
@@ -910,7 +913,7 @@ class Wire:
             unseen = peer.unseen + 1
             peer.unseen = 0 if unseen >= peer.lwm else unseen
         if self.shuffle_ties:
-            self._schedule_at(self._arrival(peer, link), self._arrive, conn, remote, item, link)
+            self._schedule_at(self._arrival(peer, link), self.arrive, conn, remote, item, link)
             return
         # The hot path of every message: _arrival and schedule_call, inlined.
         env = self.env
@@ -921,7 +924,7 @@ class Wire:
         queue: list[Any] = env._queue
         heappush(
             queue,
-            (when, _NORMAL, next(env._eid), SimCall((self._arrive, (conn, remote, item, link)))),
+            (when, _NORMAL, next(env._eid), SimCall((self.arrive, (conn, remote, item, link)))),
         )
 
     def _arrival(self, peer: Peer, link: Link) -> float:
