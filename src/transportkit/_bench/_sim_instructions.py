@@ -22,6 +22,7 @@ from transportkit._bench._instructions import callgrind_instructions
 
 WORKLOADS: Final = {
     "pubsub": "sim PUB/SUB, one reading subscriber (instructions per message)",
+    "pubsub_traced": "the same with record_trace=True (instructions per message)",
     "reqrep": "sim REQ/REP (instructions per round trip: two messages)",
 }
 """Every measured workload and what one unit of it is."""
@@ -37,6 +38,8 @@ def run_workload(workload: str, count: int) -> int:
     sim = importlib.import_module("transportkit._bench._sim")
     if workload == "pubsub":
         return int(sim.sim_pubsub(count))
+    if workload == "pubsub_traced":
+        return int(sim.sim_pubsub(count, record_trace=True))
     if workload == "reqrep":
         return int(sim.sim_reqrep(count))
     raise ValueError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
