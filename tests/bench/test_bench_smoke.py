@@ -119,6 +119,8 @@ def test_the_sim_instruction_workloads_run_and_deliver_every_message() -> None:
     assert run_workload("pubsub", 200) == 200
     assert run_workload("pubsub_traced", 200) == 200
     assert run_workload("reqrep", 50) == 100
-    assert set(WORKLOADS) == {"pubsub", "pubsub_traced", "reqrep"}
+    assert run_workload("bare_pubsub", 200) == 200
+    assert run_workload("bare_reqrep", 50) == 100
+    assert set(WORKLOADS) == {"pubsub", "pubsub_traced", "reqrep", "bare_pubsub", "bare_reqrep"}
     with pytest.raises(ValueError, match="unknown workload"):
         run_workload("nothing", 1)

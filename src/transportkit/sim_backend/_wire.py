@@ -851,7 +851,8 @@ class Wire:
     def offer(self, peer: Peer, item: Item) -> None:
         """Hand a message to ``peer``: onto the wire if there is room, else queue it."""
         remote = peer.remote
-        if peer.conn is not None and not peer.out_q:
+        conn = peer.conn
+        if conn is not None and not peer.out_q:
             assert remote is not None
             receiver = remote.sock
             hwm = receiver.rcvhwm
@@ -861,7 +862,31 @@ class Wire:
                 or len(remote.in_q) + remote.in_flight < hwm
                 or (remote.kcap and _kernel.admit(remote, item[1]))
             ):
-                self._transmit(peer, item)
+                link = conn.link_ab if peer is conn.a else conn.link_ba
+                if link is None or self.shuffle_ties:
+                    self._transmit(peer, item)
+                    return
+                # The path of every message: _transmit's usual case, inlined.
+                remote.in_flight += 1
+                lwm = peer.lwm
+                if lwm:  # libzmq tells the sender what left its pipe every lwm messages
+                    unseen = peer.unseen + 1
+                    peer.unseen = 0 if unseen >= lwm else unseen
+                env = self.env
+                when = env._now + link.latency.sample(self.rng)
+                if when < peer.last_arrival:  # noqa: PLR1730 (no max() call per message)
+                    when = peer.last_arrival
+                peer.last_arrival = when
+                queue: list[Any] = env._queue
+                heappush(
+                    queue,
+                    (
+                        when,
+                        _NORMAL,
+                        next(env._eid),
+                        SimCall((self.arrive, (conn, remote, item, link))),
+                    ),
+                )
                 return
         if peer.conflate:
             peer.out_q.clear()
@@ -972,7 +997,19 @@ class Wire:
         pending.append((self.env._now, "deliver", receiver.name, item[0]))
         if len(pending) >= TRACE_BATCH:
             self.trace.flush()
-        receiver.arrived(remote)
+        if not receiver._plain_arrival:
+            receiver.arrived(remote)
+            return
+        # SimSocket.arrived, inlined (the socket kinds that receive keep it).
+        if not remote.queued:
+            remote.queued = True
+            receiver.ready.append(remote)
+        waiters = receiver.recv_waiters
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(True)
+            waiters.clear()
 
     def _refuse_oversized(self, conn: Connection, remote: Peer, item: Item, limit: int) -> None:
         """A frame over the receiver's ``maxmsgsize`` arrived: libzmq 4.3's behaviour.
