@@ -30,11 +30,11 @@ def _run(
     taken = [0]
     real = _sockets._arrives_next
 
-    def counted(loop: asyncio.AbstractEventLoop, sock: Any) -> bool:
+    def counted(loop: asyncio.AbstractEventLoop, sock: Any) -> Any:
         if not inline:
             return False
         delivered = real(loop, sock)
-        taken[0] += delivered
+        taken[0] += delivered is not False
         return delivered
 
     with monkeypatch.context() as patch:
@@ -206,17 +206,42 @@ async def _self_cancelling_reader(sim: Simulation, log: list[tuple[float, str]])
     task.cancel()
 
 
+async def _small_hwm(sim: Simulation, log: list[tuple[float, str]]) -> None:
+    """Bursts bigger than the HWMs: messages wait in the sender's queue and the kernel's
+    buffers, and every receive moves the next ones on (pipe notifications, pumping).
+    """
+    a, b = sim.node("a"), sim.node("b")
+    small = SocketOptions(sndhwm=4, rcvhwm=3)
+    push = a.pusher(bind="tcp://a:1", options=small)
+    pull = b.puller(connect="tcp://a:1", options=small)
+    await asyncio.sleep(0.01)
+
+    async def reader() -> None:
+        while True:
+            msg = await pull.recv()
+            log.append((_now(), f"got {msg[0].decode()}"))
+
+    task = asyncio.ensure_future(reader())
+    for burst in range(3):
+        for i in range(40):
+            await push.send([f"{burst}.{i}".encode() * 20_000])
+            log.append((_now(), f"sent {burst}.{i}"))
+        await asyncio.sleep(0.002)
+    await asyncio.sleep(0.01)
+    task.cancel()
+
+
 @pytest.mark.parametrize("latency", [Constant(0.0005), Uniform(40e-6, 60e-6)], ids=str)
 @pytest.mark.parametrize(
     "program",
-    [_forwarder, _two_readers, _timeouts_and_cancels, _self_cancelling_reader],
+    [_forwarder, _two_readers, _timeouts_and_cancels, _self_cancelling_reader, _small_hwm],
     ids=lambda p: p.__name__,
 )
 def test_inline_delivery_changes_nothing_observable(
     program: Program, latency: LatencyModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inline = _same_both_ways(program, latency, monkeypatch)
-    if program in (_forwarder, _self_cancelling_reader):
+    if program in (_forwarder, _self_cancelling_reader, _small_hwm):
         assert inline > 0  # the shortcut was exercised
 
 

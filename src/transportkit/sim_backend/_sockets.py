@@ -98,7 +98,7 @@ async def _wait(waiters: list[asyncio.Future[bool]], deadline: float | None) -> 
             waiters.remove(fut)
 
 
-def _arrives_next(loop: asyncio.AbstractEventLoop, sock: SimSocket) -> bool:
+def _arrives_next(loop: asyncio.AbstractEventLoop, sock: SimSocket) -> Message | bool:
     """Deliver the next message of ``sock`` here, if waiting for it would change nothing.
 
     Called by a receive that found nothing and is about to wait, in the task that
@@ -109,7 +109,9 @@ def _arrives_next(loop: asyncio.AbstractEventLoop, sock: SimSocket) -> bool:
     is due by then, then waiting would only let the loop deliver that message and wake
     this task straight away, before anything else runs. Delivering it now, at the
     same virtual time (the clock moves to it), is the same run without the wait: the
-    same trace, the same order of everything after. Return whether it was delivered.
+    same trace, the same order of everything after. Return False if nothing was
+    delivered, the message if it was delivered and taken at once (the usual case), and
+    True if it was delivered into the socket's queues (then ``_take`` it).
 
     It holds for the loop's FIFO fast path only: with a scheduler, invariants or debug
     mode the loop counts and checks steps, and the receive waits. A task with a
@@ -147,20 +149,28 @@ def _arrives_next(loop: asyncio.AbstractEventLoop, sock: SimSocket) -> bool:
         return False
     heappop(queue)
     env._now = when
-    if remote.conflate or not sock._plain_arrival:
+    if remote.conflate or not sock._plain_arrival or remote.in_q or remote.queued:
         event[0](*event[1])
         return True
-    # Wire._arrive and SimSocket.arrived for the case checked above, inlined.
+    # Wire._arrive, SimSocket.arrived and _take for the case checked above, inlined:
+    # the message would be queued, its peer made ready, and both taken back at once
+    # (the socket's ready list is empty: the receive found nothing).
     remote.in_flight -= 1
-    remote.in_q.append(item)
     pending = sock.trace_pending
     pending.append((when, "deliver", sock.name, item[0]))
     if len(pending) >= TRACE_BATCH:
         sock.trace.flush()
-    if not remote.queued:
-        remote.queued = True
-        sock.ready.append(remote)
-    return True
+    kq = remote.kq
+    if kq:  # the oldest message in the kernel's buffer moves into the pipe
+        remote.kused -= kq.popleft()
+    other = remote.remote
+    if other is not None and other.out_q:
+        sock.wire.pump(other)
+    msg: Message | None = sock._accept(remote, item[1])
+    if msg is None:
+        return True
+    sock._stats.received += 1
+    return msg
 
 
 def _deadline(timeout: float | None, option_ms: int) -> float | None:
@@ -262,7 +272,7 @@ class SimSocket(Socket):
         cls._has_send_state = cls._check_send_state is not SimSocket._check_send_state
         cls._has_envelope = cls._envelope is not SimSocket._envelope
         cls._has_after_send = cls._after_send is not SimSocket._after_send
-        cls._plain_arrival = cls.arrived is SimSocket.arrived
+        cls._plain_arrival = cls.arrived is SimSocket.arrived and cls._take is SimSocket._take
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         self.node = node
@@ -477,11 +487,15 @@ class SimSocket(Socket):
             waiters = self.recv_waiters
             loop = asyncio.get_running_loop()
             while True:
-                if not waiters and _arrives_next(loop, self):
-                    msg = self._take()
-                    if msg is not None:
-                        return msg
-                    continue
+                if not waiters:
+                    got = _arrives_next(loop, self)
+                    if got is not False:
+                        if got is not True:
+                            return got
+                        msg = self._take()
+                        if msg is not None:
+                            return msg
+                        continue
                 fut: asyncio.Future[bool] = _Future(loop=loop)  # loop.create_future()
                 waiters.append(fut)
                 try:
