@@ -153,10 +153,12 @@ class Trace:
         self._cells.extend(map(self._pairs.__getitem__, zip(kinds, subjects, strict=True)))
         column = self._details
         try:
-            column.extend(details)  # type: ignore[arg-type]  # all message ids: the usual case
+            # All message ids (the usual case); fromlist changes nothing if it fails,
+            # and is twice as fast as extend from the tuple.
+            column.fromlist(list(details))  # type: ignore[arg-type]
             return
         except (TypeError, OverflowError):
-            del column[first:]
+            pass
         ids = []
         texts = self._texts
         for number, detail in enumerate(details, first):
@@ -166,11 +168,10 @@ class Trace:
                 texts[number] = detail
                 ids.append(0)
         try:
-            column.extend(ids)
+            column.fromlist(ids)
         except OverflowError:  # a message id past 2**31: a wider column from now on
-            del column[first:]
             column = self._details = array("q", column)
-            column.extend(ids)
+            column.fromlist(ids)
 
     @property
     def events(self) -> list[TraceEvent]:
