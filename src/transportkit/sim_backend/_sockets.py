@@ -487,7 +487,16 @@ class SimSocket(Socket):
             waiters = self.recv_waiters
             loop = asyncio.get_running_loop()
             while True:
-                if not waiters:
+                # A pre-check of _arrives_next (is the heap's head an arrival here?)
+                # without its call: a REQ/REP wait fails it (the head is the peer's).
+                queue: list[Any] = self.env._queue
+                head: Any = queue[0][3] if queue else None
+                here: bool = (
+                    type(head) is SimCall
+                    and head[0] is self.wire.arrive
+                    and head[1][1].sock is self
+                )
+                if here and not waiters:
                     got = _arrives_next(loop, self)
                     if got is not False:
                         if got is not True:
