@@ -76,7 +76,12 @@ def test_sim_figures_and_profile(report: dict[str, Any]) -> None:
     sim = report["sim"]
     assert set(sim["ratios"]) == {"pubsub_vs_bare", "reqrep_vs_bare"}
     assert list(sim["cost_us_per_message"]) == ["50", "100"]
-    assert sim["peak_memory_mb"]["peak_mb"] > 0
+    memory = sim["peak_memory_mb"]
+    assert memory["record_trace"] is True  # the scenario runner's default
+    assert memory["peak_mb"] > 0 and memory["untraced_peak_mb"] > 0
+    assert "tk_pubsub_traced" in sim["deliveries_per_s"]
+    assert math.isfinite(sim["trace_cost"]["cost"]) and "hash" in sim["trace_cost"]["what"]
+    assert any(c["target"] == "sim_trace_cost" for c in report["targets"])
     assert sim["profile_top"] and "function" in sim["profile_top"][0]
     parts = sim["breakdown_us"]
     assert set(parts) == {
@@ -87,14 +92,18 @@ def test_sim_figures_and_profile(report: dict[str, Any]) -> None:
         "sim_total",
     }
     assert parts["sim_total"] == pytest.approx(1e6 / sim["deliveries_per_s"]["tk_pubsub"])
-    assert "Where a PUB/SUB delivery's time goes" in format_report(report)
+    text = format_report(report)
+    assert "Where a PUB/SUB delivery's time goes" in text
+    assert "Trace recording costs" in text and "record_trace=False" in text
 
 
 def test_every_number_is_finite_and_positive_where_measured(report: dict[str, Any]) -> None:
     numbers = _finite_numbers({k: v for k, v in report.items() if k != "config"})
     assert numbers and all(math.isfinite(n) for n in numbers)
     for check in report["targets"]:
-        assert math.isfinite(check["value"]) and check["value"] > 0
+        # The trace's cost is a difference (traced/untraced - 1): noise can make it < 0.
+        positive = check["value"] > 0 or check["target"] == "sim_trace_cost"
+        assert math.isfinite(check["value"]) and positive
 
 
 def test_cli_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,7 +117,10 @@ def test_the_sim_instruction_workloads_run_and_deliver_every_message() -> None:
     from transportkit._bench._sim_instructions import WORKLOADS, run_workload  # noqa: PLC0415
 
     assert run_workload("pubsub", 200) == 200
+    assert run_workload("pubsub_traced", 200) == 200
     assert run_workload("reqrep", 50) == 100
-    assert set(WORKLOADS) == {"pubsub", "reqrep"}
+    assert run_workload("bare_pubsub", 200) == 200
+    assert run_workload("bare_reqrep", 50) == 100
+    assert set(WORKLOADS) == {"pubsub", "pubsub_traced", "reqrep", "bare_pubsub", "bare_reqrep"}
     with pytest.raises(ValueError, match="unknown workload"):
         run_workload("nothing", 1)

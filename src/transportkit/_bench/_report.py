@@ -34,6 +34,7 @@ _OWN_TARGETS: Final = {
     "sim_vs_bare": (">=", 0.3),
     "sim_peak_mb": ("<=", 50.0),
     "sim_cost_growth": ("<=", 1.2),
+    "sim_trace_cost": ("<=", 0.10),
 }
 
 TARGETS: Final[dict[str, tuple[str, float]]] = {
@@ -82,6 +83,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
         checks.append(_check("sim_cost_growth", "cost/msg largest/smallest", sim["cost_growth"]))
+        if "trace_cost" in sim:
+            checks.append(
+                _check("sim_trace_cost", "pubsub traced/untraced - 1", sim["trace_cost"]["cost"])
+            )
     for name in FIGURE_MODULES:
         if name in report:
             checks += figure_module(name).checks(report[name])
@@ -177,13 +182,24 @@ def _sim(sim: dict[str, Any]) -> list[str]:
             f"| the receive itself (the rest) | {parts['sim_receive']:.2f} |",
             f"| sim total | {parts['sim_total']:.2f} |",
         ]
+    trace = sim.get("trace_cost")
+    if trace:
+        lines += [
+            "",
+            f"Trace recording costs {trace['cost']:+.1%} ({trace['what']}).",
+        ]
     costs = ", ".join(f"{n}: {c:.1f} us" for n, c in sim["cost_us_per_message"].items())
     mem = sim["peak_memory_mb"]
     lines += [
         "",
         f"Cost per message (PUB/SUB): {costs} (growth {sim['cost_growth']:.2f}x).",
-        f"Peak traced memory, {mem['messages']} messages, record_trace=False: "
-        f"{mem['peak_mb']:.1f} MB.",
+        f"Peak traced memory, {mem['messages']} messages: "
+        + (
+            f"record_trace=True (the scenario runner's default) {mem['peak_mb']:.1f} MB, "
+            f"record_trace=False {mem['untraced_peak_mb']:.1f} MB."
+            if "untraced_peak_mb" in mem
+            else f"record_trace={mem['record_trace']} {mem['peak_mb']:.1f} MB."
+        ),
         "",
         "| sim profile: function | calls | tottime s | share |",
         "|---|---:|---:|---:|",

@@ -1,6 +1,7 @@
 """Sim backend figures: delivered messages per wall-clock second against a bare SimPy
-loop doing the same deliveries with callbacks, cost per message as runs grow, peak
-memory of a long run, and the profile that says where the time goes.
+loop doing the same deliveries with callbacks, what recording the trace costs, cost per
+message as runs grow, peak memory of a long run (trace recorded or not), and the profile
+that says where the time goes.
 
 Measure only: these figures are for the sim backend's owners to act on.
 """
@@ -34,6 +35,13 @@ _SETTLE_S = 0.001
 _REPEAT_UP_TO = 100_000
 _UNLIMITED = SocketOptions(sndhwm=0, rcvhwm=0)
 
+TRACE_COST_WHAT = (
+    "PUB/SUB with record_trace=True against False: recording is keeping every event "
+    "(columns of times, kind and subject numbers, message ids); the hash and the "
+    "per-kind counts are computed in both runs"
+)
+"""What the trace-cost figure compares (shown with it)."""
+
 
 def _simulation(record_trace: bool = False) -> Any:
     from transportkit.sim_backend import Simulation, Uniform  # noqa: PLC0415
@@ -43,11 +51,11 @@ def _simulation(record_trace: bool = False) -> Any:
     )
 
 
-def _pubsub(count: int, *, read: bool) -> int:
+def _pubsub(count: int, *, read: bool, record_trace: bool = False) -> int:
     """Publish ``count`` messages (batches of 100 every 1 ms virtual) to one subscriber
     that receives them (``read``) or lets them queue; return deliveries.
     """
-    sim = _simulation()
+    sim = _simulation(record_trace)
     exchange, trader = sim.node("exchange"), sim.node("trader")
 
     async def main() -> int:
@@ -78,9 +86,16 @@ def _pubsub(count: int, *, read: bool) -> int:
     return delivered
 
 
-def sim_pubsub(count: int) -> int:
-    """Publish ``count`` messages (batches of 100 every 1 ms virtual); return deliveries."""
-    return _pubsub(count, read=True)
+def sim_pubsub(count: int, *, record_trace: bool = False) -> int:
+    """Publish ``count`` messages (batches of 100 every 1 ms virtual); return deliveries.
+    ``record_trace`` keeps every trace event (the hash is computed either way).
+    """
+    return _pubsub(count, read=True, record_trace=record_trace)
+
+
+def sim_pubsub_traced(count: int) -> int:
+    """:func:`sim_pubsub` with ``record_trace=True`` (the scenario runner's default)."""
+    return _pubsub(count, read=True, record_trace=True)
 
 
 def sim_network_pubsub(count: int) -> int:
@@ -251,11 +266,11 @@ def _profile(count: int, top: int = 15) -> list[dict[str, Any]]:
     return rows
 
 
-def _peak_memory(count: int) -> float:
+def _peak_memory(count: int, *, record_trace: bool) -> float:
     gc.collect()
     tracemalloc.start()
     try:
-        sim_pubsub(count)
+        sim_pubsub(count, record_trace=record_trace)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -263,10 +278,13 @@ def _peak_memory(count: int) -> float:
 
 
 def run_sim(config: BenchConfig) -> dict[str, Any]:
-    """Sim rates against bare SimPy, cost per message, peak memory, profile."""
+    """Sim rates against bare SimPy, trace cost, cost per message, peak memory (trace
+    recorded, the scenario runner's default, and not), profile.
+    """
     n = config.sim_messages
     rounds = interleaved(
         {
+            "tk_pubsub_traced": _rate(sim_pubsub_traced, n),
             "tk_pubsub": _rate(sim_pubsub, n),
             "bare_pubsub": _rate(bare_pubsub, n),
             "floor_pubsub": _rate(floor_pubsub, n),
@@ -302,13 +320,20 @@ def run_sim(config: BenchConfig) -> dict[str, Any]:
             "pubsub_vs_bare": paired_ratio(rounds["floor_pubsub"], rounds["bare_pubsub"]),
             "tk_pubsub_vs_floor": paired_ratio(rounds["tk_pubsub"], rounds["floor_pubsub"]),
         },
+        "trace_cost": {
+            "what": TRACE_COST_WHAT,
+            # traced time / untraced time - 1, paired within each round
+            "cost": paired_ratio(rounds["tk_pubsub"], rounds["tk_pubsub_traced"]) - 1,
+        },
         "breakdown_us": _breakdown(rates),
         "cost_us_per_message": scaling,
         "cost_growth": ratio(costs[-1], costs[0]) if costs else float("nan"),
         "peak_memory_mb": {
             "messages": config.sim_memory_messages,
-            "record_trace": False,
-            "peak_mb": _peak_memory(config.sim_memory_messages),
+            # The target's: the scenario runner's default (a scenario's record_trace).
+            "record_trace": True,
+            "peak_mb": _peak_memory(config.sim_memory_messages, record_trace=True),
+            "untraced_peak_mb": _peak_memory(config.sim_memory_messages, record_trace=False),
         },
         "profile_top": _profile(min(n, 20_000)),
     }

@@ -22,7 +22,10 @@ from transportkit._bench._instructions import callgrind_instructions
 
 WORKLOADS: Final = {
     "pubsub": "sim PUB/SUB, one reading subscriber (instructions per message)",
+    "pubsub_traced": "the same with record_trace=True (instructions per message)",
     "reqrep": "sim REQ/REP (instructions per round trip: two messages)",
+    "bare_pubsub": "bare SimPy doing pubsub's deliveries (instructions per message)",
+    "bare_reqrep": "bare SimPy doing reqrep's deliveries (instructions per round trip)",
 }
 """Every measured workload and what one unit of it is."""
 
@@ -37,8 +40,14 @@ def run_workload(workload: str, count: int) -> int:
     sim = importlib.import_module("transportkit._bench._sim")
     if workload == "pubsub":
         return int(sim.sim_pubsub(count))
+    if workload == "pubsub_traced":
+        return int(sim.sim_pubsub(count, record_trace=True))
     if workload == "reqrep":
         return int(sim.sim_reqrep(count))
+    if workload == "bare_pubsub":
+        return int(sim.bare_pubsub(count))
+    if workload == "bare_reqrep":
+        return int(sim.bare_reqrep(count))
     raise ValueError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
 
 

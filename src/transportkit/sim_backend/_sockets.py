@@ -8,12 +8,14 @@ lockstep and envelopes.
 
 from __future__ import annotations
 
+import _asyncio
 import asyncio
 import math
 from asyncio import Future as _Future
 from collections import deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Sequence
+from heapq import heappop
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from transportkit._endpoint import parse_endpoint
 from transportkit._errors import (
@@ -51,6 +53,7 @@ from transportkit._socket import (
     check_xsub_message,
     parse_subscription,
 )
+from transportkit.sim_backend._loop import SimCall
 from transportkit.sim_backend._pipes import Item, Peer
 from transportkit.sim_backend._trace import TRACE_BATCH
 
@@ -59,6 +62,13 @@ if TYPE_CHECKING:
     from transportkit.sim_backend._world import Node, Simulation
 
 __all__ = ["SOCKET_CLASSES", "SimSocket"]
+
+# The running task of a loop, without a Python frame: C in Python 3.12+, the dict the
+# pure-Python ``asyncio.current_task`` reads in 3.11.
+_tasks_module: Any = asyncio.tasks
+_current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None] = (
+    getattr(_asyncio, "current_task", None) or _tasks_module._current_tasks.get
+)
 
 
 def _wake(waiters: list[asyncio.Future[bool]]) -> None:
@@ -86,6 +96,83 @@ async def _wait(waiters: list[asyncio.Future[bool]], deadline: float | None) -> 
             handle.cancel()
         if fut in waiters:
             waiters.remove(fut)
+
+
+def _arrives_next(loop: asyncio.AbstractEventLoop, sock: SimSocket) -> Message | bool:
+    """Deliver the next message of ``sock`` here, if waiting for it would change nothing.
+
+    Called by a receive that found nothing and is about to wait, in the task that
+    receives. If the world's event loop, once this task has suspended, would do nothing
+    but process the SimPy event at the head of the heap, and that event is a message
+    arriving at ``sock`` that is simply queued (its link passes, its connection is
+    alive, ``sock`` is open and has no other waiter, no ``maxmsgsize``), and no timer
+    is due by then, then waiting would only let the loop deliver that message and wake
+    this task straight away, before anything else runs. Delivering it now, at the
+    same virtual time (the clock moves to it), is the same run without the wait: the
+    same trace, the same order of everything after. Return False if nothing was
+    delivered, the message if it was delivered and taken at once (the usual case), and
+    True if it was delivered into the socket's queues (then ``_take`` it).
+
+    It holds for the loop's FIFO fast path only: with a scheduler, invariants or debug
+    mode the loop counts and checks steps, and the receive waits. A task with a
+    cancellation pending waits too (the cancellation is delivered at the wait).
+    """
+    if loop is not sock.sim.loop:
+        return False
+    this: Any = loop  # asyncio internals (untyped)
+    if this._ready or this._stopping or this._debug:
+        return False
+    # Invariants registered during a run stop the FIFO path (``refresh``: stopping),
+    # so out of the general path none is active.
+    exploring = this._exploring
+    if exploring.in_general or exploring.scheduler is not None:
+        return False
+    env = sock.env
+    queue: list[Any] = env._queue
+    if not queue:
+        return False
+    entry = queue[0]
+    event = entry[3]
+    if type(event) is not SimCall or event[0] is not sock.wire.arrive:
+        return False
+    conn, remote, item, link = event[1]
+    if remote.sock is not sock or remote.dead or sock._closed or sock.maxmsgsize >= 0:
+        return False
+    if link is None or not (conn.alive and link.up and not link.holding):
+        return False
+    when = entry[0]
+    # The loop's timer heap holds float keys (``_loop._TimerKey``): its head is the
+    # earliest timer's time, cancelled or not (a cancelled one only forgoes the shortcut).
+    scheduled = this._scheduled
+    if (scheduled and scheduled[0] <= when) or when == math.inf:
+        return False
+    task: Any = _current_task(loop)
+    if task is None or task._must_cancel:  # a cancellation waits for the suspension
+        return False
+    heappop(queue)
+    env._now = when
+    if remote.conflate or not sock._plain_arrival or remote.in_q or remote.queued:
+        event[0](*event[1])
+        return True
+    # Wire._arrive, SimSocket.arrived and _take for the case checked above, inlined:
+    # the message would be queued, its peer made ready, and both taken back at once
+    # (the socket's ready list is empty: the receive found nothing).
+    remote.in_flight -= 1
+    pending = sock.trace_pending
+    pending.append((when, "deliver", sock.name, item[0]))
+    if len(pending) >= TRACE_BATCH:
+        sock.trace.flush()
+    kq = remote.kq
+    if kq:  # the oldest message in the kernel's buffer moves into the pipe
+        remote.kused -= kq.popleft()
+    other = remote.remote
+    if other is not None and other.out_q:
+        sock.wire.pump(other)
+    msg: Message | None = sock._accept(remote, item[1])
+    if msg is None:
+        return True
+    sock._stats.received += 1
+    return msg
 
 
 def _deadline(timeout: float | None, option_ms: int) -> float | None:
@@ -179,12 +266,15 @@ class SimSocket(Socket):
     _has_send_state: ClassVar[bool] = False
     _has_envelope: ClassVar[bool] = False
     _has_after_send: ClassVar[bool] = False
+    # Whether the class keeps SimSocket.arrived (a receive may then deliver inline).
+    _plain_arrival: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls._has_send_state = cls._check_send_state is not SimSocket._check_send_state
         cls._has_envelope = cls._envelope is not SimSocket._envelope
         cls._has_after_send = cls._after_send is not SimSocket._after_send
+        cls._plain_arrival = cls.arrived is SimSocket.arrived and cls._take is SimSocket._take
 
     def __init__(self, node: Node, options: SocketOptions, index: int) -> None:
         self.node = node
@@ -399,6 +489,24 @@ class SimSocket(Socket):
             waiters = self.recv_waiters
             loop = asyncio.get_running_loop()
             while True:
+                # A pre-check of _arrives_next (is the heap's head an arrival here?)
+                # without its call: a REQ/REP wait fails it (the head is the peer's).
+                queue: list[Any] = self.env._queue
+                head: Any = queue[0][3] if queue else None
+                here: bool = (
+                    type(head) is SimCall
+                    and head[0] is self.wire.arrive
+                    and head[1][1].sock is self
+                )
+                if here and not waiters:
+                    got = _arrives_next(loop, self)
+                    if got is not False:
+                        if got is not True:
+                            return got
+                        msg = self._take()
+                        if msg is not None:
+                            return msg
+                        continue
                 fut: asyncio.Future[bool] = _Future(loop=loop)  # loop.create_future()
                 waiters.append(fut)
                 try:

@@ -16,6 +16,14 @@ _STREAMS = 4  # times, kinds, subjects, details
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
+_ID = object()  # no text detail: the event's detail is its message id
+
+
+def _shown(detail: object) -> str:
+    """A detail that is not a message id, as :attr:`Trace.events` shows it."""
+    return detail if type(detail) is str else f"m{detail}"
+
+
 def event_name(kind: str) -> str:
     """The name an event kind is shown with (:meth:`Trace.format`, the Perfetto export):
     kebab case. The simulator records its monitor events as libzmq names them,
@@ -35,6 +43,21 @@ class TraceEvent(NamedTuple):
     detail: str
 
 
+class _Cells(dict[tuple[str, str], int]):
+    """Numbers the (kind, subject) pairs of a recorded trace as they first appear."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: list[tuple[str, str]] = []
+
+    def __missing__(self, pair: tuple[str, str]) -> int:
+        number = self[pair] = len(self.pairs)
+        self.pairs.append(pair)
+        return number
+
+
 class Trace:
     """Every send, delivery, drop, connection change and fault of a run, in order.
 
@@ -51,21 +74,44 @@ class Trace:
     little-endian IEEE-754 doubles; kinds, subjects and the ``repr`` of details as
     newline-terminated text), and then the four stream digests.
 
+    Recorded events are kept in columns, about 16 bytes an event (the time as a
+    double, the (kind, subject) pair as a number, the message id as an integer; a text
+    detail by its position), and made into :class:`TraceEvent` tuples only when
+    :attr:`events` is read (then kept, and extended at the next read): a run that
+    records its trace but never reads it holds no tuple per event.
+
     A detail that is an ``int`` is a message id; it is shown as ``m<id>`` in
-    :attr:`events` (formatting it only when events are kept saves the hot path a
+    :attr:`events` (formatting it only when events are read saves the hot path a
     string per message). Kinds are kept as recorded (libzmq's monitor events lowered:
     ``connect_retried``); :meth:`format` and the Perfetto export show every kind in
     kebab case (:func:`event_name`).
     """
 
-    __slots__ = ("_counts", "_events", "_hash", "pending", "record")
+    __slots__ = (
+        "_cells",
+        "_counts",
+        "_details",
+        "_events",
+        "_hash",
+        "_pairs",
+        "_texts",
+        "_times",
+        "pending",
+        "record",
+    )
 
     def __init__(self, *, record: bool = True) -> None:
         self._hash = [hashlib.blake2b(digest_size=16) for _ in range(_STREAMS)]
         self.record = record
-        self._events: list[TraceEvent] = []
         self._counts: Counter[str] = Counter()
         self.pending: list[tuple[float, str, str, str | int]] = []
+        # The recorded events, by column (see the class docstring).
+        self._times = array("d")
+        self._pairs = _Cells()
+        self._cells = array("I")
+        self._details = array("i")  # message ids (0 where the detail is a text)
+        self._texts: dict[int, object] = {}  # event number -> a detail that is no int
+        self._events: list[TraceEvent] = []  # those made so far by ``events``
 
     def add(self, time: float, kind: str, subject: str, detail: str | int = "") -> None:
         """Append an event (called by the simulator); an ``int`` detail is a message id."""
@@ -82,6 +128,8 @@ class Trace:
         times, kinds, subjects, details = zip(*pending, strict=True)
         streams = self._hash
         packed = array("d", times)
+        if self.record:
+            self._keep(packed, kinds, subjects, details)
         if _BIG_ENDIAN:
             packed.byteswap()
         streams[0].update(packed.tobytes())
@@ -90,17 +138,65 @@ class Trace:
         # One formatting call: the same text as "\n".join(map(repr, details)) + "\n".
         streams[3].update((("%r\n" * len(details)) % details).encode())
         self._counts.update(kinds)
-        if self.record:
-            self._events.extend(
-                TraceEvent(t, k, s, d if type(d) is str else f"m{d}") for t, k, s, d in pending
-            )
         pending.clear()
+
+    def _keep(
+        self,
+        times: array[float],
+        kinds: tuple[str, ...],
+        subjects: tuple[str, ...],
+        details: tuple[str | int, ...],
+    ) -> None:
+        """Append one batch to the recorded columns."""
+        first = len(self._times)
+        self._times.extend(times)
+        self._cells.extend(map(self._pairs.__getitem__, zip(kinds, subjects, strict=True)))
+        column = self._details
+        try:
+            # All message ids (the usual case); fromlist changes nothing if it fails,
+            # and is twice as fast as extend from the tuple.
+            column.fromlist(list(details))  # type: ignore[arg-type]
+            return
+        except (TypeError, OverflowError):
+            pass
+        ids = []
+        texts = self._texts
+        for number, detail in enumerate(details, first):
+            if type(detail) is int:
+                ids.append(detail)
+            else:
+                texts[number] = detail
+                ids.append(0)
+        try:
+            column.fromlist(ids)
+        except OverflowError:  # a message id past 2**31: a wider column from now on
+            column = self._details = array("q", column)
+            column.fromlist(ids)
 
     @property
     def events(self) -> list[TraceEvent]:
-        """The recorded events (empty with ``record=False``)."""
+        """The recorded events (empty with ``record=False``), made from the recorded
+        columns at the first read and kept: reading again costs only what was recorded
+        since. The list is the trace's own (do not change it).
+        """
         self.flush()
-        return self._events
+        events = self._events
+        start, end = len(events), len(self._times)
+        if start < end:
+            times, cells, details = self._times, self._cells, self._details
+            pairs, texts = self._pairs.pairs, self._texts
+            for number in range(start, end):
+                kind, subject = pairs[cells[number]]
+                text = texts.get(number, _ID)
+                events.append(
+                    TraceEvent(
+                        times[number],
+                        kind,
+                        subject,
+                        f"m{details[number]}" if text is _ID else _shown(text),
+                    )
+                )
+        return events
 
     @property
     def counts(self) -> Counter[str]:

@@ -136,6 +136,9 @@ class Wire:
         self._ports = itertools.count(_FIRST_EPHEMERAL_PORT)
         self.kernel_buffers = True
         """Model ipc/tcp kernel buffers and pipe notifications (``_kernel``)."""
+        self.arrive = self._arrive
+        """The function of every scheduled arrival (one bound method for all: a receiver
+        recognizes its next arrival by it, see ``SimSocket.recv``)."""
 
     def _key(self, sock: SimSocket, ep: Endpoint) -> tuple[str, ...]:
         """Where ``ep`` is, seen from ``sock``: tcp by (host node, port), ipc by path
@@ -848,7 +851,8 @@ class Wire:
     def offer(self, peer: Peer, item: Item) -> None:
         """Hand a message to ``peer``: onto the wire if there is room, else queue it."""
         remote = peer.remote
-        if peer.conn is not None and not peer.out_q:
+        conn = peer.conn
+        if conn is not None and not peer.out_q:
             assert remote is not None
             receiver = remote.sock
             hwm = receiver.rcvhwm
@@ -858,7 +862,31 @@ class Wire:
                 or len(remote.in_q) + remote.in_flight < hwm
                 or (remote.kcap and _kernel.admit(remote, item[1]))
             ):
-                self._transmit(peer, item)
+                link = conn.link_ab if peer is conn.a else conn.link_ba
+                if link is None or self.shuffle_ties:
+                    self._transmit(peer, item)
+                    return
+                # The path of every message: _transmit's usual case, inlined.
+                remote.in_flight += 1
+                lwm = peer.lwm
+                if lwm:  # libzmq tells the sender what left its pipe every lwm messages
+                    unseen = peer.unseen + 1
+                    peer.unseen = 0 if unseen >= lwm else unseen
+                env = self.env
+                when = env._now + link.latency.sample(self.rng)
+                if when < peer.last_arrival:  # noqa: PLR1730 (no max() call per message)
+                    when = peer.last_arrival
+                peer.last_arrival = when
+                queue: list[Any] = env._queue
+                heappush(
+                    queue,
+                    (
+                        when,
+                        _NORMAL,
+                        next(env._eid),
+                        SimCall((self.arrive, (conn, remote, item, link))),
+                    ),
+                )
                 return
         if peer.conflate:
             peer.out_q.clear()
@@ -910,7 +938,7 @@ class Wire:
             unseen = peer.unseen + 1
             peer.unseen = 0 if unseen >= peer.lwm else unseen
         if self.shuffle_ties:
-            self._schedule_at(self._arrival(peer, link), self._arrive, conn, remote, item, link)
+            self._schedule_at(self._arrival(peer, link), self.arrive, conn, remote, item, link)
             return
         # The hot path of every message: _arrival and schedule_call, inlined.
         env = self.env
@@ -921,7 +949,7 @@ class Wire:
         queue: list[Any] = env._queue
         heappush(
             queue,
-            (when, _NORMAL, next(env._eid), SimCall((self._arrive, (conn, remote, item, link)))),
+            (when, _NORMAL, next(env._eid), SimCall((self.arrive, (conn, remote, item, link)))),
         )
 
     def _arrival(self, peer: Peer, link: Link) -> float:
@@ -969,7 +997,19 @@ class Wire:
         pending.append((self.env._now, "deliver", receiver.name, item[0]))
         if len(pending) >= TRACE_BATCH:
             self.trace.flush()
-        receiver.arrived(remote)
+        if not receiver._plain_arrival:
+            receiver.arrived(remote)
+            return
+        # SimSocket.arrived, inlined (the socket kinds that receive keep it).
+        if not remote.queued:
+            remote.queued = True
+            receiver.ready.append(remote)
+        waiters = receiver.recv_waiters
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(True)
+            waiters.clear()
 
     def _refuse_oversized(self, conn: Connection, remote: Peer, item: Item, limit: int) -> None:
         """A frame over the receiver's ``maxmsgsize`` arrived: libzmq 4.3's behaviour.
