@@ -6,7 +6,7 @@
   processes (or on a Dask cluster: ``--dask ADDRESS``) and report the failing seeds
   with their replay commands.
 - ``transportkit scenarios``: list the shipped scenarios, one line each.
-- ``transportkit bench``: measure transportkit beside raw pyzmq and bare SimPy.
+- ``transportkit bench``: measure transportkit beside raw pyzmq, C libzmq, bare SimPy and other simulators.
 - ``transportkit`` (or ``transportkit demo``): run the market-data and risk examples
   in a deterministic simulation; ``--backend zmq`` runs them on real sockets.
 
@@ -80,7 +80,7 @@ COMMANDS: Final = {
     "sweep": "run a scenario once per seed in parallel; report the failing seeds",
     "scenarios": "list the scenarios shipped with transportkit",
     "demo": "run the market-data and risk examples (the default command)",
-    "bench": "measure transportkit beside raw pyzmq and bare SimPy",
+    "bench": "measure transportkit beside raw pyzmq, C libzmq, bare SimPy and other simulators",
 }
 """The subcommands and their one-line help."""
 

@@ -1,6 +1,6 @@
 """The targets checked against a report, and the report as Markdown tables.
 
-The figures of issue 5 (latency, throughput, zerocopy, sim) are formatted here; every
+The first four figures (latency, throughput, zerocopy, sim) are formatted here; every
 later figure lives in its own module ``transportkit._bench._fig_NAME`` (see
 :data:`FIGURE_MODULES`), which defines ``TARGETS``, ``run(config)``,
 ``format_lines(figure)`` and ``checks(figure)``.
@@ -182,6 +182,14 @@ def _sim(sim: dict[str, Any]) -> list[str]:
             f"| the receive itself (the rest) | {parts['sim_receive']:.2f} |",
             f"| sim total | {parts['sim_total']:.2f} |",
         ]
+        if parts["sim_receive"] < 0:
+            lines += [
+                "",
+                "The rest is negative: a subscriber that reads takes most of its messages "
+                "inline, with no wake-up (a receive that would only wait for the next "
+                "arrival takes it at once), so it costs less than the wake-up the floor "
+                "pays; a subscriber that never reads queues every message instead.",
+            ]
     trace = sim.get("trace_cost")
     if trace:
         lines += [
