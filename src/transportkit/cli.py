@@ -6,7 +6,8 @@
   processes (or on a Dask cluster: ``--dask ADDRESS``) and report the failing seeds
   with their replay commands.
 - ``transportkit scenarios``: list the shipped scenarios, one line each.
-- ``transportkit bench``: measure transportkit beside raw pyzmq, C libzmq, bare SimPy and other simulators.
+- ``transportkit bench``: measure transportkit beside raw pyzmq, C libzmq, bare SimPy
+  and other simulators.
 - ``transportkit`` (or ``transportkit demo``): run the market-data and risk examples
   in a deterministic simulation; ``--backend zmq`` runs them on real sockets.
 

@@ -91,7 +91,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="transportkit bench",
         epilog=EXIT_STATUS_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Measure transportkit side by side with raw pyzmq, C libzmq, bare SimPy and other simulators.",
+        description=(
+            "Measure transportkit side by side with raw pyzmq, C libzmq, bare SimPy and "
+            "other simulators."
+        ),
     )
     group = parser
     group.add_argument("--json", action="store_true", help="print the report as JSON")
