@@ -9,8 +9,9 @@ The figures behind the bounds were measured on a shared 2-core VM (Python 3.11):
   delivered, or a timer wake-up (``scenarios/market_data_million.toml``: one million
   updates sent and delivered and 10,000 publisher ticks in 21 s).
   :data:`MAX_EVENTS` bounds a run at about 50 s of sim time.
-- A recorded trace keeps each send, delivery and connection change: about 160 bytes
-  an event; :data:`MAX_TRACED_EVENTS` bounds it at about 160 MB.
+- A recorded trace keeps each send, delivery and connection change: about 17 bytes
+  an event as recorded, about 160 once its events are read (``--trace``, a plot);
+  :data:`MAX_TRACED_EVENTS` bounds it at about 160 MB at the most.
 - A message queued in the sim (a publisher's send that no subscriber has read yet)
   costs about 0.7 KB (500,000 queued: 392 MB peak RSS); :data:`MAX_QUEUED` bounds the
   queues there. On zmq the high-water marks bound the same queues in libzmq.
@@ -132,7 +133,7 @@ estimated from its rates, bursts, intervals and fan-out: about 50 s on the sim."
 
 MAX_TRACED_EVENTS: Final = 1_000_000
 """Most events when the trace is recorded (``record_trace``, the default, or
-``--trace``): about 160 MB of trace."""
+``--trace``): about 17 MB of trace as recorded, 160 MB once its events are read."""
 
 MAX_QUEUED: Final = 500_000
 """Most messages that may wait in queues at once, as allowed by the high-water marks

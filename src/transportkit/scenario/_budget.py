@@ -399,7 +399,7 @@ def check_budget(
     if traced:
         _refuse(
             scenario, events, MAX_TRACED_EVENTS, claim,
-            "with the trace recorded, about 160 MB of it; with record_trace = false in "
+            "with the trace recorded, up to about 160 MB of it; with record_trace = false in "
             f"[scenario] and without --trace, {max_events:,}",
         )  # fmt: skip
     _refuse(
