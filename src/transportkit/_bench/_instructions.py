@@ -102,9 +102,15 @@ def _check(got: object, sent: object, count: int) -> None:
 
 
 def callgrind_instructions(
-    valgrind: str, module: str, worker_args: list[str], env: dict[str, str]
+    valgrind: str,
+    module: str,
+    worker_args: list[str],
+    env: dict[str, str],
+    *,
+    worker_flag: str | None = "--worker",
 ) -> int:
-    """CPU instructions of ``python -m MODULE --worker *WORKER_ARGS`` under callgrind.
+    """CPU instructions of ``python -m MODULE --worker *WORKER_ARGS`` under callgrind
+    (``worker_flag`` None: without ``--worker``).
 
     Raises:
         subprocess.CalledProcessError: The worker failed.
@@ -120,7 +126,7 @@ def callgrind_instructions(
                 sys.executable,
                 "-m",
                 module,
-                "--worker",
+                *([] if worker_flag is None else [worker_flag]),
                 *worker_args,
             ],
             env=env,

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
-import sys
-import tempfile
 from typing import Final
 
 from transportkit._bench._fig_peers import RATIOS, VARIANTS
+from transportkit._bench._instructions import callgrind_instructions
 from transportkit._bench._peers_worker import WORKLOADS, expected_events
 
 __all__ = ["BASE_COUNTS", "measure"]
@@ -30,34 +27,15 @@ __all__ = ["BASE_COUNTS", "measure"]
 BASE_COUNTS: Final = {"echo": 1_000, "fanout": 1_000, "timers": 5_000}
 """``N`` of each workload at scale 1 (callgrind runs about 50 times slower)."""
 
-_COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
-
-
 def _instructions(valgrind: str, lib: str, mode: str, workload: str, n: int) -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
-    with tempfile.TemporaryDirectory() as tmp:
-        done = subprocess.run(
-            [
-                valgrind,
-                "--tool=callgrind",
-                f"--callgrind-out-file={tmp}/callgrind.out",
-                sys.executable,
-                "-m",
-                "transportkit._bench._peers_worker",
-                lib,
-                workload,
-                str(n),
-                mode,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    found = _COLLECTED.findall(done.stderr)
-    if not found:
-        raise RuntimeError(f"no instruction count in callgrind's output: {done.stderr[-500:]}")
-    return int(found[-1])
+    return callgrind_instructions(
+        valgrind,
+        "transportkit._bench._peers_worker",
+        [lib, workload, str(n), mode],
+        env,
+        worker_flag=None,
+    )
 
 
 def measure(variants: list[str], scale: float = 1.0) -> dict[str, dict[str, float]]:
