@@ -27,6 +27,7 @@ __all__ = ["BASE_COUNTS", "measure"]
 BASE_COUNTS: Final = {"echo": 1_000, "fanout": 1_000, "timers": 5_000}
 """``N`` of each workload at scale 1 (callgrind runs about 50 times slower)."""
 
+
 def _instructions(valgrind: str, lib: str, mode: str, workload: str, n: int) -> int:
     env = dict(os.environ, PYTHONHASHSEED="0")  # the same dict layouts every run
     return callgrind_instructions(
